@@ -1,0 +1,91 @@
+//! [`CatalogError`]: the one error type of the catalog contract.
+
+use kernel::{FieldError, ProblemBody, ProblemCode};
+
+use crate::ProductId;
+
+/// Everything a catalog call can fail with, in process or over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// No product has this id.
+    #[error("product `{0}` does not exist")]
+    ProductNotFound(ProductId),
+    /// Another product has this SKU.
+    #[error("a product with SKU `{0}` already exists")]
+    DuplicateSku(String),
+    /// The request is well-formed but some fields are invalid.
+    #[error("the product is invalid: {}", summary(.0))]
+    Validation(Vec<FieldError>),
+    /// The cursor was not handed out by this list.
+    #[error("the cursor is not valid for this list")]
+    InvalidCursor,
+    /// The catalog (its database, or the remote process) cannot answer now.
+    #[error("the catalog is unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected answer; details are in the logs.
+    #[error("unexpected catalog error: {0}")]
+    Unexpected(String),
+}
+
+fn summary(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ProblemCode for CatalogError {
+    fn status(&self) -> u16 {
+        match self {
+            CatalogError::ProductNotFound(_) => 404,
+            CatalogError::DuplicateSku(_) => 409,
+            CatalogError::Validation(_) => 422,
+            CatalogError::InvalidCursor => 400,
+            CatalogError::Unavailable(_) => 503,
+            CatalogError::Unexpected(_) => 500,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            CatalogError::ProductNotFound(_) => "product_not_found",
+            CatalogError::DuplicateSku(_) => "duplicate_sku",
+            CatalogError::Validation(_) => "validation_failed",
+            CatalogError::InvalidCursor => "invalid_cursor",
+            CatalogError::Unavailable(_) => "catalog_unavailable",
+            CatalogError::Unexpected(_) => "internal_error",
+        }
+    }
+
+    fn field_errors(&self) -> &[FieldError] {
+        match self {
+            CatalogError::Validation(errors) => errors,
+            _ => &[],
+        }
+    }
+}
+
+impl CatalogError {
+    /// Rebuilds the error a remote catalog answered with.
+    ///
+    /// `product` and `sku` are what the request was about, so the variant
+    /// carries the same data as the in-process one.
+    pub fn from_problem(
+        problem: ProblemBody,
+        product: Option<ProductId>,
+        sku: Option<&str>,
+    ) -> CatalogError {
+        let detail = problem.detail.unwrap_or(problem.title);
+        match (problem.code.as_str(), product, sku) {
+            ("product_not_found", Some(id), _) => CatalogError::ProductNotFound(id),
+            ("duplicate_sku", _, Some(sku)) => CatalogError::DuplicateSku(sku.to_uppercase()),
+            ("validation_failed", _, _) => CatalogError::Validation(problem.errors),
+            ("invalid_cursor", _, _) => CatalogError::InvalidCursor,
+            (_, _, _) if problem.status == 503 => CatalogError::Unavailable(detail),
+            (code, _, _) => {
+                CatalogError::Unexpected(format!("{} {code}: {detail}", problem.status))
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Public contract of the catalog module. Other modules depend on this crate only.
+//!
+//! [`CatalogApi`] has two implementations: `catalog::CatalogModule` (in
+//! process) and [`client::CatalogClient`] (over HTTP, feature `client`). The
+//! composition root picks one from configuration; callers cannot tell them
+//! apart, which the contract suite in [`contract`] checks.
+
+mod error;
+mod product;
+
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+
+pub use error::CatalogError;
+pub use product::{ListProducts, NewProduct, Product, ProductId, ProductPatch, Sku, SkuError};
+
+use kernel::{CallContext, Page};
+
+/// Route prefixes (below `/api/v1`) served by the catalog module. A process
+/// where the catalog is remote forwards these to it.
+pub const ROUTE_PREFIXES: &[&str] = &["/products"];
+
+/// What other modules (and the catalog's own HTTP routes) may ask of the catalog.
+#[async_trait::async_trait]
+pub trait CatalogApi: Send + Sync {
+    /// Creates a product.
+    ///
+    /// # Errors
+    /// [`CatalogError::Validation`] for invalid fields,
+    /// [`CatalogError::DuplicateSku`] when the SKU is taken.
+    async fn create_product(
+        &self,
+        cx: &CallContext,
+        new: NewProduct,
+    ) -> Result<Product, CatalogError>;
+
+    /// One product by id.
+    ///
+    /// # Errors
+    /// [`CatalogError::ProductNotFound`] when no product has this id.
+    async fn get_product(&self, cx: &CallContext, id: ProductId) -> Result<Product, CatalogError>;
+
+    /// A page of products in a stable order (oldest first).
+    ///
+    /// # Errors
+    /// [`CatalogError::InvalidCursor`] when the cursor was not handed out by this list.
+    async fn list_products(
+        &self,
+        cx: &CallContext,
+        query: ListProducts,
+    ) -> Result<Page<Product>, CatalogError>;
+
+    /// Changes the fields present in `patch` (JSON merge-patch semantics).
+    ///
+    /// # Errors
+    /// [`CatalogError::ProductNotFound`], [`CatalogError::Validation`].
+    async fn update_product(
+        &self,
+        cx: &CallContext,
+        id: ProductId,
+        patch: ProductPatch,
+    ) -> Result<Product, CatalogError>;
+}

@@ -1,0 +1,230 @@
+//! Product DTOs, ids and the SKU newtype.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use kernel::{Cursor, Money, PageLimit};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Identifier of a product (UUID v7, so ids sort by creation time).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(transparent)]
+#[schema(value_type = Uuid)]
+pub struct ProductId(Uuid);
+
+impl ProductId {
+    /// A new, time-ordered id.
+    pub fn generate() -> ProductId {
+        ProductId(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for ProductId {
+    fn from(id: Uuid) -> ProductId {
+        ProductId(id)
+    }
+}
+
+impl fmt::Display for ProductId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A stock keeping unit: 1 to 64 characters of `A-Z 0-9 . _ -`, starting
+/// with a letter or digit. Stored upper-case, so `abc-1` and `ABC-1` are
+/// the same SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, example = "MUG-BLUE-01")]
+pub struct Sku(String);
+
+/// Why a text is not a SKU.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a SKU is 1 to 64 characters of A-Z, 0-9, '.', '_' or '-', starting with a letter or digit"
+)]
+pub struct SkuError;
+
+impl Sku {
+    /// Longest SKU.
+    pub const MAX_LEN: usize = 64;
+
+    /// Parses and normalises (upper-cases) a SKU.
+    ///
+    /// # Errors
+    /// [`SkuError`] when `raw` breaks the rules above.
+    pub fn parse(raw: &str) -> Result<Sku, SkuError> {
+        let bytes = raw.as_bytes();
+        let first_ok = bytes.first().is_some_and(u8::is_ascii_alphanumeric);
+        let rest_ok = bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if first_ok && rest_ok && bytes.len() <= Self::MAX_LEN {
+            Ok(Sku(raw.to_ascii_uppercase()))
+        } else {
+            Err(SkuError)
+        }
+    }
+
+    /// The SKU as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Sku {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sku, D::Error> {
+        let raw = String::deserialize(d)?;
+        Sku::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A product as the catalog returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    /// Product id.
+    pub id: ProductId,
+    /// Unique stock keeping unit, upper-case.
+    pub sku: Sku,
+    /// Display name.
+    pub name: String,
+    /// Longer description, if any.
+    pub description: Option<String>,
+    /// List price.
+    pub price: Money,
+    /// Whether the product is for sale.
+    pub active: bool,
+    /// When the product was created.
+    pub created_at: DateTime<Utc>,
+    /// When the product last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A product to create. Fields are checked by the catalog, which reports
+/// every invalid one at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"sku": "MUG-BLUE-01", "name": "Blue mug", "description": "350 ml, stoneware", "price": {"amount_minor": 1299, "currency": "EUR"}}))]
+pub struct NewProduct {
+    /// Stock keeping unit (see [`Sku`]); must be unique.
+    pub sku: String,
+    /// Display name, 1 to 200 characters.
+    pub name: String,
+    /// Optional description, at most 5000 characters.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// List price; the amount may not be negative.
+    pub price: Money,
+    /// Whether the product is for sale (default `true`).
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// Changes to a product: only the fields present are changed; `description:
+/// null` removes the description (JSON merge patch). The SKU cannot change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"price": {"amount_minor": 999, "currency": "EUR"}, "active": false}))]
+pub struct ProductPatch {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New description; `null` removes it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// New list price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Money>,
+    /// New sale status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Which page of products to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListProducts {
+    /// Page size.
+    pub limit: PageLimit,
+    /// Where the previous page ended.
+    pub cursor: Option<Cursor>,
+}
+
+impl Default for ListProducts {
+    fn default() -> ListProducts {
+        ListProducts {
+            limit: PageLimit::DEFAULT,
+            cursor: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_rules() {
+        assert_eq!(
+            Sku::parse("mug-blue_01.x").unwrap().as_str(),
+            "MUG-BLUE_01.X"
+        );
+        assert!(Sku::parse("").is_err());
+        assert!(Sku::parse("-MUG").is_err());
+        assert!(Sku::parse("MUG BLUE").is_err());
+        assert!(Sku::parse("MÜG").is_err());
+        assert!(Sku::parse(&"A".repeat(64)).is_ok());
+        assert!(Sku::parse(&"A".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn patch_distinguishes_null_from_absent() {
+        let absent: ProductPatch = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.description, None);
+        let null: ProductPatch = serde_json::from_str(r#"{"description":null}"#).unwrap();
+        assert_eq!(null.description, Some(None));
+        let set: ProductPatch = serde_json::from_str(r#"{"description":"x"}"#).unwrap();
+        assert_eq!(set.description, Some(Some("x".into())));
+        // Serialising keeps the distinction, which the HTTP client relies on.
+        assert_eq!(
+            serde_json::to_string(&null).unwrap(),
+            r#"{"description":null}"#
+        );
+        assert_eq!(serde_json::to_string(&absent).unwrap(), "{}");
+    }
+
+    #[test]
+    fn sku_cannot_be_patched() {
+        let err = serde_json::from_str::<ProductPatch>(r#"{"sku":"X"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `sku`"));
+    }
+}

@@ -1,0 +1,46 @@
+//! Catalog module: products, their persistence, the in-process
+//! implementation of [`catalog_api::CatalogApi`] and the `/products` routes.
+//!
+//! Owns the `catalog` schema; nothing else reads or writes it. Other modules
+//! reach the catalog only through `catalog-api`.
+
+mod domain;
+pub mod http;
+mod repo;
+mod service;
+
+pub use service::CatalogModule;
+
+use serde::Deserialize;
+
+/// Name of the module, of its schema and of its config section.
+pub const NAME: &str = "catalog";
+
+/// The catalog's migrations, embedded from `migrations/catalog/`.
+pub static MIGRATIONS: db::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../../migrations/catalog");
+
+/// The catalog's schema and migrations, for `shop migrate` and the tests.
+pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
+    schema: NAME,
+    migrations: &MIGRATIONS,
+};
+
+/// The `[catalog]` config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Database of this module (`[catalog.database]`).
+    pub database: ModuleDatabase,
+}
+
+/// Where a module keeps its data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleDatabase {
+    /// A database URL of its own; when absent the shared `database.url` is used.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Most connections this module's pool opens.
+    pub max_connections: usize,
+}

@@ -1,0 +1,151 @@
+//! [`CatalogModule`]: the in-process implementation of [`CatalogApi`].
+
+use catalog_api::{
+    CatalogApi, CatalogError, ListProducts, NewProduct, Product, ProductId, ProductPatch,
+};
+use db::{Pool, PoolError};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use kernel::{CallContext, Cursor, Page};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{validate_new, validate_patch};
+use crate::repo::{self, ProductRow};
+
+/// The catalog, served from this process's database pool.
+#[derive(Clone)]
+pub struct CatalogModule {
+    pool: Pool,
+}
+
+impl CatalogModule {
+    /// The catalog over its own connection pool.
+    pub fn new(pool: Pool) -> CatalogModule {
+        CatalogModule { pool }
+    }
+
+    /// The module's pool (for readiness checks and metrics).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn conn(&self) -> Result<db::Object, CatalogError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+/// Position of the last product of a page.
+#[derive(Serialize, Deserialize)]
+struct ListKey {
+    id: Uuid,
+}
+
+fn unavailable(error: PoolError) -> CatalogError {
+    tracing::warn!(error = %error, "catalog database unavailable");
+    CatalogError::Unavailable("the catalog database is unavailable".to_owned())
+}
+
+fn database(error: DieselError) -> CatalogError {
+    match &error {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            CatalogError::Unavailable("the catalog database connection was lost".to_owned())
+        }
+        DieselError::DatabaseError(_, info) if info.message().contains("statement timeout") => {
+            CatalogError::Unavailable("the catalog database is too slow to answer".to_owned())
+        }
+        _ => CatalogError::Unexpected(format!("catalog database error: {error}")),
+    }
+}
+
+fn to_product(row: ProductRow) -> Result<Product, CatalogError> {
+    row.into_product().map_err(CatalogError::Unexpected)
+}
+
+#[async_trait::async_trait]
+impl CatalogApi for CatalogModule {
+    #[tracing::instrument(skip_all, fields(product.sku = %new.sku))]
+    async fn create_product(
+        &self,
+        _cx: &CallContext,
+        new: NewProduct,
+    ) -> Result<Product, CatalogError> {
+        let valid = validate_new(new).map_err(CatalogError::Validation)?;
+        let mut conn = self.conn().await?;
+        let id = ProductId::generate();
+        let row = repo::insert(&mut conn, id, &valid)
+            .await
+            .map_err(|e| match e {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+                    if info.constraint_name() == Some(repo::SKU_UNIQUE) =>
+                {
+                    CatalogError::DuplicateSku(valid.sku.to_string())
+                }
+                other => database(other),
+            })?;
+        tracing::info!(product.id = %id, "product created");
+        to_product(row)
+    }
+
+    #[tracing::instrument(skip_all, fields(product.id = %id))]
+    async fn get_product(&self, _cx: &CallContext, id: ProductId) -> Result<Product, CatalogError> {
+        let mut conn = self.conn().await?;
+        let row = repo::find(&mut conn, id)
+            .await
+            .map_err(database)?
+            .ok_or(CatalogError::ProductNotFound(id))?;
+        to_product(row)
+    }
+
+    #[tracing::instrument(skip_all, fields(limit = query.limit.get()))]
+    async fn list_products(
+        &self,
+        _cx: &CallContext,
+        query: ListProducts,
+    ) -> Result<Page<Product>, CatalogError> {
+        let after = match &query.cursor {
+            Some(cursor) => Some(
+                cursor
+                    .decode::<ListKey>()
+                    .map_err(|_| CatalogError::InvalidCursor)?
+                    .id,
+            ),
+            None => None,
+        };
+        let limit = usize::from(query.limit.get());
+        let mut conn = self.conn().await?;
+        // One extra row tells whether another page follows.
+        let mut rows = repo::list(&mut conn, after, i64::from(query.limit.get()) + 1)
+            .await
+            .map_err(database)?;
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let items = rows
+            .into_iter()
+            .map(to_product)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = match items.last() {
+            Some(last) if has_more => Some(Cursor::encode(&ListKey {
+                id: last.id.as_uuid(),
+            })),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    #[tracing::instrument(skip_all, fields(product.id = %id))]
+    async fn update_product(
+        &self,
+        _cx: &CallContext,
+        id: ProductId,
+        patch: ProductPatch,
+    ) -> Result<Product, CatalogError> {
+        let valid = validate_patch(patch).map_err(CatalogError::Validation)?;
+        let mut conn = self.conn().await?;
+        let row = repo::update(&mut conn, id, &valid)
+            .await
+            .map_err(database)?
+            .ok_or(CatalogError::ProductNotFound(id))?;
+        tracing::info!("product updated");
+        to_product(row)
+    }
+}

@@ -1,0 +1,17 @@
+//! Database plumbing shared by every module: one pool per module, per-schema
+//! migrations, readiness checks, and the embedded PostgreSQL launcher used by
+//! `cargo run` and the tests.
+//!
+//! Modules own their schema. A module's pool puts that schema alone on the
+//! `search_path`, so its SQL cannot reach another module's tables by accident,
+//! and each module may point at its own database URL.
+
+pub mod embedded;
+mod migrate;
+mod pool;
+
+pub use migrate::{ModuleMigrations, create_database, migrate};
+pub use pool::{Object, Pool, PoolError, PoolOptions, build_pool, ping, record_pool_metrics};
+
+pub use diesel_async::AsyncPgConnection;
+pub use diesel_migrations::EmbeddedMigrations;

@@ -1,0 +1,89 @@
+//! Per-module migrations, each module's history in its own schema.
+
+use diesel::connection::SimpleConnection as _;
+use diesel::migration::{Migration, MigrationSource};
+use diesel::pg::Pg;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _};
+
+/// A module's schema and the migrations embedded from `migrations/<schema>/`.
+#[derive(Clone, Copy)]
+pub struct ModuleMigrations {
+    /// Schema the module owns; its migration history lives there too.
+    pub schema: &'static str,
+    /// The module's migrations.
+    pub migrations: &'static EmbeddedMigrations,
+}
+
+impl std::fmt::Debug for ModuleMigrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleMigrations")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies the module's pending migrations on a dedicated connection whose
+/// `search_path` is the module's schema, so the tables and
+/// `__diesel_schema_migrations` land there. Returns the versions applied.
+///
+/// # Errors
+/// Connection or migration failures, with the module named.
+pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<String>> {
+    let url = url.to_owned();
+    let ModuleMigrations { schema, migrations } = module;
+    // diesel's migration harness is synchronous; run it off the async workers.
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
+            diesel::Connection::establish(&url)
+                .map_err(|e| anyhow::anyhow!("cannot connect to migrate `{schema}`: {e}"))?;
+        conn.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+        ))
+        .map_err(|e| anyhow::anyhow!("cannot prepare schema `{schema}`: {e}"))?;
+        let applied = conn
+            .run_pending_migrations(Source(migrations))
+            .map_err(|e| anyhow::anyhow!("migrations of `{schema}` failed: {e}"))?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    })
+    .await?
+}
+
+/// Lends a `'static` embedded migration set to the harness, which wants a
+/// source by value.
+struct Source(&'static EmbeddedMigrations);
+
+impl MigrationSource<Pg> for Source {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<Pg>>>> {
+        self.0.migrations()
+    }
+}
+
+/// Creates database `name` on the server of `admin_url` unless it exists.
+///
+/// # Errors
+/// Connection failures, or `name` not a plain identifier.
+pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "invalid database name `{name}`"
+    );
+    let mut conn = AsyncPgConnection::establish(admin_url).await?;
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let found: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<diesel::sql_types::Text, _>(name)
+            .get_result(&mut conn)
+            .await?;
+    if !found.exists {
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Error vocabulary shared by every module's error type and the web layer.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One invalid field of a request, reported in a 422 problem's `errors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// JSON path of the field (`price.currency`).
+    pub field: String,
+    /// What is wrong with it, for a person.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error on `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How a module error presents itself as an RFC 9457 problem.
+///
+/// Implemented by every `-api` error enum; the web layer turns it into an
+/// `application/problem+json` response and the HTTP clients turn such a
+/// response back into the same variant, so callers see one error type
+/// whichever side of the wire the module runs on.
+pub trait ProblemCode: std::error::Error {
+    /// HTTP status code.
+    fn status(&self) -> u16;
+    /// Stable machine-readable code (`product_not_found`); part of the API.
+    fn code(&self) -> &'static str;
+    /// Field errors for 422 responses.
+    fn field_errors(&self) -> &[FieldError] {
+        &[]
+    }
+}
+
+/// The body of an `application/problem+json` response (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProblemBody {
+    /// Stable URI of the problem type: `urn:shop:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong in this occurrence, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Stable machine-readable code, the last part of `type`.
+    pub code: String,
+    /// The request id of the failed request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Invalid fields (422 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl ProblemBody {
+    /// Content type of problem responses.
+    pub const CONTENT_TYPE: &'static str = "application/problem+json";
+
+    /// A problem of `status` with the stable `code`.
+    pub fn new(status: u16, code: &str, title: &str, detail: Option<String>) -> ProblemBody {
+        ProblemBody {
+            type_uri: format!("urn:shop:problem:{code}"),
+            title: title.to_owned(),
+            status,
+            detail,
+            code: code.to_owned(),
+            request_id: None,
+            errors: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Shared kernel: the small vocabulary every crate speaks.
+//!
+//! Money, request context, pagination and the error vocabulary that crosses
+//! module boundaries. Depends on nothing in the workspace and on no web or
+//! database crate, so `-api` crates can use it freely.
+
+mod context;
+mod error;
+mod money;
+mod page;
+
+pub use context::{CallContext, RequestId};
+pub use error::{FieldError, ProblemBody, ProblemCode};
+pub use money::{Currency, Money, MoneyError};
+pub use page::{Cursor, CursorError, Page, PageLimit, PageLimitError};

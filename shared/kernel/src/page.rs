@@ -1,0 +1,120 @@
+//! Keyset pagination: bounded limits, opaque cursors, the page envelope.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use utoipa::ToSchema;
+
+/// One page of a list: `{"items": [...], "next_cursor": "..." | null}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// The items of this page, in the list's stable order.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// How many items a page holds, between 1 and [`PageLimit::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit(u16);
+
+impl PageLimit {
+    /// Largest page a client may ask for.
+    pub const MAX: u16 = 100;
+    /// Page size when the client does not say.
+    pub const DEFAULT: PageLimit = PageLimit(20);
+
+    /// Checks a client-supplied limit.
+    ///
+    /// # Errors
+    /// When `raw` is 0 or above [`PageLimit::MAX`].
+    pub fn new(raw: u32) -> Result<PageLimit, PageLimitError> {
+        match u16::try_from(raw) {
+            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(PageLimit(n)),
+            _ => Err(PageLimitError(raw)),
+        }
+    }
+
+    /// The limit as a number.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// A page limit out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limit must be between 1 and {max}, got {0}", max = PageLimit::MAX)]
+pub struct PageLimitError(pub u32);
+
+/// An opaque position in a list. Clients pass it back unchanged.
+///
+/// Inside it is base64url-encoded JSON of the key of the last item seen; the
+/// encoding is not part of the API and may change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, example = "eyJpZCI6IjAxOTM...")]
+pub struct Cursor(String);
+
+/// A cursor that this list did not hand out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cursor is not valid for this list")]
+pub struct CursorError;
+
+impl Cursor {
+    /// Wraps a key into an opaque cursor.
+    pub fn encode<K: Serialize>(key: &K) -> Cursor {
+        // Serialising a plain key struct cannot fail; fall back to an empty
+        // object rather than panic.
+        let json = serde_json::to_vec(key).unwrap_or_else(|_| b"{}".to_vec());
+        Cursor(URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// Unwraps the key this cursor was made from.
+    ///
+    /// # Errors
+    /// [`CursorError`] when the text is not a cursor of this key type.
+    pub fn decode<K: DeserializeOwned>(&self) -> Result<K, CursorError> {
+        let bytes = URL_SAFE_NO_PAD.decode(&self.0).map_err(|_| CursorError)?;
+        serde_json::from_slice(&bytes).map_err(|_| CursorError)
+    }
+
+    /// Wraps text received from a client.
+    pub fn from_raw(raw: impl Into<String>) -> Cursor {
+        Cursor(raw.into())
+    }
+
+    /// The cursor as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Key {
+        id: u32,
+    }
+
+    #[test]
+    fn cursor_roundtrips_and_rejects_garbage() {
+        let cursor = Cursor::encode(&Key { id: 7 });
+        assert_eq!(cursor.decode::<Key>().unwrap(), Key { id: 7 });
+        assert_eq!(
+            Cursor::from_raw("not base64!").decode::<Key>(),
+            Err(CursorError)
+        );
+        let other = Cursor::encode(&serde_json::json!({"x": 1}));
+        assert_eq!(other.decode::<Key>(), Err(CursorError));
+    }
+
+    #[test]
+    fn limit_is_bounded() {
+        assert!(PageLimit::new(0).is_err());
+        assert!(PageLimit::new(101).is_err());
+        assert!(PageLimit::new(u32::MAX).is_err());
+        assert_eq!(PageLimit::new(100).unwrap().get(), 100);
+    }
+}

@@ -1,0 +1,34 @@
+//! [`RequestCx`]: the call context of the current request.
+
+use std::future::{Ready, ready};
+
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, dev::Payload};
+use kernel::{CallContext, RequestId};
+
+/// The [`CallContext`] of this request: its request id and the caller's
+/// bearer token, ready to hand to another module.
+#[derive(Debug, Clone)]
+pub struct RequestCx(pub CallContext);
+
+impl FromRequest for RequestCx {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<RequestCx, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(RequestId::generate);
+        let mut cx = CallContext::for_request(request_id);
+        let bearer = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = bearer {
+            cx = cx.with_bearer_token(token);
+        }
+        ready(Ok(RequestCx(cx)))
+    }
+}

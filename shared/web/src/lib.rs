@@ -1,0 +1,20 @@
+//! HTTP plumbing every module's routes share.
+//!
+//! - [`problem`]: RFC 9457 `application/problem+json` for every error, the
+//!   extractor configs that make actix's own errors problems too, and the
+//!   safety net that rewrites any other error body.
+//! - [`observe`]: request ids, the root tracing span, one access-log line and
+//!   the HTTP metrics per request.
+//! - [`RequestCx`]: the caller's [`kernel::CallContext`] as an extractor.
+//! - [`PageQuery`]: `limit` and `cursor` of list endpoints.
+
+pub mod auth;
+mod context;
+pub mod observe;
+mod page;
+pub mod problem;
+
+pub use context::RequestCx;
+pub use observe::{RequestIdRootSpan, current_request_id};
+pub use page::PageQuery;
+pub use problem::{ApiError, Problem};

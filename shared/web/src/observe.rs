@@ -1,0 +1,121 @@
+//! Per-request observability: request id, root span, access log, metrics.
+//!
+//! [`RequestIdRootSpan`] (for `tracing_actix_web::TracingLogger`) takes the
+//! request id from `x-request-id` or makes one, stores it in the request's
+//! extensions and puts it on the root span, so every log line of the request
+//! carries `request_id`. [`middleware`] then, inside that span, sets the
+//! response header, writes one access-log line, records
+//! `http_requests_total` and `http_request_duration_seconds` by route
+//! template, and passes error responses through the problem safety net.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage as _};
+use kernel::RequestId;
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
+
+/// Header carrying the request id, in and out.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static REQUEST_ID: RequestId;
+}
+
+/// The request id of the request being handled on this task, if any.
+pub fn current_request_id() -> Option<RequestId> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Root span builder that honours an incoming `x-request-id`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestIdRootSpan;
+
+impl RootSpanBuilder for RequestIdRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(RequestId::parse)
+            .unwrap_or_else(RequestId::generate);
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        let span = tracing::info_span!(
+            "http_request",
+            request_id = %request_id,
+            http.method = %request.method(),
+            http.route = %route,
+            http.target = %request.uri().path(),
+            http.status_code = tracing::field::Empty,
+            otel.name = %format!("{} {}", request.method(), route),
+            otel.kind = "server",
+        );
+        request.extensions_mut().insert(request_id);
+        span
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let status = match outcome {
+            Ok(response) => response.status().as_u16(),
+            Err(error) => error.as_response_error().status_code().as_u16(),
+        };
+        span.record("http.status_code", status);
+    }
+}
+
+/// The per-request middleware; wrap it inside `TracingLogger<RequestIdRootSpan>`.
+///
+/// # Errors
+/// Only those of the inner service.
+pub async fn middleware(
+    request: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(RequestId::generate);
+    let method = request.method().to_string();
+    // Handler errors arrive here as error responses; an `Err` would come only
+    // from a failing middleware further in and is left to actix.
+    let response = REQUEST_ID
+        .scope(request_id.clone(), next.call(request))
+        .await?;
+    let mut response = REQUEST_ID.sync_scope(request_id.clone(), || {
+        crate::problem::ensure_problem(response)
+    });
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let labels = [
+        ("method", method.clone()),
+        ("route", route.clone()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    tracing::info!(
+        http.method = %method,
+        http.route = %route,
+        http.status_code = status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request finished"
+    );
+    Ok(response)
+}

@@ -1,0 +1,34 @@
+//! [`PageQuery`]: the `limit` and `cursor` query parameters of every list.
+
+use kernel::{Cursor, PageLimit};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::Problem;
+
+/// Query parameters of a paginated list.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The checked limit and the cursor.
+    ///
+    /// # Errors
+    /// A 422 problem for a limit out of range.
+    pub fn parse(&self) -> Result<(PageLimit, Option<Cursor>), Problem> {
+        let limit = match self.limit {
+            None => PageLimit::DEFAULT,
+            Some(raw) => PageLimit::new(raw).map_err(|e| {
+                Problem::validation(vec![kernel::FieldError::new("limit", e.to_string())])
+            })?,
+        };
+        Ok((limit, self.cursor.clone().map(Cursor::from_raw)))
+    }
+}
