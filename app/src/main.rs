@@ -1,1 +1,111 @@
-fn main() {}
+//! `shop`: the whole shop, or any part of it, in one binary.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use app::{Application, Settings};
+use clap::{Parser, Subcommand};
+
+/// The shop: an e-commerce backend as a modular monolith.
+#[derive(Debug, Parser)]
+#[command(name = "shop", version, about)]
+struct Cli {
+    /// Directory holding default.toml and <APP_ENV>.toml (optional: defaults are built in).
+    #[arg(long, env = "APP_CONFIG_DIR", default_value = "config", global = true)]
+    config_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the enabled modules over HTTP (the default).
+    Serve,
+    /// Apply pending migrations of the local modules, then exit.
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Exit 0 if the server on the configured port is live (for container health checks).
+    Healthcheck,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Openapi = command {
+        return print_openapi();
+    }
+    let settings = match Settings::load(&cli.config_dir) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(settings.log.format, &settings.log.filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
+            Command::Healthcheck => healthcheck(settings).await,
+            Command::Openapi => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "shop failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    Application::build(settings)
+        .await?
+        .run_until_stopped()
+        .await
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let database = app::database::DatabaseServer::resolve(&settings).await?;
+    let result = app::database::migrate_local_modules(&settings, &database.url).await;
+    database.shutdown().await;
+    result
+}
+
+async fn healthcheck(settings: Settings) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{}/health/live", settings.server.port);
+    let response = app::startup::http_client(&settings)?
+        .get(&url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+fn print_openapi() -> ExitCode {
+    match app::openapi::api_doc_json() {
+        Ok(json) if std::io::stdout().write_all(json.as_bytes()).is_ok() => ExitCode::SUCCESS,
+        _ => {
+            eprintln!("error: cannot write the OpenAPI document");
+            ExitCode::FAILURE
+        }
+    }
+}

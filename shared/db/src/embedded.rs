@@ -197,15 +197,15 @@ impl EmbeddedPostgres {
             .map_err(io(format!("cannot write {}", password_file.display())))?;
         file.write_all(self.password.as_bytes())
             .map_err(io(format!("cannot write {}", password_file.display())))?;
-        // initdb reads the password from a file it can open: inside the new
-        // data directory, which the server user owns.
-        let pwfile = self.data_dir.join("initdb.pw");
+        // initdb reads the password from a file it can open; the data
+        // directory must be empty, so the file sits beside it.
+        let pwfile = self.data_dir.with_extension("initdb-pw");
         fs::write(&pwfile, &self.password)
             .map_err(io(format!("cannot write {}", pwfile.display())))?;
         if let Some(user) = self.run_as {
             run("hand the data directory to the postgres user", {
                 let mut c = Command::new("chown");
-                c.arg("-R").arg(user).arg(&self.data_dir);
+                c.arg("-R").arg(user).arg(&self.data_dir).arg(&pwfile);
                 Ok(c)
             })?;
             // The server user must be able to reach the directory.
@@ -234,7 +234,11 @@ impl EmbeddedPostgres {
             c
         });
         let outcome = run("initdb", result);
-        let _ = fs::remove_file(&pwfile);
+        drop(fs::remove_file(&pwfile));
+        if outcome.is_err() {
+            // Leave no half-made cluster behind: the next start tries afresh.
+            drop(fs::remove_dir_all(&self.data_dir));
+        }
         outcome
     }
 
@@ -293,10 +297,12 @@ fn run(what: &str, command: Result<Command, EmbeddedError>) -> Result<(), Embedd
     if output.status.success() {
         Ok(())
     } else {
-        let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        if detail.is_empty() {
-            detail = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let mut detail = String::from_utf8_lossy(&output.stderr).into_owned();
+        if detail.trim().is_empty() {
+            detail = String::from_utf8_lossy(&output.stdout).into_owned();
         }
+        // One line, so the start-up error stays one line.
+        let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
         Err(EmbeddedError::Command {
             what: what.to_owned(),
             detail,

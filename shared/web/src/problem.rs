@@ -204,12 +204,13 @@ pub fn payload_config(limit: usize) -> web::PayloadConfig {
 }
 
 /// The answer for a path no route matches.
-pub async fn not_found(req: HttpRequest) -> Problem {
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
     Problem::new(
         StatusCode::NOT_FOUND,
         "route_not_found",
         format!("no route for {} {}", req.method(), req.path()),
     )
+    .error_response()
 }
 
 /// Rewrites an error response that is not already a problem (an error from

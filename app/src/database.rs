@@ -1,0 +1,98 @@
+//! Finding the database and preparing each local module's pool.
+
+use std::time::Duration;
+
+use db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+
+use crate::Settings;
+use crate::modules::ModuleName;
+
+/// The database server this process uses, and the embedded server if it
+/// started one (stopped again on shutdown).
+#[derive(Debug)]
+pub struct DatabaseServer {
+    /// URL of the shop's database.
+    pub url: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl DatabaseServer {
+    /// The configured server, or in development an embedded one (started
+    /// from the machine's PostgreSQL binaries, data under `database.embedded_dir`).
+    ///
+    /// # Errors
+    /// No URL and no embedded server allowed, or the embedded server failed.
+    pub async fn resolve(settings: &Settings) -> anyhow::Result<DatabaseServer> {
+        if let Some(url) = &settings.database.url {
+            return Ok(DatabaseServer {
+                url: url.clone(),
+                embedded: None,
+            });
+        }
+        anyhow::ensure!(
+            settings.database.embedded && settings.environment != "production",
+            "database.url is not set (set DATABASE_URL or APP__DATABASE__URL)"
+        );
+        let options = EmbeddedOptions {
+            data_dir: settings.database.embedded_dir.clone(),
+            durable: true,
+        };
+        let server =
+            tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options)).await??;
+        db::create_database(&server.url("postgres"), "shop").await?;
+        Ok(DatabaseServer {
+            url: server.url("shop"),
+            embedded: Some(server),
+        })
+    }
+
+    /// Stops the embedded server if this process started it.
+    pub async fn shutdown(self) {
+        if let Some(server) = self.embedded {
+            drop(tokio::task::spawn_blocking(move || server.stop()).await);
+        }
+    }
+}
+
+/// The schema and migrations of `module`.
+pub fn migrations(module: ModuleName) -> db::ModuleMigrations {
+    match module {
+        ModuleName::Catalog => catalog::MODULE_MIGRATIONS,
+    }
+}
+
+/// Applies pending migrations of every local module.
+///
+/// # Errors
+/// The first migration that fails.
+pub async fn migrate_local_modules(settings: &Settings, shared_url: &str) -> anyhow::Result<()> {
+    for module in settings.modules.local() {
+        let url = settings.module_database_url(module, shared_url);
+        let applied = db::migrate(url, migrations(module)).await?;
+        tracing::info!(module = module.as_str(), applied = ?applied, "migrations up to date");
+    }
+    Ok(())
+}
+
+/// The pool of a local module, configured from `[database]` and the
+/// module's own `[<module>.database]`.
+///
+/// # Errors
+/// Invalid pool settings.
+pub fn module_pool(
+    settings: &Settings,
+    module: ModuleName,
+    shared_url: &str,
+) -> anyhow::Result<db::Pool> {
+    let max_size = match module {
+        ModuleName::Catalog => settings.catalog.database.max_connections,
+    };
+    db::build_pool(&db::PoolOptions {
+        url: settings.module_database_url(module, shared_url).to_owned(),
+        schema: migrations(module).schema,
+        max_size,
+        acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
+        statement_timeout: Duration::from_millis(settings.database.statement_timeout_ms),
+    })
+}

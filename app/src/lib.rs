@@ -1,0 +1,14 @@
+//! The shop's composition root: configuration, module wiring, the HTTP
+//! server and the CLI of the `shop` binary. The only crate that sees module
+//! implementation crates.
+
+pub mod database;
+mod gateway;
+pub mod modules;
+pub mod openapi;
+mod ops;
+pub mod settings;
+pub mod startup;
+
+pub use settings::Settings;
+pub use startup::Application;

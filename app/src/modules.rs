@@ -1,0 +1,108 @@
+//! The module registry: which modules this process serves, and how.
+//!
+//! `modules.enabled` lists the modules served here. Each module is `local`
+//! (its routes, data and workers live in this process) or `remote` (its
+//! routes are forwarded to `modules.<name>.url`, and other modules reach it
+//! through its `-api` HTTP client).
+
+use serde::Deserialize;
+use url::Url;
+
+/// The modules the binary knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleName {
+    /// Products.
+    Catalog,
+}
+
+impl ModuleName {
+    /// Every module, in start order.
+    pub const ALL: &[ModuleName] = &[ModuleName::Catalog];
+
+    /// The module's name in config, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleName::Catalog => catalog::NAME,
+        }
+    }
+}
+
+/// Where a module runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// In this process.
+    Local,
+    /// In another process, at `url`.
+    Remote,
+}
+
+/// `[modules.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleTopology {
+    /// Local or remote.
+    pub mode: Mode,
+    /// Base URL of the process serving the module, when remote.
+    pub url: Option<Url>,
+}
+
+/// `[modules]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulesSettings {
+    /// Modules served by this process.
+    pub enabled: Vec<ModuleName>,
+    /// The catalog's placement.
+    pub catalog: ModuleTopology,
+}
+
+impl ModulesSettings {
+    /// The placement of `module`.
+    pub fn topology(&self, module: ModuleName) -> &ModuleTopology {
+        match module {
+            ModuleName::Catalog => &self.catalog,
+        }
+    }
+
+    /// Enabled modules that run in this process.
+    pub fn local(&self) -> impl Iterator<Item = ModuleName> + '_ {
+        self.enabled
+            .iter()
+            .copied()
+            .filter(|m| self.topology(*m).mode == Mode::Local)
+    }
+
+    /// Enabled modules served by another process, with its URL.
+    pub fn remote(&self) -> impl Iterator<Item = (ModuleName, &Url)> + '_ {
+        self.enabled.iter().filter_map(|m| {
+            let topology = self.topology(*m);
+            match (topology.mode, &topology.url) {
+                (Mode::Remote, Some(url)) => Some((*m, url)),
+                _ => None,
+            }
+        })
+    }
+
+    /// Checks remote modules have a usable URL. Returns the key and the problem.
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        for module in ModuleName::ALL {
+            let topology = self.topology(*module);
+            let key = format!("modules.{}.url", module.as_str());
+            match (topology.mode, &topology.url) {
+                (Mode::Remote, None) => {
+                    return Err((
+                        key,
+                        "is required when the module's mode is \"remote\"".into(),
+                    ));
+                }
+                (_, Some(url)) if !matches!(url.scheme(), "http" | "https") => {
+                    return Err((key, format!("must be an http(s) URL, got `{url}`")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics.
+
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::web::Data;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+/// What readiness checks and metrics report on.
+pub(crate) struct Dependencies {
+    /// Pools of local modules, by module name.
+    pub(crate) pools: Vec<(&'static str, db::Pool)>,
+    /// Remote modules this process forwards to, by module name.
+    pub(crate) remotes: Vec<(&'static str, Url)>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) metrics: PrometheusHandle,
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /health/live`: the process is up and serving.
+pub(crate) async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /health/ready`: every database of a local module and every remote
+/// module answers. 503 names what does not.
+pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
+    let mut checks = Map::new();
+    let mut ready = true;
+    for (module, pool) in &deps.pools {
+        let outcome = db::ping(pool, CHECK_TIMEOUT).await;
+        ready &= outcome.is_ok();
+        checks.insert(format!("database:{module}"), check_json(outcome));
+    }
+    for (module, url) in &deps.remotes {
+        let outcome = probe(&deps.client, url).await;
+        ready &= outcome.is_ok();
+        checks.insert(format!("module:{module}"), check_json(outcome));
+    }
+    let (status, word) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    };
+    HttpResponse::build(status).json(json!({"status": word, "checks": checks}))
+}
+
+async fn probe(client: &reqwest::Client, base: &Url) -> Result<(), String> {
+    let mut url = base.clone();
+    url.set_path("/health/live");
+    match client.get(url).timeout(CHECK_TIMEOUT).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("answered {}", r.status())),
+        Err(e) if e.is_timeout() => Err("no answer in time".to_owned()),
+        Err(_) => Err("cannot connect".to_owned()),
+    }
+}
+
+fn check_json(outcome: Result<(), String>) -> Value {
+    match outcome {
+        Ok(()) => json!({"status": "up"}),
+        Err(error) => json!({"status": "down", "error": error}),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(crate) async fn metrics(deps: Data<Dependencies>) -> HttpResponse {
+    for (module, pool) in &deps.pools {
+        db::record_pool_metrics(module, pool);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(deps.metrics.render())
+}
