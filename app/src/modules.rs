@@ -9,8 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 /// The modules the binary knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModuleName {
     /// Products.
     Catalog,
@@ -19,6 +18,11 @@ pub enum ModuleName {
 impl ModuleName {
     /// Every module, in start order.
     pub const ALL: &[ModuleName] = &[ModuleName::Catalog];
+
+    /// The module called `name`, if any.
+    pub fn parse(name: &str) -> Option<ModuleName> {
+        ModuleName::ALL.iter().copied().find(|m| m.as_str() == name)
+    }
 
     /// The module's name in config, metrics and logs.
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ pub struct ModuleTopology {
 #[serde(deny_unknown_fields)]
 pub struct ModulesSettings {
     /// Modules served by this process.
+    #[serde(deserialize_with = "module_list")]
     pub enabled: Vec<ModuleName>,
     /// The catalog's placement.
     pub catalog: ModuleTopology,
@@ -105,4 +110,24 @@ impl ModulesSettings {
         }
         Ok(())
     }
+}
+
+/// A list of module names; blank entries are ignored, so an empty
+/// `APP__MODULES__ENABLED=` means no module.
+fn module_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ModuleName>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    let mut modules = Vec::new();
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let module = ModuleName::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = ModuleName::ALL.iter().map(|m| m.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown module `{name}` (known: {})",
+                known.join(", ")
+            ))
+        })?;
+        if !modules.contains(&module) {
+            modules.push(module);
+        }
+    }
+    Ok(modules)
 }

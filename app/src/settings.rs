@@ -141,7 +141,7 @@ impl Settings {
                     .try_parsing(true)
                     .source(Some(env_vars.iter().cloned().collect())),
             );
-        if let Some((_, url)) = env_vars.iter().find(|(k, _)| k == "DATABASE_URL") {
+        if let Some((_, url)) = env_vars.iter().rev().find(|(k, _)| k == "DATABASE_URL") {
             builder = builder
                 .set_override("database.url", url.as_str())
                 .map_err(|e| ConfigError(one_line(&e.to_string())))?;

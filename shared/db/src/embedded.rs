@@ -370,7 +370,7 @@ pub fn find_bindir() -> Option<PathBuf> {
             .flatten()
             .map(|e| e.path().join(pattern.1))
             .collect();
-        versions.sort_by(|a, b| version_key(b).cmp(&version_key(a)));
+        versions.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
         candidates.extend(versions);
     }
     let mut rhel: Vec<PathBuf> = fs::read_dir("/usr")
@@ -380,7 +380,7 @@ pub fn find_bindir() -> Option<PathBuf> {
         .filter(|e| e.file_name().to_string_lossy().starts_with("pgsql-"))
         .map(|e| e.path().join("bin"))
         .collect();
-    rhel.sort_by(|a, b| version_key(b).cmp(&version_key(a)));
+    rhel.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
     candidates.extend(rhel);
     candidates.into_iter().find(|dir| has_tools(dir))
 }
@@ -402,12 +402,12 @@ mod tests {
 
     #[test]
     fn newest_version_sorts_first() {
-        let mut dirs = vec![
+        let mut dirs = [
             PathBuf::from("/usr/lib/postgresql/9/bin"),
             PathBuf::from("/usr/lib/postgresql/16/bin"),
             PathBuf::from("/usr/lib/postgresql/15/bin"),
         ];
-        dirs.sort_by(|a, b| version_key(b).cmp(&version_key(a)));
+        dirs.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
         assert_eq!(dirs[0], PathBuf::from("/usr/lib/postgresql/16/bin"));
     }
 }

@@ -21,7 +21,8 @@ use kernel::{FieldError, ProblemBody, ProblemCode};
 #[derive(Debug, Clone)]
 pub struct Problem {
     status: StatusCode,
-    body: ProblemBody,
+    // Boxed: errors travel through `Result`s on hot paths; keep them small.
+    body: Box<ProblemBody>,
 }
 
 impl Problem {
@@ -30,7 +31,12 @@ impl Problem {
         let title = status.canonical_reason().unwrap_or("Error");
         Problem {
             status,
-            body: ProblemBody::new(status.as_u16(), code, title, Some(detail.into())),
+            body: Box::new(ProblemBody::new(
+                status.as_u16(),
+                code,
+                title,
+                Some(detail.into()),
+            )),
         }
     }
 
@@ -86,7 +92,7 @@ impl ResponseError for Problem {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = self.body.clone();
+        let mut body = (*self.body).clone();
         body.request_id = crate::current_request_id().map(|id| id.to_string());
         let mut response = HttpResponse::build(self.status);
         response.content_type(ProblemBody::CONTENT_TYPE);
@@ -213,18 +219,20 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// Rewrites an error response that is not already a problem (an error from
-/// a middleware or from actix itself) into one with the same status and headers.
+/// Rewrites an error response whose body is not JSON (an error from a
+/// middleware or from actix itself) into a problem with the same status and
+/// headers. JSON bodies (problems, readiness reports) are left alone.
 pub(crate) fn ensure_problem(
     response: actix_web::dev::ServiceResponse<BoxBody>,
 ) -> actix_web::dev::ServiceResponse<BoxBody> {
     let status = response.status();
-    let is_problem = response
+    let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(ProblemBody::CONTENT_TYPE));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .and_then(|v| v.parse::<actix_web::mime::Mime>().ok())
+        .is_some_and(is_json);
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let code = match status {

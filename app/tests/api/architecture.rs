@@ -1,0 +1,86 @@
+//! The dependency rules of ARCHITECTURE.md, checked over `cargo metadata`.
+
+use serde_json::Value;
+
+const FORBIDDEN_IN_API: &[&str] = &[
+    "diesel",
+    "diesel-async",
+    "diesel_migrations",
+    "actix-web",
+    "deadpool",
+];
+
+#[test]
+fn crates_respect_the_module_boundaries() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+
+    let is_module_impl =
+        |path: &str| path.contains("/modules/") && !path.ends_with("-api/Cargo.toml");
+    let module_impls: Vec<String> = packages
+        .iter()
+        .filter(|p| is_module_impl(p["manifest_path"].as_str().unwrap()))
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        module_impls.contains(&"catalog".to_owned()),
+        "{module_impls:?}"
+    );
+
+    let mut violations = Vec::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap();
+        let manifest = package["manifest_path"].as_str().unwrap();
+        let deps: Vec<&str> = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap())
+            .collect();
+        let in_modules = manifest.contains("/modules/");
+        let is_api = name.ends_with("-api");
+        for dep in &deps {
+            if in_modules && module_impls.iter().any(|m| m == dep) && dep != &name {
+                violations.push(format!("{name} depends on {dep} (use {dep}-api)"));
+            }
+            if is_api && FORBIDDEN_IN_API.contains(dep) {
+                violations.push(format!("{name} depends on {dep} (an -api crate stays free of storage and web frameworks)"));
+            }
+            if manifest.contains("/shared/") && module_impls.iter().any(|m| m == dep) {
+                violations.push(format!(
+                    "{name} depends on module {dep} (shared crates know no module)"
+                ));
+            }
+        }
+        if name == "kernel" {
+            let workspace: Vec<&str> = packages
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            for dep in deps.iter().filter(|d| workspace.contains(d)) {
+                violations.push(format!("kernel depends on workspace crate {dep}"));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "Forbidden dependencies:\n{}",
+        violations.join("\n")
+    );
+}

@@ -1,0 +1,57 @@
+//! The catalog contract suite, run against both implementations of `CatalogApi`.
+
+use std::sync::Arc;
+
+use catalog_api::CatalogApi;
+
+use crate::helpers::{spawn_app, test_database};
+
+/// The in-process module over a fresh database.
+async fn in_process() -> (Arc<dyn CatalogApi>, testkit::TestDatabase) {
+    let db = test_database().await;
+    let settings = crate::helpers::test_settings(Some(db.url()), &[]);
+    let pool =
+        app::database::module_pool(&settings, app::modules::ModuleName::Catalog, db.url()).unwrap();
+    (Arc::new(catalog::CatalogModule::new(pool)), db)
+}
+
+/// The HTTP client talking to a real server over a fresh database.
+async fn over_http() -> (Arc<dyn CatalogApi>, crate::helpers::TestApp) {
+    let app = spawn_app().await;
+    let client = catalog_api::client::CatalogClient::new(
+        reqwest::Client::new(),
+        url::Url::parse(&app.address).unwrap(),
+    );
+    (Arc::new(client), app)
+}
+
+mod local {
+    catalog_api::catalog_contract_suite!(super::in_process);
+}
+
+mod http {
+    catalog_api::catalog_contract_suite!(super::over_http);
+}
+
+/// The client turns transport failures into `Unavailable`, not a panic or `Unexpected`.
+#[tokio::test]
+async fn client_reports_an_unreachable_catalog_as_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let client = catalog_api::client::CatalogClient::new(
+        reqwest::Client::new(),
+        url::Url::parse(&address).unwrap(),
+    );
+    let err = client
+        .get_product(
+            &kernel::CallContext::background(),
+            catalog_api::ProductId::generate(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, catalog_api::CatalogError::Unavailable(_)),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,185 @@
+//! The `/api/v1/products` routes as an HTTP client sees them.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, product_json, spawn_app};
+
+#[tokio::test]
+async fn create_returns_201_with_location_and_the_product() {
+    let app = spawn_app().await;
+
+    let response = app.post_product(&product_json("mug-1")).await;
+
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/v1/products/{}", body["id"].as_str().unwrap())
+    );
+    assert_eq!(body["sku"], "MUG-1");
+    assert_eq!(
+        body["price"],
+        json!({"amount_minor": 1299, "currency": "EUR"})
+    );
+    assert_eq!(body["active"], true);
+    let fetched: Value = app.get(&location).await.json().await.unwrap();
+    assert_eq!(fetched, body);
+}
+
+#[tokio::test]
+async fn duplicate_sku_is_409() {
+    let app = spawn_app().await;
+    app.post_product(&product_json("dup")).await;
+    let body = assert_problem(
+        app.post_product(&product_json("DUP")).await,
+        409,
+        "duplicate_sku",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("DUP"));
+}
+
+#[tokio::test]
+async fn invalid_fields_are_422_with_every_field_listed() {
+    let app = spawn_app().await;
+    let body =
+        json!({"sku": "bad sku", "name": "", "price": {"amount_minor": -5, "currency": "EUR"}});
+    let problem = assert_problem(app.post_product(&body).await, 422, "validation_failed").await;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["sku", "name", "price.amount_minor"]);
+}
+
+#[tokio::test]
+async fn unknown_currency_and_float_amounts_are_rejected() {
+    let app = spawn_app().await;
+    for price in [
+        json!({"amount_minor": 100, "currency": "XYZ"}),
+        json!({"amount_minor": 12.99, "currency": "EUR"}),
+    ] {
+        let body = json!({"sku": "A1", "name": "n", "price": price});
+        assert_problem(app.post_product(&body).await, 422, "invalid_body").await;
+    }
+}
+
+#[tokio::test]
+async fn list_pages_with_opaque_cursor_until_null() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        assert_eq!(
+            app.post_product(&product_json(&format!("L{i}")))
+                .await
+                .status(),
+            201
+        );
+    }
+    let first: Value = app
+        .get("/api/v1/products?limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second: Value = app
+        .get(&format!("/api/v1/products?limit=2&cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert_eq!(second["items"][0]["sku"], "L2");
+    assert_eq!(second["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn list_limit_is_bounded_and_checked() {
+    let app = spawn_app().await;
+    assert_problem(
+        app.get("/api/v1/products?limit=0").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/products?limit=101").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/products?limit=abc").await,
+        400,
+        "invalid_query_parameter",
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/products?cursor=zzz").await,
+        400,
+        "invalid_cursor",
+    )
+    .await;
+    assert_eq!(app.get("/api/v1/products?limit=100").await.status(), 200);
+}
+
+#[tokio::test]
+async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
+    let app = spawn_app().await;
+    let created: Value = app
+        .post_product(&product_json("P1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = app.url(&format!(
+        "/api/v1/products/{}",
+        created["id"].as_str().unwrap()
+    ));
+
+    let response = app
+        .client
+        .patch(&url)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"active": false, "name": "Renamed"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let updated: Value = response.json().await.unwrap();
+    assert_eq!(updated["active"], false);
+    assert_eq!(updated["name"], "Renamed");
+    assert_eq!(updated["price"], created["price"]);
+
+    let response = app
+        .client
+        .patch(&url)
+        .json(&json!({"sku": "OTHER"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, 422, "invalid_body").await;
+    assert!(problem["detail"].as_str().unwrap().contains("sku"));
+}
+
+#[tokio::test]
+async fn missing_product_is_404_problem() {
+    let app = spawn_app().await;
+    let id = uuid::Uuid::now_v7();
+    let problem = assert_problem(
+        app.get(&format!("/api/v1/products/{id}")).await,
+        404,
+        "product_not_found",
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&id.to_string())
+    );
+}

@@ -1,0 +1,111 @@
+//! Every kind of bad request gets an RFC 9457 problem, and every response a request id.
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .header("content-type", "application/json")
+        .body("{\"sku\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400, "malformed_body").await;
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 415, "unsupported_media_type").await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let app = spawn_app_with(&[("APP__SERVER__BODY_LIMIT_BYTES", "1024")]).await;
+    let big = serde_json::json!({"sku": "A", "name": "x".repeat(4096), "price": {"amount_minor": 1, "currency": "EUR"}});
+    let response = app.post_product(&big).await;
+    assert_problem(response, 413, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn bad_path_parameter_is_400() {
+    let app = spawn_app().await;
+    assert_problem(
+        app.get("/api/v1/products/not-a-uuid").await,
+        400,
+        "invalid_path_parameter",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method_are_problems() {
+    let app = spawn_app().await;
+    assert_problem(
+        app.get("/api/v1/nothing-here").await,
+        404,
+        "route_not_found",
+    )
+    .await;
+    assert_problem(app.get("/").await, 404, "route_not_found").await;
+    let response = app
+        .client
+        .delete(app.url("/api/v1/products"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_or_generated() {
+    let app = spawn_app().await;
+    let echoed = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "client-chosen-42");
+
+    let generated = app.get("/health/live").await;
+    let id = generated.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+
+    // An unsafe id (too long) is replaced, not echoed.
+    let replaced = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "x".repeat(200))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(replaced.headers()["x-request-id"], "x".repeat(200).as_str());
+
+    // Problems carry it in the body too.
+    let problem = app
+        .client
+        .get(app.url("/api/v1/nothing"))
+        .header("x-request-id", "trace-me")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(problem, 404, "route_not_found").await;
+    assert_eq!(body["request_id"], "trace-me");
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the shop: one binary, one file per area.
+
+// Tests: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod architecture;
+mod catalog_contract;
+mod catalog_http;
+mod cli;
+mod embedded_db;
+mod errors;
+mod helpers;
+mod ops;
+mod topology;

@@ -1,0 +1,134 @@
+//! Health probes, metrics, Swagger UI and the OpenAPI document.
+
+use serde_json::Value;
+
+use crate::helpers::{product_json, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn liveness_and_readiness_are_ok_with_a_database() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health/live").await.status(), 200);
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["database:catalog"]["status"], "up");
+}
+
+#[tokio::test]
+async fn readiness_is_503_naming_the_database_when_it_is_down() {
+    // A port nobody listens on: the pool cannot connect.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let url = format!("postgres://postgres@127.0.0.1:{port}/shop");
+    let app = spawn_app_with(&[
+        ("DATABASE_URL", url.as_str()),
+        ("APP__DATABASE__CONNECT_TIMEOUT_MS", "500"),
+        ("APP__DATABASE__ACQUIRE_TIMEOUT_MS", "500"),
+    ])
+    .await;
+
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["database:catalog"]["status"], "down");
+    // Liveness does not depend on the database.
+    assert_eq!(app.get("/health/live").await.status(), 200);
+    // Requests that need it fail fast with a 503 problem, not a 500.
+    let response = app.get("/api/v1/products").await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_requests_by_route_template_and_pool_use() {
+    let app = spawn_app().await;
+    let created: Value = app
+        .post_product(&product_json("M1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.get(&format!(
+        "/api/v1/products/{}",
+        created["id"].as_str().unwrap()
+    ))
+    .await;
+
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"http_requests_total{method="GET",route="/api/v1/products/{id}",status="200"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"db_pool_connections{module="catalog",state="in_use"}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn swagger_ui_and_the_spec_are_served() {
+    let app = spawn_app().await;
+    let ui = app.get("/swagger-ui/").await;
+    assert_eq!(ui.status(), 200);
+    assert!(
+        ui.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let no_slash = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/swagger-ui"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_slash.status(), 307);
+
+    let spec: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let products = &spec["paths"]["/api/v1/products"];
+    let product = &spec["paths"]["/api/v1/products/{id}"];
+    assert!(products["get"].is_object() && products["post"].is_object());
+    assert!(product["get"].is_object() && product["patch"].is_object());
+    assert_eq!(products["post"]["security"][0]["bearer"][0], "admin");
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+/// The committed `openapi/openapi.json` is what the code generates.
+#[test]
+fn committed_openapi_matches_the_code() {
+    let generated = app::openapi::api_doc_json().unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is stale: regenerate it with `cargo run -- openapi > openapi/openapi.json`"
+    );
+}
