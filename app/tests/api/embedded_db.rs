@@ -11,8 +11,8 @@ struct Note {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_server_keeps_its_data_across_restarts() {
-    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("embedded-{}", uuid::Uuid::new_v4().simple()));
+    let data_dir =
+        testkit::scratch_dir(&format!("shop-embedded-{}", uuid::Uuid::new_v4().simple()));
     let options = EmbeddedOptions {
         data_dir: data_dir.clone(),
         durable: true,

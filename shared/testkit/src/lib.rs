@@ -3,9 +3,12 @@
 //!
 //! The server is found the way `cargo run` finds one: `DATABASE_URL` when
 //! set (any database on the server; the harness creates its own), otherwise
-//! a private throwaway cluster under `target/shop-test-pg`, started from the
-//! machine's PostgreSQL binaries with fsync off and left running for the
-//! next run (`scripts/stop-test-db` stops it).
+//! a private throwaway cluster in `$TMPDIR/shop-test-pg-<checkout hash>`,
+//! started from the machine's PostgreSQL binaries with fsync off and left
+//! running for the next run (`scripts/stop-test-db` stops it). It lives in
+//! the temp directory, not `target/`, because as root the server runs as the
+//! `postgres` user, who may not be able to enter a checkout under a private
+//! home directory.
 //!
 //! The template `shop_tpl_<hash>` is migrated once per set of migrations
 //! (the hash covers every file under `migrations/`), under an advisory lock
@@ -101,11 +104,15 @@ pub async fn admin_url() -> String {
     .clone()
 }
 
-/// The workspace's `target/` directory.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+/// A directory of this checkout's own under the system temp directory,
+/// reachable by the `postgres` user (for embedded servers in tests).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let mut hasher = DefaultHasher::new();
+    workspace_root()
+        .canonicalize()
+        .unwrap_or_else(|_| workspace_root())
+        .hash(&mut hasher);
+    std::env::temp_dir().join(format!("{name}-{:08x}", hasher.finish() as u32))
 }
 
 fn workspace_root() -> PathBuf {
@@ -115,12 +122,11 @@ fn workspace_root() -> PathBuf {
 /// Starts (or attaches to) the shared throwaway cluster, one process at a
 /// time (a file lock; the loser then finds it running).
 fn start_private_cluster() -> String {
-    let target = target_dir();
-    std::fs::create_dir_all(&target).expect("create target/");
-    let lock = std::fs::File::create(target.join("shop-test-pg.lock")).expect("create lock file");
+    let data_dir = scratch_dir("shop-test-pg");
+    let lock = std::fs::File::create(data_dir.with_extension("lock")).expect("create lock file");
     lock.lock().expect("lock the test cluster");
     let server = EmbeddedPostgres::start(&EmbeddedOptions {
-        data_dir: target.join("shop-test-pg"),
+        data_dir,
         durable: false,
     })
     .unwrap_or_else(|e| panic!("no database for tests: {e}"));
