@@ -7,6 +7,7 @@ mod architecture;
 mod catalog_contract;
 mod catalog_http;
 mod cli;
+mod database;
 mod embedded_db;
 mod errors;
 mod helpers;
