@@ -345,7 +345,17 @@ fn user_exists(name: &str) -> bool {
 
 /// The directory holding `initdb` and `pg_ctl`, if any.
 pub fn find_bindir() -> Option<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    first_with_tools(candidate_bindirs())
+}
+
+fn first_with_tools(candidates: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+}
+
+/// Where PostgreSQL's server binaries may be, most specific first.
+fn candidate_bindirs() -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
         candidates.push(dir.into());
@@ -382,7 +392,7 @@ pub fn find_bindir() -> Option<PathBuf> {
         .collect();
     rhel.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
     candidates.extend(rhel);
-    candidates.into_iter().find(|dir| has_tools(dir))
+    candidates
 }
 
 /// Sort key: the first run of digits in the path (`/usr/lib/postgresql/16/bin` → 16).
@@ -399,6 +409,19 @@ fn version_key(path: &Path) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_binaries_is_one_line_saying_what_to_do() {
+        let empty = std::env::temp_dir().join(format!("no-pg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_eq!(first_with_tools([empty.clone()]), None);
+        std::fs::remove_dir_all(&empty).unwrap();
+
+        let message = EmbeddedError::NoBinaries.to_string();
+        assert!(!message.contains('\n'));
+        assert!(message.contains("apt-get install postgresql"));
+        assert!(message.contains("DATABASE_URL"));
+    }
 
     #[test]
     fn newest_version_sorts_first() {
