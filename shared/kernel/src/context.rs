@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::Caller;
+
 /// Correlates every log line, remote call and event caused by one request.
 ///
 /// Taken from the `x-request-id` header when a client sends a sane one
@@ -41,13 +43,31 @@ impl fmt::Display for RequestId {
 
 /// What a caller hands to another module with every call.
 ///
-/// In-process calls read it for logging; the HTTP clients turn it into
-/// headers (`x-request-id`, `authorization`) and a timeout.
-#[derive(Debug, Clone)]
+/// In-process implementations read the verified [`Caller`] to authorise;
+/// the HTTP clients turn the context into headers (`x-request-id`,
+/// `authorization` with the caller's token) and a timeout, and the remote
+/// side verifies the token itself.
+#[derive(Clone)]
 pub struct CallContext {
     request_id: RequestId,
     deadline: Option<Instant>,
+    caller: Option<Caller>,
     bearer_token: Option<String>,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is a credential: never print it.
+        f.debug_struct("CallContext")
+            .field("request_id", &self.request_id)
+            .field("deadline", &self.deadline)
+            .field("caller", &self.caller)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl CallContext {
@@ -56,6 +76,7 @@ impl CallContext {
         CallContext {
             request_id: RequestId::generate(),
             deadline: None,
+            caller: None,
             bearer_token: None,
         }
     }
@@ -65,6 +86,7 @@ impl CallContext {
         CallContext {
             request_id,
             deadline: None,
+            caller: None,
             bearer_token: None,
         }
     }
@@ -85,6 +107,17 @@ impl CallContext {
     pub fn with_bearer_token(mut self, token: impl Into<String>) -> CallContext {
         self.bearer_token = Some(token.into());
         self
+    }
+
+    /// The same context on behalf of the verified `caller`.
+    pub fn with_caller(mut self, caller: Caller) -> CallContext {
+        self.caller = Some(caller);
+        self
+    }
+
+    /// The verified caller, if the request was authenticated.
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
     }
 
     /// The request this call belongs to.

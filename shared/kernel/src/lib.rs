@@ -6,10 +6,12 @@
 
 mod context;
 mod error;
+mod identity;
 mod money;
 mod page;
 
 pub use context::{CallContext, RequestId};
 pub use error::{FieldError, ProblemBody, ProblemCode};
+pub use identity::{Caller, Role};
 pub use money::{Currency, Money, MoneyError};
 pub use page::{Cursor, CursorError, Page, PageLimit, PageLimitError};

@@ -99,6 +99,14 @@ impl ResponseError for Problem {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, "5"));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: say how to authenticate, and what was wrong.
+            let challenge = match self.body.code.as_str() {
+                "invalid_token" => r#"Bearer realm="shop", error="invalid_token""#,
+                _ => r#"Bearer realm="shop""#,
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
         response.json(body)
     }
 }

@@ -1,0 +1,109 @@
+//! Claims, token policy and the issuer of access tokens.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Header};
+use kernel::Role;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::SigningKey;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user.
+    pub sub: Uuid,
+    /// The user's roles at issue time.
+    pub roles: Vec<Role>,
+    /// Who issued it.
+    pub iss: String,
+    /// Who it is for.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issue time (seconds since the epoch).
+    pub iat: i64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// What issuers write and verifiers demand.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    /// `iss` of every token.
+    pub issuer: String,
+    /// `aud` of every token.
+    pub audience: String,
+    /// Lifetime of an access token.
+    pub access_ttl: Duration,
+}
+
+/// A signed access token and its lifetime.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Signs access tokens. Lives where the private key is: the user module.
+#[derive(Debug)]
+pub struct Issuer {
+    key: SigningKey,
+    policy: TokenPolicy,
+}
+
+impl Issuer {
+    /// An issuer signing with `key` under `policy`.
+    pub fn new(key: SigningKey, policy: TokenPolicy) -> Issuer {
+        Issuer { key, policy }
+    }
+
+    /// A token for `user_id` with `roles`, valid for the policy's lifetime.
+    ///
+    /// # Errors
+    /// Signing failure (not expected with a loaded key).
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        roles: &[Role],
+    ) -> Result<AccessToken, jsonwebtoken::errors::Error> {
+        let now = chrono::Utc::now().timestamp();
+        let ttl = self.policy.access_ttl.as_secs();
+        let claims = Claims {
+            sub: user_id,
+            roles: roles.to_vec(),
+            iss: self.policy.issuer.clone(),
+            aud: self.policy.audience.clone(),
+            exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+            iat: now,
+            jti: Uuid::now_v7().to_string(),
+        };
+        Ok(AccessToken {
+            token: self.sign(&claims)?,
+            expires_in: ttl,
+        })
+    }
+
+    /// Signs arbitrary claims with this issuer's key (tests, tooling).
+    ///
+    /// # Errors
+    /// Signing failure.
+    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key.kid().to_owned());
+        jsonwebtoken::encode(&header, claims, self.key.encoding())
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &TokenPolicy {
+        &self.policy
+    }
+}

@@ -1,0 +1,342 @@
+//! [`Verifier`]: checks access tokens with public keys only.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use kernel::Caller;
+use tokio::sync::RwLock;
+use url::Url;
+
+use crate::{Claims, KeySet, TokenPolicy};
+
+/// Why a token was not accepted. Every variant is a 401 except
+/// [`AuthError::KeysUnavailable`] (503: we cannot tell).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Not a JWT, or not a bearer token.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Signed with another algorithm than EdDSA (including `none`).
+    #[error("the token's algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    /// The `kid` names no key we trust.
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    InvalidSignature,
+    /// Past its `exp`.
+    #[error("the token has expired")]
+    Expired,
+    /// Wrong `iss`.
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    /// Wrong `aud`.
+    #[error("the token is meant for someone else")]
+    WrongAudience,
+    /// The user module's keys could not be fetched.
+    #[error("the signing keys are unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
+/// How long a fetched JWKS is trusted before it is fetched again.
+const JWKS_TTL: Duration = Duration::from_secs(300);
+/// An unknown `kid` triggers a refetch at most this often.
+const REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Clock skew tolerated on `exp`.
+const LEEWAY_SECS: u64 = 30;
+
+enum Source {
+    Local(KeySet),
+    Remote {
+        url: Url,
+        client: reqwest::Client,
+        cache: RwLock<Option<(KeySet, Instant)>>,
+    },
+}
+
+/// Verifies access tokens against a key set: a fixed one (the user module
+/// is in this process) or the user module's JWKS over HTTP, cached.
+pub struct Verifier {
+    source: Source,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Local(keys) => write!(f, "Verifier(local {keys:?})"),
+            Source::Remote { url, .. } => write!(f, "Verifier(remote {url})"),
+        }
+    }
+}
+
+impl Verifier {
+    /// Trusts exactly `keys`.
+    pub fn local(keys: KeySet, policy: &TokenPolicy) -> Verifier {
+        Verifier {
+            source: Source::Local(keys),
+            validation: validation(policy),
+        }
+    }
+
+    /// Trusts the keys published at `jwks_url`.
+    pub fn remote(jwks_url: Url, client: reqwest::Client, policy: &TokenPolicy) -> Verifier {
+        Verifier {
+            source: Source::Remote {
+                url: jwks_url,
+                client,
+                cache: RwLock::new(None),
+            },
+            validation: validation(policy),
+        }
+    }
+
+    /// The caller a valid token names.
+    ///
+    /// # Errors
+    /// [`AuthError`] saying what is wrong with the token.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        // Look at `alg` before anything else: `none` or an HMAC algorithm is
+        // refused as such, whatever else the token claims.
+        if declared_alg(token)?.as_deref() != Some("EdDSA") {
+            return Err(AuthError::UnsupportedAlgorithm);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let kid = header.kid.ok_or(AuthError::UnknownKey)?;
+        let keys = self.keys_with(&kid).await?;
+        let key = keys.get(&kid).ok_or(AuthError::UnknownKey)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                    ErrorKind::InvalidSignature => AuthError::InvalidSignature,
+                    ErrorKind::InvalidAlgorithm => AuthError::UnsupportedAlgorithm,
+                    _ => AuthError::Malformed,
+                }
+            })?;
+        Ok(Caller {
+            user_id: data.claims.sub,
+            roles: data.claims.roles,
+        })
+    }
+
+    /// The keys this verifier trusts now, as a JWKS.
+    ///
+    /// # Errors
+    /// [`AuthError::KeysUnavailable`] when a remote JWKS cannot be fetched.
+    pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, AuthError> {
+        Ok(self.keys_with("").await?.jwks().clone())
+    }
+
+    /// The key set, refreshed if it is stale or lacks `kid` (remote only).
+    async fn keys_with(&self, kid: &str) -> Result<KeySet, AuthError> {
+        let (url, client, cache) = match &self.source {
+            Source::Local(keys) => return Ok(keys.clone()),
+            Source::Remote { url, client, cache } => (url, client, cache),
+        };
+        if let Some((keys, fetched)) = cache.read().await.as_ref() {
+            let fresh = fetched.elapsed() < JWKS_TTL;
+            let knows = kid.is_empty() || keys.get(kid).is_some();
+            if fresh && (knows || fetched.elapsed() < REFETCH_MIN_INTERVAL) {
+                return Ok(keys.clone());
+            }
+        }
+        let mut guard = cache.write().await;
+        // Another task may have refreshed it while we waited.
+        if let Some((keys, fetched)) = guard.as_ref()
+            && fetched.elapsed() < REFETCH_MIN_INTERVAL
+        {
+            return Ok(keys.clone());
+        }
+        match fetch(client, url).await {
+            Ok(keys) => {
+                *guard = Some((keys.clone(), Instant::now()));
+                Ok(keys)
+            }
+            // Keep serving known keys through a short outage of the user module.
+            Err(e) => match guard.as_ref() {
+                Some((keys, _)) => {
+                    tracing::warn!(error = %e, "JWKS refresh failed; using the cached keys");
+                    Ok(keys.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+}
+
+/// The `alg` the token's header declares.
+fn declared_alg(token: &str) -> Result<Option<String>, AuthError> {
+    use base64::Engine as _;
+    let encoded = token.split('.').next().ok_or(AuthError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| AuthError::Malformed)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    Ok(header
+        .get("alg")
+        .and_then(|a| a.as_str())
+        .map(str::to_owned))
+}
+
+async fn fetch(client: &reqwest::Client, url: &Url) -> Result<KeySet, AuthError> {
+    let response = client
+        .get(url.clone())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| AuthError::KeysUnavailable(format!("cannot fetch {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(AuthError::KeysUnavailable(format!(
+            "{url} answered {}",
+            response.status()
+        )));
+    }
+    let jwks = response
+        .json::<jsonwebtoken::jwk::JwkSet>()
+        .await
+        .map_err(|e| AuthError::KeysUnavailable(format!("{url} sent no JWKS: {e}")))?;
+    Ok(KeySet::from_jwks(jwks))
+}
+
+fn validation(policy: &TokenPolicy) -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[&policy.issuer]);
+    validation.set_audience(&[&policy.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = LEEWAY_SECS;
+    validation
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use kernel::Role;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{Issuer, SigningKey};
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy {
+            issuer: "shop".into(),
+            audience: "shop-api".into(),
+            access_ttl: Duration::from_secs(900),
+        }
+    }
+
+    fn setup() -> (Issuer, Verifier) {
+        let (key, _) = SigningKey::generate();
+        let jwks = jsonwebtoken::jwk::JwkSet {
+            keys: vec![key.public_jwk().clone()],
+        };
+        let verifier = Verifier::local(KeySet::from_jwks(jwks), &policy());
+        (Issuer::new(key, policy()), verifier)
+    }
+
+    fn claims(issuer: &Issuer) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: Uuid::now_v7(),
+            roles: vec![Role::Customer],
+            iss: issuer.policy().issuer.clone(),
+            aud: issuer.policy().audience.clone(),
+            exp: now + 60,
+            iat: now,
+            jti: "j".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_names_its_caller() {
+        let (issuer, verifier) = setup();
+        let user = Uuid::now_v7();
+        let token = issuer.issue(user, &[Role::Admin]).unwrap();
+        let caller = verifier.verify(&token.token).await.unwrap();
+        assert_eq!(caller.user_id, user);
+        assert_eq!(caller.roles, vec![Role::Admin]);
+        assert_eq!(token.expires_in, 900);
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_are_rejected_for_the_right_reason() {
+        let (issuer, verifier) = setup();
+        let mut expired = claims(&issuer);
+        expired.exp -= 3600;
+        let mut wrong_iss = claims(&issuer);
+        wrong_iss.iss = "evil".into();
+        let mut wrong_aud = claims(&issuer);
+        wrong_aud.aud = "other-api".into();
+        let (stranger, _) = SigningKey::generate();
+        let stranger = Issuer::new(stranger, policy());
+
+        let cases = [
+            (issuer.sign(&expired).unwrap(), AuthError::Expired),
+            (issuer.sign(&wrong_iss).unwrap(), AuthError::WrongIssuer),
+            (issuer.sign(&wrong_aud).unwrap(), AuthError::WrongAudience),
+            (
+                stranger.sign(&claims(&stranger)).unwrap(),
+                AuthError::UnknownKey,
+            ),
+            ("not.a.token".to_owned(), AuthError::Malformed),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(verifier.verify(&token).await, Err(expected));
+        }
+    }
+
+    #[tokio::test]
+    async fn alg_none_and_hmac_confusion_are_rejected() {
+        let (issuer, verifier) = setup();
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&issuer)).unwrap());
+        let kid = issuer.key().kid();
+        let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{kid}"}}"#));
+        let none = format!("{none_header}.{body}.");
+        assert_eq!(
+            verifier.verify(&none).await,
+            Err(AuthError::UnsupportedAlgorithm)
+        );
+
+        // HS256 "signed" with the public key as the secret.
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some(kid.to_owned());
+        let jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp) =
+            &issuer.key().public_jwk().algorithm
+        else {
+            panic!("Ed25519 key");
+        };
+        let hs = jsonwebtoken::encode(
+            &header,
+            &claims(&issuer),
+            &jsonwebtoken::EncodingKey::from_secret(okp.x.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&hs).await,
+            Err(AuthError::UnsupportedAlgorithm)
+        );
+
+        // A valid signature over a tampered payload fails.
+        let good = issuer
+            .issue(Uuid::now_v7(), &[Role::Customer])
+            .unwrap()
+            .token;
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let mut forged = claims(&issuer);
+        forged.roles = vec![Role::Admin];
+        let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        parts[1] = &forged_body;
+        assert_eq!(
+            verifier.verify(&parts.join(".")).await,
+            Err(AuthError::InvalidSignature)
+        );
+    }
+}
