@@ -57,6 +57,7 @@ impl DatabaseServer {
 /// The schema and migrations of `module`.
 pub fn migrations(module: ModuleName) -> db::ModuleMigrations {
     match module {
+        ModuleName::User => user::MODULE_MIGRATIONS,
         ModuleName::Catalog => catalog::MODULE_MIGRATIONS,
     }
 }
@@ -85,6 +86,7 @@ pub fn module_pool(
     shared_url: &str,
 ) -> anyhow::Result<db::Pool> {
     let max_size = match module {
+        ModuleName::User => settings.user.database.max_connections,
         ModuleName::Catalog => settings.catalog.database.max_connections,
     };
     db::build_pool(&db::PoolOptions {

@@ -2,6 +2,8 @@
 //! server and the CLI of the `shop` binary. The only crate that sees module
 //! implementation crates.
 
+pub mod admin;
+pub mod compose;
 pub mod database;
 mod gateway;
 pub mod modules;

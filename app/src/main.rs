@@ -28,6 +28,25 @@ enum Command {
     Openapi,
     /// Exit 0 if the server on the configured port is live (for container health checks).
     Healthcheck,
+    /// Administration tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an admin account (the first admin of a new shop).
+    Create {
+        /// Email address of the account.
+        #[arg(long)]
+        email: String,
+        /// Password; when absent it is read from the first line of standard input.
+        #[arg(long)]
+        password: Option<String>,
+        /// Name shown to people.
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +78,11 @@ fn main() -> ExitCode {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
             Command::Healthcheck => healthcheck(settings).await,
+            Command::Admin(AdminCommand::Create {
+                email,
+                password,
+                display_name,
+            }) => create_admin(settings, email, password, display_name).await,
             Command::Openapi => Ok(()),
         }
     });
@@ -97,6 +121,26 @@ async fn healthcheck(settings: Settings) -> anyhow::Result<()> {
         "{url} answered {}",
         response.status()
     );
+    Ok(())
+}
+
+async fn create_admin(
+    settings: Settings,
+    email: String,
+    password: Option<String>,
+    display_name: String,
+) -> anyhow::Result<()> {
+    let password = match password {
+        Some(password) => password,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let user = app::admin::create_admin(&settings, email, password, display_name).await?;
+    tracing::info!(user.id = %user.id, "admin account created");
+    eprintln!("created admin {} ({})", user.email, user.id);
     Ok(())
 }
 

@@ -11,13 +11,15 @@ use url::Url;
 /// The modules the binary knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModuleName {
+    /// Accounts, sign-in, tokens.
+    User,
     /// Products.
     Catalog,
 }
 
 impl ModuleName {
     /// Every module, in start order.
-    pub const ALL: &[ModuleName] = &[ModuleName::Catalog];
+    pub const ALL: &[ModuleName] = &[ModuleName::User, ModuleName::Catalog];
 
     /// The module called `name`, if any.
     pub fn parse(name: &str) -> Option<ModuleName> {
@@ -27,6 +29,7 @@ impl ModuleName {
     /// The module's name in config, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
+            ModuleName::User => user::NAME,
             ModuleName::Catalog => catalog::NAME,
         }
     }
@@ -59,6 +62,8 @@ pub struct ModulesSettings {
     /// Modules served by this process.
     #[serde(deserialize_with = "module_list")]
     pub enabled: Vec<ModuleName>,
+    /// The user module's placement.
+    pub user: ModuleTopology,
     /// The catalog's placement.
     pub catalog: ModuleTopology,
 }
@@ -67,6 +72,7 @@ impl ModulesSettings {
     /// The placement of `module`.
     pub fn topology(&self, module: ModuleName) -> &ModuleTopology {
         match module {
+            ModuleName::User => &self.user,
             ModuleName::Catalog => &self.catalog,
         }
     }
@@ -90,6 +96,20 @@ impl ModulesSettings {
         })
     }
 
+    /// Whether `module` is served by this process.
+    pub fn is_local(&self, module: ModuleName) -> bool {
+        self.local().any(|m| m == module)
+    }
+
+    /// Where to fetch the public keys of access tokens: `None` when the user
+    /// module runs here, its URL when it is remote.
+    pub fn user_url(&self) -> Option<&Url> {
+        match self.user.mode {
+            Mode::Remote => self.user.url.as_ref(),
+            Mode::Local => None,
+        }
+    }
+
     /// Checks remote modules have a usable URL. Returns the key and the problem.
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         for module in ModuleName::ALL {
@@ -107,6 +127,16 @@ impl ModulesSettings {
                 }
                 _ => {}
             }
+        }
+        // Every route verifies tokens; the keys come from the user module.
+        if !self.enabled.is_empty() && !self.is_local(ModuleName::User) && self.user_url().is_none()
+        {
+            return Err((
+                "modules.user.mode".to_owned(),
+                "this process serves modules and verifies access tokens with the user module's keys: \
+                 enable the user module here, or set modules.user.mode = \"remote\" and modules.user.url"
+                    .to_owned(),
+            ));
         }
         Ok(())
     }

@@ -15,7 +15,11 @@ use utoipa_actix_web::AppExt as _;
             (`limit`, opaque `cursor`, `next_cursor`). Every response carries `x-request-id`.",
         license(name = "MIT OR Apache-2.0"),
     ),
-    tags((name = "catalog", description = "Products")),
+    tags(
+        (name = "auth", description = "Sign-in, token refresh and sign-out; the public keys of access tokens"),
+        (name = "users", description = "Accounts, profiles and roles"),
+        (name = "catalog", description = "Products"),
+    ),
     modifiers(&SecurityAddon),
 )]
 struct BaseDoc;
@@ -28,7 +32,8 @@ impl Modify for SecurityAddon {
         let mut bearer = Http::new(HttpAuthScheme::Bearer);
         bearer.bearer_format = Some("JWT".to_owned());
         bearer.description = Some(
-            "Access token. Scopes listed on an operation are the roles allowed to call it."
+            "Access token from `POST /api/v1/auth/token`. The scopes listed on an operation are \
+             the roles allowed to call it; an empty list means any signed-in user."
                 .to_owned(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
@@ -39,7 +44,12 @@ impl Modify for SecurityAddon {
 pub fn api_doc() -> utoipa::openapi::OpenApi {
     let (_, collected) = App::new()
         .into_utoipa_app()
-        .service(utoipa_actix_web::scope("/api/v1").configure(catalog::http::configure))
+        .service(auth::jwks)
+        .service(
+            utoipa_actix_web::scope("/api/v1")
+                .configure(user::http::configure)
+                .configure(catalog::http::configure),
+        )
         .split_for_parts();
     let mut doc = BaseDoc::openapi();
     doc.merge(collected);

@@ -26,6 +26,14 @@ pub struct Settings {
     pub remote: RemoteSettings,
     /// Which modules run here, and where the others are.
     pub modules: ModulesSettings,
+    /// Access tokens.
+    pub auth: AuthSettings,
+    /// Request rate limits.
+    pub rate_limit: RateLimitSettings,
+    /// Cross-origin browser access.
+    pub cors: CorsSettings,
+    /// The user module's own section.
+    pub user: user::Settings,
     /// The catalog module's own section.
     pub catalog: catalog::Settings,
     /// `APP_ENV` this was loaded for (not read from files).
@@ -87,6 +95,68 @@ pub struct RemoteSettings {
     pub timeout_ms: u64,
 }
 
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of an access token, seconds.
+    pub access_token_ttl_secs: u64,
+    /// PKCS#8 PEM Ed25519 private key that signs access tokens.
+    pub signing_key_file: std::path::PathBuf,
+    /// Generate the signing key on first run when it is missing (development).
+    pub generate_dev_key: bool,
+    /// Retired keys (PEM) whose tokens are still accepted until they expire.
+    pub previous_key_files: Vec<std::path::PathBuf>,
+}
+
+impl AuthSettings {
+    /// What issuers write and verifiers check.
+    pub fn policy(&self) -> auth::TokenPolicy {
+        auth::TokenPolicy {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            access_ttl: std::time::Duration::from_secs(self.access_token_ttl_secs),
+        }
+    }
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Off for load tests: `APP__RATE_LIMIT__ENABLED=false`.
+    pub enabled: bool,
+    /// Sustained requests per second per client IP on `/api/v1`.
+    pub per_second: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+    /// Sign-ins per minute per client IP.
+    pub login_per_minute_per_ip: u32,
+    /// Sign-ins per minute per account.
+    pub login_per_minute_per_account: u32,
+    /// Registrations per minute per client IP.
+    pub registrations_per_minute_per_ip: u32,
+}
+
+impl RateLimitSettings {
+    /// A per-minute limit, or `None` when limits are off.
+    pub fn per_minute(&self, limit: u32) -> Option<u32> {
+        self.enabled.then_some(limit)
+    }
+}
+
+/// `[cors]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins (`https://host[:port]`) allowed to call the API cross-site.
+    pub allowed_origins: Vec<String>,
+}
+
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -138,6 +208,8 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("modules.enabled")
+                    .with_list_parse_key("auth.previous_key_files")
+                    .with_list_parse_key("cors.allowed_origins")
                     .try_parsing(true)
                     .source(Some(env_vars.iter().cloned().collect())),
             );
@@ -161,13 +233,47 @@ impl Settings {
         if let Some(url) = &self.database.url {
             check_postgres_url("database.url", url)?;
         }
-        if let Some(url) = &self.catalog.database.url {
-            check_postgres_url("catalog.database.url", url)?;
+        for (key, database) in [
+            ("catalog", &self.catalog.database),
+            ("user", &self.user.database),
+        ] {
+            if let Some(url) = &database.url {
+                check_postgres_url(&format!("{key}.database.url"), url)?;
+            }
+            if database.max_connections == 0 {
+                return fail(
+                    &format!("{key}.database.max_connections"),
+                    "must be at least 1".into(),
+                );
+            }
         }
-        if self.catalog.database.max_connections == 0 {
+        let limits = &self.rate_limit;
+        if limits.enabled && (limits.per_second == 0 || limits.burst == 0) {
             return fail(
-                "catalog.database.max_connections",
-                "must be at least 1".into(),
+                "rate_limit.per_second",
+                "and rate_limit.burst must be at least 1 (or set rate_limit.enabled = false)"
+                    .into(),
+            );
+        }
+        for origin in &self.cors.allowed_origins {
+            match Url::parse(origin) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.path() == "/"
+                        && !origin.ends_with('/') => {}
+                _ => {
+                    return fail(
+                        "cors.allowed_origins",
+                        format!("`{origin}` is not an origin like https://shop.example.com"),
+                    );
+                }
+            }
+        }
+        if self.environment == "production" && self.auth.generate_dev_key {
+            return fail(
+                "auth.generate_dev_key",
+                "must be false in production: mount a signing key and set auth.signing_key_file"
+                    .into(),
             );
         }
         if self.server.body_limit_bytes == 0 {
@@ -195,9 +301,11 @@ impl Settings {
 
     /// The database URL of `module`: its own, or the shared one.
     pub fn module_database_url<'a>(&'a self, module: ModuleName, shared: &'a str) -> &'a str {
-        match module {
-            ModuleName::Catalog => self.catalog.database.url.as_deref().unwrap_or(shared),
-        }
+        let own = match module {
+            ModuleName::User => &self.user.database.url,
+            ModuleName::Catalog => &self.catalog.database.url,
+        };
+        own.as_deref().unwrap_or(shared)
     }
 }
 
@@ -237,7 +345,10 @@ mod tests {
     fn built_in_defaults_load_without_a_config_directory() {
         let s = load(&[]).unwrap();
         assert_eq!(s.server.port, 8080);
-        assert_eq!(s.modules.enabled, vec![ModuleName::Catalog]);
+        assert_eq!(
+            s.modules.enabled,
+            vec![ModuleName::User, ModuleName::Catalog]
+        );
         assert!(s.database.url.is_none());
         assert!(s.database.embedded);
     }
@@ -248,9 +359,16 @@ mod tests {
             ("APP__SERVER__PORT", "9090"),
             ("APP__MODULES__CATALOG__MODE", "remote"),
             ("APP__MODULES__CATALOG__URL", "http://127.0.0.1:1234"),
+            ("APP__MODULES__USER__MODE", "remote"),
+            ("APP__MODULES__USER__URL", "http://127.0.0.1:1235"),
             ("DATABASE_URL", "postgres://u:p@db:5432/shop"),
+            (
+                "APP__CORS__ALLOWED_ORIGINS",
+                "https://a.example,http://localhost:3000",
+            ),
         ])
         .unwrap();
+        assert_eq!(s.cors.allowed_origins.len(), 2);
         assert_eq!(s.server.port, 9090);
         assert_eq!(
             s.database.url.as_deref(),
@@ -269,6 +387,12 @@ mod tests {
                 &[("APP__MODULES__ENABLED", "catalog,shipping")],
                 "modules.enabled",
             ),
+            (&[("APP__MODULES__ENABLED", "catalog")], "modules.user.mode"),
+            (
+                &[("APP__CORS__ALLOWED_ORIGINS", "https://a.example/path")],
+                "cors.allowed_origins",
+            ),
+            (&[("APP__RATE_LIMIT__BURST", "0")], "rate_limit"),
             (&[("DATABASE_URL", "mysql://x@h/db")], "database.url"),
             (
                 &[("APP__MODULES__CATALOG__MODE", "remote")],
@@ -295,5 +419,16 @@ mod tests {
         assert!(err.contains("database.url"), "{err}");
         let ok = load_env("production", &[("DATABASE_URL", "postgres://u@db/shop")]).unwrap();
         assert!(!ok.database.embedded);
+        assert!(!ok.auth.generate_dev_key);
+        let err = load_env(
+            "production",
+            &[
+                ("DATABASE_URL", "postgres://u@db/shop"),
+                ("APP__AUTH__GENERATE_DEV_KEY", "true"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.generate_dev_key"), "{err}");
     }
 }

@@ -3,26 +3,45 @@
 use std::sync::Arc;
 
 use catalog_api::CatalogApi;
+use catalog_api::contract::Harness;
+use kernel::{CallContext, Caller, Role};
 
 use crate::helpers::{spawn_app, test_database};
 
+fn caller(role: Role) -> CallContext {
+    CallContext::background().with_caller(Caller {
+        user_id: uuid::Uuid::now_v7(),
+        roles: vec![role],
+    })
+}
+
 /// The in-process module over a fresh database.
-async fn in_process() -> (Arc<dyn CatalogApi>, testkit::TestDatabase) {
+async fn in_process() -> (Harness, testkit::TestDatabase) {
     let db = test_database().await;
     let settings = crate::helpers::test_settings(Some(db.url()), &[]);
     let pool =
         app::database::module_pool(&settings, app::modules::ModuleName::Catalog, db.url()).unwrap();
-    (Arc::new(catalog::CatalogModule::new(pool)), db)
+    let harness = Harness {
+        api: Arc::new(catalog::CatalogModule::new(pool)),
+        admin: caller(Role::Admin),
+        customer: caller(Role::Customer),
+    };
+    (harness, db)
 }
 
 /// The HTTP client talking to a real server over a fresh database.
-async fn over_http() -> (Arc<dyn CatalogApi>, crate::helpers::TestApp) {
+async fn over_http() -> (Harness, crate::helpers::TestApp) {
     let app = spawn_app().await;
     let client = catalog_api::client::CatalogClient::new(
         reqwest::Client::new(),
         url::Url::parse(&app.address).unwrap(),
     );
-    (Arc::new(client), app)
+    let harness = Harness {
+        api: Arc::new(client),
+        admin: CallContext::background().with_bearer_token(app.token(&[Role::Admin])),
+        customer: CallContext::background().with_bearer_token(app.token(&[Role::Customer])),
+    };
+    (harness, app)
 }
 
 mod local {

@@ -1,5 +1,6 @@
 //! The `/api/v1/products` routes as an HTTP client sees them.
 
+use kernel::Role;
 use serde_json::{Value, json};
 
 use crate::helpers::{assert_problem, product_json, spawn_app};
@@ -141,9 +142,11 @@ async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
         created["id"].as_str().unwrap()
     ));
 
+    let admin = app.token(&[Role::Admin]);
     let response = app
         .client
         .patch(&url)
+        .bearer_auth(&admin)
         .header("content-type", "application/merge-patch+json")
         .body(r#"{"active": false, "name": "Renamed"}"#)
         .send()
@@ -158,6 +161,7 @@ async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
     let response = app
         .client
         .patch(&url)
+        .bearer_auth(&admin)
         .json(&json!({"sku": "OTHER"}))
         .send()
         .await
@@ -182,4 +186,35 @@ async fn missing_product_is_404_problem() {
             .unwrap()
             .contains(&id.to_string())
     );
+}
+
+#[tokio::test]
+async fn catalog_writes_are_for_admins() {
+    let app = spawn_app().await;
+    let anonymous = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .json(&product_json("W1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        r#"Bearer realm="shop""#
+    );
+    assert_problem(anonymous, 401, "unauthenticated").await;
+
+    let customer = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .bearer_auth(app.token(&[Role::Customer]))
+        .json(&product_json("W1"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(customer, 403, "forbidden").await;
+
+    assert_eq!(app.post_product(&product_json("W1")).await.status(), 201);
+    // Reads stay public.
+    assert_eq!(app.get("/api/v1/products").await.status(), 200);
 }

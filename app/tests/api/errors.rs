@@ -1,5 +1,7 @@
 //! Every kind of bad request gets an RFC 9457 problem, and every response a request id.
 
+use kernel::Role;
+
 use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
@@ -8,6 +10,7 @@ async fn malformed_json_is_400() {
     let response = app
         .client
         .post(app.url("/api/v1/products"))
+        .bearer_auth(app.token(&[Role::Admin]))
         .header("content-type", "application/json")
         .body("{\"sku\": ")
         .send()
@@ -22,6 +25,7 @@ async fn wrong_content_type_is_415() {
     let response = app
         .client
         .post(app.url("/api/v1/products"))
+        .bearer_auth(app.token(&[Role::Admin]))
         .header("content-type", "text/plain")
         .body("hello")
         .send()

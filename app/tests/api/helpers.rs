@@ -1,8 +1,13 @@
 //! `spawn_app` and friends: a real server on a random port over a fresh database.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use app::{Application, Settings};
+use kernel::Role;
 use serde_json::Value;
 use testkit::TestDatabase;
 
@@ -29,6 +34,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub handle: actix_web::dev::ServerHandle,
+    pub settings: Settings,
     // Dropped last: the server is stopped before its database goes.
     _db: TestDatabase,
 }
@@ -39,10 +45,34 @@ impl Drop for TestApp {
     }
 }
 
+/// A fresh signing-key path (the key is generated on first use).
+pub fn fresh_key_path() -> String {
+    testkit::scratch_dir("shop-test-keys")
+        .join(format!("{}.pem", uuid::Uuid::new_v4().simple()))
+        .display()
+        .to_string()
+}
+
 /// Settings for a test server: the repository's config, a random port on
-/// loopback, one worker, plus `extra` env-style overrides.
+/// loopback, one worker, a signing key of its own, rate limits out of the
+/// way, plus `extra` env-style overrides.
 pub fn test_settings(database_url: Option<&str>, extra: &[(&str, &str)]) -> Settings {
     let mut vars: Vec<(String, String)> = vec![
+        ("APP__AUTH__SIGNING_KEY_FILE".into(), fresh_key_path()),
+        ("APP__RATE_LIMIT__PER_SECOND".into(), "10000".into()),
+        ("APP__RATE_LIMIT__BURST".into(), "10000".into()),
+        (
+            "APP__RATE_LIMIT__LOGIN_PER_MINUTE_PER_IP".into(),
+            "10000".into(),
+        ),
+        (
+            "APP__RATE_LIMIT__LOGIN_PER_MINUTE_PER_ACCOUNT".into(),
+            "10000".into(),
+        ),
+        (
+            "APP__RATE_LIMIT__REGISTRATIONS_PER_MINUTE_PER_IP".into(),
+            "10000".into(),
+        ),
         ("APP__SERVER__HOST".into(), "127.0.0.1".into()),
         ("APP__SERVER__PORT".into(), "0".into()),
         ("APP__SERVER__WORKERS".into(), "1".into()),
@@ -69,7 +99,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     }
     let db = test_database().await;
     let settings = test_settings(Some(db.url()), extra);
-    let application = Application::build(settings).await.expect("app builds");
+    let application = Application::build(settings.clone())
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     tokio::spawn(application.run_until_stopped());
@@ -77,8 +109,18 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         address,
         client: reqwest::Client::new(),
         handle,
+        settings,
         _db: db,
     }
+}
+
+/// An access token for a made-up user with `roles`, signed with `settings`' key.
+pub fn mint_token(settings: &Settings, roles: &[Role]) -> String {
+    let key = app::compose::signing_key(settings).unwrap();
+    auth::Issuer::new(key, settings.auth.policy())
+        .issue(uuid::Uuid::now_v7(), roles)
+        .unwrap()
+        .token
 }
 
 impl TestApp {
@@ -86,19 +128,74 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// An access token for a made-up user with `roles`.
+    pub fn token(&self, roles: &[Role]) -> String {
+        mint_token(&self.settings, roles)
+    }
+
+    /// Creates a product as an admin.
     pub async fn post_product(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/api/v1/products"))
+            .bearer_auth(self.token(&[Role::Admin]))
             .json(body)
             .send()
             .await
             .unwrap()
     }
 
+    /// Registers a customer over HTTP.
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/users"))
+            .json(
+                &serde_json::json!({"email": email, "password": password, "display_name": "Test"}),
+            )
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Signs in over HTTP.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/token"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers and signs in a customer; returns the token response.
+    pub async fn customer(&self, email: &str) -> Value {
+        assert_eq!(self.register(email, PASSWORD).await.status(), 201);
+        let response = self.login(email, PASSWORD).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Creates an admin account (as `shop admin create` does) and signs in.
+    pub async fn admin(&self, email: &str) -> Value {
+        app::admin::create_admin(
+            &self.settings,
+            email.into(),
+            PASSWORD.into(),
+            "Admin".into(),
+        )
+        .await
+        .unwrap();
+        let response = self.login(email, PASSWORD).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 }
+
+/// A password that meets the policy.
+pub const PASSWORD: &str = "plum kettle orbit 42";
 
 /// A valid product body.
 pub fn product_json(sku: &str) -> Value {
@@ -128,4 +225,99 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
         "{body}"
     );
     body
+}
+
+/// A `shop` child process, killed when dropped; its stdout is collected.
+pub struct Shop {
+    child: Child,
+    pub port: u16,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Shop {
+    pub fn start(env: &[(&str, &str)]) -> Shop {
+        Shop::start_on(free_port(), env)
+    }
+
+    /// Starts on a port chosen beforehand (to point another process at it).
+    pub fn start_on(port: u16, env: &[(&str, &str)]) -> Shop {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(
+                "APP_CONFIG_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+            )
+            .env("APP__SERVER__HOST", "127.0.0.1")
+            .env("APP__SERVER__PORT", port.to_string())
+            .env("APP__SERVER__WORKERS", "1")
+            .env("APP__LOG__FORMAT", "json")
+            .env("APP__DATABASE__EMBEDDED", "false")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        Shop { child, port, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn wait_live(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(self.url("/health/live")).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "shop on port {} did not come up; logs:\n{}",
+            self.port,
+            self.logs.lock().unwrap()
+        );
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: signalling our own child process.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }

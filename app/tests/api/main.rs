@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod architecture;
+mod auth;
 mod catalog_contract;
 mod catalog_http;
 mod cli;
@@ -13,3 +14,5 @@ mod errors;
 mod helpers;
 mod ops;
 mod topology;
+mod user_contract;
+mod users;

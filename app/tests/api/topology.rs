@@ -1,127 +1,62 @@
 //! Extraction by configuration: the same binary as a catalog service and as
 //! a gateway that forwards catalog routes to it, as two real processes.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
+use kernel::Role;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, product_json, spawn_app_with, test_database};
-
-/// A `shop` child process, killed when dropped; its stdout is collected.
-struct Shop {
-    child: Child,
-    port: u16,
-    logs: Arc<Mutex<String>>,
-}
-
-impl Shop {
-    fn start(env: &[(&str, &str)]) -> Shop {
-        let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(
-                "APP_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
-            )
-            .env("APP__SERVER__HOST", "127.0.0.1")
-            .env("APP__SERVER__PORT", port.to_string())
-            .env("APP__SERVER__WORKERS", "1")
-            .env("APP__LOG__FORMAT", "json")
-            .env("APP__DATABASE__EMBEDDED", "false")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command.spawn().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut logs = sink.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-        });
-        Shop { child, port, logs }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn wait_live(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(self.url("/health/live")).await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "shop on port {} did not come up; logs:\n{}",
-            self.port,
-            self.logs.lock().unwrap()
-        );
-    }
-
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: signalling our own child process.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+use crate::helpers::{
+    Shop, assert_problem, free_port, mint_token, product_json, spawn_app_with, test_database,
+    test_settings,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     let db = test_database().await;
-    // The extracted catalog: only the catalog module, with its database.
+    let gateway_port = free_port();
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    let key_file = crate::helpers::fresh_key_path();
+    // The extracted catalog: only the catalog module, with its database; it
+    // verifies tokens with the keys the gateway's user module publishes.
     let catalog = Shop::start(&[
         ("APP__MODULES__ENABLED", "catalog"),
+        ("APP__MODULES__USER__MODE", "remote"),
+        ("APP__MODULES__USER__URL", gateway_url.as_str()),
         ("DATABASE_URL", db.url()),
     ]);
     catalog.wait_live().await;
-    // The gateway: catalog remote, no database at all.
+    // The gateway: the user module here, the catalog forwarded.
     let catalog_url = catalog.url("");
-    let gateway = Shop::start(&[
-        ("APP__MODULES__CATALOG__MODE", "remote"),
-        ("APP__MODULES__CATALOG__URL", catalog_url.as_str()),
-    ]);
+    let gateway = Shop::start_on(
+        gateway_port,
+        &[
+            ("APP__MODULES__CATALOG__MODE", "remote"),
+            ("APP__MODULES__CATALOG__URL", catalog_url.as_str()),
+            ("APP__AUTH__SIGNING_KEY_FILE", key_file.as_str()),
+            ("DATABASE_URL", db.url()),
+        ],
+    );
     gateway.wait_live().await;
+    let gateway_settings = test_settings(
+        Some(db.url()),
+        &[("APP__AUTH__SIGNING_KEY_FILE", key_file.as_str())],
+    );
+    let admin = mint_token(&gateway_settings, &[Role::Admin]);
     let http = reqwest::Client::new();
 
     // Writes and reads through the gateway land in the catalog process.
+    // Without a token the catalog process refuses the write.
+    let anonymous = http
+        .post(gateway.url("/api/v1/products"))
+        .json(&product_json("GW-0"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(anonymous, 401, "unauthenticated").await;
+
     let created = http
         .post(gateway.url("/api/v1/products"))
         .header("x-request-id", "two-process-req-1")
+        .bearer_auth(&admin)
         .json(&product_json("GW-1"))
         .send()
         .await
@@ -148,6 +83,7 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     // Errors pass through unchanged.
     let duplicate = http
         .post(gateway.url("/api/v1/products"))
+        .bearer_auth(&admin)
         .json(&product_json("gw-1"))
         .send()
         .await
@@ -162,6 +98,21 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
             .any(|l| l.contains("product created") && l.contains("two-process-req-1")),
         "catalog logs lack the forwarded request id:\n{catalog_logs}"
     );
+
+    // The catalog process verified the token with the gateway's public keys.
+    let published: Value = reqwest::get(gateway.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cached: Value = reqwest::get(catalog.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(published, cached);
 
     // Readiness of the gateway checks the remote catalog.
     let ready: Value = reqwest::get(gateway.url("/health/ready"))

@@ -14,8 +14,15 @@ use kernel::{CallContext, Currency, Cursor, Money, PageLimit};
 
 use crate::{CatalogApi, CatalogError, ListProducts, NewProduct, ProductId, ProductPatch};
 
-fn cx() -> CallContext {
-    CallContext::background()
+/// What a contract case runs against: the implementation and call contexts
+/// for an admin and for a customer (a token over HTTP, a caller in process).
+pub struct Harness {
+    /// The implementation under test.
+    pub api: std::sync::Arc<dyn CatalogApi>,
+    /// An admin's context.
+    pub admin: CallContext,
+    /// A customer's context.
+    pub customer: CallContext,
 }
 
 /// A valid new product with the given SKU.
@@ -30,9 +37,10 @@ pub fn new_product(sku: &str) -> NewProduct {
 }
 
 /// Creating returns the product with server-set fields; reading returns the same.
-pub async fn create_then_get_roundtrips(api: &dyn CatalogApi) {
-    let created = api
-        .create_product(&cx(), new_product("mug-1"))
+pub async fn create_then_get_roundtrips(h: &Harness) {
+    let created = h
+        .api
+        .create_product(&h.admin, new_product("mug-1"))
         .await
         .unwrap();
     assert_eq!(created.sku.as_str(), "MUG-1", "SKUs are stored upper-case");
@@ -41,31 +49,33 @@ pub async fn create_then_get_roundtrips(api: &dyn CatalogApi) {
     assert!(created.active, "products are active unless told otherwise");
     assert_eq!(created.created_at, created.updated_at);
 
-    let fetched = api.get_product(&cx(), created.id).await.unwrap();
+    let fetched = h.api.get_product(&h.admin, created.id).await.unwrap();
     assert_eq!(fetched, created);
 }
 
 /// An unknown id is `ProductNotFound` carrying that id.
-pub async fn get_unknown_product_is_not_found(api: &dyn CatalogApi) {
+pub async fn get_unknown_product_is_not_found(h: &Harness) {
     let id = ProductId::generate();
-    let err = api.get_product(&cx(), id).await.unwrap_err();
+    let err = h.api.get_product(&h.admin, id).await.unwrap_err();
     assert_eq!(err, CatalogError::ProductNotFound(id));
 }
 
 /// A second product with the same SKU, in any case, is `DuplicateSku`.
-pub async fn duplicate_sku_is_rejected(api: &dyn CatalogApi) {
-    api.create_product(&cx(), new_product("DUP-1"))
+pub async fn duplicate_sku_is_rejected(h: &Harness) {
+    h.api
+        .create_product(&h.admin, new_product("DUP-1"))
         .await
         .unwrap();
-    let err = api
-        .create_product(&cx(), new_product("dup-1"))
+    let err = h
+        .api
+        .create_product(&h.admin, new_product("dup-1"))
         .await
         .unwrap_err();
     assert_eq!(err, CatalogError::DuplicateSku("DUP-1".to_owned()));
 }
 
 /// Every invalid field is reported at once, by JSON path.
-pub async fn invalid_product_lists_every_bad_field(api: &dyn CatalogApi) {
+pub async fn invalid_product_lists_every_bad_field(h: &Harness) {
     let bad = NewProduct {
         sku: "-bad sku".to_owned(),
         name: "   ".to_owned(),
@@ -73,7 +83,7 @@ pub async fn invalid_product_lists_every_bad_field(api: &dyn CatalogApi) {
         price: Money::new(-1, Currency::EUR),
         active: None,
     };
-    let err = api.create_product(&cx(), bad).await.unwrap_err();
+    let err = h.api.create_product(&h.admin, bad).await.unwrap_err();
     let CatalogError::Validation(errors) = err else {
         panic!("expected Validation, got {err:?}");
     };
@@ -87,11 +97,12 @@ pub async fn invalid_product_lists_every_bad_field(api: &dyn CatalogApi) {
 
 /// Pages follow each other without gaps or repeats, oldest first, and the
 /// last page has no next cursor.
-pub async fn list_paginates_in_creation_order(api: &dyn CatalogApi) {
+pub async fn list_paginates_in_creation_order(h: &Harness) {
     let mut created = Vec::new();
     for i in 0..5 {
-        let p = api
-            .create_product(&cx(), new_product(&format!("PAGE-{i}")))
+        let p = h
+            .api
+            .create_product(&h.admin, new_product(&format!("PAGE-{i}")))
             .await
             .unwrap();
         created.push(p.id);
@@ -101,8 +112,9 @@ pub async fn list_paginates_in_creation_order(api: &dyn CatalogApi) {
     let mut cursor = None;
     let mut pages = 0;
     loop {
-        let page = api
-            .list_products(&cx(), ListProducts { limit, cursor })
+        let page = h
+            .api
+            .list_products(&h.admin, ListProducts { limit, cursor })
             .await
             .unwrap();
         pages += 1;
@@ -119,19 +131,20 @@ pub async fn list_paginates_in_creation_order(api: &dyn CatalogApi) {
 }
 
 /// A cursor the list did not hand out is `InvalidCursor`.
-pub async fn foreign_cursor_is_rejected(api: &dyn CatalogApi) {
+pub async fn foreign_cursor_is_rejected(h: &Harness) {
     let query = ListProducts {
         limit: PageLimit::DEFAULT,
         cursor: Some(Cursor::from_raw("definitely-not-a-cursor")),
     };
-    let err = api.list_products(&cx(), query).await.unwrap_err();
+    let err = h.api.list_products(&h.admin, query).await.unwrap_err();
     assert_eq!(err, CatalogError::InvalidCursor);
 }
 
 /// A patch changes only the fields it names; `description: null` clears it.
-pub async fn update_changes_only_given_fields(api: &dyn CatalogApi) {
-    let created = api
-        .create_product(&cx(), new_product("UPD-1"))
+pub async fn update_changes_only_given_fields(h: &Harness) {
+    let created = h
+        .api
+        .create_product(&h.admin, new_product("UPD-1"))
         .await
         .unwrap();
     let patch = ProductPatch {
@@ -139,34 +152,44 @@ pub async fn update_changes_only_given_fields(api: &dyn CatalogApi) {
         description: Some(None),
         ..ProductPatch::default()
     };
-    let updated = api.update_product(&cx(), created.id, patch).await.unwrap();
+    let updated = h
+        .api
+        .update_product(&h.admin, created.id, patch)
+        .await
+        .unwrap();
     assert_eq!(updated.price, Money::new(999, Currency::EUR));
     assert_eq!(updated.description, None);
     assert_eq!(updated.name, created.name);
     assert_eq!(updated.sku, created.sku);
     assert!(updated.updated_at > created.updated_at);
-    assert_eq!(api.get_product(&cx(), created.id).await.unwrap(), updated);
+    assert_eq!(
+        h.api.get_product(&h.admin, created.id).await.unwrap(),
+        updated
+    );
 }
 
 /// Updating an unknown product is `ProductNotFound`; an invalid patch is `Validation`.
-pub async fn update_rejects_unknown_and_invalid(api: &dyn CatalogApi) {
+pub async fn update_rejects_unknown_and_invalid(h: &Harness) {
     let id = ProductId::generate();
-    let err = api
-        .update_product(&cx(), id, ProductPatch::default())
+    let err = h
+        .api
+        .update_product(&h.admin, id, ProductPatch::default())
         .await
         .unwrap_err();
     assert_eq!(err, CatalogError::ProductNotFound(id));
 
-    let created = api
-        .create_product(&cx(), new_product("UPD-2"))
+    let created = h
+        .api
+        .create_product(&h.admin, new_product("UPD-2"))
         .await
         .unwrap();
     let patch = ProductPatch {
         name: Some(String::new()),
         ..ProductPatch::default()
     };
-    let err = api
-        .update_product(&cx(), created.id, patch)
+    let err = h
+        .api
+        .update_product(&h.admin, created.id, patch)
         .await
         .unwrap_err();
     assert!(
@@ -175,10 +198,42 @@ pub async fn update_rejects_unknown_and_invalid(api: &dyn CatalogApi) {
     );
 }
 
+/// Writes need an admin; reads need nobody.
+pub async fn writes_need_an_admin(h: &Harness) {
+    let anonymous = CallContext::background();
+    let err = h
+        .api
+        .create_product(&anonymous, new_product("AUTH-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, CatalogError::Unauthenticated);
+    let err = h
+        .api
+        .create_product(&h.customer, new_product("AUTH-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, CatalogError::Forbidden);
+    let created = h
+        .api
+        .create_product(&h.admin, new_product("AUTH-1"))
+        .await
+        .unwrap();
+    let err = h
+        .api
+        .update_product(&h.customer, created.id, ProductPatch::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, CatalogError::Forbidden);
+    assert_eq!(
+        h.api.get_product(&anonymous, created.id).await.unwrap(),
+        created
+    );
+}
+
 /// Generates one `#[tokio::test]` per contract case for a setup function.
 ///
-/// `$setup` is an async fn returning `(Arc<dyn CatalogApi>, guard)`; the
-/// guard keeps the test's database and servers alive until the case ends.
+/// `$setup` is an async fn returning `(Harness, guard)`; the guard keeps
+/// the test's database and servers alive until the case ends.
 #[macro_export]
 macro_rules! catalog_contract_suite {
     ($setup:path) => {
@@ -191,14 +246,15 @@ macro_rules! catalog_contract_suite {
             foreign_cursor_is_rejected,
             update_changes_only_given_fields,
             update_rejects_unknown_and_invalid,
+            writes_need_an_admin,
         );
     };
     (@cases $setup:path, $($case:ident,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let (api, _guard) = $setup().await;
-                $crate::contract::$case(&*api).await;
+                let (harness, _guard) = $setup().await;
+                $crate::contract::$case(&harness).await;
             }
         )*
     };

@@ -19,6 +19,12 @@ pub enum CatalogError {
     /// The cursor was not handed out by this list.
     #[error("the cursor is not valid for this list")]
     InvalidCursor,
+    /// Writing to the catalog needs a signed-in caller.
+    #[error("this needs a signed-in admin")]
+    Unauthenticated,
+    /// Writing to the catalog is for admins.
+    #[error("this is for admins")]
+    Forbidden,
     /// The catalog (its database, or the remote process) cannot answer now.
     #[error("the catalog is unavailable: {0}")]
     Unavailable(String),
@@ -42,6 +48,8 @@ impl ProblemCode for CatalogError {
             CatalogError::DuplicateSku(_) => 409,
             CatalogError::Validation(_) => 422,
             CatalogError::InvalidCursor => 400,
+            CatalogError::Unauthenticated => 401,
+            CatalogError::Forbidden => 403,
             CatalogError::Unavailable(_) => 503,
             CatalogError::Unexpected(_) => 500,
         }
@@ -53,6 +61,8 @@ impl ProblemCode for CatalogError {
             CatalogError::DuplicateSku(_) => "duplicate_sku",
             CatalogError::Validation(_) => "validation_failed",
             CatalogError::InvalidCursor => "invalid_cursor",
+            CatalogError::Unauthenticated => "unauthenticated",
+            CatalogError::Forbidden => "forbidden",
             CatalogError::Unavailable(_) => "catalog_unavailable",
             CatalogError::Unexpected(_) => "internal_error",
         }
@@ -82,6 +92,8 @@ impl CatalogError {
             ("duplicate_sku", _, Some(sku)) => CatalogError::DuplicateSku(sku.to_uppercase()),
             ("validation_failed", _, _) => CatalogError::Validation(problem.errors),
             ("invalid_cursor", _, _) => CatalogError::InvalidCursor,
+            ("unauthenticated" | "invalid_token", _, _) => CatalogError::Unauthenticated,
+            ("forbidden", _, _) => CatalogError::Forbidden,
             (_, _, _) if problem.status == 503 => CatalogError::Unavailable(detail),
             (code, _, _) => {
                 CatalogError::Unexpected(format!("{} {code}: {detail}", problem.status))

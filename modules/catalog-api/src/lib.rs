@@ -25,10 +25,11 @@ pub const ROUTE_PREFIXES: &[&str] = &["/products"];
 /// What other modules (and the catalog's own HTTP routes) may ask of the catalog.
 #[async_trait::async_trait]
 pub trait CatalogApi: Send + Sync {
-    /// Creates a product.
+    /// Creates a product. Admins only.
     ///
     /// # Errors
-    /// [`CatalogError::Validation`] for invalid fields,
+    /// [`CatalogError::Unauthenticated`] / [`CatalogError::Forbidden`] for
+    /// other callers, [`CatalogError::Validation`] for invalid fields,
     /// [`CatalogError::DuplicateSku`] when the SKU is taken.
     async fn create_product(
         &self,
@@ -53,8 +54,10 @@ pub trait CatalogApi: Send + Sync {
     ) -> Result<Page<Product>, CatalogError>;
 
     /// Changes the fields present in `patch` (JSON merge-patch semantics).
+    /// Admins only.
     ///
     /// # Errors
+    /// [`CatalogError::Unauthenticated`], [`CatalogError::Forbidden`],
     /// [`CatalogError::ProductNotFound`], [`CatalogError::Validation`].
     async fn update_product(
         &self,

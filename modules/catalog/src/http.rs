@@ -3,11 +3,11 @@
 use actix_web::http::header;
 use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpResponse, get, patch, post};
+use auth::AdminOnly;
 use catalog_api::{
     CatalogApi, CatalogError, ListProducts, NewProduct, Product, ProductId, ProductPatch,
 };
 use kernel::{Page, ProblemBody};
-use web::auth::AdminOnly;
 use web::{ApiError, PageQuery, RequestCx};
 
 use crate::CatalogModule;

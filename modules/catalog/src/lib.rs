@@ -31,16 +31,5 @@ pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Database of this module (`[catalog.database]`).
-    pub database: ModuleDatabase,
-}
-
-/// Where a module keeps its data.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModuleDatabase {
-    /// A database URL of its own; when absent the shared `database.url` is used.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Most connections this module's pool opens.
-    pub max_connections: usize,
+    pub database: db::ModuleDatabase,
 }

@@ -5,7 +5,7 @@ use catalog_api::{
 };
 use db::{Pool, PoolError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use kernel::{CallContext, Cursor, Page};
+use kernel::{CallContext, Cursor, Page, Role};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -57,6 +57,15 @@ fn database(error: DieselError) -> CatalogError {
     }
 }
 
+/// Writes are for admins, whoever calls: the HTTP edge checks it too.
+fn require_admin(cx: &CallContext) -> Result<(), CatalogError> {
+    match cx.caller() {
+        None => Err(CatalogError::Unauthenticated),
+        Some(caller) if !caller.has(Role::Admin) => Err(CatalogError::Forbidden),
+        Some(_) => Ok(()),
+    }
+}
+
 fn to_product(row: ProductRow) -> Result<Product, CatalogError> {
     row.into_product().map_err(CatalogError::Unexpected)
 }
@@ -66,9 +75,10 @@ impl CatalogApi for CatalogModule {
     #[tracing::instrument(skip_all, fields(product.sku = %new.sku))]
     async fn create_product(
         &self,
-        _cx: &CallContext,
+        cx: &CallContext,
         new: NewProduct,
     ) -> Result<Product, CatalogError> {
+        require_admin(cx)?;
         let valid = validate_new(new).map_err(CatalogError::Validation)?;
         let mut conn = self.conn().await?;
         let id = ProductId::generate();
@@ -135,10 +145,11 @@ impl CatalogApi for CatalogModule {
     #[tracing::instrument(skip_all, fields(product.id = %id))]
     async fn update_product(
         &self,
-        _cx: &CallContext,
+        cx: &CallContext,
         id: ProductId,
         patch: ProductPatch,
     ) -> Result<Product, CatalogError> {
+        require_admin(cx)?;
         let valid = validate_patch(patch).map_err(CatalogError::Validation)?;
         let mut conn = self.conn().await?;
         let row = repo::update(&mut conn, id, &valid)

@@ -13,11 +13,13 @@
 //! a missing or bad token, 403 for a missing role).
 
 mod extract;
+mod http;
 mod keys;
 mod token;
 mod verify;
 
 pub use extract::{AdminOnly, Authenticated, middleware};
+pub use http::jwks;
 pub use keys::{KeyError, KeySet, SigningKey, public_jwk_from_pem};
 pub use token::{AccessToken, Claims, Issuer, TokenPolicy};
 pub use verify::{AuthError, Verifier};

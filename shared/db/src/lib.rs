@@ -11,7 +11,9 @@ mod migrate;
 mod pool;
 
 pub use migrate::{ModuleMigrations, create_database, migrate};
-pub use pool::{Object, Pool, PoolError, PoolOptions, build_pool, ping, record_pool_metrics};
+pub use pool::{
+    ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, ping, record_pool_metrics,
+};
 
 pub use diesel_async::AsyncPgConnection;
 pub use diesel_migrations::EmbeddedMigrations;

@@ -13,6 +13,17 @@ pub type Object = diesel_async::pooled_connection::deadpool::Object<AsyncPgConne
 /// Why no connection could be had.
 pub type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
 
+/// `[<module>.database]`: where a module keeps its data.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleDatabase {
+    /// A database URL of its own; when absent the shared `database.url` is used.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Most connections this module's pool opens.
+    pub max_connections: usize,
+}
+
 /// How to build a module's pool.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {

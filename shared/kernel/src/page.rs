@@ -41,6 +41,12 @@ impl PageLimit {
     }
 }
 
+impl Default for PageLimit {
+    fn default() -> PageLimit {
+        PageLimit::DEFAULT
+    }
+}
+
 /// A page limit out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("limit must be between 1 and {max}, got {0}", max = PageLimit::MAX)]

@@ -3,10 +3,11 @@
 use std::future::{Ready, ready};
 
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, dev::Payload};
-use kernel::{CallContext, RequestId};
+use kernel::{CallContext, Caller, RequestId};
 
-/// The [`CallContext`] of this request: its request id and the caller's
-/// bearer token, ready to hand to another module.
+/// The [`CallContext`] of this request: its request id, the verified
+/// caller (when the `auth` middleware accepted a token) and that token,
+/// ready to hand to another module.
 #[derive(Debug, Clone)]
 pub struct RequestCx(pub CallContext);
 
@@ -21,6 +22,9 @@ impl FromRequest for RequestCx {
             .cloned()
             .unwrap_or_else(RequestId::generate);
         let mut cx = CallContext::for_request(request_id);
+        if let Some(caller) = req.extensions().get::<Caller>() {
+            cx = cx.with_caller(caller.clone());
+        }
         let bearer = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)

@@ -13,6 +13,8 @@ mod context;
 pub mod observe;
 mod page;
 pub mod problem;
+pub mod ratelimit;
+pub mod security;
 
 pub use context::RequestCx;
 pub use observe::{RequestIdRootSpan, current_request_id};

@@ -73,9 +73,9 @@ impl RootSpanBuilder for RequestIdRootSpan {
 ///
 /// # Errors
 /// Only those of the inner service.
-pub async fn middleware(
+pub async fn middleware<B: MessageBody + 'static>(
     request: ServiceRequest,
-    next: Next<BoxBody>,
+    next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
     let request_id = request
@@ -88,7 +88,8 @@ pub async fn middleware(
     // from a failing middleware further in and is left to actix.
     let response = REQUEST_ID
         .scope(request_id.clone(), next.call(request))
-        .await?;
+        .await?
+        .map_into_boxed_body();
     let mut response = REQUEST_ID.sync_scope(request_id.clone(), || {
         crate::problem::ensure_problem(response)
     });

@@ -21,6 +21,7 @@ use kernel::{FieldError, ProblemBody, ProblemCode};
 #[derive(Debug, Clone)]
 pub struct Problem {
     status: StatusCode,
+    retry_after: Option<u64>,
     // Boxed: errors travel through `Result`s on hot paths; keep them small.
     body: Box<ProblemBody>,
 }
@@ -31,6 +32,7 @@ impl Problem {
         let title = status.canonical_reason().unwrap_or("Error");
         Problem {
             status,
+            retry_after: None,
             body: Box::new(ProblemBody::new(
                 status.as_u16(),
                 code,
@@ -69,6 +71,12 @@ impl Problem {
         problem
     }
 
+    /// The same problem telling the client to retry after `seconds`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Problem {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -96,8 +104,14 @@ impl ResponseError for Problem {
         body.request_id = crate::current_request_id().map(|id| id.to_string());
         let mut response = HttpResponse::build(self.status);
         response.content_type(ProblemBody::CONTENT_TYPE);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, "5"));
+        match (self.retry_after, self.status) {
+            (Some(seconds), _) => {
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            (None, StatusCode::SERVICE_UNAVAILABLE) => {
+                response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            _ => {}
         }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3: say how to authenticate, and what was wrong.

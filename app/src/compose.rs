@@ -1,0 +1,82 @@
+//! Building the pieces that several entry points need: signing keys, the
+//! token verifier, the user module.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use auth::{Issuer, KeySet, SigningKey, Verifier};
+use url::Url;
+
+use crate::Settings;
+
+/// The key that signs access tokens, from `auth.signing_key_file`
+/// (generated there first when `auth.generate_dev_key` allows).
+///
+/// # Errors
+/// A missing or malformed key file, naming the setting.
+pub fn signing_key(settings: &Settings) -> anyhow::Result<SigningKey> {
+    let auth = &settings.auth;
+    let generate = auth.generate_dev_key && settings.environment != "production";
+    SigningKey::load_or_generate(&auth.signing_key_file, generate)
+        .with_context(|| "auth.signing_key_file: cannot load the signing key".to_owned())
+}
+
+/// The public keys accepted: the current one and the retired ones.
+///
+/// # Errors
+/// A retired key file that cannot be read or parsed.
+pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeySet> {
+    let mut keys = vec![current.public_jwk().clone()];
+    for path in &settings.auth.previous_key_files {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("auth.previous_key_files: cannot read {}", path.display()))?;
+        let jwk = auth::public_jwk_from_pem(&pem, &path.display().to_string())
+            .context("auth.previous_key_files")?;
+        keys.push(jwk);
+    }
+    Ok(KeySet::from_jwks(auth::JwkSet { keys }))
+}
+
+/// The user module over `pool`, signing with `key`.
+///
+/// # Errors
+/// Invalid password-hashing parameters.
+pub fn user_module(
+    settings: &Settings,
+    pool: db::Pool,
+    key: SigningKey,
+) -> anyhow::Result<user::UserModule> {
+    let hasher = user::PasswordHasher::new(&settings.user.password_hashing)
+        .context("user.password_hashing")?;
+    let issuer = Arc::new(Issuer::new(key, settings.auth.policy()));
+    let refresh_ttl =
+        Duration::from_secs(settings.user.refresh_token_ttl_days.saturating_mul(86_400));
+    Ok(user::UserModule::new(pool, hasher, issuer, refresh_ttl))
+}
+
+/// The token verifier: local keys when the user module runs here, the
+/// remote user module's JWKS otherwise.
+///
+/// # Errors
+/// Neither is available (configuration validation prevents it).
+pub fn verifier(
+    settings: &Settings,
+    local_keys: Option<KeySet>,
+    client: reqwest::Client,
+) -> anyhow::Result<Verifier> {
+    let policy = settings.auth.policy();
+    if let Some(keys) = local_keys {
+        return Ok(Verifier::local(keys, &policy));
+    }
+    let base = settings
+        .modules
+        .user_url()
+        .context("modules.user.url: needed to fetch the keys that verify access tokens")?;
+    let jwks = Url::parse(&format!(
+        "{}{}",
+        base.as_str().trim_end_matches('/'),
+        user_api::JWKS_PATH
+    ))?;
+    Ok(Verifier::remote(jwks, client, &policy))
+}

@@ -1,0 +1,173 @@
+//! Account rules: email addresses, the password policy, display names.
+
+use kernel::FieldError;
+use user_api::NewUser;
+
+/// Shortest password, in characters (NIST SP 800-63B allows 8; we ask 12).
+pub(crate) const PASSWORD_MIN: usize = 12;
+/// Longest password, in characters: long enough for any passphrase.
+pub(crate) const PASSWORD_MAX: usize = 256;
+/// Longest display name, in characters.
+const DISPLAY_NAME_MAX: usize = 100;
+
+/// Commonly used passwords of policy length, one per line (`#` comments).
+const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
+
+/// A normalised email address: trimmed, lower-case, plausibly deliverable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Email(String);
+
+impl Email {
+    /// Parses and normalises an address.
+    pub(crate) fn parse(raw: &str) -> Result<Email, String> {
+        let email = raw.trim().to_lowercase();
+        let invalid = || "must be an email address like name@example.com".to_owned();
+        if email.chars().count() > 254 {
+            return Err("must be at most 254 characters".to_owned());
+        }
+        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && !local
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '@');
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && labels.iter().all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+        if local_ok && domain_ok {
+            Ok(Email(email))
+        } else {
+            Err(invalid())
+        }
+    }
+
+    /// The address.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks a new password against the policy.
+pub(crate) fn check_password(password: &str, email: Option<&Email>) -> Result<(), String> {
+    let length = password.chars().count();
+    if length < PASSWORD_MIN {
+        return Err(format!("must be at least {PASSWORD_MIN} characters"));
+    }
+    if length > PASSWORD_MAX {
+        return Err(format!("must be at most {PASSWORD_MAX} characters"));
+    }
+    let lowered = password.trim().to_lowercase();
+    let common = COMMON_PASSWORDS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .any(|l| l.trim() == lowered);
+    if common {
+        return Err("is a commonly used password; choose another".to_owned());
+    }
+    if let Some(email) = email {
+        let local = email.as_str().split('@').next().unwrap_or_default();
+        if lowered == email.as_str() || lowered == local {
+            return Err("must not be your email address".to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Checks and trims a display name.
+pub(crate) fn check_display_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    let length = name.chars().count();
+    if length == 0 || length > DISPLAY_NAME_MAX || name.chars().any(char::is_control) {
+        return Err(format!(
+            "must be 1 to {DISPLAY_NAME_MAX} characters, without control characters"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// A registration whose fields passed every rule.
+#[derive(Clone)]
+pub(crate) struct ValidNewUser {
+    pub(crate) email: Email,
+    pub(crate) password: String,
+    pub(crate) display_name: String,
+}
+
+/// Checks a registration, reporting every invalid field.
+pub(crate) fn validate_new(new: NewUser) -> Result<ValidNewUser, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let email = Email::parse(&new.email)
+        .map_err(|m| errors.push(FieldError::new("email", m)))
+        .ok();
+    if let Err(m) = check_password(&new.password, email.as_ref()) {
+        errors.push(FieldError::new("password", m));
+    }
+    let display_name = check_display_name(&new.display_name)
+        .map_err(|m| errors.push(FieldError::new("display_name", m)))
+        .ok();
+    match (email, display_name) {
+        (Some(email), Some(display_name)) if errors.is_empty() => Ok(ValidNewUser {
+            email,
+            password: new.password,
+            display_name,
+        }),
+        _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").unwrap().as_str(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@-x.com",
+            "ada@example..com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_policy() {
+        let email = Email::parse("someone.long@example.com").unwrap();
+        assert!(check_password("short", None).is_err());
+        assert!(
+            check_password("PassWord1234", None).is_err(),
+            "common, any case"
+        );
+        assert!(
+            check_password("someone.long", Some(&email)).is_err(),
+            "the email's local part"
+        );
+        assert!(check_password(&"x".repeat(257), None).is_err());
+        assert!(check_password("plum kettle orbit 42", Some(&email)).is_ok());
+        // Length counts characters, not bytes.
+        assert!(check_password("ééééééééééé", None).is_err());
+    }
+
+    #[test]
+    fn every_common_password_meets_the_length_rule() {
+        // Otherwise the list would hold dead entries.
+        for line in COMMON_PASSWORDS.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.chars().count() >= PASSWORD_MIN, "{line}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! User module: accounts, passwords, access and refresh tokens, roles.
+//!
+//! Owns the `users` schema (`user` is reserved in PostgreSQL). Signs access
+//! tokens with the shop's private key; every other module verifies them
+//! with the public keys alone (`auth` crate, `/.well-known/jwks.json`).
+
+mod domain;
+pub mod http;
+mod password;
+mod repo;
+mod service;
+
+pub use password::{HashingSettings, PasswordHasher};
+pub use service::{AdminChanges, AuthFlowError, ProfileChanges, TokenPair, UserModule};
+
+use serde::Deserialize;
+
+/// Name of the module and of its config section.
+pub const NAME: &str = "user";
+/// The module's PostgreSQL schema.
+pub const SCHEMA: &str = "users";
+
+/// The user module's migrations, embedded from `migrations/user/`.
+pub static MIGRATIONS: db::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../../migrations/user");
+
+/// The module's schema and migrations.
+pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
+    schema: SCHEMA,
+    migrations: &MIGRATIONS,
+};
+
+/// The `[user]` config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Database of this module (`[user.database]`).
+    pub database: db::ModuleDatabase,
+    /// Argon2id cost (`[user.password_hashing]`).
+    pub password_hashing: HashingSettings,
+    /// Lifetime of a refresh token, days.
+    pub refresh_token_ttl_days: u64,
+}

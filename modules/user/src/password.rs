@@ -1,0 +1,176 @@
+//! Password hashing with Argon2id, off the async workers and bounded.
+
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+/// `[user.password_hashing]`: Argon2id cost and how many hashes run at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashingSettings {
+    /// Memory per hash, KiB (OWASP: 19456).
+    pub memory_kib: u32,
+    /// Passes (OWASP: 2).
+    pub iterations: u32,
+    /// Lanes (OWASP: 1).
+    pub parallelism: u32,
+    /// Hashes computed at once; more wait (a login burst cannot take every core).
+    pub max_concurrent: usize,
+}
+
+/// Hashes and verifies passwords.
+///
+/// Every hash runs on tokio's blocking pool, at most `max_concurrent` at a
+/// time, so a burst of logins cannot stall the async workers. Verifying for
+/// an unknown account runs the same computation against a dummy hash, so
+/// "no such account" and "wrong password" cost the same time.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    argon2: Argon2<'static>,
+    permits: Arc<Semaphore>,
+    dummy_hash: Arc<str>,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher").finish_non_exhaustive()
+    }
+}
+
+/// Hashing failed (bad parameters or a stored hash that does not parse).
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+impl PasswordHasher {
+    /// A hasher with `settings`; computes the dummy hash once.
+    ///
+    /// # Errors
+    /// Parameters Argon2 rejects.
+    pub fn new(settings: &HashingSettings) -> Result<PasswordHasher, HashError> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| HashError(e.to_string()))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let dummy_hash: Arc<str> = argon2
+            .hash_password(b"dummy password for unknown accounts")
+            .map_err(|e| HashError(e.to_string()))?
+            .to_string()
+            .into();
+        Ok(PasswordHasher {
+            argon2,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            dummy_hash,
+        })
+    }
+
+    /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
+    ///
+    /// # Errors
+    /// [`HashError`].
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let argon2 = self.argon2.clone();
+        self.run(move || {
+            argon2
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| HashError(e.to_string()))
+        })
+        .await
+    }
+
+    /// Whether `password` matches `stored`; with no stored hash (unknown
+    /// account) it does the same work and answers `false`.
+    ///
+    /// # Errors
+    /// [`HashError`] for a stored hash that does not parse.
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
+        let argon2 = self.argon2.clone();
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let matches = self
+            .run(move || {
+                let parsed = PasswordHash::new(&hash).map_err(|e| HashError(e.to_string()))?;
+                Ok(argon2.verify_password(password.as_bytes(), &parsed).is_ok())
+            })
+            .await?;
+        Ok(known && matches)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HashError("hasher closed".to_owned()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HashError(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher() -> PasswordHasher {
+        PasswordHasher::new(&HashingSettings {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 2,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_the_owasp_parameters_and_verify() {
+        let hasher = hasher();
+        let hash = hasher.hash("plum kettle orbit 42".into()).await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hasher
+                .verify("plum kettle orbit 42".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("plum kettle orbit 43".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        let again = hasher.hash("plum kettle orbit 42".into()).await.unwrap();
+        assert_ne!(hash, again, "a fresh salt each time");
+    }
+
+    #[tokio::test]
+    async fn unknown_accounts_never_verify() {
+        let hasher = hasher();
+        // Even the dummy's own password does not log into "no account".
+        assert!(
+            !hasher
+                .verify("dummy password for unknown accounts".into(), None)
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! Storage of accounts (`users.users`) and refresh tokens (`users.refresh_tokens`).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use kernel::Role;
+use user_api::{NotificationPreferences, User, UserId, UserStatus};
+use uuid::Uuid;
+
+diesel::table! {
+    users.users (id) {
+        id -> Uuid,
+        email -> Text,
+        password_hash -> Text,
+        display_name -> Text,
+        roles -> Array<Text>,
+        status -> Text,
+        notify_order_updates -> Bool,
+        notify_product_news -> Bool,
+        notify_marketing -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users.refresh_tokens (id) {
+        id -> Uuid,
+        family_id -> Uuid,
+        user_id -> Uuid,
+        token_hash -> Bytea,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        spent_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+/// Unique constraint on emails, to recognise a taken address.
+pub(crate) const EMAIL_UNIQUE: &str = "users_email_key";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub(crate) struct UserRow {
+    pub(crate) id: Uuid,
+    pub(crate) email: String,
+    pub(crate) password_hash: String,
+    display_name: String,
+    roles: Vec<String>,
+    status: String,
+    notify_order_updates: bool,
+    notify_product_news: bool,
+    notify_marketing: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    /// The row as the contract's DTO (without the password hash). CHECK
+    /// constraints keep roles and status valid; anything else is reported.
+    pub(crate) fn into_user(self) -> Result<User, String> {
+        let roles = self
+            .roles
+            .iter()
+            .map(|r| r.parse::<Role>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let status = match self.status.as_str() {
+            "active" => UserStatus::Active,
+            "disabled" => UserStatus::Disabled,
+            other => return Err(format!("stored status `{other}`")),
+        };
+        Ok(User {
+            id: UserId::from(self.id),
+            email: self.email,
+            display_name: self.display_name,
+            roles,
+            status,
+            notification_preferences: NotificationPreferences {
+                order_updates: self.notify_order_updates,
+                product_news: self.notify_product_news,
+                marketing: self.notify_marketing,
+            },
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+
+    pub(crate) fn roles(&self) -> Vec<Role> {
+        self.roles.iter().filter_map(|r| r.parse().ok()).collect()
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.status == UserStatus::Active.as_str()
+    }
+}
+
+fn role_names(roles: &[Role]) -> Vec<String> {
+    roles.iter().map(|r| r.as_str().to_owned()).collect()
+}
+
+/// Inserts an account.
+pub(crate) async fn insert(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    email: &str,
+    password_hash: &str,
+    display_name: &str,
+    roles: &[Role],
+) -> QueryResult<UserRow> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(id.as_uuid()),
+            users::email.eq(email),
+            users::password_hash.eq(password_hash),
+            users::display_name.eq(display_name),
+            users::roles.eq(role_names(roles)),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// One account by id.
+pub(crate) async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<UserRow>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// One account by (normalised) email.
+pub(crate) async fn find_by_email(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(users::email.eq(email))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Up to `limit` accounts after `after`, oldest first.
+pub(crate) async fn list(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<UserRow>> {
+    let mut query = users::table
+        .select(UserRow::as_select())
+        .order(users::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(users::id.gt(after));
+    }
+    query.load(conn).await
+}
+
+/// Changes to an account; `None` fields stay as they are.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = users)]
+pub(crate) struct AccountChanges {
+    pub(crate) email: Option<String>,
+    pub(crate) password_hash: Option<String>,
+    pub(crate) display_name: Option<String>,
+    pub(crate) roles: Option<Vec<String>>,
+    pub(crate) status: Option<String>,
+    pub(crate) notify_order_updates: Option<bool>,
+    pub(crate) notify_product_news: Option<bool>,
+    pub(crate) notify_marketing: Option<bool>,
+}
+
+impl AccountChanges {
+    pub(crate) fn roles(roles: &[Role]) -> Option<Vec<String>> {
+        Some(role_names(roles))
+    }
+}
+
+/// Applies `changes`; `None` when the account does not exist.
+pub(crate) async fn update(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    changes: &AccountChanges,
+) -> QueryResult<Option<UserRow>> {
+    diesel::update(users::table.find(id))
+        .set((changes, users::updated_at.eq(diesel::dsl::now)))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = refresh_tokens)]
+pub(crate) struct RefreshRow {
+    pub(crate) id: Uuid,
+    pub(crate) family_id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) spent_at: Option<DateTime<Utc>>,
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Stores a refresh token's hash in `family`.
+pub(crate) async fn insert_refresh(
+    conn: &mut AsyncPgConnection,
+    family: Uuid,
+    user: Uuid,
+    token_hash: &[u8],
+    expires_at: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::id.eq(Uuid::now_v7()),
+            refresh_tokens::family_id.eq(family),
+            refresh_tokens::user_id.eq(user),
+            refresh_tokens::token_hash.eq(token_hash),
+            refresh_tokens::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+        .await
+}
+
+/// The token with this hash, locked for the rest of the transaction.
+pub(crate) async fn find_refresh_for_update(
+    conn: &mut AsyncPgConnection,
+    token_hash: &[u8],
+) -> QueryResult<Option<RefreshRow>> {
+    refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(token_hash))
+        .select(RefreshRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Marks a token as used.
+pub(crate) async fn spend_refresh(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::update(refresh_tokens::table.find(id))
+        .set(refresh_tokens::spent_at.eq(diesel::dsl::now))
+        .execute(conn)
+        .await
+}
+
+/// Revokes every live token of a family.
+pub(crate) async fn revoke_family(
+    conn: &mut AsyncPgConnection,
+    family: Uuid,
+) -> QueryResult<usize> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .await
+}
+
+/// Revokes every live token of a user (password change, disabling).
+pub(crate) async fn revoke_all_for_user(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+) -> QueryResult<usize> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::user_id.eq(user))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .await
+}
