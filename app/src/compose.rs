@@ -33,7 +33,9 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
             .with_context(|| format!("auth.previous_key_files: cannot read {}", path.display()))?;
         let jwk = auth::public_jwk_from_pem(&pem, &path.display().to_string())
             .context("auth.previous_key_files")?;
-        keys.push(jwk);
+        if !keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {
+            keys.push(jwk);
+        }
     }
     Ok(KeySet::from_jwks(auth::JwkSet { keys }))
 }
