@@ -24,9 +24,14 @@ impl std::fmt::Debug for ModuleMigrations {
     }
 }
 
+/// The messaging tables (`outbox`, `inbox`, `dead_letters`) every module
+/// schema holds, embedded from `migrations/_messaging/`.
+static MESSAGING: EmbeddedMigrations = diesel_migrations::embed_migrations!("../../migrations/_messaging");
+
 /// Applies the module's pending migrations on a dedicated connection whose
 /// `search_path` is the module's schema, so the tables and
-/// `__diesel_schema_migrations` land there. Returns the versions applied.
+/// `__diesel_schema_migrations` land there: first the messaging tables every
+/// module has, then the module's own. Returns the versions applied.
 ///
 /// # Errors
 /// Connection or migration failures, with the module named.
@@ -42,10 +47,14 @@ pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
         ))
         .map_err(|e| anyhow::anyhow!("cannot prepare schema `{schema}`: {e}"))?;
-        let applied = conn
-            .run_pending_migrations(Source(migrations))
-            .map_err(|e| anyhow::anyhow!("migrations of `{schema}` failed: {e}"))?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+        let mut applied = Vec::new();
+        for source in [&MESSAGING, migrations] {
+            let versions = conn
+                .run_pending_migrations(Source(source))
+                .map_err(|e| anyhow::anyhow!("migrations of `{schema}` failed: {e}"))?;
+            applied.extend(versions.iter().map(ToString::to_string));
+        }
+        Ok(applied)
     })
     .await?
 }

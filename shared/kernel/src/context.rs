@@ -53,6 +53,7 @@ pub struct CallContext {
     deadline: Option<Instant>,
     caller: Option<Caller>,
     bearer_token: Option<String>,
+    causation_id: Option<uuid::Uuid>,
 }
 
 impl fmt::Debug for CallContext {
@@ -62,6 +63,7 @@ impl fmt::Debug for CallContext {
             .field("request_id", &self.request_id)
             .field("deadline", &self.deadline)
             .field("caller", &self.caller)
+            .field("causation_id", &self.causation_id)
             .field(
                 "bearer_token",
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
@@ -78,6 +80,7 @@ impl CallContext {
             deadline: None,
             caller: None,
             bearer_token: None,
+            causation_id: None,
         }
     }
 
@@ -88,7 +91,26 @@ impl CallContext {
             deadline: None,
             caller: None,
             bearer_token: None,
+            causation_id: None,
         }
+    }
+
+    /// A context for work caused by handling `event`: same request id, the
+    /// event as cause.
+    pub fn for_event(event: &crate::Envelope) -> CallContext {
+        let request_id = event
+            .request_id
+            .as_deref()
+            .and_then(RequestId::parse)
+            .unwrap_or_else(RequestId::generate);
+        let mut cx = CallContext::for_request(request_id);
+        cx.causation_id = Some(event.id);
+        cx
+    }
+
+    /// The event whose handling this call is part of.
+    pub fn causation_id(&self) -> Option<uuid::Uuid> {
+        self.causation_id
     }
 
     /// The same context with a deadline `timeout` from now (an earlier

@@ -6,12 +6,14 @@
 
 mod context;
 mod error;
+mod event;
 mod identity;
 mod money;
 mod page;
 
 pub use context::{CallContext, RequestId};
 pub use error::{FieldError, ProblemBody, ProblemCode};
+pub use event::{Envelope, IntegrationEvent};
 pub use identity::{Caller, Role};
 pub use money::{Currency, Money, MoneyError};
 pub use page::{Cursor, CursorError, Page, PageLimit, PageLimitError};

@@ -1,0 +1,356 @@
+//! Running handlers: once per event (inbox), retried, then dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Integer, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use kernel::Envelope;
+use rand::Rng as _;
+use serde::Serialize;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::EventsSettings;
+
+/// Reacts to events. Runs inside the subscribing module's transaction
+/// (`conn`), together with the inbox row that marks the event handled, so
+/// its effects happen exactly once or not at all.
+#[async_trait::async_trait]
+pub trait EventHandler: Send + Sync {
+    /// Handles one event.
+    ///
+    /// # Errors
+    /// Anything that should roll back and retry later.
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// A handler failed; its transaction is rolled back.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl From<diesel::result::Error> for HandlerError {
+    fn from(e: diesel::result::Error) -> HandlerError {
+        HandlerError(format!("database: {e}"))
+    }
+}
+
+/// A module's handler for some event types.
+#[derive(Clone)]
+pub struct Subscription {
+    /// The subscribing module (its schema holds the inbox and dead letters).
+    pub module: &'static str,
+    /// Unique handler name (`notification.product_events`).
+    pub name: &'static str,
+    /// Event types handled.
+    pub event_types: Vec<&'static str>,
+    /// The handler.
+    pub handler: Arc<dyn EventHandler>,
+    /// The module's pool.
+    pub pool: db::Pool,
+}
+
+/// What happened to one event at one handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Handled,
+    Duplicate,
+}
+
+/// Dispatching failed for a reason outside the handlers (the database is
+/// down); the event must be offered again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DispatchError(String);
+
+/// An event a handler gave up on.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, diesel::QueryableByName)]
+pub struct DeadLetter {
+    /// Dead letter id.
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    /// The module whose handler failed.
+    #[diesel(sql_type = Text)]
+    pub module: String,
+    /// The handler.
+    #[diesel(sql_type = Text)]
+    pub handler: String,
+    /// The event's id.
+    #[diesel(sql_type = SqlUuid)]
+    pub event_id: Uuid,
+    /// The event's type.
+    #[diesel(sql_type = Text)]
+    pub event_type: String,
+    /// Tries made.
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    /// The last failure.
+    #[diesel(sql_type = Text)]
+    pub last_error: String,
+    /// When it was dead-lettered.
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// Runs every subscription that wants an event.
+pub struct Dispatcher {
+    subscriptions: Vec<Subscription>,
+    max_attempts: u32,
+    retry_base: Duration,
+    retry_max: Duration,
+    pause_in_handler: Duration,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `subscriptions` with the retry policy of `settings`.
+    pub fn new(subscriptions: Vec<Subscription>, settings: &EventsSettings) -> Dispatcher {
+        Dispatcher {
+            subscriptions,
+            max_attempts: settings.max_attempts.max(1),
+            retry_base: Duration::from_millis(settings.retry_base_ms),
+            retry_max: Duration::from_millis(settings.retry_max_ms),
+            pause_in_handler: Duration::from_millis(settings.pause_in_handler_ms),
+        }
+    }
+
+    /// The subscriptions.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
+    }
+
+    /// Runs the handlers of `event` (only `module`'s, when given). Each
+    /// handler is tried up to `max_attempts` times, then dead-lettered.
+    ///
+    /// # Errors
+    /// Only when a handler's outcome could not be recorded at all (no
+    /// database): the event must be offered again.
+    pub async fn dispatch(&self, event: &Envelope, module: Option<&str>) -> Result<(), DispatchError> {
+        let span = tracing::info_span!(
+            "event",
+            event.id = %event.id,
+            event.type = %event.event_type,
+            request_id = event.request_id.as_deref().unwrap_or(""),
+        );
+        async {
+            for subscription in self.subscriptions.iter().filter(|s| {
+                s.event_types.contains(&event.event_type.as_str()) && module.is_none_or(|m| m == s.module)
+            }) {
+                self.run_with_retries(subscription, event).await?;
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_with_retries(&self, subscription: &Subscription, event: &Envelope) -> Result<(), DispatchError> {
+        let handler = subscription.name;
+        let mut last_error = String::new();
+        for attempt in 1..=self.max_attempts {
+            match self.run_once(subscription, event).await {
+                Ok(Outcome::Handled) => {
+                    metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "handled").increment(1);
+                    tracing::info!(handler, attempt, "event handled");
+                    return Ok(());
+                }
+                Ok(Outcome::Duplicate) => {
+                    metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "duplicate").increment(1);
+                    tracing::info!(handler, "event already handled; skipped");
+                    return Ok(());
+                }
+                Err(error) => {
+                    last_error = error.0;
+                    tracing::warn!(handler, attempt, error = %last_error, "handler failed");
+                    if attempt < self.max_attempts {
+                        metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "retried").increment(1);
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                    }
+                }
+            }
+        }
+        self.dead_letter(subscription, event, &last_error).await?;
+        metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "dead_lettered").increment(1);
+        tracing::error!(handler, attempts = self.max_attempts, error = %last_error, "event dead-lettered");
+        Ok(())
+    }
+
+    /// Full jitter: a random delay up to `base * 2^(attempt-1)`, capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.retry_max);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+    }
+
+    async fn run_once(&self, subscription: &Subscription, event: &Envelope) -> Result<Outcome, HandlerError> {
+        let mut conn = subscription
+            .pool
+            .get()
+            .await
+            .map_err(|e| HandlerError(format!("no connection: {e}")))?;
+        let pause = self.pause_in_handler;
+        conn.transaction::<_, HandlerError, _>(async |conn| {
+            let fresh = diesel::sql_query(
+                "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind::<SqlUuid, _>(event.id)
+            .bind::<Text, _>(subscription.name)
+            .execute(conn)
+            .await?;
+            if fresh == 0 {
+                return Ok(Outcome::Duplicate);
+            }
+            subscription.handler.handle(conn, event).await?;
+            if !pause.is_zero() {
+                tracing::warn!(pause_ms = pause.as_millis() as u64, "fault injection: pausing inside the handler's transaction");
+                tokio::time::sleep(pause).await;
+            }
+            Ok(Outcome::Handled)
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, subscription: &Subscription, event: &Envelope, error: &str) -> Result<(), DispatchError> {
+        let envelope = serde_json::to_value(event).map_err(|e| DispatchError(e.to_string()))?;
+        let mut conn = subscription
+            .pool
+            .get()
+            .await
+            .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
+        diesel::sql_query(
+            "INSERT INTO dead_letters (id, handler, event_id, event_type, envelope, attempts, last_error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind::<SqlUuid, _>(Uuid::now_v7())
+        .bind::<Text, _>(subscription.name)
+        .bind::<SqlUuid, _>(event.id)
+        .bind::<Text, _>(&event.event_type)
+        .bind::<Jsonb, _>(envelope)
+        .bind::<Integer, _>(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
+        .bind::<Text, _>(error)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
+        Ok(())
+    }
+
+    /// Open dead letters of every module with subscriptions here, oldest
+    /// first, after `after`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn dead_letters(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<DeadLetter>, DispatchError> {
+        let mut all = Vec::new();
+        for (module, pool) in self.module_pools() {
+            let mut conn = pool.get().await.map_err(|e| DispatchError(e.to_string()))?;
+            let mut rows: Vec<DeadLetter> = diesel::sql_query(
+                "SELECT id, $3 AS module, handler, event_id, event_type, attempts, last_error, created_at \
+                 FROM dead_letters WHERE redriven_at IS NULL AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+            )
+            .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(after)
+            .bind::<diesel::sql_types::BigInt, _>(limit)
+            .bind::<Text, _>(module)
+            .load(&mut conn)
+            .await
+            .map_err(|e| DispatchError(e.to_string()))?;
+            all.append(&mut rows);
+        }
+        all.sort_by_key(|d| d.id);
+        all.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(all)
+    }
+
+    /// Runs a dead letter's handler again (once, through the inbox). On
+    /// success the dead letter is closed; on failure its error is updated.
+    ///
+    /// # Errors
+    /// `Ok(None)` for an unknown id; `Ok(Some(Err))` when the handler failed again.
+    pub async fn redrive(&self, id: Uuid) -> Result<Option<Result<(), String>>, DispatchError> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            handler: String,
+            #[diesel(sql_type = Jsonb)]
+            envelope: serde_json::Value,
+        }
+        for (_, pool) in self.module_pools() {
+            let mut conn = pool.get().await.map_err(|e| DispatchError(e.to_string()))?;
+            let found: Option<Row> = diesel::sql_query(
+                "SELECT handler, envelope FROM dead_letters WHERE id = $1 AND redriven_at IS NULL",
+            )
+            .bind::<SqlUuid, _>(id)
+            .get_result(&mut conn)
+            .await
+            .map(Some)
+            .or_else(|e| match e {
+                diesel::result::Error::NotFound => Ok(None),
+                other => Err(DispatchError(other.to_string())),
+            })?;
+            let Some(row) = found else { continue };
+            let event: Envelope =
+                serde_json::from_value(row.envelope).map_err(|e| DispatchError(e.to_string()))?;
+            let Some(subscription) = self.subscriptions.iter().find(|s| s.name == row.handler) else {
+                return Ok(Some(Err(format!("no handler `{}` runs in this process", row.handler))));
+            };
+            let outcome = self.run_once(subscription, &event).await;
+            let (sql, error) = match &outcome {
+                Ok(_) => ("UPDATE dead_letters SET redriven_at = now() WHERE id = $1", String::new()),
+                Err(e) => (
+                    "UPDATE dead_letters SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    e.0.clone(),
+                ),
+            };
+            diesel::sql_query(sql)
+                .bind::<SqlUuid, _>(id)
+                .bind::<Text, _>(&error)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| DispatchError(e.to_string()))?;
+            tracing::info!(dead_letter.id = %id, ok = outcome.is_ok(), "dead letter redriven");
+            return Ok(Some(outcome.map(|_| ()).map_err(|e| e.0)));
+        }
+        Ok(None)
+    }
+
+    /// One pool per subscribing module.
+    fn module_pools(&self) -> Vec<(&'static str, db::Pool)> {
+        let mut pools: Vec<(&'static str, db::Pool)> = Vec::new();
+        for s in &self.subscriptions {
+            if !pools.iter().any(|(m, _)| *m == s.module) {
+                pools.push((s.module, s.pool.clone()));
+            }
+        }
+        pools
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatcher(base: u64, max: u64) -> Dispatcher {
+        Dispatcher {
+            subscriptions: Vec::new(),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(base),
+            retry_max: Duration::from_millis(max),
+            pause_in_handler: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_full_jitter_and_a_cap() {
+        let d = dispatcher(100, 1000);
+        for attempt in 1..=8u32 {
+            let ceiling = (100u64 << (attempt - 1)).min(1000);
+            let samples: Vec<u64> = (0..200).map(|_| d.backoff(attempt).as_millis() as u64).collect();
+            assert!(samples.iter().all(|&s| s <= ceiling), "attempt {attempt}: {samples:?}");
+            // Jitter: not every delay is the same.
+            assert!(samples.iter().any(|&s| s != samples[0]), "attempt {attempt}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The RabbitMQ transport: one topic exchange, one durable queue per
+//! subscribing module, publisher confirms, acks after the handler commits.
+//!
+//! Names (`<ns>` = `events.rabbitmq.namespace`): exchange `<ns>.events`
+//! (topic, routing key = event type); queue `<ns>.<module>` bound to the
+//! event types the module handles; undecodable messages are rejected into
+//! `<ns>.dead-letters` through the `<ns>.dlx` exchange. Handler failures are
+//! retried and dead-lettered by the [`Dispatcher`](crate::Dispatcher) into
+//! the module's `dead_letters` table, as in process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use kernel::Envelope;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::{Mutex, watch};
+
+use crate::{Dispatcher, RabbitMqSettings, Transport, TransportError};
+
+/// A connection to the broker, shared by the publisher and the consumers.
+pub struct RabbitMq {
+    settings: RabbitMqSettings,
+    connection: Mutex<Option<Connection>>,
+    publisher: Mutex<Option<Channel>>,
+}
+
+impl RabbitMq {
+    /// Connects and declares the exchanges.
+    ///
+    /// # Errors
+    /// The broker cannot be reached or refuses the declarations.
+    pub async fn connect(settings: RabbitMqSettings) -> Result<Arc<RabbitMq>, TransportError> {
+        let rabbit = Arc::new(RabbitMq {
+            settings,
+            connection: Mutex::new(None),
+            publisher: Mutex::new(None),
+        });
+        let channel = rabbit.channel().await?;
+        rabbit.declare_exchanges(&channel).await?;
+        Ok(rabbit)
+    }
+
+    fn exchange(&self) -> String {
+        format!("{}.events", self.settings.namespace)
+    }
+
+    /// Whether the connection is up (readiness).
+    pub async fn is_connected(&self) -> bool {
+        self.connection
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+    }
+
+    /// A new channel, reconnecting first if the connection is gone.
+    async fn channel(&self) -> Result<Channel, TransportError> {
+        let mut guard = self.connection.lock().await;
+        let usable = guard.as_ref().is_some_and(|c| c.status().connected());
+        if !usable {
+            let connection = Connection::connect(&self.settings.url, ConnectionProperties::default())
+                .await
+                .map_err(|e| TransportError(format!("cannot connect to RabbitMQ: {e}")))?;
+            *guard = Some(connection);
+        }
+        let connection = guard
+            .as_ref()
+            .ok_or_else(|| TransportError("no RabbitMQ connection".to_owned()))?;
+        connection
+            .create_channel()
+            .await
+            .map_err(|e| TransportError(format!("cannot open a channel: {e}")))
+    }
+
+    async fn declare_exchanges(&self, channel: &Channel) -> Result<(), TransportError> {
+        let ns = &self.settings.namespace;
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            auto_delete: self.settings.queue_ttl_ms.is_some(),
+            ..ExchangeDeclareOptions::default()
+        };
+        for (name, kind) in [(self.exchange(), ExchangeKind::Topic), (format!("{ns}.dlx"), ExchangeKind::Fanout)] {
+            channel
+                .exchange_declare(name.as_str().into(), kind, options, FieldTable::default())
+                .await
+                .map_err(|e| TransportError(format!("cannot declare exchange {name}: {e}")))?;
+        }
+        let dlq = format!("{ns}.dead-letters");
+        channel
+            .queue_declare(dlq.as_str().into(), self.queue_options(), self.queue_args(false))
+            .await
+            .map_err(|e| TransportError(format!("cannot declare {dlq}: {e}")))?;
+        channel
+            .queue_bind(dlq.as_str().into(), format!("{ns}.dlx").as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(|e| TransportError(format!("cannot bind {dlq}: {e}")))?;
+        Ok(())
+    }
+
+    fn queue_options(&self) -> QueueDeclareOptions {
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        }
+    }
+
+    fn queue_args(&self, dead_letter: bool) -> FieldTable {
+        let mut args = FieldTable::default();
+        if dead_letter {
+            args.insert(
+                ShortString::from("x-dead-letter-exchange"),
+                AMQPValue::LongString(format!("{}.dlx", self.settings.namespace).into()),
+            );
+        }
+        if let Some(ttl) = self.settings.queue_ttl_ms {
+            args.insert(
+                ShortString::from("x-expires"),
+                AMQPValue::LongLongInt(i64::try_from(ttl).unwrap_or(i64::MAX)),
+            );
+        }
+        args
+    }
+
+    /// Consumes `module`'s queue (declared and bound to `event_types`) and
+    /// runs its handlers, until `stop`. Reconnects after failures.
+    pub async fn consume(
+        self: Arc<Self>,
+        module: &'static str,
+        event_types: Vec<&'static str>,
+        dispatcher: Arc<Dispatcher>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        while !*stop.borrow() {
+            if let Err(e) = self.consume_once(module, &event_types, &dispatcher, &mut stop).await {
+                tracing::warn!(module, error = %e, "RabbitMQ consumer failed; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+
+    async fn consume_once(
+        &self,
+        module: &'static str,
+        event_types: &[&'static str],
+        dispatcher: &Dispatcher,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), TransportError> {
+        let channel = self.channel().await?;
+        self.declare_exchanges(&channel).await?;
+        let queue = format!("{}.{module}", self.settings.namespace);
+        let fail = |what: &str, e: lapin::Error| TransportError(format!("{what} {queue}: {e}"));
+        channel
+            .queue_declare(queue.as_str().into(), self.queue_options(), self.queue_args(true))
+            .await
+            .map_err(|e| fail("cannot declare", e))?;
+        for event_type in event_types {
+            channel
+                .queue_bind(queue.as_str().into(), self.exchange().as_str().into(), (*event_type).into(), QueueBindOptions::default(), FieldTable::default())
+                .await
+                .map_err(|e| fail("cannot bind", e))?;
+        }
+        channel
+            .basic_qos(self.settings.prefetch.max(1), BasicQosOptions::default())
+            .await
+            .map_err(|e| fail("cannot set prefetch on", e))?;
+        let mut consumer = channel
+            .basic_consume(queue.as_str().into(), format!("shop-{module}").as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(|e| fail("cannot consume", e))?;
+        tracing::info!(module, queue = %queue, "consuming events from RabbitMQ");
+        loop {
+            let delivery = tokio::select! {
+                next = consumer.next() => next,
+                _ = stop.changed() => return Ok(()),
+            };
+            let delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(TransportError(format!("delivery failed: {e}"))),
+                None => return Err(TransportError("the consumer was cancelled".to_owned())),
+            };
+            let event: Envelope = match serde_json::from_slice(&delivery.data) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(module, error = %e, "undecodable message; rejected to the dead-letter queue");
+                    delivery
+                        .nack(BasicNackOptions { requeue: false, ..BasicNackOptions::default() })
+                        .await
+                        .map_err(|e| TransportError(e.to_string()))?;
+                    continue;
+                }
+            };
+            match dispatcher.dispatch(&event, Some(module)).await {
+                Ok(()) => {
+                    delivery
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(|e| TransportError(e.to_string()))?;
+                }
+                Err(e) => {
+                    // The outcome could not even be recorded: give it back.
+                    tracing::warn!(module, error = %e, "dispatch failed; requeued");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    delivery
+                        .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                        .await
+                        .map_err(|e| TransportError(e.to_string()))?;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for RabbitMq {
+    async fn publish(&self, event: &Envelope) -> Result<(), TransportError> {
+        let payload = serde_json::to_vec(event).map_err(|e| TransportError(e.to_string()))?;
+        let mut publisher = self.publisher.lock().await;
+        if publisher.as_ref().is_none_or(|c| !c.status().connected()) {
+            let channel = self.channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| TransportError(format!("cannot enable publisher confirms: {e}")))?;
+            *publisher = Some(channel);
+        }
+        let channel = publisher
+            .as_ref()
+            .ok_or_else(|| TransportError("no publisher channel".to_owned()))?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(event.id.to_string().into())
+            .with_type(event.event_type.as_str().into());
+        let confirm = channel
+            .basic_publish(self.exchange().as_str().into(), event.event_type.as_str().into(), BasicPublishOptions::default(), &payload, properties)
+            .await
+            .map_err(|e| TransportError(format!("publish failed: {e}")))?
+            .await
+            .map_err(|e| TransportError(format!("no publisher confirm: {e}")))?;
+        if confirm.is_ack() {
+            Ok(())
+        } else {
+            Err(TransportError("the broker refused the event (nack)".to_owned()))
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+}

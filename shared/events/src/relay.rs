@@ -1,0 +1,220 @@
+//! The relay: delivers a module's outbox, in order, exactly when it can.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::{BigInt, Bool, Jsonb, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use futures_util::StreamExt as _;
+use kernel::Envelope;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use crate::{EventsSettings, Transport};
+
+/// Delivers one module's outbox through a transport.
+pub struct Relay {
+    module: &'static str,
+    schema: &'static str,
+    pool: db::Pool,
+    url: String,
+    transport: Arc<dyn Transport>,
+    batch_size: i64,
+    poll_interval: Duration,
+    retention_hours: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Pending {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Jsonb)]
+    envelope: serde_json::Value,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+/// How often delivered rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+impl Relay {
+    /// A relay for the outbox of `module` (in `schema`), reached through
+    /// `pool` (and `url` for its LISTEN connection).
+    pub fn new(
+        module: &'static str,
+        schema: &'static str,
+        pool: db::Pool,
+        url: String,
+        transport: Arc<dyn Transport>,
+        settings: &EventsSettings,
+    ) -> Relay {
+        Relay {
+            module,
+            schema,
+            pool,
+            url,
+            transport,
+            batch_size: settings.batch_size.max(1),
+            poll_interval: Duration::from_millis(settings.poll_interval_ms.max(10)),
+            retention_hours: i64::try_from(settings.retention_hours).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(self.url.clone(), self.schema, Arc::clone(&wake), stop.clone()));
+        let mut last_prune = Instant::now();
+        tracing::info!(module = self.module, transport = self.transport.name(), "relay started");
+        loop {
+            let delivered = match self.deliver_batch().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(module = self.module, error = %e, "relay round failed");
+                    0
+                }
+            };
+            self.record_lag().await;
+            if last_prune.elapsed() > PRUNE_EVERY {
+                self.prune().await;
+                last_prune = Instant::now();
+            }
+            if delivered >= self.batch_size {
+                continue;
+            }
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        listener.abort();
+        tracing::info!(module = self.module, "relay stopped");
+    }
+
+    /// Delivers up to a batch of events in `seq` order. Only one relay per
+    /// schema works at a time (a transaction-scoped advisory lock), so events
+    /// of one aggregate never overtake each other, however many instances run.
+    async fn deliver_batch(&self) -> Result<i64, String> {
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let transport = Arc::clone(&self.transport);
+        let module = self.module;
+        let batch = self.batch_size;
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let lock: Locked = diesel::sql_query(
+                "SELECT pg_try_advisory_xact_lock(hashtext('shop_outbox_' || current_schema())) AS locked",
+            )
+            .get_result(conn)
+            .await?;
+            if !lock.locked {
+                return Ok(0);
+            }
+            let pending: Vec<Pending> = diesel::sql_query(
+                "SELECT id, envelope FROM outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT $1",
+            )
+            .bind::<BigInt, _>(batch)
+            .load(conn)
+            .await?;
+            let mut delivered = 0;
+            for row in pending {
+                let outcome = match serde_json::from_value::<Envelope>(row.envelope) {
+                    Ok(event) => transport.publish(&event).await.map_err(|e| e.0),
+                    Err(e) => Err(format!("unreadable envelope: {e}")),
+                };
+                match outcome {
+                    Ok(()) => {
+                        diesel::sql_query(
+                            "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1 WHERE id = $1",
+                        )
+                        .bind::<SqlUuid, _>(row.id)
+                        .execute(conn)
+                        .await?;
+                        metrics::counter!("events_delivered_total", "module" => module, "transport" => transport.name()).increment(1);
+                        delivered += 1;
+                    }
+                    Err(error) => {
+                        diesel::sql_query(
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                        )
+                        .bind::<SqlUuid, _>(row.id)
+                        .bind::<Text, _>(&error)
+                        .execute(conn)
+                        .await?;
+                        tracing::warn!(module, event.id = %row.id, error = %error, "delivery failed; will retry");
+                        // Stop here: later events must not overtake this one.
+                        break;
+                    }
+                }
+            }
+            Ok(delivered)
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn record_lag(&self) {
+        #[derive(diesel::QueryableByName)]
+        struct Lag {
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            seconds: f64,
+        }
+        let Ok(mut conn) = self.pool.get().await else { return };
+        let lag: Result<Lag, _> = diesel::sql_query(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS seconds \
+             FROM outbox WHERE delivered_at IS NULL",
+        )
+        .get_result(&mut conn)
+        .await;
+        if let Ok(lag) = lag {
+            metrics::gauge!("outbox_lag_seconds", "module" => self.module).set(lag.seconds);
+        }
+    }
+
+    async fn prune(&self) {
+        let Ok(mut conn) = self.pool.get().await else { return };
+        for sql in [
+            "DELETE FROM outbox WHERE delivered_at < now() - make_interval(hours => $1::int)",
+            "DELETE FROM inbox WHERE handled_at < now() - make_interval(hours => $1::int)",
+        ] {
+            match diesel::sql_query(sql)
+                .bind::<BigInt, _>(self.retention_hours)
+                .execute(&mut conn)
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(module = self.module, rows = n, "pruned old messaging rows"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(module = self.module, error = %e, "pruning failed"),
+            }
+        }
+    }
+}
+
+/// Keeps a LISTEN connection on the module's outbox channel and wakes the
+/// relay on each notification; reconnects after failures. Polling covers
+/// any gap.
+async fn listen(url: String, schema: &'static str, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        match AsyncPgConnection::establish(&url).await {
+            Ok(mut conn) => {
+                let channel = format!("LISTEN shop_outbox_{schema}");
+                if let Err(e) = diesel::sql_query(&channel).execute(&mut conn).await {
+                    tracing::warn!(schema, error = %e, "LISTEN failed");
+                } else {
+                    let mut notifications = std::pin::pin!(conn.notifications_stream());
+                    while let Some(Ok(_)) = notifications.next().await {
+                        wake.notify_one();
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(schema, error = %e, "LISTEN connection failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
