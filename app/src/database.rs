@@ -59,6 +59,7 @@ pub fn migrations(module: ModuleName) -> db::ModuleMigrations {
     match module {
         ModuleName::User => user::MODULE_MIGRATIONS,
         ModuleName::Catalog => catalog::MODULE_MIGRATIONS,
+        ModuleName::Notification => notification::MODULE_MIGRATIONS,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn module_pool(
     let max_size = match module {
         ModuleName::User => settings.user.database.max_connections,
         ModuleName::Catalog => settings.catalog.database.max_connections,
+        ModuleName::Notification => settings.notification.database.max_connections,
     };
     db::build_pool(&db::PoolOptions {
         url: settings.module_database_url(module, shared_url).to_owned(),

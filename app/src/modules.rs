@@ -15,11 +15,17 @@ pub enum ModuleName {
     User,
     /// Products.
     Catalog,
+    /// Email and webhooks, driven by events.
+    Notification,
 }
 
 impl ModuleName {
     /// Every module, in start order.
-    pub const ALL: &[ModuleName] = &[ModuleName::User, ModuleName::Catalog];
+    pub const ALL: &[ModuleName] = &[
+        ModuleName::User,
+        ModuleName::Catalog,
+        ModuleName::Notification,
+    ];
 
     /// The module called `name`, if any.
     pub fn parse(name: &str) -> Option<ModuleName> {
@@ -31,6 +37,7 @@ impl ModuleName {
         match self {
             ModuleName::User => user::NAME,
             ModuleName::Catalog => catalog::NAME,
+            ModuleName::Notification => notification::NAME,
         }
     }
 }
@@ -66,6 +73,8 @@ pub struct ModulesSettings {
     pub user: ModuleTopology,
     /// The catalog's placement.
     pub catalog: ModuleTopology,
+    /// The notification module's placement.
+    pub notification: ModuleTopology,
 }
 
 impl ModulesSettings {
@@ -74,6 +83,7 @@ impl ModulesSettings {
         match module {
             ModuleName::User => &self.user,
             ModuleName::Catalog => &self.catalog,
+            ModuleName::Notification => &self.notification,
         }
     }
 

@@ -19,6 +19,8 @@ use utoipa_actix_web::AppExt as _;
         (name = "auth", description = "Sign-in, token refresh and sign-out; the public keys of access tokens"),
         (name = "users", description = "Accounts, profiles and roles"),
         (name = "catalog", description = "Products"),
+        (name = "notifications", description = "Messages sent on events: email and signed webhooks"),
+        (name = "events", description = "Integration events: dead letters"),
     ),
     modifiers(&SecurityAddon),
 )]
@@ -48,7 +50,9 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         .service(
             utoipa_actix_web::scope("/api/v1")
                 .configure(user::http::configure)
-                .configure(catalog::http::configure),
+                .configure(catalog::http::configure)
+                .configure(notification::http::configure)
+                .configure(events::http::configure),
         )
         .split_for_parts();
     let mut doc = BaseDoc::openapi();

@@ -15,6 +15,8 @@ pub(crate) struct Dependencies {
     pub(crate) pools: Vec<(&'static str, db::Pool)>,
     /// Remote modules this process forwards to, by module name.
     pub(crate) remotes: Vec<(&'static str, Url)>,
+    /// The broker, when events travel through RabbitMQ.
+    pub(crate) broker: Option<std::sync::Arc<events::rabbitmq::RabbitMq>>,
     pub(crate) client: reqwest::Client,
     pub(crate) metrics: PrometheusHandle,
 }
@@ -40,6 +42,15 @@ pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
         let outcome = probe(&deps.client, url).await;
         ready &= outcome.is_ok();
         checks.insert(format!("module:{module}"), check_json(outcome));
+    }
+    if let Some(broker) = &deps.broker {
+        let outcome = if broker.is_connected().await {
+            Ok(())
+        } else {
+            Err("not connected".to_owned())
+        };
+        ready &= outcome.is_ok();
+        checks.insert("broker:rabbitmq".to_owned(), check_json(outcome));
     }
     let (status, word) = if ready {
         (StatusCode::OK, "ready")

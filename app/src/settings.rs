@@ -36,6 +36,10 @@ pub struct Settings {
     pub user: user::Settings,
     /// The catalog module's own section.
     pub catalog: catalog::Settings,
+    /// Integration events between modules.
+    pub events: events::EventsSettings,
+    /// The notification module's own section.
+    pub notification: notification::Settings,
     /// `APP_ENV` this was loaded for (not read from files).
     #[serde(skip)]
     pub environment: String,
@@ -236,6 +240,7 @@ impl Settings {
         for (key, database) in [
             ("catalog", &self.catalog.database),
             ("user", &self.user.database),
+            ("notification", &self.notification.database),
         ] {
             if let Some(url) = &database.url {
                 check_postgres_url(&format!("{key}.database.url"), url)?;
@@ -279,6 +284,17 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return fail("server.body_limit_bytes", "must be at least 1".into());
         }
+        if self.events.transport == events::TransportKind::RabbitMq {
+            match Url::parse(&self.events.rabbitmq.url) {
+                Ok(url) if matches!(url.scheme(), "amqp" | "amqps") => {}
+                _ => {
+                    return fail(
+                        "events.rabbitmq.url",
+                        "must be an amqp://user:password@host:port/vhost URL".into(),
+                    );
+                }
+            }
+        }
         self.modules
             .validate()
             .map_err(|(key, msg)| ConfigError(format!("{key}: {msg}")))?;
@@ -304,6 +320,7 @@ impl Settings {
         let own = match module {
             ModuleName::User => &self.user.database.url,
             ModuleName::Catalog => &self.catalog.database.url,
+            ModuleName::Notification => &self.notification.database.url,
         };
         own.as_deref().unwrap_or(shared)
     }
@@ -347,7 +364,11 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(
             s.modules.enabled,
-            vec![ModuleName::User, ModuleName::Catalog]
+            vec![
+                ModuleName::User,
+                ModuleName::Catalog,
+                ModuleName::Notification
+            ]
         );
         assert!(s.database.url.is_none());
         assert!(s.database.embedded);
@@ -361,6 +382,8 @@ mod tests {
             ("APP__MODULES__CATALOG__URL", "http://127.0.0.1:1234"),
             ("APP__MODULES__USER__MODE", "remote"),
             ("APP__MODULES__USER__URL", "http://127.0.0.1:1235"),
+            ("APP__MODULES__NOTIFICATION__MODE", "remote"),
+            ("APP__MODULES__NOTIFICATION__URL", "http://127.0.0.1:1236"),
             ("DATABASE_URL", "postgres://u:p@db:5432/shop"),
             (
                 "APP__CORS__ALLOWED_ORIGINS",

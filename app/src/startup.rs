@@ -1,6 +1,7 @@
 //! Building and running the HTTP server with the modules this process serves.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -9,6 +10,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::web::{self as aweb, Data};
 use actix_web::{App, HttpServer};
+use events::rabbitmq::RabbitMq;
+use events::{Dispatcher, InProcess, Relay, Subscription, TransportKind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_swagger_ui::SwaggerUi;
@@ -25,6 +30,24 @@ pub struct Application {
     port: u16,
     database: Option<DatabaseServer>,
     pools: Vec<db::Pool>,
+    background: Vec<JoinHandle<()>>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+/// Stops a running [`Application`] from outside (tests, embedding).
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl AppHandle {
+    /// Stops accepting requests and tells the background tasks (relays,
+    /// consumers, senders) to finish; returns without waiting.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+        drop(self.server.stop(true));
+    }
 }
 
 /// What the route table is built from, once per worker.
@@ -32,6 +55,9 @@ pub struct Application {
 struct Wiring {
     user: Option<(Data<user::UserModule>, Data<user::http::Limits>)>,
     catalog: Option<Data<catalog::CatalogModule>>,
+    notification: Option<Data<notification::http::NotificationModule>>,
+    /// Serves the dead-letter routes when a local module handles events.
+    dispatcher: Option<Data<Dispatcher>>,
     remotes: Vec<(ModuleName, Url)>,
     client: reqwest::Client,
 }
@@ -50,15 +76,32 @@ impl Wiring {
                 cfg,
             ));
         }
+        if let Some(notifications) = &self.notification {
+            cfg.app_data(notifications.clone());
+            notification::http::configure(
+                &mut utoipa_actix_web::service_config::ServiceConfig::new(cfg),
+            );
+        }
+        if let Some(dispatcher) = &self.dispatcher {
+            cfg.app_data(dispatcher.clone());
+            events::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+                cfg,
+            ));
+        }
         for (module, url) in &self.remotes {
-            let prefixes = match module {
-                ModuleName::User => user_api::ROUTE_PREFIXES,
-                ModuleName::Catalog => catalog_api::ROUTE_PREFIXES,
+            let mut prefixes = match module {
+                ModuleName::User => user_api::ROUTE_PREFIXES.to_vec(),
+                ModuleName::Catalog => catalog_api::ROUTE_PREFIXES.to_vec(),
+                ModuleName::Notification => notification::ROUTE_PREFIXES.to_vec(),
             };
+            // The dead letters live with the module that handles events.
+            if *module == ModuleName::Notification && self.dispatcher.is_none() {
+                prefixes.push(events::http::ROUTE_PREFIX);
+            }
             crate::gateway::configure(
                 cfg,
                 module.as_str(),
-                prefixes,
+                &prefixes,
                 url.clone(),
                 self.client.clone(),
             );
@@ -106,9 +149,14 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let client = http_client(&settings)?;
         let mut pools = Vec::new();
+        let (stop, stopped) = watch::channel(false);
+        let mut background = Vec::new();
+        let mut subscriptions = Vec::new();
         let mut wiring = Wiring {
             user: None,
             catalog: None,
+            notification: None,
+            dispatcher: None,
             remotes: settings
                 .modules
                 .remote()
@@ -141,12 +189,97 @@ impl Application {
                     ModuleName::Catalog => {
                         wiring.catalog = Some(Data::new(catalog::CatalogModule::new(pool)));
                     }
+                    ModuleName::Notification => {
+                        let config = &settings.notification;
+                        subscriptions.push(Subscription {
+                            module: notification::NAME,
+                            name: notification::HANDLER,
+                            event_types: notification::EVENT_TYPES.to_vec(),
+                            handler: Arc::new(notification::NotificationHandler::new(
+                                config.admin_email.clone(),
+                            )),
+                            pool: pool.clone(),
+                        });
+                        let sender = notification::Sender::new(
+                            pool.clone(),
+                            config.clone(),
+                            client.clone(),
+                        )?;
+                        background.push(tokio::spawn(sender.run(stopped.clone())));
+                        wiring.notification =
+                            Some(Data::new(notification::http::NotificationModule::new(pool)));
+                    }
                 }
             }
             Some(server)
         } else {
             None
         };
+        let dispatcher = Arc::new(Dispatcher::new(subscriptions, &settings.events));
+        if !dispatcher.subscriptions().is_empty() {
+            wiring.dispatcher = Some(Data::from(Arc::clone(&dispatcher)));
+        }
+        let broker = match settings.events.transport {
+            TransportKind::InProcess => None,
+            TransportKind::RabbitMq => {
+                let rabbit = RabbitMq::connect(settings.events.rabbitmq.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
+                let mut modules: Vec<&'static str> = dispatcher
+                    .subscriptions()
+                    .iter()
+                    .map(|s| s.module)
+                    .collect();
+                modules.dedup();
+                for module in modules {
+                    let types: Vec<&'static str> = dispatcher
+                        .subscriptions()
+                        .iter()
+                        .filter(|s| s.module == module)
+                        .flat_map(|s| s.event_types.iter().copied())
+                        .collect();
+                    background.push(tokio::spawn(Arc::clone(&rabbit).consume(
+                        module,
+                        types,
+                        Arc::clone(&dispatcher),
+                        stopped.clone(),
+                    )));
+                }
+                Some(rabbit)
+            }
+        };
+        if let Some(server) = &database
+            && settings.events.relay_enabled
+        {
+            let transport: Arc<dyn events::Transport> = match &broker {
+                Some(rabbit) => Arc::clone(rabbit) as Arc<dyn events::Transport>,
+                None => Arc::new(InProcess(Arc::clone(&dispatcher))),
+            };
+            for module in settings.modules.local() {
+                let pool = pools
+                    .iter()
+                    .find(|(name, _)| *name == module.as_str())
+                    .map(|(_, pool)| pool.clone())
+                    .ok_or_else(|| anyhow::anyhow!("no pool for {}", module.as_str()))?;
+                let relay = Relay::new(
+                    module.as_str(),
+                    database::migrations(module).schema,
+                    pool,
+                    settings.module_database_url(module, &server.url).to_owned(),
+                    Arc::clone(&transport),
+                    &settings.events,
+                );
+                background.push(tokio::spawn(relay.run(stopped.clone())));
+            }
+        }
+        if settings.events.transport == TransportKind::InProcess
+            && settings.modules.enabled.len() < ModuleName::ALL.len()
+        {
+            tracing::warn!(
+                "events.transport is in-process but some modules run elsewhere: their events do not reach \
+                 this process (use events.transport = \"rabbitmq\")"
+            );
+        }
         let verifier = if settings.modules.enabled.is_empty() {
             None
         } else {
@@ -163,6 +296,7 @@ impl Application {
                 .iter()
                 .map(|(m, u)| (m.as_str(), u.clone()))
                 .collect(),
+            broker,
             client,
             metrics: telemetry::metrics_handle(),
         });
@@ -232,6 +366,8 @@ impl Application {
             port,
             database,
             pools: pools.into_iter().map(|(_, p)| p).collect(),
+            background,
+            stop: Arc::new(stop),
         })
     }
 
@@ -240,9 +376,12 @@ impl Application {
         self.port
     }
 
-    /// A handle to stop the server (tests).
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// A handle to stop the server and its background tasks.
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            server: self.server.handle(),
+            stop: Arc::clone(&self.stop),
+        }
     }
 
     /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]): then stops
@@ -253,7 +392,17 @@ impl Application {
     /// Server I/O failures.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
-        tracing::info!("server stopped; closing pools");
+        tracing::info!("server stopped; stopping relays and workers");
+        self.stop.send_replace(true);
+        for task in self.background {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        tracing::info!("closing pools");
         for pool in &self.pools {
             pool.close();
         }

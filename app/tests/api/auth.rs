@@ -19,7 +19,7 @@ async fn refresh(app: &crate::helpers::TestApp, token: &str) -> reqwest::Respons
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_returns_uncacheable_tokens_that_work() {
     let app = spawn_app().await;
     app.register("ada@example.com", PASSWORD).await;
@@ -63,7 +63,7 @@ async fn sign_in_returns_uncacheable_tokens_that_work() {
     assert!(jwks["keys"][0].get("d").is_none(), "no private part");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_get_the_same_answer() {
     let app = spawn_app().await;
     app.register("ada@example.com", PASSWORD).await;
@@ -84,7 +84,7 @@ async fn unknown_email_and_wrong_password_get_the_same_answer() {
     assert_eq!(a["code"], "invalid_credentials");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
     let app = spawn_app().await;
     let first = app.customer("ada@example.com").await;
@@ -114,7 +114,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_and_is_idempotent() {
     let app = spawn_app().await;
     let tokens = app.customer("ada@example.com").await;
@@ -141,7 +141,7 @@ fn forge(header: &Value, claims: &Value, signature: &str) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_401_problems_with_a_challenge() {
     let app = spawn_app().await;
     let key = app::compose::signing_key(&app.settings).unwrap();
@@ -227,7 +227,7 @@ async fn bad_tokens_are_401_problems_with_a_challenge() {
     assert_eq!(list.status(), 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retired_keys_are_honoured_until_their_tokens_expire() {
     let app = spawn_app().await;
     let old_key = app.settings.auth.signing_key_file.display().to_string();

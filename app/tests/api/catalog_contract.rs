@@ -53,7 +53,7 @@ mod http {
 }
 
 /// The client turns transport failures into `Unavailable`, not a panic or `Unexpected`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reports_an_unreachable_catalog_as_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());

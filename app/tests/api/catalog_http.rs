@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{assert_problem, product_json, spawn_app};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_returns_201_with_location_and_the_product() {
     let app = spawn_app().await;
 
@@ -28,7 +28,7 @@ async fn create_returns_201_with_location_and_the_product() {
     assert_eq!(fetched, body);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_sku_is_409() {
     let app = spawn_app().await;
     app.post_product(&product_json("dup")).await;
@@ -41,7 +41,7 @@ async fn duplicate_sku_is_409() {
     assert!(body["detail"].as_str().unwrap().contains("DUP"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_fields_are_422_with_every_field_listed() {
     let app = spawn_app().await;
     let body =
@@ -56,7 +56,7 @@ async fn invalid_fields_are_422_with_every_field_listed() {
     assert_eq!(fields, ["sku", "name", "price.amount_minor"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_currency_and_float_amounts_are_rejected() {
     let app = spawn_app().await;
     for price in [
@@ -68,7 +68,7 @@ async fn unknown_currency_and_float_amounts_are_rejected() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_with_opaque_cursor_until_null() {
     let app = spawn_app().await;
     for i in 0..3 {
@@ -98,7 +98,7 @@ async fn list_pages_with_opaque_cursor_until_null() {
     assert_eq!(second["next_cursor"], Value::Null);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_limit_is_bounded_and_checked() {
     let app = spawn_app().await;
     assert_problem(
@@ -128,7 +128,7 @@ async fn list_limit_is_bounded_and_checked() {
     assert_eq!(app.get("/api/v1/products?limit=100").await.status(), 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
     let app = spawn_app().await;
     let created: Value = app
@@ -170,7 +170,7 @@ async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
     assert!(problem["detail"].as_str().unwrap().contains("sku"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_product_is_404_problem() {
     let app = spawn_app().await;
     let id = uuid::Uuid::now_v7();
@@ -188,7 +188,7 @@ async fn missing_product_is_404_problem() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_writes_are_for_admins() {
     let app = spawn_app().await;
     let anonymous = app

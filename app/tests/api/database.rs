@@ -14,7 +14,7 @@ struct Settings {
     application_name: String,
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_connections_carry_schema_timeout_and_name() {
     let db = test_database().await;
     let settings = test_settings(
@@ -45,7 +45,7 @@ struct Version {
     version: String,
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_history_lives_in_the_module_schema_and_reruns_are_no_ops() {
     let db = test_database().await;
     let mut conn = {

@@ -4,7 +4,7 @@ use kernel::Role;
 
 use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_400() {
     let app = spawn_app().await;
     let response = app
@@ -19,7 +19,7 @@ async fn malformed_json_is_400() {
     assert_problem(response, 400, "malformed_body").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_content_type_is_415() {
     let app = spawn_app().await;
     let response = app
@@ -34,7 +34,7 @@ async fn wrong_content_type_is_415() {
     assert_problem(response, 415, "unsupported_media_type").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413() {
     let app = spawn_app_with(&[("APP__SERVER__BODY_LIMIT_BYTES", "1024")]).await;
     let big = serde_json::json!({"sku": "A", "name": "x".repeat(4096), "price": {"amount_minor": 1, "currency": "EUR"}});
@@ -42,7 +42,7 @@ async fn oversized_body_is_413() {
     assert_problem(response, 413, "payload_too_large").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_path_parameter_is_400() {
     let app = spawn_app().await;
     assert_problem(
@@ -53,7 +53,7 @@ async fn bad_path_parameter_is_400() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_and_wrong_method_are_problems() {
     let app = spawn_app().await;
     assert_problem(
@@ -76,7 +76,7 @@ async fn unknown_route_and_wrong_method_are_problems() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_is_echoed_or_generated() {
     let app = spawn_app().await;
     let echoed = app

@@ -33,7 +33,7 @@ pub fn config_dir() -> &'static Path {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub handle: actix_web::dev::ServerHandle,
+    pub handle: app::startup::AppHandle,
     pub settings: Settings,
     // Dropped last: the server is stopped before its database goes.
     _db: TestDatabase,
@@ -41,7 +41,7 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        drop(self.handle.stop(false));
+        self.handle.stop();
     }
 }
 
@@ -53,12 +53,26 @@ pub fn fresh_key_path() -> String {
         .to_string()
 }
 
+/// A fresh directory for the file mail transport.
+pub fn fresh_mail_dir() -> String {
+    testkit::scratch_dir("shop-test-mail")
+        .join(uuid::Uuid::new_v4().simple().to_string())
+        .display()
+        .to_string()
+}
+
 /// Settings for a test server: the repository's config, a random port on
 /// loopback, one worker, a signing key of its own, rate limits out of the
 /// way, plus `extra` env-style overrides.
 pub fn test_settings(database_url: Option<&str>, extra: &[(&str, &str)]) -> Settings {
     let mut vars: Vec<(String, String)> = vec![
         ("APP__AUTH__SIGNING_KEY_FILE".into(), fresh_key_path()),
+        (
+            "APP__NOTIFICATION__EMAIL__FILE_DIR".into(),
+            fresh_mail_dir(),
+        ),
+        ("APP__NOTIFICATION__POLL_INTERVAL_MS".into(), "50".into()),
+        ("APP__EVENTS__POLL_INTERVAL_MS".into(), "100".into()),
         ("APP__RATE_LIMIT__PER_SECOND".into(), "10000".into()),
         ("APP__RATE_LIMIT__BURST".into(), "10000".into()),
         (

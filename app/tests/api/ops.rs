@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::{product_json, spawn_app, spawn_app_with};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_and_readiness_are_ok_with_a_database() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health/live").await.status(), 200);
@@ -15,7 +15,7 @@ async fn liveness_and_readiness_are_ok_with_a_database() {
     assert_eq!(body["checks"]["database:catalog"]["status"], "up");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_503_naming_the_database_when_it_is_down() {
     // A port nobody listens on: the pool cannot connect.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -46,7 +46,7 @@ async fn readiness_is_503_naming_the_database_when_it_is_down() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_requests_by_route_template_and_pool_use() {
     let app = spawn_app().await;
     let created: Value = app
@@ -86,7 +86,7 @@ async fn metrics_expose_requests_by_route_template_and_pool_use() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swagger_ui_and_the_spec_are_served() {
     let app = spawn_app().await;
     let ui = app.get("/swagger-ui/").await;

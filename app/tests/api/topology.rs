@@ -138,7 +138,7 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     assert!(status.success(), "{status:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_serves_only_its_enabled_modules() {
     let app = spawn_app_with(&[("APP__MODULES__ENABLED", "")]).await;
     assert_problem(app.get("/api/v1/products").await, 404, "route_not_found").await;

@@ -28,7 +28,7 @@ fn access(tokens: &Value) -> &str {
     tokens["access_token"].as_str().unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_makes_a_customer_and_refuses_mass_assignment() {
     let app = spawn_app().await;
     let response = app.register("New@Example.com", PASSWORD).await;
@@ -76,7 +76,7 @@ async fn registration_makes_a_customer_and_refuses_mass_assignment() {
     assert_eq!(weak["errors"][0]["field"], "password");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_manage_their_own_profile() {
     let app = spawn_app().await;
     let tokens = app.customer("ada@example.com").await;
@@ -140,7 +140,7 @@ async fn users_manage_their_own_profile() {
     assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 401);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_change_signs_out_everywhere() {
     let app = spawn_app().await;
     let tokens = app.customer("ada@example.com").await;
@@ -194,7 +194,7 @@ async fn a_password_change_signs_out_everywhere() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_see_only_themselves_and_admins_see_all() {
     let app = spawn_app().await;
     let a = app.customer("a@example.com").await;
@@ -305,7 +305,7 @@ async fn customers_see_only_themselves_and_admins_see_all() {
     assert_problem(promote, 403, "forbidden").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_change_roles_and_disable_accounts() {
     let app = spawn_app().await;
     let b = app.customer("b@example.com").await;
@@ -394,7 +394,7 @@ async fn admins_change_roles_and_disable_accounts() {
     assert_problem(demote, 422, "validation_failed").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_and_registration_are_rate_limited() {
     let app = spawn_app_with(&[
         ("APP__RATE_LIMIT__LOGIN_PER_MINUTE_PER_IP", "4"),
@@ -441,7 +441,7 @@ async fn sign_in_and_registration_are_rate_limited() {
     assert_problem(limited, 429, "rate_limited").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_rate_limited_per_client_but_probes_are_not() {
     let app = spawn_app_with(&[
         ("APP__RATE_LIMIT__PER_SECOND", "1"),
@@ -471,7 +471,7 @@ async fn the_api_is_rate_limited_per_client_but_probes_are_not() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_carry_security_headers_and_cors_is_closed_by_default() {
     let app = spawn_app().await;
     let response = app
@@ -676,6 +676,6 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
                 .unwrap();
             assert!(caller.has(Role::Admin), "{email}");
         }
-        handle.stop(false).await;
+        handle.stop();
     });
 }

@@ -6,6 +6,7 @@
 //! apart, which the contract suite in [`contract`] checks.
 
 mod error;
+pub mod events;
 mod product;
 
 #[cfg(feature = "client")]

@@ -27,7 +27,7 @@ diesel::table! {
 /// Name of the unique constraint on SKUs, to recognise duplicates.
 pub(crate) const SKU_UNIQUE: &str = "products_sku_key";
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = products)]
 pub(crate) struct ProductRow {
     id: Uuid,
@@ -115,6 +115,20 @@ pub(crate) async fn find(
     products::table
         .find(id.as_uuid())
         .select(ProductRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// One product, locked until the transaction ends (to compare before/after).
+pub(crate) async fn find_for_update(
+    conn: &mut AsyncPgConnection,
+    id: ProductId,
+) -> QueryResult<Option<ProductRow>> {
+    products::table
+        .find(id.as_uuid())
+        .select(ProductRow::as_select())
+        .for_update()
         .first(conn)
         .await
         .optional()

@@ -1,10 +1,12 @@
 //! [`CatalogModule`]: the in-process implementation of [`CatalogApi`].
 
+use catalog_api::events::{ProductCreated, ProductPriceChanged, ProductUpdated};
 use catalog_api::{
     CatalogApi, CatalogError, ListProducts, NewProduct, Product, ProductId, ProductPatch,
 };
 use db::{Pool, PoolError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::AsyncConnection as _;
 use kernel::{CallContext, Cursor, Page, Role};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -82,7 +84,19 @@ impl CatalogApi for CatalogModule {
         let valid = validate_new(new).map_err(CatalogError::Validation)?;
         let mut conn = self.conn().await?;
         let id = ProductId::generate();
-        let row = repo::insert(&mut conn, id, &valid)
+        let row = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let row = repo::insert(conn, id, &valid).await?;
+                let event = ProductCreated {
+                    product_id: id,
+                    sku: valid.sku.clone(),
+                    name: valid.name.clone(),
+                    price: valid.price,
+                    active: valid.active,
+                };
+                events::outbox::publish(conn, crate::NAME, cx, &event).await?;
+                Ok(row)
+            })
             .await
             .map_err(|e| match e {
                 DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
@@ -152,7 +166,38 @@ impl CatalogApi for CatalogModule {
         require_admin(cx)?;
         let valid = validate_patch(patch).map_err(CatalogError::Validation)?;
         let mut conn = self.conn().await?;
-        let row = repo::update(&mut conn, id, &valid)
+        let row = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let Some(before) = repo::find_for_update(conn, id).await? else {
+                    return Ok(None);
+                };
+                let Some(after) = repo::update(conn, id, &valid).await? else {
+                    return Ok(None);
+                };
+                let (Ok(before), Ok(now)) = (before.into_product(), after.clone().into_product())
+                else {
+                    return Ok(Some(after));
+                };
+                let updated = ProductUpdated {
+                    product_id: id,
+                    sku: now.sku.clone(),
+                    name: now.name.clone(),
+                    price: now.price,
+                    active: now.active,
+                };
+                events::outbox::publish(conn, crate::NAME, cx, &updated).await?;
+                if before.price != now.price {
+                    let changed = ProductPriceChanged {
+                        product_id: id,
+                        sku: now.sku,
+                        name: now.name,
+                        old_price: before.price,
+                        new_price: now.price,
+                    };
+                    events::outbox::publish(conn, crate::NAME, cx, &changed).await?;
+                }
+                Ok(Some(after))
+            })
             .await
             .map_err(database)?
             .ok_or(CatalogError::ProductNotFound(id))?;

@@ -7,6 +7,7 @@
 //! crate and never call the user module to do so.
 
 mod error;
+pub mod events;
 mod user;
 
 #[cfg(feature = "client")]

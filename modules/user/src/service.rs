@@ -13,6 +13,7 @@ use kernel::{CallContext, Caller, Cursor, FieldError, Page, ProblemCode, Role};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
 use user_api::{ListUsers, NewUser, User, UserApi, UserError, UserId, UserStatus};
 use uuid::Uuid;
 
@@ -193,21 +194,38 @@ impl UserModule {
         self.pool.get().await.map_err(unavailable)
     }
 
-    async fn create(&self, new: NewUser, roles: &[Role]) -> Result<User, UserError> {
+    async fn create(
+        &self,
+        cx: &CallContext,
+        new: NewUser,
+        roles: &[Role],
+    ) -> Result<User, UserError> {
         let valid = validate_new(new).map_err(UserError::Validation)?;
         let hash = self.hasher.hash(valid.password).await.map_err(hash_error)?;
         let mut conn = self.conn().await?;
         let id = UserId::generate();
-        let row = repo::insert(
-            &mut conn,
-            id,
-            valid.email.as_str(),
-            &hash,
-            &valid.display_name,
-            roles,
-        )
-        .await
-        .map_err(taken_or)?;
+        let row = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let row = repo::insert(
+                    conn,
+                    id,
+                    valid.email.as_str(),
+                    &hash,
+                    &valid.display_name,
+                    roles,
+                )
+                .await?;
+                let event = UserRegistered {
+                    user_id: id,
+                    email: valid.email.as_str().to_owned(),
+                    display_name: valid.display_name.clone(),
+                    notification_preferences: user_api::NotificationPreferences::default(),
+                };
+                events::outbox::publish(conn, crate::NAME, cx, &event).await?;
+                Ok(row)
+            })
+            .await
+            .map_err(taken_or)?;
         tracing::info!(user.id = %id, roles = ?roles, "account created");
         to_user(row)
     }
@@ -217,7 +235,8 @@ impl UserModule {
     /// # Errors
     /// As [`UserApi::register`].
     pub async fn create_admin(&self, new: NewUser) -> Result<User, UserError> {
-        self.create(new, &[Role::Admin]).await
+        self.create(&CallContext::background(), new, &[Role::Admin])
+            .await
     }
 
     /// Signs in with email and password.
@@ -385,7 +404,32 @@ impl UserModule {
                 return Err(AuthFlowError::InvalidCredentials);
             }
         }
-        let row = repo::update(&mut conn, id, &update)
+        let prefs_changed = changes.notification_preferences;
+        let row = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let Some(before) = repo::find(conn, id).await? else {
+                    return Ok(None);
+                };
+                let Some(after) = repo::update(conn, id, &update).await? else {
+                    return Ok(None);
+                };
+                if after.email != before.email {
+                    let event = UserEmailChanged {
+                        user_id: UserId::from(id),
+                        old_email: before.email.clone(),
+                        new_email: after.email.clone(),
+                    };
+                    events::outbox::publish(conn, crate::NAME, cx, &event).await?;
+                }
+                if let Some(notification_preferences) = prefs_changed {
+                    let event = UserPreferencesChanged {
+                        user_id: UserId::from(id),
+                        notification_preferences,
+                    };
+                    events::outbox::publish(conn, crate::NAME, cx, &event).await?;
+                }
+                Ok(Some(after))
+            })
             .await
             .map_err(taken_or)?
             .ok_or(UserError::NotFound(UserId::from(id)))?;
@@ -514,8 +558,8 @@ impl UserModule {
 #[async_trait::async_trait]
 impl UserApi for UserModule {
     #[tracing::instrument(skip_all)]
-    async fn register(&self, _cx: &CallContext, new: NewUser) -> Result<User, UserError> {
-        self.create(new, &[Role::Customer]).await
+    async fn register(&self, cx: &CallContext, new: NewUser) -> Result<User, UserError> {
+        self.create(cx, new, &[Role::Customer]).await
     }
 
     #[tracing::instrument(skip_all, fields(user.id = %id))]

@@ -26,7 +26,8 @@ impl std::fmt::Debug for ModuleMigrations {
 
 /// The messaging tables (`outbox`, `inbox`, `dead_letters`) every module
 /// schema holds, embedded from `migrations/_messaging/`.
-static MESSAGING: EmbeddedMigrations = diesel_migrations::embed_migrations!("../../migrations/_messaging");
+static MESSAGING: EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../../migrations/_messaging");
 
 /// Applies the module's pending migrations on a dedicated connection whose
 /// `search_path` is the module's schema, so the tables and

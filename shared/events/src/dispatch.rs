@@ -23,7 +23,11 @@ pub trait EventHandler: Send + Sync {
     ///
     /// # Errors
     /// Anything that should roll back and retry later.
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &Envelope) -> Result<(), HandlerError>;
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &Envelope,
+    ) -> Result<(), HandlerError>;
 }
 
 /// A handler failed; its transaction is rolled back.
@@ -126,7 +130,11 @@ impl Dispatcher {
     /// # Errors
     /// Only when a handler's outcome could not be recorded at all (no
     /// database): the event must be offered again.
-    pub async fn dispatch(&self, event: &Envelope, module: Option<&str>) -> Result<(), DispatchError> {
+    pub async fn dispatch(
+        &self,
+        event: &Envelope,
+        module: Option<&str>,
+    ) -> Result<(), DispatchError> {
         let span = tracing::info_span!(
             "event",
             event.id = %event.id,
@@ -135,7 +143,8 @@ impl Dispatcher {
         );
         async {
             for subscription in self.subscriptions.iter().filter(|s| {
-                s.event_types.contains(&event.event_type.as_str()) && module.is_none_or(|m| m == s.module)
+                s.event_types.contains(&event.event_type.as_str())
+                    && module.is_none_or(|m| m == s.module)
             }) {
                 self.run_with_retries(subscription, event).await?;
             }
@@ -145,7 +154,11 @@ impl Dispatcher {
         .await
     }
 
-    async fn run_with_retries(&self, subscription: &Subscription, event: &Envelope) -> Result<(), DispatchError> {
+    async fn run_with_retries(
+        &self,
+        subscription: &Subscription,
+        event: &Envelope,
+    ) -> Result<(), DispatchError> {
         let handler = subscription.name;
         let mut last_error = String::new();
         for attempt in 1..=self.max_attempts {
@@ -186,7 +199,11 @@ impl Dispatcher {
         Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
     }
 
-    async fn run_once(&self, subscription: &Subscription, event: &Envelope) -> Result<Outcome, HandlerError> {
+    async fn run_once(
+        &self,
+        subscription: &Subscription,
+        event: &Envelope,
+    ) -> Result<Outcome, HandlerError> {
         let mut conn = subscription
             .pool
             .get()
@@ -206,7 +223,10 @@ impl Dispatcher {
             }
             subscription.handler.handle(conn, event).await?;
             if !pause.is_zero() {
-                tracing::warn!(pause_ms = pause.as_millis() as u64, "fault injection: pausing inside the handler's transaction");
+                tracing::warn!(
+                    pause_ms = pause.as_millis() as u64,
+                    "fault injection: pausing inside the handler's transaction"
+                );
                 tokio::time::sleep(pause).await;
             }
             Ok(Outcome::Handled)
@@ -214,7 +234,12 @@ impl Dispatcher {
         .await
     }
 
-    async fn dead_letter(&self, subscription: &Subscription, event: &Envelope, error: &str) -> Result<(), DispatchError> {
+    async fn dead_letter(
+        &self,
+        subscription: &Subscription,
+        event: &Envelope,
+        error: &str,
+    ) -> Result<(), DispatchError> {
         let envelope = serde_json::to_value(event).map_err(|e| DispatchError(e.to_string()))?;
         let mut conn = subscription
             .pool
@@ -243,7 +268,11 @@ impl Dispatcher {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn dead_letters(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<DeadLetter>, DispatchError> {
+    pub async fn dead_letters(
+        &self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<DeadLetter>, DispatchError> {
         let mut all = Vec::new();
         for (module, pool) in self.module_pools() {
             let mut conn = pool.get().await.map_err(|e| DispatchError(e.to_string()))?;
@@ -293,12 +322,19 @@ impl Dispatcher {
             let Some(row) = found else { continue };
             let event: Envelope =
                 serde_json::from_value(row.envelope).map_err(|e| DispatchError(e.to_string()))?;
-            let Some(subscription) = self.subscriptions.iter().find(|s| s.name == row.handler) else {
-                return Ok(Some(Err(format!("no handler `{}` runs in this process", row.handler))));
+            let Some(subscription) = self.subscriptions.iter().find(|s| s.name == row.handler)
+            else {
+                return Ok(Some(Err(format!(
+                    "no handler `{}` runs in this process",
+                    row.handler
+                ))));
             };
             let outcome = self.run_once(subscription, &event).await;
             let (sql, error) = match &outcome {
-                Ok(_) => ("UPDATE dead_letters SET redriven_at = now() WHERE id = $1", String::new()),
+                Ok(_) => (
+                    "UPDATE dead_letters SET redriven_at = now() WHERE id = $1",
+                    String::new(),
+                ),
                 Err(e) => (
                     "UPDATE dead_letters SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
                     e.0.clone(),
@@ -347,10 +383,18 @@ mod tests {
         let d = dispatcher(100, 1000);
         for attempt in 1..=8u32 {
             let ceiling = (100u64 << (attempt - 1)).min(1000);
-            let samples: Vec<u64> = (0..200).map(|_| d.backoff(attempt).as_millis() as u64).collect();
-            assert!(samples.iter().all(|&s| s <= ceiling), "attempt {attempt}: {samples:?}");
+            let samples: Vec<u64> = (0..200)
+                .map(|_| d.backoff(attempt).as_millis() as u64)
+                .collect();
+            assert!(
+                samples.iter().all(|&s| s <= ceiling),
+                "attempt {attempt}: {samples:?}"
+            );
             // Jitter: not every delay is the same.
-            assert!(samples.iter().any(|&s| s != samples[0]), "attempt {attempt}");
+            assert!(
+                samples.iter().any(|&s| s != samples[0]),
+                "attempt {attempt}"
+            );
         }
     }
 }

@@ -11,6 +11,9 @@ use web::{PageQuery, Problem};
 
 use crate::{DeadLetter, Dispatcher};
 
+/// The routes' prefix (below `/api/v1`), for forwarding.
+pub const ROUTE_PREFIX: &str = "/admin/dead-letters";
+
 /// Registers the routes (relative to `/api/v1`).
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(list_dead_letters).service(redrive_dead_letter);
@@ -23,7 +26,11 @@ struct Key {
 
 fn unavailable(e: impl std::fmt::Display) -> Problem {
     tracing::warn!(error = %e, "dead letters unavailable");
-    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "events_unavailable", "the dead letters cannot be read now")
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "events_unavailable",
+        "the dead letters cannot be read now",
+    )
 }
 
 /// Events a handler gave up on, oldest first. Admin only.
@@ -48,7 +55,13 @@ pub async fn list_dead_letters(
         Some(cursor) => Some(
             cursor
                 .decode::<Key>()
-                .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not valid for this list"))?
+                .map_err(|_| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_cursor",
+                        "the cursor is not valid for this list",
+                    )
+                })?
                 .id,
         ),
         None => None,
@@ -95,8 +108,19 @@ pub async fn redrive_dead_letter(
 ) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
     match dispatcher.redrive(id).await.map_err(unavailable)? {
-        None => Err(Problem::new(StatusCode::NOT_FOUND, "dead_letter_not_found", format!("no open dead letter `{id}`"))),
-        Some(Ok(())) => Ok(HttpResponse::Ok().json(Redriven { id, status: "redriven" })),
-        Some(Err(error)) => Err(Problem::new(StatusCode::CONFLICT, "redrive_failed", format!("the handler failed again: {error}"))),
+        None => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "dead_letter_not_found",
+            format!("no open dead letter `{id}`"),
+        )),
+        Some(Ok(())) => Ok(HttpResponse::Ok().json(Redriven {
+            id,
+            status: "redriven",
+        })),
+        Some(Err(error)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "redrive_failed",
+            format!("the handler failed again: {error}"),
+        )),
     }
 }

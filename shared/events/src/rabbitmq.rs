@@ -64,9 +64,10 @@ impl RabbitMq {
         let mut guard = self.connection.lock().await;
         let usable = guard.as_ref().is_some_and(|c| c.status().connected());
         if !usable {
-            let connection = Connection::connect(&self.settings.url, ConnectionProperties::default())
-                .await
-                .map_err(|e| TransportError(format!("cannot connect to RabbitMQ: {e}")))?;
+            let connection =
+                Connection::connect(&self.settings.url, ConnectionProperties::default())
+                    .await
+                    .map_err(|e| TransportError(format!("cannot connect to RabbitMQ: {e}")))?;
             *guard = Some(connection);
         }
         let connection = guard
@@ -85,7 +86,10 @@ impl RabbitMq {
             auto_delete: self.settings.queue_ttl_ms.is_some(),
             ..ExchangeDeclareOptions::default()
         };
-        for (name, kind) in [(self.exchange(), ExchangeKind::Topic), (format!("{ns}.dlx"), ExchangeKind::Fanout)] {
+        for (name, kind) in [
+            (self.exchange(), ExchangeKind::Topic),
+            (format!("{ns}.dlx"), ExchangeKind::Fanout),
+        ] {
             channel
                 .exchange_declare(name.as_str().into(), kind, options, FieldTable::default())
                 .await
@@ -93,11 +97,21 @@ impl RabbitMq {
         }
         let dlq = format!("{ns}.dead-letters");
         channel
-            .queue_declare(dlq.as_str().into(), self.queue_options(), self.queue_args(false))
+            .queue_declare(
+                dlq.as_str().into(),
+                self.queue_options(),
+                self.queue_args(false),
+            )
             .await
             .map_err(|e| TransportError(format!("cannot declare {dlq}: {e}")))?;
         channel
-            .queue_bind(dlq.as_str().into(), format!("{ns}.dlx").as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                dlq.as_str().into(),
+                format!("{ns}.dlx").as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| TransportError(format!("cannot bind {dlq}: {e}")))?;
         Ok(())
@@ -137,7 +151,10 @@ impl RabbitMq {
         mut stop: watch::Receiver<bool>,
     ) {
         while !*stop.borrow() {
-            if let Err(e) = self.consume_once(module, &event_types, &dispatcher, &mut stop).await {
+            if let Err(e) = self
+                .consume_once(module, &event_types, &dispatcher, &mut stop)
+                .await
+            {
                 tracing::warn!(module, error = %e, "RabbitMQ consumer failed; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -159,12 +176,22 @@ impl RabbitMq {
         let queue = format!("{}.{module}", self.settings.namespace);
         let fail = |what: &str, e: lapin::Error| TransportError(format!("{what} {queue}: {e}"));
         channel
-            .queue_declare(queue.as_str().into(), self.queue_options(), self.queue_args(true))
+            .queue_declare(
+                queue.as_str().into(),
+                self.queue_options(),
+                self.queue_args(true),
+            )
             .await
             .map_err(|e| fail("cannot declare", e))?;
         for event_type in event_types {
             channel
-                .queue_bind(queue.as_str().into(), self.exchange().as_str().into(), (*event_type).into(), QueueBindOptions::default(), FieldTable::default())
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.exchange().as_str().into(),
+                    (*event_type).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(|e| fail("cannot bind", e))?;
         }
@@ -173,7 +200,12 @@ impl RabbitMq {
             .await
             .map_err(|e| fail("cannot set prefetch on", e))?;
         let mut consumer = channel
-            .basic_consume(queue.as_str().into(), format!("shop-{module}").as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                format!("shop-{module}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| fail("cannot consume", e))?;
         tracing::info!(module, queue = %queue, "consuming events from RabbitMQ");
@@ -192,7 +224,10 @@ impl RabbitMq {
                 Err(e) => {
                     tracing::error!(module, error = %e, "undecodable message; rejected to the dead-letter queue");
                     delivery
-                        .nack(BasicNackOptions { requeue: false, ..BasicNackOptions::default() })
+                        .nack(BasicNackOptions {
+                            requeue: false,
+                            ..BasicNackOptions::default()
+                        })
                         .await
                         .map_err(|e| TransportError(e.to_string()))?;
                     continue;
@@ -210,7 +245,10 @@ impl RabbitMq {
                     tracing::warn!(module, error = %e, "dispatch failed; requeued");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     delivery
-                        .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
                         .await
                         .map_err(|e| TransportError(e.to_string()))?;
                 }
@@ -241,7 +279,13 @@ impl Transport for RabbitMq {
             .with_message_id(event.id.to_string().into())
             .with_type(event.event_type.as_str().into());
         let confirm = channel
-            .basic_publish(self.exchange().as_str().into(), event.event_type.as_str().into(), BasicPublishOptions::default(), &payload, properties)
+            .basic_publish(
+                self.exchange().as_str().into(),
+                event.event_type.as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                properties,
+            )
             .await
             .map_err(|e| TransportError(format!("publish failed: {e}")))?
             .await
@@ -249,7 +293,9 @@ impl Transport for RabbitMq {
         if confirm.is_ack() {
             Ok(())
         } else {
-            Err(TransportError("the broker refused the event (nack)".to_owned()))
+            Err(TransportError(
+                "the broker refused the event (nack)".to_owned(),
+            ))
         }
     }
 

@@ -67,9 +67,18 @@ impl Relay {
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(self.url.clone(), self.schema, Arc::clone(&wake), stop.clone()));
+        let listener = tokio::spawn(listen(
+            self.url.clone(),
+            self.schema,
+            Arc::clone(&wake),
+            stop.clone(),
+        ));
         let mut last_prune = Instant::now();
-        tracing::info!(module = self.module, transport = self.transport.name(), "relay started");
+        tracing::info!(
+            module = self.module,
+            transport = self.transport.name(),
+            "relay started"
+        );
         loop {
             let delivered = match self.deliver_batch().await {
                 Ok(n) => n,
@@ -165,7 +174,9 @@ impl Relay {
             #[diesel(sql_type = diesel::sql_types::Double)]
             seconds: f64,
         }
-        let Ok(mut conn) = self.pool.get().await else { return };
+        let Ok(mut conn) = self.pool.get().await else {
+            return;
+        };
         let lag: Result<Lag, _> = diesel::sql_query(
             "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS seconds \
              FROM outbox WHERE delivered_at IS NULL",
@@ -178,7 +189,9 @@ impl Relay {
     }
 
     async fn prune(&self) {
-        let Ok(mut conn) = self.pool.get().await else { return };
+        let Ok(mut conn) = self.pool.get().await else {
+            return;
+        };
         for sql in [
             "DELETE FROM outbox WHERE delivered_at < now() - make_interval(hours => $1::int)",
             "DELETE FROM inbox WHERE handled_at < now() - make_interval(hours => $1::int)",
@@ -188,7 +201,9 @@ impl Relay {
                 .execute(&mut conn)
                 .await
             {
-                Ok(n) if n > 0 => tracing::info!(module = self.module, rows = n, "pruned old messaging rows"),
+                Ok(n) if n > 0 => {
+                    tracing::info!(module = self.module, rows = n, "pruned old messaging rows")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(module = self.module, error = %e, "pruning failed"),
             }

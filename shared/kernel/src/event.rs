@@ -103,7 +103,10 @@ mod tests {
         let second = Envelope::new("test", &caused, &Happened { thing: "b".into() }).unwrap();
         assert_eq!(second.request_id.as_deref(), Some("req-1"));
         assert_eq!(second.causation_id, Some(first.id));
-        assert_eq!(second.payload::<Happened>().unwrap(), Happened { thing: "b".into() });
+        assert_eq!(
+            second.payload::<Happened>().unwrap(),
+            Happened { thing: "b".into() }
+        );
         let json = serde_json::to_value(&second).unwrap();
         assert_eq!(json["type"], "test.happened.v1");
     }

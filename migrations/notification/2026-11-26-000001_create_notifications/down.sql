@@ -1,0 +1,3 @@
+DROP TABLE notifications;
+DROP TABLE webhook_subscriptions;
+DROP TABLE recipients;

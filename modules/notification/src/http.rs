@@ -1,0 +1,314 @@
+//! `/notifications` and `/admin/webhooks` routes.
+
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Json, Path, Query};
+use actix_web::{HttpResponse, delete, get, post};
+use auth::{AdminOnly, Authenticated};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use kernel::{Cursor, Page, ProblemBody, Role};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use web::{PageQuery, Problem};
+
+/// The module's state for its routes.
+#[derive(Clone)]
+pub struct NotificationModule {
+    pool: db::Pool,
+}
+
+impl NotificationModule {
+    /// Routes over the module's pool.
+    pub fn new(pool: db::Pool) -> NotificationModule {
+        NotificationModule { pool }
+    }
+
+    async fn conn(&self) -> Result<db::Object, Problem> {
+        self.pool.get().await.map_err(|e| {
+            tracing::warn!(error = %e, "notification database unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notification_unavailable",
+                "notifications cannot be read now",
+            )
+        })
+    }
+}
+
+fn database(e: diesel::result::Error) -> Problem {
+    tracing::error!(error = %e, "notification query failed");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "an unexpected error occurred; quote the request id when reporting it",
+    )
+}
+
+/// Registers the routes (relative to `/api/v1`).
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(list_notifications)
+        .service(create_webhook)
+        .service(list_webhooks)
+        .service(delete_webhook);
+}
+
+/// A message the shop sent or is sending.
+#[derive(Debug, Serialize, ToSchema, diesel::QueryableByName)]
+pub struct Notification {
+    /// Notification id.
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    /// The event that caused it.
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    /// The account it is for; `null` for the admin channel and webhooks.
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    recipient_user_id: Option<Uuid>,
+    /// `email` or `webhook`.
+    #[diesel(sql_type = Text)]
+    channel: String,
+    /// Email address or webhook URL.
+    #[diesel(sql_type = Text)]
+    destination: String,
+    /// Subject (email) or event type (webhook).
+    #[diesel(sql_type = Text)]
+    subject: String,
+    /// `pending`, `sent` or `failed`.
+    #[diesel(sql_type = Text)]
+    status: String,
+    /// Delivery attempts so far.
+    #[diesel(sql_type = Integer)]
+    attempts: i32,
+    /// Why the last attempt failed.
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+    /// When it was queued.
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    /// When it was delivered.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Key {
+    id: Uuid,
+}
+
+fn after(cursor: Option<Cursor>) -> Result<Option<Uuid>, Problem> {
+    cursor
+        .map(|c| {
+            c.decode::<Key>().map(|k| k.id).map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_cursor",
+                    "the cursor is not valid for this list",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Your notifications, newest first; admins see everyone's.
+#[utoipa::path(
+    tag = "notifications",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of notifications", body = Page<Notification>),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+#[get("/notifications")]
+pub async fn list_notifications(
+    module: Data<NotificationModule>,
+    Authenticated(caller): Authenticated,
+    query: Query<PageQuery>,
+) -> Result<Json<Page<Notification>>, Problem> {
+    let (limit, cursor) = query.parse()?;
+    let before = after(cursor)?;
+    let owner = (!caller.has(Role::Admin)).then_some(caller.user_id);
+    let limit = i64::from(limit.get());
+    let mut conn = module.conn().await?;
+    let mut items: Vec<Notification> = diesel::sql_query(
+        "SELECT id, event_type, recipient_user_id, channel, destination, subject, status, attempts, last_error, created_at, sent_at \
+         FROM notifications WHERE ($1::uuid IS NULL OR recipient_user_id = $1) AND ($2::uuid IS NULL OR id < $2) \
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind::<Nullable<SqlUuid>, _>(owner)
+    .bind::<Nullable<SqlUuid>, _>(before)
+    .bind::<BigInt, _>(limit + 1)
+    .load(&mut conn)
+    .await
+    .map_err(database)?;
+    let has_more = items.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = match items.last() {
+        Some(last) if has_more => Some(Cursor::encode(&Key { id: last.id })),
+        _ => None,
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// A webhook subscription to create.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://hooks.example.com/shop", "event_types": ["catalog.product_created.v1"]}))]
+pub struct NewWebhook {
+    /// Where to POST events (http or https).
+    url: String,
+    /// Event types to send.
+    event_types: Vec<String>,
+}
+
+/// A webhook subscription.
+#[derive(Serialize, ToSchema, diesel::QueryableByName)]
+pub struct Webhook {
+    /// Subscription id.
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    /// Where events are POSTed.
+    #[diesel(sql_type = Text)]
+    url: String,
+    /// Event types sent.
+    #[diesel(sql_type = Array<Text>)]
+    event_types: Vec<String>,
+    /// When it was created.
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+/// A new subscription and its signing secret, shown only this once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    webhook: Webhook,
+    /// HMAC-SHA256 key of the `x-shop-signature` header
+    /// (`t=<unix>,v1=<hex HMAC of "<t>.<body>">`).
+    secret: String,
+}
+
+/// Subscribe a URL to event types. Admin only. Each call is POSTed the event
+/// envelope, signed, and retried with backoff until it answers 2xx.
+#[utoipa::path(
+    tag = "notifications",
+    request_body = NewWebhook,
+    responses(
+        (status = 201, description = "The subscription, with its secret", body = CreatedWebhook),
+        (status = 422, description = "Invalid URL or unknown event type", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/admin/webhooks")]
+pub async fn create_webhook(
+    module: Data<NotificationModule>,
+    _admin: AdminOnly,
+    body: Json<NewWebhook>,
+) -> Result<HttpResponse, Problem> {
+    let NewWebhook { url, event_types } = body.into_inner();
+    let mut errors = Vec::new();
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => errors.push(kernel::FieldError::new("url", "must be an http(s) URL")),
+    }
+    if event_types.is_empty() {
+        errors.push(kernel::FieldError::new(
+            "event_types",
+            "name at least one event type",
+        ));
+    }
+    for t in &event_types {
+        if !crate::EVENT_TYPES.contains(&t.as_str()) {
+            errors.push(kernel::FieldError::new(
+                "event_types",
+                format!(
+                    "unknown event type `{t}` (known: {})",
+                    crate::EVENT_TYPES.join(", ")
+                ),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let mut conn = module.conn().await?;
+    let webhook: Webhook = diesel::sql_query(
+        "INSERT INTO webhook_subscriptions (id, url, secret, event_types) VALUES ($1, $2, $3, $4) \
+         RETURNING id, url, event_types, created_at",
+    )
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<Text, _>(&url)
+    .bind::<Text, _>(&secret)
+    .bind::<Array<Text>, _>(&event_types)
+    .get_result(&mut conn)
+    .await
+    .map_err(database)?;
+    tracing::info!(webhook.id = %webhook.id, url = %webhook.url, "webhook subscription created");
+    Ok(HttpResponse::Created()
+        .insert_header(("location", format!("/api/v1/admin/webhooks/{}", webhook.id)))
+        .json(CreatedWebhook { webhook, secret }))
+}
+
+/// Webhook subscriptions (without their secrets). Admin only.
+#[utoipa::path(
+    tag = "notifications",
+    responses((status = 200, description = "Every subscription", body = Vec<Webhook>)),
+    security(("bearer" = ["admin"])),
+)]
+#[get("/admin/webhooks")]
+pub async fn list_webhooks(
+    module: Data<NotificationModule>,
+    _admin: AdminOnly,
+) -> Result<Json<Vec<Webhook>>, Problem> {
+    let mut conn = module.conn().await?;
+    let all = diesel::sql_query(
+        "SELECT id, url, event_types, created_at FROM webhook_subscriptions ORDER BY id",
+    )
+    .load(&mut conn)
+    .await
+    .map_err(database)?;
+    Ok(Json(all))
+}
+
+/// Remove a subscription; its pending calls fail. Admin only.
+#[utoipa::path(
+    tag = "notifications",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such subscription", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[delete("/admin/webhooks/{id}")]
+pub async fn delete_webhook(
+    module: Data<NotificationModule>,
+    _admin: AdminOnly,
+    id: Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    let id = id.into_inner();
+    let mut conn = module.conn().await?;
+    let removed = diesel::sql_query("DELETE FROM webhook_subscriptions WHERE id = $1")
+        .bind::<SqlUuid, _>(id)
+        .execute(&mut conn)
+        .await
+        .map_err(database)?;
+    if removed == 0 {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "webhook_not_found",
+            format!("no webhook subscription `{id}`"),
+        ));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,113 @@
+//! Notification module: turns events into messages people receive.
+//!
+//! Consumes events only; nothing calls it synchronously. For each event it
+//! handles, [`handler`] writes the messages to send (admin emails, emails to
+//! users, signed webhook calls) in the same transaction as the inbox row, so
+//! a redelivered event adds nothing. The [`sender`] delivers them with
+//! retries and records status, attempts and the last error. Users' email
+//! opt-ins come from a read model fed by the user module's events.
+
+mod handler;
+pub mod http;
+mod sender;
+mod templates;
+
+pub use handler::NotificationHandler;
+pub use sender::Sender;
+
+use serde::Deserialize;
+
+/// Name of the module, of its schema and of its config section.
+pub const NAME: &str = "notification";
+
+/// The module's migrations, embedded from `migrations/notification/`.
+pub static MIGRATIONS: db::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../../migrations/notification");
+
+/// The module's schema and migrations.
+pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
+    schema: NAME,
+    migrations: &MIGRATIONS,
+};
+
+/// Route prefixes (below `/api/v1`) served by this module.
+pub const ROUTE_PREFIXES: &[&str] = &["/notifications", "/admin/webhooks"];
+
+/// Event types the module handles.
+pub const EVENT_TYPES: &[&str] = &[
+    "catalog.product_created.v1",
+    "catalog.product_updated.v1",
+    "catalog.product_price_changed.v1",
+    "user.registered.v1",
+    "user.email_changed.v1",
+    "user.preferences_changed.v1",
+];
+
+/// Name of the module's event handler (inbox and dead letters).
+pub const HANDLER: &str = "notification.notify";
+
+/// The `[notification]` config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Database of this module.
+    pub database: db::ModuleDatabase,
+    /// Where admin notifications (product events) go.
+    pub admin_email: String,
+    /// `From:` of every email.
+    pub from: String,
+    /// How often the sender looks for messages to send, ms.
+    pub poll_interval_ms: u64,
+    /// Tries per message before it is marked failed.
+    pub max_attempts: i32,
+    /// First retry delay, ms (doubles per try, with jitter).
+    pub retry_base_ms: u64,
+    /// Largest retry delay, ms.
+    pub retry_max_ms: u64,
+    /// Timeout of one webhook call, ms.
+    pub webhook_timeout_ms: u64,
+    /// How email leaves the shop.
+    pub email: EmailSettings,
+}
+
+/// `[notification.email]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// `file` (development: one `.eml` per message in `file_dir`) or `smtp`.
+    pub transport: EmailTransport,
+    /// Directory of the file transport.
+    pub file_dir: std::path::PathBuf,
+    /// SMTP server host.
+    pub smtp_host: String,
+    /// SMTP server port.
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls` (implicit TLS).
+    pub smtp_tls: SmtpTls,
+    /// SMTP user name, if the server wants one.
+    pub smtp_username: Option<String>,
+    /// SMTP password (set it through the environment, never in a file).
+    pub smtp_password: Option<String>,
+}
+
+/// How email is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTransport {
+    /// Files in a directory.
+    File,
+    /// An SMTP server.
+    Smtp,
+}
+
+/// Transport security towards the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a local relay).
+    None,
+    /// Upgrade with STARTTLS (port 587).
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+}

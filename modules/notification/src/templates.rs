@@ -1,0 +1,177 @@
+//! What each event says, to whom.
+
+use catalog_api::events::{ProductCreated, ProductPriceChanged, ProductUpdated};
+use kernel::{Envelope, IntegrationEvent as _, Money};
+use user_api::events::{UserEmailChanged, UserRegistered};
+
+/// A message to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Email {
+    /// The account it is for (`None`: the admin channel).
+    pub(crate) recipient: Option<uuid::Uuid>,
+    /// The address.
+    pub(crate) to: String,
+    pub(crate) subject: String,
+    pub(crate) body: String,
+}
+
+fn money(m: Money) -> String {
+    let minor = m.amount_minor();
+    format!(
+        "{}.{:02} {}",
+        minor / 100,
+        (minor % 100).abs(),
+        m.currency()
+    )
+}
+
+/// Emails to the admin channel for an event, if any.
+pub(crate) fn admin_email(event: &Envelope, admin: &str) -> Result<Option<Email>, String> {
+    let (subject, body) = match event.event_type.as_str() {
+        t if t == ProductCreated::TYPE => {
+            let p: ProductCreated = event.payload()?;
+            (
+                format!("New product: {} ({})", p.name, p.sku),
+                format!(
+                    "A product was added to the catalog.\n\nSKU: {}\nName: {}\nPrice: {}\nFor sale: {}\nId: {}\n",
+                    p.sku,
+                    p.name,
+                    money(p.price),
+                    if p.active { "yes" } else { "no" },
+                    p.product_id
+                ),
+            )
+        }
+        t if t == ProductUpdated::TYPE => {
+            let p: ProductUpdated = event.payload()?;
+            (
+                format!("Product changed: {} ({})", p.name, p.sku),
+                format!(
+                    "A product was changed.\n\nSKU: {}\nName: {}\nPrice: {}\nFor sale: {}\nId: {}\n",
+                    p.sku,
+                    p.name,
+                    money(p.price),
+                    if p.active { "yes" } else { "no" },
+                    p.product_id
+                ),
+            )
+        }
+        t if t == ProductPriceChanged::TYPE => {
+            let p: ProductPriceChanged = event.payload()?;
+            (
+                format!("Price change: {} ({})", p.name, p.sku),
+                format!(
+                    "{} now costs {} (was {}).\n",
+                    p.name,
+                    money(p.new_price),
+                    money(p.old_price)
+                ),
+            )
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Email {
+        recipient: None,
+        to: admin.to_owned(),
+        subject,
+        body: footer(body, event),
+    }))
+}
+
+/// Account emails for user events: always sent, they are not promotional.
+pub(crate) fn account_emails(event: &Envelope) -> Result<Vec<Email>, String> {
+    Ok(match event.event_type.as_str() {
+        t if t == UserRegistered::TYPE => {
+            let u: UserRegistered = event.payload()?;
+            vec![Email {
+                recipient: Some(u.user_id.as_uuid()),
+                to: u.email,
+                subject: "Welcome to the shop".to_owned(),
+                body: footer(
+                    format!(
+                        "Hello {},\n\nyour account is ready. Sign in with this address.\n",
+                        u.display_name
+                    ),
+                    event,
+                ),
+            }]
+        }
+        t if t == UserEmailChanged::TYPE => {
+            let u: UserEmailChanged = event.payload()?;
+            vec![Email {
+                recipient: Some(u.user_id.as_uuid()),
+                to: u.old_email,
+                subject: "Your email address was changed".to_owned(),
+                body: footer(
+                    format!(
+                        "The email address of your account is now {}.\nIf you did not do this, contact us at once.\n",
+                        u.new_email
+                    ),
+                    event,
+                ),
+            }]
+        }
+        _ => Vec::new(),
+    })
+}
+
+/// The price-drop email for users who opted into product news.
+pub(crate) fn price_drop(
+    change: &ProductPriceChanged,
+    name: &str,
+    email: &str,
+    user: uuid::Uuid,
+    event: &Envelope,
+) -> Email {
+    Email {
+        recipient: Some(user),
+        to: email.to_owned(),
+        subject: format!("Price drop: {}", change.name),
+        body: footer(
+            format!(
+                "Hello {name},\n\n{} now costs {} instead of {}.\n\nYou get this because you opted into product news; change that in your profile.\n",
+                change.name,
+                money(change.new_price),
+                money(change.old_price)
+            ),
+            event,
+        ),
+    }
+}
+
+fn footer(mut body: String, event: &Envelope) -> String {
+    body.push_str(&format!(
+        "\n--\nevent {} ({})\n",
+        event.id, event.event_type
+    ));
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel::{CallContext, Currency};
+
+    #[test]
+    fn money_is_written_with_minor_units() {
+        assert_eq!(money(Money::new(1299, Currency::EUR)), "12.99 EUR");
+        assert_eq!(money(Money::new(5, Currency::EUR)), "0.05 EUR");
+    }
+
+    #[test]
+    fn product_events_go_to_the_admin_channel_only() {
+        let created = ProductCreated {
+            product_id: catalog_api::ProductId::generate(),
+            sku: catalog_api::Sku::parse("MUG-1").unwrap(),
+            name: "Blue mug".into(),
+            price: Money::new(1299, Currency::EUR),
+            active: true,
+        };
+        let event = Envelope::new("catalog", &CallContext::background(), &created).unwrap();
+        let email = admin_email(&event, "ops@example.com").unwrap().unwrap();
+        assert_eq!(email.to, "ops@example.com");
+        assert_eq!(email.subject, "New product: Blue mug (MUG-1)");
+        assert!(email.body.contains("12.99 EUR"));
+        assert!(account_emails(&event).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,61 @@
+//! Events the user module publishes. Wire contracts: add optional fields,
+//! never rename or remove.
+
+use kernel::IntegrationEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::{NotificationPreferences, UserId};
+
+/// An account was registered (customer or admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    /// The account.
+    pub user_id: UserId,
+    /// Its email address.
+    pub email: String,
+    /// Its display name.
+    pub display_name: String,
+    /// Its email opt-ins.
+    pub notification_preferences: NotificationPreferences,
+}
+
+impl IntegrationEvent for UserRegistered {
+    const TYPE: &'static str = "user.registered.v1";
+    fn aggregate_id(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// An account's email address changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEmailChanged {
+    /// The account.
+    pub user_id: UserId,
+    /// The address before.
+    pub old_email: String,
+    /// The address now.
+    pub new_email: String,
+}
+
+impl IntegrationEvent for UserEmailChanged {
+    const TYPE: &'static str = "user.email_changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// An account's email opt-ins changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPreferencesChanged {
+    /// The account.
+    pub user_id: UserId,
+    /// The opt-ins now.
+    pub notification_preferences: NotificationPreferences,
+}
+
+impl IntegrationEvent for UserPreferencesChanged {
+    const TYPE: &'static str = "user.preferences_changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.user_id.to_string()
+    }
+}
