@@ -138,6 +138,14 @@ pub fn mint_token(settings: &Settings, roles: &[Role]) -> String {
 }
 
 impl TestApp {
+    /// A direct connection to the app's database.
+    pub async fn db(&self) -> diesel_async::AsyncPgConnection {
+        use diesel_async::AsyncConnection as _;
+        diesel_async::AsyncPgConnection::establish(self._db.url())
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -334,4 +342,20 @@ impl Drop for Shop {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// Waits (up to 20 s) until `check` returns `Some`, polling.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

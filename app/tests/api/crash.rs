@@ -1,0 +1,181 @@
+//! Crash safety with real processes killed by SIGKILL: an event committed
+//! but not delivered is delivered after restart; a handler killed mid-way
+//! leaves nothing behind and runs again.
+
+use std::time::Duration;
+
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use kernel::Role;
+
+use crate::helpers::{
+    Shop, eventually, free_port, fresh_key_path, fresh_mail_dir, mint_token, product_json,
+    test_database, test_settings,
+};
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(url: &str, sql: &str) -> i64 {
+    let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+    diesel::sql_query(sql)
+        .get_result::<Count>(&mut conn)
+        .await
+        .unwrap()
+        .n
+}
+
+fn env<'a>(db: &'a str, key: &'a str, mail: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("DATABASE_URL", db),
+        ("APP__AUTH__SIGNING_KEY_FILE", key),
+        ("APP__NOTIFICATION__EMAIL__FILE_DIR", mail),
+        ("APP__EVENTS__POLL_INTERVAL_MS", "100"),
+        ("APP__NOTIFICATION__POLL_INTERVAL_MS", "50"),
+    ]
+}
+
+async fn create_product(shop: &Shop, token: &str, sku: &str) {
+    let response = reqwest::Client::new()
+        .post(shop.url("/api/v1/products"))
+        .bearer_auth(token)
+        .json(&product_json(sku))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_before_a_crash_is_delivered_after_restart() {
+    let db = test_database().await;
+    let (key, mail) = (fresh_key_path(), fresh_mail_dir());
+    let token = mint_token(
+        &test_settings(None, &[("APP__AUTH__SIGNING_KEY_FILE", key.as_str())]),
+        &[Role::Admin],
+    );
+    let port = free_port();
+
+    // The relay is off: the product and its event commit, nothing is delivered.
+    let mut vars = env(db.url(), &key, &mail);
+    vars.push(("APP__EVENTS__RELAY_ENABLED", "false"));
+    let shop = Shop::start_on(port, &vars);
+    shop.wait_live().await;
+    create_product(&shop, &token, "CRASH-1").await;
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
+        )
+        .await,
+        1
+    );
+    drop(shop); // SIGKILL
+
+    let shop = Shop::start_on(port, &env(db.url(), &key, &mail));
+    shop.wait_live().await;
+    eventually("the event to be delivered after the restart", || async {
+        let sent = count(
+            db.url(),
+            "SELECT count(*) AS n FROM notification.notifications WHERE subject LIKE '%CRASH-1%' AND status = 'sent'",
+        )
+        .await;
+        (sent == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_killed_mid_transaction_leaves_nothing_and_runs_again() {
+    let db = test_database().await;
+    let (key, mail) = (fresh_key_path(), fresh_mail_dir());
+    let token = mint_token(
+        &test_settings(None, &[("APP__AUTH__SIGNING_KEY_FILE", key.as_str())]),
+        &[Role::Admin],
+    );
+    let port = free_port();
+
+    // Each handler pauses inside its transaction, after its writes.
+    let mut vars = env(db.url(), &key, &mail);
+    vars.push(("APP__EVENTS__PAUSE_IN_HANDLER_MS", "30000"));
+    let shop = Shop::start_on(port, &vars);
+    shop.wait_live().await;
+    create_product(&shop, &token, "CRASH-2").await;
+    eventually(
+        "the handler to be paused inside its transaction",
+        || async {
+            shop.logs()
+                .contains("fault injection: pausing")
+                .then_some(())
+        },
+    )
+    .await;
+    // Its writes are made but uncommitted; kill the process now.
+    drop(shop);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT count(*) AS n FROM notification.notifications"
+        )
+        .await,
+        0,
+        "no half-done effects"
+    );
+    assert_eq!(
+        count(db.url(), "SELECT count(*) AS n FROM notification.inbox").await,
+        0
+    );
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
+        )
+        .await,
+        1
+    );
+
+    let shop = Shop::start_on(port, &env(db.url(), &key, &mail));
+    shop.wait_live().await;
+    eventually("the event to be handled once after the restart", || async {
+        let sent = count(
+            db.url(),
+            "SELECT count(*) AS n FROM notification.notifications WHERE subject LIKE '%CRASH-2%' AND status = 'sent'",
+        )
+        .await;
+        (sent == 1).then_some(())
+    })
+    .await;
+    // Exactly once: one inbox row, one notification for the event.
+    #[derive(diesel::QueryableByName)]
+    struct Handler {
+        #[diesel(sql_type = Text)]
+        handler: String,
+    }
+    let mut conn = AsyncPgConnection::establish(db.url()).await.unwrap();
+    let handled: Vec<Handler> = diesel::sql_query("SELECT handler FROM notification.inbox")
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(handled.len(), 1);
+    assert_eq!(handled[0].handler, "notification.notify");
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT count(*) AS n FROM notification.notifications"
+        )
+        .await,
+        1
+    );
+}
