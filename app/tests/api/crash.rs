@@ -42,6 +42,7 @@ async fn create_product(shop: &Shop, token: &str, sku: &str) {
     let response = reqwest::Client::new()
         .post(shop.url("/api/v1/products"))
         .bearer_auth(token)
+        .header("x-request-id", format!("req-{sku}"))
         .json(&product_json(sku))
         .send()
         .await
