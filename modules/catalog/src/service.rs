@@ -8,8 +8,6 @@ use db::{Pool, PoolError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection as _;
 use kernel::{CallContext, Cursor, Page, Role};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::domain::{validate_new, validate_patch};
 use crate::repo::{self, ProductRow};
@@ -36,26 +34,15 @@ impl CatalogModule {
     }
 }
 
-/// Position of the last product of a page.
-#[derive(Serialize, Deserialize)]
-struct ListKey {
-    id: Uuid,
-}
-
 fn unavailable(error: PoolError) -> CatalogError {
     tracing::warn!(error = %error, "catalog database unavailable");
     CatalogError::Unavailable("the catalog database is unavailable".to_owned())
 }
 
 fn database(error: DieselError) -> CatalogError {
-    match &error {
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-            CatalogError::Unavailable("the catalog database connection was lost".to_owned())
-        }
-        DieselError::DatabaseError(_, info) if info.message().contains("statement timeout") => {
-            CatalogError::Unavailable("the catalog database is too slow to answer".to_owned())
-        }
-        _ => CatalogError::Unexpected(format!("catalog database error: {error}")),
+    match db::unavailable_reason(&error) {
+        Some(reason) => CatalogError::Unavailable(format!("the catalog database {reason}")),
+        None => CatalogError::Unexpected(format!("catalog database error: {error}")),
     }
 }
 
@@ -126,34 +113,16 @@ impl CatalogApi for CatalogModule {
         _cx: &CallContext,
         query: ListProducts,
     ) -> Result<Page<Product>, CatalogError> {
-        let after = match &query.cursor {
-            Some(cursor) => Some(
-                cursor
-                    .decode::<ListKey>()
-                    .map_err(|_| CatalogError::InvalidCursor)?
-                    .id,
-            ),
-            None => None,
-        };
-        let limit = usize::from(query.limit.get());
+        let after =
+            Cursor::after_id(query.cursor.as_ref()).map_err(|_| CatalogError::InvalidCursor)?;
         let mut conn = self.conn().await?;
-        // One extra row tells whether another page follows.
-        let mut rows = repo::list(&mut conn, after, i64::from(query.limit.get()) + 1)
+        let rows = repo::list(&mut conn, after, query.limit.overfetch())
             .await
-            .map_err(database)?;
-        let has_more = rows.len() > limit;
-        rows.truncate(limit);
-        let items = rows
+            .map_err(database)?
             .into_iter()
             .map(to_product)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = match items.last() {
-            Some(last) if has_more => Some(Cursor::encode(&ListKey {
-                id: last.id.as_uuid(),
-            })),
-            _ => None,
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(rows, query.limit, |p| p.id.as_uuid()))
     }
 
     #[tracing::instrument(skip_all, fields(product.id = %id))]

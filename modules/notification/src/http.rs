@@ -94,25 +94,6 @@ pub struct Notification {
     sent_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Key {
-    id: Uuid,
-}
-
-fn after(cursor: Option<Cursor>) -> Result<Option<Uuid>, Problem> {
-    cursor
-        .map(|c| {
-            c.decode::<Key>().map(|k| k.id).map_err(|_| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_cursor",
-                    "the cursor is not valid for this list",
-                )
-            })
-        })
-        .transpose()
-}
-
 /// Your notifications, newest first; admins see everyone's.
 #[utoipa::path(
     tag = "notifications",
@@ -130,28 +111,27 @@ pub async fn list_notifications(
     query: Query<PageQuery>,
 ) -> Result<Json<Page<Notification>>, Problem> {
     let (limit, cursor) = query.parse()?;
-    let before = after(cursor)?;
+    let before = Cursor::after_id(cursor.as_ref()).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+            "the cursor is not valid for this list",
+        )
+    })?;
     let owner = (!caller.has(Role::Admin)).then_some(caller.user_id);
-    let limit = i64::from(limit.get());
     let mut conn = module.conn().await?;
-    let mut items: Vec<Notification> = diesel::sql_query(
+    let items: Vec<Notification> = diesel::sql_query(
         "SELECT id, event_type, recipient_user_id, channel, destination, subject, status, attempts, last_error, created_at, sent_at \
          FROM notifications WHERE ($1::uuid IS NULL OR recipient_user_id = $1) AND ($2::uuid IS NULL OR id < $2) \
          ORDER BY id DESC LIMIT $3",
     )
     .bind::<Nullable<SqlUuid>, _>(owner)
     .bind::<Nullable<SqlUuid>, _>(before)
-    .bind::<BigInt, _>(limit + 1)
+    .bind::<BigInt, _>(limit.overfetch())
     .load(&mut conn)
     .await
     .map_err(database)?;
-    let has_more = items.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = match items.last() {
-        Some(last) if has_more => Some(Cursor::encode(&Key { id: last.id })),
-        _ => None,
-    };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page::from_overfetch(items, limit, |n| n.id)))
 }
 
 /// A webhook subscription to create.

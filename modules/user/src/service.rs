@@ -11,7 +11,6 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection as _;
 use kernel::{CallContext, Caller, Cursor, FieldError, Page, ProblemCode, Role};
 use rand::RngCore as _;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
 use user_api::{ListUsers, NewUser, User, UserApi, UserError, UserId, UserStatus};
@@ -104,25 +103,15 @@ pub struct AdminChanges {
     pub status: Option<UserStatus>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct ListKey {
-    id: Uuid,
-}
-
 fn unavailable(error: PoolError) -> UserError {
     tracing::warn!(error = %error, "user database unavailable");
     UserError::Unavailable("the user database is unavailable".to_owned())
 }
 
 fn database(error: DieselError) -> UserError {
-    match &error {
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-            UserError::Unavailable("the user database connection was lost".to_owned())
-        }
-        DieselError::DatabaseError(_, info) if info.message().contains("statement timeout") => {
-            UserError::Unavailable("the user database is too slow to answer".to_owned())
-        }
-        _ => UserError::Unexpected(format!("user database error: {error}")),
+    match db::unavailable_reason(&error) {
+        Some(reason) => UserError::Unavailable(format!("the user database {reason}")),
+        None => UserError::Unexpected(format!("user database error: {error}")),
     }
 }
 
@@ -584,32 +573,15 @@ impl UserApi for UserModule {
         if !caller(cx)?.has(Role::Admin) {
             return Err(UserError::Forbidden);
         }
-        let after = match &query.cursor {
-            Some(cursor) => Some(
-                cursor
-                    .decode::<ListKey>()
-                    .map_err(|_| UserError::InvalidCursor)?
-                    .id,
-            ),
-            None => None,
-        };
-        let limit = usize::from(query.limit.get());
+        let after =
+            Cursor::after_id(query.cursor.as_ref()).map_err(|_| UserError::InvalidCursor)?;
         let mut conn = self.conn().await?;
-        let mut rows = repo::list(&mut conn, after, i64::from(query.limit.get()) + 1)
+        let users = repo::list(&mut conn, after, query.limit.overfetch())
             .await
-            .map_err(database)?;
-        let has_more = rows.len() > limit;
-        rows.truncate(limit);
-        let items = rows
+            .map_err(database)?
             .into_iter()
             .map(to_user)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = match items.last() {
-            Some(last) if has_more => Some(Cursor::encode(&ListKey {
-                id: last.id.as_uuid(),
-            })),
-            _ => None,
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(users, query.limit, |u| u.id.as_uuid()))
     }
 }

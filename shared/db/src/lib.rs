@@ -13,6 +13,7 @@ mod pool;
 pub use migrate::{ModuleMigrations, create_database, migrate};
 pub use pool::{
     ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, ping, record_pool_metrics,
+    unavailable_reason,
 };
 
 pub use diesel_async::AsyncPgConnection;

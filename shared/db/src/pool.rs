@@ -111,3 +111,17 @@ pub fn record_pool_metrics(module: &'static str, pool: &Pool) {
         .set(in_use as f64);
     metrics::gauge!("db_pool_waiting", "module" => module).set(status.waiting as f64);
 }
+
+/// Why a query error means "the database cannot answer now" (503, retry
+/// later) rather than a bug: the connection was lost or the statement timed
+/// out. `None` for every other error.
+pub fn unavailable_reason(error: &diesel::result::Error) -> Option<&'static str> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Some("lost its connection"),
+        Error::DatabaseError(_, info) if info.message().contains("statement timeout") => {
+            Some("is too slow to answer")
+        }
+        _ => None,
+    }
+}

@@ -5,7 +5,7 @@ use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpResponse, get, post};
 use auth::AdminOnly;
 use kernel::{Cursor, Page, ProblemBody};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 use web::{PageQuery, Problem};
 
@@ -17,11 +17,6 @@ pub const ROUTE_PREFIX: &str = "/admin/dead-letters";
 /// Registers the routes (relative to `/api/v1`).
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(list_dead_letters).service(redrive_dead_letter);
-}
-
-#[derive(Serialize, Deserialize)]
-struct Key {
-    id: Uuid,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Problem {
@@ -51,33 +46,18 @@ pub async fn list_dead_letters(
     query: Query<PageQuery>,
 ) -> Result<Json<Page<DeadLetter>>, Problem> {
     let (limit, cursor) = query.parse()?;
-    let after = match cursor {
-        Some(cursor) => Some(
-            cursor
-                .decode::<Key>()
-                .map_err(|_| {
-                    Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_cursor",
-                        "the cursor is not valid for this list",
-                    )
-                })?
-                .id,
-        ),
-        None => None,
-    };
-    let limit = usize::from(limit.get());
-    let mut items = dispatcher
-        .dead_letters(after, i64::try_from(limit + 1).unwrap_or(i64::MAX))
+    let after = Cursor::after_id(cursor.as_ref()).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+            "the cursor is not valid for this list",
+        )
+    })?;
+    let items = dispatcher
+        .dead_letters(after, limit.overfetch())
         .await
         .map_err(unavailable)?;
-    let has_more = items.len() > limit;
-    items.truncate(limit);
-    let next_cursor = match items.last() {
-        Some(last) if has_more => Some(Cursor::encode(&Key { id: last.id })),
-        _ => None,
-    };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page::from_overfetch(items, limit, |d| d.id)))
 }
 
 /// Outcome of a redrive.

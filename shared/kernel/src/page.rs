@@ -14,6 +14,32 @@ pub struct Page<T> {
     pub next_cursor: Option<Cursor>,
 }
 
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` items fetched in list order (see
+    /// [`PageLimit::overfetch`]): the extra item only says that another page
+    /// follows, and the next cursor is the id of the last item kept.
+    pub fn from_overfetch(
+        mut items: Vec<T>,
+        limit: PageLimit,
+        id: impl Fn(&T) -> uuid::Uuid,
+    ) -> Page<T> {
+        let limit = usize::from(limit.get());
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = match items.last() {
+            Some(last) if has_more => Some(Cursor::encode(&IdKey { id: id(last) })),
+            _ => None,
+        };
+        Page { items, next_cursor }
+    }
+}
+
+/// Position in a list ordered by (time-ordered) id.
+#[derive(Serialize, Deserialize)]
+struct IdKey {
+    id: uuid::Uuid,
+}
+
 /// How many items a page holds, between 1 and [`PageLimit::MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageLimit(u16);
@@ -38,6 +64,11 @@ impl PageLimit {
     /// The limit as a number.
     pub fn get(self) -> u16 {
         self.0
+    }
+
+    /// Rows to fetch: one more than the page holds, to tell whether another follows.
+    pub fn overfetch(self) -> i64 {
+        i64::from(self.0) + 1
     }
 }
 
@@ -84,6 +115,16 @@ impl Cursor {
         serde_json::from_slice(&bytes).map_err(|_| CursorError)
     }
 
+    /// The id a cursor made by [`Page::from_overfetch`] points after.
+    ///
+    /// # Errors
+    /// [`CursorError`] for a cursor of another list.
+    pub fn after_id(cursor: Option<&Cursor>) -> Result<Option<uuid::Uuid>, CursorError> {
+        cursor
+            .map(|c| c.decode::<IdKey>().map(|k| k.id))
+            .transpose()
+    }
+
     /// Wraps text received from a client.
     pub fn from_raw(raw: impl Into<String>) -> Cursor {
         Cursor(raw.into())
@@ -114,6 +155,23 @@ mod tests {
         );
         let other = Cursor::encode(&serde_json::json!({"x": 1}));
         assert_eq!(other.decode::<Key>(), Err(CursorError));
+    }
+
+    #[test]
+    fn pages_from_overfetched_rows() {
+        let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+        let limit = PageLimit::new(2).unwrap();
+        assert_eq!(limit.overfetch(), 3);
+        let page = Page::from_overfetch(ids.clone(), limit, |id| *id);
+        assert_eq!(page.items, ids[..2]);
+        let after = Cursor::after_id(page.next_cursor.as_ref()).unwrap();
+        assert_eq!(after, Some(ids[1]));
+        let last = Page::from_overfetch(ids[2..].to_vec(), limit, |id| *id);
+        assert_eq!(last.next_cursor, None);
+        assert_eq!(
+            Cursor::after_id(Some(&Cursor::from_raw("x"))),
+            Err(CursorError)
+        );
     }
 
     #[test]
