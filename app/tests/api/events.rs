@@ -637,3 +637,29 @@ async fn metrics_show_outbox_lag_and_deliveries() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_rows_are_pruned_after_the_retention() {
+    let app = spawn_app_with(&[
+        ("APP__EVENTS__RETENTION_HOURS", "0"),
+        ("APP__EVENTS__PRUNE_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    app.post_product(&product_json("PRUNE-1")).await;
+    eventually("the event to be handled", || async {
+        (count(&app, "SELECT count(*) AS n FROM notification.inbox").await == 1).then_some(())
+    })
+    .await;
+    eventually("delivered outbox and inbox rows to be pruned", || async {
+        let left = count(&app, "SELECT count(*) AS n FROM catalog.outbox").await
+            + count(&app, "SELECT count(*) AS n FROM notification.inbox").await;
+        (left == 0).then_some(())
+    })
+    .await;
+    // The product and its notification stay: only messaging bookkeeping goes.
+    assert_eq!(
+        count(&app, "SELECT count(*) AS n FROM catalog.products").await,
+        1
+    );
+    assert_eq!(notifications(&app).await.len(), 1);
+}

@@ -22,6 +22,7 @@ pub struct Relay {
     batch_size: i64,
     poll_interval: Duration,
     retention_hours: i64,
+    prune_every: Duration,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -37,9 +38,6 @@ struct Locked {
     #[diesel(sql_type = Bool)]
     locked: bool,
 }
-
-/// How often delivered rows are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 impl Relay {
     /// A relay for the outbox of `module` (in `schema`), reached through
@@ -61,6 +59,7 @@ impl Relay {
             batch_size: settings.batch_size.max(1),
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(10)),
             retention_hours: i64::try_from(settings.retention_hours).unwrap_or(i64::MAX),
+            prune_every: Duration::from_secs(settings.prune_interval_secs.max(1)),
         }
     }
 
@@ -88,7 +87,7 @@ impl Relay {
                 }
             };
             self.record_lag().await;
-            if last_prune.elapsed() > PRUNE_EVERY {
+            if last_prune.elapsed() > self.prune_every {
                 self.prune().await;
                 last_prune = Instant::now();
             }

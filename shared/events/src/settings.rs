@@ -34,6 +34,8 @@ pub struct EventsSettings {
     pub retry_max_ms: u64,
     /// Delivered outbox rows and inbox rows older than this are pruned, hours.
     pub retention_hours: u64,
+    /// How often the relay prunes, seconds.
+    pub prune_interval_secs: u64,
     /// Fault injection for tests: pause inside each handler's transaction, ms.
     pub pause_in_handler_ms: u64,
     /// The broker, for `transport = "rabbitmq"`.
