@@ -80,7 +80,10 @@ async fn forward(
 
     let mut outgoing = upstream.client.request(method, url).body(body);
     for (name, value) in req.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != web::observe::REQUEST_ID_HEADER
+        // Our own request id and client address replace whatever came in.
+        if !HOP_BY_HOP.contains(&name.as_str())
+            && name.as_str() != web::observe::REQUEST_ID_HEADER
+            && name.as_str() != web::ratelimit::FORWARDED_FOR
         {
             outgoing = outgoing.header(name.as_str(), value.as_bytes());
         }
@@ -89,7 +92,9 @@ async fn forward(
         outgoing = outgoing.header(web::observe::REQUEST_ID_HEADER, request_id.as_str());
     }
     if let Some(peer) = req.peer_addr() {
-        outgoing = outgoing.header("x-forwarded-for", peer.ip().to_string());
+        let client = web::ratelimit::client_ip(req.peer_addr(), req.headers(), &[])
+            .unwrap_or_else(|| peer.ip());
+        outgoing = outgoing.header(web::ratelimit::FORWARDED_FOR, client.to_string());
     }
 
     let answer = outgoing.send().await.map_err(|e| {

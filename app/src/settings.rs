@@ -144,6 +144,8 @@ pub struct RateLimitSettings {
     pub login_per_minute_per_account: u32,
     /// Registrations per minute per client IP.
     pub registrations_per_minute_per_ip: u32,
+    /// Proxies (our own gateway) whose `x-forwarded-for` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl RateLimitSettings {
@@ -214,6 +216,7 @@ impl Settings {
                     .with_list_parse_key("modules.enabled")
                     .with_list_parse_key("auth.previous_key_files")
                     .with_list_parse_key("cors.allowed_origins")
+                    .with_list_parse_key("rate_limit.trusted_proxies")
                     .try_parsing(true)
                     .source(Some(env_vars.iter().cloned().collect())),
             );

@@ -180,6 +180,7 @@ impl Application {
                         let users = compose::user_module(&settings, pool, key)?;
                         let limits = &settings.rate_limit;
                         let limits = user::http::Limits::new(
+                            limits.trusted_proxies.clone(),
                             limits.per_minute(limits.login_per_minute_per_ip),
                             limits.per_minute(limits.login_per_minute_per_account),
                             limits.per_minute(limits.registrations_per_minute_per_ip),
@@ -304,7 +305,9 @@ impl Application {
         let body_limit = settings.server.body_limit_bytes;
         let limits = &settings.rate_limit;
         let governor = GovernorConfigBuilder::default()
-            .key_extractor(web::ratelimit::PeerIp)
+            .key_extractor(web::ratelimit::PeerIp {
+                trusted: Arc::new(limits.trusted_proxies.clone()),
+            })
             .requests_per_second(u64::from(limits.per_second.max(1)))
             .burst_size(limits.burst.max(1))
             .finish()

@@ -21,6 +21,7 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
         ("APP__MODULES__ENABLED", "catalog"),
         ("APP__MODULES__USER__MODE", "remote"),
         ("APP__MODULES__USER__URL", gateway_url.as_str()),
+        ("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
         ("DATABASE_URL", db.url()),
     ]);
     catalog.wait_live().await;

@@ -679,3 +679,37 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
         handle.stop();
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_gateway_each_client_has_its_own_budget() {
+    let limits = [
+        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__BURST", "2"),
+    ];
+    let get = |app: &TestApp, client: &'static str| {
+        let request = app
+            .client
+            .get(app.url("/api/v1/products"))
+            .header("x-forwarded-for", client);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    // The gateway (here: loopback) is trusted: clients are told apart.
+    let mut trusted = limits.to_vec();
+    trusted.push(("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"));
+    let behind = spawn_app_with(&trusted).await;
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"] {
+        assert_eq!(get(&behind, client).await, 200, "{client}");
+        assert_eq!(get(&behind, client).await, 200, "{client}");
+    }
+    assert_eq!(get(&behind, "203.0.113.1").await, 429);
+
+    // Nobody trusted: a client cannot dodge its limit by naming itself.
+    let direct = spawn_app_with(&limits).await;
+    let statuses = [
+        get(&direct, "203.0.113.1").await,
+        get(&direct, "203.0.113.2").await,
+        get(&direct, "203.0.113.3").await,
+    ];
+    assert_eq!(statuses, [200, 200, 429]);
+}

@@ -34,6 +34,7 @@ type Result<T = HttpResponse> = std::result::Result<T, actix_web::Error>;
 /// The stricter limits of sign-in and registration (per minute; `None` = off).
 #[derive(Debug)]
 pub struct Limits {
+    trusted_proxies: Vec<IpAddr>,
     login_by_ip: KeyedLimit<IpAddr>,
     login_by_account: KeyedLimit<String>,
     register_by_ip: KeyedLimit<IpAddr>,
@@ -41,23 +42,26 @@ pub struct Limits {
 
 impl Limits {
     /// Limits of sign-ins per client IP and per account, and of
-    /// registrations per client IP.
+    /// registrations per client IP; `trusted_proxies` may name the client
+    /// in `x-forwarded-for`.
     pub fn new(
+        trusted_proxies: Vec<IpAddr>,
         login_per_ip: Option<u32>,
         login_per_account: Option<u32>,
         registrations_per_ip: Option<u32>,
     ) -> Limits {
         Limits {
+            trusted_proxies,
             login_by_ip: KeyedLimit::per_minute(login_per_ip),
             login_by_account: KeyedLimit::per_minute(login_per_account),
             register_by_ip: KeyedLimit::per_minute(registrations_per_ip),
         }
     }
-}
 
-fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+    fn client_ip(&self, req: &HttpRequest) -> IpAddr {
+        web::ratelimit::client_ip(req.peer_addr(), req.headers(), &self.trusted_proxies)
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
 }
 
 /// Register a customer account.
@@ -80,7 +84,7 @@ pub async fn register(
     RequestCx(cx): RequestCx,
     body: Json<NewUser>,
 ) -> Result {
-    limits.register_by_ip.check(&client_ip(&req))?;
+    limits.register_by_ip.check(&limits.client_ip(&req))?;
     let user = users
         .register(&cx, body.into_inner())
         .await
@@ -365,7 +369,7 @@ pub async fn create_token(
     body: Json<Credentials>,
 ) -> Result {
     let Credentials { email, password } = body.into_inner();
-    limits.login_by_ip.check(&client_ip(&req))?;
+    limits.login_by_ip.check(&limits.client_ip(&req))?;
     limits
         .login_by_account
         .check(&email.trim().to_lowercase())?;

@@ -32,18 +32,43 @@ pub fn too_many_requests(wait: Duration) -> Problem {
     .with_retry_after(seconds.max(1))
 }
 
-/// Keys the API-wide limit by the client's IP address (the TCP peer; put
-/// the shop behind a proxy that sets it, or key by a trusted header there).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerIp;
+/// The header a trusted proxy (our own gateway) names the client in.
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The client's address: the TCP peer, unless the peer is one of `trusted`
+/// proxies, in which case the last address of `x-forwarded-for` (the one
+/// the proxy added). Anyone else's `x-forwarded-for` is ignored, so clients
+/// cannot pick their own rate-limit bucket.
+pub fn client_ip(
+    peer: Option<std::net::SocketAddr>,
+    headers: &actix_web::http::header::HeaderMap,
+    trusted: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    headers
+        .get(FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
+        .or(Some(peer))
+}
+
+/// Keys the API-wide limit by the client's IP address ([`client_ip`]).
+#[derive(Debug, Clone)]
+pub struct PeerIp {
+    /// Proxies whose `x-forwarded-for` is believed.
+    pub trusted: std::sync::Arc<Vec<IpAddr>>,
+}
 
 impl KeyExtractor for PeerIp {
     type Key = IpAddr;
     type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
 
     fn extract(&self, req: &ServiceRequest) -> Result<IpAddr, Self::KeyExtractionError> {
-        req.peer_addr()
-            .map(|a| a.ip())
+        client_ip(req.peer_addr(), req.headers(), &self.trusted)
             .ok_or_else(|| SimpleKeyExtractionError::new("cannot tell the client's address"))
     }
 
@@ -109,6 +134,30 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let mut headers = actix_web::http::header::HeaderMap::new();
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static(FORWARDED_FOR),
+            actix_web::http::header::HeaderValue::from_static("6.6.6.6, 203.0.113.7"),
+        );
+        let gateway: std::net::SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let trusted = ["10.0.0.2".parse().unwrap()];
+        assert_eq!(
+            client_ip(Some(gateway), &headers, &trusted),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            client_ip(Some(gateway), &headers, &[]),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        let empty = actix_web::http::header::HeaderMap::new();
+        assert_eq!(
+            client_ip(Some(gateway), &empty, &trusted),
+            Some("10.0.0.2".parse().unwrap())
+        );
+    }
 
     #[test]
     fn the_limit_answers_429_with_retry_after() {
