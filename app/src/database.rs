@@ -60,6 +60,7 @@ pub fn migrations(module: ModuleName) -> db::ModuleMigrations {
         ModuleName::User => user::MODULE_MIGRATIONS,
         ModuleName::Catalog => catalog::MODULE_MIGRATIONS,
         ModuleName::Notification => notification::MODULE_MIGRATIONS,
+        ModuleName::Inventory => inventory::MODULE_MIGRATIONS,
     }
 }
 
@@ -90,6 +91,7 @@ pub fn module_pool(
         ModuleName::User => settings.user.database.max_connections,
         ModuleName::Catalog => settings.catalog.database.max_connections,
         ModuleName::Notification => settings.notification.database.max_connections,
+        ModuleName::Inventory => settings.inventory.database.max_connections,
     };
     db::build_pool(&db::PoolOptions {
         url: settings.module_database_url(module, shared_url).to_owned(),

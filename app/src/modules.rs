@@ -17,6 +17,8 @@ pub enum ModuleName {
     Catalog,
     /// Email and webhooks, driven by events.
     Notification,
+    /// Stock and reservations.
+    Inventory,
 }
 
 impl ModuleName {
@@ -25,6 +27,7 @@ impl ModuleName {
         ModuleName::User,
         ModuleName::Catalog,
         ModuleName::Notification,
+        ModuleName::Inventory,
     ];
 
     /// The module called `name`, if any.
@@ -38,6 +41,7 @@ impl ModuleName {
             ModuleName::User => user::NAME,
             ModuleName::Catalog => catalog::NAME,
             ModuleName::Notification => notification::NAME,
+            ModuleName::Inventory => inventory::NAME,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct ModulesSettings {
     pub catalog: ModuleTopology,
     /// The notification module's placement.
     pub notification: ModuleTopology,
+    /// The inventory's placement.
+    pub inventory: ModuleTopology,
 }
 
 impl ModulesSettings {
@@ -84,6 +90,7 @@ impl ModulesSettings {
             ModuleName::User => &self.user,
             ModuleName::Catalog => &self.catalog,
             ModuleName::Notification => &self.notification,
+            ModuleName::Inventory => &self.inventory,
         }
     }
 

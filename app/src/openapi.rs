@@ -19,6 +19,7 @@ use utoipa_actix_web::AppExt as _;
         (name = "auth", description = "Sign-in, token refresh and sign-out; the public keys of access tokens"),
         (name = "users", description = "Accounts, profiles and roles"),
         (name = "catalog", description = "Products"),
+        (name = "inventory", description = "Stock per SKU, its history, reservations"),
         (name = "notifications", description = "Messages sent on events: email and signed webhooks"),
         (name = "events", description = "Integration events: dead letters"),
     ),
@@ -51,6 +52,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
             utoipa_actix_web::scope("/api/v1")
                 .configure(user::http::configure)
                 .configure(catalog::http::configure)
+                .configure(inventory::http::configure)
                 .configure(notification::http::configure)
                 .configure(events::http::configure),
         )

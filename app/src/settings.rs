@@ -40,6 +40,8 @@ pub struct Settings {
     pub events: events::EventsSettings,
     /// The notification module's own section.
     pub notification: notification::Settings,
+    /// The inventory's own section.
+    pub inventory: inventory::Settings,
     /// `APP_ENV` this was loaded for (not read from files).
     #[serde(skip)]
     pub environment: String,
@@ -244,6 +246,7 @@ impl Settings {
             ("catalog", &self.catalog.database),
             ("user", &self.user.database),
             ("notification", &self.notification.database),
+            ("inventory", &self.inventory.database),
         ] {
             if let Some(url) = &database.url {
                 check_postgres_url(&format!("{key}.database.url"), url)?;
@@ -324,6 +327,7 @@ impl Settings {
             ModuleName::User => &self.user.database.url,
             ModuleName::Catalog => &self.catalog.database.url,
             ModuleName::Notification => &self.notification.database.url,
+            ModuleName::Inventory => &self.inventory.database.url,
         };
         own.as_deref().unwrap_or(shared)
     }
@@ -370,7 +374,8 @@ mod tests {
             vec![
                 ModuleName::User,
                 ModuleName::Catalog,
-                ModuleName::Notification
+                ModuleName::Notification,
+                ModuleName::Inventory,
             ]
         );
         assert!(s.database.url.is_none());
@@ -387,6 +392,8 @@ mod tests {
             ("APP__MODULES__USER__URL", "http://127.0.0.1:1235"),
             ("APP__MODULES__NOTIFICATION__MODE", "remote"),
             ("APP__MODULES__NOTIFICATION__URL", "http://127.0.0.1:1236"),
+            ("APP__MODULES__INVENTORY__MODE", "remote"),
+            ("APP__MODULES__INVENTORY__URL", "http://127.0.0.1:1237"),
             ("DATABASE_URL", "postgres://u:p@db:5432/shop"),
             (
                 "APP__CORS__ALLOWED_ORIGINS",

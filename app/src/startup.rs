@@ -56,6 +56,7 @@ struct Wiring {
     user: Option<(Data<user::UserModule>, Data<user::http::Limits>)>,
     catalog: Option<Data<catalog::CatalogModule>>,
     notification: Option<Data<notification::http::NotificationModule>>,
+    inventory: Option<Data<inventory::InventoryModule>>,
     /// Serves the dead-letter routes when a local module handles events.
     dispatcher: Option<Data<Dispatcher>>,
     remotes: Vec<(ModuleName, Url)>,
@@ -82,6 +83,12 @@ impl Wiring {
                 &mut utoipa_actix_web::service_config::ServiceConfig::new(cfg),
             );
         }
+        if let Some(inventory) = &self.inventory {
+            cfg.app_data(inventory.clone());
+            inventory::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+                cfg,
+            ));
+        }
         if let Some(dispatcher) = &self.dispatcher {
             cfg.app_data(dispatcher.clone());
             events::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
@@ -93,6 +100,7 @@ impl Wiring {
                 ModuleName::User => user_api::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Catalog => catalog_api::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Notification => notification::ROUTE_PREFIXES.to_vec(),
+                ModuleName::Inventory => inventory_api::ROUTE_PREFIXES.to_vec(),
             };
             // The dead letters live with the module that handles events.
             if *module == ModuleName::Notification && self.dispatcher.is_none() {
@@ -156,6 +164,7 @@ impl Application {
             user: None,
             catalog: None,
             notification: None,
+            inventory: None,
             dispatcher: None,
             remotes: settings
                 .modules
@@ -189,6 +198,13 @@ impl Application {
                     }
                     ModuleName::Catalog => {
                         wiring.catalog = Some(Data::new(catalog::CatalogModule::new(pool)));
+                    }
+                    ModuleName::Inventory => {
+                        let module =
+                            inventory::InventoryModule::new(pool, settings.inventory.clone());
+                        let job = inventory::ExpiryJob::new(module.clone());
+                        background.push(tokio::spawn(job.run(stopped.clone())));
+                        wiring.inventory = Some(Data::new(module));
                     }
                     ModuleName::Notification => {
                         let config = &settings.notification;

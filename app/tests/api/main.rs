@@ -14,6 +14,7 @@ mod embedded_db;
 mod errors;
 mod events;
 mod helpers;
+mod inventory;
 mod ops;
 mod topology;
 mod user_contract;

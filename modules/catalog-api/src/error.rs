@@ -68,10 +68,10 @@ impl ProblemCode for CatalogError {
         }
     }
 
-    fn field_errors(&self) -> &[FieldError] {
+    fn field_errors(&self) -> Vec<FieldError> {
         match self {
-            CatalogError::Validation(errors) => errors,
-            _ => &[],
+            CatalogError::Validation(errors) => errors.clone(),
+            _ => Vec::new(),
         }
     }
 }

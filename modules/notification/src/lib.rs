@@ -41,6 +41,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "user.registered.v1",
     "user.email_changed.v1",
     "user.preferences_changed.v1",
+    "inventory.low_stock.v1",
+    "inventory.out_of_stock.v1",
 ];
 
 /// Name of the module's event handler (inbox and dead letters).

@@ -1,6 +1,7 @@
 //! What each event says, to whom.
 
 use catalog_api::events::{ProductCreated, ProductPriceChanged, ProductUpdated};
+use inventory_api::events::{LowStock, OutOfStock};
 use kernel::{Envelope, IntegrationEvent as _, Money};
 use user_api::events::{UserEmailChanged, UserRegistered};
 
@@ -66,6 +67,23 @@ pub(crate) fn admin_email(event: &Envelope, admin: &str) -> Result<Option<Email>
                     money(p.new_price),
                     money(p.old_price)
                 ),
+            )
+        }
+        t if t == LowStock::TYPE => {
+            let s: LowStock = event.payload()?;
+            (
+                format!("Low stock: {} ({} left)", s.sku, s.available),
+                format!(
+                    "{} is down to {} available (threshold {}). Time to reorder.\n",
+                    s.sku, s.available, s.threshold
+                ),
+            )
+        }
+        t if t == OutOfStock::TYPE => {
+            let s: OutOfStock = event.payload()?;
+            (
+                format!("Out of stock: {}", s.sku),
+                format!("Nothing of {} is available any more.\n", s.sku),
             )
         }
         _ => return Ok(None),

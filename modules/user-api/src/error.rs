@@ -60,10 +60,10 @@ impl ProblemCode for UserError {
         }
     }
 
-    fn field_errors(&self) -> &[FieldError] {
+    fn field_errors(&self) -> Vec<FieldError> {
         match self {
-            UserError::Validation(errors) => errors,
-            _ => &[],
+            UserError::Validation(errors) => errors.clone(),
+            _ => Vec::new(),
         }
     }
 }

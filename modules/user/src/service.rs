@@ -75,10 +75,10 @@ impl ProblemCode for AuthFlowError {
         }
     }
 
-    fn field_errors(&self) -> &[FieldError] {
+    fn field_errors(&self) -> Vec<FieldError> {
         match self {
             AuthFlowError::User(e) => e.field_errors(),
-            _ => &[],
+            _ => Vec::new(),
         }
     }
 }

@@ -33,9 +33,10 @@ pub trait ProblemCode: std::error::Error {
     fn status(&self) -> u16;
     /// Stable machine-readable code (`product_not_found`); part of the API.
     fn code(&self) -> &'static str;
-    /// Field errors for 422 responses.
-    fn field_errors(&self) -> &[FieldError] {
-        &[]
+    /// Field errors carried in the problem's `errors` (422 responses, and
+    /// any other error that lists items, such as short SKUs).
+    fn field_errors(&self) -> Vec<FieldError> {
+        Vec::new()
     }
 }
 

@@ -67,7 +67,7 @@ impl Problem {
             error.to_string()
         };
         let mut problem = Problem::new(status, error.code(), detail);
-        problem.body.errors = error.field_errors().to_vec();
+        problem.body.errors = error.field_errors();
         problem
     }
 

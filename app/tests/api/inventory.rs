@@ -1,0 +1,273 @@
+//! The inventory: contract suite on both implementations, zero oversell
+//! under concurrency, reservation expiry, low-stock alerts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use catalog_api::Sku;
+use inventory_api::contract::Harness;
+use inventory_api::{
+    Adjustment, InventoryApi, InventoryError, OrderId, ReservationLine, ReservationStatus,
+    ReserveStock,
+};
+use kernel::{CallContext, Caller, Role};
+use serde_json::Value;
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with, test_database, test_settings};
+
+fn caller(role: Role) -> CallContext {
+    CallContext::background().with_caller(Caller {
+        user_id: uuid::Uuid::now_v7(),
+        roles: vec![role],
+    })
+}
+
+/// The in-process module over a fresh database, with `extra` settings.
+async fn module(extra: &[(&str, &str)]) -> (inventory::InventoryModule, testkit::TestDatabase) {
+    let db = test_database().await;
+    let settings = test_settings(Some(db.url()), extra);
+    let pool = app::database::module_pool(&settings, app::modules::ModuleName::Inventory, db.url())
+        .unwrap();
+    (
+        inventory::InventoryModule::new(pool, settings.inventory.clone()),
+        db,
+    )
+}
+
+async fn in_process() -> (Harness, testkit::TestDatabase) {
+    let (module, db) = module(&[]).await;
+    let harness = Harness {
+        api: Arc::new(module),
+        admin: caller(Role::Admin),
+        customer: caller(Role::Customer),
+    };
+    (harness, db)
+}
+
+async fn over_http() -> (Harness, crate::helpers::TestApp) {
+    let app = spawn_app().await;
+    let client = inventory_api::client::InventoryClient::new(
+        reqwest::Client::new(),
+        url::Url::parse(&app.address).unwrap(),
+    );
+    let harness = Harness {
+        api: Arc::new(client),
+        admin: CallContext::background().with_bearer_token(app.token(&[Role::Admin])),
+        customer: CallContext::background().with_bearer_token(app.token(&[Role::Customer])),
+    };
+    (harness, app)
+}
+
+mod local {
+    inventory_api::inventory_contract_suite!(super::in_process);
+}
+
+mod http {
+    inventory_api::inventory_contract_suite!(super::over_http);
+}
+
+fn receive(quantity: i32) -> Adjustment {
+    Adjustment {
+        quantity,
+        reason: "receive".into(),
+        low_stock_threshold: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_reservations_never_oversell() {
+    let (module, _db) = module(&[
+        ("APP__INVENTORY__DATABASE__MAX_CONNECTIONS", "20"),
+        ("APP__DATABASE__ACQUIRE_TIMEOUT_MS", "60000"),
+    ])
+    .await;
+    let inventory = Arc::new(module);
+    let admin = caller(Role::Admin);
+    for round in 0..20 {
+        let sku = Sku::parse(&format!("RUSH-{round}")).unwrap();
+        inventory.adjust(&admin, &sku, receive(10)).await.unwrap();
+
+        let attempts: Vec<_> = (0..200)
+            .map(|_| {
+                let inventory = Arc::clone(&inventory);
+                let admin = admin.clone();
+                let sku = sku.clone();
+                tokio::spawn(async move {
+                    let request = ReserveStock {
+                        order_id: OrderId::generate(),
+                        lines: vec![ReservationLine { sku, quantity: 1 }],
+                    };
+                    inventory.reserve(&admin, request).await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(reservation) => {
+                    assert_eq!(reservation.status, ReservationStatus::Active);
+                    won += 1;
+                }
+                Err(InventoryError::InsufficientStock(skus)) => {
+                    assert_eq!(skus, vec![sku.to_string()])
+                }
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            won, 10,
+            "round {round}: exactly the stock on hand is reserved"
+        );
+        let level = inventory.stock(&admin, &sku).await.unwrap();
+        assert_eq!(
+            (level.on_hand, level.reserved, level.available),
+            (10, 10, 0),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_expire_and_give_their_stock_back() {
+    let (module, _db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "1")]).await;
+    let admin = caller(Role::Admin);
+    let sku = Sku::parse("TTL-1").unwrap();
+    module.adjust(&admin, &sku, receive(3)).await.unwrap();
+    let order = OrderId::generate();
+    module
+        .reserve(
+            &admin,
+            ReserveStock {
+                order_id: order,
+                lines: vec![ReservationLine {
+                    sku: sku.clone(),
+                    quantity: 2,
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(module.expire_due().await.unwrap(), 0, "not yet");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(module.expire_due().await.unwrap(), 1);
+    assert_eq!(
+        module.reservation(&admin, order).await.unwrap().status,
+        ReservationStatus::Expired
+    );
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 3);
+    assert!(matches!(
+        module.commit(&admin, order).await.unwrap_err(),
+        InventoryError::InvalidTransition { status, .. } if status == "expired"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_and_out_of_stock_alert_the_admins() {
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let post = |path: String, body: Value| {
+        let request = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let level: Value = post(
+        "/api/v1/inventory/lamp-1/adjustments".into(),
+        serde_json::json!({"quantity": 10, "reason": "receive", "low_stock_threshold": 3}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(level["sku"], "LAMP-1");
+    assert_eq!(level["available"], 10);
+
+    let order = OrderId::generate();
+    let reserved = post(
+        "/api/v1/inventory/reservations".into(),
+        serde_json::json!({"order_id": order, "lines": [{"sku": "LAMP-1", "quantity": 8}]}),
+    )
+    .await;
+    assert_eq!(reserved.status(), 201);
+    let short = post(
+        "/api/v1/inventory/reservations".into(),
+        serde_json::json!({"order_id": OrderId::generate(), "lines": [{"sku": "LAMP-1", "quantity": 5}]}),
+    )
+    .await;
+    let problem = crate::helpers::assert_problem(short, 409, "insufficient_stock").await;
+    assert_eq!(problem["errors"][0]["message"], "LAMP-1");
+    post(
+        "/api/v1/inventory/reservations".into(),
+        serde_json::json!({"order_id": OrderId::generate(), "lines": [{"sku": "LAMP-1", "quantity": 2}]}),
+    )
+    .await;
+
+    let subjects = eventually("low and out of stock alerts", || async {
+        let all: Value = app
+            .client
+            .get(app.url("/api/v1/notifications?limit=100"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let subjects: Vec<String> = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["subject"].as_str().unwrap().to_owned())
+            .filter(|s| s.contains("LAMP-1"))
+            .collect();
+        (subjects.len() == 2).then_some(subjects)
+    })
+    .await;
+    assert!(
+        subjects.contains(&"Low stock: LAMP-1 (2 left)".to_owned()),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&"Out of stock: LAMP-1".to_owned()),
+        "{subjects:?}"
+    );
+
+    // The history shows every change, and the stock adds up.
+    let history: Value = app
+        .client
+        .get(app.url("/api/v1/inventory/LAMP-1/movements"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["reservation", "reservation", "adjustment"]);
+    let stock: Value = app
+        .client
+        .get(app.url("/api/v1/inventory/LAMP-1"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stock["on_hand"].as_i64(),
+            stock["reserved"].as_i64(),
+            stock["available"].as_i64()
+        ),
+        (Some(10), Some(10), Some(0))
+    );
+}

@@ -1,0 +1,4 @@
+DROP TABLE reservation_lines;
+DROP TABLE reservations;
+DROP TABLE movements;
+DROP TABLE stock;

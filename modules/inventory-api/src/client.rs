@@ -1,0 +1,125 @@
+//! [`InventoryClient`]: `InventoryApi` over HTTP, for processes where the inventory is remote.
+
+use catalog_api::Sku;
+use kernel::{CallContext, Page};
+use remote::{ModuleClient, RemoteError};
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::{
+    Adjustment, InventoryApi, InventoryError, ListMovements, Movement, OrderId, Reservation,
+    ReserveStock, StockLevel,
+};
+
+/// Talks to an inventory module served by another process.
+#[derive(Debug, Clone)]
+pub struct InventoryClient {
+    remote: ModuleClient,
+}
+
+impl InventoryClient {
+    /// A client for the inventory served at `base`.
+    pub fn new(http: reqwest::Client, base: Url) -> InventoryClient {
+        InventoryClient {
+            remote: ModuleClient::new(http, base, "inventory"),
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+        order: Option<OrderId>,
+    ) -> Result<T, InventoryError> {
+        self.remote.send(builder).await.map_err(|e| match e {
+            RemoteError::Problem(problem) => InventoryError::from_problem(problem, order),
+            RemoteError::Unavailable(reason) => InventoryError::Unavailable(reason),
+            RemoteError::Unexpected(reason) => InventoryError::Unexpected(reason),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl InventoryApi for InventoryClient {
+    async fn stock(&self, cx: &CallContext, sku: &Sku) -> Result<StockLevel, InventoryError> {
+        self.send(
+            self.remote
+                .request(cx, Method::GET, &format!("/inventory/{sku}")),
+            None,
+        )
+        .await
+    }
+
+    async fn adjust(
+        &self,
+        cx: &CallContext,
+        sku: &Sku,
+        adjustment: Adjustment,
+    ) -> Result<StockLevel, InventoryError> {
+        let builder = self
+            .remote
+            .request(cx, Method::POST, &format!("/inventory/{sku}/adjustments"))
+            .json(&adjustment);
+        self.send(builder, None).await
+    }
+
+    async fn movements(
+        &self,
+        cx: &CallContext,
+        sku: &Sku,
+        query: ListMovements,
+    ) -> Result<Page<Movement>, InventoryError> {
+        let mut params = vec![("limit", query.limit.get().to_string())];
+        if let Some(cursor) = &query.cursor {
+            params.push(("cursor", cursor.as_str().to_owned()));
+        }
+        let builder = self
+            .remote
+            .request(cx, Method::GET, &format!("/inventory/{sku}/movements"))
+            .query(&params);
+        self.send(builder, None).await
+    }
+
+    async fn reserve(
+        &self,
+        cx: &CallContext,
+        request: ReserveStock,
+    ) -> Result<Reservation, InventoryError> {
+        let order = request.order_id;
+        let builder = self
+            .remote
+            .request(cx, Method::POST, "/inventory/reservations")
+            .json(&request);
+        self.send(builder, Some(order)).await
+    }
+
+    async fn commit(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError> {
+        let path = format!("/inventory/reservations/{order}/commit");
+        self.send(self.remote.request(cx, Method::POST, &path), Some(order))
+            .await
+    }
+
+    async fn release(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError> {
+        let path = format!("/inventory/reservations/{order}/release");
+        self.send(self.remote.request(cx, Method::POST, &path), Some(order))
+            .await
+    }
+
+    async fn reservation(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError> {
+        let path = format!("/inventory/reservations/{order}");
+        self.send(self.remote.request(cx, Method::GET, &path), Some(order))
+            .await
+    }
+}

@@ -1,0 +1,315 @@
+//! The contract suite: what every [`InventoryApi`] implementation must do.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use catalog_api::Sku;
+use kernel::{CallContext, PageLimit};
+
+use crate::{
+    Adjustment, InventoryApi, InventoryError, ListMovements, OrderId, ReservationLine,
+    ReservationStatus, ReserveStock,
+};
+
+/// What a contract case runs against.
+pub struct Harness {
+    /// The implementation under test.
+    pub api: Arc<dyn InventoryApi>,
+    /// An admin's context.
+    pub admin: CallContext,
+    /// A customer's context.
+    pub customer: CallContext,
+}
+
+fn sku(raw: &str) -> Sku {
+    Sku::parse(raw).unwrap()
+}
+
+fn receive(quantity: i32) -> Adjustment {
+    Adjustment {
+        quantity,
+        reason: "receive".to_owned(),
+        low_stock_threshold: None,
+    }
+}
+
+fn line(raw: &str, quantity: i32) -> ReservationLine {
+    ReservationLine {
+        sku: sku(raw),
+        quantity,
+    }
+}
+
+/// A SKU never stocked has zero of everything.
+pub async fn unknown_skus_have_no_stock(h: &Harness) {
+    let level = h.api.stock(&h.admin, &sku("NEVER-1")).await.unwrap();
+    assert_eq!((level.on_hand, level.reserved, level.available), (0, 0, 0));
+    assert_eq!(level.updated_at, None);
+}
+
+/// Receiving adds, corrections remove, never below what is reserved.
+pub async fn adjustments_receive_and_correct(h: &Harness) {
+    let s = sku("ADJ-1");
+    let level = h.api.adjust(&h.admin, &s, receive(10)).await.unwrap();
+    assert_eq!(
+        (level.on_hand, level.reserved, level.available),
+        (10, 0, 10)
+    );
+    let level = h.api.adjust(&h.admin, &s, receive(-3)).await.unwrap();
+    assert_eq!(level.available, 7);
+    let err = h.api.adjust(&h.admin, &s, receive(-8)).await.unwrap_err();
+    assert_eq!(
+        err,
+        InventoryError::InsufficientStock(vec!["ADJ-1".to_owned()])
+    );
+    let bad = Adjustment {
+        quantity: 0,
+        reason: " ".to_owned(),
+        low_stock_threshold: Some(-1),
+    };
+    let InventoryError::Validation(errors) = h.api.adjust(&h.admin, &s, bad).await.unwrap_err()
+    else {
+        panic!("expected Validation");
+    };
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["quantity", "reason", "low_stock_threshold"]);
+    assert_eq!(h.api.stock(&h.admin, &s).await.unwrap().on_hand, 7);
+}
+
+/// All lines or none: one short SKU fails the whole reservation and names it.
+pub async fn reservations_take_all_lines_or_none(h: &Harness) {
+    h.api
+        .adjust(&h.admin, &sku("ALL-A"), receive(5))
+        .await
+        .unwrap();
+    h.api
+        .adjust(&h.admin, &sku("ALL-B"), receive(1))
+        .await
+        .unwrap();
+    let request = ReserveStock {
+        order_id: OrderId::generate(),
+        lines: vec![line("ALL-A", 2), line("ALL-B", 2), line("ALL-C", 1)],
+    };
+    let err = h.api.reserve(&h.admin, request).await.unwrap_err();
+    assert_eq!(
+        err,
+        InventoryError::InsufficientStock(vec!["ALL-B".to_owned(), "ALL-C".to_owned()])
+    );
+    assert_eq!(
+        h.api.stock(&h.admin, &sku("ALL-A")).await.unwrap().reserved,
+        0,
+        "nothing held"
+    );
+}
+
+/// Reserving again for the same order returns the same reservation and
+/// holds the stock once; other lines for the same order conflict.
+pub async fn reservations_are_idempotent_by_order(h: &Harness) {
+    h.api
+        .adjust(&h.admin, &sku("IDEM-1"), receive(5))
+        .await
+        .unwrap();
+    let request = ReserveStock {
+        order_id: OrderId::generate(),
+        lines: vec![line("IDEM-1", 2)],
+    };
+    let first = h.api.reserve(&h.admin, request.clone()).await.unwrap();
+    assert_eq!(first.status, ReservationStatus::Active);
+    let again = h.api.reserve(&h.admin, request.clone()).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        h.api
+            .stock(&h.admin, &sku("IDEM-1"))
+            .await
+            .unwrap()
+            .reserved,
+        2
+    );
+    let other = ReserveStock {
+        order_id: request.order_id,
+        lines: vec![line("IDEM-1", 3)],
+    };
+    assert_eq!(
+        h.api.reserve(&h.admin, other).await.unwrap_err(),
+        InventoryError::ReservationConflict(request.order_id)
+    );
+    assert_eq!(
+        h.api.reservation(&h.admin, request.order_id).await.unwrap(),
+        first
+    );
+}
+
+/// Committing turns held stock into a sale; it cannot be released after.
+pub async fn commit_makes_a_sale(h: &Harness) {
+    h.api
+        .adjust(&h.admin, &sku("SALE-1"), receive(5))
+        .await
+        .unwrap();
+    let order = OrderId::generate();
+    h.api
+        .reserve(
+            &h.admin,
+            ReserveStock {
+                order_id: order,
+                lines: vec![line("SALE-1", 2)],
+            },
+        )
+        .await
+        .unwrap();
+    let committed = h.api.commit(&h.admin, order).await.unwrap();
+    assert_eq!(committed.status, ReservationStatus::Committed);
+    assert_eq!(
+        h.api.commit(&h.admin, order).await.unwrap(),
+        committed,
+        "idempotent"
+    );
+    let level = h.api.stock(&h.admin, &sku("SALE-1")).await.unwrap();
+    assert_eq!((level.on_hand, level.reserved, level.available), (3, 0, 3));
+    assert!(matches!(
+        h.api.release(&h.admin, order).await.unwrap_err(),
+        InventoryError::InvalidTransition { status, .. } if status == "committed"
+    ));
+}
+
+/// Releasing gives the stock back; it cannot be committed after.
+pub async fn release_gives_stock_back(h: &Harness) {
+    h.api
+        .adjust(&h.admin, &sku("REL-1"), receive(5))
+        .await
+        .unwrap();
+    let order = OrderId::generate();
+    h.api
+        .reserve(
+            &h.admin,
+            ReserveStock {
+                order_id: order,
+                lines: vec![line("REL-1", 4)],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.api
+            .stock(&h.admin, &sku("REL-1"))
+            .await
+            .unwrap()
+            .available,
+        1
+    );
+    let released = h.api.release(&h.admin, order).await.unwrap();
+    assert_eq!(released.status, ReservationStatus::Released);
+    assert_eq!(
+        h.api.release(&h.admin, order).await.unwrap(),
+        released,
+        "idempotent"
+    );
+    let level = h.api.stock(&h.admin, &sku("REL-1")).await.unwrap();
+    assert_eq!((level.on_hand, level.reserved), (5, 0));
+    assert!(matches!(
+        h.api.commit(&h.admin, order).await.unwrap_err(),
+        InventoryError::InvalidTransition { status, .. } if status == "released"
+    ));
+    let missing = OrderId::generate();
+    assert_eq!(
+        h.api.release(&h.admin, missing).await.unwrap_err(),
+        InventoryError::ReservationNotFound(missing)
+    );
+}
+
+/// Every change is a movement, newest first, paginated.
+pub async fn movements_record_the_history(h: &Harness) {
+    let s = sku("HIST-1");
+    h.api.adjust(&h.admin, &s, receive(5)).await.unwrap();
+    let order = OrderId::generate();
+    h.api
+        .reserve(
+            &h.admin,
+            ReserveStock {
+                order_id: order,
+                lines: vec![line("HIST-1", 2)],
+            },
+        )
+        .await
+        .unwrap();
+    h.api.commit(&h.admin, order).await.unwrap();
+    let limit = PageLimit::new(2).unwrap();
+    let first = h
+        .api
+        .movements(
+            &h.admin,
+            &s,
+            ListMovements {
+                limit,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<_> = first.items.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(kinds, ["sale", "reservation"]);
+    assert_eq!(first.items[0].order_id, Some(order));
+    assert_eq!(
+        (first.items[0].on_hand_after, first.items[0].reserved_after),
+        (3, 0)
+    );
+    let rest = h
+        .api
+        .movements(
+            &h.admin,
+            &s,
+            ListMovements {
+                limit,
+                cursor: first.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].kind, "adjustment");
+    assert_eq!(rest.items[0].reason.as_deref(), Some("receive"));
+    assert_eq!(rest.next_cursor, None);
+}
+
+/// The inventory is for admins.
+pub async fn only_admins_touch_stock(h: &Harness) {
+    let s = sku("AUTHZ-1");
+    assert_eq!(
+        h.api.stock(&h.customer, &s).await.unwrap_err(),
+        InventoryError::Forbidden
+    );
+    assert_eq!(
+        h.api
+            .adjust(&CallContext::background(), &s, receive(1))
+            .await
+            .unwrap_err(),
+        InventoryError::Unauthenticated
+    );
+}
+
+/// Generates one `#[tokio::test]` per contract case for a setup function
+/// returning `(Harness, guard)`.
+#[macro_export]
+macro_rules! inventory_contract_suite {
+    ($setup:path) => {
+        $crate::inventory_contract_suite!(@cases $setup,
+            unknown_skus_have_no_stock,
+            adjustments_receive_and_correct,
+            reservations_take_all_lines_or_none,
+            reservations_are_idempotent_by_order,
+            commit_makes_a_sale,
+            release_gives_stock_back,
+            movements_record_the_history,
+            only_admins_touch_stock,
+        );
+    };
+    (@cases $setup:path, $($case:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (harness, _guard) = $setup().await;
+                $crate::contract::$case(&harness).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,119 @@
+//! [`InventoryError`]: the one error type of the inventory contract.
+
+use kernel::{FieldError, ProblemBody, ProblemCode};
+
+use crate::OrderId;
+
+/// Everything an inventory call can fail with, in process or over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    /// Not enough available stock for these SKUs (sorted).
+    #[error("insufficient stock for {}", .0.join(", "))]
+    InsufficientStock(Vec<String>),
+    /// No reservation for this order.
+    #[error("no reservation for order `{0}`")]
+    ReservationNotFound(OrderId),
+    /// The order already holds a reservation with other lines.
+    #[error("order `{0}` already holds a different reservation")]
+    ReservationConflict(OrderId),
+    /// The reservation is not in a state that allows this.
+    #[error("the reservation of order `{order}` is {status}")]
+    InvalidTransition {
+        /// The order.
+        order: OrderId,
+        /// Its current status.
+        status: String,
+    },
+    /// Well-formed but invalid fields.
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    /// The cursor was not handed out by this list.
+    #[error("the cursor is not valid for this list")]
+    InvalidCursor,
+    /// The call needs a signed-in caller.
+    #[error("this needs a signed-in admin")]
+    Unauthenticated,
+    /// The caller is not an admin.
+    #[error("this is for admins")]
+    Forbidden,
+    /// The inventory cannot answer now.
+    #[error("the inventory is unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected answer; details are in the logs.
+    #[error("unexpected inventory error: {0}")]
+    Unexpected(String),
+}
+
+impl ProblemCode for InventoryError {
+    fn status(&self) -> u16 {
+        match self {
+            InventoryError::InsufficientStock(_) => 409,
+            InventoryError::ReservationNotFound(_) => 404,
+            InventoryError::ReservationConflict(_) | InventoryError::InvalidTransition { .. } => {
+                409
+            }
+            InventoryError::Validation(_) => 422,
+            InventoryError::InvalidCursor => 400,
+            InventoryError::Unauthenticated => 401,
+            InventoryError::Forbidden => 403,
+            InventoryError::Unavailable(_) => 503,
+            InventoryError::Unexpected(_) => 500,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            InventoryError::InsufficientStock(_) => "insufficient_stock",
+            InventoryError::ReservationNotFound(_) => "reservation_not_found",
+            InventoryError::ReservationConflict(_) => "reservation_conflict",
+            InventoryError::InvalidTransition { .. } => "invalid_reservation_transition",
+            InventoryError::Validation(_) => "validation_failed",
+            InventoryError::InvalidCursor => "invalid_cursor",
+            InventoryError::Unauthenticated => "unauthenticated",
+            InventoryError::Forbidden => "forbidden",
+            InventoryError::Unavailable(_) => "inventory_unavailable",
+            InventoryError::Unexpected(_) => "internal_error",
+        }
+    }
+
+    fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            InventoryError::InsufficientStock(skus) => skus
+                .iter()
+                .map(|sku| FieldError::new("sku", sku.clone()))
+                .collect(),
+            InventoryError::Validation(errors) => errors.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl InventoryError {
+    /// Rebuilds the error a remote inventory answered with; `order` is the
+    /// order the request was about. Short SKUs travel as field errors named
+    /// `sku`.
+    pub fn from_problem(problem: ProblemBody, order: Option<OrderId>) -> InventoryError {
+        let detail = problem
+            .detail
+            .clone()
+            .unwrap_or_else(|| problem.title.clone());
+        let status = |detail: &str| detail.rsplit(" is ").next().unwrap_or_default().to_owned();
+        match (problem.code.as_str(), order) {
+            ("insufficient_stock", _) => InventoryError::InsufficientStock(
+                problem.errors.into_iter().map(|e| e.message).collect(),
+            ),
+            ("reservation_not_found", Some(id)) => InventoryError::ReservationNotFound(id),
+            ("reservation_conflict", Some(id)) => InventoryError::ReservationConflict(id),
+            ("invalid_reservation_transition", Some(id)) => InventoryError::InvalidTransition {
+                order: id,
+                status: status(&detail),
+            },
+            ("validation_failed", _) => InventoryError::Validation(problem.errors),
+            ("invalid_cursor", _) => InventoryError::InvalidCursor,
+            ("unauthenticated" | "invalid_token", _) => InventoryError::Unauthenticated,
+            ("forbidden", _) => InventoryError::Forbidden,
+            (_, _) if problem.status == 503 => InventoryError::Unavailable(detail),
+            (code, _) => InventoryError::Unexpected(format!("{} {code}: {detail}", problem.status)),
+        }
+    }
+}

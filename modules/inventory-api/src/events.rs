@@ -1,0 +1,59 @@
+//! Events the inventory publishes. Wire contracts: add optional fields, never
+//! rename or remove.
+
+use catalog_api::Sku;
+use kernel::IntegrationEvent;
+use serde::{Deserialize, Serialize};
+
+/// The stock of a SKU changed (any movement).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockChanged {
+    /// The SKU.
+    pub sku: Sku,
+    /// Units on hand now.
+    pub on_hand: i32,
+    /// Units reserved now.
+    pub reserved: i32,
+    /// Units available now.
+    pub available: i32,
+}
+
+impl IntegrationEvent for StockChanged {
+    const TYPE: &'static str = "inventory.stock_changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.sku.to_string()
+    }
+}
+
+/// Available stock fell to or below the SKU's threshold (published when it
+/// crosses it, not on every change below it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LowStock {
+    /// The SKU.
+    pub sku: Sku,
+    /// Units available now.
+    pub available: i32,
+    /// The threshold.
+    pub threshold: i32,
+}
+
+impl IntegrationEvent for LowStock {
+    const TYPE: &'static str = "inventory.low_stock.v1";
+    fn aggregate_id(&self) -> String {
+        self.sku.to_string()
+    }
+}
+
+/// Nothing of the SKU is available any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutOfStock {
+    /// The SKU.
+    pub sku: Sku,
+}
+
+impl IntegrationEvent for OutOfStock {
+    const TYPE: &'static str = "inventory.out_of_stock.v1";
+    fn aggregate_id(&self) -> String {
+        self.sku.to_string()
+    }
+}

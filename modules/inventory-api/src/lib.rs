@@ -1,0 +1,109 @@
+//! Public contract of the inventory module. Other modules depend on this crate only.
+//!
+//! [`InventoryApi`] has two implementations: `inventory::InventoryModule`
+//! (in process) and [`client::InventoryClient`] (over HTTP, feature
+//! `client`); the contract suite in [`contract`] runs against both.
+//!
+//! Stock is counted per SKU: `available = on_hand - reserved`, never
+//! negative. A reservation holds stock for an order (all lines or none,
+//! idempotent by order id) until it is committed (a sale), released, or
+//! expires.
+
+mod error;
+pub mod events;
+mod stock;
+
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+
+pub use error::InventoryError;
+pub use stock::{
+    Adjustment, ListMovements, Movement, OrderId, Reservation, ReservationLine, ReservationStatus,
+    ReserveStock, StockLevel,
+};
+
+use catalog_api::Sku;
+use kernel::{CallContext, Page};
+
+/// Route prefixes (below `/api/v1`) served by the inventory module.
+pub const ROUTE_PREFIXES: &[&str] = &["/inventory"];
+
+/// What other modules (and the inventory's own routes) may ask of the inventory.
+///
+/// Every operation is for admins (the HTTP edge and the in-process module
+/// both check it); the order module will call it with a service identity.
+#[async_trait::async_trait]
+pub trait InventoryApi: Send + Sync {
+    /// Stock of one SKU (all zero for a SKU never stocked).
+    ///
+    /// # Errors
+    /// [`InventoryError::Unauthenticated`], [`InventoryError::Forbidden`].
+    async fn stock(&self, cx: &CallContext, sku: &Sku) -> Result<StockLevel, InventoryError>;
+
+    /// Receives (positive) or corrects (negative) stock; records a movement.
+    ///
+    /// # Errors
+    /// [`InventoryError::InsufficientStock`] when a correction would take
+    /// available below zero; [`InventoryError::Validation`].
+    async fn adjust(
+        &self,
+        cx: &CallContext,
+        sku: &Sku,
+        adjustment: Adjustment,
+    ) -> Result<StockLevel, InventoryError>;
+
+    /// The stock history of a SKU, newest first.
+    ///
+    /// # Errors
+    /// [`InventoryError::InvalidCursor`].
+    async fn movements(
+        &self,
+        cx: &CallContext,
+        sku: &Sku,
+        query: ListMovements,
+    ) -> Result<Page<Movement>, InventoryError>;
+
+    /// Reserves every line for an order, or nothing. Calling it again for
+    /// the same order returns the same reservation.
+    ///
+    /// # Errors
+    /// [`InventoryError::InsufficientStock`] naming every short SKU;
+    /// [`InventoryError::ReservationConflict`] when the order already holds a
+    /// different reservation; [`InventoryError::Validation`].
+    async fn reserve(
+        &self,
+        cx: &CallContext,
+        request: ReserveStock,
+    ) -> Result<Reservation, InventoryError>;
+
+    /// Turns an active reservation into a sale (idempotent).
+    ///
+    /// # Errors
+    /// [`InventoryError::ReservationNotFound`];
+    /// [`InventoryError::InvalidTransition`] for a released or expired one.
+    async fn commit(&self, cx: &CallContext, order: OrderId)
+    -> Result<Reservation, InventoryError>;
+
+    /// Gives an active reservation's stock back (idempotent).
+    ///
+    /// # Errors
+    /// [`InventoryError::ReservationNotFound`];
+    /// [`InventoryError::InvalidTransition`] for a committed one.
+    async fn release(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError>;
+
+    /// One reservation.
+    ///
+    /// # Errors
+    /// [`InventoryError::ReservationNotFound`].
+    async fn reservation(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError>;
+}

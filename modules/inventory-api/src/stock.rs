@@ -1,0 +1,180 @@
+//! Stock levels, movements and reservations.
+
+use std::fmt;
+
+use catalog_api::Sku;
+use chrono::{DateTime, Utc};
+use kernel::{Cursor, PageLimit};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The order a reservation is for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(transparent)]
+#[schema(value_type = Uuid)]
+pub struct OrderId(Uuid);
+
+impl OrderId {
+    /// A new, time-ordered id.
+    pub fn generate() -> OrderId {
+        OrderId(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for OrderId {
+    fn from(id: Uuid) -> OrderId {
+        OrderId(id)
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Stock of one SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StockLevel {
+    /// The SKU.
+    pub sku: Sku,
+    /// Units in the warehouse.
+    pub on_hand: i32,
+    /// Units held by active reservations.
+    pub reserved: i32,
+    /// `on_hand - reserved`: what can still be reserved.
+    pub available: i32,
+    /// At or below this many available units the SKU is "low".
+    pub low_stock_threshold: i32,
+    /// Last change (`null` for a SKU never stocked).
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A change of on-hand stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"quantity": 10, "reason": "receive"}))]
+pub struct Adjustment {
+    /// Units added (positive: receiving) or removed (negative: corrections,
+    /// never below what is reserved). Not zero.
+    pub quantity: i32,
+    /// Why, for the history: `receive`, `count`, `damage` ... (1 to 200 characters).
+    pub reason: String,
+    /// A new low-stock threshold for the SKU, if it changes.
+    #[serde(default)]
+    pub low_stock_threshold: Option<i32>,
+}
+
+/// One entry of a SKU's stock history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Movement {
+    /// Movement id.
+    pub id: Uuid,
+    /// `adjustment`, `reservation`, `release`, `expiry` or `sale`.
+    pub kind: String,
+    /// Change of the counted quantity (on hand for adjustments and sales,
+    /// reserved for reservations, releases and expiries).
+    pub quantity: i32,
+    /// The adjustment's reason, if any.
+    pub reason: Option<String>,
+    /// The order, for reservation movements.
+    pub order_id: Option<OrderId>,
+    /// On hand after the movement.
+    pub on_hand_after: i32,
+    /// Reserved after the movement.
+    pub reserved_after: i32,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which page of movements to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListMovements {
+    /// Page size.
+    pub limit: PageLimit,
+    /// Where the previous page ended.
+    pub cursor: Option<Cursor>,
+}
+
+/// One line of a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationLine {
+    /// The SKU.
+    pub sku: Sku,
+    /// Units, at least 1.
+    pub quantity: i32,
+}
+
+/// A request to hold stock for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveStock {
+    /// The order; reserving again for it returns the same reservation.
+    pub order_id: OrderId,
+    /// What to hold (each SKU at most once).
+    pub lines: Vec<ReservationLine>,
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationStatus {
+    /// Holding stock.
+    Active,
+    /// Turned into a sale.
+    Committed,
+    /// Given back.
+    Released,
+    /// Given back by the expiry job.
+    Expired,
+}
+
+impl ReservationStatus {
+    /// The status as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Active => "active",
+            ReservationStatus::Committed => "committed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        }
+    }
+}
+
+impl std::str::FromStr for ReservationStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReservationStatus, String> {
+        match s {
+            "active" => Ok(ReservationStatus::Active),
+            "committed" => Ok(ReservationStatus::Committed),
+            "released" => Ok(ReservationStatus::Released),
+            "expired" => Ok(ReservationStatus::Expired),
+            other => Err(format!("unknown reservation status `{other}`")),
+        }
+    }
+}
+
+/// Stock held for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Reservation {
+    /// The order.
+    pub order_id: OrderId,
+    /// Where it stands.
+    pub status: ReservationStatus,
+    /// What is held, by SKU.
+    pub lines: Vec<ReservationLine>,
+    /// When an active reservation gives its stock back by itself.
+    pub expires_at: DateTime<Utc>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,185 @@
+//! `/inventory` routes: thin adapters over [`InventoryApi`]. Admin only.
+
+use actix_web::http::header;
+use actix_web::web::{Data, Json, Path, Query};
+use actix_web::{HttpResponse, get, post};
+use auth::AdminOnly;
+use catalog_api::Sku;
+use inventory_api::{
+    Adjustment, InventoryApi, InventoryError, ListMovements, Movement, OrderId, Reservation,
+    ReserveStock, StockLevel,
+};
+use kernel::{Page, ProblemBody};
+use web::{ApiError, PageQuery, RequestCx};
+
+use crate::InventoryModule;
+
+/// Registers the routes (relative to `/api/v1`); reservations first, so
+/// `/inventory/reservations` is never taken for a SKU.
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(reserve_stock)
+        .service(get_reservation)
+        .service(commit_reservation)
+        .service(release_reservation)
+        .service(get_stock)
+        .service(adjust_stock)
+        .service(list_movements);
+}
+
+type Result<T> = std::result::Result<T, ApiError<InventoryError>>;
+
+/// Stock of a SKU: on hand, reserved, available. Admin only.
+#[utoipa::path(
+    tag = "inventory",
+    params(("sku" = String, Path, description = "SKU")),
+    responses(
+        (status = 200, description = "The stock (zero for a SKU never stocked)", body = StockLevel),
+        (status = 400, description = "Not a SKU", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[get("/inventory/{sku}")]
+pub async fn get_stock(
+    inventory: Data<InventoryModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    sku: Path<Sku>,
+) -> Result<Json<StockLevel>> {
+    Ok(Json(inventory.stock(&cx, &sku).await?))
+}
+
+/// Receive (positive) or correct (negative) stock. Admin only.
+#[utoipa::path(
+    tag = "inventory",
+    params(("sku" = String, Path, description = "SKU")),
+    request_body = Adjustment,
+    responses(
+        (status = 200, description = "The stock after the change", body = StockLevel),
+        (status = 409, description = "The correction would take available stock below zero", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/inventory/{sku}/adjustments")]
+pub async fn adjust_stock(
+    inventory: Data<InventoryModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    sku: Path<Sku>,
+    body: Json<Adjustment>,
+) -> Result<Json<StockLevel>> {
+    Ok(Json(inventory.adjust(&cx, &sku, body.into_inner()).await?))
+}
+
+/// The stock history of a SKU, newest first. Admin only.
+#[utoipa::path(
+    tag = "inventory",
+    params(("sku" = String, Path, description = "SKU"), PageQuery),
+    responses((status = 200, description = "A page of movements", body = Page<Movement>)),
+    security(("bearer" = ["admin"])),
+)]
+#[get("/inventory/{sku}/movements")]
+pub async fn list_movements(
+    inventory: Data<InventoryModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    sku: Path<Sku>,
+    query: Query<PageQuery>,
+) -> std::result::Result<Json<Page<Movement>>, actix_web::Error> {
+    let (limit, cursor) = query.parse()?;
+    let page = inventory
+        .movements(&cx, &sku, ListMovements { limit, cursor })
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(page))
+}
+
+/// Hold stock for an order: every line or none. Repeating the same request
+/// returns the same reservation. Admin (and order module) only.
+#[utoipa::path(
+    tag = "inventory",
+    request_body = ReserveStock,
+    responses(
+        (status = 201, description = "The reservation", body = Reservation),
+        (status = 409, description = "Insufficient stock (the short SKUs are in `errors`), or the order holds another reservation", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/inventory/reservations")]
+pub async fn reserve_stock(
+    inventory: Data<InventoryModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    body: Json<ReserveStock>,
+) -> Result<HttpResponse> {
+    let reservation = inventory.reserve(&cx, body.into_inner()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/inventory/reservations/{}", reservation.order_id),
+        ))
+        .json(reservation))
+}
+
+/// One reservation. Admin only.
+#[utoipa::path(
+    tag = "inventory",
+    params(("order_id" = OrderId, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The reservation", body = Reservation),
+        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[get("/inventory/reservations/{order_id}")]
+pub async fn get_reservation(
+    inventory: Data<InventoryModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    order: Path<OrderId>,
+) -> Result<Json<Reservation>> {
+    Ok(Json(inventory.reservation(&cx, order.into_inner()).await?))
+}
+
+/// Turn a reservation into a sale (idempotent). Admin only.
+#[utoipa::path(
+    tag = "inventory",
+    params(("order_id" = OrderId, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The committed reservation", body = Reservation),
+        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Released or expired", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/inventory/reservations/{order_id}/commit")]
+pub async fn commit_reservation(
+    inventory: Data<InventoryModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    order: Path<OrderId>,
+) -> Result<Json<Reservation>> {
+    Ok(Json(inventory.commit(&cx, order.into_inner()).await?))
+}
+
+/// Give a reservation's stock back (idempotent). Admin only.
+#[utoipa::path(
+    tag = "inventory",
+    params(("order_id" = OrderId, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The released reservation", body = Reservation),
+        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Already committed", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/inventory/reservations/{order_id}/release")]
+pub async fn release_reservation(
+    inventory: Data<InventoryModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    order: Path<OrderId>,
+) -> Result<Json<Reservation>> {
+    Ok(Json(inventory.release(&cx, order.into_inner()).await?))
+}
