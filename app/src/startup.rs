@@ -197,7 +197,17 @@ impl Application {
                         wiring.user = Some((Data::new(users), Data::new(limits)));
                     }
                     ModuleName::Catalog => {
-                        wiring.catalog = Some(Data::new(catalog::CatalogModule::new(pool)));
+                        let cache = catalog::ProductCache::new(&settings.catalog.cache)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("catalog.cache: {e}"))?;
+                        subscriptions.push(Subscription {
+                            module: catalog::NAME,
+                            name: catalog::events::HANDLER,
+                            event_types: catalog::events::EVENT_TYPES.to_vec(),
+                            handler: Arc::new(catalog::CatalogEvents::new(cache.clone())),
+                            pool: pool.clone(),
+                        });
+                        wiring.catalog = Some(Data::new(catalog::CatalogModule::new(pool, cache)));
                     }
                     ModuleName::Inventory => {
                         let module =
@@ -344,6 +354,7 @@ impl Application {
             let mut app = App::new()
                 .wrap(from_fn(auth::middleware))
                 .wrap(Condition::new(cors_enabled, cors(&cors_settings)))
+                .wrap(from_fn(web::etag::middleware))
                 .wrap(from_fn(web::security::headers))
                 .wrap(from_fn(web::observe::middleware))
                 .wrap(TracingLogger::<RequestIdRootSpan>::new())

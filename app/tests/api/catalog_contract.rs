@@ -21,8 +21,11 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
     let settings = crate::helpers::test_settings(Some(db.url()), &[]);
     let pool =
         app::database::module_pool(&settings, app::modules::ModuleName::Catalog, db.url()).unwrap();
+    let cache = catalog::ProductCache::new(&settings.catalog.cache)
+        .await
+        .unwrap();
     let harness = Harness {
-        api: Arc::new(catalog::CatalogModule::new(pool)),
+        api: Arc::new(catalog::CatalogModule::new(pool, cache)),
         admin: caller(Role::Admin),
         customer: caller(Role::Customer),
     };

@@ -6,7 +6,10 @@ use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::{CatalogApi, CatalogError, ListProducts, NewProduct, Product, ProductId, ProductPatch};
+use crate::{
+    CatalogApi, CatalogError, Category, ListProducts, NewCategory, NewProduct, Product, ProductId,
+    ProductPatch,
+};
 
 /// Talks to a catalog module served by another process.
 ///
@@ -66,10 +69,22 @@ impl CatalogApi for CatalogClient {
         cx: &CallContext,
         query: ListProducts,
     ) -> Result<Page<Product>, CatalogError> {
+        let f = &query.filter;
         let mut params = vec![("limit", query.limit.get().to_string())];
-        if let Some(cursor) = &query.cursor {
-            params.push(("cursor", cursor.as_str().to_owned()));
-        }
+        let optional = [
+            (
+                "cursor",
+                query.cursor.as_ref().map(|c| c.as_str().to_owned()),
+            ),
+            ("sort", query.sort.map(|s| s.as_str().to_owned())),
+            ("category_id", f.category_id.map(|c| c.to_string())),
+            ("min_price", f.min_price.map(|p| p.to_string())),
+            ("max_price", f.max_price.map(|p| p.to_string())),
+            ("active", f.active.map(|a| a.to_string())),
+            ("in_stock", f.in_stock.map(|a| a.to_string())),
+            ("q", f.q.clone()),
+        ];
+        params.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         let builder = self
             .remote
             .request(cx, Method::GET, "/products")
@@ -88,5 +103,26 @@ impl CatalogApi for CatalogClient {
             .request(cx, Method::PATCH, &format!("/products/{id}"))
             .json(&patch);
         self.send(builder, Some(id), None).await
+    }
+
+    async fn create_category(
+        &self,
+        cx: &CallContext,
+        new: NewCategory,
+    ) -> Result<Category, CatalogError> {
+        let builder = self
+            .remote
+            .request(cx, Method::POST, "/categories")
+            .json(&new);
+        self.send(builder, None, Some(&new.slug)).await
+    }
+
+    async fn list_categories(&self, cx: &CallContext) -> Result<Vec<Category>, CatalogError> {
+        self.send(
+            self.remote.request(cx, Method::GET, "/categories"),
+            None,
+            None,
+        )
+        .await
     }
 }

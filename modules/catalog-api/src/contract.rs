@@ -12,7 +12,10 @@
 
 use kernel::{CallContext, Currency, Cursor, Money, PageLimit};
 
-use crate::{CatalogApi, CatalogError, ListProducts, NewProduct, ProductId, ProductPatch};
+use crate::{
+    Availability, CatalogApi, CatalogError, ListProducts, NewCategory, NewProduct, ProductFilter,
+    ProductId, ProductPatch, ProductSort,
+};
 
 /// What a contract case runs against: the implementation and call contexts
 /// for an admin and for a customer (a token over HTTP, a caller in process).
@@ -33,6 +36,9 @@ pub fn new_product(sku: &str) -> NewProduct {
         description: Some("A fine thing".to_owned()),
         price: Money::new(1299, Currency::EUR),
         active: None,
+        category_id: None,
+        images: Vec::new(),
+        attributes: serde_json::Map::new(),
     }
 }
 
@@ -82,6 +88,12 @@ pub async fn invalid_product_lists_every_bad_field(h: &Harness) {
         description: Some("x".repeat(5001)),
         price: Money::new(-1, Currency::EUR),
         active: None,
+        category_id: None,
+        images: vec![
+            "ftp://example.com/a.png".to_owned(),
+            "http://127.0.0.1/a.png".to_owned(),
+        ],
+        attributes: serde_json::Map::new(),
     };
     let err = h.api.create_product(&h.admin, bad).await.unwrap_err();
     let CatalogError::Validation(errors) = err else {
@@ -90,7 +102,14 @@ pub async fn invalid_product_lists_every_bad_field(h: &Harness) {
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(
         fields,
-        ["sku", "name", "description", "price.amount_minor"],
+        [
+            "sku",
+            "name",
+            "description",
+            "price.amount_minor",
+            "images[0]",
+            "images[1]"
+        ],
         "{errors:?}"
     );
 }
@@ -114,7 +133,14 @@ pub async fn list_paginates_in_creation_order(h: &Harness) {
     loop {
         let page = h
             .api
-            .list_products(&h.admin, ListProducts { limit, cursor })
+            .list_products(
+                &h.admin,
+                ListProducts {
+                    limit,
+                    cursor,
+                    ..ListProducts::default()
+                },
+            )
             .await
             .unwrap();
         pages += 1;
@@ -133,8 +159,8 @@ pub async fn list_paginates_in_creation_order(h: &Harness) {
 /// A cursor the list did not hand out is `InvalidCursor`.
 pub async fn foreign_cursor_is_rejected(h: &Harness) {
     let query = ListProducts {
-        limit: PageLimit::DEFAULT,
         cursor: Some(Cursor::from_raw("definitely-not-a-cursor")),
+        ..ListProducts::default()
     };
     let err = h.api.list_products(&h.admin, query).await.unwrap_err();
     assert_eq!(err, CatalogError::InvalidCursor);
@@ -230,6 +256,221 @@ pub async fn writes_need_an_admin(h: &Harness) {
     );
 }
 
+/// Categories nest one level; slugs are unique; products filter by category
+/// (a parent includes its children).
+pub async fn categories_nest_one_level(h: &Harness) {
+    let new = |name: &str, slug: &str, parent| NewCategory {
+        name: name.to_owned(),
+        slug: slug.to_owned(),
+        parent_id: parent,
+    };
+    let kitchen = h
+        .api
+        .create_category(&h.admin, new("Kitchen", "kitchen", None))
+        .await
+        .unwrap();
+    let mugs = h
+        .api
+        .create_category(&h.admin, new("Mugs", "mugs", Some(kitchen.id)))
+        .await
+        .unwrap();
+    assert_eq!(mugs.parent_id, Some(kitchen.id));
+    let too_deep = h
+        .api
+        .create_category(&h.admin, new("Big mugs", "big-mugs", Some(mugs.id)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&too_deep, CatalogError::Validation(e) if e[0].field == "parent_id"),
+        "{too_deep:?}"
+    );
+    assert_eq!(
+        h.api
+            .create_category(&h.admin, new("Again", "mugs", None))
+            .await
+            .unwrap_err(),
+        CatalogError::DuplicateSlug("mugs".to_owned())
+    );
+    assert_eq!(
+        h.api
+            .create_category(&h.customer, new("Mine", "mine", None))
+            .await
+            .unwrap_err(),
+        CatalogError::Forbidden
+    );
+    let tree = h
+        .api
+        .list_categories(&CallContext::background())
+        .await
+        .unwrap();
+    assert_eq!(tree.len(), 1);
+    assert_eq!(tree[0].children, vec![mugs.clone()]);
+
+    let mut in_mugs = new_product("CAT-1");
+    in_mugs.category_id = Some(mugs.id);
+    h.api.create_product(&h.admin, in_mugs).await.unwrap();
+    h.api
+        .create_product(&h.admin, new_product("CAT-2"))
+        .await
+        .unwrap();
+    let mut orphan = new_product("CAT-3");
+    orphan.category_id = Some(crate::CategoryId::generate());
+    assert!(matches!(
+        h.api.create_product(&h.admin, orphan).await.unwrap_err(),
+        CatalogError::Validation(e) if e[0].field == "category_id"
+    ));
+    for category in [kitchen.id, mugs.id] {
+        let query = ListProducts {
+            filter: ProductFilter {
+                category_id: Some(category),
+                ..ProductFilter::default()
+            },
+            ..ListProducts::default()
+        };
+        let page = h.api.list_products(&h.admin, query).await.unwrap();
+        let skus: Vec<_> = page.items.iter().map(|p| p.sku.as_str()).collect();
+        assert_eq!(skus, ["CAT-1"], "category {category}");
+    }
+}
+
+/// Every sort pages through every product exactly once, in its order, and
+/// filters and search narrow the list.
+pub async fn listing_filters_searches_and_sorts(h: &Harness) {
+    let products = [
+        ("S-1", "Blue stoneware mug", 1500, true),
+        ("S-2", "Green tea cup", 900, true),
+        ("S-3", "Red enamel mug", 1200, false),
+        ("S-4", "Teapot", 3000, true),
+        ("S-5", "Mug rack", 2500, true),
+    ];
+    for (sku, name, price, active) in products {
+        let mut p = new_product(sku);
+        p.name = name.to_owned();
+        p.price = Money::new(price, Currency::EUR);
+        p.active = Some(active);
+        let created = h.api.create_product(&h.admin, p).await.unwrap();
+        assert_eq!(created.availability, Availability::Unknown);
+    }
+    let list = |filter: ProductFilter, sort: Option<ProductSort>| {
+        let api = h.api.clone();
+        let cx = h.admin.clone();
+        async move {
+            let mut skus = Vec::new();
+            let mut cursor = None;
+            loop {
+                let query = ListProducts {
+                    limit: PageLimit::new(2).unwrap(),
+                    cursor,
+                    filter: filter.clone(),
+                    sort,
+                };
+                let page = api.list_products(&cx, query).await.unwrap();
+                skus.extend(page.items.iter().map(|p| p.sku.to_string()));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break skus,
+                }
+            }
+        }
+    };
+    let all = ProductFilter::default();
+    assert_eq!(
+        list(all.clone(), Some(ProductSort::PriceAsc)).await,
+        ["S-2", "S-3", "S-1", "S-5", "S-4"]
+    );
+    assert_eq!(
+        list(all.clone(), Some(ProductSort::PriceDesc)).await,
+        ["S-4", "S-5", "S-1", "S-3", "S-2"]
+    );
+    assert_eq!(
+        list(all.clone(), Some(ProductSort::Name)).await,
+        ["S-1", "S-2", "S-5", "S-3", "S-4"]
+    );
+    assert_eq!(
+        list(all.clone(), Some(ProductSort::Newest)).await,
+        ["S-5", "S-4", "S-3", "S-2", "S-1"]
+    );
+    assert_eq!(
+        list(all.clone(), None).await,
+        ["S-1", "S-2", "S-3", "S-4", "S-5"]
+    );
+
+    let priced = ProductFilter {
+        min_price: Some(1000),
+        max_price: Some(2500),
+        ..ProductFilter::default()
+    };
+    assert_eq!(
+        list(priced, Some(ProductSort::PriceAsc)).await,
+        ["S-3", "S-1", "S-5"]
+    );
+    let active = ProductFilter {
+        active: Some(false),
+        ..ProductFilter::default()
+    };
+    assert_eq!(list(active, None).await, ["S-3"]);
+    let never_stocked = ProductFilter {
+        in_stock: Some(true),
+        ..ProductFilter::default()
+    };
+    assert!(list(never_stocked, None).await.is_empty());
+
+    // Search: stemmed words, ranked; `mugs` finds every mug.
+    let search = |q: &str| ProductFilter {
+        q: Some(q.to_owned()),
+        ..ProductFilter::default()
+    };
+    let mut found = list(search("mugs"), None).await;
+    found.sort();
+    assert_eq!(found, ["S-1", "S-3", "S-5"]);
+    assert_eq!(list(search("tea -pot"), None).await, ["S-2"]);
+    assert_eq!(list(search("S-4"), None).await, ["S-4"]);
+
+    let bad = ProductFilter {
+        min_price: Some(10),
+        max_price: Some(5),
+        ..ProductFilter::default()
+    };
+    let query = ListProducts {
+        filter: bad,
+        ..ListProducts::default()
+    };
+    assert!(matches!(
+        h.api.list_products(&h.admin, query).await.unwrap_err(),
+        CatalogError::Validation(_)
+    ));
+    let query = ListProducts {
+        sort: Some(ProductSort::Relevance),
+        ..ListProducts::default()
+    };
+    assert!(matches!(
+        h.api.list_products(&h.admin, query).await.unwrap_err(),
+        CatalogError::Validation(_)
+    ));
+    // A cursor is only good for the sort that made it.
+    let page = h
+        .api
+        .list_products(
+            &h.admin,
+            ListProducts {
+                limit: PageLimit::new(1).unwrap(),
+                sort: Some(ProductSort::Name),
+                ..ListProducts::default()
+            },
+        )
+        .await
+        .unwrap();
+    let other = ListProducts {
+        cursor: page.next_cursor,
+        sort: Some(ProductSort::PriceAsc),
+        ..ListProducts::default()
+    };
+    assert_eq!(
+        h.api.list_products(&h.admin, other).await.unwrap_err(),
+        CatalogError::InvalidCursor
+    );
+}
+
 /// Generates one `#[tokio::test]` per contract case for a setup function.
 ///
 /// `$setup` is an async fn returning `(Harness, guard)`; the guard keeps
@@ -247,6 +488,8 @@ macro_rules! catalog_contract_suite {
             update_changes_only_given_fields,
             update_rejects_unknown_and_invalid,
             writes_need_an_admin,
+            categories_nest_one_level,
+            listing_filters_searches_and_sorts,
         );
     };
     (@cases $setup:path, $($case:ident,)*) => {

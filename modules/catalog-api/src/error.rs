@@ -13,6 +13,9 @@ pub enum CatalogError {
     /// Another product has this SKU.
     #[error("a product with SKU `{0}` already exists")]
     DuplicateSku(String),
+    /// Another category has this slug.
+    #[error("a category with slug `{0}` already exists")]
+    DuplicateSlug(String),
     /// The request is well-formed but some fields are invalid.
     #[error("the product is invalid: {}", summary(.0))]
     Validation(Vec<FieldError>),
@@ -45,7 +48,7 @@ impl ProblemCode for CatalogError {
     fn status(&self) -> u16 {
         match self {
             CatalogError::ProductNotFound(_) => 404,
-            CatalogError::DuplicateSku(_) => 409,
+            CatalogError::DuplicateSku(_) | CatalogError::DuplicateSlug(_) => 409,
             CatalogError::Validation(_) => 422,
             CatalogError::InvalidCursor => 400,
             CatalogError::Unauthenticated => 401,
@@ -59,6 +62,7 @@ impl ProblemCode for CatalogError {
         match self {
             CatalogError::ProductNotFound(_) => "product_not_found",
             CatalogError::DuplicateSku(_) => "duplicate_sku",
+            CatalogError::DuplicateSlug(_) => "duplicate_slug",
             CatalogError::Validation(_) => "validation_failed",
             CatalogError::InvalidCursor => "invalid_cursor",
             CatalogError::Unauthenticated => "unauthenticated",
@@ -79,17 +83,18 @@ impl ProblemCode for CatalogError {
 impl CatalogError {
     /// Rebuilds the error a remote catalog answered with.
     ///
-    /// `product` and `sku` are what the request was about, so the variant
-    /// carries the same data as the in-process one.
+    /// `product` and `key` (the SKU or slug sent) are what the request was
+    /// about, so the variant carries the same data as the in-process one.
     pub fn from_problem(
         problem: ProblemBody,
         product: Option<ProductId>,
-        sku: Option<&str>,
+        key: Option<&str>,
     ) -> CatalogError {
         let detail = problem.detail.unwrap_or(problem.title);
-        match (problem.code.as_str(), product, sku) {
+        match (problem.code.as_str(), product, key) {
             ("product_not_found", Some(id), _) => CatalogError::ProductNotFound(id),
             ("duplicate_sku", _, Some(sku)) => CatalogError::DuplicateSku(sku.to_uppercase()),
+            ("duplicate_slug", _, Some(slug)) => CatalogError::DuplicateSlug(slug.to_owned()),
             ("validation_failed", _, _) => CatalogError::Validation(problem.errors),
             ("invalid_cursor", _, _) => CatalogError::InvalidCursor,
             ("unauthenticated" | "invalid_token", _, _) => CatalogError::Unauthenticated,

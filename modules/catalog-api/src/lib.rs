@@ -5,6 +5,7 @@
 //! composition root picks one from configuration; callers cannot tell them
 //! apart, which the contract suite in [`contract`] checks.
 
+mod category;
 mod error;
 pub mod events;
 mod product;
@@ -14,14 +15,18 @@ pub mod client;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 
+pub use category::{Category, CategoryId, NewCategory};
 pub use error::CatalogError;
-pub use product::{ListProducts, NewProduct, Product, ProductId, ProductPatch, Sku, SkuError};
+pub use product::{
+    Availability, ListProducts, NewProduct, Product, ProductFilter, ProductId, ProductPatch,
+    ProductSort, Sku, SkuError,
+};
 
 use kernel::{CallContext, Page};
 
 /// Route prefixes (below `/api/v1`) served by the catalog module. A process
 /// where the catalog is remote forwards these to it.
-pub const ROUTE_PREFIXES: &[&str] = &["/products"];
+pub const ROUTE_PREFIXES: &[&str] = &["/products", "/categories"];
 
 /// What other modules (and the catalog's own HTTP routes) may ask of the catalog.
 #[async_trait::async_trait]
@@ -44,10 +49,13 @@ pub trait CatalogApi: Send + Sync {
     /// [`CatalogError::ProductNotFound`] when no product has this id.
     async fn get_product(&self, cx: &CallContext, id: ProductId) -> Result<Product, CatalogError>;
 
-    /// A page of products in a stable order (oldest first).
+    /// A page of products: filtered, searched and sorted as asked, in a
+    /// stable order, so pages neither repeat nor skip products.
     ///
     /// # Errors
-    /// [`CatalogError::InvalidCursor`] when the cursor was not handed out by this list.
+    /// [`CatalogError::InvalidCursor`] when the cursor was not handed out by
+    /// this list (with this sort); [`CatalogError::Validation`] for an
+    /// impossible filter.
     async fn list_products(
         &self,
         cx: &CallContext,
@@ -66,4 +74,21 @@ pub trait CatalogApi: Send + Sync {
         id: ProductId,
         patch: ProductPatch,
     ) -> Result<Product, CatalogError>;
+
+    /// Creates a category. Admins only.
+    ///
+    /// # Errors
+    /// [`CatalogError::DuplicateSlug`], [`CatalogError::Validation`] (a
+    /// parent that is itself a subcategory, or does not exist).
+    async fn create_category(
+        &self,
+        cx: &CallContext,
+        new: NewCategory,
+    ) -> Result<Category, CatalogError>;
+
+    /// Every category, as a tree (top-level ones with their children), by name.
+    ///
+    /// # Errors
+    /// [`CatalogError::Unavailable`].
+    async fn list_categories(&self, cx: &CallContext) -> Result<Vec<Category>, CatalogError>;
 }

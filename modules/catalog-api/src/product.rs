@@ -4,6 +4,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use kernel::{Cursor, Money, PageLimit};
+
+use crate::CategoryId;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -110,6 +112,15 @@ pub struct Product {
     pub price: Money,
     /// Whether the product is for sale.
     pub active: bool,
+    /// Its category, if any.
+    pub category_id: Option<CategoryId>,
+    /// Image URLs (http or https).
+    pub images: Vec<String>,
+    /// Free-form attributes (`{"colour": "blue"}`).
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Whether it can be bought now, as the inventory last reported.
+    pub availability: Availability,
     /// When the product was created.
     pub created_at: DateTime<Utc>,
     /// When the product last changed.
@@ -134,6 +145,16 @@ pub struct NewProduct {
     /// Whether the product is for sale (default `true`).
     #[serde(default)]
     pub active: Option<bool>,
+    /// Its category.
+    #[serde(default)]
+    pub category_id: Option<CategoryId>,
+    /// Image URLs: http or https, public hosts only, at most 20.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Free-form attributes (a JSON object, at most 8 KiB).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Changes to a product: only the fields present are changed; `description:
@@ -159,6 +180,21 @@ pub struct ProductPatch {
     /// New sale status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+    /// New category; `null` takes it out of its category.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<CategoryId>)]
+    pub category_id: Option<Option<CategoryId>>,
+    /// New image URLs (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+    /// New attributes (replaces the object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -170,22 +206,107 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Whether a product can be bought now (the inventory's word, kept by the
+/// catalog from inventory events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    /// Never stocked.
+    Unknown,
+    /// Plenty.
+    InStock,
+    /// At or below the SKU's low-stock threshold.
+    LowStock,
+    /// None available.
+    OutOfStock,
+}
+
+impl Availability {
+    /// The value as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Unknown => "unknown",
+            Availability::InStock => "in_stock",
+            Availability::LowStock => "low_stock",
+            Availability::OutOfStock => "out_of_stock",
+        }
+    }
+}
+
+impl std::str::FromStr for Availability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Availability, String> {
+        match s {
+            "unknown" => Ok(Availability::Unknown),
+            "in_stock" => Ok(Availability::InStock),
+            "low_stock" => Ok(Availability::LowStock),
+            "out_of_stock" => Ok(Availability::OutOfStock),
+            other => Err(format!("unknown availability `{other}`")),
+        }
+    }
+}
+
+/// Order of a product list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductSort {
+    /// Oldest first (the default without `q`).
+    Created,
+    /// Newest first.
+    Newest,
+    /// Cheapest first.
+    PriceAsc,
+    /// Dearest first.
+    PriceDesc,
+    /// By name.
+    Name,
+    /// Best match first (the default with `q`; needs `q`).
+    Relevance,
+}
+
+impl ProductSort {
+    /// The value as sent in `sort=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductSort::Created => "created",
+            ProductSort::Newest => "newest",
+            ProductSort::PriceAsc => "price_asc",
+            ProductSort::PriceDesc => "price_desc",
+            ProductSort::Name => "name",
+            ProductSort::Relevance => "relevance",
+        }
+    }
+}
+
+/// Which products to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductFilter {
+    /// In this category or its subcategories.
+    pub category_id: Option<CategoryId>,
+    /// Price at least this many minor units.
+    pub min_price: Option<i64>,
+    /// Price at most this many minor units.
+    pub max_price: Option<i64>,
+    /// For sale or not.
+    pub active: Option<bool>,
+    /// `true`: in stock or low; `false`: out of stock or never stocked.
+    pub in_stock: Option<bool>,
+    /// Full-text search over SKU, name and description (web search syntax).
+    pub q: Option<String>,
+}
+
 /// Which page of products to list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListProducts {
     /// Page size.
     pub limit: PageLimit,
     /// Where the previous page ended.
     pub cursor: Option<Cursor>,
-}
-
-impl Default for ListProducts {
-    fn default() -> ListProducts {
-        ListProducts {
-            limit: PageLimit::DEFAULT,
-            cursor: None,
-        }
-    }
+    /// Which products.
+    pub filter: ProductFilter,
+    /// In which order (default: `created`, or `relevance` with `q`).
+    pub sort: Option<ProductSort>,
 }
 
 #[cfg(test)]

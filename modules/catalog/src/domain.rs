@@ -1,6 +1,8 @@
 //! Domain rules of products: what a valid product and a valid change are.
 
-use catalog_api::{NewProduct, ProductPatch, Sku};
+use catalog_api::{
+    CategoryId, NewCategory, NewProduct, ProductFilter, ProductPatch, ProductSort, Sku,
+};
 use kernel::{FieldError, Money};
 
 /// Longest product name, in characters.
@@ -16,6 +18,9 @@ pub(crate) struct ValidNewProduct {
     pub(crate) description: Option<String>,
     pub(crate) price: Money,
     pub(crate) active: bool,
+    pub(crate) category_id: Option<CategoryId>,
+    pub(crate) images: Vec<String>,
+    pub(crate) attributes: serde_json::Value,
 }
 
 /// A checked change to a product.
@@ -25,6 +30,9 @@ pub(crate) struct ValidPatch {
     pub(crate) description: Option<Option<String>>,
     pub(crate) price: Option<Money>,
     pub(crate) active: Option<bool>,
+    pub(crate) category_id: Option<Option<CategoryId>>,
+    pub(crate) images: Option<Vec<String>>,
+    pub(crate) attributes: Option<serde_json::Value>,
 }
 
 /// Checks a new product, reporting every invalid field at once.
@@ -36,6 +44,8 @@ pub(crate) fn validate_new(new: NewProduct) -> Result<ValidNewProduct, Vec<Field
     let name = check_name(&new.name, &mut errors);
     let description = check_description(new.description, &mut errors);
     let price = check_price(new.price, &mut errors);
+    check_images(&new.images, &mut errors);
+    let attributes = check_attributes(new.attributes, &mut errors);
     match (sku, name, description, price) {
         (Some(sku), Some(name), Some(description), Some(price)) if errors.is_empty() => {
             Ok(ValidNewProduct {
@@ -44,6 +54,9 @@ pub(crate) fn validate_new(new: NewProduct) -> Result<ValidNewProduct, Vec<Field
                 description,
                 price,
                 active: new.active.unwrap_or(true),
+                category_id: new.category_id,
+                images: new.images,
+                attributes,
             })
         }
         _ => Err(errors),
@@ -56,6 +69,10 @@ pub(crate) fn validate_patch(patch: ProductPatch) -> Result<ValidPatch, Vec<Fiel
     let name = patch.name.map(|n| check_name(&n, &mut errors));
     let description = patch.description.map(|d| check_description(d, &mut errors));
     let price = patch.price.map(|p| check_price(p, &mut errors));
+    if let Some(images) = &patch.images {
+        check_images(images, &mut errors);
+    }
+    let attributes = patch.attributes.map(|a| check_attributes(a, &mut errors));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -64,6 +81,9 @@ pub(crate) fn validate_patch(patch: ProductPatch) -> Result<ValidPatch, Vec<Fiel
         description: description.flatten(),
         price: price.flatten(),
         active: patch.active,
+        category_id: patch.category_id,
+        images: patch.images,
+        attributes,
     })
 }
 
@@ -105,6 +125,156 @@ fn check_price(price: Money, errors: &mut Vec<FieldError>) -> Option<Money> {
     Some(price)
 }
 
+/// Most images per product.
+const IMAGES_MAX: usize = 20;
+/// Largest attributes object, serialised.
+const ATTRIBUTES_MAX_BYTES: usize = 8192;
+
+/// Image URLs must be http(s) on a public host: the shop (and every
+/// browser showing the product) fetches them, so no internal addresses.
+fn check_images(images: &[String], errors: &mut Vec<FieldError>) {
+    if images.len() > IMAGES_MAX {
+        errors.push(FieldError::new(
+            "images",
+            format!("at most {IMAGES_MAX} images"),
+        ));
+    }
+    for (i, raw) in images.iter().enumerate() {
+        if let Err(message) = check_image_url(raw) {
+            errors.push(FieldError::new(format!("images[{i}]"), message));
+        }
+    }
+}
+
+fn check_image_url(raw: &str) -> Result<(), String> {
+    use std::net::IpAddr;
+    let url = url::Url::parse(raw).map_err(|_| "must be an absolute URL".to_owned())?;
+    if !matches!(url.scheme(), "http" | "https") || raw.len() > 2048 {
+        return Err("must be an http or https URL of at most 2048 characters".to_owned());
+    }
+    let internal = match url.host() {
+        None => true,
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            d == "localhost"
+                || [".localhost", ".local", ".internal", ".lan"]
+                    .iter()
+                    .any(|s| d.ends_with(s))
+                || !d.contains('.')
+        }
+        Some(url::Host::Ipv4(ip)) => {
+            let ip = IpAddr::V4(ip);
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || matches!(ip, IpAddr::V4(v4) if v4.is_private() || v4.is_link_local() || v4.is_broadcast() || v4.is_documentation())
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    if internal {
+        return Err("must point to a public host, not an internal address".to_owned());
+    }
+    Ok(())
+}
+
+fn check_attributes(
+    attributes: serde_json::Map<String, serde_json::Value>,
+    errors: &mut Vec<FieldError>,
+) -> serde_json::Value {
+    let value = serde_json::Value::Object(attributes);
+    if value.to_string().len() > ATTRIBUTES_MAX_BYTES {
+        errors.push(FieldError::new(
+            "attributes",
+            format!("must be at most {ATTRIBUTES_MAX_BYTES} bytes of JSON"),
+        ));
+    }
+    value
+}
+
+/// A checked category.
+pub(crate) struct ValidCategory {
+    pub(crate) name: String,
+    pub(crate) slug: String,
+    pub(crate) parent_id: Option<CategoryId>,
+}
+
+/// Checks a new category's name and slug (the parent is checked against the database).
+pub(crate) fn validate_category(new: NewCategory) -> Result<ValidCategory, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let name = new.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+    }
+    let slug_ok = !new.slug.is_empty()
+        && new.slug.len() <= 100
+        && new.slug.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    if !slug_ok {
+        errors.push(FieldError::new(
+            "slug",
+            "must be lower-case letters and digits in words joined by single dashes",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(ValidCategory {
+            name,
+            slug: new.slug,
+            parent_id: new.parent_id,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Longest search query, in characters.
+const QUERY_MAX: usize = 200;
+
+/// Checks a list's filter and sort; returns the effective sort.
+pub(crate) fn validate_listing(
+    filter: &ProductFilter,
+    sort: Option<ProductSort>,
+) -> Result<ProductSort, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if let (Some(min), Some(max)) = (filter.min_price, filter.max_price)
+        && min > max
+    {
+        errors.push(FieldError::new("min_price", "must not be above max_price"));
+    }
+    if filter.min_price.is_some_and(|p| p < 0) || filter.max_price.is_some_and(|p| p < 0) {
+        errors.push(FieldError::new("min_price", "prices are not negative"));
+    }
+    let q = filter.q.as_deref().map(str::trim);
+    if q.is_some_and(|q| q.is_empty() || q.chars().count() > QUERY_MAX) {
+        errors.push(FieldError::new(
+            "q",
+            format!("must be 1 to {QUERY_MAX} characters"),
+        ));
+    }
+    let sort = sort.unwrap_or(if q.is_some() {
+        ProductSort::Relevance
+    } else {
+        ProductSort::Created
+    });
+    if sort == ProductSort::Relevance && q.is_none() {
+        errors.push(FieldError::new("sort", "relevance needs a search (q)"));
+    }
+    if errors.is_empty() {
+        Ok(sort)
+    } else {
+        Err(errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +287,57 @@ mod tests {
             description: None,
             price: Money::new(amount, Currency::EUR),
             active: None,
+            category_id: None,
+            images: Vec::new(),
+            attributes: serde_json::Map::new(),
         }
+    }
+
+    #[test]
+    fn image_urls_must_be_public() {
+        for ok in [
+            "https://cdn.example.com/a.png",
+            "http://93.184.216.34/x.jpg",
+        ] {
+            assert!(check_image_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com/a.png",
+            "https://localhost/a.png",
+            "http://127.0.0.1/a.png",
+            "http://10.0.0.8/a.png",
+            "http://192.168.1.1/a.png",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/a.png",
+            "http://intranet/a.png",
+            "http://printer.local/a.png",
+            "/relative.png",
+        ] {
+            assert!(check_image_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs_and_listing_rules() {
+        let category = |slug: &str| NewCategory {
+            name: "N".into(),
+            slug: slug.into(),
+            parent_id: None,
+        };
+        assert!(validate_category(category("kitchen-mugs")).is_ok());
+        for bad in ["Kitchen", "a--b", "-a", "a-", "", "a b"] {
+            assert!(validate_category(category(bad)).is_err(), "{bad}");
+        }
+        let q = ProductFilter {
+            q: Some("mug".into()),
+            ..ProductFilter::default()
+        };
+        assert_eq!(validate_listing(&q, None).unwrap(), ProductSort::Relevance);
+        assert_eq!(
+            validate_listing(&ProductFilter::default(), None).unwrap(),
+            ProductSort::Created
+        );
+        assert!(validate_listing(&ProductFilter::default(), Some(ProductSort::Relevance)).is_err());
     }
 
     #[test]

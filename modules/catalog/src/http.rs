@@ -1,13 +1,16 @@
-//! `/products` routes: thin adapters from HTTP to [`CatalogApi`].
+//! `/products` and `/categories` routes: thin adapters from HTTP to [`CatalogApi`].
 
 use actix_web::http::header;
 use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpResponse, get, patch, post};
 use auth::AdminOnly;
 use catalog_api::{
-    CatalogApi, CatalogError, ListProducts, NewProduct, Product, ProductId, ProductPatch,
+    CatalogApi, CatalogError, Category, CategoryId, ListProducts, NewCategory, NewProduct, Product,
+    ProductFilter, ProductId, ProductPatch, ProductSort,
 };
 use kernel::{Page, ProblemBody};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use web::{ApiError, PageQuery, RequestCx};
 
 use crate::CatalogModule;
@@ -17,33 +20,134 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) 
     cfg.service(list_products)
         .service(create_product)
         .service(get_product)
-        .service(update_product);
+        .service(update_product)
+        .service(list_categories)
+        .service(create_category);
 }
 
 type Result<T> = std::result::Result<T, ApiError<CatalogError>>;
 
-/// List products, oldest first, one page at a time.
+/// Product reads are the same for everyone: shared caches may keep them a
+/// little while; clients revalidate with `If-None-Match`.
+const PRODUCT_CACHE_CONTROL: &str = "public, max-age=30";
+/// Lists change more often.
+const LIST_CACHE_CONTROL: &str = "public, max-age=5";
+
+/// Query parameters of the product list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ProductListQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page (valid for the same sort and filters).
+    cursor: Option<String>,
+    /// Full-text search over SKU, name and description (web search syntax:
+    /// `blue mug`, `"tea cup"`, `mug -blue`).
+    q: Option<String>,
+    /// In this category or its subcategories.
+    category_id: Option<CategoryId>,
+    /// Price at least this many minor units.
+    min_price: Option<i64>,
+    /// Price at most this many minor units.
+    max_price: Option<i64>,
+    /// For sale or not.
+    active: Option<bool>,
+    /// `true`: in stock or low; `false`: out of stock or never stocked.
+    in_stock: Option<bool>,
+    /// `created` (default), `newest`, `price_asc`, `price_desc`, `name`,
+    /// `relevance` (default with `q`).
+    sort: Option<ProductSort>,
+}
+
+/// List products: filter, search, sort, one page at a time.
 #[utoipa::path(
     tag = "catalog",
-    params(PageQuery),
+    params(ProductListQuery),
     responses(
-        (status = 200, description = "A page of products", body = Page<Product>),
+        (status = 200, description = "A page of products", body = Page<Product>,
+            headers(("etag" = String, description = "Send back in If-None-Match"))),
+        (status = 304, description = "Not modified since the ETag you sent"),
         (status = 400, description = "Malformed query or cursor", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Limit out of range", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Limit out of range, impossible filter, relevance without q", body = ProblemBody, content_type = "application/problem+json"),
     ),
 )]
 #[get("/products")]
 pub async fn list_products(
     catalog: Data<CatalogModule>,
     RequestCx(cx): RequestCx,
-    query: Query<PageQuery>,
+    query: Query<ProductListQuery>,
 ) -> std::result::Result<HttpResponse, actix_web::Error> {
-    let (limit, cursor) = query.parse()?;
+    let query = query.into_inner();
+    let (limit, cursor) = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .parse()?;
+    let filter = ProductFilter {
+        category_id: query.category_id,
+        min_price: query.min_price,
+        max_price: query.max_price,
+        active: query.active,
+        in_stock: query.in_stock,
+        q: query.q,
+    };
     let page = catalog
-        .list_products(&cx, ListProducts { limit, cursor })
+        .list_products(
+            &cx,
+            ListProducts {
+                limit,
+                cursor,
+                filter,
+                sort: query.sort,
+            },
+        )
         .await
         .map_err(ApiError)?;
-    Ok(HttpResponse::Ok().json(page))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, LIST_CACHE_CONTROL))
+        .json(page))
+}
+
+/// The category tree: top-level categories with their subcategories.
+#[utoipa::path(
+    tag = "catalog",
+    responses((status = 200, description = "Every category", body = Vec<Category>)),
+)]
+#[get("/categories")]
+pub async fn list_categories(
+    catalog: Data<CatalogModule>,
+    RequestCx(cx): RequestCx,
+) -> Result<HttpResponse> {
+    let tree = catalog.list_categories(&cx).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .json(tree))
+}
+
+/// Create a category (under a top-level one, or top-level). Admin only.
+#[utoipa::path(
+    tag = "catalog",
+    request_body = NewCategory,
+    responses(
+        (status = 201, description = "The new category", body = Category),
+        (status = 409, description = "The slug is taken", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a parent that is a subcategory", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/categories")]
+pub async fn create_category(
+    catalog: Data<CatalogModule>,
+    RequestCx(cx): RequestCx,
+    _admin: AdminOnly,
+    body: Json<NewCategory>,
+) -> Result<HttpResponse> {
+    let category = catalog.create_category(&cx, body.into_inner()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, "/api/v1/categories"))
+        .json(category))
 }
 
 /// Create a product. Admin only.
@@ -78,7 +182,9 @@ pub async fn create_product(
     tag = "catalog",
     params(("id" = ProductId, Path, description = "Product id")),
     responses(
-        (status = 200, description = "The product", body = Product),
+        (status = 200, description = "The product", body = Product,
+            headers(("etag" = String, description = "Send back in If-None-Match"))),
+        (status = 304, description = "Not modified since the ETag you sent"),
         (status = 400, description = "The id is not a UUID", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -88,8 +194,11 @@ pub async fn get_product(
     catalog: Data<CatalogModule>,
     RequestCx(cx): RequestCx,
     id: Path<ProductId>,
-) -> Result<Json<Product>> {
-    Ok(Json(catalog.get_product(&cx, id.into_inner()).await?))
+) -> Result<HttpResponse> {
+    let product = catalog.get_product(&cx, id.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, PRODUCT_CACHE_CONTROL))
+        .json(product))
 }
 
 /// Change some fields of a product (JSON merge patch). Admin only.

@@ -4,11 +4,15 @@
 //! Owns the `catalog` schema; nothing else reads or writes it. Other modules
 //! reach the catalog only through `catalog-api`.
 
+pub mod cache;
 mod domain;
+pub mod events;
 pub mod http;
 mod repo;
 mod service;
 
+pub use cache::ProductCache;
+pub use events::CatalogEvents;
 pub use service::CatalogModule;
 
 use serde::Deserialize;
@@ -32,4 +36,6 @@ pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
 pub struct Settings {
     /// Database of this module (`[catalog.database]`).
     pub database: db::ModuleDatabase,
+    /// Product cache (`[catalog.cache]`).
+    pub cache: cache::CacheSettings,
 }

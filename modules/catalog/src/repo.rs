@@ -1,8 +1,11 @@
 //! Storage of products in `catalog.products`. Functions take a connection so
 //! a service can run several in one transaction.
 
-use catalog_api::{Product, ProductId, Sku};
+use catalog_api::{
+    Availability, Category, CategoryId, Product, ProductFilter, ProductId, ProductSort, Sku,
+};
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{Currency, Money};
@@ -21,13 +24,27 @@ diesel::table! {
         active -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        category_id -> Nullable<Uuid>,
+        images -> Array<Text>,
+        attributes -> Jsonb,
+        availability -> Text,
+    }
+}
+
+diesel::table! {
+    catalog.categories (id) {
+        id -> Uuid,
+        name -> Text,
+        slug -> Text,
+        parent_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
     }
 }
 
 /// Name of the unique constraint on SKUs, to recognise duplicates.
 pub(crate) const SKU_UNIQUE: &str = "products_sku_key";
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = products)]
 pub(crate) struct ProductRow {
     id: Uuid,
@@ -39,6 +56,10 @@ pub(crate) struct ProductRow {
     active: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    category_id: Option<Uuid>,
+    images: Vec<String>,
+    attributes: serde_json::Value,
+    availability: String,
 }
 
 impl ProductRow {
@@ -50,7 +71,15 @@ impl ProductRow {
             .price_currency
             .parse()
             .map_err(|e| format!("stored currency: {e}"))?;
+        let serde_json::Value::Object(attributes) = self.attributes else {
+            return Err("stored attributes are not an object".to_owned());
+        };
+        let availability: Availability = self.availability.parse()?;
         Ok(Product {
+            category_id: self.category_id.map(CategoryId::from),
+            images: self.images,
+            attributes,
+            availability,
             id: ProductId::from(self.id),
             sku,
             name: self.name,
@@ -73,6 +102,9 @@ struct NewProductRow<'a> {
     price_amount_minor: i64,
     price_currency: &'a str,
     active: bool,
+    category_id: Option<Uuid>,
+    images: &'a [String],
+    attributes: &'a serde_json::Value,
 }
 
 #[derive(AsChangeset)]
@@ -83,6 +115,9 @@ struct PatchRow<'a> {
     price_amount_minor: Option<i64>,
     price_currency: Option<&'a str>,
     active: Option<bool>,
+    category_id: Option<Option<Uuid>>,
+    images: Option<&'a [String]>,
+    attributes: Option<&'a serde_json::Value>,
 }
 
 /// Inserts a product; created_at and updated_at come from the database clock.
@@ -101,6 +136,9 @@ pub(crate) async fn insert(
             price_amount_minor: new.price.amount_minor(),
             price_currency: currency.as_str(),
             active: new.active,
+            category_id: new.category_id.map(|c| c.as_uuid()),
+            images: &new.images,
+            attributes: &new.attributes,
         })
         .returning(ProductRow::as_returning())
         .get_result(conn)
@@ -134,21 +172,254 @@ pub(crate) async fn find_for_update(
         .optional()
 }
 
-/// Up to `limit` products after `after`, in id order (creation order).
+/// Where a sorted list left off: the sort key of the last item and its id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ListKey {
+    pub(crate) sort: String,
+    pub(crate) id: Uuid,
+    /// The sort value: a timestamp, price, name or rank.
+    pub(crate) value: serde_json::Value,
+}
+
+/// A product row with its search rank (0 without a search).
+#[derive(QueryableByName)]
+pub(crate) struct Ranked {
+    #[diesel(embed)]
+    pub(crate) product: ProductRow,
+    #[diesel(sql_type = diesel::sql_types::Float)]
+    pub(crate) rank: f32,
+}
+
+impl Ranked {
+    /// The key of this row for `sort`.
+    pub(crate) fn key(&self, sort: ProductSort) -> ListKey {
+        let value = match sort {
+            ProductSort::Created => serde_json::Value::Null,
+            ProductSort::Newest => serde_json::json!(self.product.created_at),
+            ProductSort::PriceAsc | ProductSort::PriceDesc => {
+                serde_json::json!(self.product.price_amount_minor)
+            }
+            ProductSort::Name => serde_json::json!(self.product.name),
+            ProductSort::Relevance => serde_json::json!(self.rank),
+        };
+        ListKey {
+            sort: sort.as_str().to_owned(),
+            id: self.product.id,
+            value,
+        }
+    }
+}
+
+/// The column list of `ProductRow`, for hand-written queries.
+const COLUMNS: &str = "id, sku, name, description, price_amount_minor, price_currency, active, \
+    created_at, updated_at, category_id, images, attributes, availability";
+
+/// Up to `limit` products matching `filter`, in `sort` order, after `after`.
+/// One query; every sort has a keyset (its value, then id) and an index.
 pub(crate) async fn list(
     conn: &mut AsyncPgConnection,
-    after: Option<Uuid>,
+    filter: &ProductFilter,
+    sort: ProductSort,
+    after: Option<&ListKey>,
     limit: i64,
-) -> QueryResult<Vec<ProductRow>> {
-    let mut query = products::table
-        .select(ProductRow::as_select())
-        .order(products::id.asc())
-        .limit(limit)
-        .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(products::id.gt(after));
+) -> Result<Vec<Ranked>, ListError> {
+    use diesel::sql_types::{BigInt, Bool, Float, Text, Timestamptz, Uuid as SqlUuid};
+    let q = filter.q.as_deref().map(str::trim);
+    let rank = if q.is_some() {
+        "ts_rank(search, websearch_to_tsquery('english', $1))"
+    } else {
+        "0::real"
+    };
+    let mut sql = format!("SELECT {COLUMNS}, {rank} AS rank FROM products WHERE ");
+    let mut conditions: Vec<String> = vec![if q.is_some() {
+        "search @@ websearch_to_tsquery('english', $1)".into()
+    } else {
+        "$1 = ''".into()
+    }];
+    // Binds are pushed in placeholder order; $1 is always the query text.
+    let mut query = diesel::sql_query(String::new())
+        .into_boxed::<Pg>()
+        .bind::<Text, _>(q.unwrap_or("").to_owned());
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if let Some(category) = filter.category_id {
+        let p = next();
+        conditions.push(format!(
+            "category_id IN (SELECT id FROM categories WHERE id = {p} OR parent_id = {p})"
+        ));
+        query = query.bind::<SqlUuid, _>(category.as_uuid());
     }
-    query.load(conn).await
+    if let Some(min) = filter.min_price {
+        conditions.push(format!("price_amount_minor >= {}", next()));
+        query = query.bind::<BigInt, _>(min);
+    }
+    if let Some(max) = filter.max_price {
+        conditions.push(format!("price_amount_minor <= {}", next()));
+        query = query.bind::<BigInt, _>(max);
+    }
+    if let Some(active) = filter.active {
+        conditions.push(format!("active = {}", next()));
+        query = query.bind::<Bool, _>(active);
+    }
+    if let Some(in_stock) = filter.in_stock {
+        conditions.push(if in_stock {
+            "availability IN ('in_stock', 'low_stock')".to_owned()
+        } else {
+            "availability IN ('out_of_stock', 'unknown')".to_owned()
+        });
+    }
+    let (order, keyset) = match sort {
+        ProductSort::Created => ("id ASC", "id > {id}"),
+        ProductSort::Newest => ("created_at DESC, id DESC", "(created_at, id) < ({v}, {id})"),
+        ProductSort::PriceAsc => (
+            "price_amount_minor ASC, id ASC",
+            "(price_amount_minor, id) > ({v}, {id})",
+        ),
+        ProductSort::PriceDesc => (
+            "price_amount_minor DESC, id DESC",
+            "(price_amount_minor, id) < ({v}, {id})",
+        ),
+        ProductSort::Name => (
+            "name COLLATE \"C\" ASC, id ASC",
+            "(name COLLATE \"C\", id) > ({v} COLLATE \"C\", {id})",
+        ),
+        ProductSort::Relevance => (
+            "rank DESC, id DESC",
+            "(ts_rank(search, websearch_to_tsquery('english', $1)), id) < ({v}, {id})",
+        ),
+    };
+    if let Some(key) = after {
+        let bad = || ListError::Cursor;
+        let v = if sort == ProductSort::Created {
+            String::new()
+        } else {
+            next()
+        };
+        query = match sort {
+            ProductSort::Created => query,
+            ProductSort::Newest => query.bind::<Timestamptz, _>(
+                serde_json::from_value::<DateTime<Utc>>(key.value.clone()).map_err(|_| bad())?,
+            ),
+            ProductSort::PriceAsc | ProductSort::PriceDesc => {
+                query.bind::<BigInt, _>(key.value.as_i64().ok_or_else(bad)?)
+            }
+            ProductSort::Name => {
+                query.bind::<Text, _>(key.value.as_str().ok_or_else(bad)?.to_owned())
+            }
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "the rank was an f32 when it was written"
+            )]
+            ProductSort::Relevance => {
+                query.bind::<Float, _>(key.value.as_f64().ok_or_else(bad)? as f32)
+            }
+        };
+        let id = next();
+        conditions.push(keyset.replace("{v}", &v).replace("{id}", &id));
+        query = query.bind::<SqlUuid, _>(key.id);
+    }
+    let l = next();
+    sql.push_str(&conditions.join(" AND "));
+    sql.push_str(&format!(" ORDER BY {order} LIMIT {l}"));
+    query = query.bind::<BigInt, _>(limit);
+    query.sql(sql).load(conn).await.map_err(ListError::Db)
+}
+
+/// Why a list query failed.
+pub(crate) enum ListError {
+    /// The cursor's value does not fit its sort.
+    Cursor,
+    /// The database.
+    Db(diesel::result::Error),
+}
+
+/// Sets the availability of the product with `sku`; its id if there is one.
+pub(crate) async fn set_availability(
+    conn: &mut AsyncPgConnection,
+    sku: &str,
+    availability: Availability,
+) -> QueryResult<Option<ProductId>> {
+    diesel::update(products::table.filter(products::sku.eq(sku)))
+        .set(products::availability.eq(availability.as_str()))
+        .returning(products::id)
+        .get_result::<Uuid>(conn)
+        .await
+        .optional()
+        .map(|id| id.map(ProductId::from))
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = categories)]
+pub(crate) struct CategoryRow {
+    id: Uuid,
+    name: String,
+    slug: String,
+    parent_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+}
+
+impl CategoryRow {
+    pub(crate) fn into_category(self) -> Category {
+        Category {
+            id: CategoryId::from(self.id),
+            name: self.name,
+            slug: self.slug,
+            parent_id: self.parent_id.map(CategoryId::from),
+            children: Vec::new(),
+            created_at: self.created_at,
+        }
+    }
+
+    pub(crate) fn parent_id(&self) -> Option<Uuid> {
+        self.parent_id
+    }
+}
+
+/// Unique constraint on slugs.
+pub(crate) const SLUG_UNIQUE: &str = "categories_slug_key";
+
+/// One category.
+pub(crate) async fn find_category(
+    conn: &mut AsyncPgConnection,
+    id: CategoryId,
+) -> QueryResult<Option<CategoryRow>> {
+    categories::table
+        .find(id.as_uuid())
+        .select(CategoryRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Inserts a category.
+pub(crate) async fn insert_category(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    slug: &str,
+    parent: Option<CategoryId>,
+) -> QueryResult<CategoryRow> {
+    diesel::insert_into(categories::table)
+        .values((
+            categories::id.eq(Uuid::now_v7()),
+            categories::name.eq(name),
+            categories::slug.eq(slug),
+            categories::parent_id.eq(parent.map(|p| p.as_uuid())),
+        ))
+        .returning(CategoryRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Every category, by name.
+pub(crate) async fn all_categories(conn: &mut AsyncPgConnection) -> QueryResult<Vec<CategoryRow>> {
+    categories::table
+        .select(CategoryRow::as_select())
+        .order((categories::name.asc(), categories::id.asc()))
+        .load(conn)
+        .await
 }
 
 /// Applies a patch; `None` when the product does not exist.
@@ -164,6 +435,9 @@ pub(crate) async fn update(
         price_amount_minor: patch.price.map(|p| p.amount_minor()),
         price_currency: currency.as_ref().map(Currency::as_str),
         active: patch.active,
+        category_id: patch.category_id.map(|c| c.map(|c| c.as_uuid())),
+        images: patch.images.as_deref(),
+        attributes: patch.attributes.as_ref(),
     };
     diesel::update(products::table.find(id.as_uuid()))
         .set((changes, products::updated_at.eq(diesel::dsl::now)))

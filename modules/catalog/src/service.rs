@@ -2,26 +2,35 @@
 
 use catalog_api::events::{ProductCreated, ProductPriceChanged, ProductUpdated};
 use catalog_api::{
-    CatalogApi, CatalogError, ListProducts, NewProduct, Product, ProductId, ProductPatch,
+    CatalogApi, CatalogError, Category, CategoryId, ListProducts, NewCategory, NewProduct, Product,
+    ProductId, ProductPatch,
 };
 use db::{Pool, PoolError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection as _;
+use kernel::FieldError;
 use kernel::{CallContext, Cursor, Page, Role};
 
-use crate::domain::{validate_new, validate_patch};
+use crate::cache::ProductCache;
+use crate::domain::{validate_category, validate_listing, validate_new, validate_patch};
 use crate::repo::{self, ProductRow};
 
 /// The catalog, served from this process's database pool.
 #[derive(Clone)]
 pub struct CatalogModule {
     pool: Pool,
+    cache: ProductCache,
 }
 
 impl CatalogModule {
-    /// The catalog over its own connection pool.
-    pub fn new(pool: Pool) -> CatalogModule {
-        CatalogModule { pool }
+    /// The catalog over its own connection pool, reading through `cache`.
+    pub fn new(pool: Pool, cache: ProductCache) -> CatalogModule {
+        CatalogModule { pool, cache }
+    }
+
+    /// The product cache (shared with the catalog's event handler).
+    pub fn cache(&self) -> &ProductCache {
+        &self.cache
     }
 
     /// The module's pool (for readiness checks and metrics).
@@ -55,6 +64,23 @@ fn require_admin(cx: &CallContext) -> Result<(), CatalogError> {
     }
 }
 
+/// A category id that names no category is an invalid field.
+async fn check_category(
+    conn: &mut db::AsyncPgConnection,
+    id: Option<CategoryId>,
+) -> Result<(), DieselError> {
+    match id {
+        Some(id) if repo::find_category(conn, id).await?.is_none() => {
+            Err(DieselError::RollbackTransaction)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn no_such_category() -> CatalogError {
+    CatalogError::Validation(vec![FieldError::new("category_id", "no such category")])
+}
+
 fn to_product(row: ProductRow) -> Result<Product, CatalogError> {
     row.into_product().map_err(CatalogError::Unexpected)
 }
@@ -73,6 +99,7 @@ impl CatalogApi for CatalogModule {
         let id = ProductId::generate();
         let row = conn
             .transaction::<_, DieselError, _>(async |conn| {
+                check_category(conn, valid.category_id).await?;
                 let row = repo::insert(conn, id, &valid).await?;
                 let event = ProductCreated {
                     product_id: id,
@@ -91,6 +118,7 @@ impl CatalogApi for CatalogModule {
                 {
                     CatalogError::DuplicateSku(valid.sku.to_string())
                 }
+                DieselError::RollbackTransaction => no_such_category(),
                 other => database(other),
             })?;
         tracing::info!(product.id = %id, "product created");
@@ -99,12 +127,16 @@ impl CatalogApi for CatalogModule {
 
     #[tracing::instrument(skip_all, fields(product.id = %id))]
     async fn get_product(&self, _cx: &CallContext, id: ProductId) -> Result<Product, CatalogError> {
-        let mut conn = self.conn().await?;
-        let row = repo::find(&mut conn, id)
+        self.cache
+            .get_or_load(id, async {
+                let mut conn = self.conn().await?;
+                let row = repo::find(&mut conn, id)
+                    .await
+                    .map_err(database)?
+                    .ok_or(CatalogError::ProductNotFound(id))?;
+                to_product(row)
+            })
             .await
-            .map_err(database)?
-            .ok_or(CatalogError::ProductNotFound(id))?;
-        to_product(row)
     }
 
     #[tracing::instrument(skip_all, fields(limit = query.limit.get()))]
@@ -113,16 +145,43 @@ impl CatalogApi for CatalogModule {
         _cx: &CallContext,
         query: ListProducts,
     ) -> Result<Page<Product>, CatalogError> {
-        let after =
-            Cursor::after_id(query.cursor.as_ref()).map_err(|_| CatalogError::InvalidCursor)?;
+        let sort = validate_listing(&query.filter, query.sort).map_err(CatalogError::Validation)?;
+        let after = match &query.cursor {
+            Some(cursor) => {
+                let key: repo::ListKey =
+                    cursor.decode().map_err(|_| CatalogError::InvalidCursor)?;
+                if key.sort != sort.as_str() {
+                    return Err(CatalogError::InvalidCursor);
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        let limit = usize::from(query.limit.get());
         let mut conn = self.conn().await?;
-        let rows = repo::list(&mut conn, after, query.limit.overfetch())
-            .await
-            .map_err(database)?
+        let mut rows = repo::list(
+            &mut conn,
+            &query.filter,
+            sort,
+            after.as_ref(),
+            query.limit.overfetch(),
+        )
+        .await
+        .map_err(|e| match e {
+            repo::ListError::Cursor => CatalogError::InvalidCursor,
+            repo::ListError::Db(e) => database(e),
+        })?;
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = match rows.last() {
+            Some(last) if has_more => Some(Cursor::encode(&last.key(sort))),
+            _ => None,
+        };
+        let items = rows
             .into_iter()
-            .map(to_product)
+            .map(|r| to_product(r.product))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_overfetch(rows, query.limit, |p| p.id.as_uuid()))
+        Ok(Page { items, next_cursor })
     }
 
     #[tracing::instrument(skip_all, fields(product.id = %id))]
@@ -137,6 +196,9 @@ impl CatalogApi for CatalogModule {
         let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, DieselError, _>(async |conn| {
+                if let Some(category) = valid.category_id {
+                    check_category(conn, category).await?;
+                }
                 let Some(before) = repo::find_for_update(conn, id).await? else {
                     return Ok(None);
                 };
@@ -168,9 +230,77 @@ impl CatalogApi for CatalogModule {
                 Ok(Some(after))
             })
             .await
-            .map_err(database)?
+            .map_err(|e| match e {
+                DieselError::RollbackTransaction => no_such_category(),
+                other => database(other),
+            })?
             .ok_or(CatalogError::ProductNotFound(id))?;
+        // Visible to the next read here; other instances hear the event.
+        self.cache.invalidate(id).await;
         tracing::info!("product updated");
         to_product(row)
+    }
+
+    #[tracing::instrument(skip_all, fields(category.slug = %new.slug))]
+    async fn create_category(
+        &self,
+        cx: &CallContext,
+        new: NewCategory,
+    ) -> Result<Category, CatalogError> {
+        require_admin(cx)?;
+        let valid = validate_category(new).map_err(CatalogError::Validation)?;
+        let mut conn = self.conn().await?;
+        if let Some(parent) = valid.parent_id {
+            let found = repo::find_category(&mut conn, parent)
+                .await
+                .map_err(database)?;
+            let problem = match found {
+                None => Some("no such category"),
+                Some(p) if p.parent_id().is_some() => {
+                    Some("is itself a subcategory: categories nest one level")
+                }
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                return Err(CatalogError::Validation(vec![FieldError::new(
+                    "parent_id",
+                    message,
+                )]));
+            }
+        }
+        let row = repo::insert_category(&mut conn, &valid.name, &valid.slug, valid.parent_id)
+            .await
+            .map_err(|e| match e {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+                    if info.constraint_name() == Some(repo::SLUG_UNIQUE) =>
+                {
+                    CatalogError::DuplicateSlug(valid.slug.clone())
+                }
+                other => database(other),
+            })?;
+        tracing::info!("category created");
+        Ok(row.into_category())
+    }
+
+    async fn list_categories(&self, _cx: &CallContext) -> Result<Vec<Category>, CatalogError> {
+        let mut conn = self.conn().await?;
+        let rows = repo::all_categories(&mut conn).await.map_err(database)?;
+        let all: Vec<Category> = rows
+            .into_iter()
+            .map(repo::CategoryRow::into_category)
+            .collect();
+        let mut tree: Vec<Category> = all
+            .iter()
+            .filter(|c| c.parent_id.is_none())
+            .cloned()
+            .collect();
+        for top in &mut tree {
+            top.children = all
+                .iter()
+                .filter(|c| c.parent_id == Some(top.id))
+                .cloned()
+                .collect();
+        }
+        Ok(tree)
     }
 }

@@ -16,6 +16,9 @@ pub struct StockChanged {
     pub reserved: i32,
     /// Units available now.
     pub available: i32,
+    /// The SKU's low-stock threshold (optional: added after v1 was first published).
+    #[serde(default)]
+    pub low_stock_threshold: Option<i32>,
 }
 
 impl IntegrationEvent for StockChanged {

@@ -190,6 +190,7 @@ async fn after_change(
         on_hand: after.on_hand,
         reserved: after.reserved,
         available: after.available(),
+        low_stock_threshold: Some(after.low_stock_threshold),
     };
     events::outbox::publish(conn, crate::NAME, cx, &changed).await?;
     let was = before.map_or(0, Row::available);

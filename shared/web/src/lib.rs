@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod context;
+pub mod etag;
 pub mod observe;
 mod page;
 pub mod problem;
