@@ -7,6 +7,7 @@ mod architecture;
 mod auth;
 mod catalog_contract;
 mod catalog_http;
+mod catalog_read;
 mod cli;
 mod crash;
 mod database;

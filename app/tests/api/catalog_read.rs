@@ -1,0 +1,298 @@
+//! Reading the catalog: conditional GETs, the product cache (in memory and
+//! in Redis), the availability read model, and the search index.
+
+use diesel::sql_types::Text;
+use diesel_async::RunQueryDsl;
+use kernel::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, eventually, product_json, spawn_app, spawn_app_with};
+
+async fn create(app: &TestApp, sku: &str) -> (String, Value) {
+    let product: Value = app
+        .post_product(&product_json(sku))
+        .await
+        .json()
+        .await
+        .unwrap();
+    (
+        app.url(&format!(
+            "/api/v1/products/{}",
+            product["id"].as_str().unwrap()
+        )),
+        product,
+    )
+}
+
+async fn patch(app: &TestApp, url: &str, body: Value) {
+    let response = app
+        .client
+        .patch(url)
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+fn metric(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_get_is_304_until_the_product_changes() {
+    let app = spawn_app().await;
+    let (url, _) = create(&app, "ETAG-1").await;
+
+    let first = app.client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "public, max-age=30");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+
+    let again = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"], etag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    patch(&app, &url, json!({"name": "Changed"})).await;
+    let changed = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200, "a change makes a new version");
+    assert_ne!(changed.headers()["etag"], etag.as_str());
+
+    // Lists are tagged too; other routes get no-cache.
+    let list = app.get("/api/v1/products").await;
+    let list_etag = list.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(list.headers()["cache-control"], "public, max-age=5");
+    let list_again = app
+        .client
+        .get(app.url("/api/v1/products"))
+        .header("if-none-match", list_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list_again.status(), 304);
+    assert_eq!(
+        app.get("/health/live").await.headers()["cache-control"],
+        "no-cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_serves_reads_and_a_patch_is_visible_at_once() {
+    let app = spawn_app().await;
+    let (url, _) = create(&app, "CACHE-1").await;
+    let hits = || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metric(
+            &metrics,
+            r#"cache_requests_total{cache="product",result="hit"}"#,
+        )
+    };
+    app.get(&url[app.address.len()..]).await;
+    let before = hits().await;
+    for _ in 0..3 {
+        app.get(&url[app.address.len()..]).await;
+    }
+    assert_eq!(hits().await - before, 3.0, "three reads, three hits");
+
+    patch(
+        &app,
+        &url,
+        json!({"price": {"amount_minor": 777, "currency": "EUR"}}),
+    )
+    .await;
+    let fresh: Value = app
+        .get(&url[app.address.len()..])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh["price"]["amount_minor"], 777,
+        "no stale read after a write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_cache_is_shared_and_invalidated() {
+    let app = spawn_app_with(&[("APP__CATALOG__CACHE__BACKEND", "redis")]).await;
+    let (url, product) = create(&app, "REDIS-1").await;
+    let key = format!("shop:catalog:product:{}", product["id"].as_str().unwrap());
+    let client = redis::Client::open(app.settings.catalog.cache.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let cached = || {
+        let mut redis = redis.clone();
+        let key = key.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut redis)
+                .await
+                .unwrap()
+        }
+    };
+
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
+    let stored: Value =
+        serde_json::from_str(&cached().await.expect("the product is in Redis")).unwrap();
+    assert_eq!(stored["sku"], "REDIS-1");
+
+    patch(&app, &url, json!({"name": "Renamed in Redis"})).await;
+    assert_eq!(cached().await, None, "the write deleted the shared entry");
+    let fresh: Value = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fresh["name"], "Renamed in Redis");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_follows_inventory_events() {
+    let app = spawn_app().await;
+    let (url, product) = create(&app, "AV-1").await;
+    assert_eq!(product["availability"], "unknown");
+    let admin = app.token(&[Role::Admin]);
+    let post = |path: &str, body: Value| {
+        let request = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move { assert!(request.send().await.unwrap().status().is_success()) }
+    };
+    let availability = |expected: &'static str| {
+        let client = app.client.clone();
+        let url = url.clone();
+        async move {
+            eventually(expected, || async {
+                let p: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+                (p["availability"] == expected).then_some(())
+            })
+            .await;
+        }
+    };
+
+    post(
+        "/api/v1/inventory/AV-1/adjustments",
+        json!({"quantity": 10, "reason": "receive", "low_stock_threshold": 3}),
+    )
+    .await;
+    availability("in_stock").await;
+    post(
+        "/api/v1/inventory/reservations",
+        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-1", "quantity": 8}]}),
+    )
+    .await;
+    availability("low_stock").await;
+    let in_stock: Value = app
+        .get("/api/v1/products?in_stock=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        in_stock["items"].as_array().unwrap().len(),
+        1,
+        "low stock still counts as in stock"
+    );
+    post(
+        "/api/v1/inventory/reservations",
+        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-1", "quantity": 2}]}),
+    )
+    .await;
+    availability("out_of_stock").await;
+    let in_stock: Value = app
+        .get("/api/v1/products?in_stock=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(in_stock["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_uses_the_full_text_index() {
+    let app = spawn_app().await;
+    let mut conn = app.db().await;
+    diesel::sql_query(
+        "INSERT INTO catalog.products (id, sku, name, description, price_amount_minor, price_currency) \
+         SELECT gen_random_uuid(), 'BULK-' || i, \
+                (ARRAY['Blue', 'Red', 'Green', 'Tall', 'Small'])[1 + i % 5] || ' ' || \
+                (ARRAY['mug', 'plate', 'bowl', 'glass', 'teapot', 'spoon', 'fork', 'knife'])[1 + i % 8] || ' ' || i, \
+                'Item number ' || i || CASE WHEN i % 500 = 0 THEN ' limited edition' ELSE '' END, \
+                100 + i % 5000, 'EUR' \
+         FROM generate_series(1, 20000) AS i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query("VACUUM ANALYZE catalog.products")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    #[derive(diesel::QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    // The shape of the catalog's search query (repo::list with q), for a
+    // selective term (40 rows in 20,000), as real searches are.
+    let plan: Vec<Plan> = diesel::sql_query(
+        "EXPLAIN SELECT id, ts_rank(search, websearch_to_tsquery('english', 'limited')) AS rank \
+         FROM catalog.products WHERE search @@ websearch_to_tsquery('english', 'limited') \
+         ORDER BY rank DESC, id DESC LIMIT 21",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+    assert!(
+        plan.iter().any(|l| l.contains("products_search_idx")),
+        "the search does not use the GIN index:\n{}",
+        plan.join("\n")
+    );
+
+    let found: Value = app
+        .get("/api/v1/products?q=limited&limit=5")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 5);
+    assert!(
+        found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["description"].as_str().unwrap().contains("limited"))
+    );
+}
