@@ -4,16 +4,9 @@ use std::sync::Arc;
 
 use catalog_api::CatalogApi;
 use catalog_api::contract::Harness;
-use kernel::{CallContext, Caller, Role};
+use kernel::Role;
 
-use crate::helpers::{spawn_app, test_database};
-
-fn caller(role: Role) -> CallContext {
-    CallContext::background().with_caller(Caller {
-        user_id: uuid::Uuid::now_v7(),
-        roles: vec![role],
-    })
-}
+use crate::helpers::{caller, spawn_app, test_database};
 
 /// The in-process module over a fresh database.
 async fn in_process() -> (Harness, testkit::TestDatabase) {
@@ -39,10 +32,11 @@ async fn over_http() -> (Harness, crate::helpers::TestApp) {
         reqwest::Client::new(),
         url::Url::parse(&app.address).unwrap(),
     );
+    let (admin, customer) = crate::helpers::bearer_contexts(&app);
     let harness = Harness {
         api: Arc::new(client),
-        admin: CallContext::background().with_bearer_token(app.token(&[Role::Admin])),
-        customer: CallContext::background().with_bearer_token(app.token(&[Role::Customer])),
+        admin,
+        customer,
     };
     (harness, app)
 }

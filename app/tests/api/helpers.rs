@@ -216,6 +216,22 @@ impl TestApp {
     }
 }
 
+/// An in-process call context for a made-up user with `role`.
+pub fn caller(role: Role) -> kernel::CallContext {
+    kernel::CallContext::background().with_caller(kernel::Caller {
+        user_id: uuid::Uuid::now_v7(),
+        roles: vec![role],
+    })
+}
+
+/// Call contexts carrying an admin's and a customer's token for `app`.
+pub fn bearer_contexts(app: &TestApp) -> (kernel::CallContext, kernel::CallContext) {
+    (
+        kernel::CallContext::background().with_bearer_token(app.token(&[Role::Admin])),
+        kernel::CallContext::background().with_bearer_token(app.token(&[Role::Customer])),
+    )
+}
+
 /// A password that meets the policy.
 pub const PASSWORD: &str = "plum kettle orbit 42";
 

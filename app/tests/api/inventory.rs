@@ -10,17 +10,10 @@ use inventory_api::{
     Adjustment, InventoryApi, InventoryError, OrderId, ReservationLine, ReservationStatus,
     ReserveStock,
 };
-use kernel::{CallContext, Caller, Role};
+use kernel::Role;
 use serde_json::Value;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with, test_database, test_settings};
-
-fn caller(role: Role) -> CallContext {
-    CallContext::background().with_caller(Caller {
-        user_id: uuid::Uuid::now_v7(),
-        roles: vec![role],
-    })
-}
+use crate::helpers::{caller, eventually, spawn_app, spawn_app_with, test_database, test_settings};
 
 /// The in-process module over a fresh database, with `extra` settings.
 async fn module(extra: &[(&str, &str)]) -> (inventory::InventoryModule, testkit::TestDatabase) {
@@ -50,10 +43,11 @@ async fn over_http() -> (Harness, crate::helpers::TestApp) {
         reqwest::Client::new(),
         url::Url::parse(&app.address).unwrap(),
     );
+    let (admin, customer) = crate::helpers::bearer_contexts(&app);
     let harness = Harness {
         api: Arc::new(client),
-        admin: CallContext::background().with_bearer_token(app.token(&[Role::Admin])),
-        customer: CallContext::background().with_bearer_token(app.token(&[Role::Customer])),
+        admin,
+        customer,
     };
     (harness, app)
 }
