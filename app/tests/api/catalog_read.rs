@@ -296,3 +296,28 @@ async fn search_uses_the_full_text_index() {
             .all(|p| p["description"].as_str().unwrap().contains("limited"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_product_load_it_once() {
+    let app = spawn_app().await;
+    let (url, _) = create(&app, "STAMPEDE-1").await;
+    let loads = || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metric(&metrics, r#"cache_loads_total{cache="product"}"#)
+    };
+    let before = loads().await;
+    let reads: Vec<_> = (0..50)
+        .map(|_| {
+            let request = app.client.get(&url);
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap(), 200);
+    }
+    assert_eq!(
+        loads().await - before,
+        1.0,
+        "fifty concurrent reads of a cold product, one database load"
+    );
+}

@@ -6,7 +6,7 @@
 //! stampede the database). With Redis configured, the in-process layer
 //! keeps entries only `local_ttl_secs` and falls back to Redis before the
 //! database, so instances share what they load; invalidation deletes from
-//! both. Writes invalidate right after they commit, and the catalog's own
+//! both. `cache_loads_total` counts the loads from the database. Writes invalidate right after they commit, and the catalog's own
 //! events invalidate again (for other instances and for the read model).
 
 use std::sync::Arc;
@@ -116,6 +116,7 @@ impl ProductCache {
                 if let Some(product) = self.redis_get(id).await {
                     return Ok(product);
                 }
+                metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
                 let product = load.await?;
                 self.redis_set(&product).await;
                 Ok(product)
