@@ -1,0 +1,341 @@
+//! A circuit breaker with resilience4j's semantics, count-based.
+//!
+//! - **Closed**: outcomes go into a sliding window of the last
+//!   `window_size` calls. Once at least `minimum_calls` are recorded, the
+//!   breaker opens when the failure rate or the slow-call rate reaches its
+//!   threshold (slow calls are successful calls slower than `slow_call`).
+//! - **Open**: every call is rejected, without touching the dependency,
+//!   until `wait_open` has passed.
+//! - **Half-open**: `half_open_calls` trial calls are let through (others
+//!   are rejected); when all have finished, the same rates decide: below
+//!   the thresholds closes (with an empty window), otherwise it opens again.
+//!
+//! Time is passed in, so the state machine is tested without sleeping.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Breaker settings.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Calls remembered while closed.
+    pub window_size: usize,
+    /// Calls needed before rates are computed.
+    pub minimum_calls: usize,
+    /// Failure rate (percent) that opens the breaker.
+    pub failure_rate_threshold: f64,
+    /// Slow-call rate (percent) that opens the breaker.
+    pub slow_call_rate_threshold: f64,
+    /// A call taking longer than this counts as slow, ms.
+    pub slow_call_ms: u64,
+    /// How long the breaker stays open, ms.
+    pub wait_open_ms: u64,
+    /// Trial calls let through when half-open.
+    pub half_open_calls: usize,
+}
+
+/// The breaker's state, as shown in metrics (0, 1, 2) and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Calls flow; outcomes are counted.
+    Closed,
+    /// Calls are rejected.
+    Open,
+    /// A few trial calls decide.
+    HalfOpen,
+}
+
+impl State {
+    /// Name in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+
+    /// Value of the state gauge.
+    pub fn gauge(self) -> f64 {
+        match self {
+            State::Closed => 0.0,
+            State::Open => 1.0,
+            State::HalfOpen => 2.0,
+        }
+    }
+}
+
+/// One finished call, as the breaker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// It failed (a failure of the dependency, not a 4xx answer).
+    pub failed: bool,
+    /// It succeeded, slowly.
+    pub slow: bool,
+}
+
+/// The state machine.
+#[derive(Debug)]
+pub struct Breaker {
+    settings: BreakerSettings,
+    state: State,
+    window: VecDeque<Record>,
+    opened_at: Option<Instant>,
+    trials_started: usize,
+    trials: Vec<Record>,
+}
+
+/// A call may go ahead (and must report its outcome), or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Permitted,
+    /// Rejected; the breaker should let calls through again after this.
+    Rejected {
+        /// Time until the breaker may admit trial calls.
+        retry_after: Duration,
+    },
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(settings: BreakerSettings) -> Breaker {
+        Breaker {
+            settings,
+            state: State::Closed,
+            window: VecDeque::new(),
+            opened_at: None,
+            trials_started: 0,
+            trials: Vec::new(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether a call may start now. Returns the admission and, if the
+    /// state changed (open to half-open), the new state.
+    pub fn admit(&mut self, now: Instant) -> (Admission, Option<State>) {
+        let wait = Duration::from_millis(self.settings.wait_open_ms);
+        match self.state {
+            State::Closed => (Admission::Permitted, None),
+            State::Open => {
+                let opened = self.opened_at.unwrap_or(now);
+                let elapsed = now.saturating_duration_since(opened);
+                if elapsed >= wait {
+                    self.state = State::HalfOpen;
+                    self.trials_started = 1;
+                    self.trials.clear();
+                    (Admission::Permitted, Some(State::HalfOpen))
+                } else {
+                    (
+                        Admission::Rejected {
+                            retry_after: wait - elapsed,
+                        },
+                        None,
+                    )
+                }
+            }
+            State::HalfOpen => {
+                if self.trials_started < self.settings.half_open_calls.max(1) {
+                    self.trials_started += 1;
+                    (Admission::Permitted, None)
+                } else {
+                    (
+                        Admission::Rejected {
+                            retry_after: Duration::from_millis(
+                                self.settings.wait_open_ms.min(1000),
+                            ),
+                        },
+                        None,
+                    )
+                }
+            }
+        }
+    }
+
+    /// Records a finished call; returns the new state if it changed.
+    pub fn record(&mut self, record: Record, now: Instant) -> Option<State> {
+        match self.state {
+            State::Closed => {
+                self.window.push_back(record);
+                while self.window.len() > self.settings.window_size.max(1) {
+                    self.window.pop_front();
+                }
+                if self.window.len() >= self.settings.minimum_calls.max(1)
+                    && self.over_thresholds(self.window.iter())
+                {
+                    return Some(self.open(now));
+                }
+                None
+            }
+            // A call admitted before the breaker opened: too late to count.
+            State::Open => None,
+            State::HalfOpen => {
+                self.trials.push(record);
+                if self.trials.len() < self.settings.half_open_calls.max(1) {
+                    return None;
+                }
+                if self.over_thresholds(self.trials.iter()) {
+                    Some(self.open(now))
+                } else {
+                    self.state = State::Closed;
+                    self.window.clear();
+                    self.trials.clear();
+                    Some(State::Closed)
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, now: Instant) -> State {
+        self.state = State::Open;
+        self.opened_at = Some(now);
+        self.trials.clear();
+        self.trials_started = 0;
+        State::Open
+    }
+
+    fn over_thresholds<'a>(&self, records: impl Iterator<Item = &'a Record> + Clone) -> bool {
+        let total = records.clone().count() as f64;
+        if total == 0.0 {
+            return false;
+        }
+        let failed = records.clone().filter(|r| r.failed).count() as f64;
+        let slow = records.filter(|r| r.slow).count() as f64;
+        failed * 100.0 / total >= self.settings.failure_rate_threshold
+            || slow * 100.0 / total >= self.settings.slow_call_rate_threshold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BreakerSettings {
+        BreakerSettings {
+            window_size: 10,
+            minimum_calls: 4,
+            failure_rate_threshold: 50.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_ms: 1000,
+            wait_open_ms: 5000,
+            half_open_calls: 2,
+        }
+    }
+
+    const OK: Record = Record {
+        failed: false,
+        slow: false,
+    };
+    const FAIL: Record = Record {
+        failed: true,
+        slow: false,
+    };
+    const SLOW: Record = Record {
+        failed: false,
+        slow: true,
+    };
+
+    #[test]
+    fn stays_closed_below_the_minimum_number_of_calls() {
+        let mut b = Breaker::new(settings());
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(b.record(FAIL, now), None);
+        }
+        assert_eq!(
+            b.state(),
+            State::Closed,
+            "3 failures, but fewer than 4 calls"
+        );
+        assert_eq!(b.record(FAIL, now), Some(State::Open));
+    }
+
+    #[test]
+    fn opens_at_the_failure_rate_over_the_sliding_window() {
+        let mut b = Breaker::new(settings());
+        let now = Instant::now();
+        for r in [OK, OK, OK, OK, OK, OK, FAIL, FAIL, FAIL, FAIL] {
+            assert_eq!(b.record(r, now), None, "40 % is below 50 %");
+        }
+        // The window slides: an old success leaves, a failure comes in: 50 %.
+        assert_eq!(b.record(FAIL, now), Some(State::Open));
+    }
+
+    #[test]
+    fn slow_calls_count_towards_their_own_threshold() {
+        let mut s = settings();
+        s.slow_call_rate_threshold = 50.0;
+        let mut b = Breaker::new(s);
+        let now = Instant::now();
+        for r in [OK, SLOW, OK] {
+            assert_eq!(b.record(r, now), None);
+        }
+        assert_eq!(b.record(SLOW, now), Some(State::Open), "2 of 4 slow");
+    }
+
+    #[test]
+    fn open_rejects_until_the_wait_then_admits_limited_trials() {
+        let mut b = Breaker::new(settings());
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            b.record(FAIL, t0);
+        }
+        let (admission, change) = b.admit(t0 + Duration::from_secs(1));
+        assert_eq!(
+            admission,
+            Admission::Rejected {
+                retry_after: Duration::from_secs(4)
+            }
+        );
+        assert_eq!(change, None);
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(
+            b.admit(later),
+            (Admission::Permitted, Some(State::HalfOpen))
+        );
+        assert_eq!(b.admit(later).0, Admission::Permitted, "the second trial");
+        assert!(
+            matches!(b.admit(later).0, Admission::Rejected { .. }),
+            "only two trials"
+        );
+    }
+
+    #[test]
+    fn successful_trials_close_and_a_failed_trial_reopens() {
+        let t0 = Instant::now();
+        let open = || {
+            let mut b = Breaker::new(settings());
+            for _ in 0..4 {
+                b.record(FAIL, t0);
+            }
+            b
+        };
+        let later = t0 + Duration::from_secs(5);
+
+        let mut b = open();
+        b.admit(later);
+        b.admit(later);
+        assert_eq!(b.record(OK, later), None, "waits for every trial");
+        assert_eq!(b.record(OK, later), Some(State::Closed));
+        assert_eq!(b.record(FAIL, later), None, "a fresh window after closing");
+
+        let mut b = open();
+        b.admit(later);
+        b.admit(later);
+        b.record(OK, later);
+        assert_eq!(
+            b.record(FAIL, later),
+            Some(State::Open),
+            "1 of 2 trials failed: 50 %"
+        );
+        assert!(
+            matches!(b.admit(later).0, Admission::Rejected { .. }),
+            "a new wait"
+        );
+    }
+}
