@@ -10,6 +10,49 @@ use url::Url;
 
 use crate::Settings;
 
+/// Every remote dependency, by the name its policy, metrics and settings use.
+pub const DEPENDENCIES: &[&str] = &[
+    "user",
+    "catalog",
+    "inventory",
+    "notification",
+    "smtp",
+    "webhooks",
+];
+
+/// One policy per remote dependency, shared by every caller of it.
+#[derive(Clone)]
+pub struct Policies(std::collections::HashMap<&'static str, Arc<resilience::Policy>>);
+
+impl Policies {
+    /// The policies `[resilience]` describes.
+    pub fn new(settings: &Settings) -> Policies {
+        Policies(
+            DEPENDENCIES
+                .iter()
+                .map(|name| {
+                    (
+                        *name,
+                        Arc::new(resilience::Policy::new(
+                            name,
+                            settings.resilience.for_dependency(name),
+                        )),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The policy of `dependency` (one of [`DEPENDENCIES`]).
+    pub fn get(&self, dependency: &str) -> Arc<resilience::Policy> {
+        match self.0.get(dependency) {
+            Some(policy) => Arc::clone(policy),
+            // Names are compile-time constants of this crate; a typo is a bug.
+            None => unreachable!("no resilience policy named `{dependency}`"),
+        }
+    }
+}
+
 /// The key that signs access tokens, from `auth.signing_key_file`
 /// (generated there first when `auth.generate_dev_key` allows).
 ///
@@ -66,6 +109,7 @@ pub fn verifier(
     settings: &Settings,
     local_keys: Option<KeySet>,
     client: reqwest::Client,
+    policies: &Policies,
 ) -> anyhow::Result<Verifier> {
     let policy = settings.auth.policy();
     if let Some(keys) = local_keys {
@@ -80,5 +124,10 @@ pub fn verifier(
         base.as_str().trim_end_matches('/'),
         user_api::JWKS_PATH
     ))?;
-    Ok(Verifier::remote(jwks, client, &policy))
+    Ok(Verifier::remote(
+        jwks,
+        client,
+        policies.get("user"),
+        &policy,
+    ))
 }

@@ -20,6 +20,7 @@ struct Upstream {
     module: &'static str,
     base: Url,
     client: reqwest::Client,
+    policy: Arc<resilience::Policy>,
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
@@ -43,11 +44,13 @@ pub(crate) fn configure(
     prefixes: &[&str],
     base: Url,
     client: reqwest::Client,
+    policy: Arc<resilience::Policy>,
 ) {
     let upstream = Arc::new(Upstream {
         module,
         base,
         client,
+        policy,
     });
     for prefix in prefixes {
         for path in [prefix.to_string(), format!("{prefix}/{{tail:.*}}")] {
@@ -97,22 +100,89 @@ async fn forward(
         outgoing = outgoing.header(web::ratelimit::FORWARDED_FOR, client.to_string());
     }
 
-    let answer = outgoing.send().await.map_err(|e| {
-        tracing::warn!(module = upstream.module, error = %e, "forwarding failed");
-        if e.is_timeout() {
-            Problem::new(
+    // Safe to send twice: reads, PUT/DELETE, and anything carrying an Idempotency-Key.
+    let idempotent = matches!(
+        req.method().as_str(),
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"
+    ) || req.headers().contains_key("idempotency-key");
+    let answer = upstream
+        .policy
+        .call(None, idempotent, || {
+            let attempt = outgoing.try_clone();
+            async move {
+                let Some(attempt) = attempt else {
+                    return (
+                        Err(None),
+                        resilience::Verdict::Failed {
+                            retryable: false,
+                            retry_after: None,
+                        },
+                    );
+                };
+                match attempt.send().await {
+                    Ok(response)
+                        if remote::is_retryable(response.status())
+                            || response.status().is_server_error() =>
+                    {
+                        let verdict = resilience::Verdict::Failed {
+                            retryable: remote::is_retryable(response.status()),
+                            retry_after: remote::retry_after(response.headers()),
+                        };
+                        // The module's own answer goes back to the client as it is.
+                        (Err(Some(response)), verdict)
+                    }
+                    Ok(response) => (Ok(response), resilience::Verdict::Healthy),
+                    Err(e) => {
+                        tracing::warn!(module = upstream.module, error = %e, "forwarding failed");
+                        (
+                            Err(None),
+                            resilience::Verdict::Failed {
+                                retryable: e.is_connect() || e.is_timeout(),
+                                retry_after: None,
+                            },
+                        )
+                    }
+                }
+            }
+        })
+        .await;
+    let module = upstream.module;
+    let answer = match answer {
+        Ok(response) | Err(resilience::PolicyError::Failed(Some(response))) => response,
+        Err(resilience::PolicyError::BreakerOpen { retry_after }) => {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dependency_circuit_open",
+                format!(
+                    "the {module} module is failing; calls resume in {} s",
+                    retry_after.as_secs().max(1)
+                ),
+            )
+            .with_retry_after(retry_after.as_secs().max(1)));
+        }
+        Err(resilience::PolicyError::BulkheadFull) => {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dependency_overloaded",
+                format!("too many calls to the {module} module are in flight"),
+            )
+            .with_retry_after(1));
+        }
+        Err(resilience::PolicyError::Timeout | resilience::PolicyError::DeadlineExceeded) => {
+            return Err(Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
-                format!("the {} module did not answer in time", upstream.module),
-            )
-        } else {
-            Problem::new(
+                format!("the {module} module did not answer in time"),
+            ));
+        }
+        Err(resilience::PolicyError::Failed(None)) => {
+            return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
-                format!("the {} module cannot be reached", upstream.module),
-            )
+                format!("the {module} module cannot be reached"),
+            ));
         }
-    })?;
+    };
 
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);

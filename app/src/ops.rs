@@ -15,6 +15,8 @@ pub(crate) struct Dependencies {
     pub(crate) pools: Vec<(&'static str, db::Pool)>,
     /// Remote modules this process forwards to, by module name.
     pub(crate) remotes: Vec<(&'static str, Url)>,
+    /// Their resilience policies (an open breaker makes the process not ready).
+    pub(crate) policies: crate::compose::Policies,
     /// The broker, when events travel through RabbitMQ.
     pub(crate) broker: Option<std::sync::Arc<events::rabbitmq::RabbitMq>>,
     pub(crate) client: reqwest::Client,
@@ -39,7 +41,11 @@ pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
         checks.insert(format!("database:{module}"), check_json(outcome));
     }
     for (module, url) in &deps.remotes {
-        let outcome = probe(&deps.client, url).await;
+        let outcome = if deps.policies.get(module).state() == resilience::State::Open {
+            Err("circuit breaker open".to_owned())
+        } else {
+            probe(&deps.client, url).await
+        };
         ready &= outcome.is_ok();
         checks.insert(format!("module:{module}"), check_json(outcome));
     }

@@ -38,6 +38,8 @@ pub struct Settings {
     pub catalog: catalog::Settings,
     /// Integration events between modules.
     pub events: events::EventsSettings,
+    /// Timeouts, retries, breakers and bulkheads of remote calls.
+    pub resilience: resilience::ResilienceSettings,
     /// The notification module's own section.
     pub notification: notification::Settings,
     /// The inventory's own section.
@@ -289,6 +291,17 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return fail("server.body_limit_bytes", "must be at least 1".into());
+        }
+        for dependency in self.resilience.dependencies.keys() {
+            if !crate::compose::DEPENDENCIES.contains(&dependency.as_str()) {
+                return fail(
+                    &format!("resilience.{dependency}"),
+                    format!(
+                        "unknown dependency (known: default, {})",
+                        crate::compose::DEPENDENCIES.join(", ")
+                    ),
+                );
+            }
         }
         if self.events.transport == events::TransportKind::RabbitMq {
             match Url::parse(&self.events.rabbitmq.url) {

@@ -61,6 +61,7 @@ struct Wiring {
     dispatcher: Option<Data<Dispatcher>>,
     remotes: Vec<(ModuleName, Url)>,
     client: reqwest::Client,
+    policies: compose::Policies,
 }
 
 impl Wiring {
@@ -112,6 +113,7 @@ impl Wiring {
                 &prefixes,
                 url.clone(),
                 self.client.clone(),
+                self.policies.get(module.as_str()),
             );
         }
     }
@@ -156,6 +158,7 @@ impl Application {
     /// Key, database, migration or bind failures.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let client = http_client(&settings)?;
+        let policies = compose::Policies::new(&settings);
         let mut pools = Vec::new();
         let (stop, stopped) = watch::channel(false);
         let mut background = Vec::new();
@@ -172,6 +175,7 @@ impl Application {
                 .map(|(m, url)| (m, url.clone()))
                 .collect(),
             client: client.clone(),
+            policies: policies.clone(),
         };
         let mut local_keys = None;
         let database = if settings.needs_database() {
@@ -231,6 +235,8 @@ impl Application {
                             pool.clone(),
                             config.clone(),
                             client.clone(),
+                            policies.get("smtp"),
+                            policies.get("webhooks"),
                         )?;
                         background.push(tokio::spawn(sender.run(stopped.clone())));
                         wiring.notification =
@@ -314,6 +320,7 @@ impl Application {
                 &settings,
                 local_keys,
                 client.clone(),
+                &policies,
             )?))
         };
         let deps = Data::new(Dependencies {
@@ -325,6 +332,7 @@ impl Application {
                 .collect(),
             broker,
             client,
+            policies: policies.clone(),
             metrics: telemetry::metrics_handle(),
         });
         let doc = openapi::api_doc();

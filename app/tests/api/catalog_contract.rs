@@ -31,6 +31,7 @@ async fn over_http() -> (Harness, crate::helpers::TestApp) {
     let client = catalog_api::client::CatalogClient::new(
         reqwest::Client::new(),
         url::Url::parse(&app.address).unwrap(),
+        crate::helpers::policy("catalog"),
     );
     let (admin, customer) = crate::helpers::bearer_contexts(&app);
     let harness = Harness {
@@ -58,6 +59,7 @@ async fn client_reports_an_unreachable_catalog_as_unavailable() {
     let client = catalog_api::client::CatalogClient::new(
         reqwest::Client::new(),
         url::Url::parse(&address).unwrap(),
+        crate::helpers::policy("catalog"),
     );
     let err = client
         .get_product(

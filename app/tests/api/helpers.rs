@@ -232,6 +232,11 @@ pub fn bearer_contexts(app: &TestApp) -> (kernel::CallContext, kernel::CallConte
     )
 }
 
+/// The resilience policy `dependency` gets with the default settings.
+pub fn policy(dependency: &str) -> std::sync::Arc<resilience::Policy> {
+    app::compose::Policies::new(&test_settings(None, &[])).get(dependency)
+}
+
 /// A password that meets the policy.
 pub const PASSWORD: &str = "plum kettle orbit 42";
 

@@ -42,6 +42,7 @@ async fn over_http() -> (Harness, crate::helpers::TestApp) {
     let client = inventory_api::client::InventoryClient::new(
         reqwest::Client::new(),
         url::Url::parse(&app.address).unwrap(),
+        crate::helpers::policy("inventory"),
     );
     let (admin, customer) = crate::helpers::bearer_contexts(&app);
     let harness = Harness {

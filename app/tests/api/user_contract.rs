@@ -79,6 +79,7 @@ async fn over_http() -> (Harness, Arc<TestApp>) {
     let client = user_api::client::UserClient::new(
         reqwest::Client::new(),
         url::Url::parse(&app.address).unwrap(),
+        crate::helpers::policy("user"),
     );
     let harness = Harness {
         api: Arc::new(client),

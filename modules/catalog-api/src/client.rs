@@ -3,7 +3,9 @@
 use kernel::{CallContext, Page};
 use remote::{ModuleClient, RemoteError};
 use reqwest::{Method, RequestBuilder};
+use resilience::Policy;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use url::Url;
 
 use crate::{
@@ -23,23 +25,29 @@ pub struct CatalogClient {
 
 impl CatalogClient {
     /// A client for the catalog served at `base` (e.g. `http://catalog:8080`).
-    pub fn new(http: reqwest::Client, base: Url) -> CatalogClient {
+    pub fn new(http: reqwest::Client, base: Url, policy: Arc<Policy>) -> CatalogClient {
         CatalogClient {
-            remote: ModuleClient::new(http, base, "catalog"),
+            remote: ModuleClient::new(http, base, "catalog", policy),
         }
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
+        cx: &CallContext,
+        idempotent: bool,
         builder: RequestBuilder,
         product: Option<ProductId>,
         sku: Option<&str>,
     ) -> Result<T, CatalogError> {
-        self.remote.send(builder).await.map_err(|e| match e {
-            RemoteError::Problem(problem) => CatalogError::from_problem(problem, product, sku),
-            RemoteError::Unavailable(reason) => CatalogError::Unavailable(reason),
-            RemoteError::Unexpected(reason) => CatalogError::Unexpected(reason),
-        })
+        self.remote
+            .send(cx, builder, idempotent)
+            .await
+            .map_err(|e| match e {
+                RemoteError::Problem(problem) => CatalogError::from_problem(problem, product, sku),
+                RemoteError::Unavailable(reason) => CatalogError::Unavailable(reason),
+                RemoteError::Degraded(d) => CatalogError::Degraded(d),
+                RemoteError::Unexpected(reason) => CatalogError::Unexpected(reason),
+            })
     }
 }
 
@@ -54,14 +62,14 @@ impl CatalogApi for CatalogClient {
             .remote
             .request(cx, Method::POST, "/products")
             .json(&new);
-        self.send(builder, None, Some(&new.sku)).await
+        self.send(cx, false, builder, None, Some(&new.sku)).await
     }
 
     async fn get_product(&self, cx: &CallContext, id: ProductId) -> Result<Product, CatalogError> {
         let builder = self
             .remote
             .request(cx, Method::GET, &format!("/products/{id}"));
-        self.send(builder, Some(id), None).await
+        self.send(cx, true, builder, Some(id), None).await
     }
 
     async fn list_products(
@@ -89,7 +97,7 @@ impl CatalogApi for CatalogClient {
             .remote
             .request(cx, Method::GET, "/products")
             .query(&params);
-        self.send(builder, None, None).await
+        self.send(cx, true, builder, None, None).await
     }
 
     async fn update_product(
@@ -102,7 +110,7 @@ impl CatalogApi for CatalogClient {
             .remote
             .request(cx, Method::PATCH, &format!("/products/{id}"))
             .json(&patch);
-        self.send(builder, Some(id), None).await
+        self.send(cx, false, builder, Some(id), None).await
     }
 
     async fn create_category(
@@ -114,11 +122,13 @@ impl CatalogApi for CatalogClient {
             .remote
             .request(cx, Method::POST, "/categories")
             .json(&new);
-        self.send(builder, None, Some(&new.slug)).await
+        self.send(cx, false, builder, None, Some(&new.slug)).await
     }
 
     async fn list_categories(&self, cx: &CallContext) -> Result<Vec<Category>, CatalogError> {
         self.send(
+            cx,
+            true,
             self.remote.request(cx, Method::GET, "/categories"),
             None,
             None,

@@ -1,6 +1,6 @@
 //! [`CatalogError`]: the one error type of the catalog contract.
 
-use kernel::{FieldError, ProblemBody, ProblemCode};
+use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
 
 use crate::ProductId;
 
@@ -31,6 +31,10 @@ pub enum CatalogError {
     /// The catalog (its database, or the remote process) cannot answer now.
     #[error("the catalog is unavailable: {0}")]
     Unavailable(String),
+    /// A call to the module in another process was cut short (circuit
+    /// open, too many in flight, out of time); no answer was had.
+    #[error("{0}")]
+    Degraded(Degradation),
     /// A bug or an unexpected answer; details are in the logs.
     #[error("unexpected catalog error: {0}")]
     Unexpected(String),
@@ -54,6 +58,7 @@ impl ProblemCode for CatalogError {
             CatalogError::Unauthenticated => 401,
             CatalogError::Forbidden => 403,
             CatalogError::Unavailable(_) => 503,
+            CatalogError::Degraded(_) => 503,
             CatalogError::Unexpected(_) => 500,
         }
     }
@@ -68,7 +73,15 @@ impl ProblemCode for CatalogError {
             CatalogError::Unauthenticated => "unauthenticated",
             CatalogError::Forbidden => "forbidden",
             CatalogError::Unavailable(_) => "catalog_unavailable",
+            CatalogError::Degraded(d) => d.code(),
             CatalogError::Unexpected(_) => "internal_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            CatalogError::Degraded(d) => Some(d.retry_after()),
+            _ => None,
         }
     }
 
@@ -91,6 +104,9 @@ impl CatalogError {
         key: Option<&str>,
     ) -> CatalogError {
         let detail = problem.detail.unwrap_or(problem.title);
+        if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
+            return CatalogError::Degraded(degradation);
+        }
         match (problem.code.as_str(), product, key) {
             ("product_not_found", Some(id), _) => CatalogError::ProductNotFound(id),
             ("duplicate_sku", _, Some(sku)) => CatalogError::DuplicateSku(sku.to_uppercase()),

@@ -4,7 +4,9 @@ use catalog_api::Sku;
 use kernel::{CallContext, Page};
 use remote::{ModuleClient, RemoteError};
 use reqwest::{Method, RequestBuilder};
+use resilience::Policy;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use url::Url;
 
 use crate::{
@@ -20,22 +22,28 @@ pub struct InventoryClient {
 
 impl InventoryClient {
     /// A client for the inventory served at `base`.
-    pub fn new(http: reqwest::Client, base: Url) -> InventoryClient {
+    pub fn new(http: reqwest::Client, base: Url, policy: Arc<Policy>) -> InventoryClient {
         InventoryClient {
-            remote: ModuleClient::new(http, base, "inventory"),
+            remote: ModuleClient::new(http, base, "inventory", policy),
         }
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
+        cx: &CallContext,
+        idempotent: bool,
         builder: RequestBuilder,
         order: Option<OrderId>,
     ) -> Result<T, InventoryError> {
-        self.remote.send(builder).await.map_err(|e| match e {
-            RemoteError::Problem(problem) => InventoryError::from_problem(problem, order),
-            RemoteError::Unavailable(reason) => InventoryError::Unavailable(reason),
-            RemoteError::Unexpected(reason) => InventoryError::Unexpected(reason),
-        })
+        self.remote
+            .send(cx, builder, idempotent)
+            .await
+            .map_err(|e| match e {
+                RemoteError::Problem(problem) => InventoryError::from_problem(problem, order),
+                RemoteError::Unavailable(reason) => InventoryError::Unavailable(reason),
+                RemoteError::Degraded(d) => InventoryError::Degraded(d),
+                RemoteError::Unexpected(reason) => InventoryError::Unexpected(reason),
+            })
     }
 }
 
@@ -43,6 +51,8 @@ impl InventoryClient {
 impl InventoryApi for InventoryClient {
     async fn stock(&self, cx: &CallContext, sku: &Sku) -> Result<StockLevel, InventoryError> {
         self.send(
+            cx,
+            true,
             self.remote
                 .request(cx, Method::GET, &format!("/inventory/{sku}")),
             None,
@@ -60,7 +70,7 @@ impl InventoryApi for InventoryClient {
             .remote
             .request(cx, Method::POST, &format!("/inventory/{sku}/adjustments"))
             .json(&adjustment);
-        self.send(builder, None).await
+        self.send(cx, false, builder, None).await
     }
 
     async fn movements(
@@ -77,7 +87,7 @@ impl InventoryApi for InventoryClient {
             .remote
             .request(cx, Method::GET, &format!("/inventory/{sku}/movements"))
             .query(&params);
-        self.send(builder, None).await
+        self.send(cx, true, builder, None).await
     }
 
     async fn reserve(
@@ -90,7 +100,7 @@ impl InventoryApi for InventoryClient {
             .remote
             .request(cx, Method::POST, "/inventory/reservations")
             .json(&request);
-        self.send(builder, Some(order)).await
+        self.send(cx, true, builder, Some(order)).await
     }
 
     async fn commit(
@@ -99,8 +109,13 @@ impl InventoryApi for InventoryClient {
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
         let path = format!("/inventory/reservations/{order}/commit");
-        self.send(self.remote.request(cx, Method::POST, &path), Some(order))
-            .await
+        self.send(
+            cx,
+            true,
+            self.remote.request(cx, Method::POST, &path),
+            Some(order),
+        )
+        .await
     }
 
     async fn release(
@@ -109,8 +124,13 @@ impl InventoryApi for InventoryClient {
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
         let path = format!("/inventory/reservations/{order}/release");
-        self.send(self.remote.request(cx, Method::POST, &path), Some(order))
-            .await
+        self.send(
+            cx,
+            true,
+            self.remote.request(cx, Method::POST, &path),
+            Some(order),
+        )
+        .await
     }
 
     async fn reservation(
@@ -119,7 +139,12 @@ impl InventoryApi for InventoryClient {
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
         let path = format!("/inventory/reservations/{order}");
-        self.send(self.remote.request(cx, Method::GET, &path), Some(order))
-            .await
+        self.send(
+            cx,
+            true,
+            self.remote.request(cx, Method::GET, &path),
+            Some(order),
+        )
+        .await
     }
 }

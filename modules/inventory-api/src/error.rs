@@ -1,6 +1,6 @@
 //! [`InventoryError`]: the one error type of the inventory contract.
 
-use kernel::{FieldError, ProblemBody, ProblemCode};
+use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
 
 use crate::OrderId;
 
@@ -39,6 +39,10 @@ pub enum InventoryError {
     /// The inventory cannot answer now.
     #[error("the inventory is unavailable: {0}")]
     Unavailable(String),
+    /// A call to the module in another process was cut short (circuit
+    /// open, too many in flight, out of time); no answer was had.
+    #[error("{0}")]
+    Degraded(Degradation),
     /// A bug or an unexpected answer; details are in the logs.
     #[error("unexpected inventory error: {0}")]
     Unexpected(String),
@@ -57,6 +61,7 @@ impl ProblemCode for InventoryError {
             InventoryError::Unauthenticated => 401,
             InventoryError::Forbidden => 403,
             InventoryError::Unavailable(_) => 503,
+            InventoryError::Degraded(_) => 503,
             InventoryError::Unexpected(_) => 500,
         }
     }
@@ -72,7 +77,15 @@ impl ProblemCode for InventoryError {
             InventoryError::Unauthenticated => "unauthenticated",
             InventoryError::Forbidden => "forbidden",
             InventoryError::Unavailable(_) => "inventory_unavailable",
+            InventoryError::Degraded(d) => d.code(),
             InventoryError::Unexpected(_) => "internal_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            InventoryError::Degraded(d) => Some(d.retry_after()),
+            _ => None,
         }
     }
 
@@ -97,6 +110,9 @@ impl InventoryError {
             .detail
             .clone()
             .unwrap_or_else(|| problem.title.clone());
+        if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
+            return InventoryError::Degraded(degradation);
+        }
         let status = |detail: &str| detail.rsplit(" is ").next().unwrap_or_default().to_owned();
         match (problem.code.as_str(), order) {
             ("insufficient_stock", _) => InventoryError::InsufficientStock(

@@ -66,8 +66,6 @@ pub struct Settings {
     pub retry_base_ms: u64,
     /// Largest retry delay, ms.
     pub retry_max_ms: u64,
-    /// Timeout of one webhook call, ms.
-    pub webhook_timeout_ms: u64,
     /// How email leaves the shop.
     pub email: EmailSettings,
 }

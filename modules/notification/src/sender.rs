@@ -31,6 +31,8 @@ pub struct Sender {
     settings: Settings,
     mailer: Mailer,
     http: reqwest::Client,
+    smtp: std::sync::Arc<resilience::Policy>,
+    webhooks: std::sync::Arc<resilience::Policy>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -60,10 +62,14 @@ impl Sender {
     ///
     /// # Errors
     /// An SMTP host that does not parse, or a mail directory that cannot be made.
+    /// Email goes through the `smtp` policy, webhook calls through `webhooks`
+    /// (timeouts, breaker, bulkhead; the sender's own schedule retries).
     pub fn new(
         pool: db::Pool,
         settings: Settings,
         http: reqwest::Client,
+        smtp: std::sync::Arc<resilience::Policy>,
+        webhooks: std::sync::Arc<resilience::Policy>,
     ) -> anyhow::Result<Sender> {
         let email = &settings.email;
         let mailer = match email.transport {
@@ -94,6 +100,8 @@ impl Sender {
             settings,
             mailer,
             http,
+            smtp,
+            webhooks,
         })
     }
 
@@ -150,11 +158,34 @@ impl Sender {
     }
 
     async fn deliver(&self, item: &Due) -> Result<(), String> {
-        match item.channel.as_str() {
-            "email" => self.email(item).await,
-            "webhook" => self.webhook(item).await,
-            other => Err(format!("unknown channel `{other}`")),
-        }
+        let policy = match item.channel.as_str() {
+            "email" => &self.smtp,
+            "webhook" => &self.webhooks,
+            other => return Err(format!("unknown channel `{other}`")),
+        };
+        // Not idempotent (a resend could deliver twice): the policy bounds the
+        // call; retrying is the sender's schedule.
+        policy
+            .call(None, false, || async {
+                let result = if item.channel == "email" {
+                    self.email(item).await
+                } else {
+                    self.webhook(item).await
+                };
+                let verdict = match &result {
+                    Ok(()) => resilience::Verdict::Healthy,
+                    Err(_) => resilience::Verdict::Failed {
+                        retryable: false,
+                        retry_after: None,
+                    },
+                };
+                (result, verdict)
+            })
+            .await
+            .map_err(|e| match e {
+                resilience::PolicyError::Failed(e) => e,
+                other => other.to_string(),
+            })
     }
 
     async fn email(&self, item: &Due) -> Result<(), String> {
@@ -188,7 +219,6 @@ impl Sender {
         let response = self
             .http
             .post(&item.destination)
-            .timeout(Duration::from_millis(self.settings.webhook_timeout_ms))
             .header("content-type", "application/json")
             .header("x-shop-event", &item.event_type)
             .header("x-shop-delivery", item.id.to_string())

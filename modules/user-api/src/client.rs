@@ -3,7 +3,9 @@
 use kernel::{CallContext, Page};
 use remote::{ModuleClient, RemoteError};
 use reqwest::{Method, RequestBuilder};
+use resilience::Policy;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use url::Url;
 
 use crate::{ListUsers, NewUser, User, UserApi, UserError, UserId};
@@ -18,22 +20,28 @@ pub struct UserClient {
 
 impl UserClient {
     /// A client for the user module served at `base`.
-    pub fn new(http: reqwest::Client, base: Url) -> UserClient {
+    pub fn new(http: reqwest::Client, base: Url, policy: Arc<Policy>) -> UserClient {
         UserClient {
-            remote: ModuleClient::new(http, base, "user"),
+            remote: ModuleClient::new(http, base, "user", policy),
         }
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
+        cx: &CallContext,
+        idempotent: bool,
         builder: RequestBuilder,
         user: Option<UserId>,
     ) -> Result<T, UserError> {
-        self.remote.send(builder).await.map_err(|e| match e {
-            RemoteError::Problem(problem) => UserError::from_problem(problem, user),
-            RemoteError::Unavailable(reason) => UserError::Unavailable(reason),
-            RemoteError::Unexpected(reason) => UserError::Unexpected(reason),
-        })
+        self.remote
+            .send(cx, builder, idempotent)
+            .await
+            .map_err(|e| match e {
+                RemoteError::Problem(problem) => UserError::from_problem(problem, user),
+                RemoteError::Unavailable(reason) => UserError::Unavailable(reason),
+                RemoteError::Degraded(d) => UserError::Degraded(d),
+                RemoteError::Unexpected(reason) => UserError::Unexpected(reason),
+            })
     }
 }
 
@@ -41,6 +49,8 @@ impl UserClient {
 impl UserApi for UserClient {
     async fn register(&self, cx: &CallContext, new: NewUser) -> Result<User, UserError> {
         self.send(
+            cx,
+            false,
             self.remote.request(cx, Method::POST, "/users").json(&new),
             None,
         )
@@ -49,6 +59,8 @@ impl UserApi for UserClient {
 
     async fn get_user(&self, cx: &CallContext, id: UserId) -> Result<User, UserError> {
         self.send(
+            cx,
+            true,
             self.remote
                 .request(cx, Method::GET, &format!("/users/{id}")),
             Some(id),
@@ -66,6 +78,8 @@ impl UserApi for UserClient {
             params.push(("cursor", cursor.as_str().to_owned()));
         }
         self.send(
+            cx,
+            true,
             self.remote
                 .request(cx, Method::GET, "/users")
                 .query(&params),

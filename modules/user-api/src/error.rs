@@ -1,6 +1,6 @@
 //! [`UserError`]: the one error type of the user contract.
 
-use kernel::{FieldError, ProblemBody, ProblemCode};
+use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
 
 use crate::UserId;
 
@@ -28,6 +28,10 @@ pub enum UserError {
     /// The user module cannot answer now.
     #[error("the user module is unavailable: {0}")]
     Unavailable(String),
+    /// A call to the module in another process was cut short (circuit
+    /// open, too many in flight, out of time); no answer was had.
+    #[error("{0}")]
+    Degraded(Degradation),
     /// A bug or an unexpected answer; details are in the logs.
     #[error("unexpected user module error: {0}")]
     Unexpected(String),
@@ -43,6 +47,7 @@ impl ProblemCode for UserError {
             UserError::Unauthenticated => 401,
             UserError::Forbidden => 403,
             UserError::Unavailable(_) => 503,
+            UserError::Degraded(_) => 503,
             UserError::Unexpected(_) => 500,
         }
     }
@@ -56,7 +61,15 @@ impl ProblemCode for UserError {
             UserError::Unauthenticated => "unauthenticated",
             UserError::Forbidden => "forbidden",
             UserError::Unavailable(_) => "user_unavailable",
+            UserError::Degraded(d) => d.code(),
             UserError::Unexpected(_) => "internal_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            UserError::Degraded(d) => Some(d.retry_after()),
+            _ => None,
         }
     }
 
@@ -73,6 +86,9 @@ impl UserError {
     /// id the request was about.
     pub fn from_problem(problem: ProblemBody, user: Option<UserId>) -> UserError {
         let detail = problem.detail.unwrap_or(problem.title);
+        if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
+            return UserError::Degraded(degradation);
+        }
         match (problem.code.as_str(), user) {
             ("user_not_found", Some(id)) => UserError::NotFound(id),
             ("email_taken", _) => UserError::EmailTaken,

@@ -52,6 +52,7 @@ enum Source {
     Remote {
         url: Url,
         client: reqwest::Client,
+        policy: std::sync::Arc<resilience::Policy>,
         cache: RwLock<Option<(KeySet, Instant)>>,
     },
 }
@@ -81,12 +82,18 @@ impl Verifier {
         }
     }
 
-    /// Trusts the keys published at `jwks_url`.
-    pub fn remote(jwks_url: Url, client: reqwest::Client, policy: &TokenPolicy) -> Verifier {
+    /// Trusts the keys published at `jwks_url`, fetched through `fetch_policy`.
+    pub fn remote(
+        jwks_url: Url,
+        client: reqwest::Client,
+        fetch_policy: std::sync::Arc<resilience::Policy>,
+        policy: &TokenPolicy,
+    ) -> Verifier {
         Verifier {
             source: Source::Remote {
                 url: jwks_url,
                 client,
+                policy: fetch_policy,
                 cache: RwLock::new(None),
             },
             validation: validation(policy),
@@ -134,9 +141,14 @@ impl Verifier {
 
     /// The key set, refreshed if it is stale or lacks `kid` (remote only).
     async fn keys_with(&self, kid: &str) -> Result<KeySet, AuthError> {
-        let (url, client, cache) = match &self.source {
+        let (url, client, policy, cache) = match &self.source {
             Source::Local(keys) => return Ok(keys.clone()),
-            Source::Remote { url, client, cache } => (url, client, cache),
+            Source::Remote {
+                url,
+                client,
+                policy,
+                cache,
+            } => (url, client, policy, cache),
         };
         if let Some((keys, fetched)) = cache.read().await.as_ref() {
             let fresh = fetched.elapsed() < JWKS_TTL;
@@ -152,7 +164,24 @@ impl Verifier {
         {
             return Ok(keys.clone());
         }
-        match fetch(client, url).await {
+        let fetched = policy
+            .call(None, true, || async {
+                let result = fetch(client, url).await;
+                let verdict = match &result {
+                    Ok(_) => resilience::Verdict::Healthy,
+                    Err(_) => resilience::Verdict::Failed {
+                        retryable: true,
+                        retry_after: None,
+                    },
+                };
+                (result, verdict)
+            })
+            .await
+            .map_err(|e| match e {
+                resilience::PolicyError::Failed(e) => e,
+                other => AuthError::KeysUnavailable(format!("cannot fetch {url}: {other}")),
+            });
+        match fetched {
             Ok(keys) => {
                 *guard = Some((keys.clone(), Instant::now()));
                 Ok(keys)
@@ -187,7 +216,6 @@ fn declared_alg(token: &str) -> Result<Option<String>, AuthError> {
 async fn fetch(client: &reqwest::Client, url: &Url) -> Result<KeySet, AuthError> {
     let response = client
         .get(url.clone())
-        .timeout(Duration::from_secs(5))
         .send()
         .await
         .map_err(|e| AuthError::KeysUnavailable(format!("cannot fetch {url}: {e}")))?;

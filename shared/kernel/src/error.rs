@@ -33,6 +33,11 @@ pub trait ProblemCode: std::error::Error {
     fn status(&self) -> u16;
     /// Stable machine-readable code (`product_not_found`); part of the API.
     fn code(&self) -> &'static str;
+    /// Seconds the client should wait before retrying (`Retry-After`), if known.
+    fn retry_after(&self) -> Option<u64> {
+        None
+    }
+
     /// Field errors carried in the problem's `errors` (422 responses, and
     /// any other error that lists items, such as short SKUs).
     fn field_errors(&self) -> Vec<FieldError> {
@@ -77,6 +82,68 @@ impl ProblemBody {
             code: code.to_owned(),
             request_id: None,
             errors: Vec::new(),
+        }
+    }
+}
+
+/// How a call to a module in another process was cut short by the
+/// resilience policy, rather than answered. Every `-api` error has a
+/// variant carrying it; at the edge it is a 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Degradation {
+    /// The circuit breaker is open: the module is failing; no call was made.
+    CircuitOpen {
+        /// Seconds until trial calls are let through.
+        retry_after_secs: u64,
+    },
+    /// Too many calls to the module are in flight; no call was made.
+    Overloaded,
+    /// The caller's time ran out.
+    DeadlineExceeded,
+}
+
+impl Degradation {
+    /// Stable code in problem responses.
+    pub fn code(self) -> &'static str {
+        match self {
+            Degradation::CircuitOpen { .. } => "dependency_circuit_open",
+            Degradation::Overloaded => "dependency_overloaded",
+            Degradation::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+
+    /// Seconds to wait before retrying.
+    pub fn retry_after(self) -> u64 {
+        match self {
+            Degradation::CircuitOpen { retry_after_secs } => retry_after_secs.max(1),
+            Degradation::Overloaded => 1,
+            Degradation::DeadlineExceeded => 1,
+        }
+    }
+
+    /// The degradation a problem with `code` reports, if any.
+    pub fn from_code(code: &str, retry_after_secs: u64) -> Option<Degradation> {
+        match code {
+            "dependency_circuit_open" => Some(Degradation::CircuitOpen { retry_after_secs }),
+            "dependency_overloaded" => Some(Degradation::Overloaded),
+            "deadline_exceeded" => Some(Degradation::DeadlineExceeded),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Degradation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Degradation::CircuitOpen { retry_after_secs } => {
+                write!(
+                    f,
+                    "the module is failing; calls resume in {retry_after_secs} s"
+                )
+            }
+            Degradation::Overloaded => f.write_str("too many calls to the module are in flight"),
+            Degradation::DeadlineExceeded => f.write_str("the call ran out of time"),
         }
     }
 }

@@ -12,7 +12,7 @@ mod money;
 mod page;
 
 pub use context::{CallContext, RequestId};
-pub use error::{FieldError, ProblemBody, ProblemCode};
+pub use error::{Degradation, FieldError, ProblemBody, ProblemCode};
 pub use event::{Envelope, IntegrationEvent};
 pub use identity::{Caller, Role};
 pub use money::{Currency, Money, MoneyError};

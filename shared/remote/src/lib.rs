@@ -2,13 +2,18 @@
 //! crate's HTTP client.
 //!
 //! [`ModuleClient`] turns a [`CallContext`] into headers (`x-request-id`,
-//! the caller's bearer token) and a timeout (the context's deadline), and
-//! sorts answers into a body, a problem (for the `-api` crate to map back to
-//! its error enum) or unavailability. The resilience policies (retries,
-//! circuit breaker, bulkhead) belong here too, so every client gets them.
+//! the caller's bearer token), runs every call through the dependency's
+//! [`Policy`] (bulkhead, deadline shortened by the caller's, circuit
+//! breaker, per-attempt timeout, retries for idempotent calls), and sorts
+//! answers into a body, a problem (for the `-api` crate to map back to its
+//! error enum), unavailability or a [`Degradation`].
 
-use kernel::{CallContext, ProblemBody};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernel::{CallContext, Degradation, ProblemBody};
 use reqwest::{Method, RequestBuilder, StatusCode};
+use resilience::{Policy, PolicyError, Verdict};
 use serde::de::DeserializeOwned;
 use url::Url;
 
@@ -19,6 +24,8 @@ pub enum RemoteError {
     Problem(ProblemBody),
     /// The module could not be reached, timed out, or said 502/503/504.
     Unavailable(String),
+    /// The policy cut the call short.
+    Degraded(Degradation),
     /// Anything else: an unreadable answer.
     Unexpected(String),
 }
@@ -29,12 +36,65 @@ pub struct ModuleClient {
     http: reqwest::Client,
     base: Url,
     module: &'static str,
+    policy: Arc<Policy>,
+}
+
+/// The `Retry-After` of a response, in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Whether a status means "the dependency is failing, try again later".
+pub fn is_retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+    )
+}
+
+/// The policy's verdict turned into the error callers see.
+pub fn degraded<E>(
+    error: PolicyError<E>,
+    inner: impl FnOnce(E) -> RemoteError,
+    module: &str,
+) -> RemoteError {
+    match error {
+        PolicyError::Failed(e) => inner(e),
+        PolicyError::Timeout => {
+            RemoteError::Unavailable(format!("the {module} module did not answer in time"))
+        }
+        PolicyError::DeadlineExceeded => RemoteError::Degraded(Degradation::DeadlineExceeded),
+        PolicyError::BreakerOpen { retry_after } => {
+            RemoteError::Degraded(Degradation::CircuitOpen {
+                retry_after_secs: retry_after.as_secs().max(1),
+            })
+        }
+        PolicyError::BulkheadFull => RemoteError::Degraded(Degradation::Overloaded),
+    }
 }
 
 impl ModuleClient {
-    /// A client for `module` served at `base` (`http://catalog:8080`).
-    pub fn new(http: reqwest::Client, base: Url, module: &'static str) -> ModuleClient {
-        ModuleClient { http, base, module }
+    /// A client for `module` served at `base` (`http://catalog:8080`),
+    /// calling through `policy`.
+    pub fn new(
+        http: reqwest::Client,
+        base: Url,
+        module: &'static str,
+        policy: Arc<Policy>,
+    ) -> ModuleClient {
+        ModuleClient {
+            http,
+            base,
+            module,
+            policy,
+        }
     }
 
     /// A request to `/api/v1{path}` on behalf of `cx`.
@@ -47,53 +107,104 @@ impl ModuleClient {
         if let Some(token) = cx.bearer_token() {
             builder = builder.bearer_auth(token);
         }
-        if let Some(remaining) = cx.remaining() {
-            builder = builder.timeout(remaining);
-        }
         builder
     }
 
-    /// Sends and reads a JSON answer.
+    /// Sends (through the policy; retried only when `idempotent`) and reads
+    /// a JSON answer.
     ///
     /// # Errors
     /// [`RemoteError`] saying how the call failed.
     pub async fn send<T: DeserializeOwned>(
         &self,
+        cx: &CallContext,
         builder: RequestBuilder,
+        idempotent: bool,
     ) -> Result<T, RemoteError> {
         let module = self.module;
-        let response = builder.send().await.map_err(|e| {
-            RemoteError::Unavailable(if e.is_timeout() {
-                format!("the {module} module did not answer in time")
-            } else if e.is_connect() {
+        let outcome = self
+            .policy
+            .call(cx.remaining(), idempotent, || {
+                let attempt = builder.try_clone();
+                async move {
+                    let Some(attempt) = attempt else {
+                        let error =
+                            RemoteError::Unexpected("the request cannot be sent twice".to_owned());
+                        return (
+                            Err(error),
+                            Verdict::Failed {
+                                retryable: false,
+                                retry_after: None,
+                            },
+                        );
+                    };
+                    attempt_once::<T>(attempt, module).await
+                }
+            })
+            .await;
+        outcome.map_err(|e| degraded(e, |inner| inner, module))
+    }
+}
+
+async fn attempt_once<T: DeserializeOwned>(
+    builder: RequestBuilder,
+    module: &str,
+) -> (Result<T, RemoteError>, Verdict) {
+    let failed = |retryable, retry_after| Verdict::Failed {
+        retryable,
+        retry_after,
+    };
+    let response = match builder.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            let reason = if e.is_connect() {
                 format!("cannot connect to the {module} module")
             } else {
                 format!("the call to the {module} module failed: {e}")
-            })
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json::<T>().await.map_err(|e| {
-                RemoteError::Unexpected(format!("unreadable {module} response: {e}"))
-            });
+            };
+            return (
+                Err(RemoteError::Unavailable(reason)),
+                failed(e.is_connect() || e.is_timeout() || e.is_request(), None),
+            );
         }
-        match response.json::<ProblemBody>().await {
-            Ok(problem) => Err(RemoteError::Problem(problem)),
-            Err(_)
-                if matches!(
-                    status,
-                    StatusCode::BAD_GATEWAY
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
-                ) =>
-            {
-                Err(RemoteError::Unavailable(format!(
-                    "the {module} module answered {status}"
-                )))
-            }
-            Err(_) => Err(RemoteError::Unexpected(format!(
+    };
+    let status = response.status();
+    let wait = retry_after(response.headers());
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let error =
+                RemoteError::Unavailable(format!("the {module} module's answer broke off: {e}"));
+            return (Err(error), failed(true, None));
+        }
+    };
+    if status.is_success() {
+        return match serde_json::from_slice::<T>(&bytes) {
+            Ok(value) => (Ok(value), Verdict::Healthy),
+            // Truncated or garbled: the dependency misbehaved.
+            Err(e) => (
+                Err(RemoteError::Unexpected(format!(
+                    "unreadable {module} response: {e}"
+                ))),
+                failed(true, None),
+            ),
+        };
+    }
+    let problem = serde_json::from_slice::<ProblemBody>(&bytes).ok();
+    if is_retryable(status) || status.is_server_error() {
+        let error = match problem {
+            Some(problem) => RemoteError::Problem(problem),
+            None => RemoteError::Unavailable(format!("the {module} module answered {status}")),
+        };
+        return (Err(error), failed(is_retryable(status), wait));
+    }
+    match problem {
+        Some(problem) => (Err(RemoteError::Problem(problem)), Verdict::Healthy),
+        None => (
+            Err(RemoteError::Unexpected(format!(
                 "the {module} module answered {status} without a problem body"
             ))),
-        }
+            Verdict::Healthy,
+        ),
     }
 }

@@ -514,3 +514,104 @@ mod tests {
         }
     }
 }
+
+/// Partial settings of one dependency: what differs from `[resilience.default]`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// See [`PolicySettings::attempt_timeout_ms`].
+    pub attempt_timeout_ms: Option<u64>,
+    /// See [`PolicySettings::deadline_ms`].
+    pub deadline_ms: Option<u64>,
+    /// See [`PolicySettings::max_retries`].
+    pub max_retries: Option<u32>,
+    /// See [`PolicySettings::retry_base_ms`].
+    pub retry_base_ms: Option<u64>,
+    /// See [`PolicySettings::retry_max_ms`].
+    pub retry_max_ms: Option<u64>,
+    /// See [`PolicySettings::retry_budget_percent`].
+    pub retry_budget_percent: Option<f64>,
+    /// See [`PolicySettings::retry_budget_min_per_sec`].
+    pub retry_budget_min_per_sec: Option<f64>,
+    /// See [`PolicySettings::max_concurrent`].
+    pub max_concurrent: Option<usize>,
+    /// Breaker fields that differ.
+    #[serde(default)]
+    pub breaker: BreakerOverrides,
+}
+
+/// Partial breaker settings.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerOverrides {
+    /// See [`BreakerSettings::window_size`].
+    pub window_size: Option<usize>,
+    /// See [`BreakerSettings::minimum_calls`].
+    pub minimum_calls: Option<usize>,
+    /// See [`BreakerSettings::failure_rate_threshold`].
+    pub failure_rate_threshold: Option<f64>,
+    /// See [`BreakerSettings::slow_call_rate_threshold`].
+    pub slow_call_rate_threshold: Option<f64>,
+    /// See [`BreakerSettings::slow_call_ms`].
+    pub slow_call_ms: Option<u64>,
+    /// See [`BreakerSettings::wait_open_ms`].
+    pub wait_open_ms: Option<u64>,
+    /// See [`BreakerSettings::half_open_calls`].
+    pub half_open_calls: Option<usize>,
+}
+
+impl PolicySettings {
+    /// These settings with `overrides` applied.
+    pub fn with(&self, o: &Overrides) -> PolicySettings {
+        let b = &self.breaker;
+        let ob = &o.breaker;
+        PolicySettings {
+            attempt_timeout_ms: o.attempt_timeout_ms.unwrap_or(self.attempt_timeout_ms),
+            deadline_ms: o.deadline_ms.unwrap_or(self.deadline_ms),
+            max_retries: o.max_retries.unwrap_or(self.max_retries),
+            retry_base_ms: o.retry_base_ms.unwrap_or(self.retry_base_ms),
+            retry_max_ms: o.retry_max_ms.unwrap_or(self.retry_max_ms),
+            retry_budget_percent: o.retry_budget_percent.unwrap_or(self.retry_budget_percent),
+            retry_budget_min_per_sec: o
+                .retry_budget_min_per_sec
+                .unwrap_or(self.retry_budget_min_per_sec),
+            max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
+            breaker: BreakerSettings {
+                window_size: ob.window_size.unwrap_or(b.window_size),
+                minimum_calls: ob.minimum_calls.unwrap_or(b.minimum_calls),
+                failure_rate_threshold: ob
+                    .failure_rate_threshold
+                    .unwrap_or(b.failure_rate_threshold),
+                slow_call_rate_threshold: ob
+                    .slow_call_rate_threshold
+                    .unwrap_or(b.slow_call_rate_threshold),
+                slow_call_ms: ob.slow_call_ms.unwrap_or(b.slow_call_ms),
+                wait_open_ms: ob.wait_open_ms.unwrap_or(b.wait_open_ms),
+                half_open_calls: ob.half_open_calls.unwrap_or(b.half_open_calls),
+            },
+        }
+    }
+}
+
+/// `[resilience]`: the default policy and each dependency's differences.
+/// (No `deny_unknown_fields`: serde cannot combine it with `flatten`; the
+/// app checks the dependency names instead.)
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ResilienceSettings {
+    /// Every dependency's policy unless it says otherwise.
+    pub default: PolicySettings,
+    /// `[resilience.<dependency>]`: differences per dependency (`catalog`,
+    /// `user`, `inventory`, `notification`, `smtp`, `webhooks`).
+    #[serde(flatten)]
+    pub dependencies: std::collections::HashMap<String, Overrides>,
+}
+
+impl ResilienceSettings {
+    /// The settings of `dependency`.
+    pub fn for_dependency(&self, dependency: &str) -> PolicySettings {
+        match self.dependencies.get(dependency) {
+            Some(o) => self.default.with(o),
+            None => self.default.clone(),
+        }
+    }
+}

@@ -68,6 +68,7 @@ impl Problem {
         };
         let mut problem = Problem::new(status, error.code(), detail);
         problem.body.errors = error.field_errors();
+        problem.retry_after = error.retry_after();
         problem
     }
 
