@@ -36,6 +36,7 @@ impl DatabaseServer {
         let options = EmbeddedOptions {
             data_dir: settings.database.embedded_dir.clone(),
             durable: true,
+            port: None,
         };
         let server =
             tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options)).await??;

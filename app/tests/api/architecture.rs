@@ -84,3 +84,41 @@ fn crates_respect_the_module_boundaries() {
         violations.join("\n")
     );
 }
+
+/// Every call that leaves the process goes through a resilience policy; the
+/// one HTTP client is built in one place (`app::startup::http_client`) and
+/// handed to the policy-wrapped callers.
+#[test]
+fn http_clients_are_built_in_one_place_only() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    let mut stack = vec![
+        root.join("app/src"),
+        root.join("modules"),
+        root.join("shared"),
+    ];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let text = path.to_string_lossy().to_string();
+            if path.is_dir() {
+                // Test support builds its own clients on purpose.
+                if !text.ends_with("testkit") && !text.ends_with("tests") {
+                    stack.push(path);
+                }
+            } else if text.ends_with(".rs") {
+                let source = std::fs::read_to_string(&path).unwrap();
+                let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+                let builds =
+                    code.contains("reqwest::Client::new(") || code.contains("Client::builder(");
+                if builds && !text.ends_with("app/src/startup.rs") {
+                    offenders.push(text);
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "reqwest clients built outside app::startup::http_client: {offenders:?}"
+    );
+}

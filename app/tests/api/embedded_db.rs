@@ -16,6 +16,7 @@ async fn embedded_server_keeps_its_data_across_restarts() {
     let options = EmbeddedOptions {
         data_dir: data_dir.clone(),
         durable: true,
+        port: None,
     };
 
     let first = {

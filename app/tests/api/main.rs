@@ -17,6 +17,7 @@ mod events;
 mod helpers;
 mod inventory;
 mod ops;
+mod resilience;
 mod topology;
 mod user_contract;
 mod users;

@@ -21,6 +21,20 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct CatalogClient {
     remote: ModuleClient,
+    /// The last version of each product seen, for the fallback.
+    last_known: Arc<std::sync::Mutex<std::collections::HashMap<ProductId, Product>>>,
+}
+
+/// Products remembered for the fallback, at most.
+const LAST_KNOWN_MAX: usize = 10_000;
+
+/// A product, and whether it is the last known version rather than a fresh answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The product.
+    pub product: Product,
+    /// `true`: the catalog could not answer; this is what it said last time.
+    pub stale: bool,
 }
 
 impl CatalogClient {
@@ -28,6 +42,54 @@ impl CatalogClient {
     pub fn new(http: reqwest::Client, base: Url, policy: Arc<Policy>) -> CatalogClient {
         CatalogClient {
             remote: ModuleClient::new(http, base, "catalog", policy),
+            last_known: Arc::default(),
+        }
+    }
+
+    /// Fallback, declared next to the call: a product from the catalog, or,
+    /// when the catalog cannot answer (unreachable, circuit open, overloaded,
+    /// out of time), the last version this client saw, marked stale.
+    ///
+    /// # Errors
+    /// The catalog's answer (not found...), or its unavailability when no
+    /// version is known.
+    pub async fn get_product_or_last_known(
+        &self,
+        cx: &CallContext,
+        id: ProductId,
+    ) -> Result<Fetched, CatalogError> {
+        match self.get_product(cx, id).await {
+            Ok(product) => Ok(Fetched {
+                product,
+                stale: false,
+            }),
+            Err(error @ (CatalogError::Unavailable(_) | CatalogError::Degraded(_))) => {
+                let known = self
+                    .last_known
+                    .lock()
+                    .ok()
+                    .and_then(|k| k.get(&id).cloned());
+                match known {
+                    Some(product) => {
+                        tracing::warn!(product.id = %id, error = %error, "catalog unavailable; serving the last known product");
+                        Ok(Fetched {
+                            product,
+                            stale: true,
+                        })
+                    }
+                    None => Err(error),
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn remember(&self, product: &Product) {
+        if let Ok(mut known) = self.last_known.lock() {
+            if known.len() >= LAST_KNOWN_MAX {
+                known.clear();
+            }
+            known.insert(product.id, product.clone());
         }
     }
 
@@ -69,7 +131,9 @@ impl CatalogApi for CatalogClient {
         let builder = self
             .remote
             .request(cx, Method::GET, &format!("/products/{id}"));
-        self.send(cx, true, builder, Some(id), None).await
+        let product: Product = self.send(cx, true, builder, Some(id), None).await?;
+        self.remember(&product);
+        Ok(product)
     }
 
     async fn list_products(

@@ -60,6 +60,8 @@ pub struct EmbeddedOptions {
     pub data_dir: PathBuf,
     /// `false` turns fsync off: only for throwaway test clusters.
     pub durable: bool,
+    /// A fixed port (tests that restart the server); `None`: a free one.
+    pub port: Option<u16>,
 }
 
 /// A running embedded server.
@@ -119,7 +121,10 @@ impl EmbeddedPostgres {
             tracing::info!(port, data_dir = %server.data_dir.display(), "embedded PostgreSQL already running");
             return Ok(server);
         }
-        server.port = free_port()?;
+        server.port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
             server.port

@@ -19,6 +19,7 @@
 // Test support: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fault;
 pub mod smtp;
 
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
@@ -130,6 +131,7 @@ fn start_private_cluster() -> String {
     let server = EmbeddedPostgres::start(&EmbeddedOptions {
         data_dir,
         durable: false,
+        port: None,
     })
     .unwrap_or_else(|e| panic!("no database for tests: {e}"));
     let url = server.url("postgres");

@@ -1,0 +1,365 @@
+//! Resilience under injected faults, on real sockets: a fault proxy between
+//! the caller and a real shop (or a real PostgreSQL that is stopped and
+//! started again).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog_api::client::CatalogClient;
+use catalog_api::{CatalogApi, CatalogError, ProductId};
+use kernel::{CallContext, Degradation};
+use resilience::State;
+use serde_json::Value;
+use testkit::fault::{Fault, FaultProxy};
+
+use crate::helpers::{assert_problem, product_json, spawn_app, spawn_app_with, test_settings};
+
+/// The catalog's policy with `extra` overrides (env-var form).
+fn catalog_policy(extra: &[(&str, &str)]) -> Arc<resilience::Policy> {
+    app::compose::Policies::new(&test_settings(None, extra)).get("catalog")
+}
+
+fn client(proxy: &FaultProxy, policy: Arc<resilience::Policy>) -> CatalogClient {
+    let base = url::Url::parse(&format!("http://127.0.0.1:{}", proxy.port())).unwrap();
+    CatalogClient::new(reqwest::Client::new(), base, policy)
+}
+
+fn port_of(app: &crate::helpers::TestApp) -> u16 {
+    url::Url::parse(&app.address).unwrap().port().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_fails_fast_then_lets_a_trial_through_and_closes() {
+    let app = spawn_app().await;
+    let proxy = FaultProxy::start(port_of(&app)).await;
+    let policy = catalog_policy(&[
+        ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "4"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "4"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__WAIT_OPEN_MS", "500"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__HALF_OPEN_CALLS", "1"),
+    ]);
+    let catalog = client(&proxy, Arc::clone(&policy));
+    let cx = CallContext::background();
+    let id = ProductId::generate();
+
+    proxy.set(Fault::Unavailable);
+    for _ in 0..4 {
+        let err = catalog.get_product(&cx, id).await.unwrap_err();
+        assert!(matches!(err, CatalogError::Unavailable(_)), "{err:?}");
+    }
+    assert_eq!(policy.state(), State::Open, "4 failures in a window of 4");
+
+    // Open: calls fail fast, and the proxy sees no connection at all.
+    let seen = proxy.connections();
+    let started = Instant::now();
+    for _ in 0..10 {
+        let err = catalog.get_product(&cx, id).await.unwrap_err();
+        assert!(
+            matches!(err, CatalogError::Degraded(Degradation::CircuitOpen { .. })),
+            "{err:?}"
+        );
+    }
+    assert_eq!(proxy.connections(), seen, "no network call while open");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "fast: {:?}",
+        started.elapsed()
+    );
+
+    // After the wait, one trial goes through; the catalog is back, so it closes.
+    proxy.set(Fault::Pass);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let err = catalog.get_product(&cx, id).await.unwrap_err();
+    assert_eq!(
+        err,
+        CatalogError::ProductNotFound(id),
+        "a real answer: the trial reached the catalog"
+    );
+    assert_eq!(policy.state(), State::Closed);
+    assert_eq!(proxy.connections(), seen + 1);
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        r#"remote_breaker_transitions_total{dependency="catalog",to="open"} 1"#,
+        r#"remote_breaker_transitions_total{dependency="catalog",to="half_open"} 1"#,
+        r#"remote_breaker_transitions_total{dependency="catalog",to="closed"} 1"#,
+        r#"remote_calls_total{dependency="catalog",outcome="breaker_open"} 10"#,
+        r#"remote_breaker_state{dependency="catalog"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_an_open_breaker_of_a_remote_module() {
+    let catalog = spawn_app().await;
+    let proxy = FaultProxy::start(port_of(&catalog)).await;
+    let upstream = format!("http://127.0.0.1:{}", proxy.port());
+    let gateway = spawn_app_with(&[
+        ("APP__MODULES__CATALOG__MODE", "remote"),
+        ("APP__MODULES__CATALOG__URL", upstream.as_str()),
+        ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "3"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "3"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__WAIT_OPEN_MS", "60000"),
+    ])
+    .await;
+    proxy.set(Fault::Unavailable);
+    for _ in 0..3 {
+        assert_eq!(gateway.get("/api/v1/products").await.status(), 503);
+    }
+    let open = gateway.get("/api/v1/products").await;
+    assert_problem(open, 503, "dependency_circuit_open").await;
+    proxy.set(Fault::Pass);
+    let ready = gateway.get("/health/ready").await;
+    assert_eq!(
+        ready.status(),
+        503,
+        "the catalog answers again, but the breaker is open"
+    );
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(
+        body["checks"]["module:catalog"]["error"],
+        "circuit breaker open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_with_jitter_and_stop_at_the_budget() {
+    let app = spawn_app().await;
+    let proxy = FaultProxy::start(port_of(&app)).await;
+    proxy.set(Fault::Drop);
+    let lenient_breaker = [
+        ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "100000"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "100000"),
+    ];
+    let mut vars = lenient_breaker.to_vec();
+    vars.extend([
+        ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "3"),
+        ("APP__RESILIENCE__CATALOG__RETRY_BASE_MS", "100"),
+        ("APP__RESILIENCE__CATALOG__RETRY_MAX_MS", "1000"),
+        ("APP__RESILIENCE__CATALOG__RETRY_BUDGET_MIN_PER_SEC", "100"),
+    ]);
+    let catalog = client(&proxy, catalog_policy(&vars));
+    let cx = CallContext::background();
+    let calls = 8;
+    for _ in 0..calls {
+        assert!(
+            catalog
+                .get_product(&cx, ProductId::generate())
+                .await
+                .is_err()
+        );
+    }
+    let arrivals = proxy.arrivals();
+    assert_eq!(
+        arrivals.len(),
+        calls * 4,
+        "each call: one attempt and three retries"
+    );
+    // Gaps between attempts of one call, by retry number.
+    let mut gaps = [0.0f64; 3];
+    for call in arrivals.chunks(4) {
+        for (i, pair) in call.windows(2).enumerate() {
+            let gap = pair[1].duration_since(pair[0]).as_secs_f64() * 1000.0;
+            let ceiling = 100.0 * f64::from(1u32 << i);
+            // Slack for the attempt itself and a busy machine.
+            assert!(
+                gap <= ceiling + 300.0,
+                "retry {i}: {gap:.0} ms above its {ceiling} ms ceiling"
+            );
+            gaps[i] += gap / calls as f64;
+        }
+    }
+    assert!(gaps[2] > gaps[0], "the gaps grow: average {gaps:?} ms");
+
+    // A budget of nothing beyond its one-token reserve: one retry in all.
+    let stingy = FaultProxy::start(port_of(&app)).await;
+    stingy.set(Fault::Drop);
+    let mut vars = lenient_breaker.to_vec();
+    vars.extend([
+        ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "3"),
+        ("APP__RESILIENCE__CATALOG__RETRY_BASE_MS", "1"),
+        ("APP__RESILIENCE__CATALOG__RETRY_BUDGET_PERCENT", "0"),
+        ("APP__RESILIENCE__CATALOG__RETRY_BUDGET_MIN_PER_SEC", "0"),
+    ]);
+    let catalog = client(&stingy, catalog_policy(&vars));
+    for _ in 0..10 {
+        assert!(
+            catalog
+                .get_product(&cx, ProductId::generate())
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(
+        stingy.connections(),
+        11,
+        "ten calls, one retry: the budget, not 30 retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_answers_are_failures_not_panics() {
+    let app = spawn_app().await;
+    let proxy = FaultProxy::start(port_of(&app)).await;
+    proxy.set(Fault::Truncated);
+    let catalog = client(
+        &proxy,
+        catalog_policy(&[("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0")]),
+    );
+    let err = catalog
+        .get_product(&CallContext::background(), ProductId::generate())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CatalogError::Unavailable(_) | CatalogError::Unexpected(_)
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_serves_the_last_known_product_while_the_catalog_is_down() {
+    let app = spawn_app().await;
+    let created: Value = app
+        .post_product(&product_json("FALLBACK-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = ProductId::from(uuid::Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    let proxy = FaultProxy::start(port_of(&app)).await;
+    let catalog = client(
+        &proxy,
+        catalog_policy(&[("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0")]),
+    );
+    let cx = CallContext::background();
+
+    let fresh = catalog.get_product_or_last_known(&cx, id).await.unwrap();
+    assert!(!fresh.stale);
+    proxy.stop_listening(); // as if the catalog process were killed
+    let stale = catalog.get_product_or_last_known(&cx, id).await.unwrap();
+    assert!(stale.stale, "marked stale");
+    assert_eq!(stale.product, fresh.product);
+    let never_seen = catalog
+        .get_product_or_last_known(&cx, ProductId::generate())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(never_seen, CatalogError::Unavailable(_)),
+        "{never_seen:?}"
+    );
+    proxy.resume().await;
+    assert!(
+        !catalog
+            .get_product_or_last_known(&cx, id)
+            .await
+            .unwrap()
+            .stale,
+        "fresh again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_catalog_does_not_exhaust_the_gateway() {
+    let catalog = spawn_app().await;
+    let proxy = FaultProxy::start(port_of(&catalog)).await;
+    proxy.set(Fault::Latency(Duration::from_secs(3)));
+    let upstream = format!("http://127.0.0.1:{}", proxy.port());
+    let gateway = spawn_app_with(&[
+        ("APP__MODULES__CATALOG__MODE", "remote"),
+        ("APP__MODULES__CATALOG__URL", upstream.as_str()),
+        ("APP__RESILIENCE__CATALOG__MAX_CONCURRENT", "2"),
+        ("APP__RESILIENCE__CATALOG__ATTEMPT_TIMEOUT_MS", "10000"),
+        ("APP__RESILIENCE__CATALOG__DEADLINE_MS", "10000"),
+        ("APP__SERVER__WORKERS", "2"),
+    ])
+    .await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let request = gateway.client.get(gateway.url("/api/v1/products"));
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let third = gateway.get("/api/v1/products").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "rejected at once: {:?}",
+        started.elapsed()
+    );
+    assert!(third.headers().contains_key("retry-after"));
+    assert_problem(third, 503, "dependency_overloaded").await;
+    let started = Instant::now();
+    assert_eq!(gateway.get("/health/live").await.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the gateway still serves"
+    );
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200, "the slow calls finish");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_fail_fast_while_postgres_is_down_and_recover_when_it_returns() {
+    use db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+    let data_dir = testkit::scratch_dir(&format!("shop-restart-{}", uuid::Uuid::new_v4().simple()));
+    let port = crate::helpers::free_port();
+    let options = EmbeddedOptions {
+        data_dir: data_dir.clone(),
+        durable: false,
+        port: Some(port),
+    };
+    let start = |options: EmbeddedOptions| async move {
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let server = start(options.clone()).await;
+    db::create_database(&server.url("postgres"), "shop")
+        .await
+        .unwrap();
+    let url = server.url("shop");
+    let app = spawn_app_with(&[
+        ("DATABASE_URL", url.as_str()),
+        ("APP__DATABASE__MIGRATE_ON_START", "true"),
+        ("APP__DATABASE__ACQUIRE_TIMEOUT_MS", "500"),
+        ("APP__DATABASE__CONNECT_TIMEOUT_MS", "500"),
+    ])
+    .await;
+    assert_eq!(app.get("/api/v1/products").await.status(), 200);
+
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let down = app.get("/api/v1/products").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    assert_problem(down, 503, "catalog_unavailable").await;
+    assert_eq!(app.get("/health/ready").await.status(), 503);
+
+    let server = start(options).await;
+    crate::helpers::eventually("the app to recover by itself", || async {
+        (app.get("/api/v1/products").await.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    drop(app);
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    drop(std::fs::remove_dir_all(&data_dir));
+    drop(std::fs::remove_file(data_dir.with_extension("password")));
+}
