@@ -303,6 +303,14 @@ impl Settings {
                 );
             }
         }
+        if let Err((field, msg)) = self.resilience.default.validate() {
+            return fail(&format!("resilience.default.{field}"), msg);
+        }
+        for dependency in crate::compose::DEPENDENCIES {
+            if let Err((field, msg)) = self.resilience.for_dependency(dependency).validate() {
+                return fail(&format!("resilience.{dependency}.{field}"), msg);
+            }
+        }
         if self.events.transport == events::TransportKind::RabbitMq {
             match Url::parse(&self.events.rabbitmq.url) {
                 Ok(url) if matches!(url.scheme(), "amqp" | "amqps") => {}
@@ -439,6 +447,25 @@ mod tests {
                 "cors.allowed_origins",
             ),
             (&[("APP__RATE_LIMIT__BURST", "0")], "rate_limit"),
+            (
+                &[("APP__RESILIENCE__SHIPPING__MAX_RETRIES", "1")],
+                "resilience.shipping",
+            ),
+            (
+                &[("APP__RESILIENCE__CATALOG__MAX_CONCURRENT", "0")],
+                "resilience.catalog.max_concurrent",
+            ),
+            (
+                &[("APP__RESILIENCE__DEFAULT__BREAKER__MINIMUM_CALLS", "50")],
+                "resilience.default.breaker.minimum_calls",
+            ),
+            (
+                &[(
+                    "APP__RESILIENCE__SMTP__BREAKER__FAILURE_RATE_THRESHOLD",
+                    "0",
+                )],
+                "resilience.smtp.breaker.failure_rate_threshold",
+            ),
             (&[("DATABASE_URL", "mysql://x@h/db")], "database.url"),
             (
                 &[("APP__MODULES__CATALOG__MODE", "remote")],

@@ -561,6 +561,72 @@ pub struct BreakerOverrides {
 }
 
 impl PolicySettings {
+    /// Checks what the types alone cannot; the error names the field.
+    ///
+    /// # Errors
+    /// `(field, message)` for the first setting that cannot work.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let b = &self.breaker;
+        let percent = |v: f64| v > 0.0 && v <= 100.0;
+        let checks: [(bool, &'static str, &str); 11] = [
+            (
+                self.attempt_timeout_ms >= 1,
+                "attempt_timeout_ms",
+                "must be at least 1",
+            ),
+            (self.deadline_ms >= 1, "deadline_ms", "must be at least 1"),
+            (
+                self.retry_base_ms <= self.retry_max_ms,
+                "retry_base_ms",
+                "must not exceed retry_max_ms",
+            ),
+            (
+                (0.0..=100.0).contains(&self.retry_budget_percent),
+                "retry_budget_percent",
+                "must be between 0 and 100",
+            ),
+            (
+                self.retry_budget_min_per_sec >= 0.0 && self.retry_budget_min_per_sec.is_finite(),
+                "retry_budget_min_per_sec",
+                "must not be negative",
+            ),
+            (
+                self.max_concurrent >= 1,
+                "max_concurrent",
+                "must be at least 1",
+            ),
+            (
+                b.window_size >= 1,
+                "breaker.window_size",
+                "must be at least 1",
+            ),
+            (
+                (1..=b.window_size).contains(&b.minimum_calls),
+                "breaker.minimum_calls",
+                "must be between 1 and breaker.window_size",
+            ),
+            (
+                percent(b.failure_rate_threshold) && percent(b.slow_call_rate_threshold),
+                "breaker.failure_rate_threshold",
+                "and breaker.slow_call_rate_threshold must be above 0 and at most 100",
+            ),
+            (
+                b.wait_open_ms >= 1,
+                "breaker.wait_open_ms",
+                "must be at least 1",
+            ),
+            (
+                b.half_open_calls >= 1,
+                "breaker.half_open_calls",
+                "must be at least 1",
+            ),
+        ];
+        match checks.into_iter().find(|(ok, ..)| !ok) {
+            Some((_, field, message)) => Err((field, message.to_owned())),
+            None => Ok(()),
+        }
+    }
+
     /// These settings with `overrides` applied.
     pub fn with(&self, o: &Overrides) -> PolicySettings {
         let b = &self.breaker;
