@@ -363,3 +363,95 @@ async fn requests_fail_fast_while_postgres_is_down_and_recover_when_it_returns()
     drop(std::fs::remove_dir_all(&data_dir));
     drop(std::fs::remove_file(data_dir.with_extension("password")));
 }
+
+/// Another session takes the catalog's products table and holds it until
+/// the returned connection rolls back.
+async fn lock_products(app: &crate::helpers::TestApp) -> diesel_async::AsyncPgConnection {
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+    let url = app.settings.database.url.clone().unwrap();
+    let mut holder = diesel_async::AsyncPgConnection::establish(&url)
+        .await
+        .unwrap();
+    for sql in [
+        "BEGIN",
+        "LOCK TABLE catalog.products IN ACCESS EXCLUSIVE MODE",
+    ] {
+        diesel::sql_query(sql).execute(&mut holder).await.unwrap();
+    }
+    holder
+}
+
+async fn release(mut holder: diesel_async::AsyncPgConnection) {
+    use diesel_async::RunQueryDsl as _;
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_stuck_behind_a_lock_ends_at_the_statement_timeout_with_503() {
+    let app = spawn_app_with(&[
+        ("APP__DATABASE__STATEMENT_TIMEOUT_MS", "300"),
+        ("APP__CATALOG__CACHE__BACKEND", "off"),
+    ])
+    .await;
+    assert_eq!(app.get("/api/v1/products").await.status(), 200);
+    let holder = lock_products(&app).await;
+
+    let started = Instant::now();
+    let stuck = app.get("/api/v1/products").await;
+    let took = started.elapsed();
+    assert!(stuck.headers().contains_key("retry-after"));
+    let body = assert_problem(stuck, 503, "catalog_unavailable").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("too slow"),
+        "the statement timeout, not another failure: {body}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "ends at the statement timeout: {took:?}"
+    );
+
+    release(holder).await;
+    assert_eq!(app.get("/api/v1/products").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_busy_pool_gets_503_at_the_wait_timeout() {
+    let app = spawn_app_with(&[
+        ("APP__DATABASE__STATEMENT_TIMEOUT_MS", "5000"),
+        ("APP__DATABASE__ACQUIRE_TIMEOUT_MS", "500"),
+        ("APP__CATALOG__DATABASE__MAX_CONNECTIONS", "1"),
+        ("APP__CATALOG__CACHE__BACKEND", "off"),
+    ])
+    .await;
+    // Background tasks share the one connection too; wait until it is free.
+    crate::helpers::eventually("the catalog to answer", || async {
+        (app.get("/api/v1/products").await.status() == 200).then_some(())
+    })
+    .await;
+    let holder = lock_products(&app).await;
+
+    // The first request takes the pool's only connection and waits on the
+    // lock; the second finds no connection to borrow.
+    let first = tokio::spawn(app.client.get(app.url("/api/v1/products")).send());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = Instant::now();
+    let waiting = app.get("/api/v1/products").await;
+    let took = started.elapsed();
+    let body = assert_problem(waiting, 503, "catalog_unavailable").await;
+    assert!(
+        !body["detail"].as_str().unwrap().contains("too slow"),
+        "the pool wait, not the statement timeout: {body}"
+    );
+    assert!(
+        took < Duration::from_millis(3000),
+        "ends at the pool wait timeout, long before the statement timeout: {took:?}"
+    );
+
+    release(holder).await;
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), 200, "the first request completes");
+    assert_eq!(app.get("/api/v1/products").await.status(), 200);
+}
