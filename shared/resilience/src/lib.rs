@@ -460,6 +460,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_retry_waits_at_least_the_dependencys_retry_after_within_the_deadline() {
+        let policy = Policy::new("test", settings());
+        let calls = AtomicUsize::new(0);
+        let asked = |ms| Verdict::Failed {
+            retryable: true,
+            retry_after: Some(Duration::from_millis(ms)),
+        };
+        let started = Instant::now();
+        let result: Result<u32, PolicyError<&str>> = policy
+            .call(None, true, || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => (Err("429"), asked(300)),
+                    _ => (Ok(1), Verdict::Healthy),
+                }
+            })
+            .await;
+        assert_eq!(result, Ok(1));
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "the backoff alone is at most 10 ms; Retry-After asked for 300"
+        );
+
+        // A Retry-After beyond the deadline (2 s) is not waited for.
+        let calls = AtomicUsize::new(0);
+        let started = Instant::now();
+        let result: Result<u32, PolicyError<&str>> = policy
+            .call(None, true, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                (Err("429"), asked(60_000))
+            })
+            .await;
+        assert_eq!(result, Err(PolicyError::Failed("429")));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
     async fn timeouts_and_the_callers_deadline_bound_the_call() {
         let policy = Policy::new("test", settings());
         let started = Instant::now();
