@@ -181,10 +181,11 @@ async fn attempt_once<T: DeserializeOwned>(
     if status.is_success() {
         return match serde_json::from_slice::<T>(&bytes) {
             Ok(value) => (Ok(value), Verdict::Healthy),
-            // Truncated or garbled: the dependency misbehaved.
+            // Truncated or garbled: the dependency misbehaved, which is no
+            // bug of ours (503, not 500).
             Err(e) => (
-                Err(RemoteError::Unexpected(format!(
-                    "unreadable {module} response: {e}"
+                Err(RemoteError::Unavailable(format!(
+                    "the {module} module's answer is unreadable: {e}"
                 ))),
                 failed(true, None),
             ),

@@ -22,8 +22,11 @@ pub enum Fault {
     Drop,
     /// Answer `503 Service Unavailable` without forwarding.
     Unavailable,
-    /// Answer `200` with a JSON body cut short.
+    /// Answer `200` with a JSON body cut short (the connection closes
+    /// before `content-length` bytes arrive).
     Truncated,
+    /// Answer `200` with a complete body that is not the JSON expected.
+    Garbled,
 }
 
 /// The proxy; stops when dropped.
@@ -150,6 +153,16 @@ async fn handle(mut client: TcpStream, upstream: u16, fault: Fault) {
             let _ = client
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 200\r\nconnection: close\r\n\r\n{\"id\": \"01")
                 .await;
+        }
+        Fault::Garbled => {
+            read_head(&mut client).await;
+            let body = b"{\"id\": 42, \"name\": [";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = client.write_all(head.as_bytes()).await;
+            let _ = client.write_all(body).await;
         }
         Fault::Pass | Fault::Latency(_) => {
             if let Fault::Latency(delay) = fault {
