@@ -131,3 +131,22 @@ pub fn verifier(
         &policy,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::ModuleName;
+
+    #[test]
+    fn every_module_has_a_resilience_policy() {
+        // `Policies::get` is called with module names; a module added
+        // without a policy would fail here rather than in production.
+        for module in ModuleName::ALL {
+            assert!(
+                DEPENDENCIES.contains(&module.as_str()),
+                "add `{}` to compose::DEPENDENCIES",
+                module.as_str()
+            );
+        }
+    }
+}
