@@ -663,3 +663,63 @@ async fn delivered_rows_are_pruned_after_the_retention() {
     );
     assert_eq!(notifications(&app).await.len(), 1);
 }
+
+#[derive(diesel::QueryableByName)]
+struct Delivery {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempts: i32,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_webhook_breaker_defers_deliveries_without_spending_attempts() {
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__RETRY_BASE_MS", "20"),
+        ("APP__NOTIFICATION__RETRY_MAX_MS", "50"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__WINDOW_SIZE", "2"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__MINIMUM_CALLS", "2"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__WAIT_OPEN_MS", "60000"),
+    ])
+    .await;
+    let hook = receiver(usize::MAX).await; // always 500
+    let created = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"url": hook.url, "event_types": ["catalog.product_created.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    app.post_product(&product_json("BREAKER-1")).await;
+
+    let delivery = || async {
+        let rows: Vec<Delivery> = diesel::sql_query(
+            "SELECT attempts, status, last_error FROM notification.notifications \
+             WHERE channel = 'webhook'",
+        )
+        .load(&mut app.db().await)
+        .await
+        .unwrap();
+        rows.into_iter().next()
+    };
+    eventually("the breaker to defer the delivery", || async {
+        delivery()
+            .await
+            .filter(|d| d.last_error.as_deref() == Some("the circuit breaker is open"))
+    })
+    .await;
+    // With 20-50 ms between attempts, spent attempts would pile up by now.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deferred = delivery().await.unwrap();
+    assert_eq!(deferred.attempts, 2, "two real failures opened the breaker");
+    assert_eq!(deferred.status, "pending", "deferred, not given up");
+    assert_eq!(
+        hook.calls.lock().unwrap().len(),
+        2,
+        "no call while the breaker is open"
+    );
+}

@@ -157,15 +157,16 @@ impl Sender {
         .map_err(|e| e.to_string())
     }
 
-    async fn deliver(&self, item: &Due) -> Result<(), String> {
+    async fn deliver(&self, item: &Due) -> Delivery {
         let policy = match item.channel.as_str() {
             "email" => &self.smtp,
             "webhook" => &self.webhooks,
-            other => return Err(format!("unknown channel `{other}`")),
+            other => return Delivery::Failed(format!("unknown channel `{other}`")),
         };
         // Not idempotent (a resend could deliver twice): the policy bounds the
-        // call; retrying is the sender's schedule.
-        policy
+        // call; retrying is the sender's schedule. A refusal (a bad address, a
+        // receiver's 4xx) is an answer, not a failure of the dependency.
+        let outcome = policy
             .call(None, false, || async {
                 let result = if item.channel == "email" {
                     self.email(item).await
@@ -173,48 +174,76 @@ impl Sender {
                     self.webhook(item).await
                 };
                 let verdict = match &result {
-                    Ok(()) => resilience::Verdict::Healthy,
-                    Err(_) => resilience::Verdict::Failed {
+                    Ok(()) | Err(Attempt::Refused(_)) => resilience::Verdict::Healthy,
+                    Err(Attempt::Failed(_)) => resilience::Verdict::Failed {
                         retryable: false,
                         retry_after: None,
                     },
                 };
                 (result, verdict)
             })
-            .await
-            .map_err(|e| match e {
-                resilience::PolicyError::Failed(e) => e,
-                other => other.to_string(),
-            })
+            .await;
+        match outcome {
+            Ok(()) => Delivery::Sent,
+            Err(resilience::PolicyError::Failed(Attempt::Refused(e) | Attempt::Failed(e))) => {
+                Delivery::Failed(e)
+            }
+            // Not tried at all: the breaker is open or too many sends are in
+            // flight. Try again later without spending an attempt.
+            Err(
+                e @ (resilience::PolicyError::BreakerOpen { .. }
+                | resilience::PolicyError::BulkheadFull),
+            ) => {
+                let wait = match e {
+                    resilience::PolicyError::BreakerOpen { retry_after } => retry_after,
+                    _ => Duration::from_secs(1),
+                };
+                Delivery::Deferred(e.to_string(), wait)
+            }
+            Err(other) => Delivery::Failed(other.to_string()),
+        }
     }
 
-    async fn email(&self, item: &Due) -> Result<(), String> {
+    async fn email(&self, item: &Due) -> Result<(), Attempt> {
+        let refused = |e: String| Attempt::Refused(e);
         let message = Message::builder()
             .from(
                 self.settings
                     .from
                     .parse()
-                    .map_err(|e| format!("notification.from: {e}"))?,
+                    .map_err(|e| refused(format!("notification.from: {e}")))?,
             )
             .to(item
                 .destination
                 .parse()
-                .map_err(|e| format!("bad address: {e}"))?)
+                .map_err(|e| refused(format!("bad address: {e}")))?)
             .subject(&item.subject)
             .header(ContentType::TEXT_PLAIN)
             .body(item.body.clone())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(e.to_string()))?;
         match &self.mailer {
-            Mailer::File(t) => t.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
-            Mailer::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
+            Mailer::File(t) => t
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| Attempt::Failed(e.to_string())),
+            Mailer::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
+                // A permanent (5xx) reply is the server's answer about this
+                // message; anything else is the server failing.
+                if e.is_permanent() {
+                    Attempt::Refused(e.to_string())
+                } else {
+                    Attempt::Failed(e.to_string())
+                }
+            }),
         }
     }
 
-    async fn webhook(&self, item: &Due) -> Result<(), String> {
+    async fn webhook(&self, item: &Due) -> Result<(), Attempt> {
         let secret = item
             .secret
             .as_deref()
-            .ok_or_else(|| "the webhook subscription was deleted".to_owned())?;
+            .ok_or_else(|| Attempt::Refused("the webhook subscription was deleted".to_owned()))?;
         let timestamp = chrono::Utc::now().timestamp();
         let response = self
             .http
@@ -226,11 +255,17 @@ impl Sender {
             .body(item.body.clone())
             .send()
             .await
-            .map_err(|e| format!("webhook call failed: {e}"))?;
-        if response.status().is_success() {
+            .map_err(|e| Attempt::Failed(format!("webhook call failed: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
             Ok(())
+        } else if status.is_client_error()
+            && status != reqwest::StatusCode::REQUEST_TIMEOUT
+            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(Attempt::Refused(format!("webhook answered {status}")))
         } else {
-            Err(format!("webhook answered {}", response.status()))
+            Err(Attempt::Failed(format!("webhook answered {status}")))
         }
     }
 
@@ -238,11 +273,24 @@ impl Sender {
         &self,
         conn: &mut AsyncPgConnection,
         item: &Due,
-        outcome: Result<(), String>,
+        outcome: Delivery,
     ) -> diesel::QueryResult<()> {
         let attempts = item.attempts + 1;
         match outcome {
-            Ok(()) => {
+            Delivery::Deferred(reason, wait) => {
+                metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "deferred").increment(1);
+                tracing::info!(reason = %reason, "notification deferred");
+                diesel::sql_query(
+                    "UPDATE notifications SET last_error = $2, \
+                     next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) WHERE id = $1",
+                )
+                .bind::<SqlUuid, _>(item.id)
+                .bind::<Text, _>(&reason)
+                .bind::<BigInt, _>(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+                .execute(conn)
+                .await?;
+            }
+            Delivery::Sent => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "sent").increment(1);
                 tracing::info!(attempts, "notification sent");
                 diesel::sql_query(
@@ -253,7 +301,7 @@ impl Sender {
                 .execute(conn)
                 .await?;
             }
-            Err(error) => {
+            Delivery::Failed(error) => {
                 let give_up = attempts >= self.settings.max_attempts;
                 let outcome = if give_up { "failed" } else { "retried" };
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => outcome).increment(1);
@@ -288,6 +336,31 @@ impl Sender {
             .max(1);
         let millis = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
         i64::try_from(millis).unwrap_or(i64::MAX)
+    }
+}
+
+/// How one send went.
+enum Delivery {
+    Sent,
+    /// Tried and failed: counts as an attempt.
+    Failed(String),
+    /// Not tried (breaker open, bulkhead full): again after the wait, free.
+    Deferred(String, Duration),
+}
+
+/// A failed send, as the dependency's policy sees it.
+enum Attempt {
+    /// The other side answered no (bad address, a 4xx): not its failure.
+    Refused(String),
+    /// The other side failed (unreachable, timed out, 5xx).
+    Failed(String),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Refused(e) | Attempt::Failed(e) => f.write_str(e),
+        }
     }
 }
 
