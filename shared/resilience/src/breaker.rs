@@ -84,6 +84,9 @@ pub struct Breaker {
     opened_at: Option<Instant>,
     trials_started: usize,
     trials: Vec<Record>,
+    /// Bumped on every state change: an outcome counts only in the state
+    /// (generation) that admitted its call.
+    generation: u64,
 }
 
 /// A call may go ahead (and must report its outcome), or not.
@@ -108,6 +111,24 @@ impl Breaker {
             opened_at: None,
             trials_started: 0,
             trials: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// The generation a call admitted now belongs to; pass it back to
+    /// [`Breaker::record`] or [`Breaker::release`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A call admitted in `admitted_in` ended without an outcome (it was
+    /// cancelled): its half-open trial slot is given back.
+    pub fn release(&mut self, admitted_in: u64) {
+        if self.state == State::HalfOpen
+            && admitted_in == self.generation
+            && self.trials_started > self.trials.len()
+        {
+            self.trials_started -= 1;
         }
     }
 
@@ -127,6 +148,7 @@ impl Breaker {
                 let elapsed = now.saturating_duration_since(opened);
                 if elapsed >= wait {
                     self.state = State::HalfOpen;
+                    self.generation += 1;
                     self.trials_started = 1;
                     self.trials.clear();
                     (Admission::Permitted, Some(State::HalfOpen))
@@ -157,8 +179,13 @@ impl Breaker {
         }
     }
 
-    /// Records a finished call; returns the new state if it changed.
-    pub fn record(&mut self, record: Record, now: Instant) -> Option<State> {
+    /// Records a finished call admitted in generation `admitted_in`;
+    /// returns the new state if it changed. A call admitted in an earlier
+    /// state (before the breaker opened, or closed again) does not count.
+    pub fn record(&mut self, record: Record, admitted_in: u64, now: Instant) -> Option<State> {
+        if admitted_in != self.generation {
+            return None;
+        }
         match self.state {
             State::Closed => {
                 self.window.push_back(record);
@@ -172,7 +199,7 @@ impl Breaker {
                 }
                 None
             }
-            // A call admitted before the breaker opened: too late to count.
+            // Not reached: nothing is admitted while open.
             State::Open => None,
             State::HalfOpen => {
                 self.trials.push(record);
@@ -183,6 +210,7 @@ impl Breaker {
                     Some(self.open(now))
                 } else {
                     self.state = State::Closed;
+                    self.generation += 1;
                     self.window.clear();
                     self.trials.clear();
                     Some(State::Closed)
@@ -193,6 +221,7 @@ impl Breaker {
 
     fn open(&mut self, now: Instant) -> State {
         self.state = State::Open;
+        self.generation += 1;
         self.opened_at = Some(now);
         self.trials.clear();
         self.trials_started = 0;
@@ -245,14 +274,14 @@ mod tests {
         let mut b = Breaker::new(settings());
         let now = Instant::now();
         for _ in 0..3 {
-            assert_eq!(b.record(FAIL, now), None);
+            assert_eq!(b.record(FAIL, b.generation(), now), None);
         }
         assert_eq!(
             b.state(),
             State::Closed,
             "3 failures, but fewer than 4 calls"
         );
-        assert_eq!(b.record(FAIL, now), Some(State::Open));
+        assert_eq!(b.record(FAIL, b.generation(), now), Some(State::Open));
     }
 
     #[test]
@@ -260,10 +289,10 @@ mod tests {
         let mut b = Breaker::new(settings());
         let now = Instant::now();
         for r in [OK, OK, OK, OK, OK, OK, FAIL, FAIL, FAIL, FAIL] {
-            assert_eq!(b.record(r, now), None, "40 % is below 50 %");
+            assert_eq!(b.record(r, b.generation(), now), None, "40 % is below 50 %");
         }
         // The window slides: an old success leaves, a failure comes in: 50 %.
-        assert_eq!(b.record(FAIL, now), Some(State::Open));
+        assert_eq!(b.record(FAIL, b.generation(), now), Some(State::Open));
     }
 
     #[test]
@@ -273,9 +302,13 @@ mod tests {
         let mut b = Breaker::new(s);
         let now = Instant::now();
         for r in [OK, SLOW, OK] {
-            assert_eq!(b.record(r, now), None);
+            assert_eq!(b.record(r, b.generation(), now), None);
         }
-        assert_eq!(b.record(SLOW, now), Some(State::Open), "2 of 4 slow");
+        assert_eq!(
+            b.record(SLOW, b.generation(), now),
+            Some(State::Open),
+            "2 of 4 slow"
+        );
     }
 
     #[test]
@@ -283,7 +316,7 @@ mod tests {
         let mut b = Breaker::new(settings());
         let t0 = Instant::now();
         for _ in 0..4 {
-            b.record(FAIL, t0);
+            b.record(FAIL, b.generation(), t0);
         }
         let (admission, change) = b.admit(t0 + Duration::from_secs(1));
         assert_eq!(
@@ -311,7 +344,7 @@ mod tests {
         let open = || {
             let mut b = Breaker::new(settings());
             for _ in 0..4 {
-                b.record(FAIL, t0);
+                b.record(FAIL, b.generation(), t0);
             }
             b
         };
@@ -320,22 +353,78 @@ mod tests {
         let mut b = open();
         b.admit(later);
         b.admit(later);
-        assert_eq!(b.record(OK, later), None, "waits for every trial");
-        assert_eq!(b.record(OK, later), Some(State::Closed));
-        assert_eq!(b.record(FAIL, later), None, "a fresh window after closing");
+        assert_eq!(
+            b.record(OK, b.generation(), later),
+            None,
+            "waits for every trial"
+        );
+        assert_eq!(b.record(OK, b.generation(), later), Some(State::Closed));
+        assert_eq!(
+            b.record(FAIL, b.generation(), later),
+            None,
+            "a fresh window after closing"
+        );
 
         let mut b = open();
         b.admit(later);
         b.admit(later);
-        b.record(OK, later);
+        b.record(OK, b.generation(), later);
         assert_eq!(
-            b.record(FAIL, later),
+            b.record(FAIL, b.generation(), later),
             Some(State::Open),
             "1 of 2 trials failed: 50 %"
         );
         assert!(
             matches!(b.admit(later).0, Admission::Rejected { .. }),
             "a new wait"
+        );
+    }
+
+    /// A breaker opened at `t0` by four failures.
+    fn opened_at(t0: Instant) -> Breaker {
+        let mut b = Breaker::new(settings());
+        for _ in 0..4 {
+            b.record(FAIL, b.generation(), t0);
+        }
+        b
+    }
+
+    #[test]
+    fn a_cancelled_trial_gives_its_slot_back() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut b = opened_at(t0);
+        b.admit(later);
+        let trial = b.generation();
+        b.admit(later);
+        assert!(matches!(b.admit(later).0, Admission::Rejected { .. }));
+        b.release(trial);
+        assert_eq!(
+            b.admit(later).0,
+            Admission::Permitted,
+            "the slot is free again"
+        );
+    }
+
+    #[test]
+    fn an_outcome_from_before_the_breaker_opened_does_not_count_as_a_trial() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut b = Breaker::new(settings());
+        b.admit(t0);
+        let admitted_closed = b.generation();
+        for _ in 0..4 {
+            b.record(FAIL, b.generation(), t0);
+        }
+        b.admit(later);
+        assert_eq!(b.state(), State::HalfOpen);
+        // The call admitted while closed finishes now, successfully.
+        assert_eq!(b.record(OK, admitted_closed, later), None);
+        assert_eq!(b.record(OK, admitted_closed, later), None);
+        assert_eq!(
+            b.state(),
+            State::HalfOpen,
+            "stale successes do not close it"
         );
     }
 }

@@ -184,23 +184,37 @@ impl Policy {
                 self.count("deadline_exceeded");
                 return Err(PolicyError::DeadlineExceeded);
             }
-            if let Admission::Rejected { retry_after } = self.admit() {
-                self.count("breaker_open");
-                return Err(PolicyError::BreakerOpen { retry_after });
-            }
+            let generation = match self.admit() {
+                (Admission::Rejected { retry_after }, _) => {
+                    self.count("breaker_open");
+                    return Err(PolicyError::BreakerOpen { retry_after });
+                }
+                (Admission::Permitted, generation) => generation,
+            };
             let started = Instant::now();
             let timeout = Duration::from_millis(self.settings.attempt_timeout_ms).min(left);
+            // If the caller drops this future mid-attempt, the breaker gets
+            // its (half-open trial) slot back instead of waiting forever.
+            let mut pending = Pending {
+                policy: self,
+                generation,
+                armed: true,
+            };
             let outcome = tokio::time::timeout(timeout, attempt()).await;
+            pending.armed = false;
             let took = started.elapsed();
             metrics::histogram!("remote_call_duration_seconds", "dependency" => self.name)
                 .record(took.as_secs_f64());
             let (result, retryable, retry_after) = match outcome {
                 Ok((result, Verdict::Healthy)) => {
                     let slow = took > Duration::from_millis(self.settings.breaker.slow_call_ms);
-                    self.record(Record {
-                        failed: false,
-                        slow,
-                    });
+                    self.record(
+                        Record {
+                            failed: false,
+                            slow,
+                        },
+                        generation,
+                    );
                     self.count(if result.is_ok() { "success" } else { "refused" });
                     return result.map_err(PolicyError::Failed);
                 }
@@ -211,17 +225,23 @@ impl Policy {
                         retry_after,
                     },
                 )) => {
-                    self.record(Record {
-                        failed: true,
-                        slow: false,
-                    });
+                    self.record(
+                        Record {
+                            failed: true,
+                            slow: false,
+                        },
+                        generation,
+                    );
                     (result.map_err(PolicyError::Failed), retryable, retry_after)
                 }
                 Err(_) => {
-                    self.record(Record {
-                        failed: true,
-                        slow: false,
-                    });
+                    self.record(
+                        Record {
+                            failed: true,
+                            slow: false,
+                        },
+                        generation,
+                    );
                     (Err(PolicyError::Timeout), true, None)
                 }
             };
@@ -261,24 +281,23 @@ impl Policy {
             .increment(1);
     }
 
-    fn admit(&self) -> Admission {
+    fn admit(&self) -> (Admission, u64) {
         let Ok(mut breaker) = self.breaker.lock() else {
-            return Admission::Rejected {
-                retry_after: Duration::from_secs(1),
-            };
+            let retry_after = Duration::from_secs(1);
+            return (Admission::Rejected { retry_after }, 0);
         };
         let (admission, change) = breaker.admit(Instant::now());
         if let Some(state) = change {
             self.transition(state);
         }
-        admission
+        (admission, breaker.generation())
     }
 
-    fn record(&self, record: Record) {
+    fn record(&self, record: Record, generation: u64) {
         let Ok(mut breaker) = self.breaker.lock() else {
             return;
         };
-        if let Some(state) = breaker.record(record, Instant::now()) {
+        if let Some(state) = breaker.record(record, generation, Instant::now()) {
             self.transition(state);
         }
     }
@@ -497,6 +516,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_trial_call_dropped_by_its_caller_does_not_wedge_the_breaker() {
+        let mut s = settings();
+        s.max_retries = 0;
+        s.breaker.wait_open_ms = 50;
+        let policy = Policy::new("test", s);
+        for _ in 0..5 {
+            let _: Result<u32, _> = policy
+                .call(None, true, || async { (Err("down"), FAILED) })
+                .await;
+        }
+        assert_eq!(policy.state(), State::Open);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+
+        // The one half-open trial hangs and its caller gives up on it.
+        let hung = policy.call(None, true, || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            (Ok::<u32, &str>(1), Verdict::Healthy)
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), hung)
+                .await
+                .is_err()
+        );
+        assert_eq!(policy.state(), State::HalfOpen);
+
+        let next: Result<u32, PolicyError<&str>> = policy
+            .call(None, true, || async { (Ok(2), Verdict::Healthy) })
+            .await;
+        assert_eq!(next, Ok(2), "the slot came back, the trial ran");
+        assert_eq!(policy.state(), State::Closed);
+    }
+
+    #[tokio::test]
     async fn timeouts_and_the_callers_deadline_bound_the_call() {
         let policy = Policy::new("test", settings());
         let started = Instant::now();
@@ -548,6 +600,23 @@ mod tests {
         gate.notify_waiters();
         for s in slow {
             s.await.unwrap();
+        }
+    }
+}
+
+/// An admitted attempt that has not reported its outcome yet.
+struct Pending<'a> {
+    policy: &'a Policy,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Ok(mut breaker) = self.policy.breaker.lock()
+        {
+            breaker.release(self.generation);
         }
     }
 }
