@@ -10,6 +10,10 @@
 //!   are rejected); when all have finished, the same rates decide: below
 //!   the thresholds closes (with an empty window), otherwise it opens again.
 //!
+//! An outcome counts only in the state that admitted its call (a call that
+//! started before the breaker opened is no trial), and a call cancelled
+//! before its outcome gives its half-open slot back.
+//!
 //! Time is passed in, so the state machine is tested without sleeping.
 
 use std::collections::VecDeque;
