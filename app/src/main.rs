@@ -31,6 +31,16 @@ enum Command {
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Run the sandbox card payment provider: a stand-in for a card network
+    /// with Stripe-like test cards. It moves no money.
+    SandboxProvider {
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 9090)]
+        port: u16,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +93,7 @@ fn main() -> ExitCode {
                 password,
                 display_name,
             }) => create_admin(settings, email, password, display_name).await,
+            Command::SandboxProvider { host, port } => sandbox_provider(host, port).await,
             Command::Openapi => Ok(()),
         }
     });
@@ -101,6 +112,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await?
         .run_until_stopped()
         .await
+}
+
+async fn sandbox_provider(host: String, port: u16) -> anyhow::Result<()> {
+    let sandbox = std::sync::Arc::new(payment_sandbox::Sandbox::default());
+    let server = actix_web::HttpServer::new(move || {
+        let sandbox = std::sync::Arc::clone(&sandbox);
+        actix_web::App::new().configure(move |cfg| payment_sandbox::configure(cfg, sandbox))
+    })
+    .workers(2)
+    .bind((host.as_str(), port))?;
+    tracing::info!(%host, port, "sandbox payment provider listening; it moves no money");
+    server.run().await?;
+    Ok(())
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

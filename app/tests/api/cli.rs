@@ -68,3 +68,50 @@ fn openapi_subcommand_prints_the_committed_spec_from_any_directory() {
     let printed = String::from_utf8(output.stdout).unwrap();
     assert_eq!(printed, app::openapi::api_doc_json().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_provider_runs_as_its_own_process() {
+    let port = crate::helpers::free_port();
+    let mut child = tokio::process::Command::from(shop())
+        .args(["sandbox-provider", "--port", &port.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/authorizations");
+    let body = serde_json::json!({
+        "amount_minor": 1299, "currency": "EUR",
+        "card_number": payment_sandbox::cards::SUCCEEDS,
+    });
+    let authorized = crate::helpers::eventually("the sandbox to answer", || async {
+        client
+            .post(&url)
+            .header("idempotency-key", "cli-test")
+            .json(&body)
+            .send()
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(authorized.status(), 201);
+    let authorization: serde_json::Value = authorized.json().await.unwrap();
+    let id = authorization["id"].as_str().unwrap();
+    let captured = client
+        .post(format!("{url}/{id}/capture"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(captured.status(), 200);
+    let declined = client
+        .post(&url)
+        .header("idempotency-key", "cli-test-2")
+        .json(&serde_json::json!({
+            "amount_minor": 1299, "currency": "EUR",
+            "card_number": payment_sandbox::cards::DECLINED,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declined.status(), 402);
+    child.kill().await.unwrap();
+}
