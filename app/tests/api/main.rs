@@ -17,6 +17,7 @@ mod events;
 mod helpers;
 mod inventory;
 mod ops;
+mod payment_provider;
 mod resilience;
 mod topology;
 mod user_contract;

@@ -1,0 +1,122 @@
+//! The payment module's HTTP provider adapter against the sandbox provider
+//! on a real socket. (Here rather than in the payment crate: a module may
+//! not depend on another module's crate, not even for its tests.)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kernel::{Currency, Money};
+use payment::provider::{HttpProvider, PaymentProvider, ProviderError};
+use payment_sandbox::cards;
+use resilience::{BreakerSettings, Policy, PolicySettings};
+
+fn policy(attempt_timeout_ms: u64) -> Arc<Policy> {
+    Arc::new(Policy::new(
+        "payment",
+        PolicySettings {
+            attempt_timeout_ms,
+            deadline_ms: 5000,
+            max_retries: 1,
+            retry_base_ms: 10,
+            retry_max_ms: 50,
+            retry_budget_percent: 20.0,
+            retry_budget_min_per_sec: 5.0,
+            max_concurrent: 8,
+            breaker: BreakerSettings {
+                window_size: 20,
+                minimum_calls: 10,
+                failure_rate_threshold: 50.0,
+                slow_call_rate_threshold: 100.0,
+                slow_call_ms: 5000,
+                wait_open_ms: 10_000,
+                half_open_calls: 1,
+            },
+        },
+    ))
+}
+
+/// A sandbox provider on a free loopback port, and an adapter to it.
+async fn provider(attempt_timeout_ms: u64) -> (HttpProvider, actix_web::dev::ServerHandle) {
+    let sandbox = Arc::new(payment_sandbox::Sandbox::default());
+    let server = actix_web::HttpServer::new(move || {
+        let sandbox = Arc::clone(&sandbox);
+        actix_web::App::new().configure(move |cfg| payment_sandbox::configure(cfg, sandbox))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let base = format!("http://127.0.0.1:{port}/").parse().unwrap();
+    let adapter = HttpProvider::new(reqwest::Client::new(), base, policy(attempt_timeout_ms));
+    (adapter, handle)
+}
+
+fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::EUR)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_capture_refund_each_once_whatever_the_repeats() {
+    let (provider, _server) = provider(2000).await;
+    let first = provider
+        .authorize("order-1/authorize", eur(1299), cards::SUCCEEDS)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.status.as_str(), first.card_last4.as_str()),
+        ("authorized", "4242")
+    );
+    let again = provider
+        .authorize("order-1/authorize", eur(1299), cards::SUCCEEDS)
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id, "the same key: the same authorization");
+    for _ in 0..2 {
+        assert_eq!(
+            provider.capture(&first.id).await.unwrap().status,
+            "captured"
+        );
+    }
+    assert_eq!(
+        provider.void(&first.id).await.unwrap_err(),
+        ProviderError::Rejected {
+            code: "invalid_state".into()
+        },
+        "captured money is refunded, not voided"
+    );
+    assert_eq!(provider.refund(&first.id).await.unwrap().status, "refunded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declines_are_answers_and_provider_failures_are_unavailability() {
+    let (provider, _server) = provider(300).await;
+    for (card, code) in [
+        (cards::DECLINED, "card_declined"),
+        (cards::INSUFFICIENT_FUNDS, "insufficient_funds"),
+    ] {
+        assert_eq!(
+            provider.authorize(card, eur(500), card).await.unwrap_err(),
+            ProviderError::Declined { code: code.into() }
+        );
+    }
+    assert!(matches!(
+        provider
+            .authorize("boom", eur(500), cards::SERVER_ERROR)
+            .await
+            .unwrap_err(),
+        ProviderError::Unavailable(_)
+    ));
+    let started = Instant::now();
+    let slow = provider
+        .authorize("slow", eur(500), cards::TIMES_OUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(slow, ProviderError::Unavailable(_)), "{slow:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the attempt timeout, not the provider's 30 s"
+    );
+}

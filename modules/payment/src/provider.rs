@@ -1,0 +1,242 @@
+//! The card provider seam: [`PaymentProvider`], and [`HttpProvider`], its
+//! implementation for a provider with the sandbox's HTTP API
+//! (`payment_sandbox`, ADR 0012). A real provider is another implementation
+//! of the trait.
+//!
+//! Every call runs under the `payment` resilience policy. All four calls are
+//! safe to retry: an authorization carries an idempotency key derived from
+//! the order, and capture, void and refund are no-ops when already done.
+
+use std::sync::Arc;
+
+use kernel::{Degradation, Money};
+use reqwest::{Method, StatusCode};
+use resilience::{Policy, PolicyError, Verdict};
+use serde::Deserialize;
+use url::Url;
+
+/// An authorization as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProviderAuthorization {
+    /// The provider's id for it.
+    pub id: String,
+    /// `authorized`, `captured`, `voided` or `refunded`.
+    pub status: String,
+    /// Amount held, minor units.
+    pub amount_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The card's last four digits.
+    pub card_last4: String,
+}
+
+/// Why the provider did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The card was refused (`card_declined`, `insufficient_funds`...).
+    #[error("the card was declined: {code}")]
+    Declined {
+        /// The provider's reason.
+        code: String,
+    },
+    /// The request was refused (bad state, unknown authorization, bad input).
+    #[error("the payment provider refused: {code}")]
+    Rejected {
+        /// The provider's reason.
+        code: String,
+    },
+    /// The provider could not be reached or failed; the outcome is unknown
+    /// until the same call is repeated (it is idempotent).
+    #[error("the payment provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The policy stopped the call (breaker open, bulkhead full, deadline).
+    #[error("the payment provider is degraded: {0}")]
+    Degraded(Degradation),
+}
+
+/// A card payment provider.
+#[async_trait::async_trait]
+pub trait PaymentProvider: Send + Sync {
+    /// Holds `amount` on the card. `key` makes the call idempotent: the same
+    /// key and request always answer the same authorization.
+    async fn authorize(
+        &self,
+        key: &str,
+        amount: Money,
+        card_number: &str,
+    ) -> Result<ProviderAuthorization, ProviderError>;
+    /// Takes the held amount.
+    async fn capture(&self, id: &str) -> Result<ProviderAuthorization, ProviderError>;
+    /// Releases the hold.
+    async fn void(&self, id: &str) -> Result<ProviderAuthorization, ProviderError>;
+    /// Gives a captured amount back.
+    async fn refund(&self, id: &str) -> Result<ProviderAuthorization, ProviderError>;
+}
+
+/// A provider speaking the sandbox's HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpProvider {
+    http: reqwest::Client,
+    base: Url,
+    policy: Arc<Policy>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+}
+
+impl HttpProvider {
+    /// A provider at `base` (e.g. `http://127.0.0.1:9090`).
+    pub fn new(http: reqwest::Client, base: Url, policy: Arc<Policy>) -> HttpProvider {
+        HttpProvider { http, base, policy }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<ProviderAuthorization, ProviderError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| ProviderError::Unavailable(format!("bad provider url: {e}")))?;
+        let outcome = self
+            .policy
+            .call(None, true, || {
+                let mut request = self.http.request(method.clone(), url.clone());
+                if let Some(key) = key {
+                    request = request.header("idempotency-key", key);
+                }
+                if let Some(body) = &body {
+                    request = request.json(body);
+                }
+                attempt(request)
+            })
+            .await;
+        outcome.map_err(|e| match e {
+            PolicyError::Failed(e) => e,
+            PolicyError::Timeout => {
+                ProviderError::Unavailable("the payment provider did not answer in time".into())
+            }
+            PolicyError::DeadlineExceeded => ProviderError::Degraded(Degradation::DeadlineExceeded),
+            PolicyError::BreakerOpen { retry_after } => {
+                ProviderError::Degraded(Degradation::CircuitOpen {
+                    retry_after_secs: retry_after.as_secs().max(1),
+                })
+            }
+            PolicyError::BulkheadFull => ProviderError::Degraded(Degradation::Overloaded),
+        })
+    }
+}
+
+async fn attempt(
+    request: reqwest::RequestBuilder,
+) -> (Result<ProviderAuthorization, ProviderError>, Verdict) {
+    let failed = |retryable, retry_after| Verdict::Failed {
+        retryable,
+        retry_after,
+    };
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            let error = ProviderError::Unavailable(format!("call failed: {e}"));
+            return (Err(error), failed(e.is_connect() || e.is_timeout(), None));
+        }
+    };
+    let status = response.status();
+    let wait = remote::retry_after(response.headers());
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let error = ProviderError::Unavailable(format!("the answer broke off: {e}"));
+            return (Err(error), failed(true, None));
+        }
+    };
+    if status.is_success() {
+        return match serde_json::from_slice(&bytes) {
+            Ok(authorization) => (Ok(authorization), Verdict::Healthy),
+            Err(e) => (
+                Err(ProviderError::Unavailable(format!(
+                    "unreadable answer: {e}"
+                ))),
+                failed(true, None),
+            ),
+        };
+    }
+    if status.is_server_error() || remote::is_retryable(status) {
+        let error = ProviderError::Unavailable(format!("the provider answered {status}"));
+        return (Err(error), failed(remote::is_retryable(status), wait));
+    }
+    let code = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|b| b.error.code)
+        .unwrap_or_else(|_| status.as_str().to_owned());
+    if status == StatusCode::CONFLICT && code == "idempotency_key_in_use" {
+        // The first request with this key (one that timed out here) is still
+        // running there: the outcome is unknown, ask again later.
+        let error = ProviderError::Unavailable("the same request is still running".into());
+        return (Err(error), failed(true, wait));
+    }
+    let error = if status == StatusCode::PAYMENT_REQUIRED {
+        ProviderError::Declined { code }
+    } else {
+        ProviderError::Rejected { code }
+    };
+    // A refusal is an answer: the provider is healthy.
+    (Err(error), Verdict::Healthy)
+}
+
+#[async_trait::async_trait]
+impl PaymentProvider for HttpProvider {
+    async fn authorize(
+        &self,
+        key: &str,
+        amount: Money,
+        card_number: &str,
+    ) -> Result<ProviderAuthorization, ProviderError> {
+        let body = serde_json::json!({
+            "amount_minor": amount.amount_minor(),
+            "currency": amount.currency().as_str(),
+            "card_number": card_number,
+        });
+        self.send(Method::POST, "v1/authorizations", Some(key), Some(body))
+            .await
+    }
+
+    async fn capture(&self, id: &str) -> Result<ProviderAuthorization, ProviderError> {
+        self.send(
+            Method::POST,
+            &format!("v1/authorizations/{id}/capture"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn void(&self, id: &str) -> Result<ProviderAuthorization, ProviderError> {
+        self.send(
+            Method::POST,
+            &format!("v1/authorizations/{id}/void"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn refund(&self, id: &str) -> Result<ProviderAuthorization, ProviderError> {
+        self.send(
+            Method::POST,
+            &format!("v1/authorizations/{id}/refund"),
+            None,
+            None,
+        )
+        .await
+    }
+}
