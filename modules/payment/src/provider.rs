@@ -121,18 +121,12 @@ impl HttpProvider {
                 attempt(request)
             })
             .await;
-        outcome.map_err(|e| match e {
-            PolicyError::Failed(e) => e,
-            PolicyError::Timeout => {
+        outcome.map_err(|e| match (remote::degradation(&e), e) {
+            (Some(degradation), _) => ProviderError::Degraded(degradation),
+            (None, PolicyError::Failed(e)) => e,
+            (None, _) => {
                 ProviderError::Unavailable("the payment provider did not answer in time".into())
             }
-            PolicyError::DeadlineExceeded => ProviderError::Degraded(Degradation::DeadlineExceeded),
-            PolicyError::BreakerOpen { retry_after } => {
-                ProviderError::Degraded(Degradation::CircuitOpen {
-                    retry_after_secs: retry_after.as_secs().max(1),
-                })
-            }
-            PolicyError::BulkheadFull => ProviderError::Degraded(Degradation::Overloaded),
         })
     }
 }

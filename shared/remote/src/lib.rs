@@ -59,24 +59,32 @@ pub fn is_retryable(status: StatusCode) -> bool {
     )
 }
 
+/// The [`Degradation`] a policy error reports: the policy cut the call
+/// short (breaker open, bulkhead full, out of time). `None` for a failed or
+/// timed-out attempt.
+pub fn degradation<E>(error: &PolicyError<E>) -> Option<Degradation> {
+    match error {
+        PolicyError::Failed(_) | PolicyError::Timeout => None,
+        PolicyError::DeadlineExceeded => Some(Degradation::DeadlineExceeded),
+        PolicyError::BreakerOpen { retry_after } => Some(Degradation::CircuitOpen {
+            retry_after_secs: retry_after.as_secs().max(1),
+        }),
+        PolicyError::BulkheadFull => Some(Degradation::Overloaded),
+    }
+}
+
 /// The policy's verdict turned into the error callers see.
 pub fn degraded<E>(
     error: PolicyError<E>,
     inner: impl FnOnce(E) -> RemoteError,
     module: &str,
 ) -> RemoteError {
+    if let Some(degradation) = degradation(&error) {
+        return RemoteError::Degraded(degradation);
+    }
     match error {
         PolicyError::Failed(e) => inner(e),
-        PolicyError::Timeout => {
-            RemoteError::Unavailable(format!("the {module} module did not answer in time"))
-        }
-        PolicyError::DeadlineExceeded => RemoteError::Degraded(Degradation::DeadlineExceeded),
-        PolicyError::BreakerOpen { retry_after } => {
-            RemoteError::Degraded(Degradation::CircuitOpen {
-                retry_after_secs: retry_after.as_secs().max(1),
-            })
-        }
-        PolicyError::BulkheadFull => RemoteError::Degraded(Degradation::Overloaded),
+        _ => RemoteError::Unavailable(format!("the {module} module did not answer in time")),
     }
 }
 
