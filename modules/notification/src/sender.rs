@@ -190,15 +190,11 @@ impl Sender {
             }
             // Not tried at all: the breaker is open or too many sends are in
             // flight. Try again later without spending an attempt.
-            Err(
-                e @ (resilience::PolicyError::BreakerOpen { .. }
-                | resilience::PolicyError::BulkheadFull),
-            ) => {
-                let wait = match e {
-                    resilience::PolicyError::BreakerOpen { retry_after } => retry_after,
-                    _ => Duration::from_secs(1),
-                };
-                Delivery::Deferred(e.to_string(), wait)
+            Err(e @ resilience::PolicyError::BreakerOpen { retry_after }) => {
+                Delivery::Deferred(e.to_string(), retry_after)
+            }
+            Err(e @ resilience::PolicyError::BulkheadFull) => {
+                Delivery::Deferred(e.to_string(), Duration::from_secs(1))
             }
             Err(other) => Delivery::Failed(other.to_string()),
         }
