@@ -621,21 +621,20 @@ async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
 async fn metrics_show_outbox_lag_and_deliveries() {
     let app = spawn_app_with(&[]).await;
     app.post_product(&product_json("MET-1")).await;
-    let metrics = eventually("delivery metrics", || async {
+    // Delivery and handling are counted at different moments: wait for all.
+    let expected = [
+        r#"events_delivered_total{module="catalog",transport="in-process"}"#,
+        r#"outbox_lag_seconds{module="catalog"}"#,
+        r#"events_handled_total{handler="notification.notify",outcome="handled"}"#,
+    ];
+    let metrics = eventually("delivery and handling metrics", || async {
         let text = app.get("/metrics").await.text().await.unwrap();
-        text.contains(r#"events_delivered_total{module="catalog",transport="in-process"}"#)
-            .then_some(text)
+        expected.iter().all(|m| text.contains(m)).then_some(text)
     })
     .await;
-    assert!(
-        metrics.contains(r#"outbox_lag_seconds{module="catalog"}"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics
-            .contains(r#"events_handled_total{handler="notification.notify",outcome="handled"}"#),
-        "{metrics}"
-    );
+    for m in expected {
+        assert!(metrics.contains(m), "{m} missing in:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
