@@ -16,6 +16,9 @@ pub const DEPENDENCIES: &[&str] = &[
     "catalog",
     "inventory",
     "notification",
+    "payment",
+    "order",
+    "payment_provider",
     "smtp",
     "webhooks",
 ];
@@ -65,6 +68,20 @@ pub fn signing_key(settings: &Settings) -> anyhow::Result<SigningKey> {
         .with_context(|| "auth.signing_key_file: cannot load the signing key".to_owned())
 }
 
+/// The key that signs service tokens, from `auth.service_key_file`
+/// (generated there first when `auth.generate_dev_key` allows), and the
+/// tokens it signs.
+///
+/// # Errors
+/// A missing or malformed key file, naming the setting.
+pub fn service_tokens(settings: &Settings) -> anyhow::Result<auth::ServiceTokens> {
+    let auth = &settings.auth;
+    let generate = auth.generate_dev_key && settings.environment != "production";
+    let key = SigningKey::load_or_generate(&auth.service_key_file, generate)
+        .with_context(|| "auth.service_key_file: cannot load the service key".to_owned())?;
+    Ok(auth::ServiceTokens::new(key, auth.policy()))
+}
+
 /// The public keys accepted: the current one and the retired ones.
 ///
 /// # Errors
@@ -81,6 +98,31 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
         }
     }
     Ok(KeySet::from_jwks(auth::JwkSet { keys }))
+}
+
+/// How a module reaches `module`: the in-process implementation when it is
+/// served here (`local`), else the HTTP client `remote` builds for its URL.
+///
+/// # Errors
+/// Neither: the module is not served here and has no URL.
+pub fn module_api<T: ?Sized>(
+    settings: &Settings,
+    module: crate::modules::ModuleName,
+    local: Option<Arc<T>>,
+    remote: impl FnOnce(Url) -> Arc<T>,
+) -> anyhow::Result<Arc<T>> {
+    if let Some(local) = local {
+        return Ok(local);
+    }
+    match settings.modules.remote_url(module) {
+        Some(url) => Ok(remote(url.clone())),
+        None => anyhow::bail!(
+            "modules.{}.url: the order module calls the {} module: serve it here (modules.enabled) \
+             or set its mode = \"remote\" and url",
+            module.as_str(),
+            module.as_str()
+        ),
+    }
 }
 
 /// The user module over `pool`, signing with `key`.
@@ -108,12 +150,13 @@ pub fn user_module(
 pub fn verifier(
     settings: &Settings,
     local_keys: Option<KeySet>,
+    service_key: &SigningKey,
     client: reqwest::Client,
     policies: &Policies,
 ) -> anyhow::Result<Verifier> {
     let policy = settings.auth.policy();
     if let Some(keys) = local_keys {
-        return Ok(Verifier::local(keys, &policy));
+        return Ok(Verifier::local(keys, &policy).with_service_key(service_key));
     }
     let base = settings
         .modules
@@ -124,12 +167,7 @@ pub fn verifier(
         base.as_str().trim_end_matches('/'),
         user_api::JWKS_PATH
     ))?;
-    Ok(Verifier::remote(
-        jwks,
-        client,
-        policies.get("user"),
-        &policy,
-    ))
+    Ok(Verifier::remote(jwks, client, policies.get("user"), &policy).with_service_key(service_key))
 }
 
 #[cfg(test)]

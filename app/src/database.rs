@@ -62,6 +62,8 @@ pub fn migrations(module: ModuleName) -> db::ModuleMigrations {
         ModuleName::Catalog => catalog::MODULE_MIGRATIONS,
         ModuleName::Notification => notification::MODULE_MIGRATIONS,
         ModuleName::Inventory => inventory::MODULE_MIGRATIONS,
+        ModuleName::Payment => payment::MODULE_MIGRATIONS,
+        ModuleName::Order => order::MODULE_MIGRATIONS,
     }
 }
 
@@ -93,6 +95,8 @@ pub fn module_pool(
         ModuleName::Catalog => settings.catalog.database.max_connections,
         ModuleName::Notification => settings.notification.database.max_connections,
         ModuleName::Inventory => settings.inventory.database.max_connections,
+        ModuleName::Payment => settings.payment.database.max_connections,
+        ModuleName::Order => settings.order.database.max_connections,
     };
     db::build_pool(&db::PoolOptions {
         url: settings.module_database_url(module, shared_url).to_owned(),

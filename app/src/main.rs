@@ -115,15 +115,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn sandbox_provider(host: String, port: u16) -> anyhow::Result<()> {
-    let sandbox = std::sync::Arc::new(payment_sandbox::Sandbox::default());
-    let server = actix_web::HttpServer::new(move || {
-        let sandbox = std::sync::Arc::clone(&sandbox);
-        actix_web::App::new().configure(move |cfg| payment_sandbox::configure(cfg, sandbox))
-    })
-    .workers(2)
-    .bind((host.as_str(), port))?;
+    let (server, port) = payment_sandbox::server(&host, port, 2)?;
     tracing::info!(%host, port, "sandbox payment provider listening; it moves no money");
-    server.run().await?;
+    let handle = server.handle();
+    let running = tokio::spawn(server);
+    tokio::signal::ctrl_c().await?;
+    handle.stop(true).await;
+    running.await??;
     Ok(())
 }
 

@@ -19,6 +19,10 @@ pub enum ModuleName {
     Notification,
     /// Stock and reservations.
     Inventory,
+    /// Card payments and their ledger.
+    Payment,
+    /// Carts, orders and the checkout saga.
+    Order,
 }
 
 impl ModuleName {
@@ -28,6 +32,8 @@ impl ModuleName {
         ModuleName::Catalog,
         ModuleName::Notification,
         ModuleName::Inventory,
+        ModuleName::Payment,
+        ModuleName::Order,
     ];
 
     /// The module called `name`, if any.
@@ -42,6 +48,8 @@ impl ModuleName {
             ModuleName::Catalog => catalog::NAME,
             ModuleName::Notification => notification::NAME,
             ModuleName::Inventory => inventory::NAME,
+            ModuleName::Payment => payment::NAME,
+            ModuleName::Order => order::NAME,
         }
     }
 }
@@ -81,6 +89,10 @@ pub struct ModulesSettings {
     pub notification: ModuleTopology,
     /// The inventory's placement.
     pub inventory: ModuleTopology,
+    /// The payment module's placement.
+    pub payment: ModuleTopology,
+    /// The order module's placement.
+    pub order: ModuleTopology,
 }
 
 impl ModulesSettings {
@@ -91,6 +103,8 @@ impl ModulesSettings {
             ModuleName::Catalog => &self.catalog,
             ModuleName::Notification => &self.notification,
             ModuleName::Inventory => &self.inventory,
+            ModuleName::Payment => &self.payment,
+            ModuleName::Order => &self.order,
         }
     }
 
@@ -116,6 +130,15 @@ impl ModulesSettings {
     /// Whether `module` is served by this process.
     pub fn is_local(&self, module: ModuleName) -> bool {
         self.local().any(|m| m == module)
+    }
+
+    /// Where another process serves `module`, when this process calls it
+    /// over HTTP: it is not served here and its placement has a URL.
+    pub fn remote_url(&self, module: ModuleName) -> Option<&Url> {
+        if self.is_local(module) {
+            return None;
+        }
+        self.topology(module).url.as_ref()
     }
 
     /// Where to fetch the public keys of access tokens: `None` when the user

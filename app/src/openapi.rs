@@ -20,6 +20,8 @@ use utoipa_actix_web::AppExt as _;
         (name = "users", description = "Accounts, profiles and roles"),
         (name = "catalog", description = "Products"),
         (name = "inventory", description = "Stock per SKU, its history, reservations"),
+        (name = "orders", description = "Cart, checkout (with Idempotency-Key), orders and their timeline"),
+        (name = "payments", description = "Card payments and their ledger (through the SANDBOX provider: test cards only)"),
         (name = "notifications", description = "Messages sent on events: email and signed webhooks"),
         (name = "events", description = "Integration events: dead letters"),
     ),
@@ -53,6 +55,8 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
                 .configure(user::http::configure)
                 .configure(catalog::http::configure)
                 .configure(inventory::http::configure)
+                .configure(order::http::configure)
+                .configure(payment::http::configure)
                 .configure(notification::http::configure)
                 .configure(events::http::configure),
         )

@@ -44,6 +44,10 @@ pub struct Settings {
     pub notification: notification::Settings,
     /// The inventory's own section.
     pub inventory: inventory::Settings,
+    /// The payment module's own section.
+    pub payment: payment::Settings,
+    /// The order module's own section.
+    pub order: order::Settings,
     /// `APP_ENV` this was loaded for (not read from files).
     #[serde(skip)]
     pub environment: String,
@@ -119,6 +123,10 @@ pub struct AuthSettings {
     pub generate_dev_key: bool,
     /// Retired keys (PEM) whose tokens are still accepted until they expire.
     pub previous_key_files: Vec<std::path::PathBuf>,
+    /// PKCS#8 PEM Ed25519 private key that signs service tokens (the
+    /// shop's modules calling each other), shared by every process of a
+    /// deployment; generated on first run where `generate_dev_key` allows.
+    pub service_key_file: std::path::PathBuf,
 }
 
 impl AuthSettings {
@@ -249,6 +257,8 @@ impl Settings {
             ("user", &self.user.database),
             ("notification", &self.notification.database),
             ("inventory", &self.inventory.database),
+            ("payment", &self.payment.database),
+            ("order", &self.order.database),
         ] {
             if let Some(url) = &database.url {
                 check_postgres_url(&format!("{key}.database.url"), url)?;
@@ -287,6 +297,21 @@ impl Settings {
                 "auth.generate_dev_key",
                 "must be false in production: mount a signing key and set auth.signing_key_file"
                     .into(),
+            );
+        }
+        if self.environment == "production" && self.payment.sandbox_embedded {
+            return fail(
+                "payment.sandbox_embedded",
+                "must be false in production: set payment.provider_url".into(),
+            );
+        }
+        if self.order.max_step_attempts < 1 {
+            return fail("order.max_step_attempts", "must be at least 1".into());
+        }
+        if self.order.lease_secs == 0 || self.order.recovery_interval_ms == 0 {
+            return fail(
+                "order.lease_secs",
+                "and order.recovery_interval_ms must be at least 1".into(),
             );
         }
         if self.server.body_limit_bytes == 0 {
@@ -349,6 +374,8 @@ impl Settings {
             ModuleName::Catalog => &self.catalog.database.url,
             ModuleName::Notification => &self.notification.database.url,
             ModuleName::Inventory => &self.inventory.database.url,
+            ModuleName::Payment => &self.payment.database.url,
+            ModuleName::Order => &self.order.database.url,
         };
         own.as_deref().unwrap_or(shared)
     }
@@ -397,6 +424,8 @@ mod tests {
                 ModuleName::Catalog,
                 ModuleName::Notification,
                 ModuleName::Inventory,
+                ModuleName::Payment,
+                ModuleName::Order,
             ]
         );
         assert!(s.database.url.is_none());
@@ -415,6 +444,10 @@ mod tests {
             ("APP__MODULES__NOTIFICATION__URL", "http://127.0.0.1:1236"),
             ("APP__MODULES__INVENTORY__MODE", "remote"),
             ("APP__MODULES__INVENTORY__URL", "http://127.0.0.1:1237"),
+            ("APP__MODULES__PAYMENT__MODE", "remote"),
+            ("APP__MODULES__PAYMENT__URL", "http://127.0.0.1:1238"),
+            ("APP__MODULES__ORDER__MODE", "remote"),
+            ("APP__MODULES__ORDER__URL", "http://127.0.0.1:1239"),
             ("DATABASE_URL", "postgres://u:p@db:5432/shop"),
             (
                 "APP__CORS__ALLOWED_ORIGINS",

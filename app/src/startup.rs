@@ -57,6 +57,8 @@ struct Wiring {
     catalog: Option<Data<catalog::CatalogModule>>,
     notification: Option<Data<notification::http::NotificationModule>>,
     inventory: Option<Data<inventory::InventoryModule>>,
+    payment: Option<Data<payment::PaymentModule>>,
+    order: Option<Data<order::OrderModule>>,
     /// Serves the dead-letter routes when a local module handles events.
     dispatcher: Option<Data<Dispatcher>>,
     remotes: Vec<(ModuleName, Url)>,
@@ -90,6 +92,18 @@ impl Wiring {
                 cfg,
             ));
         }
+        if let Some(payments) = &self.payment {
+            cfg.app_data(payments.clone());
+            payment::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+                cfg,
+            ));
+        }
+        if let Some(orders) = &self.order {
+            cfg.app_data(orders.clone());
+            order::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+                cfg,
+            ));
+        }
         if let Some(dispatcher) = &self.dispatcher {
             cfg.app_data(dispatcher.clone());
             events::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
@@ -102,6 +116,8 @@ impl Wiring {
                 ModuleName::Catalog => catalog_api::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Notification => notification::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Inventory => inventory_api::ROUTE_PREFIXES.to_vec(),
+                ModuleName::Payment => payment_api::ROUTE_PREFIXES.to_vec(),
+                ModuleName::Order => order_api::ROUTE_PREFIXES.to_vec(),
             };
             // The dead letters live with the module that handles events.
             if *module == ModuleName::Notification && self.dispatcher.is_none() {
@@ -168,6 +184,8 @@ impl Application {
             catalog: None,
             notification: None,
             inventory: None,
+            payment: None,
+            order: None,
             dispatcher: None,
             remotes: settings
                 .modules
@@ -178,6 +196,7 @@ impl Application {
             policies: policies.clone(),
         };
         let mut local_keys = None;
+        let services = Arc::new(compose::service_tokens(&settings)?);
         let database = if settings.needs_database() {
             let server = DatabaseServer::resolve(&settings).await?;
             if settings.database.migrate_on_start {
@@ -219,6 +238,90 @@ impl Application {
                         let job = inventory::ExpiryJob::new(module.clone());
                         background.push(tokio::spawn(job.run(stopped.clone())));
                         wiring.inventory = Some(Data::new(module));
+                    }
+                    ModuleName::Payment => {
+                        let provider_url = match &settings.payment.provider_url {
+                            Some(url) => url.clone(),
+                            None if settings.payment.sandbox_embedded => {
+                                let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1)?;
+                                tracing::info!(
+                                    port,
+                                    "started the SANDBOX payment provider in this process (payment.provider_url is unset); it moves no money"
+                                );
+                                let handle = server.handle();
+                                tokio::spawn(server);
+                                let mut stop = stopped.clone();
+                                background.push(tokio::spawn(async move {
+                                    let _ = stop.changed().await;
+                                    handle.stop(true).await;
+                                }));
+                                Url::parse(&format!("http://127.0.0.1:{port}/"))?
+                            }
+                            None => anyhow::bail!(
+                                "payment.provider_url: required (payment.sandbox_embedded is off)"
+                            ),
+                        };
+                        let provider = payment::provider::HttpProvider::new(
+                            client.clone(),
+                            provider_url,
+                            policies.get("payment_provider"),
+                        );
+                        wiring.payment = Some(Data::new(payment::PaymentModule::new(
+                            pool,
+                            Arc::new(provider),
+                        )));
+                    }
+                    ModuleName::Order => {
+                        let deps =
+                            order::Dependencies {
+                                catalog: compose::module_api(
+                                    &settings,
+                                    ModuleName::Catalog,
+                                    wiring.catalog.clone().map(|m| {
+                                        m.into_inner() as Arc<dyn catalog_api::CatalogApi>
+                                    }),
+                                    |base| {
+                                        Arc::new(catalog_api::client::CatalogClient::new(
+                                            client.clone(),
+                                            base,
+                                            policies.get("catalog"),
+                                        ))
+                                    },
+                                )?,
+                                inventory: compose::module_api(
+                                    &settings,
+                                    ModuleName::Inventory,
+                                    wiring.inventory.clone().map(|m| {
+                                        m.into_inner() as Arc<dyn inventory_api::InventoryApi>
+                                    }),
+                                    |base| {
+                                        Arc::new(inventory_api::client::InventoryClient::new(
+                                            client.clone(),
+                                            base,
+                                            policies.get("inventory"),
+                                        ))
+                                    },
+                                )?,
+                                payment: compose::module_api(
+                                    &settings,
+                                    ModuleName::Payment,
+                                    wiring.payment.clone().map(|m| {
+                                        m.into_inner() as Arc<dyn payment_api::PaymentApi>
+                                    }),
+                                    |base| {
+                                        Arc::new(payment_api::client::PaymentClient::new(
+                                            client.clone(),
+                                            base,
+                                            policies.get("payment"),
+                                        ))
+                                    },
+                                )?,
+                                services: Arc::clone(&services),
+                            };
+                        let module = order::OrderModule::new(pool, deps, settings.order.clone());
+                        let worker = order::RecoveryWorker::new(module.clone());
+                        background.push(tokio::spawn(worker.run(stopped.clone())));
+                        wiring.order = Some(Data::new(module));
                     }
                     ModuleName::Notification => {
                         let config = &settings.notification;
@@ -319,6 +422,7 @@ impl Application {
             Some(Data::new(compose::verifier(
                 &settings,
                 local_keys,
+                services.key(),
                 client.clone(),
                 &policies,
             )?))

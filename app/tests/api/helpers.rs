@@ -67,6 +67,7 @@ pub fn fresh_mail_dir() -> String {
 pub fn test_settings(database_url: Option<&str>, extra: &[(&str, &str)]) -> Settings {
     let mut vars: Vec<(String, String)> = vec![
         ("APP__AUTH__SIGNING_KEY_FILE".into(), fresh_key_path()),
+        ("APP__AUTH__SERVICE_KEY_FILE".into(), fresh_key_path()),
         (
             "APP__NOTIFICATION__EMAIL__FILE_DIR".into(),
             fresh_mail_dir(),

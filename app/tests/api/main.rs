@@ -8,6 +8,7 @@ mod auth;
 mod catalog_contract;
 mod catalog_http;
 mod catalog_read;
+mod checkout;
 mod cli;
 mod crash;
 mod database;

@@ -58,11 +58,19 @@ fn eur(minor: i64) -> Money {
     Money::new(minor, Currency::EUR)
 }
 
+async fn token(provider: &HttpProvider, card: &str) -> String {
+    let method = provider.tokenize(card).await.unwrap();
+    assert_eq!(method.card_last4, card[card.len() - 4..]);
+    assert!(method.id.starts_with("pm_") && !method.id.contains(card));
+    method.id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_capture_refund_each_once_whatever_the_repeats() {
     let (provider, _server) = provider(2000).await;
+    let card = token(&provider, cards::SUCCEEDS).await;
     let first = provider
-        .authorize("order-1/authorize", eur(1299), cards::SUCCEEDS)
+        .authorize("order-1/authorize", eur(1299), &card)
         .await
         .unwrap();
     assert_eq!(
@@ -70,7 +78,7 @@ async fn authorize_capture_refund_each_once_whatever_the_repeats() {
         ("authorized", "4242")
     );
     let again = provider
-        .authorize("order-1/authorize", eur(1299), cards::SUCCEEDS)
+        .authorize("order-1/authorize", eur(1299), &card)
         .await
         .unwrap();
     assert_eq!(again.id, first.id, "the same key: the same authorization");
@@ -97,21 +105,36 @@ async fn declines_are_answers_and_provider_failures_are_unavailability() {
         (cards::DECLINED, "card_declined"),
         (cards::INSUFFICIENT_FUNDS, "insufficient_funds"),
     ] {
+        let method = token(&provider, card).await;
         assert_eq!(
-            provider.authorize(card, eur(500), card).await.unwrap_err(),
+            provider
+                .authorize(card, eur(500), &method)
+                .await
+                .unwrap_err(),
             ProviderError::Declined { code: code.into() }
         );
     }
+    assert_eq!(
+        provider
+            .authorize("unknown", eur(500), "pm_unknown")
+            .await
+            .unwrap_err(),
+        ProviderError::Rejected {
+            code: "invalid_payment_method".into()
+        }
+    );
+    let failing = token(&provider, cards::SERVER_ERROR).await;
     assert!(matches!(
         provider
-            .authorize("boom", eur(500), cards::SERVER_ERROR)
+            .authorize("boom", eur(500), &failing)
             .await
             .unwrap_err(),
         ProviderError::Unavailable(_)
     ));
+    let slow_card = token(&provider, cards::TIMES_OUT).await;
     let started = Instant::now();
     let slow = provider
-        .authorize("slow", eur(500), cards::TIMES_OUT)
+        .authorize("slow", eur(500), &slow_card)
         .await
         .unwrap_err();
     assert!(matches!(slow, ProviderError::Unavailable(_)), "{slow:?}");

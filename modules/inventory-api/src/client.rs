@@ -133,6 +133,21 @@ impl InventoryApi for InventoryClient {
         .await
     }
 
+    async fn restock(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError> {
+        let path = format!("/inventory/reservations/{order}/restock");
+        self.send(
+            cx,
+            true,
+            self.remote.request(cx, Method::POST, &path),
+            Some(order),
+        )
+        .await
+    }
+
     async fn reservation(
         &self,
         cx: &CallContext,

@@ -33,7 +33,8 @@ pub const ROUTE_PREFIXES: &[&str] = &["/inventory"];
 /// What other modules (and the inventory's own routes) may ask of the inventory.
 ///
 /// Every operation is for admins (the HTTP edge and the in-process module
-/// both check it); the order module will call it with a service identity.
+/// both check it); reservations are also for the order module, calling
+/// with the `service` role.
 #[async_trait::async_trait]
 pub trait InventoryApi: Send + Sync {
     /// Stock of one SKU (all zero for a SKU never stocked).
@@ -92,6 +93,18 @@ pub trait InventoryApi: Send + Sync {
     /// [`InventoryError::ReservationNotFound`];
     /// [`InventoryError::InvalidTransition`] for a committed one.
     async fn release(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError>;
+
+    /// Puts a committed reservation's units back on hand (the order was
+    /// cancelled after the sale). Idempotent.
+    ///
+    /// # Errors
+    /// [`InventoryError::ReservationNotFound`];
+    /// [`InventoryError::InvalidTransition`] for one never committed.
+    async fn restock(
         &self,
         cx: &CallContext,
         order: OrderId,

@@ -1,7 +1,5 @@
 //! Stock levels, movements and reservations.
 
-use std::fmt;
-
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
 use kernel::{Cursor, PageLimit};
@@ -9,37 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// The order a reservation is for.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-#[serde(transparent)]
-#[schema(value_type = Uuid)]
-pub struct OrderId(Uuid);
-
-impl OrderId {
-    /// A new, time-ordered id.
-    pub fn generate() -> OrderId {
-        OrderId(Uuid::now_v7())
-    }
-
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl From<Uuid> for OrderId {
-    fn from(id: Uuid) -> OrderId {
-        OrderId(id)
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use kernel::OrderId;
 
 /// Stock of one SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -136,6 +104,9 @@ pub enum ReservationStatus {
     Released,
     /// Given back by the expiry job.
     Expired,
+    /// Sold, then put back on the shelf (the order was cancelled after
+    /// the sale).
+    Returned,
 }
 
 impl ReservationStatus {
@@ -146,6 +117,7 @@ impl ReservationStatus {
             ReservationStatus::Committed => "committed",
             ReservationStatus::Released => "released",
             ReservationStatus::Expired => "expired",
+            ReservationStatus::Returned => "returned",
         }
     }
 }
@@ -158,6 +130,7 @@ impl std::str::FromStr for ReservationStatus {
             "active" => Ok(ReservationStatus::Active),
             "committed" => Ok(ReservationStatus::Committed),
             "released" => Ok(ReservationStatus::Released),
+            "returned" => Ok(ReservationStatus::Returned),
             "expired" => Ok(ReservationStatus::Expired),
             other => Err(format!("unknown reservation status `{other}`")),
         }

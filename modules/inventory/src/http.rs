@@ -1,9 +1,10 @@
-//! `/inventory` routes: thin adapters over [`InventoryApi`]. Admin only.
+//! `/inventory` routes: thin adapters over [`InventoryApi`]. Admin only;
+//! reservations also for the order module (the `service` role).
 
 use actix_web::http::header;
 use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpResponse, get, post};
-use auth::AdminOnly;
+use auth::{AdminOnly, Authenticated};
 use catalog_api::Sku;
 use inventory_api::{
     Adjustment, InventoryApi, InventoryError, ListMovements, Movement, OrderId, Reservation,
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) 
         .service(get_reservation)
         .service(commit_reservation)
         .service(release_reservation)
+        .service(restock_reservation)
         .service(get_stock)
         .service(adjust_stock)
         .service(list_movements);
@@ -95,7 +97,7 @@ pub async fn list_movements(
 }
 
 /// Hold stock for an order: every line or none. Repeating the same request
-/// returns the same reservation. Admin (and order module) only.
+/// returns the same reservation. For admins and the order module (`service`).
 #[utoipa::path(
     tag = "inventory",
     request_body = ReserveStock,
@@ -104,12 +106,12 @@ pub async fn list_movements(
         (status = 409, description = "Insufficient stock (the short SKUs are in `errors`), or the order holds another reservation", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Invalid lines", body = ProblemBody, content_type = "application/problem+json"),
     ),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["admin", "service"])),
 )]
 #[post("/inventory/reservations")]
 pub async fn reserve_stock(
     inventory: Data<InventoryModule>,
-    _admin: AdminOnly,
+    _caller: Authenticated,
     RequestCx(cx): RequestCx,
     body: Json<ReserveStock>,
 ) -> Result<HttpResponse> {
@@ -130,12 +132,12 @@ pub async fn reserve_stock(
         (status = 200, description = "The reservation", body = Reservation),
         (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
     ),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["admin", "service"])),
 )]
 #[get("/inventory/reservations/{order_id}")]
 pub async fn get_reservation(
     inventory: Data<InventoryModule>,
-    _admin: AdminOnly,
+    _caller: Authenticated,
     RequestCx(cx): RequestCx,
     order: Path<OrderId>,
 ) -> Result<Json<Reservation>> {
@@ -151,12 +153,12 @@ pub async fn get_reservation(
         (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "Released or expired", body = ProblemBody, content_type = "application/problem+json"),
     ),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["admin", "service"])),
 )]
 #[post("/inventory/reservations/{order_id}/commit")]
 pub async fn commit_reservation(
     inventory: Data<InventoryModule>,
-    _admin: AdminOnly,
+    _caller: Authenticated,
     RequestCx(cx): RequestCx,
     order: Path<OrderId>,
 ) -> Result<Json<Reservation>> {
@@ -172,14 +174,37 @@ pub async fn commit_reservation(
         (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "Already committed", body = ProblemBody, content_type = "application/problem+json"),
     ),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["admin", "service"])),
 )]
 #[post("/inventory/reservations/{order_id}/release")]
 pub async fn release_reservation(
     inventory: Data<InventoryModule>,
-    _admin: AdminOnly,
+    _caller: Authenticated,
     RequestCx(cx): RequestCx,
     order: Path<OrderId>,
 ) -> Result<Json<Reservation>> {
     Ok(Json(inventory.release(&cx, order.into_inner()).await?))
+}
+
+/// Put a committed reservation's units back on hand (the order was
+/// cancelled after the sale); repeating it changes nothing. For admins and
+/// the order module (`service`).
+#[utoipa::path(
+    tag = "inventory",
+    params(("order_id" = uuid::Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The reservation, returned", body = Reservation),
+        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The reservation was never committed", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin", "service"])),
+)]
+#[post("/inventory/reservations/{order_id}/restock")]
+pub async fn restock_reservation(
+    inventory: Data<InventoryModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+    order: Path<OrderId>,
+) -> Result<Json<Reservation>> {
+    Ok(Json(inventory.restock(&cx, *order).await?))
 }

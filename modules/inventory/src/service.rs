@@ -132,6 +132,15 @@ fn require_admin(cx: &CallContext) -> Result<(), InventoryError> {
     }
 }
 
+/// Reservations are also made by the order module, as the `service` role.
+fn require_admin_or_service(cx: &CallContext) -> Result<(), InventoryError> {
+    match cx.caller() {
+        None => Err(InventoryError::Unauthenticated),
+        Some(c) if !c.is_admin_or_service() => Err(InventoryError::Forbidden),
+        Some(_) => Ok(()),
+    }
+}
+
 fn to_level(row: Row) -> Result<StockLevel, InventoryError> {
     Ok(StockLevel {
         available: row.available(),
@@ -572,7 +581,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         request: ReserveStock,
     ) -> Result<Reservation, InventoryError> {
-        require_admin(cx)?;
+        require_admin_or_service(cx)?;
         let lines = check_reservation(&request)?;
         let order = request.order_id;
         let ttl = i64::try_from(self.settings.reservation_ttl_secs).unwrap_or(i64::MAX);
@@ -648,7 +657,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        require_admin(cx)?;
+        require_admin_or_service(cx)?;
         let mut conn = self.conn().await?;
         conn.transaction::<_, Abort, _>(async |conn| {
             let reservation = Self::load_reservation(conn, order, true)
@@ -697,7 +706,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        require_admin(cx)?;
+        require_admin_or_service(cx)?;
         let mut conn = self.conn().await?;
         conn.transaction::<_, Abort, _>(async |conn| {
             let reservation = Self::load_reservation(conn, order, true)
@@ -706,14 +715,62 @@ impl InventoryApi for InventoryModule {
             match reservation.status {
                 ReservationStatus::Released | ReservationStatus::Expired => return Ok(reservation),
                 ReservationStatus::Active => {}
-                ReservationStatus::Committed => {
+                other @ (ReservationStatus::Committed | ReservationStatus::Returned) => {
                     return Err(Abort::Fail(InventoryError::InvalidTransition {
                         order,
-                        status: "committed".to_owned(),
+                        status: other.as_str().to_owned(),
                     }));
                 }
             }
             Self::give_back(conn, cx, &reservation, ReservationStatus::Released).await?;
+            Self::load_reservation(conn, order, false)
+                .await?
+                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
+        })
+        .await
+        .map_err(abort)
+    }
+
+    #[tracing::instrument(skip_all, fields(order.id = %order))]
+    async fn restock(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+    ) -> Result<Reservation, InventoryError> {
+        require_admin_or_service(cx)?;
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, Abort, _>(async |conn| {
+            let reservation = Self::load_reservation(conn, order, true)
+                .await?
+                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))?;
+            match reservation.status {
+                ReservationStatus::Returned => return Ok(reservation),
+                ReservationStatus::Committed => {}
+                other => {
+                    return Err(Abort::Fail(InventoryError::InvalidTransition {
+                        order,
+                        status: other.as_str().to_owned(),
+                    }));
+                }
+            }
+            for line in &reservation.lines {
+                let before: Row = diesel::sql_query(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"))
+                    .bind::<Text, _>(line.sku.as_str())
+                    .get_result(conn)
+                    .await?;
+                let after: Row = diesel::sql_query(format!(
+                    "UPDATE stock SET on_hand = on_hand + $2, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
+                ))
+                .bind::<Text, _>(line.sku.as_str())
+                .bind::<Integer, _>(line.quantity)
+                .get_result(conn)
+                .await?;
+                after_change(conn, cx, Some(&before), &after, Change { kind: "return", quantity: line.quantity, reason: None, order: Some(order) }).await?;
+            }
+            diesel::sql_query("UPDATE reservations SET status = 'returned', updated_at = now() WHERE order_id = $1")
+                .bind::<SqlUuid, _>(order.as_uuid())
+                .execute(conn)
+                .await?;
             Self::load_reservation(conn, order, false)
                 .await?
                 .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
@@ -727,7 +784,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        require_admin(cx)?;
+        require_admin_or_service(cx)?;
         let mut conn = self.conn().await?;
         Self::load_reservation(&mut conn, order, false)
             .await

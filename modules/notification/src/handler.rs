@@ -5,6 +5,7 @@ use diesel::sql_types::{Bool, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use events::{EventHandler, HandlerError};
 use kernel::{Envelope, IntegrationEvent as _};
+use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
 use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
 use uuid::Uuid;
 
@@ -106,6 +107,32 @@ impl EventHandler for NotificationHandler {
                             event,
                         ));
                     }
+                }
+            }
+            t if t == OrderConfirmed::TYPE
+                || t == OrderFailed::TYPE
+                || t == OrderCancelled::TYPE =>
+            {
+                let customer = templates::order_customer(event).map_err(HandlerError)?;
+                // The customer, if they kept order updates on.
+                #[derive(diesel::QueryableByName)]
+                struct Recipient {
+                    #[diesel(sql_type = Text)]
+                    email: String,
+                    #[diesel(sql_type = Text)]
+                    display_name: String,
+                }
+                let found: Vec<Recipient> = diesel::sql_query(
+                    "SELECT email, display_name FROM recipients WHERE user_id = $1 AND order_updates",
+                )
+                .bind::<SqlUuid, _>(customer)
+                .load(conn)
+                .await?;
+                for r in found {
+                    emails.push(
+                        templates::order_update(event, customer, &r.display_name, &r.email)
+                            .map_err(HandlerError)?,
+                    );
                 }
             }
             _ => {}

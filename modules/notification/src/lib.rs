@@ -43,6 +43,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "user.preferences_changed.v1",
     "inventory.low_stock.v1",
     "inventory.out_of_stock.v1",
+    "order.confirmed.v1",
+    "order.failed.v1",
+    "order.cancelled.v1",
 ];
 
 /// Name of the module's event handler (inbox and dead letters).

@@ -3,6 +3,7 @@
 use catalog_api::events::{ProductCreated, ProductPriceChanged, ProductUpdated};
 use inventory_api::events::{LowStock, OutOfStock};
 use kernel::{Envelope, IntegrationEvent as _, Money};
+use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
 use user_api::events::{UserEmailChanged, UserRegistered};
 
 /// A message to queue.
@@ -155,6 +156,71 @@ pub(crate) fn price_drop(
             event,
         ),
     }
+}
+
+/// The customer an order event is about.
+pub(crate) fn order_customer(event: &Envelope) -> Result<uuid::Uuid, String> {
+    match event.event_type.as_str() {
+        t if t == OrderConfirmed::TYPE => Ok(event.payload::<OrderConfirmed>()?.customer_id),
+        t if t == OrderFailed::TYPE => Ok(event.payload::<OrderFailed>()?.customer_id),
+        t if t == OrderCancelled::TYPE => Ok(event.payload::<OrderCancelled>()?.customer_id),
+        other => Err(format!("`{other}` is not an order event")),
+    }
+}
+
+/// The email telling a customer what became of their order.
+pub(crate) fn order_update(
+    event: &Envelope,
+    customer: uuid::Uuid,
+    name: &str,
+    email: &str,
+) -> Result<Email, String> {
+    let (subject, text) = match event.event_type.as_str() {
+        t if t == OrderConfirmed::TYPE => {
+            let o: OrderConfirmed = event.payload()?;
+            (
+                format!("Order confirmed: {}", o.order_id),
+                format!(
+                    "Your order {} is confirmed: {} item(s), {} charged to your card.\n",
+                    o.order_id,
+                    o.items,
+                    money(o.total)
+                ),
+            )
+        }
+        t if t == OrderFailed::TYPE => {
+            let o: OrderFailed = event.payload()?;
+            (
+                format!("Order not completed: {}", o.order_id),
+                format!(
+                    "We could not complete your order {}: {}.\nNothing was charged; any hold on your card was released.\n",
+                    o.order_id, o.reason
+                ),
+            )
+        }
+        t if t == OrderCancelled::TYPE => {
+            let o: OrderCancelled = event.payload()?;
+            (
+                format!("Order cancelled: {}", o.order_id),
+                format!(
+                    "Your order {} was cancelled ({}).\nAny payment was voided or refunded.\n",
+                    o.order_id, o.reason
+                ),
+            )
+        }
+        other => return Err(format!("`{other}` is not an order event")),
+    };
+    Ok(Email {
+        recipient: Some(customer),
+        to: email.to_owned(),
+        subject,
+        body: footer(
+            format!(
+                "Hello {name},\n\n{text}\nYou get this because order updates are on in your profile.\n"
+            ),
+            event,
+        ),
+    })
 }
 
 fn footer(mut body: String, event: &Envelope) -> String {

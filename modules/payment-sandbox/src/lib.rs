@@ -6,8 +6,12 @@
 //!
 //! The API, modelled on Stripe's (amounts in minor units):
 //!
+//! - `POST /v1/payment_methods` with `{"card_number"}`: keeps the card and
+//!   answers `{"id": "pm_...", "card_last4"}`, a token the shop stores in
+//!   place of the number (so a resumed checkout can still authorize).
 //! - `POST /v1/authorizations` with an `Idempotency-Key` header (required)
-//!   and `{"amount_minor", "currency", "card_number"}`: holds the amount.
+//!   and `{"amount_minor", "currency"}` plus `"payment_method"` (a token)
+//!   or `"card_number"`: holds the amount.
 //!   201 with the authorization, or 402 with `{"error": {"code"}}`.
 //! - `POST /v1/authorizations/{id}/capture`, `/void`, `/refund`: move it
 //!   through `authorized → captured → refunded` or `authorized → voided`.
@@ -89,6 +93,15 @@ pub struct Authorization {
 struct AuthorizeRequest {
     amount_minor: i64,
     currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    card_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment_method: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentMethodRequest {
     card_number: String,
 }
 
@@ -103,6 +116,8 @@ struct Remembered {
 /// The sandbox's state, shared by its workers.
 #[derive(Debug, Default)]
 pub struct Sandbox {
+    /// Card numbers by payment method token.
+    payment_methods: Mutex<HashMap<String, String>>,
     authorizations: Mutex<HashMap<String, Authorization>>,
     keys: Mutex<HashMap<String, Remembered>>,
 }
@@ -126,9 +141,33 @@ pub fn configure(cfg: &mut web::ServiceConfig, sandbox: Arc<Sandbox>) {
             )
             .into()
         }))
+        .route("/v1/payment_methods", web::post().to(payment_method))
         .route("/v1/authorizations", web::post().to(authorize))
         .route("/v1/authorizations/{id}", web::get().to(show))
         .route("/v1/authorizations/{id}/{step}", web::post().to(step));
+}
+
+/// A sandbox provider server bound to `host:port` (port 0: any free port),
+/// not yet running; with the port it got.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn server(
+    host: &str,
+    port: u16,
+    workers: usize,
+) -> std::io::Result<(actix_web::dev::Server, u16)> {
+    let sandbox = Arc::new(Sandbox::default());
+    let server = actix_web::HttpServer::new(move || {
+        let sandbox = Arc::clone(&sandbox);
+        actix_web::App::new().configure(move |cfg| configure(cfg, sandbox))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind((host, port))?;
+    let port = server.addrs().first().map_or(port, |a| a.port());
+    Ok((server.run(), port))
 }
 
 async fn authorize(
@@ -206,7 +245,68 @@ async fn authorize(
     respond(answer)
 }
 
+fn last4(card_number: &str) -> String {
+    card_number
+        .get(card_number.len().saturating_sub(4)..)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn payment_method(
+    sandbox: web::Data<Sandbox>,
+    body: web::Json<PaymentMethodRequest>,
+) -> HttpResponse {
+    let card = body.into_inner().card_number;
+    if !(12..=19).contains(&card.len()) || !card.bytes().all(|b| b.is_ascii_digit()) {
+        return respond(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_number",
+            "a card number is 12 to 19 digits",
+        ));
+    }
+    let id = format!("pm_{}", uuid::Uuid::new_v4().simple());
+    let card_last4 = last4(&card);
+    match sandbox.payment_methods.lock() {
+        Ok(mut methods) => {
+            methods.insert(id.clone(), card);
+            HttpResponse::Created().json(json!({"id": id, "card_last4": card_last4}))
+        }
+        Err(_) => respond(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "poisoned",
+        )),
+    }
+}
+
 async fn decide(sandbox: &Sandbox, request: &AuthorizeRequest) -> (StatusCode, Value) {
+    let card_number = match (&request.card_number, &request.payment_method) {
+        (Some(card), None) => card.clone(),
+        (None, Some(token)) => {
+            let known = sandbox
+                .payment_methods
+                .lock()
+                .ok()
+                .and_then(|methods| methods.get(token).cloned());
+            match known {
+                Some(card) => card,
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_payment_method",
+                        "no such payment method",
+                    );
+                }
+            }
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send either card_number or payment_method",
+            );
+        }
+    };
     if request.amount_minor <= 0 {
         return error(
             StatusCode::BAD_REQUEST,
@@ -221,7 +321,7 @@ async fn decide(sandbox: &Sandbox, request: &AuthorizeRequest) -> (StatusCode, V
             "currency is an ISO 4217 code such as EUR",
         );
     }
-    match request.card_number.as_str() {
+    match card_number.as_str() {
         cards::SUCCEEDS => {}
         cards::DECLINED => {
             return error(
@@ -260,11 +360,7 @@ async fn decide(sandbox: &Sandbox, request: &AuthorizeRequest) -> (StatusCode, V
             );
         }
     }
-    let card_last4 = request
-        .card_number
-        .get(request.card_number.len().saturating_sub(4)..)
-        .unwrap_or_default()
-        .to_owned();
+    let card_last4 = last4(&card_number);
     let authorization = Authorization {
         id: format!("auth_{}", uuid::Uuid::new_v4().simple()),
         status: Status::Authorized,

@@ -13,6 +13,7 @@ use kernel::{Degradation, Money};
 use reqwest::{Method, StatusCode};
 use resilience::{Policy, PolicyError, Verdict};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use url::Url;
 
 /// An authorization as the provider reports it.
@@ -26,6 +27,15 @@ pub struct ProviderAuthorization {
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
+    /// The card's last four digits.
+    pub card_last4: String,
+}
+
+/// A card kept by the provider, named by a token the shop may store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProviderPaymentMethod {
+    /// The token (`pm_...`).
+    pub id: String,
     /// The card's last four digits.
     pub card_last4: String,
 }
@@ -57,13 +67,17 @@ pub enum ProviderError {
 /// A card payment provider.
 #[async_trait::async_trait]
 pub trait PaymentProvider: Send + Sync {
-    /// Holds `amount` on the card. `key` makes the call idempotent: the same
-    /// key and request always answer the same authorization.
+    /// Hands the card to the provider; the token answered stands for it
+    /// from then on (the shop never stores the number).
+    async fn tokenize(&self, card_number: &str) -> Result<ProviderPaymentMethod, ProviderError>;
+    /// Holds `amount` on the card behind `payment_method`. `key` makes the
+    /// call idempotent: the same key and request always answer the same
+    /// authorization.
     async fn authorize(
         &self,
         key: &str,
         amount: Money,
-        card_number: &str,
+        payment_method: &str,
     ) -> Result<ProviderAuthorization, ProviderError>;
     /// Takes the held amount.
     async fn capture(&self, id: &str) -> Result<ProviderAuthorization, ProviderError>;
@@ -97,13 +111,13 @@ impl HttpProvider {
         HttpProvider { http, base, policy }
     }
 
-    async fn send(
+    async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         key: Option<&str>,
         body: Option<serde_json::Value>,
-    ) -> Result<ProviderAuthorization, ProviderError> {
+    ) -> Result<T, ProviderError> {
         let url = self
             .base
             .join(path)
@@ -131,9 +145,9 @@ impl HttpProvider {
     }
 }
 
-async fn attempt(
+async fn attempt<T: DeserializeOwned>(
     request: reqwest::RequestBuilder,
-) -> (Result<ProviderAuthorization, ProviderError>, Verdict) {
+) -> (Result<T, ProviderError>, Verdict) {
     let failed = |retryable, retry_after| Verdict::Failed {
         retryable,
         retry_after,
@@ -156,7 +170,7 @@ async fn attempt(
     };
     if status.is_success() {
         return match serde_json::from_slice(&bytes) {
-            Ok(authorization) => (Ok(authorization), Verdict::Healthy),
+            Ok(answer) => (Ok(answer), Verdict::Healthy),
             Err(e) => (
                 Err(ProviderError::Unavailable(format!(
                     "unreadable answer: {e}"
@@ -189,16 +203,24 @@ async fn attempt(
 
 #[async_trait::async_trait]
 impl PaymentProvider for HttpProvider {
+    async fn tokenize(&self, card_number: &str) -> Result<ProviderPaymentMethod, ProviderError> {
+        // Not idempotent, but harmless to repeat: a second token for the
+        // same card is just never used.
+        let body = serde_json::json!({ "card_number": card_number });
+        self.send(Method::POST, "v1/payment_methods", None, Some(body))
+            .await
+    }
+
     async fn authorize(
         &self,
         key: &str,
         amount: Money,
-        card_number: &str,
+        payment_method: &str,
     ) -> Result<ProviderAuthorization, ProviderError> {
         let body = serde_json::json!({
             "amount_minor": amount.amount_minor(),
             "currency": amount.currency().as_str(),
-            "card_number": card_number,
+            "payment_method": payment_method,
         });
         self.send(Method::POST, "v1/authorizations", Some(key), Some(body))
             .await

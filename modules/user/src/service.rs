@@ -491,6 +491,11 @@ impl UserModule {
         if let Some(roles) = &changes.roles {
             if roles.is_empty() {
                 errors.push(FieldError::new("roles", "must hold at least one role"));
+            } else if roles.contains(&Role::Service) {
+                errors.push(FieldError::new(
+                    "roles",
+                    "`service` is the identity of the shop's own modules, not a user's role",
+                ));
             } else if is_self && !roles.contains(&Role::Admin) {
                 errors.push(FieldError::new(
                     "roles",

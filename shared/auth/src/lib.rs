@@ -21,7 +21,7 @@ mod verify;
 pub use extract::{AdminOnly, Authenticated, middleware};
 pub use http::jwks;
 pub use keys::{KeyError, KeySet, SigningKey, public_jwk_from_pem};
-pub use token::{AccessToken, Claims, Issuer, TokenPolicy};
+pub use token::{AccessToken, Claims, Issuer, ServiceTokens, TokenPolicy};
 pub use verify::{AuthError, Verifier};
 
 pub use jsonwebtoken::jwk::JwkSet;

@@ -107,3 +107,67 @@ impl Issuer {
         &self.policy
     }
 }
+
+/// Tokens with which the shop's modules call each other on their own
+/// behalf (the order module reserving stock or taking a payment, also from
+/// its recovery worker, when no user's token is at hand).
+///
+/// Signed with the service key (`auth.service_key_file`), a key every
+/// process of one deployment shares and no user token is signed with; a
+/// [`crate::Verifier`] built `with_service_key` accepts them with exactly
+/// the `service` role. A token is reused until a minute before it expires.
+#[derive(Debug)]
+pub struct ServiceTokens {
+    issuer: Issuer,
+    cached: std::sync::Mutex<Option<(String, i64)>>,
+}
+
+impl ServiceTokens {
+    /// Tokens signed with `key` under `policy`.
+    pub fn new(key: SigningKey, policy: TokenPolicy) -> ServiceTokens {
+        ServiceTokens {
+            issuer: Issuer::new(key, policy),
+            cached: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The service key.
+    pub fn key(&self) -> &SigningKey {
+        self.issuer.key()
+    }
+
+    /// A valid service token.
+    ///
+    /// # Errors
+    /// Signing failure (not expected with a loaded key).
+    pub fn token(&self) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(cached) = self.cached.lock()
+            && let Some((token, expires)) = cached.as_ref()
+            && *expires - 60 > now
+        {
+            return Ok(token.clone());
+        }
+        let token = self.issuer.issue(Uuid::nil(), &[Role::Service])?;
+        let expires = now.saturating_add(i64::try_from(token.expires_in).unwrap_or(i64::MAX));
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = Some((token.token.clone(), expires));
+        }
+        Ok(token.token)
+    }
+
+    /// A context for a call made by a module on its own behalf, as part of
+    /// the request `request_id`: the service caller (for in-process
+    /// implementations) and its token (for remote ones).
+    ///
+    /// # Errors
+    /// Signing failure (not expected with a loaded key).
+    pub fn context(
+        &self,
+        request_id: kernel::RequestId,
+    ) -> Result<kernel::CallContext, jsonwebtoken::errors::Error> {
+        Ok(kernel::CallContext::for_request(request_id)
+            .with_caller(kernel::Caller::service())
+            .with_bearer_token(self.token()?))
+    }
+}

@@ -62,6 +62,9 @@ enum Source {
 pub struct Verifier {
     source: Source,
     validation: Validation,
+    /// The key of service tokens (`kid`, key): tokens it signs carry
+    /// exactly the `service` role; user keys never sign that role.
+    service: Option<(String, jsonwebtoken::DecodingKey)>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -79,6 +82,7 @@ impl Verifier {
         Verifier {
             source: Source::Local(keys),
             validation: validation(policy),
+            service: None,
         }
     }
 
@@ -97,7 +101,18 @@ impl Verifier {
                 cache: RwLock::new(None),
             },
             validation: validation(policy),
+            service: None,
         }
+    }
+
+    /// Also trusts tokens signed by the service key (see
+    /// [`crate::ServiceTokens`]), for the `service` role only.
+    #[must_use]
+    pub fn with_service_key(mut self, key: &crate::SigningKey) -> Verifier {
+        if let Some(decoding) = key.public_decoding_key() {
+            self.service = Some((key.kid().to_owned(), decoding));
+        }
+        self
     }
 
     /// The caller a valid token names.
@@ -112,19 +127,33 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let kid = header.kid.ok_or(AuthError::UnknownKey)?;
-        let keys = self.keys_with(&kid).await?;
-        let key = keys.get(&kid).ok_or(AuthError::UnknownKey)?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                    ErrorKind::InvalidSignature => AuthError::InvalidSignature,
-                    ErrorKind::InvalidAlgorithm => AuthError::UnsupportedAlgorithm,
-                    _ => AuthError::Malformed,
-                }
-            })?;
+        let service = match &self.service {
+            Some((service_kid, key)) if *service_kid == kid => Some(key.clone()),
+            _ => None,
+        };
+        let is_service = service.is_some();
+        let key = match service {
+            Some(key) => key,
+            None => {
+                let keys = self.keys_with(&kid).await?;
+                keys.get(&kid).ok_or(AuthError::UnknownKey)?.clone()
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidSignature => AuthError::InvalidSignature,
+                ErrorKind::InvalidAlgorithm => AuthError::UnsupportedAlgorithm,
+                _ => AuthError::Malformed,
+            }
+        })?;
+        // The service role and the service key go together, both ways.
+        let claims_service = data.claims.roles.contains(&kernel::Role::Service);
+        if claims_service != is_service || (is_service && data.claims.roles.len() != 1) {
+            return Err(AuthError::InvalidSignature);
+        }
         Ok(Caller {
             user_id: data.claims.sub,
             roles: data.claims.roles,
@@ -259,6 +288,53 @@ mod tests {
             audience: "shop-api".into(),
             access_ttl: Duration::from_secs(900),
         }
+    }
+
+    #[tokio::test]
+    async fn service_tokens_carry_the_service_role_and_only_the_service_key_signs_it() {
+        let (user_key, _) = SigningKey::generate();
+        let (service_key, service_pem) = SigningKey::generate();
+        let jwks = jsonwebtoken::jwk::JwkSet {
+            keys: vec![user_key.public_jwk().clone()],
+        };
+        let verifier =
+            Verifier::local(KeySet::from_jwks(jwks), &policy()).with_service_key(&service_key);
+        let users = Issuer::new(user_key, policy());
+        let services = crate::ServiceTokens::new(service_key, policy());
+
+        let caller = verifier.verify(&services.token().unwrap()).await.unwrap();
+        assert_eq!(caller.roles, vec![Role::Service]);
+        // Cached: the same token until shortly before it expires.
+        assert_eq!(services.token().unwrap(), services.token().unwrap());
+
+        // A user key cannot mint the service role...
+        let forged = users.issue(Uuid::now_v7(), &[Role::Service]).unwrap();
+        assert_eq!(
+            verifier.verify(&forged.token).await,
+            Err(AuthError::InvalidSignature)
+        );
+        // ...nor can the service key mint a user's roles.
+        let same_service_key = SigningKey::from_pem(service_pem.as_bytes(), "service").unwrap();
+        let admin_by_service_key = Issuer::new(same_service_key, policy())
+            .issue(Uuid::now_v7(), &[Role::Admin])
+            .unwrap();
+        assert_eq!(
+            verifier.verify(&admin_by_service_key.token).await,
+            Err(AuthError::InvalidSignature)
+        );
+        // Another service key is unknown; so is the service key to a
+        // verifier not configured with it.
+        let (other_key, _) = SigningKey::generate();
+        let other = crate::ServiceTokens::new(other_key, policy());
+        assert_eq!(
+            verifier.verify(&other.token().unwrap()).await,
+            Err(AuthError::UnknownKey)
+        );
+        let (_, plain) = setup();
+        assert_eq!(
+            plain.verify(&services.token().unwrap()).await,
+            Err(AuthError::UnknownKey)
+        );
     }
 
     fn setup() -> (Issuer, Verifier) {

@@ -17,6 +17,10 @@ pub enum Role {
     Customer,
     /// Runs the shop: catalog, stock, users.
     Admin,
+    /// Another module of the shop calling on its own behalf (the order
+    /// module reserving stock, taking payments). Never held by a user:
+    /// only tokens signed with the service key carry it.
+    Service,
 }
 
 impl Role {
@@ -25,6 +29,7 @@ impl Role {
         match self {
             Role::Customer => "customer",
             Role::Admin => "admin",
+            Role::Service => "service",
         }
     }
 }
@@ -42,6 +47,7 @@ impl FromStr for Role {
         match s {
             "customer" => Ok(Role::Customer),
             "admin" => Ok(Role::Admin),
+            "service" => Ok(Role::Service),
             other => Err(format!("unknown role `{other}`")),
         }
     }
@@ -63,8 +69,21 @@ impl Caller {
     }
 
     /// Whether the caller may act on resources owned by `owner`: their own,
-    /// or anyone's for an admin.
+    /// or anyone's for an admin or another module.
     pub fn may_access(&self, owner: Uuid) -> bool {
-        self.user_id == owner || self.has(Role::Admin)
+        self.user_id == owner || self.has(Role::Admin) || self.has(Role::Service)
+    }
+
+    /// Another module of the shop, calling on its own behalf.
+    pub fn service() -> Caller {
+        Caller {
+            user_id: Uuid::nil(),
+            roles: vec![Role::Service],
+        }
+    }
+
+    /// Whether the caller is an admin or a module of the shop.
+    pub fn is_admin_or_service(&self) -> bool {
+        self.has(Role::Admin) || self.has(Role::Service)
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod identity;
 mod money;
+mod order;
 mod page;
 
 pub use context::{CallContext, RequestId};
@@ -16,4 +17,5 @@ pub use error::{Degradation, FieldError, ProblemBody, ProblemCode};
 pub use event::{Envelope, IntegrationEvent};
 pub use identity::{Caller, Role};
 pub use money::{Currency, Money, MoneyError};
+pub use order::OrderId;
 pub use page::{Cursor, CursorError, Page, PageLimit, PageLimitError};

@@ -1,0 +1,3 @@
+DROP TABLE ledger;
+DROP FUNCTION ledger_is_append_only();
+DROP TABLE payments;

@@ -1,0 +1,237 @@
+//! `/cart` and `/orders` routes.
+
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Json, Path, Query};
+use actix_web::{HttpRequest, HttpResponse, get, post, put};
+use auth::{AdminOnly, Authenticated};
+use kernel::{OrderId, Page, ProblemBody};
+use web::{ApiError, PageQuery, RequestCx};
+
+use crate::model::{Cart, Order, PlaceOrder, TimelineEntry};
+use crate::{OrderError, OrderModule, idempotency_key};
+
+/// Registers the routes (relative to `/api/v1`).
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(rebuild_projections)
+        .service(get_cart)
+        .service(put_cart)
+        .service(place_order)
+        .service(list_orders)
+        .service(get_order)
+        .service(order_timeline)
+        .service(cancel_order)
+        .service(ship_order);
+}
+
+type Result<T> = std::result::Result<T, ApiError<OrderError>>;
+
+/// Your cart.
+#[utoipa::path(
+    tag = "orders",
+    responses((status = 200, description = "The cart (empty when never set)", body = Cart)),
+    security(("bearer" = [])),
+)]
+#[get("/cart")]
+pub async fn get_cart(
+    orders: Data<OrderModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+) -> Result<Json<Cart>> {
+    Ok(Json(orders.cart(&cx).await?))
+}
+
+/// Replace your cart. Quantities 1 to 100, each product once, products
+/// for sale; prices are the catalog's at checkout.
+#[utoipa::path(
+    tag = "orders",
+    request_body = Cart,
+    responses(
+        (status = 200, description = "The cart", body = Cart),
+        (status = 422, description = "Invalid items", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+#[put("/cart")]
+pub async fn put_cart(
+    orders: Data<OrderModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+    body: Json<Cart>,
+) -> Result<Json<Cart>> {
+    Ok(Json(orders.put_cart(&cx, body.into_inner()).await?))
+}
+
+/// Order your cart. Needs an `Idempotency-Key` header: the first answer is
+/// kept for 24 hours and replayed for the same key and body (header
+/// `idempotent-replayed: true`); the same key with another body is 422, and
+/// 409 while the first request runs. 201 when the checkout finished (the
+/// order `confirmed` or `failed` with a reason), 202 with `Location` while
+/// it still runs.
+#[utoipa::path(
+    tag = "orders",
+    request_body = PlaceOrder,
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible characters, unique per checkout")),
+    responses(
+        (status = 201, description = "The order, settled (confirmed or failed)", body = Order),
+        (status = 202, description = "The order, still being processed; poll Location", body = Order),
+        (status = 400, description = "No Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Empty cart, invalid card number, or the key was used with another body", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+#[post("/orders")]
+pub async fn place_order(
+    orders: Data<OrderModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+    req: HttpRequest,
+    body: Json<PlaceOrder>,
+) -> Result<HttpResponse> {
+    let key = idempotency_key(
+        req.headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let outcome = orders.place(&cx, &key, body.into_inner()).await?;
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    if let Some(location) = &outcome.location {
+        response.insert_header(("location", location.as_str()));
+    }
+    if outcome.replayed {
+        response.insert_header(("idempotent-replayed", "true"));
+    }
+    if status.is_client_error() || status.is_server_error() {
+        response.content_type("application/problem+json");
+        if status == StatusCode::CONFLICT {
+            response.insert_header(("retry-after", "1"));
+        }
+    }
+    Ok(response.json(outcome.body))
+}
+
+/// Your orders, newest first.
+#[utoipa::path(
+    tag = "orders",
+    params(PageQuery),
+    responses((status = 200, description = "A page of orders", body = Page<Order>)),
+    security(("bearer" = [])),
+)]
+#[get("/orders")]
+pub async fn list_orders(
+    orders: Data<OrderModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+    query: Query<PageQuery>,
+) -> std::result::Result<Json<Page<Order>>, actix_web::Error> {
+    let (limit, cursor) = query.parse()?;
+    Ok(Json(
+        orders.orders(&cx, limit, cursor).await.map_err(ApiError)?,
+    ))
+}
+
+/// One order (yours; admins: any).
+#[utoipa::path(
+    tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+#[get("/orders/{id}")]
+pub async fn get_order(
+    orders: Data<OrderModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+    id: Path<OrderId>,
+) -> Result<Json<Order>> {
+    Ok(Json(orders.order(&cx, *id).await?))
+}
+
+/// Everything that happened to an order, oldest first (its events).
+#[utoipa::path(
+    tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The timeline", body = Vec<TimelineEntry>),
+        (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+#[get("/orders/{id}/timeline")]
+pub async fn order_timeline(
+    orders: Data<OrderModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+    id: Path<OrderId>,
+) -> Result<Json<Vec<TimelineEntry>>> {
+    Ok(Json(orders.timeline(&cx, *id).await?))
+}
+
+/// Cancel an order not yet shipped: the payment is voided or refunded and
+/// the stock given back. Answers the order (status `cancelled` once done).
+#[utoipa::path(
+    tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 409, description = "Shipped, failed or cancelled already", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+#[post("/orders/{id}/cancel")]
+pub async fn cancel_order(
+    orders: Data<OrderModule>,
+    _caller: Authenticated,
+    RequestCx(cx): RequestCx,
+    id: Path<OrderId>,
+) -> Result<Json<Order>> {
+    Ok(Json(orders.cancel(&cx, *id).await?))
+}
+
+/// Mark a confirmed order shipped. Admin only.
+#[utoipa::path(
+    tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The order, shipped", body = Order),
+        (status = 409, description = "Not confirmed", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/orders/{id}/ship")]
+pub async fn ship_order(
+    orders: Data<OrderModule>,
+    _admin: AdminOnly,
+    RequestCx(cx): RequestCx,
+    id: Path<OrderId>,
+) -> Result<Json<Order>> {
+    Ok(Json(orders.ship(&cx, *id).await?))
+}
+
+/// What a rebuild did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Rebuilt {
+    /// Orders whose projection was rewritten from their events.
+    pub rebuilt: usize,
+}
+
+/// Rewrite every order's current state from its events (after a change
+/// of the fold, or to repair the projection). Admin only.
+#[utoipa::path(
+    tag = "orders",
+    responses((status = 200, description = "How many orders were rebuilt", body = Rebuilt)),
+    security(("bearer" = ["admin"])),
+)]
+#[post("/orders/projections/rebuild")]
+pub async fn rebuild_projections(
+    orders: Data<OrderModule>,
+    _admin: AdminOnly,
+) -> Result<Json<Rebuilt>> {
+    Ok(Json(Rebuilt {
+        rebuilt: orders.rebuild_projections().await?,
+    }))
+}

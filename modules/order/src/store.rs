@@ -1,0 +1,306 @@
+//! The order schema: appending events (and the projection with them), the
+//! saga rows, reading both back.
+
+use chrono::{DateTime, Utc};
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use kernel::{CallContext, OrderId};
+use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
+
+use crate::model::{OrderEvent, OrderState, TimelineEntry};
+
+#[derive(diesel::QueryableByName)]
+struct StateRow {
+    #[diesel(sql_type = Jsonb)]
+    state: serde_json::Value,
+}
+
+#[derive(diesel::QueryableByName)]
+struct EventRow {
+    #[diesel(sql_type = Integer)]
+    seq: i32,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Jsonb)]
+    data: serde_json::Value,
+    #[diesel(sql_type = Timestamptz)]
+    at: DateTime<Utc>,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The order's state does not allow the event.
+    Refused(String),
+    /// No such order.
+    NotFound,
+    /// The database failed.
+    Db(DieselError),
+}
+
+impl From<DieselError> for AppendError {
+    fn from(e: DieselError) -> AppendError {
+        AppendError::Db(e)
+    }
+}
+
+/// Now, to the microsecond the database keeps, so a state folded from
+/// stored events equals the one written.
+pub(crate) fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound as _;
+    Utc::now().trunc_subsecs(6)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, DieselError> {
+    serde_json::from_value(value).map_err(|e| DieselError::DeserializationError(Box::new(e)))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, DieselError> {
+    serde_json::to_value(value).map_err(|e| DieselError::SerializationError(Box::new(e)))
+}
+
+/// The projected state of an order, locked for update when `lock`.
+pub(crate) async fn load_state(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    lock: bool,
+) -> Result<Option<OrderState>, DieselError> {
+    let sql = format!(
+        "SELECT state FROM orders WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<StateRow> = diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .get_result(conn)
+        .await
+        .map(Some)
+        .or_else(|e| {
+            if e == DieselError::NotFound {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        })?;
+    row.map(|r| decode(r.state)).transpose()
+}
+
+async fn write_event(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    seq: i32,
+    event: &OrderEvent,
+    cx: &CallContext,
+    at: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    let mut data = encode(event)?;
+    if let Some(object) = data.as_object_mut() {
+        object.remove("kind");
+    }
+    diesel::sql_query(
+        "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind::<SqlUuid, _>(order.as_uuid())
+    .bind::<Integer, _>(seq)
+    .bind::<Text, _>(event.kind())
+    .bind::<Jsonb, _>(data)
+    .bind::<Nullable<Text>, _>(Some(cx.request_id().to_string()))
+    .bind::<Timestamptz, _>(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_state(conn: &mut AsyncPgConnection, state: &OrderState) -> Result<(), DieselError> {
+    diesel::sql_query(
+        "INSERT INTO orders (id, customer_id, version, state, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, \
+         state = EXCLUDED.state, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
+    )
+    .bind::<SqlUuid, _>(state.id.as_uuid())
+    .bind::<SqlUuid, _>(state.customer_id)
+    .bind::<Integer, _>(state.version)
+    .bind::<Jsonb, _>(encode(state)?)
+    .bind::<Text, _>(state.status.as_str())
+    .bind::<Timestamptz, _>(state.created_at)
+    .bind::<Timestamptz, _>(state.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the first event of a new order and its projection. Call inside
+/// a transaction.
+pub(crate) async fn create(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    event: &OrderEvent,
+    cx: &CallContext,
+) -> Result<OrderState, DieselError> {
+    let at = now();
+    let state = OrderState::start(order, event, at)
+        .ok_or_else(|| DieselError::QueryBuilderError("the first event must be `placed`".into()))?;
+    write_event(conn, order, 1, event, cx, at).await?;
+    write_state(conn, &state).await?;
+    Ok(state)
+}
+
+/// Appends `event` to the order's history and folds it into the projection,
+/// with the integration event it announces (if any) in the outbox. Call
+/// inside a transaction. Returns the new state, or the unchanged state when
+/// the event was recorded already.
+pub(crate) async fn append(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    event: &OrderEvent,
+    cx: &CallContext,
+) -> Result<OrderState, AppendError> {
+    let mut state = load_state(conn, order, true)
+        .await?
+        .ok_or(AppendError::NotFound)?;
+    if !state.accepts(event).map_err(AppendError::Refused)? {
+        return Ok(state);
+    }
+    let at = now();
+    state.apply(event, at);
+    write_event(conn, order, state.version, event, cx, at).await?;
+    write_state(conn, &state).await?;
+    announce(conn, &state, event, cx).await?;
+    metrics::counter!("order_events_total", "kind" => event.kind()).increment(1);
+    Ok(state)
+}
+
+async fn announce(
+    conn: &mut AsyncPgConnection,
+    state: &OrderState,
+    event: &OrderEvent,
+    cx: &CallContext,
+) -> Result<(), DieselError> {
+    let source = crate::NAME;
+    match event {
+        OrderEvent::Confirmed => {
+            let items = state.lines.iter().map(|l| l.quantity).sum();
+            let confirmed = OrderConfirmed {
+                order_id: state.id,
+                customer_id: state.customer_id,
+                total: state.total,
+                items,
+            };
+            events::outbox::publish(conn, source, cx, &confirmed).await?;
+        }
+        OrderEvent::Failed { reason } => {
+            let failed = OrderFailed {
+                order_id: state.id,
+                customer_id: state.customer_id,
+                reason: reason.clone(),
+            };
+            events::outbox::publish(conn, source, cx, &failed).await?;
+        }
+        OrderEvent::Cancelled { reason } => {
+            let cancelled = OrderCancelled {
+                order_id: state.id,
+                customer_id: state.customer_id,
+                reason: reason.clone(),
+            };
+            events::outbox::publish(conn, source, cx, &cancelled).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The order's history, oldest first.
+pub(crate) async fn timeline(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+) -> Result<Vec<TimelineEntry>, DieselError> {
+    let rows: Vec<EventRow> = diesel::sql_query(
+        "SELECT seq, kind, data, at FROM order_events WHERE order_id = $1 ORDER BY seq",
+    )
+    .bind::<SqlUuid, _>(order.as_uuid())
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TimelineEntry {
+            seq: r.seq,
+            kind: r.kind,
+            data: r.data,
+            at: r.at,
+        })
+        .collect())
+}
+
+/// The state of an order folded from its events alone (the projection is
+/// not read).
+pub(crate) async fn fold(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+) -> Result<Option<OrderState>, DieselError> {
+    let mut state: Option<OrderState> = None;
+    for entry in timeline(conn, order).await? {
+        let mut tagged = entry.data;
+        if let Some(object) = tagged.as_object_mut() {
+            object.insert("kind".into(), serde_json::Value::String(entry.kind));
+        }
+        let event: OrderEvent = decode(tagged)?;
+        match &mut state {
+            None => state = OrderState::start(order, &event, entry.at),
+            Some(state) => state.apply(&event, entry.at),
+        }
+    }
+    Ok(state)
+}
+
+/// Rewrites the projection of `order` from its events.
+pub(crate) async fn rebuild(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+) -> Result<Option<OrderState>, DieselError> {
+    let state = fold(conn, order).await?;
+    if let Some(state) = &state {
+        write_state(conn, state).await?;
+    }
+    Ok(state)
+}
+
+/// A saga row.
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub(crate) struct SagaRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) direction: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) outcome: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) reason: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(crate) payment_method: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) card_last4: String,
+    #[diesel(sql_type = Bool)]
+    pub(crate) reserve_attempted: bool,
+    #[diesel(sql_type = Bool)]
+    pub(crate) payment_attempted: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) request_id: Option<String>,
+    #[diesel(sql_type = Bool)]
+    pub(crate) done: bool,
+    #[diesel(sql_type = Integer)]
+    pub(crate) attempts: i32,
+}
+
+/// The saga of an order.
+pub(crate) async fn load_saga(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    lock: bool,
+) -> Result<SagaRow, DieselError> {
+    diesel::sql_query(format!(
+        "SELECT direction, outcome, reason, payment_method, card_last4, reserve_attempted, \
+         payment_attempted, request_id, done, attempts FROM sagas WHERE order_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    ))
+    .bind::<SqlUuid, _>(order.as_uuid())
+    .get_result(conn)
+    .await
+}

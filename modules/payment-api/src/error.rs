@@ -1,0 +1,127 @@
+//! [`PaymentError`]: the one error type of the payment contract.
+
+use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
+
+/// Everything a payment call can fail with, in process or over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    /// The card was refused; the provider's reason (`card_declined`,
+    /// `insufficient_funds`, `incorrect_number`...).
+    #[error("the card was declined ({0})")]
+    Declined(String),
+    /// No such payment (or not the caller's).
+    #[error("no such payment")]
+    NotFound,
+    /// The order already has a payment for another amount or card.
+    #[error("the order already has a different payment")]
+    Conflict,
+    /// The payment is not in a state that allows this.
+    #[error("the payment is {0}")]
+    InvalidTransition(String),
+    /// Well-formed but invalid fields.
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    /// The call needs a signed-in caller.
+    #[error("this needs a signed-in caller")]
+    Unauthenticated,
+    /// The caller may not do this.
+    #[error("this is for the shop's modules and admins")]
+    Forbidden,
+    /// The payment module or the provider cannot answer now; for an
+    /// authorization the outcome is unknown until it is asked again.
+    #[error("payments are unavailable: {0}")]
+    Unavailable(String),
+    /// A call to the module in another process was cut short (circuit
+    /// open, too many in flight, out of time); no answer was had.
+    #[error("{0}")]
+    Degraded(Degradation),
+    /// A bug or an unexpected answer; details are in the logs.
+    #[error("unexpected payment error: {0}")]
+    Unexpected(String),
+}
+
+impl PaymentError {
+    /// Whether asking again later may succeed (the outcome is unknown).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PaymentError::Unavailable(_) | PaymentError::Degraded(_) | PaymentError::Unexpected(_)
+        )
+    }
+
+    /// Rebuilds the error a remote payment module answered with.
+    pub fn from_problem(problem: ProblemBody) -> PaymentError {
+        let detail = problem
+            .detail
+            .clone()
+            .unwrap_or_else(|| problem.title.clone());
+        if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
+            return PaymentError::Degraded(degradation);
+        }
+        match problem.code.as_str() {
+            "payment_declined" => PaymentError::Declined(
+                problem
+                    .errors
+                    .into_iter()
+                    .next()
+                    .map(|e| e.message)
+                    .unwrap_or_default(),
+            ),
+            "payment_not_found" => PaymentError::NotFound,
+            "payment_conflict" => PaymentError::Conflict,
+            "invalid_payment_transition" => PaymentError::InvalidTransition(
+                detail.rsplit(" is ").next().unwrap_or_default().to_owned(),
+            ),
+            "validation_failed" => PaymentError::Validation(problem.errors),
+            "unauthenticated" | "invalid_token" => PaymentError::Unauthenticated,
+            "forbidden" => PaymentError::Forbidden,
+            _ if problem.status == 503 => PaymentError::Unavailable(detail),
+            code => PaymentError::Unexpected(format!("{} {code}: {detail}", problem.status)),
+        }
+    }
+}
+
+impl ProblemCode for PaymentError {
+    fn status(&self) -> u16 {
+        match self {
+            PaymentError::Declined(_) => 402,
+            PaymentError::NotFound => 404,
+            PaymentError::Conflict | PaymentError::InvalidTransition(_) => 409,
+            PaymentError::Validation(_) => 422,
+            PaymentError::Unauthenticated => 401,
+            PaymentError::Forbidden => 403,
+            PaymentError::Unavailable(_) | PaymentError::Degraded(_) => 503,
+            PaymentError::Unexpected(_) => 500,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            PaymentError::Declined(_) => "payment_declined",
+            PaymentError::NotFound => "payment_not_found",
+            PaymentError::Conflict => "payment_conflict",
+            PaymentError::InvalidTransition(_) => "invalid_payment_transition",
+            PaymentError::Validation(_) => "validation_failed",
+            PaymentError::Unauthenticated => "unauthenticated",
+            PaymentError::Forbidden => "forbidden",
+            PaymentError::Unavailable(_) => "payment_unavailable",
+            PaymentError::Degraded(d) => d.code(),
+            PaymentError::Unexpected(_) => "internal_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            PaymentError::Degraded(d) => Some(d.retry_after()),
+            _ => None,
+        }
+    }
+
+    fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            PaymentError::Declined(reason) => vec![FieldError::new("card", reason.clone())],
+            PaymentError::Validation(errors) => errors.clone(),
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Payments and their ledger.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use kernel::{Money, OrderId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A payment's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Uuid)]
+pub struct PaymentId(Uuid);
+
+impl PaymentId {
+    /// A new, time-ordered id.
+    pub fn generate() -> PaymentId {
+        PaymentId(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for PaymentId {
+    fn from(id: Uuid) -> PaymentId {
+        PaymentId(id)
+    }
+}
+
+impl fmt::Display for PaymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Asked of the provider; the answer is not known yet.
+    Authorizing,
+    /// The amount is held on the card.
+    Authorized,
+    /// The provider refused the card.
+    Declined,
+    /// The amount was taken.
+    Captured,
+    /// The hold was released; nothing was taken.
+    Voided,
+    /// The amount taken was given back.
+    Refunded,
+}
+
+impl PaymentStatus {
+    /// The status's name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Authorizing => "authorizing",
+            PaymentStatus::Authorized => "authorized",
+            PaymentStatus::Declined => "declined",
+            PaymentStatus::Captured => "captured",
+            PaymentStatus::Voided => "voided",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PaymentStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PaymentStatus, String> {
+        [
+            PaymentStatus::Authorizing,
+            PaymentStatus::Authorized,
+            PaymentStatus::Declined,
+            PaymentStatus::Captured,
+            PaymentStatus::Voided,
+            PaymentStatus::Refunded,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| format!("unknown payment status `{s}`"))
+    }
+}
+
+/// One line of a payment's append-only ledger: what happened, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEntry {
+    /// `authorized`, `declined`, `captured`, `voided` or `refunded`.
+    pub kind: String,
+    /// The amount concerned.
+    pub amount: Money,
+    /// The provider's reason, for a decline.
+    pub reason: Option<String>,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// A card payment for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Payment {
+    /// The payment.
+    pub id: PaymentId,
+    /// The order it pays.
+    pub order_id: OrderId,
+    /// Who pays.
+    pub customer_id: Uuid,
+    /// What is held or taken.
+    pub amount: Money,
+    /// Where it stands.
+    pub status: PaymentStatus,
+    /// The card's last four digits (never more is kept).
+    pub card_last4: String,
+    /// The provider's reason, when declined.
+    pub decline_code: Option<String>,
+    /// Every step, oldest first.
+    pub ledger: Vec<LedgerEntry>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A card number to tokenize.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tokenize {
+    /// 12 to 19 digits (spaces allowed).
+    pub card_number: String,
+}
+
+impl fmt::Debug for Tokenize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A card number never reaches a log line.
+        f.debug_struct("Tokenize")
+            .field("card_number", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A card as the shop may keep it: the provider's token and the last four digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PaymentMethod {
+    /// The provider's token for the card.
+    pub token: String,
+    /// The card's last four digits.
+    pub card_last4: String,
+}
+
+/// Hold an amount on a card for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizePayment {
+    /// The order; one payment per order.
+    pub order_id: OrderId,
+    /// Who pays (the payment's owner).
+    pub customer_id: Uuid,
+    /// How much.
+    pub amount: Money,
+    /// The card, as tokenized.
+    pub payment_method: PaymentMethod,
+}
