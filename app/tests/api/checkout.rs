@@ -38,18 +38,19 @@ pub mod shop {
         price_minor: i64,
         units: i32,
     ) -> String {
-        let product: Value = client
+        let response = client
             .post(format!("{base}/api/v1/products"))
             .bearer_auth(admin)
             .json(&json!({"sku": sku, "name": format!("Product {sku}"),
                 "price": {"amount_minor": price_minor, "currency": "EUR"}}))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
-        let id = product["id"].as_str().expect("product created").to_owned();
+        let product: Value = response.json().await.unwrap();
+        let id = product["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("product not created: {product}"))
+            .to_owned();
         let stocked = client
             .post(format!("{base}/api/v1/inventory/{sku}/adjustments"))
             .bearer_auth(admin)

@@ -336,6 +336,19 @@ impl Shop {
         );
     }
 
+    /// Waits up to 30 s for the process to end by itself (a failpoint
+    /// aborted it); whether it did.
+    pub async fn exited(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }

@@ -20,6 +20,7 @@ mod inventory;
 mod ops;
 mod payment_provider;
 mod resilience;
+mod saga_crash;
 mod topology;
 mod user_contract;
 mod users;

@@ -18,7 +18,7 @@
 //!   Repeating the step just done answers the same (idempotent); any other
 //!   move is 409 `invalid_state`.
 //! - `GET /v1/authorizations/{id}`: the authorization and every step applied
-//!   to it (tests count captures here).
+//!   to it; `GET /v1/authorizations`: all of them (tests count captures here).
 //!
 //! Idempotency keys behave as Stripe's: the first answer is stored and
 //! replayed for the same key and body; the same key with another body is
@@ -143,6 +143,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, sandbox: Arc<Sandbox>) {
         }))
         .route("/v1/payment_methods", web::post().to(payment_method))
         .route("/v1/authorizations", web::post().to(authorize))
+        .route("/v1/authorizations", web::get().to(list))
         .route("/v1/authorizations/{id}", web::get().to(show))
         .route("/v1/authorizations/{id}/{step}", web::post().to(step));
 }
@@ -377,6 +378,17 @@ async fn decide(sandbox: &Sandbox, request: &AuthorizeRequest) -> (StatusCode, V
         }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "poisoned"),
     }
+}
+
+/// Every authorization, ordered by id (tests count captures here).
+async fn list(sandbox: web::Data<Sandbox>) -> HttpResponse {
+    let mut all: Vec<Authorization> = sandbox
+        .authorizations
+        .lock()
+        .map(|all| all.values().cloned().collect())
+        .unwrap_or_default();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    HttpResponse::Ok().json(all)
 }
 
 async fn show(sandbox: web::Data<Sandbox>, id: web::Path<String>) -> HttpResponse {

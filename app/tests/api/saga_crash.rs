@@ -1,0 +1,250 @@
+//! Crash safety of the checkout saga: a real `shop` process aborts at a
+//! failpoint on every step boundary (before each call, after each call,
+//! after each record), another one is started on the same database, and
+//! the order must end confirmed or compensated, with the stock balanced and
+//! at most one capture at the provider (a sandbox provider run by the test,
+//! so it outlives the shop).
+
+use std::collections::HashMap;
+
+use kernel::Role;
+use payment_sandbox::cards;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::checkout::shop::{
+    customer_token, fill_cart, place, settled, stock, stocked_product, timeline,
+};
+use crate::helpers::{
+    Shop, fresh_key_path, fresh_mail_dir, mint_token, test_database, test_settings,
+};
+
+/// Every boundary of the forward run (success card) and of the
+/// compensation (declined card: void, release, close).
+const FORWARD: &[&str] = &[
+    "before_reserve",
+    "after_reserve",
+    "after_reserve_recorded",
+    "before_authorize",
+    "after_authorize",
+    "after_authorize_recorded",
+    "before_commit",
+    "after_commit",
+    "after_commit_recorded",
+    "before_capture",
+    "after_capture",
+    "after_capture_recorded",
+    "before_confirm",
+    "after_confirm_recorded",
+];
+const BACKWARD: &[&str] = &[
+    "before_void",
+    "after_void",
+    "after_void_recorded",
+    "before_release",
+    "after_release",
+    "after_release_recorded",
+    "before_close",
+    "after_close_recorded",
+];
+
+fn pool_var(module: &str) -> &'static str {
+    match module {
+        "USER" => "APP__USER__DATABASE__MAX_CONNECTIONS",
+        "CATALOG" => "APP__CATALOG__DATABASE__MAX_CONNECTIONS",
+        "NOTIFICATION" => "APP__NOTIFICATION__DATABASE__MAX_CONNECTIONS",
+        "INVENTORY" => "APP__INVENTORY__DATABASE__MAX_CONNECTIONS",
+        "PAYMENT" => "APP__PAYMENT__DATABASE__MAX_CONNECTIONS",
+        _ => "APP__ORDER__DATABASE__MAX_CONNECTIONS",
+    }
+}
+
+async fn crash_and_recover(point: &'static str, card: &'static str, provider: String) {
+    let db = test_database().await;
+    let (key, service_key, mail) = (fresh_key_path(), fresh_key_path(), fresh_mail_dir());
+    let settings = test_settings(
+        None,
+        &[
+            ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
+            ("APP__AUTH__SERVICE_KEY_FILE", service_key.as_str()),
+        ],
+    );
+    // Both keys exist before either process starts.
+    let admin = mint_token(&settings, &[Role::Admin]);
+    app::compose::service_tokens(&settings).unwrap();
+    let customer = Uuid::now_v7();
+    let token = customer_token(&settings, customer);
+    let vars = |crash: Option<&'static str>| {
+        let mut vars = vec![
+            ("DATABASE_URL", db.url().to_owned()),
+            ("APP__AUTH__SIGNING_KEY_FILE", key.clone()),
+            ("APP__AUTH__SERVICE_KEY_FILE", service_key.clone()),
+            ("APP__NOTIFICATION__EMAIL__FILE_DIR", mail.clone()),
+            ("APP__PAYMENT__PROVIDER_URL", provider.clone()),
+            ("APP__DATABASE__MIGRATE_ON_START", "false".to_owned()),
+            ("APP__RATE_LIMIT__ENABLED", "false".to_owned()),
+            ("APP__ORDER__LEASE_SECS", "1".to_owned()),
+            ("APP__ORDER__RECOVERY_INTERVAL_MS", "200".to_owned()),
+        ];
+        // Small pools: several shops share the server's connection limit.
+        for module in [
+            "USER",
+            "CATALOG",
+            "NOTIFICATION",
+            "INVENTORY",
+            "PAYMENT",
+            "ORDER",
+        ] {
+            vars.push((pool_var(module), "3".to_owned()));
+        }
+        if let Some(point) = crash {
+            vars.push(("APP__ORDER__CRASH_AT", point.to_owned()));
+        }
+        vars
+    };
+    let first_vars = vars(Some(point));
+    let first_env: Vec<(&str, &str)> = first_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut first = Shop::start(&first_env);
+    first.wait_live().await;
+    let client = reqwest::Client::new();
+    let base = first.url("");
+    let sku = format!("CRASH-{}", Uuid::new_v4().simple()).to_uppercase()[..20].to_owned();
+    let product = stocked_product(&client, &base, &admin, &sku, 500, 5).await;
+    fill_cart(&client, &base, &token, &product, 2).await;
+    // The process dies while the request runs.
+    let answer = client
+        .post(format!("{base}/api/v1/orders"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "crash")
+        .json(&serde_json::json!({"payment_method": {"card_number": card}}))
+        .send()
+        .await;
+    assert!(
+        first.exited().await,
+        "{point}: the failpoint did not fire (answer: {:?}); logs:\n{}",
+        answer.map(|r| r.status()),
+        first.logs()
+    );
+    drop(first);
+
+    let second_vars = vars(None);
+    let second_env: Vec<(&str, &str)> = second_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let second = Shop::start(&second_env);
+    second.wait_live().await;
+    let base = second.url("");
+    let orders: Value = client
+        .get(format!("{base}/api/v1/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = orders["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{point}: one order");
+    let id = items[0]["id"].as_str().unwrap();
+    let order = settled(&client, &base, &token, id).await;
+    let (expected, stock_after) = if card == cards::SUCCEEDS {
+        ("confirmed", (3, 0))
+    } else {
+        ("failed", (5, 0))
+    };
+    assert_eq!(
+        order["status"],
+        expected,
+        "{point}: {order}\n{}",
+        second.logs()
+    );
+    assert_eq!(
+        stock(&client, &base, &admin, &sku).await,
+        stock_after,
+        "{point}"
+    );
+    let kinds = timeline(&client, &base, &token, id).await;
+    let mut seen = HashMap::new();
+    for kind in &kinds {
+        *seen.entry(kind.clone()).or_insert(0) += 1;
+    }
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "{point}: each event once: {kinds:?}"
+    );
+
+    // The provider: one authorization at most, captured once or never.
+    let payment: Value = client
+        .get(format!("{base}/api/v1/payments/orders/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all: Vec<Value> = client
+        .get(format!("{provider}v1/authorizations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine: Vec<&Value> = all
+        .iter()
+        .filter(|a| a["amount_minor"] == 1000 && a["card_last4"] == "4242")
+        .collect();
+    let captures: usize = mine
+        .iter()
+        .map(|a| {
+            a["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| *s == "captured")
+                .count()
+        })
+        .sum();
+    if card == cards::SUCCEEDS {
+        assert_eq!(payment["status"], "captured", "{point}: {payment}");
+        assert!(!mine.is_empty(), "{point}");
+        assert_eq!(captures, 1, "{point}: exactly one capture: {mine:?}");
+    } else {
+        assert_eq!(payment["status"], "declined", "{point}: {payment}");
+    }
+}
+
+async fn run_all(points: &'static [&'static str], card: &'static str) {
+    // A sandbox provider per point, so its counts are that order's; it
+    // outlives both shop processes.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut providers = Vec::new();
+    for point in points {
+        let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1).unwrap();
+        providers.push(server.handle());
+        tokio::spawn(server);
+        let provider = format!("http://127.0.0.1:{port}/");
+        tasks.spawn(crash_and_recover(point, card, provider));
+        // Two at a time: each point runs a shop process (then another).
+        while tasks.len() >= 2 {
+            if let Some(result) = tasks.join_next().await {
+                result.unwrap();
+            }
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+    for provider in providers {
+        provider.stop(false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_killed_at_any_step_boundary_is_confirmed_after_restart() {
+    run_all(FORWARD, cards::SUCCEEDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_killed_at_any_step_boundary_completes_after_restart() {
+    run_all(BACKWARD, cards::DECLINED).await;
+}
