@@ -12,9 +12,7 @@ use payment_sandbox::cards;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::checkout::shop::{
-    customer_token, fill_cart, place, settled, stock, stocked_product, timeline,
-};
+use crate::checkout::shop::{customer_token, fill_cart, settled, stock, stocked_product, timeline};
 use crate::helpers::{
     Shop, fresh_key_path, fresh_mail_dir, mint_token, test_database, test_settings,
 };
