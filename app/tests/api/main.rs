@@ -21,6 +21,7 @@ mod ops;
 mod payment_provider;
 mod resilience;
 mod saga_crash;
+mod saga_extracted;
 mod topology;
 mod user_contract;
 mod users;
