@@ -815,3 +815,56 @@ async fn a_provider_that_never_answers_fails_the_order_instead_of_leaving_it_stu
     assert_eq!(stock(client, base, &admin, "SLOW-PAY").await, (2, 0));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customer_is_told_of_confirmed_failed_and_cancelled_orders() {
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let (client, base) = (&app.client, app.address.as_str());
+    let product = stocked_product(client, base, &admin, "MAIL-1", 1000, 5).await;
+    let ada = app.customer("ada@example.com").await;
+    let token = ada["access_token"].as_str().unwrap();
+    fill_cart(client, base, token, &product, 1).await;
+    let confirmed: Value = place(client, base, token, "1", cards::SUCCEEDS)
+        .await
+        .json()
+        .await
+        .unwrap();
+    fill_cart(client, base, token, &product, 1).await;
+    place(client, base, token, "2", cards::INSUFFICIENT_FUNDS).await;
+    client
+        .post(app.url(&format!(
+            "/api/v1/orders/{}/cancel",
+            confirmed["id"].as_str().unwrap()
+        )))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let subjects = eventually("three order emails", || async {
+        let own: Value = client
+            .get(app.url("/api/v1/notifications?limit=20"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let subjects: Vec<String> = own["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["subject"].as_str())
+            .filter(|s| s.starts_with("Order"))
+            .map(str::to_owned)
+            .collect();
+        (subjects.len() == 3).then_some(subjects)
+    })
+    .await;
+    for prefix in ["Order confirmed", "Order not completed", "Order cancelled"] {
+        assert!(
+            subjects.iter().any(|s| s.starts_with(prefix)),
+            "{prefix}: {subjects:?}"
+        );
+    }
+}

@@ -172,6 +172,35 @@ pub async fn commit_makes_a_sale(h: &Harness) {
     ));
 }
 
+/// A sale put back (the order was cancelled after it): the units are on
+/// hand again, once however often it is asked; only a sale can be.
+pub async fn restock_puts_a_sale_back(h: &Harness) {
+    let s = sku("BACK-1");
+    h.api.adjust(&h.admin, &s, receive(5)).await.unwrap();
+    let order = OrderId::generate();
+    let reserve = ReserveStock {
+        order_id: order,
+        lines: vec![line("BACK-1", 2)],
+    };
+    h.api.reserve(&h.admin, reserve).await.unwrap();
+    assert!(matches!(
+        h.api.restock(&h.admin, order).await.unwrap_err(),
+        InventoryError::InvalidTransition { status, .. } if status == "active"
+    ));
+    h.api.commit(&h.admin, order).await.unwrap();
+    for _ in 0..2 {
+        let returned = h.api.restock(&h.admin, order).await.unwrap();
+        assert_eq!(returned.status, ReservationStatus::Returned);
+    }
+    let level = h.api.stock(&h.admin, &s).await.unwrap();
+    assert_eq!((level.on_hand, level.reserved), (5, 0));
+    let missing = OrderId::generate();
+    assert_eq!(
+        h.api.restock(&h.admin, missing).await.unwrap_err(),
+        InventoryError::ReservationNotFound(missing)
+    );
+}
+
 /// Releasing gives the stock back; it cannot be committed after.
 pub async fn release_gives_stock_back(h: &Harness) {
     h.api
@@ -298,6 +327,7 @@ macro_rules! inventory_contract_suite {
             reservations_take_all_lines_or_none,
             reservations_are_idempotent_by_order,
             commit_makes_a_sale,
+            restock_puts_a_sale_back,
             release_gives_stock_back,
             movements_record_the_history,
             only_admins_touch_stock,
