@@ -96,9 +96,24 @@ impl SigningKey {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                write_private(path, pem.as_bytes()).map_err(io)?;
-                tracing::info!(path = %path.display(), kid = %key.kid, "generated a development signing key");
-                Ok(key)
+                // Written aside, then linked into place: a process starting
+                // at the same moment either wins or reads the winner's key,
+                // never a half-written file.
+                let aside = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+                write_private(&aside, pem.as_bytes()).map_err(io)?;
+                let linked = std::fs::hard_link(&aside, path);
+                drop(std::fs::remove_file(&aside));
+                match linked {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), kid = %key.kid, "generated a development key");
+                        Ok(key)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let pem = std::fs::read(path).map_err(io)?;
+                        SigningKey::from_pem(&pem, &path.display().to_string())
+                    }
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }
@@ -233,6 +248,30 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_generating_the_same_key_at_once_all_get_the_winners_key() {
+        let dir = std::env::temp_dir().join(format!("shop-key-race-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("key.pem");
+        let kids: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        SigningKey::load_or_generate(&path, true)
+                            .unwrap()
+                            .kid()
+                            .to_owned()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
+        let on_disk = SigningKey::load_or_generate(&path, false).unwrap();
+        assert_eq!(on_disk.kid(), kids[0]);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no leftovers");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn generated_keys_roundtrip_through_pem_with_a_stable_kid() {
