@@ -246,3 +246,188 @@ async fn a_checkout_killed_at_any_step_boundary_is_confirmed_after_restart() {
 async fn a_compensation_killed_at_any_step_boundary_completes_after_restart() {
     run_all(BACKWARD, cards::DECLINED).await;
 }
+
+/// Many checkouts cut short by one crash, then two instances recovering at
+/// once: the leases let one driver at a time run each saga, so every order
+/// settles once, every event is recorded once, every confirmed order is
+/// captured once, and the stock adds up. A client retrying its key after the
+/// crash is answered from the order its first request created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twice() {
+    let db = test_database().await;
+    let (key, service_key, mail) = (fresh_key_path(), fresh_key_path(), fresh_mail_dir());
+    let settings = test_settings(
+        None,
+        &[
+            ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
+            ("APP__AUTH__SERVICE_KEY_FILE", service_key.as_str()),
+        ],
+    );
+    let admin = mint_token(&settings, &[Role::Admin]);
+    app::compose::service_tokens(&settings).unwrap();
+    let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1).unwrap();
+    let provider_handle = server.handle();
+    tokio::spawn(server);
+    let provider = format!("http://127.0.0.1:{port}/");
+    let vars = |crash: Option<&str>| {
+        let mut vars = vec![
+            ("DATABASE_URL", db.url().to_owned()),
+            ("APP__AUTH__SIGNING_KEY_FILE", key.clone()),
+            ("APP__AUTH__SERVICE_KEY_FILE", service_key.clone()),
+            ("APP__NOTIFICATION__EMAIL__FILE_DIR", mail.clone()),
+            ("APP__PAYMENT__PROVIDER_URL", provider.clone()),
+            ("APP__DATABASE__MIGRATE_ON_START", "false".to_owned()),
+            ("APP__RATE_LIMIT__ENABLED", "false".to_owned()),
+            ("APP__ORDER__LEASE_SECS", "1".to_owned()),
+            ("APP__ORDER__RECOVERY_INTERVAL_MS", "100".to_owned()),
+            ("APP__ORDER__IDEMPOTENCY_STALE_SECS", "1".to_owned()),
+        ];
+        for module in [
+            "USER",
+            "CATALOG",
+            "NOTIFICATION",
+            "INVENTORY",
+            "PAYMENT",
+            "ORDER",
+        ] {
+            vars.push((pool_var(module), "4".to_owned()));
+        }
+        if let Some(point) = crash {
+            vars.push(("APP__ORDER__CRASH_AT", point.to_owned()));
+        }
+        vars
+    };
+    let env = |vars: &[(&'static str, String)]| -> Vec<(&'static str, String)> { vars.to_vec() };
+    let first_vars = env(&vars(Some("before_capture")));
+    let refs: Vec<(&str, &str)> = first_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut first = Shop::start(&refs);
+    first.wait_live().await;
+    let client = reqwest::Client::new();
+    let base = first.url("");
+    let product = stocked_product(&client, &base, &admin, "MULTI-1", 500, 8).await;
+    let customers: Vec<String> = (0..12)
+        .map(|_| customer_token(&settings, Uuid::now_v7()))
+        .collect();
+    for token in &customers {
+        fill_cart(&client, &base, token, &product, 1).await;
+    }
+    // Twelve checkouts at once; the first to reach the capture kills the
+    // process, the others are cut short wherever they are.
+    let mut placing = tokio::task::JoinSet::new();
+    for token in customers.clone() {
+        let (client, base) = (client.clone(), base.clone());
+        placing.spawn(async move {
+            drop(
+                client
+                    .post(format!("{base}/api/v1/orders"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", "multi")
+                    .json(&serde_json::json!({"payment_method": {"card_number": cards::SUCCEEDS}}))
+                    .send()
+                    .await,
+            );
+        });
+    }
+    while placing.join_next().await.is_some() {}
+    assert!(first.exited().await, "the failpoint fired");
+    drop(first);
+
+    let second_vars = env(&vars(None));
+    let refs: Vec<(&str, &str)> = second_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b) = (Shop::start(&refs), Shop::start(&refs));
+    a.wait_live().await;
+    b.wait_live().await;
+    let mut confirmed = 0;
+    for (i, token) in customers.iter().enumerate() {
+        // Ask through either instance.
+        let base = if i % 2 == 0 { a.url("") } else { b.url("") };
+        let orders: Value = client
+            .get(format!("{base}/api/v1/orders"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let Some(order) = orders["items"].as_array().unwrap().first() else {
+            continue; // this checkout never got as far as an order
+        };
+        let id = order["id"].as_str().unwrap().to_owned();
+        let order = settled(&client, &base, token, &id).await;
+        let kinds = timeline(&client, &base, token, &id).await;
+        let mut seen = HashMap::new();
+        for kind in &kinds {
+            *seen.entry(kind.clone()).or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|n| *n == 1), "each event once: {kinds:?}");
+        match order["status"].as_str() {
+            Some("confirmed") => confirmed += 1,
+            // Twelve customers, eight units.
+            Some("failed") => assert_eq!(order["reason"], "insufficient stock for MULTI-1"),
+            _ => panic!("{order}"),
+        }
+        // The key of the request that died is answered from its order.
+        let replay = crate::helpers::eventually("the stale key answers", || async {
+            let response = client
+                .post(format!("{base}/api/v1/orders"))
+                .bearer_auth(token)
+                .header("idempotency-key", "multi")
+                .json(&serde_json::json!({"payment_method": {"card_number": cards::SUCCEEDS}}))
+                .send()
+                .await
+                .ok()?;
+            (response.status() != 409).then_some(response)
+        })
+        .await;
+        assert!(
+            matches!(replay.status().as_u16(), 201 | 202),
+            "{}",
+            replay.status()
+        );
+        let replayed: Value = replay.json().await.unwrap();
+        assert_eq!(replayed["id"], id.as_str());
+    }
+    assert!(
+        (1..=8).contains(&confirmed),
+        "at least the order that hit the failpoint, at most the stock: {confirmed}"
+    );
+    assert_eq!(
+        stock(&client, &a.url(""), &admin, "MULTI-1").await,
+        (8 - confirmed, 0)
+    );
+    let all: Vec<Value> = client
+        .get(format!("{provider}v1/authorizations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let captured = all
+        .iter()
+        .filter(|a| {
+            a["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "captured")
+        })
+        .count();
+    let captures: usize = all
+        .iter()
+        .map(|a| {
+            a["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| *s == "captured")
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        (captured, captures),
+        (confirmed as usize, confirmed as usize)
+    );
+    provider_handle.stop(false).await;
+}
