@@ -318,6 +318,13 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
         .unwrap();
     assert_eq!(mine["items"][0]["id"], id);
     assert_eq!(mine["next_cursor"], Value::Null);
+    let response = client
+        .get(app.url("/api/v1/orders?cursor=not-a-cursor"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400, "invalid_cursor").await;
 
     // Shipping is for admins, then the order can no longer be cancelled.
     let response = client
@@ -545,6 +552,28 @@ async fn idempotency_keys_replay_refuse_other_bodies_and_are_required() {
     let reused: Value = reused.json().await.unwrap();
     assert_ne!(reused["id"], first["id"]);
     assert_eq!(stock(client, base, &admin, "CHK-4").await, (3, 0));
+    // Newest first, a page at a time.
+    let page: Value = client
+        .get(app.url("/api/v1/orders?limit=1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["id"], reused["id"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next: Value = client
+        .get(app.url(&format!("/api/v1/orders?limit=1&cursor={cursor}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["items"][0]["id"], first["id"]);
     // Two orders, two charges: one per key.
     assert_eq!(
         count(
@@ -867,4 +896,96 @@ async fn the_customer_is_told_of_confirmed_failed_and_cancelled_orders() {
             "{prefix}: {subjects:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_steps_are_for_the_shops_modules_not_its_customers() {
+    let app = spawn_app_with(&[]).await;
+    let customer = app.token(&[Role::Customer]);
+    let service = app::compose::service_tokens(&app.settings)
+        .unwrap()
+        .token()
+        .unwrap();
+    let order = Uuid::now_v7();
+    let calls = [
+        (
+            "/api/v1/payments/methods",
+            json!({"card_number": cards::SUCCEEDS}),
+        ),
+        (
+            "/api/v1/payments/authorizations",
+            json!({"order_id": order, "customer_id": Uuid::now_v7(),
+                   "amount": {"amount_minor": 100, "currency": "EUR"},
+                   "payment_method": {"token": "pm_x", "card_last4": "4242"}}),
+        ),
+        (
+            "/api/v1/inventory/reservations",
+            json!({"order_id": order, "lines": [{"sku": "NOPE-1", "quantity": 1}]}),
+        ),
+    ];
+    for (path, body) in &calls {
+        let response = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&customer)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 403, "forbidden").await;
+    }
+    for step in ["capture", "void", "refund"] {
+        let response = app
+            .client
+            .post(app.url(&format!("/api/v1/payments/orders/{order}/{step}")))
+            .bearer_auth(&customer)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 403, "forbidden").await;
+    }
+    // The service identity may; a user token cannot claim it.
+    let response = app
+        .client
+        .post(app.url("/api/v1/payments/methods"))
+        .bearer_auth(&service)
+        .json(&json!({"card_number": cards::SUCCEEDS}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let method: Value = response.json().await.unwrap();
+    assert_eq!(method["card_last4"], "4242");
+    let forged = app.token(&[Role::Service]);
+    let response = app
+        .client
+        .post(app.url("/api/v1/payments/methods"))
+        .bearer_auth(&forged)
+        .json(&json!({"card_number": cards::SUCCEEDS}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401, "invalid_token").await;
+    // Nor can an admin hand the role to a user.
+    let admin = app.admin("boss@example.com").await;
+    let ada = app.customer("ada@example.com").await;
+    let me: Value = app
+        .client
+        .get(app.url("/api/v1/users/me"))
+        .bearer_auth(ada["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/users/{}", me["id"].as_str().unwrap())))
+        .bearer_auth(admin["access_token"].as_str().unwrap())
+        .json(&json!({"roles": ["service"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 422, "validation_failed").await;
 }

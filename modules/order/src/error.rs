@@ -19,6 +19,9 @@ pub enum OrderError {
         /// What was asked.
         action: &'static str,
     },
+    /// The cursor was not handed out by this list.
+    #[error("the cursor is not valid for this list")]
+    InvalidCursor,
     /// `POST /orders` without an `Idempotency-Key` header.
     #[error("send an Idempotency-Key header (1 to 255 visible characters)")]
     IdempotencyKeyRequired,
@@ -54,7 +57,7 @@ impl ProblemCode for OrderError {
             OrderError::NotFound => 404,
             OrderError::Validation(_) | OrderError::IdempotencyKeyReused => 422,
             OrderError::InvalidTransition { .. } | OrderError::IdempotencyKeyInUse => 409,
-            OrderError::IdempotencyKeyRequired => 400,
+            OrderError::IdempotencyKeyRequired | OrderError::InvalidCursor => 400,
             OrderError::CardRejected(_) => 402,
             OrderError::Unauthenticated => 401,
             OrderError::Forbidden => 403,
@@ -69,6 +72,7 @@ impl ProblemCode for OrderError {
             OrderError::Validation(_) => "validation_failed",
             OrderError::InvalidTransition { .. } => "invalid_order_transition",
             OrderError::IdempotencyKeyRequired => "idempotency_key_required",
+            OrderError::InvalidCursor => "invalid_cursor",
             OrderError::IdempotencyKeyReused => "idempotency_key_reused",
             OrderError::IdempotencyKeyInUse => "idempotency_key_in_use",
             OrderError::CardRejected(_) => "card_rejected",

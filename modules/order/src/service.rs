@@ -591,7 +591,7 @@ impl OrderModule {
     /// The caller's orders, newest first.
     ///
     /// # Errors
-    /// A cursor of another list: validation.
+    /// [`OrderError::InvalidCursor`] for a cursor of another list.
     pub async fn orders(
         &self,
         cx: &CallContext,
@@ -599,9 +599,7 @@ impl OrderModule {
         cursor: Option<Cursor>,
     ) -> Result<Page<Order>, OrderError> {
         let customer = caller(cx)?.user_id;
-        let after = Cursor::after_id(cursor.as_ref()).map_err(|_| {
-            OrderError::Validation(vec![FieldError::new("cursor", "not a cursor of this list")])
-        })?;
+        let after = Cursor::after_id(cursor.as_ref()).map_err(|_| OrderError::InvalidCursor)?;
         #[derive(diesel::QueryableByName)]
         struct Row {
             #[diesel(sql_type = Jsonb)]
