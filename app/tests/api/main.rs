@@ -18,6 +18,7 @@ mod events;
 mod helpers;
 mod inventory;
 mod ops;
+mod payment_contract;
 mod payment_provider;
 mod resilience;
 mod saga_crash;

@@ -1,7 +1,8 @@
 //! Public contract of the payment module. Other modules depend on this crate only.
 //!
 //! [`PaymentApi`] has two implementations: `payment::PaymentModule` (in
-//! process) and [`client::PaymentClient`] (over HTTP, feature `client`).
+//! process) and [`client::PaymentClient`] (over HTTP, feature `client`); the
+//! contract suite in [`contract`] runs against both.
 //!
 //! One payment per order. Every operation is keyed by the order, so a
 //! repeated call (a retry, a resumed saga) finds the payment already in the
@@ -14,6 +15,8 @@ mod payment;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "contract-tests")]
+pub mod contract;
 
 pub use error::PaymentError;
 pub use payment::{
