@@ -305,6 +305,12 @@ impl Settings {
                 "must be false in production: set payment.provider_url".into(),
             );
         }
+        if self.environment == "production" && self.order.crash_at.is_some() {
+            return fail(
+                "order.crash_at",
+                "is a failpoint for tests and must be unset in production".into(),
+            );
+        }
         if self.order.max_step_attempts < 1 {
             return fail("order.max_step_attempts", "must be at least 1".into());
         }
@@ -536,5 +542,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("auth.generate_dev_key"), "{err}");
+        for (key, value, named) in [
+            (
+                "APP__PAYMENT__SANDBOX_EMBEDDED",
+                "true",
+                "payment.sandbox_embedded",
+            ),
+            ("APP__ORDER__CRASH_AT", "before_capture", "order.crash_at"),
+        ] {
+            let err = load_env(
+                "production",
+                &[("DATABASE_URL", "postgres://u@db/shop"), (key, value)],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(named), "{err}");
+        }
     }
 }
