@@ -155,7 +155,12 @@ fn cors(settings: &Settings) -> Cors {
             "idempotency-key",
             "x-request-id",
         ])
-        .expose_headers(["location", "x-request-id", "retry-after", "idempotent-replayed"])
+        .expose_headers([
+            "location",
+            "x-request-id",
+            "retry-after",
+            "idempotent-replayed",
+        ])
         .max_age(600)
         // Requests from other origins get no CORS headers (the browser
         // blocks them) rather than an error, so same-origin use is untouched.

@@ -19,6 +19,40 @@ use crate::helpers::{TestApp, assert_problem, eventually, spawn_app_with};
 pub mod shop {
     use super::*;
 
+    /// GET `url` as the bearer of `token`; the JSON answer.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        client: &reqwest::Client,
+        url: impl reqwest::IntoUrl,
+        token: impl std::fmt::Display,
+    ) -> T {
+        client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// POST to `url` (no body) as the bearer of `token`; the JSON answer.
+    pub async fn post_json(
+        client: &reqwest::Client,
+        url: impl reqwest::IntoUrl,
+        token: impl std::fmt::Display,
+    ) -> Value {
+        client
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A token for the customer `id`, signed with `settings`' key.
     pub fn customer_token(settings: &app::Settings, id: Uuid) -> String {
         let key = app::compose::signing_key(settings).unwrap();
@@ -121,15 +155,7 @@ pub mod shop {
 
     /// `(on_hand, reserved)` of a SKU.
     pub async fn stock(client: &reqwest::Client, base: &str, admin: &str, sku: &str) -> (i64, i64) {
-        let level: Value = client
-            .get(format!("{base}/api/v1/inventory/{sku}"))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let level: Value = get_json(client, format!("{base}/api/v1/inventory/{sku}"), admin).await;
         (
             level["on_hand"].as_i64().unwrap(),
             level["reserved"].as_i64().unwrap(),
@@ -143,15 +169,8 @@ pub mod shop {
         token: &str,
         id: &str,
     ) -> Vec<String> {
-        let entries: Vec<Value> = client
-            .get(format!("{base}/api/v1/orders/{id}/timeline"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let entries: Vec<Value> =
+            get_json(client, format!("{base}/api/v1/orders/{id}/timeline"), token).await;
         entries
             .iter()
             .map(|e| e["kind"].as_str().unwrap().to_owned())
@@ -213,15 +232,7 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
     } = scene("CHK-1", 5).await;
     let (client, base) = (&app.client, app.address.as_str());
     fill_cart(client, base, &token, &product, 2).await;
-    let cart: Value = client
-        .get(app.url("/api/v1/cart"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: Value = get_json(client, app.url("/api/v1/cart"), &token).await;
     assert_eq!(cart["items"][0]["quantity"], 2);
 
     let response = place(client, base, &token, "key-1", cards::SUCCEEDS).await;
@@ -240,18 +251,15 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
     assert_eq!(location, format!("/api/v1/orders/{id}"));
 
     assert_eq!(stock(client, base, &admin, "CHK-1").await, (3, 0));
-    let payment: Value = client
-        .get(app.url(&format!(
+    let payment: Value = get_json(
+        client,
+        app.url(&format!(
             "/api/v1/payments/{}",
             order["payment_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )),
+        &token,
+    )
+    .await;
     assert_eq!(payment["status"], "captured", "{payment}");
     let ledger: Vec<&str> = payment["ledger"]
         .as_array()
@@ -272,15 +280,7 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
         ]
     );
     // The cart was ordered, so it is empty now.
-    let cart: Value = client
-        .get(app.url("/api/v1/cart"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: Value = get_json(client, app.url("/api/v1/cart"), &token).await;
     assert_eq!(cart["items"], json!([]));
 
     // Another customer sees nothing of it; the owner lists it.
@@ -307,15 +307,7 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
         .await
         .unwrap();
     assert_problem(response, 404, "payment_not_found").await;
-    let mine: Value = client
-        .get(app.url("/api/v1/orders?limit=10"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = get_json(client, app.url("/api/v1/orders?limit=10"), &token).await;
     assert_eq!(mine["items"][0]["id"], id);
     assert_eq!(mine["next_cursor"], Value::Null);
     let response = client
@@ -334,15 +326,12 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let shipped: Value = client
-        .post(app.url(&format!("/api/v1/orders/{id}/ship")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shipped: Value = post_json(
+        client,
+        app.url(&format!("/api/v1/orders/{id}/ship")),
+        &admin,
+    )
+    .await;
     assert_eq!(shipped["status"], "shipped");
     let response = client
         .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
@@ -396,15 +385,12 @@ async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
             "failed"
         ]
     );
-    let payment: Value = client
-        .get(app.url(&format!("/api/v1/payments/orders/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let payment: Value = get_json(
+        client,
+        app.url(&format!("/api/v1/payments/orders/{id}")),
+        &token,
+    )
+    .await;
     assert_eq!(payment["status"], "declined");
     assert_eq!(payment["decline_code"], "card_declined");
     assert_eq!(
@@ -436,27 +422,21 @@ async fn cancelling_a_confirmed_order_refunds_it_and_restocks() {
     assert_eq!(order["status"], "confirmed");
     assert_eq!(stock(client, base, &admin, "CHK-3").await, (0, 0));
     let id = order["id"].as_str().unwrap();
-    let cancelled: Value = client
-        .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cancelled: Value = post_json(
+        client,
+        app.url(&format!("/api/v1/orders/{id}/cancel")),
+        &token,
+    )
+    .await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["reason"], "cancelled by the customer");
     assert_eq!(stock(client, base, &admin, "CHK-3").await, (4, 0));
-    let payment: Value = client
-        .get(app.url(&format!("/api/v1/payments/orders/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let payment: Value = get_json(
+        client,
+        app.url(&format!("/api/v1/payments/orders/{id}")),
+        &token,
+    )
+    .await;
     assert_eq!(payment["status"], "refunded");
     let kinds = timeline(client, base, &token, id).await;
     assert_eq!(
@@ -553,26 +533,15 @@ async fn idempotency_keys_replay_refuse_other_bodies_and_are_required() {
     assert_ne!(reused["id"], first["id"]);
     assert_eq!(stock(client, base, &admin, "CHK-4").await, (3, 0));
     // Newest first, a page at a time.
-    let page: Value = client
-        .get(app.url("/api/v1/orders?limit=1"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(client, app.url("/api/v1/orders?limit=1"), &token).await;
     assert_eq!(page["items"][0]["id"], reused["id"]);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let next: Value = client
-        .get(app.url(&format!("/api/v1/orders?limit=1&cursor={cursor}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let next: Value = get_json(
+        client,
+        app.url(&format!("/api/v1/orders?limit=1&cursor={cursor}")),
+        &token,
+    )
+    .await;
     assert_eq!(next["items"][0]["id"], first["id"]);
     // Two orders, two charges: one per key.
     assert_eq!(
@@ -617,17 +586,7 @@ async fn the_projection_is_rebuilt_from_the_events() {
         .unwrap();
     let read = |id: String| {
         let (token, url) = (token.clone(), app.url(&format!("/api/v1/orders/{id}")));
-        async move {
-            client
-                .get(url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { get_json::<Value>(client, url, &token).await }
     };
     let mut before = Vec::new();
     for id in &orders {
@@ -646,15 +605,12 @@ async fn the_projection_is_rebuilt_from_the_events() {
         .await
         .unwrap();
     assert_eq!(read(orders[0].clone()).await["code"], "order_not_found");
-    let rebuilt: Value = client
-        .post(app.url("/api/v1/orders/projections/rebuild"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rebuilt: Value = post_json(
+        client,
+        app.url("/api/v1/orders/projections/rebuild"),
+        &admin,
+    )
+    .await;
     assert_eq!(rebuilt["rebuilt"], 3);
     for (id, was) in orders.iter().zip(&before) {
         assert_eq!(&read(id.clone()).await, was);
@@ -969,16 +925,12 @@ async fn the_saga_steps_are_for_the_shops_modules_not_its_customers() {
     // Nor can an admin hand the role to a user.
     let admin = app.admin("boss@example.com").await;
     let ada = app.customer("ada@example.com").await;
-    let me: Value = app
-        .client
-        .get(app.url("/api/v1/users/me"))
-        .bearer_auth(ada["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json(
+        &app.client,
+        app.url("/api/v1/users/me"),
+        ada["access_token"].as_str().unwrap(),
+    )
+    .await;
     let response = app
         .client
         .patch(app.url(&format!("/api/v1/users/{}", me["id"].as_str().unwrap())))

@@ -12,10 +12,82 @@ use payment_sandbox::cards;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::checkout::shop::{customer_token, fill_cart, settled, stock, stocked_product, timeline};
+use crate::checkout::shop::{
+    customer_token, fill_cart, get_json, settled, stock, stocked_product, timeline,
+};
 use crate::helpers::{
     Shop, fresh_key_path, fresh_mail_dir, mint_token, test_database, test_settings,
 };
+
+/// One shop's worth of shared state for child processes: a fresh database,
+/// the signing and service keys (made before any process starts, so all
+/// share them), a mail directory.
+pub struct Deployment {
+    pub db: testkit::TestDatabase,
+    pub settings: app::Settings,
+    key: String,
+    service_key: String,
+    mail: String,
+}
+
+impl Deployment {
+    pub async fn new() -> Deployment {
+        let db = test_database().await;
+        let (key, service_key, mail) = (fresh_key_path(), fresh_key_path(), fresh_mail_dir());
+        let settings = test_settings(
+            None,
+            &[
+                ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
+                ("APP__AUTH__SERVICE_KEY_FILE", service_key.as_str()),
+            ],
+        );
+        app::compose::signing_key(&settings).unwrap();
+        app::compose::service_tokens(&settings).unwrap();
+        Deployment {
+            db,
+            settings,
+            key,
+            service_key,
+            mail,
+        }
+    }
+
+    /// The environment of a `shop` process of this deployment, plus `extra`.
+    /// Pools are small: several processes share the server's connection limit.
+    pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = [
+            ("DATABASE_URL", self.db.url()),
+            ("APP__AUTH__SIGNING_KEY_FILE", self.key.as_str()),
+            ("APP__AUTH__SERVICE_KEY_FILE", self.service_key.as_str()),
+            ("APP__NOTIFICATION__EMAIL__FILE_DIR", self.mail.as_str()),
+            ("APP__DATABASE__MIGRATE_ON_START", "false"),
+            ("APP__RATE_LIMIT__ENABLED", "false"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for module in [
+            "USER",
+            "CATALOG",
+            "NOTIFICATION",
+            "INVENTORY",
+            "PAYMENT",
+            "ORDER",
+        ] {
+            vars.push((
+                format!("APP__{module}__DATABASE__MAX_CONNECTIONS"),
+                "3".to_owned(),
+            ));
+        }
+        vars
+    }
+}
+
+/// `env` as `Shop::start` takes it.
+pub fn refs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
 
 /// Every boundary of the forward run (success card) and of the
 /// compensation (declined card: void, release, close).
@@ -46,63 +118,17 @@ const BACKWARD: &[&str] = &[
     "after_close_recorded",
 ];
 
-fn pool_var(module: &str) -> &'static str {
-    match module {
-        "USER" => "APP__USER__DATABASE__MAX_CONNECTIONS",
-        "CATALOG" => "APP__CATALOG__DATABASE__MAX_CONNECTIONS",
-        "NOTIFICATION" => "APP__NOTIFICATION__DATABASE__MAX_CONNECTIONS",
-        "INVENTORY" => "APP__INVENTORY__DATABASE__MAX_CONNECTIONS",
-        "PAYMENT" => "APP__PAYMENT__DATABASE__MAX_CONNECTIONS",
-        _ => "APP__ORDER__DATABASE__MAX_CONNECTIONS",
-    }
-}
-
 async fn crash_and_recover(point: &'static str, card: &'static str, provider: String) {
-    let db = test_database().await;
-    let (key, service_key, mail) = (fresh_key_path(), fresh_key_path(), fresh_mail_dir());
-    let settings = test_settings(
-        None,
-        &[
-            ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
-            ("APP__AUTH__SERVICE_KEY_FILE", service_key.as_str()),
-        ],
-    );
-    // Both keys exist before either process starts.
-    let admin = mint_token(&settings, &[Role::Admin]);
-    app::compose::service_tokens(&settings).unwrap();
-    let customer = Uuid::now_v7();
-    let token = customer_token(&settings, customer);
-    let vars = |crash: Option<&'static str>| {
-        let mut vars = vec![
-            ("DATABASE_URL", db.url().to_owned()),
-            ("APP__AUTH__SIGNING_KEY_FILE", key.clone()),
-            ("APP__AUTH__SERVICE_KEY_FILE", service_key.clone()),
-            ("APP__NOTIFICATION__EMAIL__FILE_DIR", mail.clone()),
-            ("APP__PAYMENT__PROVIDER_URL", provider.clone()),
-            ("APP__DATABASE__MIGRATE_ON_START", "false".to_owned()),
-            ("APP__RATE_LIMIT__ENABLED", "false".to_owned()),
-            ("APP__ORDER__LEASE_SECS", "1".to_owned()),
-            ("APP__ORDER__RECOVERY_INTERVAL_MS", "200".to_owned()),
-        ];
-        // Small pools: several shops share the server's connection limit.
-        for module in [
-            "USER",
-            "CATALOG",
-            "NOTIFICATION",
-            "INVENTORY",
-            "PAYMENT",
-            "ORDER",
-        ] {
-            vars.push((pool_var(module), "3".to_owned()));
-        }
-        if let Some(point) = crash {
-            vars.push(("APP__ORDER__CRASH_AT", point.to_owned()));
-        }
-        vars
-    };
-    let first_vars = vars(Some(point));
-    let first_env: Vec<(&str, &str)> = first_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut first = Shop::start(&first_env);
+    let shop = Deployment::new().await;
+    let admin = mint_token(&shop.settings, &[Role::Admin]);
+    let token = customer_token(&shop.settings, Uuid::now_v7());
+    let saga = [
+        ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
+        ("APP__ORDER__LEASE_SECS", "1"),
+        ("APP__ORDER__RECOVERY_INTERVAL_MS", "200"),
+    ];
+    let first_env = shop.env(&[&saga[..], &[("APP__ORDER__CRASH_AT", point)]].concat());
+    let mut first = Shop::start(&refs(&first_env));
     first.wait_live().await;
     let client = reqwest::Client::new();
     let base = first.url("");
@@ -125,20 +151,10 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     );
     drop(first);
 
-    let second_vars = vars(None);
-    let second_env: Vec<(&str, &str)> = second_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let second = Shop::start(&second_env);
+    let second = Shop::start(&refs(&shop.env(&saga)));
     second.wait_live().await;
     let base = second.url("");
-    let orders: Value = client
-        .get(format!("{base}/api/v1/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), &token).await;
     let items = orders["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{point}: one order");
     let id = items[0]["id"].as_str().unwrap();
@@ -170,15 +186,12 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     );
 
     // The provider: one authorization at most, captured once or never.
-    let payment: Value = client
-        .get(format!("{base}/api/v1/payments/orders/{id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let payment: Value = get_json(
+        &client,
+        format!("{base}/api/v1/payments/orders/{id}"),
+        &token,
+    )
+    .await;
     let all: Vec<Value> = client
         .get(format!("{provider}v1/authorizations"))
         .send()
@@ -254,59 +267,27 @@ async fn a_compensation_killed_at_any_step_boundary_completes_after_restart() {
 /// crash is answered from the order its first request created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twice() {
-    let db = test_database().await;
-    let (key, service_key, mail) = (fresh_key_path(), fresh_key_path(), fresh_mail_dir());
-    let settings = test_settings(
-        None,
-        &[
-            ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
-            ("APP__AUTH__SERVICE_KEY_FILE", service_key.as_str()),
-        ],
-    );
-    let admin = mint_token(&settings, &[Role::Admin]);
-    app::compose::service_tokens(&settings).unwrap();
+    let shop = Deployment::new().await;
+    let settings = &shop.settings;
+    let admin = mint_token(settings, &[Role::Admin]);
     let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1).unwrap();
     let provider_handle = server.handle();
     tokio::spawn(server);
     let provider = format!("http://127.0.0.1:{port}/");
-    let vars = |crash: Option<&str>| {
-        let mut vars = vec![
-            ("DATABASE_URL", db.url().to_owned()),
-            ("APP__AUTH__SIGNING_KEY_FILE", key.clone()),
-            ("APP__AUTH__SERVICE_KEY_FILE", service_key.clone()),
-            ("APP__NOTIFICATION__EMAIL__FILE_DIR", mail.clone()),
-            ("APP__PAYMENT__PROVIDER_URL", provider.clone()),
-            ("APP__DATABASE__MIGRATE_ON_START", "false".to_owned()),
-            ("APP__RATE_LIMIT__ENABLED", "false".to_owned()),
-            ("APP__ORDER__LEASE_SECS", "1".to_owned()),
-            ("APP__ORDER__RECOVERY_INTERVAL_MS", "100".to_owned()),
-            ("APP__ORDER__IDEMPOTENCY_STALE_SECS", "1".to_owned()),
-        ];
-        for module in [
-            "USER",
-            "CATALOG",
-            "NOTIFICATION",
-            "INVENTORY",
-            "PAYMENT",
-            "ORDER",
-        ] {
-            vars.push((pool_var(module), "4".to_owned()));
-        }
-        if let Some(point) = crash {
-            vars.push(("APP__ORDER__CRASH_AT", point.to_owned()));
-        }
-        vars
-    };
-    let env = |vars: &[(&'static str, String)]| -> Vec<(&'static str, String)> { vars.to_vec() };
-    let first_vars = env(&vars(Some("before_capture")));
-    let refs: Vec<(&str, &str)> = first_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut first = Shop::start(&refs);
+    let saga = [
+        ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
+        ("APP__ORDER__LEASE_SECS", "1"),
+        ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
+        ("APP__ORDER__IDEMPOTENCY_STALE_SECS", "1"),
+    ];
+    let first_env = shop.env(&[&saga[..], &[("APP__ORDER__CRASH_AT", "before_capture")]].concat());
+    let mut first = Shop::start(&refs(&first_env));
     first.wait_live().await;
     let client = reqwest::Client::new();
     let base = first.url("");
     let product = stocked_product(&client, &base, &admin, "MULTI-1", 500, 8).await;
     let customers: Vec<String> = (0..12)
-        .map(|_| customer_token(&settings, Uuid::now_v7()))
+        .map(|_| customer_token(settings, Uuid::now_v7()))
         .collect();
     for token in &customers {
         fill_cart(&client, &base, token, &product, 1).await;
@@ -332,24 +313,18 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
     assert!(first.exited().await, "the failpoint fired");
     drop(first);
 
-    let second_vars = env(&vars(None));
-    let refs: Vec<(&str, &str)> = second_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (a, b) = (Shop::start(&refs), Shop::start(&refs));
+    let recovering = shop.env(&saga);
+    let (a, b) = (
+        Shop::start(&refs(&recovering)),
+        Shop::start(&refs(&recovering)),
+    );
     a.wait_live().await;
     b.wait_live().await;
     let mut confirmed = 0;
     for (i, token) in customers.iter().enumerate() {
         // Ask through either instance.
         let base = if i % 2 == 0 { a.url("") } else { b.url("") };
-        let orders: Value = client
-            .get(format!("{base}/api/v1/orders"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
         let Some(order) = orders["items"].as_array().unwrap().first() else {
             continue; // this checkout never got as far as an order
         };

@@ -10,20 +10,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::checkout::shop::{
-    customer_token, fill_cart, place, settled, stock, stocked_product, timeline,
+    customer_token, fill_cart, get_json, place, settled, stock, stocked_product, timeline,
 };
-use crate::helpers::{
-    Shop, free_port, fresh_key_path, fresh_mail_dir, mint_token, test_database, test_settings,
-};
-
-const POOLS: &[&str] = &[
-    "APP__USER__DATABASE__MAX_CONNECTIONS",
-    "APP__CATALOG__DATABASE__MAX_CONNECTIONS",
-    "APP__NOTIFICATION__DATABASE__MAX_CONNECTIONS",
-    "APP__INVENTORY__DATABASE__MAX_CONNECTIONS",
-    "APP__PAYMENT__DATABASE__MAX_CONNECTIONS",
-    "APP__ORDER__DATABASE__MAX_CONNECTIONS",
-];
+use crate::helpers::{Shop, free_port, mint_token};
+use crate::saga_crash::{Deployment, refs};
 
 struct Topology {
     main: Shop,
@@ -31,79 +21,53 @@ struct Topology {
     payment_port: u16,
     _inventory: Shop,
     payment: Option<Shop>,
-    settings: app::Settings,
-    _db: testkit::TestDatabase,
-}
-
-fn refs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
-    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    deployment: Deployment,
 }
 
 async fn topology(provider: &str) -> Topology {
-    let db = test_database().await;
-    let (key, service_key, mail) = (fresh_key_path(), fresh_key_path(), fresh_mail_dir());
-    let settings = test_settings(
-        None,
-        &[
-            ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
-            ("APP__AUTH__SERVICE_KEY_FILE", service_key.as_str()),
-        ],
-    );
-    mint_token(&settings, &[Role::Admin]);
-    app::compose::service_tokens(&settings).unwrap();
+    let deployment = Deployment::new().await;
     let (main_port, inventory_port, payment_port) = (free_port(), free_port(), free_port());
     let url = |port: u16| format!("http://127.0.0.1:{port}");
-    let mut common: Vec<(String, String)> = vec![
-        ("DATABASE_URL".into(), db.url().to_owned()),
-        ("APP__AUTH__SERVICE_KEY_FILE".into(), service_key.clone()),
-        ("APP__DATABASE__MIGRATE_ON_START".into(), "false".into()),
-        ("APP__RATE_LIMIT__ENABLED".into(), "false".into()),
-    ];
-    for pool in POOLS {
-        common.push(((*pool).into(), "3".into()));
-    }
-    let served_by_main = |module: &str| {
-        vec![
-            ("APP__MODULES__ENABLED".to_owned(), module.to_owned()),
-            ("APP__MODULES__USER__MODE".to_owned(), "remote".to_owned()),
-            ("APP__MODULES__USER__URL".to_owned(), url(main_port)),
+    let main_url = url(main_port);
+    let served_alone = |module: &'static str| {
+        [
+            ("APP__MODULES__ENABLED", module),
+            ("APP__MODULES__USER__MODE", "remote"),
+            ("APP__MODULES__USER__URL", main_url.as_str()),
         ]
     };
-    let mut inventory_env = common.clone();
-    inventory_env.extend(served_by_main("inventory"));
-    let mut payment_env = common.clone();
-    payment_env.extend(served_by_main("payment"));
-    payment_env.push(("APP__PAYMENT__PROVIDER_URL".into(), provider.to_owned()));
-    payment_env.push((
-        "APP__RESILIENCE__PAYMENT_PROVIDER__ATTEMPT_TIMEOUT_MS".into(),
-        "300".into(),
-    ));
-    payment_env.push((
-        "APP__RESILIENCE__PAYMENT_PROVIDER__DEADLINE_MS".into(),
-        "300".into(),
-    ));
-    let mut main_env = common;
-    main_env.extend([
-        ("APP__AUTH__SIGNING_KEY_FILE".into(), key.clone()),
-        ("APP__NOTIFICATION__EMAIL__FILE_DIR".into(), mail),
+    let inventory_env = deployment.env(&served_alone("inventory"));
+    let payment_env = deployment.env(
+        &[
+            &served_alone("payment")[..],
+            &[
+                ("APP__PAYMENT__PROVIDER_URL", provider),
+                (
+                    "APP__RESILIENCE__PAYMENT_PROVIDER__ATTEMPT_TIMEOUT_MS",
+                    "300",
+                ),
+                ("APP__RESILIENCE__PAYMENT_PROVIDER__DEADLINE_MS", "300"),
+            ],
+        ]
+        .concat(),
+    );
+    let (inventory_url, payment_url) = (url(inventory_port), url(payment_port));
+    let main_env = deployment.env(&[
         (
-            "APP__MODULES__ENABLED".into(),
-            "user,catalog,notification,inventory,payment,order".into(),
+            "APP__MODULES__ENABLED",
+            "user,catalog,notification,inventory,payment,order",
         ),
-        ("APP__MODULES__INVENTORY__MODE".into(), "remote".into()),
-        ("APP__MODULES__INVENTORY__URL".into(), url(inventory_port)),
-        ("APP__MODULES__PAYMENT__MODE".into(), "remote".into()),
-        ("APP__MODULES__PAYMENT__URL".into(), url(payment_port)),
-        ("APP__ORDER__MAX_STEP_ATTEMPTS".into(), "2".into()),
-        ("APP__ORDER__RETRY_BASE_MS".into(), "50".into()),
-        ("APP__ORDER__RETRY_MAX_MS".into(), "200".into()),
-        ("APP__ORDER__RECOVERY_INTERVAL_MS".into(), "100".into()),
-        ("APP__ORDER__CHECKOUT_WAIT_MS".into(), "3000".into()),
-        (
-            "APP__RESILIENCE__PAYMENT__BREAKER__WAIT_OPEN_MS".into(),
-            "300".into(),
-        ),
-        ("APP__RESILIENCE__PAYMENT__MAX_RETRIES".into(), "0".into()),
+        ("APP__MODULES__INVENTORY__MODE", "remote"),
+        ("APP__MODULES__INVENTORY__URL", inventory_url.as_str()),
+        ("APP__MODULES__PAYMENT__MODE", "remote"),
+        ("APP__MODULES__PAYMENT__URL", payment_url.as_str()),
+        ("APP__ORDER__MAX_STEP_ATTEMPTS", "2"),
+        ("APP__ORDER__RETRY_BASE_MS", "50"),
+        ("APP__ORDER__RETRY_MAX_MS", "200"),
+        ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
+        ("APP__ORDER__CHECKOUT_WAIT_MS", "3000"),
+        ("APP__RESILIENCE__PAYMENT__BREAKER__WAIT_OPEN_MS", "300"),
+        ("APP__RESILIENCE__PAYMENT__MAX_RETRIES", "0"),
     ]);
     let main = Shop::start_on(main_port, &refs(&main_env));
     let inventory = Shop::start_on(inventory_port, &refs(&inventory_env));
@@ -117,8 +81,7 @@ async fn topology(provider: &str) -> Topology {
         payment_port,
         _inventory: inventory,
         payment: Some(payment),
-        settings,
-        _db: db,
+        deployment,
     }
 }
 
@@ -149,10 +112,10 @@ async fn the_saga_runs_with_inventory_and_payment_in_their_own_processes() {
     let mut t = topology(&format!("http://127.0.0.1:{port}/")).await;
     let client = reqwest::Client::new();
     let base = t.main.url("");
-    let admin = mint_token(&t.settings, &[Role::Admin]);
+    let admin = mint_token(&t.deployment.settings, &[Role::Admin]);
     // Stocked through the gateway: the inventory process answers.
     let product = stocked_product(&client, &base, &admin, "EXT-1", 700, 6).await;
-    let token = customer_token(&t.settings, Uuid::now_v7());
+    let token = customer_token(&t.deployment.settings, Uuid::now_v7());
 
     // Confirmed: stock sold in the inventory process, money taken in the
     // payment process.
@@ -165,15 +128,12 @@ async fn the_saga_runs_with_inventory_and_payment_in_their_own_processes() {
     assert_eq!(order["status"], "confirmed", "{order}\n{}", t.main.logs());
     assert_eq!(stock(&client, &base, &admin, "EXT-1").await, (4, 0));
     let id = order["id"].as_str().unwrap();
-    let payment: Value = client
-        .get(format!("{base}/api/v1/payments/orders/{id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let payment: Value = get_json(
+        &client,
+        format!("{base}/api/v1/payments/orders/{id}"),
+        &token,
+    )
+    .await;
     assert_eq!(payment["status"], "captured", "{payment}");
 
     // Declined: compensated, stock back.

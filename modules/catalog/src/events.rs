@@ -2,8 +2,8 @@
 //! inventory events) and cache invalidation (from its own events, which
 //! reach every instance on the broker transport).
 
-use catalog_api::Availability;
 use catalog_api::events::{ProductPriceChanged, ProductUpdated};
+use catalog_api::{Availability, ProductId};
 use diesel_async::AsyncPgConnection;
 use events::{EventHandler, HandlerError};
 use inventory_api::events::StockChanged;
@@ -26,12 +26,19 @@ pub const EVENT_TYPES: &[&str] = &[
 #[derive(Clone)]
 pub struct CatalogEvents {
     cache: ProductCache,
+    /// Products to invalidate again once the handler's transaction has
+    /// committed, by event id: a read between the first invalidation and
+    /// the commit may have cached the old row.
+    pending: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, ProductId>>>,
 }
 
 impl CatalogEvents {
     /// A handler invalidating `cache`.
     pub fn new(cache: ProductCache) -> CatalogEvents {
-        CatalogEvents { cache }
+        CatalogEvents {
+            cache,
+            pending: std::sync::Arc::default(),
+        }
     }
 }
 
@@ -73,8 +80,22 @@ impl EventHandler for CatalogEvents {
         };
         if let Some(id) = product {
             self.cache.invalidate(id).await;
+            if let Ok(mut pending) = self.pending.lock() {
+                pending.insert(event.id, id);
+            }
         }
         Ok(())
+    }
+
+    async fn finished(&self, event: &Envelope, committed: bool) {
+        let id = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.remove(&event.id));
+        if let (Some(id), true) = (id, committed) {
+            self.cache.invalidate(id).await;
+        }
     }
 }
 

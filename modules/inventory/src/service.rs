@@ -156,6 +156,15 @@ fn to_level(row: Row) -> Result<StockLevel, InventoryError> {
 const STOCK_COLUMNS: &str = "sku, on_hand, reserved, low_stock_threshold, updated_at";
 
 /// What a movement records besides the counts.
+/// How [`InventoryModule::settle_lines`] moves a reservation's units.
+#[derive(Clone, Copy)]
+enum LinesMove {
+    /// Committed: sold.
+    Sale,
+    /// Restocked: a sale put back.
+    Return,
+}
+
 struct Change<'a> {
     kind: &'a str,
     quantity: i32,
@@ -338,6 +347,63 @@ impl InventoryModule {
             expires_at: found.expires_at,
             created_at: found.created_at,
         }))
+    }
+
+    /// Moves every line of a reservation in SKU order (rows locked one by
+    /// one, as reservations lock them), records the movements, and sets the
+    /// reservation's new status: a sale takes the reserved units off hand; a
+    /// return puts sold units back on hand.
+    async fn settle_lines(
+        conn: &mut AsyncPgConnection,
+        cx: &CallContext,
+        reservation: &Reservation,
+        how: LinesMove,
+    ) -> Result<(), Abort> {
+        let (update, kind, sign, status) = match how {
+            LinesMove::Sale => (
+                "on_hand = on_hand - $2, reserved = reserved - $2",
+                "sale",
+                -1,
+                ReservationStatus::Committed,
+            ),
+            LinesMove::Return => (
+                "on_hand = on_hand + $2",
+                "return",
+                1,
+                ReservationStatus::Returned,
+            ),
+        };
+        let order = reservation.order_id;
+        for line in &reservation.lines {
+            let before: Row = diesel::sql_query(format!(
+                "SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"
+            ))
+            .bind::<Text, _>(line.sku.as_str())
+            .get_result(conn)
+            .await?;
+            let after: Row = diesel::sql_query(format!(
+                "UPDATE stock SET {update}, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
+            ))
+            .bind::<Text, _>(line.sku.as_str())
+            .bind::<Integer, _>(line.quantity)
+            .get_result(conn)
+            .await?;
+            let change = Change {
+                kind,
+                quantity: sign * line.quantity,
+                reason: None,
+                order: Some(order),
+            };
+            after_change(conn, cx, Some(&before), &after, change).await?;
+        }
+        diesel::sql_query(
+            "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+        )
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .bind::<Text, _>(status.as_str())
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     /// Gives an active reservation's stock back with `status` (`released` or
@@ -673,25 +739,7 @@ impl InventoryApi for InventoryModule {
                     }));
                 }
             }
-            for line in &reservation.lines {
-                let before: Row = diesel::sql_query(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"))
-                    .bind::<Text, _>(line.sku.as_str())
-                    .get_result(conn)
-                    .await?;
-                let after: Row = diesel::sql_query(format!(
-                    "UPDATE stock SET on_hand = on_hand - $2, reserved = reserved - $2, updated_at = now() \
-                     WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
-                ))
-                .bind::<Text, _>(line.sku.as_str())
-                .bind::<Integer, _>(line.quantity)
-                .get_result(conn)
-                .await?;
-                after_change(conn, cx, Some(&before), &after, Change { kind: "sale", quantity: -line.quantity, reason: None, order: Some(order) }).await?;
-            }
-            diesel::sql_query("UPDATE reservations SET status = 'committed', updated_at = now() WHERE order_id = $1")
-                .bind::<SqlUuid, _>(order.as_uuid())
-                .execute(conn)
-                .await?;
+            Self::settle_lines(conn, cx, &reservation, LinesMove::Sale).await?;
             Self::load_reservation(conn, order, false)
                 .await?
                 .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
@@ -753,24 +801,7 @@ impl InventoryApi for InventoryModule {
                     }));
                 }
             }
-            for line in &reservation.lines {
-                let before: Row = diesel::sql_query(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"))
-                    .bind::<Text, _>(line.sku.as_str())
-                    .get_result(conn)
-                    .await?;
-                let after: Row = diesel::sql_query(format!(
-                    "UPDATE stock SET on_hand = on_hand + $2, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
-                ))
-                .bind::<Text, _>(line.sku.as_str())
-                .bind::<Integer, _>(line.quantity)
-                .get_result(conn)
-                .await?;
-                after_change(conn, cx, Some(&before), &after, Change { kind: "return", quantity: line.quantity, reason: None, order: Some(order) }).await?;
-            }
-            diesel::sql_query("UPDATE reservations SET status = 'returned', updated_at = now() WHERE order_id = $1")
-                .bind::<SqlUuid, _>(order.as_uuid())
-                .execute(conn)
-                .await?;
+            Self::settle_lines(conn, cx, &reservation, LinesMove::Return).await?;
             Self::load_reservation(conn, order, false)
                 .await?
                 .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))

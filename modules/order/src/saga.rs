@@ -125,11 +125,17 @@ impl OrderModule {
         }
     }
 
+    /// A connection for the saga's bookkeeping; a pool failure is a
+    /// database error like any other here (the step is retried later).
+    async fn saga_conn(&self) -> Result<db::Object, DieselError> {
+        self.pool.get().await.map_err(|e| {
+            DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
+        })
+    }
+
     /// Takes (or renews) the saga's lease for this instance.
     async fn lease(&self, order: OrderId) -> Result<bool, DieselError> {
-        let mut conn = self.pool.get().await.map_err(|e| {
-            DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
-        })?;
+        let mut conn = self.saga_conn().await?;
         let taken = diesel::sql_query(format!(
             "UPDATE sagas SET lease_owner = $2, lease_until = now() + interval '{} seconds' \
              WHERE order_id = $1 AND NOT done AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())",
@@ -229,11 +235,7 @@ impl OrderModule {
     async fn run(&self, order: OrderId) -> Result<Option<String>, DieselError> {
         loop {
             let (state, saga) = {
-                let mut conn = self.pool.get().await.map_err(|e| {
-                    DieselError::QueryBuilderError(
-                        format!("order database unavailable: {e}").into(),
-                    )
-                })?;
+                let mut conn = self.saga_conn().await?;
                 let state = store::load_state(&mut conn, order, false)
                     .await?
                     .ok_or(DieselError::NotFound)?;
@@ -300,9 +302,7 @@ impl OrderModule {
     /// Records the step about to run (and renews the lease); false when the
     /// lease is no longer ours.
     async fn begin(&self, order: OrderId, step: Step) -> Result<bool, DieselError> {
-        let mut conn = self.pool.get().await.map_err(|e| {
-            DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
-        })?;
+        let mut conn = self.saga_conn().await?;
         let flags = match step {
             Step::Reserve => ", reserve_attempted = true",
             Step::Authorize => ", payment_attempted = true",
@@ -327,9 +327,7 @@ impl OrderModule {
         event: &OrderEvent,
         cx: &CallContext,
     ) -> Result<(), DieselError> {
-        let mut conn = self.pool.get().await.map_err(|e| {
-            DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
-        })?;
+        let mut conn = self.saga_conn().await?;
         conn.transaction::<_, DieselError, _>(async |conn| {
             match store::append(conn, order, event, cx).await {
                 Ok(_) => {}
@@ -352,9 +350,7 @@ impl OrderModule {
     async fn turn_back(&self, order: OrderId, reason: &str) -> Result<(), DieselError> {
         tracing::info!(order.id = %order, reason = %reason, "checkout failed; compensating");
         metrics::counter!("order_sagas_compensated_total").increment(1);
-        let mut conn = self.pool.get().await.map_err(|e| {
-            DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
-        })?;
+        let mut conn = self.saga_conn().await?;
         diesel::sql_query(
             "UPDATE sagas SET direction = 'compensate', outcome = 'failed', reason = $2, attempts = 0, \
              updated_at = now() WHERE order_id = $1 AND direction = 'forward'",
@@ -375,9 +371,7 @@ impl OrderModule {
         seen: &SagaRow,
         cx: &CallContext,
     ) -> Result<(), DieselError> {
-        let mut conn = self.pool.get().await.map_err(|e| {
-            DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
-        })?;
+        let mut conn = self.saga_conn().await?;
         conn.transaction::<_, DieselError, _>(async |conn| {
             let saga = store::load_saga(conn, order, true).await?;
             if saga.direction != seen.direction || saga.done {
@@ -551,9 +545,7 @@ impl OrderModule {
             order_id: Uuid,
         }
         let due: Vec<Due> = {
-            let mut conn = self.pool.get().await.map_err(|e| {
-                DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
-            })?;
+            let mut conn = self.saga_conn().await?;
             diesel::sql_query(
                 "SELECT order_id FROM sagas WHERE NOT done AND next_attempt_at <= now() \
                  AND (lease_until IS NULL OR lease_until < now()) ORDER BY next_attempt_at LIMIT 32",

@@ -28,6 +28,12 @@ pub trait EventHandler: Send + Sync {
         conn: &mut AsyncPgConnection,
         event: &Envelope,
     ) -> Result<(), HandlerError>;
+
+    /// Runs after `handle`'s transaction committed (or rolled back, with
+    /// `committed` false): for effects outside the database that must not
+    /// happen before the change is visible, such as invalidating a cache a
+    /// concurrent reader could otherwise refill with the old row.
+    async fn finished(&self, _event: &Envelope, _committed: bool) {}
 }
 
 /// A handler failed; its transaction is rolled back.
@@ -210,28 +216,32 @@ impl Dispatcher {
             .await
             .map_err(|e| HandlerError(format!("no connection: {e}")))?;
         let pause = self.pause_in_handler;
-        conn.transaction::<_, HandlerError, _>(async |conn| {
-            let fresh = diesel::sql_query(
-                "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind::<SqlUuid, _>(event.id)
-            .bind::<Text, _>(subscription.name)
-            .execute(conn)
-            .await?;
-            if fresh == 0 {
-                return Ok(Outcome::Duplicate);
-            }
-            subscription.handler.handle(conn, event).await?;
-            if !pause.is_zero() {
-                tracing::warn!(
-                    pause_ms = pause.as_millis() as u64,
-                    "fault injection: pausing inside the handler's transaction"
-                );
-                tokio::time::sleep(pause).await;
-            }
-            Ok(Outcome::Handled)
-        })
-        .await
+        let outcome = conn
+            .transaction::<_, HandlerError, _>(async |conn| {
+                let fresh = diesel::sql_query(
+                    "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind::<SqlUuid, _>(event.id)
+                .bind::<Text, _>(subscription.name)
+                .execute(conn)
+                .await?;
+                if fresh == 0 {
+                    return Ok(Outcome::Duplicate);
+                }
+                subscription.handler.handle(conn, event).await?;
+                if !pause.is_zero() {
+                    tracing::warn!(
+                        pause_ms = pause.as_millis() as u64,
+                        "fault injection: pausing inside the handler's transaction"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(Outcome::Handled)
+            })
+            .await;
+        let committed = matches!(outcome, Ok(Outcome::Handled));
+        subscription.handler.finished(event, committed).await;
+        outcome
     }
 
     async fn dead_letter(
