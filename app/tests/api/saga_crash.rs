@@ -406,3 +406,128 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
     );
     provider_handle.stop(false).await;
 }
+
+/// SIGKILL, not a failpoint: the process dies at whatever point twelve
+/// checkouts in flight have reached (inside a transaction, between a call
+/// and its record...). After a restart every order settles once, the stock
+/// adds up and every confirmed order was captured exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_in_flight_survive_a_sigkill() {
+    let shop = Deployment::new().await;
+    let admin = mint_token(&shop.settings, &[Role::Admin]);
+    let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1).unwrap();
+    let provider_handle = server.handle();
+    tokio::spawn(server);
+    let provider = format!("http://127.0.0.1:{port}/");
+    let saga = [
+        ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
+        ("APP__ORDER__LEASE_SECS", "1"),
+        ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
+    ];
+    let first = Shop::start(&refs(&shop.env(&saga)));
+    first.wait_live().await;
+    let client = reqwest::Client::new();
+    let base = first.url("");
+    let product = stocked_product(&client, &base, &admin, "KILL-1", 300, 20).await;
+    let customers: Vec<String> = (0..12)
+        .map(|_| customer_token(&shop.settings, Uuid::now_v7()))
+        .collect();
+    for token in &customers {
+        fill_cart(&client, &base, token, &product, 1).await;
+    }
+    let mut placing = tokio::task::JoinSet::new();
+    for (i, token) in customers.iter().cloned().enumerate() {
+        let (client, base) = (client.clone(), base.clone());
+        placing.spawn(async move {
+            let card = if i % 3 == 0 {
+                cards::DECLINED
+            } else {
+                cards::SUCCEEDS
+            };
+            drop(
+                client
+                    .post(format!("{base}/api/v1/orders"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", "kill")
+                    .json(&serde_json::json!({"payment_method": {"card_number": card}}))
+                    .send()
+                    .await,
+            );
+        });
+    }
+    // Kill it once some orders exist, with the rest still in flight.
+    crate::helpers::eventually("an order is placed", || async {
+        let orders: Value = get_json(
+            &client,
+            format!("{base}/api/v1/orders"),
+            &customers[customers.len() - 1],
+        )
+        .await;
+        let mut any = !orders["items"].as_array()?.is_empty();
+        for token in &customers[..3] {
+            let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
+            any |= !orders["items"].as_array()?.is_empty();
+        }
+        any.then_some(())
+    })
+    .await;
+    drop(first); // SIGKILL
+    while placing.join_next().await.is_some() {}
+
+    let second = Shop::start(&refs(&shop.env(&saga)));
+    second.wait_live().await;
+    let base = second.url("");
+    let mut confirmed = 0;
+    for token in &customers {
+        let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
+        let Some(order) = orders["items"].as_array().unwrap().first() else {
+            continue; // killed before its order was recorded: nothing held
+        };
+        let id = order["id"].as_str().unwrap().to_owned();
+        let order = settled(&client, &base, token, &id).await;
+        let kinds = timeline(&client, &base, token, &id).await;
+        let mut seen = HashMap::new();
+        for kind in &kinds {
+            *seen.entry(kind.clone()).or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|n| *n == 1), "each event once: {kinds:?}");
+        match order["status"].as_str() {
+            Some("confirmed") => confirmed += 1,
+            Some("failed") => assert!(
+                order["reason"].as_str().unwrap().contains("declined"),
+                "{order}"
+            ),
+            _ => panic!("{order}"),
+        }
+    }
+    assert_eq!(
+        stock(&client, &base, &admin, "KILL-1").await,
+        (20 - confirmed, 0)
+    );
+    let all: Vec<Value> = client
+        .get(format!("{provider}v1/authorizations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let captures: Vec<usize> = all
+        .iter()
+        .map(|a| {
+            a["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| *s == "captured")
+                .count()
+        })
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(
+        captures,
+        vec![1; confirmed as usize],
+        "one capture per confirmed order"
+    );
+    provider_handle.stop(false).await;
+}

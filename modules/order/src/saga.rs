@@ -23,6 +23,7 @@ use kernel::{CallContext, OrderId, RequestId};
 use order_api::OrderStatus;
 use payment_api::{AuthorizePayment, PaymentError, PaymentMethod};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::OrderModule;
@@ -254,7 +255,19 @@ impl OrderModule {
                 Step::Confirm | Step::Close => {
                     return self.finish(order, step, &saga, &cx).await.map(|()| None);
                 }
-                _ => self.call(step, &state, &saga, &cx).await,
+                _ => {
+                    let span = tracing::info_span!(
+                        "saga_step",
+                        order.id = %order,
+                        step = step.name(),
+                        direction = %saga.direction
+                    );
+                    let started = std::time::Instant::now();
+                    let outcome = self.call(step, &state, &saga, &cx).instrument(span).await;
+                    metrics::histogram!("order_saga_step_duration_seconds", "step" => step.name())
+                        .record(started.elapsed().as_secs_f64());
+                    outcome
+                }
             };
             self.failpoint(&format!("after_{}", step.name()));
             match outcome {
