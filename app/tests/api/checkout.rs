@@ -375,6 +375,16 @@ async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
     );
     assert_eq!(stock(client, base, &admin, "CHK-2").await, (5, 0));
     let id = order["id"].as_str().unwrap();
+    // Admins read anyone's order; a failed order cannot ship.
+    let seen: Value = get_json(client, app.url(&format!("/api/v1/orders/{id}")), &admin).await;
+    assert_eq!(seen["status"], "failed");
+    let response = client
+        .post(app.url(&format!("/api/v1/orders/{id}/ship")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 409, "invalid_order_transition").await;
     assert_eq!(
         timeline(client, base, &token, id).await,
         [

@@ -149,6 +149,10 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
         answer.map(|r| r.status()),
         first.logs()
     );
+    assert!(
+        !first.logs().contains(card),
+        "{point}: the card number was logged"
+    );
     drop(first);
 
     let second = Shop::start(&refs(&shop.env(&saga)));
@@ -183,6 +187,10 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     assert!(
         seen.values().all(|n| *n == 1),
         "{point}: each event once: {kinds:?}"
+    );
+    assert!(
+        !second.logs().contains(card),
+        "{point}: the card number was logged"
     );
 
     // The provider: one authorization at most, captured once or never.
