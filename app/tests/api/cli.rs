@@ -11,6 +11,15 @@ fn shop() -> Command {
         .env(
             "APP_CONFIG_DIR",
             concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+        )
+        // Keys of its own: never a file in the working directory.
+        .env(
+            "APP__AUTH__SIGNING_KEY_FILE",
+            crate::helpers::fresh_key_path(),
+        )
+        .env(
+            "APP__AUTH__SERVICE_KEY_FILE",
+            crate::helpers::fresh_key_path(),
         );
     command
 }

@@ -298,6 +298,10 @@ impl Shop {
             .env("APP__SERVER__WORKERS", "1")
             .env("APP__LOG__FORMAT", "json")
             .env("APP__DATABASE__EMBEDDED", "false")
+            // Keys of its own unless the test shares some: never a file in
+            // the working directory.
+            .env("APP__AUTH__SIGNING_KEY_FILE", fresh_key_path())
+            .env("APP__AUTH__SERVICE_KEY_FILE", fresh_key_path())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -586,6 +586,7 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let db = runtime.block_on(test_database());
     let key = crate::helpers::fresh_key_path();
+    let service_key = crate::helpers::fresh_key_path();
     let shop = || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shop"));
         command
@@ -596,6 +597,7 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
             )
             .env("DATABASE_URL", db.url())
             .env("APP__AUTH__SIGNING_KEY_FILE", &key)
+            .env("APP__AUTH__SERVICE_KEY_FILE", &service_key)
             .env("APP__LOG__FORMAT", "json");
         command
     };
