@@ -194,6 +194,15 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
         .n
 }
 
+/// Captures in the payment ledger, all orders.
+async fn captures(app: &TestApp) -> i64 {
+    count(
+        app,
+        "SELECT count(*) AS n FROM payment.ledger WHERE kind = 'captured'",
+    )
+    .await
+}
+
 struct Scene {
     app: TestApp,
     admin: String,
@@ -403,14 +412,7 @@ async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
     .await;
     assert_eq!(payment["status"], "declined");
     assert_eq!(payment["decline_code"], "card_declined");
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) AS n FROM payment.ledger WHERE kind = 'captured'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(captures(&app).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,14 +556,7 @@ async fn idempotency_keys_replay_refuse_other_bodies_and_are_required() {
     .await;
     assert_eq!(next["items"][0]["id"], first["id"]);
     // Two orders, two charges: one per key.
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) AS n FROM payment.ledger WHERE kind = 'captured'"
-        )
-        .await,
-        2
-    );
+    assert_eq!(captures(&app).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -701,14 +696,7 @@ async fn two_hundred_customers_race_for_ten_units_and_exactly_ten_win() {
     assert_eq!((confirmed, failed), (10, 190));
     assert_eq!(stock(client, &base, &admin, "LAST-10").await, (0, 0));
     // Ten captures, all for confirmed orders; no failed order was charged.
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) AS n FROM payment.ledger WHERE kind = 'captured'"
-        )
-        .await,
-        10
-    );
+    assert_eq!(captures(&app).await, 10);
     assert_eq!(
         count(
             &app,
@@ -759,14 +747,7 @@ async fn the_same_key_fifty_times_at_once_makes_one_order_and_one_charge() {
     );
     let id = ids.into_iter().next().unwrap();
     settled(client, &base, &token, &id).await;
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) AS n FROM payment.ledger WHERE kind = 'captured'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(captures(&app).await, 1);
     assert_eq!(stock(client, &base, &admin, "SAME-KEY").await, (3, 0));
 }
 

@@ -13,7 +13,7 @@ use crate::checkout::shop::{
     customer_token, fill_cart, get_json, place, settled, stock, stocked_product, timeline,
 };
 use crate::helpers::{Shop, free_port, mint_token};
-use crate::saga_crash::{Deployment, refs};
+use crate::saga_crash::{Deployment, refs, sandbox};
 
 struct Topology {
     main: Shop,
@@ -106,10 +106,8 @@ async fn settled_after_retry(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saga_runs_with_inventory_and_payment_in_their_own_processes() {
-    let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1).unwrap();
-    let provider_handle = server.handle();
-    tokio::spawn(server);
-    let mut t = topology(&format!("http://127.0.0.1:{port}/")).await;
+    let (provider_handle, provider) = sandbox();
+    let mut t = topology(&provider).await;
     let client = reqwest::Client::new();
     let base = t.main.url("");
     let admin = mint_token(&t.deployment.settings, &[Role::Admin]);

@@ -47,6 +47,26 @@ impl InventoryClient {
     }
 }
 
+impl InventoryClient {
+    /// `POST /inventory/reservations/{order}/{step}`: idempotent, so safe
+    /// to retry.
+    async fn step(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+        step: &str,
+    ) -> Result<Reservation, InventoryError> {
+        let path = format!("/inventory/reservations/{order}/{step}");
+        self.send(
+            cx,
+            true,
+            self.remote.request(cx, Method::POST, &path),
+            Some(order),
+        )
+        .await
+    }
+}
+
 #[async_trait::async_trait]
 impl InventoryApi for InventoryClient {
     async fn stock(&self, cx: &CallContext, sku: &Sku) -> Result<StockLevel, InventoryError> {
@@ -108,14 +128,7 @@ impl InventoryApi for InventoryClient {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        let path = format!("/inventory/reservations/{order}/commit");
-        self.send(
-            cx,
-            true,
-            self.remote.request(cx, Method::POST, &path),
-            Some(order),
-        )
-        .await
+        self.step(cx, order, "commit").await
     }
 
     async fn release(
@@ -123,14 +136,7 @@ impl InventoryApi for InventoryClient {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        let path = format!("/inventory/reservations/{order}/release");
-        self.send(
-            cx,
-            true,
-            self.remote.request(cx, Method::POST, &path),
-            Some(order),
-        )
-        .await
+        self.step(cx, order, "release").await
     }
 
     async fn restock(
@@ -138,14 +144,7 @@ impl InventoryApi for InventoryClient {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        let path = format!("/inventory/reservations/{order}/restock");
-        self.send(
-            cx,
-            true,
-            self.remote.request(cx, Method::POST, &path),
-            Some(order),
-        )
-        .await
+        self.step(cx, order, "restock").await
     }
 
     async fn reservation(

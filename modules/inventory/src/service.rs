@@ -156,6 +156,17 @@ fn to_level(row: Row) -> Result<StockLevel, InventoryError> {
 const STOCK_COLUMNS: &str = "sku, on_hand, reserved, low_stock_threshold, updated_at";
 
 /// What a movement records besides the counts.
+/// What a caller asks of a reservation.
+#[derive(Clone, Copy)]
+enum Transition {
+    /// Active → committed: a sale.
+    Commit,
+    /// Active → released: the stock back.
+    Release,
+    /// Committed → returned: the sale put back.
+    Restock,
+}
+
 /// How [`InventoryModule::settle_lines`] moves a reservation's units.
 #[derive(Clone, Copy)]
 enum LinesMove {
@@ -404,6 +415,57 @@ impl InventoryModule {
         .execute(conn)
         .await?;
         Ok(())
+    }
+
+    /// Moves a reservation on (see [`Transition`]) under its row lock. A
+    /// reservation already where the move leads is answered as it is
+    /// (idempotent); one in any other state is refused.
+    async fn transition(
+        &self,
+        cx: &CallContext,
+        order: OrderId,
+        to: Transition,
+    ) -> Result<Reservation, InventoryError> {
+        require_admin_or_service(cx)?;
+        let (from, done): (_, &[ReservationStatus]) = match to {
+            Transition::Commit => (ReservationStatus::Active, &[ReservationStatus::Committed]),
+            Transition::Release => (
+                ReservationStatus::Active,
+                &[ReservationStatus::Released, ReservationStatus::Expired],
+            ),
+            Transition::Restock => (ReservationStatus::Committed, &[ReservationStatus::Returned]),
+        };
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, Abort, _>(async |conn| {
+            let reservation = Self::load_reservation(conn, order, true)
+                .await?
+                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))?;
+            if done.contains(&reservation.status) {
+                return Ok(reservation);
+            }
+            if reservation.status != from {
+                return Err(Abort::Fail(InventoryError::InvalidTransition {
+                    order,
+                    status: reservation.status.as_str().to_owned(),
+                }));
+            }
+            match to {
+                Transition::Commit => {
+                    Self::settle_lines(conn, cx, &reservation, LinesMove::Sale).await?;
+                }
+                Transition::Restock => {
+                    Self::settle_lines(conn, cx, &reservation, LinesMove::Return).await?;
+                }
+                Transition::Release => {
+                    Self::give_back(conn, cx, &reservation, ReservationStatus::Released).await?;
+                }
+            }
+            Self::load_reservation(conn, order, false)
+                .await?
+                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
+        })
+        .await
+        .map_err(abort)
     }
 
     /// Gives an active reservation's stock back with `status` (`released` or
@@ -723,29 +785,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        require_admin_or_service(cx)?;
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, Abort, _>(async |conn| {
-            let reservation = Self::load_reservation(conn, order, true)
-                .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))?;
-            match reservation.status {
-                ReservationStatus::Committed => return Ok(reservation),
-                ReservationStatus::Active => {}
-                other => {
-                    return Err(Abort::Fail(InventoryError::InvalidTransition {
-                        order,
-                        status: other.as_str().to_owned(),
-                    }));
-                }
-            }
-            Self::settle_lines(conn, cx, &reservation, LinesMove::Sale).await?;
-            Self::load_reservation(conn, order, false)
-                .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
-        })
-        .await
-        .map_err(abort)
+        self.transition(cx, order, Transition::Commit).await
     }
 
     #[tracing::instrument(skip_all, fields(order.id = %order))]
@@ -754,29 +794,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        require_admin_or_service(cx)?;
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, Abort, _>(async |conn| {
-            let reservation = Self::load_reservation(conn, order, true)
-                .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))?;
-            match reservation.status {
-                ReservationStatus::Released | ReservationStatus::Expired => return Ok(reservation),
-                ReservationStatus::Active => {}
-                other @ (ReservationStatus::Committed | ReservationStatus::Returned) => {
-                    return Err(Abort::Fail(InventoryError::InvalidTransition {
-                        order,
-                        status: other.as_str().to_owned(),
-                    }));
-                }
-            }
-            Self::give_back(conn, cx, &reservation, ReservationStatus::Released).await?;
-            Self::load_reservation(conn, order, false)
-                .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
-        })
-        .await
-        .map_err(abort)
+        self.transition(cx, order, Transition::Release).await
     }
 
     #[tracing::instrument(skip_all, fields(order.id = %order))]
@@ -785,29 +803,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Reservation, InventoryError> {
-        require_admin_or_service(cx)?;
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, Abort, _>(async |conn| {
-            let reservation = Self::load_reservation(conn, order, true)
-                .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))?;
-            match reservation.status {
-                ReservationStatus::Returned => return Ok(reservation),
-                ReservationStatus::Committed => {}
-                other => {
-                    return Err(Abort::Fail(InventoryError::InvalidTransition {
-                        order,
-                        status: other.as_str().to_owned(),
-                    }));
-                }
-            }
-            Self::settle_lines(conn, cx, &reservation, LinesMove::Return).await?;
-            Self::load_reservation(conn, order, false)
-                .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
-        })
-        .await
-        .map_err(abort)
+        self.transition(cx, order, Transition::Restock).await
     }
 
     async fn reservation(

@@ -20,7 +20,6 @@ use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use inventory_api::{InventoryError, ReservationLine, ReserveStock};
 use kernel::{CallContext, OrderId, RequestId};
-use order_api::OrderStatus;
 use payment_api::{AuthorizePayment, PaymentError, PaymentMethod};
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -610,15 +609,4 @@ impl RecoveryWorker {
             }
         }
     }
-}
-
-/// Whether an order ended (for callers polling it).
-pub fn is_settled(status: OrderStatus) -> bool {
-    matches!(
-        status,
-        OrderStatus::Confirmed
-            | OrderStatus::Shipped
-            | OrderStatus::Failed
-            | OrderStatus::Cancelled
-    )
 }

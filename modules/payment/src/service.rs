@@ -23,6 +23,23 @@ use uuid::Uuid;
 
 use crate::provider::{PaymentProvider, ProviderError};
 
+/// What the provider knows a payment by: its authorization (once there is
+/// one) and the card's token. Never leaves this module.
+struct AtProvider {
+    reference: Option<String>,
+    method: String,
+}
+
+impl AtProvider {
+    /// The provider's authorization id; a payment without one was never
+    /// authorized.
+    fn authorization(&self) -> Result<&str, PaymentError> {
+        self.reference
+            .as_deref()
+            .ok_or_else(|| PaymentError::InvalidTransition("authorizing".into()))
+    }
+}
+
 /// Payments, served from this process's database pool.
 #[derive(Clone)]
 pub struct PaymentModule {
@@ -44,6 +61,8 @@ struct Row {
     currency: String,
     #[diesel(sql_type = Text)]
     card_last4: String,
+    #[diesel(sql_type = Text)]
+    payment_method: String,
     #[diesel(sql_type = Text)]
     status: String,
     #[diesel(sql_type = Nullable<Text>)]
@@ -69,7 +88,7 @@ struct LedgerRow {
 }
 
 const COLUMNS: &str = "id, order_id, customer_id, amount_minor, currency, card_last4, \
-     status, provider_ref, decline_code, created_at";
+     payment_method, status, provider_ref, decline_code, created_at";
 
 fn unavailable(error: PoolError) -> PaymentError {
     tracing::warn!(error = %error, "payment database unavailable");
@@ -132,7 +151,7 @@ impl PaymentModule {
         conn: &mut AsyncPgConnection,
         filter: &str,
         id: Uuid,
-    ) -> Result<Option<Payment>, PaymentError> {
+    ) -> Result<Option<(Payment, AtProvider)>, PaymentError> {
         let row: Option<Row> = diesel::sql_query(format!(
             "SELECT {COLUMNS} FROM payments WHERE {filter} = $1"
         ))
@@ -157,37 +176,26 @@ impl PaymentModule {
         .load(conn)
         .await
         .map_err(database)?;
-        Ok(Some(to_payment(row, ledger)?))
+        let at_provider = AtProvider {
+            reference: row.provider_ref.clone(),
+            method: row.payment_method.clone(),
+        };
+        Ok(Some((to_payment(row, ledger)?, at_provider)))
     }
 
     async fn by_order(&self, order: OrderId) -> Result<Payment, PaymentError> {
+        Ok(self.with_provider_side(order).await?.0)
+    }
+
+    /// The payment of `order` and what the provider knows it by.
+    async fn with_provider_side(
+        &self,
+        order: OrderId,
+    ) -> Result<(Payment, AtProvider), PaymentError> {
         let mut conn = self.conn().await?;
         Self::load(&mut conn, "order_id", order.as_uuid())
             .await?
             .ok_or(PaymentError::NotFound)
-    }
-
-    async fn provider_ref(&self, order: OrderId) -> Result<String, PaymentError> {
-        let mut conn = self.conn().await?;
-        #[derive(diesel::QueryableByName)]
-        struct Ref {
-            #[diesel(sql_type = Nullable<Text>)]
-            provider_ref: Option<String>,
-        }
-        let found: Ref = diesel::sql_query("SELECT provider_ref FROM payments WHERE order_id = $1")
-            .bind::<SqlUuid, _>(order.as_uuid())
-            .get_result(&mut conn)
-            .await
-            .map_err(|e| {
-                if e == DieselError::NotFound {
-                    PaymentError::NotFound
-                } else {
-                    database(e)
-                }
-            })?;
-        found
-            .provider_ref
-            .ok_or_else(|| PaymentError::InvalidTransition("authorizing".into()))
     }
 
     /// Moves the payment of `order` from `from` to `to` and writes the
@@ -265,22 +273,6 @@ impl PaymentModule {
             }
             Err(e) => Err(provider_error(e)),
         }
-    }
-
-    async fn payment_method(&self, order: OrderId) -> Result<String, PaymentError> {
-        #[derive(diesel::QueryableByName)]
-        struct Method {
-            #[diesel(sql_type = Text)]
-            payment_method: String,
-        }
-        let mut conn = self.conn().await?;
-        let found: Method =
-            diesel::sql_query("SELECT payment_method FROM payments WHERE order_id = $1")
-                .bind::<SqlUuid, _>(order.as_uuid())
-                .get_result(&mut conn)
-                .await
-                .map_err(database)?;
-        Ok(found.payment_method)
     }
 }
 
@@ -396,13 +388,12 @@ impl PaymentApi for PaymentModule {
 
     async fn capture(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
-        let payment = self.by_order(order).await?;
+        let (payment, at_provider) = self.with_provider_side(order).await?;
         match payment.status {
             PaymentStatus::Captured => Ok(payment),
             PaymentStatus::Authorized => {
-                let reference = self.provider_ref(order).await?;
                 self.provider
-                    .capture(&reference)
+                    .capture(at_provider.authorization()?)
                     .await
                     .map_err(provider_error)?;
                 self.record(
@@ -420,14 +411,12 @@ impl PaymentApi for PaymentModule {
 
     async fn void(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
-        let mut payment = self.by_order(order).await?;
+        let (mut payment, mut at_provider) = self.with_provider_side(order).await?;
         if payment.status == PaymentStatus::Authorizing {
             // The outcome of the authorization is unknown: learn it first
             // (the provider replays it by key), so no hold is left behind.
-            let method = self.payment_method(order).await?;
-            payment = match self.settle(payment, &method).await {
-                Ok(payment) => payment,
-                Err(PaymentError::Declined(_)) => self.by_order(order).await?,
+            match self.settle(payment, &at_provider.method).await {
+                Ok(_) | Err(PaymentError::Declined(_)) => {}
                 Err(e) if e.is_transient() => {
                     // Still no answer: the authorization is abandoned. If
                     // the provider made one, it is never captured (this
@@ -445,14 +434,14 @@ impl PaymentApi for PaymentModule {
                         .await;
                 }
                 Err(e) => return Err(e),
-            };
+            }
+            (payment, at_provider) = self.with_provider_side(order).await?;
         }
         match payment.status {
             PaymentStatus::Voided | PaymentStatus::Declined => Ok(payment),
             PaymentStatus::Authorized => {
-                let reference = self.provider_ref(order).await?;
                 self.provider
-                    .void(&reference)
+                    .void(at_provider.authorization()?)
                     .await
                     .map_err(provider_error)?;
                 self.record(
@@ -470,13 +459,12 @@ impl PaymentApi for PaymentModule {
 
     async fn refund(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
-        let payment = self.by_order(order).await?;
+        let (payment, at_provider) = self.with_provider_side(order).await?;
         match payment.status {
             PaymentStatus::Refunded => Ok(payment),
             PaymentStatus::Captured => {
-                let reference = self.provider_ref(order).await?;
                 self.provider
-                    .refund(&reference)
+                    .refund(at_provider.authorization()?)
                     .await
                     .map_err(provider_error)?;
                 self.record(
@@ -509,7 +497,7 @@ impl PaymentApi for PaymentModule {
     async fn payment(&self, cx: &CallContext, id: PaymentId) -> Result<Payment, PaymentError> {
         let caller = cx.caller().ok_or(PaymentError::Unauthenticated)?;
         let mut conn = self.conn().await?;
-        let payment = Self::load(&mut conn, "id", id.as_uuid())
+        let (payment, _) = Self::load(&mut conn, "id", id.as_uuid())
             .await?
             .ok_or(PaymentError::NotFound)?;
         if caller.may_access(payment.customer_id) {
