@@ -389,12 +389,41 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Generous: a loaded CI machine is slow, and only a failure waits it out.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it returns `Ok`, for as long as the work keeps moving:
+/// `Err(left)` says how much is left, and the wait fails only when `left`
+/// has not shrunk for `stall`. A loaded machine finishes later; a stuck
+/// one still fails, with what was left.
+pub async fn until_done<T, F, Fut>(what: &str, stall: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, u64>>,
+{
+    let mut least = u64::MAX;
+    let mut moved = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(left) if left < least => {
+                least = left;
+                moved = Instant::now();
+            }
+            Err(_) => {}
+        }
+        assert!(
+            moved.elapsed() < stall,
+            "{what}: {least} left and no progress for {stall:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
