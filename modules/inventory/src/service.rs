@@ -5,6 +5,7 @@ use std::time::Duration;
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
 use db::{Pool, PoolError};
+use diesel::OptionalExtension as _;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
@@ -385,13 +386,17 @@ impl InventoryModule {
             ),
         };
         let order = reservation.order_id;
+        // The reservation row is locked already; the stock rows are locked
+        // last, each by its UPDATE, so they are held for as short a time as
+        // possible (a best-selling SKU's row is every checkout's).
+        diesel::sql_query(
+            "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+        )
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .bind::<Text, _>(status.as_str())
+        .execute(conn)
+        .await?;
         for line in &reservation.lines {
-            let before: Row = diesel::sql_query(format!(
-                "SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"
-            ))
-            .bind::<Text, _>(line.sku.as_str())
-            .get_result(conn)
-            .await?;
             let after: Row = diesel::sql_query(format!(
                 "UPDATE stock SET {update}, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
             ))
@@ -399,6 +404,15 @@ impl InventoryModule {
             .bind::<Integer, _>(line.quantity)
             .get_result(conn)
             .await?;
+            // The row as it was: the UPDATE moved it by exactly this much.
+            let mut before = after.clone();
+            match how {
+                LinesMove::Sale => {
+                    before.on_hand += line.quantity;
+                    before.reserved += line.quantity;
+                }
+                LinesMove::Return => before.on_hand -= line.quantity,
+            }
             let change = Change {
                 kind,
                 quantity: sign * line.quantity,
@@ -407,13 +421,6 @@ impl InventoryModule {
             };
             after_change(conn, cx, Some(&before), &after, change).await?;
         }
-        diesel::sql_query(
-            "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-        )
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .bind::<Text, _>(status.as_str())
-        .execute(conn)
-        .await?;
         Ok(())
     }
 
@@ -449,20 +456,24 @@ impl InventoryModule {
                     status: reservation.status.as_str().to_owned(),
                 }));
             }
-            match to {
+            let status = match to {
                 Transition::Commit => {
                     Self::settle_lines(conn, cx, &reservation, LinesMove::Sale).await?;
+                    ReservationStatus::Committed
                 }
                 Transition::Restock => {
                     Self::settle_lines(conn, cx, &reservation, LinesMove::Return).await?;
+                    ReservationStatus::Returned
                 }
                 Transition::Release => {
                     Self::give_back(conn, cx, &reservation, ReservationStatus::Released).await?;
+                    ReservationStatus::Released
                 }
-            }
-            Self::load_reservation(conn, order, false)
-                .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
+            };
+            Ok(Reservation {
+                status,
+                ..reservation
+            })
         })
         .await
         .map_err(abort)
@@ -481,13 +492,15 @@ impl InventoryModule {
         } else {
             "release"
         };
+        diesel::sql_query(
+            "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+        )
+        .bind::<SqlUuid, _>(reservation.order_id.as_uuid())
+        .bind::<Text, _>(status.as_str())
+        .execute(conn)
+        .await?;
+        // Stock rows last (see `settle_lines`).
         for line in &reservation.lines {
-            let before: Row = diesel::sql_query(format!(
-                "SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"
-            ))
-            .bind::<Text, _>(line.sku.as_str())
-            .get_result(conn)
-            .await?;
             let after: Row = diesel::sql_query(format!(
                 "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
             ))
@@ -495,6 +508,8 @@ impl InventoryModule {
             .bind::<Integer, _>(line.quantity)
             .get_result(conn)
             .await?;
+            let mut before = after.clone();
+            before.reserved += line.quantity;
             after_change(
                 conn,
                 cx,
@@ -509,13 +524,6 @@ impl InventoryModule {
             )
             .await?;
         }
-        diesel::sql_query(
-            "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-        )
-        .bind::<SqlUuid, _>(reservation.order_id.as_uuid())
-        .bind::<Text, _>(status.as_str())
-        .execute(conn)
-        .await?;
         Ok(())
     }
 
@@ -716,15 +724,24 @@ impl InventoryApi for InventoryModule {
         let mut conn = self.conn().await?;
         let reservation = conn
             .transaction::<_, Abort, _>(async |conn| {
-                let fresh = diesel::sql_query(
+                #[derive(diesel::QueryableByName)]
+                struct Made {
+                    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+                    expires_at: chrono::DateTime<chrono::Utc>,
+                    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+                    created_at: chrono::DateTime<chrono::Utc>,
+                }
+                let made: Option<Made> = diesel::sql_query(
                     "INSERT INTO reservations (order_id, status, expires_at) \
-                     VALUES ($1, 'active', now() + make_interval(secs => $2::float8)) ON CONFLICT DO NOTHING",
+                     VALUES ($1, 'active', now() + make_interval(secs => $2::float8)) ON CONFLICT DO NOTHING \
+                     RETURNING expires_at, created_at",
                 )
                 .bind::<SqlUuid, _>(order.as_uuid())
                 .bind::<BigInt, _>(ttl)
-                .execute(conn)
-                .await?;
-                if fresh == 0 {
+                .get_result(conn)
+                .await
+                .optional()?;
+                let Some(made) = made else {
                     // The order already has a reservation: the same one again, or a conflict.
                     let existing = Self::load_reservation(conn, order, false)
                         .await?
@@ -734,7 +751,7 @@ impl InventoryApi for InventoryModule {
                     } else {
                         Err(Abort::Fail(InventoryError::ReservationConflict(order)))
                     };
-                }
+                };
                 let mut short = Vec::new();
                 let mut changed = Vec::new();
                 for line in &lines {
@@ -748,8 +765,7 @@ impl InventoryApi for InventoryModule {
                     .bind::<Integer, _>(line.quantity)
                     .get_result(conn)
                     .await
-                    .map(Some)
-                    .or_else(|e| if e == DieselError::NotFound { Ok(None) } else { Err(e) })?;
+                    .optional()?;
                     match after {
                         Some(after) => changed.push((line.clone(), after)),
                         None => short.push(line.sku.to_string()),
@@ -759,6 +775,7 @@ impl InventoryApi for InventoryModule {
                     return Err(Abort::Insufficient(short));
                 }
                 for (line, after) in &changed {
+                    // After the stock row (its foreign key names a SKU that exists).
                     diesel::sql_query("INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
                         .bind::<SqlUuid, _>(order.as_uuid())
                         .bind::<Text, _>(line.sku.as_str())
@@ -769,9 +786,13 @@ impl InventoryApi for InventoryModule {
                     before.reserved -= line.quantity;
                     after_change(conn, cx, Some(&before), after, Change { kind: "reservation", quantity: line.quantity, reason: None, order: Some(order) }).await?;
                 }
-                Self::load_reservation(conn, order, false)
-                    .await?
-                    .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))
+                Ok(Reservation {
+                    order_id: order,
+                    status: ReservationStatus::Active,
+                    lines: lines.clone(),
+                    expires_at: made.expires_at,
+                    created_at: made.created_at,
+                })
             })
             .await
             .map_err(abort)?;

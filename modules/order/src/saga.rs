@@ -61,6 +61,54 @@ impl Step {
     }
 }
 
+impl Step {
+    /// The step named `name` (as [`Step::name`] writes it).
+    fn parse(name: &str) -> Option<Step> {
+        [
+            Step::Reserve,
+            Step::Authorize,
+            Step::Commit,
+            Step::Capture,
+            Step::Confirm,
+            Step::Refund,
+            Step::Void,
+            Step::Restock,
+            Step::Release,
+            Step::Close,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// The saga's column recording, before the call, that the step may have
+    /// taken effect: compensation undoes what a lost answer may have done.
+    fn flag(self) -> Option<&'static str> {
+        match self {
+            Step::Reserve => Some("reserve_attempted"),
+            Step::Authorize => Some("payment_attempted"),
+            _ => None,
+        }
+    }
+
+    /// Sets the step's flag on a saga held in memory, as begun.
+    fn mark(self, saga: &mut SagaRow) {
+        match self {
+            Step::Reserve => saga.reserve_attempted = true,
+            Step::Authorize => saga.payment_attempted = true,
+            _ => {}
+        }
+        saga.step = Some(self.name().to_owned());
+    }
+}
+
+/// How a run of the saga ended.
+enum Ran {
+    /// Over for now: finished, or the lease is another instance's.
+    Over,
+    /// A step must be tried again later, for this reason.
+    Retry(String),
+}
+
 /// How a step call ended.
 enum Outcome {
     /// Record this event.
@@ -148,34 +196,22 @@ impl OrderModule {
         Ok(taken == 1)
     }
 
-    async fn unlease(&self, order: OrderId, retry_in: Option<(Duration, &str)>) {
+    /// Gives the lease up until a retry `wait` from now, counting the attempt.
+    async fn unlease(&self, order: OrderId, wait: Duration, error: &str) {
         let Ok(mut conn) = self.pool.get().await else {
             return; // the lease expires by itself
         };
-        let result = match retry_in {
-            Some((wait, error)) => {
-                diesel::sql_query(format!(
-                    "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, \
-                     last_error = $3, next_attempt_at = now() + interval '{} milliseconds', updated_at = now() \
-                     WHERE order_id = $1 AND lease_owner = $2",
-                    wait.as_millis()
-                ))
-                .bind::<SqlUuid, _>(order.as_uuid())
-                .bind::<SqlUuid, _>(self.instance)
-                .bind::<Text, _>(error)
-                .execute(&mut conn)
-                .await
-            }
-            None => {
-                diesel::sql_query(
-                    "UPDATE sagas SET lease_owner = NULL, lease_until = NULL WHERE order_id = $1 AND lease_owner = $2",
-                )
-                .bind::<SqlUuid, _>(order.as_uuid())
-                .bind::<SqlUuid, _>(self.instance)
-                .execute(&mut conn)
-                .await
-            }
-        };
+        let result = diesel::sql_query(format!(
+            "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, \
+             last_error = $3, next_attempt_at = now() + interval '{} milliseconds', updated_at = now() \
+             WHERE order_id = $1 AND lease_owner = $2",
+            wait.as_millis()
+        ))
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .bind::<SqlUuid, _>(self.instance)
+        .bind::<Text, _>(error)
+        .execute(&mut conn)
+        .await;
         if let Err(e) = result {
             tracing::warn!(order.id = %order, error = %e, "could not release the saga lease");
         }
@@ -192,18 +228,31 @@ impl OrderModule {
                 return;
             }
         }
-        let retry = match self.run(order).await {
-            Ok(None) => None,
-            Ok(Some(error)) => Some(error),
+        self.drive_leased(order, None).await;
+    }
+
+    /// Drives the saga of an order just placed by this instance, which holds
+    /// its lease since the order's transaction and knows its state and saga
+    /// (no lease or reads needed before the first step).
+    pub(crate) async fn drive_placed(&self, order: OrderId, state: OrderState, saga: SagaRow) {
+        self.drive_leased(order, Some((state, saga))).await;
+    }
+
+    async fn drive_leased(&self, order: OrderId, known: Option<(OrderState, SagaRow)>) {
+        let retry = match self.run(order, known).await {
+            Ok(Ran::Over) => None,
+            Ok(Ran::Retry(error)) => Some(error),
             Err(e) => Some(format!("order database: {e}")),
         };
         match retry {
-            None => self.unlease(order, None).await,
+            // Finished (the last step cleared the lease with `done`) or the
+            // lease was lost: nothing of ours to release.
+            None => {}
             Some(error) => {
                 let attempts = self.attempts(order).await;
                 let wait = self.backoff(attempts);
                 tracing::warn!(order.id = %order, error = %error, retry_in_ms = wait.as_millis() as u64, "saga step will be retried");
-                self.unlease(order, Some((wait, &error))).await;
+                self.unlease(order, wait, &error).await;
             }
         }
     }
@@ -230,29 +279,54 @@ impl OrderModule {
         ))
     }
 
-    /// Runs steps until the saga ends or must wait; `Ok(Some(error))` to
-    /// retry later.
-    async fn run(&self, order: OrderId) -> Result<Option<String>, DieselError> {
-        loop {
-            let (state, saga) = {
+    /// Runs steps until the saga ends or must wait. The state and saga are
+    /// read once (or known); each step's result is recorded together with
+    /// the next step's intent (its flag, and the lease renewed), so a step
+    /// costs one transaction.
+    async fn run(
+        &self,
+        order: OrderId,
+        known: Option<(OrderState, SagaRow)>,
+    ) -> Result<Ran, DieselError> {
+        let (mut state, mut saga) = match known {
+            Some(known) => known,
+            None => {
                 let mut conn = self.saga_conn().await?;
                 let state = store::load_state(&mut conn, order, false)
                     .await?
                     .ok_or(DieselError::NotFound)?;
                 let saga = store::load_saga(&mut conn, order, false).await?;
                 (state, saga)
-            };
+            }
+        };
+        // The step whose intent is recorded (`sagas.step`, flags, lease).
+        let mut begun = saga.step.as_deref().and_then(Step::parse);
+        loop {
             let Some(step) = next_step(&state, &saga) else {
-                return Ok(None);
+                return Ok(Ran::Over);
             };
             let cx = self.step_context(&saga);
-            if !self.begin(order, step).await? {
-                return Ok(None); // the lease was lost: someone else drives it
+            if begun != Some(step) {
+                if !self.begin(order, step).await? {
+                    return Ok(Ran::Over); // the lease was lost: someone else drives it
+                }
+                step.mark(&mut saga);
+                begun = Some(step);
             }
             self.failpoint(&format!("before_{}", step.name()));
             let outcome = match step {
                 Step::Confirm | Step::Close => {
-                    return self.finish(order, step, &saga, &cx).await.map(|()| None);
+                    if self.finish(order, step, &saga, &cx).await? {
+                        return Ok(Ran::Over);
+                    }
+                    // Turned round meanwhile (a cancel): read it again.
+                    let mut conn = self.saga_conn().await?;
+                    state = store::load_state(&mut conn, order, false)
+                        .await?
+                        .ok_or(DieselError::NotFound)?;
+                    saga = store::load_saga(&mut conn, order, false).await?;
+                    begun = saga.step.as_deref().and_then(Step::parse);
+                    continue;
                 }
                 _ => {
                     let span = tracing::info_span!(
@@ -271,24 +345,40 @@ impl OrderModule {
             self.failpoint(&format!("after_{}", step.name()));
             match outcome {
                 Outcome::Done(event) => {
-                    self.record(order, &event, &cx).await?;
+                    let Some(recorded) = self.record(order, &state, &saga, &event, &cx).await?
+                    else {
+                        return Ok(Ran::Over); // the lease was lost after the step
+                    };
+                    (state, begun) = recorded;
+                    saga.attempts = 0;
+                    if let Some(next) = begun {
+                        next.mark(&mut saga);
+                    }
                     self.failpoint(&format!("after_{}_recorded", step.name()));
                 }
                 Outcome::Failed(reason) if saga.direction == "forward" => {
                     self.turn_back(order, &reason).await?;
+                    saga.direction = "compensate".into();
+                    saga.outcome = Some("failed".into());
+                    saga.reason = Some(reason);
+                    saga.attempts = 0;
                 }
                 Outcome::Failed(reason) => {
                     // A compensation refused for good: an operator must look.
                     tracing::error!(order.id = %order, step = step.name(), reason = %reason, "compensation refused; the saga waits for an operator");
-                    return Ok(Some(format!("{} refused: {reason}", step.name())));
+                    return Ok(Ran::Retry(format!("{} refused: {reason}", step.name())));
                 }
                 Outcome::Retry(error) => {
                     let forward = saga.direction == "forward";
                     if forward && saga.attempts + 1 >= self.settings.max_step_attempts {
-                        self.turn_back(order, &format!("{} did not succeed: {error}", step.name()))
-                            .await?;
+                        let reason = format!("{} did not succeed: {error}", step.name());
+                        self.turn_back(order, &reason).await?;
+                        saga.direction = "compensate".into();
+                        saga.outcome = Some("failed".into());
+                        saga.reason = Some(reason);
+                        saga.attempts = 0;
                     } else {
-                        return Ok(Some(format!("{}: {error}", step.name())));
+                        return Ok(Ran::Retry(format!("{}: {error}", step.name())));
                     }
                 }
             }
@@ -315,14 +405,11 @@ impl OrderModule {
     /// lease is no longer ours.
     async fn begin(&self, order: OrderId, step: Step) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
-        let flags = match step {
-            Step::Reserve => ", reserve_attempted = true",
-            Step::Authorize => ", payment_attempted = true",
-            _ => "",
-        };
         let updated = diesel::sql_query(format!(
-            "UPDATE sagas SET step = $3{flags}, lease_until = now() + interval '{} seconds', updated_at = now() \
+            "UPDATE sagas SET step = $3{}, lease_until = now() + interval '{} seconds', updated_at = now() \
              WHERE order_id = $1 AND lease_owner = $2",
+            step.flag()
+                .map_or(String::new(), |column| format!(", {column} = true")),
             self.settings.lease_secs
         ))
         .bind::<SqlUuid, _>(order.as_uuid())
@@ -333,27 +420,60 @@ impl OrderModule {
         Ok(updated == 1)
     }
 
+    /// Records a step's result and, in the same transaction, the intent of
+    /// the step that follows (as [`Self::begin`] would, lease renewed).
+    /// Returns the new state and the step begun, or `None` when the lease is
+    /// no longer ours (the result is recorded all the same: it happened).
     async fn record(
         &self,
         order: OrderId,
+        state: &OrderState,
+        saga: &SagaRow,
         event: &OrderEvent,
         cx: &CallContext,
-    ) -> Result<(), DieselError> {
+    ) -> Result<Option<(OrderState, Option<Step>)>, DieselError> {
+        #[derive(diesel::QueryableByName)]
+        struct Ours {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            ours: bool,
+        }
+        // What the state will be once the event is in, to name the next step.
+        let mut after = state.clone();
+        after.apply(event, store::now());
+        let next = next_step(&after, saga);
         let mut conn = self.saga_conn().await?;
         conn.transaction::<_, DieselError, _>(async |conn| {
-            match store::append(conn, order, event, cx).await {
-                Ok(_) => {}
+            let state = match store::append(conn, order, event, cx).await {
+                Ok(state) => state,
                 Err(AppendError::Db(e)) => return Err(e),
                 Err(AppendError::Refused(why)) => {
                     tracing::warn!(order.id = %order, kind = event.kind(), why = %why, "event not recorded");
+                    store::load_state(conn, order, false)
+                        .await?
+                        .ok_or(DieselError::NotFound)?
                 }
                 Err(AppendError::NotFound) => return Err(DieselError::NotFound),
-            }
-            diesel::sql_query("UPDATE sagas SET attempts = 0, last_error = NULL WHERE order_id = $1")
-                .bind::<SqlUuid, _>(order.as_uuid())
-                .execute(conn)
-                .await?;
-            Ok(())
+            };
+            // The next step from the state as recorded (it may differ from
+            // the guess if another driver moved it).
+            let next = next_step(&state, saga).or(next);
+            let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
+            let row: Ours = diesel::sql_query(format!(
+                "UPDATE sagas SET attempts = 0, last_error = NULL, updated_at = now(), \
+                 step = CASE WHEN lease_owner = $2 THEN $3 ELSE step END{}, \
+                 lease_until = CASE WHEN lease_owner = $2 THEN now() + interval '{} seconds' ELSE lease_until END \
+                 WHERE order_id = $1 RETURNING lease_owner IS NOT DISTINCT FROM $2 AS ours",
+                flag.map_or(String::new(), |column| format!(
+                    ", {column} = {column} OR lease_owner IS NOT DISTINCT FROM $2"
+                )),
+                self.settings.lease_secs
+            ))
+            .bind::<SqlUuid, _>(order.as_uuid())
+            .bind::<SqlUuid, _>(self.instance)
+            .bind::<diesel::sql_types::Nullable<Text>, _>(name)
+            .get_result(conn)
+            .await?;
+            Ok(row.ours.then_some((state, next)))
         })
         .await
     }
@@ -375,52 +495,63 @@ impl OrderModule {
     }
 
     /// The last step: confirm (forward) or fail / cancel (backward), with
-    /// the saga marked done in the same transaction.
+    /// the saga marked done (and its lease cleared) in the same transaction.
+    /// False when the saga turned round meanwhile.
     async fn finish(
         &self,
         order: OrderId,
         step: Step,
         seen: &SagaRow,
         cx: &CallContext,
-    ) -> Result<(), DieselError> {
+    ) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
-        conn.transaction::<_, DieselError, _>(async |conn| {
-            let saga = store::load_saga(conn, order, true).await?;
-            if saga.direction != seen.direction || saga.done {
-                return Ok(()); // turned round meanwhile: the next run sees it
-            }
-            let event = match step {
-                Step::Confirm => OrderEvent::Confirmed,
-                _ => {
-                    let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
-                    if saga.outcome.as_deref() == Some("cancelled") {
-                        OrderEvent::Cancelled { reason }
-                    } else {
-                        OrderEvent::Failed { reason }
-                    }
+        let finished = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let saga = store::load_saga(conn, order, true).await?;
+                if saga.done {
+                    return Ok(Some(false)); // finished by another driver
                 }
-            };
-            match store::append(conn, order, &event, cx).await {
-                Ok(_) | Err(AppendError::Refused(_)) => {}
-                Err(AppendError::Db(e)) => return Err(e),
-                Err(AppendError::NotFound) => return Err(DieselError::NotFound),
-            }
-            diesel::sql_query(
-                "UPDATE sagas SET done = true, step = NULL, last_error = NULL, updated_at = now() WHERE order_id = $1",
+                if saga.direction != seen.direction {
+                    return Ok(None); // turned round meanwhile
+                }
+                let event = match step {
+                    Step::Confirm => OrderEvent::Confirmed,
+                    _ => {
+                        let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
+                        if saga.outcome.as_deref() == Some("cancelled") {
+                            OrderEvent::Cancelled { reason }
+                        } else {
+                            OrderEvent::Failed { reason }
+                        }
+                    }
+                };
+                match store::append(conn, order, &event, cx).await {
+                    Ok(_) | Err(AppendError::Refused(_)) => {}
+                    Err(AppendError::Db(e)) => return Err(e),
+                    Err(AppendError::NotFound) => return Err(DieselError::NotFound),
+                }
+                diesel::sql_query(
+                "UPDATE sagas SET done = true, step = NULL, last_error = NULL, lease_owner = NULL, \
+                 lease_until = NULL, updated_at = now() WHERE order_id = $1",
             )
             .bind::<SqlUuid, _>(order.as_uuid())
             .execute(conn)
             .await?;
-            Ok(())
-        })
-        .await?;
+                Ok(Some(true))
+            })
+            .await?;
+        match finished {
+            None => return Ok(false),
+            Some(false) => return Ok(true),
+            Some(true) => {}
+        }
         self.failpoint(&format!("after_{}_recorded", step.name()));
         let outcome = match step {
             Step::Confirm => "confirmed",
             _ => "compensated",
         };
         metrics::counter!("order_sagas_finished_total", "outcome" => outcome).increment(1);
-        Ok(())
+        Ok(true)
     }
 
     async fn call(

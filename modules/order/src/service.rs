@@ -22,10 +22,10 @@ use uuid::Uuid;
 use crate::Settings;
 use crate::error::OrderError;
 use crate::model::{
-    Cart, CartItem, MAX_LINES, MAX_QUANTITY, Order, OrderEvent, OrderLine, PlaceOrder,
+    Cart, CartItem, MAX_LINES, MAX_QUANTITY, Order, OrderEvent, OrderLine, OrderState, PlaceOrder,
     TimelineEntry,
 };
-use crate::store::{self, AppendError};
+use crate::store::{self, AppendError, SagaRow};
 
 /// The modules the order module calls.
 #[derive(Clone)]
@@ -261,7 +261,7 @@ impl OrderModule {
             return Ok(outcome);
         }
         let outcome = match self.checkout(cx, customer, key, request).await {
-            Ok(order) => self.respond_with(order).await,
+            Ok((state, saga)) => self.respond_placed(state, saga).await,
             Err(error) if kernel::ProblemCode::status(&error) >= 500 => {
                 // Not an answer about this request (a dependency was down,
                 // nothing was created): the key is freed for a retry.
@@ -401,9 +401,30 @@ impl OrderModule {
     /// order confirmed or failed) or 202 while it still runs.
     async fn respond_with(&self, order: Order) -> PlaceOutcome {
         let id = order.id;
-        let wait = Duration::from_millis(self.settings.checkout_wait_ms);
         let driver = self.clone();
-        let driving = tokio::spawn(async move { driver.drive(id).await });
+        self.respond_after(order, async move { driver.drive(id).await })
+            .await
+    }
+
+    /// [`Self::respond_with`] for an order this instance just placed: its
+    /// saga is driven from what the placing transaction wrote.
+    async fn respond_placed(&self, state: OrderState, saga: SagaRow) -> PlaceOutcome {
+        let order = state.to_order();
+        let driver = self.clone();
+        self.respond_after(order, async move {
+            driver.drive_placed(state.id, state, saga).await
+        })
+        .await
+    }
+
+    async fn respond_after(
+        &self,
+        order: Order,
+        driving: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> PlaceOutcome {
+        let id = order.id;
+        let wait = Duration::from_millis(self.settings.checkout_wait_ms);
+        let driving = tokio::spawn(driving);
         let order = match tokio::time::timeout(wait, driving).await {
             Ok(_) => self.load_order(id).await.unwrap_or(order),
             Err(_) => order,
@@ -428,7 +449,7 @@ impl OrderModule {
         customer: Uuid,
         key: &str,
         request: PlaceOrder,
-    ) -> Result<Order, OrderError> {
+    ) -> Result<(OrderState, SagaRow), OrderError> {
         let cart = self.cart(cx).await?;
         if cart.items.is_empty() {
             return Err(OrderError::Validation(vec![FieldError::new(
@@ -488,9 +509,12 @@ impl OrderModule {
         let state = conn
             .transaction::<_, DieselError, _>(async |conn| {
                 let state = store::create(conn, order, &placed, cx).await?;
+                // The first step, reserve, begins with the order (intent
+                // recorded as `begin` would, lease held by this instance).
                 diesel::sql_query(format!(
                     "INSERT INTO sagas (order_id, direction, payment_method, card_last4, request_id, \
-                     lease_owner, lease_until) VALUES ($1, 'forward', $2, $3, $4, $5, now() + interval '{lease} seconds')"
+                     lease_owner, lease_until, step, reserve_attempted) \
+                     VALUES ($1, 'forward', $2, $3, $4, $5, now() + interval '{lease} seconds', 'reserve', true)"
                 ))
                 .bind::<SqlUuid, _>(order.as_uuid())
                 .bind::<Text, _>(&method.token)
@@ -517,7 +541,20 @@ impl OrderModule {
             .map_err(database)?;
         metrics::counter!("orders_placed_total").increment(1);
         tracing::info!(order.id = %order, total = total.amount_minor(), "order placed");
-        Ok(state.to_order())
+        let saga = SagaRow {
+            direction: "forward".into(),
+            outcome: None,
+            reason: None,
+            payment_method: method.token,
+            card_last4: method.card_last4,
+            reserve_attempted: true,
+            payment_attempted: false,
+            request_id: Some(cx.request_id().to_string()),
+            done: false,
+            attempts: 0,
+            step: Some("reserve".into()),
+        };
+        Ok((state, saga))
     }
 
     async fn price(

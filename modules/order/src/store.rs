@@ -287,6 +287,9 @@ pub(crate) struct SagaRow {
     pub(crate) done: bool,
     #[diesel(sql_type = Integer)]
     pub(crate) attempts: i32,
+    /// The step whose intent is recorded (about to run, or running).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) step: Option<String>,
 }
 
 /// The saga of an order.
@@ -297,7 +300,7 @@ pub(crate) async fn load_saga(
 ) -> Result<SagaRow, DieselError> {
     diesel::sql_query(format!(
         "SELECT direction, outcome, reason, payment_method, card_last4, reserve_attempted, \
-         payment_attempted, request_id, done, attempts FROM sagas WHERE order_id = $1{}",
+         payment_attempted, request_id, done, attempts, step FROM sagas WHERE order_id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     ))
     .bind::<SqlUuid, _>(order.as_uuid())

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use db::{Pool, PoolError};
+use diesel::OptionalExtension as _;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
@@ -198,34 +199,38 @@ impl PaymentModule {
             .ok_or(PaymentError::NotFound)
     }
 
-    /// Moves the payment of `order` from `from` to `to` and writes the
-    /// ledger line, once: a second caller finds it moved already.
+    /// Moves `payment` from `from` to `to` and writes the ledger line, once:
+    /// a second caller finds it moved already (and gets it as it is now).
     async fn record(
         &self,
-        order: OrderId,
+        payment: &Payment,
         from: PaymentStatus,
         to: PaymentStatus,
         provider_ref: Option<&str>,
         reason: Option<&str>,
     ) -> Result<Payment, PaymentError> {
+        let order = payment.order_id;
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DieselError, _>(async |conn| {
-            let moved: Vec<Row> = diesel::sql_query(format!(
-                "UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
-                 decline_code = COALESCE($4, decline_code), updated_at = now() \
-                 WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}"
-            ))
-            .bind::<SqlUuid, _>(order.as_uuid())
-            .bind::<Text, _>(to.as_str())
-            .bind::<Nullable<Text>, _>(provider_ref)
-            .bind::<Nullable<Text>, _>(reason)
-            .bind::<Text, _>(from.as_str())
-            .load(conn)
-            .await?;
-            for row in &moved {
-                diesel::sql_query(
+        let moved = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let moved: Option<Row> = diesel::sql_query(format!(
+                    "UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
+                     decline_code = COALESCE($4, decline_code), updated_at = now() \
+                     WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}"
+                ))
+                .bind::<SqlUuid, _>(order.as_uuid())
+                .bind::<Text, _>(to.as_str())
+                .bind::<Nullable<Text>, _>(provider_ref)
+                .bind::<Nullable<Text>, _>(reason)
+                .bind::<Text, _>(from.as_str())
+                .get_result(conn)
+                .await
+                .optional()?;
+                let Some(row) = moved else { return Ok(None) };
+                let line: Option<LedgerRow> = diesel::sql_query(
                     "INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING \
+                     RETURNING kind, amount_minor, currency, reason, created_at",
                 )
                 .bind::<SqlUuid, _>(row.id)
                 .bind::<Text, _>(to.as_str())
@@ -233,26 +238,36 @@ impl PaymentModule {
                 .bind::<Text, _>(&row.currency)
                 .bind::<Nullable<Text>, _>(reason)
                 .bind::<Nullable<Text>, _>(row.provider_ref.as_deref())
-                .execute(conn)
-                .await?;
+                .get_result(conn)
+                .await
+                .optional()?;
                 metrics::counter!("payment_steps_total", "step" => to.as_str()).increment(1);
+                Ok(line.map(|line| (row, line)))
+            })
+            .await
+            .map_err(database)?;
+        match moved {
+            // Moved here: the payment as it was, with its new line.
+            Some((row, line)) => {
+                let mut moved = to_payment(row, vec![line])?;
+                let mut ledger = payment.ledger.clone();
+                ledger.append(&mut moved.ledger);
+                moved.ledger = ledger;
+                Ok(moved)
             }
-            Ok(())
-        })
-        .await
-        .map_err(database)?;
-        self.by_order(order).await
+            None => self.by_order(order).await,
+        }
     }
 
     /// Asks the provider for the authorization of a payment still
     /// `authorizing` (first time, or again after a crash or a timeout: the
     /// key is the same, so the provider answers the same authorization).
-    async fn settle(&self, payment: Payment, method: &str) -> Result<Payment, PaymentError> {
+    async fn settle(&self, payment: &Payment, method: &str) -> Result<Payment, PaymentError> {
         let key = authorization_key(payment.order_id);
         match self.provider.authorize(&key, payment.amount, method).await {
             Ok(authorization) => {
                 self.record(
-                    payment.order_id,
+                    payment,
                     PaymentStatus::Authorizing,
                     PaymentStatus::Authorized,
                     Some(&authorization.id),
@@ -262,7 +277,7 @@ impl PaymentModule {
             }
             Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
                 self.record(
-                    payment.order_id,
+                    payment,
                     PaymentStatus::Authorizing,
                     PaymentStatus::Declined,
                     None,
@@ -353,13 +368,13 @@ impl PaymentApi for PaymentModule {
             return Err(PaymentError::Validation(errors));
         }
         let order = request.order_id;
-        {
+        let inserted: Option<Row> = {
             let mut conn = self.conn().await?;
-            diesel::sql_query(
+            diesel::sql_query(format!(
                 "INSERT INTO payments (id, order_id, customer_id, amount_minor, currency, payment_method, \
                  card_last4, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'authorizing') \
-                 ON CONFLICT (order_id) DO NOTHING",
-            )
+                 ON CONFLICT (order_id) DO NOTHING RETURNING {COLUMNS}"
+            ))
             .bind::<SqlUuid, _>(PaymentId::generate().as_uuid())
             .bind::<SqlUuid, _>(order.as_uuid())
             .bind::<SqlUuid, _>(request.customer_id)
@@ -367,16 +382,22 @@ impl PaymentApi for PaymentModule {
             .bind::<Text, _>(request.amount.currency().as_str())
             .bind::<Text, _>(&request.payment_method.token)
             .bind::<Text, _>(last4)
-            .execute(&mut conn)
+            .get_result(&mut conn)
             .await
-            .map_err(database)?;
-        }
-        let payment = self.by_order(order).await?;
+            .optional()
+            .map_err(database)?
+        };
+        let payment = match inserted {
+            Some(row) => to_payment(row, Vec::new())?,
+            None => self.by_order(order).await?,
+        };
         if payment.amount != request.amount || payment.customer_id != request.customer_id {
             return Err(PaymentError::Conflict);
         }
         match payment.status {
-            PaymentStatus::Authorizing => self.settle(payment, &request.payment_method.token).await,
+            PaymentStatus::Authorizing => {
+                self.settle(&payment, &request.payment_method.token).await
+            }
             PaymentStatus::Declined => Err(PaymentError::Declined(
                 payment.decline_code.unwrap_or_default(),
             )),
@@ -397,7 +418,7 @@ impl PaymentApi for PaymentModule {
                     .await
                     .map_err(provider_error)?;
                 self.record(
-                    order,
+                    &payment,
                     PaymentStatus::Authorized,
                     PaymentStatus::Captured,
                     None,
@@ -415,7 +436,7 @@ impl PaymentApi for PaymentModule {
         if payment.status == PaymentStatus::Authorizing {
             // The outcome of the authorization is unknown: learn it first
             // (the provider replays it by key), so no hold is left behind.
-            match self.settle(payment, &at_provider.method).await {
+            match self.settle(&payment, &at_provider.method).await {
                 Ok(_) | Err(PaymentError::Declined(_)) => {}
                 Err(e) if e.is_transient() => {
                     // Still no answer: the authorization is abandoned. If
@@ -425,7 +446,7 @@ impl PaymentApi for PaymentModule {
                     tracing::warn!(order.id = %order, error = %e, "authorization outcome unknown; abandoned");
                     return self
                         .record(
-                            order,
+                            &payment,
                             PaymentStatus::Authorizing,
                             PaymentStatus::Voided,
                             None,
@@ -445,7 +466,7 @@ impl PaymentApi for PaymentModule {
                     .await
                     .map_err(provider_error)?;
                 self.record(
-                    order,
+                    &payment,
                     PaymentStatus::Authorized,
                     PaymentStatus::Voided,
                     None,
@@ -468,7 +489,7 @@ impl PaymentApi for PaymentModule {
                     .await
                     .map_err(provider_error)?;
                 self.record(
-                    order,
+                    &payment,
                     PaymentStatus::Captured,
                     PaymentStatus::Refunded,
                     None,

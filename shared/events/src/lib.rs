@@ -3,8 +3,10 @@
 //! - A module publishes only through [`outbox::publish`], inside the
 //!   transaction of the state change, into its own schema's `outbox`.
 //! - A [`Relay`] per local module delivers outbox rows in order (one relay
-//!   at a time per schema, by advisory lock), woken by `LISTEN/NOTIFY` and
-//!   polling, marks them delivered and prunes old ones.
+//!   at a time per schema, by advisory lock), woken in process by
+//!   [`outbox::publish`] (and by a `NOTIFY shop_outbox_<schema>`, which
+//!   writers no longer send), polling otherwise; it marks them delivered and
+//!   prunes old ones.
 //! - The [`Transport`] is in-process (the relay hands events straight to the
 //!   [`Dispatcher`]) or RabbitMQ (a topic exchange, one durable queue per
 //!   subscribing module, publisher confirms, acks after the handler commits).

@@ -3,10 +3,15 @@
 use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{CallContext, Envelope, IntegrationEvent};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// Writes `event` into the outbox of the connection's module schema. Call it
 /// inside the transaction that makes the change, so both commit or neither.
+/// It also wakes this process's relay of `source` (see [`wake`]).
 ///
 /// # Errors
 /// Database errors (the caller's transaction then rolls back).
@@ -30,5 +35,39 @@ pub async fn publish<E: IntegrationEvent>(
     .execute(conn)
     .await?;
     tracing::debug!(event.id = %envelope.id, event.type = %envelope.event_type, "event written to the outbox");
+    wake(source);
     Ok(envelope.id)
+}
+
+/// The relays of this process, by module, that [`wake`] reaches.
+static RELAYS: LazyLock<Mutex<HashMap<String, Vec<Weak<Notify>>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Registers a relay of `module`: the returned handle is notified by
+/// [`wake`] for as long as it lives.
+pub(crate) fn subscribe(module: &str) -> Arc<Notify> {
+    let notify = Arc::new(Notify::new());
+    if let Ok(mut relays) = RELAYS.lock() {
+        let list = relays.entry(module.to_owned()).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&notify));
+    }
+    notify
+}
+
+/// Wakes this process's relays of `module`: an event is on its way into the
+/// outbox. The writer's transaction has usually not committed yet, so the
+/// relay waits a short window before it looks (collecting the events written
+/// meanwhile into one batch) and looks once more if it found nothing;
+/// polling (`events.poll_interval_ms`) covers the rest, and other instances.
+/// Costs no database work: unlike a `NOTIFY` in the writer's transaction,
+/// which serialized every publishing commit in the database (ADR 0015).
+pub fn wake(module: &str) {
+    if let Ok(relays) = RELAYS.lock()
+        && let Some(list) = relays.get(module)
+    {
+        for notify in list.iter().filter_map(Weak::upgrade) {
+            notify.notify_one();
+        }
+    }
 }

@@ -12,6 +12,14 @@ use uuid::Uuid;
 
 use crate::{EventsSettings, Transport};
 
+/// How long a woken relay waits before it looks: a writer wakes it from
+/// inside its transaction, just before the commit.
+const COMMIT_WINDOW: Duration = Duration::from_millis(2);
+/// When a woken relay found nothing, when it looks again.
+const RECHECK_AFTER: Duration = Duration::from_millis(50);
+/// How often the outbox lag gauge is refreshed (one query).
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
 /// Delivers one module's outbox through a transport.
 pub struct Relay {
     module: &'static str,
@@ -65,7 +73,7 @@ impl Relay {
 
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let wake = Arc::new(Notify::new());
+        let wake = crate::outbox::subscribe(self.module);
         let listener = tokio::spawn(listen(
             self.url.clone(),
             self.schema,
@@ -73,6 +81,8 @@ impl Relay {
             stop.clone(),
         ));
         let mut last_prune = Instant::now();
+        let mut last_lag = Instant::now() - LAG_EVERY;
+        let mut recheck = false;
         tracing::info!(
             module = self.module,
             transport = self.transport.name(),
@@ -86,7 +96,10 @@ impl Relay {
                     0
                 }
             };
-            self.record_lag().await;
+            if last_lag.elapsed() >= LAG_EVERY {
+                self.record_lag().await;
+                last_lag = Instant::now();
+            }
             if last_prune.elapsed() > self.prune_every {
                 self.prune().await;
                 last_prune = Instant::now();
@@ -94,9 +107,21 @@ impl Relay {
             if delivered >= self.batch_size {
                 continue;
             }
+            // Woken but nothing found: the writer had not committed yet.
+            // Look once more a little later before falling back to polling.
+            let wait = if recheck && delivered == 0 {
+                RECHECK_AFTER
+            } else {
+                self.poll_interval
+            };
+            recheck = false;
             tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
+                () = wake.notified() => {
+                    // Let the writer commit, and its neighbours join the batch.
+                    tokio::time::sleep(COMMIT_WINDOW).await;
+                    recheck = true;
+                }
+                () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
