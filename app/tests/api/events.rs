@@ -215,6 +215,32 @@ async fn events_of_one_aggregate_keep_their_order(transport: &str) {
     assert_eq!(subjects, expected);
 }
 
+/// The writer wakes its relay itself: with polling set to ten minutes and no
+/// NOTIFY trigger left in the database, an event is still delivered at once.
+async fn the_writer_wakes_its_relay(transport: &str) {
+    let app = app_on(transport, &[("APP__EVENTS__POLL_INTERVAL_MS", "600000")]).await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'outbox_notify'"
+        )
+        .await,
+        0,
+        "no NOTIFY in the writers' transactions"
+    );
+    app.post_product(&product_json("WAKE-1")).await;
+    eventually("the event to be delivered without a poll", || async {
+        (count(
+            &app,
+            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NOT NULL",
+        )
+        .await
+            >= 1)
+            .then_some(())
+    })
+    .await;
+}
+
 macro_rules! event_flow_suite {
     ($transport:literal) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +256,11 @@ macro_rules! event_flow_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn events_of_one_aggregate_keep_their_order() {
             super::events_of_one_aggregate_keep_their_order($transport).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_writer_wakes_its_relay() {
+            super::the_writer_wakes_its_relay($transport).await;
         }
     };
 }

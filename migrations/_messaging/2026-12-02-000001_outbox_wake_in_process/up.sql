@@ -1,4 +1,5 @@
--- The relay is woken in process by the writer (events::outbox::publish), not
+-- The relay is woken in process by the writer after its commit
+-- (events::outbox::wake), not
 -- by a NOTIFY in the writer's transaction: PostgreSQL serializes the commits
 -- of all transactions that NOTIFY (one lock per database, held through the
 -- WAL flush), so every event-publishing commit queued behind the others,

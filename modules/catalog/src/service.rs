@@ -121,6 +121,7 @@ impl CatalogApi for CatalogModule {
                 DieselError::RollbackTransaction => no_such_category(),
                 other => database(other),
             })?;
+        events::outbox::wake(crate::NAME);
         tracing::info!(product.id = %id, "product created");
         to_product(row)
     }
@@ -236,6 +237,7 @@ impl CatalogApi for CatalogModule {
             })?
             .ok_or(CatalogError::ProductNotFound(id))?;
         // Visible to the next read here; other instances hear the event.
+        events::outbox::wake(crate::NAME);
         self.cache.invalidate(id).await;
         tracing::info!("product updated");
         to_product(row)

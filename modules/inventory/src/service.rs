@@ -477,6 +477,7 @@ impl InventoryModule {
         })
         .await
         .map_err(abort)
+        .inspect(|_| events::outbox::wake(crate::NAME))
     }
 
     /// Gives an active reservation's stock back with `status` (`released` or
@@ -559,6 +560,11 @@ impl InventoryModule {
         })
         .await
         .map_err(abort)
+        .inspect(|n| {
+            if *n > 0 {
+                events::outbox::wake(crate::NAME);
+            }
+        })
     }
 }
 
@@ -671,6 +677,7 @@ impl InventoryApi for InventoryModule {
             })
             .await
             .map_err(abort)?;
+        events::outbox::wake(crate::NAME);
         tracing::info!(on_hand = row.on_hand, "stock adjusted");
         to_level(row)
     }
@@ -796,6 +803,7 @@ impl InventoryApi for InventoryModule {
             })
             .await
             .map_err(abort)?;
+        events::outbox::wake(crate::NAME);
         tracing::info!(status = reservation.status.as_str(), "stock reserved");
         Ok(reservation)
     }

@@ -476,6 +476,7 @@ impl OrderModule {
             Ok(row.ours.then_some((state, next)))
         })
         .await
+        .inspect(|_| events::outbox::wake(crate::NAME))
     }
 
     /// The forward run failed for good: compensate, and fail the order.

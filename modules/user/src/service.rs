@@ -215,6 +215,7 @@ impl UserModule {
             })
             .await
             .map_err(taken_or)?;
+        events::outbox::wake(crate::NAME);
         tracing::info!(user.id = %id, roles = ?roles, "account created");
         to_user(row)
     }
@@ -422,6 +423,7 @@ impl UserModule {
             .await
             .map_err(taken_or)?
             .ok_or(UserError::NotFound(UserId::from(id)))?;
+        events::outbox::wake(crate::NAME);
         if update.email.is_some() {
             tracing::info!(user.id = %id, "email address changed");
         }

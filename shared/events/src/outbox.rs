@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// Writes `event` into the outbox of the connection's module schema. Call it
 /// inside the transaction that makes the change, so both commit or neither.
-/// It also wakes this process's relay of `source` (see [`wake`]).
+/// Call [`wake`] once the transaction has committed.
 ///
 /// # Errors
 /// Database errors (the caller's transaction then rolls back).
@@ -35,7 +35,6 @@ pub async fn publish<E: IntegrationEvent>(
     .execute(conn)
     .await?;
     tracing::debug!(event.id = %envelope.id, event.type = %envelope.event_type, "event written to the outbox");
-    wake(source);
     Ok(envelope.id)
 }
 
@@ -55,13 +54,13 @@ pub(crate) fn subscribe(module: &str) -> Arc<Notify> {
     notify
 }
 
-/// Wakes this process's relays of `module`: an event is on its way into the
-/// outbox. The writer's transaction has usually not committed yet, so the
-/// relay waits a short window before it looks (collecting the events written
-/// meanwhile into one batch) and looks once more if it found nothing;
-/// polling (`events.poll_interval_ms`) covers the rest, and other instances.
-/// Costs no database work: unlike a `NOTIFY` in the writer's transaction,
-/// which serialized every publishing commit in the database (ADR 0015).
+/// Wakes this process's relays of `module`: call it after a transaction
+/// that [`publish`]ed has committed. The relay's own instance always runs
+/// the relay of the modules it serves, so the writer's wake is enough;
+/// polling (`events.poll_interval_ms`) covers a forgotten wake, and the
+/// relays of other instances. Costs no database work, unlike the `NOTIFY`
+/// in the writer's transaction it replaces, which serialized every
+/// publishing commit in the database (ADR 0015).
 pub fn wake(module: &str) {
     if let Ok(relays) = RELAYS.lock()
         && let Some(list) = relays.get(module)

@@ -12,11 +12,9 @@ use uuid::Uuid;
 
 use crate::{EventsSettings, Transport};
 
-/// How long a woken relay waits before it looks: a writer wakes it from
-/// inside its transaction, just before the commit.
-const COMMIT_WINDOW: Duration = Duration::from_millis(2);
-/// When a woken relay found nothing, when it looks again.
-const RECHECK_AFTER: Duration = Duration::from_millis(50);
+/// How long a woken relay waits before it looks, so that the events of
+/// writers committing at the same moment travel in one batch.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
 /// How often the outbox lag gauge is refreshed (one query).
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
@@ -81,8 +79,7 @@ impl Relay {
             stop.clone(),
         ));
         let mut last_prune = Instant::now();
-        let mut last_lag = Instant::now() - LAG_EVERY;
-        let mut recheck = false;
+        let mut last_lag: Option<Instant> = None;
         tracing::info!(
             module = self.module,
             transport = self.transport.name(),
@@ -96,9 +93,9 @@ impl Relay {
                     0
                 }
             };
-            if last_lag.elapsed() >= LAG_EVERY {
+            if last_lag.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
                 self.record_lag().await;
-                last_lag = Instant::now();
+                last_lag = Some(Instant::now());
             }
             if last_prune.elapsed() > self.prune_every {
                 self.prune().await;
@@ -107,21 +104,9 @@ impl Relay {
             if delivered >= self.batch_size {
                 continue;
             }
-            // Woken but nothing found: the writer had not committed yet.
-            // Look once more a little later before falling back to polling.
-            let wait = if recheck && delivered == 0 {
-                RECHECK_AFTER
-            } else {
-                self.poll_interval
-            };
-            recheck = false;
             tokio::select! {
-                () = wake.notified() => {
-                    // Let the writer commit, and its neighbours join the batch.
-                    tokio::time::sleep(COMMIT_WINDOW).await;
-                    recheck = true;
-                }
-                () = tokio::time::sleep(wait) => {}
+                () = wake.notified() => tokio::time::sleep(BATCH_WINDOW).await,
+                () = tokio::time::sleep(self.poll_interval) => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
