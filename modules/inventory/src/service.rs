@@ -199,7 +199,7 @@ async fn after_change(
         reason,
         order,
     } = change;
-    diesel::sql_query(
+    db::sql(
         "INSERT INTO movements (id, sku, kind, quantity, reason, order_id, on_hand_after, reserved_after) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -318,7 +318,7 @@ impl InventoryModule {
             "SELECT order_id, status, expires_at, created_at FROM reservations WHERE order_id = $1{}",
             if lock { " FOR UPDATE" } else { "" }
         );
-        let found: Option<ReservationRow> = diesel::sql_query(sql)
+        let found: Option<ReservationRow> = db::sql(sql)
             .bind::<SqlUuid, _>(order.as_uuid())
             .get_result(conn)
             .await
@@ -331,12 +331,11 @@ impl InventoryModule {
                 }
             })?;
         let Some(found) = found else { return Ok(None) };
-        let lines: Vec<LineRow> = diesel::sql_query(
-            "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
-        )
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .load(conn)
-        .await?;
+        let lines: Vec<LineRow> =
+            db::sql("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
+                .bind::<SqlUuid, _>(order.as_uuid())
+                .load(conn)
+                .await?;
         let status = found
             .status
             .parse()
@@ -389,15 +388,13 @@ impl InventoryModule {
         // The reservation row is locked already; the stock rows are locked
         // last, each by its UPDATE, so they are held for as short a time as
         // possible (a best-selling SKU's row is every checkout's).
-        diesel::sql_query(
-            "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-        )
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .bind::<Text, _>(status.as_str())
-        .execute(conn)
-        .await?;
+        db::sql("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
+            .bind::<SqlUuid, _>(order.as_uuid())
+            .bind::<Text, _>(status.as_str())
+            .execute(conn)
+            .await?;
         for line in &reservation.lines {
-            let after: Row = diesel::sql_query(format!(
+            let after: Row = db::sql(format!(
                 "UPDATE stock SET {update}, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
             ))
             .bind::<Text, _>(line.sku.as_str())
@@ -493,16 +490,14 @@ impl InventoryModule {
         } else {
             "release"
         };
-        diesel::sql_query(
-            "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-        )
-        .bind::<SqlUuid, _>(reservation.order_id.as_uuid())
-        .bind::<Text, _>(status.as_str())
-        .execute(conn)
-        .await?;
+        db::sql("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
+            .bind::<SqlUuid, _>(reservation.order_id.as_uuid())
+            .bind::<Text, _>(status.as_str())
+            .execute(conn)
+            .await?;
         // Stock rows last (see `settle_lines`).
         for line in &reservation.lines {
-            let after: Row = diesel::sql_query(format!(
+            let after: Row = db::sql(format!(
                 "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
             ))
             .bind::<Text, _>(line.sku.as_str())
@@ -542,7 +537,7 @@ impl InventoryModule {
                 #[diesel(sql_type = SqlUuid)]
                 order_id: Uuid,
             }
-            let due: Vec<Due> = diesel::sql_query(
+            let due: Vec<Due> = db::sql(
                 "SELECT order_id FROM reservations WHERE status = 'active' AND expires_at < now() \
                  ORDER BY expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
             )
@@ -605,20 +600,19 @@ impl InventoryApi for InventoryModule {
     async fn stock(&self, cx: &CallContext, sku: &Sku) -> Result<StockLevel, InventoryError> {
         require_admin(cx)?;
         let mut conn = self.conn().await?;
-        let row: Option<Row> =
-            diesel::sql_query(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1"))
-                .bind::<Text, _>(sku.as_str())
-                .get_result(&mut conn)
-                .await
-                .map(Some)
-                .or_else(|e| {
-                    if e == DieselError::NotFound {
-                        Ok(None)
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(database)?;
+        let row: Option<Row> = db::sql(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1"))
+            .bind::<Text, _>(sku.as_str())
+            .get_result(&mut conn)
+            .await
+            .map(Some)
+            .or_else(|e| {
+                if e == DieselError::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(database)?;
         match row {
             Some(row) => to_level(row),
             None => Ok(StockLevel {
@@ -645,18 +639,18 @@ impl InventoryApi for InventoryModule {
         let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, Abort, _>(async |conn| {
-                diesel::sql_query(
+                db::sql(
                     "INSERT INTO stock (sku, on_hand, low_stock_threshold) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
                 )
                 .bind::<Text, _>(sku.as_str())
                 .bind::<Integer, _>(default_threshold)
                 .execute(conn)
                 .await?;
-                let before: Row = diesel::sql_query(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"))
+                let before: Row = db::sql(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"))
                     .bind::<Text, _>(sku.as_str())
                     .get_result(conn)
                     .await?;
-                let after: Option<Row> = diesel::sql_query(format!(
+                let after: Option<Row> = db::sql(format!(
                     "UPDATE stock SET on_hand = on_hand + $2, \
                      low_stock_threshold = COALESCE($3, low_stock_threshold), updated_at = now() \
                      WHERE sku = $1 AND on_hand + $2 - reserved >= 0 RETURNING {STOCK_COLUMNS}"
@@ -692,7 +686,7 @@ impl InventoryApi for InventoryModule {
         let before =
             Cursor::after_id(query.cursor.as_ref()).map_err(|_| InventoryError::InvalidCursor)?;
         let mut conn = self.conn().await?;
-        let rows: Vec<MovementRow> = diesel::sql_query(
+        let rows: Vec<MovementRow> = db::sql(
             "SELECT id, kind, quantity, reason, order_id, on_hand_after, reserved_after, created_at FROM movements \
              WHERE sku = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
         )
@@ -738,7 +732,7 @@ impl InventoryApi for InventoryModule {
                     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
                     created_at: chrono::DateTime<chrono::Utc>,
                 }
-                let made: Option<Made> = diesel::sql_query(
+                let made: Option<Made> = db::sql(
                     "INSERT INTO reservations (order_id, status, expires_at) \
                      VALUES ($1, 'active', now() + make_interval(secs => $2::float8)) ON CONFLICT DO NOTHING \
                      RETURNING expires_at, created_at",
@@ -764,7 +758,7 @@ impl InventoryApi for InventoryModule {
                 for line in &lines {
                     // The whole check-and-take in one statement: concurrent
                     // reservations queue on the row lock and re-check.
-                    let after: Option<Row> = diesel::sql_query(format!(
+                    let after: Option<Row> = db::sql(format!(
                         "UPDATE stock SET reserved = reserved + $2, updated_at = now() \
                          WHERE sku = $1 AND on_hand - reserved >= $2 RETURNING {STOCK_COLUMNS}"
                     ))
@@ -783,7 +777,7 @@ impl InventoryApi for InventoryModule {
                 }
                 for (line, after) in &changed {
                     // After the stock row (its foreign key names a SKU that exists).
-                    diesel::sql_query("INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
+                    db::sql("INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
                         .bind::<SqlUuid, _>(order.as_uuid())
                         .bind::<Text, _>(line.sku.as_str())
                         .bind::<Integer, _>(line.quantity)

@@ -40,7 +40,7 @@ impl EventHandler for NotificationHandler {
             t if t == UserRegistered::TYPE => {
                 let u: UserRegistered = payload(event)?;
                 let p = u.notification_preferences;
-                diesel::sql_query(
+                db::sql(
                     "INSERT INTO recipients (user_id, email, display_name, order_updates, product_news, marketing) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, \
                      display_name = EXCLUDED.display_name, updated_at = now()",
@@ -56,18 +56,16 @@ impl EventHandler for NotificationHandler {
             }
             t if t == UserEmailChanged::TYPE => {
                 let u: UserEmailChanged = payload(event)?;
-                diesel::sql_query(
-                    "UPDATE recipients SET email = $2, updated_at = now() WHERE user_id = $1",
-                )
-                .bind::<SqlUuid, _>(u.user_id.as_uuid())
-                .bind::<Text, _>(&u.new_email)
-                .execute(conn)
-                .await?;
+                db::sql("UPDATE recipients SET email = $2, updated_at = now() WHERE user_id = $1")
+                    .bind::<SqlUuid, _>(u.user_id.as_uuid())
+                    .bind::<Text, _>(&u.new_email)
+                    .execute(conn)
+                    .await?;
             }
             t if t == UserPreferencesChanged::TYPE => {
                 let u: UserPreferencesChanged = payload(event)?;
                 let p = u.notification_preferences;
-                diesel::sql_query(
+                db::sql(
                     "UPDATE recipients SET order_updates = $2, product_news = $3, marketing = $4, updated_at = now() \
                      WHERE user_id = $1",
                 )
@@ -93,7 +91,7 @@ impl EventHandler for NotificationHandler {
                         #[diesel(sql_type = Text)]
                         display_name: String,
                     }
-                    let opted_in: Vec<Recipient> = diesel::sql_query(
+                    let opted_in: Vec<Recipient> = db::sql(
                         "SELECT user_id, email, display_name FROM recipients WHERE product_news",
                     )
                     .load(conn)
@@ -122,7 +120,7 @@ impl EventHandler for NotificationHandler {
                     #[diesel(sql_type = Text)]
                     display_name: String,
                 }
-                let found: Vec<Recipient> = diesel::sql_query(
+                let found: Vec<Recipient> = db::sql(
                     "SELECT email, display_name FROM recipients WHERE user_id = $1 AND order_updates",
                 )
                 .bind::<SqlUuid, _>(customer)
@@ -160,7 +158,7 @@ async fn queue_email(
     event: &Envelope,
     email: &Email,
 ) -> Result<(), HandlerError> {
-    diesel::sql_query(INSERT)
+    db::sql(INSERT)
         .bind::<SqlUuid, _>(Uuid::now_v7())
         .bind::<SqlUuid, _>(event.id)
         .bind::<Text, _>(&event.event_type)
@@ -189,7 +187,7 @@ async fn queue_webhooks(
         url: String,
     }
     let subscriptions: Vec<Subscription> =
-        diesel::sql_query("SELECT id, url FROM webhook_subscriptions WHERE $1 = ANY (event_types)")
+        db::sql("SELECT id, url FROM webhook_subscriptions WHERE $1 = ANY (event_types)")
             .bind::<Text, _>(&event.event_type)
             .load(conn)
             .await?;
@@ -198,7 +196,7 @@ async fn queue_webhooks(
     }
     let body = serde_json::to_string(event).map_err(|e| HandlerError(e.to_string()))?;
     for s in subscriptions {
-        diesel::sql_query(INSERT)
+        db::sql(INSERT)
             .bind::<SqlUuid, _>(Uuid::now_v7())
             .bind::<SqlUuid, _>(event.id)
             .bind::<Text, _>(&event.event_type)

@@ -120,7 +120,7 @@ pub async fn list_notifications(
     })?;
     let owner = (!caller.has(Role::Admin)).then_some(caller.user_id);
     let mut conn = module.conn().await?;
-    let items: Vec<Notification> = diesel::sql_query(
+    let items: Vec<Notification> = db::sql(
         "SELECT id, event_type, recipient_user_id, channel, destination, subject, status, attempts, last_error, created_at, sent_at \
          FROM notifications WHERE ($1::uuid IS NULL OR recipient_user_id = $1) AND ($2::uuid IS NULL OR id < $2) \
          ORDER BY id DESC LIMIT $3",
@@ -222,7 +222,7 @@ pub async fn create_webhook(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let mut conn = module.conn().await?;
-    let webhook: Webhook = diesel::sql_query(
+    let webhook: Webhook = db::sql(
         "INSERT INTO webhook_subscriptions (id, url, secret, event_types) VALUES ($1, $2, $3, $4) \
          RETURNING id, url, event_types, created_at",
     )
@@ -251,12 +251,11 @@ pub async fn list_webhooks(
     _admin: AdminOnly,
 ) -> Result<Json<Vec<Webhook>>, Problem> {
     let mut conn = module.conn().await?;
-    let all = diesel::sql_query(
-        "SELECT id, url, event_types, created_at FROM webhook_subscriptions ORDER BY id",
-    )
-    .load(&mut conn)
-    .await
-    .map_err(database)?;
+    let all =
+        db::sql("SELECT id, url, event_types, created_at FROM webhook_subscriptions ORDER BY id")
+            .load(&mut conn)
+            .await
+            .map_err(database)?;
     Ok(Json(all))
 }
 
@@ -278,7 +277,7 @@ pub async fn delete_webhook(
 ) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
     let mut conn = module.conn().await?;
-    let removed = diesel::sql_query("DELETE FROM webhook_subscriptions WHERE id = $1")
+    let removed = db::sql("DELETE FROM webhook_subscriptions WHERE id = $1")
         .bind::<SqlUuid, _>(id)
         .execute(&mut conn)
         .await

@@ -131,7 +131,7 @@ impl Sender {
     async fn send_due(&self) -> Result<usize, String> {
         let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let due: Vec<Due> = diesel::sql_query(
+            let due: Vec<Due> = db::sql(
                 "SELECT n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, n.body, n.attempts, w.secret \
                  FROM notifications n LEFT JOIN webhook_subscriptions w ON w.id = n.subscription_id \
                  WHERE n.status = 'pending' AND n.next_attempt_at <= now() \
@@ -276,7 +276,7 @@ impl Sender {
             Delivery::Deferred(reason, wait) => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "deferred").increment(1);
                 tracing::info!(reason = %reason, "notification deferred");
-                diesel::sql_query(
+                db::sql(
                     "UPDATE notifications SET last_error = $2, \
                      next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) WHERE id = $1",
                 )
@@ -289,7 +289,7 @@ impl Sender {
             Delivery::Sent => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "sent").increment(1);
                 tracing::info!(attempts, "notification sent");
-                diesel::sql_query(
+                db::sql(
                     "UPDATE notifications SET status = 'sent', sent_at = now(), attempts = $2, last_error = NULL WHERE id = $1",
                 )
                 .bind::<SqlUuid, _>(item.id)
@@ -302,7 +302,7 @@ impl Sender {
                 let outcome = if give_up { "failed" } else { "retried" };
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => outcome).increment(1);
                 tracing::warn!(attempts, error = %error, give_up, "notification not sent");
-                diesel::sql_query(
+                db::sql(
                     "UPDATE notifications SET attempts = $2, last_error = $3, \
                      status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, \
                      next_attempt_at = now() + make_interval(secs => $5::float8 / 1000) WHERE id = $1",

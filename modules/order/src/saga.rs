@@ -184,7 +184,7 @@ impl OrderModule {
     /// Takes (or renews) the saga's lease for this instance.
     async fn lease(&self, order: OrderId) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
-        let taken = diesel::sql_query(format!(
+        let taken = db::sql(format!(
             "UPDATE sagas SET lease_owner = $2, lease_until = now() + interval '{} seconds' \
              WHERE order_id = $1 AND NOT done AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())",
             self.settings.lease_secs
@@ -201,15 +201,15 @@ impl OrderModule {
         let Ok(mut conn) = self.pool.get().await else {
             return; // the lease expires by itself
         };
-        let result = diesel::sql_query(format!(
+        let result = db::sql(
             "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, \
-             last_error = $3, next_attempt_at = now() + interval '{} milliseconds', updated_at = now() \
+             last_error = $3, next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
              WHERE order_id = $1 AND lease_owner = $2",
-            wait.as_millis()
-        ))
+        )
         .bind::<SqlUuid, _>(order.as_uuid())
         .bind::<SqlUuid, _>(self.instance)
         .bind::<Text, _>(error)
+        .bind::<diesel::sql_types::Double, _>(wait.as_secs_f64())
         .execute(&mut conn)
         .await;
         if let Err(e) = result {
@@ -405,7 +405,7 @@ impl OrderModule {
     /// lease is no longer ours.
     async fn begin(&self, order: OrderId, step: Step) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
-        let updated = diesel::sql_query(format!(
+        let updated = db::sql(format!(
             "UPDATE sagas SET step = $3{}, lease_until = now() + interval '{} seconds', updated_at = now() \
              WHERE order_id = $1 AND lease_owner = $2",
             step.flag()
@@ -458,7 +458,7 @@ impl OrderModule {
             // the guess if another driver moved it).
             let next = next_step(&state, saga).or(next);
             let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
-            let row: Ours = diesel::sql_query(format!(
+            let row: Ours = db::sql(format!(
                 "UPDATE sagas SET attempts = 0, last_error = NULL, updated_at = now(), \
                  step = CASE WHEN lease_owner = $2 THEN $3 ELSE step END{}, \
                  lease_until = CASE WHEN lease_owner = $2 THEN now() + interval '{} seconds' ELSE lease_until END \
@@ -484,7 +484,7 @@ impl OrderModule {
         tracing::info!(order.id = %order, reason = %reason, "checkout failed; compensating");
         metrics::counter!("order_sagas_compensated_total").increment(1);
         let mut conn = self.saga_conn().await?;
-        diesel::sql_query(
+        db::sql(
             "UPDATE sagas SET direction = 'compensate', outcome = 'failed', reason = $2, attempts = 0, \
              updated_at = now() WHERE order_id = $1 AND direction = 'forward'",
         )
@@ -531,7 +531,7 @@ impl OrderModule {
                     Err(AppendError::Db(e)) => return Err(e),
                     Err(AppendError::NotFound) => return Err(DieselError::NotFound),
                 }
-                diesel::sql_query(
+                db::sql(
                 "UPDATE sagas SET done = true, step = NULL, last_error = NULL, lease_owner = NULL, \
                  lease_until = NULL, updated_at = now() WHERE order_id = $1",
             )
@@ -690,7 +690,7 @@ impl OrderModule {
         }
         let due: Vec<Due> = {
             let mut conn = self.saga_conn().await?;
-            diesel::sql_query(
+            db::sql(
                 "SELECT order_id FROM sagas WHERE NOT done AND next_attempt_at <= now() \
                  AND (lease_until IS NULL OR lease_until < now()) ORDER BY next_attempt_at LIMIT 32",
             )

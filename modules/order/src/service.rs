@@ -164,7 +164,7 @@ impl OrderModule {
             items: serde_json::Value,
         }
         let mut conn = self.conn().await?;
-        let found: Vec<Items> = diesel::sql_query("SELECT items FROM carts WHERE customer_id = $1")
+        let found: Vec<Items> = db::sql("SELECT items FROM carts WHERE customer_id = $1")
             .bind::<SqlUuid, _>(customer)
             .load(&mut conn)
             .await
@@ -229,7 +229,7 @@ impl OrderModule {
         let json =
             serde_json::to_value(&cart.items).map_err(|e| OrderError::Unexpected(e.to_string()))?;
         let mut conn = self.conn().await?;
-        diesel::sql_query(
+        db::sql(
             "INSERT INTO carts (customer_id, items) VALUES ($1, $2) \
              ON CONFLICT (customer_id) DO UPDATE SET items = EXCLUDED.items, updated_at = now()",
         )
@@ -289,7 +289,7 @@ impl OrderModule {
     ) -> Result<Option<PlaceOutcome>, OrderError> {
         let mut conn = self.conn().await?;
         for _ in 0..3 {
-            let inserted = diesel::sql_query(
+            let inserted = db::sql(
                 "INSERT INTO idempotency_keys (customer_id, key, fingerprint) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
             )
@@ -302,7 +302,7 @@ impl OrderModule {
             if inserted == 1 {
                 return Ok(None);
             }
-            let found: Vec<KeyRow> = diesel::sql_query(format!(
+            let found: Vec<KeyRow> = db::sql(format!(
                 "SELECT fingerprint, order_id, response_status, response_body, \
                  created_at < now() - interval '{} seconds' AS stale, \
                  created_at < now() - interval '24 hours' AS expired \
@@ -367,7 +367,7 @@ impl OrderModule {
 
     async fn forget_key(&self, customer: Uuid, key: &str) -> Result<(), OrderError> {
         let mut conn = self.conn().await?;
-        diesel::sql_query("DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2")
+        db::sql("DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2")
             .bind::<SqlUuid, _>(customer)
             .bind::<Text, _>(key)
             .execute(&mut conn)
@@ -383,7 +383,7 @@ impl OrderModule {
         outcome: &PlaceOutcome,
     ) -> Result<(), OrderError> {
         let mut conn = self.conn().await?;
-        diesel::sql_query(
+        db::sql(
             "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
              WHERE customer_id = $1 AND key = $2",
         )
@@ -511,7 +511,7 @@ impl OrderModule {
                 let state = store::create(conn, order, &placed, cx).await?;
                 // The first step, reserve, begins with the order (intent
                 // recorded as `begin` would, lease held by this instance).
-                diesel::sql_query(format!(
+                db::sql(format!(
                     "INSERT INTO sagas (order_id, direction, payment_method, card_last4, request_id, \
                      lease_owner, lease_until, step, reserve_attempted) \
                      VALUES ($1, 'forward', $2, $3, $4, $5, now() + interval '{lease} seconds', 'reserve', true)"
@@ -523,7 +523,7 @@ impl OrderModule {
                 .bind::<SqlUuid, _>(self.instance)
                 .execute(conn)
                 .await?;
-                diesel::sql_query(
+                db::sql(
                     "UPDATE idempotency_keys SET order_id = $3 WHERE customer_id = $1 AND key = $2",
                 )
                 .bind::<SqlUuid, _>(customer)
@@ -531,7 +531,7 @@ impl OrderModule {
                 .bind::<SqlUuid, _>(order.as_uuid())
                 .execute(conn)
                 .await?;
-                diesel::sql_query("DELETE FROM carts WHERE customer_id = $1")
+                db::sql("DELETE FROM carts WHERE customer_id = $1")
                     .bind::<SqlUuid, _>(customer)
                     .execute(conn)
                     .await?;
@@ -643,7 +643,7 @@ impl OrderModule {
             state: serde_json::Value,
         }
         let mut conn = self.conn().await?;
-        let rows: Vec<Row> = diesel::sql_query(
+        let rows: Vec<Row> = db::sql(
             "SELECT state FROM orders WHERE customer_id = $1 AND ($2::uuid IS NULL OR id < $2) \
              ORDER BY id DESC LIMIT $3",
         )
@@ -703,7 +703,7 @@ impl OrderModule {
             if saga.direction == "compensate" {
                 return Ok(()); // already being undone
             }
-            diesel::sql_query(
+            db::sql(
                 "UPDATE sagas SET direction = 'compensate', outcome = 'cancelled', reason = $2, \
                  done = false, attempts = 0, next_attempt_at = now(), updated_at = now() WHERE order_id = $1",
             )
@@ -781,7 +781,7 @@ impl OrderModule {
             order_id: Uuid,
         }
         let mut conn = self.conn().await?;
-        let ids: Vec<Id> = diesel::sql_query("SELECT DISTINCT order_id FROM order_events")
+        let ids: Vec<Id> = db::sql("SELECT DISTINCT order_id FROM order_events")
             .load(&mut conn)
             .await
             .map_err(database)?;

@@ -70,7 +70,7 @@ pub(crate) async fn load_state(
         "SELECT state FROM orders WHERE id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    let row: Option<StateRow> = diesel::sql_query(sql)
+    let row: Option<StateRow> = db::sql(sql)
         .bind::<SqlUuid, _>(order.as_uuid())
         .get_result(conn)
         .await
@@ -97,7 +97,7 @@ async fn write_event(
     if let Some(object) = data.as_object_mut() {
         object.remove("kind");
     }
-    diesel::sql_query(
+    db::sql(
         "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind::<SqlUuid, _>(order.as_uuid())
@@ -112,7 +112,7 @@ async fn write_event(
 }
 
 async fn write_state(conn: &mut AsyncPgConnection, state: &OrderState) -> Result<(), DieselError> {
-    diesel::sql_query(
+    db::sql(
         "INSERT INTO orders (id, customer_id, version, state, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, \
          state = EXCLUDED.state, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
@@ -214,12 +214,11 @@ pub(crate) async fn timeline(
     conn: &mut AsyncPgConnection,
     order: OrderId,
 ) -> Result<Vec<TimelineEntry>, DieselError> {
-    let rows: Vec<EventRow> = diesel::sql_query(
-        "SELECT seq, kind, data, at FROM order_events WHERE order_id = $1 ORDER BY seq",
-    )
-    .bind::<SqlUuid, _>(order.as_uuid())
-    .load(conn)
-    .await?;
+    let rows: Vec<EventRow> =
+        db::sql("SELECT seq, kind, data, at FROM order_events WHERE order_id = $1 ORDER BY seq")
+            .bind::<SqlUuid, _>(order.as_uuid())
+            .load(conn)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|r| TimelineEntry {
@@ -298,7 +297,7 @@ pub(crate) async fn load_saga(
     order: OrderId,
     lock: bool,
 ) -> Result<SagaRow, DieselError> {
-    diesel::sql_query(format!(
+    db::sql(format!(
         "SELECT direction, outcome, reason, payment_method, card_last4, reserve_attempted, \
          payment_attempted, request_id, done, attempts, step FROM sagas WHERE order_id = $1{}",
         if lock { " FOR UPDATE" } else { "" }

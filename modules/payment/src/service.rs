@@ -153,7 +153,7 @@ impl PaymentModule {
         filter: &str,
         id: Uuid,
     ) -> Result<Option<(Payment, AtProvider)>, PaymentError> {
-        let row: Option<Row> = diesel::sql_query(format!(
+        let row: Option<Row> = db::sql(format!(
             "SELECT {COLUMNS} FROM payments WHERE {filter} = $1"
         ))
         .bind::<SqlUuid, _>(id)
@@ -169,7 +169,7 @@ impl PaymentModule {
         })
         .map_err(database)?;
         let Some(row) = row else { return Ok(None) };
-        let ledger: Vec<LedgerRow> = diesel::sql_query(
+        let ledger: Vec<LedgerRow> = db::sql(
             "SELECT kind, amount_minor, currency, reason, created_at FROM ledger \
              WHERE payment_id = $1 ORDER BY id",
         )
@@ -213,7 +213,7 @@ impl PaymentModule {
         let mut conn = self.conn().await?;
         let moved = conn
             .transaction::<_, DieselError, _>(async |conn| {
-                let moved: Option<Row> = diesel::sql_query(format!(
+                let moved: Option<Row> = db::sql(format!(
                     "UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
                      decline_code = COALESCE($4, decline_code), updated_at = now() \
                      WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}"
@@ -227,7 +227,7 @@ impl PaymentModule {
                 .await
                 .optional()?;
                 let Some(row) = moved else { return Ok(None) };
-                let line: Option<LedgerRow> = diesel::sql_query(
+                let line: Option<LedgerRow> = db::sql(
                     "INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING \
                      RETURNING kind, amount_minor, currency, reason, created_at",
@@ -370,7 +370,7 @@ impl PaymentApi for PaymentModule {
         let order = request.order_id;
         let inserted: Option<Row> = {
             let mut conn = self.conn().await?;
-            diesel::sql_query(format!(
+            db::sql(format!(
                 "INSERT INTO payments (id, order_id, customer_id, amount_minor, currency, payment_method, \
                  card_last4, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'authorizing') \
                  ON CONFLICT (order_id) DO NOTHING RETURNING {COLUMNS}"

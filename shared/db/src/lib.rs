@@ -9,12 +9,15 @@
 pub mod embedded;
 mod migrate;
 mod pool;
+mod sql;
 
 pub use migrate::{ModuleMigrations, create_database, migrate};
 pub use pool::{
     ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, ping, record_pool_metrics,
     unavailable_reason,
 };
+
+pub use sql::{Bind, NoBinds, Sql, sql};
 
 pub use diesel_async::AsyncPgConnection;
 pub use diesel_migrations::EmbeddedMigrations;

@@ -218,7 +218,7 @@ impl Dispatcher {
         let pause = self.pause_in_handler;
         let outcome = conn
             .transaction::<_, HandlerError, _>(async |conn| {
-                let fresh = diesel::sql_query(
+                let fresh = db::sql(
                     "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 )
                 .bind::<SqlUuid, _>(event.id)
@@ -256,7 +256,7 @@ impl Dispatcher {
             .get()
             .await
             .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
-        diesel::sql_query(
+        db::sql(
             "INSERT INTO dead_letters (id, handler, event_id, event_type, envelope, attempts, last_error) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -286,7 +286,7 @@ impl Dispatcher {
         let mut all = Vec::new();
         for (module, pool) in self.module_pools() {
             let mut conn = pool.get().await.map_err(|e| DispatchError(e.to_string()))?;
-            let mut rows: Vec<DeadLetter> = diesel::sql_query(
+            let mut rows: Vec<DeadLetter> = db::sql(
                 "SELECT id, $3 AS module, handler, event_id, event_type, attempts, last_error, created_at \
                  FROM dead_letters WHERE redriven_at IS NULL AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
             )
@@ -318,7 +318,7 @@ impl Dispatcher {
         }
         for (_, pool) in self.module_pools() {
             let mut conn = pool.get().await.map_err(|e| DispatchError(e.to_string()))?;
-            let found: Option<Row> = diesel::sql_query(
+            let found: Option<Row> = db::sql(
                 "SELECT handler, envelope FROM dead_letters WHERE id = $1 AND redriven_at IS NULL",
             )
             .bind::<SqlUuid, _>(id)
@@ -350,7 +350,7 @@ impl Dispatcher {
                     e.0.clone(),
                 ),
             };
-            diesel::sql_query(sql)
+            db::sql(sql)
                 .bind::<SqlUuid, _>(id)
                 .bind::<Text, _>(&error)
                 .execute(&mut conn)

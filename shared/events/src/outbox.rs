@@ -25,15 +25,13 @@ pub async fn publish<E: IntegrationEvent>(
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     let json = serde_json::to_value(&envelope)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    diesel::sql_query(
-        "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, $3, $4)",
-    )
-    .bind::<SqlUuid, _>(envelope.id)
-    .bind::<Text, _>(&envelope.event_type)
-    .bind::<Text, _>(&envelope.aggregate_id)
-    .bind::<Jsonb, _>(json)
-    .execute(conn)
-    .await?;
+    db::sql("INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, $3, $4)")
+        .bind::<SqlUuid, _>(envelope.id)
+        .bind::<Text, _>(&envelope.event_type)
+        .bind::<Text, _>(&envelope.aggregate_id)
+        .bind::<Jsonb, _>(json)
+        .execute(conn)
+        .await?;
     tracing::debug!(event.id = %envelope.id, event.type = %envelope.event_type, "event written to the outbox");
     Ok(envelope.id)
 }

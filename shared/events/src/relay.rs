@@ -126,7 +126,7 @@ impl Relay {
         let module = self.module;
         let batch = self.batch_size;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let lock: Locked = diesel::sql_query(
+            let lock: Locked = db::sql(
                 "SELECT pg_try_advisory_xact_lock(hashtext('shop_outbox_' || current_schema())) AS locked",
             )
             .get_result(conn)
@@ -134,7 +134,7 @@ impl Relay {
             if !lock.locked {
                 return Ok(0);
             }
-            let pending: Vec<Pending> = diesel::sql_query(
+            let pending: Vec<Pending> = db::sql(
                 "SELECT id, envelope FROM outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT $1",
             )
             .bind::<BigInt, _>(batch)
@@ -148,7 +148,7 @@ impl Relay {
                 };
                 match outcome {
                     Ok(()) => {
-                        diesel::sql_query(
+                        db::sql(
                             "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1 WHERE id = $1",
                         )
                         .bind::<SqlUuid, _>(row.id)
@@ -158,7 +158,7 @@ impl Relay {
                         delivered += 1;
                     }
                     Err(error) => {
-                        diesel::sql_query(
+                        db::sql(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
                         )
                         .bind::<SqlUuid, _>(row.id)
@@ -186,7 +186,7 @@ impl Relay {
         let Ok(mut conn) = self.pool.get().await else {
             return;
         };
-        let lag: Result<Lag, _> = diesel::sql_query(
+        let lag: Result<Lag, _> = db::sql(
             "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS seconds \
              FROM outbox WHERE delivered_at IS NULL",
         )
@@ -205,7 +205,7 @@ impl Relay {
             "DELETE FROM outbox WHERE delivered_at < now() - make_interval(hours => $1::int)",
             "DELETE FROM inbox WHERE handled_at < now() - make_interval(hours => $1::int)",
         ] {
-            match diesel::sql_query(sql)
+            match db::sql(sql)
                 .bind::<BigInt, _>(self.retention_hours)
                 .execute(&mut conn)
                 .await
