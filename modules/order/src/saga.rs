@@ -280,9 +280,13 @@ impl OrderModule {
     }
 
     /// Runs steps until the saga ends or must wait. The state and saga are
-    /// read once (or known); each step's result is recorded together with
-    /// the next step's intent (its flag, and the lease renewed), so a step
-    /// costs one transaction.
+    /// read once (or known). A step's result is recorded together with the
+    /// next step's intent when that step needs one (its flag: compensation
+    /// undoes what a lost answer may have done) and on the way back;
+    /// otherwise it is held and recorded with the next record, at the
+    /// latest with the last step. A crash loses only held results, whose
+    /// steps the next run repeats: every call is idempotent by order. The
+    /// lease is renewed by each record, at least every third of its term.
     async fn run(
         &self,
         order: OrderId,
@@ -290,17 +294,14 @@ impl OrderModule {
     ) -> Result<Ran, DieselError> {
         let (mut state, mut saga) = match known {
             Some(known) => known,
-            None => {
-                let mut conn = self.saga_conn().await?;
-                let state = store::load_state(&mut conn, order, false)
-                    .await?
-                    .ok_or(DieselError::NotFound)?;
-                let saga = store::load_saga(&mut conn, order, false).await?;
-                (state, saga)
-            }
+            None => self.read(order).await?,
         };
         // The step whose intent is recorded (`sagas.step`, flags, lease).
         let mut begun = saga.step.as_deref().and_then(Step::parse);
+        // Results done but not recorded yet, oldest first.
+        let mut held: Vec<OrderEvent> = Vec::new();
+        let mut renewed = std::time::Instant::now();
+        let renew_every = Duration::from_secs(self.settings.lease_secs) / 3;
         loop {
             let Some(step) = next_step(&state, &saga) else {
                 return Ok(Ran::Over);
@@ -312,19 +313,17 @@ impl OrderModule {
                 }
                 step.mark(&mut saga);
                 begun = Some(step);
+                renewed = std::time::Instant::now();
             }
             self.failpoint(&format!("before_{}", step.name()));
             let outcome = match step {
                 Step::Confirm | Step::Close => {
-                    if self.finish(order, step, &saga, &cx).await? {
+                    if self.finish(order, step, &saga, &held, &cx).await? {
                         return Ok(Ran::Over);
                     }
                     // Turned round meanwhile (a cancel): read it again.
-                    let mut conn = self.saga_conn().await?;
-                    state = store::load_state(&mut conn, order, false)
-                        .await?
-                        .ok_or(DieselError::NotFound)?;
-                    saga = store::load_saga(&mut conn, order, false).await?;
+                    held.clear();
+                    (state, saga) = self.read(order).await?;
                     begun = saga.step.as_deref().and_then(Step::parse);
                     continue;
                 }
@@ -345,18 +344,33 @@ impl OrderModule {
             self.failpoint(&format!("after_{}", step.name()));
             match outcome {
                 Outcome::Done(event) => {
-                    let Some(recorded) = self.record(order, &state, &saga, &event, &cx).await?
-                    else {
-                        return Ok(Ran::Over); // the lease was lost after the step
-                    };
-                    (state, begun) = recorded;
-                    saga.attempts = 0;
-                    if let Some(next) = begun {
-                        next.mark(&mut saga);
+                    let mut after = state.clone();
+                    after.apply(&event, store::now());
+                    let next = next_step(&after, &saga);
+                    held.push(event);
+                    let record_now = saga.direction != "forward"
+                        || next.and_then(Step::flag).is_some()
+                        || renewed.elapsed() >= renew_every;
+                    if record_now {
+                        let Some(recorded) = self.record(order, &saga, &held, &cx).await? else {
+                            return Ok(Ran::Over); // the lease was lost after the step
+                        };
+                        held.clear();
+                        (state, begun) = recorded;
+                        if let Some(next) = begun {
+                            next.mark(&mut saga);
+                        }
+                        renewed = std::time::Instant::now();
+                    } else {
+                        // Held: the next step needs no intent on record.
+                        state = after;
+                        begun = next;
                     }
+                    saga.attempts = 0;
                     self.failpoint(&format!("after_{}_recorded", step.name()));
                 }
                 Outcome::Failed(reason) if saga.direction == "forward" => {
+                    self.flush(order, &saga, &mut held, &cx).await?;
                     self.turn_back(order, &reason).await?;
                     saga.direction = "compensate".into();
                     saga.outcome = Some("failed".into());
@@ -369,6 +383,7 @@ impl OrderModule {
                     return Ok(Ran::Retry(format!("{} refused: {reason}", step.name())));
                 }
                 Outcome::Retry(error) => {
+                    self.flush(order, &saga, &mut held, &cx).await?;
                     let forward = saga.direction == "forward";
                     if forward && saga.attempts + 1 >= self.settings.max_step_attempts {
                         let reason = format!("{} did not succeed: {error}", step.name());
@@ -383,6 +398,31 @@ impl OrderModule {
                 }
             }
         }
+    }
+
+    /// The order's state and saga as recorded.
+    async fn read(&self, order: OrderId) -> Result<(OrderState, SagaRow), DieselError> {
+        let mut conn = self.saga_conn().await?;
+        let state = store::load_state(&mut conn, order, false)
+            .await?
+            .ok_or(DieselError::NotFound)?;
+        let saga = store::load_saga(&mut conn, order, false).await?;
+        Ok((state, saga))
+    }
+
+    /// Records the held results, if any (before turning back or waiting).
+    async fn flush(
+        &self,
+        order: OrderId,
+        saga: &SagaRow,
+        held: &mut Vec<OrderEvent>,
+        cx: &CallContext,
+    ) -> Result<(), DieselError> {
+        if !held.is_empty() {
+            self.record(order, saga, held, cx).await?;
+            held.clear();
+        }
+        Ok(())
     }
 
     fn step_context(&self, saga: &SagaRow) -> CallContext {
@@ -420,16 +460,15 @@ impl OrderModule {
         Ok(updated == 1)
     }
 
-    /// Records a step's result and, in the same transaction, the intent of
+    /// Records steps' results and, in the same transaction, the intent of
     /// the step that follows (as [`Self::begin`] would, lease renewed).
     /// Returns the new state and the step begun, or `None` when the lease is
-    /// no longer ours (the result is recorded all the same: it happened).
+    /// no longer ours (the results are recorded all the same: they happened).
     async fn record(
         &self,
         order: OrderId,
-        state: &OrderState,
         saga: &SagaRow,
-        event: &OrderEvent,
+        events: &[OrderEvent],
         cx: &CallContext,
     ) -> Result<Option<(OrderState, Option<Step>)>, DieselError> {
         #[derive(diesel::QueryableByName)]
@@ -437,26 +476,16 @@ impl OrderModule {
             #[diesel(sql_type = diesel::sql_types::Bool)]
             ours: bool,
         }
-        // What the state will be once the event is in, to name the next step.
-        let mut after = state.clone();
-        after.apply(event, store::now());
-        let next = next_step(&after, saga);
         let mut conn = self.saga_conn().await?;
         conn.transaction::<_, DieselError, _>(async |conn| {
-            let state = match store::append(conn, order, event, cx).await {
+            let state = match store::append_all(conn, order, events, cx).await {
                 Ok(state) => state,
                 Err(AppendError::Db(e)) => return Err(e),
-                Err(AppendError::Refused(why)) => {
-                    tracing::warn!(order.id = %order, kind = event.kind(), why = %why, "event not recorded");
-                    store::load_state(conn, order, false)
-                        .await?
-                        .ok_or(DieselError::NotFound)?
+                Err(AppendError::Refused(_) | AppendError::NotFound) => {
+                    return Err(DieselError::NotFound);
                 }
-                Err(AppendError::NotFound) => return Err(DieselError::NotFound),
             };
-            // The next step from the state as recorded (it may differ from
-            // the guess if another driver moved it).
-            let next = next_step(&state, saga).or(next);
+            let next = next_step(&state, saga);
             let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
             let row: Ours = db::sql(format!(
                 "UPDATE sagas SET attempts = 0, last_error = NULL, updated_at = now(), \
@@ -503,6 +532,7 @@ impl OrderModule {
         order: OrderId,
         step: Step,
         seen: &SagaRow,
+        held: &[OrderEvent],
         cx: &CallContext,
     ) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
@@ -512,24 +542,35 @@ impl OrderModule {
                 if saga.done {
                     return Ok(Some(false)); // finished by another driver
                 }
-                if saga.direction != seen.direction {
-                    return Ok(None); // turned round meanwhile
+                // The results held back are recorded in any case: they
+                // happened; the last step's event only if still going this way.
+                let turned = saga.direction != seen.direction;
+                let mut events = held.to_vec();
+                if !turned {
+                    let event = match step {
+                        Step::Confirm => OrderEvent::Confirmed,
+                        _ => {
+                            let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
+                            if saga.outcome.as_deref() == Some("cancelled") {
+                                OrderEvent::Cancelled { reason }
+                            } else {
+                                OrderEvent::Failed { reason }
+                            }
+                        }
+                    };
+                    events.push(event);
                 }
-                let event = match step {
-                    Step::Confirm => OrderEvent::Confirmed,
-                    _ => {
-                        let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
-                        if saga.outcome.as_deref() == Some("cancelled") {
-                            OrderEvent::Cancelled { reason }
-                        } else {
-                            OrderEvent::Failed { reason }
+                if !events.is_empty() {
+                    match store::append_all(conn, order, &events, cx).await {
+                        Ok(_) => {}
+                        Err(AppendError::Db(e)) => return Err(e),
+                        Err(AppendError::Refused(_) | AppendError::NotFound) => {
+                            return Err(DieselError::NotFound);
                         }
                     }
-                };
-                match store::append(conn, order, &event, cx).await {
-                    Ok(_) | Err(AppendError::Refused(_)) => {}
-                    Err(AppendError::Db(e)) => return Err(e),
-                    Err(AppendError::NotFound) => return Err(DieselError::NotFound),
+                }
+                if turned {
+                    return Ok(None); // turned round meanwhile
                 }
                 db::sql(
                 "UPDATE sagas SET done = true, step = NULL, last_error = NULL, lease_owner = NULL, \
@@ -541,6 +582,7 @@ impl OrderModule {
                 Ok(Some(true))
             })
             .await?;
+        events::outbox::wake(crate::NAME);
         match finished {
             None => return Ok(false),
             Some(false) => return Ok(true),

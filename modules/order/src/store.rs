@@ -170,6 +170,42 @@ pub(crate) async fn append(
     Ok(state)
 }
 
+/// Appends `events` in order, as [`append`] would one by one, under one
+/// lock of the order and with one write of its projection. An event the
+/// state refuses (a step another driver recorded meanwhile) is skipped
+/// with a warning. Call inside a transaction; returns the new state.
+pub(crate) async fn append_all(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    events: &[OrderEvent],
+    cx: &CallContext,
+) -> Result<OrderState, AppendError> {
+    let mut state = load_state(conn, order, true)
+        .await?
+        .ok_or(AppendError::NotFound)?;
+    let mut changed = false;
+    for event in events {
+        match state.accepts(event) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(why) => {
+                tracing::warn!(order.id = %order, kind = event.kind(), why = %why, "event not recorded");
+                continue;
+            }
+        }
+        let at = now();
+        state.apply(event, at);
+        write_event(conn, order, state.version, event, cx, at).await?;
+        announce(conn, &state, event, cx).await?;
+        metrics::counter!("order_events_total", "kind" => event.kind()).increment(1);
+        changed = true;
+    }
+    if changed {
+        write_state(conn, &state).await?;
+    }
+    Ok(state)
+}
+
 async fn announce(
     conn: &mut AsyncPgConnection,
     state: &OrderState,
