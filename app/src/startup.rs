@@ -379,6 +379,10 @@ impl Application {
                         .filter(|s| s.module == module)
                         .flat_map(|s| s.event_types.iter().copied())
                         .collect();
+                    rabbit
+                        .declare_queue(module, &types)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
                     background.push(tokio::spawn(Arc::clone(&rabbit).consume(
                         module,
                         types,

@@ -213,6 +213,32 @@ async fn after_change(
     .bind::<Integer, _>(after.reserved)
     .execute(conn)
     .await?;
+    announce_change(conn, cx, before, after).await
+}
+
+/// `update`, an `UPDATE stock ... RETURNING {STOCK_COLUMNS}` with `binds`
+/// parameters, and the movement it makes, in one statement (one round trip
+/// while the stock row is locked). Bind after the update's own parameters:
+/// the movement's id, kind, quantity, reason and order.
+fn with_movement(update: &str, binds: usize) -> String {
+    let [id, kind, quantity, reason, order] = [1, 2, 3, 4, 5].map(|i| binds + i);
+    format!(
+        "WITH s AS ({update}), m AS (INSERT INTO movements \
+         (id, sku, kind, quantity, reason, order_id, on_hand_after, reserved_after) \
+         SELECT ${id}, sku, ${kind}, ${quantity}, ${reason}, ${order}, on_hand, reserved FROM s) \
+         SELECT {STOCK_COLUMNS} FROM s"
+    )
+}
+
+/// Publishes what a stock change means (stock changed, and low or out of
+/// stock when available crosses the threshold or zero); the movement is
+/// written already.
+async fn announce_change(
+    conn: &mut AsyncPgConnection,
+    cx: &CallContext,
+    before: Option<&Row>,
+    after: &Row,
+) -> Result<(), Abort> {
     let sku = Sku::parse(&after.sku)
         .map_err(|e| Abort::Fail(InventoryError::Unexpected(e.to_string())))?;
     let changed = StockChanged {
@@ -394,11 +420,19 @@ impl InventoryModule {
             .execute(conn)
             .await?;
         for line in &reservation.lines {
-            let after: Row = db::sql(format!(
-                "UPDATE stock SET {update}, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
+            let after: Row = db::sql(with_movement(
+                &format!(
+                    "UPDATE stock SET {update}, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
+                ),
+                2,
             ))
             .bind::<Text, _>(line.sku.as_str())
             .bind::<Integer, _>(line.quantity)
+            .bind::<SqlUuid, _>(Uuid::now_v7())
+            .bind::<Text, _>(kind)
+            .bind::<Integer, _>(sign * line.quantity)
+            .bind::<Nullable<Text>, _>(None::<&str>)
+            .bind::<Nullable<SqlUuid>, _>(Some(order.as_uuid()))
             .get_result(conn)
             .await?;
             // The row as it was: the UPDATE moved it by exactly this much.
@@ -410,13 +444,7 @@ impl InventoryModule {
                 }
                 LinesMove::Return => before.on_hand -= line.quantity,
             }
-            let change = Change {
-                kind,
-                quantity: sign * line.quantity,
-                reason: None,
-                order: Some(order),
-            };
-            after_change(conn, cx, Some(&before), &after, change).await?;
+            announce_change(conn, cx, Some(&before), &after).await?;
         }
         Ok(())
     }
@@ -497,28 +525,24 @@ impl InventoryModule {
             .await?;
         // Stock rows last (see `settle_lines`).
         for line in &reservation.lines {
-            let after: Row = db::sql(format!(
-                "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
+            let after: Row = db::sql(with_movement(
+                &format!(
+                    "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE sku = $1 RETURNING {STOCK_COLUMNS}"
+                ),
+                2,
             ))
             .bind::<Text, _>(line.sku.as_str())
             .bind::<Integer, _>(line.quantity)
+            .bind::<SqlUuid, _>(Uuid::now_v7())
+            .bind::<Text, _>(kind)
+            .bind::<Integer, _>(-line.quantity)
+            .bind::<Nullable<Text>, _>(None::<&str>)
+            .bind::<Nullable<SqlUuid>, _>(Some(reservation.order_id.as_uuid()))
             .get_result(conn)
             .await?;
             let mut before = after.clone();
             before.reserved += line.quantity;
-            after_change(
-                conn,
-                cx,
-                Some(&before),
-                &after,
-                Change {
-                    kind,
-                    quantity: -line.quantity,
-                    reason: None,
-                    order: Some(reservation.order_id),
-                },
-            )
-            .await?;
+            announce_change(conn, cx, Some(&before), &after).await?;
         }
         Ok(())
     }
@@ -758,12 +782,20 @@ impl InventoryApi for InventoryModule {
                 for line in &lines {
                     // The whole check-and-take in one statement: concurrent
                     // reservations queue on the row lock and re-check.
-                    let after: Option<Row> = db::sql(format!(
-                        "UPDATE stock SET reserved = reserved + $2, updated_at = now() \
-                         WHERE sku = $1 AND on_hand - reserved >= $2 RETURNING {STOCK_COLUMNS}"
+                    let after: Option<Row> = db::sql(with_movement(
+                        &format!(
+                            "UPDATE stock SET reserved = reserved + $2, updated_at = now() \
+                             WHERE sku = $1 AND on_hand - reserved >= $2 RETURNING {STOCK_COLUMNS}"
+                        ),
+                        2,
                     ))
                     .bind::<Text, _>(line.sku.as_str())
                     .bind::<Integer, _>(line.quantity)
+                    .bind::<SqlUuid, _>(Uuid::now_v7())
+                    .bind::<Text, _>("reservation")
+                    .bind::<Integer, _>(line.quantity)
+                    .bind::<Nullable<Text>, _>(None::<&str>)
+                    .bind::<Nullable<SqlUuid>, _>(Some(order.as_uuid()))
                     .get_result(conn)
                     .await
                     .optional()?;
@@ -785,7 +817,7 @@ impl InventoryApi for InventoryModule {
                         .await?;
                     let mut before = after.clone();
                     before.reserved -= line.quantity;
-                    after_change(conn, cx, Some(&before), after, Change { kind: "reservation", quantity: line.quantity, reason: None, order: Some(order) }).await?;
+                    announce_change(conn, cx, Some(&before), after).await?;
                 }
                 Ok(Reservation {
                     order_id: order,

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use db::{Pool, PoolError};
 use diesel::OptionalExtension as _;
+use diesel::QueryableByName;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{CallContext, Currency, FieldError, Money, OrderId};
 use payment_api::{
     AuthorizePayment, LedgerEntry, Payment, PaymentApi, PaymentError, PaymentId, PaymentMethod,
@@ -48,7 +49,7 @@ pub struct PaymentModule {
     provider: Arc<dyn PaymentProvider>,
 }
 
-#[derive(diesel::QueryableByName)]
+#[derive(QueryableByName)]
 struct Row {
     #[diesel(sql_type = SqlUuid)]
     id: Uuid,
@@ -74,7 +75,25 @@ struct Row {
     created_at: DateTime<Utc>,
 }
 
-#[derive(diesel::QueryableByName)]
+/// A payment moved by [`PaymentModule::record`], with its new ledger line
+/// (absent when the line existed already).
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(embed)]
+    payment: Row,
+    #[diesel(sql_type = Nullable<Text>)]
+    line_kind: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    line_amount_minor: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    line_currency: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    line_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    line_created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(QueryableByName)]
 struct LedgerRow {
     #[diesel(sql_type = Text)]
     kind: String,
@@ -211,41 +230,39 @@ impl PaymentModule {
     ) -> Result<Payment, PaymentError> {
         let order = payment.order_id;
         let mut conn = self.conn().await?;
-        let moved = conn
-            .transaction::<_, DieselError, _>(async |conn| {
-                let moved: Option<Row> = db::sql(format!(
-                    "UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
-                     decline_code = COALESCE($4, decline_code), updated_at = now() \
-                     WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}"
-                ))
-                .bind::<SqlUuid, _>(order.as_uuid())
-                .bind::<Text, _>(to.as_str())
-                .bind::<Nullable<Text>, _>(provider_ref)
-                .bind::<Nullable<Text>, _>(reason)
-                .bind::<Text, _>(from.as_str())
-                .get_result(conn)
-                .await
-                .optional()?;
-                let Some(row) = moved else { return Ok(None) };
-                let line: Option<LedgerRow> = db::sql(
-                    "INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING \
-                     RETURNING kind, amount_minor, currency, reason, created_at",
-                )
-                .bind::<SqlUuid, _>(row.id)
-                .bind::<Text, _>(to.as_str())
-                .bind::<BigInt, _>(row.amount_minor)
-                .bind::<Text, _>(&row.currency)
-                .bind::<Nullable<Text>, _>(reason)
-                .bind::<Nullable<Text>, _>(row.provider_ref.as_deref())
-                .get_result(conn)
-                .await
-                .optional()?;
-                metrics::counter!("payment_steps_total", "step" => to.as_str()).increment(1);
-                Ok(line.map(|line| (row, line)))
-            })
-            .await
-            .map_err(database)?;
+        // One statement: the move and its ledger line (no transaction round
+        // trips; the line's foreign key sees the moved row).
+        let moved: Option<Moved> = db::sql(format!(
+            "WITH moved AS (UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
+             decline_code = COALESCE($4, decline_code), updated_at = now() \
+             WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}), \
+             line AS (INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref) \
+             SELECT id, $2, amount_minor, currency, $4, provider_ref FROM moved \
+             ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING \
+             RETURNING kind AS line_kind, amount_minor AS line_amount_minor, currency AS line_currency, \
+             reason AS line_reason, created_at AS line_created_at) \
+             SELECT moved.*, line.* FROM moved LEFT JOIN line ON true"
+        ))
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .bind::<Text, _>(to.as_str())
+        .bind::<Nullable<Text>, _>(provider_ref)
+        .bind::<Nullable<Text>, _>(reason)
+        .bind::<Text, _>(from.as_str())
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(database)?;
+        let moved = moved.and_then(|m| {
+            metrics::counter!("payment_steps_total", "step" => to.as_str()).increment(1);
+            let line = LedgerRow {
+                kind: m.line_kind?,
+                amount_minor: m.line_amount_minor?,
+                currency: m.line_currency?,
+                reason: m.line_reason,
+                created_at: m.line_created_at?,
+            };
+            Some((m.payment, line))
+        });
         match moved {
             // Moved here: the payment as it was, with its new line.
             Some((row, line)) => {

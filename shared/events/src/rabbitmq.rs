@@ -141,6 +141,56 @@ impl RabbitMq {
         args
     }
 
+    /// Declares `module`'s queue and binds it to `event_types`, so that
+    /// events published from now on wait there for the consumer. Startup
+    /// awaits it before any relay runs: an event published to a topic
+    /// exchange before its queue is bound would be dropped by the broker.
+    ///
+    /// # Errors
+    /// The broker refuses or cannot be reached.
+    pub async fn declare_queue(
+        &self,
+        module: &'static str,
+        event_types: &[&'static str],
+    ) -> Result<(), TransportError> {
+        let channel = self.channel().await?;
+        self.declare_queue_on(&channel, module, event_types).await?;
+        // Best effort: the channel is not needed any more.
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    async fn declare_queue_on(
+        &self,
+        channel: &Channel,
+        module: &'static str,
+        event_types: &[&'static str],
+    ) -> Result<String, TransportError> {
+        let queue = format!("{}.{module}", self.settings.namespace);
+        let fail = |what: &str, e: lapin::Error| TransportError(format!("{what} {queue}: {e}"));
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                self.queue_options(),
+                self.queue_args(true),
+            )
+            .await
+            .map_err(|e| fail("cannot declare", e))?;
+        for event_type in event_types {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.exchange().as_str().into(),
+                    (*event_type).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| fail("cannot bind", e))?;
+        }
+        Ok(queue)
+    }
+
     /// Consumes `module`'s queue (declared and bound to `event_types`) and
     /// runs its handlers, until `stop`. Reconnects after failures.
     pub async fn consume(
@@ -173,28 +223,8 @@ impl RabbitMq {
     ) -> Result<(), TransportError> {
         let channel = self.channel().await?;
         self.declare_exchanges(&channel).await?;
-        let queue = format!("{}.{module}", self.settings.namespace);
+        let queue = self.declare_queue_on(&channel, module, event_types).await?;
         let fail = |what: &str, e: lapin::Error| TransportError(format!("{what} {queue}: {e}"));
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                self.queue_options(),
-                self.queue_args(true),
-            )
-            .await
-            .map_err(|e| fail("cannot declare", e))?;
-        for event_type in event_types {
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    self.exchange().as_str().into(),
-                    (*event_type).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| fail("cannot bind", e))?;
-        }
         channel
             .basic_qos(self.settings.prefetch.max(1), BasicQosOptions::default())
             .await

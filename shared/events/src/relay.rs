@@ -140,7 +140,7 @@ impl Relay {
             .bind::<BigInt, _>(batch)
             .load(conn)
             .await?;
-            let mut delivered = 0;
+            let mut delivered: Vec<Uuid> = Vec::new();
             for row in pending {
                 let outcome = match serde_json::from_value::<Envelope>(row.envelope) {
                     Ok(event) => transport.publish(&event).await.map_err(|e| e.0),
@@ -148,14 +148,8 @@ impl Relay {
                 };
                 match outcome {
                     Ok(()) => {
-                        db::sql(
-                            "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1 WHERE id = $1",
-                        )
-                        .bind::<SqlUuid, _>(row.id)
-                        .execute(conn)
-                        .await?;
                         metrics::counter!("events_delivered_total", "module" => module, "transport" => transport.name()).increment(1);
-                        delivered += 1;
+                        delivered.push(row.id);
                     }
                     Err(error) => {
                         db::sql(
@@ -171,6 +165,16 @@ impl Relay {
                     }
                 }
             }
+            // Marked in one statement, committed with the batch.
+            if !delivered.is_empty() {
+                db::sql(
+                    "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+                )
+                .bind::<diesel::sql_types::Array<SqlUuid>, _>(&delivered)
+                .execute(conn)
+                .await?;
+            }
+            let delivered = i64::try_from(delivered.len()).unwrap_or(i64::MAX);
             Ok(delivered)
         })
         .await
