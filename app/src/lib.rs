@@ -6,6 +6,7 @@ pub mod admin;
 pub mod compose;
 pub mod database;
 mod gateway;
+pub mod memory;
 pub mod modules;
 pub mod openapi;
 mod ops;

@@ -60,6 +60,7 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
+    app::memory::tune_allocator();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Openapi = command {

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error as DieselError;
-use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{CallContext, OrderId};
 use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
@@ -85,6 +87,15 @@ pub(crate) async fn load_state(
     row.map(|r| decode(r.state)).transpose()
 }
 
+/// What an event says, as stored: its JSON without the `kind` tag (a column).
+fn event_data(event: &OrderEvent) -> Result<serde_json::Value, DieselError> {
+    let mut data = encode(event)?;
+    if let Some(object) = data.as_object_mut() {
+        object.remove("kind");
+    }
+    Ok(data)
+}
+
 async fn write_event(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -93,10 +104,7 @@ async fn write_event(
     cx: &CallContext,
     at: DateTime<Utc>,
 ) -> Result<(), DieselError> {
-    let mut data = encode(event)?;
-    if let Some(object) = data.as_object_mut() {
-        object.remove("kind");
-    }
+    let data = event_data(event)?;
     db::sql(
         "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -183,7 +191,8 @@ pub(crate) async fn append_all(
     let mut state = load_state(conn, order, true)
         .await?
         .ok_or(AppendError::NotFound)?;
-    let mut changed = false;
+    // The accepted events, written in one statement.
+    let (mut seqs, mut kinds, mut data, mut ats) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
         match state.accepts(event) {
             Ok(true) => {}
@@ -195,12 +204,27 @@ pub(crate) async fn append_all(
         }
         let at = now();
         state.apply(event, at);
-        write_event(conn, order, state.version, event, cx, at).await?;
+        seqs.push(state.version);
+        kinds.push(event.kind());
+        data.push(event_data(event)?);
+        ats.push(at);
         announce(conn, &state, event, cx).await?;
         metrics::counter!("order_events_total", "kind" => event.kind()).increment(1);
-        changed = true;
     }
-    if changed {
+    if !seqs.is_empty() {
+        db::sql(
+            "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) \
+             SELECT $1, e.seq, e.kind, e.data, $5, e.at \
+             FROM unnest($2::int4[], $3::text[], $4::jsonb[], $6::timestamptz[]) AS e (seq, kind, data, at)",
+        )
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .bind::<Array<Integer>, _>(&seqs)
+        .bind::<Array<Text>, _>(&kinds)
+        .bind::<Array<Jsonb>, _>(&data)
+        .bind::<Nullable<Text>, _>(Some(cx.request_id().to_string()))
+        .bind::<Array<Timestamptz>, _>(&ats)
+        .execute(conn)
+        .await?;
         write_state(conn, &state).await?;
     }
     Ok(state)
