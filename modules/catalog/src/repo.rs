@@ -336,19 +336,26 @@ pub(crate) enum ListError {
     Db(diesel::result::Error),
 }
 
-/// Sets the availability of the product with `sku`; its id if there is one.
+/// Sets the availability of the product with `sku`; its id if that changed it.
 pub(crate) async fn set_availability(
     conn: &mut AsyncPgConnection,
     sku: &str,
     availability: Availability,
 ) -> QueryResult<Option<ProductId>> {
-    diesel::update(products::table.filter(products::sku.eq(sku)))
-        .set(products::availability.eq(availability.as_str()))
-        .returning(products::id)
-        .get_result::<Uuid>(conn)
-        .await
-        .optional()
-        .map(|id| id.map(ProductId::from))
+    // Unchanged availability writes nothing and returns no id, so the
+    // product's cached entry stays (a best-seller's stock changes on every
+    // checkout, its availability seldom).
+    diesel::update(
+        products::table
+            .filter(products::sku.eq(sku))
+            .filter(products::availability.ne(availability.as_str())),
+    )
+    .set(products::availability.eq(availability.as_str()))
+    .returning(products::id)
+    .get_result::<Uuid>(conn)
+    .await
+    .optional()
+    .map(|id| id.map(ProductId::from))
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
