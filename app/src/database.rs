@@ -72,11 +72,17 @@ pub fn migrations(module: ModuleName) -> db::ModuleMigrations {
 /// # Errors
 /// The first migration that fails.
 pub async fn migrate_local_modules(settings: &Settings, shared_url: &str) -> anyhow::Result<()> {
-    for module in settings.modules.local() {
-        let url = settings.module_database_url(module, shared_url);
-        let applied = db::migrate(url, migrations(module)).await?;
-        tracing::info!(module = module.as_str(), applied = ?applied, "migrations up to date");
-    }
+    // All at once: each module's history is in its own schema, and no
+    // migration touches another module's (start time, docs/BENCHMARKS.md).
+    let runs = settings.modules.local().map(|module| {
+        let url = settings.module_database_url(module, shared_url).to_owned();
+        async move {
+            let applied = db::migrate(&url, migrations(module)).await?;
+            tracing::info!(module = module.as_str(), applied = ?applied, "migrations up to date");
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    futures_util::future::try_join_all(runs).await?;
     Ok(())
 }
 
