@@ -428,14 +428,15 @@ async fn main() -> anyhow::Result<()> {
     let items = Arc::new(items);
     let mut sold_units = HashMap::new();
 
-    // Warm-up: every connection and pool opened, caches filled.
-    let far = Instant::now() + Duration::from_secs(600);
+    // Warm-up: every connection and pool opened, caches filled. Bounded
+    // phases get ten minutes each from their own start.
+    let far = || Instant::now() + Duration::from_secs(600);
     let (warm, _) = run(
         &shop,
         &tokens,
         &items,
         shape,
-        far,
+        far(),
         Some(customers * 2),
         false,
     )
@@ -484,7 +485,7 @@ async fn main() -> anyhow::Result<()> {
         id: shop.product(&admin, &last[0].sku, 50).await?,
         sku: last[0].sku.clone(),
     }]);
-    let (race, elapsed) = run(&shop, &tokens, &last, Shape::Hot, far, Some(200), false).await?;
+    let (race, elapsed) = run(&shop, &tokens, &last, Shape::Hot, far(), Some(200), false).await?;
     let won = race.iter().filter(|s| s.confirmed).count();
     let short = race.iter().filter(|s| s.short).count();
     let (p50, p99, _) = summary(&race.iter().map(|s| s.latency_ms).collect::<Vec<_>>());
