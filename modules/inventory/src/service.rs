@@ -348,14 +348,7 @@ impl InventoryModule {
             .bind::<SqlUuid, _>(order.as_uuid())
             .get_result(conn)
             .await
-            .map(Some)
-            .or_else(|e| {
-                if e == DieselError::NotFound {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            })?;
+            .optional()?;
         let Some(found) = found else { return Ok(None) };
         let lines: Vec<LineRow> =
             db::sql("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
@@ -628,14 +621,7 @@ impl InventoryApi for InventoryModule {
             .bind::<Text, _>(sku.as_str())
             .get_result(&mut conn)
             .await
-            .map(Some)
-            .or_else(|e| {
-                if e == DieselError::NotFound {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            })
+            .optional()
             .map_err(database)?;
         match row {
             Some(row) => to_level(row),

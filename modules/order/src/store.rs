@@ -2,6 +2,7 @@
 //! saga rows, reading both back.
 
 use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{
     Array, Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
@@ -76,14 +77,7 @@ pub(crate) async fn load_state(
         .bind::<SqlUuid, _>(order.as_uuid())
         .get_result(conn)
         .await
-        .map(Some)
-        .or_else(|e| {
-            if e == DieselError::NotFound {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        })?;
+        .optional()?;
     row.map(|r| decode(r.state)).transpose()
 }
 

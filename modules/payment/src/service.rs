@@ -178,14 +178,7 @@ impl PaymentModule {
         .bind::<SqlUuid, _>(id)
         .get_result(conn)
         .await
-        .map(Some)
-        .or_else(|e| {
-            if e == DieselError::NotFound {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        })
+        .optional()
         .map_err(database)?;
         let Some(row) = row else { return Ok(None) };
         let ledger: Vec<LedgerRow> = db::sql(
