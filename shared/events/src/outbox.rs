@@ -1,11 +1,11 @@
 //! Publishing: the one way a module announces a state change.
 
-use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use kernel::{CallContext, Envelope, IntegrationEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use kernel::{CallContext, Envelope, IntegrationEvent};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
