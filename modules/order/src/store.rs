@@ -163,12 +163,7 @@ pub(crate) async fn append(
     if !state.accepts(event).map_err(AppendError::Refused)? {
         return Ok(state);
     }
-    let at = now();
-    state.apply(event, at);
-    write_event(conn, order, state.version, event, cx, at).await?;
-    write_state(conn, &state).await?;
-    announce(conn, &state, event, cx).await?;
-    metrics::counter!("order_events_total", "kind" => event.kind()).increment(1);
+    fold_in(conn, &mut state, std::slice::from_ref(event), cx).await?;
     Ok(state)
 }
 
@@ -185,14 +180,26 @@ pub(crate) async fn append_all(
     let mut state = load_state(conn, order, true)
         .await?
         .ok_or(AppendError::NotFound)?;
-    // The accepted events, written in one statement.
+    fold_in(conn, &mut state, events, cx).await?;
+    Ok(state)
+}
+
+/// Folds the events `state` accepts into it, in order (a refused one is
+/// skipped with a warning), writes them in one statement with their
+/// announcements in the outbox, and the projection once.
+async fn fold_in(
+    conn: &mut AsyncPgConnection,
+    state: &mut OrderState,
+    events: &[OrderEvent],
+    cx: &CallContext,
+) -> Result<(), DieselError> {
     let (mut seqs, mut kinds, mut data, mut ats) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
         match state.accepts(event) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(why) => {
-                tracing::warn!(order.id = %order, kind = event.kind(), why = %why, "event not recorded");
+                tracing::warn!(order.id = %state.id, kind = event.kind(), why = %why, "event not recorded");
                 continue;
             }
         }
@@ -202,26 +209,26 @@ pub(crate) async fn append_all(
         kinds.push(event.kind());
         data.push(event_data(event)?);
         ats.push(at);
-        announce(conn, &state, event, cx).await?;
+        announce(conn, state, event, cx).await?;
         metrics::counter!("order_events_total", "kind" => event.kind()).increment(1);
     }
-    if !seqs.is_empty() {
-        db::sql(
-            "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) \
-             SELECT $1, e.seq, e.kind, e.data, $5, e.at \
-             FROM unnest($2::int4[], $3::text[], $4::jsonb[], $6::timestamptz[]) AS e (seq, kind, data, at)",
-        )
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .bind::<Array<Integer>, _>(&seqs)
-        .bind::<Array<Text>, _>(&kinds)
-        .bind::<Array<Jsonb>, _>(&data)
-        .bind::<Nullable<Text>, _>(Some(cx.request_id().to_string()))
-        .bind::<Array<Timestamptz>, _>(&ats)
-        .execute(conn)
-        .await?;
-        write_state(conn, &state).await?;
+    if seqs.is_empty() {
+        return Ok(());
     }
-    Ok(state)
+    db::sql(
+        "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) \
+         SELECT $1, e.seq, e.kind, e.data, $5, e.at \
+         FROM unnest($2::int4[], $3::text[], $4::jsonb[], $6::timestamptz[]) AS e (seq, kind, data, at)",
+    )
+    .bind::<SqlUuid, _>(state.id.as_uuid())
+    .bind::<Array<Integer>, _>(&seqs)
+    .bind::<Array<Text>, _>(&kinds)
+    .bind::<Array<Jsonb>, _>(&data)
+    .bind::<Nullable<Text>, _>(Some(cx.request_id().to_string()))
+    .bind::<Array<Timestamptz>, _>(&ats)
+    .execute(conn)
+    .await?;
+    write_state(conn, state).await
 }
 
 async fn announce(
