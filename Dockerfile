@@ -7,7 +7,11 @@
 #
 # The image runs with APP_ENV=production: it needs a real database
 # (DATABASE_URL) and never starts an embedded one. Run `shop migrate` once
-# per release (compose.yaml does it as a one-shot service).
+# per release (compose.yaml does it as a one-shot service). It also needs a
+# signing key and a service key (APP__AUTH__SIGNING_KEY_FILE,
+# APP__AUTH__SERVICE_KEY_FILE): `shop keys generate --dir /var/lib/shop/keys`
+# makes them. That directory belongs to the shop's user, so a named volume
+# mounted there starts out writable by it (compose.yaml's `keys` service).
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -32,7 +36,9 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shop
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shop \
+ && mkdir -p /var/lib/shop/keys \
+ && chown 10001:10001 /var/lib/shop/keys
 COPY --from=builder /src/target/release/shop /usr/local/bin/shop
 COPY config /etc/shop/config
 ENV APP_ENV=production \
