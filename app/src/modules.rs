@@ -54,6 +54,37 @@ impl ModuleName {
     }
 }
 
+impl ModuleName {
+    /// The event types the module subscribes to. They come from its `-api`
+    /// crate, so every process knows them whichever modules it holds.
+    pub fn subscribes(self) -> &'static [&'static str] {
+        match self {
+            ModuleName::Catalog => catalog_api::SUBSCRIBES,
+            ModuleName::Notification => notification_api::SUBSCRIBES,
+            ModuleName::User | ModuleName::Inventory | ModuleName::Payment | ModuleName::Order => {
+                &[]
+            }
+        }
+    }
+
+    /// The module that publishes `event_type` (`<module>.<event>.v<n>`).
+    pub fn publisher_of(event_type: &str) -> Option<ModuleName> {
+        event_type.split('.').next().and_then(ModuleName::parse)
+    }
+}
+
+/// An event that would travel between a module of this process and a module
+/// that is not here (remote, or not served at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossingEvent {
+    /// The event's type.
+    pub event_type: &'static str,
+    /// The module that publishes it.
+    pub publisher: ModuleName,
+    /// A module that subscribes to it.
+    pub subscriber: ModuleName,
+}
+
 /// Where a module runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,6 +179,22 @@ impl ModulesSettings {
             Mode::Remote => self.user.url.as_ref(),
             Mode::Local => None,
         }
+    }
+
+    /// The first event one of this process's modules exchanges with a
+    /// module that does not run here: the in-process transport would lose it
+    /// (published here and never seen there, or never received here).
+    pub fn crossing_event(&self) -> Option<CrossingEvent> {
+        ModuleName::ALL.iter().find_map(|&subscriber| {
+            subscriber.subscribes().iter().find_map(|&event_type| {
+                let publisher = ModuleName::publisher_of(event_type)?;
+                (self.is_local(publisher) != self.is_local(subscriber)).then_some(CrossingEvent {
+                    event_type,
+                    publisher,
+                    subscriber,
+                })
+            })
+        })
     }
 
     /// Checks remote modules have a usable URL. Returns the key and the problem.

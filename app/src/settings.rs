@@ -356,6 +356,27 @@ impl Settings {
         self.modules
             .validate()
             .map_err(|(key, msg)| ConfigError(format!("{key}: {msg}")))?;
+        if self.events.transport == events::TransportKind::InProcess
+            && let Some(crossing) = self.modules.crossing_event()
+        {
+            let (here, there) = if self.modules.is_local(crossing.publisher) {
+                (crossing.publisher, crossing.subscriber)
+            } else {
+                (crossing.subscriber, crossing.publisher)
+            };
+            return fail(
+                "events.transport",
+                format!(
+                    "\"in-process\" would lose `{}` ({} publishes it, {} subscribes): {} runs in this \
+                     process and {} does not; set events.transport = \"rabbitmq\"",
+                    crossing.event_type,
+                    crossing.publisher.as_str(),
+                    crossing.subscriber.as_str(),
+                    here.as_str(),
+                    there.as_str(),
+                ),
+            );
+        }
         if self.environment == "production" && self.needs_database() && self.database.url.is_none()
         {
             return fail(
@@ -522,6 +543,52 @@ mod tests {
             let err = load(vars).unwrap_err().to_string();
             assert!(err.contains(key), "{vars:?}: `{err}` does not name {key}");
             assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn the_in_process_transport_is_refused_when_an_event_would_cross_processes() {
+        let user_remote = [
+            ("APP__MODULES__USER__MODE", "remote"),
+            ("APP__MODULES__USER__URL", "http://127.0.0.1:1235"),
+        ];
+        let alone = |module: &'static str| {
+            let mut vars = vec![("APP__MODULES__ENABLED", module)];
+            vars.extend_from_slice(&user_remote);
+            vars
+        };
+        // A subscriber here, its publisher elsewhere; a publisher here, its
+        // subscriber elsewhere: both named, with the key and the fix.
+        for (vars, event) in [
+            (alone("catalog"), "inventory.stock_changed.v1"),
+            (alone("order"), "order.confirmed.v1"),
+            (
+                vec![("APP__MODULES__ENABLED", "user")],
+                "user.registered.v1",
+            ),
+        ] {
+            let err = load(&vars).unwrap_err().to_string();
+            assert!(err.contains("events.transport"), "{err}");
+            assert!(err.contains(event), "{vars:?}: {err}");
+            assert!(err.contains("rabbitmq"), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+            // The broker carries them.
+            let mut vars = vars.clone();
+            vars.push(("APP__EVENTS__TRANSPORT", "rabbitmq"));
+            assert!(load(&vars).is_ok(), "{vars:?}");
+        }
+        // Nothing crosses: the whole shop, a gateway with no local module,
+        // a payment module alone (it publishes and subscribes to nothing).
+        let mut gateway = vec![("APP__MODULES__ENABLED", "user,catalog")];
+        gateway.extend_from_slice(&[
+            ("APP__MODULES__USER__MODE", "remote"),
+            ("APP__MODULES__USER__URL", "http://127.0.0.1:1235"),
+            ("APP__MODULES__CATALOG__MODE", "remote"),
+            ("APP__MODULES__CATALOG__URL", "http://127.0.0.1:1236"),
+        ]);
+        for vars in [vec![], gateway, alone("payment")] {
+            let settings = load(&vars).unwrap_or_else(|e| panic!("{vars:?}: {e}"));
+            assert!(settings.modules.crossing_event().is_none());
         }
     }
 

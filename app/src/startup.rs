@@ -114,7 +114,7 @@ impl Wiring {
             let mut prefixes = match module {
                 ModuleName::User => user_api::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Catalog => catalog_api::ROUTE_PREFIXES.to_vec(),
-                ModuleName::Notification => notification::ROUTE_PREFIXES.to_vec(),
+                ModuleName::Notification => notification_api::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Inventory => inventory_api::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Payment => payment_api::ROUTE_PREFIXES.to_vec(),
                 ModuleName::Order => order_api::ROUTE_PREFIXES.to_vec(),
@@ -366,6 +366,19 @@ impl Application {
                 let rabbit = RabbitMq::connect(settings.events.rabbitmq.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
+                // Every subscriber's queue, not only this process's: an event
+                // published before its subscriber's process first starts
+                // waits in the queue instead of being dropped unrouted.
+                for module in ModuleName::ALL {
+                    let types = module.subscribes();
+                    if types.is_empty() {
+                        continue;
+                    }
+                    rabbit
+                        .declare_queue(module.as_str(), types)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
+                }
                 let mut modules: Vec<&'static str> = dispatcher
                     .subscriptions()
                     .iter()
@@ -379,10 +392,6 @@ impl Application {
                         .filter(|s| s.module == module)
                         .flat_map(|s| s.event_types.iter().copied())
                         .collect();
-                    rabbit
-                        .declare_queue(module, &types)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
                     background.push(tokio::spawn(Arc::clone(&rabbit).consume(
                         module,
                         types,
@@ -416,14 +425,6 @@ impl Application {
                 );
                 background.push(tokio::spawn(relay.run(stopped.clone())));
             }
-        }
-        if settings.events.transport == TransportKind::InProcess
-            && settings.modules.enabled.len() < ModuleName::ALL.len()
-        {
-            tracing::warn!(
-                "events.transport is in-process but some modules run elsewhere: their events do not reach \
-                 this process (use events.transport = \"rabbitmq\")"
-            );
         }
         let verifier = if settings.modules.enabled.is_empty() {
             None

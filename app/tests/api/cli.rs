@@ -52,6 +52,21 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
         .unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("modules.catalog.url"), "{stderr}");
+    // The inventory split out with the in-process bus would drop its stock
+    // events on the floor: refused before anything starts.
+    let output = shop()
+        .env("APP__MODULES__ENABLED", "inventory")
+        .env("APP__MODULES__USER__MODE", "remote")
+        .env("APP__MODULES__USER__URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("events.transport") && stderr.contains("inventory.stock_changed.v1"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -27,7 +27,9 @@ pub struct Deployment {
     pub settings: app::Settings,
     key: String,
     service_key: String,
-    mail: String,
+    pub mail: String,
+    /// The RabbitMQ namespace of this deployment's split processes.
+    namespace: String,
 }
 
 impl Deployment {
@@ -49,7 +51,19 @@ impl Deployment {
             key,
             service_key,
             mail,
+            namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
         }
+    }
+
+    /// [`Deployment::env`] for a process of a split topology: events cross
+    /// processes through RabbitMQ, in a namespace of this deployment's own.
+    pub fn split_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let broker = [
+            ("APP__EVENTS__TRANSPORT", "rabbitmq"),
+            ("APP__EVENTS__RABBITMQ__NAMESPACE", self.namespace.as_str()),
+            ("APP__EVENTS__RABBITMQ__QUEUE_TTL_MS", "120000"),
+        ];
+        self.env(&[&broker[..], extra].concat())
     }
 
     /// The environment of a `shop` process of this deployment, plus `extra`.

@@ -36,8 +36,8 @@ async fn topology(provider: &str) -> Topology {
             ("APP__MODULES__USER__URL", main_url.as_str()),
         ]
     };
-    let inventory_env = deployment.env(&served_alone("inventory"));
-    let payment_env = deployment.env(
+    let inventory_env = deployment.split_env(&served_alone("inventory"));
+    let payment_env = deployment.split_env(
         &[
             &served_alone("payment")[..],
             &[
@@ -52,7 +52,7 @@ async fn topology(provider: &str) -> Topology {
         .concat(),
     );
     let (inventory_url, payment_url) = (url(inventory_port), url(payment_port));
-    let main_env = deployment.env(&[
+    let main_env = deployment.split_env(&[
         (
             "APP__MODULES__ENABLED",
             "user,catalog,notification,inventory,payment,order",

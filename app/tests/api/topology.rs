@@ -4,10 +4,13 @@
 use kernel::Role;
 use serde_json::Value;
 
+use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+
 use crate::helpers::{
-    Shop, assert_problem, free_port, mint_token, product_json, spawn_app_with, test_database,
-    test_settings,
+    Shop, assert_problem, eventually, free_port, mint_token, product_json, spawn_app_with,
+    test_database, test_settings,
 };
+use crate::saga_crash::{Deployment, refs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
@@ -15,26 +18,43 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     let gateway_port = free_port();
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
     let key_file = crate::helpers::fresh_key_path();
+    // The catalog's events (and the stock events it follows) cross processes.
+    let namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let broker = [
+        ("APP__EVENTS__TRANSPORT", "rabbitmq"),
+        ("APP__EVENTS__RABBITMQ__NAMESPACE", namespace.as_str()),
+        ("APP__EVENTS__RABBITMQ__QUEUE_TTL_MS", "120000"),
+    ];
     // The extracted catalog: only the catalog module, with its database; it
     // verifies tokens with the keys the gateway's user module publishes.
-    let catalog = Shop::start(&[
-        ("APP__MODULES__ENABLED", "catalog"),
-        ("APP__MODULES__USER__MODE", "remote"),
-        ("APP__MODULES__USER__URL", gateway_url.as_str()),
-        ("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
-        ("DATABASE_URL", db.url()),
-    ]);
+    let catalog = Shop::start(
+        &[
+            &broker[..],
+            &[
+                ("APP__MODULES__ENABLED", "catalog"),
+                ("APP__MODULES__USER__MODE", "remote"),
+                ("APP__MODULES__USER__URL", gateway_url.as_str()),
+                ("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
+                ("DATABASE_URL", db.url()),
+            ],
+        ]
+        .concat(),
+    );
     catalog.wait_live().await;
     // The gateway: the user module here, the catalog forwarded.
     let catalog_url = catalog.url("");
     let gateway = Shop::start_on(
         gateway_port,
         &[
-            ("APP__MODULES__CATALOG__MODE", "remote"),
-            ("APP__MODULES__CATALOG__URL", catalog_url.as_str()),
-            ("APP__AUTH__SIGNING_KEY_FILE", key_file.as_str()),
-            ("DATABASE_URL", db.url()),
-        ],
+            &broker[..],
+            &[
+                ("APP__MODULES__CATALOG__MODE", "remote"),
+                ("APP__MODULES__CATALOG__URL", catalog_url.as_str()),
+                ("APP__AUTH__SIGNING_KEY_FILE", key_file.as_str()),
+                ("DATABASE_URL", db.url()),
+            ],
+        ]
+        .concat(),
     );
     gateway.wait_live().await;
     let gateway_settings = test_settings(
@@ -145,4 +165,75 @@ async fn a_process_serves_only_its_enabled_modules() {
     assert_problem(app.get("/api/v1/products").await, 404, "route_not_found").await;
     let ready: Value = app.get("/health/ready").await.json().await.unwrap();
     assert_eq!(ready["checks"], serde_json::json!({}));
+}
+
+/// Split with the broker, an event published while its subscriber's process
+/// has never run is kept for it: the publisher declares every subscriber's
+/// queue, and an event the broker cannot route is not marked delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_before_its_subscriber_ever_ran_reaches_it() {
+    let deployment = Deployment::new().await;
+    let user_port = free_port();
+    let user_url = format!("http://127.0.0.1:{user_port}");
+    let users = Shop::start_on(
+        user_port,
+        &refs(&deployment.split_env(&[("APP__MODULES__ENABLED", "user")])),
+    );
+    users.wait_live().await;
+    let http = reqwest::Client::new();
+    let registered = http
+        .post(users.url("/api/v1/users"))
+        .json(&serde_json::json!({
+            "email": "early@example.com",
+            "password": "correct horse battery",
+            "display_name": "Early",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    // The user process hands the event to the broker and marks it delivered.
+    let db_url = deployment.db.url().to_owned();
+    eventually("user.registered.v1 handed to the broker", || {
+        let db_url = db_url.clone();
+        async move {
+            let mut conn = diesel_async::AsyncPgConnection::establish(&db_url)
+                .await
+                .ok()?;
+            let left: Count = diesel::sql_query(
+                "SELECT count(*) AS n FROM users.outbox WHERE delivered_at IS NULL",
+            )
+            .get_result(&mut conn)
+            .await
+            .ok()?;
+            (left.n == 0).then_some(())
+        }
+    })
+    .await;
+
+    // Only now does the notification module start: the welcome email goes out.
+    let notifications = Shop::start(&refs(&deployment.split_env(&[
+        ("APP__MODULES__ENABLED", "notification"),
+        ("APP__MODULES__USER__MODE", "remote"),
+        ("APP__MODULES__USER__URL", user_url.as_str()),
+    ])));
+    notifications.wait_live().await;
+    let mail = std::path::PathBuf::from(&deployment.mail);
+    eventually("the welcome email", || {
+        let mail = mail.clone();
+        async move {
+            std::fs::read_dir(&mail)
+                .ok()?
+                .flatten()
+                .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+                .find(|text| text.contains("early@example.com") && text.contains("Welcome"))
+        }
+    })
+    .await;
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }

@@ -28,6 +28,15 @@ use kernel::{CallContext, Page};
 /// where the catalog is remote forwards these to it.
 pub const ROUTE_PREFIXES: &[&str] = &["/products", "/categories"];
 
+/// Event types the catalog subscribes to: stock changes (availability) and
+/// its own product changes (cache invalidation). A publisher declares the
+/// catalog's queue, so none is lost while the catalog's process is down.
+pub const SUBSCRIBES: &[&str] = &[
+    "inventory.stock_changed.v1",
+    "catalog.product_updated.v1",
+    "catalog.product_price_changed.v1",
+];
+
 /// What other modules (and the catalog's own HTTP routes) may ask of the catalog.
 #[async_trait::async_trait]
 pub trait CatalogApi: Send + Sync {

@@ -16,11 +16,7 @@ use crate::repo;
 pub const HANDLER: &str = "catalog.read_model";
 
 /// Event types the catalog handles.
-pub const EVENT_TYPES: &[&str] = &[
-    "inventory.stock_changed.v1",
-    "catalog.product_updated.v1",
-    "catalog.product_price_changed.v1",
-];
+pub use catalog_api::SUBSCRIBES as EVENT_TYPES;
 
 /// Keeps product availability and the product cache up to date.
 #[derive(Clone)]

@@ -30,23 +30,7 @@ pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
     migrations: &MIGRATIONS,
 };
 
-/// Route prefixes (below `/api/v1`) served by this module.
-pub const ROUTE_PREFIXES: &[&str] = &["/notifications", "/admin/webhooks"];
-
-/// Event types the module handles.
-pub const EVENT_TYPES: &[&str] = &[
-    "catalog.product_created.v1",
-    "catalog.product_updated.v1",
-    "catalog.product_price_changed.v1",
-    "user.registered.v1",
-    "user.email_changed.v1",
-    "user.preferences_changed.v1",
-    "inventory.low_stock.v1",
-    "inventory.out_of_stock.v1",
-    "order.confirmed.v1",
-    "order.failed.v1",
-    "order.cancelled.v1",
-];
+pub use notification_api::{ROUTE_PREFIXES, SUBSCRIBES as EVENT_TYPES};
 
 /// Name of the module's event handler (inbox and dead letters).
 pub const HANDLER: &str = "notification.notify";

@@ -28,6 +28,10 @@ pub struct RabbitMq {
     settings: RabbitMqSettings,
     connection: Mutex<Option<Connection>>,
     publisher: Mutex<Option<Channel>>,
+    /// Every queue declared through this connection and its event types:
+    /// an event of one of these types that the broker returns unrouted
+    /// lost its queue, which is declared again before the event is retried.
+    declared: std::sync::Mutex<Vec<(&'static str, Vec<&'static str>)>>,
 }
 
 impl RabbitMq {
@@ -40,6 +44,7 @@ impl RabbitMq {
             settings,
             connection: Mutex::new(None),
             publisher: Mutex::new(None),
+            declared: std::sync::Mutex::default(),
         });
         let channel = rabbit.channel().await?;
         rabbit.declare_exchanges(&channel).await?;
@@ -157,7 +162,36 @@ impl RabbitMq {
         self.declare_queue_on(&channel, module, event_types).await?;
         // Best effort: the channel is not needed any more.
         let _ = channel.close(200, "declared".into()).await;
+        let mut declared = self
+            .declared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !declared.iter().any(|(m, _)| *m == module) {
+            declared.push((module, event_types.to_vec()));
+        }
         Ok(())
+    }
+
+    /// The queues declared for `event_type`'s subscribers, declared again.
+    /// `false` when no subscriber of `event_type` is known.
+    async fn redeclare_for(&self, event_type: &str) -> Result<bool, TransportError> {
+        let queues: Vec<(&'static str, Vec<&'static str>)> = self
+            .declared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, types)| types.contains(&event_type))
+            .cloned()
+            .collect();
+        if queues.is_empty() {
+            return Ok(false);
+        }
+        let channel = self.channel().await?;
+        for (module, types) in &queues {
+            self.declare_queue_on(&channel, module, types).await?;
+        }
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(true)
     }
 
     async fn declare_queue_on(
@@ -312,7 +346,11 @@ impl Transport for RabbitMq {
             .basic_publish(
                 self.exchange().as_str().into(),
                 event.event_type.as_str().into(),
-                BasicPublishOptions::default(),
+                // Unroutable events come back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
                 &payload,
                 properties,
             )
@@ -320,12 +358,25 @@ impl Transport for RabbitMq {
             .map_err(|e| TransportError(format!("publish failed: {e}")))?
             .await
             .map_err(|e| TransportError(format!("no publisher confirm: {e}")))?;
-        if confirm.is_ack() {
-            Ok(())
-        } else {
-            Err(TransportError(
+        drop(publisher);
+        if !confirm.is_ack() {
+            return Err(TransportError(
                 "the broker refused the event (nack)".to_owned(),
-            ))
+            ));
+        }
+        if confirm.take_message().is_none() {
+            return Ok(());
+        }
+        // Returned: no queue is bound to the event's type.
+        if self.redeclare_for(&event.event_type).await? {
+            Err(TransportError(format!(
+                "no queue took `{}` (a subscriber's queue was deleted); declared it again, the event \
+                 is retried",
+                event.event_type
+            )))
+        } else {
+            tracing::debug!(event_type = %event.event_type, "no module subscribes to this event");
+            Ok(())
         }
     }
 
