@@ -56,6 +56,11 @@ impl Policies {
     }
 }
 
+/// File names `shop keys generate` writes: the access-token signing key and
+/// the service key (what `auth.signing_key_file` and `auth.service_key_file`
+/// point at in a deployment).
+pub const KEY_FILES: [&str; 2] = ["jwt-signing-key.pem", "service-key.pem"];
+
 /// The key that signs access tokens, from `auth.signing_key_file`
 /// (generated there first when `auth.generate_dev_key` allows).
 ///

@@ -31,6 +31,9 @@ enum Command {
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run the sandbox card payment provider: a stand-in for a card network
     /// with Stripe-like test cards. It moves no money.
     SandboxProvider {
@@ -40,6 +43,19 @@ enum Command {
         /// Port to listen on.
         #[arg(long, default_value_t = 9090)]
         port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write the two Ed25519 keys a deployment mounts, each only if it is
+    /// missing: `jwt-signing-key.pem` (signs access tokens) and
+    /// `service-key.pem` (signs the modules' calls to each other). For
+    /// containers and clusters without a secret store of their own.
+    Generate {
+        /// Directory to write them to (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -65,6 +81,10 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Openapi = command {
         return print_openapi();
+    }
+    // Needs no configuration: it runs before a deployment has any.
+    if let Command::Keys(KeysCommand::Generate { dir }) = &command {
+        return generate_keys(dir);
     }
     let settings = match Settings::load(&cli.config_dir) {
         Ok(settings) => settings,
@@ -95,7 +115,7 @@ fn main() -> ExitCode {
                 display_name,
             }) => create_admin(settings, email, password, display_name).await,
             Command::SandboxProvider { host, port } => sandbox_provider(host, port).await,
-            Command::Openapi => Ok(()),
+            Command::Openapi | Command::Keys(_) => Ok(()),
         }
     });
     match result {
@@ -120,7 +140,12 @@ async fn sandbox_provider(host: String, port: u16) -> anyhow::Result<()> {
     tracing::info!(%host, port, "sandbox payment provider listening; it moves no money");
     let handle = server.handle();
     let running = tokio::spawn(server);
-    tokio::signal::ctrl_c().await?;
+    // SIGTERM (containers, Kubernetes) or SIGINT (a terminal) stop it gracefully.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
     handle.stop(true).await;
     running.await??;
     Ok(())
@@ -165,6 +190,22 @@ async fn create_admin(
     tracing::info!(user.id = %user.id, "admin account created");
     eprintln!("created admin {} ({})", user.email, user.id);
     Ok(())
+}
+
+fn generate_keys(dir: &std::path::Path) -> ExitCode {
+    for name in app::compose::KEY_FILES {
+        let path = dir.join(name);
+        let existed = path.exists();
+        match auth::SigningKey::load_or_generate(&path, true) {
+            Ok(key) if existed => eprintln!("{} exists (kid {})", path.display(), key.kid()),
+            Ok(key) => eprintln!("wrote {} (kid {})", path.display(), key.kid()),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_openapi() -> ExitCode {

@@ -137,5 +137,51 @@ async fn the_sandbox_provider_runs_as_its_own_process() {
         .await
         .unwrap();
     assert_eq!(declined.status(), 402);
-    child.kill().await.unwrap();
+    // SIGTERM, as a container runtime sends it, stops it cleanly.
+    let pid = libc::pid_t::try_from(child.id().unwrap()).unwrap();
+    // SAFETY: signalling our own child process.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("the sandbox ignored SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn keys_generate_writes_the_deployment_keys_once_without_any_configuration() {
+    let dir = std::env::temp_dir().join(format!("shop-keys-{}", uuid::Uuid::new_v4().simple()));
+    let run = || {
+        // Production mode with no database: keys need no configuration.
+        shop()
+            .env("APP_ENV", "production")
+            .args(["keys", "generate", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{first:?}");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let (signing, service) = (read("jwt-signing-key.pem"), read("service-key.pem"));
+    assert_ne!(signing, service, "two different keys");
+    for key in [&signing, &service] {
+        auth::SigningKey::from_pem(key, "generated").unwrap();
+    }
+    // Again: nothing is replaced (tokens signed with the keys stay valid).
+    let second = run();
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(read("jwt-signing-key.pem"), signing);
+    assert_eq!(read("service-key.pem"), service);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("exists"));
+    // Private keys: readable by their owner only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.join("service-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
