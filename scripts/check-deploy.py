@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""Checks of the deployment files that no schema catches: does every shop
+process get the settings its topology needs, and does every Kubernetes
+workload carry probes, resources and the locked-down security context?
+
+    check-deploy.py compose compose.yaml
+    check-deploy.py k8s NAME RENDERED.yaml     (the output of kubectl kustomize)
+
+The topology rules (README, "Extracting a module"): a process serves
+APP__MODULES__ENABLED (default: all six); an enabled module whose mode is
+remote is forwarded to its URL, which must reach a process serving it; a
+module that this process calls but does not serve needs mode remote and a
+URL (everyone calls the user module for its keys; order calls catalog,
+inventory and payment); a process where not all six modules are local uses
+RabbitMQ; a process with a local module needs DATABASE_URL (production);
+the user module needs the signing key, every process the service key; the
+payment module the provider's URL.
+
+Prints one line per problem and exits 1 if there is any. Needs PyYAML.
+"""
+
+import sys
+from urllib.parse import urlsplit
+
+import yaml
+
+MODULES = ["user", "catalog", "inventory", "order", "payment", "notification"]
+CALLS = {"order": ["catalog", "inventory", "payment"]}
+SECRET = object()  # an env var whose value comes from a Secret
+KEYS_DIR = "/var/lib/shop/keys"
+
+problems = []
+
+
+def problem(where, msg):
+    problems.append(f"{where}: {msg}")
+
+
+def enabled_modules(env):
+    value = env.get("APP__MODULES__ENABLED")
+    if value is None:
+        return list(MODULES)
+    names = [m.strip() for m in str(value).split(",") if m.strip()]
+    return names
+
+
+def mode(env, module):
+    return env.get(f"APP__MODULES__{module.upper()}__MODE", "local")
+
+
+def local_modules(env):
+    return [m for m in enabled_modules(env) if mode(env, m) == "local"]
+
+
+def check_topology(where, env, serves):
+    """Checks one serving process's env. `serves(url, where)` returns the
+    modules served locally at `url`, or None after reporting why not."""
+    enabled = enabled_modules(env)
+    for m in enabled:
+        if m not in MODULES:
+            problem(where, f"APP__MODULES__ENABLED names an unknown module `{m}`")
+    local = local_modules(env)
+    needed = set()  # modules this process reaches in another process
+    for m in enabled:
+        if mode(env, m) == "remote":
+            needed.add(m)  # forwarded (gateway role)
+    if enabled and "user" not in local:
+        needed.add("user")  # token keys
+    for m in local:
+        for dep in CALLS.get(m, []):
+            if dep not in local:
+                needed.add(dep)
+    for m in sorted(needed):
+        key = f"APP__MODULES__{m.upper()}"
+        if mode(env, m) != "remote":
+            problem(where, f"calls the {m} module, which it does not serve: set {key}__MODE=remote")
+            continue
+        url = env.get(f"{key}__URL")
+        if not url:
+            problem(where, f"{key}__MODE is remote but {key}__URL is unset")
+            continue
+        there = serves(url, where)
+        if there is not None and m not in there:
+            problem(where, f"{key}__URL={url} reaches a process that does not serve {m} (it serves {sorted(there) or 'nothing'})")
+    if set(local) != set(MODULES):
+        if env.get("APP__EVENTS__TRANSPORT") != "rabbitmq":
+            problem(where, f"serves {sorted(local) or 'no module'} (not all six): needs APP__EVENTS__TRANSPORT=rabbitmq")
+        if not env.get("APP__EVENTS__RABBITMQ__URL"):
+            problem(where, "uses RabbitMQ but APP__EVENTS__RABBITMQ__URL is unset")
+    if local and not env.get("DATABASE_URL"):
+        problem(where, f"serves {sorted(local)}: needs DATABASE_URL")
+    if enabled and not env.get("APP__AUTH__SERVICE_KEY_FILE"):
+        problem(where, "needs APP__AUTH__SERVICE_KEY_FILE")
+    if "user" in local and not env.get("APP__AUTH__SIGNING_KEY_FILE"):
+        problem(where, "serves the user module: needs APP__AUTH__SIGNING_KEY_FILE")
+    if "payment" in local and not env.get("APP__PAYMENT__PROVIDER_URL"):
+        problem(where, "serves the payment module: needs APP__PAYMENT__PROVIDER_URL")
+    return local
+
+
+def check_settings_load(where, env):
+    """Every `shop` command loads the settings first; in production a local
+    module asks for a database."""
+    if local_modules(env) and not env.get("DATABASE_URL"):
+        problem(where, "modules are enabled but DATABASE_URL is unset: production refuses to start "
+                       "(APP__MODULES__ENABLED=\"\" if it needs none)")
+
+
+# --- compose -----------------------------------------------------------------
+
+def compose_env(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {k: ("" if v is None else str(v)) for k, v in env.items()}
+
+
+def compose_networks(service):
+    nets = service.get("networks")
+    if nets is None:
+        return {"default": {}}
+    if isinstance(nets, list):
+        return {n: {} for n in nets}
+    return {n: (v or {}) for n, v in nets.items()}
+
+
+def check_compose(path):
+    doc = yaml.safe_load(open(path))
+    services = doc.get("services") or {}
+    volumes = doc.get("volumes") or {}
+    rabbit_env = compose_env(services.get("rabbitmq", {}))
+
+    def runs_shop(svc):
+        return svc.get("image") == "shop:local" or svc.get("build") is not None
+
+    def command(svc):
+        return svc.get("command") or ["serve"]
+
+    # Host ports: every profile may run next to the default services.
+    seen = {}
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            parts = str(port).split(":")
+            host = parts[-2] if len(parts) >= 2 else None
+            if host is None:
+                problem(f"compose {name}", f"port {port} is published on a random host port")
+                continue
+            if host in seen:
+                problem(f"compose {name}", f"host port {host} is also published by {seen[host]}")
+            seen[host] = name
+            if name == "rabbitmq" and parts[-1] == "5672":
+                problem("compose rabbitmq", "publishes AMQP (5672)")
+            if name == "rabbitmq" and (len(parts) < 3 or parts[0] != "127.0.0.1"):
+                problem("compose rabbitmq", f"{port} is not bound to 127.0.0.1")
+    if rabbit_env.get("RABBITMQ_DEFAULT_USER", "guest") == "guest":
+        problem("compose rabbitmq", "runs with the guest account: set RABBITMQ_DEFAULT_USER/PASS")
+
+    keys = services.get("keys")
+    if not keys or command(keys)[:2] != ["keys", "generate"]:
+        problem("compose", "no one-shot `keys` service running `shop keys generate`")
+    for name, svc in services.items():
+        for vol in svc.get("volumes") or []:
+            src = str(vol).split(":")[0]
+            if not src.startswith((".", "/")) and src not in volumes:
+                problem(f"compose {name}", f"mounts undeclared volume {src}")
+
+    for profile in [None, "extracted", "split"]:
+        label = f"compose ({'default' if profile is None else 'profile ' + profile})"
+        active = {n: s for n, s in services.items()
+                  if not s.get("profiles") or profile in s.get("profiles")}
+        # name -> (service, networks it answers on); aliases only on their network
+        names = {}
+        for n, s in active.items():
+            for net, conf in compose_networks(s).items():
+                for alias in [n] + list(conf.get("aliases") or []):
+                    names.setdefault(alias, (n, set()))[1].add(net)
+        for name, svc in active.items():
+            where = f"{label} {name}"
+            for dep, cond in (svc.get("depends_on") or {}).items():
+                if dep not in active:
+                    problem(where, f"depends on {dep}, which this profile does not start")
+            if not runs_shop(svc):
+                continue
+            env = compose_env(svc)
+            check_settings_load(where, env)
+            if command(svc) != ["serve"]:
+                continue
+            mine = set(compose_networks(svc))
+
+            def serves(url, where, mine=mine, active=active, names=names):
+                u = urlsplit(url)
+                target = names.get(u.hostname)
+                if target is None or not (target[1] & mine):
+                    problem(where, f"{url}: no service `{u.hostname}` on its networks")
+                    return None
+                if (u.port or 80) != 8080:
+                    problem(where, f"{url}: the shop listens on 8080")
+                return set(local_modules(compose_env(active[target[0]])))
+
+            check_topology(where, env, serves)
+            mounts = [str(v) for v in svc.get("volumes") or []]
+            if not any(m.split(":")[0] == "keys" and m.split(":")[1] == KEYS_DIR and m.endswith(":ro")
+                       for m in mounts):
+                problem(where, f"does not mount the keys volume read-only at {KEYS_DIR}")
+            for key in ["APP__AUTH__SIGNING_KEY_FILE", "APP__AUTH__SERVICE_KEY_FILE"]:
+                if env.get(key) and not env[key].startswith(KEYS_DIR + "/"):
+                    problem(where, f"{key} is not in the keys volume ({KEYS_DIR})")
+            if (svc.get("depends_on") or {}).get("keys", {}).get("condition") != "service_completed_successfully":
+                problem(where, "does not wait for `keys` (service_completed_successfully)")
+            amqp = env.get("APP__EVENTS__RABBITMQ__URL")
+            if amqp:
+                u = urlsplit(amqp)
+                if (u.username, u.password) != (rabbit_env.get("RABBITMQ_DEFAULT_USER"),
+                                                rabbit_env.get("RABBITMQ_DEFAULT_PASS")):
+                    problem(where, "APP__EVENTS__RABBITMQ__URL does not carry the broker's user and password")
+                if "rabbitmq" not in active:
+                    problem(where, "uses RabbitMQ, which this profile does not start")
+
+
+# --- kubernetes --------------------------------------------------------------
+
+def labels_match(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_k8s(name, path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    where0 = f"k8s {name}"
+    if not docs:
+        problem(where0, "renders nothing")
+        return
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in by_kind.get("ConfigMap", [])}
+    services = by_kind.get("Service", [])
+    deployments = by_kind.get("Deployment", [])
+    if not deployments:
+        problem(where0, "renders no Deployment")
+    for d in docs:
+        if d["kind"] in ("Deployment", "Service", "Job", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
+            labels = d["metadata"].get("labels") or {}
+            for k in ("name", "component", "part-of"):
+                if f"app.kubernetes.io/{k}" not in labels:
+                    problem(f"{where0} {d['kind']}/{d['metadata']['name']}", f"lacks label app.kubernetes.io/{k}")
+
+    def pod_env(pod, container, where):
+        env = {}
+        for src in container.get("envFrom") or []:
+            ref = (src.get("configMapRef") or {}).get("name")
+            if ref is not None:
+                if ref not in configmaps:
+                    problem(where, f"envFrom ConfigMap {ref} is not rendered")
+                env.update(configmaps.get(ref, {}))
+            elif src.get("secretRef"):
+                problem(where, "envFrom a whole Secret: name the keys")
+        for e in container.get("env") or []:
+            env[e["name"]] = SECRET if "valueFrom" in e else str(e.get("value", ""))
+        return env
+
+    def check_pod(kind_name, pod, need_probes):
+        where = f"{where0} {kind_name}"
+        psc = pod.get("securityContext") or {}
+        for c in pod.get("containers", []):
+            w = f"{where} container {c['name']}"
+            sc = c.get("securityContext") or {}
+            merged = {**psc, **sc}
+            if merged.get("runAsNonRoot") is not True:
+                problem(w, "runAsNonRoot is not true")
+            if merged.get("runAsUser") != 10001:
+                problem(w, "runAsUser is not 10001")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                problem(w, "readOnlyRootFilesystem is not true")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problem(w, "allowPrivilegeEscalation is not false")
+            if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+                problem(w, "capabilities do not drop ALL")
+            if (merged.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+                problem(w, "seccompProfile is not RuntimeDefault")
+            res = c.get("resources") or {}
+            for part in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    if r not in (res.get(part) or {}):
+                        problem(w, f"no {part}.{r}")
+            if need_probes:
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    if probe not in c:
+                        problem(w, f"no {probe}")
+
+    for job in by_kind.get("Job", []):
+        check_pod(f"Job/{job['metadata']['name']}", job["spec"]["template"]["spec"], False)
+    migrate = [j for j in by_kind.get("Job", [])
+               if j["spec"]["template"]["spec"]["containers"][0].get("args") == ["migrate"]]
+    if len(migrate) != 1:
+        problem(where0, "needs exactly one Job running `shop migrate`")
+    elif "DATABASE_URL" not in pod_env(None, migrate[0]["spec"]["template"]["spec"]["containers"][0], where0):
+        problem(where0, "the migration Job has no DATABASE_URL")
+
+    served = {}  # deployment name -> local modules
+    shop = []
+    for dep in deployments:
+        dname = dep["metadata"]["name"]
+        pod = dep["spec"]["template"]["spec"]
+        check_pod(f"Deployment/{dname}", pod, True)
+        c = pod["containers"][0]
+        args = c.get("args") or ["serve"]
+        if "sandbox-provider" in args:
+            annotations = dep["metadata"].get("annotations") or {}
+            if not any("SANDBOX" in v for v in annotations.values()):
+                problem(f"{where0} Deployment/{dname}", "runs the sandbox provider without saying SANDBOX")
+        if args != ["serve"]:
+            continue
+        shop.append(dep)
+        env = pod_env(pod, c, f"{where0} Deployment/{dname}")
+        served[dname] = (dep, env, set(local_modules(env)))
+
+    def serves_k8s(url, where):
+        u = urlsplit(url)
+        svc = next((s for s in services if s["metadata"]["name"] == u.hostname), None)
+        if svc is None:
+            problem(where, f"{url}: no Service {u.hostname}")
+            return None
+        if not any(p.get("port") == u.port for p in svc["spec"].get("ports", [])):
+            problem(where, f"{url}: Service {u.hostname} has no port {u.port}")
+        sel = svc["spec"].get("selector") or {}
+        for dname, (dep, _, local) in served.items():
+            if labels_match(sel, dep["spec"]["template"]["metadata"].get("labels") or {}):
+                return local
+        problem(where, f"{url}: Service {u.hostname} selects no shop Deployment")
+        return None
+
+    for dname, (dep, env, local) in served.items():
+        where = f"{where0} Deployment/{dname}"
+        spec = dep["spec"]
+        pod = spec["template"]["spec"]
+        labels = spec["template"]["metadata"].get("labels") or {}
+        c = pod["containers"][0]
+        check_topology(where, env, serves_k8s)
+        for probe, path in (("startupProbe", "/health/live"), ("livenessProbe", "/health/live"),
+                            ("readinessProbe", "/health/ready")):
+            got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
+            if got != path:
+                problem(where, f"{probe} is not GET {path} (got {got})")
+        strategy = spec.get("strategy") or {}
+        ru = strategy.get("rollingUpdate") or {}
+        if strategy.get("type") != "RollingUpdate" or ru.get("maxUnavailable") != 0 or ru.get("maxSurge") != 1:
+            problem(where, "strategy is not RollingUpdate with maxUnavailable 0, maxSurge 1")
+        pre = (((c.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command") or []
+        sleep = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" else None
+        if sleep is None:
+            problem(where, "no preStop [sleep, N]")
+        elif pod.get("terminationGracePeriodSeconds", 30) <= 30 + sleep:
+            problem(where, f"terminationGracePeriodSeconds is not above 30 s (shutdown) + {sleep} s (preStop)")
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        if env.get("APP__NOTIFICATION__EMAIL__TRANSPORT") == "file":
+            fdir = str(env.get("APP__NOTIFICATION__EMAIL__FILE_DIR", ""))
+            if not any(fdir == p or fdir.startswith(p.rstrip("/") + "/")
+                       for p, m in mounts.items() if "emptyDir" in volumes.get(m["name"], {})):
+                problem(where, f"emails go to files in {fdir or '?'}, which is on no emptyDir")
+        for key, needed in (("APP__AUTH__SERVICE_KEY_FILE", bool(enabled_modules(env))),
+                            ("APP__AUTH__SIGNING_KEY_FILE", "user" in local)):
+            fpath = env.get(key)
+            if not needed or not isinstance(fpath, str):
+                continue
+            directory, fname = fpath.rsplit("/", 1)
+            m = mounts.get(directory)
+            secret = (volumes.get(m["name"], {}) if m else {}).get("secret")
+            if not secret:
+                problem(where, f"{key}={fpath} is not in a mounted Secret")
+                continue
+            items = secret.get("items")
+            if items is not None and fname not in [i["path"] for i in items]:
+                problem(where, f"{key}={fpath}: Secret {secret['secretName']} is mounted without {fname}")
+        if not any(labels_match((p["spec"].get("selector") or {}).get("matchLabels"), labels)
+                   for p in by_kind.get("PodDisruptionBudget", [])):
+            problem(where, "no PodDisruptionBudget selects its pods")
+        hpas = [h for h in by_kind.get("HorizontalPodAutoscaler", [])
+                if h["spec"]["scaleTargetRef"]["name"] == dname]
+        if len(hpas) != 1:
+            problem(where, "needs one HorizontalPodAutoscaler")
+        else:
+            h = hpas[0]
+            if h["apiVersion"] != "autoscaling/v2" or h["spec"].get("minReplicas", 1) < 2:
+                problem(where, "its HPA is not autoscaling/v2 with minReplicas >= 2")
+            if not any((m.get("resource") or {}).get("name") == "cpu" for m in h["spec"].get("metrics", [])):
+                problem(where, "its HPA does not scale on CPU")
+        if not any(labels_match(s["spec"].get("selector"), labels) for s in services):
+            problem(where, "no Service selects its pods")
+    for m in MODULES:
+        at = [d for d, (_, _, local) in served.items() if m in local]
+        if len(at) != 1:
+            problem(where0, f"module {m} is served by {len(at)} Deployments ({', '.join(at) or 'none'}), not one")
+    for s in services:
+        sel = s["spec"].get("selector") or {}
+        if not any(labels_match(sel, d["spec"]["template"]["metadata"].get("labels") or {}) for d in deployments):
+            problem(f"{where0} Service/{s['metadata']['name']}", "selects no Deployment's pods")
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "compose":
+        check_compose(argv[2])
+        what = argv[2]
+    elif len(argv) == 4 and argv[1] == "k8s":
+        check_k8s(argv[2], argv[3])
+        what = f"k8s overlay {argv[2]}"
+    else:
+        sys.exit(__doc__)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{what}: every process has what it needs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
