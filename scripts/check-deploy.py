@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-MODULES = ["user", "catalog", "inventory", "order", "payment", "notification"]
+# In the order the shop starts them when APP__MODULES__ENABLED is unset.
+MODULES = ["user", "catalog", "notification", "inventory", "payment", "order"]
 CALLS = {"order": ["catalog", "inventory", "payment"]}
 SECRET = object()  # an env var whose value comes from a Secret
 KEYS_DIR = "/var/lib/shop/keys"
@@ -61,6 +62,13 @@ def check_topology(where, env, serves):
         if m not in MODULES:
             problem(where, f"APP__MODULES__ENABLED names an unknown module `{m}`")
     local = local_modules(env)
+    for m in local:
+        late = [dep for dep in CALLS.get(m, []) if dep in local and local.index(dep) > local.index(m)]
+        if late:
+            # The shop wires local modules in the listed order: a module
+            # built before one it calls does not find it and stops the start.
+            problem(where, f"APP__MODULES__ENABLED lists {m} before {', '.join(late)}, which it calls: "
+                           "the start fails; list them first")
     needed = set()  # modules this process reaches in another process
     for m in enabled:
         if mode(env, m) == "remote":
