@@ -152,7 +152,10 @@ async fn reservations_expire_and_give_their_stock_back() {
     assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 3);
     assert!(matches!(
         module.commit(&admin, order).await.unwrap_err(),
-        InventoryError::InvalidTransition { status, .. } if status == "expired"
+        InventoryError::InvalidTransition {
+            status: inventory_api::ReservationStatus::Expired,
+            ..
+        }
     ));
 }
 

@@ -96,14 +96,18 @@ async fn readiness_reports_an_open_breaker_of_a_remote_module() {
     let catalog = spawn_app().await;
     let proxy = FaultProxy::start(port_of(&catalog)).await;
     let upstream = format!("http://127.0.0.1:{}", proxy.port());
-    let gateway = spawn_app_with(&[
-        ("APP__MODULES__CATALOG__MODE", "remote"),
-        ("APP__MODULES__CATALOG__URL", upstream.as_str()),
-        ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0"),
-        ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "3"),
-        ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "3"),
-        ("APP__RESILIENCE__CATALOG__BREAKER__WAIT_OPEN_MS", "60000"),
-    ])
+    // Its other modules trade events with the catalog: through the broker.
+    let gateway = crate::events::app_on(
+        "rabbitmq",
+        &[
+            ("APP__MODULES__CATALOG__MODE", "remote"),
+            ("APP__MODULES__CATALOG__URL", upstream.as_str()),
+            ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "3"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "3"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__WAIT_OPEN_MS", "60000"),
+        ],
+    )
     .await;
     proxy.set(Fault::Unavailable);
     for _ in 0..3 {
@@ -270,14 +274,18 @@ async fn a_slow_catalog_does_not_exhaust_the_gateway() {
     let proxy = FaultProxy::start(port_of(&catalog)).await;
     proxy.set(Fault::Latency(Duration::from_secs(3)));
     let upstream = format!("http://127.0.0.1:{}", proxy.port());
-    let gateway = spawn_app_with(&[
-        ("APP__MODULES__CATALOG__MODE", "remote"),
-        ("APP__MODULES__CATALOG__URL", upstream.as_str()),
-        ("APP__RESILIENCE__CATALOG__MAX_CONCURRENT", "2"),
-        ("APP__RESILIENCE__CATALOG__ATTEMPT_TIMEOUT_MS", "10000"),
-        ("APP__RESILIENCE__CATALOG__DEADLINE_MS", "10000"),
-        ("APP__SERVER__WORKERS", "2"),
-    ])
+    // Its other modules trade events with the catalog: through the broker.
+    let gateway = crate::events::app_on(
+        "rabbitmq",
+        &[
+            ("APP__MODULES__CATALOG__MODE", "remote"),
+            ("APP__MODULES__CATALOG__URL", upstream.as_str()),
+            ("APP__RESILIENCE__CATALOG__MAX_CONCURRENT", "2"),
+            ("APP__RESILIENCE__CATALOG__ATTEMPT_TIMEOUT_MS", "10000"),
+            ("APP__RESILIENCE__CATALOG__DEADLINE_MS", "10000"),
+            ("APP__SERVER__WORKERS", "2"),
+        ],
+    )
     .await;
     let slow: Vec<_> = (0..2)
         .map(|_| {

@@ -168,7 +168,10 @@ pub async fn commit_makes_a_sale(h: &Harness) {
     assert_eq!((level.on_hand, level.reserved, level.available), (3, 0, 3));
     assert!(matches!(
         h.api.release(&h.admin, order).await.unwrap_err(),
-        InventoryError::InvalidTransition { status, .. } if status == "committed"
+        InventoryError::InvalidTransition {
+            status: ReservationStatus::Committed,
+            ..
+        }
     ));
 }
 
@@ -185,7 +188,10 @@ pub async fn restock_puts_a_sale_back(h: &Harness) {
     h.api.reserve(&h.admin, reserve).await.unwrap();
     assert!(matches!(
         h.api.restock(&h.admin, order).await.unwrap_err(),
-        InventoryError::InvalidTransition { status, .. } if status == "active"
+        InventoryError::InvalidTransition {
+            status: ReservationStatus::Active,
+            ..
+        }
     ));
     h.api.commit(&h.admin, order).await.unwrap();
     for _ in 0..2 {
@@ -237,7 +243,10 @@ pub async fn release_gives_stock_back(h: &Harness) {
     assert_eq!((level.on_hand, level.reserved), (5, 0));
     assert!(matches!(
         h.api.commit(&h.admin, order).await.unwrap_err(),
-        InventoryError::InvalidTransition { status, .. } if status == "released"
+        InventoryError::InvalidTransition {
+            status: ReservationStatus::Released,
+            ..
+        }
     ));
     let missing = OrderId::generate();
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
 
-use crate::OrderId;
+use crate::{OrderId, ReservationStatus};
 
 /// Everything an inventory call can fail with, in process or over HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,12 +17,12 @@ pub enum InventoryError {
     #[error("order `{0}` already holds a different reservation")]
     ReservationConflict(OrderId),
     /// The reservation is not in a state that allows this.
-    #[error("the reservation of order `{order}` is {status}")]
+    #[error("the reservation of order `{order}` is {}", status.as_str())]
     InvalidTransition {
         /// The order.
         order: OrderId,
         /// Its current status.
-        status: String,
+        status: ReservationStatus,
     },
     /// Well-formed but invalid fields.
     #[error("the request is invalid")]
@@ -99,6 +99,13 @@ impl ProblemCode for InventoryError {
             _ => Vec::new(),
         }
     }
+
+    fn current_status(&self) -> Option<&'static str> {
+        match self {
+            InventoryError::InvalidTransition { status, .. } => Some(status.as_str()),
+            _ => None,
+        }
+    }
 }
 
 impl InventoryError {
@@ -113,17 +120,21 @@ impl InventoryError {
         if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
             return InventoryError::Degraded(degradation);
         }
-        let status = |detail: &str| detail.rsplit(" is ").next().unwrap_or_default().to_owned();
         match (problem.code.as_str(), order) {
             ("insufficient_stock", _) => InventoryError::InsufficientStock(
                 problem.errors.into_iter().map(|e| e.message).collect(),
             ),
             ("reservation_not_found", Some(id)) => InventoryError::ReservationNotFound(id),
             ("reservation_conflict", Some(id)) => InventoryError::ReservationConflict(id),
-            ("invalid_reservation_transition", Some(id)) => InventoryError::InvalidTransition {
-                order: id,
-                status: status(&detail),
-            },
+            ("invalid_reservation_transition", Some(id)) => {
+                match problem.current_status.as_deref().map(str::parse) {
+                    Some(Ok(status)) => InventoryError::InvalidTransition { order: id, status },
+                    _ => InventoryError::Unexpected(format!(
+                        "a refused transition with current_status {:?}",
+                        problem.current_status
+                    )),
+                }
+            }
             ("validation_failed", _) => InventoryError::Validation(problem.errors),
             ("invalid_cursor", _) => InventoryError::InvalidCursor,
             ("unauthenticated" | "invalid_token", _) => InventoryError::Unauthenticated,
@@ -131,5 +142,36 @@ impl InventoryError {
             (_, _) if problem.status == 503 => InventoryError::Unavailable(detail),
             (code, _) => InventoryError::Unexpected(format!("{} {code}: {detail}", problem.status)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_status_travels_as_a_typed_member_and_detail_is_never_read() {
+        let order = OrderId::generate();
+        let error = InventoryError::InvalidTransition {
+            order,
+            status: ReservationStatus::Returned,
+        };
+        assert_eq!(error.current_status(), Some("returned"));
+        let mut problem = ProblemBody::new(
+            409,
+            "invalid_reservation_transition",
+            "title",
+            Some("the reservation is committed".to_owned()),
+        );
+        problem.current_status = Some("returned".to_owned());
+        assert_eq!(
+            InventoryError::from_problem(problem.clone(), Some(order)),
+            error
+        );
+        problem.current_status = None;
+        assert!(matches!(
+            InventoryError::from_problem(problem, Some(order)),
+            InventoryError::Unexpected(_)
+        ));
     }
 }

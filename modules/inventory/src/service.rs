@@ -471,7 +471,7 @@ impl InventoryModule {
             if reservation.status != from {
                 return Err(Abort::Fail(InventoryError::InvalidTransition {
                     order,
-                    status: reservation.status.as_str().to_owned(),
+                    status: reservation.status,
                 }));
             }
             let status = match to {

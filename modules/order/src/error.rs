@@ -98,4 +98,11 @@ impl ProblemCode for OrderError {
             _ => Vec::new(),
         }
     }
+
+    fn decline_code(&self) -> Option<String> {
+        match self {
+            OrderError::CardRejected(code) => Some(code.clone()),
+            _ => None,
+        }
+    }
 }

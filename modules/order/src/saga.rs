@@ -18,9 +18,9 @@ use std::time::Duration;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
-use inventory_api::{InventoryError, ReservationLine, ReserveStock};
+use inventory_api::{InventoryError, ReservationLine, ReservationStatus, ReserveStock};
 use kernel::{CallContext, OrderId, RequestId};
-use payment_api::{AuthorizePayment, PaymentError, PaymentMethod};
+use payment_api::{AuthorizePayment, PaymentError, PaymentMethod, PaymentStatus};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -678,14 +678,14 @@ impl OrderModule {
             Step::Void => match payment.void(cx, order).await {
                 Ok(_) | Err(PaymentError::NotFound) => Outcome::Done(OrderEvent::PaymentVoided),
                 // Captured after all (the capture's record was lost): refund.
-                Err(PaymentError::InvalidTransition(status)) if status == "captured" => {
+                Err(PaymentError::InvalidTransition(PaymentStatus::Captured)) => {
                     match payment.refund(cx, order).await {
                         Ok(_) => Outcome::Done(OrderEvent::PaymentRefunded),
                         Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
                         Err(e) => Outcome::Failed(e.to_string()),
                     }
                 }
-                Err(PaymentError::InvalidTransition(status)) if status == "refunded" => {
+                Err(PaymentError::InvalidTransition(PaymentStatus::Refunded)) => {
                     Outcome::Done(OrderEvent::PaymentRefunded)
                 }
                 Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
@@ -701,16 +701,18 @@ impl OrderModule {
                     Outcome::Done(OrderEvent::StockReleased)
                 }
                 // Committed after all (the commit's record was lost): restock.
-                Err(InventoryError::InvalidTransition { status, .. }) if status == "committed" => {
-                    match inventory.restock(cx, order).await {
-                        Ok(_) => Outcome::Done(OrderEvent::StockRestocked),
-                        Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    }
-                }
-                Err(InventoryError::InvalidTransition { status, .. }) if status == "returned" => {
-                    Outcome::Done(OrderEvent::StockRestocked)
-                }
+                Err(InventoryError::InvalidTransition {
+                    status: ReservationStatus::Committed,
+                    ..
+                }) => match inventory.restock(cx, order).await {
+                    Ok(_) => Outcome::Done(OrderEvent::StockRestocked),
+                    Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                },
+                Err(InventoryError::InvalidTransition {
+                    status: ReservationStatus::Returned,
+                    ..
+                }) => Outcome::Done(OrderEvent::StockRestocked),
                 Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
                 Err(e) => Outcome::Failed(e.to_string()),
             },

@@ -127,7 +127,7 @@ pub async fn capture_void_and_refund_move_once(h: &Harness) {
     }
     assert_eq!(
         h.api.void(&h.service, order).await.unwrap_err(),
-        PaymentError::InvalidTransition("captured".into())
+        PaymentError::InvalidTransition(PaymentStatus::Captured)
     );
     for _ in 0..2 {
         let refunded = h.api.refund(&h.service, order).await.unwrap();
@@ -145,16 +145,16 @@ pub async fn capture_void_and_refund_move_once(h: &Harness) {
     }
     assert_eq!(
         h.api.capture(&h.service, voided_order).await.unwrap_err(),
-        PaymentError::InvalidTransition("voided".into())
+        PaymentError::InvalidTransition(PaymentStatus::Voided)
     );
     assert_eq!(
         authorize(h, voided_order, 700, SUCCEEDS).await.unwrap_err(),
-        PaymentError::InvalidTransition("voided".into()),
+        PaymentError::InvalidTransition(PaymentStatus::Voided),
         "a voided payment is never authorized again"
     );
     assert_eq!(
         h.api.refund(&h.service, voided_order).await.unwrap_err(),
-        PaymentError::InvalidTransition("voided".into())
+        PaymentError::InvalidTransition(PaymentStatus::Voided)
     );
     let unknown = OrderId::generate();
     assert_eq!(

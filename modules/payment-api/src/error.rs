@@ -2,6 +2,8 @@
 
 use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
 
+use crate::PaymentStatus;
+
 /// Everything a payment call can fail with, in process or over HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
@@ -15,9 +17,9 @@ pub enum PaymentError {
     /// The order already has a payment for another amount or card.
     #[error("the order already has a different payment")]
     Conflict,
-    /// The payment is not in a state that allows this.
+    /// The payment is not in a state that allows this; its current status.
     #[error("the payment is {0}")]
-    InvalidTransition(String),
+    InvalidTransition(PaymentStatus),
     /// Well-formed but invalid fields.
     #[error("the request is invalid")]
     Validation(Vec<FieldError>),
@@ -59,19 +61,21 @@ impl PaymentError {
             return PaymentError::Degraded(degradation);
         }
         match problem.code.as_str() {
-            "payment_declined" => PaymentError::Declined(
-                problem
-                    .errors
-                    .into_iter()
-                    .next()
-                    .map(|e| e.message)
-                    .unwrap_or_default(),
-            ),
+            "payment_declined" => match problem.decline_code {
+                Some(code) => PaymentError::Declined(code),
+                None => PaymentError::Unexpected("a decline without its decline_code".to_owned()),
+            },
             "payment_not_found" => PaymentError::NotFound,
             "payment_conflict" => PaymentError::Conflict,
-            "invalid_payment_transition" => PaymentError::InvalidTransition(
-                detail.rsplit(" is ").next().unwrap_or_default().to_owned(),
-            ),
+            "invalid_payment_transition" => {
+                match problem.current_status.as_deref().map(str::parse) {
+                    Some(Ok(status)) => PaymentError::InvalidTransition(status),
+                    _ => PaymentError::Unexpected(format!(
+                        "a refused transition with current_status {:?}",
+                        problem.current_status
+                    )),
+                }
+            }
             "validation_failed" => PaymentError::Validation(problem.errors),
             "unauthenticated" | "invalid_token" => PaymentError::Unauthenticated,
             "forbidden" => PaymentError::Forbidden,
@@ -123,5 +127,67 @@ impl ProblemCode for PaymentError {
             PaymentError::Validation(errors) => errors.clone(),
             _ => Vec::new(),
         }
+    }
+
+    fn current_status(&self) -> Option<&'static str> {
+        match self {
+            PaymentError::InvalidTransition(status) => Some(status.as_str()),
+            _ => None,
+        }
+    }
+
+    fn decline_code(&self) -> Option<String> {
+        match self {
+            PaymentError::Declined(code) => Some(code.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(status: u16, code: &str, detail: &str) -> ProblemBody {
+        ProblemBody::new(status, code, "title", Some(detail.to_owned()))
+    }
+
+    #[test]
+    fn facts_travel_as_typed_members_and_detail_is_never_read() {
+        // The wording of `detail` is for people: it can say anything.
+        let mut refused = problem(409, "invalid_payment_transition", "the payment is captured");
+        refused.current_status = Some("refunded".to_owned());
+        assert_eq!(
+            PaymentError::from_problem(refused),
+            PaymentError::InvalidTransition(PaymentStatus::Refunded)
+        );
+        let mut declined = problem(402, "payment_declined", "no");
+        declined.decline_code = Some("insufficient_funds".to_owned());
+        assert_eq!(
+            PaymentError::from_problem(declined),
+            PaymentError::Declined("insufficient_funds".to_owned())
+        );
+        // Without the member (or with a status the contract lacks) the
+        // answer is not understood, rather than guessed from the text.
+        let bare = problem(409, "invalid_payment_transition", "the payment is captured");
+        assert!(matches!(
+            PaymentError::from_problem(bare),
+            PaymentError::Unexpected(_)
+        ));
+        let mut unknown = problem(409, "invalid_payment_transition", "x");
+        unknown.current_status = Some("lost".to_owned());
+        assert!(matches!(
+            PaymentError::from_problem(unknown),
+            PaymentError::Unexpected(_)
+        ));
+    }
+
+    #[test]
+    fn the_problem_carries_what_the_client_reads() {
+        let error = PaymentError::InvalidTransition(PaymentStatus::Voided);
+        assert_eq!(error.current_status(), Some("voided"));
+        let error = PaymentError::Declined("card_declined".to_owned());
+        assert_eq!(error.decline_code().as_deref(), Some("card_declined"));
+        assert_eq!(error.current_status(), None);
     }
 }

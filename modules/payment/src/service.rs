@@ -38,7 +38,7 @@ impl AtProvider {
     fn authorization(&self) -> Result<&str, PaymentError> {
         self.reference
             .as_deref()
-            .ok_or_else(|| PaymentError::InvalidTransition("authorizing".into()))
+            .ok_or_else(|| PaymentError::InvalidTransition(PaymentStatus::Authorizing))
     }
 }
 
@@ -413,7 +413,7 @@ impl PaymentApi for PaymentModule {
             )),
             PaymentStatus::Authorized | PaymentStatus::Captured => Ok(payment),
             // Voided (perhaps abandoned) or refunded: never again.
-            other => Err(PaymentError::InvalidTransition(other.to_string())),
+            other => Err(PaymentError::InvalidTransition(other)),
         }
     }
 
@@ -436,7 +436,7 @@ impl PaymentApi for PaymentModule {
                 )
                 .await
             }
-            other => Err(PaymentError::InvalidTransition(other.to_string())),
+            other => Err(PaymentError::InvalidTransition(other)),
         }
     }
 
@@ -484,7 +484,7 @@ impl PaymentApi for PaymentModule {
                 )
                 .await
             }
-            other => Err(PaymentError::InvalidTransition(other.to_string())),
+            other => Err(PaymentError::InvalidTransition(other)),
         }
     }
 
@@ -507,7 +507,7 @@ impl PaymentApi for PaymentModule {
                 )
                 .await
             }
-            other => Err(PaymentError::InvalidTransition(other.to_string())),
+            other => Err(PaymentError::InvalidTransition(other)),
         }
     }
 

@@ -43,6 +43,18 @@ pub trait ProblemCode: std::error::Error {
     fn field_errors(&self) -> Vec<FieldError> {
         Vec::new()
     }
+
+    /// The resource's current status, when the error refuses a change of
+    /// status (the problem's `current_status`).
+    fn current_status(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The card network's reason for refusing a card (the problem's
+    /// `decline_code`).
+    fn decline_code(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The body of an `application/problem+json` response (RFC 9457).
@@ -63,9 +75,23 @@ pub struct ProblemBody {
     /// The request id of the failed request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// Invalid fields (422 only).
+    /// Invalid fields (422), or the items a conflict is about (409
+    /// `insufficient_stock`: one entry per short SKU, `field` = `sku`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The resource's current status when a 409 refuses a change of status
+    /// (`invalid_payment_transition`: a payment status;
+    /// `invalid_reservation_transition`: a reservation status). Callers
+    /// branch on this member, never on `detail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "captured")]
+    pub current_status: Option<String>,
+    /// Why the card was refused, as the card network says it (402
+    /// `payment_declined` and `card_rejected`): `card_declined`,
+    /// `insufficient_funds`, `incorrect_number`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "insufficient_funds")]
+    pub decline_code: Option<String>,
 }
 
 impl ProblemBody {
@@ -82,6 +108,8 @@ impl ProblemBody {
             code: code.to_owned(),
             request_id: None,
             errors: Vec::new(),
+            current_status: None,
+            decline_code: None,
         }
     }
 }

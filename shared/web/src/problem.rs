@@ -68,6 +68,8 @@ impl Problem {
         };
         let mut problem = Problem::new(status, error.code(), detail);
         problem.body.errors = error.field_errors();
+        problem.body.current_status = error.current_status().map(str::to_owned);
+        problem.body.decline_code = error.decline_code();
         problem.retry_after = error.retry_after();
         problem
     }
