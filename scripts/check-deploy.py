@@ -62,13 +62,6 @@ def check_topology(where, env, serves):
         if m not in MODULES:
             problem(where, f"APP__MODULES__ENABLED names an unknown module `{m}`")
     local = local_modules(env)
-    for m in local:
-        late = [dep for dep in CALLS.get(m, []) if dep in local and local.index(dep) > local.index(m)]
-        if late:
-            # The shop wires local modules in the listed order: a module
-            # built before one it calls does not find it and stops the start.
-            problem(where, f"APP__MODULES__ENABLED lists {m} before {', '.join(late)}, which it calls: "
-                           "the start fails; list them first")
     needed = set()  # modules this process reaches in another process
     for m in enabled:
         if mode(env, m) == "remote":

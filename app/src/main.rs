@@ -82,9 +82,15 @@ fn main() -> ExitCode {
     if let Command::Openapi = command {
         return print_openapi();
     }
-    // Needs no configuration: it runs before a deployment has any.
-    if let Command::Keys(KeysCommand::Generate { dir }) = &command {
-        return generate_keys(dir);
+    // These need no configuration: keys come before a deployment has any,
+    // and the sandbox provider is not the shop.
+    match &command {
+        Command::Keys(KeysCommand::Generate { dir }) => return generate_keys(dir),
+        Command::SandboxProvider { host, port } => {
+            telemetry::init_logging(telemetry::LogFormat::Auto, "info");
+            return run_blocking(sandbox_provider(host.clone(), *port));
+        }
+        _ => {}
     }
     let settings = match Settings::load(&cli.config_dir) {
         Ok(settings) => settings,
@@ -94,6 +100,23 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logging(settings.log.format, &settings.log.filter);
+    run_blocking(async move {
+        match command {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
+            Command::Healthcheck => healthcheck(settings).await,
+            Command::Admin(AdminCommand::Create {
+                email,
+                password,
+                display_name,
+            }) => create_admin(settings, email, password, display_name).await,
+            Command::SandboxProvider { .. } | Command::Openapi | Command::Keys(_) => Ok(()),
+        }
+    })
+}
+
+/// Runs `task` on a multi-threaded runtime; its error is logged and printed.
+fn run_blocking(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,21 +127,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match command {
-            Command::Serve => serve(settings).await,
-            Command::Migrate => migrate(settings).await,
-            Command::Healthcheck => healthcheck(settings).await,
-            Command::Admin(AdminCommand::Create {
-                email,
-                password,
-                display_name,
-            }) => create_admin(settings, email, password, display_name).await,
-            Command::SandboxProvider { host, port } => sandbox_provider(host, port).await,
-            Command::Openapi | Command::Keys(_) => Ok(()),
-        }
-    });
-    match result {
+    match runtime.block_on(task) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "shop failed");

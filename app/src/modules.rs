@@ -139,12 +139,13 @@ impl ModulesSettings {
         }
     }
 
-    /// Enabled modules that run in this process.
+    /// Enabled modules that run in this process, in start order (a module
+    /// after those it calls), whatever the order of `modules.enabled`.
     pub fn local(&self) -> impl Iterator<Item = ModuleName> + '_ {
-        self.enabled
+        ModuleName::ALL
             .iter()
             .copied()
-            .filter(|m| self.topology(*m).mode == Mode::Local)
+            .filter(|m| self.enabled.contains(m) && self.topology(*m).mode == Mode::Local)
     }
 
     /// Enabled modules served by another process, with its URL.

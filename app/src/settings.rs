@@ -593,6 +593,16 @@ mod tests {
     }
 
     #[test]
+    fn local_modules_start_in_dependency_order_whatever_the_listed_order() {
+        let s = load(&[(
+            "APP__MODULES__ENABLED",
+            "order,payment,inventory,notification,catalog,user",
+        )])
+        .unwrap();
+        assert_eq!(s.modules.local().collect::<Vec<_>>(), ModuleName::ALL);
+    }
+
+    #[test]
     fn production_requires_a_database_url() {
         let err = load_env("production", &[]).unwrap_err().to_string();
         assert!(err.contains("database.url"), "{err}");

@@ -96,7 +96,9 @@ fn openapi_subcommand_prints_the_committed_spec_from_any_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_provider_runs_as_its_own_process() {
     let port = crate::helpers::free_port();
+    // Production mode with no database: the sandbox needs no shop settings.
     let mut child = tokio::process::Command::from(shop())
+        .env("APP_ENV", "production")
         .args(["sandbox-provider", "--port", &port.to_string()])
         .kill_on_drop(true)
         .spawn()
