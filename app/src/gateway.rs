@@ -65,6 +65,31 @@ pub(crate) fn configure(
     }
 }
 
+/// Registers routes for `prefixes` of a module this process neither serves
+/// nor forwards: they answer 503 naming the module (the route exists in the
+/// API; this deployment does not reach its module from here), never 404.
+pub(crate) fn configure_unserved(
+    cfg: &mut aweb::ServiceConfig,
+    module: &'static str,
+    prefixes: &[&str],
+) {
+    for prefix in prefixes {
+        for path in [prefix.to_string(), format!("{prefix}/{{tail:.*}}")] {
+            cfg.service(aweb::resource(path).to(move || async move {
+                Err::<HttpResponse, _>(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "module_not_served",
+                    format!(
+                        "the {module} module is not served by this process: enable it here \
+                         (modules.enabled) or forward it (modules.{module}.mode = \"remote\" and \
+                         modules.{module}.url)"
+                    ),
+                ))
+            }));
+        }
+    }
+}
+
 async fn forward(
     upstream: &Upstream,
     req: &HttpRequest,

@@ -67,6 +67,18 @@ impl ModuleName {
         }
     }
 
+    /// Route prefixes (below `/api/v1`) of the module, from its `-api` crate.
+    pub fn route_prefixes(self) -> &'static [&'static str] {
+        match self {
+            ModuleName::User => user_api::ROUTE_PREFIXES,
+            ModuleName::Catalog => catalog_api::ROUTE_PREFIXES,
+            ModuleName::Notification => notification_api::ROUTE_PREFIXES,
+            ModuleName::Inventory => inventory_api::ROUTE_PREFIXES,
+            ModuleName::Payment => payment_api::ROUTE_PREFIXES,
+            ModuleName::Order => order_api::ROUTE_PREFIXES,
+        }
+    }
+
     /// The module that publishes `event_type` (`<module>.<event>.v<n>`).
     pub fn publisher_of(event_type: &str) -> Option<ModuleName> {
         event_type.split('.').next().and_then(ModuleName::parse)

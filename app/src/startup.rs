@@ -62,6 +62,8 @@ struct Wiring {
     /// Serves the dead-letter routes when a local module handles events.
     dispatcher: Option<Data<Dispatcher>>,
     remotes: Vec<(ModuleName, Url)>,
+    /// Modules neither local nor forwarded: their routes answer 503.
+    unserved: Vec<ModuleName>,
     client: reqwest::Client,
     policies: compose::Policies,
 }
@@ -110,15 +112,11 @@ impl Wiring {
                 cfg,
             ));
         }
+        for module in &self.unserved {
+            crate::gateway::configure_unserved(cfg, module.as_str(), module.route_prefixes());
+        }
         for (module, url) in &self.remotes {
-            let mut prefixes = match module {
-                ModuleName::User => user_api::ROUTE_PREFIXES.to_vec(),
-                ModuleName::Catalog => catalog_api::ROUTE_PREFIXES.to_vec(),
-                ModuleName::Notification => notification_api::ROUTE_PREFIXES.to_vec(),
-                ModuleName::Inventory => inventory_api::ROUTE_PREFIXES.to_vec(),
-                ModuleName::Payment => payment_api::ROUTE_PREFIXES.to_vec(),
-                ModuleName::Order => order_api::ROUTE_PREFIXES.to_vec(),
-            };
+            let mut prefixes = module.route_prefixes().to_vec();
             // The dead letters live with the module that handles events.
             if *module == ModuleName::Notification && self.dispatcher.is_none() {
                 prefixes.push(events::http::ROUTE_PREFIX);
@@ -196,6 +194,11 @@ impl Application {
                 .modules
                 .remote()
                 .map(|(m, url)| (m, url.clone()))
+                .collect(),
+            unserved: ModuleName::ALL
+                .iter()
+                .copied()
+                .filter(|m| !settings.modules.enabled.contains(m))
                 .collect(),
             client: client.clone(),
             policies: policies.clone(),

@@ -162,7 +162,31 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_serves_only_its_enabled_modules() {
     let app = spawn_app_with(&[("APP__MODULES__ENABLED", "")]).await;
-    assert_problem(app.get("/api/v1/products").await, 404, "route_not_found").await;
+    // The API's routes exist; their modules are not served here: 503 naming
+    // the module, for every module, not 404.
+    for (path, module) in [
+        ("/api/v1/products", "catalog"),
+        ("/api/v1/categories/x", "catalog"),
+        ("/api/v1/users/me", "user"),
+        ("/api/v1/inventory/SKU-1", "inventory"),
+        ("/api/v1/orders", "order"),
+        ("/api/v1/cart", "order"),
+        ("/api/v1/payments/x", "payment"),
+        ("/api/v1/notifications", "notification"),
+    ] {
+        let body = assert_problem(app.get(path).await, 503, "module_not_served").await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("the {module} module")),
+            "{path}: {detail}"
+        );
+    }
+    assert_problem(
+        app.get("/api/v1/nothing-here").await,
+        404,
+        "route_not_found",
+    )
+    .await;
     let ready: Value = app.get("/health/ready").await.json().await.unwrap();
     assert_eq!(ready["checks"], serde_json::json!({}));
 }
