@@ -285,8 +285,14 @@ impl Shop {
 
     /// Starts on a port chosen beforehand (to point another process at it).
     pub fn start_on(port: u16, env: &[(&str, &str)]) -> Shop {
+        Shop::run(port, &[], env)
+    }
+
+    /// `shop <args>` with `port` as the server's port.
+    pub fn run(port: u16, args: &[&str], env: &[(&str, &str)]) -> Shop {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
         command
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env(

@@ -17,6 +17,7 @@ mod errors;
 mod events;
 mod helpers;
 mod inventory;
+mod journey;
 mod ops;
 mod payment_contract;
 mod payment_provider;

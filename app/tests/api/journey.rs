@@ -1,0 +1,390 @@
+//! One customer journey, written once and run unchanged against every
+//! topology the shop supports: the monolith on each transport, the catalog
+//! and inventory in a process of their own, the payment module in a process
+//! of its own, and every module in its own process behind a gateway. Each
+//! topology is real `shop` processes on one database (each module in its
+//! own schema), started with the environment a deployment would give them.
+//!
+//! The journey: register and sign in; an admin creates and stocks a product
+//! and the catalog's availability follows the stock; search finds it; a
+//! checkout with the success card is confirmed and one with the declined
+//! card fails; the confirmed order is cancelled and its payment refunded;
+//! a second order buys the rest and ships; the order emails arrive; no
+//! handler dead-lettered anything.
+
+use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use kernel::Role;
+use payment_sandbox::cards;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::checkout::shop::{fill_cart, get_json, place, settled, stock, stocked_product};
+use crate::helpers::{Shop, eventually, free_port, mint_token};
+use crate::saga_crash::{Deployment, refs};
+
+/// The processes of one topology, and the address clients use.
+struct Topology {
+    deployment: Deployment,
+    entry: String,
+    _processes: Vec<Shop>,
+}
+
+/// Where each process of a topology listens, chosen before any starts so
+/// each can be pointed at the others.
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// `APP__MODULES__<M>__MODE=remote` and its URL, for each `(module, url)`.
+fn remotes(modules: &[(&str, &str)]) -> Vec<(String, String)> {
+    modules
+        .iter()
+        .flat_map(|(module, url)| {
+            let key = format!("APP__MODULES__{}", module.to_uppercase());
+            [
+                (format!("{key}__MODE"), "remote".to_owned()),
+                (format!("{key}__URL"), (*url).to_owned()),
+            ]
+        })
+        .collect()
+}
+
+/// Starts `shop` on `port` with the deployment's environment (on the
+/// broker when `broker`), `extra` and the remote modules.
+fn start(
+    deployment: &Deployment,
+    port: u16,
+    broker: bool,
+    extra: &[(&str, &str)],
+    remote: &[(&str, &str)],
+) -> Shop {
+    let mut env = if broker {
+        deployment.split_env(extra)
+    } else {
+        deployment.env(extra)
+    };
+    env.extend(remotes(remote));
+    Shop::start_on(port, &refs(&env))
+}
+
+async fn live(processes: &[Shop]) {
+    for process in processes {
+        process.wait_live().await;
+    }
+}
+
+/// (a) and (b): every module in one process, on the in-process bus or on RabbitMQ.
+async fn monolith(broker: bool) -> Topology {
+    let deployment = Deployment::new().await;
+    let port = free_port();
+    let processes = vec![start(&deployment, port, broker, &[], &[])];
+    live(&processes).await;
+    Topology {
+        deployment,
+        entry: url(port),
+        _processes: processes,
+    }
+}
+
+/// (c): the catalog and the inventory in a process of their own.
+async fn catalog_and_inventory_apart() -> Topology {
+    let deployment = Deployment::new().await;
+    let (main, apart) = (free_port(), free_port());
+    let (main_url, apart_url) = (url(main), url(apart));
+    let processes = vec![
+        start(
+            &deployment,
+            main,
+            true,
+            &[],
+            &[("catalog", &apart_url), ("inventory", &apart_url)],
+        ),
+        start(
+            &deployment,
+            apart,
+            true,
+            &[("APP__MODULES__ENABLED", "catalog,inventory")],
+            &[("user", &main_url)],
+        ),
+    ];
+    live(&processes).await;
+    Topology {
+        deployment,
+        entry: main_url,
+        _processes: processes,
+    }
+}
+
+/// (d): the payment module in a process of its own. It publishes and
+/// subscribes to no event, so both processes keep the in-process bus.
+async fn payment_apart() -> Topology {
+    let deployment = Deployment::new().await;
+    let (main, apart) = (free_port(), free_port());
+    let (main_url, apart_url) = (url(main), url(apart));
+    let processes = vec![
+        start(&deployment, main, false, &[], &[("payment", &apart_url)]),
+        start(
+            &deployment,
+            apart,
+            false,
+            &[("APP__MODULES__ENABLED", "payment")],
+            &[("user", &main_url)],
+        ),
+    ];
+    live(&processes).await;
+    Topology {
+        deployment,
+        entry: main_url,
+        _processes: processes,
+    }
+}
+
+/// (e): every module in its own process, a gateway in front that serves
+/// none of them, and the sandbox provider as a process of its own.
+async fn every_module_apart() -> Topology {
+    let deployment = Deployment::new().await;
+    let modules = [
+        "user",
+        "catalog",
+        "inventory",
+        "payment",
+        "order",
+        "notification",
+    ];
+    let ports: Vec<u16> = modules.iter().map(|_| free_port()).collect();
+    let urls: Vec<String> = ports.iter().map(|p| url(*p)).collect();
+    let at = |module: &str| {
+        let i = modules.iter().position(|m| *m == module).unwrap();
+        urls[i].as_str()
+    };
+    let provider_port = free_port();
+    let provider = format!("{}/", url(provider_port));
+    let sandbox = Shop::run(
+        provider_port,
+        &["sandbox-provider", "--port", &provider_port.to_string()],
+        &[],
+    );
+    let mut processes = Vec::new();
+    for module in modules {
+        let mut remote = Vec::new();
+        if module != "user" {
+            remote.push(("user", at("user")));
+        }
+        if module == "order" {
+            remote.extend(["catalog", "inventory", "payment"].map(|m| (m, at(m))));
+        }
+        let mut extra = vec![("APP__MODULES__ENABLED", module)];
+        if module == "payment" {
+            extra.push(("APP__PAYMENT__PROVIDER_URL", provider.as_str()));
+        }
+        let port = ports[modules.iter().position(|m| *m == module).unwrap()];
+        processes.push(start(&deployment, port, true, &extra, &remote));
+    }
+    // The gateway: every module enabled and forwarded, none local, so it
+    // needs no database and no broker.
+    let gateway = free_port();
+    let forwarded: Vec<(&str, &str)> = modules.iter().map(|m| (*m, at(m))).collect();
+    processes.push(start(&deployment, gateway, false, &[], &forwarded));
+    live(&processes).await;
+    processes.push(sandbox);
+    Topology {
+        deployment,
+        entry: url(gateway),
+        _processes: processes,
+    }
+}
+
+/// The journey, through `t.entry` only.
+async fn customer_journey(t: &Topology) {
+    let http = reqwest::Client::new();
+    let base = t.entry.as_str();
+    let api = |path: &str| format!("{base}/api/v1{path}");
+    let admin = mint_token(&t.deployment.settings, &[Role::Admin]);
+
+    // Register and sign in.
+    let email = format!("journey-{}@example.com", Uuid::new_v4().simple());
+    let password = "a journey of many steps";
+    let registered = http
+        .post(api("/users"))
+        .json(&json!({"email": email, "password": password, "display_name": "Journey"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.status(),
+        201,
+        "{}",
+        registered.text().await.unwrap()
+    );
+    let signed_in: Value = http
+        .post(api("/auth/token"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let customer = signed_in["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {signed_in}"))
+        .to_owned();
+
+    // An admin creates and stocks a product; the catalog follows the stock.
+    let sku = format!("JRN-{}", &Uuid::new_v4().simple().to_string()[..8]).to_uppercase();
+    let product = stocked_product(&http, base, &admin, &sku, 1500, 20).await;
+    let availability = |wanted: &'static str| {
+        let (http, url) = (http.clone(), api(&format!("/products/{product}")));
+        async move {
+            eventually(&format!("availability {wanted}"), || async {
+                let product: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+                (product["availability"] == wanted).then_some(())
+            })
+            .await;
+        }
+    };
+    availability("in_stock").await;
+
+    // Search finds it.
+    let found: Value = get_json(&http, api(&format!("/products?q={sku}")), &customer).await;
+    assert!(
+        found["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|p| p["id"] == product.as_str())),
+        "search for {sku}: {found}"
+    );
+
+    // Checkout with the success card: confirmed.
+    fill_cart(&http, base, &customer, &product, 2).await;
+    let placed = place(&http, base, &customer, "journey-1", cards::SUCCEEDS).await;
+    assert_eq!(placed.status(), 201, "{}", placed.text().await.unwrap());
+    let first: Value = placed.json().await.unwrap();
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let first = settled(&http, base, &customer, &first_id).await;
+    assert_eq!(first["status"], "confirmed", "{first}");
+    assert_eq!(stock(&http, base, &admin, &sku).await, (18, 0));
+
+    // With the declined card: failed, nothing held.
+    fill_cart(&http, base, &customer, &product, 1).await;
+    let placed = place(&http, base, &customer, "journey-2", cards::DECLINED).await;
+    assert_eq!(placed.status(), 201, "{}", placed.text().await.unwrap());
+    let declined: Value = placed.json().await.unwrap();
+    let declined_id = declined["id"].as_str().unwrap().to_owned();
+    let declined = settled(&http, base, &customer, &declined_id).await;
+    assert_eq!(declined["status"], "failed", "{declined}");
+    assert_eq!(stock(&http, base, &admin, &sku).await, (18, 0));
+
+    // Cancel the confirmed order: refunded, the stock back on the shelf.
+    let cancelled = http
+        .post(api(&format!("/orders/{first_id}/cancel")))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cancelled.status(),
+        200,
+        "{}",
+        cancelled.text().await.unwrap()
+    );
+    let cancelled = settled(&http, base, &customer, &first_id).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let payment: Value = get_json(
+        &http,
+        api(&format!("/payments/orders/{first_id}")),
+        &customer,
+    )
+    .await;
+    assert_eq!(payment["status"], "refunded", "{payment}");
+    assert_eq!(stock(&http, base, &admin, &sku).await, (20, 0));
+
+    // The rest sells out, and the admin ships it.
+    fill_cart(&http, base, &customer, &product, 20).await;
+    let placed = place(&http, base, &customer, "journey-3", cards::SUCCEEDS).await;
+    assert_eq!(placed.status(), 201, "{}", placed.text().await.unwrap());
+    let last: Value = placed.json().await.unwrap();
+    let last_id = last["id"].as_str().unwrap().to_owned();
+    let last = settled(&http, base, &customer, &last_id).await;
+    assert_eq!(last["status"], "confirmed", "{last}");
+    availability("out_of_stock").await;
+    let shipped = http
+        .post(api(&format!("/orders/{last_id}/ship")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shipped.status(), 200, "{}", shipped.text().await.unwrap());
+    let shipped: Value = shipped.json().await.unwrap();
+    assert_eq!(shipped["status"], "shipped", "{shipped}");
+
+    // The customer's emails arrive.
+    let expected = [
+        "Welcome to the shop".to_owned(),
+        format!("Order confirmed: {first_id}"),
+        format!("Order not completed: {declined_id}"),
+        format!("Order cancelled: {first_id}"),
+        format!("Order confirmed: {last_id}"),
+    ];
+    let mail = std::path::PathBuf::from(&t.deployment.mail);
+    eventually("the customer's emails", || {
+        let (mail, email) = (mail.clone(), email.clone());
+        let expected = expected.clone();
+        async move {
+            let sent: Vec<String> = std::fs::read_dir(&mail)
+                .ok()?
+                .flatten()
+                .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+                .filter(|text| text.contains(&email))
+                .collect();
+            expected
+                .iter()
+                .all(|subject| sent.iter().any(|text| text.contains(subject.as_str())))
+                .then_some(())
+        }
+    })
+    .await;
+
+    // No handler gave up on any event.
+    let mut conn = diesel_async::AsyncPgConnection::establish(t.deployment.db.url())
+        .await
+        .unwrap();
+    for schema in ["catalog", "notification"] {
+        let dead: Count =
+            diesel::sql_query(format!("SELECT count(*) AS n FROM {schema}.dead_letters"))
+                .get_result(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(dead.n, 0, "dead letters in {schema}");
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monolith_on_the_in_process_bus() {
+    customer_journey(&monolith(false).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_monolith_on_rabbitmq() {
+    customer_journey(&monolith(true).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_catalog_and_inventory_in_their_own_process() {
+    customer_journey(&catalog_and_inventory_apart().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_payment_in_its_own_process() {
+    customer_journey(&payment_apart().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_every_module_in_its_own_process_behind_a_gateway() {
+    customer_journey(&every_module_apart().await).await;
+}
