@@ -38,7 +38,7 @@ impl AtProvider {
     fn authorization(&self) -> Result<&str, PaymentError> {
         self.reference
             .as_deref()
-            .ok_or_else(|| PaymentError::InvalidTransition(PaymentStatus::Authorizing))
+            .ok_or(PaymentError::InvalidTransition(PaymentStatus::Authorizing))
     }
 }
 
