@@ -28,7 +28,7 @@ pub async fn create_admin(
     let result = async {
         let url = settings.module_database_url(ModuleName::User, &server.url);
         if settings.database.migrate_on_start {
-            db::migrate(url, database::migrations(ModuleName::User)).await?;
+            db::migrate(url, user::MODULE_MIGRATIONS).await?;
         }
         let pool = database::module_pool(settings, ModuleName::User, &server.url)?;
         let users = compose::user_module(settings, pool, compose::signing_key(settings)?)?;

@@ -2,10 +2,9 @@
 //! token verifier, the user module.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use auth::{Issuer, KeySet, SigningKey, Verifier};
+use auth::{KeySet, SigningKey, Verifier};
 use url::Url;
 
 use crate::Settings;
@@ -134,6 +133,7 @@ pub fn module_api<T: ?Sized>(
 ///
 /// # Errors
 /// Invalid password-hashing parameters.
+#[cfg(feature = "user")]
 pub fn user_module(
     settings: &Settings,
     pool: db::Pool,
@@ -141,9 +141,9 @@ pub fn user_module(
 ) -> anyhow::Result<user::UserModule> {
     let hasher = user::PasswordHasher::new(&settings.user.password_hashing)
         .context("user.password_hashing")?;
-    let issuer = Arc::new(Issuer::new(key, settings.auth.policy()));
+    let issuer = Arc::new(auth::Issuer::new(key, settings.auth.policy()));
     let refresh_ttl =
-        Duration::from_secs(settings.user.refresh_token_ttl_days.saturating_mul(86_400));
+        std::time::Duration::from_secs(settings.user.refresh_token_ttl_days.saturating_mul(86_400));
     Ok(user::UserModule::new(pool, hasher, issuer, refresh_ttl))
 }
 

@@ -55,16 +55,31 @@ impl DatabaseServer {
     }
 }
 
-/// The schema and migrations of `module`.
-pub fn migrations(module: ModuleName) -> db::ModuleMigrations {
+/// The schema and migrations of `module`, when it is compiled in.
+pub fn migrations(module: ModuleName) -> Option<db::ModuleMigrations> {
     match module {
-        ModuleName::User => user::MODULE_MIGRATIONS,
-        ModuleName::Catalog => catalog::MODULE_MIGRATIONS,
-        ModuleName::Notification => notification::MODULE_MIGRATIONS,
-        ModuleName::Inventory => inventory::MODULE_MIGRATIONS,
-        ModuleName::Payment => payment::MODULE_MIGRATIONS,
-        ModuleName::Order => order::MODULE_MIGRATIONS,
+        #[cfg(feature = "user")]
+        ModuleName::User => Some(user::MODULE_MIGRATIONS),
+        #[cfg(feature = "catalog")]
+        ModuleName::Catalog => Some(catalog::MODULE_MIGRATIONS),
+        #[cfg(feature = "notification")]
+        ModuleName::Notification => Some(notification::MODULE_MIGRATIONS),
+        #[cfg(feature = "inventory")]
+        ModuleName::Inventory => Some(inventory::MODULE_MIGRATIONS),
+        #[cfg(feature = "payment")]
+        ModuleName::Payment => Some(payment::MODULE_MIGRATIONS),
+        #[cfg(feature = "order")]
+        ModuleName::Order => Some(order::MODULE_MIGRATIONS),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
+}
+
+/// [`migrations`] of a local module: settings refuse to serve a module
+/// that is not compiled in, so its absence is a bug, reported as an error.
+fn local_migrations(module: ModuleName) -> anyhow::Result<db::ModuleMigrations> {
+    migrations(module)
+        .ok_or_else(|| anyhow::anyhow!("the {} module is not compiled in", module.as_str()))
 }
 
 /// Applies pending migrations of every local module.
@@ -77,7 +92,7 @@ pub async fn migrate_local_modules(settings: &Settings, shared_url: &str) -> any
     let runs = settings.modules.local().map(|module| {
         let url = settings.module_database_url(module, shared_url).to_owned();
         async move {
-            let applied = db::migrate(&url, migrations(module)).await?;
+            let applied = db::migrate(&url, local_migrations(module)?).await?;
             tracing::info!(module = module.as_str(), applied = ?applied, "migrations up to date");
             Ok::<_, anyhow::Error>(())
         }
@@ -96,17 +111,13 @@ pub fn module_pool(
     module: ModuleName,
     shared_url: &str,
 ) -> anyhow::Result<db::Pool> {
-    let max_size = match module {
-        ModuleName::User => settings.user.database.max_connections,
-        ModuleName::Catalog => settings.catalog.database.max_connections,
-        ModuleName::Notification => settings.notification.database.max_connections,
-        ModuleName::Inventory => settings.inventory.database.max_connections,
-        ModuleName::Payment => settings.payment.database.max_connections,
-        ModuleName::Order => settings.order.database.max_connections,
-    };
+    let max_size = settings
+        .module_database(module)
+        .ok_or_else(|| anyhow::anyhow!("the {} module is not compiled in", module.as_str()))?
+        .max_connections;
     db::build_pool(&db::PoolOptions {
         url: settings.module_database_url(module, shared_url).to_owned(),
-        schema: migrations(module).schema,
+        schema: local_migrations(module)?.schema,
         max_size,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
         connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),

@@ -2,6 +2,7 @@
 //! server and the CLI of the `shop` binary. The only crate that sees module
 //! implementation crates.
 
+#[cfg(feature = "user")]
 pub mod admin;
 pub mod compose;
 pub mod database;

@@ -144,6 +144,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
 }
 
+#[cfg(not(feature = "sandbox"))]
+async fn sandbox_provider(_host: String, _port: u16) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "the sandbox provider is not compiled into this binary (cargo feature \"sandbox\")"
+    )
+}
+
+#[cfg(feature = "sandbox")]
 async fn sandbox_provider(host: String, port: u16) -> anyhow::Result<()> {
     let (server, port) = payment_sandbox::server(&host, port, 2)?;
     tracing::info!(%host, port, "sandbox payment provider listening; it moves no money");
@@ -181,6 +189,7 @@ async fn healthcheck(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "user")]
 async fn create_admin(
     settings: Settings,
     email: String,
@@ -225,4 +234,14 @@ fn print_openapi() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(not(feature = "user"))]
+async fn create_admin(
+    _settings: Settings,
+    _email: String,
+    _password: Option<String>,
+    _display_name: String,
+) -> anyhow::Result<()> {
+    anyhow::bail!("the user module is not compiled into this binary (cargo feature \"user\")")
 }

@@ -41,15 +41,28 @@ impl ModuleName {
         ModuleName::ALL.iter().copied().find(|m| m.as_str() == name)
     }
 
-    /// The module's name in config, metrics and logs.
+    /// The module's name in config, metrics and logs, and its cargo feature.
     pub fn as_str(self) -> &'static str {
         match self {
-            ModuleName::User => user::NAME,
-            ModuleName::Catalog => catalog::NAME,
-            ModuleName::Notification => notification::NAME,
-            ModuleName::Inventory => inventory::NAME,
-            ModuleName::Payment => payment::NAME,
-            ModuleName::Order => order::NAME,
+            ModuleName::User => "user",
+            ModuleName::Catalog => "catalog",
+            ModuleName::Notification => "notification",
+            ModuleName::Inventory => "inventory",
+            ModuleName::Payment => "payment",
+            ModuleName::Order => "order",
+        }
+    }
+
+    /// Whether this binary holds the module (its cargo feature was on), so
+    /// it can serve it; it can always forward to it and call its client.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            ModuleName::User => cfg!(feature = "user"),
+            ModuleName::Catalog => cfg!(feature = "catalog"),
+            ModuleName::Notification => cfg!(feature = "notification"),
+            ModuleName::Inventory => cfg!(feature = "inventory"),
+            ModuleName::Payment => cfg!(feature = "payment"),
+            ModuleName::Order => cfg!(feature = "order"),
         }
     }
 }
@@ -210,8 +223,20 @@ impl ModulesSettings {
         })
     }
 
-    /// Checks remote modules have a usable URL. Returns the key and the problem.
+    /// Checks remote modules have a usable URL and local ones are compiled
+    /// in. Returns the key and the problem.
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(missing) = self.local().find(|m| !m.compiled_in()) {
+            let name = missing.as_str();
+            return Err((
+                "modules.enabled".to_owned(),
+                format!(
+                    "the {name} module is not compiled into this binary (built without cargo \
+                     feature \"{name}\"): serve it from a binary that has it and set \
+                     modules.{name}.mode = \"remote\" here, or leave it out of modules.enabled"
+                ),
+            ));
+        }
         for module in ModuleName::ALL {
             let topology = self.topology(*module);
             let key = format!("modules.{}.url", module.as_str());

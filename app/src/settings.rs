@@ -33,21 +33,51 @@ pub struct Settings {
     /// Cross-origin browser access.
     pub cors: CorsSettings,
     /// The user module's own section.
+    #[cfg(feature = "user")]
     pub user: user::Settings,
+    /// Ignored: the module is not compiled into this binary.
+    #[cfg(not(feature = "user"))]
+    #[serde(default, rename = "user")]
+    pub _user: serde::de::IgnoredAny,
     /// The catalog module's own section.
+    #[cfg(feature = "catalog")]
     pub catalog: catalog::Settings,
+    /// Ignored: the module is not compiled into this binary.
+    #[cfg(not(feature = "catalog"))]
+    #[serde(default, rename = "catalog")]
+    pub _catalog: serde::de::IgnoredAny,
     /// Integration events between modules.
     pub events: events::EventsSettings,
     /// Timeouts, retries, breakers and bulkheads of remote calls.
     pub resilience: resilience::ResilienceSettings,
     /// The notification module's own section.
+    #[cfg(feature = "notification")]
     pub notification: notification::Settings,
+    /// Ignored: the module is not compiled into this binary.
+    #[cfg(not(feature = "notification"))]
+    #[serde(default, rename = "notification")]
+    pub _notification: serde::de::IgnoredAny,
     /// The inventory's own section.
+    #[cfg(feature = "inventory")]
     pub inventory: inventory::Settings,
+    /// Ignored: the module is not compiled into this binary.
+    #[cfg(not(feature = "inventory"))]
+    #[serde(default, rename = "inventory")]
+    pub _inventory: serde::de::IgnoredAny,
     /// The payment module's own section.
+    #[cfg(feature = "payment")]
     pub payment: payment::Settings,
+    /// Ignored: the module is not compiled into this binary.
+    #[cfg(not(feature = "payment"))]
+    #[serde(default, rename = "payment")]
+    pub _payment: serde::de::IgnoredAny,
     /// The order module's own section.
+    #[cfg(feature = "order")]
     pub order: order::Settings,
+    /// Ignored: the module is not compiled into this binary.
+    #[cfg(not(feature = "order"))]
+    #[serde(default, rename = "order")]
+    pub _order: serde::de::IgnoredAny,
     /// `APP_ENV` this was loaded for (not read from files).
     #[serde(skip)]
     pub environment: String,
@@ -209,8 +239,15 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         use config::{Environment, File, FileFormat};
 
-        let mut builder =
-            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        let compiled_in: Vec<&str> = ModuleName::ALL
+            .iter()
+            .filter(|m| m.compiled_in())
+            .map(|m| m.as_str())
+            .collect();
+        let mut builder = config::Config::builder()
+            .set_default("modules.enabled", compiled_in)
+            .map_err(|e| ConfigError(one_line(&e.to_string())))?
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some((_, text)) = BUILT_IN_ENVIRONMENTS
             .iter()
             .find(|(n, _)| *n == environment)
@@ -252,14 +289,10 @@ impl Settings {
         if let Some(url) = &self.database.url {
             check_postgres_url("database.url", url)?;
         }
-        for (key, database) in [
-            ("catalog", &self.catalog.database),
-            ("user", &self.user.database),
-            ("notification", &self.notification.database),
-            ("inventory", &self.inventory.database),
-            ("payment", &self.payment.database),
-            ("order", &self.order.database),
-        ] {
+        for (key, database) in ModuleName::ALL
+            .iter()
+            .filter_map(|m| Some((m.as_str(), self.module_database(*m)?)))
+        {
             if let Some(url) = &database.url {
                 check_postgres_url(&format!("{key}.database.url"), url)?;
             }
@@ -299,26 +332,30 @@ impl Settings {
                     .into(),
             );
         }
+        #[cfg(feature = "payment")]
         if self.environment == "production" && self.payment.sandbox_embedded {
             return fail(
                 "payment.sandbox_embedded",
                 "must be false in production: set payment.provider_url".into(),
             );
         }
-        if self.environment == "production" && self.order.crash_at.is_some() {
-            return fail(
-                "order.crash_at",
-                "is a failpoint for tests and must be unset in production".into(),
-            );
-        }
-        if self.order.max_step_attempts < 1 {
-            return fail("order.max_step_attempts", "must be at least 1".into());
-        }
-        if self.order.lease_secs == 0 || self.order.recovery_interval_ms == 0 {
-            return fail(
-                "order.lease_secs",
-                "and order.recovery_interval_ms must be at least 1".into(),
-            );
+        #[cfg(feature = "order")]
+        {
+            if self.environment == "production" && self.order.crash_at.is_some() {
+                return fail(
+                    "order.crash_at",
+                    "is a failpoint for tests and must be unset in production".into(),
+                );
+            }
+            if self.order.max_step_attempts < 1 {
+                return fail("order.max_step_attempts", "must be at least 1".into());
+            }
+            if self.order.lease_secs == 0 || self.order.recovery_interval_ms == 0 {
+                return fail(
+                    "order.lease_secs",
+                    "and order.recovery_interval_ms must be at least 1".into(),
+                );
+            }
         }
         if self.server.body_limit_bytes == 0 {
             return fail("server.body_limit_bytes", "must be at least 1".into());
@@ -396,15 +433,29 @@ impl Settings {
 
     /// The database URL of `module`: its own, or the shared one.
     pub fn module_database_url<'a>(&'a self, module: ModuleName, shared: &'a str) -> &'a str {
-        let own = match module {
-            ModuleName::User => &self.user.database.url,
-            ModuleName::Catalog => &self.catalog.database.url,
-            ModuleName::Notification => &self.notification.database.url,
-            ModuleName::Inventory => &self.inventory.database.url,
-            ModuleName::Payment => &self.payment.database.url,
-            ModuleName::Order => &self.order.database.url,
-        };
-        own.as_deref().unwrap_or(shared)
+        self.module_database(module)
+            .and_then(|database| database.url.as_deref())
+            .unwrap_or(shared)
+    }
+
+    /// `[<module>.database]`, when the module is compiled in.
+    pub fn module_database(&self, module: ModuleName) -> Option<&db::ModuleDatabase> {
+        match module {
+            #[cfg(feature = "user")]
+            ModuleName::User => Some(&self.user.database),
+            #[cfg(feature = "catalog")]
+            ModuleName::Catalog => Some(&self.catalog.database),
+            #[cfg(feature = "notification")]
+            ModuleName::Notification => Some(&self.notification.database),
+            #[cfg(feature = "inventory")]
+            ModuleName::Inventory => Some(&self.inventory.database),
+            #[cfg(feature = "payment")]
+            ModuleName::Payment => Some(&self.payment.database),
+            #[cfg(feature = "order")]
+            ModuleName::Order => Some(&self.order.database),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::web::{self as aweb, Data};
 use actix_web::{App, HttpServer};
 use events::rabbitmq::RabbitMq;
-use events::{Dispatcher, InProcess, Relay, Subscription, TransportKind};
+use events::{Dispatcher, InProcess, Relay, TransportKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
@@ -53,11 +53,17 @@ impl AppHandle {
 /// What the route table is built from, once per worker.
 #[derive(Clone)]
 struct Wiring {
+    #[cfg(feature = "user")]
     user: Option<(Data<user::UserModule>, Data<user::http::Limits>)>,
+    #[cfg(feature = "catalog")]
     catalog: Option<Data<catalog::CatalogModule>>,
+    #[cfg(feature = "notification")]
     notification: Option<Data<notification::http::NotificationModule>>,
+    #[cfg(feature = "inventory")]
     inventory: Option<Data<inventory::InventoryModule>>,
+    #[cfg(feature = "payment")]
     payment: Option<Data<payment::PaymentModule>>,
+    #[cfg(feature = "order")]
     order: Option<Data<order::OrderModule>>,
     /// Serves the dead-letter routes when a local module handles events.
     dispatcher: Option<Data<Dispatcher>>,
@@ -70,36 +76,42 @@ struct Wiring {
 
 impl Wiring {
     fn configure(&self, cfg: &mut aweb::ServiceConfig) {
+        #[cfg(feature = "user")]
         if let Some((users, limits)) = &self.user {
             cfg.app_data(users.clone()).app_data(limits.clone());
             user::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
                 cfg,
             ));
         }
+        #[cfg(feature = "catalog")]
         if let Some(catalog) = &self.catalog {
             cfg.app_data(catalog.clone());
             catalog::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
                 cfg,
             ));
         }
+        #[cfg(feature = "notification")]
         if let Some(notifications) = &self.notification {
             cfg.app_data(notifications.clone());
             notification::http::configure(
                 &mut utoipa_actix_web::service_config::ServiceConfig::new(cfg),
             );
         }
+        #[cfg(feature = "inventory")]
         if let Some(inventory) = &self.inventory {
             cfg.app_data(inventory.clone());
             inventory::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
                 cfg,
             ));
         }
+        #[cfg(feature = "payment")]
         if let Some(payments) = &self.payment {
             cfg.app_data(payments.clone());
             payment::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
                 cfg,
             ));
         }
+        #[cfg(feature = "order")]
         if let Some(orders) = &self.order {
             cfg.app_data(orders.clone());
             order::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
@@ -181,13 +193,23 @@ impl Application {
         let mut pools = Vec::new();
         let (stop, stopped) = watch::channel(false);
         let mut background = Vec::new();
+        #[cfg_attr(
+            not(any(feature = "catalog", feature = "notification")),
+            allow(unused_mut)
+        )]
         let mut subscriptions = Vec::new();
         let mut wiring = Wiring {
+            #[cfg(feature = "user")]
             user: None,
+            #[cfg(feature = "catalog")]
             catalog: None,
+            #[cfg(feature = "notification")]
             notification: None,
+            #[cfg(feature = "inventory")]
             inventory: None,
+            #[cfg(feature = "payment")]
             payment: None,
+            #[cfg(feature = "order")]
             order: None,
             dispatcher: None,
             remotes: settings
@@ -203,6 +225,7 @@ impl Application {
             client: client.clone(),
             policies: policies.clone(),
         };
+        #[cfg_attr(not(feature = "user"), allow(unused_mut))]
         let mut local_keys = None;
         let services = Arc::new(compose::service_tokens(&settings)?);
         let database = if settings.needs_database() {
@@ -210,10 +233,23 @@ impl Application {
             if settings.database.migrate_on_start {
                 database::migrate_local_modules(&settings, &server.url).await?;
             }
+            // A binary without modules never gets here (no local module).
+            #[cfg_attr(
+                not(any(
+                    feature = "user",
+                    feature = "catalog",
+                    feature = "inventory",
+                    feature = "order",
+                    feature = "payment",
+                    feature = "notification"
+                )),
+                allow(clippy::never_loop)
+            )]
             for module in settings.modules.local() {
                 let pool = database::module_pool(&settings, module, &server.url)?;
                 pools.push((module.as_str(), pool.clone()));
                 match module {
+                    #[cfg(feature = "user")]
                     ModuleName::User => {
                         let key = compose::signing_key(&settings)?;
                         local_keys = Some(compose::key_set(&settings, &key)?);
@@ -227,11 +263,12 @@ impl Application {
                         );
                         wiring.user = Some((Data::new(users), Data::new(limits)));
                     }
+                    #[cfg(feature = "catalog")]
                     ModuleName::Catalog => {
                         let cache = catalog::ProductCache::new(&settings.catalog.cache)
                             .await
                             .map_err(|e| anyhow::anyhow!("catalog.cache: {e}"))?;
-                        subscriptions.push(Subscription {
+                        subscriptions.push(events::Subscription {
                             module: catalog::NAME,
                             name: catalog::events::HANDLER,
                             event_types: catalog::events::EVENT_TYPES.to_vec(),
@@ -240,6 +277,7 @@ impl Application {
                         });
                         wiring.catalog = Some(Data::new(catalog::CatalogModule::new(pool, cache)));
                     }
+                    #[cfg(feature = "inventory")]
                     ModuleName::Inventory => {
                         let module =
                             inventory::InventoryModule::new(pool, settings.inventory.clone());
@@ -247,9 +285,11 @@ impl Application {
                         background.push(tokio::spawn(job.run(stopped.clone())));
                         wiring.inventory = Some(Data::new(module));
                     }
+                    #[cfg(feature = "payment")]
                     ModuleName::Payment => {
                         let provider_url = match &settings.payment.provider_url {
                             Some(url) => url.clone(),
+                            #[cfg(feature = "sandbox")]
                             None if settings.payment.sandbox_embedded => {
                                 let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1)?;
                                 tracing::info!(
@@ -266,7 +306,8 @@ impl Application {
                                 Url::parse(&format!("http://127.0.0.1:{port}/"))?
                             }
                             None => anyhow::bail!(
-                                "payment.provider_url: required (payment.sandbox_embedded is off)"
+                                "payment.provider_url: required (payment.sandbox_embedded is off, \
+                                 or this binary lacks the sandbox: cargo feature \"sandbox\")"
                             ),
                         };
                         let provider = payment::provider::HttpProvider::new(
@@ -279,61 +320,78 @@ impl Application {
                             Arc::new(provider),
                         )));
                     }
+                    #[cfg(feature = "order")]
                     ModuleName::Order => {
-                        let deps =
-                            order::Dependencies {
-                                catalog: compose::module_api(
-                                    &settings,
-                                    ModuleName::Catalog,
-                                    wiring.catalog.clone().map(|m| {
-                                        m.into_inner() as Arc<dyn catalog_api::CatalogApi>
-                                    }),
-                                    |base| {
-                                        Arc::new(catalog_api::client::CatalogClient::new(
-                                            client.clone(),
-                                            base,
-                                            policies.get("catalog"),
-                                        ))
-                                    },
-                                )?,
-                                inventory: compose::module_api(
-                                    &settings,
-                                    ModuleName::Inventory,
-                                    wiring.inventory.clone().map(|m| {
-                                        m.into_inner() as Arc<dyn inventory_api::InventoryApi>
-                                    }),
-                                    |base| {
-                                        Arc::new(inventory_api::client::InventoryClient::new(
-                                            client.clone(),
-                                            base,
-                                            policies.get("inventory"),
-                                        ))
-                                    },
-                                )?,
-                                payment: compose::module_api(
-                                    &settings,
-                                    ModuleName::Payment,
-                                    wiring.payment.clone().map(|m| {
-                                        m.into_inner() as Arc<dyn payment_api::PaymentApi>
-                                    }),
-                                    |base| {
-                                        Arc::new(payment_api::client::PaymentClient::new(
-                                            client.clone(),
-                                            base,
-                                            policies.get("payment"),
-                                        ))
-                                    },
-                                )?,
-                                services: Arc::clone(&services),
-                            };
+                        // This process's own modules, when they run here.
+                        #[cfg(feature = "catalog")]
+                        let local_catalog = wiring
+                            .catalog
+                            .clone()
+                            .map(|m| m.into_inner() as Arc<dyn catalog_api::CatalogApi>);
+                        #[cfg(not(feature = "catalog"))]
+                        let local_catalog = None;
+                        #[cfg(feature = "inventory")]
+                        let local_inventory = wiring
+                            .inventory
+                            .clone()
+                            .map(|m| m.into_inner() as Arc<dyn inventory_api::InventoryApi>);
+                        #[cfg(not(feature = "inventory"))]
+                        let local_inventory = None;
+                        #[cfg(feature = "payment")]
+                        let local_payment = wiring
+                            .payment
+                            .clone()
+                            .map(|m| m.into_inner() as Arc<dyn payment_api::PaymentApi>);
+                        #[cfg(not(feature = "payment"))]
+                        let local_payment = None;
+                        let deps = order::Dependencies {
+                            catalog: compose::module_api(
+                                &settings,
+                                ModuleName::Catalog,
+                                local_catalog.clone(),
+                                |base| {
+                                    Arc::new(catalog_api::client::CatalogClient::new(
+                                        client.clone(),
+                                        base,
+                                        policies.get("catalog"),
+                                    ))
+                                },
+                            )?,
+                            inventory: compose::module_api(
+                                &settings,
+                                ModuleName::Inventory,
+                                local_inventory.clone(),
+                                |base| {
+                                    Arc::new(inventory_api::client::InventoryClient::new(
+                                        client.clone(),
+                                        base,
+                                        policies.get("inventory"),
+                                    ))
+                                },
+                            )?,
+                            payment: compose::module_api(
+                                &settings,
+                                ModuleName::Payment,
+                                local_payment.clone(),
+                                |base| {
+                                    Arc::new(payment_api::client::PaymentClient::new(
+                                        client.clone(),
+                                        base,
+                                        policies.get("payment"),
+                                    ))
+                                },
+                            )?,
+                            services: Arc::clone(&services),
+                        };
                         let module = order::OrderModule::new(pool, deps, settings.order.clone());
                         let worker = order::RecoveryWorker::new(module.clone());
                         background.push(tokio::spawn(worker.run(stopped.clone())));
                         wiring.order = Some(Data::new(module));
                     }
+                    #[cfg(feature = "notification")]
                     ModuleName::Notification => {
                         let config = &settings.notification;
-                        subscriptions.push(Subscription {
+                        subscriptions.push(events::Subscription {
                             module: notification::NAME,
                             name: notification::HANDLER,
                             event_types: notification::EVENT_TYPES.to_vec(),
@@ -353,6 +411,9 @@ impl Application {
                         wiring.notification =
                             Some(Data::new(notification::http::NotificationModule::new(pool)));
                     }
+                    // Settings refuse to serve a module this binary lacks.
+                    #[allow(unreachable_patterns)]
+                    other => anyhow::bail!("the {} module is not compiled in", other.as_str()),
                 }
             }
             Some(server)
@@ -418,9 +479,12 @@ impl Application {
                     .find(|(name, _)| *name == module.as_str())
                     .map(|(_, pool)| pool.clone())
                     .ok_or_else(|| anyhow::anyhow!("no pool for {}", module.as_str()))?;
+                let schema = database::migrations(module)
+                    .ok_or_else(|| anyhow::anyhow!("no {} module here", module.as_str()))?
+                    .schema;
                 let relay = Relay::new(
                     module.as_str(),
-                    database::migrations(module).schema,
+                    schema,
                     pool,
                     settings.module_database_url(module, &server.url).to_owned(),
                     Arc::clone(&transport),

@@ -15,7 +15,7 @@ use testkit::TestDatabase;
 pub fn all_migrations() -> Vec<db::ModuleMigrations> {
     app::modules::ModuleName::ALL
         .iter()
-        .map(|m| app::database::migrations(*m))
+        .filter_map(|m| app::database::migrations(*m))
         .collect()
 }
 
