@@ -2,6 +2,7 @@
 //! from one to the other (the same fold keeps the projection current and
 //! rebuilds it).
 
+use catalog_api::{ProductId, Sku};
 use chrono::{DateTime, Utc};
 use kernel::{Money, OrderId};
 use order_api::OrderStatus;
@@ -61,9 +62,9 @@ pub struct PlaceOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderLine {
     /// The product.
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     /// Its SKU.
-    pub sku: String,
+    pub sku: Sku,
     /// Its name then.
     pub name: String,
     /// Its price then.

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::OrderModule;
 use crate::model::{OrderEvent, OrderState};
-use crate::store::{self, AppendError, SagaRow};
+use crate::store::{self, AppendError, Direction, SagaOutcome, SagaRow};
 
 /// What the next move is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +123,7 @@ fn next_step(state: &OrderState, saga: &SagaRow) -> Option<Step> {
     if saga.done {
         return None;
     }
-    if saga.direction == "forward" {
+    if saga.direction == Direction::Forward {
         return Some(if !state.reserved {
             Step::Reserve
         } else if !state.authorized {
@@ -348,7 +348,7 @@ impl OrderModule {
                     after.apply(&event, store::now());
                     let next = next_step(&after, &saga);
                     held.push(event);
-                    let record_now = saga.direction != "forward"
+                    let record_now = saga.direction != Direction::Forward
                         || next.and_then(Step::flag).is_some()
                         || renewed.elapsed() >= renew_every;
                     if record_now {
@@ -369,11 +369,11 @@ impl OrderModule {
                     saga.attempts = 0;
                     self.failpoint(&format!("after_{}_recorded", step.name()));
                 }
-                Outcome::Failed(reason) if saga.direction == "forward" => {
+                Outcome::Failed(reason) if saga.direction == Direction::Forward => {
                     self.flush(order, &saga, &mut held, &cx).await?;
                     self.turn_back(order, &reason).await?;
-                    saga.direction = "compensate".into();
-                    saga.outcome = Some("failed".into());
+                    saga.direction = Direction::Compensate;
+                    saga.outcome = Some(SagaOutcome::Failed);
                     saga.reason = Some(reason);
                     saga.attempts = 0;
                 }
@@ -384,12 +384,12 @@ impl OrderModule {
                 }
                 Outcome::Retry(error) => {
                     self.flush(order, &saga, &mut held, &cx).await?;
-                    let forward = saga.direction == "forward";
+                    let forward = saga.direction == Direction::Forward;
                     if forward && saga.attempts + 1 >= self.settings.max_step_attempts {
                         let reason = format!("{} did not succeed: {error}", step.name());
                         self.turn_back(order, &reason).await?;
-                        saga.direction = "compensate".into();
-                        saga.outcome = Some("failed".into());
+                        saga.direction = Direction::Compensate;
+                        saga.outcome = Some(SagaOutcome::Failed);
                         saga.reason = Some(reason);
                         saga.attempts = 0;
                     } else {
@@ -551,7 +551,7 @@ impl OrderModule {
                         Step::Confirm => OrderEvent::Confirmed,
                         _ => {
                             let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
-                            if saga.outcome.as_deref() == Some("cancelled") {
+                            if saga.outcome == Some(SagaOutcome::Cancelled) {
                                 OrderEvent::Cancelled { reason }
                             } else {
                                 OrderEvent::Failed { reason }
@@ -612,13 +612,9 @@ impl OrderModule {
                 let lines = state
                     .lines
                     .iter()
-                    .filter_map(|l| {
-                        catalog_api::Sku::parse(&l.sku)
-                            .ok()
-                            .map(|sku| ReservationLine {
-                                sku,
-                                quantity: l.quantity,
-                            })
+                    .map(|l| ReservationLine {
+                        sku: l.sku.clone(),
+                        quantity: l.quantity,
                     })
                     .collect();
                 match inventory

@@ -542,7 +542,7 @@ impl OrderModule {
         metrics::counter!("orders_placed_total").increment(1);
         tracing::info!(order.id = %order, total = total.amount_minor(), "order placed");
         let saga = SagaRow {
-            direction: "forward".into(),
+            direction: store::Direction::Forward,
             outcome: None,
             reason: None,
             payment_method: method.token,
@@ -580,8 +580,8 @@ impl OrderModule {
                         product.price.currency(),
                     );
                     lines.push(OrderLine {
-                        product_id: item.product_id,
-                        sku: product.sku.to_string(),
+                        product_id: product.id,
+                        sku: product.sku.clone(),
                         name: product.name,
                         unit_price: product.price,
                         quantity: item.quantity,
@@ -700,7 +700,7 @@ impl OrderModule {
             if state.status.is_final() || state.status == OrderStatus::Shipped {
                 return Err(AppendError::Refused(state.status.to_string()));
             }
-            if saga.direction == "compensate" {
+            if saga.direction == store::Direction::Compensate {
                 return Ok(()); // already being undone
             }
             db::sql(
@@ -752,7 +752,7 @@ impl OrderModule {
                         AppendError::Db(e)
                     }
                 })?;
-                if saga.direction != "forward" {
+                if saga.direction != store::Direction::Forward {
                     return Err(AppendError::Refused("being cancelled".into()));
                 }
                 store::append(conn, id, &OrderEvent::Shipped, cx).await

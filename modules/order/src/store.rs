@@ -324,13 +324,85 @@ pub(crate) async fn rebuild(
     Ok(state)
 }
 
+/// Which way a saga runs: on towards confirmation, or back, undoing what
+/// was done (column `sagas.direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
+pub(crate) enum Direction {
+    /// Reserve, authorize, commit, capture, confirm.
+    Forward,
+    /// Refund or void, give the stock back, then fail or cancel.
+    Compensate,
+}
+
+/// How a saga that turned back ends (column `sagas.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
+pub(crate) enum SagaOutcome {
+    /// A step failed: the order fails.
+    Failed,
+    /// The customer cancelled: the order is cancelled.
+    Cancelled,
+}
+
+impl Direction {
+    /// The name in the `sagas` table and in logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Direction::Forward => "forward",
+            Direction::Compensate => "compensate",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads a text column into one of `variants`, by name.
+fn from_text<T: Copy>(
+    bytes: diesel::pg::PgValue<'_>,
+    variants: &[(&str, T)],
+) -> diesel::deserialize::Result<T> {
+    let text = <String as diesel::deserialize::FromSql<Text, diesel::pg::Pg>>::from_sql(bytes)?;
+    variants
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| format!("unexpected value {text:?}").into())
+}
+
+impl diesel::deserialize::FromSql<Text, diesel::pg::Pg> for Direction {
+    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        from_text(
+            bytes,
+            &[
+                ("forward", Direction::Forward),
+                ("compensate", Direction::Compensate),
+            ],
+        )
+    }
+}
+
+impl diesel::deserialize::FromSql<Text, diesel::pg::Pg> for SagaOutcome {
+    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        from_text(
+            bytes,
+            &[
+                ("failed", SagaOutcome::Failed),
+                ("cancelled", SagaOutcome::Cancelled),
+            ],
+        )
+    }
+}
+
 /// A saga row.
 #[derive(Debug, Clone, diesel::QueryableByName)]
 pub(crate) struct SagaRow {
     #[diesel(sql_type = Text)]
-    pub(crate) direction: String,
+    pub(crate) direction: Direction,
     #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) outcome: Option<String>,
+    pub(crate) outcome: Option<SagaOutcome>,
     #[diesel(sql_type = Nullable<Text>)]
     pub(crate) reason: Option<String>,
     #[diesel(sql_type = Text)]
