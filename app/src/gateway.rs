@@ -145,6 +145,11 @@ async fn forward(
                     );
                 };
                 match attempt.send().await {
+                    // The client's own budget at the module: its answer, not
+                    // a failure of the module (the breaker is everyone's).
+                    Ok(response) if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                        (Ok(response), resilience::Verdict::Healthy)
+                    }
                     Ok(response)
                         if remote::is_retryable(response.status())
                             || response.status().is_server_error() =>

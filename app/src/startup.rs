@@ -557,6 +557,7 @@ impl Application {
             }
             app.service(
                 aweb::scope("/api/v1")
+                    .wrap(from_fn(web::text::refuse_nul))
                     .wrap(Condition::new(rate_limited, Governor::new(&governor)))
                     .configure(move |cfg| wiring.configure(cfg)),
             )

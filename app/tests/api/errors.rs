@@ -34,6 +34,35 @@ async fn wrong_content_type_is_415() {
     assert_problem(response, 415, "unsupported_media_type").await;
 }
 
+/// PostgreSQL cannot store a NUL character: one in a body or a query is a
+/// 422 naming the field, never a 500 from the database. A backslash that
+/// only looks like the escape is ordinary text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_is_422_naming_the_field() {
+    let app = spawn_app().await;
+    let admin = app.token(&[Role::Admin]);
+    let response = app
+        .client
+        .post(app.url("/api/v1/categories"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(r#"{"name": "Mugs\u0000", "slug": "mugs"}"#)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(response, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "name", "{body}");
+    let product = serde_json::json!({"sku": "NUL-1", "name": "A\\u0000 mug",
+        "price": {"amount_minor": 100, "currency": "EUR"}});
+    let created = app.post_product(&product).await;
+    assert_eq!(created.status(), 201, "an escaped backslash is text");
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(created["name"], "A\\u0000 mug");
+    let search = app.get("/api/v1/products?q=mug%00").await;
+    let body = assert_problem(search, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "query.q", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413() {
     let app = spawn_app_with(&[("APP__SERVER__BODY_LIMIT_BYTES", "1024")]).await;

@@ -384,9 +384,41 @@ impl Drop for Shop {
 }
 
 /// A port nobody listens on right now.
+///
+/// A port handed to a child process is free when chosen and bound by the
+/// child a moment later. In between, nothing else of this suite may take it:
+/// ports come from below the kernel's ephemeral range (32768 and up on
+/// Linux), where outgoing connections never land, and each is claimed for
+/// the whole run by a file created exclusively, so two test processes never
+/// pick the same one. Claims older than an hour are stale.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    let claims = std::env::temp_dir().join("shop-test-ports");
+    std::fs::create_dir_all(&claims).unwrap();
+    loop {
+        let port = FIRST + (uuid::Uuid::new_v4().as_u128() % u128::from(COUNT)) as u16;
+        let claim = claims.join(port.to_string());
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+        {
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+            let stale = std::fs::metadata(&claim)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(3600));
+            if stale {
+                drop(std::fs::remove_file(&claim));
+            }
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits (up to 20 s) until `check` returns `Some`, polling.

@@ -86,25 +86,28 @@ async fn monolith(broker: bool) -> Topology {
     }
 }
 
-/// (c): the catalog and the inventory in a process of their own.
-async fn catalog_and_inventory_apart() -> Topology {
+/// `modules` in a process of their own, the rest of the shop in the entry
+/// process, which forwards their routes; both on the broker when `broker`.
+async fn apart(modules: &[&str], broker: bool) -> Topology {
     let deployment = Deployment::new().await;
-    let (main, apart) = (free_port(), free_port());
-    let (main_url, apart_url) = (url(main), url(apart));
+    let (main, other) = (free_port(), free_port());
+    let (main_url, other_url) = (url(main), url(other));
+    let forwarded: Vec<(&str, &str)> = modules.iter().map(|m| (*m, other_url.as_str())).collect();
+    // Tokens are verified with the user module's keys, wherever it runs.
+    let user_there: &[(&str, &str)] = if modules.contains(&"user") {
+        &[]
+    } else {
+        &[("user", main_url.as_str())]
+    };
+    let enabled = modules.join(",");
     let processes = vec![
+        start(&deployment, main, broker, &[], &forwarded),
         start(
             &deployment,
-            main,
-            true,
-            &[],
-            &[("catalog", &apart_url), ("inventory", &apart_url)],
-        ),
-        start(
-            &deployment,
-            apart,
-            true,
-            &[("APP__MODULES__ENABLED", "catalog,inventory")],
-            &[("user", &main_url)],
+            other,
+            broker,
+            &[("APP__MODULES__ENABLED", enabled.as_str())],
+            user_there,
         ),
     ];
     live(&processes).await;
@@ -115,28 +118,15 @@ async fn catalog_and_inventory_apart() -> Topology {
     }
 }
 
+/// (c): the catalog and the inventory in a process of their own.
+async fn catalog_and_inventory_apart() -> Topology {
+    apart(&["catalog", "inventory"], true).await
+}
+
 /// (d): the payment module in a process of its own. It publishes and
 /// subscribes to no event, so both processes keep the in-process bus.
 async fn payment_apart() -> Topology {
-    let deployment = Deployment::new().await;
-    let (main, apart) = (free_port(), free_port());
-    let (main_url, apart_url) = (url(main), url(apart));
-    let processes = vec![
-        start(&deployment, main, false, &[], &[("payment", &apart_url)]),
-        start(
-            &deployment,
-            apart,
-            false,
-            &[("APP__MODULES__ENABLED", "payment")],
-            &[("user", &main_url)],
-        ),
-    ];
-    live(&processes).await;
-    Topology {
-        deployment,
-        entry: main_url,
-        _processes: processes,
-    }
+    apart(&["payment"], false).await
 }
 
 /// (e): every module in its own process, a gateway in front that serves
@@ -467,25 +457,7 @@ mod contracts {
     /// The user module in a process of its own behind the rest of the
     /// shop (the user part of topology (e), without the other five apart).
     async fn user_apart() -> (user_api::contract::Harness, Topology) {
-        let deployment = crate::saga_crash::Deployment::new().await;
-        let (main, apart) = (crate::helpers::free_port(), crate::helpers::free_port());
-        let apart_url = super::url(apart);
-        let processes = vec![
-            super::start(&deployment, main, true, &[], &[("user", &apart_url)]),
-            super::start(
-                &deployment,
-                apart,
-                true,
-                &[("APP__MODULES__ENABLED", "user")],
-                &[],
-            ),
-        ];
-        super::live(&processes).await;
-        let t = Topology {
-            deployment,
-            entry: super::url(main),
-            _processes: processes,
-        };
+        let t = super::apart(&["user"], true).await;
         let sign_in = ThroughEntry {
             entry: t.entry.clone(),
             settings: crate::helpers::test_settings(

@@ -129,6 +129,50 @@ async fn readiness_reports_an_open_breaker_of_a_remote_module() {
     );
 }
 
+/// A module's 429 is its answer to one client (that client's budget): the
+/// gateway passes it on and its breaker, shared by every client, does not
+/// count it, so one client over its limit cannot cut the module off for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_429_goes_back_to_its_client_and_never_opens_the_breaker() {
+    let catalog = spawn_app_with(&[
+        ("APP__RATE_LIMIT__ENABLED", "true"),
+        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__BURST", "1"),
+    ])
+    .await;
+    let gateway = crate::events::app_on(
+        "rabbitmq",
+        &[
+            ("APP__MODULES__CATALOG__MODE", "remote"),
+            ("APP__MODULES__CATALOG__URL", catalog.address.as_str()),
+            ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "3"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "3"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__WAIT_OPEN_MS", "60000"),
+        ],
+    )
+    .await;
+    let mut limited = 0;
+    for _ in 0..8 {
+        let response = gateway.get("/api/v1/products").await;
+        match response.status().as_u16() {
+            200 => {}
+            429 => {
+                limited += 1;
+                assert!(response.headers().contains_key("retry-after"));
+            }
+            other => panic!("{other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert!(
+        limited >= 3,
+        "the catalog's limit was hit ({limited} times)"
+    );
+    let ready = gateway.get("/health/ready").await;
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["module:catalog"]["status"], "up", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_back_off_with_jitter_and_stop_at_the_budget() {
     let app = spawn_app().await;

@@ -7,8 +7,9 @@
 //!   the HTTP metrics per request.
 //! - [`RequestCx`]: the caller's [`kernel::CallContext`] as an extractor.
 //! - [`PageQuery`]: `limit` and `cursor` of list endpoints.
+//! - [`text`]: a NUL character in a query or JSON body is a 422, before any
+//!   handler (PostgreSQL cannot store it).
 
-pub mod auth;
 mod context;
 pub mod etag;
 pub mod observe;
@@ -16,6 +17,7 @@ mod page;
 pub mod problem;
 pub mod ratelimit;
 pub mod security;
+pub mod text;
 
 pub use context::RequestCx;
 pub use observe::{RequestIdRootSpan, current_request_id};
