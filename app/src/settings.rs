@@ -266,6 +266,7 @@ impl Settings {
                     .with_list_parse_key("auth.previous_key_files")
                     .with_list_parse_key("cors.allowed_origins")
                     .with_list_parse_key("rate_limit.trusted_proxies")
+                    .with_list_parse_key("notification.webhook_allow")
                     .try_parsing(true)
                     .source(Some(env_vars.iter().cloned().collect())),
             );

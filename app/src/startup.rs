@@ -403,13 +403,15 @@ impl Application {
                         let sender = notification::Sender::new(
                             pool.clone(),
                             config.clone(),
-                            client.clone(),
                             policies.get("smtp"),
                             policies.get("webhooks"),
                         )?;
                         background.push(tokio::spawn(sender.run(stopped.clone())));
-                        wiring.notification =
-                            Some(Data::new(notification::http::NotificationModule::new(pool)));
+                        let egress =
+                            notification::egress::Egress::new(config.webhook_allow.clone());
+                        wiring.notification = Some(Data::new(
+                            notification::http::NotificationModule::new(pool, egress),
+                        ));
                     }
                     // Settings refuse to serve a module this binary lacks.
                     #[allow(unreachable_patterns)]

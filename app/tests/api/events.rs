@@ -329,6 +329,56 @@ fn hmac_hex(secret: &str, message: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Webhooks cannot be aimed at the shop's own network: a URL whose host
+/// is, or resolves to, an internal address is refused when subscribed, in
+/// every spelling, unless `notification.webhook_allow` names its network
+/// (here it names only a documentation network, as production names none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
+    let app = spawn_app_with(&[("APP__NOTIFICATION__WEBHOOK_ALLOW", "192.0.2.0/24")]).await;
+    let admin = app.token(&[Role::Admin]);
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://localhost./hook",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://2130706433/hook",
+        "http://0177.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/hook",
+        "http://[fd00:ec2::254]/",
+    ] {
+        let refused = app
+            .client
+            .post(app.url("/api/v1/admin/webhooks"))
+            .bearer_auth(&admin)
+            .json(&json!({"url": url, "event_types": ["catalog.product_created.v1"]}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(refused, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "url", "{url}: {body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("internal address"),
+            "{url}: {body}"
+        );
+    }
+    // The allowed network is allowed.
+    let allowed = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(&admin)
+        .json(&json!({"url": "http://192.0.2.10/hook", "event_types": ["catalog.product_created.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_and_retried_until_accepted() {
     let app = spawn_app_with(&[

@@ -19,12 +19,13 @@ use web::{PageQuery, Problem};
 #[derive(Clone)]
 pub struct NotificationModule {
     pool: db::Pool,
+    egress: crate::egress::Egress,
 }
 
 impl NotificationModule {
-    /// Routes over the module's pool.
-    pub fn new(pool: db::Pool) -> NotificationModule {
-        NotificationModule { pool }
+    /// Routes over the module's pool; webhook URLs must satisfy `egress`.
+    pub fn new(pool: db::Pool, egress: crate::egress::Egress) -> NotificationModule {
+        NotificationModule { pool, egress }
     }
 
     async fn conn(&self) -> Result<db::Object, Problem> {
@@ -192,7 +193,11 @@ pub async fn create_webhook(
     let NewWebhook { url, event_types } = body.into_inner();
     let mut errors = Vec::new();
     match url::Url::parse(&url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if let Err(refused) = module.egress.check_subscription(&u).await {
+                errors.push(kernel::FieldError::new("url", refused.0));
+            }
+        }
         _ => errors.push(kernel::FieldError::new("url", "must be an http(s) URL")),
     }
     if event_types.is_empty() {

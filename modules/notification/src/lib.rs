@@ -7,6 +7,7 @@
 //! retries and records status, attempts and the last error. Users' email
 //! opt-ins come from a read model fed by the user module's events.
 
+pub mod egress;
 mod handler;
 pub mod http;
 mod sender;
@@ -55,6 +56,11 @@ pub struct Settings {
     pub retry_max_ms: u64,
     /// How email leaves the shop.
     pub email: EmailSettings,
+    /// Internal networks webhooks may call anyway (development and tests:
+    /// a receiver on this machine). Webhooks go to public addresses only
+    /// otherwise; see [`egress`].
+    #[serde(default)]
+    pub webhook_allow: Vec<ipnet::IpNet>,
 }
 
 /// `[notification.email]`.

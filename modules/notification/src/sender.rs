@@ -63,11 +63,12 @@ impl Sender {
     /// # Errors
     /// An SMTP host that does not parse, or a mail directory that cannot be made.
     /// Email goes through the `smtp` policy, webhook calls through `webhooks`
-    /// (timeouts, breaker, bulkhead; the sender's own schedule retries).
+    /// (timeouts, breaker, bulkhead; the sender's own schedule retries), on
+    /// a client of their own that calls public addresses only
+    /// ([`crate::egress`]).
     pub fn new(
         pool: db::Pool,
         settings: Settings,
-        http: reqwest::Client,
         smtp: std::sync::Arc<resilience::Policy>,
         webhooks: std::sync::Arc<resilience::Policy>,
     ) -> anyhow::Result<Sender> {
@@ -95,6 +96,8 @@ impl Sender {
                 Mailer::Smtp(builder.build())
             }
         };
+        let http = std::sync::Arc::new(crate::egress::Egress::new(settings.webhook_allow.clone()))
+            .client(Duration::from_secs(30))?;
         Ok(Sender {
             pool,
             settings,
@@ -240,6 +243,11 @@ impl Sender {
             .secret
             .as_deref()
             .ok_or_else(|| Attempt::Refused("the webhook subscription was deleted".to_owned()))?;
+        let url = url::Url::parse(&item.destination)
+            .map_err(|e| Attempt::Refused(format!("not a URL: {e}")))?;
+        if let Err(refused) = self.egress_check(&url) {
+            return Err(Attempt::Refused(refused.0));
+        }
         let timestamp = chrono::Utc::now().timestamp();
         let response = self
             .http
@@ -251,10 +259,17 @@ impl Sender {
             .body(item.body.clone())
             .send()
             .await
-            .map_err(|e| Attempt::Failed(format!("webhook call failed: {e}")))?;
+            .map_err(|e| match crate::egress::refusal(&e) {
+                Some(refused) => Attempt::Refused(refused.0.clone()),
+                None => Attempt::Failed(format!("webhook call failed: {e}")),
+            })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            Err(Attempt::Refused(format!(
+                "webhook answered {status}: redirects are not followed (they would replay the signed body elsewhere)"
+            )))
         } else if status.is_client_error()
             && status != reqwest::StatusCode::REQUEST_TIMEOUT
             && status != reqwest::StatusCode::TOO_MANY_REQUESTS
@@ -263,6 +278,12 @@ impl Sender {
         } else {
             Err(Attempt::Failed(format!("webhook answered {status}")))
         }
+    }
+
+    /// The egress rule on a literal IP host (names are checked by the
+    /// client's resolver at connect time).
+    fn egress_check(&self, url: &url::Url) -> Result<(), crate::egress::Refused> {
+        crate::egress::Egress::new(self.settings.webhook_allow.clone()).check_literal(url)
     }
 
     async fn record(
