@@ -30,13 +30,28 @@ pub(crate) async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /health/ready`: every database of a local module and every remote
-/// module answers. 503 names what does not.
+/// `GET /health/ready`: whether this instance can serve its modules.
+///
+/// 503 only when a local module's database does not answer: the instance
+/// cannot serve, and a load balancer should send its traffic elsewhere. A
+/// remote module or the broker that is down is reported (`degraded`, 200):
+/// every instance would say the same, so taking them all out of rotation
+/// would turn one module's outage into the whole shop's; the breakers and
+/// the outbox already contain it. Errors are named, never shown raw (the
+/// detail is logged).
 pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
     let mut checks = Map::new();
     let mut ready = true;
+    let mut degraded = false;
     for (module, pool) in &deps.pools {
-        let outcome = db::ping(pool, CHECK_TIMEOUT).await;
+        let outcome = db::ping(pool, CHECK_TIMEOUT).await.map_err(|detail| {
+            tracing::warn!(module, error = %detail, "readiness: database check failed");
+            if detail.starts_with("no answer") {
+                "no answer in time".to_owned()
+            } else {
+                "unreachable".to_owned()
+            }
+        });
         ready &= outcome.is_ok();
         checks.insert(format!("database:{module}"), check_json(outcome));
     }
@@ -46,7 +61,7 @@ pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
         } else {
             probe(&deps.client, url).await
         };
-        ready &= outcome.is_ok();
+        degraded |= outcome.is_err();
         checks.insert(format!("module:{module}"), check_json(outcome));
     }
     if let Some(broker) = &deps.broker {
@@ -55,13 +70,13 @@ pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
         } else {
             Err("not connected".to_owned())
         };
-        ready &= outcome.is_ok();
+        degraded |= outcome.is_err();
         checks.insert("broker:rabbitmq".to_owned(), check_json(outcome));
     }
-    let (status, word) = if ready {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    let (status, word) = match (ready, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ready"),
     };
     HttpResponse::build(status).json(json!({"status": word, "checks": checks}))
 }

@@ -156,6 +156,26 @@ pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// The HTTP client of webhook calls: it reaches public addresses only (its
+/// resolver refuses internal ones, `notification::egress`), follows no
+/// redirect and uses no proxy.
+///
+/// # Errors
+/// When the client cannot be built (not expected).
+#[cfg(feature = "notification")]
+fn webhook_client(
+    settings: &Settings,
+    egress: &notification::egress::Egress,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .dns_resolver(Arc::new(egress.clone()).resolver())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_millis(settings.remote.timeout_ms))
+        .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
+        .build()?)
+}
+
 fn cors(settings: &Settings) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -400,15 +420,16 @@ impl Application {
                             )),
                             pool: pool.clone(),
                         });
+                        let egress =
+                            notification::egress::Egress::new(config.webhook_allow.clone());
                         let sender = notification::Sender::new(
                             pool.clone(),
                             config.clone(),
+                            webhook_client(&settings, &egress)?,
                             policies.get("smtp"),
                             policies.get("webhooks"),
                         )?;
                         background.push(tokio::spawn(sender.run(stopped.clone())));
-                        let egress =
-                            notification::egress::Egress::new(config.webhook_allow.clone());
                         wiring.notification = Some(Data::new(
                             notification::http::NotificationModule::new(pool, egress),
                         ));

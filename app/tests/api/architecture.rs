@@ -86,8 +86,9 @@ fn crates_respect_the_module_boundaries() {
 }
 
 /// Every call that leaves the process goes through a resilience policy; the
-/// one HTTP client is built in one place (`app::startup::http_client`) and
-/// handed to the policy-wrapped callers.
+/// HTTP clients are built in one place (`app::startup`: `http_client` for
+/// module and provider calls, `webhook_client` for webhooks) and handed to
+/// the policy-wrapped callers.
 #[test]
 fn http_clients_are_built_in_one_place_only() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -12,7 +12,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use url::{Host, Url};
@@ -92,18 +91,11 @@ impl Egress {
         Ok(())
     }
 
-    /// The HTTP client of webhook calls: this rule applied to every
-    /// resolved address, no redirects, no proxy, `timeout` per call.
-    ///
-    /// # Errors
-    /// The client cannot be built (not expected).
-    pub fn client(self: Arc<Self>, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .dns_resolver(Guarded(self))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(timeout)
-            .build()
+    /// The resolver of the webhook client: the system's, with this rule
+    /// applied to every address it answers. The client must also follow no
+    /// redirect and use no proxy (`app::startup::webhook_client`).
+    pub fn resolver(self: Arc<Self>) -> Arc<dyn reqwest::dns::Resolve> {
+        Arc::new(Guarded(self))
     }
 }
 
@@ -197,7 +189,20 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// The client `app::startup::webhook_client` builds.
+    fn client(egress: Egress) -> reqwest::Client {
+        reqwest::Client::builder()
+            .dns_resolver(Arc::new(egress).resolver())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
@@ -271,9 +276,7 @@ mod tests {
     #[tokio::test]
     async fn the_client_refuses_internal_names_at_connect_time_and_follows_no_redirect() {
         let port = answering("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
-        let closed = Arc::new(Egress::default())
-            .client(Duration::from_secs(5))
-            .unwrap();
+        let closed = client(Egress::default());
         let error = closed
             .post(format!("http://localhost:{port}/"))
             .send()
@@ -286,9 +289,7 @@ mod tests {
             "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/\r\ncontent-length: 0\r\n\r\n",
         )
         .await;
-        let open = Arc::new(Egress::new(vec!["127.0.0.0/8".parse().unwrap()]))
-            .client(Duration::from_secs(5))
-            .unwrap();
+        let open = client(Egress::new(vec!["127.0.0.0/8".parse().unwrap()]));
         let answer = open
             .post(format!("http://127.0.0.1:{redirect}/"))
             .body("signed")

@@ -64,11 +64,11 @@ impl Sender {
     /// An SMTP host that does not parse, or a mail directory that cannot be made.
     /// Email goes through the `smtp` policy, webhook calls through `webhooks`
     /// (timeouts, breaker, bulkhead; the sender's own schedule retries), on
-    /// a client of their own that calls public addresses only
-    /// ([`crate::egress`]).
+    /// `http`, a client that calls public addresses only ([`crate::egress`]).
     pub fn new(
         pool: db::Pool,
         settings: Settings,
+        http: reqwest::Client,
         smtp: std::sync::Arc<resilience::Policy>,
         webhooks: std::sync::Arc<resilience::Policy>,
     ) -> anyhow::Result<Sender> {
@@ -96,8 +96,6 @@ impl Sender {
                 Mailer::Smtp(builder.build())
             }
         };
-        let http = std::sync::Arc::new(crate::egress::Egress::new(settings.webhook_allow.clone()))
-            .client(Duration::from_secs(30))?;
         Ok(Sender {
             pool,
             settings,
