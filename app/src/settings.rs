@@ -382,6 +382,21 @@ impl Settings {
         }
         if self.events.transport == events::TransportKind::RabbitMq {
             match Url::parse(&self.events.rabbitmq.url) {
+                // RabbitMQ's well-known default account: anyone who reaches
+                // the broker could publish forged events with it.
+                Ok(url)
+                    if self.environment == "production"
+                        && (url.username().is_empty()
+                            || url.username() == "guest"
+                            || url.password().is_none_or(|p| p.is_empty() || p == "guest")) =>
+                {
+                    return fail(
+                        "events.rabbitmq.url",
+                        "must name an account of its own in production, not the default \
+                         guest/guest (nor an empty password)"
+                            .into(),
+                    );
+                }
                 Ok(url) if matches!(url.scheme(), "amqp" | "amqps") => {}
                 _ => {
                     return fail(
@@ -671,6 +686,40 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("auth.generate_dev_key"), "{err}");
+        let production = [("DATABASE_URL", "postgres://u@db/shop")];
+        let on_broker = |url: &'static str| {
+            let mut vars = production.to_vec();
+            vars.extend([
+                ("APP__EVENTS__TRANSPORT", "rabbitmq"),
+                ("APP__EVENTS__RABBITMQ__URL", url),
+            ]);
+            vars
+        };
+        for url in [
+            "amqp://guest:guest@rabbitmq:5672/%2f",
+            "amqp://rabbitmq:5672/%2f",
+            "amqp://shop@rabbitmq:5672/%2f",
+        ] {
+            let err = load_env("production", &on_broker(url))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("events.rabbitmq.url"), "{url}: {err}");
+        }
+        assert!(
+            load_env(
+                "production",
+                &on_broker("amqp://shop:s3cret@rabbitmq:5672/%2f")
+            )
+            .is_ok()
+        );
+        // Development keeps the local broker's default account.
+        assert!(
+            load_env(
+                "development",
+                &on_broker("amqp://guest:guest@127.0.0.1:5672/%2f")
+            )
+            .is_ok()
+        );
         for (key, value, named) in [
             (
                 "APP__PAYMENT__SANDBOX_EMBEDDED",
