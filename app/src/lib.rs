@@ -12,6 +12,7 @@ pub mod modules;
 pub mod openapi;
 mod ops;
 pub mod settings;
+pub mod spec_compat;
 pub mod startup;
 
 pub use settings::Settings;

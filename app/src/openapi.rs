@@ -25,6 +25,8 @@ use utoipa_actix_web::AppExt as _;
         (name = "notifications", description = "Messages sent on events: email and signed webhooks"),
         (name = "events", description = "Integration events: dead letters"),
     ),
+    // Referenced by a query parameter (`sort`), which does not register it.
+    components(schemas(catalog_api::ProductSort)),
     modifiers(&SecurityAddon),
 )]
 struct BaseDoc;
