@@ -108,3 +108,87 @@ pub(crate) async fn metrics(deps: Data<Dependencies>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4")
         .body(deps.metrics.render())
 }
+
+/// The methods each documented path answers, from the served OpenAPI
+/// document: a request on a known path with another method is a 405 with
+/// `Allow`, not a 404.
+pub(crate) struct RouteTable {
+    /// Path templates split in segments (`None` = a `{parameter}`), and the
+    /// methods of each, upper-case.
+    routes: Vec<(Vec<Option<String>>, Vec<String>)>,
+}
+
+impl RouteTable {
+    pub(crate) fn new(doc: &utoipa::openapi::OpenApi) -> RouteTable {
+        let json = serde_json::to_value(doc).unwrap_or_default();
+        let routes = json["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(path, item)| {
+                let segments = path
+                    .trim_start_matches('/')
+                    .split('/')
+                    .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
+                    .collect();
+                let methods = item
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|ops| ops.keys())
+                    .filter(|m| {
+                        ["get", "put", "post", "delete", "patch", "head", "options"]
+                            .contains(&m.as_str())
+                    })
+                    .map(|m| m.to_uppercase())
+                    .collect();
+                (segments, methods)
+            })
+            .collect();
+        RouteTable { routes }
+    }
+
+    /// The methods `path` answers, if the API documents it.
+    fn allowed(&self, path: &str) -> Option<Vec<String>> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let mut allowed: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == segments.len()
+                    && template
+                        .iter()
+                        .zip(&segments)
+                        .all(|(t, s)| t.as_deref().is_none_or(|t| t == *s))
+            })
+            .flat_map(|(_, methods)| methods.iter().cloned())
+            .collect();
+        allowed.sort();
+        allowed.dedup();
+        (!allowed.is_empty()).then_some(allowed)
+    }
+}
+
+/// What no route answered: 405 with `Allow` on a documented path, else 404.
+pub(crate) async fn unrouted(req: actix_web::HttpRequest, table: Data<RouteTable>) -> HttpResponse {
+    match table.allowed(req.path()) {
+        Some(methods) if !methods.iter().any(|m| m == req.method().as_str()) => {
+            let allow = methods.join(", ");
+            let mut response = actix_web::ResponseError::error_response(&web::Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{} {} is not an operation; this path answers {allow}",
+                    req.method(),
+                    req.path()
+                ),
+            ));
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::ALLOW, value);
+            }
+            response
+        }
+        _ => web::problem::not_found(req).await,
+    }
+}

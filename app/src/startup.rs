@@ -540,6 +540,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
         });
         let doc = openapi::api_doc();
+        let routes = Data::new(ops::RouteTable::new(&doc));
         let body_limit = settings.server.body_limit_bytes;
         let limits = &settings.rate_limit;
         let governor = GovernorConfigBuilder::default()
@@ -591,7 +592,8 @@ impl Application {
             .service(
                 SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", doc.clone()),
             )
-            .default_service(aweb::to(web::problem::not_found))
+            .app_data(routes.clone())
+            .default_service(aweb::to(ops::unrouted))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {

@@ -92,17 +92,26 @@ async fn unknown_route_and_wrong_method_are_problems() {
     )
     .await;
     assert_problem(app.get("/").await, 404, "route_not_found").await;
-    let response = app
-        .client
-        .delete(app.url("/api/v1/products"))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_client_error());
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    // A documented path with a method it does not answer: 405 with Allow.
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/api/v1/products", "GET, POST"),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/orders/018f0000-0000-7000-8000-000000000000",
+            "GET",
+        ),
+        (reqwest::Method::GET, "/api/v1/auth/token", "POST"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        assert_problem(response, 405, "method_not_allowed").await;
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
