@@ -62,6 +62,15 @@ impl Step {
 }
 
 impl Step {
+    /// What the step calls, in words for the customer.
+    fn dependency(self) -> &'static str {
+        match self {
+            Step::Reserve | Step::Commit | Step::Restock | Step::Release => "inventory",
+            Step::Authorize | Step::Capture | Step::Refund | Step::Void => "payment provider",
+            Step::Confirm | Step::Close => "order service",
+        }
+    }
+
     /// The step named `name` (as [`Step::name`] writes it).
     fn parse(name: &str) -> Option<Step> {
         [
@@ -386,7 +395,15 @@ impl OrderModule {
                     self.flush(order, &saga, &mut held, &cx).await?;
                     let forward = saga.direction == Direction::Forward;
                     if forward && saga.attempts + 1 >= self.settings.max_step_attempts {
-                        let reason = format!("{} did not succeed: {error}", step.name());
+                        // The customer sees (and is emailed) the reason: it
+                        // names the step, never an address or a database's
+                        // words; those go to the log.
+                        tracing::warn!(order.id = %order, step = step.name(), error = %error, "checkout step gave up after its attempts");
+                        let reason = format!(
+                            "the {} step could not be completed: the {} did not answer in time",
+                            step.name(),
+                            step.dependency()
+                        );
                         self.turn_back(order, &reason).await?;
                         saga.direction = Direction::Compensate;
                         saga.outcome = Some(SagaOutcome::Failed);
