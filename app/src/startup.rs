@@ -274,6 +274,11 @@ impl Application {
                         let key = compose::signing_key(&settings)?;
                         local_keys = Some(compose::key_set(&settings, &key)?);
                         let users = compose::user_module(&settings, pool, key)?;
+                        let retention = user::RetentionJob::new(
+                            users.clone(),
+                            Duration::from_secs(settings.user.prune_interval_secs),
+                        );
+                        background.push(tokio::spawn(retention.run(stopped.clone())));
                         let limits = &settings.rate_limit;
                         let limits = user::http::Limits::new(
                             limits.trusted_proxies.clone(),

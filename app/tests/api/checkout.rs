@@ -956,3 +956,64 @@ async fn the_saga_steps_are_for_the_shops_modules_not_its_customers() {
         .unwrap();
     assert_problem(response, 422, "validation_failed").await;
 }
+
+/// Nothing is kept for ever: idempotency keys older than their retention
+/// (a day) are pruned by the recovery worker, younger ones stay; refresh
+/// tokens expired for more than a day are pruned by the user module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_idempotency_keys_and_refresh_tokens_are_pruned() {
+    let app = spawn_app_with(&[
+        ("APP__ORDER__PRUNE_INTERVAL_SECS", "1"),
+        ("APP__USER__PRUNE_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    let customer = Uuid::now_v7();
+    for (key, age) in [("old", "25 hours"), ("young", "1 hour")] {
+        diesel::sql_query(format!(
+            "INSERT INTO orders.idempotency_keys (customer_id, key, fingerprint, created_at) \
+             VALUES ($1, '{key}', 'f', now() - interval '{age}')"
+        ))
+        .bind::<diesel::sql_types::Uuid, _>(customer)
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    }
+    // Two sign-ins, two refresh tokens; one of them long expired.
+    app.customer("retention@example.com").await;
+    app.login("retention@example.com", crate::helpers::PASSWORD)
+        .await;
+    diesel::sql_query(
+        "UPDATE users.refresh_tokens SET expires_at = now() - interval '2 days' \
+         WHERE id = (SELECT id FROM users.refresh_tokens ORDER BY issued_at, id LIMIT 1)",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    let count = |sql: &'static str| {
+        let app = &app;
+        async move {
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut app.db().await)
+                .await
+                .unwrap()
+                .n
+        }
+    };
+    eventually("the expired rows to be pruned", || async {
+        let keys = count("SELECT count(*) AS n FROM orders.idempotency_keys WHERE key = 'old'").await;
+        let tokens = count(
+            "SELECT count(*) AS n FROM users.refresh_tokens WHERE expires_at < now() - interval '1 day'",
+        )
+        .await;
+        (keys == 0 && tokens == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count("SELECT count(*) AS n FROM orders.idempotency_keys WHERE key = 'young'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM users.refresh_tokens").await,
+        1
+    );
+}

@@ -65,6 +65,11 @@ pub struct Settings {
     /// A key whose first request has not answered after this long (its
     /// process died) is answered from the order it created, or freed.
     pub idempotency_stale_secs: u64,
+    /// Idempotency keys are kept this long, then pruned: a retry with the
+    /// same key after that places a new order.
+    pub idempotency_retention_hours: u32,
+    /// How often the recovery worker prunes expired idempotency keys.
+    pub prune_interval_secs: u64,
     /// Tests only: the process aborts at this saga point (`before_<step>`,
     /// `after_<step>`, `after_<step>_recorded`).
     #[serde(default)]

@@ -783,7 +783,17 @@ impl RecoveryWorker {
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let every = Duration::from_millis(self.module.settings.recovery_interval_ms);
+        let prune_every = Duration::from_secs(self.module.settings.prune_interval_secs.max(1));
+        let mut pruned: Option<std::time::Instant> = None;
         loop {
+            if pruned.is_none_or(|at| at.elapsed() >= prune_every) {
+                pruned = Some(std::time::Instant::now());
+                match self.module.prune_idempotency_keys().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(keys = n, "expired idempotency keys pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
+                }
+            }
             match self.module.recover_due().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(sagas = n, "recovery pass"),

@@ -152,6 +152,24 @@ impl OrderModule {
         self.pool.get().await.map_err(unavailable)
     }
 
+    /// Deletes idempotency keys older than `idempotency_retention_hours`;
+    /// how many.
+    ///
+    /// # Errors
+    /// Database unavailability.
+    pub async fn prune_idempotency_keys(&self) -> Result<usize, OrderError> {
+        let mut conn = self.conn().await?;
+        db::sql(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
+        )
+        .bind::<diesel::sql_types::Integer, _>(
+            i32::try_from(self.settings.idempotency_retention_hours).unwrap_or(i32::MAX),
+        )
+        .execute(&mut conn)
+        .await
+        .map_err(database)
+    }
+
     /// The caller's cart (empty when never set).
     ///
     /// # Errors

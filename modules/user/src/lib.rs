@@ -11,7 +11,9 @@ mod repo;
 mod service;
 
 pub use password::{HashingSettings, PasswordHasher};
-pub use service::{AdminChanges, AuthFlowError, ProfileChanges, TokenPair, UserModule};
+pub use service::{
+    AdminChanges, AuthFlowError, ProfileChanges, RetentionJob, TokenPair, UserModule,
+};
 
 use serde::Deserialize;
 
@@ -40,4 +42,7 @@ pub struct Settings {
     pub password_hashing: HashingSettings,
     /// Lifetime of a refresh token, days.
     pub refresh_token_ttl_days: u64,
+    /// How often refresh tokens expired for more than a day are pruned,
+    /// seconds ([`RetentionJob`]).
+    pub prune_interval_secs: u64,
 }

@@ -276,3 +276,13 @@ pub(crate) async fn revoke_all_for_user(
     .execute(conn)
     .await
 }
+
+/// Deletes the refresh tokens that expired before `before`; how many.
+pub(crate) async fn delete_expired_refresh_tokens(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(before)))
+        .execute(conn)
+        .await
+}

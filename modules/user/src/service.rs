@@ -183,6 +183,20 @@ impl UserModule {
         self.pool.get().await.map_err(unavailable)
     }
 
+    /// Deletes refresh tokens that expired more than a day ago; how many.
+    ///
+    /// # Errors
+    /// Database unavailability.
+    pub async fn prune_refresh_tokens(&self) -> Result<usize, UserError> {
+        let mut conn = self.conn().await?;
+        repo::delete_expired_refresh_tokens(
+            &mut conn,
+            chrono::Utc::now() - chrono::Duration::days(1),
+        )
+        .await
+        .map_err(|e| UserError::Unavailable(format!("pruning refresh tokens: {e}")))
+    }
+
     async fn create(
         &self,
         cx: &CallContext,
@@ -590,5 +604,37 @@ impl UserApi for UserModule {
             .map(to_user)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(users, query.limit, |u| u.id.as_uuid()))
+    }
+}
+
+/// Prunes expired refresh tokens every `user.prune_interval_secs`, first at
+/// start.
+pub struct RetentionJob {
+    users: UserModule,
+    every: Duration,
+}
+
+impl RetentionJob {
+    /// The job of `users`.
+    pub fn new(users: UserModule, every: Duration) -> RetentionJob {
+        RetentionJob { users, every }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            match self.users.prune_refresh_tokens().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(tokens = n, "expired refresh tokens pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning refresh tokens failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.every.max(Duration::from_secs(1))) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
     }
 }
