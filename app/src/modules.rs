@@ -286,3 +286,36 @@ fn module_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ModuleName>
     }
     Ok(modules)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The registry's names are the module crates' own (schemas, queues,
+    /// metrics and config sections agree), and each event's publisher is
+    /// the module its name starts with.
+    #[test]
+    #[cfg(all(
+        feature = "user",
+        feature = "catalog",
+        feature = "inventory",
+        feature = "order",
+        feature = "payment",
+        feature = "notification"
+    ))]
+    fn names_are_the_module_crates_own() {
+        assert_eq!(ModuleName::User.as_str(), user::NAME);
+        assert_eq!(ModuleName::Catalog.as_str(), catalog::NAME);
+        assert_eq!(ModuleName::Inventory.as_str(), inventory::NAME);
+        assert_eq!(ModuleName::Order.as_str(), order::NAME);
+        assert_eq!(ModuleName::Payment.as_str(), payment::NAME);
+        assert_eq!(ModuleName::Notification.as_str(), notification::NAME);
+        assert_eq!(notification_api::NAME, notification::NAME);
+        for module in ModuleName::ALL {
+            assert!(module.compiled_in());
+            for event in module.subscribes() {
+                assert!(ModuleName::publisher_of(event).is_some(), "{event}");
+            }
+        }
+    }
+}
