@@ -38,14 +38,14 @@ pub struct Settings {
     /// Ignored: the module is not compiled into this binary.
     #[cfg(not(feature = "user"))]
     #[serde(default, rename = "user")]
-    pub _user: serde::de::IgnoredAny,
+    _user: serde::de::IgnoredAny,
     /// The catalog module's own section.
     #[cfg(feature = "catalog")]
     pub catalog: catalog::Settings,
     /// Ignored: the module is not compiled into this binary.
     #[cfg(not(feature = "catalog"))]
     #[serde(default, rename = "catalog")]
-    pub _catalog: serde::de::IgnoredAny,
+    _catalog: serde::de::IgnoredAny,
     /// Integration events between modules.
     pub events: events::EventsSettings,
     /// Timeouts, retries, breakers and bulkheads of remote calls.
@@ -56,28 +56,28 @@ pub struct Settings {
     /// Ignored: the module is not compiled into this binary.
     #[cfg(not(feature = "notification"))]
     #[serde(default, rename = "notification")]
-    pub _notification: serde::de::IgnoredAny,
+    _notification: serde::de::IgnoredAny,
     /// The inventory's own section.
     #[cfg(feature = "inventory")]
     pub inventory: inventory::Settings,
     /// Ignored: the module is not compiled into this binary.
     #[cfg(not(feature = "inventory"))]
     #[serde(default, rename = "inventory")]
-    pub _inventory: serde::de::IgnoredAny,
+    _inventory: serde::de::IgnoredAny,
     /// The payment module's own section.
     #[cfg(feature = "payment")]
     pub payment: payment::Settings,
     /// Ignored: the module is not compiled into this binary.
     #[cfg(not(feature = "payment"))]
     #[serde(default, rename = "payment")]
-    pub _payment: serde::de::IgnoredAny,
+    _payment: serde::de::IgnoredAny,
     /// The order module's own section.
     #[cfg(feature = "order")]
     pub order: order::Settings,
     /// Ignored: the module is not compiled into this binary.
     #[cfg(not(feature = "order"))]
     #[serde(default, rename = "order")]
-    pub _order: serde::de::IgnoredAny,
+    _order: serde::de::IgnoredAny,
     /// `APP_ENV` this was loaded for (not read from files).
     #[serde(skip)]
     pub environment: String,
