@@ -180,3 +180,60 @@ async fn a_handler_killed_mid_transaction_leaves_nothing_and_runs_again() {
         1
     );
 }
+
+/// SIGTERM stops accepting work but lets a request in flight finish with
+/// its answer, then the process exits 0: a rolling update loses no request
+/// that had started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish_then_exits_cleanly() {
+    use crate::checkout::shop::{customer_token, fill_cart, place, stocked_product};
+    let deployment = crate::saga_crash::Deployment::new().await;
+    let shop = Shop::start(&crate::saga_crash::refs(
+        &deployment.env(&[("APP__ORDER__CHECKOUT_WAIT_MS", "4000")]),
+    ));
+    shop.wait_live().await;
+    let (client, base) = (reqwest::Client::new(), shop.url(""));
+    let admin = mint_token(&deployment.settings, &[Role::Admin]);
+    let customer = customer_token(&deployment.settings, uuid::Uuid::now_v7());
+    let product = stocked_product(&client, &base, &admin, "TERM-1", 500, 3).await;
+    fill_cart(&client, &base, &customer, &product, 1).await;
+    // This card's provider answers after 30 s: the checkout holds the
+    // request for its 4 s wait, then answers 202.
+    let in_flight = {
+        let (client, base, customer) = (client.clone(), base.clone(), customer.clone());
+        tokio::spawn(async move {
+            place(
+                &client,
+                &base,
+                &customer,
+                "term",
+                payment_sandbox::cards::TIMES_OUT,
+            )
+            .await
+        })
+    };
+    // In flight: its idempotency key is taken.
+    let db = deployment.db.url().to_owned();
+    eventually("the checkout to be in flight", || {
+        let db = db.clone();
+        async move {
+            let taken = count(
+                &db,
+                "SELECT count(*) AS n FROM orders.idempotency_keys WHERE key = 'term'",
+            )
+            .await;
+            (taken == 1).then_some(())
+        }
+    })
+    .await;
+    assert!(!in_flight.is_finished(), "still waiting for its answer");
+    let stopping = tokio::task::spawn_blocking(move || shop.terminate());
+    let answered = in_flight.await.unwrap();
+    assert_eq!(
+        answered.status(),
+        202,
+        "the request in flight got its answer"
+    );
+    let status = stopping.await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
