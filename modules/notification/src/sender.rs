@@ -31,6 +31,8 @@ pub struct Sender {
     settings: Settings,
     mailer: Mailer,
     http: reqwest::Client,
+    /// Checks literal IP hosts (the client's resolver checks names).
+    egress: crate::egress::Egress,
     smtp: std::sync::Arc<resilience::Policy>,
     webhooks: std::sync::Arc<resilience::Policy>,
 }
@@ -98,6 +100,7 @@ impl Sender {
         };
         Ok(Sender {
             pool,
+            egress: crate::egress::Egress::new(settings.webhook_allow.clone()),
             settings,
             mailer,
             http,
@@ -243,7 +246,7 @@ impl Sender {
             .ok_or_else(|| Attempt::Refused("the webhook subscription was deleted".to_owned()))?;
         let url = url::Url::parse(&item.destination)
             .map_err(|e| Attempt::Refused(format!("not a URL: {e}")))?;
-        if let Err(refused) = self.egress_check(&url) {
+        if let Err(refused) = self.egress.check_literal(&url) {
             return Err(Attempt::Refused(refused.0));
         }
         let timestamp = chrono::Utc::now().timestamp();
@@ -276,12 +279,6 @@ impl Sender {
         } else {
             Err(Attempt::Failed(format!("webhook answered {status}")))
         }
-    }
-
-    /// The egress rule on a literal IP host (names are checked by the
-    /// client's resolver at connect time).
-    fn egress_check(&self, url: &url::Url) -> Result<(), crate::egress::Refused> {
-        crate::egress::Egress::new(self.settings.webhook_allow.clone()).check_literal(url)
     }
 
     async fn record(
