@@ -105,7 +105,9 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
 }
 
 /// How a module reaches `module`: the in-process implementation when it is
-/// served here (`local`), else the HTTP client `remote` builds for its URL.
+/// served here (`local`), else the HTTP client `remote` builds for its URL;
+/// either one wrapped by `observed` (the `-api` crate's `Observed`: one span
+/// and the same RED metrics whichever implementation serves the call).
 ///
 /// # Errors
 /// Neither: the module is not served here and has no URL.
@@ -114,12 +116,13 @@ pub fn module_api<T: ?Sized>(
     module: crate::modules::ModuleName,
     local: Option<Arc<T>>,
     remote: impl FnOnce(Url) -> Arc<T>,
+    observed: impl FnOnce(Arc<T>) -> Arc<T>,
 ) -> anyhow::Result<Arc<T>> {
     if let Some(local) = local {
-        return Ok(local);
+        return Ok(observed(local));
     }
     match settings.modules.remote_url(module) {
-        Some(url) => Ok(remote(url.clone())),
+        Some(url) => Ok(observed(remote(url.clone()))),
         None => anyhow::bail!(
             "modules.{}.url: the order module calls the {} module: serve it here (modules.enabled) \
              or set its mode = \"remote\" and url",

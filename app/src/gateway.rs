@@ -6,6 +6,7 @@
 //! answer comes back as it is, streamed.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self as aweb, Bytes};
@@ -144,7 +145,10 @@ async fn forward(
                         },
                     );
                 };
-                match attempt.send().await {
+                // The client span of this attempt replaces any trace
+                // context that came in (passed through when traces are off).
+                let (attempt, span) = telemetry::trace::outgoing(attempt, "forward");
+                match attempt.send().instrument(span).await {
                     // The client's own budget at the module: its answer, not
                     // a failure of the module (the breaker is everyone's).
                     Ok(response) if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {

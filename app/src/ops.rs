@@ -21,7 +21,17 @@ pub(crate) struct Dependencies {
     pub(crate) broker: Option<std::sync::Arc<events::rabbitmq::RabbitMq>>,
     pub(crate) client: reqwest::Client,
     pub(crate) metrics: PrometheusHandle,
+    /// Gauges a local module reads from its own tables at each scrape (the
+    /// order module's sagas), by module name.
+    pub(crate) gauges: Vec<(&'static str, ModuleGauges)>,
 }
+
+/// Reads a module's gauges from its pool.
+pub(crate) type ModuleGauges =
+    fn(db::Pool) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+
+/// How long a scrape waits for each module's gauges before giving up on them.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -73,6 +83,7 @@ pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
         degraded |= outcome.is_err();
         checks.insert("broker:rabbitmq".to_owned(), check_json(outcome));
     }
+    metrics::gauge!("health_ready").set(if ready { 1.0 } else { 0.0 });
     let (status, word) = match (ready, degraded) {
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
         (true, true) => (StatusCode::OK, "degraded"),
@@ -101,12 +112,26 @@ fn check_json(outcome: Result<(), String>) -> Value {
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(deps: Data<Dependencies>) -> HttpResponse {
+    // Ready as /health/ready means it: every local module's database answers.
+    let mut ready = true;
     for (module, pool) in &deps.pools {
         db::record_pool_metrics(module, pool);
+        let read = tokio::time::timeout(SCRAPE_TIMEOUT, events::record_metrics(module, pool)).await;
+        ready &= matches!(read, Ok(Ok(())));
     }
+    for (module, gauges) in &deps.gauges {
+        if let Some((_, pool)) = deps.pools.iter().find(|(m, _)| m == module) {
+            let read = tokio::time::timeout(SCRAPE_TIMEOUT, gauges(pool.clone())).await;
+            ready &= matches!(read, Ok(Ok(())));
+        }
+    }
+    metrics::gauge!("health_ready").set(if ready { 1.0 } else { 0.0 });
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(deps.metrics.render())
+        .body({
+            telemetry::collect_process_metrics();
+            deps.metrics.render()
+        })
 }
 
 /// The methods each documented path answers, from the served OpenAPI

@@ -381,6 +381,7 @@ impl Application {
                                         policies.get("catalog"),
                                     ))
                                 },
+                                |api| Arc::new(catalog_api::observed::Observed(api)),
                             )?,
                             inventory: compose::module_api(
                                 &settings,
@@ -393,6 +394,7 @@ impl Application {
                                         policies.get("inventory"),
                                     ))
                                 },
+                                |api| Arc::new(inventory_api::observed::Observed(api)),
                             )?,
                             payment: compose::module_api(
                                 &settings,
@@ -405,6 +407,7 @@ impl Application {
                                         policies.get("payment"),
                                     ))
                                 },
+                                |api| Arc::new(payment_api::observed::Observed(api)),
                             )?,
                             services: Arc::clone(&services),
                         };
@@ -543,6 +546,7 @@ impl Application {
             client,
             policies: policies.clone(),
             metrics: telemetry::metrics_handle(),
+            gauges: module_gauges(),
         });
         let doc = openapi::api_doc();
         let routes = Data::new(ops::RouteTable::new(&doc));
@@ -661,4 +665,13 @@ impl Application {
         }
         Ok(result?)
     }
+}
+
+/// The gauges modules read from their own tables when `/metrics` is scraped
+/// (read only for the modules served here).
+fn module_gauges() -> Vec<(&'static str, crate::ops::ModuleGauges)> {
+    vec![
+        #[cfg(feature = "order")]
+        (order::NAME, |pool| Box::pin(order::record_metrics(pool))),
+    ]
 }

@@ -31,7 +31,7 @@ struct Topology {
 
 /// Where each process of a topology listens, chosen before any starts so
 /// each can be pointed at the others.
-fn url(port: u16) -> String {
+pub(crate) fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
@@ -51,7 +51,7 @@ fn remotes(modules: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// Starts `shop` on `port` with the deployment's environment (on the
 /// broker when `broker`), `extra` and the remote modules.
-fn start(
+pub(crate) fn start(
     deployment: &Deployment,
     port: u16,
     broker: bool,
@@ -67,7 +67,7 @@ fn start(
     Shop::start_on(port, &refs(&env))
 }
 
-async fn live(processes: &[Shop]) {
+pub(crate) async fn live(processes: &[Shop]) {
     for process in processes {
         process.wait_live().await;
     }

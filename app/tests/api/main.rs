@@ -25,5 +25,6 @@ mod resilience;
 mod saga_crash;
 mod saga_extracted;
 mod topology;
+mod traces;
 mod user_contract;
 mod users;

@@ -8,6 +8,7 @@
 mod category;
 mod error;
 pub mod events;
+pub mod observed;
 mod product;
 
 #[cfg(feature = "client")]

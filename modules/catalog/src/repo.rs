@@ -121,6 +121,7 @@ struct PatchRow<'a> {
 }
 
 /// Inserts a product; created_at and updated_at come from the database clock.
+#[tracing::instrument(name = "catalog.repo.insert", skip_all)]
 pub(crate) async fn insert(
     conn: &mut AsyncPgConnection,
     id: ProductId,
@@ -146,6 +147,7 @@ pub(crate) async fn insert(
 }
 
 /// One product, if it exists.
+#[tracing::instrument(name = "catalog.repo.find", skip_all)]
 pub(crate) async fn find(
     conn: &mut AsyncPgConnection,
     id: ProductId,
@@ -159,6 +161,7 @@ pub(crate) async fn find(
 }
 
 /// One product, locked until the transaction ends (to compare before/after).
+#[tracing::instrument(name = "catalog.repo.find_for_update", skip_all)]
 pub(crate) async fn find_for_update(
     conn: &mut AsyncPgConnection,
     id: ProductId,
@@ -216,6 +219,7 @@ const COLUMNS: &str = "id, sku, name, description, price_amount_minor, price_cur
 
 /// Up to `limit` products matching `filter`, in `sort` order, after `after`.
 /// One query; every sort has a keyset (its value, then id) and an index.
+#[tracing::instrument(name = "catalog.repo.list", skip_all)]
 pub(crate) async fn list(
     conn: &mut AsyncPgConnection,
     filter: &ProductFilter,
@@ -337,6 +341,7 @@ pub(crate) enum ListError {
 }
 
 /// Sets the availability of the product with `sku`; its id if that changed it.
+#[tracing::instrument(name = "catalog.repo.set_availability", skip_all)]
 pub(crate) async fn set_availability(
     conn: &mut AsyncPgConnection,
     sku: &str,
@@ -389,6 +394,7 @@ impl CategoryRow {
 pub(crate) const SLUG_UNIQUE: &str = "categories_slug_key";
 
 /// One category.
+#[tracing::instrument(name = "catalog.repo.find_category", skip_all)]
 pub(crate) async fn find_category(
     conn: &mut AsyncPgConnection,
     id: CategoryId,
@@ -402,6 +408,7 @@ pub(crate) async fn find_category(
 }
 
 /// Inserts a category.
+#[tracing::instrument(name = "catalog.repo.insert_category", skip_all)]
 pub(crate) async fn insert_category(
     conn: &mut AsyncPgConnection,
     name: &str,
@@ -421,6 +428,7 @@ pub(crate) async fn insert_category(
 }
 
 /// Every category, by name.
+#[tracing::instrument(name = "catalog.repo.all_categories", skip_all)]
 pub(crate) async fn all_categories(conn: &mut AsyncPgConnection) -> QueryResult<Vec<CategoryRow>> {
     categories::table
         .select(CategoryRow::as_select())
@@ -430,6 +438,7 @@ pub(crate) async fn all_categories(conn: &mut AsyncPgConnection) -> QueryResult<
 }
 
 /// Applies a patch; `None` when the product does not exist.
+#[tracing::instrument(name = "catalog.repo.update", skip_all)]
 pub(crate) async fn update(
     conn: &mut AsyncPgConnection,
     id: ProductId,

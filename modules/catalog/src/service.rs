@@ -39,7 +39,9 @@ impl CatalogModule {
     }
 
     async fn conn(&self) -> Result<db::Object, CatalogError> {
-        self.pool.get().await.map_err(unavailable)
+        db::connection(&self.pool, crate::NAME)
+            .await
+            .map_err(unavailable)
     }
 }
 

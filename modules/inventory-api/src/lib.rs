@@ -11,6 +11,7 @@
 
 mod error;
 pub mod events;
+pub mod observed;
 mod stock;
 
 #[cfg(feature = "client")]

@@ -332,7 +332,9 @@ impl InventoryModule {
     }
 
     async fn conn(&self) -> Result<db::Object, InventoryError> {
-        self.pool.get().await.map_err(unavailable)
+        db::connection(&self.pool, crate::NAME)
+            .await
+            .map_err(unavailable)
     }
 
     async fn load_reservation(

@@ -29,7 +29,7 @@ impl NotificationModule {
     }
 
     async fn conn(&self) -> Result<db::Object, Problem> {
-        self.pool.get().await.map_err(|e| {
+        db::connection(&self.pool, crate::NAME).await.map_err(|e| {
             tracing::warn!(error = %e, "notification database unavailable");
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

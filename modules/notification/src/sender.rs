@@ -133,7 +133,9 @@ impl Sender {
     }
 
     async fn send_due(&self) -> Result<usize, String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let mut conn = db::connection(&self.pool, crate::NAME)
+            .await
+            .map_err(|e| e.to_string())?;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let due: Vec<Due> = db::sql(
                 "SELECT n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, n.body, n.attempts, w.secret \
@@ -250,20 +252,21 @@ impl Sender {
             return Err(Attempt::Refused(refused.0));
         }
         let timestamp = chrono::Utc::now().timestamp();
-        let response = self
+        let request = self
             .http
             .post(&item.destination)
             .header("content-type", "application/json")
             .header("x-shop-event", &item.event_type)
             .header("x-shop-delivery", item.id.to_string())
             .header("x-shop-signature", sign(secret, timestamp, &item.body))
-            .body(item.body.clone())
-            .send()
-            .await
-            .map_err(|e| match crate::egress::refusal(&e) {
+            .body(item.body.clone());
+        let (request, span) = telemetry::trace::outgoing(request, "webhook");
+        let response = request.send().instrument(span).await.map_err(|e| {
+            match crate::egress::refusal(&e) {
                 Some(refused) => Attempt::Refused(refused.0.clone()),
                 None => Attempt::Failed(format!("webhook call failed: {e}")),
-            })?;
+            }
+        })?;
         let status = response.status();
         if status.is_success() {
             Ok(())

@@ -14,10 +14,12 @@ pub mod model;
 pub mod saga;
 
 mod error;
+mod gauges;
 mod service;
 mod store;
 
 pub use error::OrderError;
+pub use gauges::record_metrics;
 pub use saga::RecoveryWorker;
 pub use service::{Dependencies, OrderModule, PlaceOutcome, idempotency_key};
 

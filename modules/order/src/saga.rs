@@ -185,7 +185,7 @@ impl OrderModule {
     /// A connection for the saga's bookkeeping; a pool failure is a
     /// database error like any other here (the step is retried later).
     async fn saga_conn(&self) -> Result<db::Object, DieselError> {
-        self.pool.get().await.map_err(|e| {
+        db::connection(&self.pool, crate::NAME).await.map_err(|e| {
             DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
         })
     }
@@ -207,7 +207,7 @@ impl OrderModule {
 
     /// Gives the lease up until a retry `wait` from now, counting the attempt.
     async fn unlease(&self, order: OrderId, wait: Duration, error: &str) {
-        let Ok(mut conn) = self.pool.get().await else {
+        let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
             return; // the lease expires by itself
         };
         let result = db::sql(
@@ -267,7 +267,7 @@ impl OrderModule {
     }
 
     async fn attempts(&self, order: OrderId) -> u32 {
-        let Ok(mut conn) = self.pool.get().await else {
+        let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
             return 0;
         };
         store::load_saga(&mut conn, order, false)
@@ -339,6 +339,7 @@ impl OrderModule {
                 _ => {
                     let span = tracing::info_span!(
                         "saga_step",
+                        otel.name = %format_args!("saga {}", step.name()),
                         order.id = %order,
                         step = step.name(),
                         direction = %saga.direction

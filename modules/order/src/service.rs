@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use auth::ServiceTokens;
 use catalog_api::{CatalogApi, CatalogError, ProductId};
@@ -149,7 +150,9 @@ impl OrderModule {
     }
 
     pub(crate) async fn conn(&self) -> Result<db::Object, OrderError> {
-        self.pool.get().await.map_err(unavailable)
+        db::connection(&self.pool, crate::NAME)
+            .await
+            .map_err(unavailable)
     }
 
     /// Deletes idempotency keys older than `idempotency_retention_hours`;
@@ -442,7 +445,8 @@ impl OrderModule {
     ) -> PlaceOutcome {
         let id = order.id;
         let wait = Duration::from_millis(self.settings.checkout_wait_ms);
-        let driving = tokio::spawn(driving);
+        // The saga runs on in the background; its spans stay in the request's trace.
+        let driving = tokio::spawn(driving.in_current_span());
         let order = match tokio::time::timeout(wait, driving).await {
             Ok(_) => self.load_order(id).await.unwrap_or(order),
             Err(_) => order,
@@ -743,7 +747,7 @@ impl OrderModule {
             AppendError::Db(e) => database(e),
         })?;
         let driver = self.clone();
-        let driving = tokio::spawn(async move { driver.drive(id).await });
+        let driving = tokio::spawn(async move { driver.drive(id).await }.in_current_span());
         let _ = tokio::time::timeout(
             Duration::from_millis(self.settings.checkout_wait_ms),
             driving,

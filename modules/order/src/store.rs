@@ -64,6 +64,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, DieselErr
 }
 
 /// The projected state of an order, locked for update when `lock`.
+#[tracing::instrument(name = "order.repo.load_state", skip_all)]
 pub(crate) async fn load_state(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -133,6 +134,7 @@ async fn write_state(conn: &mut AsyncPgConnection, state: &OrderState) -> Result
 
 /// Records the first event of a new order and its projection. Call inside
 /// a transaction.
+#[tracing::instrument(name = "order.repo.create", skip_all)]
 pub(crate) async fn create(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -151,6 +153,7 @@ pub(crate) async fn create(
 /// with the integration event it announces (if any) in the outbox. Call
 /// inside a transaction. Returns the new state, or the unchanged state when
 /// the event was recorded already.
+#[tracing::instrument(name = "order.repo.append", skip_all)]
 pub(crate) async fn append(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -171,6 +174,7 @@ pub(crate) async fn append(
 /// lock of the order and with one write of its projection. An event the
 /// state refuses (a step another driver recorded meanwhile) is skipped
 /// with a warning. Call inside a transaction; returns the new state.
+#[tracing::instrument(name = "order.repo.append_all", skip_all)]
 pub(crate) async fn append_all(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -271,6 +275,7 @@ async fn announce(
 }
 
 /// The order's history, oldest first.
+#[tracing::instrument(name = "order.repo.timeline", skip_all)]
 pub(crate) async fn timeline(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -293,6 +298,7 @@ pub(crate) async fn timeline(
 
 /// The state of an order folded from its events alone (the projection is
 /// not read).
+#[tracing::instrument(name = "order.repo.fold", skip_all)]
 pub(crate) async fn fold(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -313,6 +319,7 @@ pub(crate) async fn fold(
 }
 
 /// Rewrites the projection of `order` from its events.
+#[tracing::instrument(name = "order.repo.rebuild", skip_all)]
 pub(crate) async fn rebuild(
     conn: &mut AsyncPgConnection,
     order: OrderId,
@@ -425,6 +432,7 @@ pub(crate) struct SagaRow {
 }
 
 /// The saga of an order.
+#[tracing::instrument(name = "order.repo.load_saga", skip_all)]
 pub(crate) async fn load_saga(
     conn: &mut AsyncPgConnection,
     order: OrderId,

@@ -11,6 +11,7 @@
 //! (the `service` role) and admins; owners read their payments.
 
 mod error;
+pub mod observed;
 mod payment;
 
 #[cfg(feature = "client")]

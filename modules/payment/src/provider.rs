@@ -8,6 +8,7 @@
 //! the order, and capture, void and refund are no-ops when already done.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use kernel::{Degradation, Money};
 use reqwest::{Method, StatusCode};
@@ -152,7 +153,8 @@ async fn attempt<T: DeserializeOwned>(
         retryable,
         retry_after,
     };
-    let response = match request.send().await {
+    let (request, span) = telemetry::trace::outgoing(request, "payment provider");
+    let response = match request.send().instrument(span).await {
         Ok(response) => response,
         Err(e) => {
             let error = ProviderError::Unavailable(format!("call failed: {e}"));

@@ -164,7 +164,9 @@ impl PaymentModule {
     }
 
     async fn conn(&self) -> Result<db::Object, PaymentError> {
-        self.pool.get().await.map_err(unavailable)
+        db::connection(&self.pool, crate::NAME)
+            .await
+            .map_err(unavailable)
     }
 
     async fn load(

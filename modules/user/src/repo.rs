@@ -99,6 +99,7 @@ fn role_names(roles: &[Role]) -> Vec<String> {
 }
 
 /// Inserts an account.
+#[tracing::instrument(name = "user.repo.insert", skip_all)]
 pub(crate) async fn insert(
     conn: &mut AsyncPgConnection,
     id: UserId,
@@ -121,6 +122,7 @@ pub(crate) async fn insert(
 }
 
 /// One account by id.
+#[tracing::instrument(name = "user.repo.find", skip_all)]
 pub(crate) async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<UserRow>> {
     users::table
         .find(id)
@@ -131,6 +133,7 @@ pub(crate) async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<
 }
 
 /// One account by (normalised) email.
+#[tracing::instrument(name = "user.repo.find_by_email", skip_all)]
 pub(crate) async fn find_by_email(
     conn: &mut AsyncPgConnection,
     email: &str,
@@ -144,6 +147,7 @@ pub(crate) async fn find_by_email(
 }
 
 /// Up to `limit` accounts after `after`, oldest first.
+#[tracing::instrument(name = "user.repo.list", skip_all)]
 pub(crate) async fn list(
     conn: &mut AsyncPgConnection,
     after: Option<Uuid>,
@@ -181,6 +185,7 @@ impl AccountChanges {
 }
 
 /// Applies `changes`; `None` when the account does not exist.
+#[tracing::instrument(name = "user.repo.update", skip_all)]
 pub(crate) async fn update(
     conn: &mut AsyncPgConnection,
     id: Uuid,
@@ -206,6 +211,7 @@ pub(crate) struct RefreshRow {
 }
 
 /// Stores a refresh token's hash in `family`.
+#[tracing::instrument(name = "user.repo.insert_refresh", skip_all)]
 pub(crate) async fn insert_refresh(
     conn: &mut AsyncPgConnection,
     family: Uuid,
@@ -226,6 +232,7 @@ pub(crate) async fn insert_refresh(
 }
 
 /// The token with this hash, locked for the rest of the transaction.
+#[tracing::instrument(name = "user.repo.find_refresh_for_update", skip_all)]
 pub(crate) async fn find_refresh_for_update(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
@@ -240,6 +247,7 @@ pub(crate) async fn find_refresh_for_update(
 }
 
 /// Marks a token as used.
+#[tracing::instrument(name = "user.repo.spend_refresh", skip_all)]
 pub(crate) async fn spend_refresh(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
     diesel::update(refresh_tokens::table.find(id))
         .set(refresh_tokens::spent_at.eq(diesel::dsl::now))
@@ -248,6 +256,7 @@ pub(crate) async fn spend_refresh(conn: &mut AsyncPgConnection, id: Uuid) -> Que
 }
 
 /// Revokes every live token of a family.
+#[tracing::instrument(name = "user.repo.revoke_family", skip_all)]
 pub(crate) async fn revoke_family(
     conn: &mut AsyncPgConnection,
     family: Uuid,
@@ -263,6 +272,7 @@ pub(crate) async fn revoke_family(
 }
 
 /// Revokes every live token of a user (password change, disabling).
+#[tracing::instrument(name = "user.repo.revoke_all_for_user", skip_all)]
 pub(crate) async fn revoke_all_for_user(
     conn: &mut AsyncPgConnection,
     user: Uuid,
@@ -278,6 +288,7 @@ pub(crate) async fn revoke_all_for_user(
 }
 
 /// Deletes the refresh tokens that expired before `before`; how many.
+#[tracing::instrument(name = "user.repo.delete_expired_refresh_tokens", skip_all)]
 pub(crate) async fn delete_expired_refresh_tokens(
     conn: &mut AsyncPgConnection,
     before: DateTime<Utc>,

@@ -180,7 +180,9 @@ impl UserModule {
     }
 
     async fn conn(&self) -> Result<db::Object, UserError> {
-        self.pool.get().await.map_err(unavailable)
+        db::connection(&self.pool, crate::NAME)
+            .await
+            .map_err(unavailable)
     }
 
     /// Deletes refresh tokens that expired more than a day ago; how many.

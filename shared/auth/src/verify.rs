@@ -1,6 +1,7 @@
 //! [`Verifier`]: checks access tokens with public keys only.
 
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
@@ -243,9 +244,10 @@ fn declared_alg(token: &str) -> Result<Option<String>, AuthError> {
 }
 
 async fn fetch(client: &reqwest::Client, url: &Url) -> Result<KeySet, AuthError> {
-    let response = client
-        .get(url.clone())
+    let (request, span) = telemetry::trace::outgoing(client.get(url.clone()), "keys");
+    let response = request
         .send()
+        .instrument(span)
         .await
         .map_err(|e| AuthError::KeysUnavailable(format!("cannot fetch {url}: {e}")))?;
     if !response.status().is_success() {

@@ -13,8 +13,8 @@ mod sql;
 
 pub use migrate::{ModuleMigrations, create_database, migrate};
 pub use pool::{
-    ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, ping, record_pool_metrics,
-    unavailable_reason,
+    ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, connection, ping,
+    record_pool_metrics, unavailable_reason,
 };
 
 pub use sql::{Bind, NoBinds, Sql, sql};

@@ -107,6 +107,20 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// A connection from `module`'s pool. How long it waited for one is
+/// recorded in `db_pool_wait_seconds{module}` (a full pool shows there
+/// before requests fail).
+///
+/// # Errors
+/// No connection within the pool's acquire timeout, or none can be opened.
+pub async fn connection(pool: &Pool, module: &'static str) -> Result<Object, PoolError> {
+    let started = std::time::Instant::now();
+    let result = pool.get().await;
+    metrics::histogram!("db_pool_wait_seconds", "module" => module)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
 /// Publishes the pool's size and use as gauges labelled with the module.
 pub fn record_pool_metrics(module: &'static str, pool: &Pool) {
     let status = pool.status();

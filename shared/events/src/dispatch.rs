@@ -146,6 +146,13 @@ impl Dispatcher {
             event.id = %event.id,
             event.type = %event.event_type,
             request_id = event.request_id.as_deref().unwrap_or(""),
+            otel.name = %format_args!("handle {}", event.event_type),
+            otel.kind = "consumer",
+        );
+        telemetry::trace::continue_trace(
+            &span,
+            event.traceparent.as_deref(),
+            event.tracestate.as_deref(),
         );
         async {
             for subscription in self.subscriptions.iter().filter(|s| {
@@ -210,9 +217,7 @@ impl Dispatcher {
         subscription: &Subscription,
         event: &Envelope,
     ) -> Result<Outcome, HandlerError> {
-        let mut conn = subscription
-            .pool
-            .get()
+        let mut conn = db::connection(&subscription.pool, subscription.module)
             .await
             .map_err(|e| HandlerError(format!("no connection: {e}")))?;
         let pause = self.pause_in_handler;
@@ -251,9 +256,7 @@ impl Dispatcher {
         error: &str,
     ) -> Result<(), DispatchError> {
         let envelope = serde_json::to_value(event).map_err(|e| DispatchError(e.to_string()))?;
-        let mut conn = subscription
-            .pool
-            .get()
+        let mut conn = db::connection(&subscription.pool, subscription.module)
             .await
             .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
         db::sql(
@@ -285,7 +288,9 @@ impl Dispatcher {
     ) -> Result<Vec<DeadLetter>, DispatchError> {
         let mut all = Vec::new();
         for (module, pool) in self.module_pools() {
-            let mut conn = pool.get().await.map_err(|e| DispatchError(e.to_string()))?;
+            let mut conn = db::connection(&pool, module)
+                .await
+                .map_err(|e| DispatchError(e.to_string()))?;
             let mut rows: Vec<DeadLetter> = db::sql(
                 "SELECT id, $3 AS module, handler, event_id, event_type, attempts, last_error, created_at \
                  FROM dead_letters WHERE redriven_at IS NULL AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
@@ -316,8 +321,10 @@ impl Dispatcher {
             #[diesel(sql_type = Jsonb)]
             envelope: serde_json::Value,
         }
-        for (_, pool) in self.module_pools() {
-            let mut conn = pool.get().await.map_err(|e| DispatchError(e.to_string()))?;
+        for (module, pool) in self.module_pools() {
+            let mut conn = db::connection(&pool, module)
+                .await
+                .map_err(|e| DispatchError(e.to_string()))?;
             let found: Option<Row> = db::sql(
                 "SELECT handler, envelope FROM dead_letters WHERE id = $1 AND redriven_at IS NULL",
             )

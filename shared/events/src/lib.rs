@@ -17,6 +17,7 @@
 //!   redrive them.
 
 mod dispatch;
+mod gauges;
 pub mod http;
 pub mod outbox;
 pub mod rabbitmq;
@@ -24,6 +25,7 @@ mod relay;
 mod settings;
 
 pub use dispatch::{DeadLetter, Dispatcher, EventHandler, HandlerError, Subscription};
+pub use gauges::record_metrics;
 pub use relay::Relay;
 pub use settings::{EventsSettings, RabbitMqSettings, TransportKind};
 

@@ -21,8 +21,12 @@ pub async fn publish<E: IntegrationEvent>(
     cx: &CallContext,
     event: &E,
 ) -> diesel::QueryResult<Uuid> {
-    let envelope = Envelope::new(source, cx, event)
+    let mut envelope = Envelope::new(source, cx, event)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    if let Some(trace) = telemetry::trace::current() {
+        envelope.traceparent = Some(trace.traceparent);
+        envelope.tracestate = trace.tracestate;
+    }
     let json = serde_json::to_value(&envelope)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     db::sql("INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, $3, $4)")

@@ -297,6 +297,19 @@ impl RabbitMq {
                     continue;
                 }
             };
+            let mut event = event;
+            // The message's headers carry the trace context (the envelope
+            // does too, for transports without headers).
+            if let Some(headers) = delivery.properties.headers().as_ref() {
+                let header = |name: &str| match headers.inner().get(name) {
+                    Some(AMQPValue::LongString(value)) => Some(value.to_string()),
+                    _ => None,
+                };
+                if let Some(parent) = header(telemetry::trace::TRACEPARENT) {
+                    event.traceparent = Some(parent);
+                    event.tracestate = header(telemetry::trace::TRACESTATE);
+                }
+            }
             match dispatcher.dispatch(&event, Some(module)).await {
                 Ok(()) => {
                     delivery
@@ -341,7 +354,8 @@ impl Transport for RabbitMq {
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(event.id.to_string().into())
-            .with_type(event.event_type.as_str().into());
+            .with_type(event.event_type.as_str().into())
+            .with_headers(trace_headers(event));
         let confirm = channel
             .basic_publish(
                 self.exchange().as_str().into(),
@@ -383,4 +397,19 @@ impl Transport for RabbitMq {
     fn name(&self) -> &'static str {
         "rabbitmq"
     }
+}
+
+/// The AMQP headers carrying `event`'s trace context (W3C names).
+fn trace_headers(event: &Envelope) -> FieldTable {
+    let mut headers = FieldTable::default();
+    let pairs = [
+        (telemetry::trace::TRACEPARENT, event.traceparent.as_deref()),
+        (telemetry::trace::TRACESTATE, event.tracestate.as_deref()),
+    ];
+    for (name, value) in pairs {
+        if let Some(value) = value {
+            headers.insert(name.into(), AMQPValue::LongString(value.into()));
+        }
+    }
+    headers
 }

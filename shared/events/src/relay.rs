@@ -8,6 +8,7 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt as _;
 use kernel::Envelope;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{EventsSettings, Transport};
@@ -15,8 +16,6 @@ use crate::{EventsSettings, Transport};
 /// How long a woken relay waits before it looks, so that the events of
 /// writers committing at the same moment travel in one batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
-/// How often the outbox lag gauge is refreshed (one query).
-const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Delivers one module's outbox through a transport.
 pub struct Relay {
@@ -43,6 +42,58 @@ struct Pending {
 struct Locked {
     #[diesel(sql_type = Bool)]
     locked: bool,
+}
+
+/// Publishes `event` in a producer span that continues the trace of the
+/// writer that put it in the outbox; the event travels on with that span
+/// as its parent, so its handlers join the same trace.
+async fn publish_traced(transport: &dyn Transport, mut event: Envelope) -> Result<(), String> {
+    let span = tracing::info_span!(
+        "event_publish",
+        otel.name = %format_args!("publish {}", event.event_type),
+        otel.kind = "producer",
+        event.id = %event.id,
+    );
+    telemetry::trace::continue_trace(
+        &span,
+        event.traceparent.as_deref(),
+        event.tracestate.as_deref(),
+    );
+    if let Some(trace) = span.in_scope(telemetry::trace::current) {
+        event.traceparent = Some(trace.traceparent);
+        event.tracestate = trace.tracestate;
+    }
+    transport
+        .publish(&event)
+        .instrument(span)
+        .await
+        .map_err(|e| e.0)
+}
+
+/// Publishes `pending` in order, stopping at the first failure (later
+/// events must not overtake it): the ids delivered, and the failed one
+/// with its error.
+async fn publish_in_order(
+    transport: &dyn Transport,
+    module: &'static str,
+    pending: Vec<Pending>,
+) -> (Vec<Uuid>, Option<(Uuid, String)>) {
+    let mut delivered = Vec::with_capacity(pending.len());
+    for row in pending {
+        let outcome = match serde_json::from_value::<Envelope>(row.envelope) {
+            Ok(event) => publish_traced(transport, event).await,
+            Err(e) => Err(format!("unreadable envelope: {e}")),
+        };
+        match outcome {
+            Ok(()) => {
+                metrics::counter!("events_delivered_total", "module" => module, "transport" => transport.name())
+                    .increment(1);
+                delivered.push(row.id);
+            }
+            Err(error) => return (delivered, Some((row.id, error))),
+        }
+    }
+    (delivered, None)
 }
 
 impl Relay {
@@ -79,7 +130,6 @@ impl Relay {
             stop.clone(),
         ));
         let mut last_prune = Instant::now();
-        let mut last_lag: Option<Instant> = None;
         tracing::info!(
             module = self.module,
             transport = self.transport.name(),
@@ -93,10 +143,6 @@ impl Relay {
                     0
                 }
             };
-            if last_lag.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
-                self.record_lag().await;
-                last_lag = Some(Instant::now());
-            }
             if last_prune.elapsed() > self.prune_every {
                 self.prune().await;
                 last_prune = Instant::now();
@@ -121,7 +167,9 @@ impl Relay {
     /// schema works at a time (a transaction-scoped advisory lock), so events
     /// of one aggregate never overtake each other, however many instances run.
     async fn deliver_batch(&self) -> Result<i64, String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let mut conn = db::connection(&self.pool, self.module)
+            .await
+            .map_err(|e| e.to_string())?;
         let transport = Arc::clone(&self.transport);
         let module = self.module;
         let batch = self.batch_size;
@@ -140,30 +188,26 @@ impl Relay {
             .bind::<BigInt, _>(batch)
             .load(conn)
             .await?;
-            let mut delivered: Vec<Uuid> = Vec::new();
-            for row in pending {
-                let outcome = match serde_json::from_value::<Envelope>(row.envelope) {
-                    Ok(event) => transport.publish(&event).await.map_err(|e| e.0),
-                    Err(e) => Err(format!("unreadable envelope: {e}")),
-                };
-                match outcome {
-                    Ok(()) => {
-                        metrics::counter!("events_delivered_total", "module" => module, "transport" => transport.name()).increment(1);
-                        delivered.push(row.id);
-                    }
-                    Err(error) => {
-                        db::sql(
-                            "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                        )
-                        .bind::<SqlUuid, _>(row.id)
-                        .bind::<Text, _>(&error)
-                        .execute(conn)
-                        .await?;
-                        tracing::warn!(module, event.id = %row.id, error = %error, "delivery failed; will retry");
-                        // Stop here: later events must not overtake this one.
-                        break;
-                    }
-                }
+            if pending.is_empty() {
+                return Ok(0);
+            }
+            // A root span per batch; each event's publish joins its own trace.
+            let batch_span = tracing::info_span!(
+                "outbox_relay",
+                otel.name = "relay batch",
+                module,
+                events = pending.len(),
+            );
+            let (delivered, failed) = publish_in_order(transport.as_ref(), module, pending)
+                .instrument(batch_span)
+                .await;
+            if let Some((id, error)) = failed {
+                db::sql("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                    .bind::<SqlUuid, _>(id)
+                    .bind::<Text, _>(&error)
+                    .execute(conn)
+                    .await?;
+                tracing::warn!(module, event.id = %id, error = %error, "delivery failed; will retry");
             }
             // Marked in one statement, committed with the batch.
             if !delivered.is_empty() {
@@ -181,28 +225,8 @@ impl Relay {
         .map_err(|e| e.to_string())
     }
 
-    async fn record_lag(&self) {
-        #[derive(diesel::QueryableByName)]
-        struct Lag {
-            #[diesel(sql_type = diesel::sql_types::Double)]
-            seconds: f64,
-        }
-        let Ok(mut conn) = self.pool.get().await else {
-            return;
-        };
-        let lag: Result<Lag, _> = db::sql(
-            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS seconds \
-             FROM outbox WHERE delivered_at IS NULL",
-        )
-        .get_result(&mut conn)
-        .await;
-        if let Ok(lag) = lag {
-            metrics::gauge!("outbox_lag_seconds", "module" => self.module).set(lag.seconds);
-        }
-    }
-
     async fn prune(&self) {
-        let Ok(mut conn) = self.pool.get().await else {
+        let Ok(mut conn) = db::connection(&self.pool, self.module).await else {
             return;
         };
         for sql in [

@@ -41,6 +41,13 @@ pub struct Envelope {
     pub causation_id: Option<Uuid>,
     /// The event itself.
     pub payload: serde_json::Value,
+    /// W3C `traceparent` of the span that published it, when traces are
+    /// on: its handlers continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` that goes with `traceparent`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 impl Envelope {
@@ -62,6 +69,8 @@ impl Envelope {
             request_id: Some(cx.request_id().to_string()),
             causation_id: cx.causation_id(),
             payload: serde_json::to_value(event)?,
+            traceparent: None,
+            tracestate: None,
         })
     }
 

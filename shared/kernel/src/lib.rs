@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod identity;
 mod money;
+pub mod observe;
 mod order;
 mod page;
 

@@ -15,6 +15,7 @@ use kernel::{CallContext, Degradation, ProblemBody};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use resilience::{Policy, PolicyError, Verdict};
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 use url::Url;
 
 /// A failed call, before the `-api` crate maps it to its own error.
@@ -146,7 +147,9 @@ impl ModuleClient {
                             },
                         );
                     };
-                    attempt_once::<T>(attempt, module).await
+                    // One client span per attempt; the server continues it.
+                    let (attempt, span) = telemetry::trace::outgoing(attempt, module);
+                    attempt_once::<T>(attempt, module).instrument(span).await
                 }
             })
             .await;

@@ -1,8 +1,10 @@
-//! Logs and metrics set-up for the `shop` binary and its tests.
+//! Logs, traces and metrics set-up for the `shop` binary and its tests.
 //!
 //! Logs are JSON lines (one object per event, with the fields of the
-//! enclosing spans, so `request_id` is on every line of a request) unless a
-//! terminal asks for the human format. `RUST_LOG` filters, as usual.
+//! enclosing spans, so `request_id` is on every line of a request, and
+//! `trace_id` / `span_id` when traces are on) unless a terminal asks for the
+//! human format. `RUST_LOG` filters, as usual. Traces go to an OTLP
+//! collector when the standard `OTEL_*` variables name one ([`trace`]).
 //! Metrics go to a process-wide Prometheus recorder rendered at `/metrics`.
 
 use std::io::IsTerminal as _;
@@ -10,8 +12,17 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::{FmtSpan, Format, FormatEvent, FormatFields, Json, Writer};
+use tracing_subscriber::fmt::{FmtContext, format};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+pub mod trace;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -25,8 +36,10 @@ pub enum LogFormat {
     Auto,
 }
 
-/// Installs the global tracing subscriber. `filter` is used when `RUST_LOG`
-/// is not set. Calling it again is harmless (the first call wins).
+/// Installs the global tracing subscriber, with the OpenTelemetry layer
+/// when the environment asks for traces ([`trace`]). `filter` is used when
+/// `RUST_LOG` is not set. Calling it again is harmless (the first call
+/// wins). Call [`trace::shutdown`] before the process exits.
 pub fn init_logging(format: LogFormat, filter: &str) {
     let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     let json = match format {
@@ -34,24 +47,67 @@ pub fn init_logging(format: LogFormat, filter: &str) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_span_events(FmtSpan::NONE);
-    let result = if json {
-        builder
+    let lines = if json {
+        let line = format::format()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(true)
-            .try_init()
+            .with_span_list(true);
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_span_events(FmtSpan::NONE)
+            .event_format(WithTraceIds(line))
+            .boxed()
     } else {
-        builder.pretty().try_init()
+        tracing_subscriber::fmt::layer().pretty().boxed()
     };
+    // Spans go to the collector from `info` up whatever the log filter
+    // says: quieter logs must not cut traces short.
+    let otel = trace::provider_from_env().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(trace::tracer(&provider))
+            .with_filter(LevelFilter::INFO)
+    });
+    let result = tracing_subscriber::registry()
+        .with(otel)
+        .with(lines.with_filter(env_filter))
+        .try_init();
     // Already installed (tests spawn several apps): keep the first one.
     drop(result);
 }
 
-/// Latency buckets (seconds) for every `*_duration_seconds` histogram.
+/// The JSON line format with the current span's `trace_id` and `span_id`
+/// appended when traces are on (the line is unchanged when they are off).
+struct WithTraceIds(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for WithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Some((trace_id, span_id)) = trace::current_ids() else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(512);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.trim_end();
+        match body.strip_suffix('}') {
+            Some(open) => writeln!(
+                writer,
+                "{open},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// Buckets (seconds) for every `*_seconds` histogram (latencies, pool waits).
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -62,10 +118,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_duration_seconds".to_owned()),
-                    DURATION_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DURATION_BUCKETS)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -74,4 +127,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Reads the process's resident memory, CPU time, open file descriptors and
+/// threads into the recorder (`process_*`, the names Prometheus's own
+/// clients use); call it before rendering `/metrics`.
+pub fn collect_process_metrics() {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
 }

@@ -56,6 +56,12 @@ impl RootSpanBuilder for RequestIdRootSpan {
             otel.name = %format!("{} {}", request.method(), route),
             otel.kind = "server",
         );
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+        telemetry::trace::continue_trace(
+            &span,
+            header(telemetry::trace::TRACEPARENT),
+            header(telemetry::trace::TRACESTATE),
+        );
         request.extensions_mut().insert(request_id);
         span
     }
