@@ -70,6 +70,7 @@ pg_cpu() {
 }
 
 # Starts the release shop (extra env as arguments); sets SHOP_PID, SHOP_URL.
+# SHOP_BIN=PATH runs another build instead (an A/B against an older commit).
 bench_shop_start() {
   local port
   port=$(free_port)
@@ -77,7 +78,7 @@ bench_shop_start() {
     DATABASE_URL="$PG_URL" APP__AUTH__SIGNING_KEY_FILE="$BENCH_WORK/key.pem" \
     APP__AUTH__SERVICE_KEY_FILE="$BENCH_WORK/service-key.pem" \
     APP__NOTIFICATION__EMAIL__FILE_DIR="$BENCH_WORK/mail" APP__LOG__FORMAT=json \
-    "$@" target/release/shop serve >>"$BENCH_WORK/shop.log" 2>&1 &
+    "$@" "${SHOP_BIN:-target/release/shop}" serve >>"$BENCH_WORK/shop.log" 2>&1 &
   SHOP_PID=$!
   BENCH_PIDS+=("$SHOP_PID")
   SHOP_URL="http://127.0.0.1:$port"
