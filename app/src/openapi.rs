@@ -2,7 +2,9 @@
 //! the topology (a gateway forwards what it does not serve itself).
 
 use actix_web::App;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Header, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt as _;
 
@@ -72,7 +74,174 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         .split_for_parts();
     let mut doc = BaseDoc::openapi();
     doc.merge(collected);
+    common_responses(&mut doc);
     doc
+}
+
+/// A problem response (`application/problem+json`, [`kernel::ProblemBody`]).
+fn problem(description: &str) -> Response {
+    Response::builder()
+        .description(description)
+        .content(
+            "application/problem+json",
+            Content::new(Some(Ref::from_schema_name("ProblemBody"))),
+        )
+        .build()
+}
+
+/// The same, telling when to try again.
+fn problem_retry_after(description: &str) -> Response {
+    let mut response = problem(description);
+    let mut retry_after = Header::default();
+    retry_after.description = Some("Seconds to wait before trying again".to_owned());
+    response
+        .headers
+        .insert("retry-after".to_owned(), retry_after.into());
+    response
+}
+
+/// The answers no handler writes itself: they come from the machinery every
+/// operation goes through (the token check, the path, query and body
+/// extractors, `web::text::refuse_nul`, the rate limit, the ETag
+/// middleware, a gateway forwarding to another process, a dependency
+/// that does not answer). Added to every operation that can give them and
+/// does not already document that status in its own words.
+fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let api = path.starts_with("/api/v1/");
+        for (is_get, operation) in [
+            (true, &mut item.get),
+            (false, &mut item.post),
+            (false, &mut item.put),
+            (false, &mut item.patch),
+            (false, &mut item.delete),
+        ] {
+            let Some(operation) = operation else { continue };
+            let answers = common_answers(api, is_get, operation);
+            let responses = &mut operation.responses.responses;
+            for (status, response) in answers {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| response.into());
+            }
+        }
+    }
+}
+
+fn common_answers(api: bool, is_get: bool, operation: &Operation) -> Vec<(&'static str, Response)> {
+    let located = |place: ParameterIn| {
+        operation.parameters.iter().flatten().any(|p| match p {
+            RefOr::T(p) => p.parameter_in == place,
+            RefOr::Ref(_) => false,
+        })
+    };
+    let (in_path, in_query) = (located(ParameterIn::Path), located(ParameterIn::Query));
+    let has_body = operation.request_body.is_some();
+    // `bearer: [roles]`; an empty list is any signed-in user.
+    let scopes: Option<Vec<String>> = operation.security.as_ref().map(|requirements| {
+        requirements
+            .iter()
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .filter_map(|r| r.get("bearer").cloned())
+            .filter_map(|s| serde_json::from_value::<Vec<String>>(s).ok())
+            .flatten()
+            .collect()
+    });
+    let mut answers = Vec::new();
+    if is_get {
+        answers.push((
+            "304",
+            Response::new("Not modified since the `ETag` sent in `If-None-Match`"),
+        ));
+    }
+    if !api {
+        return answers;
+    }
+    let mut malformed = Vec::new();
+    if in_path {
+        malformed.push("a path parameter does not parse (`invalid_path_parameter`)");
+    }
+    if in_query {
+        malformed.push(
+            "a query parameter does not parse (`invalid_query_parameter`), or the cursor is \
+             not one this list handed out (`invalid_cursor`)",
+        );
+    }
+    if has_body {
+        malformed.push("the body is not JSON (`malformed_body`)");
+    }
+    if !malformed.is_empty() {
+        let text = format!("Malformed request: {}", malformed.join("; "));
+        answers.push(("400", problem(&text)));
+    }
+    if let Some(scopes) = &scopes {
+        let mut unauthenticated = problem(
+            "No bearer token (`unauthenticated`), or one that is expired, forged or signed by \
+             an unknown key (`invalid_token`)",
+        );
+        let mut challenge = Header::default();
+        challenge.description = Some(
+            "`Bearer realm=\"shop\"`, with `error=\"invalid_token\"` for a bad token".to_owned(),
+        );
+        unauthenticated
+            .headers
+            .insert("www-authenticate".to_owned(), challenge.into());
+        answers.push(("401", unauthenticated));
+        if !scopes.is_empty() && !scopes.iter().any(|s| s == "customer") {
+            answers.push((
+                "403",
+                problem("Signed in without a role this operation needs (`forbidden`)"),
+            ));
+        }
+    }
+    if has_body {
+        answers.push((
+            "413",
+            problem("The body is larger than the limit (`payload_too_large`)"),
+        ));
+        answers.push((
+            "415",
+            problem(
+                "The body is not declared as JSON (`unsupported_media_type`): send \
+                 `Content-Type: application/json`",
+            ),
+        ));
+    }
+    if has_body || in_query {
+        answers.push((
+            "422",
+            problem(
+                "Well-formed but invalid: a field of the wrong type, an unknown field \
+                 (`invalid_body`), a broken rule or a limit out of range (`validation_failed`, \
+                 every invalid field in `errors`), or text with a NUL character",
+            ),
+        ));
+    }
+    answers.push((
+        "429",
+        problem_retry_after("Over a rate limit (`rate_limited`)"),
+    ));
+    answers.push((
+        "500",
+        problem("An unexpected error (`internal_error`); the details are logged, not shown"),
+    ));
+    answers.push((
+        "503",
+        problem_retry_after(
+            "A dependency does not answer: the module's database (`<module>_unavailable`), \
+             the token keys (`auth_unavailable`), another module (`upstream_unavailable`, \
+             `dependency_circuit_open`, `dependency_overloaded`, `deadline_exceeded`), or the \
+             module is not served here (`module_not_served`)",
+        ),
+    ));
+    answers.push((
+        "504",
+        problem(
+            "A gateway forwarded the request to the process serving the module and got no \
+             answer in time (`upstream_timeout`)",
+        ),
+    ));
+    answers
 }
 
 /// The document as pretty JSON with a trailing newline (what `shop openapi`

@@ -75,6 +75,7 @@ pub async fn put_cart(
         (status = 201, description = "The order, settled (confirmed or failed)", body = Order),
         (status = 202, description = "The order, still being processed; poll Location", body = Order),
         (status = 400, description = "No Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 402, description = "The provider refused the card before the order was placed (`card_rejected`, the reason in `decline_code`)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Empty cart, invalid card number, or the key was used with another body", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -178,6 +179,7 @@ pub async fn order_timeline(
     params(("id" = uuid::Uuid, Path, description = "The order")),
     responses(
         (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "Shipped, failed or cancelled already", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
@@ -198,6 +200,7 @@ pub async fn cancel_order(
     params(("id" = uuid::Uuid, Path, description = "The order")),
     responses(
         (status = 200, description = "The order, shipped", body = Order),
+        (status = 404, description = "No such order", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "Not confirmed", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"])),
