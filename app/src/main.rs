@@ -77,6 +77,8 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     app::memory::tune_allocator();
+    // Before any HTTP client is built (the trace exporter builds one).
+    remote::tls::install_crypto_provider();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Openapi = command {
@@ -100,7 +102,7 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logging(settings.log.format, &settings.log.filter);
-    run_blocking(async move {
+    let code = run_blocking(async move {
         match command {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
@@ -112,7 +114,10 @@ fn main() -> ExitCode {
             }) => create_admin(settings, email, password, display_name).await,
             Command::SandboxProvider { .. } | Command::Openapi | Command::Keys(_) => Ok(()),
         }
-    })
+    });
+    // The spans still buffered go out before the process ends.
+    telemetry::trace::shutdown();
+    code
 }
 
 /// Runs `task` on a multi-threaded runtime; its error is logged and printed.

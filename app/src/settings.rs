@@ -135,6 +135,10 @@ pub struct LogSettings {
 pub struct RemoteSettings {
     /// Timeout of one call to another process, ms.
     pub timeout_ms: u64,
+    /// PEM files of root certificates trusted on every outgoing `https`
+    /// call besides the platform's (a private CA of the deployment).
+    #[serde(default)]
+    pub extra_root_certificates: Vec<std::path::PathBuf>,
 }
 
 /// `[auth]`.
@@ -267,6 +271,7 @@ impl Settings {
                     .with_list_parse_key("cors.allowed_origins")
                     .with_list_parse_key("rate_limit.trusted_proxies")
                     .with_list_parse_key("notification.webhook_allow")
+                    .with_list_parse_key("remote.extra_root_certificates")
                     .try_parsing(true)
                     .source(Some(env_vars.iter().cloned().collect())),
             );

@@ -145,12 +145,26 @@ impl Wiring {
     }
 }
 
-/// The HTTP client for calls to other processes.
+/// A client builder with TLS set up: rustls (ring), the platform's roots
+/// and `remote.extra_root_certificates`.
 ///
 /// # Errors
-/// When the TLS-less client cannot be built (not expected).
+/// An extra root certificate file that cannot be read or parsed, named.
+fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuilder> {
+    remote::tls::install_crypto_provider();
+    let roots = remote::tls::extra_roots(&settings.remote.extra_root_certificates)
+        .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
+    Ok(reqwest::Client::builder().tls_certs_merge(roots))
+}
+
+/// The HTTP client for calls to other processes (modules, the gateway's
+/// forwards, the payment provider, the user module's keys), over TLS when
+/// their URL is `https`.
+///
+/// # Errors
+/// An extra root certificate that cannot be loaded, or no TLS roots at all.
 pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(client_builder(settings)?
         .timeout(Duration::from_millis(settings.remote.timeout_ms))
         .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
         .build()?)
@@ -167,7 +181,7 @@ fn webhook_client(
     settings: &Settings,
     egress: &notification::egress::Egress,
 ) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(client_builder(settings)?
         .dns_resolver(Arc::new(egress.clone()).resolver())
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

@@ -171,6 +171,7 @@ async fn a_catalog_process_serves_the_catalog_and_names_the_modules_it_lacks() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    remote::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let products = loop {

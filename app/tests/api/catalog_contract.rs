@@ -29,7 +29,7 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
 async fn over_http() -> (Harness, crate::helpers::TestApp) {
     let app = spawn_app().await;
     let client = catalog_api::client::CatalogClient::new(
-        reqwest::Client::new(),
+        crate::helpers::http(),
         url::Url::parse(&app.address).unwrap(),
         crate::helpers::policy("catalog"),
     );
@@ -57,7 +57,7 @@ async fn client_reports_an_unreachable_catalog_as_unavailable() {
     let address = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let client = catalog_api::client::CatalogClient::new(
-        reqwest::Client::new(),
+        crate::helpers::http(),
         url::Url::parse(&address).unwrap(),
         crate::helpers::policy("catalog"),
     );

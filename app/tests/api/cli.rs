@@ -103,7 +103,7 @@ async fn the_sandbox_provider_runs_as_its_own_process() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let url = format!("http://127.0.0.1:{port}/v1/authorizations");
     let body = serde_json::json!({
         "amount_minor": 1299, "currency": "EUR",

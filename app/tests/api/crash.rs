@@ -39,7 +39,7 @@ fn env<'a>(db: &'a str, key: &'a str, mail: &'a str) -> Vec<(&'a str, &'a str)> 
 }
 
 async fn create_product(shop: &Shop, token: &str, sku: &str) {
-    let response = reqwest::Client::new()
+    let response = crate::helpers::http()
         .post(shop.url("/api/v1/products"))
         .bearer_auth(token)
         .header("x-request-id", format!("req-{sku}"))
@@ -192,7 +192,7 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_cleanly() {
         &deployment.env(&[("APP__ORDER__CHECKOUT_WAIT_MS", "4000")]),
     ));
     shop.wait_live().await;
-    let (client, base) = (reqwest::Client::new(), shop.url(""));
+    let (client, base) = (crate::helpers::http(), shop.url(""));
     let admin = mint_token(&deployment.settings, &[Role::Admin]);
     let customer = customer_token(&deployment.settings, uuid::Uuid::now_v7());
     let product = stocked_product(&client, &base, &admin, "TERM-1", 500, 3).await;

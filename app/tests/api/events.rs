@@ -284,13 +284,13 @@ mod rabbitmq {
 }
 
 /// A webhook receiver: records requests, answers 500 to the first `failures`.
-struct Receiver {
-    url: String,
-    calls: Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>>,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) calls: Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>>,
     _server: actix_web::dev::ServerHandle,
 }
 
-async fn receiver(failures: usize) -> Receiver {
+pub(crate) async fn receiver(failures: usize) -> Receiver {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
     let server = HttpServer::new(move || {

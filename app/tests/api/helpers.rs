@@ -122,11 +122,28 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: crate::helpers::http(),
         handle,
         settings,
         _db: db,
     }
+}
+
+/// An HTTP client for a test (rustls needs its crypto provider installed
+/// before any client is built).
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// `GET url` with a fresh client (what `reqwest::get` does, TLS provider installed).
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}
+
+/// A client builder for a test, TLS provider installed.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    remote::tls::install_crypto_provider();
+    reqwest::Client::builder()
 }
 
 /// An access token for a made-up user with `roles`, signed with `settings`' key.
@@ -332,7 +349,7 @@ impl Shop {
     pub async fn wait_live(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(self.url("/health/live")).await
+            if let Ok(r) = crate::helpers::get(self.url("/health/live")).await
                 && r.status().is_success()
             {
                 return;

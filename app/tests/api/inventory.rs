@@ -40,7 +40,7 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
 async fn over_http() -> (Harness, crate::helpers::TestApp) {
     let app = spawn_app().await;
     let client = inventory_api::client::InventoryClient::new(
-        reqwest::Client::new(),
+        crate::helpers::http(),
         url::Url::parse(&app.address).unwrap(),
         crate::helpers::policy("inventory"),
     );

@@ -186,7 +186,7 @@ async fn every_module_apart() -> Topology {
 
 /// The journey, through `t.entry` only.
 async fn customer_journey(t: &Topology) {
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let base = t.entry.as_str();
     let api = |path: &str| format!("{base}/api/v1{path}");
     let admin = mint_token(&t.deployment.settings, &[Role::Admin]);
@@ -407,7 +407,7 @@ mod contracts {
         let settings = &t.deployment.settings;
         let harness = catalog_api::contract::Harness {
             api: Arc::new(catalog_api::client::CatalogClient::new(
-                reqwest::Client::new(),
+                crate::helpers::http(),
                 entry(&t),
                 policy("catalog"),
             )),
@@ -422,7 +422,7 @@ mod contracts {
         let settings = &t.deployment.settings;
         let harness = inventory_api::contract::Harness {
             api: Arc::new(inventory_api::client::InventoryClient::new(
-                reqwest::Client::new(),
+                crate::helpers::http(),
                 entry(&t),
                 policy("inventory"),
             )),
@@ -442,7 +442,7 @@ mod contracts {
         let customer_id = Uuid::now_v7();
         let harness = payment_api::contract::Harness {
             api: Arc::new(payment_api::client::PaymentClient::new(
-                reqwest::Client::new(),
+                crate::helpers::http(),
                 entry(&t),
                 policy("payment"),
             )),
@@ -475,7 +475,7 @@ mod contracts {
         };
         let harness = user_api::contract::Harness {
             api: Arc::new(user_api::client::UserClient::new(
-                reqwest::Client::new(),
+                crate::helpers::http(),
                 entry(&t),
                 policy("user"),
             )),
@@ -495,7 +495,7 @@ mod contracts {
     #[async_trait::async_trait]
     impl user_api::contract::SignIn for ThroughEntry {
         async fn context_for(&self, email: &str, password: &str) -> CallContext {
-            let response = reqwest::Client::new()
+            let response = crate::helpers::http()
                 .post(format!("{}/api/v1/auth/token", self.entry))
                 .json(&serde_json::json!({"email": email, "password": password}))
                 .send()

@@ -24,6 +24,7 @@ mod payment_provider;
 mod resilience;
 mod saga_crash;
 mod saga_extracted;
+mod tls;
 mod topology;
 mod traces;
 mod user_contract;

@@ -92,7 +92,7 @@ async fn metrics_expose_requests_by_route_template_and_pool_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_module_calls_messaging_sagas_pools_and_the_process() {
     let app = spawn_app().await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let base = app.url("");
     let admin = app.token(&[Role::Admin]);
     let customer = app.token(&[Role::Customer]);
@@ -144,7 +144,7 @@ async fn swagger_ui_and_the_spec_are_served() {
             .unwrap()
             .starts_with("text/html")
     );
-    let no_slash = reqwest::Client::builder()
+    let no_slash = crate::helpers::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

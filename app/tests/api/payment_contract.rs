@@ -31,7 +31,7 @@ async fn in_process() -> (Harness, Guard) {
     let provider = server.handle();
     tokio::spawn(server);
     let adapter = payment::provider::HttpProvider::new(
-        reqwest::Client::new(),
+        crate::helpers::http(),
         url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
         crate::helpers::policy("payment_provider"),
     );
@@ -52,7 +52,7 @@ async fn in_process() -> (Harness, Guard) {
 async fn over_http() -> (Harness, crate::helpers::TestApp) {
     let app = spawn_app().await;
     let client = payment_api::client::PaymentClient::new(
-        reqwest::Client::new(),
+        crate::helpers::http(),
         url::Url::parse(&app.address).unwrap(),
         crate::helpers::policy("payment"),
     );

@@ -50,7 +50,7 @@ async fn provider(attempt_timeout_ms: u64) -> (HttpProvider, actix_web::dev::Ser
     let handle = server.handle();
     tokio::spawn(server);
     let base = format!("http://127.0.0.1:{port}/").parse().unwrap();
-    let adapter = HttpProvider::new(reqwest::Client::new(), base, policy(attempt_timeout_ms));
+    let adapter = HttpProvider::new(crate::helpers::http(), base, policy(attempt_timeout_ms));
     (adapter, handle)
 }
 

@@ -21,7 +21,7 @@ fn catalog_policy(extra: &[(&str, &str)]) -> Arc<resilience::Policy> {
 
 fn client(proxy: &FaultProxy, policy: Arc<resilience::Policy>) -> CatalogClient {
     let base = url::Url::parse(&format!("http://127.0.0.1:{}", proxy.port())).unwrap();
-    CatalogClient::new(reqwest::Client::new(), base, policy)
+    CatalogClient::new(crate::helpers::http(), base, policy)
 }
 
 fn port_of(app: &crate::helpers::TestApp) -> u16 {

@@ -175,7 +175,7 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     let first_env = shop.env(&[&saga[..], &[("APP__ORDER__CRASH_AT", point)]].concat());
     let mut first = Shop::start(&refs(&first_env));
     first.wait_live().await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let base = first.url("");
     let sku = format!("CRASH-{}", Uuid::new_v4().simple()).to_uppercase()[..20].to_owned();
     let product = stocked_product(&client, &base, &admin, &sku, 500, 5).await;
@@ -317,7 +317,7 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
     let first_env = shop.env(&[&saga[..], &[("APP__ORDER__CRASH_AT", "before_capture")]].concat());
     let mut first = Shop::start(&refs(&first_env));
     first.wait_live().await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let base = first.url("");
     let product = stocked_product(&client, &base, &admin, "MULTI-1", 500, 8).await;
     let customers: Vec<String> = (0..12)
@@ -434,7 +434,7 @@ async fn checkouts_in_flight_survive_a_sigkill() {
     ];
     let first = Shop::start(&refs(&shop.env(&saga)));
     first.wait_live().await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let base = first.url("");
     let product = stocked_product(&client, &base, &admin, "KILL-1", 300, 20).await;
     let customers: Vec<String> = (0..12)

@@ -108,7 +108,7 @@ async fn settled_after_retry(
 async fn the_saga_runs_with_inventory_and_payment_in_their_own_processes() {
     let (provider_handle, provider) = sandbox();
     let mut t = topology(&provider).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let base = t.main.url("");
     let admin = mint_token(&t.deployment.settings, &[Role::Admin]);
     // Stocked through the gateway: the inventory process answers.

@@ -62,7 +62,7 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
         &[("APP__AUTH__SIGNING_KEY_FILE", key_file.as_str())],
     );
     let admin = mint_token(&gateway_settings, &[Role::Admin]);
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
 
     // Writes and reads through the gateway land in the catalog process.
     // Without a token the catalog process refuses the write.
@@ -86,14 +86,14 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     assert_eq!(created.headers()["x-request-id"], "two-process-req-1");
     let location = created.headers()["location"].to_str().unwrap().to_owned();
     let body: Value = created.json().await.unwrap();
-    let direct: Value = reqwest::get(catalog.url(&location))
+    let direct: Value = crate::helpers::get(catalog.url(&location))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(direct, body, "the product lives in the catalog process");
-    let listed: Value = reqwest::get(gateway.url("/api/v1/products?limit=5"))
+    let listed: Value = crate::helpers::get(gateway.url("/api/v1/products?limit=5"))
         .await
         .unwrap()
         .json()
@@ -121,13 +121,13 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     );
 
     // The catalog process verified the token with the gateway's public keys.
-    let published: Value = reqwest::get(gateway.url("/.well-known/jwks.json"))
+    let published: Value = crate::helpers::get(gateway.url("/.well-known/jwks.json"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let cached: Value = reqwest::get(catalog.url("/.well-known/jwks.json"))
+    let cached: Value = crate::helpers::get(catalog.url("/.well-known/jwks.json"))
         .await
         .unwrap()
         .json()
@@ -136,7 +136,7 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     assert_eq!(published, cached);
 
     // Readiness of the gateway checks the remote catalog.
-    let ready: Value = reqwest::get(gateway.url("/health/ready"))
+    let ready: Value = crate::helpers::get(gateway.url("/health/ready"))
         .await
         .unwrap()
         .json()
@@ -147,7 +147,9 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
 
     // Kill the catalog: the gateway degrades to clear 503s and says why.
     drop(catalog);
-    let ready = reqwest::get(gateway.url("/health/ready")).await.unwrap();
+    let ready = crate::helpers::get(gateway.url("/health/ready"))
+        .await
+        .unwrap();
     assert_eq!(
         ready.status(),
         200,
@@ -156,7 +158,7 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["checks"]["module:catalog"]["status"], "down");
-    let unavailable = reqwest::get(gateway.url(&location)).await.unwrap();
+    let unavailable = crate::helpers::get(gateway.url(&location)).await.unwrap();
     assert_problem(unavailable, 503, "upstream_unavailable").await;
 
     // SIGTERM shuts the gateway down cleanly.
@@ -209,7 +211,7 @@ async fn an_event_published_before_its_subscriber_ever_ran_reaches_it() {
         &refs(&deployment.split_env(&[("APP__MODULES__ENABLED", "user")])),
     );
     users.wait_live().await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let registered = http
         .post(users.url("/api/v1/users"))
         .json(&serde_json::json!({

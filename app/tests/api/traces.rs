@@ -185,7 +185,7 @@ fn by_id<'a>(spans: &'a [Received], id: &str) -> Option<&'a Received> {
 async fn a_checkout_across_processes_is_one_trace_continuing_the_callers_context() {
     let receiver = Receiver::start().await;
     let (deployment, main, _apart, processes) = two_processes(&receiver).await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let admin = mint_token(&deployment.settings, &[Role::Admin]);
     let customer = mint_token(&deployment.settings, &[Role::Customer]);
     let sku = format!("TRACE-{}", &Uuid::new_v4().simple().to_string()[..8]);
@@ -296,7 +296,7 @@ async fn a_checkout_across_processes_is_one_trace_continuing_the_callers_context
 async fn an_event_handler_continues_the_publishers_trace_over_rabbitmq() {
     let receiver = Receiver::start().await;
     let (deployment, main, apart, _processes) = two_processes(&receiver).await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let admin = mint_token(&deployment.settings, &[Role::Admin]);
     let sku = format!("TRACE-{}", &Uuid::new_v4().simple().to_string()[..8]);
     stocked_product(&http, &main, &admin, &sku, 990, 1).await;

@@ -77,7 +77,7 @@ impl SignIn for OverHttp {
 async fn over_http() -> (Harness, Arc<TestApp>) {
     let app = Arc::new(spawn_app().await);
     let client = user_api::client::UserClient::new(
-        reqwest::Client::new(),
+        crate::helpers::http(),
         url::Url::parse(&app.address).unwrap(),
         crate::helpers::policy("user"),
     );

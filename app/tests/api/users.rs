@@ -525,7 +525,7 @@ async fn secrets_never_reach_the_logs() {
         ("RUST_LOG", "debug"),
     ]);
     shop.wait_live().await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let secret = "a very secret passphrase 77";
     let register = http
         .post(shop.url("/api/v1/users"))
@@ -663,7 +663,7 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         for email in ["root@example.com", "second@example.com"] {
-            let tokens: Value = reqwest::Client::new()
+            let tokens: Value = crate::helpers::http()
                 .post(format!("{address}/api/v1/auth/token"))
                 .json(&json!({"email": email, "password": PASSWORD}))
                 .send()
@@ -714,4 +714,115 @@ async fn behind_a_trusted_gateway_each_client_has_its_own_budget() {
         get(&direct, "203.0.113.3").await,
     ];
     assert_eq!(statuses, [200, 200, 429]);
+}
+
+/// A burst of password checks: beyond the hashing queue they are refused
+/// at once (503 with `Retry-After`), and the ones waiting hold no database
+/// connection, so requests that need one still get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_password_checks_is_bounded_and_starves_nobody() {
+    let app = spawn_app_with(&[
+        ("APP__RATE_LIMIT__ENABLED", "false"),
+        ("APP__USER__PASSWORD_HASHING__MAX_CONCURRENT", "1"),
+        ("APP__USER__PASSWORD_HASHING__MAX_QUEUED", "2"),
+        ("APP__USER__PASSWORD_HASHING__ITERATIONS", "6"),
+        ("APP__USER__DATABASE__MAX_CONNECTIONS", "2"),
+    ])
+    .await;
+    let tokens = app.customer("burst@example.com").await;
+    let token = access(&tokens).to_owned();
+    let wrong = json!({"current_password": "not the password at all", "new_password": "a brand new passphrase"});
+
+    let changes = (0..16).map(|_| {
+        send(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/users/me/password",
+            Some(&token),
+            Some(wrong.clone()),
+        )
+    });
+    let reads = (0..8).map(|_| {
+        send(
+            &app,
+            reqwest::Method::GET,
+            "/api/v1/users/me",
+            Some(&token),
+            None,
+        )
+    });
+    let (changes, reads) = tokio::join!(
+        futures_util::future::join_all(changes),
+        futures_util::future::join_all(reads)
+    );
+
+    let mut busy = 0;
+    let mut refused = 0;
+    for answer in changes {
+        match answer.status().as_u16() {
+            401 => refused += 1,
+            503 => {
+                assert_eq!(answer.headers()["retry-after"], "1");
+                assert_problem(answer, 503, "password_hashing_busy").await;
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {}", answer.text().await.unwrap()),
+        }
+    }
+    assert!(busy > 0, "the queue of 1 + 2 let all 16 in");
+    assert!(refused >= 3, "the admitted checks ran: {refused}");
+    for read in reads {
+        assert_eq!(read.status(), 200, "a read waited behind the hashing queue");
+    }
+}
+
+/// Current-password checks count against the account, like sign-ins: a
+/// stolen session cannot guess the password faster than the sign-in form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_password_checks_are_limited_per_account() {
+    let app = spawn_app_with(&[("APP__RATE_LIMIT__LOGIN_PER_MINUTE_PER_ACCOUNT", "3")]).await;
+    let guessed = app.customer("guessed@example.com").await;
+    let other = app.customer("other@example.com").await;
+    let guess = json!({"current_password": "is it this one perhaps", "new_password": "a brand new passphrase"});
+    for _ in 0..3 {
+        let answer = send(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/users/me/password",
+            Some(access(&guessed)),
+            Some(guess.clone()),
+        )
+        .await;
+        assert_problem(answer, 401, "invalid_credentials").await;
+    }
+    // The fourth check, by password change or by email change, waits.
+    let limited = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/users/me/password",
+        Some(access(&guessed)),
+        Some(guess.clone()),
+    )
+    .await;
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_problem(limited, 429, "rate_limited").await;
+    let by_email = send(
+        &app,
+        reqwest::Method::PATCH,
+        "/api/v1/users/me",
+        Some(access(&guessed)),
+        Some(json!({"email": "new@example.com", "current_password": "still guessing here"})),
+    )
+    .await;
+    assert_problem(by_email, 429, "rate_limited").await;
+    // Another account is not affected.
+    let theirs = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/users/me/password",
+        Some(access(&other)),
+        Some(json!({"current_password": crate::helpers::PASSWORD, "new_password": "a brand new passphrase"})),
+    )
+    .await;
+    assert_eq!(theirs.status(), 204);
 }

@@ -195,6 +195,7 @@ mod tests {
 
     /// The client `app::startup::webhook_client` builds.
     fn client(egress: Egress) -> reqwest::Client {
+        drop(rustls::crypto::ring::default_provider().install_default());
         reqwest::Client::builder()
             .dns_resolver(Arc::new(egress).resolver())
             .redirect(reqwest::redirect::Policy::none())

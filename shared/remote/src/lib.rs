@@ -8,6 +8,8 @@
 //! answers into a body, a problem (for the `-api` crate to map back to its
 //! error enum), unavailability or a [`Degradation`].
 
+pub mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -21,6 +21,7 @@
 
 pub mod fault;
 pub mod smtp;
+pub mod tls;
 
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};

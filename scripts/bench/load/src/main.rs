@@ -390,6 +390,8 @@ async fn main() -> anyhow::Result<()> {
             "usage: checkout-load BASE_URL ADMIN_EMAIL ADMIN_PASSWORD SECONDS CUSTOMERS [hot|mix]"
         );
     }
+    // reqwest's rustls needs a provider before any client (the workspace's choice: ring).
+    drop(rustls::crypto::ring::default_provider().install_default());
     let shop = Shop {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
