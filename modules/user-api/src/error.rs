@@ -28,6 +28,9 @@ pub enum UserError {
     /// The user module cannot answer now.
     #[error("the user module is unavailable: {0}")]
     Unavailable(String),
+    /// Too many password checks are queued already: retry in a second.
+    #[error("too many password checks at once; retry shortly")]
+    Busy,
     /// A call to the module in another process was cut short (circuit
     /// open, too many in flight, out of time); no answer was had.
     #[error("{0}")]
@@ -47,6 +50,7 @@ impl ProblemCode for UserError {
             UserError::Unauthenticated => 401,
             UserError::Forbidden => 403,
             UserError::Unavailable(_) => 503,
+            UserError::Busy => 503,
             UserError::Degraded(_) => 503,
             UserError::Unexpected(_) => 500,
         }
@@ -61,6 +65,7 @@ impl ProblemCode for UserError {
             UserError::Unauthenticated => "unauthenticated",
             UserError::Forbidden => "forbidden",
             UserError::Unavailable(_) => "user_unavailable",
+            UserError::Busy => "password_hashing_busy",
             UserError::Degraded(d) => d.code(),
             UserError::Unexpected(_) => "internal_error",
         }
@@ -69,6 +74,7 @@ impl ProblemCode for UserError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             UserError::Degraded(d) => Some(d.retry_after()),
+            UserError::Busy => Some(1),
             _ => None,
         }
     }
@@ -96,6 +102,7 @@ impl UserError {
             ("invalid_cursor", _) => UserError::InvalidCursor,
             ("unauthenticated" | "invalid_token", _) => UserError::Unauthenticated,
             ("forbidden", _) => UserError::Forbidden,
+            ("password_hashing_busy", _) => UserError::Busy,
             (_, _) if problem.status == 503 => UserError::Unavailable(detail),
             (code, _) => UserError::Unexpected(format!("{} {code}: {detail}", problem.status)),
         }

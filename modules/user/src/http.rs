@@ -38,6 +38,10 @@ pub struct Limits {
     login_by_ip: KeyedLimit<IpAddr>,
     login_by_account: KeyedLimit<String>,
     register_by_ip: KeyedLimit<IpAddr>,
+    /// Current-password checks (password and email changes) per account:
+    /// the sign-in limit per account, so a stolen session cannot guess
+    /// faster than a sign-in form.
+    password_by_account: KeyedLimit<uuid::Uuid>,
 }
 
 impl Limits {
@@ -55,6 +59,7 @@ impl Limits {
             login_by_ip: KeyedLimit::per_minute(login_per_ip),
             login_by_account: KeyedLimit::per_minute(login_per_account),
             register_by_ip: KeyedLimit::per_minute(registrations_per_ip),
+            password_by_account: KeyedLimit::per_minute(login_per_account),
         }
     }
 
@@ -142,7 +147,8 @@ pub struct MePatch {
 #[patch("/users/me")]
 pub async fn update_me(
     users: Data<UserModule>,
-    _caller: Authenticated,
+    limits: Data<Limits>,
+    Authenticated(caller): Authenticated,
     RequestCx(cx): RequestCx,
     body: Json<MePatch>,
 ) -> Result<Json<User>> {
@@ -153,7 +159,10 @@ pub async fn update_me(
         notification_preferences,
     } = body.into_inner();
     let email = match (email, current_password) {
-        (Some(email), Some(password)) => Some((email, password)),
+        (Some(email), Some(password)) => {
+            limits.password_by_account.check(&caller.user_id)?;
+            Some((email, password))
+        }
         (Some(_), None) => {
             return Err(Problem::validation(vec![FieldError::new(
                 "current_password",
@@ -197,10 +206,12 @@ pub struct PasswordChange {
 #[post("/users/me/password")]
 pub async fn change_password(
     users: Data<UserModule>,
-    _caller: Authenticated,
+    limits: Data<Limits>,
+    Authenticated(caller): Authenticated,
     RequestCx(cx): RequestCx,
     body: Json<PasswordChange>,
 ) -> Result {
+    limits.password_by_account.check(&caller.user_id)?;
     let PasswordChange {
         current_password,
         new_password,

@@ -20,6 +20,14 @@ pub struct HashingSettings {
     pub parallelism: u32,
     /// Hashes computed at once; more wait (a login burst cannot take every core).
     pub max_concurrent: usize,
+    /// Checks and hashes that may wait for a slot; beyond them the answer
+    /// is 503 `password_hashing_busy` with `Retry-After` at once.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+}
+
+fn default_max_queued() -> usize {
+    16
 }
 
 /// Hashes and verifies passwords.
@@ -32,6 +40,9 @@ pub struct HashingSettings {
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    /// Admission: running plus waiting; `try_acquire` so nobody queues
+    /// beyond it.
+    admitted: Arc<Semaphore>,
     dummy_hash: Arc<str>,
 }
 
@@ -43,8 +54,14 @@ impl std::fmt::Debug for PasswordHasher {
 
 /// Hashing failed (bad parameters or a stored hash that does not parse).
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+pub enum HashError {
+    /// The queue is full: nothing was computed.
+    #[error("too many password checks at once")]
+    Busy,
+    /// The computation itself failed (bad parameters or stored hash).
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
 
 impl PasswordHasher {
     /// A hasher with `settings`; computes the dummy hash once.
@@ -58,16 +75,19 @@ impl PasswordHasher {
             settings.parallelism,
             None,
         )
-        .map_err(|e| HashError(e.to_string()))?;
+        .map_err(|e| HashError::Failed(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash: Arc<str> = argon2
             .hash_password(b"dummy password for unknown accounts")
-            .map_err(|e| HashError(e.to_string()))?
+            .map_err(|e| HashError::Failed(e.to_string()))?
             .to_string()
             .into();
         Ok(PasswordHasher {
             argon2,
             permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            admitted: Arc::new(Semaphore::new(
+                settings.max_concurrent.max(1) + settings.max_queued,
+            )),
             dummy_hash,
         })
     }
@@ -82,7 +102,7 @@ impl PasswordHasher {
             argon2
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
-                .map_err(|e| HashError(e.to_string()))
+                .map_err(|e| HashError::Failed(e.to_string()))
         })
         .await
     }
@@ -102,7 +122,8 @@ impl PasswordHasher {
         let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = self
             .run(move || {
-                let parsed = PasswordHash::new(&hash).map_err(|e| HashError(e.to_string()))?;
+                let parsed =
+                    PasswordHash::new(&hash).map_err(|e| HashError::Failed(e.to_string()))?;
                 Ok(argon2.verify_password(password.as_bytes(), &parsed).is_ok())
             })
             .await?;
@@ -113,14 +134,15 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
+        let _admitted = self.admitted.try_acquire().map_err(|_| HashError::Busy)?;
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|_| HashError("hasher closed".to_owned()))?;
+            .map_err(|_| HashError::Failed("hasher closed".to_owned()))?;
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| HashError(e.to_string()))?
+            .map_err(|e| HashError::Failed(e.to_string()))?
     }
 }
 
@@ -134,6 +156,7 @@ mod tests {
             iterations: 2,
             parallelism: 1,
             max_concurrent: 2,
+            max_queued: 16,
         })
         .unwrap()
     }

@@ -75,6 +75,13 @@ impl ProblemCode for AuthFlowError {
         }
     }
 
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            AuthFlowError::User(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     fn field_errors(&self) -> Vec<FieldError> {
         match self {
             AuthFlowError::User(e) => e.field_errors(),
@@ -131,7 +138,10 @@ fn to_user(row: UserRow) -> Result<User, UserError> {
 }
 
 fn hash_error(e: crate::password::HashError) -> UserError {
-    UserError::Unexpected(e.to_string())
+    match e {
+        crate::password::HashError::Busy => UserError::Busy,
+        crate::password::HashError::Failed(e) => UserError::Unexpected(e),
+    }
 }
 
 fn caller(cx: &CallContext) -> Result<&Caller, UserError> {
@@ -397,9 +407,11 @@ impl UserModule {
         if !errors.is_empty() {
             return Err(UserError::Validation(errors).into());
         }
-        let mut conn = self.conn().await?;
         if let Some(password) = confirm {
-            let row = repo::find(&mut conn, id).await.map_err(database)?;
+            // The connection goes back before the (queued, slow) check.
+            let row = repo::find(&mut *self.conn().await?, id)
+                .await
+                .map_err(database)?;
             let stored = row.map(|r| r.password_hash);
             if !self
                 .hasher
@@ -411,6 +423,7 @@ impl UserModule {
             }
         }
         let prefs_changed = changes.notification_preferences;
+        let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, DieselError, _>(async |conn| {
                 let Some(before) = repo::find(conn, id).await? else {
@@ -457,8 +470,8 @@ impl UserModule {
         new: String,
     ) -> Result<(), AuthFlowError> {
         let id = caller(cx)?.user_id;
-        let mut conn = self.conn().await?;
-        let row = repo::find(&mut conn, id)
+        // No connection is held while the password work waits and runs.
+        let row = repo::find(&mut *self.conn().await?, id)
             .await
             .map_err(database)?
             .ok_or(UserError::NotFound(UserId::from(id)))?;
@@ -478,6 +491,7 @@ impl UserModule {
             password_hash: Some(hash),
             ..AccountChanges::default()
         };
+        let mut conn = self.conn().await?;
         conn.transaction::<_, DieselError, _>(async |conn| {
             repo::update(conn, id, &changes).await?;
             repo::revoke_all_for_user(conn, id).await?;
