@@ -97,6 +97,10 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Largest request body, in bytes.
     pub body_limit_bytes: usize,
+    /// Serve Swagger UI at `/swagger-ui/` (the spec at
+    /// `/api-docs/openapi.json` is always served). Off in production unless
+    /// set explicitly.
+    pub swagger_ui: bool,
 }
 
 /// `[database]`.
@@ -285,6 +289,14 @@ impl Settings {
             .and_then(config::Config::try_deserialize)
             .map_err(|e| ConfigError(one_line(&e.to_string())))?;
         settings.environment = environment.to_owned();
+        let known = BUILT_IN_ENVIRONMENTS.iter().any(|(n, _)| *n == environment)
+            || config_dir.join(format!("{environment}.toml")).is_file();
+        if !known {
+            return Err(ConfigError(format!(
+                "APP_ENV: unknown environment `{environment}` (built in: development, production; \
+                 or a {environment}.toml in the config directory)"
+            )));
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -330,6 +342,23 @@ impl Settings {
                     );
                 }
             }
+        }
+        if self.environment == "production" && !self.rate_limit.enabled {
+            return fail(
+                "rate_limit.enabled",
+                "must be true in production (limits off are for load tests)".into(),
+            );
+        }
+        #[cfg(feature = "notification")]
+        if self.environment == "production"
+            && self.notification.email.transport == notification::EmailTransport::Smtp
+            && self.notification.email.smtp_tls == notification::SmtpTls::None
+        {
+            return fail(
+                "notification.email.smtp_tls",
+                "must be starttls or tls in production: email would cross the network in clear"
+                    .into(),
+            );
         }
         if self.environment == "production" && self.auth.generate_dev_key {
             return fail(
@@ -672,6 +701,55 @@ mod tests {
         )])
         .unwrap();
         assert_eq!(s.modules.local().collect::<Vec<_>>(), ModuleName::ALL);
+    }
+
+    #[test]
+    fn production_refuses_what_only_development_may_do() {
+        let production = [("DATABASE_URL", "postgres://u@db/shop")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = production.to_vec();
+            vars.extend_from_slice(extra);
+            load_env("production", &vars)
+        };
+        let ok = with(&[]).unwrap();
+        assert!(!ok.server.swagger_ui, "Swagger UI is off unless asked for");
+        assert!(
+            with(&[("APP__SERVER__SWAGGER_UI", "true")])
+                .unwrap()
+                .server
+                .swagger_ui
+        );
+        for (key, value) in [
+            ("APP__RATE_LIMIT__ENABLED", "false"),
+            ("APP__NOTIFICATION__EMAIL__SMTP_TLS", "none"),
+        ] {
+            let err = with(&[(key, value)]).unwrap_err().to_string();
+            let named = key
+                .trim_start_matches("APP__")
+                .replace("__", ".")
+                .to_lowercase();
+            assert!(err.contains(&named), "{key}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        // Development may do all of it.
+        let dev = load_env("development", &[("APP__RATE_LIMIT__ENABLED", "false")]).unwrap();
+        assert!(dev.server.swagger_ui);
+    }
+
+    #[test]
+    fn an_unknown_environment_is_refused_naming_app_env() {
+        let err = load_env("prodution", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("APP_ENV") && err.contains("prodution"),
+            "{err}"
+        );
+        // One with its own file in the config directory is known.
+        let dir = std::env::temp_dir().join(format!("shop-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("staging.toml"), "[server]\nport = 9000\n").unwrap();
+        let staging = Settings::load_from(&dir, "staging", &[]).unwrap();
+        assert_eq!(staging.server.port, 9000);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@ use actix_governor::{Governor, GovernorConfigBuilder};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::web::{self as aweb, Data};
-use actix_web::{App, HttpServer};
+use actix_web::{App, HttpResponse, HttpServer};
 use events::rabbitmq::RabbitMq;
 use events::{Dispatcher, InProcess, Relay, TransportKind};
 use tokio::sync::watch;
@@ -472,7 +472,9 @@ impl Application {
         let broker = match settings.events.transport {
             TransportKind::InProcess => None,
             TransportKind::RabbitMq => {
-                let rabbit = RabbitMq::connect(settings.events.rabbitmq.clone())
+                let seal = auth::EventSeal::new(services.key())
+                    .map_err(|e| anyhow::anyhow!("auth.service_key_file: {e}"))?;
+                let rabbit = RabbitMq::connect(settings.events.rabbitmq.clone(), seal)
                     .await
                     .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
                 // Every subscriber's queue, not only this process's: an event
@@ -565,6 +567,7 @@ impl Application {
         let doc = openapi::api_doc();
         let routes = Data::new(ops::RouteTable::new(&doc));
         let body_limit = settings.server.body_limit_bytes;
+        let swagger_ui = settings.server.swagger_ui;
         let limits = &settings.rate_limit;
         let governor = GovernorConfigBuilder::default()
             .key_extractor(web::ratelimit::PeerIp {
@@ -611,10 +614,7 @@ impl Application {
             .route("/health/live", aweb::get().to(ops::live))
             .route("/health/ready", aweb::get().to(ops::ready))
             .route("/metrics", aweb::get().to(ops::metrics))
-            .service(aweb::redirect("/swagger-ui", "/swagger-ui/"))
-            .service(
-                SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", doc.clone()),
-            )
+            .configure(|cfg| api_docs(cfg, swagger_ui, &doc))
             .app_data(routes.clone())
             .default_service(aweb::to(ops::unrouted))
         })
@@ -688,4 +688,28 @@ fn module_gauges() -> Vec<(&'static str, crate::ops::ModuleGauges)> {
         #[cfg(feature = "order")]
         (order::NAME, |pool| Box::pin(order::record_metrics(pool))),
     ]
+}
+
+/// The spec at `/api-docs/openapi.json`, and Swagger UI at `/swagger-ui/`
+/// when `swagger_ui` (`server.swagger_ui`).
+fn api_docs(cfg: &mut aweb::ServiceConfig, swagger_ui: bool, doc: &utoipa::openapi::OpenApi) {
+    if swagger_ui {
+        cfg.service(aweb::redirect("/swagger-ui", "/swagger-ui/"))
+            .service(
+                SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", doc.clone()),
+            );
+    } else {
+        let json: Arc<str> = serde_json::to_string(doc).unwrap_or_default().into();
+        cfg.route(
+            "/api-docs/openapi.json",
+            aweb::get().to(move || {
+                let json = Arc::clone(&json);
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(json.to_string())
+                }
+            }),
+        );
+    }
 }

@@ -24,6 +24,7 @@ mod payment_provider;
 mod resilience;
 mod saga_crash;
 mod saga_extracted;
+mod sealed_events;
 mod tls;
 mod topology;
 mod traces;

@@ -134,6 +134,17 @@ async fn metrics_show_module_calls_messaging_sagas_pools_and_the_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_swagger_ui_the_spec_is_still_served() {
+    // What production does unless server.swagger_ui is set.
+    let app = spawn_app_with(&[("APP__SERVER__SWAGGER_UI", "false")]).await;
+    assert_eq!(app.get("/swagger-ui/").await.status(), 404);
+    let spec = app.get("/api-docs/openapi.json").await;
+    assert_eq!(spec.status(), 200);
+    let spec: Value = spec.json().await.unwrap();
+    assert_eq!(spec, serde_json::to_value(app::openapi::api_doc()).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swagger_ui_and_the_spec_are_served() {
     let app = spawn_app().await;
     let ui = app.get("/swagger-ui/").await;

@@ -57,6 +57,11 @@ impl Deployment {
 
     /// [`Deployment::env`] for a process of a split topology: events cross
     /// processes through RabbitMQ, in a namespace of this deployment's own.
+    /// The RabbitMQ namespace (exchange and queue prefix) of this deployment.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     pub fn split_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let broker = [
             ("APP__EVENTS__TRANSPORT", "rabbitmq"),

@@ -15,12 +15,14 @@
 mod extract;
 mod http;
 mod keys;
+mod seal;
 mod token;
 mod verify;
 
 pub use extract::{AdminOnly, Authenticated, middleware};
 pub use http::jwks;
 pub use keys::{KeyError, KeySet, SigningKey, public_jwk_from_pem};
+pub use seal::EventSeal;
 pub use token::{AccessToken, Claims, Issuer, ServiceTokens, TokenPolicy};
 pub use verify::{AuthError, Verifier};
 

@@ -26,6 +26,8 @@ use crate::{Dispatcher, RabbitMqSettings, Transport, TransportError};
 /// A connection to the broker, shared by the publisher and the consumers.
 pub struct RabbitMq {
     settings: RabbitMqSettings,
+    /// Signs what this process publishes and checks what it consumes.
+    seal: auth::EventSeal,
     connection: Mutex<Option<Connection>>,
     publisher: Mutex<Option<Channel>>,
     /// Every queue declared through this connection and its event types:
@@ -35,13 +37,19 @@ pub struct RabbitMq {
 }
 
 impl RabbitMq {
-    /// Connects and declares the exchanges.
+    /// Connects and declares the exchanges. Every message published is
+    /// signed with `seal`, and every message consumed must carry its
+    /// signature (ADR 0018).
     ///
     /// # Errors
     /// The broker cannot be reached or refuses the declarations.
-    pub async fn connect(settings: RabbitMqSettings) -> Result<Arc<RabbitMq>, TransportError> {
+    pub async fn connect(
+        settings: RabbitMqSettings,
+        seal: auth::EventSeal,
+    ) -> Result<Arc<RabbitMq>, TransportError> {
         let rabbit = Arc::new(RabbitMq {
             settings,
+            seal,
             connection: Mutex::new(None),
             publisher: Mutex::new(None),
             declared: std::sync::Mutex::default(),
@@ -283,6 +291,24 @@ impl RabbitMq {
                 Some(Err(e)) => return Err(TransportError(format!("delivery failed: {e}"))),
                 None => return Err(TransportError("the consumer was cancelled".to_owned())),
             };
+            // Only events sealed with the deployment's service key are read:
+            // a message injected by whoever reached the broker is refused.
+            if !self.sealed(&delivery) {
+                metrics::counter!("events_rejected_total", "module" => module, "reason" => "signature")
+                    .increment(1);
+                tracing::error!(
+                    module,
+                    "event without a valid signature; rejected to the dead-letter queue"
+                );
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: false,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+                    .map_err(|e| TransportError(e.to_string()))?;
+                continue;
+            }
             let event: Envelope = match serde_json::from_slice(&delivery.data) {
                 Ok(event) => event,
                 Err(e) => {
@@ -355,7 +381,7 @@ impl Transport for RabbitMq {
             .with_content_type("application/json".into())
             .with_message_id(event.id.to_string().into())
             .with_type(event.event_type.as_str().into())
-            .with_headers(trace_headers(event));
+            .with_headers(self.headers(event, &payload)?);
         let confirm = channel
             .basic_publish(
                 self.exchange().as_str().into(),
@@ -396,6 +422,37 @@ impl Transport for RabbitMq {
 
     fn name(&self) -> &'static str {
         "rabbitmq"
+    }
+}
+
+/// The header carrying the message's signature (`auth::EventSeal`).
+const SIGNATURE: &str = "x-shop-signature";
+
+impl RabbitMq {
+    /// The headers of `event`'s message: its signature of `payload`, and
+    /// its trace context.
+    fn headers(&self, event: &Envelope, payload: &[u8]) -> Result<FieldTable, TransportError> {
+        let mut headers = trace_headers(event);
+        let signature = self
+            .seal
+            .sign(payload)
+            .map_err(|e| TransportError(format!("cannot sign the event: {e}")))?;
+        headers.insert(
+            SIGNATURE.into(),
+            AMQPValue::LongString(signature.as_str().into()),
+        );
+        Ok(headers)
+    }
+
+    /// Whether `delivery` carries this deployment's signature of its body.
+    fn sealed(&self, delivery: &lapin::message::Delivery) -> bool {
+        let signature = delivery.properties.headers().as_ref().and_then(|headers| {
+            match headers.inner().get(SIGNATURE) {
+                Some(AMQPValue::LongString(value)) => Some(value.to_string()),
+                _ => None,
+            }
+        });
+        signature.is_some_and(|signature| self.seal.verify(&delivery.data, &signature))
     }
 }
 
