@@ -48,8 +48,11 @@ pub(crate) async fn live() -> HttpResponse {
 /// every instance would say the same, so taking them all out of rotation
 /// would turn one module's outage into the whole shop's; the breakers and
 /// the outbox already contain it. Errors are named, never shown raw (the
-/// detail is logged).
-pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
+/// detail is logged), and the checks only to an admin.
+pub(crate) async fn ready(
+    deps: Data<Dependencies>,
+    admin: Option<auth::AdminOnly>,
+) -> HttpResponse {
     let mut checks = Map::new();
     let mut ready = true;
     let mut degraded = false;
@@ -89,7 +92,15 @@ pub(crate) async fn ready(deps: Data<Dependencies>) -> HttpResponse {
         (true, true) => (StatusCode::OK, "degraded"),
         (true, false) => (StatusCode::OK, "ready"),
     };
-    HttpResponse::build(status).json(json!({"status": word, "checks": checks}))
+    // What runs where and what is down is for operators: the checks are
+    // shown to an admin's token only; probes and load balancers need the
+    // status code alone.
+    let body = if admin.is_some() {
+        json!({"status": word, "checks": checks})
+    } else {
+        json!({"status": word})
+    };
+    HttpResponse::build(status).json(body)
 }
 
 async fn probe(client: &reqwest::Client, base: &Url) -> Result<(), String> {

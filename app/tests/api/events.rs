@@ -275,7 +275,7 @@ mod rabbitmq {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readiness_reports_the_broker() {
         let app = super::app_on("rabbitmq", &[]).await;
-        let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
+        let ready: serde_json::Value = app.ready().await.json().await.unwrap();
         assert_eq!(
             ready["checks"]["broker:rabbitmq"]["status"], "up",
             "{ready}"

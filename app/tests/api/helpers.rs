@@ -229,6 +229,16 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// `GET /health/ready` as an admin: with the checks' details.
+    pub async fn ready(&self) -> reqwest::Response {
+        self.client
+            .get(self.url("/health/ready"))
+            .bearer_auth(self.token(&[Role::Admin]))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }

@@ -11,11 +11,25 @@ use crate::helpers::{eventually, product_json, spawn_app, spawn_app_with};
 async fn liveness_and_readiness_are_ok_with_a_database() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health/live").await.status(), 200);
-    let ready = app.get("/health/ready").await;
+    let ready = app.ready().await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["database:catalog"]["status"], "up");
+    // Anyone else learns the status, not what runs where.
+    let anonymous: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(anonymous, serde_json::json!({"status": "ready"}));
+    let customer: Value = app
+        .client
+        .get(app.url("/health/ready"))
+        .bearer_auth(app.token(&[Role::Customer]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(customer, serde_json::json!({"status": "ready"}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +46,7 @@ async fn readiness_is_503_naming_the_database_when_it_is_down() {
     ])
     .await;
 
-    let ready = app.get("/health/ready").await;
+    let ready = app.ready().await;
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "not_ready");

@@ -118,7 +118,7 @@ async fn readiness_reports_an_open_breaker_of_a_remote_module() {
     proxy.set(Fault::Pass);
     // Reported, but the gateway stays in rotation: it serves everything
     // else, and every gateway would say the same of the catalog.
-    let ready = gateway.get("/health/ready").await;
+    let ready = gateway.ready().await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "degraded", "{body}");
@@ -167,7 +167,7 @@ async fn an_upstream_429_goes_back_to_its_client_and_never_opens_the_breaker() {
         limited >= 3,
         "the catalog's limit was hit ({limited} times)"
     );
-    let ready = gateway.get("/health/ready").await;
+    let ready = gateway.ready().await;
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["module:catalog"]["status"], "up", "{body}");
 }
@@ -400,7 +400,7 @@ async fn requests_fail_fast_while_postgres_is_down_and_recover_when_it_returns()
     );
     assert_problem(down, 503, "catalog_unavailable").await;
     // Its own database down: out of rotation, the cause named, not shown raw.
-    let ready = app.get("/health/ready").await;
+    let ready = app.ready().await;
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     let error = ready["checks"]["database:catalog"]["error"]

@@ -119,10 +119,10 @@ impl HttpProvider {
         key: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> Result<T, ProviderError> {
-        let url = self
-            .base
-            .join(path)
-            .map_err(|e| ProviderError::Unavailable(format!("bad provider url: {e}")))?;
+        let url = self.base.join(path).map_err(|e| {
+            tracing::error!(error = %e, path, "cannot build the payment provider's URL");
+            ProviderError::Unavailable("its URL is misconfigured".to_owned())
+        })?;
         let outcome = self
             .policy
             .call(None, true, || {
@@ -157,7 +157,9 @@ async fn attempt<T: DeserializeOwned>(
     let response = match request.send().instrument(span).await {
         Ok(response) => response,
         Err(e) => {
-            let error = ProviderError::Unavailable(format!("call failed: {e}"));
+            // Answers name the provider, never its URL or the error text.
+            tracing::warn!(error = %e, "payment provider call failed");
+            let error = ProviderError::Unavailable("the call failed".to_owned());
             return (Err(error), failed(e.is_connect() || e.is_timeout(), None));
         }
     };
@@ -166,19 +168,23 @@ async fn attempt<T: DeserializeOwned>(
     let bytes = match response.bytes().await {
         Ok(bytes) => bytes,
         Err(e) => {
-            let error = ProviderError::Unavailable(format!("the answer broke off: {e}"));
+            tracing::warn!(error = %e, "payment provider answer broke off");
+            let error = ProviderError::Unavailable("its answer broke off".to_owned());
             return (Err(error), failed(true, None));
         }
     };
     if status.is_success() {
         return match serde_json::from_slice(&bytes) {
             Ok(answer) => (Ok(answer), Verdict::Healthy),
-            Err(e) => (
-                Err(ProviderError::Unavailable(format!(
-                    "unreadable answer: {e}"
-                ))),
-                failed(true, None),
-            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "payment provider answer unreadable");
+                (
+                    Err(ProviderError::Unavailable(
+                        "its answer is unreadable".to_owned(),
+                    )),
+                    failed(true, None),
+                )
+            }
         };
     }
     if status.is_server_error() || remote::is_retryable(status) {

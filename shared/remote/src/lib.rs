@@ -170,10 +170,13 @@ async fn attempt_once<T: DeserializeOwned>(
     let response = match builder.send().await {
         Ok(response) => response,
         Err(e) => {
+            // The answer names the module, never its URL or the error
+            // text (they are logged).
+            tracing::warn!(module, error = %e, "module call failed");
             let reason = if e.is_connect() {
                 format!("cannot connect to the {module} module")
             } else {
-                format!("the call to the {module} module failed: {e}")
+                format!("the call to the {module} module failed")
             };
             return (
                 Err(RemoteError::Unavailable(reason)),
@@ -186,8 +189,8 @@ async fn attempt_once<T: DeserializeOwned>(
     let bytes = match response.bytes().await {
         Ok(bytes) => bytes,
         Err(e) => {
-            let error =
-                RemoteError::Unavailable(format!("the {module} module's answer broke off: {e}"));
+            tracing::warn!(module, error = %e, "module answer broke off");
+            let error = RemoteError::Unavailable(format!("the {module} module's answer broke off"));
             return (Err(error), failed(true, None));
         }
     };
@@ -196,12 +199,15 @@ async fn attempt_once<T: DeserializeOwned>(
             Ok(value) => (Ok(value), Verdict::Healthy),
             // Truncated or garbled: the dependency misbehaved, which is no
             // bug of ours (503, not 500).
-            Err(e) => (
-                Err(RemoteError::Unavailable(format!(
-                    "the {module} module's answer is unreadable: {e}"
-                ))),
-                failed(true, None),
-            ),
+            Err(e) => {
+                tracing::warn!(module, error = %e, "module answer unreadable");
+                (
+                    Err(RemoteError::Unavailable(format!(
+                        "the {module} module's answer is unreadable"
+                    ))),
+                    failed(true, None),
+                )
+            }
         };
     }
     let problem = serde_json::from_slice::<ProblemBody>(&bytes).ok();
@@ -226,6 +232,28 @@ async fn attempt_once<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_call_is_reported_without_the_url_or_the_error_text() {
+        // A server that takes the connection and hangs up without answering.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        tls::install_crypto_provider();
+        let client = reqwest::Client::new();
+        let request = client.get(format!(
+            "http://127.0.0.1:{port}/api/v1/products/secret-path"
+        ));
+        let (result, _) = attempt_once::<serde_json::Value>(request, "catalog").await;
+        let Err(RemoteError::Unavailable(reason)) = result else {
+            panic!("expected unavailable, got {result:?}");
+        };
+        assert_eq!(reason, "the call to the catalog module failed");
+    }
 
     #[test]
     fn only_overload_and_gateway_failures_are_retried() {
