@@ -11,6 +11,8 @@ use url::Url;
 
 /// What readiness checks and metrics report on.
 pub(crate) struct Dependencies {
+    /// Set once a stop signal arrived: readiness answers 503 at once.
+    pub(crate) draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Pools of local modules, by module name.
     pub(crate) pools: Vec<(&'static str, db::Pool)>,
     /// Remote modules this process forwards to, by module name.
@@ -53,6 +55,10 @@ pub(crate) async fn ready(
     deps: Data<Dependencies>,
     admin: Option<auth::AdminOnly>,
 ) -> HttpResponse {
+    if deps.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        metrics::gauge!("health_ready").set(0.0);
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
+    }
     let mut checks = Map::new();
     let mut ready = true;
     let mut degraded = false;

@@ -101,6 +101,10 @@ pub struct ServerSettings {
     /// `/api-docs/openapi.json` is always served). Off in production unless
     /// set explicitly.
     pub swagger_ui: bool,
+    /// After a stop signal, how long readiness answers 503 while the server
+    /// still serves, before it stops accepting (ms).
+    #[serde(default)]
+    pub drain_delay_ms: u64,
 }
 
 /// `[database]`.

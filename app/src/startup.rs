@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -28,6 +29,10 @@ use crate::{Settings, compose, openapi};
 pub struct Application {
     server: Server,
     port: u16,
+    /// Set on a stop signal: readiness answers 503 from then on.
+    draining: Arc<AtomicBool>,
+    /// How long the server serves on after a stop signal (`server.drain_delay_ms`).
+    drain_delay: Duration,
     database: Option<DatabaseServer>,
     pools: Vec<db::Pool>,
     background: Vec<JoinHandle<()>>,
@@ -551,7 +556,9 @@ impl Application {
                 &policies,
             )?))
         };
+        let draining = Arc::new(AtomicBool::new(false));
         let deps = Data::new(Dependencies {
+            draining: Arc::clone(&draining),
             pools: pools.clone(),
             remotes: wiring
                 .remotes
@@ -618,7 +625,10 @@ impl Application {
             .app_data(routes.clone())
             .default_service(aweb::to(ops::unrouted))
         })
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // Stop signals are ours: readiness turns 503 and the server drains
+        // first (run_until_stopped).
+        .disable_signals();
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -632,6 +642,8 @@ impl Application {
         Ok(Application {
             server,
             port,
+            draining,
+            drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
             database,
             pools: pools.into_iter().map(|(_, p)| p).collect(),
             background,
@@ -659,7 +671,25 @@ impl Application {
     /// # Errors
     /// Server I/O failures.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let (draining, delay) = (Arc::clone(&self.draining), self.drain_delay);
+        let signals = tokio::spawn(async move {
+            stop_signal().await;
+            // Out of rotation first, then stop accepting: a load balancer
+            // that checks readiness sends nothing new once it has seen 503.
+            draining.store(true, Ordering::Relaxed);
+            tracing::info!(
+                drain_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "stop signal: readiness answers 503; serving on while the load balancer lets go"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop_signal() => tracing::info!("second stop signal: stopping now"),
+            }
+            handle.stop(true).await;
+        });
         let result = self.server.await;
+        signals.abort();
         tracing::info!("server stopped; stopping relays and workers");
         self.stop.send_replace(true);
         for task in self.background {
@@ -711,5 +741,22 @@ fn api_docs(cfg: &mut aweb::ServiceConfig, swagger_ui: bool, doc: &utoipa::opena
                 }
             }),
         );
+    }
+}
+
+/// Waits for SIGTERM (containers, Kubernetes) or SIGINT (a terminal).
+async fn stop_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; SIGINT only");
+                drop(tokio::signal::ctrl_c().await);
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }

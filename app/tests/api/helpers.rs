@@ -390,13 +390,23 @@ impl Shop {
         self.logs.lock().unwrap().clone()
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM and returns at once.
+    pub fn signal_term(&self) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: signalling our own child process.
         #[allow(unsafe_code)]
         let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(rc, 0);
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term();
         let status = self.child.wait().unwrap();
         std::mem::forget(self);
         status

@@ -22,6 +22,7 @@ mod ops;
 mod payment_contract;
 mod payment_provider;
 mod resilience;
+mod rolling;
 mod saga_crash;
 mod saga_extracted;
 mod sealed_events;
