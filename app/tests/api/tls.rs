@@ -18,6 +18,14 @@ use crate::helpers::{Shop, eventually, free_port, http, mint_token, test_setting
 use crate::journey::{live, start, url};
 use crate::saga_crash::Deployment;
 
+/// The port of a receiver's `http://127.0.0.1:<port>/hook` URL.
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|rest| rest.trim_end_matches("/hook").parse().ok())
+        .unwrap()
+}
+
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -75,14 +83,7 @@ async fn every_outgoing_call_speaks_tls_to_servers_of_a_ca_the_settings_add() {
 
     // A webhook receiver behind TLS.
     let hook = receiver(0).await;
-    let hook_port: u16 = hook
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches("/hook")
-        .parse()
-        .unwrap();
+    let hook_port: u16 = port_of(&hook.url);
     let hook_tls = ca.proxy_to(local(hook_port)).await;
 
     let http = http();
@@ -141,14 +142,7 @@ async fn every_outgoing_call_speaks_tls_to_servers_of_a_ca_the_settings_add() {
 async fn a_server_is_trusted_only_when_its_ca_is_a_platform_root_or_configured() {
     let ca = TestCa::new();
     let hook = receiver(0).await;
-    let port: u16 = hook
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches("/hook")
-        .parse()
-        .unwrap();
+    let port: u16 = port_of(&hook.url);
     let tls = ca.proxy_to(local(port)).await;
     let target = format!("https://localhost:{tls}/hook");
 

@@ -716,6 +716,18 @@ async fn behind_a_trusted_gateway_each_client_has_its_own_budget() {
     assert_eq!(statuses, [200, 200, 429]);
 }
 
+/// `POST /users/me/password` as the bearer of `token`.
+async fn change_password(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    send(
+        app,
+        reqwest::Method::POST,
+        "/api/v1/users/me/password",
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
 /// A burst of password checks: beyond the hashing queue they are refused
 /// at once (503 with `Retry-After`), and the ones waiting hold no database
 /// connection, so requests that need one still get it.
@@ -733,15 +745,7 @@ async fn a_burst_of_password_checks_is_bounded_and_starves_nobody() {
     let token = access(&tokens).to_owned();
     let wrong = json!({"current_password": "not the password at all", "new_password": "a brand new passphrase"});
 
-    let changes = (0..16).map(|_| {
-        send(
-            &app,
-            reqwest::Method::POST,
-            "/api/v1/users/me/password",
-            Some(&token),
-            Some(wrong.clone()),
-        )
-    });
+    let changes = (0..16).map(|_| change_password(&app, &token, wrong.clone()));
     let reads = (0..8).map(|_| {
         send(
             &app,
@@ -785,25 +789,11 @@ async fn current_password_checks_are_limited_per_account() {
     let other = app.customer("other@example.com").await;
     let guess = json!({"current_password": "is it this one perhaps", "new_password": "a brand new passphrase"});
     for _ in 0..3 {
-        let answer = send(
-            &app,
-            reqwest::Method::POST,
-            "/api/v1/users/me/password",
-            Some(access(&guessed)),
-            Some(guess.clone()),
-        )
-        .await;
+        let answer = change_password(&app, access(&guessed), guess.clone()).await;
         assert_problem(answer, 401, "invalid_credentials").await;
     }
     // The fourth check, by password change or by email change, waits.
-    let limited = send(
-        &app,
-        reqwest::Method::POST,
-        "/api/v1/users/me/password",
-        Some(access(&guessed)),
-        Some(guess.clone()),
-    )
-    .await;
+    let limited = change_password(&app, access(&guessed), guess.clone()).await;
     assert!(limited.headers().contains_key("retry-after"));
     assert_problem(limited, 429, "rate_limited").await;
     let by_email = send(
@@ -816,13 +806,7 @@ async fn current_password_checks_are_limited_per_account() {
     .await;
     assert_problem(by_email, 429, "rate_limited").await;
     // Another account is not affected.
-    let theirs = send(
-        &app,
-        reqwest::Method::POST,
-        "/api/v1/users/me/password",
-        Some(access(&other)),
-        Some(json!({"current_password": crate::helpers::PASSWORD, "new_password": "a brand new passphrase"})),
-    )
+    let theirs = change_password(&app, access(&other), json!({"current_password": crate::helpers::PASSWORD, "new_password": "a brand new passphrase"}))
     .await;
     assert_eq!(theirs.status(), 204);
 }

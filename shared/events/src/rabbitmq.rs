@@ -300,30 +300,17 @@ impl RabbitMq {
                     module,
                     "event without a valid signature; rejected to the dead-letter queue"
                 );
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: false,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
-                    .map_err(|e| TransportError(e.to_string()))?;
+                dead_letter(&delivery).await?;
                 continue;
             }
-            let event: Envelope = match serde_json::from_slice(&delivery.data) {
+            let mut event: Envelope = match serde_json::from_slice(&delivery.data) {
                 Ok(event) => event,
                 Err(e) => {
                     tracing::error!(module, error = %e, "undecodable message; rejected to the dead-letter queue");
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: false,
-                            ..BasicNackOptions::default()
-                        })
-                        .await
-                        .map_err(|e| TransportError(e.to_string()))?;
+                    dead_letter(&delivery).await?;
                     continue;
                 }
             };
-            let mut event = event;
             // The message's headers carry the trace context (the envelope
             // does too, for transports without headers).
             if let Some(headers) = delivery.properties.headers().as_ref() {
@@ -423,6 +410,18 @@ impl Transport for RabbitMq {
     fn name(&self) -> &'static str {
         "rabbitmq"
     }
+}
+
+/// Rejects `delivery` without requeue: the queue routes it to the dead letters.
+async fn dead_letter(delivery: &lapin::message::Delivery) -> Result<(), TransportError> {
+    delivery
+        .nack(BasicNackOptions {
+            requeue: false,
+            ..BasicNackOptions::default()
+        })
+        .await
+        .map(drop)
+        .map_err(|e| TransportError(e.to_string()))
 }
 
 /// The header carrying the message's signature (`auth::EventSeal`).
