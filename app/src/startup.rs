@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 use url::Url;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 use web::RequestIdRootSpan;
 
 use crate::database::{self, DatabaseServer};
@@ -573,6 +573,10 @@ impl Application {
         });
         let doc = openapi::api_doc();
         let routes = Data::new(ops::RouteTable::new(&doc));
+        // Serialized once and shared by every worker: the document itself
+        // is several MiB in memory, and each worker would hold a copy.
+        let spec = aweb::Bytes::from(serde_json::to_vec(&doc)?);
+        drop(doc);
         let body_limit = settings.server.body_limit_bytes;
         let swagger_ui = settings.server.swagger_ui;
         let limits = &settings.rate_limit;
@@ -621,7 +625,7 @@ impl Application {
             .route("/health/live", aweb::get().to(ops::live))
             .route("/health/ready", aweb::get().to(ops::ready))
             .route("/metrics", aweb::get().to(ops::metrics))
-            .configure(|cfg| api_docs(cfg, swagger_ui, &doc))
+            .configure(|cfg| api_docs(cfg, swagger_ui, spec.clone()))
             .app_data(routes.clone())
             .default_service(aweb::to(ops::unrouted))
         })
@@ -720,27 +724,27 @@ fn module_gauges() -> Vec<(&'static str, crate::ops::ModuleGauges)> {
     ]
 }
 
-/// The spec at `/api-docs/openapi.json`, and Swagger UI at `/swagger-ui/`
-/// when `swagger_ui` (`server.swagger_ui`).
-fn api_docs(cfg: &mut aweb::ServiceConfig, swagger_ui: bool, doc: &utoipa::openapi::OpenApi) {
+/// The spec at `/api-docs/openapi.json` (`spec`, serialized once), and
+/// Swagger UI at `/swagger-ui/` reading it when `swagger_ui`
+/// (`server.swagger_ui`).
+fn api_docs(cfg: &mut aweb::ServiceConfig, swagger_ui: bool, spec: aweb::Bytes) {
+    cfg.route(
+        "/api-docs/openapi.json",
+        aweb::get().to(move || {
+            let spec = spec.clone();
+            async move {
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(spec)
+            }
+        }),
+    );
     if swagger_ui {
         cfg.service(aweb::redirect("/swagger-ui", "/swagger-ui/"))
             .service(
-                SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", doc.clone()),
+                SwaggerUi::new("/swagger-ui/{_:.*}")
+                    .config(SwaggerConfig::new(["/api-docs/openapi.json"])),
             );
-    } else {
-        let json: Arc<str> = serde_json::to_string(doc).unwrap_or_default().into();
-        cfg.route(
-            "/api-docs/openapi.json",
-            aweb::get().to(move || {
-                let json = Arc::clone(&json);
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(json.to_string())
-                }
-            }),
-        );
     }
 }
 
