@@ -129,8 +129,9 @@ fn check_json(outcome: Result<(), String>) -> Value {
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(deps: Data<Dependencies>) -> HttpResponse {
-    // Ready as /health/ready means it: every local module's database answers.
-    let mut ready = true;
+    // Ready as /health/ready means it: not draining, and every local
+    // module's database answers.
+    let mut ready = !deps.draining.load(std::sync::atomic::Ordering::Relaxed);
     for (module, pool) in &deps.pools {
         db::record_pool_metrics(module, pool);
         let read = tokio::time::timeout(SCRAPE_TIMEOUT, events::record_metrics(module, pool)).await;
