@@ -428,18 +428,45 @@ async fn requests_fail_fast_while_postgres_is_down_and_recover_when_it_returns()
 /// Another session takes the catalog's products table and holds it until
 /// the returned connection rolls back.
 async fn lock_products(app: &crate::helpers::TestApp) -> diesel_async::AsyncPgConnection {
+    lock_table(app, "catalog.products").await
+}
+
+/// Another session takes `table` and holds it until the returned
+/// connection rolls back.
+async fn lock_table(app: &crate::helpers::TestApp, table: &str) -> diesel_async::AsyncPgConnection {
     use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
     let url = app.settings.database.url.clone().unwrap();
     let mut holder = diesel_async::AsyncPgConnection::establish(&url)
         .await
         .unwrap();
     for sql in [
-        "BEGIN",
-        "LOCK TABLE catalog.products IN ACCESS EXCLUSIVE MODE",
+        "BEGIN".to_owned(),
+        format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"),
     ] {
         diesel::sql_query(sql).execute(&mut holder).await.unwrap();
     }
     holder
+}
+
+/// The notification module too answers a database that cannot answer in
+/// time with 503, never 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notification_module_answers_a_stuck_database_with_503() {
+    let app = spawn_app_with(&[("APP__DATABASE__STATEMENT_TIMEOUT_MS", "300")]).await;
+    let admin = app.token(&[kernel::Role::Admin]);
+    let list = || {
+        app.client
+            .get(app.url("/api/v1/notifications"))
+            .bearer_auth(&admin)
+            .send()
+    };
+    assert_eq!(list().await.unwrap().status(), 200);
+    let holder = lock_table(&app, "notification.notifications").await;
+    let stuck = list().await.unwrap();
+    assert!(stuck.headers().contains_key("retry-after"));
+    assert_problem(stuck, 503, "notification_unavailable").await;
+    release(holder).await;
+    assert_eq!(list().await.unwrap().status(), 200);
 }
 
 async fn release(mut holder: diesel_async::AsyncPgConnection) {

@@ -40,7 +40,18 @@ impl NotificationModule {
     }
 }
 
+/// A failed query: 503 when the database cannot answer now (a lost
+/// connection, the statement timeout), like every module; 500 otherwise.
 fn database(e: diesel::result::Error) -> Problem {
+    if let Some(reason) = db::unavailable_reason(&e) {
+        tracing::warn!(error = %e, "notification database unavailable");
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notification_unavailable",
+            format!("the notification database {reason}"),
+        )
+        .with_retry_after(1);
+    }
     tracing::error!(error = %e, "notification query failed");
     Problem::new(
         StatusCode::INTERNAL_SERVER_ERROR,
