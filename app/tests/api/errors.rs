@@ -151,3 +151,131 @@ async fn request_id_is_echoed_or_generated() {
     let body = assert_problem(problem, 404, "route_not_found").await;
     assert_eq!(body["request_id"], "trace-me");
 }
+
+/// OpenAPI matches a concrete path before a templated one: a method a
+/// concrete path does not document is 405, not an operation of the
+/// template (`GET /inventory/reservations` is not the stock of a SKU
+/// `RESERVATIONS`, nor `GET /payments/methods` a payment id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concrete_path_is_not_taken_by_a_template() {
+    let app = spawn_app().await;
+    let admin = app.token(&[Role::Admin]);
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/inventory/reservations"),
+        (reqwest::Method::PUT, "/api/v1/inventory/reservations"),
+        (reqwest::Method::GET, "/api/v1/payments/methods"),
+        (reqwest::Method::DELETE, "/api/v1/payments/authorizations"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        assert_problem(response, 405, "method_not_allowed").await;
+        assert_eq!(headers["allow"], "POST", "{method} {path}");
+    }
+}
+
+/// Every request body is a JSON object, and so is every object in it:
+/// serde alone would build a struct from an array.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_the_objects_in_them_are_objects() {
+    let app = spawn_app().await;
+    let admin = app.token(&[Role::Admin]);
+    let created: serde_json::Value = app
+        .post_product(&serde_json::json!({"sku": "OBJ-1", "name": "Mug",
+            "price": {"amount_minor": 100, "currency": "EUR"}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let product = format!("/api/v1/products/{}", created["id"].as_str().unwrap());
+    for (method, path, body) in [
+        (reqwest::Method::PATCH, product.as_str(), "[null, null]"),
+        (
+            reqwest::Method::POST,
+            "/api/v1/products",
+            r#"["OBJ-2", "Mug"]"#,
+        ),
+        (reqwest::Method::POST, "/api/v1/products", "12"),
+        (
+            reqwest::Method::POST,
+            "/api/v1/products",
+            r#"{"sku": "OBJ-3", "name": "Mug", "price": [100, "EUR"]}"#,
+        ),
+        (
+            reqwest::Method::PATCH,
+            product.as_str(),
+            r#"{"price": [100, "EUR"]}"#,
+        ),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 422, "invalid_body").await;
+    }
+    let unchanged: serde_json::Value = app.get(&product).await.json().await.unwrap();
+    assert_eq!(unchanged["name"], "Mug");
+}
+
+/// An integer may be written as JSON allows (`1299.0` is the integer 1299,
+/// as JSON Schema says); a fraction is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_may_be_written_with_a_zero_fraction() {
+    let app = spawn_app().await;
+    let created = app
+        .post_product(&serde_json::json!({"sku": "INT-1", "name": "Mug",
+            "price": {"amount_minor": 1299.0, "currency": "EUR"}}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(created["price"]["amount_minor"], 1299);
+    let fraction = app
+        .post_product(&serde_json::json!({"sku": "INT-2", "name": "Mug",
+            "price": {"amount_minor": 1299.5, "currency": "EUR"}}))
+        .await;
+    assert_problem(fraction, 422, "invalid_body").await;
+}
+
+/// Attributes are kept as jsonb; every number comes back as it was sent,
+/// even next to the largest double (once a 500: it did not parse back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribute_numbers_come_back_as_sent() {
+    let app = spawn_app().await;
+    let attributes = serde_json::json!({"a": 1.7976931348623155e308, "b": 1.79e308, "c": -3.4e29});
+    let created = app
+        .post_product(&serde_json::json!({"sku": "NUM-1", "name": "Mug",
+            "price": {"amount_minor": 1, "currency": "EUR"}, "attributes": attributes}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(created["attributes"], attributes);
+}
+
+/// A webhook URL is kept as parsed: an upper-case scheme was stored as
+/// sent and broke the table's CHECK (a 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_url_is_kept_as_parsed() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&serde_json::json!({"url": "HTTPS://Hooks.Example.com/Shop",
+            "event_types": ["catalog.product_created.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(created["url"], "https://hooks.example.com/Shop");
+}

@@ -62,9 +62,14 @@ pub struct Category {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "Mugs", "slug": "mugs", "parent_id": null}))]
 pub struct NewCategory {
-    /// Display name, 1 to 100 characters.
+    /// Display name, 1 to 100 characters not counting surrounding whitespace.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,98}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub name: String,
-    /// Lower-case letters, digits and single dashes; unique.
+    /// Lower-case letters and digits in words joined by single dashes, at
+    /// most 100 characters; unique.
+    #[schema(max_length = 100, pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub slug: String,
     /// A top-level category to nest under (subcategories cannot have children).
     #[serde(default)]

@@ -19,8 +19,8 @@ pub mod contract;
 pub use category::{Category, CategoryId, NewCategory};
 pub use error::CatalogError;
 pub use product::{
-    Availability, ListProducts, NewProduct, Product, ProductFilter, ProductId, ProductPatch,
-    ProductSort, Sku, SkuError,
+    Availability, ImageUrl, ListProducts, NewProduct, Product, ProductFilter, ProductId,
+    ProductPatch, ProductSort, Sku, SkuError,
 };
 
 use kernel::{CallContext, Page};

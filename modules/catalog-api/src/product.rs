@@ -47,7 +47,13 @@ impl fmt::Display for ProductId {
 /// the same SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = String, example = "MUG-BLUE-01")]
+#[schema(
+    value_type = String,
+    example = "MUG-BLUE-01",
+    min_length = 1,
+    max_length = 64,
+    pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+)]
 pub struct Sku(String);
 
 /// Why a text is not a SKU.
@@ -134,13 +140,22 @@ pub struct Product {
 #[schema(example = json!({"sku": "MUG-BLUE-01", "name": "Blue mug", "description": "350 ml, stoneware", "price": {"amount_minor": 1299, "currency": "EUR"}}))]
 pub struct NewProduct {
     /// Stock keeping unit (see [`Sku`]); must be unique.
+    #[schema(value_type = Sku)]
     pub sku: String,
-    /// Display name, 1 to 200 characters.
+    /// Display name, 1 to 200 characters not counting surrounding whitespace.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,198}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub name: String,
-    /// Optional description, at most 5000 characters.
+    /// Optional description, at most 5000 characters not counting
+    /// surrounding whitespace (blank: none).
     #[serde(default)]
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,4998}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?)?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub description: Option<String>,
     /// List price; the amount may not be negative.
+    #[serde(deserialize_with = "kernel::json::object")]
     pub price: Money,
     /// Whether the product is for sale (default `true`).
     #[serde(default)]
@@ -150,6 +165,7 @@ pub struct NewProduct {
     pub category_id: Option<CategoryId>,
     /// Image URLs: http or https, public hosts only, at most 20.
     #[serde(default)]
+    #[schema(value_type = Vec<ImageUrl>, max_items = 20)]
     pub images: Vec<String>,
     /// Free-form attributes (a JSON object, at most 8 KiB).
     #[serde(default)]
@@ -163,19 +179,27 @@ pub struct NewProduct {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"price": {"amount_minor": 999, "currency": "EUR"}, "active": false}))]
 pub struct ProductPatch {
-    /// New display name.
+    /// New display name, 1 to 200 characters not counting surrounding whitespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,198}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub name: Option<String>,
-    /// New description; `null` removes it.
+    /// New description, at most 5000 characters not counting surrounding
+    /// whitespace; `null` (or blank) removes it.
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,4998}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?)?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
     pub description: Option<Option<String>>,
     /// New list price.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "kernel::json::object_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub price: Option<Money>,
     /// New sale status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,14 +212,31 @@ pub struct ProductPatch {
     )]
     #[schema(value_type = Option<CategoryId>)]
     pub category_id: Option<Option<CategoryId>>,
-    /// New image URLs (replaces the list).
+    /// New image URLs (replaces the list): http or https, public hosts
+    /// only, at most 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<ImageUrl>>, max_items = 20)]
     pub images: Option<Vec<String>>,
     /// New attributes (replaces the object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// An image URL as a product accepts it (schema only; the field is text):
+/// http or https on a public host name, at most 2048 characters. The
+/// catalog parses it as a browser does and refuses internal hosts
+/// (`localhost`, `*.local`, `*.internal`, `*.lan`, names without a dot,
+/// private, loopback and link-local addresses); the pattern is the usual
+/// form of what it accepts.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    max_length = 2048,
+    example = "https://images.example.com/mug-blue.jpg",
+    pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?![^/?#]*[Xx][Nn]--)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?!(?:[Ll][Oo][Cc][Aa][Ll](?:[Hh][Oo][Ss][Tt])?|[Ll][Aa][Nn]|[Ii][Nn][Tt][Ee][Rr][Nn][Aa][Ll])(?:[:/?#]|$))[A-Za-z]{2,63}(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:/[/A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:\?[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:#[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?$"
+)]
+pub struct ImageUrl(pub String);
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
 fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>

@@ -42,15 +42,22 @@ pub struct ProductListQuery {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page (valid for the same sort and filters).
+    #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
     /// Full-text search over SKU, name and description (web search syntax:
-    /// `blue mug`, `"tea cup"`, `mug -blue`).
+    /// `blue mug`, `"tea cup"`, `mug -blue`), 1 to 200 characters not
+    /// counting surrounding whitespace.
+    #[param(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,198}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     q: Option<String>,
     /// In this category or its subcategories.
     category_id: Option<CategoryId>,
-    /// Price at least this many minor units.
+    /// Price at least this many minor units (not above `max_price`).
+    #[param(minimum = 0)]
     min_price: Option<i64>,
     /// Price at most this many minor units.
+    #[param(minimum = 0)]
     max_price: Option<i64>,
     /// For sale or not.
     active: Option<bool>,

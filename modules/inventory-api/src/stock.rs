@@ -32,13 +32,46 @@ pub struct StockLevel {
 #[schema(example = json!({"quantity": 10, "reason": "receive"}))]
 pub struct Adjustment {
     /// Units added (positive: receiving) or removed (negative: corrections,
-    /// never below what is reserved). Not zero.
+    /// never below what is reserved). Not zero, at most 1000000 either way.
+    #[serde(deserialize_with = "kernel::json::whole")]
+    #[schema(schema_with = adjustment_quantity)]
     pub quantity: i32,
-    /// Why, for the history: `receive`, `count`, `damage` ... (1 to 200 characters).
+    /// Why, for the history: `receive`, `count`, `damage` ... (1 to 200
+    /// characters not counting surrounding whitespace).
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,198}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub reason: String,
     /// A new low-stock threshold for the SKU, if it changes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "kernel::json::whole_option")]
+    #[schema(minimum = 0)]
     pub low_stock_threshold: Option<i32>,
+}
+
+/// Most units one adjustment or reservation line moves.
+pub const MAX_QUANTITY: i32 = 1_000_000;
+
+/// `quantity` of an [`Adjustment`]: from -1000000 to 1000000, not zero.
+fn adjustment_quantity() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{
+        AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+    };
+    let range = |min: i32, max: i32| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    let quantity = AnyOfBuilder::new()
+        .item(range(1, MAX_QUANTITY))
+        .item(range(-MAX_QUANTITY, -1))
+        .description(Some(
+            "Units added (positive: receiving) or removed (negative: corrections, never \
+             below what is reserved). Not zero, at most 1000000 either way.",
+        ))
+        .build();
+    Schema::AnyOf(quantity).into()
 }
 
 /// One entry of a SKU's stock history.
@@ -78,7 +111,9 @@ pub struct ListMovements {
 pub struct ReservationLine {
     /// The SKU.
     pub sku: Sku,
-    /// Units, at least 1.
+    /// Units, 1 to 1000000.
+    #[serde(deserialize_with = "kernel::json::whole")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub quantity: i32,
 }
 
@@ -88,7 +123,9 @@ pub struct ReservationLine {
 pub struct ReserveStock {
     /// The order; reserving again for it returns the same reservation.
     pub order_id: OrderId,
-    /// What to hold (each SKU at most once).
+    /// What to hold: 1 to 100 lines, each SKU at most once.
+    #[serde(deserialize_with = "kernel::json::objects")]
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<ReservationLine>,
 }
 

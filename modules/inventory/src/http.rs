@@ -16,9 +16,14 @@ use web::{ApiError, PageQuery, RequestCx};
 use crate::InventoryModule;
 
 /// Registers the routes (relative to `/api/v1`); reservations first, so
-/// `/inventory/reservations` is never taken for a SKU.
+/// `/inventory/reservations` is never taken for a SKU (its other methods
+/// are 405, not the stock of a SKU `RESERVATIONS`).
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(reserve_stock)
+        .route(
+            "/inventory/reservations",
+            web::problem::method_not_allowed("POST"),
+        )
         .service(get_reservation)
         .service(commit_reservation)
         .service(release_reservation)
@@ -33,7 +38,7 @@ type Result<T> = std::result::Result<T, ApiError<InventoryError>>;
 /// Stock of a SKU: on hand, reserved, available. Admin only.
 #[utoipa::path(
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU")),
+    params(("sku" = Sku, Path, description = "SKU")),
     responses(
         (status = 200, description = "The stock (zero for a SKU never stocked)", body = StockLevel),
         (status = 400, description = "Not a SKU", body = ProblemBody, content_type = "application/problem+json"),
@@ -53,7 +58,7 @@ pub async fn get_stock(
 /// Receive (positive) or correct (negative) stock. Admin only.
 #[utoipa::path(
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU")),
+    params(("sku" = Sku, Path, description = "SKU")),
     request_body = Adjustment,
     responses(
         (status = 200, description = "The stock after the change", body = StockLevel),
@@ -76,7 +81,7 @@ pub async fn adjust_stock(
 /// The stock history of a SKU, newest first. Admin only.
 #[utoipa::path(
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU"), PageQuery),
+    params(("sku" = Sku, Path, description = "SKU"), PageQuery),
     responses((status = 200, description = "A page of movements", body = Page<Movement>)),
     security(("bearer" = ["admin"])),
 )]
@@ -191,7 +196,7 @@ pub async fn release_reservation(
 /// the order module (`service`).
 #[utoipa::path(
     tag = "inventory",
-    params(("order_id" = uuid::Uuid, Path, description = "The order")),
+    params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The reservation, returned", body = Reservation),
         (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),

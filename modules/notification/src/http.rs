@@ -151,11 +151,35 @@ pub async fn list_notifications(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"url": "https://hooks.example.com/shop", "event_types": ["catalog.product_created.v1"]}))]
 pub struct NewWebhook {
-    /// Where to POST events (http or https).
+    /// Where to POST events: http or https, a host name or a public address
+    /// (a name that resolves to an internal address is refused). The pattern
+    /// is the usual form of a public URL.
+    #[schema(
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?![^/?#]*[Xx][Nn]--)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?!(?:[Ll][Oo][Cc][Aa][Ll](?:[Hh][Oo][Ss][Tt])?|[Ll][Aa][Nn]|[Ii][Nn][Tt][Ee][Rr][Nn][Aa][Ll])(?:[:/?#]|$))[A-Za-z]{2,63}(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:/[/A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:\?[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:#[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?$"
+    )]
     url: String,
-    /// Event types to send.
+    /// Event types to send, at least one.
+    #[schema(value_type = Vec<EventType>, min_items = 1)]
     event_types: Vec<String>,
 }
+
+/// An event type a webhook can subscribe to (schema only: the values are
+/// [`crate::EVENT_TYPES`], so the two cannot drift apart).
+pub struct EventType;
+
+impl utoipa::PartialSchema for EventType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("An event type a webhook can subscribe to."))
+            .enum_values(Some(crate::EVENT_TYPES.iter().copied()))
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for EventType {}
 
 /// A webhook subscription.
 #[derive(Serialize, ToSchema, diesel::QueryableByName)]
@@ -203,14 +227,20 @@ pub async fn create_webhook(
 ) -> Result<HttpResponse, Problem> {
     let NewWebhook { url, event_types } = body.into_inner();
     let mut errors = Vec::new();
-    match url::Url::parse(&url) {
+    // Kept as parsed (`HTTPS://Hooks.Example.com` is `https://hooks.example.com/`):
+    // the form the client calls, and the one the table's CHECK expects.
+    let url = match url::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if let Err(refused) = module.egress.check_subscription(&u).await {
                 errors.push(kernel::FieldError::new("url", refused.0));
             }
+            String::from(u)
         }
-        _ => errors.push(kernel::FieldError::new("url", "must be an http(s) URL")),
-    }
+        _ => {
+            errors.push(kernel::FieldError::new("url", "must be an http(s) URL"));
+            url
+        }
+    };
     if event_types.is_empty() {
         errors.push(kernel::FieldError::new(
             "event_types",

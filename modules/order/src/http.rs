@@ -70,7 +70,8 @@ pub async fn put_cart(
 #[utoipa::path(
     tag = "orders",
     request_body = PlaceOrder,
-    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible characters, unique per checkout")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+        description = "1 to 255 visible ASCII characters, unique per checkout (a UUID)")),
     responses(
         (status = 201, description = "The order, settled (confirmed or failed)", body = Order),
         (status = 202, description = "The order, still being processed; poll Location", body = Order),
@@ -135,7 +136,7 @@ pub async fn list_orders(
 /// One order (yours; admins: any).
 #[utoipa::path(
     tag = "orders",
-    params(("id" = uuid::Uuid, Path, description = "The order")),
+    params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
@@ -155,7 +156,7 @@ pub async fn get_order(
 /// Everything that happened to an order, oldest first (its events).
 #[utoipa::path(
     tag = "orders",
-    params(("id" = uuid::Uuid, Path, description = "The order")),
+    params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The timeline", body = Vec<TimelineEntry>),
         (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
@@ -176,7 +177,7 @@ pub async fn order_timeline(
 /// the stock given back. Answers the order (status `cancelled` once done).
 #[utoipa::path(
     tag = "orders",
-    params(("id" = uuid::Uuid, Path, description = "The order")),
+    params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
@@ -197,7 +198,7 @@ pub async fn cancel_order(
 /// Mark a confirmed order shipped. Admin only.
 #[utoipa::path(
     tag = "orders",
-    params(("id" = uuid::Uuid, Path, description = "The order")),
+    params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The order, shipped", body = Order),
         (status = 404, description = "No such order", body = ProblemBody, content_type = "application/problem+json"),

@@ -19,9 +19,12 @@ pub const MAX_LINES: usize = 50;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CartItem {
-    /// The product.
+    /// The product (for sale).
+    #[schema(value_type = ProductId)]
     pub product_id: Uuid,
     /// Units, 1 to 100.
+    #[serde(deserialize_with = "kernel::json::whole")]
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i32,
 }
 
@@ -30,6 +33,8 @@ pub struct CartItem {
 #[serde(deny_unknown_fields)]
 pub struct Cart {
     /// At most 50 lines, each product once.
+    #[serde(deserialize_with = "kernel::json::objects")]
+    #[schema(max_items = 50)]
     pub items: Vec<CartItem>,
 }
 
@@ -39,8 +44,11 @@ pub struct Cart {
 pub struct PaymentMethodInput {
     /// 12 to 19 digits. Sent to the payment provider; only the last four
     /// digits are kept. Sandbox cards: 4242424242424242 succeeds,
-    /// 4000000000000002 is declined.
-    #[schema(example = "4242424242424242")]
+    /// 4000000000000002 is declined. Spaces and dashes are ignored.
+    #[schema(
+        example = "4242424242424242",
+        pattern = r"^[ -]*(?:[0-9][ -]*){12,19}$"
+    )]
     pub card_number: String,
 }
 
@@ -55,6 +63,7 @@ impl std::fmt::Debug for PaymentMethodInput {
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     /// The card.
+    #[serde(deserialize_with = "kernel::json::object")]
     pub payment_method: PaymentMethodInput,
 }
 
@@ -93,6 +102,7 @@ pub struct Order {
     /// The card's last four digits.
     pub card_last4: String,
     /// The payment (`GET /api/v1/payments/{id}`), once authorized.
+    #[schema(value_type = Option<payment_api::PaymentId>)]
     pub payment_id: Option<Uuid>,
     /// When it was placed.
     pub created_at: DateTime<Utc>,

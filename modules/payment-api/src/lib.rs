@@ -21,7 +21,8 @@ pub mod contract;
 
 pub use error::PaymentError;
 pub use payment::{
-    AuthorizePayment, LedgerEntry, Payment, PaymentId, PaymentMethod, PaymentStatus, Tokenize,
+    AuthorizePayment, LedgerEntry, Payment, PaymentId, PaymentMethod, PaymentStatus, PositiveMoney,
+    Tokenize,
 };
 
 use kernel::{CallContext, OrderId};

@@ -134,7 +134,8 @@ pub struct Payment {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tokenize {
-    /// 12 to 19 digits (spaces allowed).
+    /// 12 to 19 digits (spaces and dashes are ignored).
+    #[schema(pattern = r"^[ -]*(?:[0-9][ -]*){12,19}$")]
     pub card_number: String,
 }
 
@@ -149,10 +150,13 @@ impl fmt::Debug for Tokenize {
 
 /// A card as the shop may keep it: the provider's token and the last four digits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentMethod {
-    /// The provider's token for the card.
+    /// The provider's token for the card, 1 to 255 characters.
+    #[schema(min_length = 1, max_length = 255)]
     pub token: String,
     /// The card's last four digits.
+    #[schema(pattern = r"^[0-9]{4}$")]
     pub card_last4: String,
 }
 
@@ -164,8 +168,24 @@ pub struct AuthorizePayment {
     pub order_id: OrderId,
     /// Who pays (the payment's owner).
     pub customer_id: Uuid,
-    /// How much.
+    /// How much: more than zero.
+    #[serde(deserialize_with = "kernel::json::object")]
+    #[schema(value_type = PositiveMoney)]
     pub amount: Money,
     /// The card, as tokenized.
+    #[serde(deserialize_with = "kernel::json::object")]
     pub payment_method: PaymentMethod,
+}
+
+/// An amount to authorize: `Money` of more than zero (only the schema of
+/// `AuthorizePayment.amount`, which is `Money`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount_minor": 1299, "currency": "EUR"}))]
+pub struct PositiveMoney {
+    /// Amount in the currency's minor unit (for EUR, cents); a whole number.
+    #[schema(minimum = 1)]
+    pub amount_minor: i64,
+    /// ISO 4217 alphabetic code.
+    pub currency: kernel::Currency,
 }

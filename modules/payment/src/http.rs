@@ -12,10 +12,20 @@ use web::{ApiError, RequestCx};
 
 use crate::PaymentModule;
 
-/// Registers the routes (relative to `/api/v1`).
+/// Registers the routes (relative to `/api/v1`). `/payments/methods` and
+/// `/payments/authorizations` answer their other methods with 405 before
+/// `/payments/{id}` could take them for a payment id.
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(tokenize)
+        .route(
+            "/payments/methods",
+            web::problem::method_not_allowed("POST"),
+        )
         .service(authorize)
+        .route(
+            "/payments/authorizations",
+            web::problem::method_not_allowed("POST"),
+        )
         .service(payment_for_order)
         .service(capture)
         .service(void)
@@ -79,7 +89,7 @@ pub async fn authorize(
 /// The payment of an order, with its ledger (owner, admins).
 #[utoipa::path(
     tag = "payments",
-    params(("order_id" = uuid::Uuid, Path, description = "The order")),
+    params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment", body = Payment),
         (status = 404, description = "No payment for this order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
@@ -99,7 +109,7 @@ pub async fn payment_for_order(
 /// Take the held amount (idempotent). For the order module and admins.
 #[utoipa::path(
     tag = "payments",
-    params(("order_id" = uuid::Uuid, Path, description = "The order")),
+    params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, captured", body = Payment),
         (status = 404, description = "No payment for this order", body = ProblemBody, content_type = "application/problem+json"),
@@ -120,7 +130,7 @@ pub async fn capture(
 /// Release the hold (idempotent). For the order module and admins.
 #[utoipa::path(
     tag = "payments",
-    params(("order_id" = uuid::Uuid, Path, description = "The order")),
+    params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, voided", body = Payment),
         (status = 404, description = "No payment for this order", body = ProblemBody, content_type = "application/problem+json"),
@@ -141,7 +151,7 @@ pub async fn void(
 /// Give a captured amount back (idempotent). For the order module and admins.
 #[utoipa::path(
     tag = "payments",
-    params(("order_id" = uuid::Uuid, Path, description = "The order")),
+    params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, refunded", body = Payment),
         (status = 404, description = "No payment for this order", body = ProblemBody, content_type = "application/problem+json"),
@@ -162,7 +172,7 @@ pub async fn refund(
 /// One payment with its ledger (owner, admins).
 #[utoipa::path(
     tag = "payments",
-    params(("id" = uuid::Uuid, Path, description = "The payment")),
+    params(("id" = PaymentId, Path, description = "The payment")),
     responses(
         (status = 200, description = "The payment", body = Payment),
         (status = 404, description = "No such payment (or not yours)", body = ProblemBody, content_type = "application/problem+json"),

@@ -370,7 +370,8 @@ impl PaymentApi for PaymentModule {
                 "must be 4 digits",
             ));
         }
-        if request.payment_method.token.is_empty() || request.payment_method.token.len() > 255 {
+        let token = request.payment_method.token.chars().count();
+        if token == 0 || token > 255 {
             errors.push(FieldError::new(
                 "payment_method.token",
                 "must be 1 to 255 characters",

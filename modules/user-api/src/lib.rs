@@ -16,7 +16,9 @@ pub mod client;
 pub mod contract;
 
 pub use error::UserError;
-pub use user::{ListUsers, NewUser, NotificationPreferences, User, UserId, UserStatus};
+pub use user::{
+    AssignableRole, ListUsers, NewUser, NotificationPreferences, User, UserId, UserStatus,
+};
 
 use kernel::{CallContext, Page};
 

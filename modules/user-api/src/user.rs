@@ -110,12 +110,23 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email": "ada@example.com", "password": "plum kettle orbit 42", "display_name": "Ada"}))]
 pub struct NewUser {
-    /// Email address; unique, compared case-insensitively.
+    /// Email address, at most 254 characters; unique, compared
+    /// case-insensitively. The pattern is the plain ASCII form; the server
+    /// also takes internationalised addresses.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[!-?A-~]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    )]
     pub email: String,
-    /// At least 12 characters and not a commonly used password.
-    #[schema(format = Password)]
+    /// 12 to 256 characters, not a commonly used password and not your
+    /// email address.
+    #[schema(format = Password, min_length = 12, max_length = 256)]
     pub password: String,
-    /// Name shown to people, 1 to 100 characters.
+    /// Name shown to people, 1 to 100 characters not counting surrounding
+    /// whitespace, without control characters.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub display_name: String,
 }
 
@@ -128,6 +139,18 @@ impl fmt::Debug for NewUser {
             .field("display_name", &self.display_name)
             .finish()
     }
+}
+
+/// A role an admin may give an account: every `Role` but `service`,
+/// which only the shop's own modules hold (only the schema of the `roles`
+/// of `PATCH /api/v1/users/{id}`, which are `Role`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignableRole {
+    /// Buys things.
+    Customer,
+    /// Runs the shop.
+    Admin,
 }
 
 /// Which page of users to list.

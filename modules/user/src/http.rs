@@ -121,14 +121,23 @@ pub async fn get_me(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MePatch {
-    /// New display name.
+    /// New display name, 1 to 100 characters not counting surrounding
+    /// whitespace, without control characters.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     display_name: Option<String>,
-    /// New email address; needs `current_password`.
+    /// New email address, at most 254 characters; needs `current_password`.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[!-?A-~]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    )]
     email: Option<String>,
     /// Your password, to confirm an email change.
     #[schema(format = Password)]
     current_password: Option<String>,
     /// Email opt-ins.
+    #[serde(default, deserialize_with = "kernel::json::object_option")]
     notification_preferences: Option<NotificationPreferences>,
 }
 
@@ -187,8 +196,9 @@ pub struct PasswordChange {
     /// Your current password.
     #[schema(format = Password)]
     current_password: String,
-    /// The new password (same policy as at registration).
-    #[schema(format = Password)]
+    /// The new password (same policy as at registration: 12 to 256
+    /// characters, not a commonly used one, not your email address).
+    #[schema(format = Password, min_length = 12, max_length = 256)]
     new_password: String,
 }
 
@@ -279,7 +289,8 @@ pub async fn get_user(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminPatch {
-    /// New roles (at least one).
+    /// New roles (at least one; `service` is no user's).
+    #[schema(value_type = Option<Vec<user_api::AssignableRole>>, min_items = 1)]
     roles: Option<Vec<Role>>,
     /// `disabled` signs the user out (refresh tokens revoked) and refuses sign-ins.
     status: Option<UserStatus>,

@@ -8,6 +8,7 @@ mod context;
 mod error;
 mod event;
 mod identity;
+pub mod json;
 mod money;
 pub mod observe;
 mod order;

@@ -9,10 +9,15 @@ use utoipa::ToSchema;
 /// An amount of money in minor units (cents) of one currency.
 ///
 /// Serialised as `{"amount_minor": 1299, "currency": "EUR"}`.
+/// Never negative on the wire: prices, totals and payments are not
+/// (a request with a negative amount is refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"amount_minor": 1299, "currency": "EUR"}))]
 pub struct Money {
-    /// Amount in the currency's minor unit (for EUR, cents).
+    /// Amount in the currency's minor unit (for EUR, cents); a whole number.
+    #[serde(deserialize_with = "crate::json::whole")]
+    #[schema(minimum = 0)]
     amount_minor: i64,
     /// ISO 4217 alphabetic code.
     currency: Currency,
@@ -96,10 +101,30 @@ pub enum MoneyError {
 
 /// An ISO 4217 alphabetic currency code (`EUR`, `USD` ...).
 ///
-/// Only codes of the ISO 4217 list in force are accepted.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ToSchema)]
-#[schema(value_type = String, example = "EUR", pattern = "^[A-Z]{3}$")]
+/// Only codes of the ISO 4217 list in force are accepted (the schema
+/// lists them).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Currency([u8; 3]);
+
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let codes = ISO_4217
+            .iter()
+            .map(|code| Currency(*code).as_str().to_owned());
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "An ISO 4217 alphabetic currency code in force (`EUR`, `USD` ...).",
+            ))
+            .enum_values(Some(codes))
+            .examples(["EUR"])
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for Currency {}
 
 impl Currency {
     /// Euro.
@@ -205,6 +230,30 @@ mod tests {
     fn floats_are_not_money() {
         let err = serde_json::from_str::<Money>(r#"{"amount_minor":12.99,"currency":"EUR"}"#);
         assert!(err.is_err());
+        // A whole number is one however it is written.
+        let whole: Money =
+            serde_json::from_str(r#"{"amount_minor":1299.0,"currency":"EUR"}"#).unwrap();
+        assert_eq!(whole, Money::new(1299, Currency::EUR));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err =
+            serde_json::from_str::<Money>(r#"{"amount_minor":1,"currency":"EUR","anything":true}"#);
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("unknown field `anything`")
+        );
+    }
+
+    #[test]
+    fn the_schema_lists_the_codes_in_force() {
+        let schema = serde_json::to_value(<Currency as utoipa::PartialSchema>::schema()).unwrap();
+        let codes = schema["enum"].as_array().unwrap();
+        assert_eq!(codes.len(), ISO_4217.len());
+        assert!(codes.contains(&serde_json::json!("EUR")));
+        assert!(!codes.contains(&serde_json::json!("XYZ")));
     }
 
     #[test]

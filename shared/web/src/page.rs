@@ -14,6 +14,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page; omit for the first page.
+    #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 

@@ -234,6 +234,30 @@ pub fn payload_config(limit: usize) -> web::PayloadConfig {
     web::PayloadConfig::new(limit)
 }
 
+/// A route answering every request with 405 `method_not_allowed` and
+/// `Allow: <allow>`. A module registers it on a concrete path right after
+/// that path's operations, so that the path's other methods are not taken
+/// by a templated path of the same shape: OpenAPI matches concrete paths
+/// first, so `GET /inventory/reservations` is not `GET /inventory/{sku}`.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::route().to(move |req: HttpRequest| async move {
+        let mut response = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} {} is not an operation; this path answers {allow}",
+                req.method(),
+                req.path()
+            ),
+        )
+        .error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        response
+    })
+}
+
 /// The answer for a path no route matches.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     Problem::new(

@@ -6,6 +6,10 @@
 //! The check costs one scan of the query string and of a JSON body for the
 //! escape `\u0000` (JSON cannot carry a raw NUL byte); only a request that
 //! has one is parsed to name the field.
+//!
+//! The same look at a JSON body refuses one that is not an object (422
+//! `invalid_body`): every request body of the API is an object, and serde
+//! would otherwise build a struct from an array (`[null, null]`).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -61,6 +65,15 @@ pub async fn refuse_nul<B: MessageBody>(
                 return Ok(request.into_response(response).map_into_right_body());
             }
         };
+        if let Some(kind) = not_an_object(&body) {
+            let problem = Problem::new(
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body must be a JSON object, not {kind}"),
+            );
+            let response = actix_web::ResponseError::error_response(&problem);
+            return Ok(request.into_response(response).map_into_right_body());
+        }
         if has_nul_escape(&body) {
             let fields = serde_json::from_slice::<serde_json::Value>(&body)
                 .map(|value| {
@@ -86,6 +99,26 @@ fn refuse<B>(request: ServiceRequest, fields: Vec<String>) -> ServiceResponse<Ei
         .collect();
     let response = actix_web::ResponseError::error_response(&Problem::validation(errors));
     request.into_response(response).map_into_right_body()
+}
+
+/// What `body` is when it is JSON but not an object (`None` for an object,
+/// for nothing, and for text that is not JSON, which the JSON extractor
+/// answers).
+fn not_an_object(body: &[u8]) -> Option<&'static str> {
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    if *first == b'{' {
+        return None;
+    }
+    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+        serde_json::Value::Object(_) => None,
+    }
 }
 
 /// Whether `body` holds a JSON escape `\u0000` (an odd run of backslashes
@@ -169,6 +202,17 @@ mod tests {
         // An escaped backslash, then the text "u0000": six ordinary characters.
         assert!(!has_nul_escape(br#"{"name": "\\u0000"}"#));
         assert!(!has_nul_escape(br#"{"name": "u0000"}"#));
+    }
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        assert_eq!(not_an_object(br#" {"a": 1}"#), None);
+        assert_eq!(not_an_object(b"[null, null]"), Some("an array"));
+        assert_eq!(not_an_object(b"\n 12"), Some("a number"));
+        assert_eq!(not_an_object(b"null"), Some("null"));
+        // Not JSON, or no body: the extractor's answer (400).
+        assert_eq!(not_an_object(b"[nul"), None);
+        assert_eq!(not_an_object(b""), None);
     }
 
     #[test]
