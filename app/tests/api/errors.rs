@@ -279,3 +279,43 @@ async fn a_webhook_url_is_kept_as_parsed() {
     let created: serde_json::Value = response.json().await.unwrap();
     assert_eq!(created["url"], "https://hooks.example.com/Shop");
 }
+
+/// The server refuses exactly what the schema's URL and email patterns
+/// refuse (`kernel::patterns`): the fuzzer found a URL the pattern forbids
+/// (`*` in the host) that the server took, and a public IP literal or an
+/// address with surrounding spaces were taken too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_and_emails_outside_the_schema_patterns_are_refused() {
+    let app = spawn_app().await;
+    let admin = app.token(&[Role::Admin]);
+    for url in [
+        "HTTP://0.AA*",
+        "http://93.184.216.34/hook",
+        "http://a@hooks.example.com/",
+    ] {
+        let response = app
+            .client
+            .post(app.url("/api/v1/admin/webhooks"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"url": url, "event_types": ["catalog.product_created.v1"]}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "url", "{url}: {body}");
+    }
+    for email in [" ada@example.com", "ädä@example.com", "ada@exämple.com"] {
+        let response = app
+            .client
+            .post(app.url("/api/v1/users"))
+            .json(
+                &serde_json::json!({"email": email, "password": "plum kettle orbit 42",
+                "display_name": "Ada"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "email", "{email}: {body}");
+    }
+}

@@ -225,10 +225,10 @@ pub struct ProductPatch {
 
 /// An image URL as a product accepts it (schema only; the field is text):
 /// http or https on a public host name, at most 2048 characters. The
-/// catalog parses it as a browser does and refuses internal hosts
-/// (`localhost`, `*.local`, `*.internal`, `*.lan`, names without a dot,
-/// private, loopback and link-local addresses); the pattern is the usual
-/// form of what it accepts.
+/// pattern is the rule the catalog checks (`kernel::patterns::PUBLIC_HTTP_URL`):
+/// no internal name (`localhost`, `*.local`, `*.internal`, `*.lan`, a name
+/// without a dot), no IP literal, no user info, no punycode, and anything
+/// outside URL characters percent-encoded.
 #[derive(ToSchema)]
 #[schema(
     value_type = String,
@@ -388,5 +388,14 @@ mod tests {
     fn sku_cannot_be_patched() {
         let err = serde_json::from_str::<ProductPatch>(r#"{"sku":"X"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `sku`"));
+    }
+
+    #[test]
+    fn the_image_url_schema_states_the_rule_the_catalog_checks() {
+        let schema = serde_json::to_value(<ImageUrl as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            schema["pattern"].as_str(),
+            Some(kernel::patterns::PUBLIC_HTTP_URL)
+        );
     }
 }

@@ -62,6 +62,25 @@ impl Egress {
         }
     }
 
+    /// Whether the URL is admitted although its host is outside the API's
+    /// public-URL rule (`kernel::patterns::PUBLIC_HTTP_URL`): an IP address
+    /// inside an allowed network, or `localhost` when both loopback
+    /// addresses are allowed. Production allows none.
+    pub fn admits_outside_public_rule(&self, url: &Url) -> bool {
+        let listed = |ip: IpAddr| self.allow.iter().any(|net| net.contains(&ip));
+        match url.host() {
+            Some(Host::Ipv4(ip)) => listed(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => listed(IpAddr::V6(ip)),
+            Some(Host::Domain(name)) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                (name == "localhost" || name.ends_with(".localhost"))
+                    && listed(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                    && listed(IpAddr::V6(Ipv6Addr::LOCALHOST))
+            }
+            None => false,
+        }
+    }
+
     /// `localhost` and its subdomains are loopback by definition (RFC 6761),
     /// with or without the final dot, whatever a resolver says of them.
     fn check_name(&self, name: &str) -> Result<(), Refused> {
@@ -257,6 +276,29 @@ mod tests {
                 .is_err()
         );
         assert!(egress.check_literal(&url("http://10.0.0.1/")).is_err());
+    }
+
+    #[test]
+    fn only_allowed_networks_admit_urls_outside_the_public_rule() {
+        let none = Egress::default();
+        let loopback = Egress::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
+        for text in [
+            "http://127.0.0.1:9000/",
+            "http://[::1]/",
+            "https://localhost:8443/",
+            "http://localhost./",
+        ] {
+            assert!(!none.admits_outside_public_rule(&url(text)), "{text}");
+            assert!(loopback.admits_outside_public_rule(&url(text)), "{text}");
+        }
+        for text in ["http://93.184.216.34/", "http://10.0.0.1/", "http://0.aa*/"] {
+            assert!(!loopback.admits_outside_public_rule(&url(text)), "{text}");
+        }
+        let v4_only = Egress::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(!v4_only.admits_outside_public_rule(&url("http://localhost/")));
     }
 
     /// A one-shot HTTP server on 127.0.0.1 answering `response`.

@@ -151,9 +151,11 @@ pub async fn list_notifications(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"url": "https://hooks.example.com/shop", "event_types": ["catalog.product_created.v1"]}))]
 pub struct NewWebhook {
-    /// Where to POST events: http or https, a host name or a public address
-    /// (a name that resolves to an internal address is refused). The pattern
-    /// is the usual form of a public URL.
+    /// Where to POST events: http or https on a public host name (the rule
+    /// is `kernel::patterns::PUBLIC_HTTP_URL`); a name that resolves to an
+    /// internal address is refused, now and at every call. A deployment's
+    /// `notification.webhook_allow` also admits URLs whose host is an address
+    /// in the networks it names (development and tests).
     #[schema(
         pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?![^/?#]*[Xx][Nn]--)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?!(?:[Ll][Oo][Cc][Aa][Ll](?:[Hh][Oo][Ss][Tt])?|[Ll][Aa][Nn]|[Ii][Nn][Tt][Ee][Rr][Nn][Aa][Ll])(?:[:/?#]|$))[A-Za-z]{2,63}(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:/[/A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:\?[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:#[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?$"
     )]
@@ -233,6 +235,13 @@ pub async fn create_webhook(
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if let Err(refused) = module.egress.check_subscription(&u).await {
                 errors.push(kernel::FieldError::new("url", refused.0));
+            } else if !kernel::patterns::is_public_http_url(&url)
+                && !module.egress.admits_outside_public_rule(&u)
+            {
+                errors.push(kernel::FieldError::new(
+                    "url",
+                    "must be an http(s) URL on a public host name",
+                ));
             }
             String::from(u)
         }
@@ -336,4 +345,17 @@ pub async fn delete_webhook(
         ));
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_webhook_url_schema_states_the_rule_the_server_checks() {
+        let schema =
+            serde_json::to_value(<super::NewWebhook as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            schema["properties"]["url"]["pattern"].as_str(),
+            Some(kernel::patterns::PUBLIC_HTTP_URL)
+        );
+    }
 }

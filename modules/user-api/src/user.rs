@@ -88,7 +88,7 @@ impl Default for NotificationPreferences {
 pub struct User {
     /// User id.
     pub id: UserId,
-    /// Email address, normalised (trimmed, lower-case).
+    /// Email address, in lower case.
     pub email: String,
     /// Name shown to people.
     pub display_name: String,
@@ -110,9 +110,8 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email": "ada@example.com", "password": "plum kettle orbit 42", "display_name": "Ada"}))]
 pub struct NewUser {
-    /// Email address, at most 254 characters; unique, compared
-    /// case-insensitively. The pattern is the plain ASCII form; the server
-    /// also takes internationalised addresses.
+    /// Email address in plain ASCII, at most 254 characters; unique,
+    /// compared case-insensitively (stored in lower case).
     #[schema(
         max_length = 254,
         pattern = r"^[!-?A-~]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
@@ -160,4 +159,17 @@ pub struct ListUsers {
     pub limit: PageLimit,
     /// Where the previous page ended.
     pub cursor: Option<Cursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_email_schema_states_the_rule_the_user_module_checks() {
+        let schema =
+            serde_json::to_value(<super::NewUser as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            schema["properties"]["email"]["pattern"].as_str(),
+            Some(kernel::patterns::EMAIL)
+        );
+    }
 }

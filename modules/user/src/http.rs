@@ -127,7 +127,8 @@ pub struct MePatch {
         pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
     )]
     display_name: Option<String>,
-    /// New email address, at most 254 characters; needs `current_password`.
+    /// New email address in plain ASCII, at most 254 characters; needs
+    /// `current_password`.
     #[schema(
         max_length = 254,
         pattern = r"^[!-?A-~]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
@@ -425,4 +426,17 @@ pub async fn refresh_token(users: Data<UserModule>, body: Json<RefreshRequest>) 
 pub async fn logout(users: Data<UserModule>, body: Json<RefreshRequest>) -> Result {
     users.logout(&body.refresh_token).await.map_err(ApiError)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_email_schema_states_the_rule_the_user_module_checks() {
+        let schema =
+            serde_json::to_value(<super::MePatch as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            schema["properties"]["email"]["pattern"].as_str(),
+            Some(kernel::patterns::EMAIL)
+        );
+    }
 }

@@ -263,14 +263,11 @@ impl UserModule {
     /// after a correct password.
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, email: &str, password: String) -> Result<TokenPair, AuthFlowError> {
-        let row = match Email::parse(email) {
-            Ok(email) => {
-                let mut conn = self.conn().await?;
-                repo::find_by_email(&mut conn, email.as_str())
-                    .await
-                    .map_err(database)?
-            }
-            Err(_) => None,
+        let row = {
+            let mut conn = self.conn().await?;
+            repo::find_by_email(&mut conn, &Email::lookup_key(email))
+                .await
+                .map_err(database)?
         };
         let stored = row.as_ref().map(|r| r.password_hash.clone());
         let matches = self
@@ -475,8 +472,8 @@ impl UserModule {
             .await
             .map_err(database)?
             .ok_or(UserError::NotFound(UserId::from(id)))?;
-        let email = Email::parse(&row.email).ok();
-        check_password(&new, email.as_ref())
+        let email = Email::stored(row.email.clone());
+        check_password(&new, Some(&email))
             .map_err(|m| UserError::Validation(vec![FieldError::new("new_password", m)]))?;
         if !self
             .hasher

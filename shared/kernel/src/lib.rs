@@ -13,6 +13,7 @@ mod money;
 pub mod observe;
 mod order;
 mod page;
+pub mod patterns;
 
 pub use context::{CallContext, RequestId};
 pub use error::{Degradation, FieldError, ProblemBody, ProblemCode};
