@@ -448,27 +448,6 @@ async fn lock_table(app: &crate::helpers::TestApp, table: &str) -> diesel_async:
     holder
 }
 
-/// The notification module too answers a database that cannot answer in
-/// time with 503, never 500.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_notification_module_answers_a_stuck_database_with_503() {
-    let app = spawn_app_with(&[("APP__DATABASE__STATEMENT_TIMEOUT_MS", "300")]).await;
-    let admin = app.token(&[kernel::Role::Admin]);
-    let list = || {
-        app.client
-            .get(app.url("/api/v1/notifications"))
-            .bearer_auth(&admin)
-            .send()
-    };
-    assert_eq!(list().await.unwrap().status(), 200);
-    let holder = lock_table(&app, "notification.notifications").await;
-    let stuck = list().await.unwrap();
-    assert!(stuck.headers().contains_key("retry-after"));
-    assert_problem(stuck, 503, "notification_unavailable").await;
-    release(holder).await;
-    assert_eq!(list().await.unwrap().status(), 200);
-}
-
 async fn release(mut holder: diesel_async::AsyncPgConnection) {
     use diesel_async::RunQueryDsl as _;
     diesel::sql_query("ROLLBACK")
@@ -542,4 +521,53 @@ async fn a_request_waiting_for_a_busy_pool_gets_503_at_the_wait_timeout() {
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), 200, "the first request completes");
     assert_eq!(app.get("/api/v1/products").await.status(), 200);
+}
+
+/// Every module answers a database that cannot answer in time with 503
+/// naming itself (`<module>_unavailable`, `Retry-After`), never 500: one
+/// of its tables held by another session, one of its reads asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_module_answers_a_stuck_database_with_503() {
+    let app = spawn_app_with(&[
+        ("APP__DATABASE__STATEMENT_TIMEOUT_MS", "300"),
+        ("APP__CATALOG__CACHE__BACKEND", "off"),
+    ])
+    .await;
+    let admin = app.token(&[kernel::Role::Admin]);
+    let nobody = uuid::Uuid::now_v7();
+    let cases = [
+        ("user", "users.users", "/api/v1/users/me".to_owned()),
+        ("catalog", "catalog.products", "/api/v1/products".to_owned()),
+        (
+            "inventory",
+            "inventory.stock",
+            "/api/v1/inventory/NO-SUCH-SKU".to_owned(),
+        ),
+        ("order", "orders.orders", "/api/v1/orders".to_owned()),
+        (
+            "payment",
+            "payment.payments",
+            format!("/api/v1/payments/{nobody}"),
+        ),
+        (
+            "notification",
+            "notification.notifications",
+            "/api/v1/notifications".to_owned(),
+        ),
+    ];
+    let get = |path: &str| app.client.get(app.url(path)).bearer_auth(&admin).send();
+    for (module, table, path) in cases {
+        let before = get(&path).await.unwrap().status();
+        assert!(
+            !before.is_server_error(),
+            "{module}: {path} answered {before} before"
+        );
+        let holder = lock_table(&app, table).await;
+        let stuck = get(&path).await.unwrap();
+        assert!(stuck.headers().contains_key("retry-after"), "{module}");
+        assert_problem(stuck, 503, &format!("{module}_unavailable")).await;
+        release(holder).await;
+        let after = get(&path).await.unwrap().status();
+        assert_eq!(after, before, "{module}: {path} recovers");
+    }
 }
