@@ -22,6 +22,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+mod stdout;
 pub mod trace;
 
 /// How log lines are written.
@@ -57,9 +58,13 @@ pub fn init_logging(format: LogFormat, filter: &str) {
             .json()
             .with_span_events(FmtSpan::NONE)
             .event_format(WithTraceIds(line))
+            .with_writer(stdout::line_writer)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().pretty().boxed()
+        tracing_subscriber::fmt::layer()
+            .pretty()
+            .with_writer(stdout::line_writer)
+            .boxed()
     };
     // Spans go to the collector from `info` up whatever the log filter
     // says: quieter logs must not cut traces short.
