@@ -6,14 +6,15 @@ use actix_web::{HttpResponse, delete, get, post};
 use auth::{AdminOnly, Authenticated};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::RunQueryDsl;
+use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use kernel::{Cursor, Page, ProblemBody, Role};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use web::{PageQuery, Problem};
+
+use crate::repo;
 
 /// The module's state for its routes.
 #[derive(Clone)]
@@ -132,17 +133,9 @@ pub async fn list_notifications(
     })?;
     let owner = (!caller.has(Role::Admin)).then_some(caller.user_id);
     let mut conn = module.conn().await?;
-    let items: Vec<Notification> = db::sql(
-        "SELECT id, event_type, recipient_user_id, channel, destination, subject, status, attempts, last_error, created_at, sent_at \
-         FROM notifications WHERE ($1::uuid IS NULL OR recipient_user_id = $1) AND ($2::uuid IS NULL OR id < $2) \
-         ORDER BY id DESC LIMIT $3",
-    )
-    .bind::<Nullable<SqlUuid>, _>(owner)
-    .bind::<Nullable<SqlUuid>, _>(before)
-    .bind::<BigInt, _>(limit.overfetch())
-    .load(&mut conn)
-    .await
-    .map_err(database)?;
+    let items = repo::notifications(&mut conn, owner, before, limit.overfetch())
+        .await
+        .map_err(database)?;
     Ok(Json(Page::from_overfetch(items, limit, |n| n.id)))
 }
 
@@ -277,17 +270,9 @@ pub async fn create_webhook(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let mut conn = module.conn().await?;
-    let webhook: Webhook = db::sql(
-        "INSERT INTO webhook_subscriptions (id, url, secret, event_types) VALUES ($1, $2, $3, $4) \
-         RETURNING id, url, event_types, created_at",
-    )
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<Text, _>(&url)
-    .bind::<Text, _>(&secret)
-    .bind::<Array<Text>, _>(&event_types)
-    .get_result(&mut conn)
-    .await
-    .map_err(database)?;
+    let webhook = repo::insert_webhook(&mut conn, &url, &secret, &event_types)
+        .await
+        .map_err(database)?;
     tracing::info!(webhook.id = %webhook.id, url = %webhook.url, "webhook subscription created");
     Ok(HttpResponse::Created()
         .insert_header(("location", format!("/api/v1/admin/webhooks/{}", webhook.id)))
@@ -306,11 +291,7 @@ pub async fn list_webhooks(
     _admin: AdminOnly,
 ) -> Result<Json<Vec<Webhook>>, Problem> {
     let mut conn = module.conn().await?;
-    let all =
-        db::sql("SELECT id, url, event_types, created_at FROM webhook_subscriptions ORDER BY id")
-            .load(&mut conn)
-            .await
-            .map_err(database)?;
+    let all = repo::webhooks(&mut conn).await.map_err(database)?;
     Ok(Json(all))
 }
 
@@ -332,9 +313,7 @@ pub async fn delete_webhook(
 ) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
     let mut conn = module.conn().await?;
-    let removed = db::sql("DELETE FROM webhook_subscriptions WHERE id = $1")
-        .bind::<SqlUuid, _>(id)
-        .execute(&mut conn)
+    let removed = repo::delete_webhook(&mut conn, id)
         .await
         .map_err(database)?;
     if removed == 0 {

@@ -10,6 +10,7 @@
 pub mod egress;
 mod handler;
 pub mod http;
+mod repo;
 mod sender;
 mod templates;
 
