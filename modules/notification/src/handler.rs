@@ -1,14 +1,13 @@
 //! The event handler: keeps the recipients read model and queues messages.
 
 use catalog_api::events::ProductPriceChanged;
-use diesel::sql_types::{Bool, Nullable, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use events::{EventHandler, HandlerError};
 use kernel::{Envelope, IntegrationEvent as _};
 use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
 use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
-use uuid::Uuid;
 
+use crate::repo;
 use crate::templates::{self, Email};
 
 /// Handles every event in [`crate::EVENT_TYPES`].
@@ -39,41 +38,26 @@ impl EventHandler for NotificationHandler {
         match event.event_type.as_str() {
             t if t == UserRegistered::TYPE => {
                 let u: UserRegistered = payload(event)?;
-                let p = u.notification_preferences;
-                db::sql(
-                    "INSERT INTO recipients (user_id, email, display_name, order_updates, product_news, marketing) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, \
-                     display_name = EXCLUDED.display_name, updated_at = now()",
+                repo::upsert_recipient(
+                    conn,
+                    u.user_id.as_uuid(),
+                    &u.email,
+                    &u.display_name,
+                    u.notification_preferences,
                 )
-                .bind::<SqlUuid, _>(u.user_id.as_uuid())
-                .bind::<Text, _>(&u.email)
-                .bind::<Text, _>(&u.display_name)
-                .bind::<Bool, _>(p.order_updates)
-                .bind::<Bool, _>(p.product_news)
-                .bind::<Bool, _>(p.marketing)
-                .execute(conn)
                 .await?;
             }
             t if t == UserEmailChanged::TYPE => {
                 let u: UserEmailChanged = payload(event)?;
-                db::sql("UPDATE recipients SET email = $2, updated_at = now() WHERE user_id = $1")
-                    .bind::<SqlUuid, _>(u.user_id.as_uuid())
-                    .bind::<Text, _>(&u.new_email)
-                    .execute(conn)
-                    .await?;
+                repo::set_recipient_email(conn, u.user_id.as_uuid(), &u.new_email).await?;
             }
             t if t == UserPreferencesChanged::TYPE => {
                 let u: UserPreferencesChanged = payload(event)?;
-                let p = u.notification_preferences;
-                db::sql(
-                    "UPDATE recipients SET order_updates = $2, product_news = $3, marketing = $4, updated_at = now() \
-                     WHERE user_id = $1",
+                repo::set_recipient_preferences(
+                    conn,
+                    u.user_id.as_uuid(),
+                    u.notification_preferences,
                 )
-                .bind::<SqlUuid, _>(u.user_id.as_uuid())
-                .bind::<Bool, _>(p.order_updates)
-                .bind::<Bool, _>(p.product_news)
-                .bind::<Bool, _>(p.marketing)
-                .execute(conn)
                 .await?;
             }
             t if t == ProductPriceChanged::TYPE => {
@@ -82,21 +66,7 @@ impl EventHandler for NotificationHandler {
                     && change.new_price.amount_minor() < change.old_price.amount_minor();
                 if dropped {
                     // Only users who opted into product news hear of it.
-                    #[derive(diesel::QueryableByName)]
-                    struct Recipient {
-                        #[diesel(sql_type = SqlUuid)]
-                        user_id: Uuid,
-                        #[diesel(sql_type = Text)]
-                        email: String,
-                        #[diesel(sql_type = Text)]
-                        display_name: String,
-                    }
-                    let opted_in: Vec<Recipient> = db::sql(
-                        "SELECT user_id, email, display_name FROM recipients WHERE product_news",
-                    )
-                    .load(conn)
-                    .await?;
-                    for r in opted_in {
+                    for r in repo::product_news_recipients(conn).await? {
                         emails.push(templates::price_drop(
                             &change,
                             &r.display_name,
@@ -113,20 +83,7 @@ impl EventHandler for NotificationHandler {
             {
                 let customer = templates::order_customer(event).map_err(HandlerError)?;
                 // The customer, if they kept order updates on.
-                #[derive(diesel::QueryableByName)]
-                struct Recipient {
-                    #[diesel(sql_type = Text)]
-                    email: String,
-                    #[diesel(sql_type = Text)]
-                    display_name: String,
-                }
-                let found: Vec<Recipient> = db::sql(
-                    "SELECT email, display_name FROM recipients WHERE user_id = $1 AND order_updates",
-                )
-                .bind::<SqlUuid, _>(customer)
-                .load(conn)
-                .await?;
-                for r in found {
+                for r in repo::order_update_recipient(conn, customer).await? {
                     emails.push(
                         templates::order_update(event, customer, &r.display_name, &r.email)
                             .map_err(HandlerError)?,
@@ -149,28 +106,24 @@ impl EventHandler for NotificationHandler {
     }
 }
 
-const INSERT: &str = "INSERT INTO notifications \
-    (id, event_id, event_type, request_id, recipient_user_id, channel, destination, subscription_id, subject, body) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING";
-
 async fn queue_email(
     conn: &mut AsyncPgConnection,
     event: &Envelope,
     email: &Email,
 ) -> Result<(), HandlerError> {
-    db::sql(INSERT)
-        .bind::<SqlUuid, _>(Uuid::now_v7())
-        .bind::<SqlUuid, _>(event.id)
-        .bind::<Text, _>(&event.event_type)
-        .bind::<Nullable<Text>, _>(event.request_id.as_deref())
-        .bind::<Nullable<SqlUuid>, _>(email.recipient)
-        .bind::<Text, _>("email")
-        .bind::<Text, _>(&email.to)
-        .bind::<Nullable<SqlUuid>, _>(None::<Uuid>)
-        .bind::<Text, _>(&email.subject)
-        .bind::<Text, _>(&email.body)
-        .execute(conn)
-        .await?;
+    repo::queue(
+        conn,
+        &repo::Queued {
+            event,
+            recipient: email.recipient,
+            channel: "email",
+            destination: &email.to,
+            subscription: None,
+            subject: &email.subject,
+            body: &email.body,
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -179,36 +132,25 @@ async fn queue_webhooks(
     conn: &mut AsyncPgConnection,
     event: &Envelope,
 ) -> Result<(), HandlerError> {
-    #[derive(diesel::QueryableByName)]
-    struct Subscription {
-        #[diesel(sql_type = SqlUuid)]
-        id: Uuid,
-        #[diesel(sql_type = Text)]
-        url: String,
-    }
-    let subscriptions: Vec<Subscription> =
-        db::sql("SELECT id, url FROM webhook_subscriptions WHERE $1 = ANY (event_types)")
-            .bind::<Text, _>(&event.event_type)
-            .load(conn)
-            .await?;
+    let subscriptions = repo::subscriptions_to(conn, &event.event_type).await?;
     if subscriptions.is_empty() {
         return Ok(());
     }
     let body = serde_json::to_string(event).map_err(|e| HandlerError(e.to_string()))?;
     for s in subscriptions {
-        db::sql(INSERT)
-            .bind::<SqlUuid, _>(Uuid::now_v7())
-            .bind::<SqlUuid, _>(event.id)
-            .bind::<Text, _>(&event.event_type)
-            .bind::<Nullable<Text>, _>(event.request_id.as_deref())
-            .bind::<Nullable<SqlUuid>, _>(None::<Uuid>)
-            .bind::<Text, _>("webhook")
-            .bind::<Text, _>(&s.url)
-            .bind::<Nullable<SqlUuid>, _>(Some(s.id))
-            .bind::<Text, _>(&event.event_type)
-            .bind::<Text, _>(&body)
-            .execute(conn)
-            .await?;
+        repo::queue(
+            conn,
+            &repo::Queued {
+                event,
+                recipient: None,
+                channel: "webhook",
+                destination: &s.url,
+                subscription: Some(s.id),
+                subject: &event.event_type,
+                body: &body,
+            },
+        )
+        .await?;
     }
     Ok(())
 }

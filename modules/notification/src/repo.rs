@@ -1,12 +1,15 @@
-//! The SQL of the module's routes: the notifications a caller may read and
-//! the webhook subscriptions. (The event handlers' and the sender's
-//! statements still sit beside their code, in `handler.rs` and `sender.rs`.)
-//! Raw SQL through `db::sql` (prepared once per connection): the module
-//! has no diesel `table!` definitions yet.
+//! The module's SQL for its routes (the notifications a caller may read,
+//! the webhook subscriptions) and its event handler (the `recipients` read
+//! model, queued messages). The sender's delivery statements still sit in
+//! `sender.rs`, beside the locking they belong to. Raw SQL through
+//! `db::sql` (prepared once per connection): the module has no diesel
+//! `table!` definitions yet.
 
 use diesel::QueryResult;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
+use kernel::Envelope;
+use user_api::NotificationPreferences;
 use uuid::Uuid;
 
 use crate::http::{Notification, Webhook};
@@ -63,4 +66,149 @@ pub(crate) async fn delete_webhook(conn: &mut AsyncPgConnection, id: Uuid) -> Qu
         .bind::<SqlUuid, _>(id)
         .execute(conn)
         .await
+}
+
+/// Creates or refreshes a user's row of the `recipients` read model.
+pub(crate) async fn upsert_recipient(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    email: &str,
+    display_name: &str,
+    p: NotificationPreferences,
+) -> QueryResult<usize> {
+    db::sql(
+        "INSERT INTO recipients (user_id, email, display_name, order_updates, product_news, marketing) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, \
+         display_name = EXCLUDED.display_name, updated_at = now()",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Text, _>(email)
+    .bind::<Text, _>(display_name)
+    .bind::<Bool, _>(p.order_updates)
+    .bind::<Bool, _>(p.product_news)
+    .bind::<Bool, _>(p.marketing)
+    .execute(conn)
+    .await
+}
+
+/// A recipient's new address.
+pub(crate) async fn set_recipient_email(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    email: &str,
+) -> QueryResult<usize> {
+    db::sql("UPDATE recipients SET email = $2, updated_at = now() WHERE user_id = $1")
+        .bind::<SqlUuid, _>(user_id)
+        .bind::<Text, _>(email)
+        .execute(conn)
+        .await
+}
+
+/// A recipient's new opt-ins.
+pub(crate) async fn set_recipient_preferences(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    p: NotificationPreferences,
+) -> QueryResult<usize> {
+    db::sql(
+        "UPDATE recipients SET order_updates = $2, product_news = $3, marketing = $4, updated_at = now() \
+         WHERE user_id = $1",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Bool, _>(p.order_updates)
+    .bind::<Bool, _>(p.product_news)
+    .bind::<Bool, _>(p.marketing)
+    .execute(conn)
+    .await
+}
+
+/// Someone to write to.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Recipient {
+    #[diesel(sql_type = SqlUuid)]
+    pub(crate) user_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub(crate) email: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) display_name: String,
+}
+
+/// Everyone who opted into product news.
+pub(crate) async fn product_news_recipients(
+    conn: &mut AsyncPgConnection,
+) -> QueryResult<Vec<Recipient>> {
+    db::sql("SELECT user_id, email, display_name FROM recipients WHERE product_news")
+        .load(conn)
+        .await
+}
+
+/// The customer, if known and still opted into order updates (zero or one row).
+pub(crate) async fn order_update_recipient(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+) -> QueryResult<Vec<Recipient>> {
+    db::sql(
+        "SELECT user_id, email, display_name FROM recipients WHERE user_id = $1 AND order_updates",
+    )
+    .bind::<SqlUuid, _>(customer)
+    .load(conn)
+    .await
+}
+
+/// A webhook subscription as the handler needs it.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Subscription {
+    #[diesel(sql_type = SqlUuid)]
+    pub(crate) id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub(crate) url: String,
+}
+
+/// The subscriptions to `event_type`.
+pub(crate) async fn subscriptions_to(
+    conn: &mut AsyncPgConnection,
+    event_type: &str,
+) -> QueryResult<Vec<Subscription>> {
+    db::sql("SELECT id, url FROM webhook_subscriptions WHERE $1 = ANY (event_types)")
+        .bind::<Text, _>(event_type)
+        .load(conn)
+        .await
+}
+
+/// A message to queue for the sender.
+pub(crate) struct Queued<'a> {
+    /// The event that causes it.
+    pub(crate) event: &'a Envelope,
+    /// The account it is for, if any.
+    pub(crate) recipient: Option<Uuid>,
+    /// `email` or `webhook`.
+    pub(crate) channel: &'static str,
+    /// The address or URL.
+    pub(crate) destination: &'a str,
+    /// The webhook subscription it serves, if any.
+    pub(crate) subscription: Option<Uuid>,
+    pub(crate) subject: &'a str,
+    pub(crate) body: &'a str,
+}
+
+/// Queues a message, once per event, channel and destination (a redelivered
+/// event queues nothing new: `notifications_once`).
+pub(crate) async fn queue(conn: &mut AsyncPgConnection, m: &Queued<'_>) -> QueryResult<usize> {
+    db::sql(
+        "INSERT INTO notifications \
+         (id, event_id, event_type, request_id, recipient_user_id, channel, destination, subscription_id, subject, body) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING",
+    )
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<SqlUuid, _>(m.event.id)
+    .bind::<Text, _>(&m.event.event_type)
+    .bind::<Nullable<Text>, _>(m.event.request_id.as_deref())
+    .bind::<Nullable<SqlUuid>, _>(m.recipient)
+    .bind::<Text, _>(m.channel)
+    .bind::<Text, _>(m.destination)
+    .bind::<Nullable<SqlUuid>, _>(m.subscription)
+    .bind::<Text, _>(m.subject)
+    .bind::<Text, _>(m.body)
+    .execute(conn)
+    .await
 }
