@@ -1,12 +1,12 @@
 //! The module's SQL for its routes (the notifications a caller may read,
 //! the webhook subscriptions) and its event handler (the `recipients` read
-//! model, queued messages). The sender's delivery statements still sit in
-//! `sender.rs`, beside the locking they belong to. Raw SQL through
+//! model, queued messages) and its sender (claiming due messages, recording
+//! outcomes): all of the module's SQL. Raw SQL through
 //! `db::sql` (prepared once per connection): the module has no diesel
 //! `table!` definitions yet.
 
 use diesel::QueryResult;
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use kernel::Envelope;
 use user_api::NotificationPreferences;
@@ -209,6 +209,102 @@ pub(crate) async fn queue(conn: &mut AsyncPgConnection, m: &Queued<'_>) -> Query
     .bind::<Nullable<SqlUuid>, _>(m.subscription)
     .bind::<Text, _>(m.subject)
     .bind::<Text, _>(m.body)
+    .execute(conn)
+    .await
+}
+
+/// A queued message the sender has claimed.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Due {
+    #[diesel(sql_type = SqlUuid)]
+    pub(crate) id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub(crate) event_type: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) request_id: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(crate) channel: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) destination: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) subject: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) body: String,
+    #[diesel(sql_type = Integer)]
+    pub(crate) attempts: i32,
+    /// The webhook subscription's signing key (webhooks only).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) secret: Option<String>,
+}
+
+/// Claims up to `limit` messages due now, oldest first, locked for this
+/// transaction; rows another sender holds are skipped (several instances).
+pub(crate) async fn claim_due(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<Due>> {
+    db::sql(
+        "SELECT n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, n.body, n.attempts, w.secret \
+         FROM notifications n LEFT JOIN webhook_subscriptions w ON w.id = n.subscription_id \
+         WHERE n.status = 'pending' AND n.next_attempt_at <= now() \
+         ORDER BY n.created_at LIMIT $1 FOR UPDATE OF n SKIP LOCKED",
+    )
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
+/// Puts a message off for `wait_ms` without spending an attempt (an open
+/// breaker).
+pub(crate) async fn defer(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    reason: &str,
+    wait_ms: i64,
+) -> QueryResult<usize> {
+    db::sql(
+        "UPDATE notifications SET last_error = $2, \
+         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(reason)
+    .bind::<BigInt, _>(wait_ms)
+    .execute(conn)
+    .await
+}
+
+/// Records a delivery.
+pub(crate) async fn mark_sent(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    attempts: i32,
+) -> QueryResult<usize> {
+    db::sql(
+        "UPDATE notifications SET status = 'sent', sent_at = now(), attempts = $2, last_error = NULL WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Integer, _>(attempts)
+    .execute(conn)
+    .await
+}
+
+/// Records a failed attempt: retried in `retry_in_ms`, or failed for good
+/// when `give_up`.
+pub(crate) async fn mark_not_sent(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    attempts: i32,
+    error: &str,
+    give_up: bool,
+    retry_in_ms: i64,
+) -> QueryResult<usize> {
+    db::sql(
+        "UPDATE notifications SET attempts = $2, last_error = $3, \
+         status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, \
+         next_attempt_at = now() + make_interval(secs => $5::float8 / 1000) WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Integer, _>(attempts)
+    .bind::<Text, _>(error)
+    .bind::<Bool, _>(give_up)
+    .bind::<BigInt, _>(retry_in_ms)
     .execute(conn)
     .await
 }

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use hmac::{Hmac, Mac as _};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
@@ -14,9 +13,8 @@ use rand::Rng as _;
 use sha2::Sha256;
 use tokio::sync::watch;
 use tracing::Instrument as _;
-use uuid::Uuid;
 
-use crate::{EmailTransport, Settings, SmtpTls};
+use crate::{EmailTransport, Settings, SmtpTls, repo};
 
 enum Mailer {
     File(AsyncFileTransport<Tokio1Executor>),
@@ -35,28 +33,6 @@ pub struct Sender {
     egress: crate::egress::Egress,
     smtp: std::sync::Arc<resilience::Policy>,
     webhooks: std::sync::Arc<resilience::Policy>,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Due {
-    #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
-    #[diesel(sql_type = Text)]
-    event_type: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    request_id: Option<String>,
-    #[diesel(sql_type = Text)]
-    channel: String,
-    #[diesel(sql_type = Text)]
-    destination: String,
-    #[diesel(sql_type = Text)]
-    subject: String,
-    #[diesel(sql_type = Text)]
-    body: String,
-    #[diesel(sql_type = Integer)]
-    attempts: i32,
-    #[diesel(sql_type = Nullable<Text>)]
-    secret: Option<String>,
 }
 
 impl Sender {
@@ -137,14 +113,7 @@ impl Sender {
             .await
             .map_err(|e| e.to_string())?;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let due: Vec<Due> = db::sql(
-                "SELECT n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, n.body, n.attempts, w.secret \
-                 FROM notifications n LEFT JOIN webhook_subscriptions w ON w.id = n.subscription_id \
-                 WHERE n.status = 'pending' AND n.next_attempt_at <= now() \
-                 ORDER BY n.created_at LIMIT 20 FOR UPDATE OF n SKIP LOCKED",
-            )
-            .load(conn)
-            .await?;
+            let due = repo::claim_due(conn, 20).await?;
             let count = due.len();
             for item in due {
                 let span = tracing::info_span!(
@@ -163,7 +132,7 @@ impl Sender {
         .map_err(|e| e.to_string())
     }
 
-    async fn deliver(&self, item: &Due) -> Delivery {
+    async fn deliver(&self, item: &repo::Due) -> Delivery {
         let policy = match item.channel.as_str() {
             "email" => &self.smtp,
             "webhook" => &self.webhooks,
@@ -206,7 +175,7 @@ impl Sender {
         }
     }
 
-    async fn email(&self, item: &Due) -> Result<(), Attempt> {
+    async fn email(&self, item: &repo::Due) -> Result<(), Attempt> {
         let refused = |e: String| Attempt::Refused(e);
         let message = Message::builder()
             .from(
@@ -241,7 +210,7 @@ impl Sender {
         }
     }
 
-    async fn webhook(&self, item: &Due) -> Result<(), Attempt> {
+    async fn webhook(&self, item: &repo::Due) -> Result<(), Attempt> {
         let secret = item
             .secret
             .as_deref()
@@ -287,7 +256,7 @@ impl Sender {
     async fn record(
         &self,
         conn: &mut AsyncPgConnection,
-        item: &Due,
+        item: &repo::Due,
         outcome: Delivery,
     ) -> diesel::QueryResult<()> {
         let attempts = item.attempts + 1;
@@ -295,44 +264,21 @@ impl Sender {
             Delivery::Deferred(reason, wait) => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "deferred").increment(1);
                 tracing::info!(reason = %reason, "notification deferred");
-                db::sql(
-                    "UPDATE notifications SET last_error = $2, \
-                     next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) WHERE id = $1",
-                )
-                .bind::<SqlUuid, _>(item.id)
-                .bind::<Text, _>(&reason)
-                .bind::<BigInt, _>(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
-                .execute(conn)
-                .await?;
+                let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                repo::defer(conn, item.id, &reason, wait_ms).await?;
             }
             Delivery::Sent => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "sent").increment(1);
                 tracing::info!(attempts, "notification sent");
-                db::sql(
-                    "UPDATE notifications SET status = 'sent', sent_at = now(), attempts = $2, last_error = NULL WHERE id = $1",
-                )
-                .bind::<SqlUuid, _>(item.id)
-                .bind::<Integer, _>(attempts)
-                .execute(conn)
-                .await?;
+                repo::mark_sent(conn, item.id, attempts).await?;
             }
             Delivery::Failed(error) => {
                 let give_up = attempts >= self.settings.max_attempts;
                 let outcome = if give_up { "failed" } else { "retried" };
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => outcome).increment(1);
                 tracing::warn!(attempts, error = %error, give_up, "notification not sent");
-                db::sql(
-                    "UPDATE notifications SET attempts = $2, last_error = $3, \
-                     status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, \
-                     next_attempt_at = now() + make_interval(secs => $5::float8 / 1000) WHERE id = $1",
-                )
-                .bind::<SqlUuid, _>(item.id)
-                .bind::<Integer, _>(attempts)
-                .bind::<Text, _>(&error)
-                .bind::<diesel::sql_types::Bool, _>(give_up)
-                .bind::<BigInt, _>(self.backoff(attempts))
-                .execute(conn)
-                .await?;
+                let retry_in_ms = self.backoff(attempts);
+                repo::mark_not_sent(conn, item.id, attempts, &error, give_up, retry_in_ms).await?;
             }
         }
         Ok(())
