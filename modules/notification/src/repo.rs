@@ -1,9 +1,8 @@
-//! The module's SQL for its routes (the notifications a caller may read,
-//! the webhook subscriptions) and its event handler (the `recipients` read
-//! model, queued messages) and its sender (claiming due messages, recording
-//! outcomes): all of the module's SQL. Raw SQL through
-//! `db::sql` (prepared once per connection): the module has no diesel
-//! `table!` definitions yet.
+//! All of the module's SQL: the routes' (the notifications a caller may
+//! read, the webhook subscriptions), the event handler's (the `recipients`
+//! read model, queued messages) and the sender's (claiming due messages,
+//! recording outcomes). Raw SQL through `db::sql` (prepared once per
+//! connection): the module has no diesel `table!` definitions yet.
 
 use diesel::QueryResult;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
