@@ -7,10 +7,14 @@
 //! reservations serialise on the row and the losers see "insufficient
 //! stock" without any application-level lock.
 
+mod domain;
 pub mod http;
+mod repo;
 mod service;
+mod worker;
 
-pub use service::{ExpiryJob, InventoryModule};
+pub use service::InventoryModule;
+pub use worker::ExpiryJob;
 
 use serde::Deserialize;
 

@@ -8,8 +8,10 @@
 //! sandbox-provider`, until a real one is plugged in at that seam), every
 //! call under the `payment` resilience policy.
 
+mod domain;
 pub mod http;
 pub mod provider;
+mod repo;
 mod service;
 
 pub use service::PaymentModule;

@@ -1,0 +1,162 @@
+//! The inventory's rules, free of storage: what a valid adjustment and
+//! reservation are, where a reservation may move, and when a stock change
+//! is worth a low- or out-of-stock signal.
+
+use inventory_api::{Adjustment, InventoryError, ReservationLine, ReservationStatus, ReserveStock};
+use kernel::FieldError;
+
+/// Most lines in one reservation.
+const MAX_LINES: usize = 100;
+/// Largest quantity of one line or adjustment.
+const MAX_QUANTITY: i32 = 1_000_000;
+
+/// What a caller asks of a reservation.
+#[derive(Clone, Copy)]
+pub(crate) enum Transition {
+    /// Active → committed: a sale.
+    Commit,
+    /// Active → released: the stock back.
+    Release,
+    /// Committed → returned: the sale put back.
+    Restock,
+}
+
+impl Transition {
+    /// The state a reservation must be in to move, and the states that mean
+    /// the move happened already (answered as they are: idempotent).
+    pub(crate) fn states(self) -> (ReservationStatus, &'static [ReservationStatus]) {
+        match self {
+            Transition::Commit => (ReservationStatus::Active, &[ReservationStatus::Committed]),
+            Transition::Release => (
+                ReservationStatus::Active,
+                &[ReservationStatus::Released, ReservationStatus::Expired],
+            ),
+            Transition::Restock => (ReservationStatus::Committed, &[ReservationStatus::Returned]),
+        }
+    }
+}
+
+/// A stock level crossing a line worth telling others about.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Crossing {
+    /// Available fell to zero.
+    OutOfStock,
+    /// Available fell to the threshold or below (or a new SKU starts there).
+    LowStock { available: i32, threshold: i32 },
+}
+
+/// What moving from `before` available units (`None`: the SKU is new) to
+/// `now` means, with the SKU's low-stock `threshold`.
+pub(crate) fn crossing(before: Option<i32>, now: i32, threshold: i32) -> Option<Crossing> {
+    let was = before.unwrap_or(0);
+    if was > 0 && now == 0 {
+        Some(Crossing::OutOfStock)
+    } else if now > 0 && now <= threshold && (was > threshold || before.is_none()) {
+        Some(Crossing::LowStock {
+            available: now,
+            threshold,
+        })
+    } else {
+        None
+    }
+}
+
+/// Checks an adjustment against the contract's limits.
+pub(crate) fn check_adjustment(adjustment: &Adjustment) -> Result<(), InventoryError> {
+    let mut errors = Vec::new();
+    if adjustment.quantity == 0 || adjustment.quantity.abs() > MAX_QUANTITY {
+        errors.push(FieldError::new(
+            "quantity",
+            format!("must be non-zero and at most {MAX_QUANTITY} either way"),
+        ));
+    }
+    let reason = adjustment.reason.trim().chars().count();
+    if reason == 0 || reason > 200 {
+        errors.push(FieldError::new("reason", "must be 1 to 200 characters"));
+    }
+    if adjustment.low_stock_threshold.is_some_and(|t| t < 0) {
+        errors.push(FieldError::new(
+            "low_stock_threshold",
+            "must not be negative",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(InventoryError::Validation(errors))
+    }
+}
+
+/// Checks a reservation request; returns its lines sorted by SKU (the
+/// order rows are locked in, so concurrent reservations cannot deadlock).
+pub(crate) fn check_reservation(
+    request: &ReserveStock,
+) -> Result<Vec<ReservationLine>, InventoryError> {
+    let mut errors = Vec::new();
+    if request.lines.is_empty() || request.lines.len() > MAX_LINES {
+        errors.push(FieldError::new(
+            "lines",
+            format!("must hold 1 to {MAX_LINES} lines"),
+        ));
+    }
+    for (i, line) in request.lines.iter().enumerate() {
+        if line.quantity < 1 || line.quantity > MAX_QUANTITY {
+            errors.push(FieldError::new(
+                format!("lines[{i}].quantity"),
+                format!("must be 1 to {MAX_QUANTITY}"),
+            ));
+        }
+    }
+    let mut lines = request.lines.clone();
+    lines.sort_by(|a, b| a.sku.as_str().cmp(b.sku.as_str()));
+    if lines.windows(2).any(|w| w[0].sku == w[1].sku) {
+        errors.push(FieldError::new("lines", "name each SKU once"));
+    }
+    if errors.is_empty() {
+        Ok(lines)
+    } else {
+        Err(InventoryError::Validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_step_to_zero_is_out_of_stock() {
+        assert_eq!(crossing(Some(3), 0, 5), Some(Crossing::OutOfStock));
+        assert_eq!(crossing(Some(0), 0, 5), None);
+        assert_eq!(crossing(None, 0, 5), None);
+    }
+
+    #[test]
+    fn low_stock_is_told_once_on_the_way_down_or_for_a_new_sku() {
+        let low = Some(Crossing::LowStock {
+            available: 4,
+            threshold: 5,
+        });
+        assert_eq!(crossing(Some(6), 4, 5), low);
+        assert_eq!(crossing(None, 4, 5), low);
+        assert_eq!(crossing(Some(5), 4, 5), None, "already low");
+        assert_eq!(crossing(Some(2), 4, 5), None, "going up");
+        assert_eq!(crossing(Some(9), 6, 5), None, "above the threshold");
+    }
+
+    #[test]
+    fn a_reservation_names_each_sku_once_and_comes_back_sorted() {
+        let line = |sku: &str, quantity| ReservationLine {
+            sku: catalog_api::Sku::parse(sku).unwrap(),
+            quantity,
+        };
+        let request = |lines| ReserveStock {
+            order_id: inventory_api::OrderId::from(uuid::Uuid::nil()),
+            lines,
+        };
+        let sorted = check_reservation(&request(vec![line("B-1", 1), line("A-1", 2)])).unwrap();
+        assert_eq!(sorted, vec![line("A-1", 2), line("B-1", 1)]);
+        assert!(check_reservation(&request(vec![line("A-1", 1), line("A-1", 1)])).is_err());
+        assert!(check_reservation(&request(vec![line("A-1", 0)])).is_err());
+        assert!(check_reservation(&request(vec![])).is_err());
+    }
+}

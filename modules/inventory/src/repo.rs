@@ -1,0 +1,407 @@
+//! All of the inventory's SQL: `stock`, its append-only `movements`, and
+//! `reservations` with their lines. Functions take a connection so the
+//! service runs several in one transaction.
+//!
+//! Raw SQL throughout, each statement prepared once per connection
+//! (`db::sql`): every stock change is a conditional `UPDATE ... RETURNING`
+//! fused with the INSERT of its movement in one CTE, which diesel's query
+//! builder cannot express, so the rows are locked for one round trip only.
+
+use catalog_api::Sku;
+use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
+use diesel::QueryResult;
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use inventory_api::{
+    Movement, OrderId, Reservation, ReservationLine, ReservationStatus, StockLevel,
+};
+use uuid::Uuid;
+
+/// A row of `stock`.
+#[derive(diesel::QueryableByName, Clone)]
+pub(crate) struct Row {
+    #[diesel(sql_type = Text)]
+    pub(crate) sku: String,
+    #[diesel(sql_type = Integer)]
+    pub(crate) on_hand: i32,
+    #[diesel(sql_type = Integer)]
+    pub(crate) reserved: i32,
+    #[diesel(sql_type = Integer)]
+    pub(crate) low_stock_threshold: i32,
+    #[diesel(sql_type = Timestamptz)]
+    updated_at: DateTime<Utc>,
+}
+
+impl Row {
+    /// Units on hand and not reserved.
+    pub(crate) fn available(&self) -> i32 {
+        self.on_hand - self.reserved
+    }
+
+    /// The row as the contract's DTO.
+    pub(crate) fn into_level(self) -> Result<StockLevel, String> {
+        Ok(StockLevel {
+            available: self.available(),
+            sku: Sku::parse(&self.sku).map_err(|e| format!("stored SKU: {e}"))?,
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            low_stock_threshold: self.low_stock_threshold,
+            updated_at: Some(self.updated_at),
+        })
+    }
+}
+
+const STOCK_COLUMNS: &str = "sku, on_hand, reserved, low_stock_threshold, updated_at";
+
+/// How one line moves a stock row; each kind is the movement it records.
+#[derive(Clone, Copy)]
+pub(crate) enum LineMove {
+    /// Hold units, only if that many are available (`reservation`).
+    Reserve,
+    /// Take reserved units off hand: a sale (`sale`).
+    Sale,
+    /// Put sold units back on hand (`return`).
+    Return,
+    /// Let reserved units go (`release`).
+    Release,
+    /// Let reserved units go, past their time (`expiry`).
+    Expiry,
+}
+
+impl LineMove {
+    fn set_and_guard(self) -> (&'static str, &'static str) {
+        match self {
+            LineMove::Reserve => ("reserved = reserved + $2", " AND on_hand - reserved >= $2"),
+            LineMove::Sale => ("on_hand = on_hand - $2, reserved = reserved - $2", ""),
+            LineMove::Return => ("on_hand = on_hand + $2", ""),
+            LineMove::Release | LineMove::Expiry => ("reserved = reserved - $2", ""),
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            LineMove::Reserve => "reservation",
+            LineMove::Sale => "sale",
+            LineMove::Return => "return",
+            LineMove::Release => "release",
+            LineMove::Expiry => "expiry",
+        }
+    }
+
+    /// The movement's signed quantity for a line of `quantity` units.
+    fn signed(self, quantity: i32) -> i32 {
+        match self {
+            LineMove::Reserve | LineMove::Return => quantity,
+            LineMove::Sale | LineMove::Release | LineMove::Expiry => -quantity,
+        }
+    }
+
+    /// The row as it was before this move of `quantity` made it `after`.
+    pub(crate) fn undo(self, after: &Row, quantity: i32) -> Row {
+        let mut before = after.clone();
+        match self {
+            LineMove::Reserve => before.reserved -= quantity,
+            LineMove::Sale => {
+                before.on_hand += quantity;
+                before.reserved += quantity;
+            }
+            LineMove::Return => before.on_hand -= quantity,
+            LineMove::Release | LineMove::Expiry => before.reserved += quantity,
+        }
+        before
+    }
+}
+
+/// `update`, an `UPDATE stock ... RETURNING {STOCK_COLUMNS}` with two
+/// parameters (SKU, quantity), and the movement it makes, in one statement
+/// (one round trip while the stock row is locked). The movement's id, kind,
+/// quantity, reason and order are bound after the update's own parameters.
+fn with_movement(update: &str) -> String {
+    format!(
+        "WITH s AS ({update}), m AS (INSERT INTO movements \
+         (id, sku, kind, quantity, reason, order_id, on_hand_after, reserved_after) \
+         SELECT $3, sku, $4, $5, $6, $7, on_hand, reserved FROM s) \
+         SELECT {STOCK_COLUMNS} FROM s"
+    )
+}
+
+/// Moves one line of an order's reservation and records the movement.
+/// `None` when a [`LineMove::Reserve`] finds too few units available (or
+/// the SKU was never stocked).
+pub(crate) async fn move_line(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    line: &ReservationLine,
+    how: LineMove,
+) -> QueryResult<Option<Row>> {
+    let (set, guard) = how.set_and_guard();
+    db::sql(with_movement(&format!(
+        "UPDATE stock SET {set}, updated_at = now() WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
+    )))
+    .bind::<Text, _>(line.sku.as_str())
+    .bind::<Integer, _>(line.quantity)
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<Text, _>(how.kind())
+    .bind::<Integer, _>(how.signed(line.quantity))
+    .bind::<Nullable<Text>, _>(None::<&str>)
+    .bind::<Nullable<SqlUuid>, _>(Some(order.as_uuid()))
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// The stock row of `sku`, if it was ever stocked.
+pub(crate) async fn find_stock(
+    conn: &mut AsyncPgConnection,
+    sku: &Sku,
+) -> QueryResult<Option<Row>> {
+    db::sql(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1"))
+        .bind::<Text, _>(sku.as_str())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// The stock row of `sku`, locked; created empty with `default_threshold`
+/// if the SKU was never stocked.
+pub(crate) async fn lock_stock(
+    conn: &mut AsyncPgConnection,
+    sku: &Sku,
+    default_threshold: i32,
+) -> QueryResult<Row> {
+    db::sql(
+        "INSERT INTO stock (sku, on_hand, low_stock_threshold) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind::<Text, _>(sku.as_str())
+    .bind::<Integer, _>(default_threshold)
+    .execute(conn)
+    .await?;
+    db::sql(format!(
+        "SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"
+    ))
+    .bind::<Text, _>(sku.as_str())
+    .get_result(conn)
+    .await
+}
+
+/// Adds `quantity` (negative: removes) to what is on hand and records the
+/// movement with its `reason`; `None`, changing nothing, when fewer than
+/// the reserved units would be left.
+pub(crate) async fn adjust(
+    conn: &mut AsyncPgConnection,
+    sku: &Sku,
+    quantity: i32,
+    low_stock_threshold: Option<i32>,
+    reason: &str,
+) -> QueryResult<Option<Row>> {
+    db::sql(with_movement(&format!(
+        "UPDATE stock SET on_hand = on_hand + $2, \
+         low_stock_threshold = COALESCE($8, low_stock_threshold), updated_at = now() \
+         WHERE sku = $1 AND on_hand + $2 - reserved >= 0 RETURNING {STOCK_COLUMNS}"
+    )))
+    .bind::<Text, _>(sku.as_str())
+    .bind::<Integer, _>(quantity)
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<Text, _>("adjustment")
+    .bind::<Integer, _>(quantity)
+    .bind::<Nullable<Text>, _>(Some(reason))
+    .bind::<Nullable<SqlUuid>, _>(None::<Uuid>)
+    .bind::<Nullable<Integer>, _>(low_stock_threshold)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+#[derive(diesel::QueryableByName)]
+struct MovementRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Integer)]
+    quantity: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    order_id: Option<Uuid>,
+    #[diesel(sql_type = Integer)]
+    on_hand_after: i32,
+    #[diesel(sql_type = Integer)]
+    reserved_after: i32,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+/// Up to `limit` movements of `sku`, newest first, older than `before`.
+pub(crate) async fn movements(
+    conn: &mut AsyncPgConnection,
+    sku: &Sku,
+    before: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<Movement>> {
+    let rows: Vec<MovementRow> = db::sql(
+        "SELECT id, kind, quantity, reason, order_id, on_hand_after, reserved_after, created_at FROM movements \
+         WHERE sku = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind::<Text, _>(sku.as_str())
+    .bind::<Nullable<SqlUuid>, _>(before)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|m| Movement {
+            id: m.id,
+            kind: m.kind,
+            quantity: m.quantity,
+            reason: m.reason,
+            order_id: m.order_id.map(OrderId::from),
+            on_hand_after: m.on_hand_after,
+            reserved_after: m.reserved_after,
+            created_at: m.created_at,
+        })
+        .collect())
+}
+
+#[derive(diesel::QueryableByName)]
+struct ReservationRow {
+    #[diesel(sql_type = SqlUuid)]
+    order_id: Uuid,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Timestamptz)]
+    expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct LineRow {
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = Integer)]
+    quantity: i32,
+}
+
+/// The reservation of `order` with its lines in SKU order; `lock` holds
+/// its row until the transaction ends.
+pub(crate) async fn load_reservation(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    lock: bool,
+) -> QueryResult<Option<Reservation>> {
+    let sql = format!(
+        "SELECT order_id, status, expires_at, created_at FROM reservations WHERE order_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let found: Option<ReservationRow> = db::sql(sql)
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .get_result(conn)
+        .await
+        .optional()?;
+    let Some(found) = found else { return Ok(None) };
+    let lines: Vec<LineRow> =
+        db::sql("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
+            .bind::<SqlUuid, _>(order.as_uuid())
+            .load(conn)
+            .await?;
+    let status = found
+        .status
+        .parse()
+        .map_err(|e: String| DieselError::DeserializationError(e.into()))?;
+    let lines = lines
+        .into_iter()
+        .map(|l| {
+            Sku::parse(&l.sku)
+                .map(|sku| ReservationLine {
+                    sku,
+                    quantity: l.quantity,
+                })
+                .map_err(|e| DieselError::DeserializationError(Box::new(e)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Reservation {
+        order_id: OrderId::from(found.order_id),
+        status,
+        lines,
+        expires_at: found.expires_at,
+        created_at: found.created_at,
+    }))
+}
+
+/// When a new reservation expires, and when it was made.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Made {
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// Opens an active reservation for `order`, held for `ttl_secs`; `None`
+/// when the order has one already.
+pub(crate) async fn insert_reservation(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    ttl_secs: i64,
+) -> QueryResult<Option<Made>> {
+    db::sql(
+        "INSERT INTO reservations (order_id, status, expires_at) \
+         VALUES ($1, 'active', now() + make_interval(secs => $2::float8)) ON CONFLICT DO NOTHING \
+         RETURNING expires_at, created_at",
+    )
+    .bind::<SqlUuid, _>(order.as_uuid())
+    .bind::<BigInt, _>(ttl_secs)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// Adds a line to `order`'s reservation (after its stock row moved: the
+/// foreign key names a SKU that exists).
+pub(crate) async fn insert_line(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    line: &ReservationLine,
+) -> QueryResult<()> {
+    db::sql("INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .bind::<Text, _>(line.sku.as_str())
+        .bind::<Integer, _>(line.quantity)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Sets the status of `order`'s reservation.
+pub(crate) async fn set_status(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    status: ReservationStatus,
+) -> QueryResult<()> {
+    db::sql("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .bind::<Text, _>(status.as_str())
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Claims up to 100 active reservations past their time, oldest first,
+/// skipping any another instance holds.
+pub(crate) async fn claim_expired(conn: &mut AsyncPgConnection) -> QueryResult<Vec<OrderId>> {
+    #[derive(diesel::QueryableByName)]
+    struct Due {
+        #[diesel(sql_type = SqlUuid)]
+        order_id: Uuid,
+    }
+    let due: Vec<Due> = db::sql(
+        "SELECT order_id FROM reservations WHERE status = 'active' AND expires_at < now() \
+         ORDER BY expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .load(conn)
+    .await?;
+    Ok(due.into_iter().map(|d| OrderId::from(d.order_id)).collect())
+}

@@ -1,0 +1,240 @@
+//! All of the payment module's SQL: `payments`, one row per order, and its
+//! append-only `ledger`. Functions take a connection and return rows as
+//! stored; [`Stored::into_payment`] turns them into the contract's DTO.
+//!
+//! Raw SQL (prepared once per connection, `db::sql`): a move is one
+//! statement, an `UPDATE ... RETURNING` fused with the INSERT of its ledger
+//! line in a CTE, which diesel's query builder cannot express.
+
+use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
+use diesel::QueryResult;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use kernel::{Currency, Money, OrderId};
+use payment_api::{AuthorizePayment, LedgerEntry, Payment, PaymentId, PaymentStatus};
+use uuid::Uuid;
+
+use crate::domain::AtProvider;
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    order_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    customer_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    amount_minor: i64,
+    #[diesel(sql_type = Text)]
+    currency: String,
+    #[diesel(sql_type = Text)]
+    card_last4: String,
+    #[diesel(sql_type = Text)]
+    payment_method: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    provider_ref: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    decline_code: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+/// A payment moved by [`record`], with its new ledger line (absent when the
+/// line existed already).
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(embed)]
+    payment: Row,
+    #[diesel(sql_type = Nullable<Text>)]
+    line_kind: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    line_amount_minor: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    line_currency: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    line_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    line_created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(QueryableByName)]
+struct LedgerRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = BigInt)]
+    amount_minor: i64,
+    #[diesel(sql_type = Text)]
+    currency: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, order_id, customer_id, amount_minor, currency, card_last4, \
+     payment_method, status, provider_ref, decline_code, created_at";
+
+/// A payment row with (some of) its ledger, as read.
+pub(crate) struct Stored {
+    row: Row,
+    ledger: Vec<LedgerRow>,
+}
+
+impl Stored {
+    /// The payment as the contract's DTO, and what the provider knows it
+    /// by. A row the table's constraints should have refused is reported.
+    pub(crate) fn into_payment(self) -> Result<(Payment, AtProvider), String> {
+        let Stored { row, ledger } = self;
+        let money = |minor: i64, currency: &str| {
+            currency
+                .parse::<Currency>()
+                .map(|c| Money::new(minor, c))
+                .map_err(|e| format!("stored currency: {e}"))
+        };
+        let at_provider = AtProvider {
+            reference: row.provider_ref,
+            method: row.payment_method,
+        };
+        let payment = Payment {
+            id: PaymentId::from(row.id),
+            order_id: OrderId::from(row.order_id),
+            customer_id: row.customer_id,
+            amount: money(row.amount_minor, &row.currency)?,
+            status: row.status.parse()?,
+            card_last4: row.card_last4,
+            decline_code: row.decline_code,
+            ledger: ledger
+                .into_iter()
+                .map(|l| {
+                    Ok(LedgerEntry {
+                        amount: money(l.amount_minor, &l.currency)?,
+                        kind: l.kind,
+                        reason: l.reason,
+                        at: l.created_at,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            created_at: row.created_at,
+        };
+        Ok((payment, at_provider))
+    }
+}
+
+/// Which key [`load`] finds a payment by.
+#[derive(Clone, Copy)]
+pub(crate) enum Key {
+    /// The payment's own id.
+    Id(PaymentId),
+    /// The order it pays for.
+    Order(OrderId),
+}
+
+/// The payment found by `key`, with its whole ledger in order.
+pub(crate) async fn load(conn: &mut AsyncPgConnection, key: Key) -> QueryResult<Option<Stored>> {
+    let (filter, id) = match key {
+        Key::Id(id) => ("id", id.as_uuid()),
+        Key::Order(order) => ("order_id", order.as_uuid()),
+    };
+    let row: Option<Row> = db::sql(format!(
+        "SELECT {COLUMNS} FROM payments WHERE {filter} = $1"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    let Some(row) = row else { return Ok(None) };
+    let ledger: Vec<LedgerRow> = db::sql(
+        "SELECT kind, amount_minor, currency, reason, created_at FROM ledger \
+         WHERE payment_id = $1 ORDER BY id",
+    )
+    .bind::<SqlUuid, _>(row.id)
+    .load(conn)
+    .await?;
+    Ok(Some(Stored { row, ledger }))
+}
+
+/// Opens the payment of `request`'s order, `authorizing`; `None` when the
+/// order has one already.
+pub(crate) async fn insert(
+    conn: &mut AsyncPgConnection,
+    request: &AuthorizePayment,
+) -> QueryResult<Option<Stored>> {
+    let row: Option<Row> = db::sql(format!(
+        "INSERT INTO payments (id, order_id, customer_id, amount_minor, currency, payment_method, \
+         card_last4, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'authorizing') \
+         ON CONFLICT (order_id) DO NOTHING RETURNING {COLUMNS}"
+    ))
+    .bind::<SqlUuid, _>(PaymentId::generate().as_uuid())
+    .bind::<SqlUuid, _>(request.order_id.as_uuid())
+    .bind::<SqlUuid, _>(request.customer_id)
+    .bind::<BigInt, _>(request.amount.amount_minor())
+    .bind::<Text, _>(request.amount.currency().as_str())
+    .bind::<Text, _>(&request.payment_method.token)
+    .bind::<Text, _>(&request.payment_method.card_last4)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(|row| Stored {
+        row,
+        ledger: Vec::new(),
+    }))
+}
+
+/// What a move writes besides the new status.
+pub(crate) struct Step<'a> {
+    pub(crate) from: PaymentStatus,
+    pub(crate) to: PaymentStatus,
+    /// The provider's authorization id, once known.
+    pub(crate) provider_ref: Option<&'a str>,
+    /// Why (a decline code, an abandonment).
+    pub(crate) reason: Option<&'a str>,
+}
+
+/// Moves the payment of `order` as `step` says and writes its ledger line,
+/// in one statement (no transaction round trips; the line's foreign key
+/// sees the moved row). `None` when the payment was not in `step.from`;
+/// `Some(None)` when it moved but its line existed already; otherwise the
+/// moved payment with its new line as its only ledger entry.
+pub(crate) async fn record(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    step: &Step<'_>,
+) -> QueryResult<Option<Option<Stored>>> {
+    let moved: Option<Moved> = db::sql(format!(
+        "WITH moved AS (UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
+         decline_code = COALESCE($4, decline_code), updated_at = now() \
+         WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}), \
+         line AS (INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref) \
+         SELECT id, $2, amount_minor, currency, $4, provider_ref FROM moved \
+         ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING \
+         RETURNING kind AS line_kind, amount_minor AS line_amount_minor, currency AS line_currency, \
+         reason AS line_reason, created_at AS line_created_at) \
+         SELECT moved.*, line.* FROM moved LEFT JOIN line ON true"
+    ))
+    .bind::<SqlUuid, _>(order.as_uuid())
+    .bind::<Text, _>(step.to.as_str())
+    .bind::<Nullable<Text>, _>(step.provider_ref)
+    .bind::<Nullable<Text>, _>(step.reason)
+    .bind::<Text, _>(step.from.as_str())
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(moved.map(|m| {
+        let line = LedgerRow {
+            kind: m.line_kind?,
+            amount_minor: m.line_amount_minor?,
+            currency: m.line_currency?,
+            reason: m.line_reason,
+            created_at: m.line_created_at?,
+        };
+        Some(Stored {
+            row: m.payment,
+            ledger: vec![line],
+        })
+    }))
+}
