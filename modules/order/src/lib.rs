@@ -3,7 +3,7 @@
 //! Owns the `orders` schema (`order` is a reserved word in SQL). An order
 //! is event-sourced: `order_events` is the append-only truth (a trigger
 //! refuses updates and deletes), `orders` the projection that the same fold
-//! ([`model::OrderState::apply`]) keeps current and can rebuild. The
+//! ([`domain::OrderState::apply`]) keeps current and can rebuild. The
 //! checkout saga ([`saga`]) runs reserve → authorize → commit → capture →
 //! confirm through the inventory and payment modules' `-api` traits, and
 //! compensates in reverse; its state lives in `sagas`, leased by the
@@ -11,17 +11,22 @@
 
 pub mod http;
 pub mod model;
-pub mod saga;
 
+mod checkout;
+mod domain;
 mod error;
 mod gauges;
+mod repo;
+mod saga;
 mod service;
-mod store;
+mod worker;
 
+pub use checkout::PlaceOutcome;
+pub use domain::idempotency_key;
 pub use error::OrderError;
 pub use gauges::record_metrics;
-pub use saga::RecoveryWorker;
-pub use service::{Dependencies, OrderModule, PlaceOutcome, idempotency_key};
+pub use service::{Dependencies, OrderModule};
+pub use worker::RecoveryWorker;
 
 use serde::Deserialize;
 

@@ -1,17 +1,16 @@
-//! The order schema: appending events (and the projection with them), the
-//! saga rows, reading both back.
+//! The event store: `order_events`, the append-only truth, and `orders`,
+//! its projection, written together; reading, folding and rebuilding them.
 
 use chrono::{DateTime, Utc};
 use diesel::OptionalExtension as _;
 use diesel::result::Error as DieselError;
-use diesel::sql_types::{
-    Array, Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
-};
+use diesel::sql_types::{Array, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{CallContext, OrderId};
 use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
 
-use crate::model::{OrderEvent, OrderState, TimelineEntry};
+use crate::domain::{OrderEvent, OrderState};
+use crate::model::TimelineEntry;
 
 #[derive(diesel::QueryableByName)]
 struct StateRow {
@@ -331,119 +330,34 @@ pub(crate) async fn rebuild(
     Ok(state)
 }
 
-/// Which way a saga runs: on towards confirmation, or back, undoing what
-/// was done (column `sagas.direction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
-pub(crate) enum Direction {
-    /// Reserve, authorize, commit, capture, confirm.
-    Forward,
-    /// Refund or void, give the stock back, then fail or cancel.
-    Compensate,
-}
-
-/// How a saga that turned back ends (column `sagas.outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
-pub(crate) enum SagaOutcome {
-    /// A step failed: the order fails.
-    Failed,
-    /// The customer cancelled: the order is cancelled.
-    Cancelled,
-}
-
-impl Direction {
-    /// The name in the `sagas` table and in logs.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Direction::Forward => "forward",
-            Direction::Compensate => "compensate",
-        }
-    }
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Reads a text column into one of `variants`, by name.
-fn from_text<T: Copy>(
-    bytes: diesel::pg::PgValue<'_>,
-    variants: &[(&str, T)],
-) -> diesel::deserialize::Result<T> {
-    let text = <String as diesel::deserialize::FromSql<Text, diesel::pg::Pg>>::from_sql(bytes)?;
-    variants
-        .iter()
-        .find(|(name, _)| *name == text)
-        .map(|(_, value)| *value)
-        .ok_or_else(|| format!("unexpected value {text:?}").into())
-}
-
-impl diesel::deserialize::FromSql<Text, diesel::pg::Pg> for Direction {
-    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
-        from_text(
-            bytes,
-            &[
-                ("forward", Direction::Forward),
-                ("compensate", Direction::Compensate),
-            ],
-        )
-    }
-}
-
-impl diesel::deserialize::FromSql<Text, diesel::pg::Pg> for SagaOutcome {
-    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
-        from_text(
-            bytes,
-            &[
-                ("failed", SagaOutcome::Failed),
-                ("cancelled", SagaOutcome::Cancelled),
-            ],
-        )
-    }
-}
-
-/// A saga row.
-#[derive(Debug, Clone, diesel::QueryableByName)]
-pub(crate) struct SagaRow {
-    #[diesel(sql_type = Text)]
-    pub(crate) direction: Direction,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) outcome: Option<SagaOutcome>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) reason: Option<String>,
-    #[diesel(sql_type = Text)]
-    pub(crate) payment_method: String,
-    #[diesel(sql_type = Text)]
-    pub(crate) card_last4: String,
-    #[diesel(sql_type = Bool)]
-    pub(crate) reserve_attempted: bool,
-    #[diesel(sql_type = Bool)]
-    pub(crate) payment_attempted: bool,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) request_id: Option<String>,
-    #[diesel(sql_type = Bool)]
-    pub(crate) done: bool,
-    #[diesel(sql_type = Integer)]
-    pub(crate) attempts: i32,
-    /// The step whose intent is recorded (about to run, or running).
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) step: Option<String>,
-}
-
-/// The saga of an order.
-#[tracing::instrument(name = "order.repo.load_saga", skip_all)]
-pub(crate) async fn load_saga(
+/// Up to `limit` of `customer`'s orders, newest first, older than `after`.
+pub(crate) async fn customer_orders(
     conn: &mut AsyncPgConnection,
-    order: OrderId,
-    lock: bool,
-) -> Result<SagaRow, DieselError> {
-    db::sql(format!(
-        "SELECT direction, outcome, reason, payment_method, card_last4, reserve_attempted, \
-         payment_attempted, request_id, done, attempts, step FROM sagas WHERE order_id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    ))
-    .bind::<SqlUuid, _>(order.as_uuid())
-    .get_result(conn)
-    .await
+    customer: uuid::Uuid,
+    after: Option<uuid::Uuid>,
+    limit: i64,
+) -> Result<Vec<OrderState>, DieselError> {
+    let rows: Vec<StateRow> = db::sql(
+        "SELECT state FROM orders WHERE customer_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind::<SqlUuid, _>(customer)
+    .bind::<Nullable<SqlUuid>, _>(after)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    rows.into_iter().map(|r| decode(r.state)).collect()
+}
+
+/// Every order with events.
+pub(crate) async fn order_ids(conn: &mut AsyncPgConnection) -> Result<Vec<OrderId>, DieselError> {
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = SqlUuid)]
+        order_id: uuid::Uuid,
+    }
+    let ids: Vec<Id> = db::sql("SELECT DISTINCT order_id FROM order_events")
+        .load(conn)
+        .await?;
+    Ok(ids.into_iter().map(|i| OrderId::from(i.order_id)).collect())
 }

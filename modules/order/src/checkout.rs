@@ -1,0 +1,355 @@
+//! [`Checkout`]: placing an order under an idempotency key (Stripe's
+//! semantics: the first answer is kept and replayed), pricing the cart,
+//! tokenizing the card, and recording the order with its saga in one
+//! transaction; the saga ([`crate::saga`]) then runs it.
+
+use std::time::Duration;
+
+use catalog_api::{CatalogError, ProductId};
+use diesel::result::Error as DieselError;
+use diesel_async::AsyncConnection as _;
+use kernel::{CallContext, FieldError, OrderId};
+use order_api::OrderStatus;
+use payment_api::{PaymentError, Tokenize};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::domain::{self, OrderEvent, OrderState};
+use crate::error::OrderError;
+use crate::model::{CartItem, Order, OrderLine, PlaceOrder};
+use crate::repo::{self, Direction, SagaRow, carts, keys, sagas};
+use crate::saga::Saga;
+use crate::service::{OrderModule, catalog_error, database};
+
+/// What `POST /orders` answers: the status and the body, as stored for the
+/// idempotency key and replayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaceOutcome {
+    /// 201 (done), 202 (still running), or an error's status.
+    pub status: u16,
+    /// The order, or a problem body.
+    pub body: serde_json::Value,
+    /// The order's URL, for 201 and 202.
+    pub location: Option<String>,
+    /// Whether this is a replay of the key's first response.
+    pub replayed: bool,
+}
+
+fn problem_json(error: &OrderError) -> serde_json::Value {
+    serde_json::to_value(web::Problem::from_error(error).body()).unwrap_or_default()
+}
+
+/// Places orders for a module: the idempotency keys, the pricing, the
+/// first record. Made for each request.
+pub(crate) struct Checkout<'a> {
+    pub(crate) module: &'a OrderModule,
+}
+
+impl Checkout<'_> {
+    fn saga(&self) -> &Saga {
+        self.module.saga()
+    }
+
+    /// Places an order for the caller's cart under an idempotency key, runs
+    /// the checkout saga for up to `order.checkout_wait_ms`, and answers as
+    /// `POST /orders` does.
+    pub(crate) async fn place(
+        &self,
+        cx: &CallContext,
+        customer: Uuid,
+        key: &str,
+        request: PlaceOrder,
+    ) -> Result<PlaceOutcome, OrderError> {
+        let fingerprint = domain::fingerprint(customer, key, &request);
+        if let Some(outcome) = self.claim_key(customer, key, &fingerprint).await? {
+            return Ok(outcome);
+        }
+        let outcome = match self.checkout(cx, customer, key, request).await {
+            Ok((state, saga)) => self.respond_placed(state, saga).await,
+            Err(error) if kernel::ProblemCode::status(&error) >= 500 => {
+                // Not an answer about this request (a dependency was down,
+                // nothing was created): the key is freed for a retry.
+                self.forget_key(customer, key).await?;
+                return Err(error);
+            }
+            Err(error) => PlaceOutcome {
+                status: kernel::ProblemCode::status(&error),
+                body: problem_json(&error),
+                location: None,
+                replayed: false,
+            },
+        };
+        self.store_response(customer, key, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Takes the key for this request, or answers from it: the stored
+    /// response, 422 for another body, 409 while the first runs.
+    async fn claim_key(
+        &self,
+        customer: Uuid,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<PlaceOutcome>, OrderError> {
+        let stale_secs = self.module.settings.idempotency_stale_secs;
+        let mut conn = self.module.conn().await?;
+        for _ in 0..3 {
+            if keys::claim(&mut conn, customer, key, fingerprint)
+                .await
+                .map_err(database)?
+            {
+                return Ok(None);
+            }
+            let found = keys::find(&mut conn, customer, key, stale_secs)
+                .await
+                .map_err(database)?;
+            let Some(row) = found else {
+                continue; // deleted meanwhile: try to take it again
+            };
+            if row.expired {
+                // Keys live 24 hours; then the key is new again.
+                self.forget_key(customer, key).await?;
+                continue;
+            }
+            if row.fingerprint != fingerprint {
+                return Err(OrderError::IdempotencyKeyReused);
+            }
+            match (row.response_status, row.response_body) {
+                (Some(status), Some(body)) => {
+                    let location = body
+                        .get("id")
+                        .and_then(|id| id.as_str())
+                        .filter(|_| matches!(status, 201 | 202))
+                        .map(|id| format!("/api/v1/orders/{id}"));
+                    return Ok(Some(PlaceOutcome {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                        location,
+                        replayed: true,
+                    }));
+                }
+                _ if row.stale => {
+                    // The first request died mid-way (its process crashed).
+                    match row.order_id {
+                        Some(order) => {
+                            // The order exists and its saga recovers on its
+                            // own: answer with it from now on.
+                            let order = self.module.load_order(OrderId::from(order)).await?;
+                            let outcome = self.respond_with(order).await;
+                            self.store_response(customer, key, &outcome).await?;
+                            return Ok(Some(PlaceOutcome {
+                                replayed: true,
+                                ..outcome
+                            }));
+                        }
+                        None => {
+                            self.forget_key(customer, key).await?;
+                            continue;
+                        }
+                    }
+                }
+                _ => return Err(OrderError::IdempotencyKeyInUse),
+            }
+        }
+        Err(OrderError::IdempotencyKeyInUse)
+    }
+
+    async fn forget_key(&self, customer: Uuid, key: &str) -> Result<(), OrderError> {
+        let mut conn = self.module.conn().await?;
+        keys::forget(&mut conn, customer, key)
+            .await
+            .map_err(database)
+    }
+
+    async fn store_response(
+        &self,
+        customer: Uuid,
+        key: &str,
+        outcome: &PlaceOutcome,
+    ) -> Result<(), OrderError> {
+        let mut conn = self.module.conn().await?;
+        keys::store_response(&mut conn, customer, key, outcome.status, &outcome.body)
+            .await
+            .map_err(database)
+    }
+
+    /// Runs the saga for a while, then answers 201 when it is over (the
+    /// order confirmed or failed) or 202 while it still runs.
+    async fn respond_with(&self, order: Order) -> PlaceOutcome {
+        let id = order.id;
+        let saga = self.saga().clone();
+        self.respond_after(order, async move { saga.drive(id).await })
+            .await
+    }
+
+    /// [`Self::respond_with`] for an order this instance just placed: its
+    /// saga is driven from what the placing transaction wrote.
+    async fn respond_placed(&self, state: OrderState, row: SagaRow) -> PlaceOutcome {
+        let order = state.to_order();
+        let saga = self.saga().clone();
+        self.respond_after(order, async move {
+            saga.drive_placed(state.id, state, row).await
+        })
+        .await
+    }
+
+    async fn respond_after(
+        &self,
+        order: Order,
+        driving: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> PlaceOutcome {
+        let id = order.id;
+        let wait = Duration::from_millis(self.module.settings.checkout_wait_ms);
+        // The saga runs on in the background; its spans stay in the request's trace.
+        let driving = tokio::spawn(driving.in_current_span());
+        let order = match tokio::time::timeout(wait, driving).await {
+            Ok(_) => self.module.load_order(id).await.unwrap_or(order),
+            Err(_) => order,
+        };
+        let settled = matches!(
+            order.status,
+            OrderStatus::Confirmed | OrderStatus::Failed | OrderStatus::Cancelled
+        );
+        PlaceOutcome {
+            status: if settled { 201 } else { 202 },
+            body: serde_json::to_value(&order).unwrap_or_default(),
+            location: Some(format!("/api/v1/orders/{id}")),
+            replayed: false,
+        }
+    }
+
+    /// Prices the cart from the catalog, tokenizes the card and records the
+    /// order with its saga, in one transaction with the key.
+    async fn checkout(
+        &self,
+        cx: &CallContext,
+        customer: Uuid,
+        key: &str,
+        request: PlaceOrder,
+    ) -> Result<(OrderState, SagaRow), OrderError> {
+        let cart = self.module.cart(cx).await?;
+        if cart.items.is_empty() {
+            return Err(OrderError::Validation(vec![FieldError::new(
+                "cart",
+                "is empty: PUT /api/v1/cart first",
+            )]));
+        }
+        let lines = self.price(cx, &cart.items).await?;
+        let total = domain::total(&lines)?;
+        let services = self
+            .module
+            .deps
+            .services
+            .context(cx.request_id().clone())
+            .map_err(|e| OrderError::Unexpected(format!("service token: {e}")))?;
+        let card_number = request.payment_method.card_number.clone();
+        let method = self
+            .module
+            .deps
+            .payment
+            .tokenize(&services, Tokenize { card_number })
+            .await
+            .map_err(tokenize_error)?;
+        let order = OrderId::generate();
+        let placed = OrderEvent::Placed {
+            customer_id: customer,
+            lines,
+            total,
+            card_last4: method.card_last4.clone(),
+        };
+        let request_id = cx.request_id().to_string();
+        let owner = self.saga().instance();
+        let lease = self.module.settings.lease_secs;
+        let mut conn = self.module.conn().await?;
+        let state = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let state = repo::create(conn, order, &placed, cx).await?;
+                // The first step, reserve, begins with the order (intent
+                // recorded as `begin` would, lease held by this instance).
+                let (token, last4) = (&method.token, &method.card_last4);
+                sagas::insert(conn, order, token, last4, &request_id, owner, lease).await?;
+                keys::set_order(conn, customer, key, order).await?;
+                carts::delete(conn, customer).await?;
+                Ok(state)
+            })
+            .await
+            .map_err(database)?;
+        metrics::counter!("orders_placed_total").increment(1);
+        tracing::info!(order.id = %order, total = total.amount_minor(), "order placed");
+        let saga = SagaRow {
+            direction: Direction::Forward,
+            outcome: None,
+            reason: None,
+            payment_method: method.token,
+            card_last4: method.card_last4,
+            reserve_attempted: true,
+            payment_attempted: false,
+            request_id: Some(request_id),
+            done: false,
+            attempts: 0,
+            step: Some("reserve".into()),
+        };
+        Ok((state, saga))
+    }
+
+    /// The cart's lines at the catalog's prices; validation errors for
+    /// products no longer for sale.
+    async fn price(
+        &self,
+        cx: &CallContext,
+        items: &[CartItem],
+    ) -> Result<Vec<OrderLine>, OrderError> {
+        let mut lines = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match self
+                .module
+                .deps
+                .catalog
+                .get_product(cx, ProductId::from(item.product_id))
+                .await
+            {
+                Ok(product) if product.active => {
+                    let line_total = product
+                        .price
+                        .amount_minor()
+                        .saturating_mul(i64::from(item.quantity));
+                    lines.push(OrderLine {
+                        product_id: product.id,
+                        sku: product.sku.clone(),
+                        name: product.name,
+                        unit_price: product.price,
+                        quantity: item.quantity,
+                        line_total: kernel::Money::new(line_total, product.price.currency()),
+                    });
+                }
+                Ok(_) | Err(CatalogError::ProductNotFound(_)) => errors.push(FieldError::new(
+                    format!("cart.items[{i}].product_id"),
+                    "is no longer for sale: update the cart",
+                )),
+                Err(e) => return Err(catalog_error(e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(lines)
+        } else {
+            Err(OrderError::Validation(errors))
+        }
+    }
+}
+
+/// The payment module's refusal to tokenize, as the order routes answer it.
+fn tokenize_error(error: PaymentError) -> OrderError {
+    match error {
+        PaymentError::Validation(errors) => OrderError::Validation(
+            errors
+                .into_iter()
+                .map(|e| FieldError::new("payment_method.card_number", e.message))
+                .collect(),
+        ),
+        PaymentError::Declined(code) => OrderError::CardRejected(code),
+        PaymentError::Degraded(d) => OrderError::Degraded(d),
+        PaymentError::Unavailable(reason) => OrderError::Unavailable(reason),
+        other => OrderError::Unexpected(other.to_string()),
+    }
+}

@@ -1,0 +1,71 @@
+//! The fold's rules: the happy path, and transitions refused or repeated.
+
+use super::*;
+use kernel::Currency;
+
+fn placed() -> (OrderState, DateTime<Utc>) {
+    let now = Utc::now();
+    let total = Money::new(1000, Currency::EUR);
+    let event = OrderEvent::Placed {
+        customer_id: Uuid::now_v7(),
+        lines: vec![],
+        total,
+        card_last4: "4242".into(),
+    };
+    (
+        OrderState::start(OrderId::generate(), &event, now).unwrap(),
+        now,
+    )
+}
+
+#[test]
+fn the_happy_path_runs_pending_to_shipped() {
+    let (mut state, now) = placed();
+    let path = [
+        (OrderEvent::StockReserved, OrderStatus::Reserved),
+        (
+            OrderEvent::PaymentAuthorized {
+                payment_id: Uuid::now_v7(),
+            },
+            OrderStatus::Reserved,
+        ),
+        (OrderEvent::StockCommitted, OrderStatus::Reserved),
+        (OrderEvent::PaymentCaptured, OrderStatus::Paid),
+        (OrderEvent::Confirmed, OrderStatus::Confirmed),
+        (OrderEvent::Shipped, OrderStatus::Shipped),
+    ];
+    for (event, status) in path {
+        assert_eq!(state.accepts(&event), Ok(true), "{event:?}");
+        state.apply(&event, now);
+        assert_eq!(state.status, status);
+    }
+    assert_eq!(state.version, 7);
+}
+
+#[test]
+fn illegal_transitions_are_refused_and_repeats_are_no_ops() {
+    let (mut state, now) = placed();
+    assert!(
+        state.accepts(&OrderEvent::Shipped).is_err(),
+        "not confirmed"
+    );
+    assert!(state.accepts(&OrderEvent::Confirmed).is_err(), "not paid");
+    state.apply(&OrderEvent::StockReserved, now);
+    assert_eq!(state.accepts(&OrderEvent::StockReserved), Ok(false));
+    let failed = OrderEvent::Failed {
+        reason: "no".into(),
+    };
+    state.apply(&failed, now);
+    assert_eq!(state.status, OrderStatus::Failed);
+    assert_eq!(
+        state.accepts(&failed),
+        Ok(false),
+        "final: repeating is a no-op"
+    );
+    assert!(state.accepts(&OrderEvent::PaymentCaptured).is_err());
+    assert!(
+        state
+            .accepts(&OrderEvent::Cancelled { reason: "x".into() })
+            .is_ok()
+    );
+}

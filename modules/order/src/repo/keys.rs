@@ -1,0 +1,125 @@
+//! The `idempotency_keys` table: one row per customer and key, holding the
+//! request's fingerprint, the order it created and the response to replay.
+
+use diesel::QueryResult;
+use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use kernel::OrderId;
+use uuid::Uuid;
+
+/// A key as stored, with its age judged by the database's clock.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct KeyRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) fingerprint: String,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub(crate) order_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub(crate) response_status: Option<i32>,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub(crate) response_body: Option<serde_json::Value>,
+    /// Older than the stale threshold: its first request died mid-way.
+    #[diesel(sql_type = Bool)]
+    pub(crate) stale: bool,
+    /// Older than 24 hours: the key is new again.
+    #[diesel(sql_type = Bool)]
+    pub(crate) expired: bool,
+}
+
+/// Takes `key` for a request with `fingerprint`; false when it is taken.
+pub(crate) async fn claim(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+    key: &str,
+    fingerprint: &str,
+) -> QueryResult<bool> {
+    let inserted = db::sql(
+        "INSERT INTO idempotency_keys (customer_id, key, fingerprint) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<SqlUuid, _>(customer)
+    .bind::<Text, _>(key)
+    .bind::<Text, _>(fingerprint)
+    .execute(conn)
+    .await?;
+    Ok(inserted == 1)
+}
+
+/// The key as stored; stale after `stale_secs`.
+pub(crate) async fn find(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+    key: &str,
+    stale_secs: u64,
+) -> QueryResult<Option<KeyRow>> {
+    let found: Vec<KeyRow> = db::sql(format!(
+        "SELECT fingerprint, order_id, response_status, response_body, \
+         created_at < now() - interval '{stale_secs} seconds' AS stale, \
+         created_at < now() - interval '24 hours' AS expired \
+         FROM idempotency_keys WHERE customer_id = $1 AND key = $2"
+    ))
+    .bind::<SqlUuid, _>(customer)
+    .bind::<Text, _>(key)
+    .load(conn)
+    .await?;
+    Ok(found.into_iter().next())
+}
+
+/// Frees the key.
+pub(crate) async fn forget(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+    key: &str,
+) -> QueryResult<()> {
+    db::sql("DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2")
+        .bind::<SqlUuid, _>(customer)
+        .bind::<Text, _>(key)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Keeps the response the key's request got, to replay it.
+pub(crate) async fn store_response(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+) -> QueryResult<()> {
+    db::sql(
+        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
+         WHERE customer_id = $1 AND key = $2",
+    )
+    .bind::<SqlUuid, _>(customer)
+    .bind::<Text, _>(key)
+    .bind::<Integer, _>(i32::from(status))
+    .bind::<Jsonb, _>(body)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Records the order the key's request created.
+pub(crate) async fn set_order(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+    key: &str,
+    order: OrderId,
+) -> QueryResult<()> {
+    db::sql("UPDATE idempotency_keys SET order_id = $3 WHERE customer_id = $1 AND key = $2")
+        .bind::<SqlUuid, _>(customer)
+        .bind::<Text, _>(key)
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Deletes keys older than `hours`; how many.
+pub(crate) async fn prune(conn: &mut AsyncPgConnection, hours: i32) -> QueryResult<usize> {
+    db::sql("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)")
+        .bind::<Integer, _>(hours)
+        .execute(conn)
+        .await
+}

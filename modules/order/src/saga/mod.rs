@@ -1,0 +1,314 @@
+//! The checkout saga, orchestrated here and persisted in the order schema.
+//!
+//! Forward: reserve stock → authorize payment → commit stock → capture →
+//! confirm. Backward (a step failed for good, or the order was cancelled):
+//! refund or void the payment, restock or release the stock, then mark the
+//! order failed or cancelled with the reason.
+//!
+//! Which step is next is decided from the order's recorded events (and two
+//! flags set *before* the first reservation and payment calls), never from
+//! memory, so a process killed anywhere resumes where the record says: every
+//! call is idempotent by order, so repeating one whose answer was lost does
+//! nothing twice. A saga is driven by one instance at a time: the holder of
+//! its lease (`sagas.lease_owner` until `lease_until`), renewed at each step;
+//! the recovery worker of any instance takes over sagas whose lease expired.
+
+mod calls;
+mod record;
+mod step;
+
+use std::time::Duration;
+
+use auth::ServiceTokens;
+use db::Pool;
+use diesel::result::Error as DieselError;
+use inventory_api::InventoryApi;
+use kernel::{CallContext, OrderId, RequestId};
+use payment_api::PaymentApi;
+use std::sync::Arc;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::Settings;
+use crate::domain::{OrderEvent, OrderState};
+use crate::repo::{self, Direction, SagaOutcome, SagaRow, sagas};
+use step::{Outcome, Ran, Step, next_step};
+
+/// The checkout saga of this instance: drives orders' sagas through the
+/// inventory and payment modules, recording every step in the order schema.
+#[derive(Clone)]
+pub struct Saga {
+    pool: Pool,
+    inventory: Arc<dyn InventoryApi>,
+    payment: Arc<dyn PaymentApi>,
+    services: Arc<ServiceTokens>,
+    settings: Arc<Settings>,
+    /// This instance, as a saga lease owner.
+    instance: Uuid,
+}
+
+impl Saga {
+    /// The saga over the order schema's `pool`, calling `inventory` and
+    /// `payment` as the service `services` signs for.
+    pub(crate) fn new(
+        pool: Pool,
+        inventory: Arc<dyn InventoryApi>,
+        payment: Arc<dyn PaymentApi>,
+        services: Arc<ServiceTokens>,
+        settings: Arc<Settings>,
+    ) -> Saga {
+        Saga {
+            pool,
+            inventory,
+            payment,
+            services,
+            settings,
+            instance: Uuid::now_v7(),
+        }
+    }
+
+    /// This instance, as the owner of the sagas it leases.
+    pub(crate) fn instance(&self) -> Uuid {
+        self.instance
+    }
+
+    fn failpoint(&self, point: &str) {
+        if self.settings.crash_at.as_deref() == Some(point) {
+            tracing::error!(
+                failpoint = point,
+                "failpoint reached: the process dies here (tests)"
+            );
+            std::process::abort();
+        }
+    }
+
+    /// A connection for the saga's bookkeeping; a pool failure is a
+    /// database error like any other here (the step is retried later).
+    async fn saga_conn(&self) -> Result<db::Object, DieselError> {
+        db::connection(&self.pool, crate::NAME).await.map_err(|e| {
+            DieselError::QueryBuilderError(format!("order database unavailable: {e}").into())
+        })
+    }
+
+    /// Drives the saga of `order` as far as it goes now. Safe to call from
+    /// anywhere at any time: without the lease it does nothing.
+    pub async fn drive(&self, order: OrderId) {
+        match self.lease(order).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(order.id = %order, error = %e, "cannot take the saga lease");
+                return;
+            }
+        }
+        self.drive_leased(order, None).await;
+    }
+
+    /// Drives the saga of an order just placed by this instance, which holds
+    /// its lease since the order's transaction and knows its state and saga
+    /// (no lease or reads needed before the first step).
+    pub(crate) async fn drive_placed(&self, order: OrderId, state: OrderState, saga: SagaRow) {
+        self.drive_leased(order, Some((state, saga))).await;
+    }
+
+    async fn drive_leased(&self, order: OrderId, known: Option<(OrderState, SagaRow)>) {
+        let retry = match self.run(order, known).await {
+            Ok(Ran::Over) => None,
+            Ok(Ran::Retry(error)) => Some(error),
+            Err(e) => Some(format!("order database: {e}")),
+        };
+        match retry {
+            // Finished (the last step cleared the lease with `done`) or the
+            // lease was lost: nothing of ours to release.
+            None => {}
+            Some(error) => {
+                let attempts = self.attempts(order).await;
+                let wait = self.backoff(attempts);
+                tracing::warn!(order.id = %order, error = %error, retry_in_ms = wait.as_millis() as u64, "saga step will be retried");
+                self.unlease(order, wait, &error).await;
+            }
+        }
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.settings.retry_base_ms;
+        let ceiling = base
+            .saturating_mul(1u64 << attempts.min(16))
+            .min(self.settings.retry_max_ms);
+        // Full jitter, at least the base.
+        Duration::from_millis(rand::Rng::gen_range(
+            &mut rand::thread_rng(),
+            base..=ceiling.max(base),
+        ))
+    }
+
+    /// Runs steps until the saga ends or must wait. The state and saga are
+    /// read once (or known). A step's result is recorded together with the
+    /// next step's intent when that step needs one (its flag: compensation
+    /// undoes what a lost answer may have done) and on the way back;
+    /// otherwise it is held and recorded with the next record, at the
+    /// latest with the last step. A crash loses only held results, whose
+    /// steps the next run repeats: every call is idempotent by order. The
+    /// lease is renewed by each record, at least every third of its term.
+    async fn run(
+        &self,
+        order: OrderId,
+        known: Option<(OrderState, SagaRow)>,
+    ) -> Result<Ran, DieselError> {
+        let (mut state, mut saga) = match known {
+            Some(known) => known,
+            None => self.read(order).await?,
+        };
+        // The step whose intent is recorded (`sagas.step`, flags, lease).
+        let mut begun = saga.step.as_deref().and_then(Step::parse);
+        // Results done but not recorded yet, oldest first.
+        let mut held: Vec<OrderEvent> = Vec::new();
+        let mut renewed = std::time::Instant::now();
+        let renew_every = Duration::from_secs(self.settings.lease_secs) / 3;
+        loop {
+            let Some(step) = next_step(&state, &saga) else {
+                return Ok(Ran::Over);
+            };
+            let cx = self.step_context(&saga);
+            if begun != Some(step) {
+                if !self.begin(order, step).await? {
+                    return Ok(Ran::Over); // the lease was lost: someone else drives it
+                }
+                step.mark(&mut saga);
+                begun = Some(step);
+                renewed = std::time::Instant::now();
+            }
+            self.failpoint(&format!("before_{}", step.name()));
+            let outcome = match step {
+                Step::Confirm | Step::Close => {
+                    if self.finish(order, step, &saga, &held, &cx).await? {
+                        return Ok(Ran::Over);
+                    }
+                    // Turned round meanwhile (a cancel): read it again.
+                    held.clear();
+                    (state, saga) = self.read(order).await?;
+                    begun = saga.step.as_deref().and_then(Step::parse);
+                    continue;
+                }
+                _ => {
+                    let span = tracing::info_span!(
+                        "saga_step",
+                        otel.name = %format_args!("saga {}", step.name()),
+                        order.id = %order,
+                        step = step.name(),
+                        direction = %saga.direction
+                    );
+                    let started = std::time::Instant::now();
+                    let outcome = self.call(step, &state, &saga, &cx).instrument(span).await;
+                    metrics::histogram!("order_saga_step_duration_seconds", "step" => step.name())
+                        .record(started.elapsed().as_secs_f64());
+                    outcome
+                }
+            };
+            self.failpoint(&format!("after_{}", step.name()));
+            match outcome {
+                Outcome::Done(event) => {
+                    let mut after = state.clone();
+                    after.apply(&event, repo::now());
+                    let next = next_step(&after, &saga);
+                    held.push(event);
+                    let record_now = saga.direction != Direction::Forward
+                        || next.and_then(Step::flag).is_some()
+                        || renewed.elapsed() >= renew_every;
+                    if record_now {
+                        let Some(recorded) = self.record(order, &saga, &held, &cx).await? else {
+                            return Ok(Ran::Over); // the lease was lost after the step
+                        };
+                        held.clear();
+                        (state, begun) = recorded;
+                        if let Some(next) = begun {
+                            next.mark(&mut saga);
+                        }
+                        renewed = std::time::Instant::now();
+                    } else {
+                        // Held: the next step needs no intent on record.
+                        state = after;
+                        begun = next;
+                    }
+                    saga.attempts = 0;
+                    self.failpoint(&format!("after_{}_recorded", step.name()));
+                }
+                Outcome::Failed(reason) if saga.direction == Direction::Forward => {
+                    self.flush(order, &saga, &mut held, &cx).await?;
+                    self.turn_back(order, &reason).await?;
+                    saga.direction = Direction::Compensate;
+                    saga.outcome = Some(SagaOutcome::Failed);
+                    saga.reason = Some(reason);
+                    saga.attempts = 0;
+                }
+                Outcome::Failed(reason) => {
+                    // A compensation refused for good: an operator must look.
+                    tracing::error!(order.id = %order, step = step.name(), reason = %reason, "compensation refused; the saga waits for an operator");
+                    return Ok(Ran::Retry(format!("{} refused: {reason}", step.name())));
+                }
+                Outcome::Retry(error) => {
+                    self.flush(order, &saga, &mut held, &cx).await?;
+                    let forward = saga.direction == Direction::Forward;
+                    if forward && saga.attempts + 1 >= self.settings.max_step_attempts {
+                        // The customer sees (and is emailed) the reason: it
+                        // names the step, never an address or a database's
+                        // words; those go to the log.
+                        tracing::warn!(order.id = %order, step = step.name(), error = %error, "checkout step gave up after its attempts");
+                        let reason = format!(
+                            "the {} step could not be completed: the {} did not answer in time",
+                            step.name(),
+                            step.dependency()
+                        );
+                        self.turn_back(order, &reason).await?;
+                        saga.direction = Direction::Compensate;
+                        saga.outcome = Some(SagaOutcome::Failed);
+                        saga.reason = Some(reason);
+                        saga.attempts = 0;
+                    } else {
+                        return Ok(Ran::Retry(format!("{}: {error}", step.name())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn step_context(&self, saga: &SagaRow) -> CallContext {
+        let request_id = saga
+            .request_id
+            .as_deref()
+            .and_then(RequestId::parse)
+            .unwrap_or_else(RequestId::generate);
+        let cx = match self.services.context(request_id.clone()) {
+            Ok(cx) => cx,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign a service token");
+                CallContext::for_request(request_id).with_caller(kernel::Caller::service())
+            }
+        };
+        cx.with_timeout(Duration::from_millis(self.settings.step_timeout_ms))
+    }
+
+    /// One pass of the recovery worker: drives every saga that is due and
+    /// not leased (its owner died, or it waits for a retry). Returns how
+    /// many were picked.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn recover_due(&self) -> Result<usize, DieselError> {
+        let due = {
+            let mut conn = self.saga_conn().await?;
+            sagas::due(&mut conn).await?
+        };
+        let picked = due.len();
+        let mut running = tokio::task::JoinSet::new();
+        for order in due {
+            let saga = self.clone();
+            running.spawn(async move { saga.drive(order).await });
+            while running.len() >= 8 {
+                running.join_next().await;
+            }
+        }
+        while running.join_next().await.is_some() {}
+        Ok(picked)
+    }
+}

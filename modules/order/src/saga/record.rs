@@ -1,0 +1,192 @@
+//! The saga's bookkeeping: its lease, and what it records in `sagas` and
+//! `order_events` between calls (a step's intent before it runs, the
+//! results after, the turn back, the end).
+
+use std::time::Duration;
+
+use diesel::result::Error as DieselError;
+use diesel_async::AsyncConnection as _;
+use kernel::{CallContext, OrderId};
+
+use super::Saga;
+use super::step::{Step, next_step};
+use crate::domain::{OrderEvent, OrderState};
+use crate::repo::{self, AppendError, SagaOutcome, SagaRow, sagas};
+
+impl Saga {
+    /// Takes (or renews) the saga's lease for this instance.
+    pub(super) async fn lease(&self, order: OrderId) -> Result<bool, DieselError> {
+        let mut conn = self.saga_conn().await?;
+        sagas::lease(&mut conn, order, self.instance, self.settings.lease_secs).await
+    }
+
+    /// Gives the lease up until a retry `wait` from now, counting the attempt.
+    pub(super) async fn unlease(&self, order: OrderId, wait: Duration, error: &str) {
+        let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
+            return; // the lease expires by itself
+        };
+        let result = sagas::unlease(&mut conn, order, self.instance, wait, error).await;
+        if let Err(e) = result {
+            tracing::warn!(order.id = %order, error = %e, "could not release the saga lease");
+        }
+    }
+
+    pub(super) async fn attempts(&self, order: OrderId) -> u32 {
+        let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
+            return 0;
+        };
+        sagas::load(&mut conn, order, false)
+            .await
+            .map(|s| u32::try_from(s.attempts).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// The order's state and saga as recorded.
+    pub(super) async fn read(&self, order: OrderId) -> Result<(OrderState, SagaRow), DieselError> {
+        let mut conn = self.saga_conn().await?;
+        let state = repo::load_state(&mut conn, order, false)
+            .await?
+            .ok_or(DieselError::NotFound)?;
+        let saga = sagas::load(&mut conn, order, false).await?;
+        Ok((state, saga))
+    }
+
+    /// Records the held results, if any (before turning back or waiting).
+    pub(super) async fn flush(
+        &self,
+        order: OrderId,
+        saga: &SagaRow,
+        held: &mut Vec<OrderEvent>,
+        cx: &CallContext,
+    ) -> Result<(), DieselError> {
+        if !held.is_empty() {
+            self.record(order, saga, held, cx).await?;
+            held.clear();
+        }
+        Ok(())
+    }
+
+    /// Records the step about to run (and renews the lease); false when the
+    /// lease is no longer ours.
+    pub(super) async fn begin(&self, order: OrderId, step: Step) -> Result<bool, DieselError> {
+        let mut conn = self.saga_conn().await?;
+        let lease = self.settings.lease_secs;
+        sagas::begin(
+            &mut conn,
+            order,
+            self.instance,
+            step.name(),
+            step.flag(),
+            lease,
+        )
+        .await
+    }
+
+    /// Records steps' results and, in the same transaction, the intent of
+    /// the step that follows (as [`Self::begin`] would, lease renewed).
+    /// Returns the new state and the step begun, or `None` when the lease is
+    /// no longer ours (the results are recorded all the same: they happened).
+    pub(super) async fn record(
+        &self,
+        order: OrderId,
+        saga: &SagaRow,
+        events: &[OrderEvent],
+        cx: &CallContext,
+    ) -> Result<Option<(OrderState, Option<Step>)>, DieselError> {
+        let mut conn = self.saga_conn().await?;
+        conn.transaction::<_, DieselError, _>(async |conn| {
+            let state = append_all(conn, order, events, cx).await?;
+            let next = next_step(&state, saga);
+            let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
+            let lease = self.settings.lease_secs;
+            let ours = sagas::recorded(conn, order, self.instance, name, flag, lease).await?;
+            Ok(ours.then_some((state, next)))
+        })
+        .await
+        .inspect(|_| events::outbox::wake(crate::NAME))
+    }
+
+    /// The forward run failed for good: compensate, and fail the order.
+    pub(super) async fn turn_back(&self, order: OrderId, reason: &str) -> Result<(), DieselError> {
+        tracing::info!(order.id = %order, reason = %reason, "checkout failed; compensating");
+        metrics::counter!("order_sagas_compensated_total").increment(1);
+        let mut conn = self.saga_conn().await?;
+        sagas::turn_back(&mut conn, order, reason).await
+    }
+
+    /// The last step: confirm (forward) or fail / cancel (backward), with
+    /// the saga marked done (and its lease cleared) in the same transaction.
+    /// False when the saga turned round meanwhile.
+    pub(super) async fn finish(
+        &self,
+        order: OrderId,
+        step: Step,
+        seen: &SagaRow,
+        held: &[OrderEvent],
+        cx: &CallContext,
+    ) -> Result<bool, DieselError> {
+        let mut conn = self.saga_conn().await?;
+        let finished = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let saga = sagas::load(conn, order, true).await?;
+                if saga.done {
+                    return Ok(Some(false)); // finished by another driver
+                }
+                // The results held back are recorded in any case: they
+                // happened; the last step's event only if still going this way.
+                let turned = saga.direction != seen.direction;
+                let mut events = held.to_vec();
+                if !turned {
+                    let event = match step {
+                        Step::Confirm => OrderEvent::Confirmed,
+                        _ => {
+                            let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
+                            if saga.outcome == Some(SagaOutcome::Cancelled) {
+                                OrderEvent::Cancelled { reason }
+                            } else {
+                                OrderEvent::Failed { reason }
+                            }
+                        }
+                    };
+                    events.push(event);
+                }
+                if !events.is_empty() {
+                    append_all(conn, order, &events, cx).await?;
+                }
+                if turned {
+                    return Ok(None); // turned round meanwhile
+                }
+                sagas::mark_done(conn, order).await?;
+                Ok(Some(true))
+            })
+            .await?;
+        events::outbox::wake(crate::NAME);
+        match finished {
+            None => return Ok(false),
+            Some(false) => return Ok(true),
+            Some(true) => {}
+        }
+        self.failpoint(&format!("after_{}_recorded", step.name()));
+        let outcome = match step {
+            Step::Confirm => "confirmed",
+            _ => "compensated",
+        };
+        metrics::counter!("order_sagas_finished_total", "outcome" => outcome).increment(1);
+        Ok(true)
+    }
+}
+
+/// [`repo::append_all`] inside the saga's bookkeeping, where a refused or
+/// missing order is a database error like any other (the step is retried).
+async fn append_all(
+    conn: &mut diesel_async::AsyncPgConnection,
+    order: OrderId,
+    events: &[OrderEvent],
+    cx: &CallContext,
+) -> Result<OrderState, DieselError> {
+    match repo::append_all(conn, order, events, cx).await {
+        Ok(state) => Ok(state),
+        Err(AppendError::Db(e)) => Err(e),
+        Err(AppendError::Refused(_) | AppendError::NotFound) => Err(DieselError::NotFound),
+    }
+}

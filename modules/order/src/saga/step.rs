@@ -1,0 +1,150 @@
+//! The saga's steps and the rule that picks the next one from what is
+//! recorded: the saga's decisions, free of calls and of storage.
+
+use inventory_api::InventoryError;
+
+use crate::domain::OrderEvent;
+use crate::domain::OrderState;
+use crate::repo::{Direction, SagaRow};
+
+/// What the next move is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    Reserve,
+    Authorize,
+    Commit,
+    Capture,
+    Confirm,
+    Refund,
+    Void,
+    Restock,
+    Release,
+    Close,
+}
+
+impl Step {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Step::Reserve => "reserve",
+            Step::Authorize => "authorize",
+            Step::Commit => "commit",
+            Step::Capture => "capture",
+            Step::Confirm => "confirm",
+            Step::Refund => "refund",
+            Step::Void => "void",
+            Step::Restock => "restock",
+            Step::Release => "release",
+            Step::Close => "close",
+        }
+    }
+
+    /// What the step calls, in words for the customer.
+    pub(super) fn dependency(self) -> &'static str {
+        match self {
+            Step::Reserve | Step::Commit | Step::Restock | Step::Release => "inventory",
+            Step::Authorize | Step::Capture | Step::Refund | Step::Void => "payment provider",
+            Step::Confirm | Step::Close => "order service",
+        }
+    }
+
+    /// The step named `name` (as [`Step::name`] writes it).
+    pub(super) fn parse(name: &str) -> Option<Step> {
+        [
+            Step::Reserve,
+            Step::Authorize,
+            Step::Commit,
+            Step::Capture,
+            Step::Confirm,
+            Step::Refund,
+            Step::Void,
+            Step::Restock,
+            Step::Release,
+            Step::Close,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// The saga's column recording, before the call, that the step may have
+    /// taken effect: compensation undoes what a lost answer may have done.
+    pub(super) fn flag(self) -> Option<&'static str> {
+        match self {
+            Step::Reserve => Some("reserve_attempted"),
+            Step::Authorize => Some("payment_attempted"),
+            _ => None,
+        }
+    }
+
+    /// Sets the step's flag on a saga held in memory, as begun.
+    pub(super) fn mark(self, saga: &mut SagaRow) {
+        match self {
+            Step::Reserve => saga.reserve_attempted = true,
+            Step::Authorize => saga.payment_attempted = true,
+            _ => {}
+        }
+        saga.step = Some(self.name().to_owned());
+    }
+}
+
+/// How a run of the saga ended.
+pub(super) enum Ran {
+    /// Over for now: finished, or the lease is another instance's.
+    Over,
+    /// A step must be tried again later, for this reason.
+    Retry(String),
+}
+
+/// How a step call ended.
+pub(super) enum Outcome {
+    /// Record this event.
+    Done(OrderEvent),
+    /// The step failed for good: turn back (forward) with this reason.
+    Failed(String),
+    /// Could not tell or not now: try again later.
+    Retry(String),
+}
+
+/// The step the recorded state and saga call for; `None` once done.
+pub(super) fn next_step(state: &OrderState, saga: &SagaRow) -> Option<Step> {
+    if saga.done {
+        return None;
+    }
+    if saga.direction == Direction::Forward {
+        return Some(if !state.reserved {
+            Step::Reserve
+        } else if !state.authorized {
+            Step::Authorize
+        } else if !state.committed {
+            Step::Commit
+        } else if !state.captured {
+            Step::Capture
+        } else {
+            Step::Confirm
+        });
+    }
+    Some(if state.captured && !state.refunded {
+        Step::Refund
+    } else if (state.authorized || saga.payment_attempted) && !state.captured && !state.voided {
+        Step::Void
+    } else if state.committed && !state.restocked {
+        Step::Restock
+    } else if (state.reserved || saga.reserve_attempted)
+        && !state.committed
+        && !state.released
+        && !state.restocked
+    {
+        Step::Release
+    } else {
+        Step::Close
+    })
+}
+
+/// Whether the inventory's answer is worth asking again (it may change).
+pub(super) fn inventory_retry(error: &InventoryError) -> bool {
+    matches!(
+        error,
+        InventoryError::Unavailable(_)
+            | InventoryError::Degraded(_)
+            | InventoryError::Unexpected(_)
+    )
+}
