@@ -8,49 +8,80 @@ use auth::{KeySet, SigningKey, Verifier};
 use url::Url;
 
 use crate::Settings;
+use crate::modules::ModuleName;
 
-/// Every remote dependency, by the name its policy, metrics and settings use.
-pub const DEPENDENCIES: &[&str] = &[
-    "user",
-    "catalog",
-    "inventory",
-    "notification",
-    "payment",
-    "order",
-    "payment_provider",
-    "smtp",
-    "webhooks",
-];
+/// Something this process calls over the network: a module in another
+/// process, or a service at the edge of the shop. Each has one resilience
+/// policy (`[resilience.<name>]`), shared by every caller of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dependency {
+    /// A module served by another process.
+    Module(ModuleName),
+    /// The card payment provider (the sandbox until a real one plugs in).
+    PaymentProvider,
+    /// The SMTP server the notification module sends mail through.
+    Smtp,
+    /// Webhook receivers the notification module calls.
+    Webhooks,
+}
+
+impl Dependency {
+    /// Every dependency, in the order error messages list them.
+    pub const ALL: [Dependency; 9] = [
+        Dependency::Module(ModuleName::User),
+        Dependency::Module(ModuleName::Catalog),
+        Dependency::Module(ModuleName::Inventory),
+        Dependency::Module(ModuleName::Notification),
+        Dependency::Module(ModuleName::Payment),
+        Dependency::Module(ModuleName::Order),
+        Dependency::PaymentProvider,
+        Dependency::Smtp,
+        Dependency::Webhooks,
+    ];
+
+    /// The name its policy, metrics and settings use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dependency::Module(module) => module.as_str(),
+            Dependency::PaymentProvider => "payment_provider",
+            Dependency::Smtp => "smtp",
+            Dependency::Webhooks => "webhooks",
+        }
+    }
+
+    /// The dependency called `name`, if any.
+    pub fn parse(name: &str) -> Option<Dependency> {
+        Dependency::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
 
 /// One policy per remote dependency, shared by every caller of it.
 #[derive(Clone)]
-pub struct Policies(std::collections::HashMap<&'static str, Arc<resilience::Policy>>);
+pub struct Policies(Arc<std::collections::HashMap<Dependency, Arc<resilience::Policy>>>);
 
 impl Policies {
     /// The policies `[resilience]` describes.
     pub fn new(settings: &Settings) -> Policies {
-        Policies(
-            DEPENDENCIES
-                .iter()
-                .map(|name| {
-                    (
-                        *name,
-                        Arc::new(resilience::Policy::new(
-                            name,
-                            settings.resilience.for_dependency(name),
-                        )),
-                    )
-                })
-                .collect(),
-        )
+        let policies = Dependency::ALL
+            .into_iter()
+            .map(|dependency| {
+                let name = dependency.as_str();
+                let settings = settings.resilience.for_dependency(name);
+                (
+                    dependency,
+                    Arc::new(resilience::Policy::new(name, settings)),
+                )
+            })
+            .collect();
+        Policies(Arc::new(policies))
     }
 
-    /// The policy of `dependency` (one of [`DEPENDENCIES`]).
-    pub fn get(&self, dependency: &str) -> Arc<resilience::Policy> {
-        match self.0.get(dependency) {
+    /// The policy of `dependency`.
+    pub fn get(&self, dependency: Dependency) -> Arc<resilience::Policy> {
+        match self.0.get(&dependency) {
             Some(policy) => Arc::clone(policy),
-            // Names are compile-time constants of this crate; a typo is a bug.
-            None => unreachable!("no resilience policy named `{dependency}`"),
+            // `new` makes one for every variant.
+            None => unreachable!("no resilience policy for `{}`", dependency.as_str()),
         }
     }
 }
@@ -113,7 +144,7 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
 /// Neither: the module is not served here and has no URL.
 pub fn module_api<T: ?Sized>(
     settings: &Settings,
-    module: crate::modules::ModuleName,
+    module: ModuleName,
     local: Option<Arc<T>>,
     remote: impl FnOnce(Url) -> Arc<T>,
     observed: impl FnOnce(Arc<T>) -> Arc<T>,
@@ -175,24 +206,22 @@ pub fn verifier(
         base.as_str().trim_end_matches('/'),
         user_api::JWKS_PATH
     ))?;
-    Ok(Verifier::remote(jwks, client, policies.get("user"), &policy).with_service_key(service_key))
+    let user = policies.get(Dependency::Module(ModuleName::User));
+    Ok(Verifier::remote(jwks, client, user, &policy).with_service_key(service_key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::ModuleName;
 
     #[test]
-    fn every_module_has_a_resilience_policy() {
-        // `Policies::get` is called with module names; a module added
-        // without a policy would fail here rather than in production.
+    fn every_module_is_a_dependency_with_its_own_name() {
         for module in ModuleName::ALL {
-            assert!(
-                DEPENDENCIES.contains(&module.as_str()),
-                "add `{}` to compose::DEPENDENCIES",
-                module.as_str()
-            );
+            let dependency = Dependency::Module(*module);
+            assert!(Dependency::ALL.contains(&dependency), "{module:?}");
+            assert_eq!(Dependency::parse(module.as_str()), Some(dependency));
         }
+        assert_eq!(Dependency::parse("smtp"), Some(Dependency::Smtp));
+        assert_eq!(Dependency::parse("nowhere"), None);
     }
 }

@@ -57,29 +57,13 @@ impl DatabaseServer {
 
 /// The schema and migrations of `module`, when it is compiled in.
 pub fn migrations(module: ModuleName) -> Option<db::ModuleMigrations> {
-    match module {
-        #[cfg(feature = "user")]
-        ModuleName::User => Some(user::MODULE_MIGRATIONS),
-        #[cfg(feature = "catalog")]
-        ModuleName::Catalog => Some(catalog::MODULE_MIGRATIONS),
-        #[cfg(feature = "notification")]
-        ModuleName::Notification => Some(notification::MODULE_MIGRATIONS),
-        #[cfg(feature = "inventory")]
-        ModuleName::Inventory => Some(inventory::MODULE_MIGRATIONS),
-        #[cfg(feature = "payment")]
-        ModuleName::Payment => Some(payment::MODULE_MIGRATIONS),
-        #[cfg(feature = "order")]
-        ModuleName::Order => Some(order::MODULE_MIGRATIONS),
-        #[allow(unreachable_patterns)]
-        _ => None,
-    }
+    crate::registry::registration(module).map(|r| r.migrations)
 }
 
 /// [`migrations`] of a local module: settings refuse to serve a module
 /// that is not compiled in, so its absence is a bug, reported as an error.
 fn local_migrations(module: ModuleName) -> anyhow::Result<db::ModuleMigrations> {
-    migrations(module)
-        .ok_or_else(|| anyhow::anyhow!("the {} module is not compiled in", module.as_str()))
+    Ok(crate::registry::local(module)?.migrations)
 }
 
 /// Applies pending migrations of every local module.

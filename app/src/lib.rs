@@ -11,6 +11,7 @@ pub mod memory;
 pub mod modules;
 pub mod openapi;
 mod ops;
+mod registry;
 pub mod settings;
 pub mod spec_compat;
 pub mod startup;

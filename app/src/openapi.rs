@@ -60,18 +60,9 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         .service(utoipa_actix_web::scope("/api/v1").configure(|cfg| {
             // The modules compiled into this binary (all of them by default:
             // the committed spec is the whole shop's).
-            #[cfg(feature = "user")]
-            user::http::configure(cfg);
-            #[cfg(feature = "catalog")]
-            catalog::http::configure(cfg);
-            #[cfg(feature = "inventory")]
-            inventory::http::configure(cfg);
-            #[cfg(feature = "order")]
-            order::http::configure(cfg);
-            #[cfg(feature = "payment")]
-            payment::http::configure(cfg);
-            #[cfg(feature = "notification")]
-            notification::http::configure(cfg);
+            for registration in crate::registry::COMPILED {
+                (registration.routes)(cfg);
+            }
             events::http::configure(cfg);
         }))
         .split_for_parts();

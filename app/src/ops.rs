@@ -9,6 +9,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Map, Value, json};
 use url::Url;
 
+use crate::compose::Dependency;
+use crate::modules::ModuleName;
+
 /// What readiness checks and metrics report on.
 pub(crate) struct Dependencies {
     /// Set once a stop signal arrived: readiness answers 503 at once.
@@ -16,7 +19,7 @@ pub(crate) struct Dependencies {
     /// Pools of local modules, by module name.
     pub(crate) pools: Vec<(&'static str, db::Pool)>,
     /// Remote modules this process forwards to, by module name.
-    pub(crate) remotes: Vec<(&'static str, Url)>,
+    pub(crate) remotes: Vec<(ModuleName, Url)>,
     /// Their resilience policies (an open breaker makes the process not ready).
     pub(crate) policies: crate::compose::Policies,
     /// The broker, when events travel through RabbitMQ.
@@ -75,13 +78,14 @@ pub(crate) async fn ready(
         checks.insert(format!("database:{module}"), check_json(outcome));
     }
     for (module, url) in &deps.remotes {
-        let outcome = if deps.policies.get(module).state() == resilience::State::Open {
+        let policy = deps.policies.get(Dependency::Module(*module));
+        let outcome = if policy.state() == resilience::State::Open {
             Err("circuit breaker open".to_owned())
         } else {
             probe(&deps.client, url).await
         };
         degraded |= outcome.is_err();
-        checks.insert(format!("module:{module}"), check_json(outcome));
+        checks.insert(format!("module:{}", module.as_str()), check_json(outcome));
     }
     if let Some(broker) = &deps.broker {
         let outcome = if broker.is_connected().await {

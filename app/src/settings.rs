@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 use url::Url;
 
+use crate::compose::Dependency;
 use crate::modules::{ModuleName, ModulesSettings};
 
 /// Everything the `shop` binary can be told.
@@ -400,20 +401,18 @@ impl Settings {
             return fail("server.body_limit_bytes", "must be at least 1".into());
         }
         for dependency in self.resilience.dependencies.keys() {
-            if !crate::compose::DEPENDENCIES.contains(&dependency.as_str()) {
+            if Dependency::parse(dependency).is_none() {
+                let known: Vec<&str> = Dependency::ALL.iter().map(|d| d.as_str()).collect();
                 return fail(
                     &format!("resilience.{dependency}"),
-                    format!(
-                        "unknown dependency (known: default, {})",
-                        crate::compose::DEPENDENCIES.join(", ")
-                    ),
+                    format!("unknown dependency (known: default, {})", known.join(", ")),
                 );
             }
         }
         if let Err((field, msg)) = self.resilience.default.validate() {
             return fail(&format!("resilience.default.{field}"), msg);
         }
-        for dependency in crate::compose::DEPENDENCIES {
+        for dependency in Dependency::ALL.map(Dependency::as_str) {
             if let Err((field, msg)) = self.resilience.for_dependency(dependency).validate() {
                 return fail(&format!("resilience.{dependency}.{field}"), msg);
             }
@@ -494,22 +493,7 @@ impl Settings {
 
     /// `[<module>.database]`, when the module is compiled in.
     pub fn module_database(&self, module: ModuleName) -> Option<&db::ModuleDatabase> {
-        match module {
-            #[cfg(feature = "user")]
-            ModuleName::User => Some(&self.user.database),
-            #[cfg(feature = "catalog")]
-            ModuleName::Catalog => Some(&self.catalog.database),
-            #[cfg(feature = "notification")]
-            ModuleName::Notification => Some(&self.notification.database),
-            #[cfg(feature = "inventory")]
-            ModuleName::Inventory => Some(&self.inventory.database),
-            #[cfg(feature = "payment")]
-            ModuleName::Payment => Some(&self.payment.database),
-            #[cfg(feature = "order")]
-            ModuleName::Order => Some(&self.order.database),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
+        crate::registry::registration(module).map(|r| (r.database)(self))
     }
 }
 

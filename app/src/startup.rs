@@ -20,9 +20,11 @@ use url::Url;
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 use web::RequestIdRootSpan;
 
+use crate::compose::Dependency;
 use crate::database::{self, DatabaseServer};
 use crate::modules::ModuleName;
 use crate::ops::{self, Dependencies};
+use crate::registry::{self, AppData, Registration};
 use crate::{Settings, compose, openapi};
 
 /// A built, not yet running, shop server.
@@ -58,18 +60,8 @@ impl AppHandle {
 /// What the route table is built from, once per worker.
 #[derive(Clone)]
 struct Wiring {
-    #[cfg(feature = "user")]
-    user: Option<(Data<user::UserModule>, Data<user::http::Limits>)>,
-    #[cfg(feature = "catalog")]
-    catalog: Option<Data<catalog::CatalogModule>>,
-    #[cfg(feature = "notification")]
-    notification: Option<Data<notification::http::NotificationModule>>,
-    #[cfg(feature = "inventory")]
-    inventory: Option<Data<inventory::InventoryModule>>,
-    #[cfg(feature = "payment")]
-    payment: Option<Data<payment::PaymentModule>>,
-    #[cfg(feature = "order")]
-    order: Option<Data<order::OrderModule>>,
+    /// The modules served here, with what their routes read.
+    local: Vec<(&'static Registration, AppData)>,
     /// Serves the dead-letter routes when a local module handles events.
     dispatcher: Option<Data<Dispatcher>>,
     remotes: Vec<(ModuleName, Url)>,
@@ -81,45 +73,9 @@ struct Wiring {
 
 impl Wiring {
     fn configure(&self, cfg: &mut aweb::ServiceConfig) {
-        #[cfg(feature = "user")]
-        if let Some((users, limits)) = &self.user {
-            cfg.app_data(users.clone()).app_data(limits.clone());
-            user::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
-        }
-        #[cfg(feature = "catalog")]
-        if let Some(catalog) = &self.catalog {
-            cfg.app_data(catalog.clone());
-            catalog::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
-        }
-        #[cfg(feature = "notification")]
-        if let Some(notifications) = &self.notification {
-            cfg.app_data(notifications.clone());
-            notification::http::configure(
-                &mut utoipa_actix_web::service_config::ServiceConfig::new(cfg),
-            );
-        }
-        #[cfg(feature = "inventory")]
-        if let Some(inventory) = &self.inventory {
-            cfg.app_data(inventory.clone());
-            inventory::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
-        }
-        #[cfg(feature = "payment")]
-        if let Some(payments) = &self.payment {
-            cfg.app_data(payments.clone());
-            payment::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
-        }
-        #[cfg(feature = "order")]
-        if let Some(orders) = &self.order {
-            cfg.app_data(orders.clone());
-            order::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+        for (registration, data) in &self.local {
+            data(cfg);
+            (registration.routes)(&mut utoipa_actix_web::service_config::ServiceConfig::new(
                 cfg,
             ));
         }
@@ -144,7 +100,7 @@ impl Wiring {
                 &prefixes,
                 url.clone(),
                 self.client.clone(),
-                self.policies.get(module.as_str()),
+                self.policies.get(Dependency::Module(*module)),
             );
         }
     }
@@ -155,7 +111,7 @@ impl Wiring {
 ///
 /// # Errors
 /// An extra root certificate file that cannot be read or parsed, named.
-fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuilder> {
+pub(crate) fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuilder> {
     remote::tls::install_crypto_provider();
     let roots = remote::tls::extra_roots(&settings.remote.extra_root_certificates)
         .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
@@ -170,26 +126,6 @@ fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuilder>
 /// An extra root certificate that cannot be loaded, or no TLS roots at all.
 pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
     Ok(client_builder(settings)?
-        .timeout(Duration::from_millis(settings.remote.timeout_ms))
-        .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
-        .build()?)
-}
-
-/// The HTTP client of webhook calls: it reaches public addresses only (its
-/// resolver refuses internal ones, `notification::egress`), follows no
-/// redirect and uses no proxy.
-///
-/// # Errors
-/// When the client cannot be built (not expected).
-#[cfg(feature = "notification")]
-fn webhook_client(
-    settings: &Settings,
-    egress: &notification::egress::Egress,
-) -> anyhow::Result<reqwest::Client> {
-    Ok(client_builder(settings)?
-        .dns_resolver(Arc::new(egress.clone()).resolver())
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
         .timeout(Duration::from_millis(settings.remote.timeout_ms))
         .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
         .build()?)
@@ -232,24 +168,9 @@ impl Application {
         let mut pools = Vec::new();
         let (stop, stopped) = watch::channel(false);
         let mut background = Vec::new();
-        #[cfg_attr(
-            not(any(feature = "catalog", feature = "notification")),
-            allow(unused_mut)
-        )]
         let mut subscriptions = Vec::new();
         let mut wiring = Wiring {
-            #[cfg(feature = "user")]
-            user: None,
-            #[cfg(feature = "catalog")]
-            catalog: None,
-            #[cfg(feature = "notification")]
-            notification: None,
-            #[cfg(feature = "inventory")]
-            inventory: None,
-            #[cfg(feature = "payment")]
-            payment: None,
-            #[cfg(feature = "order")]
-            order: None,
+            local: Vec::new(),
             dispatcher: None,
             remotes: settings
                 .modules
@@ -264,207 +185,30 @@ impl Application {
             client: client.clone(),
             policies: policies.clone(),
         };
-        #[cfg_attr(not(feature = "user"), allow(unused_mut))]
         let mut local_keys = None;
+        let mut gauges = Vec::new();
         let services = Arc::new(compose::service_tokens(&settings)?);
         let database = if settings.needs_database() {
             let server = DatabaseServer::resolve(&settings).await?;
             if settings.database.migrate_on_start {
                 database::migrate_local_modules(&settings, &server.url).await?;
             }
-            // A binary without modules never gets here (no local module).
-            #[cfg_attr(
-                not(any(
-                    feature = "user",
-                    feature = "catalog",
-                    feature = "inventory",
-                    feature = "order",
-                    feature = "payment",
-                    feature = "notification"
-                )),
-                allow(clippy::never_loop)
-            )]
-            for module in settings.modules.local() {
+            let pool = |module: ModuleName| {
                 let pool = database::module_pool(&settings, module, &server.url)?;
                 pools.push((module.as_str(), pool.clone()));
-                match module {
-                    #[cfg(feature = "user")]
-                    ModuleName::User => {
-                        let key = compose::signing_key(&settings)?;
-                        local_keys = Some(compose::key_set(&settings, &key)?);
-                        let users = compose::user_module(&settings, pool, key)?;
-                        let retention = user::RetentionJob::new(
-                            users.clone(),
-                            Duration::from_secs(settings.user.prune_interval_secs),
-                        );
-                        background.push(tokio::spawn(retention.run(stopped.clone())));
-                        let limits = &settings.rate_limit;
-                        let limits = user::http::Limits::new(
-                            limits.trusted_proxies.clone(),
-                            limits.per_minute(limits.login_per_minute_per_ip),
-                            limits.per_minute(limits.login_per_minute_per_account),
-                            limits.per_minute(limits.registrations_per_minute_per_ip),
-                        );
-                        wiring.user = Some((Data::new(users), Data::new(limits)));
-                    }
-                    #[cfg(feature = "catalog")]
-                    ModuleName::Catalog => {
-                        let cache = catalog::ProductCache::new(&settings.catalog.cache)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("catalog.cache: {e}"))?;
-                        subscriptions.push(events::Subscription {
-                            module: catalog::NAME,
-                            name: catalog::events::HANDLER,
-                            event_types: catalog::events::EVENT_TYPES.to_vec(),
-                            handler: Arc::new(catalog::CatalogEvents::new(cache.clone())),
-                            pool: pool.clone(),
-                        });
-                        wiring.catalog = Some(Data::new(catalog::CatalogModule::new(pool, cache)));
-                    }
-                    #[cfg(feature = "inventory")]
-                    ModuleName::Inventory => {
-                        let module =
-                            inventory::InventoryModule::new(pool, settings.inventory.clone());
-                        let job = inventory::ExpiryJob::new(module.clone());
-                        background.push(tokio::spawn(job.run(stopped.clone())));
-                        wiring.inventory = Some(Data::new(module));
-                    }
-                    #[cfg(feature = "payment")]
-                    ModuleName::Payment => {
-                        let provider_url = match &settings.payment.provider_url {
-                            Some(url) => url.clone(),
-                            #[cfg(feature = "sandbox")]
-                            None if settings.payment.sandbox_embedded => {
-                                let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1)?;
-                                tracing::info!(
-                                    port,
-                                    "started the SANDBOX payment provider in this process (payment.provider_url is unset); it moves no money"
-                                );
-                                let handle = server.handle();
-                                tokio::spawn(server);
-                                let mut stop = stopped.clone();
-                                background.push(tokio::spawn(async move {
-                                    let _ = stop.changed().await;
-                                    handle.stop(true).await;
-                                }));
-                                Url::parse(&format!("http://127.0.0.1:{port}/"))?
-                            }
-                            None => anyhow::bail!(
-                                "payment.provider_url: required (payment.sandbox_embedded is off, \
-                                 or this binary lacks the sandbox: cargo feature \"sandbox\")"
-                            ),
-                        };
-                        let provider = payment::provider::HttpProvider::new(
-                            client.clone(),
-                            provider_url,
-                            policies.get("payment_provider"),
-                        );
-                        wiring.payment = Some(Data::new(payment::PaymentModule::new(
-                            pool,
-                            Arc::new(provider),
-                        )));
-                    }
-                    #[cfg(feature = "order")]
-                    ModuleName::Order => {
-                        // This process's own modules, when they run here.
-                        #[cfg(feature = "catalog")]
-                        let local_catalog = wiring
-                            .catalog
-                            .clone()
-                            .map(|m| m.into_inner() as Arc<dyn catalog_api::CatalogApi>);
-                        #[cfg(not(feature = "catalog"))]
-                        let local_catalog = None;
-                        #[cfg(feature = "inventory")]
-                        let local_inventory = wiring
-                            .inventory
-                            .clone()
-                            .map(|m| m.into_inner() as Arc<dyn inventory_api::InventoryApi>);
-                        #[cfg(not(feature = "inventory"))]
-                        let local_inventory = None;
-                        #[cfg(feature = "payment")]
-                        let local_payment = wiring
-                            .payment
-                            .clone()
-                            .map(|m| m.into_inner() as Arc<dyn payment_api::PaymentApi>);
-                        #[cfg(not(feature = "payment"))]
-                        let local_payment = None;
-                        let deps = order::Dependencies {
-                            catalog: compose::module_api(
-                                &settings,
-                                ModuleName::Catalog,
-                                local_catalog.clone(),
-                                |base| {
-                                    Arc::new(catalog_api::client::CatalogClient::new(
-                                        client.clone(),
-                                        base,
-                                        policies.get("catalog"),
-                                    ))
-                                },
-                                |api| Arc::new(catalog_api::observed::Observed(api)),
-                            )?,
-                            inventory: compose::module_api(
-                                &settings,
-                                ModuleName::Inventory,
-                                local_inventory.clone(),
-                                |base| {
-                                    Arc::new(inventory_api::client::InventoryClient::new(
-                                        client.clone(),
-                                        base,
-                                        policies.get("inventory"),
-                                    ))
-                                },
-                                |api| Arc::new(inventory_api::observed::Observed(api)),
-                            )?,
-                            payment: compose::module_api(
-                                &settings,
-                                ModuleName::Payment,
-                                local_payment.clone(),
-                                |base| {
-                                    Arc::new(payment_api::client::PaymentClient::new(
-                                        client.clone(),
-                                        base,
-                                        policies.get("payment"),
-                                    ))
-                                },
-                                |api| Arc::new(payment_api::observed::Observed(api)),
-                            )?,
-                            services: Arc::clone(&services),
-                        };
-                        let module = order::OrderModule::new(pool, deps, settings.order.clone());
-                        let worker = order::RecoveryWorker::new(module.clone());
-                        background.push(tokio::spawn(worker.run(stopped.clone())));
-                        wiring.order = Some(Data::new(module));
-                    }
-                    #[cfg(feature = "notification")]
-                    ModuleName::Notification => {
-                        let config = &settings.notification;
-                        subscriptions.push(events::Subscription {
-                            module: notification::NAME,
-                            name: notification::HANDLER,
-                            event_types: notification::EVENT_TYPES.to_vec(),
-                            handler: Arc::new(notification::NotificationHandler::new(
-                                config.admin_email.clone(),
-                            )),
-                            pool: pool.clone(),
-                        });
-                        let egress =
-                            notification::egress::Egress::new(config.webhook_allow.clone());
-                        let sender = notification::Sender::new(
-                            pool.clone(),
-                            config.clone(),
-                            webhook_client(&settings, &egress)?,
-                            policies.get("smtp"),
-                            policies.get("webhooks"),
-                        )?;
-                        background.push(tokio::spawn(sender.run(stopped.clone())));
-                        wiring.notification = Some(Data::new(
-                            notification::http::NotificationModule::new(pool, egress),
-                        ));
-                    }
-                    // Settings refuse to serve a module this binary lacks.
-                    #[allow(unreachable_patterns)]
-                    other => anyhow::bail!("the {} module is not compiled in", other.as_str()),
+                Ok(pool)
+            };
+            let built =
+                registry::build_local(&settings, pool, &client, &policies, &services, &stopped)
+                    .await?;
+            for (registration, local) in built {
+                background.extend(local.jobs);
+                subscriptions.extend(local.subscription);
+                local_keys = local_keys.or(local.keys);
+                if let Some(read) = registration.gauges {
+                    gauges.push((registration.module.as_str(), read));
                 }
+                wiring.local.push((registration, local.data));
             }
             Some(server)
         } else {
@@ -560,16 +304,12 @@ impl Application {
         let deps = Data::new(Dependencies {
             draining: Arc::clone(&draining),
             pools: pools.clone(),
-            remotes: wiring
-                .remotes
-                .iter()
-                .map(|(m, u)| (m.as_str(), u.clone()))
-                .collect(),
+            remotes: wiring.remotes.clone(),
             broker,
             client,
             policies: policies.clone(),
             metrics: telemetry::metrics_handle(),
-            gauges: module_gauges(),
+            gauges,
         });
         let doc = openapi::api_doc();
         let routes = Data::new(ops::RouteTable::new(&doc));
@@ -713,15 +453,6 @@ impl Application {
         }
         Ok(result?)
     }
-}
-
-/// The gauges modules read from their own tables when `/metrics` is scraped
-/// (read only for the modules served here).
-fn module_gauges() -> Vec<(&'static str, crate::ops::ModuleGauges)> {
-    vec![
-        #[cfg(feature = "order")]
-        (order::NAME, |pool| Box::pin(order::record_metrics(pool))),
-    ]
 }
 
 /// The spec at `/api-docs/openapi.json` (`spec`, serialized once), and

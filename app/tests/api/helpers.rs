@@ -262,6 +262,7 @@ pub fn bearer_contexts(app: &TestApp) -> (kernel::CallContext, kernel::CallConte
 
 /// The resilience policy `dependency` gets with the default settings.
 pub fn policy(dependency: &str) -> std::sync::Arc<resilience::Policy> {
+    let dependency = app::compose::Dependency::parse(dependency).expect("a known dependency");
     app::compose::Policies::new(&test_settings(None, &[])).get(dependency)
 }
 

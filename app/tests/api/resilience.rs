@@ -12,11 +12,15 @@ use resilience::State;
 use serde_json::Value;
 use testkit::fault::{Fault, FaultProxy};
 
+use app::compose::Dependency;
+use app::modules::ModuleName;
+
 use crate::helpers::{assert_problem, product_json, spawn_app, spawn_app_with, test_settings};
 
 /// The catalog's policy with `extra` overrides (env-var form).
 fn catalog_policy(extra: &[(&str, &str)]) -> Arc<resilience::Policy> {
-    app::compose::Policies::new(&test_settings(None, extra)).get("catalog")
+    app::compose::Policies::new(&test_settings(None, extra))
+        .get(Dependency::Module(ModuleName::Catalog))
 }
 
 fn client(proxy: &FaultProxy, policy: Arc<resilience::Policy>) -> CatalogClient {
