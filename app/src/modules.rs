@@ -25,6 +25,14 @@ pub enum ModuleName {
     Order,
 }
 
+/// What the binary knows of a module (see [`ModuleName::facts`]).
+struct Facts {
+    name: &'static str,
+    compiled_in: bool,
+    subscribes: &'static [&'static str],
+    route_prefixes: &'static [&'static str],
+}
+
 impl ModuleName {
     /// Every module, in start order.
     pub const ALL: &[ModuleName] = &[
@@ -41,55 +49,69 @@ impl ModuleName {
         ModuleName::ALL.iter().copied().find(|m| m.as_str() == name)
     }
 
+    /// What the binary knows of the module, whichever modules it holds:
+    /// the one place a module's facts are listed.
+    fn facts(self) -> &'static Facts {
+        match self {
+            ModuleName::User => &Facts {
+                name: "user",
+                compiled_in: cfg!(feature = "user"),
+                subscribes: &[],
+                route_prefixes: user_api::ROUTE_PREFIXES,
+            },
+            ModuleName::Catalog => &Facts {
+                name: "catalog",
+                compiled_in: cfg!(feature = "catalog"),
+                subscribes: catalog_api::SUBSCRIBES,
+                route_prefixes: catalog_api::ROUTE_PREFIXES,
+            },
+            ModuleName::Notification => &Facts {
+                name: "notification",
+                compiled_in: cfg!(feature = "notification"),
+                subscribes: notification_api::SUBSCRIBES,
+                route_prefixes: notification_api::ROUTE_PREFIXES,
+            },
+            ModuleName::Inventory => &Facts {
+                name: "inventory",
+                compiled_in: cfg!(feature = "inventory"),
+                subscribes: &[],
+                route_prefixes: inventory_api::ROUTE_PREFIXES,
+            },
+            ModuleName::Payment => &Facts {
+                name: "payment",
+                compiled_in: cfg!(feature = "payment"),
+                subscribes: &[],
+                route_prefixes: payment_api::ROUTE_PREFIXES,
+            },
+            ModuleName::Order => &Facts {
+                name: "order",
+                compiled_in: cfg!(feature = "order"),
+                subscribes: &[],
+                route_prefixes: order_api::ROUTE_PREFIXES,
+            },
+        }
+    }
+
     /// The module's name in config, metrics and logs, and its cargo feature.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ModuleName::User => "user",
-            ModuleName::Catalog => "catalog",
-            ModuleName::Notification => "notification",
-            ModuleName::Inventory => "inventory",
-            ModuleName::Payment => "payment",
-            ModuleName::Order => "order",
-        }
+        self.facts().name
     }
 
     /// Whether this binary holds the module (its cargo feature was on), so
     /// it can serve it; it can always forward to it and call its client.
     pub fn compiled_in(self) -> bool {
-        match self {
-            ModuleName::User => cfg!(feature = "user"),
-            ModuleName::Catalog => cfg!(feature = "catalog"),
-            ModuleName::Notification => cfg!(feature = "notification"),
-            ModuleName::Inventory => cfg!(feature = "inventory"),
-            ModuleName::Payment => cfg!(feature = "payment"),
-            ModuleName::Order => cfg!(feature = "order"),
-        }
+        self.facts().compiled_in
     }
-}
 
-impl ModuleName {
     /// The event types the module subscribes to. They come from its `-api`
     /// crate, so every process knows them whichever modules it holds.
     pub fn subscribes(self) -> &'static [&'static str] {
-        match self {
-            ModuleName::Catalog => catalog_api::SUBSCRIBES,
-            ModuleName::Notification => notification_api::SUBSCRIBES,
-            ModuleName::User | ModuleName::Inventory | ModuleName::Payment | ModuleName::Order => {
-                &[]
-            }
-        }
+        self.facts().subscribes
     }
 
     /// Route prefixes (below `/api/v1`) of the module, from its `-api` crate.
     pub fn route_prefixes(self) -> &'static [&'static str] {
-        match self {
-            ModuleName::User => user_api::ROUTE_PREFIXES,
-            ModuleName::Catalog => catalog_api::ROUTE_PREFIXES,
-            ModuleName::Notification => notification_api::ROUTE_PREFIXES,
-            ModuleName::Inventory => inventory_api::ROUTE_PREFIXES,
-            ModuleName::Payment => payment_api::ROUTE_PREFIXES,
-            ModuleName::Order => order_api::ROUTE_PREFIXES,
-        }
+        self.facts().route_prefixes
     }
 
     /// The module that publishes `event_type` (`<module>.<event>.v<n>`).

@@ -5,26 +5,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use actix_cors::Cors;
 use actix_governor::{Governor, GovernorConfigBuilder};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::web::{self as aweb, Data};
-use actix_web::{App, HttpResponse, HttpServer};
-use events::rabbitmq::RabbitMq;
-use events::{Dispatcher, InProcess, Relay, TransportKind};
+use actix_web::{App, HttpServer};
+use events::{Dispatcher, InProcess};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
-use url::Url;
-use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 use web::RequestIdRootSpan;
 
-use crate::compose::Dependency;
 use crate::database::{self, DatabaseServer};
+use crate::messaging;
 use crate::modules::ModuleName;
 use crate::ops::{self, Dependencies};
-use crate::registry::{self, AppData, Registration};
+use crate::registry;
+use crate::routes::{Wiring, api_docs, cors};
 use crate::{Settings, compose, openapi};
 
 /// A built, not yet running, shop server.
@@ -57,55 +54,6 @@ impl AppHandle {
     }
 }
 
-/// What the route table is built from, once per worker.
-#[derive(Clone)]
-struct Wiring {
-    /// The modules served here, with what their routes read.
-    local: Vec<(&'static Registration, AppData)>,
-    /// Serves the dead-letter routes when a local module handles events.
-    dispatcher: Option<Data<Dispatcher>>,
-    remotes: Vec<(ModuleName, Url)>,
-    /// Modules neither local nor forwarded: their routes answer 503.
-    unserved: Vec<ModuleName>,
-    client: reqwest::Client,
-    policies: compose::Policies,
-}
-
-impl Wiring {
-    fn configure(&self, cfg: &mut aweb::ServiceConfig) {
-        for (registration, data) in &self.local {
-            data(cfg);
-            (registration.routes)(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
-        }
-        if let Some(dispatcher) = &self.dispatcher {
-            cfg.app_data(dispatcher.clone());
-            events::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
-        }
-        for module in &self.unserved {
-            crate::gateway::configure_unserved(cfg, module.as_str(), module.route_prefixes());
-        }
-        for (module, url) in &self.remotes {
-            let mut prefixes = module.route_prefixes().to_vec();
-            // The dead letters live with the module that handles events.
-            if *module == ModuleName::Notification && self.dispatcher.is_none() {
-                prefixes.push(events::http::ROUTE_PREFIX);
-            }
-            crate::gateway::configure(
-                cfg,
-                module.as_str(),
-                &prefixes,
-                url.clone(),
-                self.client.clone(),
-                self.policies.get(Dependency::Module(*module)),
-            );
-        }
-    }
-}
-
 /// A client builder with TLS set up: rustls (ring), the platform's roots
 /// and `remote.extra_root_certificates`.
 ///
@@ -129,31 +77,6 @@ pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
         .timeout(Duration::from_millis(settings.remote.timeout_ms))
         .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
         .build()?)
-}
-
-fn cors(settings: &Settings) -> Cors {
-    let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
-        .allowed_headers([
-            "authorization",
-            "content-type",
-            "idempotency-key",
-            "x-request-id",
-        ])
-        .expose_headers([
-            "location",
-            "x-request-id",
-            "retry-after",
-            "idempotent-replayed",
-        ])
-        .max_age(600)
-        // Requests from other origins get no CORS headers (the browser
-        // blocks them) rather than an error, so same-origin use is untouched.
-        .block_on_origin_mismatch(false);
-    for origin in &settings.cors.allowed_origins {
-        cors = cors.allowed_origin(origin);
-    }
-    cors
 }
 
 impl Application {
@@ -218,50 +141,12 @@ impl Application {
         if !dispatcher.subscriptions().is_empty() {
             wiring.dispatcher = Some(Data::from(Arc::clone(&dispatcher)));
         }
-        let broker = match settings.events.transport {
-            TransportKind::InProcess => None,
-            TransportKind::RabbitMq => {
-                let seal = auth::EventSeal::new(services.key())
-                    .map_err(|e| anyhow::anyhow!("auth.service_key_file: {e}"))?;
-                let rabbit = RabbitMq::connect(settings.events.rabbitmq.clone(), seal)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
-                // Every subscriber's queue, not only this process's: an event
-                // published before its subscriber's process first starts
-                // waits in the queue instead of being dropped unrouted.
-                for module in ModuleName::ALL {
-                    let types = module.subscribes();
-                    if types.is_empty() {
-                        continue;
-                    }
-                    rabbit
-                        .declare_queue(module.as_str(), types)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
-                }
-                let mut modules: Vec<&'static str> = dispatcher
-                    .subscriptions()
-                    .iter()
-                    .map(|s| s.module)
-                    .collect();
-                modules.dedup();
-                for module in modules {
-                    let types: Vec<&'static str> = dispatcher
-                        .subscriptions()
-                        .iter()
-                        .filter(|s| s.module == module)
-                        .flat_map(|s| s.event_types.iter().copied())
-                        .collect();
-                    background.push(tokio::spawn(Arc::clone(&rabbit).consume(
-                        module,
-                        types,
-                        Arc::clone(&dispatcher),
-                        stopped.clone(),
-                    )));
-                }
-                Some(rabbit)
-            }
-        };
+        let broker = messaging::connect_broker(&settings, &services, &dispatcher, &stopped)
+            .await?
+            .map(|(rabbit, consumers)| {
+                background.extend(consumers);
+                rabbit
+            });
         if let Some(server) = &database
             && settings.events.relay_enabled
         {
@@ -269,25 +154,9 @@ impl Application {
                 Some(rabbit) => Arc::clone(rabbit) as Arc<dyn events::Transport>,
                 None => Arc::new(InProcess(Arc::clone(&dispatcher))),
             };
-            for module in settings.modules.local() {
-                let pool = pools
-                    .iter()
-                    .find(|(name, _)| *name == module.as_str())
-                    .map(|(_, pool)| pool.clone())
-                    .ok_or_else(|| anyhow::anyhow!("no pool for {}", module.as_str()))?;
-                let schema = database::migrations(module)
-                    .ok_or_else(|| anyhow::anyhow!("no {} module here", module.as_str()))?
-                    .schema;
-                let relay = Relay::new(
-                    module.as_str(),
-                    schema,
-                    pool,
-                    settings.module_database_url(module, &server.url).to_owned(),
-                    Arc::clone(&transport),
-                    &settings.events,
-                );
-                background.push(tokio::spawn(relay.run(stopped.clone())));
-            }
+            let relays =
+                messaging::start_relays(&settings, &server.url, &pools, &transport, &stopped)?;
+            background.extend(relays);
         }
         let verifier = if settings.modules.enabled.is_empty() {
             None
@@ -452,30 +321,6 @@ impl Application {
             database.shutdown().await;
         }
         Ok(result?)
-    }
-}
-
-/// The spec at `/api-docs/openapi.json` (`spec`, serialized once), and
-/// Swagger UI at `/swagger-ui/` reading it when `swagger_ui`
-/// (`server.swagger_ui`).
-fn api_docs(cfg: &mut aweb::ServiceConfig, swagger_ui: bool, spec: aweb::Bytes) {
-    cfg.route(
-        "/api-docs/openapi.json",
-        aweb::get().to(move || {
-            let spec = spec.clone();
-            async move {
-                HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(spec)
-            }
-        }),
-    );
-    if swagger_ui {
-        cfg.service(aweb::redirect("/swagger-ui", "/swagger-ui/"))
-            .service(
-                SwaggerUi::new("/swagger-ui/{_:.*}")
-                    .config(SwaggerConfig::new(["/api-docs/openapi.json"])),
-            );
     }
 }
 

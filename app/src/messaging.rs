@@ -1,0 +1,106 @@
+//! Wiring integration events: the broker connection with every subscriber's
+//! queue and this process's consumers, and one outbox relay per local
+//! module.
+
+use std::sync::Arc;
+
+use events::rabbitmq::RabbitMq;
+use events::{Dispatcher, Relay, TransportKind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Settings;
+use crate::database;
+use crate::modules::ModuleName;
+
+/// With the RabbitMQ transport: the broker, connected, with every
+/// subscriber's queue declared and a consumer per module of this process
+/// that handles events (their tasks returned). `None` in process.
+///
+/// # Errors
+/// The service key cannot seal events, or the broker cannot be reached.
+pub(crate) async fn connect_broker(
+    settings: &Settings,
+    services: &auth::ServiceTokens,
+    dispatcher: &Arc<Dispatcher>,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<(Arc<RabbitMq>, Vec<JoinHandle<()>>)>> {
+    if settings.events.transport == TransportKind::InProcess {
+        return Ok(None);
+    }
+    let seal = auth::EventSeal::new(services.key())
+        .map_err(|e| anyhow::anyhow!("auth.service_key_file: {e}"))?;
+    let rabbit = RabbitMq::connect(settings.events.rabbitmq.clone(), seal)
+        .await
+        .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
+    // Every subscriber's queue, not only this process's: an event
+    // published before its subscriber's process first starts
+    // waits in the queue instead of being dropped unrouted.
+    for module in ModuleName::ALL {
+        let types = module.subscribes();
+        if types.is_empty() {
+            continue;
+        }
+        rabbit
+            .declare_queue(module.as_str(), types)
+            .await
+            .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;
+    }
+    let mut modules: Vec<&'static str> = dispatcher
+        .subscriptions()
+        .iter()
+        .map(|s| s.module)
+        .collect();
+    modules.dedup();
+    let mut consumers = Vec::new();
+    for module in modules {
+        let types: Vec<&'static str> = dispatcher
+            .subscriptions()
+            .iter()
+            .filter(|s| s.module == module)
+            .flat_map(|s| s.event_types.iter().copied())
+            .collect();
+        consumers.push(tokio::spawn(Arc::clone(&rabbit).consume(
+            module,
+            types,
+            Arc::clone(dispatcher),
+            stopped.clone(),
+        )));
+    }
+    Ok(Some((rabbit, consumers)))
+}
+
+/// Starts the outbox relay of every local module, publishing through
+/// `transport`; returns their tasks.
+///
+/// # Errors
+/// A local module without a pool or registration (a bug).
+pub(crate) fn start_relays(
+    settings: &Settings,
+    shared_url: &str,
+    pools: &[(&'static str, db::Pool)],
+    transport: &Arc<dyn events::Transport>,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut relays = Vec::new();
+    for module in settings.modules.local() {
+        let pool = pools
+            .iter()
+            .find(|(name, _)| *name == module.as_str())
+            .map(|(_, pool)| pool.clone())
+            .ok_or_else(|| anyhow::anyhow!("no pool for {}", module.as_str()))?;
+        let schema = database::migrations(module)
+            .ok_or_else(|| anyhow::anyhow!("no {} module here", module.as_str()))?
+            .schema;
+        let relay = Relay::new(
+            module.as_str(),
+            schema,
+            pool,
+            settings.module_database_url(module, shared_url).to_owned(),
+            Arc::clone(transport),
+            &settings.events,
+        );
+        relays.push(tokio::spawn(relay.run(stopped.clone())));
+    }
+    Ok(relays)
+}

@@ -1,0 +1,114 @@
+//! The route table each HTTP worker builds: the local modules' routes with
+//! what they read, the dead-letter routes, forwards to remote modules, 503
+//! for modules served nowhere; CORS; the spec and Swagger UI.
+
+use actix_cors::Cors;
+use actix_web::HttpResponse;
+use actix_web::web::{self as aweb, Data};
+use events::Dispatcher;
+use url::Url;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
+
+use crate::Settings;
+use crate::compose::{self, Dependency};
+use crate::modules::ModuleName;
+use crate::registry::{AppData, Registration};
+
+/// What the route table is built from, once per worker.
+#[derive(Clone)]
+pub(crate) struct Wiring {
+    /// The modules served here, with what their routes read.
+    pub(crate) local: Vec<(&'static Registration, AppData)>,
+    /// Serves the dead-letter routes when a local module handles events.
+    pub(crate) dispatcher: Option<Data<Dispatcher>>,
+    pub(crate) remotes: Vec<(ModuleName, Url)>,
+    /// Modules neither local nor forwarded: their routes answer 503.
+    pub(crate) unserved: Vec<ModuleName>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) policies: compose::Policies,
+}
+
+impl Wiring {
+    pub(crate) fn configure(&self, cfg: &mut aweb::ServiceConfig) {
+        for (registration, data) in &self.local {
+            data(cfg);
+            (registration.routes)(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+                cfg,
+            ));
+        }
+        if let Some(dispatcher) = &self.dispatcher {
+            cfg.app_data(dispatcher.clone());
+            events::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+                cfg,
+            ));
+        }
+        for module in &self.unserved {
+            crate::gateway::configure_unserved(cfg, module.as_str(), module.route_prefixes());
+        }
+        for (module, url) in &self.remotes {
+            let mut prefixes = module.route_prefixes().to_vec();
+            // The dead letters live with the module that handles events.
+            if *module == ModuleName::Notification && self.dispatcher.is_none() {
+                prefixes.push(events::http::ROUTE_PREFIX);
+            }
+            crate::gateway::configure(
+                cfg,
+                module.as_str(),
+                &prefixes,
+                url.clone(),
+                self.client.clone(),
+                self.policies.get(Dependency::Module(*module)),
+            );
+        }
+    }
+}
+
+/// CORS for the origins `cors.allowed_origins` lists.
+pub(crate) fn cors(settings: &Settings) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+        ])
+        .expose_headers([
+            "location",
+            "x-request-id",
+            "retry-after",
+            "idempotent-replayed",
+        ])
+        .max_age(600)
+        // Requests from other origins get no CORS headers (the browser
+        // blocks them) rather than an error, so same-origin use is untouched.
+        .block_on_origin_mismatch(false);
+    for origin in &settings.cors.allowed_origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
+/// The spec at `/api-docs/openapi.json` (`spec`, serialized once), and
+/// Swagger UI at `/swagger-ui/` reading it when `swagger_ui`
+/// (`server.swagger_ui`).
+pub(crate) fn api_docs(cfg: &mut aweb::ServiceConfig, swagger_ui: bool, spec: aweb::Bytes) {
+    cfg.route(
+        "/api-docs/openapi.json",
+        aweb::get().to(move || {
+            let spec = spec.clone();
+            async move {
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(spec)
+            }
+        }),
+    );
+    if swagger_ui {
+        cfg.service(aweb::redirect("/swagger-ui", "/swagger-ui/"))
+            .service(
+                SwaggerUi::new("/swagger-ui/{_:.*}")
+                    .config(SwaggerConfig::new(["/api-docs/openapi.json"])),
+            );
+    }
+}

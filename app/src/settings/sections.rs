@@ -1,0 +1,139 @@
+//! The cross-cutting sections of the settings: `[server]`, `[database]`,
+//! `[log]`, `[remote]`, `[auth]`, `[rate_limit]` and `[cors]` (each module's
+//! own section is its crate's `Settings`).
+
+use serde::Deserialize;
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: std::net::IpAddr,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Seconds in-flight requests get after a stop signal.
+    pub shutdown_timeout_secs: u64,
+    /// Largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Serve Swagger UI at `/swagger-ui/` (the spec at
+    /// `/api-docs/openapi.json` is always served). Off in production unless
+    /// set explicitly.
+    pub swagger_ui: bool,
+    /// After a stop signal, how long readiness answers 503 while the server
+    /// still serves, before it stops accepting (ms).
+    #[serde(default)]
+    pub drain_delay_ms: u64,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Server URL; `None` lets development start an embedded server.
+    pub url: Option<String>,
+    /// Whether an embedded server may be started when `url` is absent.
+    pub embedded: bool,
+    /// Data directory of the embedded server.
+    pub embedded_dir: std::path::PathBuf,
+    /// Run pending migrations at start.
+    pub migrate_on_start: bool,
+    /// Longest wait for a pooled connection (then 503), ms.
+    pub acquire_timeout_ms: u64,
+    /// Longest time to open a connection, ms.
+    pub connect_timeout_ms: u64,
+    /// `statement_timeout` of every connection, ms.
+    pub statement_timeout_ms: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json`, `pretty` or `auto`.
+    pub format: telemetry::LogFormat,
+    /// Filter used when `RUST_LOG` is not set.
+    pub filter: String,
+}
+
+/// `[remote]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// Timeout of one call to another process, ms.
+    pub timeout_ms: u64,
+    /// PEM files of root certificates trusted on every outgoing `https`
+    /// call besides the platform's (a private CA of the deployment).
+    #[serde(default)]
+    pub extra_root_certificates: Vec<std::path::PathBuf>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of an access token, seconds.
+    pub access_token_ttl_secs: u64,
+    /// PKCS#8 PEM Ed25519 private key that signs access tokens.
+    pub signing_key_file: std::path::PathBuf,
+    /// Generate the signing key on first run when it is missing (development).
+    pub generate_dev_key: bool,
+    /// Retired keys (PEM) whose tokens are still accepted until they expire.
+    pub previous_key_files: Vec<std::path::PathBuf>,
+    /// PKCS#8 PEM Ed25519 private key that signs service tokens (the
+    /// shop's modules calling each other), shared by every process of a
+    /// deployment; generated on first run where `generate_dev_key` allows.
+    pub service_key_file: std::path::PathBuf,
+}
+
+impl AuthSettings {
+    /// What issuers write and verifiers check.
+    pub fn policy(&self) -> auth::TokenPolicy {
+        auth::TokenPolicy {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            access_ttl: std::time::Duration::from_secs(self.access_token_ttl_secs),
+        }
+    }
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Off for load tests: `APP__RATE_LIMIT__ENABLED=false`.
+    pub enabled: bool,
+    /// Sustained requests per second per client IP on `/api/v1`.
+    pub per_second: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+    /// Sign-ins per minute per client IP.
+    pub login_per_minute_per_ip: u32,
+    /// Sign-ins per minute per account.
+    pub login_per_minute_per_account: u32,
+    /// Registrations per minute per client IP.
+    pub registrations_per_minute_per_ip: u32,
+    /// Proxies (our own gateway) whose `x-forwarded-for` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl RateLimitSettings {
+    /// A per-minute limit, or `None` when limits are off.
+    pub fn per_minute(&self, limit: u32) -> Option<u32> {
+        self.enabled.then_some(limit)
+    }
+}
+
+/// `[cors]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins (`https://host[:port]`) allowed to call the API cross-site.
+    pub allowed_origins: Vec<String>,
+}
