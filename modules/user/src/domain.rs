@@ -1,7 +1,8 @@
-//! Account rules: email addresses, the password policy, display names.
+//! Account rules: email addresses, the password policy, display names, and
+//! what a user or an admin may change on an account.
 
-use kernel::FieldError;
-use user_api::NewUser;
+use kernel::{FieldError, Role};
+use user_api::{NewUser, UserStatus};
 
 /// Shortest password, in characters (NIST SP 800-63B allows 8; we ask 12).
 pub(crate) const PASSWORD_MIN: usize = 12;
@@ -44,7 +45,7 @@ impl Email {
         Email(address)
     }
 
-    /// The address.
+    /// The normalised address, as it is stored.
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
@@ -118,6 +119,77 @@ pub(crate) fn validate_new(new: NewUser) -> Result<ValidNewUser, Vec<FieldError>
     }
 }
 
+/// A profile change whose fields passed every rule; `None` leaves a field
+/// as it is.
+pub(crate) struct ValidProfile {
+    pub(crate) display_name: Option<String>,
+    pub(crate) email: Option<Email>,
+}
+
+/// Checks the display name and email a user gives for their own account,
+/// reporting every invalid field.
+pub(crate) fn validate_profile(
+    display_name: Option<&str>,
+    email: Option<&str>,
+) -> Result<ValidProfile, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut valid = ValidProfile {
+        display_name: None,
+        email: None,
+    };
+    if let Some(name) = display_name {
+        match check_display_name(name) {
+            Ok(name) => valid.display_name = Some(name),
+            Err(m) => errors.push(FieldError::new("display_name", m)),
+        }
+    }
+    if let Some(email) = email {
+        match Email::parse(email) {
+            Ok(email) => valid.email = Some(email),
+            Err(m) => errors.push(FieldError::new("email", m)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(valid)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks the roles and status an admin sets on an account (`is_self`: their
+/// own): at least one role, never `service`, and no admin may remove their
+/// own admin role or disable themselves.
+pub(crate) fn check_admin_changes(
+    roles: Option<&[Role]>,
+    status: Option<UserStatus>,
+    is_self: bool,
+) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if let Some(roles) = roles {
+        if roles.is_empty() {
+            errors.push(FieldError::new("roles", "must hold at least one role"));
+        } else if roles.contains(&Role::Service) {
+            errors.push(FieldError::new(
+                "roles",
+                "`service` is the identity of the shop's own modules, not a user's role",
+            ));
+        } else if is_self && !roles.contains(&Role::Admin) {
+            errors.push(FieldError::new(
+                "roles",
+                "you cannot remove your own admin role",
+            ));
+        }
+    }
+    if is_self && status == Some(UserStatus::Disabled) {
+        errors.push(FieldError::new("status", "you cannot disable yourself"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +241,34 @@ mod tests {
         for line in COMMON_PASSWORDS.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.chars().count() >= PASSWORD_MIN, "{line}");
         }
+    }
+
+    #[test]
+    fn admin_changes_keep_an_admin_and_no_service_role() {
+        let fields = |r: Result<(), Vec<FieldError>>| -> Vec<String> {
+            r.err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        assert!(check_admin_changes(Some(&[Role::Customer]), None, false).is_ok());
+        assert_eq!(
+            fields(check_admin_changes(Some(&[]), None, false)),
+            ["roles"]
+        );
+        assert_eq!(
+            fields(check_admin_changes(Some(&[Role::Service]), None, false)),
+            ["roles"]
+        );
+        assert_eq!(
+            fields(check_admin_changes(
+                Some(&[Role::Customer]),
+                Some(UserStatus::Disabled),
+                true
+            )),
+            ["roles", "status"]
+        );
+        assert!(check_admin_changes(None, Some(UserStatus::Disabled), false).is_ok());
     }
 }

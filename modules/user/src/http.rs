@@ -1,4 +1,5 @@
-//! `/users` and `/auth` routes: thin adapters over [`UserModule`].
+//! `/users` and `/auth` routes: thin adapters over [`UserModule`], with the
+//! stricter limits of sign-in and registration; their bodies are in `types`.
 
 use std::net::IpAddr;
 
@@ -6,14 +7,16 @@ use actix_web::http::header;
 use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpRequest, HttpResponse, get, patch, post};
 use auth::{AdminOnly, Authenticated};
-use kernel::{FieldError, Page, ProblemBody, Role};
-use serde::{Deserialize, Serialize};
-use user_api::{ListUsers, NewUser, NotificationPreferences, User, UserApi, UserId, UserStatus};
-use utoipa::ToSchema;
+use kernel::{FieldError, Page, ProblemBody};
+use user_api::{ListUsers, NewUser, User, UserApi, UserId};
 use web::ratelimit::KeyedLimit;
 use web::{ApiError, PageQuery, Problem, RequestCx};
 
 use crate::{AdminChanges, ProfileChanges, TokenPair, UserModule};
+
+mod types;
+
+pub use types::{AdminPatch, Credentials, MePatch, PasswordChange, RefreshRequest, TokenResponse};
 
 /// Registers the user module's routes (relative to `/api/v1`).
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
@@ -117,31 +120,6 @@ pub async fn get_me(
     Ok(Json(users.me(&cx).await.map_err(ApiError)?))
 }
 
-/// Changes to your own account. Roles and status cannot be changed here.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MePatch {
-    /// New display name, 1 to 100 characters not counting surrounding
-    /// whitespace, without control characters.
-    #[schema(
-        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
-    display_name: Option<String>,
-    /// New email address in plain ASCII, at most 254 characters; needs
-    /// `current_password`.
-    #[schema(
-        max_length = 254,
-        pattern = r"^[!-?A-~]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-    )]
-    email: Option<String>,
-    /// Your password, to confirm an email change.
-    #[schema(format = Password)]
-    current_password: Option<String>,
-    /// Email opt-ins.
-    #[serde(default, deserialize_with = "kernel::json::object_option")]
-    notification_preferences: Option<NotificationPreferences>,
-}
-
 /// Change your profile, email (with your password) or email opt-ins.
 #[utoipa::path(
     tag = "users",
@@ -188,19 +166,6 @@ pub async fn update_me(
         notification_preferences,
     };
     Ok(Json(users.update_me(&cx, changes).await.map_err(ApiError)?))
-}
-
-/// A password change.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordChange {
-    /// Your current password.
-    #[schema(format = Password)]
-    current_password: String,
-    /// The new password (same policy as at registration: 12 to 256
-    /// characters, not a commonly used one, not your email address).
-    #[schema(format = Password, min_length = 12, max_length = 256)]
-    new_password: String,
 }
 
 /// Change your password. Signs you out everywhere: every refresh token is revoked.
@@ -286,17 +251,6 @@ pub async fn get_user(
     ))
 }
 
-/// What an admin may change on an account.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AdminPatch {
-    /// New roles (at least one; `service` is no user's).
-    #[schema(value_type = Option<Vec<user_api::AssignableRole>>, min_items = 1)]
-    roles: Option<Vec<Role>>,
-    /// `disabled` signs the user out (refresh tokens revoked) and refuses sign-ins.
-    status: Option<UserStatus>,
-}
-
 /// Change an account's roles or status. Admin only.
 #[utoipa::path(
     tag = "users",
@@ -325,39 +279,6 @@ pub async fn update_user(
         .await
         .map_err(ApiError)?;
     Ok(Json(user))
-}
-
-/// Email and password, to sign in.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"email": "ada@example.com", "password": "plum kettle orbit 42"}))]
-pub struct Credentials {
-    /// Account email.
-    email: String,
-    /// Account password.
-    #[schema(format = Password)]
-    password: String,
-}
-
-/// An opaque refresh token.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
-    /// The refresh token from the last sign-in or refresh.
-    refresh_token: String,
-}
-
-/// Tokens, as OAuth 2.0 returns them (RFC 6749 §5.1).
-#[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    /// Short-lived JWT for `Authorization: Bearer`.
-    access_token: String,
-    /// Single-use token for `POST /api/v1/auth/refresh`.
-    refresh_token: String,
-    /// Always `Bearer`.
-    token_type: &'static str,
-    /// Seconds until the access token expires.
-    expires_in: u64,
 }
 
 fn tokens(pair: TokenPair) -> HttpResponse {
@@ -426,17 +347,4 @@ pub async fn refresh_token(users: Data<UserModule>, body: Json<RefreshRequest>) 
 pub async fn logout(users: Data<UserModule>, body: Json<RefreshRequest>) -> Result {
     users.logout(&body.refresh_token).await.map_err(ApiError)?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_email_schema_states_the_rule_the_user_module_checks() {
-        let schema =
-            serde_json::to_value(<super::MePatch as utoipa::PartialSchema>::schema()).unwrap();
-        assert_eq!(
-            schema["properties"]["email"]["pattern"].as_str(),
-            Some(kernel::patterns::EMAIL)
-        );
-    }
 }

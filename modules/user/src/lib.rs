@@ -5,15 +5,19 @@
 //! with the public keys alone (`auth` crate, `/.well-known/jwks.json`).
 
 mod domain;
+mod error;
 pub mod http;
 mod password;
 mod repo;
 mod service;
+mod tokens;
+mod worker;
 
+pub use error::AuthFlowError;
 pub use password::{HashingSettings, PasswordHasher};
-pub use service::{
-    AdminChanges, AuthFlowError, ProfileChanges, RetentionJob, TokenPair, UserModule,
-};
+pub use service::{AdminChanges, ProfileChanges, UserModule};
+pub use tokens::TokenPair;
+pub use worker::RetentionJob;
 
 use serde::Deserialize;
 

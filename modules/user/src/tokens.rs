@@ -1,0 +1,189 @@
+//! The token half of [`UserModule`]: sign-in, refresh-token rotation,
+//! sign-out, and pruning of expired refresh tokens.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use diesel::result::Error as DieselError;
+use diesel_async::AsyncConnection as _;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use user_api::UserError;
+use uuid::Uuid;
+
+use crate::UserModule;
+use crate::domain::Email;
+use crate::error::{AuthFlowError, database, hash_error};
+use crate::repo::{self, UserRow};
+
+/// Access and refresh token handed out at sign-in and refresh.
+#[derive(Debug)]
+pub struct TokenPair {
+    /// The signed JWT access token, for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    /// The opaque refresh token (only its hash is stored).
+    pub refresh_token: String,
+}
+
+/// A new opaque refresh token and the hash stored for it.
+fn new_refresh_token() -> (String, Vec<u8>) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = refresh_hash(&token);
+    (token, hash)
+}
+
+/// The SHA-256 of a refresh token: what is stored and looked up.
+fn refresh_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// What happened to a presented refresh token, decided in one transaction.
+enum Refresh {
+    Rotated { user: UserRow, token: String },
+    Reused,
+    Invalid,
+}
+
+impl UserModule {
+    /// Deletes refresh tokens that expired more than a day ago; how many.
+    ///
+    /// # Errors
+    /// Database unavailability.
+    pub async fn prune_refresh_tokens(&self) -> Result<usize, UserError> {
+        let mut conn = self.conn().await?;
+        repo::delete_expired_refresh_tokens(
+            &mut conn,
+            chrono::Utc::now() - chrono::Duration::days(1),
+        )
+        .await
+        .map_err(|e| UserError::Unavailable(format!("pruning refresh tokens: {e}")))
+    }
+
+    /// Signs in with email and password.
+    ///
+    /// # Errors
+    /// [`AuthFlowError::InvalidCredentials`] alike for an unknown email and a
+    /// wrong password (same status, body and work), `AccountDisabled` only
+    /// after a correct password.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, email: &str, password: String) -> Result<TokenPair, AuthFlowError> {
+        let row = {
+            let mut conn = self.conn().await?;
+            repo::find_by_email(&mut conn, &Email::lookup_key(email))
+                .await
+                .map_err(database)?
+        };
+        let stored = row.as_ref().map(|r| r.password_hash.clone());
+        let matches = self
+            .hasher
+            .verify(password, stored)
+            .await
+            .map_err(hash_error)?;
+        let Some(row) = row.filter(|_| matches) else {
+            tracing::info!("sign-in refused");
+            return Err(AuthFlowError::InvalidCredentials);
+        };
+        if !row.is_active() {
+            return Err(AuthFlowError::AccountDisabled);
+        }
+        let mut conn = self.conn().await?;
+        let (refresh_token, hash) = new_refresh_token();
+        repo::insert_refresh(
+            &mut conn,
+            Uuid::now_v7(),
+            row.id,
+            &hash,
+            self.refresh_expiry(),
+        )
+        .await
+        .map_err(database)?;
+        tracing::info!(user.id = %row.id, "signed in");
+        self.pair(&row, refresh_token)
+    }
+
+    /// Spends a refresh token for a new pair in the same family. A token
+    /// presented twice revokes its whole family.
+    ///
+    /// # Errors
+    /// [`AuthFlowError::InvalidRefreshToken`].
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, token: &str) -> Result<TokenPair, AuthFlowError> {
+        let presented = refresh_hash(token);
+        let expires_at = self.refresh_expiry();
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let Some(found) = repo::find_refresh_for_update(conn, &presented).await? else {
+                    return Ok(Refresh::Invalid);
+                };
+                if found.spent_at.is_some() || found.revoked_at.is_some() {
+                    repo::revoke_family(conn, found.family_id).await?;
+                    return Ok(Refresh::Reused);
+                }
+                let user = repo::find(conn, found.user_id).await?;
+                let user = match user {
+                    Some(user) if user.is_active() && found.expires_at > chrono::Utc::now() => user,
+                    _ => {
+                        repo::revoke_family(conn, found.family_id).await?;
+                        return Ok(Refresh::Invalid);
+                    }
+                };
+                repo::spend_refresh(conn, found.id).await?;
+                let (token, hash) = new_refresh_token();
+                repo::insert_refresh(conn, found.family_id, user.id, &hash, expires_at).await?;
+                Ok(Refresh::Rotated { user, token })
+            })
+            .await
+            .map_err(database)?;
+        match outcome {
+            Refresh::Rotated { user, token } => self.pair(&user, token),
+            Refresh::Reused => {
+                tracing::warn!("a spent refresh token was presented again; its family is revoked");
+                Err(AuthFlowError::InvalidRefreshToken)
+            }
+            Refresh::Invalid => Err(AuthFlowError::InvalidRefreshToken),
+        }
+    }
+
+    /// Revokes the family of a refresh token. Unknown tokens are ignored, so
+    /// logging out twice is harmless.
+    ///
+    /// # Errors
+    /// Database failures only.
+    pub async fn logout(&self, token: &str) -> Result<(), AuthFlowError> {
+        let presented = refresh_hash(token);
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, DieselError, _>(async |conn| {
+            if let Some(found) = repo::find_refresh_for_update(conn, &presented).await? {
+                repo::revoke_family(conn, found.family_id).await?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(database)?;
+        Ok(())
+    }
+
+    /// When a refresh token issued now expires (`refresh_token_ttl_days`;
+    /// 14 days if that does not fit a date).
+    fn refresh_expiry(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+            + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(14))
+    }
+
+    /// A signed access token for `user`, paired with `refresh_token`.
+    fn pair(&self, user: &UserRow, refresh_token: String) -> Result<TokenPair, AuthFlowError> {
+        let access = self
+            .issuer
+            .issue(user.id, &user.roles())
+            .map_err(|e| UserError::Unexpected(format!("cannot sign a token: {e}")))?;
+        Ok(TokenPair {
+            access_token: access.token,
+            expires_in: access.expires_in,
+            refresh_token,
+        })
+    }
+}
