@@ -1,6 +1,6 @@
 //! [`CatalogError`]: the one error type of the catalog contract.
 
-use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
+use kernel::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
 
 use crate::ProductId;
 
@@ -46,6 +46,16 @@ fn summary(errors: &[FieldError]) -> String {
         .map(|e| format!("{}: {}", e.field, e.message))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl ModuleError for CatalogError {
+    fn unavailable(reason: String) -> CatalogError {
+        CatalogError::Unavailable(reason)
+    }
+
+    fn unexpected(detail: String) -> CatalogError {
+        CatalogError::Unexpected(detail)
+    }
 }
 
 impl ProblemCode for CatalogError {

@@ -5,7 +5,7 @@ use catalog_api::{
     CatalogApi, CatalogError, Category, CategoryId, ListProducts, NewCategory, NewProduct, Product,
     ProductId, ProductPatch,
 };
-use db::{Pool, PoolError};
+use db::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection as _;
 use kernel::FieldError;
@@ -39,22 +39,14 @@ impl CatalogModule {
     }
 
     async fn conn(&self) -> Result<db::Object, CatalogError> {
-        db::connection(&self.pool, crate::NAME)
-            .await
-            .map_err(unavailable)
+        db::checkout(&self.pool, crate::NAME).await
     }
 }
 
-fn unavailable(error: PoolError) -> CatalogError {
-    tracing::warn!(error = %error, "catalog database unavailable");
-    CatalogError::Unavailable("the catalog database is unavailable".to_owned())
-}
-
+/// A failed statement, as this module answers it (`db::query_failure`:
+/// 503 when the database cannot answer now, 500 otherwise).
 fn database(error: DieselError) -> CatalogError {
-    match db::unavailable_reason(&error) {
-        Some(reason) => CatalogError::Unavailable(format!("the catalog database {reason}")),
-        None => CatalogError::Unexpected(format!("catalog database error: {error}")),
-    }
+    db::query_failure(crate::NAME, error)
 }
 
 /// Writes are for admins, whoever calls: the HTTP edge checks it too.
@@ -67,13 +59,17 @@ fn require_admin(cx: &CallContext) -> Result<(), CatalogError> {
 }
 
 /// A category id that names no category is an invalid field.
+/// Why a catalog transaction ended without committing.
+type Abort = db::Abort<CatalogError>;
+
+/// Refuses the transaction when `id` names no category.
 async fn check_category(
     conn: &mut db::AsyncPgConnection,
     id: Option<CategoryId>,
-) -> Result<(), DieselError> {
+) -> Result<(), Abort> {
     match id {
         Some(id) if repo::find_category(conn, id).await?.is_none() => {
-            Err(DieselError::RollbackTransaction)
+            Err(Abort::Refuse(no_such_category()))
         }
         _ => Ok(()),
     }
@@ -100,7 +96,7 @@ impl CatalogApi for CatalogModule {
         let mut conn = self.conn().await?;
         let id = ProductId::generate();
         let row = conn
-            .transaction::<_, DieselError, _>(async |conn| {
+            .transaction::<_, Abort, _>(async |conn| {
                 check_category(conn, valid.category_id).await?;
                 let row = repo::insert(conn, id, &valid).await?;
                 let event = ProductCreated {
@@ -115,13 +111,12 @@ impl CatalogApi for CatalogModule {
             })
             .await
             .map_err(|e| match e {
-                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+                Abort::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
                     if info.constraint_name() == Some(repo::SKU_UNIQUE) =>
                 {
                     CatalogError::DuplicateSku(valid.sku.to_string())
                 }
-                DieselError::RollbackTransaction => no_such_category(),
-                other => database(other),
+                other => other.into_error(crate::NAME),
             })?;
         events::outbox::wake(crate::NAME);
         tracing::info!(product.id = %id, "product created");
@@ -198,7 +193,7 @@ impl CatalogApi for CatalogModule {
         let valid = validate_patch(patch).map_err(CatalogError::Validation)?;
         let mut conn = self.conn().await?;
         let row = conn
-            .transaction::<_, DieselError, _>(async |conn| {
+            .transaction::<_, Abort, _>(async |conn| {
                 if let Some(category) = valid.category_id {
                     check_category(conn, category).await?;
                 }
@@ -233,10 +228,7 @@ impl CatalogApi for CatalogModule {
                 Ok(Some(after))
             })
             .await
-            .map_err(|e| match e {
-                DieselError::RollbackTransaction => no_such_category(),
-                other => database(other),
-            })?
+            .map_err(|e| e.into_error(crate::NAME))?
             .ok_or(CatalogError::ProductNotFound(id))?;
         // Visible to the next read here; other instances hear the event.
         events::outbox::wake(crate::NAME);

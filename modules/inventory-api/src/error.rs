@@ -1,6 +1,6 @@
 //! [`InventoryError`]: the one error type of the inventory contract.
 
-use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
+use kernel::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
 
 use crate::{OrderId, ReservationStatus};
 
@@ -46,6 +46,16 @@ pub enum InventoryError {
     /// A bug or an unexpected answer; details are in the logs.
     #[error("unexpected inventory error: {0}")]
     Unexpected(String),
+}
+
+impl ModuleError for InventoryError {
+    fn unavailable(reason: String) -> InventoryError {
+        InventoryError::Unavailable(reason)
+    }
+
+    fn unexpected(detail: String) -> InventoryError {
+        InventoryError::Unexpected(detail)
+    }
 }
 
 impl ProblemCode for InventoryError {

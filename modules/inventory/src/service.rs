@@ -3,7 +3,7 @@
 //! [`crate::domain`].
 
 use catalog_api::Sku;
-use db::{Pool, PoolError};
+use db::Pool;
 use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use inventory_api::events::{LowStock, OutOfStock, StockChanged};
@@ -24,37 +24,23 @@ pub struct InventoryModule {
     settings: Settings,
 }
 
-/// Why a transaction ended without committing.
-enum Abort {
-    Insufficient(Vec<String>),
-    Fail(InventoryError),
-    Db(DieselError),
+/// Why an inventory transaction ended without committing.
+type Abort = db::Abort<InventoryError>;
+
+/// Too few units of these SKUs: the whole transaction is refused.
+fn insufficient(skus: Vec<String>) -> Abort {
+    Abort::Refuse(InventoryError::InsufficientStock(skus))
 }
 
-impl From<DieselError> for Abort {
-    fn from(e: DieselError) -> Abort {
-        Abort::Db(e)
-    }
-}
-
-fn unavailable(error: PoolError) -> InventoryError {
-    tracing::warn!(error = %error, "inventory database unavailable");
-    InventoryError::Unavailable("the inventory database is unavailable".to_owned())
-}
-
-fn database(error: DieselError) -> InventoryError {
-    match db::unavailable_reason(&error) {
-        Some(reason) => InventoryError::Unavailable(format!("the inventory database {reason}")),
-        None => InventoryError::Unexpected(format!("inventory database error: {error}")),
-    }
-}
-
+/// What a refused transaction answers.
 fn abort(a: Abort) -> InventoryError {
-    match a {
-        Abort::Insufficient(skus) => InventoryError::InsufficientStock(skus),
-        Abort::Fail(e) => e,
-        Abort::Db(e) => database(e),
-    }
+    a.into_error(crate::NAME)
+}
+
+/// A failed statement, as this module answers it (`db::query_failure`:
+/// 503 when the database cannot answer now, 500 otherwise).
+fn database(error: DieselError) -> InventoryError {
+    db::query_failure(crate::NAME, error)
 }
 
 fn require_admin(cx: &CallContext) -> Result<(), InventoryError> {
@@ -88,7 +74,7 @@ async fn announce_change(
     after: &Row,
 ) -> Result<(), Abort> {
     let sku = Sku::parse(&after.sku)
-        .map_err(|e| Abort::Fail(InventoryError::Unexpected(e.to_string())))?;
+        .map_err(|e| Abort::Refuse(InventoryError::Unexpected(e.to_string())))?;
     let changed = StockChanged {
         sku: sku.clone(),
         on_hand: after.on_hand,
@@ -158,9 +144,7 @@ impl InventoryModule {
     }
 
     async fn conn(&self) -> Result<db::Object, InventoryError> {
-        db::connection(&self.pool, crate::NAME)
-            .await
-            .map_err(unavailable)
+        db::checkout(&self.pool, crate::NAME).await
     }
 
     /// Moves a reservation on (see [`Transition`]) under its row lock. A
@@ -178,12 +162,12 @@ impl InventoryModule {
         conn.transaction::<_, Abort, _>(async |conn| {
             let reservation = repo::load_reservation(conn, order, true)
                 .await?
-                .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))?;
+                .ok_or(Abort::Refuse(InventoryError::ReservationNotFound(order)))?;
             if done.contains(&reservation.status) {
                 return Ok(reservation);
             }
             if reservation.status != from {
-                return Err(Abort::Fail(InventoryError::InvalidTransition {
+                return Err(Abort::Refuse(InventoryError::InvalidTransition {
                     order,
                     status: reservation.status,
                 }));
@@ -274,7 +258,7 @@ impl InventoryApi for InventoryModule {
                     adjustment.reason.trim(),
                 )
                 .await?
-                .ok_or_else(|| Abort::Insufficient(vec![sku.to_string()]))?;
+                .ok_or_else(|| insufficient(vec![sku.to_string()]))?;
                 announce_change(conn, cx, Some(&before), &after).await?;
                 Ok(after)
             })
@@ -318,11 +302,11 @@ impl InventoryApi for InventoryModule {
                     // The order already has a reservation: the same one again, or a conflict.
                     let existing = repo::load_reservation(conn, order, false)
                         .await?
-                        .ok_or(Abort::Fail(InventoryError::ReservationNotFound(order)))?;
+                        .ok_or(Abort::Refuse(InventoryError::ReservationNotFound(order)))?;
                     return if existing.lines == lines {
                         Ok(existing)
                     } else {
-                        Err(Abort::Fail(InventoryError::ReservationConflict(order)))
+                        Err(Abort::Refuse(InventoryError::ReservationConflict(order)))
                     };
                 };
                 let mut short = Vec::new();
@@ -336,7 +320,7 @@ impl InventoryApi for InventoryModule {
                     }
                 }
                 if !short.is_empty() {
-                    return Err(Abort::Insufficient(short));
+                    return Err(insufficient(short));
                 }
                 for (line, after) in &changed {
                     repo::insert_line(conn, order, line).await?;

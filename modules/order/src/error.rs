@@ -1,6 +1,6 @@
 //! [`OrderError`]: what the order routes answer when they cannot do what was asked.
 
-use kernel::{Degradation, FieldError, ProblemCode};
+use kernel::{Degradation, FieldError, ModuleError, ProblemCode};
 
 /// Everything an order operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +49,16 @@ pub enum OrderError {
     /// A bug; details are in the logs.
     #[error("unexpected order error: {0}")]
     Unexpected(String),
+}
+
+impl ModuleError for OrderError {
+    fn unavailable(reason: String) -> OrderError {
+        OrderError::Unavailable(reason)
+    }
+
+    fn unexpected(detail: String) -> OrderError {
+        OrderError::Unexpected(detail)
+    }
 }
 
 impl ProblemCode for OrderError {

@@ -8,7 +8,7 @@ use tracing::Instrument as _;
 
 use auth::ServiceTokens;
 use catalog_api::{CatalogApi, CatalogError, ProductId};
-use db::{Pool, PoolError};
+use db::Pool;
 use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use inventory_api::InventoryApi;
@@ -47,16 +47,10 @@ pub struct OrderModule {
     saga: Saga,
 }
 
-pub(crate) fn unavailable(error: PoolError) -> OrderError {
-    tracing::warn!(error = %error, "order database unavailable");
-    OrderError::Unavailable("the order database is unavailable".to_owned())
-}
-
+/// A failed statement, as this module answers it (`db::query_failure`:
+/// 503 when the database cannot answer now, 500 otherwise).
 pub(crate) fn database(error: DieselError) -> OrderError {
-    match db::unavailable_reason(&error) {
-        Some(reason) => OrderError::Unavailable(format!("the order database {reason}")),
-        None => OrderError::Unexpected(format!("order database error: {error}")),
-    }
+    db::query_failure(crate::NAME, error)
 }
 
 fn caller(cx: &CallContext) -> Result<&Caller, OrderError> {
@@ -101,9 +95,7 @@ impl OrderModule {
     }
 
     pub(crate) async fn conn(&self) -> Result<db::Object, OrderError> {
-        db::connection(&self.pool, crate::NAME)
-            .await
-            .map_err(unavailable)
+        db::checkout(&self.pool, crate::NAME).await
     }
 
     /// Deletes idempotency keys older than `idempotency_retention_hours`;

@@ -1,6 +1,6 @@
 //! [`PaymentError`]: the one error type of the payment contract.
 
-use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
+use kernel::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
 
 use crate::PaymentStatus;
 
@@ -82,6 +82,16 @@ impl PaymentError {
             _ if problem.status == 503 => PaymentError::Unavailable(detail),
             code => PaymentError::Unexpected(format!("{} {code}: {detail}", problem.status)),
         }
+    }
+}
+
+impl ModuleError for PaymentError {
+    fn unavailable(reason: String) -> PaymentError {
+        PaymentError::Unavailable(reason)
+    }
+
+    fn unexpected(detail: String) -> PaymentError {
+        PaymentError::Unexpected(detail)
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use db::{Pool, PoolError};
+use db::Pool;
 use diesel::result::Error as DieselError;
 use kernel::{CallContext, OrderId};
 use payment_api::{
@@ -28,16 +28,10 @@ pub struct PaymentModule {
     provider: Arc<dyn PaymentProvider>,
 }
 
-fn unavailable(error: PoolError) -> PaymentError {
-    tracing::warn!(error = %error, "payment database unavailable");
-    PaymentError::Unavailable("the payment database is unavailable".to_owned())
-}
-
+/// A failed statement, as this module answers it (`db::query_failure`:
+/// 503 when the database cannot answer now, 500 otherwise).
 fn database(error: DieselError) -> PaymentError {
-    match db::unavailable_reason(&error) {
-        Some(reason) => PaymentError::Unavailable(format!("the payment database {reason}")),
-        None => PaymentError::Unexpected(format!("payment database error: {error}")),
-    }
+    db::query_failure(crate::NAME, error)
 }
 
 fn provider_error(error: ProviderError) -> PaymentError {
@@ -69,9 +63,7 @@ impl PaymentModule {
     }
 
     async fn conn(&self) -> Result<db::Object, PaymentError> {
-        db::connection(&self.pool, crate::NAME)
-            .await
-            .map_err(unavailable)
+        db::checkout(&self.pool, crate::NAME).await
     }
 
     /// The payment found by `key` and what the provider knows it by.

@@ -1,6 +1,6 @@
 //! [`UserError`]: the one error type of the user contract.
 
-use kernel::{Degradation, FieldError, ProblemBody, ProblemCode};
+use kernel::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
 
 use crate::UserId;
 
@@ -38,6 +38,16 @@ pub enum UserError {
     /// A bug or an unexpected answer; details are in the logs.
     #[error("unexpected user module error: {0}")]
     Unexpected(String),
+}
+
+impl ModuleError for UserError {
+    fn unavailable(reason: String) -> UserError {
+        UserError::Unavailable(reason)
+    }
+
+    fn unexpected(detail: String) -> UserError {
+        UserError::Unexpected(detail)
+    }
 }
 
 impl ProblemCode for UserError {

@@ -1,7 +1,6 @@
 //! [`AuthFlowError`], and how pool, database and hashing failures become a
 //! [`UserError`].
 
-use db::PoolError;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use kernel::{FieldError, ProblemCode};
 use user_api::UserError;
@@ -59,20 +58,10 @@ impl ProblemCode for AuthFlowError {
     }
 }
 
-/// No connection could be had from the pool: logged, and reported as
-/// `Unavailable`.
-pub(crate) fn unavailable(error: PoolError) -> UserError {
-    tracing::warn!(error = %error, "user database unavailable");
-    UserError::Unavailable("the user database is unavailable".to_owned())
-}
-
-/// A failed statement: `Unavailable` when the database is down or
-/// overloaded, `Unexpected` otherwise.
+/// A failed statement, as this module answers it (`db::query_failure`:
+/// 503 when the database cannot answer now, 500 otherwise).
 pub(crate) fn database(error: DieselError) -> UserError {
-    match db::unavailable_reason(&error) {
-        Some(reason) => UserError::Unavailable(format!("the user database {reason}")),
-        None => UserError::Unexpected(format!("user database error: {error}")),
-    }
+    db::query_failure(crate::NAME, error)
 }
 
 /// As [`database`], but a clash on the unique email is `EmailTaken`.

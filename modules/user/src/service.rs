@@ -13,7 +13,7 @@ use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered}
 use user_api::{ListUsers, NewUser, User, UserApi, UserError, UserId, UserStatus};
 
 use crate::domain::{Email, check_admin_changes, check_password, validate_new, validate_profile};
-use crate::error::{AuthFlowError, database, hash_error, taken_or, unavailable};
+use crate::error::{AuthFlowError, database, hash_error, taken_or};
 use crate::password::PasswordHasher;
 use crate::repo::{self, AccountChanges, UserRow};
 
@@ -79,9 +79,7 @@ impl UserModule {
 
     /// A connection from the module's pool.
     pub(crate) async fn conn(&self) -> Result<db::Object, UserError> {
-        db::connection(&self.pool, crate::NAME)
-            .await
-            .map_err(unavailable)
+        db::checkout(&self.pool, crate::NAME).await
     }
 
     /// Creates an account holding `roles`, with its `UserRegistered` event in

@@ -7,10 +7,12 @@
 //! and each module may point at its own database URL.
 
 pub mod embedded;
+mod failure;
 mod migrate;
 mod pool;
 mod sql;
 
+pub use failure::{Abort, checkout, pool_failure, query_failure};
 pub use migrate::{ModuleMigrations, create_database, migrate};
 pub use pool::{
     ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, connection, ping,

@@ -22,6 +22,19 @@ impl FieldError {
     }
 }
 
+/// What the plumbing beneath a module needs of its error type: a way to
+/// say "cannot answer now" (503, worth a retry) and "something unexpected
+/// happened" (500, a bug; the details go to the logs). Every module error
+/// implements it, so one mapping of database failures (`db::failure`) and
+/// one transaction abort (`db::Abort`) serve them all.
+pub trait ModuleError: Sized {
+    /// The module cannot answer now, for `reason` (its database is down or
+    /// too slow).
+    fn unavailable(reason: String) -> Self;
+    /// Something that should not happen did; `detail` is for the logs.
+    fn unexpected(detail: String) -> Self;
+}
+
 /// How a module error presents itself as an RFC 9457 problem.
 ///
 /// Implemented by every `-api` error enum; the web layer turns it into an

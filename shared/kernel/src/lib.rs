@@ -16,7 +16,7 @@ mod page;
 pub mod patterns;
 
 pub use context::{CallContext, RequestId};
-pub use error::{Degradation, FieldError, ProblemBody, ProblemCode};
+pub use error::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
 pub use event::{Envelope, IntegrationEvent};
 pub use identity::{Caller, Role};
 pub use money::{Currency, Money, MoneyError};
