@@ -1,8 +1,11 @@
 //! The event store: `order_events`, the append-only truth, and `orders`,
 //! its projection, written together; reading, folding and rebuilding them.
+//! Diesel's query builder, but for the batch append (`fold_in`: its reason
+//! is beside it).
 
 use chrono::{DateTime, Utc};
-use diesel::OptionalExtension as _;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Array, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -12,22 +15,27 @@ use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
 use crate::domain::{OrderEvent, OrderState};
 use crate::model::TimelineEntry;
 
-#[derive(diesel::QueryableByName)]
-struct StateRow {
-    #[diesel(sql_type = Jsonb)]
-    state: serde_json::Value,
+diesel::table! {
+    orders.orders (id) {
+        id -> Uuid,
+        customer_id -> Uuid,
+        version -> Integer,
+        state -> Jsonb,
+        status -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
 }
 
-#[derive(diesel::QueryableByName)]
-struct EventRow {
-    #[diesel(sql_type = Integer)]
-    seq: i32,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = Jsonb)]
-    data: serde_json::Value,
-    #[diesel(sql_type = Timestamptz)]
-    at: DateTime<Utc>,
+diesel::table! {
+    orders.order_events (order_id, seq) {
+        order_id -> Uuid,
+        seq -> Integer,
+        kind -> Text,
+        data -> Jsonb,
+        request_id -> Nullable<Text>,
+        at -> Timestamptz,
+    }
 }
 
 /// Why an append did not happen.
@@ -69,16 +77,13 @@ pub(crate) async fn load_state(
     order: OrderId,
     lock: bool,
 ) -> Result<Option<OrderState>, DieselError> {
-    let sql = format!(
-        "SELECT state FROM orders WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row: Option<StateRow> = db::sql(sql)
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .get_result(conn)
-        .await
-        .optional()?;
-    row.map(|r| decode(r.state)).transpose()
+    let query = orders::table.find(order.as_uuid()).select(orders::state);
+    let state: Option<serde_json::Value> = if lock {
+        query.for_update().first(conn).await.optional()?
+    } else {
+        query.first(conn).await.optional()?
+    };
+    state.map(decode).transpose()
 }
 
 /// What an event says, as stored: its JSON without the `kind` tag (a column).
@@ -98,37 +103,42 @@ async fn write_event(
     cx: &CallContext,
     at: DateTime<Utc>,
 ) -> Result<(), DieselError> {
-    let data = event_data(event)?;
-    db::sql(
-        "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind::<SqlUuid, _>(order.as_uuid())
-    .bind::<Integer, _>(seq)
-    .bind::<Text, _>(event.kind())
-    .bind::<Jsonb, _>(data)
-    .bind::<Nullable<Text>, _>(Some(cx.request_id().to_string()))
-    .bind::<Timestamptz, _>(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    diesel::insert_into(order_events::table)
+        .values((
+            order_events::order_id.eq(order.as_uuid()),
+            order_events::seq.eq(seq),
+            order_events::kind.eq(event.kind()),
+            order_events::data.eq(event_data(event)?),
+            order_events::request_id.eq(cx.request_id().to_string()),
+            order_events::at.eq(at),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 async fn write_state(conn: &mut AsyncPgConnection, state: &OrderState) -> Result<(), DieselError> {
-    db::sql(
-        "INSERT INTO orders (id, customer_id, version, state, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, \
-         state = EXCLUDED.state, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
-    )
-    .bind::<SqlUuid, _>(state.id.as_uuid())
-    .bind::<SqlUuid, _>(state.customer_id)
-    .bind::<Integer, _>(state.version)
-    .bind::<Jsonb, _>(encode(state)?)
-    .bind::<Text, _>(state.status.as_str())
-    .bind::<Timestamptz, _>(state.created_at)
-    .bind::<Timestamptz, _>(state.updated_at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    diesel::insert_into(orders::table)
+        .values((
+            orders::id.eq(state.id.as_uuid()),
+            orders::customer_id.eq(state.customer_id),
+            orders::version.eq(state.version),
+            orders::state.eq(encode(state)?),
+            orders::status.eq(state.status.as_str()),
+            orders::created_at.eq(state.created_at),
+            orders::updated_at.eq(state.updated_at),
+        ))
+        .on_conflict(orders::id)
+        .do_update()
+        .set((
+            orders::version.eq(excluded(orders::version)),
+            orders::state.eq(excluded(orders::state)),
+            orders::status.eq(excluded(orders::status)),
+            orders::updated_at.eq(excluded(orders::updated_at)),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Records the first event of a new order and its projection. Call inside
@@ -218,6 +228,9 @@ async fn fold_in(
     if seqs.is_empty() {
         return Ok(());
     }
+    // Raw: every event in one INSERT from `unnest` arrays, which the query
+    // builder has no form for (a batch insert of N rows is N statements'
+    // worth of parameters and a new statement per N).
     db::sql(
         "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) \
          SELECT $1, e.seq, e.kind, e.data, $5, e.at \
@@ -279,18 +292,24 @@ pub(crate) async fn timeline(
     conn: &mut AsyncPgConnection,
     order: OrderId,
 ) -> Result<Vec<TimelineEntry>, DieselError> {
-    let rows: Vec<EventRow> =
-        db::sql("SELECT seq, kind, data, at FROM order_events WHERE order_id = $1 ORDER BY seq")
-            .bind::<SqlUuid, _>(order.as_uuid())
-            .load(conn)
-            .await?;
+    let rows: Vec<(i32, String, serde_json::Value, DateTime<Utc>)> = order_events::table
+        .filter(order_events::order_id.eq(order.as_uuid()))
+        .order(order_events::seq)
+        .select((
+            order_events::seq,
+            order_events::kind,
+            order_events::data,
+            order_events::at,
+        ))
+        .load(conn)
+        .await?;
     Ok(rows
         .into_iter()
-        .map(|r| TimelineEntry {
-            seq: r.seq,
-            kind: r.kind,
-            data: r.data,
-            at: r.at,
+        .map(|(seq, kind, data, at)| TimelineEntry {
+            seq,
+            kind,
+            data,
+            at,
         })
         .collect())
 }
@@ -337,27 +356,25 @@ pub(crate) async fn customer_orders(
     after: Option<uuid::Uuid>,
     limit: i64,
 ) -> Result<Vec<OrderState>, DieselError> {
-    let rows: Vec<StateRow> = db::sql(
-        "SELECT state FROM orders WHERE customer_id = $1 AND ($2::uuid IS NULL OR id < $2) \
-         ORDER BY id DESC LIMIT $3",
-    )
-    .bind::<SqlUuid, _>(customer)
-    .bind::<Nullable<SqlUuid>, _>(after)
-    .bind::<diesel::sql_types::BigInt, _>(limit)
-    .load(conn)
-    .await?;
-    rows.into_iter().map(|r| decode(r.state)).collect()
+    let mut query = orders::table
+        .filter(orders::customer_id.eq(customer))
+        .select(orders::state)
+        .order(orders::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(orders::id.lt(after));
+    }
+    let states: Vec<serde_json::Value> = query.load(conn).await?;
+    states.into_iter().map(decode).collect()
 }
 
 /// Every order with events.
 pub(crate) async fn order_ids(conn: &mut AsyncPgConnection) -> Result<Vec<OrderId>, DieselError> {
-    #[derive(diesel::QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = SqlUuid)]
-        order_id: uuid::Uuid,
-    }
-    let ids: Vec<Id> = db::sql("SELECT DISTINCT order_id FROM order_events")
+    let ids: Vec<uuid::Uuid> = order_events::table
+        .select(order_events::order_id)
+        .distinct()
         .load(conn)
         .await?;
-    Ok(ids.into_iter().map(|i| OrderId::from(i.order_id)).collect())
+    Ok(ids.into_iter().map(OrderId::from).collect())
 }

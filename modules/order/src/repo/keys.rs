@@ -1,11 +1,27 @@
 //! The `idempotency_keys` table: one row per customer and key, holding the
 //! request's fingerprint, the order it created and the response to replay.
+//! Diesel's query builder, but for the two statements that judge a key's
+//! age by the database's clock (their reasons are beside them).
 
-use diesel::QueryResult;
+use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::OrderId;
 use uuid::Uuid;
+
+diesel::table! {
+    orders.idempotency_keys (customer_id, key) {
+        customer_id -> Uuid,
+        key -> Text,
+        fingerprint -> Text,
+        order_id -> Nullable<Uuid>,
+        response_status -> Nullable<Integer>,
+        response_body -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+    }
+}
+
+use idempotency_keys as keys;
 
 /// A key as stored, with its age judged by the database's clock.
 #[derive(diesel::QueryableByName)]
@@ -33,15 +49,15 @@ pub(crate) async fn claim(
     key: &str,
     fingerprint: &str,
 ) -> QueryResult<bool> {
-    let inserted = db::sql(
-        "INSERT INTO idempotency_keys (customer_id, key, fingerprint) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind::<SqlUuid, _>(customer)
-    .bind::<Text, _>(key)
-    .bind::<Text, _>(fingerprint)
-    .execute(conn)
-    .await?;
+    let inserted = diesel::insert_into(keys::table)
+        .values((
+            keys::customer_id.eq(customer),
+            keys::key.eq(key),
+            keys::fingerprint.eq(fingerprint),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
     Ok(inserted == 1)
 }
 
@@ -52,6 +68,8 @@ pub(crate) async fn find(
     key: &str,
     stale_secs: u64,
 ) -> QueryResult<Option<KeyRow>> {
+    // Raw: the ages are `now() - interval` on the database's clock, which
+    // the query builder only has for `timestamp`, not `timestamptz`.
     let found: Vec<KeyRow> = db::sql(format!(
         "SELECT fingerprint, order_id, response_status, response_body, \
          created_at < now() - interval '{stale_secs} seconds' AS stale, \
@@ -71,9 +89,7 @@ pub(crate) async fn forget(
     customer: Uuid,
     key: &str,
 ) -> QueryResult<()> {
-    db::sql("DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2")
-        .bind::<SqlUuid, _>(customer)
-        .bind::<Text, _>(key)
+    diesel::delete(keys::table.find((customer, key)))
         .execute(conn)
         .await
         .map(drop)
@@ -87,17 +103,14 @@ pub(crate) async fn store_response(
     status: u16,
     body: &serde_json::Value,
 ) -> QueryResult<()> {
-    db::sql(
-        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
-         WHERE customer_id = $1 AND key = $2",
-    )
-    .bind::<SqlUuid, _>(customer)
-    .bind::<Text, _>(key)
-    .bind::<Integer, _>(i32::from(status))
-    .bind::<Jsonb, _>(body)
-    .execute(conn)
-    .await
-    .map(drop)
+    diesel::update(keys::table.find((customer, key)))
+        .set((
+            keys::response_status.eq(i32::from(status)),
+            keys::response_body.eq(body),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Records the order the key's request created.
@@ -107,10 +120,8 @@ pub(crate) async fn set_order(
     key: &str,
     order: OrderId,
 ) -> QueryResult<()> {
-    db::sql("UPDATE idempotency_keys SET order_id = $3 WHERE customer_id = $1 AND key = $2")
-        .bind::<SqlUuid, _>(customer)
-        .bind::<Text, _>(key)
-        .bind::<SqlUuid, _>(order.as_uuid())
+    diesel::update(keys::table.find((customer, key)))
+        .set(keys::order_id.eq(order.as_uuid()))
         .execute(conn)
         .await
         .map(drop)
@@ -118,6 +129,7 @@ pub(crate) async fn set_order(
 
 /// Deletes keys older than `hours`; how many.
 pub(crate) async fn prune(conn: &mut AsyncPgConnection, hours: i32) -> QueryResult<usize> {
+    // Raw: the age is judged on the database's clock (see `find`).
     db::sql("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)")
         .bind::<Integer, _>(hours)
         .execute(conn)
