@@ -2,16 +2,16 @@
 //! `reservations` with their lines. Functions take a connection so the
 //! service runs several in one transaction.
 //!
-//! Raw SQL throughout, each statement prepared once per connection
-//! (`db::sql`): every stock change is a conditional `UPDATE ... RETURNING`
-//! fused with the INSERT of its movement in one CTE, which diesel's query
-//! builder cannot express, so the rows are locked for one round trip only.
+//! Every stock change is raw SQL (`db::sql`, prepared once per connection):
+//! a conditional `UPDATE ... RETURNING` fused with the INSERT of its
+//! movement in one CTE, which diesel's query builder cannot express, so the
+//! row is locked for one round trip only. The reads and plain writes use
+//! the query builder.
 
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
-use diesel::OptionalExtension as _;
-use diesel::QueryResult;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::prelude::*;
+use diesel::sql_types::{Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use inventory_api::{Movement, OrderId, ReservationLine, StockLevel};
 use uuid::Uuid;
@@ -22,8 +22,33 @@ pub(crate) use reservations::{
     claim_expired, insert_line, insert_reservation, load_reservation, set_status,
 };
 
+diesel::table! {
+    inventory.stock (sku) {
+        sku -> Text,
+        on_hand -> Integer,
+        reserved -> Integer,
+        low_stock_threshold -> Integer,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    inventory.movements (id) {
+        id -> Uuid,
+        sku -> Text,
+        kind -> Text,
+        quantity -> Integer,
+        reason -> Nullable<Text>,
+        order_id -> Nullable<Uuid>,
+        on_hand_after -> Integer,
+        reserved_after -> Integer,
+        created_at -> Timestamptz,
+    }
+}
+
 /// A row of `stock`.
-#[derive(diesel::QueryableByName, Clone)]
+#[derive(diesel::QueryableByName, Queryable, Selectable, Clone)]
+#[diesel(table_name = stock)]
 pub(crate) struct Row {
     #[diesel(sql_type = Text)]
     pub(crate) sku: String,
@@ -140,6 +165,7 @@ pub(crate) async fn move_line(
     how: LineMove,
 ) -> QueryResult<Option<Row>> {
     let (set, guard) = how.set_and_guard();
+    // Raw: the update and its movement in one CTE (see the module doc).
     db::sql(with_movement(&format!(
         "UPDATE stock SET {set}, updated_at = now() WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
     )))
@@ -160,9 +186,10 @@ pub(crate) async fn find_stock(
     conn: &mut AsyncPgConnection,
     sku: &Sku,
 ) -> QueryResult<Option<Row>> {
-    db::sql(format!("SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1"))
-        .bind::<Text, _>(sku.as_str())
-        .get_result(conn)
+    stock::table
+        .find(sku.as_str())
+        .select(Row::as_select())
+        .first(conn)
         .await
         .optional()
 }
@@ -174,19 +201,21 @@ pub(crate) async fn lock_stock(
     sku: &Sku,
     default_threshold: i32,
 ) -> QueryResult<Row> {
-    db::sql(
-        "INSERT INTO stock (sku, on_hand, low_stock_threshold) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind::<Text, _>(sku.as_str())
-    .bind::<Integer, _>(default_threshold)
-    .execute(conn)
-    .await?;
-    db::sql(format!(
-        "SELECT {STOCK_COLUMNS} FROM stock WHERE sku = $1 FOR UPDATE"
-    ))
-    .bind::<Text, _>(sku.as_str())
-    .get_result(conn)
-    .await
+    diesel::insert_into(stock::table)
+        .values((
+            stock::sku.eq(sku.as_str()),
+            stock::on_hand.eq(0),
+            stock::low_stock_threshold.eq(default_threshold),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    stock::table
+        .find(sku.as_str())
+        .select(Row::as_select())
+        .for_update()
+        .first(conn)
+        .await
 }
 
 /// Adds `quantity` (negative: removes) to what is on hand and records the
@@ -199,6 +228,7 @@ pub(crate) async fn adjust(
     low_stock_threshold: Option<i32>,
     reason: &str,
 ) -> QueryResult<Option<Row>> {
+    // Raw: the update and its movement in one CTE (see the module doc).
     db::sql(with_movement(&format!(
         "UPDATE stock SET on_hand = on_hand + $2, \
          low_stock_threshold = COALESCE($8, low_stock_threshold), updated_at = now() \
@@ -217,23 +247,16 @@ pub(crate) async fn adjust(
     .optional()
 }
 
-#[derive(diesel::QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = movements)]
 struct MovementRow {
-    #[diesel(sql_type = SqlUuid)]
     id: Uuid,
-    #[diesel(sql_type = Text)]
     kind: String,
-    #[diesel(sql_type = Integer)]
     quantity: i32,
-    #[diesel(sql_type = Nullable<Text>)]
     reason: Option<String>,
-    #[diesel(sql_type = Nullable<SqlUuid>)]
     order_id: Option<Uuid>,
-    #[diesel(sql_type = Integer)]
     on_hand_after: i32,
-    #[diesel(sql_type = Integer)]
     reserved_after: i32,
-    #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
 }
 
@@ -244,15 +267,16 @@ pub(crate) async fn movements(
     before: Option<Uuid>,
     limit: i64,
 ) -> QueryResult<Vec<Movement>> {
-    let rows: Vec<MovementRow> = db::sql(
-        "SELECT id, kind, quantity, reason, order_id, on_hand_after, reserved_after, created_at FROM movements \
-         WHERE sku = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-    )
-    .bind::<Text, _>(sku.as_str())
-    .bind::<Nullable<SqlUuid>, _>(before)
-    .bind::<BigInt, _>(limit)
-    .load(conn)
-    .await?;
+    let mut query = movements::table
+        .filter(movements::sku.eq(sku.as_str()))
+        .order(movements::id.desc())
+        .limit(limit)
+        .select(MovementRow::as_select())
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(movements::id.lt(before));
+    }
+    let rows: Vec<MovementRow> = query.load(conn).await?;
     Ok(rows
         .into_iter()
         .map(|m| Movement {

@@ -2,14 +2,13 @@
 //! append-only `ledger`. Functions take a connection and return rows as
 //! stored; [`Stored::into_payment`] turns them into the contract's DTO.
 //!
-//! Raw SQL (prepared once per connection, `db::sql`): a move is one
+//! A move is raw SQL (`db::sql`, prepared once per connection): one
 //! statement, an `UPDATE ... RETURNING` fused with the INSERT of its ledger
-//! line in a CTE, which diesel's query builder cannot express.
+//! line in a CTE, which diesel's query builder cannot express. The reads and
+//! the opening use the query builder.
 
 use chrono::{DateTime, Utc};
-use diesel::OptionalExtension as _;
-use diesel::QueryResult;
-use diesel::QueryableByName;
+use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{Currency, Money, OrderId};
@@ -18,7 +17,36 @@ use uuid::Uuid;
 
 use crate::domain::AtProvider;
 
-#[derive(QueryableByName)]
+diesel::table! {
+    payment.payments (id) {
+        id -> Uuid,
+        order_id -> Uuid,
+        customer_id -> Uuid,
+        amount_minor -> BigInt,
+        currency -> Text,
+        payment_method -> Text,
+        card_last4 -> Text,
+        status -> Text,
+        provider_ref -> Nullable<Text>,
+        decline_code -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payment.ledger (id) {
+        id -> BigInt,
+        payment_id -> Uuid,
+        kind -> Text,
+        amount_minor -> BigInt,
+        currency -> Text,
+        reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+#[derive(QueryableByName, Queryable, Selectable)]
+#[diesel(table_name = payments)]
 struct Row {
     #[diesel(sql_type = SqlUuid)]
     id: Uuid,
@@ -62,7 +90,8 @@ struct Moved {
     line_created_at: Option<DateTime<Utc>>,
 }
 
-#[derive(QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = ledger)]
 struct LedgerRow {
     #[diesel(sql_type = Text)]
     kind: String,
@@ -136,25 +165,27 @@ pub(crate) enum Key {
 
 /// The payment found by `key`, with its whole ledger in order.
 pub(crate) async fn load(conn: &mut AsyncPgConnection, key: Key) -> QueryResult<Option<Stored>> {
-    let (filter, id) = match key {
-        Key::Id(id) => ("id", id.as_uuid()),
-        Key::Order(order) => ("order_id", order.as_uuid()),
-    };
-    let row: Option<Row> = db::sql(format!(
-        "SELECT {COLUMNS} FROM payments WHERE {filter} = $1"
-    ))
-    .bind::<SqlUuid, _>(id)
-    .get_result(conn)
-    .await
+    let found = payments::table.select(Row::as_select());
+    let row: Option<Row> = match key {
+        Key::Id(id) => {
+            found
+                .filter(payments::id.eq(id.as_uuid()))
+                .first(conn)
+                .await
+        }
+        Key::Order(order) => {
+            let order = order.as_uuid();
+            found.filter(payments::order_id.eq(order)).first(conn).await
+        }
+    }
     .optional()?;
     let Some(row) = row else { return Ok(None) };
-    let ledger: Vec<LedgerRow> = db::sql(
-        "SELECT kind, amount_minor, currency, reason, created_at FROM ledger \
-         WHERE payment_id = $1 ORDER BY id",
-    )
-    .bind::<SqlUuid, _>(row.id)
-    .load(conn)
-    .await?;
+    let ledger: Vec<LedgerRow> = ledger::table
+        .filter(ledger::payment_id.eq(row.id))
+        .order(ledger::id)
+        .select(LedgerRow::as_select())
+        .load(conn)
+        .await?;
     Ok(Some(Stored { row, ledger }))
 }
 
@@ -164,21 +195,23 @@ pub(crate) async fn insert(
     conn: &mut AsyncPgConnection,
     request: &AuthorizePayment,
 ) -> QueryResult<Option<Stored>> {
-    let row: Option<Row> = db::sql(format!(
-        "INSERT INTO payments (id, order_id, customer_id, amount_minor, currency, payment_method, \
-         card_last4, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'authorizing') \
-         ON CONFLICT (order_id) DO NOTHING RETURNING {COLUMNS}"
-    ))
-    .bind::<SqlUuid, _>(PaymentId::generate().as_uuid())
-    .bind::<SqlUuid, _>(request.order_id.as_uuid())
-    .bind::<SqlUuid, _>(request.customer_id)
-    .bind::<BigInt, _>(request.amount.amount_minor())
-    .bind::<Text, _>(request.amount.currency().as_str())
-    .bind::<Text, _>(&request.payment_method.token)
-    .bind::<Text, _>(&request.payment_method.card_last4)
-    .get_result(conn)
-    .await
-    .optional()?;
+    let row: Option<Row> = diesel::insert_into(payments::table)
+        .values((
+            payments::id.eq(PaymentId::generate().as_uuid()),
+            payments::order_id.eq(request.order_id.as_uuid()),
+            payments::customer_id.eq(request.customer_id),
+            payments::amount_minor.eq(request.amount.amount_minor()),
+            payments::currency.eq(request.amount.currency().as_str()),
+            payments::payment_method.eq(&request.payment_method.token),
+            payments::card_last4.eq(&request.payment_method.card_last4),
+            payments::status.eq(PaymentStatus::Authorizing.as_str()),
+        ))
+        .on_conflict(payments::order_id)
+        .do_nothing()
+        .returning(Row::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
     Ok(row.map(|row| Stored {
         row,
         ledger: Vec::new(),
@@ -205,6 +238,7 @@ pub(crate) async fn record(
     order: OrderId,
     step: &Step<'_>,
 ) -> QueryResult<Option<Option<Stored>>> {
+    // Raw: the move and its ledger line in one CTE (see the module doc).
     let moved: Option<Moved> = db::sql(format!(
         "WITH moved AS (UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
          decline_code = COALESCE($4, decline_code), updated_at = now() \

@@ -1,34 +1,42 @@
 //! `reservations` and their lines: an order's hold on stock, opened,
-//! moved through its states and claimed when expired.
+//! moved through its states and claimed when expired. Diesel's query
+//! builder, but for the opening (its reason is beside it).
 
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
-use diesel::OptionalExtension as _;
-use diesel::QueryResult;
+use diesel::dsl::now;
+use diesel::prelude::*;
 use diesel::result::Error as DieselError;
-use diesel::sql_types::{BigInt, Integer, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use inventory_api::{OrderId, Reservation, ReservationLine, ReservationStatus};
 use uuid::Uuid;
 
-#[derive(diesel::QueryableByName)]
-struct ReservationRow {
-    #[diesel(sql_type = SqlUuid)]
-    order_id: Uuid,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = Timestamptz)]
-    expires_at: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    created_at: DateTime<Utc>,
+diesel::table! {
+    inventory.reservations (order_id) {
+        order_id -> Uuid,
+        status -> Text,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
 }
 
-#[derive(diesel::QueryableByName)]
-struct LineRow {
-    #[diesel(sql_type = Text)]
-    sku: String,
-    #[diesel(sql_type = Integer)]
-    quantity: i32,
+diesel::table! {
+    inventory.reservation_lines (order_id, sku) {
+        order_id -> Uuid,
+        sku -> Text,
+        quantity -> Integer,
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = reservations)]
+struct ReservationRow {
+    order_id: Uuid,
+    status: String,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
 }
 
 /// The reservation of `order` with its lines in SKU order; `lock` holds
@@ -38,33 +46,30 @@ pub(crate) async fn load_reservation(
     order: OrderId,
     lock: bool,
 ) -> QueryResult<Option<Reservation>> {
-    let sql = format!(
-        "SELECT order_id, status, expires_at, created_at FROM reservations WHERE order_id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let found: Option<ReservationRow> = db::sql(sql)
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .get_result(conn)
-        .await
-        .optional()?;
+    let query = reservations::table
+        .find(order.as_uuid())
+        .select(ReservationRow::as_select());
+    let found: Option<ReservationRow> = if lock {
+        query.for_update().first(conn).await.optional()?
+    } else {
+        query.first(conn).await.optional()?
+    };
     let Some(found) = found else { return Ok(None) };
-    let lines: Vec<LineRow> =
-        db::sql("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
-            .bind::<SqlUuid, _>(order.as_uuid())
-            .load(conn)
-            .await?;
+    let lines: Vec<(String, i32)> = reservation_lines::table
+        .filter(reservation_lines::order_id.eq(order.as_uuid()))
+        .order(reservation_lines::sku)
+        .select((reservation_lines::sku, reservation_lines::quantity))
+        .load(conn)
+        .await?;
     let status = found
         .status
         .parse()
         .map_err(|e: String| DieselError::DeserializationError(e.into()))?;
     let lines = lines
         .into_iter()
-        .map(|l| {
-            Sku::parse(&l.sku)
-                .map(|sku| ReservationLine {
-                    sku,
-                    quantity: l.quantity,
-                })
+        .map(|(sku, quantity)| {
+            Sku::parse(&sku)
+                .map(|sku| ReservationLine { sku, quantity })
                 .map_err(|e| DieselError::DeserializationError(Box::new(e)))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -93,6 +98,8 @@ pub(crate) async fn insert_reservation(
     order: OrderId,
     ttl_secs: i64,
 ) -> QueryResult<Option<Made>> {
+    // Raw: the expiry is `now() + interval` on the database's clock, which
+    // the query builder has no `timestamptz` arithmetic for.
     db::sql(
         "INSERT INTO reservations (order_id, status, expires_at) \
          VALUES ($1, 'active', now() + make_interval(secs => $2::float8)) ON CONFLICT DO NOTHING \
@@ -112,10 +119,12 @@ pub(crate) async fn insert_line(
     order: OrderId,
     line: &ReservationLine,
 ) -> QueryResult<()> {
-    db::sql("INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .bind::<Text, _>(line.sku.as_str())
-        .bind::<Integer, _>(line.quantity)
+    diesel::insert_into(reservation_lines::table)
+        .values((
+            reservation_lines::order_id.eq(order.as_uuid()),
+            reservation_lines::sku.eq(line.sku.as_str()),
+            reservation_lines::quantity.eq(line.quantity),
+        ))
         .execute(conn)
         .await
         .map(drop)
@@ -127,9 +136,11 @@ pub(crate) async fn set_status(
     order: OrderId,
     status: ReservationStatus,
 ) -> QueryResult<()> {
-    db::sql("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
-        .bind::<SqlUuid, _>(order.as_uuid())
-        .bind::<Text, _>(status.as_str())
+    diesel::update(reservations::table.find(order.as_uuid()))
+        .set((
+            reservations::status.eq(status.as_str()),
+            reservations::updated_at.eq(now),
+        ))
         .execute(conn)
         .await
         .map(drop)
@@ -138,16 +149,15 @@ pub(crate) async fn set_status(
 /// Claims up to 100 active reservations past their time, oldest first,
 /// skipping any another instance holds.
 pub(crate) async fn claim_expired(conn: &mut AsyncPgConnection) -> QueryResult<Vec<OrderId>> {
-    #[derive(diesel::QueryableByName)]
-    struct Due {
-        #[diesel(sql_type = SqlUuid)]
-        order_id: Uuid,
-    }
-    let due: Vec<Due> = db::sql(
-        "SELECT order_id FROM reservations WHERE status = 'active' AND expires_at < now() \
-         ORDER BY expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
-    )
-    .load(conn)
-    .await?;
-    Ok(due.into_iter().map(|d| OrderId::from(d.order_id)).collect())
+    let due: Vec<Uuid> = reservations::table
+        .filter(reservations::status.eq(ReservationStatus::Active.as_str()))
+        .filter(reservations::expires_at.lt(now))
+        .order(reservations::expires_at)
+        .limit(100)
+        .select(reservations::order_id)
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await?;
+    Ok(due.into_iter().map(OrderId::from).collect())
 }

@@ -5,9 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Array, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{CallContext, OrderId};
 use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};

@@ -1,14 +1,37 @@
 //! The `sagas` table: one row per order, the checkout saga's direction,
 //! flags, attempts and lease. Each function is one statement; the saga
-//! (`crate::saga`) decides when to run them.
+//! (`crate::saga`) decides when to run them. Diesel's query builder where it
+//! can say the statement; the raw ones say why beside them.
 
 use std::time::Duration;
 
-use diesel::QueryResult;
+use diesel::dsl::now;
+use diesel::prelude::*;
 use diesel::sql_types::{Bool, Double, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::OrderId;
 use uuid::Uuid;
+
+// The columns the query builder's statements use (diesel's tables hold
+// 16 at most without a heavier build).
+diesel::table! {
+    orders.sagas (order_id) {
+        order_id -> Uuid,
+        direction -> Text,
+        outcome -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        reserve_attempted -> Bool,
+        payment_attempted -> Bool,
+        step -> Nullable<Text>,
+        done -> Bool,
+        attempts -> Integer,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        lease_owner -> Nullable<Uuid>,
+        lease_until -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
 
 /// Which way a saga runs: on towards confirmation, or back, undoing what
 /// was done (column `sagas.direction`).
@@ -117,6 +140,8 @@ pub(crate) async fn load(
     order: OrderId,
     lock: bool,
 ) -> QueryResult<SagaRow> {
+    // Raw: `SagaRow` reads `direction` and `outcome` into enums by name
+    // (`QueryableByName`), shared with the statements below that return it.
     db::sql(format!(
         "SELECT direction, outcome, reason, payment_method, card_last4, reserve_attempted, \
          payment_attempted, request_id, done, attempts, step FROM sagas WHERE order_id = $1{}",
@@ -139,6 +164,8 @@ pub(crate) async fn insert(
     owner: Uuid,
     lease_secs: u64,
 ) -> QueryResult<()> {
+    // Raw: the lease ends `now() + interval` on the database's clock, which
+    // the query builder has no `timestamptz` arithmetic for.
     db::sql(format!(
         "INSERT INTO sagas (order_id, direction, payment_method, card_last4, request_id, \
          lease_owner, lease_until, step, reserve_attempted) \
@@ -162,6 +189,7 @@ pub(crate) async fn lease(
     owner: Uuid,
     lease_secs: u64,
 ) -> QueryResult<bool> {
+    // Raw: the lease's end on the database's clock (see `insert`).
     let taken = db::sql(format!(
         "UPDATE sagas SET lease_owner = $2, lease_until = now() + interval '{lease_secs} seconds' \
          WHERE order_id = $1 AND NOT done AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())"
@@ -182,6 +210,7 @@ pub(crate) async fn unlease(
     wait: Duration,
     error: &str,
 ) -> QueryResult<()> {
+    // Raw: the next attempt's time on the database's clock (see `insert`).
     db::sql(
         "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, \
          last_error = $3, next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
@@ -206,6 +235,8 @@ pub(crate) async fn begin(
     flag: Option<&str>,
     lease_secs: u64,
 ) -> QueryResult<bool> {
+    // Raw: the lease's end on the database's clock, and the flag column
+    // named by the step.
     let updated = db::sql(format!(
         "UPDATE sagas SET step = $3{}, lease_until = now() + interval '{lease_secs} seconds', updated_at = now() \
          WHERE order_id = $1 AND lease_owner = $2",
@@ -235,6 +266,8 @@ pub(crate) async fn recorded(
         #[diesel(sql_type = Bool)]
         ours: bool,
     }
+    // Raw: each column set only while the lease is ours (`CASE`), and
+    // whether it is, returned by the same statement.
     let row: Ours = db::sql(format!(
         "UPDATE sagas SET attempts = 0, last_error = NULL, updated_at = now(), \
          step = CASE WHEN lease_owner = $2 THEN $3 ELSE step END{}, \
@@ -259,15 +292,18 @@ pub(crate) async fn turn_back(
     order: OrderId,
     reason: &str,
 ) -> QueryResult<()> {
-    db::sql(
-        "UPDATE sagas SET direction = 'compensate', outcome = 'failed', reason = $2, attempts = 0, \
-         updated_at = now() WHERE order_id = $1 AND direction = 'forward'",
-    )
-    .bind::<SqlUuid, _>(order.as_uuid())
-    .bind::<Text, _>(reason)
-    .execute(conn)
-    .await
-    .map(drop)
+    diesel::update(sagas::table.find(order.as_uuid()))
+        .filter(sagas::direction.eq(Direction::Forward.as_str()))
+        .set((
+            sagas::direction.eq(Direction::Compensate.as_str()),
+            sagas::outcome.eq("failed"),
+            sagas::reason.eq(reason),
+            sagas::attempts.eq(0),
+            sagas::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Turns a saga back because the order is cancelled, due at once.
@@ -276,42 +312,48 @@ pub(crate) async fn cancel(
     order: OrderId,
     reason: &str,
 ) -> QueryResult<()> {
-    db::sql(
-        "UPDATE sagas SET direction = 'compensate', outcome = 'cancelled', reason = $2, \
-         done = false, attempts = 0, next_attempt_at = now(), updated_at = now() WHERE order_id = $1",
-    )
-    .bind::<SqlUuid, _>(order.as_uuid())
-    .bind::<Text, _>(reason)
-    .execute(conn)
-    .await
-    .map(drop)
+    diesel::update(sagas::table.find(order.as_uuid()))
+        .set((
+            sagas::direction.eq(Direction::Compensate.as_str()),
+            sagas::outcome.eq("cancelled"),
+            sagas::reason.eq(reason),
+            sagas::done.eq(false),
+            sagas::attempts.eq(0),
+            sagas::next_attempt_at.eq(now),
+            sagas::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Marks a saga done, its lease cleared.
 pub(crate) async fn mark_done(conn: &mut AsyncPgConnection, order: OrderId) -> QueryResult<()> {
-    db::sql(
-        "UPDATE sagas SET done = true, step = NULL, last_error = NULL, lease_owner = NULL, \
-         lease_until = NULL, updated_at = now() WHERE order_id = $1",
-    )
-    .bind::<SqlUuid, _>(order.as_uuid())
-    .execute(conn)
-    .await
-    .map(drop)
+    diesel::update(sagas::table.find(order.as_uuid()))
+        .set((
+            sagas::done.eq(true),
+            sagas::step.eq(None::<String>),
+            sagas::last_error.eq(None::<String>),
+            sagas::lease_owner.eq(None::<Uuid>),
+            sagas::lease_until.eq(None::<chrono::DateTime<chrono::Utc>>),
+            sagas::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Up to 32 sagas due and not leased (their owner died, or they wait for a
 /// retry), the longest waiting first.
 pub(crate) async fn due(conn: &mut AsyncPgConnection) -> QueryResult<Vec<OrderId>> {
-    #[derive(diesel::QueryableByName)]
-    struct Due {
-        #[diesel(sql_type = SqlUuid)]
-        order_id: Uuid,
-    }
-    let due: Vec<Due> = db::sql(
-        "SELECT order_id FROM sagas WHERE NOT done AND next_attempt_at <= now() \
-         AND (lease_until IS NULL OR lease_until < now()) ORDER BY next_attempt_at LIMIT 32",
-    )
-    .load(conn)
-    .await?;
-    Ok(due.into_iter().map(|d| OrderId::from(d.order_id)).collect())
+    let due: Vec<Uuid> = sagas::table
+        .filter(sagas::done.eq(false))
+        .filter(sagas::next_attempt_at.le(now))
+        .filter(sagas::lease_until.is_null().or(sagas::lease_until.lt(now)))
+        .order(sagas::next_attempt_at)
+        .limit(32)
+        .select(sagas::order_id)
+        .load(conn)
+        .await?;
+    Ok(due.into_iter().map(OrderId::from).collect())
 }
