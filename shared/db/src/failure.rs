@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn an_abort_answers_with_the_refusal_or_the_database_failure() {
-        assert_eq!(Abort::Refuse(Failed::Refused).into_error("shop"), Failed::Refused);
+        assert_eq!(
+            Abort::Refuse(Failed::Refused).into_error("shop"),
+            Failed::Refused
+        );
         let failed = Abort::<Failed>::from(DieselError::NotFound).into_error("shop");
         assert!(matches!(failed, Failed::Unexpected(_)));
     }
