@@ -8,6 +8,20 @@
 //! Adding a module: its file here and one line in [`COMPILED`], with its
 //! [`ModuleName`] variant, its settings section and its cargo feature.
 
+// A binary built with some modules left out does not use every field or
+// helper here: the modules' build functions read them.
+#![cfg_attr(
+    not(all(
+        feature = "user",
+        feature = "catalog",
+        feature = "inventory",
+        feature = "order",
+        feature = "payment",
+        feature = "notification"
+    )),
+    allow(dead_code)
+)]
+
 #[cfg(feature = "catalog")]
 mod catalog;
 #[cfg(feature = "inventory")]
@@ -39,7 +53,7 @@ use crate::ops::ModuleGauges;
 
 /// A module compiled into this binary.
 pub(crate) struct Registration {
-    /// Which module.
+    /// The module it registers.
     pub(crate) module: ModuleName,
     /// Its schema and embedded migrations.
     pub(crate) migrations: db::ModuleMigrations,
@@ -82,19 +96,6 @@ pub(crate) fn local(module: ModuleName) -> anyhow::Result<&'static Registration>
 }
 
 /// What a module is built from.
-// A binary built with some modules left out does not use every field or
-// helper: they are read by the modules' build functions.
-#[cfg_attr(
-    not(all(
-        feature = "user",
-        feature = "catalog",
-        feature = "inventory",
-        feature = "order",
-        feature = "payment",
-        feature = "notification"
-    )),
-    allow(dead_code)
-)]
 pub(crate) struct Context<'a> {
     pub(crate) settings: &'a Settings,
     /// The module's own pool.
@@ -143,19 +144,6 @@ pub(crate) struct Local {
     pub(crate) keys: Option<KeySet>,
 }
 
-// A binary built with some modules left out does not use every field or
-// helper: they are read by the modules' build functions.
-#[cfg_attr(
-    not(all(
-        feature = "user",
-        feature = "catalog",
-        feature = "inventory",
-        feature = "order",
-        feature = "payment",
-        feature = "notification"
-    )),
-    allow(dead_code)
-)]
 impl Local {
     /// A module whose routes read `data`.
     fn new<T: Send + Sync + 'static>(data: Data<T>) -> Local {

@@ -24,17 +24,17 @@ use crate::modules::{ModuleName, ModulesSettings};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// HTTP server.
+    /// The HTTP server: address, workers, limits, shutdown.
     pub server: ServerSettings,
     /// The shared database.
     pub database: DatabaseSettings,
-    /// Logging.
+    /// Log level and format.
     pub log: LogSettings,
     /// Calls to modules in other processes.
     pub remote: RemoteSettings,
     /// Which modules run here, and where the others are.
     pub modules: ModulesSettings,
-    /// Access tokens.
+    /// Access tokens: keys, lifetimes, issuer and audience.
     pub auth: AuthSettings,
     /// Request rate limits.
     pub rate_limit: RateLimitSettings,

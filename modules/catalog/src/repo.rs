@@ -340,7 +340,7 @@ pub(crate) async fn list(
 pub(crate) enum ListError {
     /// The cursor's value does not fit its sort.
     Cursor,
-    /// The database.
+    /// A statement failed.
     Db(diesel::result::Error),
 }
 

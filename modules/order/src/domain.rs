@@ -25,9 +25,9 @@ pub const MAX_LINES: usize = 50;
 pub enum OrderEvent {
     /// The order was placed.
     Placed {
-        /// Who.
+        /// The customer who placed it.
         customer_id: Uuid,
-        /// What.
+        /// The cart's lines at the catalog's prices then.
         lines: Vec<OrderLine>,
         /// For how much.
         total: Money,
@@ -38,20 +38,20 @@ pub enum OrderEvent {
     StockReserved,
     /// The amount is held on the card.
     PaymentAuthorized {
-        /// The payment.
+        /// The payment module's id of the authorized payment.
         payment_id: Uuid,
     },
     /// The held stock was sold.
     StockCommitted,
     /// The amount was taken.
     PaymentCaptured,
-    /// Done.
+    /// Every step succeeded: the order is the customer's.
     Confirmed,
-    /// Sent.
+    /// The order left the warehouse (an admin said so).
     Shipped,
     /// The customer or an admin asked to cancel.
     CancellationRequested {
-        /// Why.
+        /// Who asked: the customer or the shop.
         reason: String,
     },
     /// The hold on the card was released (or there was none).
@@ -64,12 +64,12 @@ pub enum OrderEvent {
     StockRestocked,
     /// The order could not be completed.
     Failed {
-        /// Why.
+        /// The step that failed and why, in words for the customer.
         reason: String,
     },
     /// The order was cancelled.
     Cancelled {
-        /// Why.
+        /// Who asked for it (the request's reason).
         reason: String,
     },
 }
@@ -123,7 +123,7 @@ pub struct OrderState {
     pub committed: bool,
     /// The payment is captured.
     pub captured: bool,
-    /// Compensations done.
+    /// The authorization was voided (or there was none to void).
     pub voided: bool,
     /// The capture was refunded.
     pub refunded: bool,
@@ -135,7 +135,7 @@ pub struct OrderState {
     pub version: i32,
     /// When it was placed.
     pub created_at: DateTime<Utc>,
-    /// Last change.
+    /// When the last event was folded in.
     pub updated_at: DateTime<Utc>,
 }
 

@@ -30,9 +30,10 @@ use kernel::{FieldError, OrderId};
 pub struct Dependencies {
     /// Prices and names at checkout.
     pub catalog: Arc<dyn CatalogApi>,
-    /// Reservations.
+    /// Stock reservations, and selling or giving them back.
     pub inventory: Arc<dyn InventoryApi>,
-    /// Payments.
+    /// Tokenizing the card, and authorizing, capturing, voiding or
+    /// refunding the payment.
     pub payment: Arc<dyn PaymentApi>,
     /// The identity the saga calls them with.
     pub services: Arc<ServiceTokens>,

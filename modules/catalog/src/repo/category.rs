@@ -38,7 +38,7 @@ impl CategoryRow {
 /// Unique constraint on slugs.
 pub(crate) const SLUG_UNIQUE: &str = "categories_slug_key";
 
-/// One category.
+/// The category `id`, if it exists.
 #[tracing::instrument(name = "catalog.repo.find_category", skip_all)]
 pub(crate) async fn find_category(
     conn: &mut AsyncPgConnection,
