@@ -1,0 +1,74 @@
+//! Publishing: the [`Transport`] side of [`RabbitMq`], with publisher
+//! confirms, and unroutable events returned so a lost queue is declared again.
+
+use kernel::Envelope;
+use lapin::BasicProperties;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+
+use super::RabbitMq;
+use crate::{Transport, TransportError};
+
+#[async_trait::async_trait]
+impl Transport for RabbitMq {
+    async fn publish(&self, event: &Envelope) -> Result<(), TransportError> {
+        let payload = serde_json::to_vec(event).map_err(|e| TransportError(e.to_string()))?;
+        let mut publisher = self.publisher.lock().await;
+        if publisher.as_ref().is_none_or(|c| !c.status().connected()) {
+            let channel = self.channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| TransportError(format!("cannot enable publisher confirms: {e}")))?;
+            *publisher = Some(channel);
+        }
+        let channel = publisher
+            .as_ref()
+            .ok_or_else(|| TransportError("no publisher channel".to_owned()))?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(event.id.to_string().into())
+            .with_type(event.event_type.as_str().into())
+            .with_headers(self.headers(event, &payload)?);
+        let confirm = channel
+            .basic_publish(
+                self.exchange().as_str().into(),
+                event.event_type.as_str().into(),
+                // Unroutable events come back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &payload,
+                properties,
+            )
+            .await
+            .map_err(|e| TransportError(format!("publish failed: {e}")))?
+            .await
+            .map_err(|e| TransportError(format!("no publisher confirm: {e}")))?;
+        drop(publisher);
+        if !confirm.is_ack() {
+            return Err(TransportError(
+                "the broker refused the event (nack)".to_owned(),
+            ));
+        }
+        if confirm.take_message().is_none() {
+            return Ok(());
+        }
+        // Returned: no queue is bound to the event's type.
+        if self.redeclare_for(&event.event_type).await? {
+            Err(TransportError(format!(
+                "no queue took `{}` (a subscriber's queue was deleted); declared it again, the event \
+                 is retried",
+                event.event_type
+            )))
+        } else {
+            tracing::debug!(event_type = %event.event_type, "no module subscribes to this event");
+            Ok(())
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+}
