@@ -244,7 +244,9 @@ pub(crate) async fn list(
     } else {
         "$1 = ''".into()
     }];
-    // Binds are pushed in placeholder order; $1 is always the query text.
+    // Raw: full-text search, a rank per sort and a keyset over it, built
+    // per call (see the module doc). Binds are pushed in placeholder order;
+    // $1 is always the query text.
     let mut query = diesel::sql_query(String::new())
         .into_boxed::<Pg>()
         .bind::<Text, _>(q.unwrap_or("").to_owned());

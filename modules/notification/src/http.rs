@@ -6,7 +6,6 @@ use actix_web::{HttpResponse, delete, get, post};
 use auth::{AdminOnly, Authenticated};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use kernel::{Cursor, Page, ProblemBody, Role};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -70,40 +69,30 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) 
 }
 
 /// A message the shop sent or is sending.
-#[derive(Debug, Serialize, ToSchema, diesel::QueryableByName)]
+#[derive(Debug, Serialize, ToSchema, diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = crate::repo::notifications)]
 pub struct Notification {
     /// Notification id.
-    #[diesel(sql_type = SqlUuid)]
     id: Uuid,
     /// The event that caused it.
-    #[diesel(sql_type = Text)]
     event_type: String,
     /// The account it is for; `null` for the admin channel and webhooks.
-    #[diesel(sql_type = Nullable<SqlUuid>)]
     recipient_user_id: Option<Uuid>,
     /// `email` or `webhook`.
-    #[diesel(sql_type = Text)]
     channel: String,
     /// Email address or webhook URL.
-    #[diesel(sql_type = Text)]
     destination: String,
     /// Subject (email) or event type (webhook).
-    #[diesel(sql_type = Text)]
     subject: String,
     /// `pending`, `sent` or `failed`.
-    #[diesel(sql_type = Text)]
     status: String,
     /// Delivery attempts so far.
-    #[diesel(sql_type = Integer)]
     attempts: i32,
     /// Why the last attempt failed.
-    #[diesel(sql_type = Nullable<Text>)]
     last_error: Option<String>,
     /// When it was queued.
-    #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
     /// When it was delivered.
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     sent_at: Option<DateTime<Utc>>,
 }
 
@@ -177,19 +166,16 @@ impl utoipa::PartialSchema for EventType {
 impl ToSchema for EventType {}
 
 /// A webhook subscription.
-#[derive(Serialize, ToSchema, diesel::QueryableByName)]
+#[derive(Serialize, ToSchema, diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = crate::repo::webhook_subscriptions)]
 pub struct Webhook {
     /// Subscription id.
-    #[diesel(sql_type = SqlUuid)]
     id: Uuid,
     /// Where events are POSTed.
-    #[diesel(sql_type = Text)]
     url: String,
     /// Event types sent.
-    #[diesel(sql_type = Array<Text>)]
     event_types: Vec<String>,
     /// When it was created.
-    #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
 }
 

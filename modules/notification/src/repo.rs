@@ -1,17 +1,67 @@
 //! All of the module's SQL: the routes' (the notifications a caller may
 //! read, the webhook subscriptions), the event handler's (the `recipients`
 //! read model, queued messages) and the sender's (claiming due messages,
-//! recording outcomes). Raw SQL through `db::sql` (prepared once per
-//! connection): the module has no diesel `table!` definitions yet.
+//! recording outcomes). Diesel's query builder, but for the sender's claim
+//! and its two retry schedulings, raw SQL through `db::sql` (prepared once
+//! per connection; their reasons are beside them).
 
-use diesel::QueryResult;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
+use diesel::dsl::now;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
+use diesel::upsert::{excluded, on_constraint};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::Envelope;
 use user_api::NotificationPreferences;
 use uuid::Uuid;
 
 use crate::http::{Notification, Webhook};
+
+diesel::table! {
+    notification.recipients (user_id) {
+        user_id -> Uuid,
+        email -> Text,
+        display_name -> Text,
+        order_updates -> Bool,
+        product_news -> Bool,
+        marketing -> Bool,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notification.webhook_subscriptions (id) {
+        id -> Uuid,
+        url -> Text,
+        secret -> Text,
+        event_types -> Array<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notification.notifications (id) {
+        id -> Uuid,
+        event_id -> Uuid,
+        event_type -> Text,
+        request_id -> Nullable<Text>,
+        recipient_user_id -> Nullable<Uuid>,
+        channel -> Text,
+        destination -> Text,
+        subscription_id -> Nullable<Uuid>,
+        subject -> Text,
+        body -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Timestamptz,
+        created_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+use notifications as n;
+use recipients as r;
+use webhook_subscriptions as w;
 
 /// Up to `limit` notifications older than `before` (ids are time-ordered),
 /// newest first; only `owner`'s when given.
@@ -21,16 +71,18 @@ pub(crate) async fn notifications(
     before: Option<Uuid>,
     limit: i64,
 ) -> QueryResult<Vec<Notification>> {
-    db::sql(
-        "SELECT id, event_type, recipient_user_id, channel, destination, subject, status, attempts, last_error, created_at, sent_at \
-         FROM notifications WHERE ($1::uuid IS NULL OR recipient_user_id = $1) AND ($2::uuid IS NULL OR id < $2) \
-         ORDER BY id DESC LIMIT $3",
-    )
-    .bind::<Nullable<SqlUuid>, _>(owner)
-    .bind::<Nullable<SqlUuid>, _>(before)
-    .bind::<BigInt, _>(limit)
-    .load(conn)
-    .await
+    let mut query = n::table
+        .select(Notification::as_select())
+        .order(n::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(owner) = owner {
+        query = query.filter(n::recipient_user_id.eq(owner));
+    }
+    if let Some(before) = before {
+        query = query.filter(n::id.lt(before));
+    }
+    query.load(conn).await
 }
 
 /// Stores a new subscription and returns it (without its secret).
@@ -40,31 +92,30 @@ pub(crate) async fn insert_webhook(
     secret: &str,
     event_types: &[String],
 ) -> QueryResult<Webhook> {
-    db::sql(
-        "INSERT INTO webhook_subscriptions (id, url, secret, event_types) VALUES ($1, $2, $3, $4) \
-         RETURNING id, url, event_types, created_at",
-    )
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<Text, _>(url)
-    .bind::<Text, _>(secret)
-    .bind::<Array<Text>, _>(event_types)
-    .get_result(conn)
-    .await
+    diesel::insert_into(w::table)
+        .values((
+            w::id.eq(Uuid::now_v7()),
+            w::url.eq(url),
+            w::secret.eq(secret),
+            w::event_types.eq(event_types),
+        ))
+        .returning(Webhook::as_returning())
+        .get_result(conn)
+        .await
 }
 
 /// Every subscription, oldest first.
 pub(crate) async fn webhooks(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Webhook>> {
-    db::sql("SELECT id, url, event_types, created_at FROM webhook_subscriptions ORDER BY id")
+    w::table
+        .order(w::id)
+        .select(Webhook::as_select())
         .load(conn)
         .await
 }
 
 /// Removes a subscription; how many rows went (0 or 1).
 pub(crate) async fn delete_webhook(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
-    db::sql("DELETE FROM webhook_subscriptions WHERE id = $1")
-        .bind::<SqlUuid, _>(id)
-        .execute(conn)
-        .await
+    diesel::delete(w::table.find(id)).execute(conn).await
 }
 
 /// Creates or refreshes a user's row of the `recipients` read model.
@@ -75,19 +126,24 @@ pub(crate) async fn upsert_recipient(
     display_name: &str,
     p: NotificationPreferences,
 ) -> QueryResult<usize> {
-    db::sql(
-        "INSERT INTO recipients (user_id, email, display_name, order_updates, product_news, marketing) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, \
-         display_name = EXCLUDED.display_name, updated_at = now()",
-    )
-    .bind::<SqlUuid, _>(user_id)
-    .bind::<Text, _>(email)
-    .bind::<Text, _>(display_name)
-    .bind::<Bool, _>(p.order_updates)
-    .bind::<Bool, _>(p.product_news)
-    .bind::<Bool, _>(p.marketing)
-    .execute(conn)
-    .await
+    diesel::insert_into(r::table)
+        .values((
+            r::user_id.eq(user_id),
+            r::email.eq(email),
+            r::display_name.eq(display_name),
+            r::order_updates.eq(p.order_updates),
+            r::product_news.eq(p.product_news),
+            r::marketing.eq(p.marketing),
+        ))
+        .on_conflict(r::user_id)
+        .do_update()
+        .set((
+            r::email.eq(excluded(r::email)),
+            r::display_name.eq(excluded(r::display_name)),
+            r::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await
 }
 
 /// A recipient's new address.
@@ -96,9 +152,8 @@ pub(crate) async fn set_recipient_email(
     user_id: Uuid,
     email: &str,
 ) -> QueryResult<usize> {
-    db::sql("UPDATE recipients SET email = $2, updated_at = now() WHERE user_id = $1")
-        .bind::<SqlUuid, _>(user_id)
-        .bind::<Text, _>(email)
+    diesel::update(r::table.find(user_id))
+        .set((r::email.eq(email), r::updated_at.eq(now)))
         .execute(conn)
         .await
 }
@@ -109,26 +164,23 @@ pub(crate) async fn set_recipient_preferences(
     user_id: Uuid,
     p: NotificationPreferences,
 ) -> QueryResult<usize> {
-    db::sql(
-        "UPDATE recipients SET order_updates = $2, product_news = $3, marketing = $4, updated_at = now() \
-         WHERE user_id = $1",
-    )
-    .bind::<SqlUuid, _>(user_id)
-    .bind::<Bool, _>(p.order_updates)
-    .bind::<Bool, _>(p.product_news)
-    .bind::<Bool, _>(p.marketing)
-    .execute(conn)
-    .await
+    diesel::update(r::table.find(user_id))
+        .set((
+            r::order_updates.eq(p.order_updates),
+            r::product_news.eq(p.product_news),
+            r::marketing.eq(p.marketing),
+            r::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await
 }
 
 /// Someone to write to.
-#[derive(diesel::QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = recipients)]
 pub(crate) struct Recipient {
-    #[diesel(sql_type = SqlUuid)]
     pub(crate) user_id: Uuid,
-    #[diesel(sql_type = Text)]
     pub(crate) email: String,
-    #[diesel(sql_type = Text)]
     pub(crate) display_name: String,
 }
 
@@ -136,7 +188,9 @@ pub(crate) struct Recipient {
 pub(crate) async fn product_news_recipients(
     conn: &mut AsyncPgConnection,
 ) -> QueryResult<Vec<Recipient>> {
-    db::sql("SELECT user_id, email, display_name FROM recipients WHERE product_news")
+    r::table
+        .filter(r::product_news)
+        .select(Recipient::as_select())
         .load(conn)
         .await
 }
@@ -146,30 +200,30 @@ pub(crate) async fn order_update_recipient(
     conn: &mut AsyncPgConnection,
     customer: Uuid,
 ) -> QueryResult<Vec<Recipient>> {
-    db::sql(
-        "SELECT user_id, email, display_name FROM recipients WHERE user_id = $1 AND order_updates",
-    )
-    .bind::<SqlUuid, _>(customer)
-    .load(conn)
-    .await
+    r::table
+        .filter(r::user_id.eq(customer).and(r::order_updates))
+        .select(Recipient::as_select())
+        .load(conn)
+        .await
 }
 
 /// A webhook subscription as the handler needs it.
-#[derive(diesel::QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = webhook_subscriptions)]
 pub(crate) struct Subscription {
-    #[diesel(sql_type = SqlUuid)]
     pub(crate) id: Uuid,
-    #[diesel(sql_type = Text)]
     pub(crate) url: String,
 }
 
-/// The subscriptions to `event_type`.
+/// The subscriptions to `event_type` (`event_types @> ARRAY[event_type]`:
+/// for one element, the same as `event_type = ANY (event_types)`).
 pub(crate) async fn subscriptions_to(
     conn: &mut AsyncPgConnection,
     event_type: &str,
 ) -> QueryResult<Vec<Subscription>> {
-    db::sql("SELECT id, url FROM webhook_subscriptions WHERE $1 = ANY (event_types)")
-        .bind::<Text, _>(event_type)
+    w::table
+        .filter(w::event_types.contains(vec![event_type]))
+        .select(Subscription::as_select())
         .load(conn)
         .await
 }
@@ -193,23 +247,23 @@ pub(crate) struct Queued<'a> {
 /// Queues a message, once per event, channel and destination (a redelivered
 /// event queues nothing new: `notifications_once`).
 pub(crate) async fn queue(conn: &mut AsyncPgConnection, m: &Queued<'_>) -> QueryResult<usize> {
-    db::sql(
-        "INSERT INTO notifications \
-         (id, event_id, event_type, request_id, recipient_user_id, channel, destination, subscription_id, subject, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING",
-    )
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<SqlUuid, _>(m.event.id)
-    .bind::<Text, _>(&m.event.event_type)
-    .bind::<Nullable<Text>, _>(m.event.request_id.as_deref())
-    .bind::<Nullable<SqlUuid>, _>(m.recipient)
-    .bind::<Text, _>(m.channel)
-    .bind::<Text, _>(m.destination)
-    .bind::<Nullable<SqlUuid>, _>(m.subscription)
-    .bind::<Text, _>(m.subject)
-    .bind::<Text, _>(m.body)
-    .execute(conn)
-    .await
+    diesel::insert_into(n::table)
+        .values((
+            n::id.eq(Uuid::now_v7()),
+            n::event_id.eq(m.event.id),
+            n::event_type.eq(&m.event.event_type),
+            n::request_id.eq(m.event.request_id.as_deref()),
+            n::recipient_user_id.eq(m.recipient),
+            n::channel.eq(m.channel),
+            n::destination.eq(m.destination),
+            n::subscription_id.eq(m.subscription),
+            n::subject.eq(m.subject),
+            n::body.eq(m.body),
+        ))
+        .on_conflict(on_constraint("notifications_once"))
+        .do_nothing()
+        .execute(conn)
+        .await
 }
 
 /// A queued message the sender has claimed.
@@ -239,6 +293,7 @@ pub(crate) struct Due {
 /// Claims up to `limit` messages due now, oldest first, locked for this
 /// transaction; rows another sender holds are skipped (several instances).
 pub(crate) async fn claim_due(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<Due>> {
+    // Raw: the join locks only `n` (`FOR UPDATE OF n`); the builder's locks have no `OF`.
     db::sql(
         "SELECT n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, n.body, n.attempts, w.secret \
          FROM notifications n LEFT JOIN webhook_subscriptions w ON w.id = n.subscription_id \
@@ -258,6 +313,7 @@ pub(crate) async fn defer(
     reason: &str,
     wait_ms: i64,
 ) -> QueryResult<usize> {
+    // Raw: `now() + interval` on the db clock; the builder's `now` has no `timestamptz` arithmetic.
     db::sql(
         "UPDATE notifications SET last_error = $2, \
          next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) WHERE id = $1",
@@ -275,13 +331,15 @@ pub(crate) async fn mark_sent(
     id: Uuid,
     attempts: i32,
 ) -> QueryResult<usize> {
-    db::sql(
-        "UPDATE notifications SET status = 'sent', sent_at = now(), attempts = $2, last_error = NULL WHERE id = $1",
-    )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Integer, _>(attempts)
-    .execute(conn)
-    .await
+    diesel::update(n::table.find(id))
+        .set((
+            n::status.eq("sent"),
+            n::sent_at.eq(now),
+            n::attempts.eq(attempts),
+            n::last_error.eq(None::<&str>),
+        ))
+        .execute(conn)
+        .await
 }
 
 /// Records a failed attempt: retried in `retry_in_ms`, or failed for good
@@ -294,6 +352,7 @@ pub(crate) async fn mark_not_sent(
     give_up: bool,
     retry_in_ms: i64,
 ) -> QueryResult<usize> {
+    // Raw: `now() + make_interval(...)` on the database's clock (see `defer`).
     db::sql(
         "UPDATE notifications SET attempts = $2, last_error = $3, \
          status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, \

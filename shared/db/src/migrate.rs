@@ -85,6 +85,7 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
         #[diesel(sql_type = diesel::sql_types::Bool)]
         exists: bool,
     }
+    // Raw: the server's catalog and DDL, which diesel has no tables for.
     let found: Exists =
         diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
             .bind::<diesel::sql_types::Text, _>(name)

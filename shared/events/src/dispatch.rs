@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Integer, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::dsl::now;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use kernel::Envelope;
 use rand::Rng as _;
@@ -13,6 +15,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::EventsSettings;
+use crate::tables::{dead_letters, inbox};
 
 /// Reacts to events. Runs inside the subscribing module's transaction
 /// (`conn`), together with the inbox row that marks the event handled, so
@@ -76,31 +79,23 @@ enum Outcome {
 pub struct DispatchError(String);
 
 /// An event a handler gave up on.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema, diesel::QueryableByName)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, diesel::Queryable)]
 pub struct DeadLetter {
     /// Dead letter id.
-    #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
     /// The module whose handler failed.
-    #[diesel(sql_type = Text)]
     pub module: String,
     /// The handler.
-    #[diesel(sql_type = Text)]
     pub handler: String,
     /// The event's id.
-    #[diesel(sql_type = SqlUuid)]
     pub event_id: Uuid,
     /// The event's type.
-    #[diesel(sql_type = Text)]
     pub event_type: String,
     /// Tries made.
-    #[diesel(sql_type = Integer)]
     pub attempts: i32,
     /// The last failure.
-    #[diesel(sql_type = Text)]
     pub last_error: String,
     /// When it was dead-lettered.
-    #[diesel(sql_type = Timestamptz)]
     pub created_at: DateTime<Utc>,
 }
 
@@ -223,13 +218,14 @@ impl Dispatcher {
         let pause = self.pause_in_handler;
         let outcome = conn
             .transaction::<_, HandlerError, _>(async |conn| {
-                let fresh = db::sql(
-                    "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
-                .bind::<SqlUuid, _>(event.id)
-                .bind::<Text, _>(subscription.name)
-                .execute(conn)
-                .await?;
+                let fresh = diesel::insert_into(inbox::table)
+                    .values((
+                        inbox::event_id.eq(event.id),
+                        inbox::handler.eq(subscription.name),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
                 if fresh == 0 {
                     return Ok(Outcome::Duplicate);
                 }
@@ -259,20 +255,19 @@ impl Dispatcher {
         let mut conn = db::connection(&subscription.pool, subscription.module)
             .await
             .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
-        db::sql(
-            "INSERT INTO dead_letters (id, handler, event_id, event_type, envelope, attempts, last_error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind::<SqlUuid, _>(Uuid::now_v7())
-        .bind::<Text, _>(subscription.name)
-        .bind::<SqlUuid, _>(event.id)
-        .bind::<Text, _>(&event.event_type)
-        .bind::<Jsonb, _>(envelope)
-        .bind::<Integer, _>(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
-        .bind::<Text, _>(error)
-        .execute(&mut conn)
-        .await
-        .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
+        diesel::insert_into(dead_letters::table)
+            .values((
+                dead_letters::id.eq(Uuid::now_v7()),
+                dead_letters::handler.eq(subscription.name),
+                dead_letters::event_id.eq(event.id),
+                dead_letters::event_type.eq(&event.event_type),
+                dead_letters::envelope.eq(envelope),
+                dead_letters::attempts.eq(i32::try_from(self.max_attempts).unwrap_or(i32::MAX)),
+                dead_letters::last_error.eq(error),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
         Ok(())
     }
 
@@ -291,16 +286,28 @@ impl Dispatcher {
             let mut conn = db::connection(&pool, module)
                 .await
                 .map_err(|e| DispatchError(e.to_string()))?;
-            let mut rows: Vec<DeadLetter> = db::sql(
-                "SELECT id, $3 AS module, handler, event_id, event_type, attempts, last_error, created_at \
-                 FROM dead_letters WHERE redriven_at IS NULL AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
-            )
-            .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(after)
-            .bind::<diesel::sql_types::BigInt, _>(limit)
-            .bind::<Text, _>(module)
-            .load(&mut conn)
-            .await
-            .map_err(|e| DispatchError(e.to_string()))?;
+            let mut query = dead_letters::table
+                .filter(dead_letters::redriven_at.is_null())
+                .order(dead_letters::id)
+                .limit(limit)
+                .select((
+                    dead_letters::id,
+                    module.into_sql::<Text>(),
+                    dead_letters::handler,
+                    dead_letters::event_id,
+                    dead_letters::event_type,
+                    dead_letters::attempts,
+                    dead_letters::last_error,
+                    dead_letters::created_at,
+                ))
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(dead_letters::id.gt(after));
+            }
+            let mut rows: Vec<DeadLetter> = query
+                .load(&mut conn)
+                .await
+                .map_err(|e| DispatchError(e.to_string()))?;
             all.append(&mut rows);
         }
         all.sort_by_key(|d| d.id);
@@ -314,55 +321,48 @@ impl Dispatcher {
     /// # Errors
     /// `Ok(None)` for an unknown id; `Ok(Some(Err))` when the handler failed again.
     pub async fn redrive(&self, id: Uuid) -> Result<Option<Result<(), String>>, DispatchError> {
-        #[derive(diesel::QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = Text)]
-            handler: String,
-            #[diesel(sql_type = Jsonb)]
-            envelope: serde_json::Value,
-        }
         for (module, pool) in self.module_pools() {
             let mut conn = db::connection(&pool, module)
                 .await
                 .map_err(|e| DispatchError(e.to_string()))?;
-            let found: Option<Row> = db::sql(
-                "SELECT handler, envelope FROM dead_letters WHERE id = $1 AND redriven_at IS NULL",
-            )
-            .bind::<SqlUuid, _>(id)
-            .get_result(&mut conn)
-            .await
-            .map(Some)
-            .or_else(|e| match e {
-                diesel::result::Error::NotFound => Ok(None),
-                other => Err(DispatchError(other.to_string())),
-            })?;
-            let Some(row) = found else { continue };
+            let found: Option<(String, serde_json::Value)> = dead_letters::table
+                .find(id)
+                .filter(dead_letters::redriven_at.is_null())
+                .select((dead_letters::handler, dead_letters::envelope))
+                .first(&mut conn)
+                .await
+                .optional()
+                .map_err(|e| DispatchError(e.to_string()))?;
+            let Some((handler, envelope)) = found else {
+                continue;
+            };
             let event: Envelope =
-                serde_json::from_value(row.envelope).map_err(|e| DispatchError(e.to_string()))?;
-            let Some(subscription) = self.subscriptions.iter().find(|s| s.name == row.handler)
-            else {
+                serde_json::from_value(envelope).map_err(|e| DispatchError(e.to_string()))?;
+            let Some(subscription) = self.subscriptions.iter().find(|s| s.name == handler) else {
                 return Ok(Some(Err(format!(
-                    "no handler `{}` runs in this process",
-                    row.handler
+                    "no handler `{handler}` runs in this process"
                 ))));
             };
             let outcome = self.run_once(subscription, &event).await;
-            let (sql, error) = match &outcome {
-                Ok(_) => (
-                    "UPDATE dead_letters SET redriven_at = now() WHERE id = $1",
-                    String::new(),
-                ),
-                Err(e) => (
-                    "UPDATE dead_letters SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                    e.0.clone(),
-                ),
-            };
-            db::sql(sql)
-                .bind::<SqlUuid, _>(id)
-                .bind::<Text, _>(&error)
-                .execute(&mut conn)
-                .await
-                .map_err(|e| DispatchError(e.to_string()))?;
+            let closed = diesel::update(dead_letters::table.find(id));
+            match &outcome {
+                Ok(_) => {
+                    closed
+                        .set(dead_letters::redriven_at.eq(now))
+                        .execute(&mut conn)
+                        .await
+                }
+                Err(e) => {
+                    closed
+                        .set((
+                            dead_letters::attempts.eq(dead_letters::attempts + 1),
+                            dead_letters::last_error.eq(&e.0),
+                        ))
+                        .execute(&mut conn)
+                        .await
+                }
+            }
+            .map_err(|e| DispatchError(e.to_string()))?;
             tracing::info!(dead_letter.id = %id, ok = outcome.is_ok(), "dead letter redriven");
             return Ok(Some(outcome.map(|_| ()).map_err(|e| e.0)));
         }

@@ -24,6 +24,8 @@ pub async fn record_metrics(module: &'static str, pool: &db::Pool) -> Result<(),
     let mut conn = db::connection(pool, module)
         .await
         .map_err(|e| e.to_string())?;
+    // Raw: aggregates over two tables and an age on the database's clock in
+    // one round trip per scrape.
     let row: Messaging = db::sql(
         "SELECT count(*) AS backlog, \
                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS lag, \

@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod rabbitmq;
 mod relay;
 mod settings;
+mod tables;
 
 pub use dispatch::{DeadLetter, Dispatcher, EventHandler, HandlerError, Subscription};
 pub use gauges::record_metrics;

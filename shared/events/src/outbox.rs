@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
+use diesel::ExpressionMethods as _;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{CallContext, Envelope, IntegrationEvent};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+use crate::tables::outbox;
 
 /// Writes `event` into the outbox of the connection's module schema. Call it
 /// inside the transaction that makes the change, so both commit or neither.
@@ -29,11 +31,13 @@ pub async fn publish<E: IntegrationEvent>(
     }
     let json = serde_json::to_value(&envelope)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    db::sql("INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, $3, $4)")
-        .bind::<SqlUuid, _>(envelope.id)
-        .bind::<Text, _>(&envelope.event_type)
-        .bind::<Text, _>(&envelope.aggregate_id)
-        .bind::<Jsonb, _>(json)
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::id.eq(envelope.id),
+            outbox::event_type.eq(&envelope.event_type),
+            outbox::aggregate_id.eq(&envelope.aggregate_id),
+            outbox::envelope.eq(json),
+        ))
         .execute(conn)
         .await?;
     tracing::debug!(event.id = %envelope.id, event.type = %envelope.event_type, "event written to the outbox");

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{BigInt, Bool, Jsonb, Text, Uuid as SqlUuid};
+use diesel::dsl::now;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt as _;
 use kernel::Envelope;
@@ -11,6 +13,7 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::tables::outbox;
 use crate::{EventsSettings, Transport};
 
 /// How long a woken relay waits before it looks, so that the events of
@@ -30,11 +33,9 @@ pub struct Relay {
     prune_every: Duration,
 }
 
-#[derive(diesel::QueryableByName)]
+#[derive(diesel::Queryable)]
 struct Pending {
-    #[diesel(sql_type = SqlUuid)]
     id: Uuid,
-    #[diesel(sql_type = Jsonb)]
     envelope: serde_json::Value,
 }
 
@@ -174,6 +175,7 @@ impl Relay {
         let module = self.module;
         let batch = self.batch_size;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            // Raw: a PostgreSQL function on the schema's name, no table.
             let lock: Locked = db::sql(
                 "SELECT pg_try_advisory_xact_lock(hashtext('shop_outbox_' || current_schema())) AS locked",
             )
@@ -182,12 +184,13 @@ impl Relay {
             if !lock.locked {
                 return Ok(0);
             }
-            let pending: Vec<Pending> = db::sql(
-                "SELECT id, envelope FROM outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT $1",
-            )
-            .bind::<BigInt, _>(batch)
-            .load(conn)
-            .await?;
+            let pending: Vec<Pending> = outbox::table
+                .filter(outbox::delivered_at.is_null())
+                .order(outbox::seq)
+                .limit(batch)
+                .select((outbox::id, outbox::envelope))
+                .load(conn)
+                .await?;
             if pending.is_empty() {
                 return Ok(0);
             }
@@ -202,21 +205,24 @@ impl Relay {
                 .instrument(batch_span)
                 .await;
             if let Some((id, error)) = failed {
-                db::sql("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                    .bind::<SqlUuid, _>(id)
-                    .bind::<Text, _>(&error)
+                diesel::update(outbox::table.find(id))
+                    .set((
+                        outbox::attempts.eq(outbox::attempts + 1),
+                        outbox::last_error.eq(&error),
+                    ))
                     .execute(conn)
                     .await?;
                 tracing::warn!(module, event.id = %id, error = %error, "delivery failed; will retry");
             }
             // Marked in one statement, committed with the batch.
             if !delivered.is_empty() {
-                db::sql(
-                    "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
-                )
-                .bind::<diesel::sql_types::Array<SqlUuid>, _>(&delivered)
-                .execute(conn)
-                .await?;
+                diesel::update(outbox::table.filter(outbox::id.eq_any(&delivered)))
+                    .set((
+                        outbox::delivered_at.eq(now),
+                        outbox::attempts.eq(outbox::attempts + 1),
+                    ))
+                    .execute(conn)
+                    .await?;
             }
             let delivered = i64::try_from(delivered.len()).unwrap_or(i64::MAX);
             Ok(delivered)
@@ -229,6 +235,8 @@ impl Relay {
         let Ok(mut conn) = db::connection(&self.pool, self.module).await else {
             return;
         };
+        // Raw: the age is `now() - interval` on the database's clock, which
+        // the query builder has no `timestamptz` arithmetic for.
         for sql in [
             "DELETE FROM outbox WHERE delivered_at < now() - make_interval(hours => $1::int)",
             "DELETE FROM inbox WHERE handled_at < now() - make_interval(hours => $1::int)",

@@ -190,6 +190,7 @@ async fn drop_stale_templates(conn: &mut AsyncPgConnection, keep: &str) {
         #[diesel(sql_type = diesel::sql_types::Text)]
         datname: String,
     }
+    // Raw (test support): the server's catalog and DDL, no tables.
     let stale: Vec<Name> = diesel::sql_query(
         "SELECT datname FROM pg_database WHERE datname LIKE 'shop\\_tpl\\_%' AND datname <> $1",
     )
