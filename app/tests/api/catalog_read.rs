@@ -1,28 +1,12 @@
 //! Reading the catalog: conditional GETs, the product cache (in memory and
-//! in Redis), the availability read model, and the search index.
+//! in Redis), and the search index. The availability read model: `catalog_availability`.
 
 use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use kernel::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, product_json, spawn_app, spawn_app_with};
-
-async fn create(app: &TestApp, sku: &str) -> (String, Value) {
-    let product: Value = app
-        .post_product(&product_json(sku))
-        .await
-        .json()
-        .await
-        .unwrap();
-    (
-        app.url(&format!(
-            "/api/v1/products/{}",
-            product["id"].as_str().unwrap()
-        )),
-        product,
-    )
-}
+use crate::helpers::{TestApp, create, spawn_app, spawn_app_with};
 
 async fn patch(app: &TestApp, url: &str, body: Value) {
     let response = app
@@ -172,160 +156,6 @@ async fn the_redis_cache_is_shared_and_invalidated() {
         .query_async(&mut redis)
         .await
         .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn availability_follows_inventory_events() {
-    let app = spawn_app().await;
-    let (url, product) = create(&app, "AV-1").await;
-    assert_eq!(product["availability"], "unknown");
-    let admin = app.token(&[Role::Admin]);
-    let post = |path: &str, body: Value| {
-        let request = app
-            .client
-            .post(app.url(path))
-            .bearer_auth(&admin)
-            .json(&body);
-        async move { assert!(request.send().await.unwrap().status().is_success()) }
-    };
-    let availability = |expected: &'static str| {
-        let client = app.client.clone();
-        let url = url.clone();
-        async move {
-            eventually(expected, || async {
-                let p: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
-                (p["availability"] == expected).then_some(())
-            })
-            .await;
-        }
-    };
-
-    post(
-        "/api/v1/inventory/AV-1/adjustments",
-        json!({"quantity": 10, "reason": "receive", "low_stock_threshold": 3}),
-    )
-    .await;
-    availability("in_stock").await;
-    post(
-        "/api/v1/inventory/reservations",
-        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-1", "quantity": 8}]}),
-    )
-    .await;
-    availability("low_stock").await;
-    let in_stock: Value = app
-        .get("/api/v1/products?in_stock=true")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        in_stock["items"].as_array().unwrap().len(),
-        1,
-        "low stock still counts as in stock"
-    );
-    post(
-        "/api/v1/inventory/reservations",
-        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-1", "quantity": 2}]}),
-    )
-    .await;
-    availability("out_of_stock").await;
-    let in_stock: Value = app
-        .get("/api/v1/products?in_stock=true")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(in_stock["items"].as_array().unwrap().is_empty());
-}
-
-#[derive(diesel::QueryableByName)]
-struct Version {
-    #[diesel(sql_type = Text)]
-    v: String,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-/// The row version (`xmin`) of the product `sku`: it changes when the row is
-/// rewritten.
-async fn row_version(app: &TestApp, sku: &str) -> String {
-    diesel::sql_query("SELECT xmin::text AS v FROM catalog.products WHERE sku = $1")
-        .bind::<Text, _>(sku)
-        .get_result::<Version>(&mut app.db().await)
-        .await
-        .unwrap()
-        .v
-}
-
-/// Waits until the catalog has handled `n` events.
-async fn catalog_handled(app: &TestApp, n: i64) {
-    eventually("the stock events handled by the catalog", || async {
-        let count = diesel::sql_query("SELECT count(*) AS n FROM catalog.inbox")
-            .get_result::<Count>(&mut app.db().await)
-            .await
-            .unwrap()
-            .n;
-        (count >= n).then_some(())
-    })
-    .await;
-}
-
-/// POST `body` to `path` as an admin; it must succeed.
-async fn admin_post(app: &TestApp, path: &str, body: Value) {
-    let response = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(app.token(&[Role::Admin]))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-}
-
-/// A stock change that leaves the availability as it was writes nothing in
-/// the catalog (the row keeps its version, the cached entry stays); one that
-/// changes it does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unchanged_availability_rewrites_nothing() {
-    let app = spawn_app().await;
-    create(&app, "AV-2").await;
-    admin_post(
-        &app,
-        "/api/v1/inventory/AV-2/adjustments",
-        json!({"quantity": 10, "reason": "receive", "low_stock_threshold": 3}),
-    )
-    .await;
-    catalog_handled(&app, 1).await;
-    let in_stock = row_version(&app, "AV-2").await;
-    admin_post(
-        &app,
-        "/api/v1/inventory/reservations",
-        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-2", "quantity": 1}]}),
-    )
-    .await;
-    catalog_handled(&app, 2).await;
-    assert_eq!(
-        row_version(&app, "AV-2").await,
-        in_stock,
-        "still in stock: not rewritten"
-    );
-    admin_post(
-        &app,
-        "/api/v1/inventory/reservations",
-        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-2", "quantity": 6}]}),
-    )
-    .await;
-    catalog_handled(&app, 3).await;
-    assert_ne!(
-        row_version(&app, "AV-2").await,
-        in_stock,
-        "low stock now: rewritten"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,9 +23,9 @@ use crate::helpers::{Shop, eventually, free_port, mint_token};
 use crate::saga_crash::{Deployment, refs};
 
 /// The processes of one topology, and the address clients use.
-struct Topology {
-    deployment: Deployment,
-    entry: String,
+pub(crate) struct Topology {
+    pub(crate) deployment: Deployment,
+    pub(crate) entry: String,
     _processes: Vec<Shop>,
 }
 
@@ -88,7 +88,7 @@ async fn monolith(broker: bool) -> Topology {
 
 /// `modules` in a process of their own, the rest of the shop in the entry
 /// process, which forwards their routes; both on the broker when `broker`.
-async fn apart(modules: &[&str], broker: bool) -> Topology {
+pub(crate) async fn apart(modules: &[&str], broker: bool) -> Topology {
     let deployment = Deployment::new().await;
     let (main, other) = (free_port(), free_port());
     let (main_url, other_url) = (url(main), url(other));
@@ -119,13 +119,13 @@ async fn apart(modules: &[&str], broker: bool) -> Topology {
 }
 
 /// (c): the catalog and the inventory in a process of their own.
-async fn catalog_and_inventory_apart() -> Topology {
+pub(crate) async fn catalog_and_inventory_apart() -> Topology {
     apart(&["catalog", "inventory"], true).await
 }
 
 /// (d): the payment module in a process of its own. It publishes and
 /// subscribes to no event, so both processes keep the in-process bus.
-async fn payment_apart() -> Topology {
+pub(crate) async fn payment_apart() -> Topology {
     apart(&["payment"], false).await
 }
 
@@ -377,163 +377,4 @@ async fn d_payment_in_its_own_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_every_module_in_its_own_process_behind_a_gateway() {
     customer_journey(&every_module_apart().await).await;
-}
-
-/// The contract suites of the modules a topology serves in a process of
-/// their own, run through the topology's entry with the modules' HTTP
-/// clients: the same suites that hold for the in-process implementations
-/// hold across the gateway and the extracted process.
-mod contracts {
-    use std::sync::Arc;
-
-    use kernel::{CallContext, Role};
-    use url::Url;
-    use uuid::Uuid;
-
-    use super::{Topology, catalog_and_inventory_apart, payment_apart};
-    use crate::checkout::shop::customer_token;
-    use crate::helpers::{mint_token, policy};
-
-    fn bearer(token: String) -> CallContext {
-        CallContext::background().with_bearer_token(token)
-    }
-
-    fn entry(t: &Topology) -> Url {
-        Url::parse(&t.entry).unwrap()
-    }
-
-    async fn catalog_apart() -> (catalog_api::contract::Harness, Topology) {
-        let t = catalog_and_inventory_apart().await;
-        let settings = &t.deployment.settings;
-        let harness = catalog_api::contract::Harness {
-            api: Arc::new(catalog_api::client::CatalogClient::new(
-                crate::helpers::http(),
-                entry(&t),
-                policy("catalog"),
-            )),
-            admin: bearer(mint_token(settings, &[Role::Admin])),
-            customer: bearer(mint_token(settings, &[Role::Customer])),
-        };
-        (harness, t)
-    }
-
-    async fn inventory_apart() -> (inventory_api::contract::Harness, Topology) {
-        let t = catalog_and_inventory_apart().await;
-        let settings = &t.deployment.settings;
-        let harness = inventory_api::contract::Harness {
-            api: Arc::new(inventory_api::client::InventoryClient::new(
-                crate::helpers::http(),
-                entry(&t),
-                policy("inventory"),
-            )),
-            admin: bearer(mint_token(settings, &[Role::Admin])),
-            customer: bearer(mint_token(settings, &[Role::Customer])),
-        };
-        (harness, t)
-    }
-
-    async fn payment_in_its_own_process() -> (payment_api::contract::Harness, Topology) {
-        let t = payment_apart().await;
-        let settings = &t.deployment.settings;
-        let service = app::compose::service_tokens(settings)
-            .unwrap()
-            .token()
-            .unwrap();
-        let customer_id = Uuid::now_v7();
-        let harness = payment_api::contract::Harness {
-            api: Arc::new(payment_api::client::PaymentClient::new(
-                crate::helpers::http(),
-                entry(&t),
-                policy("payment"),
-            )),
-            service: bearer(service),
-            customer: bearer(customer_token(settings, customer_id)),
-            customer_id,
-            stranger: bearer(mint_token(settings, &[Role::Customer])),
-        };
-        (harness, t)
-    }
-
-    /// The user module in a process of its own behind the rest of the
-    /// shop (the user part of topology (e), without the other five apart).
-    async fn user_apart() -> (user_api::contract::Harness, Topology) {
-        let t = super::apart(&["user"], true).await;
-        let sign_in = ThroughEntry {
-            entry: t.entry.clone(),
-            settings: crate::helpers::test_settings(
-                Some(t.deployment.db.url()),
-                &[(
-                    "APP__AUTH__SIGNING_KEY_FILE",
-                    t.deployment
-                        .settings
-                        .auth
-                        .signing_key_file
-                        .to_str()
-                        .unwrap(),
-                )],
-            ),
-        };
-        let harness = user_api::contract::Harness {
-            api: Arc::new(user_api::client::UserClient::new(
-                crate::helpers::http(),
-                entry(&t),
-                policy("user"),
-            )),
-            sign_in: Arc::new(sign_in),
-        };
-        (harness, t)
-    }
-
-    /// Signing in is `POST /api/v1/auth/token` at the topology's entry; an
-    /// admin is made as `shop admin create` makes one, in the user
-    /// module's database.
-    struct ThroughEntry {
-        entry: String,
-        settings: app::Settings,
-    }
-
-    #[async_trait::async_trait]
-    impl user_api::contract::SignIn for ThroughEntry {
-        async fn context_for(&self, email: &str, password: &str) -> CallContext {
-            let response = crate::helpers::http()
-                .post(format!("{}/api/v1/auth/token", self.entry))
-                .json(&serde_json::json!({"email": email, "password": password}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            let body: serde_json::Value = response.json().await.unwrap();
-            bearer(body["access_token"].as_str().unwrap().to_owned())
-        }
-
-        async fn admin(&self) -> CallContext {
-            let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
-            let password = "a long and unusual passphrase";
-            app::admin::create_admin(
-                &self.settings,
-                email.clone(),
-                password.to_owned(),
-                "Admin".to_owned(),
-            )
-            .await
-            .unwrap();
-            self.context_for(&email, password).await
-        }
-    }
-
-    mod e_user {
-        user_api::user_contract_suite!(super::user_apart);
-    }
-
-    mod c_catalog {
-        catalog_api::catalog_contract_suite!(super::catalog_apart);
-    }
-
-    mod c_inventory {
-        inventory_api::inventory_contract_suite!(super::inventory_apart);
-    }
-
-    mod d_payment {
-        payment_api::payment_contract_suite!(super::payment_in_its_own_process);
-    }
 }

@@ -13,10 +13,10 @@ use testkit::tls::TestCa;
 use uuid::Uuid;
 
 use crate::checkout::shop::{fill_cart, place, settled, stocked_product};
-use crate::events::receiver;
 use crate::helpers::{Shop, eventually, free_port, http, mint_token, test_settings};
 use crate::journey::{live, start, url};
 use crate::saga_crash::Deployment;
+use crate::webhooks::receiver;
 
 /// The port of a receiver's `http://127.0.0.1:<port>/hook` URL.
 fn port_of(url: &str) -> u16 {

@@ -1,0 +1,203 @@
+//! Checkout idempotency keys: replays, other bodies, expiry, one key fifty times at once, pruning.
+
+use diesel_async::RunQueryDsl;
+use payment_sandbox::cards;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::checkout::scene::{Scene, captures, scene};
+use crate::checkout::shop::*;
+use crate::helpers::{Count, assert_problem, count, eventually, spawn_app_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_refuse_other_bodies_and_are_required() {
+    let Scene {
+        app,
+        admin,
+        token,
+        product,
+        ..
+    } = scene("CHK-4", 5).await;
+    let (client, base) = (&app.client, app.address.as_str());
+    fill_cart(client, base, &token, &product, 1).await;
+    let first = place(client, base, &token, "same-key", cards::SUCCEEDS).await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+
+    // The cart is empty now, yet the same key answers the same order.
+    let again = place(client, base, &token, "same-key", cards::SUCCEEDS).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+
+    let other_body = place(client, base, &token, "same-key", cards::DECLINED).await;
+    assert_problem(other_body, 422, "idempotency_key_reused").await;
+
+    let response = client
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth(&token)
+        .json(&json!({"payment_method": {"card_number": cards::SUCCEEDS}}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400, "idempotency_key_required").await;
+
+    // An empty cart is an answer too (422), kept for its key.
+    let empty = place(client, base, &token, "empty-cart", cards::SUCCEEDS).await;
+    let body = assert_problem(empty, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "cart");
+
+    // Bad input: 4xx problems, never a 500.
+    let response = client
+        .put(app.url("/api/v1/cart"))
+        .bearer_auth(&token)
+        .json(&json!({"items": [{"product_id": product, "quantity": 101}]}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(response, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "items[0].quantity");
+    let response = client
+        .put(app.url("/api/v1/cart"))
+        .bearer_auth(&token)
+        .json(&json!({"items": [{"product_id": Uuid::now_v7(), "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 422, "validation_failed").await;
+    fill_cart(client, base, &token, &product, 1).await;
+    let response = place(client, base, &token, "bad-card", "12ab").await;
+    let body = assert_problem(response, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "payment_method.card_number");
+
+    // Keys expire after 24 hours: then the key is new again.
+    diesel::sql_query(
+        "UPDATE orders.idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'same-key'",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    let reused = place(client, base, &token, "same-key", cards::SUCCEEDS).await;
+    assert_eq!(reused.status(), 201);
+    let reused: Value = reused.json().await.unwrap();
+    assert_ne!(reused["id"], first["id"]);
+    assert_eq!(stock(client, base, &admin, "CHK-4").await, (3, 0));
+    // Newest first, a page at a time.
+    let page: Value = get_json(client, app.url("/api/v1/orders?limit=1"), &token).await;
+    assert_eq!(page["items"][0]["id"], reused["id"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next: Value = get_json(
+        client,
+        app.url(&format!("/api/v1/orders?limit=1&cursor={cursor}")),
+        &token,
+    )
+    .await;
+    assert_eq!(next["items"][0]["id"], first["id"]);
+    // Two orders, two charges: one per key.
+    assert_eq!(captures(&app).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_fifty_times_at_once_makes_one_order_and_one_charge() {
+    let Scene {
+        app,
+        admin,
+        token,
+        product,
+        ..
+    } = scene("SAME-KEY", 5).await;
+    let (client, base) = (&app.client, app.address.clone());
+    fill_cart(client, &base, &token, &product, 2).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        tasks.spawn(async move {
+            let response = place(&client, &base, &token, "once", cards::SUCCEEDS).await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body)
+        });
+    }
+    let mut ids = std::collections::HashSet::new();
+    while let Some(result) = tasks.join_next().await {
+        let (status, body) = result.unwrap();
+        match status {
+            201 | 202 => {
+                ids.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            409 => assert_eq!(body["code"], "idempotency_key_in_use"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every answer names the one order");
+    assert_eq!(
+        count(&app, "SELECT count(*) AS n FROM orders.orders").await,
+        1
+    );
+    let id = ids.into_iter().next().unwrap();
+    settled(client, &base, &token, &id).await;
+    assert_eq!(captures(&app).await, 1);
+    assert_eq!(stock(client, &base, &admin, "SAME-KEY").await, (3, 0));
+}
+
+/// Nothing is kept for ever: idempotency keys older than their retention
+/// (a day) are pruned by the recovery worker, younger ones stay; refresh
+/// tokens expired for more than a day are pruned by the user module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_idempotency_keys_and_refresh_tokens_are_pruned() {
+    let app = spawn_app_with(&[
+        ("APP__ORDER__PRUNE_INTERVAL_SECS", "1"),
+        ("APP__USER__PRUNE_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    let customer = Uuid::now_v7();
+    for (key, age) in [("old", "25 hours"), ("young", "1 hour")] {
+        diesel::sql_query(format!(
+            "INSERT INTO orders.idempotency_keys (customer_id, key, fingerprint, created_at) \
+             VALUES ($1, '{key}', 'f', now() - interval '{age}')"
+        ))
+        .bind::<diesel::sql_types::Uuid, _>(customer)
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    }
+    // Two sign-ins, two refresh tokens; one of them long expired.
+    app.customer("retention@example.com").await;
+    app.login("retention@example.com", crate::helpers::PASSWORD)
+        .await;
+    diesel::sql_query(
+        "UPDATE users.refresh_tokens SET expires_at = now() - interval '2 days' \
+         WHERE id = (SELECT id FROM users.refresh_tokens ORDER BY issued_at, id LIMIT 1)",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    let count = |sql: &'static str| {
+        let app = &app;
+        async move {
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut app.db().await)
+                .await
+                .unwrap()
+                .n
+        }
+    };
+    eventually("the expired rows to be pruned", || async {
+        let keys = count("SELECT count(*) AS n FROM orders.idempotency_keys WHERE key = 'old'").await;
+        let tokens = count(
+            "SELECT count(*) AS n FROM users.refresh_tokens WHERE expires_at < now() - interval '1 day'",
+        )
+        .await;
+        (keys == 0 && tokens == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count("SELECT count(*) AS n FROM orders.idempotency_keys WHERE key = 'young'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM users.refresh_tokens").await,
+        1
+    );
+}

@@ -1,0 +1,111 @@
+//! Dead letters: a poison event is set aside without blocking the outbox, and redriven.
+
+use diesel::sql_types::Text;
+use diesel_async::RunQueryDsl;
+use kernel::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, count, eventually, notifications, spawn_app_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
+    let app = spawn_app_with(&[
+        ("APP__EVENTS__MAX_ATTEMPTS", "3"),
+        ("APP__EVENTS__RETRY_BASE_MS", "10"),
+    ])
+    .await;
+    // An event whose payload no handler can read, as a buggy publisher might write.
+    let envelope = json!({
+        "id": uuid::Uuid::now_v7(), "type": "catalog.product_created.v1", "source": "catalog",
+        "aggregate_id": "x", "occurred_at": chrono::Utc::now(), "request_id": "poison-1",
+        "causation_id": null, "payload": {"not": "a product"}
+    });
+    diesel::sql_query("INSERT INTO catalog.outbox (id, event_type, aggregate_id, envelope) VALUES ($1::uuid, 'catalog.product_created.v1', 'x', $2)")
+        .bind::<Text, _>(envelope["id"].as_str().unwrap())
+        .bind::<diesel::sql_types::Jsonb, _>(&envelope)
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+
+    let admin = app.token(&[Role::Admin]);
+    let page: Value = eventually("the dead letter", || async {
+        let page: Value = app
+            .client
+            .get(app.url("/api/v1/admin/dead-letters"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (!page["items"].as_array().unwrap().is_empty()).then_some(page)
+    })
+    .await;
+    let dead = &page["items"][0];
+    assert_eq!(dead["handler"], "notification.notify");
+    assert_eq!(dead["attempts"], 3);
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("catalog.product_created.v1"),
+        "{dead}"
+    );
+    // The outbox moved on: a poison event does not block the events behind it.
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
+        )
+        .await,
+        0
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"events_handled_total{handler="notification.notify",outcome="dead_lettered"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"events_handled_total{handler="notification.notify",outcome="retried"} 2"#),
+        "{metrics}"
+    );
+
+    let customer = app
+        .client
+        .get(app.url("/api/v1/admin/dead-letters"))
+        .bearer_auth(app.token(&[Role::Customer]))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(customer, 403, "forbidden").await;
+
+    // Redriving a still-broken event fails and says why; fixing the data lets it through.
+    let id = dead["id"].as_str().unwrap();
+    let redrive = |path: String| {
+        let client = app.client.clone();
+        let admin = admin.clone();
+        async move { client.post(path).bearer_auth(admin).send().await.unwrap() }
+    };
+    let again = redrive(app.url(&format!("/api/v1/admin/dead-letters/{id}/redrive"))).await;
+    assert_problem(again, 409, "redrive_failed").await;
+    let product = json!({"product_id": uuid::Uuid::now_v7(), "sku": "FIXED-1", "name": "Fixed", "price": {"amount_minor": 1, "currency": "EUR"}, "active": true});
+    diesel::sql_query("UPDATE notification.dead_letters SET envelope = jsonb_set(envelope, '{payload}', $1) WHERE id = $2::uuid")
+        .bind::<diesel::sql_types::Jsonb, _>(&product)
+        .bind::<Text, _>(id)
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    let fixed = redrive(app.url(&format!("/api/v1/admin/dead-letters/{id}/redrive"))).await;
+    assert_eq!(fixed.status(), 200);
+    let missing = redrive(app.url(&format!("/api/v1/admin/dead-letters/{id}/redrive"))).await;
+    assert_problem(missing, 404, "dead_letter_not_found").await;
+    let fixed_mail = notifications(&app)
+        .await
+        .into_iter()
+        .find(|n| n.subject.contains("FIXED-1"));
+    assert_eq!(fixed_mail.unwrap().request_id.as_deref(), Some("poison-1"));
+}

@@ -1,0 +1,152 @@
+//! Notifications: email over SMTP, price drops for those who opted in, who sees which.
+
+use kernel::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Note, assert_problem, count, eventually, notifications, product_json, spawn_app_with,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_out_over_smtp() {
+    let sink = testkit::smtp::SmtpSink::start().await;
+    let port = sink.port().to_string();
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__EMAIL__TRANSPORT", "smtp"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_PORT", port.as_str()),
+        ("APP__NOTIFICATION__ADMIN_EMAIL", "ops@example.com"),
+    ])
+    .await;
+    app.register("smtp-user@example.com", crate::helpers::PASSWORD)
+        .await;
+    app.post_product(&product_json("SMTP-1")).await;
+
+    let mails = eventually("two mails at the SMTP server", || async {
+        let mails = sink.mails();
+        (mails.len() >= 2).then_some(mails)
+    })
+    .await;
+    let welcome = mails
+        .iter()
+        .find(|m| m.to == ["smtp-user@example.com"])
+        .expect("welcome mail");
+    assert!(
+        welcome.data.contains("Subject: Welcome to the shop"),
+        "{}",
+        welcome.data
+    );
+    let admin = mails
+        .iter()
+        .find(|m| m.to == ["ops@example.com"])
+        .expect("admin mail");
+    assert!(
+        admin
+            .data
+            .contains("Subject: New product: Product SMTP-1 (SMTP-1)"),
+        "{}",
+        admin.data
+    );
+    assert_eq!(admin.from, "shop@shop.localhost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn price_drops_reach_only_users_who_opted_in() {
+    let app = spawn_app_with(&[]).await;
+    let keen = app.customer("keen@example.com").await;
+    app.customer("quiet@example.com").await;
+    let prefs = json!({"notification_preferences": {"order_updates": true, "product_news": true, "marketing": false}});
+    let opted = app
+        .client
+        .patch(app.url("/api/v1/users/me"))
+        .bearer_auth(keen["access_token"].as_str().unwrap())
+        .json(&prefs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opted.status(), 200);
+    eventually("the opt-in to reach the notification module", || async {
+        (count(
+            &app,
+            "SELECT count(*) AS n FROM notification.recipients WHERE product_news",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+
+    let created: Value = app
+        .post_product(&product_json("DROP-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = app.url(&format!(
+        "/api/v1/products/{}",
+        created["id"].as_str().unwrap()
+    ));
+    app.client
+        .patch(&url)
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    let drops = eventually("the price-drop email", || async {
+        let drops: Vec<Note> = notifications(&app)
+            .await
+            .into_iter()
+            .filter(|n| n.subject.starts_with("Price drop"))
+            .collect();
+        (!drops.is_empty()).then_some(drops)
+    })
+    .await;
+    assert_eq!(drops.len(), 1);
+    assert_eq!(drops[0].destination, "keen@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_see_their_own_notifications_and_admins_all() {
+    let app = spawn_app_with(&[]).await;
+    let ada = app.customer("ada@example.com").await;
+    app.customer("bob@example.com").await;
+    app.post_product(&product_json("MINE-1")).await;
+    eventually("three notifications", || async {
+        (notifications(&app).await.len() >= 3).then_some(())
+    })
+    .await;
+
+    let own: Value = app
+        .client
+        .get(app.url("/api/v1/notifications"))
+        .bearer_auth(ada["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = own["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{own}");
+    assert_eq!(items[0]["destination"], "ada@example.com");
+
+    let all: Value = app
+        .client
+        .get(app.url("/api/v1/notifications?limit=2"))
+        .bearer_auth(app.token(&[Role::Admin]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    assert!(all["next_cursor"].is_string());
+    assert_problem(
+        app.get("/api/v1/notifications").await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+}

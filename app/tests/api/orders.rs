@@ -1,0 +1,275 @@
+//! Orders after checkout: cancel and refund, projection rebuild, order emails, guarded saga steps.
+
+use diesel_async::RunQueryDsl;
+use kernel::Role;
+use payment_sandbox::cards;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::checkout::scene::{Scene, scene};
+use crate::checkout::shop::*;
+use crate::helpers::{assert_problem, eventually, spawn_app_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_confirmed_order_refunds_it_and_restocks() {
+    let Scene {
+        app,
+        admin,
+        token,
+        product,
+        ..
+    } = scene("CHK-3", 4).await;
+    let (client, base) = (&app.client, app.address.as_str());
+    fill_cart(client, base, &token, &product, 4).await;
+    let order: Value = place(client, base, &token, "k", cards::SUCCEEDS)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(stock(client, base, &admin, "CHK-3").await, (0, 0));
+    let id = order["id"].as_str().unwrap();
+    let cancelled: Value = post_json(
+        client,
+        app.url(&format!("/api/v1/orders/{id}/cancel")),
+        &token,
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["reason"], "cancelled by the customer");
+    assert_eq!(stock(client, base, &admin, "CHK-3").await, (4, 0));
+    let payment: Value = get_json(
+        client,
+        app.url(&format!("/api/v1/payments/orders/{id}")),
+        &token,
+    )
+    .await;
+    assert_eq!(payment["status"], "refunded");
+    let kinds = timeline(client, base, &token, id).await;
+    assert_eq!(
+        kinds[6..],
+        [
+            "cancellation_requested",
+            "payment_refunded",
+            "stock_restocked",
+            "cancelled"
+        ]
+    );
+    // Cancelled is final.
+    let response = client
+        .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 409, "invalid_order_transition").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_is_rebuilt_from_the_events() {
+    let Scene {
+        app,
+        admin,
+        token,
+        product,
+        ..
+    } = scene("CHK-5", 3).await;
+    let (client, base) = (&app.client, app.address.as_str());
+    let mut orders = Vec::new();
+    for (key, card) in [
+        ("a", cards::SUCCEEDS),
+        ("b", cards::DECLINED),
+        ("c", cards::SUCCEEDS),
+    ] {
+        fill_cart(client, base, &token, &product, 1).await;
+        let order: Value = place(client, base, &token, key, card)
+            .await
+            .json()
+            .await
+            .unwrap();
+        orders.push(order["id"].as_str().unwrap().to_owned());
+    }
+    client
+        .post(app.url(&format!("/api/v1/orders/{}/cancel", orders[2])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let read = |id: String| {
+        let (token, url) = (token.clone(), app.url(&format!("/api/v1/orders/{id}")));
+        async move { get_json::<Value>(client, url, &token).await }
+    };
+    let mut before = Vec::new();
+    for id in &orders {
+        before.push(read(id.clone()).await);
+    }
+    assert_eq!(
+        before
+            .iter()
+            .map(|o| o["status"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["confirmed", "failed", "cancelled"]
+    );
+    // Lose the projection entirely, then rebuild it from the events.
+    diesel::sql_query("DELETE FROM orders.orders")
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(read(orders[0].clone()).await["code"], "order_not_found");
+    let rebuilt: Value = post_json(
+        client,
+        app.url("/api/v1/orders/projections/rebuild"),
+        &admin,
+    )
+    .await;
+    assert_eq!(rebuilt["rebuilt"], 3);
+    for (id, was) in orders.iter().zip(&before) {
+        assert_eq!(&read(id.clone()).await, was);
+    }
+    // The events cannot be rewritten.
+    let tamper = diesel::sql_query("UPDATE orders.order_events SET kind = 'confirmed'")
+        .execute(&mut app.db().await)
+        .await;
+    assert!(tamper.unwrap_err().to_string().contains("append-only"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customer_is_told_of_confirmed_failed_and_cancelled_orders() {
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let (client, base) = (&app.client, app.address.as_str());
+    let product = stocked_product(client, base, &admin, "MAIL-1", 1000, 5).await;
+    let ada = app.customer("ada@example.com").await;
+    let token = ada["access_token"].as_str().unwrap();
+    fill_cart(client, base, token, &product, 1).await;
+    let confirmed: Value = place(client, base, token, "1", cards::SUCCEEDS)
+        .await
+        .json()
+        .await
+        .unwrap();
+    fill_cart(client, base, token, &product, 1).await;
+    place(client, base, token, "2", cards::INSUFFICIENT_FUNDS).await;
+    client
+        .post(app.url(&format!(
+            "/api/v1/orders/{}/cancel",
+            confirmed["id"].as_str().unwrap()
+        )))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let subjects = eventually("three order emails", || async {
+        let own: Value = client
+            .get(app.url("/api/v1/notifications?limit=20"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let subjects: Vec<String> = own["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["subject"].as_str())
+            .filter(|s| s.starts_with("Order"))
+            .map(str::to_owned)
+            .collect();
+        (subjects.len() == 3).then_some(subjects)
+    })
+    .await;
+    for prefix in ["Order confirmed", "Order not completed", "Order cancelled"] {
+        assert!(
+            subjects.iter().any(|s| s.starts_with(prefix)),
+            "{prefix}: {subjects:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_steps_are_for_the_shops_modules_not_its_customers() {
+    let app = spawn_app_with(&[]).await;
+    let customer = app.token(&[Role::Customer]);
+    let service = app::compose::service_tokens(&app.settings)
+        .unwrap()
+        .token()
+        .unwrap();
+    let order = Uuid::now_v7();
+    let calls = [
+        (
+            "/api/v1/payments/methods",
+            json!({"card_number": cards::SUCCEEDS}),
+        ),
+        (
+            "/api/v1/payments/authorizations",
+            json!({"order_id": order, "customer_id": Uuid::now_v7(),
+                   "amount": {"amount_minor": 100, "currency": "EUR"},
+                   "payment_method": {"token": "pm_x", "card_last4": "4242"}}),
+        ),
+        (
+            "/api/v1/inventory/reservations",
+            json!({"order_id": order, "lines": [{"sku": "NOPE-1", "quantity": 1}]}),
+        ),
+    ];
+    for (path, body) in &calls {
+        let response = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&customer)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 403, "forbidden").await;
+    }
+    for step in ["capture", "void", "refund"] {
+        let response = app
+            .client
+            .post(app.url(&format!("/api/v1/payments/orders/{order}/{step}")))
+            .bearer_auth(&customer)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 403, "forbidden").await;
+    }
+    // The service identity may; a user token cannot claim it.
+    let response = app
+        .client
+        .post(app.url("/api/v1/payments/methods"))
+        .bearer_auth(&service)
+        .json(&json!({"card_number": cards::SUCCEEDS}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let method: Value = response.json().await.unwrap();
+    assert_eq!(method["card_last4"], "4242");
+    let forged = app.token(&[Role::Service]);
+    let response = app
+        .client
+        .post(app.url("/api/v1/payments/methods"))
+        .bearer_auth(&forged)
+        .json(&json!({"card_number": cards::SUCCEEDS}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401, "invalid_token").await;
+    // Nor can an admin hand the role to a user.
+    let admin = app.admin("boss@example.com").await;
+    let ada = app.customer("ada@example.com").await;
+    let me: Value = get_json(
+        &app.client,
+        app.url("/api/v1/users/me"),
+        ada["access_token"].as_str().unwrap(),
+    )
+    .await;
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/users/{}", me["id"].as_str().unwrap())))
+        .bearer_auth(admin["access_token"].as_str().unwrap())
+        .json(&json!({"roles": ["service"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 422, "validation_failed").await;
+}

@@ -1,0 +1,242 @@
+//! Interrupted checkouts recovered: by two instances after a crash, and after a SIGKILL.
+
+use std::collections::HashMap;
+
+use kernel::Role;
+use payment_sandbox::cards;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::checkout::shop::{
+    customer_token, fill_cart, get_json, settled, stock, stocked_product, timeline,
+};
+use crate::helpers::{Shop, mint_token};
+use crate::saga_crash::{Deployment, captures_per_authorization, refs, sandbox};
+
+/// Many checkouts cut short by one crash, then two instances recovering at
+/// once: the leases let one driver at a time run each saga, so every order
+/// settles once, every event is recorded once, every confirmed order is
+/// captured once, and the stock adds up. A client retrying its key after the
+/// crash is answered from the order its first request created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twice() {
+    let shop = Deployment::new().await;
+    let settings = &shop.settings;
+    let admin = mint_token(settings, &[Role::Admin]);
+    let (provider_handle, provider) = sandbox();
+    let saga = [
+        ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
+        ("APP__ORDER__LEASE_SECS", "1"),
+        ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
+        ("APP__ORDER__IDEMPOTENCY_STALE_SECS", "1"),
+    ];
+    let first_env = shop.env(&[&saga[..], &[("APP__ORDER__CRASH_AT", "before_capture")]].concat());
+    let mut first = Shop::start(&refs(&first_env));
+    first.wait_live().await;
+    let client = crate::helpers::http();
+    let base = first.url("");
+    let product = stocked_product(&client, &base, &admin, "MULTI-1", 500, 8).await;
+    let customers: Vec<String> = (0..12)
+        .map(|_| customer_token(settings, Uuid::now_v7()))
+        .collect();
+    for token in &customers {
+        fill_cart(&client, &base, token, &product, 1).await;
+    }
+    // Twelve checkouts at once; the first to reach the capture kills the
+    // process, the others are cut short wherever they are.
+    let mut placing = tokio::task::JoinSet::new();
+    for token in customers.clone() {
+        let (client, base) = (client.clone(), base.clone());
+        placing.spawn(async move {
+            drop(
+                client
+                    .post(format!("{base}/api/v1/orders"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", "multi")
+                    .json(&serde_json::json!({"payment_method": {"card_number": cards::SUCCEEDS}}))
+                    .send()
+                    .await,
+            );
+        });
+    }
+    while placing.join_next().await.is_some() {}
+    assert!(first.exited().await, "the failpoint fired");
+    drop(first);
+
+    let recovering = shop.env(&saga);
+    let (a, b) = (
+        Shop::start(&refs(&recovering)),
+        Shop::start(&refs(&recovering)),
+    );
+    a.wait_live().await;
+    b.wait_live().await;
+    let mut confirmed = 0;
+    for (i, token) in customers.iter().enumerate() {
+        // Ask through either instance.
+        let base = if i % 2 == 0 { a.url("") } else { b.url("") };
+        let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
+        let Some(order) = orders["items"].as_array().unwrap().first() else {
+            continue; // this checkout never got as far as an order
+        };
+        let id = order["id"].as_str().unwrap().to_owned();
+        let order = settled(&client, &base, token, &id).await;
+        let kinds = timeline(&client, &base, token, &id).await;
+        let mut seen = HashMap::new();
+        for kind in &kinds {
+            *seen.entry(kind.clone()).or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|n| *n == 1), "each event once: {kinds:?}");
+        match order["status"].as_str() {
+            Some("confirmed") => confirmed += 1,
+            // Twelve customers, eight units.
+            Some("failed") => assert_eq!(order["reason"], "insufficient stock for MULTI-1"),
+            _ => panic!("{order}"),
+        }
+        // The key of the request that died is answered from its order.
+        let replay = crate::helpers::eventually("the stale key answers", || async {
+            let response = client
+                .post(format!("{base}/api/v1/orders"))
+                .bearer_auth(token)
+                .header("idempotency-key", "multi")
+                .json(&serde_json::json!({"payment_method": {"card_number": cards::SUCCEEDS}}))
+                .send()
+                .await
+                .ok()?;
+            (response.status() != 409).then_some(response)
+        })
+        .await;
+        assert!(
+            matches!(replay.status().as_u16(), 201 | 202),
+            "{}",
+            replay.status()
+        );
+        let replayed: Value = replay.json().await.unwrap();
+        assert_eq!(replayed["id"], id.as_str());
+    }
+    assert!(
+        (1..=8).contains(&confirmed),
+        "at least the order that hit the failpoint, at most the stock: {confirmed}"
+    );
+    assert_eq!(
+        stock(&client, &a.url(""), &admin, "MULTI-1").await,
+        (8 - confirmed, 0)
+    );
+    let captured: Vec<usize> = captures_per_authorization(&client, &provider)
+        .await
+        .into_iter()
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(
+        captured,
+        vec![1; confirmed as usize],
+        "one capture per confirmed order"
+    );
+    provider_handle.stop(false).await;
+}
+
+/// SIGKILL, not a failpoint: the process dies at whatever point twelve
+/// checkouts in flight have reached (inside a transaction, between a call
+/// and its record...). After a restart every order settles once, the stock
+/// adds up and every confirmed order was captured exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_in_flight_survive_a_sigkill() {
+    let shop = Deployment::new().await;
+    let admin = mint_token(&shop.settings, &[Role::Admin]);
+    let (provider_handle, provider) = sandbox();
+    let saga = [
+        ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
+        ("APP__ORDER__LEASE_SECS", "1"),
+        ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
+    ];
+    let first = Shop::start(&refs(&shop.env(&saga)));
+    first.wait_live().await;
+    let client = crate::helpers::http();
+    let base = first.url("");
+    let product = stocked_product(&client, &base, &admin, "KILL-1", 300, 20).await;
+    let customers: Vec<String> = (0..12)
+        .map(|_| customer_token(&shop.settings, Uuid::now_v7()))
+        .collect();
+    for token in &customers {
+        fill_cart(&client, &base, token, &product, 1).await;
+    }
+    let mut placing = tokio::task::JoinSet::new();
+    for (i, token) in customers.iter().cloned().enumerate() {
+        let (client, base) = (client.clone(), base.clone());
+        placing.spawn(async move {
+            let card = if i % 3 == 0 {
+                cards::DECLINED
+            } else {
+                cards::SUCCEEDS
+            };
+            drop(
+                client
+                    .post(format!("{base}/api/v1/orders"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", "kill")
+                    .json(&serde_json::json!({"payment_method": {"card_number": card}}))
+                    .send()
+                    .await,
+            );
+        });
+    }
+    // Kill it once some orders exist, with the rest still in flight.
+    crate::helpers::eventually("an order is placed", || async {
+        let orders: Value = get_json(
+            &client,
+            format!("{base}/api/v1/orders"),
+            &customers[customers.len() - 1],
+        )
+        .await;
+        let mut any = !orders["items"].as_array()?.is_empty();
+        for token in &customers[..3] {
+            let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
+            any |= !orders["items"].as_array()?.is_empty();
+        }
+        any.then_some(())
+    })
+    .await;
+    drop(first); // SIGKILL
+    while placing.join_next().await.is_some() {}
+
+    let second = Shop::start(&refs(&shop.env(&saga)));
+    second.wait_live().await;
+    let base = second.url("");
+    let mut confirmed = 0;
+    for token in &customers {
+        let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
+        let Some(order) = orders["items"].as_array().unwrap().first() else {
+            continue; // killed before its order was recorded: nothing held
+        };
+        let id = order["id"].as_str().unwrap().to_owned();
+        let order = settled(&client, &base, token, &id).await;
+        let kinds = timeline(&client, &base, token, &id).await;
+        let mut seen = HashMap::new();
+        for kind in &kinds {
+            *seen.entry(kind.clone()).or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|n| *n == 1), "each event once: {kinds:?}");
+        match order["status"].as_str() {
+            Some("confirmed") => confirmed += 1,
+            Some("failed") => assert!(
+                order["reason"].as_str().unwrap().contains("declined"),
+                "{order}"
+            ),
+            _ => panic!("{order}"),
+        }
+    }
+    assert_eq!(
+        stock(&client, &base, &admin, "KILL-1").await,
+        (20 - confirmed, 0)
+    );
+    let captures: Vec<usize> = captures_per_authorization(&client, &provider)
+        .await
+        .into_iter()
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(
+        captures,
+        vec![1; confirmed as usize],
+        "one capture per confirmed order"
+    );
+    provider_handle.stop(false).await;
+}

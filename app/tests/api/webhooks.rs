@@ -1,0 +1,239 @@
+//! Webhooks: internal addresses refused, deliveries signed and retried, an open breaker defers.
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web as aweb};
+use diesel::sql_types::{Nullable, Text};
+use diesel_async::RunQueryDsl;
+use kernel::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, eventually, notifications, product_json, spawn_app_with};
+
+/// A webhook receiver: records requests, answers 500 to the first `failures`.
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) calls: Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>>,
+    _server: actix_web::dev::ServerHandle,
+}
+
+pub(crate) async fn receiver(failures: usize) -> Receiver {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let server = HttpServer::new(move || {
+        let seen = Arc::clone(&seen);
+        App::new().default_service(aweb::to(move |req: HttpRequest, body: String| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let mut calls = seen.lock().unwrap();
+                calls.push((req.headers().clone(), body));
+                if calls.len() <= failures {
+                    HttpResponse::InternalServerError().finish()
+                } else {
+                    HttpResponse::Ok().finish()
+                }
+            }
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Receiver {
+        url: format!("http://127.0.0.1:{port}/hook"),
+        calls,
+        _server: handle,
+    }
+}
+
+fn hmac_hex(secret: &str, message: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Webhooks cannot be aimed at the shop's own network: a URL whose host
+/// is, or resolves to, an internal address is refused when subscribed, in
+/// every spelling, unless `notification.webhook_allow` names its network
+/// (here it names only a documentation network, as production names none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
+    let app = spawn_app_with(&[("APP__NOTIFICATION__WEBHOOK_ALLOW", "192.0.2.0/24")]).await;
+    let admin = app.token(&[Role::Admin]);
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://localhost./hook",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://2130706433/hook",
+        "http://0177.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/hook",
+        "http://[fd00:ec2::254]/",
+    ] {
+        let refused = app
+            .client
+            .post(app.url("/api/v1/admin/webhooks"))
+            .bearer_auth(&admin)
+            .json(&json!({"url": url, "event_types": ["catalog.product_created.v1"]}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(refused, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "url", "{url}: {body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("internal address"),
+            "{url}: {body}"
+        );
+    }
+    // The allowed network is allowed.
+    let allowed = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(&admin)
+        .json(&json!({"url": "http://192.0.2.10/hook", "event_types": ["catalog.product_created.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_and_retried_until_accepted() {
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__RETRY_BASE_MS", "50"),
+        ("APP__NOTIFICATION__RETRY_MAX_MS", "100"),
+    ])
+    .await;
+    let hook = receiver(2).await;
+    let admin = app.token(&[Role::Admin]);
+    let created = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(&admin)
+        .json(&json!({"url": hook.url, "event_types": ["catalog.product_created.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let subscription: Value = created.json().await.unwrap();
+    let secret = subscription["secret"].as_str().unwrap().to_owned();
+    let listed: Value = app
+        .client
+        .get(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed[0].get("secret").is_none(), "secrets are shown once");
+
+    let bad = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(&admin)
+        .json(&json!({"url": "ftp://x", "event_types": ["nope.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 422, "validation_failed").await;
+
+    app.post_product(&product_json("HOOK-1")).await;
+    let webhook = eventually("the webhook to be sent", || async {
+        notifications(&app)
+            .await
+            .into_iter()
+            .find(|n| n.channel == "webhook" && n.status == "sent")
+    })
+    .await;
+    assert_eq!(webhook.attempts, 3, "two 500s, then accepted");
+
+    let calls = hook.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3);
+    let (headers, body) = &calls[2];
+    assert_eq!(
+        headers.get("x-shop-event").unwrap(),
+        "catalog.product_created.v1"
+    );
+    let signature = headers.get("x-shop-signature").unwrap().to_str().unwrap();
+    let (t, v1) = signature.split_once(",v1=").unwrap();
+    let timestamp = t.strip_prefix("t=").unwrap();
+    assert_eq!(
+        v1,
+        hmac_hex(&secret, &format!("{timestamp}.{body}")),
+        "signature verifies"
+    );
+    let envelope: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(envelope["type"], "catalog.product_created.v1");
+    assert_eq!(envelope["payload"]["sku"], "HOOK-1");
+}
+
+#[derive(diesel::QueryableByName)]
+struct Delivery {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempts: i32,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_webhook_breaker_defers_deliveries_without_spending_attempts() {
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__RETRY_BASE_MS", "20"),
+        ("APP__NOTIFICATION__RETRY_MAX_MS", "50"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__WINDOW_SIZE", "2"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__MINIMUM_CALLS", "2"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__WAIT_OPEN_MS", "60000"),
+    ])
+    .await;
+    let hook = receiver(usize::MAX).await; // always 500
+    let created = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"url": hook.url, "event_types": ["catalog.product_created.v1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    app.post_product(&product_json("BREAKER-1")).await;
+
+    let delivery = || async {
+        let rows: Vec<Delivery> = diesel::sql_query(
+            "SELECT attempts, status, last_error FROM notification.notifications \
+             WHERE channel = 'webhook'",
+        )
+        .load(&mut app.db().await)
+        .await
+        .unwrap();
+        rows.into_iter().next()
+    };
+    eventually("the breaker to defer the delivery", || async {
+        delivery()
+            .await
+            .filter(|d| d.last_error.as_deref() == Some("the circuit breaker is open"))
+    })
+    .await;
+    // With 20-50 ms between attempts, spent attempts would pile up by now.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deferred = delivery().await.unwrap();
+    assert_eq!(deferred.attempts, 2, "two real failures opened the breaker");
+    assert_eq!(deferred.status, "pending", "deferred, not given up");
+    assert_eq!(
+        hook.calls.lock().unwrap().len(),
+        2,
+        "no call while the breaker is open"
+    );
+}
