@@ -23,116 +23,14 @@ use anyhow::{Context as _, bail, ensure};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
+mod shop;
+mod stats;
+
+use shop::Shop;
+use stats::summary;
+
 const CARD: &str = "4242424242424242";
-const PASSWORD: &str = "plum kettle orbit 42";
-
-#[derive(Clone)]
-struct Shop {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Shop {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        key: Option<&str>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let response = request.send().await.with_context(|| path.to_owned())?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        Ok((status, body))
-    }
-
-    async fn sign_in(&self, email: &str, password: &str) -> anyhow::Result<String> {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/auth/token",
-                None,
-                Some(json!({"email": email, "password": password})),
-                None,
-            )
-            .await?;
-        ensure!(status == 200, "sign-in {email}: {status} {body}");
-        Ok(body["access_token"].as_str().unwrap_or_default().to_owned())
-    }
-
-    async fn customer(&self) -> anyhow::Result<String> {
-        let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/users",
-                None,
-                Some(json!({"email": email, "password": PASSWORD, "display_name": "Bench"})),
-                None,
-            )
-            .await?;
-        ensure!(status == 201, "register: {status} {body}");
-        self.sign_in(&email, PASSWORD).await
-    }
-
-    async fn product(&self, admin: &str, sku: &str, units: i64) -> anyhow::Result<String> {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/products",
-                Some(admin),
-                Some(json!({"sku": sku, "name": format!("Bench {sku}"),
-                    "price": {"amount_minor": 500, "currency": "EUR"}})),
-                None,
-            )
-            .await?;
-        ensure!(status == 201, "product {sku}: {status} {body}");
-        let (status, level) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/v1/inventory/{sku}/adjustments"),
-                Some(admin),
-                Some(json!({"quantity": units, "reason": "receive"})),
-                None,
-            )
-            .await?;
-        ensure!(status == 200, "stock {sku}: {status} {level}");
-        Ok(body["id"].as_str().unwrap_or_default().to_owned())
-    }
-
-    async fn stock(&self, admin: &str, sku: &str) -> anyhow::Result<(i64, i64)> {
-        let (status, level) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/v1/inventory/{sku}"),
-                Some(admin),
-                None,
-                None,
-            )
-            .await?;
-        ensure!(status == 200, "stock {sku}: {status} {level}");
-        Ok((
-            level["on_hand"].as_i64().unwrap_or(-1),
-            level["reserved"].as_i64().unwrap_or(-1),
-        ))
-    }
-}
+pub(crate) const PASSWORD: &str = "plum kettle orbit 42";
 
 /// A product on sale: its id and SKU.
 #[derive(Clone)]
@@ -239,24 +137,6 @@ impl Shape {
             }
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn summary(samples: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    (
-        percentile(&sorted, 0.5),
-        percentile(&sorted, 0.99),
-        sorted.last().copied().unwrap_or(0.0),
-    )
 }
 
 /// Runs `customers` loops until `until` or until `total` checkouts were
