@@ -8,14 +8,14 @@
 //! opt-ins come from a read model fed by the user module's events.
 
 pub mod egress;
-mod handler;
+mod events;
 pub mod http;
 mod repo;
-mod sender;
 mod templates;
+mod worker;
 
-pub use handler::NotificationHandler;
-pub use sender::Sender;
+pub use events::NotificationHandler;
+pub use worker::Sender;
 
 use serde::Deserialize;
 
