@@ -20,15 +20,7 @@ use serde::Deserialize;
 /// Name of the module, of its schema and of its config section.
 pub const NAME: &str = "catalog";
 
-/// The catalog's migrations, embedded from `migrations/catalog/`.
-pub static MIGRATIONS: db::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("../../migrations/catalog");
-
-/// The catalog's schema and migrations, for `shop migrate` and the tests.
-pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
-    schema: NAME,
-    migrations: &MIGRATIONS,
-};
+db::module_migrations!(NAME, "../../migrations/catalog");
 
 /// The `[catalog]` config section.
 #[derive(Debug, Clone, Deserialize)]

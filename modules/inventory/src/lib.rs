@@ -21,15 +21,7 @@ use serde::Deserialize;
 /// Name of the module, of its schema and of its config section.
 pub const NAME: &str = "inventory";
 
-/// The module's migrations, embedded from `migrations/inventory/`.
-pub static MIGRATIONS: db::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("../../migrations/inventory");
-
-/// The module's schema and migrations.
-pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
-    schema: NAME,
-    migrations: &MIGRATIONS,
-};
+db::module_migrations!(NAME, "../../migrations/inventory");
 
 /// The `[inventory]` config section.
 #[derive(Debug, Clone, Deserialize)]

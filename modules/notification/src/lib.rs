@@ -22,15 +22,7 @@ use serde::Deserialize;
 /// Name of the module, of its schema and of its config section.
 pub const NAME: &str = "notification";
 
-/// The module's migrations, embedded from `migrations/notification/`.
-pub static MIGRATIONS: db::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("../../migrations/notification");
-
-/// The module's schema and migrations.
-pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
-    schema: NAME,
-    migrations: &MIGRATIONS,
-};
+db::module_migrations!(NAME, "../../migrations/notification");
 
 pub use notification_api::{ROUTE_PREFIXES, SUBSCRIBES as EVENT_TYPES};
 

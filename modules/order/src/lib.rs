@@ -36,15 +36,7 @@ pub const NAME: &str = "order";
 /// The module's schema (`order` is reserved in SQL).
 pub const SCHEMA: &str = "orders";
 
-/// The module's migrations, embedded from `migrations/order/`.
-pub static MIGRATIONS: db::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("../../migrations/order");
-
-/// The module's schema and migrations.
-pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
-    schema: SCHEMA,
-    migrations: &MIGRATIONS,
-};
+db::module_migrations!(SCHEMA, "../../migrations/order");
 
 /// The `[order]` config section.
 #[derive(Debug, Clone, Deserialize)]

@@ -22,15 +22,7 @@ use url::Url;
 /// Name of the module, of its schema and of its config section.
 pub const NAME: &str = "payment";
 
-/// The module's migrations, embedded from `migrations/payment/`.
-pub static MIGRATIONS: db::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("../../migrations/payment");
-
-/// The module's schema and migrations.
-pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
-    schema: NAME,
-    migrations: &MIGRATIONS,
-};
+db::module_migrations!(NAME, "../../migrations/payment");
 
 /// The `[payment]` config section.
 #[derive(Debug, Clone, Deserialize)]

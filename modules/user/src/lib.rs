@@ -26,15 +26,7 @@ pub const NAME: &str = "user";
 /// The module's PostgreSQL schema.
 pub const SCHEMA: &str = "users";
 
-/// The user module's migrations, embedded from `migrations/user/`.
-pub static MIGRATIONS: db::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("../../migrations/user");
-
-/// The module's schema and migrations.
-pub const MODULE_MIGRATIONS: db::ModuleMigrations = db::ModuleMigrations {
-    schema: SCHEMA,
-    migrations: &MIGRATIONS,
-};
+db::module_migrations!(SCHEMA, "../../migrations/user");
 
 /// The `[user]` config section.
 #[derive(Debug, Clone, Deserialize)]

@@ -98,3 +98,22 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// Declares a module's embedded migrations, `MIGRATIONS` (from `$dir`,
+/// relative to the module crate), and `MODULE_MIGRATIONS`, them with the
+/// module's `$schema`: what `shop migrate`, the composition root and the
+/// test template read. The crate needs `diesel_migrations` beside `db`.
+#[macro_export]
+macro_rules! module_migrations {
+    ($schema:expr, $dir:literal) => {
+        /// The module's migrations, embedded from its folder of `migrations/`.
+        pub static MIGRATIONS: $crate::EmbeddedMigrations =
+            diesel_migrations::embed_migrations!($dir);
+
+        /// The module's schema and migrations, for `shop migrate` and the tests.
+        pub const MODULE_MIGRATIONS: $crate::ModuleMigrations = $crate::ModuleMigrations {
+            schema: $schema,
+            migrations: &MIGRATIONS,
+        };
+    };
+}
