@@ -1,9 +1,9 @@
 //! Notification module: turns events into messages people receive.
 //!
 //! Consumes events only; nothing calls it synchronously. For each event it
-//! handles, [`handler`] writes the messages to send (admin emails, emails to
+//! handles, [`NotificationHandler`] writes the messages to send (admin emails, emails to
 //! users, signed webhook calls) in the same transaction as the inbox row, so
-//! a redelivered event adds nothing. The [`sender`] delivers them with
+//! a redelivered event adds nothing. The [`Sender`] delivers them with
 //! retries and records status, attempts and the last error. Users' email
 //! opt-ins come from a read model fed by the user module's events.
 

@@ -3,8 +3,8 @@
 //! Owns the `orders` schema (`order` is a reserved word in SQL). An order
 //! is event-sourced: `order_events` is the append-only truth (a trigger
 //! refuses updates and deletes), `orders` the projection that the same fold
-//! ([`domain::OrderState::apply`]) keeps current and can rebuild. The
-//! checkout saga ([`saga`]) runs reserve → authorize → commit → capture →
+//! (`domain::OrderState::apply`) keeps current and can rebuild. The
+//! checkout saga (`saga/`) runs reserve → authorize → commit → capture →
 //! confirm through the inventory and payment modules' `-api` traits, and
 //! compensates in reverse; its state lives in `sagas`, leased by the
 //! instance driving it, so a crash anywhere is resumed by any instance.

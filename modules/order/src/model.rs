@@ -1,5 +1,5 @@
 //! Orders as the API shows them: the wire types of `/cart` and `/orders`
-//! (the events and the fold behind them are in [`crate::domain`]).
+//! (the events and the fold behind them are in `domain.rs`).
 
 use catalog_api::{ProductId, Sku};
 use chrono::{DateTime, Utc};

@@ -90,11 +90,6 @@ impl OrderModule {
         &self.saga
     }
 
-    /// Drives the saga of `order` as far as it goes now (see [`Saga::drive`]).
-    pub async fn drive(&self, order: OrderId) {
-        self.saga.drive(order).await;
-    }
-
     pub(crate) async fn conn(&self) -> Result<db::Object, OrderError> {
         db::checkout(&self.pool, crate::NAME).await
     }

@@ -1,12 +1,11 @@
 //! All of the order module's SQL, one file per table group. Functions take
 //! a connection so callers run several in one transaction.
 //!
-//! Raw SQL, each statement prepared once per connection (`db::sql`). The
-//! event store appends with `unnest` arrays, the saga's statements write
-//! their lease term and flag column into the text and return whether the
-//! lease is still ours, and the keys' ages are judged by the database's
-//! clock: the query builder cannot say these as one statement. Carts and
-//! the plain reads could move to it.
+//! Diesel's query builder for the reads and plain writes; raw SQL
+//! (`db::sql`, prepared once per connection) where it cannot say the
+//! statement, each with its reason beside it: the event store's `unnest`
+//! append, the saga's lease terms and ownership `CASE`s, the keys' ages on
+//! the database's clock.
 
 pub(crate) mod carts;
 mod events;

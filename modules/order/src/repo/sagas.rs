@@ -357,3 +357,25 @@ pub(crate) async fn due(conn: &mut AsyncPgConnection) -> QueryResult<Vec<OrderId
         .await?;
     Ok(due.into_iter().map(OrderId::from).collect())
 }
+
+/// How many sagas are not done, and how long the oldest of them has been
+/// running, seconds (0 when none).
+pub(crate) async fn in_flight(conn: &mut AsyncPgConnection) -> QueryResult<(i64, f64)> {
+    #[derive(diesel::QueryableByName)]
+    struct InFlight {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        running: i64,
+        #[diesel(sql_type = Double)]
+        oldest: f64,
+    }
+    // Raw: aggregates and an age on the database's clock in one statement
+    // (the scan uses the partial index on sagas not done).
+    let row: InFlight = db::sql(
+        "SELECT count(*) AS running, \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(started_at)), 0)::float8 AS oldest \
+         FROM sagas WHERE NOT done",
+    )
+    .get_result(conn)
+    .await?;
+    Ok((row.running, row.oldest))
+}
