@@ -24,6 +24,10 @@ use crate::registry;
 use crate::routes::{Wiring, api_docs, cors};
 use crate::{Settings, compose, openapi};
 
+/// How often histogram samples are folded into their buckets when no scrape
+/// of `/metrics` has done it (the exporter's own default interval).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// A built, not yet running, shop server.
 pub struct Application {
     server: Server,
@@ -169,6 +173,11 @@ impl Application {
                 &policies,
             )?))
         };
+        background.push(tokio::spawn(telemetry::metrics_upkeep(
+            telemetry::metrics_handle(),
+            METRICS_UPKEEP,
+            stopped.clone(),
+        )));
         let draining = Arc::new(AtomicBool::new(false));
         let deps = Data::new(Dependencies {
             draining: Arc::clone(&draining),

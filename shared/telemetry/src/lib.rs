@@ -8,9 +8,7 @@
 //! Metrics go to a process-wide Prometheus recorder rendered at `/metrics`.
 
 use std::io::IsTerminal as _;
-use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -22,8 +20,11 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+mod prometheus;
 mod stdout;
 pub mod trace;
+
+pub use prometheus::{collect_process_metrics, metrics_handle, metrics_upkeep};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -110,40 +111,4 @@ where
             None => writer.write_str(&line),
         }
     }
-}
-
-/// Buckets (seconds) for every `*_seconds` histogram (latencies, pool waits).
-const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DURATION_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder is installed; ours is the only one.
-            drop(metrics::set_global_recorder(recorder));
-            handle
-        })
-        .clone()
-}
-
-/// Reads the process's resident memory, CPU time, open file descriptors and
-/// threads into the recorder (`process_*`, the names Prometheus's own
-/// clients use); call it before rendering `/metrics`.
-pub fn collect_process_metrics() {
-    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
-    COLLECTOR
-        .get_or_init(|| {
-            let collector = metrics_process::Collector::default();
-            collector.describe();
-            collector
-        })
-        .collect();
 }

@@ -75,6 +75,19 @@ impl RootSpanBuilder for RequestIdRootSpan {
     }
 }
 
+/// The method as a metric label: the standard methods by name, any other
+/// (a client may send any token) as `other`, so that hostile requests cannot
+/// add series to the recorder without bound.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
+}
+
 /// The per-request middleware; wrap it inside `TracingLogger<RequestIdRootSpan>`.
 ///
 /// # Errors
@@ -111,7 +124,7 @@ pub async fn middleware<B: MessageBody + 'static>(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let labels = [
-        ("method", method.clone()),
+        ("method", method_label(&method).to_owned()),
         ("route", route.clone()),
         ("status", status.to_string()),
     ];
