@@ -7,35 +7,23 @@
 
 use std::process::Command;
 
+/// `(module, whether this build has it, what)`: the module's cargo feature
+/// is named as the module.
+macro_rules! module {
+    ($name:tt, $what:expr) => {
+        ($name, cfg!(feature = $name), $what)
+    };
+}
+
 /// Each module, whether this build has it, and a text only its code holds
 /// (a line of its embedded migrations).
 const MODULES: [(&str, bool, &str); 6] = [
-    (
-        "user",
-        cfg!(feature = "user"),
-        "CREATE TABLE refresh_tokens",
-    ),
-    (
-        "catalog",
-        cfg!(feature = "catalog"),
-        "CREATE TABLE categories",
-    ),
-    (
-        "inventory",
-        cfg!(feature = "inventory"),
-        "CREATE TABLE reservations",
-    ),
-    (
-        "order",
-        cfg!(feature = "order"),
-        "CREATE TABLE order_events",
-    ),
-    ("payment", cfg!(feature = "payment"), "CREATE TABLE ledger"),
-    (
-        "notification",
-        cfg!(feature = "notification"),
-        "CREATE TABLE webhook_subscriptions",
-    ),
+    module!("user", "CREATE TABLE refresh_tokens"),
+    module!("catalog", "CREATE TABLE categories"),
+    module!("inventory", "CREATE TABLE reservations"),
+    module!("order", "CREATE TABLE order_events"),
+    module!("payment", "CREATE TABLE ledger"),
+    module!("notification", "CREATE TABLE webhook_subscriptions"),
 ];
 
 fn shop() -> Command {
@@ -120,13 +108,9 @@ fn the_served_spec_documents_the_modules_the_binary_holds() {
     let spec: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let paths = spec["paths"].as_object().unwrap();
     for (module, compiled, path) in [
-        ("catalog", cfg!(feature = "catalog"), "/api/v1/products"),
-        ("order", cfg!(feature = "order"), "/api/v1/orders"),
-        (
-            "payment",
-            cfg!(feature = "payment"),
-            "/api/v1/payments/{id}",
-        ),
+        module!("catalog", "/api/v1/products"),
+        module!("order", "/api/v1/orders"),
+        module!("payment", "/api/v1/payments/{id}"),
     ] {
         assert_eq!(
             paths.contains_key(path),

@@ -6,7 +6,7 @@ use kernel::Role;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, assert_problem, fresh_key_path, product_json, spawn_app, spawn_app_with,
+    PASSWORD, assert_problem, fresh_key_path, get_json, product_json, spawn_app, spawn_app_with,
     test_settings,
 };
 
@@ -32,16 +32,7 @@ async fn sign_in_returns_uncacheable_tokens_that_work() {
     assert_eq!(tokens["expires_in"], 900);
     let access = tokens["access_token"].as_str().unwrap();
 
-    let me: Value = app
-        .client
-        .get(app.url("/api/v1/users/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json(&app.client, app.url("/api/v1/users/me"), access).await;
     assert_eq!(me["email"], "ada@example.com");
 
     // The token's kid is published in the JWKS.

@@ -21,6 +21,22 @@ async fn availability_follows_inventory_events() {
             .json(&body);
         async move { assert!(request.send().await.unwrap().status().is_success()) }
     };
+    let reserve = |quantity: i32| {
+        post(
+            "/api/v1/inventory/reservations",
+            json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-1", "quantity": quantity}]}),
+        )
+    };
+    // How many products the in-stock listing shows.
+    let listed_in_stock = || async {
+        let listed: Value = app
+            .get("/api/v1/products?in_stock=true")
+            .await
+            .json()
+            .await
+            .unwrap();
+        listed["items"].as_array().unwrap().len()
+    };
     let availability = |expected: &'static str| {
         let client = app.client.clone();
         let url = url.clone();
@@ -39,36 +55,16 @@ async fn availability_follows_inventory_events() {
     )
     .await;
     availability("in_stock").await;
-    post(
-        "/api/v1/inventory/reservations",
-        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-1", "quantity": 8}]}),
-    )
-    .await;
+    reserve(8).await;
     availability("low_stock").await;
-    let in_stock: Value = app
-        .get("/api/v1/products?in_stock=true")
-        .await
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        in_stock["items"].as_array().unwrap().len(),
+        listed_in_stock().await,
         1,
         "low stock still counts as in stock"
     );
-    post(
-        "/api/v1/inventory/reservations",
-        json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-1", "quantity": 2}]}),
-    )
-    .await;
+    reserve(2).await;
     availability("out_of_stock").await;
-    let in_stock: Value = app
-        .get("/api/v1/products?in_stock=true")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(in_stock["items"].as_array().unwrap().is_empty());
+    assert_eq!(listed_in_stock().await, 0);
 }
 
 #[derive(diesel::QueryableByName)]

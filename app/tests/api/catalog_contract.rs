@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use catalog_api::CatalogApi;
+use catalog_api::client::CatalogClient;
 use catalog_api::contract::Harness;
 use kernel::Role;
 
-use crate::helpers::{caller, spawn_app, test_database};
+use crate::helpers::{caller, contract_over_http, module_client, test_database};
 
 /// The in-process module over a fresh database.
 async fn in_process() -> (Harness, testkit::TestDatabase) {
@@ -25,22 +26,7 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
     (harness, db)
 }
 
-/// The HTTP client talking to a real server over a fresh database.
-async fn over_http() -> (Harness, crate::helpers::TestApp) {
-    let app = spawn_app().await;
-    let client = catalog_api::client::CatalogClient::new(
-        crate::helpers::http(),
-        url::Url::parse(&app.address).unwrap(),
-        crate::helpers::policy("catalog"),
-    );
-    let (admin, customer) = crate::helpers::bearer_contexts(&app);
-    let harness = Harness {
-        api: Arc::new(client),
-        admin,
-        customer,
-    };
-    (harness, app)
-}
+contract_over_http!("catalog", CatalogClient::new);
 
 mod local {
     catalog_api::catalog_contract_suite!(super::in_process);
@@ -56,11 +42,7 @@ async fn client_reports_an_unreachable_catalog_as_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let client = catalog_api::client::CatalogClient::new(
-        crate::helpers::http(),
-        url::Url::parse(&address).unwrap(),
-        crate::helpers::policy("catalog"),
-    );
+    let client = module_client(&address, "catalog", CatalogClient::new);
     let err = client
         .get_product(
             &kernel::CallContext::background(),

@@ -3,7 +3,7 @@
 use kernel::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, product_json, spawn_app};
+use crate::helpers::{assert_problem, create, product_json, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_returns_201_with_location_and_the_product() {
@@ -131,16 +131,7 @@ async fn list_limit_is_bounded_and_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
     let app = spawn_app().await;
-    let created: Value = app
-        .post_product(&product_json("P1"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = app.url(&format!(
-        "/api/v1/products/{}",
-        created["id"].as_str().unwrap()
-    ));
+    let (url, created) = create(&app, "P1").await;
 
     let admin = app.token(&[Role::Admin]);
     let response = app

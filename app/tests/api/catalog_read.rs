@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 use kernel::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, create, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, create, send_json, spawn_app, spawn_app_with};
 
 async fn patch(app: &TestApp, url: &str, body: Value) {
     let response = app
@@ -18,6 +18,16 @@ async fn patch(app: &TestApp, url: &str, body: Value) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// A conditional `GET url`: `If-None-Match: etag`.
+async fn get_if_none_match(app: &TestApp, url: &str, etag: &str) -> reqwest::Response {
+    app.client
+        .get(url)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn metric(metrics: &str, prefix: &str) -> f64 {
@@ -39,25 +49,13 @@ async fn a_repeated_get_is_304_until_the_product_changes() {
     assert_eq!(first.headers()["cache-control"], "public, max-age=30");
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
 
-    let again = app
-        .client
-        .get(&url)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let again = get_if_none_match(&app, &url, &etag).await;
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()["etag"], etag.as_str());
     assert!(again.bytes().await.unwrap().is_empty());
 
     patch(&app, &url, json!({"name": "Changed"})).await;
-    let changed = app
-        .client
-        .get(&url)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let changed = get_if_none_match(&app, &url, &etag).await;
     assert_eq!(changed.status(), 200, "a change makes a new version");
     assert_ne!(changed.headers()["etag"], etag.as_str());
 
@@ -65,13 +63,7 @@ async fn a_repeated_get_is_304_until_the_product_changes() {
     let list = app.get("/api/v1/products").await;
     let list_etag = list.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(list.headers()["cache-control"], "public, max-age=5");
-    let list_again = app
-        .client
-        .get(app.url("/api/v1/products"))
-        .header("if-none-match", list_etag)
-        .send()
-        .await
-        .unwrap();
+    let list_again = get_if_none_match(&app, &app.url("/api/v1/products"), &list_etag).await;
     assert_eq!(list_again.status(), 304);
     assert_eq!(
         app.get("/health/live").await.headers()["cache-control"],
@@ -141,15 +133,7 @@ async fn the_redis_cache_is_shared_and_invalidated() {
 
     patch(&app, &url, json!({"name": "Renamed in Redis"})).await;
     assert_eq!(cached().await, None, "the write deleted the shared entry");
-    let fresh: Value = app
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fresh: Value = send_json(app.client.get(&url)).await;
     assert_eq!(fresh["name"], "Renamed in Redis");
     let _: () = redis::cmd("DEL")
         .arg(&key)

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::checkout::scene::{Scene, captures, scene, scene_with};
 use crate::checkout::shop::*;
-use crate::helpers::{assert_problem, count, until_done};
+use crate::helpers::{assert_problem, count, get_as, until_done};
 
 pub mod scene;
 pub mod shop;
@@ -86,56 +86,33 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
         format!("/api/v1/orders/{id}"),
         format!("/api/v1/orders/{id}/timeline"),
     ] {
-        let response = client
-            .get(app.url(&path))
-            .bearer_auth(&stranger)
-            .send()
-            .await
-            .unwrap();
+        let response = get_as(client, app.url(&path), &stranger).await;
         assert_problem(response, 404, "order_not_found").await;
     }
-    let response = client
-        .get(app.url(&format!(
-            "/api/v1/payments/{}",
-            order["payment_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let payment_url = app.url(&format!(
+        "/api/v1/payments/{}",
+        order["payment_id"].as_str().unwrap()
+    ));
+    let response = get_as(client, payment_url, &stranger).await;
     assert_problem(response, 404, "payment_not_found").await;
     let mine: Value = get_json(client, app.url("/api/v1/orders?limit=10"), &token).await;
     assert_eq!(mine["items"][0]["id"], id);
     assert_eq!(mine["next_cursor"], Value::Null);
-    let response = client
-        .get(app.url("/api/v1/orders?cursor=not-a-cursor"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = get_as(
+        client,
+        app.url("/api/v1/orders?cursor=not-a-cursor"),
+        &token,
+    )
+    .await;
     assert_problem(response, 400, "invalid_cursor").await;
 
     // Shipping is for admins, then the order can no longer be cancelled.
-    let response = client
-        .post(app.url(&format!("/api/v1/orders/{id}/ship")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = order_action(client, base, &token, id, "ship").await;
     assert_eq!(response.status(), 403);
-    let shipped: Value = post_json(
-        client,
-        app.url(&format!("/api/v1/orders/{id}/ship")),
-        &admin,
-    )
-    .await;
+    let shipped = order_action(client, base, &admin, id, "ship").await;
+    let shipped: Value = shipped.json().await.unwrap();
     assert_eq!(shipped["status"], "shipped");
-    let response = client
-        .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = order_action(client, base, &token, id, "cancel").await;
     assert_problem(response, 409, "invalid_order_transition").await;
 
     // The full card number is nowhere in the database.
@@ -175,12 +152,7 @@ async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
     // Admins read anyone's order; a failed order cannot ship.
     let seen: Value = get_json(client, app.url(&format!("/api/v1/orders/{id}")), &admin).await;
     assert_eq!(seen["status"], "failed");
-    let response = client
-        .post(app.url(&format!("/api/v1/orders/{id}/ship")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = order_action(client, base, &admin, id, "ship").await;
     assert_problem(response, 409, "invalid_order_transition").await;
     assert_eq!(
         timeline(client, base, &token, id).await,

@@ -7,10 +7,11 @@ use std::time::Duration;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use kernel::Role;
+use testkit::TestDatabase;
 
 use crate::helpers::{
-    Shop, eventually, free_port, fresh_key_path, fresh_mail_dir, mint_token, product_json,
-    test_database, test_settings,
+    Shop, UNDELIVERED, eventually, free_port, fresh_key_path, fresh_mail_dir, mint_token,
+    product_json, test_database, test_settings,
 };
 
 #[derive(diesel::QueryableByName)]
@@ -50,69 +51,85 @@ async fn create_product(shop: &Shop, token: &str, sku: &str) {
     assert_eq!(response.status(), 201);
 }
 
+/// What outlives the `shop` processes a test kills and restarts: the
+/// database, the signing key, the mail directory and the port, and an
+/// admin's token.
+struct Site {
+    db: TestDatabase,
+    key: String,
+    mail: String,
+    token: String,
+    port: u16,
+}
+
+impl Site {
+    async fn new() -> Site {
+        let db = test_database().await;
+        let (key, mail) = (fresh_key_path(), fresh_mail_dir());
+        let token = mint_token(
+            &test_settings(None, &[("APP__AUTH__SIGNING_KEY_FILE", key.as_str())]),
+            &[Role::Admin],
+        );
+        let port = free_port();
+        Site {
+            db,
+            key,
+            mail,
+            token,
+            port,
+        }
+    }
+
+    /// A live `shop` on the site's port, with `extra` settings.
+    async fn start(&self, extra: &[(&str, &str)]) -> Shop {
+        let mut vars = env(self.db.url(), &self.key, &self.mail);
+        vars.extend_from_slice(extra);
+        let shop = Shop::start_on(self.port, &vars);
+        shop.wait_live().await;
+        shop
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        count(self.db.url(), sql).await
+    }
+
+    /// Waits until the notification of the product `sku` is sent, once.
+    async fn sent_once(&self, what: &str, sku: &str) {
+        let sql = format!(
+            "SELECT count(*) AS n FROM notification.notifications WHERE subject LIKE '%{sku}%' AND status = 'sent'"
+        );
+        eventually(what, || async {
+            (self.count(&sql).await == 1).then_some(())
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_committed_before_a_crash_is_delivered_after_restart() {
-    let db = test_database().await;
-    let (key, mail) = (fresh_key_path(), fresh_mail_dir());
-    let token = mint_token(
-        &test_settings(None, &[("APP__AUTH__SIGNING_KEY_FILE", key.as_str())]),
-        &[Role::Admin],
-    );
-    let port = free_port();
+    let site = Site::new().await;
 
     // The relay is off: the product and its event commit, nothing is delivered.
-    let mut vars = env(db.url(), &key, &mail);
-    vars.push(("APP__EVENTS__RELAY_ENABLED", "false"));
-    let shop = Shop::start_on(port, &vars);
-    shop.wait_live().await;
-    create_product(&shop, &token, "CRASH-1").await;
-    assert_eq!(
-        count(
-            db.url(),
-            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
-        )
-        .await,
-        1
-    );
+    let shop = site.start(&[("APP__EVENTS__RELAY_ENABLED", "false")]).await;
+    create_product(&shop, &site.token, "CRASH-1").await;
+    assert_eq!(site.count(UNDELIVERED).await, 1);
     drop(shop); // SIGKILL
 
-    let shop = Shop::start_on(port, &env(db.url(), &key, &mail));
-    shop.wait_live().await;
-    eventually("the event to be delivered after the restart", || async {
-        let sent = count(
-            db.url(),
-            "SELECT count(*) AS n FROM notification.notifications WHERE subject LIKE '%CRASH-1%' AND status = 'sent'",
-        )
+    let _shop = site.start(&[]).await;
+    site.sent_once("the event to be delivered after the restart", "CRASH-1")
         .await;
-        (sent == 1).then_some(())
-    })
-    .await;
-    assert_eq!(
-        count(
-            db.url(),
-            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
-        )
-        .await,
-        0
-    );
+    assert_eq!(site.count(UNDELIVERED).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_killed_mid_transaction_leaves_nothing_and_runs_again() {
-    let db = test_database().await;
-    let (key, mail) = (fresh_key_path(), fresh_mail_dir());
-    let token = mint_token(
-        &test_settings(None, &[("APP__AUTH__SIGNING_KEY_FILE", key.as_str())]),
-        &[Role::Admin],
-    );
-    let port = free_port();
+    let site = Site::new().await;
 
     // Each handler pauses inside its transaction, after its writes.
-    let mut vars = env(db.url(), &key, &mail);
-    vars.push(("APP__EVENTS__PAUSE_IN_HANDLER_MS", "30000"));
-    let shop = Shop::start_on(port, &vars);
-    shop.wait_live().await;
-    create_product(&shop, &token, "CRASH-2").await;
+    let shop = site
+        .start(&[("APP__EVENTS__PAUSE_IN_HANDLER_MS", "30000")])
+        .await;
+    create_product(&shop, &site.token, "CRASH-2").await;
     eventually(
         "the handler to be paused inside its transaction",
         || async {
@@ -126,45 +143,28 @@ async fn a_handler_killed_mid_transaction_leaves_nothing_and_runs_again() {
     drop(shop);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        count(
-            db.url(),
-            "SELECT count(*) AS n FROM notification.notifications"
-        )
-        .await,
+        site.count("SELECT count(*) AS n FROM notification.notifications")
+            .await,
         0,
         "no half-done effects"
     );
     assert_eq!(
-        count(db.url(), "SELECT count(*) AS n FROM notification.inbox").await,
+        site.count("SELECT count(*) AS n FROM notification.inbox")
+            .await,
         0
     );
-    assert_eq!(
-        count(
-            db.url(),
-            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
-        )
-        .await,
-        1
-    );
+    assert_eq!(site.count(UNDELIVERED).await, 1);
 
-    let shop = Shop::start_on(port, &env(db.url(), &key, &mail));
-    shop.wait_live().await;
-    eventually("the event to be handled once after the restart", || async {
-        let sent = count(
-            db.url(),
-            "SELECT count(*) AS n FROM notification.notifications WHERE subject LIKE '%CRASH-2%' AND status = 'sent'",
-        )
+    let _shop = site.start(&[]).await;
+    site.sent_once("the event to be handled once after the restart", "CRASH-2")
         .await;
-        (sent == 1).then_some(())
-    })
-    .await;
     // Exactly once: one inbox row, one notification for the event.
     #[derive(diesel::QueryableByName)]
     struct Handler {
         #[diesel(sql_type = Text)]
         handler: String,
     }
-    let mut conn = AsyncPgConnection::establish(db.url()).await.unwrap();
+    let mut conn = AsyncPgConnection::establish(site.db.url()).await.unwrap();
     let handled: Vec<Handler> = diesel::sql_query("SELECT handler FROM notification.inbox")
         .load(&mut conn)
         .await
@@ -172,11 +172,8 @@ async fn a_handler_killed_mid_transaction_leaves_nothing_and_runs_again() {
     assert_eq!(handled.len(), 1);
     assert_eq!(handled[0].handler, "notification.notify");
     assert_eq!(
-        count(
-            db.url(),
-            "SELECT count(*) AS n FROM notification.notifications"
-        )
-        .await,
+        site.count("SELECT count(*) AS n FROM notification.notifications")
+            .await,
         1
     );
 }

@@ -5,7 +5,10 @@ use diesel_async::RunQueryDsl;
 use kernel::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, count, eventually, notifications, spawn_app_with};
+use crate::helpers::{
+    assert_problem, eventually, get_as, get_json, notifications, post_as, spawn_app_with,
+    undelivered,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
@@ -29,16 +32,8 @@ async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
 
     let admin = app.token(&[Role::Admin]);
     let page: Value = eventually("the dead letter", || async {
-        let page: Value = app
-            .client
-            .get(app.url("/api/v1/admin/dead-letters"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value =
+            get_json(&app.client, app.url("/api/v1/admin/dead-letters"), &admin).await;
         (!page["items"].as_array().unwrap().is_empty()).then_some(page)
     })
     .await;
@@ -53,15 +48,8 @@ async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
         "{dead}"
     );
     // The outbox moved on: a poison event does not block the events behind it.
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
-        )
-        .await,
-        0
-    );
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(undelivered(&app).await, 0);
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             r#"events_handled_total{handler="notification.notify",outcome="dead_lettered"} 1"#
@@ -74,22 +62,17 @@ async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
         "{metrics}"
     );
 
-    let customer = app
-        .client
-        .get(app.url("/api/v1/admin/dead-letters"))
-        .bearer_auth(app.token(&[Role::Customer]))
-        .send()
-        .await
-        .unwrap();
+    let customer = get_as(
+        &app.client,
+        app.url("/api/v1/admin/dead-letters"),
+        app.token(&[Role::Customer]),
+    )
+    .await;
     assert_problem(customer, 403, "forbidden").await;
 
     // Redriving a still-broken event fails and says why; fixing the data lets it through.
     let id = dead["id"].as_str().unwrap();
-    let redrive = |path: String| {
-        let client = app.client.clone();
-        let admin = admin.clone();
-        async move { client.post(path).bearer_auth(admin).send().await.unwrap() }
-    };
+    let redrive = |path: String| post_as(&app.client, path, &admin);
     let again = redrive(app.url(&format!("/api/v1/admin/dead-letters/{id}/redrive"))).await;
     assert_problem(again, 409, "redrive_failed").await;
     let product = json!({"product_id": uuid::Uuid::now_v7(), "sku": "FIXED-1", "name": "Fixed", "price": {"amount_minor": 1, "currency": "EUR"}, "active": true});

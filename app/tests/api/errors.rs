@@ -2,7 +2,7 @@
 
 use kernel::Role;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, subscribe_webhook};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_400() {
@@ -266,15 +266,8 @@ async fn attribute_numbers_come_back_as_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_url_is_kept_as_parsed() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/admin/webhooks"))
-        .bearer_auth(app.token(&[Role::Admin]))
-        .json(&serde_json::json!({"url": "HTTPS://Hooks.Example.com/Shop",
-            "event_types": ["catalog.product_created.v1"]}))
-        .send()
-        .await
-        .unwrap();
+    let admin = app.token(&[Role::Admin]);
+    let response = subscribe_webhook(&app, admin, "HTTPS://Hooks.Example.com/Shop").await;
     assert_eq!(response.status(), 201);
     let created: serde_json::Value = response.json().await.unwrap();
     assert_eq!(created["url"], "https://hooks.example.com/Shop");
@@ -293,14 +286,7 @@ async fn urls_and_emails_outside_the_schema_patterns_are_refused() {
         "http://93.184.216.34/hook",
         "http://a@hooks.example.com/",
     ] {
-        let response = app
-            .client
-            .post(app.url("/api/v1/admin/webhooks"))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({"url": url, "event_types": ["catalog.product_created.v1"]}))
-            .send()
-            .await
-            .unwrap();
+        let response = subscribe_webhook(&app, &admin, url).await;
         let body = assert_problem(response, 422, "validation_failed").await;
         assert_eq!(body["errors"][0]["field"], "url", "{url}: {body}");
     }

@@ -3,9 +3,12 @@
 
 use diesel_async::RunQueryDsl;
 use kernel::Role;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, count, eventually, notifications, product_json, spawn_app_with};
+use crate::helpers::{
+    TestApp, UNDELIVERED, count, create, eventually, notifications, product_json, spawn_app_with,
+    undelivered,
+};
 
 /// An app on the given transport (`rabbitmq` gets a namespace of its own).
 pub async fn app_on(transport: &str, extra: &[(&str, &str)]) -> TestApp {
@@ -45,15 +48,8 @@ async fn a_product_event_becomes_a_sent_admin_email(transport: &str) {
     assert_eq!(sent.destination, app.settings.notification.admin_email);
     assert_eq!(sent.subject, "New product: Product EV-1 (EV-1)");
     assert_eq!(sent.request_id.as_deref(), Some("event-flow-1"));
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL"
-        )
-        .await,
-        0
-    );
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(undelivered(&app).await, 0);
+    let metrics = app.metrics().await;
     let delivered =
         format!(r#"events_delivered_total{{module="catalog",transport="{transport}"}}"#);
     assert!(
@@ -97,11 +93,7 @@ async fn duplicate_delivery_changes_nothing(transport: &str) {
         .await
         .unwrap();
     eventually("the redelivered events to be relayed", || async {
-        let pending = count(
-            &app,
-            "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL",
-        )
-        .await
+        let pending = count(&app, UNDELIVERED).await
             + count(
                 &app,
                 "SELECT count(*) AS n FROM users.outbox WHERE delivered_at IS NULL",
@@ -112,7 +104,7 @@ async fn duplicate_delivery_changes_nothing(transport: &str) {
     .await;
     // Over RabbitMQ the consumer works after the publish; wait for its verdict.
     eventually("duplicates to be skipped", || async {
-        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let metrics = app.metrics().await;
         metrics
             .lines()
             .any(|l| l.starts_with("events_handled_total{") && l.contains("outcome=\"duplicate\""))
@@ -130,16 +122,7 @@ async fn duplicate_delivery_changes_nothing(transport: &str) {
 /// Events of one product are handled in the order they happened.
 async fn events_of_one_aggregate_keep_their_order(transport: &str) {
     let app = app_on(transport, &[]).await;
-    let created: Value = app
-        .post_product(&product_json("ORD-1"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = app.url(&format!(
-        "/api/v1/products/{}",
-        created["id"].as_str().unwrap()
-    ));
+    let (url, _) = create(&app, "ORD-1").await;
     let admin = app.token(&[Role::Admin]);
     for i in 1..=5 {
         let response = app
@@ -247,7 +230,7 @@ async fn metrics_show_outbox_lag_and_deliveries() {
         r#"events_handled_total{handler="notification.notify",outcome="handled"}"#,
     ];
     let metrics = eventually("delivery and handling metrics", || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.metrics().await;
         expected.iter().all(|m| text.contains(m)).then_some(text)
     })
     .await;

@@ -8,11 +8,18 @@ use kernel::Role;
 use serde_json::Value;
 use testkit::TestDatabase;
 
+mod module_clients;
 mod process;
 mod queries;
+mod requests;
 
-pub use process::{Shop, free_port};
-pub use queries::{Count, Note, count, notifications};
+pub(crate) use module_clients::contract_over_http;
+pub use module_clients::module_client;
+pub use process::{Shop, free_port, succeeded};
+pub use queries::{Count, Note, UNDELIVERED, count, notifications, undelivered};
+pub use requests::{
+    get_as, get_json, post_as, post_json, send_json, subscribe_webhook, try_get_json,
+};
 
 /// Every module's migrations, as the template is built from.
 pub fn all_migrations() -> Vec<db::ModuleMigrations> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catalog_api::Sku;
+use inventory_api::client::InventoryClient;
 use inventory_api::contract::Harness;
 use inventory_api::{
     Adjustment, InventoryApi, InventoryError, OrderId, ReservationLine, ReservationStatus,
@@ -13,7 +14,9 @@ use inventory_api::{
 use kernel::Role;
 use serde_json::Value;
 
-use crate::helpers::{caller, eventually, spawn_app, spawn_app_with, test_database, test_settings};
+use crate::helpers::{
+    caller, contract_over_http, eventually, get_json, spawn_app_with, test_database, test_settings,
+};
 
 /// The in-process module over a fresh database, with `extra` settings.
 async fn module(extra: &[(&str, &str)]) -> (inventory::InventoryModule, testkit::TestDatabase) {
@@ -37,21 +40,7 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
     (harness, db)
 }
 
-async fn over_http() -> (Harness, crate::helpers::TestApp) {
-    let app = spawn_app().await;
-    let client = inventory_api::client::InventoryClient::new(
-        crate::helpers::http(),
-        url::Url::parse(&app.address).unwrap(),
-        crate::helpers::policy("inventory"),
-    );
-    let (admin, customer) = crate::helpers::bearer_contexts(&app);
-    let harness = Harness {
-        api: Arc::new(client),
-        admin,
-        customer,
-    };
-    (harness, app)
-}
+contract_over_http!("inventory", InventoryClient::new);
 
 mod local {
     inventory_api::inventory_contract_suite!(super::in_process);
@@ -203,16 +192,12 @@ async fn low_and_out_of_stock_alert_the_admins() {
     .await;
 
     let subjects = eventually("low and out of stock alerts", || async {
-        let all: Value = app
-            .client
-            .get(app.url("/api/v1/notifications?limit=100"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let all: Value = get_json(
+            &app.client,
+            app.url("/api/v1/notifications?limit=100"),
+            &admin,
+        )
+        .await;
         let subjects: Vec<String> = all["items"]
             .as_array()
             .unwrap()
@@ -233,16 +218,12 @@ async fn low_and_out_of_stock_alert_the_admins() {
     );
 
     // The history shows every change, and the stock adds up.
-    let history: Value = app
-        .client
-        .get(app.url("/api/v1/inventory/LAMP-1/movements"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = get_json(
+        &app.client,
+        app.url("/api/v1/inventory/LAMP-1/movements"),
+        &admin,
+    )
+    .await;
     let kinds: Vec<&str> = history["items"]
         .as_array()
         .unwrap()
@@ -250,16 +231,7 @@ async fn low_and_out_of_stock_alert_the_admins() {
         .map(|m| m["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["reservation", "reservation", "adjustment"]);
-    let stock: Value = app
-        .client
-        .get(app.url("/api/v1/inventory/LAMP-1"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stock: Value = get_json(&app.client, app.url("/api/v1/inventory/LAMP-1"), &admin).await;
     assert_eq!(
         (
             stock["on_hand"].as_i64(),

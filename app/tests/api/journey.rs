@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::checkout::shop::{fill_cart, get_json, place, settled, stock, stocked_product};
-use crate::helpers::{Shop, eventually, free_port, mint_token};
+use crate::helpers::{Shop, eventually, free_port, mint_token, send_json};
 use crate::saga_crash::{Deployment, refs};
 
 /// The processes of one topology, and the address clients use.
@@ -71,6 +71,20 @@ pub(crate) async fn live(processes: &[Shop]) {
     for process in processes {
         process.wait_live().await;
     }
+}
+
+/// One process of a split deployment: its port, its `extra` settings and
+/// the `(module, url)` it calls remotely.
+pub(crate) type Part<'a> = (u16, &'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)]);
+
+/// Starts each of `parts` on the broker, in order, and waits until all are live.
+pub(crate) async fn start_split(deployment: &Deployment, parts: &[Part<'_>]) -> Vec<Shop> {
+    let processes: Vec<Shop> = parts
+        .iter()
+        .map(|(port, extra, remote)| start(deployment, *port, true, extra, remote))
+        .collect();
+    live(&processes).await;
+    processes
 }
 
 /// (a) and (b): every module in one process, on the in-process bus or on RabbitMQ.
@@ -206,15 +220,11 @@ async fn customer_journey(t: &Topology) {
         "{}",
         registered.text().await.unwrap()
     );
-    let signed_in: Value = http
-        .post(api("/auth/token"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let signed_in: Value = send_json(
+        http.post(api("/auth/token"))
+            .json(&json!({"email": email, "password": password})),
+    )
+    .await;
     let customer = signed_in["access_token"]
         .as_str()
         .unwrap_or_else(|| panic!("no token: {signed_in}"))

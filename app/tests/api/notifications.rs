@@ -4,7 +4,8 @@ use kernel::Role;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Note, assert_problem, count, eventually, notifications, product_json, spawn_app_with,
+    Note, assert_problem, count, create, eventually, get_json, notifications, product_json,
+    spawn_app_with,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,16 +77,7 @@ async fn price_drops_reach_only_users_who_opted_in() {
     })
     .await;
 
-    let created: Value = app
-        .post_product(&product_json("DROP-1"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = app.url(&format!(
-        "/api/v1/products/{}",
-        created["id"].as_str().unwrap()
-    ));
+    let (url, _) = create(&app, "DROP-1").await;
     app.client
         .patch(&url)
         .bearer_auth(app.token(&[Role::Admin]))
@@ -117,30 +109,22 @@ async fn users_see_their_own_notifications_and_admins_all() {
     })
     .await;
 
-    let own: Value = app
-        .client
-        .get(app.url("/api/v1/notifications"))
-        .bearer_auth(ada["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let own: Value = get_json(
+        &app.client,
+        app.url("/api/v1/notifications"),
+        ada["access_token"].as_str().unwrap(),
+    )
+    .await;
     let items = own["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{own}");
     assert_eq!(items[0]["destination"], "ada@example.com");
 
-    let all: Value = app
-        .client
-        .get(app.url("/api/v1/notifications?limit=2"))
-        .bearer_auth(app.token(&[Role::Admin]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = get_json(
+        &app.client,
+        app.url("/api/v1/notifications?limit=2"),
+        app.token(&[Role::Admin]),
+    )
+    .await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2);
     assert!(all["next_cursor"].is_string());
     assert_problem(

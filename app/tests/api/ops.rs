@@ -77,6 +77,16 @@ async fn metrics_expose_requests_by_route_template_and_pool_use() {
         created["id"].as_str().unwrap()
     ))
     .await;
+    // A method of the client's own invention is counted, but not as a
+    // series of its own: hostile tokens must not grow the recorder.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let answer = app
+        .client
+        .request(brew, app.url("/api/v1/products"))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_client_error(), "{}", answer.status());
 
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
@@ -93,6 +103,11 @@ async fn metrics_expose_requests_by_route_template_and_pool_use() {
         ),
         "{text}"
     );
+    assert!(
+        text.contains(r#"http_requests_total{method="other""#),
+        "{text}"
+    );
+    assert!(!text.contains("BREW"), "{text}");
     assert!(
         text.contains("http_request_duration_seconds_bucket{"),
         "{text}"

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::checkout::scene::{Scene, scene};
 use crate::checkout::shop::*;
-use crate::helpers::{assert_problem, eventually, spawn_app_with};
+use crate::helpers::{assert_problem, eventually, post_as, spawn_app_with, try_get_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_confirmed_order_refunds_it_and_restocks() {
@@ -29,12 +29,8 @@ async fn cancelling_a_confirmed_order_refunds_it_and_restocks() {
     assert_eq!(order["status"], "confirmed");
     assert_eq!(stock(client, base, &admin, "CHK-3").await, (0, 0));
     let id = order["id"].as_str().unwrap();
-    let cancelled: Value = post_json(
-        client,
-        app.url(&format!("/api/v1/orders/{id}/cancel")),
-        &token,
-    )
-    .await;
+    let cancelled = order_action(client, base, &token, id, "cancel").await;
+    let cancelled: Value = cancelled.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["reason"], "cancelled by the customer");
     assert_eq!(stock(client, base, &admin, "CHK-3").await, (4, 0));
@@ -56,12 +52,7 @@ async fn cancelling_a_confirmed_order_refunds_it_and_restocks() {
         ]
     );
     // Cancelled is final.
-    let response = client
-        .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = order_action(client, base, &token, id, "cancel").await;
     assert_problem(response, 409, "invalid_order_transition").await;
 }
 
@@ -89,12 +80,7 @@ async fn the_projection_is_rebuilt_from_the_events() {
             .unwrap();
         orders.push(order["id"].as_str().unwrap().to_owned());
     }
-    client
-        .post(app.url(&format!("/api/v1/orders/{}/cancel", orders[2])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    order_action(client, base, &token, &orders[2], "cancel").await;
     let read = |id: String| {
         let (token, url) = (token.clone(), app.url(&format!("/api/v1/orders/{id}")));
         async move { get_json::<Value>(client, url, &token).await }
@@ -149,25 +135,11 @@ async fn the_customer_is_told_of_confirmed_failed_and_cancelled_orders() {
         .unwrap();
     fill_cart(client, base, token, &product, 1).await;
     place(client, base, token, "2", cards::INSUFFICIENT_FUNDS).await;
-    client
-        .post(app.url(&format!(
-            "/api/v1/orders/{}/cancel",
-            confirmed["id"].as_str().unwrap()
-        )))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let confirmed_id = confirmed["id"].as_str().unwrap();
+    order_action(client, base, token, confirmed_id, "cancel").await;
     let subjects = eventually("three order emails", || async {
-        let own: Value = client
-            .get(app.url("/api/v1/notifications?limit=20"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let own: Value =
+            try_get_json(client, app.url("/api/v1/notifications?limit=20"), token).await?;
         let subjects: Vec<String> = own["items"]
             .as_array()?
             .iter()
@@ -223,14 +195,8 @@ async fn the_saga_steps_are_for_the_shops_modules_not_its_customers() {
         assert_problem(response, 403, "forbidden").await;
     }
     for step in ["capture", "void", "refund"] {
-        let response = app
-            .client
-            .post(app.url(&format!("/api/v1/payments/orders/{order}/{step}")))
-            .bearer_auth(&customer)
-            .send()
-            .await
-            .unwrap();
-        assert_problem(response, 403, "forbidden").await;
+        let url = app.url(&format!("/api/v1/payments/orders/{order}/{step}"));
+        assert_problem(post_as(&app.client, url, &customer).await, 403, "forbidden").await;
     }
     // The service identity may; a user token cannot claim it.
     let response = app

@@ -37,20 +37,12 @@ fn policy(attempt_timeout_ms: u64) -> Arc<Policy> {
 
 /// A sandbox provider on a free loopback port, and an adapter to it.
 async fn provider(attempt_timeout_ms: u64) -> (HttpProvider, actix_web::dev::ServerHandle) {
-    let sandbox = Arc::new(payment_sandbox::Sandbox::default());
-    let server = actix_web::HttpServer::new(move || {
-        let sandbox = Arc::clone(&sandbox);
-        actix_web::App::new().configure(move |cfg| payment_sandbox::configure(cfg, sandbox))
-    })
-    .workers(1)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    let base = format!("http://127.0.0.1:{port}/").parse().unwrap();
-    let adapter = HttpProvider::new(crate::helpers::http(), base, policy(attempt_timeout_ms));
+    let (handle, base) = crate::saga_crash::sandbox();
+    let adapter = HttpProvider::new(
+        crate::helpers::http(),
+        base.parse().unwrap(),
+        policy(attempt_timeout_ms),
+    );
     (adapter, handle)
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::checkout::shop::{settled, stock, stocked_product};
-use crate::helpers::{Shop, eventually, free_port, http, mint_token};
+use crate::helpers::{Shop, eventually, free_port, get_json, http, mint_token, send_json};
 use crate::journey::url;
 use crate::saga_crash::{Deployment, refs};
 
@@ -261,15 +261,7 @@ async fn instances_restart_one_at_a_time_behind_haproxy_without_a_failed_request
         let mut listed = Vec::new();
         let mut page = format!("{base}/api/v1/orders?limit=100");
         loop {
-            let answer: Value = http
-                .get(&page)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let answer: Value = get_json(&http, &page, token).await;
             listed.extend(
                 answer["items"]
                     .as_array()
@@ -316,14 +308,7 @@ async fn on_sigterm_readiness_turns_503_while_the_server_drains() {
         signalled.elapsed() < Duration::from_millis(1000),
         "503 at once"
     );
-    let body: Value = http
-        .get(shop.url("/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = send_json(http.get(shop.url("/health/ready"))).await;
     assert_eq!(body, json!({"status": "draining"}));
     // Still serving meanwhile.
     let products = http.get(shop.url("/api/v1/products")).send().await.unwrap();

@@ -13,10 +13,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::checkout::shop::{
-    customer_token, fill_cart, get_json, settled, stock, stocked_product, timeline,
+    customer_token, fill_cart, get_json, settled, stock, stocked_product, timeline, try_place,
 };
 use crate::helpers::{
-    Shop, fresh_key_path, fresh_mail_dir, mint_token, test_database, test_settings,
+    Shop, fresh_key_path, fresh_mail_dir, mint_token, send_json, test_database, test_settings,
 };
 
 /// One shop's worth of shared state for child processes: a fresh database,
@@ -119,14 +119,7 @@ pub fn sandbox() -> (actix_web::dev::ServerHandle, String) {
 
 /// How many times the provider captured each of its authorizations.
 pub async fn captures_per_authorization(client: &reqwest::Client, provider: &str) -> Vec<usize> {
-    let all: Vec<Value> = client
-        .get(format!("{provider}v1/authorizations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Vec<Value> = send_json(client.get(format!("{provider}v1/authorizations"))).await;
     all.iter()
         .map(|a| {
             a["history"]
@@ -137,6 +130,34 @@ pub async fn captures_per_authorization(client: &reqwest::Client, provider: &str
                 .count()
         })
         .collect()
+}
+
+/// Whether each kind of event appears once in `kinds` (a timeline).
+pub fn each_once(kinds: &[String]) -> bool {
+    let mut seen = HashMap::new();
+    for kind in kinds {
+        *seen.entry(kind).or_insert(0) += 1;
+    }
+    seen.values().all(|n| *n == 1)
+}
+
+/// The provider's captures, one per confirmed order: `confirmed` of its
+/// authorizations captured once each, none twice.
+pub async fn assert_one_capture_per_confirmed_order(
+    client: &reqwest::Client,
+    provider: &str,
+    confirmed: usize,
+) {
+    let captured: Vec<usize> = captures_per_authorization(client, provider)
+        .await
+        .into_iter()
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(
+        captured,
+        vec![1; confirmed],
+        "one capture per confirmed order"
+    );
 }
 
 /// Every boundary of the forward run (success card) and of the
@@ -186,13 +207,7 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     let product = stocked_product(&client, &base, &admin, &sku, 500, 5).await;
     fill_cart(&client, &base, &token, &product, 2).await;
     // The process dies while the request runs.
-    let answer = client
-        .post(format!("{base}/api/v1/orders"))
-        .bearer_auth(&token)
-        .header("idempotency-key", "crash")
-        .json(&serde_json::json!({"payment_method": {"card_number": card}}))
-        .send()
-        .await;
+    let answer = try_place(&client, &base, &token, "crash", card).await;
     assert!(
         first.exited().await,
         "{point}: the failpoint did not fire (answer: {:?}); logs:\n{}",
@@ -230,14 +245,7 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
         "{point}"
     );
     let kinds = timeline(&client, &base, &token, id).await;
-    let mut seen = HashMap::new();
-    for kind in &kinds {
-        *seen.entry(kind.clone()).or_insert(0) += 1;
-    }
-    assert!(
-        seen.values().all(|n| *n == 1),
-        "{point}: each event once: {kinds:?}"
-    );
+    assert!(each_once(&kinds), "{point}: each event once: {kinds:?}");
     assert!(
         !second.logs().contains(card),
         "{point}: the card number was logged"

@@ -1,17 +1,34 @@
 //! Interrupted checkouts recovered: by two instances after a crash, and after a SIGKILL.
 
-use std::collections::HashMap;
-
 use kernel::Role;
 use payment_sandbox::cards;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::checkout::shop::{
-    customer_token, fill_cart, get_json, settled, stock, stocked_product, timeline,
+    customer_token, fill_cart, get_json, settled, stock, stocked_product, timeline, try_place,
 };
 use crate::helpers::{Shop, mint_token};
-use crate::saga_crash::{Deployment, captures_per_authorization, refs, sandbox};
+use crate::saga_crash::{
+    Deployment, assert_one_capture_per_confirmed_order, each_once, refs, sandbox,
+};
+
+/// The customer's order (the first listed), once settled, and its id; none
+/// if the checkout never got as far as an order. Its timeline holds each
+/// event once.
+async fn settled_order(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> Option<(String, Value)> {
+    let orders: Value = get_json(client, format!("{base}/api/v1/orders"), token).await;
+    let order = orders["items"].as_array().unwrap().first()?;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let order = settled(client, base, token, &id).await;
+    let kinds = timeline(client, base, token, &id).await;
+    assert!(each_once(&kinds), "each event once: {kinds:?}");
+    Some((id, order))
+}
 
 /// Many checkouts cut short by one crash, then two instances recovering at
 /// once: the leases let one driver at a time run each saga, so every order
@@ -48,15 +65,7 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
     for token in customers.clone() {
         let (client, base) = (client.clone(), base.clone());
         placing.spawn(async move {
-            drop(
-                client
-                    .post(format!("{base}/api/v1/orders"))
-                    .bearer_auth(&token)
-                    .header("idempotency-key", "multi")
-                    .json(&serde_json::json!({"payment_method": {"card_number": cards::SUCCEEDS}}))
-                    .send()
-                    .await,
-            );
+            drop(try_place(&client, &base, &token, "multi", cards::SUCCEEDS).await);
         });
     }
     while placing.join_next().await.is_some() {}
@@ -74,18 +83,9 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
     for (i, token) in customers.iter().enumerate() {
         // Ask through either instance.
         let base = if i % 2 == 0 { a.url("") } else { b.url("") };
-        let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
-        let Some(order) = orders["items"].as_array().unwrap().first() else {
+        let Some((id, order)) = settled_order(&client, &base, token).await else {
             continue; // this checkout never got as far as an order
         };
-        let id = order["id"].as_str().unwrap().to_owned();
-        let order = settled(&client, &base, token, &id).await;
-        let kinds = timeline(&client, &base, token, &id).await;
-        let mut seen = HashMap::new();
-        for kind in &kinds {
-            *seen.entry(kind.clone()).or_insert(0) += 1;
-        }
-        assert!(seen.values().all(|n| *n == 1), "each event once: {kinds:?}");
         match order["status"].as_str() {
             Some("confirmed") => confirmed += 1,
             // Twelve customers, eight units.
@@ -94,12 +94,7 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
         }
         // The key of the request that died is answered from its order.
         let replay = crate::helpers::eventually("the stale key answers", || async {
-            let response = client
-                .post(format!("{base}/api/v1/orders"))
-                .bearer_auth(token)
-                .header("idempotency-key", "multi")
-                .json(&serde_json::json!({"payment_method": {"card_number": cards::SUCCEEDS}}))
-                .send()
+            let response = try_place(&client, &base, token, "multi", cards::SUCCEEDS)
                 .await
                 .ok()?;
             (response.status() != 409).then_some(response)
@@ -121,16 +116,7 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
         stock(&client, &a.url(""), &admin, "MULTI-1").await,
         (8 - confirmed, 0)
     );
-    let captured: Vec<usize> = captures_per_authorization(&client, &provider)
-        .await
-        .into_iter()
-        .filter(|n| *n > 0)
-        .collect();
-    assert_eq!(
-        captured,
-        vec![1; confirmed as usize],
-        "one capture per confirmed order"
-    );
+    assert_one_capture_per_confirmed_order(&client, &provider, confirmed as usize).await;
     provider_handle.stop(false).await;
 }
 
@@ -168,15 +154,7 @@ async fn checkouts_in_flight_survive_a_sigkill() {
             } else {
                 cards::SUCCEEDS
             };
-            drop(
-                client
-                    .post(format!("{base}/api/v1/orders"))
-                    .bearer_auth(&token)
-                    .header("idempotency-key", "kill")
-                    .json(&serde_json::json!({"payment_method": {"card_number": card}}))
-                    .send()
-                    .await,
-            );
+            drop(try_place(&client, &base, &token, "kill", card).await);
         });
     }
     // Kill it once some orders exist, with the rest still in flight.
@@ -203,18 +181,9 @@ async fn checkouts_in_flight_survive_a_sigkill() {
     let base = second.url("");
     let mut confirmed = 0;
     for token in &customers {
-        let orders: Value = get_json(&client, format!("{base}/api/v1/orders"), token).await;
-        let Some(order) = orders["items"].as_array().unwrap().first() else {
+        let Some((_, order)) = settled_order(&client, &base, token).await else {
             continue; // killed before its order was recorded: nothing held
         };
-        let id = order["id"].as_str().unwrap().to_owned();
-        let order = settled(&client, &base, token, &id).await;
-        let kinds = timeline(&client, &base, token, &id).await;
-        let mut seen = HashMap::new();
-        for kind in &kinds {
-            *seen.entry(kind.clone()).or_insert(0) += 1;
-        }
-        assert!(seen.values().all(|n| *n == 1), "each event once: {kinds:?}");
         match order["status"].as_str() {
             Some("confirmed") => confirmed += 1,
             Some("failed") => assert!(
@@ -228,15 +197,6 @@ async fn checkouts_in_flight_survive_a_sigkill() {
         stock(&client, &base, &admin, "KILL-1").await,
         (20 - confirmed, 0)
     );
-    let captures: Vec<usize> = captures_per_authorization(&client, &provider)
-        .await
-        .into_iter()
-        .filter(|n| *n > 0)
-        .collect();
-    assert_eq!(
-        captures,
-        vec![1; confirmed as usize],
-        "one capture per confirmed order"
-    );
+    assert_one_capture_per_confirmed_order(&client, &provider, confirmed as usize).await;
     provider_handle.stop(false).await;
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::checkout::shop::{fill_cart, place, settled, stocked_product};
 use crate::helpers::{Shop, eventually, free_port, http, mint_token, test_settings};
-use crate::journey::{live, start, url};
+use crate::journey::{start_split, url};
 use crate::saga_crash::Deployment;
 use crate::webhooks::receiver;
 
@@ -52,34 +52,28 @@ async fn every_outgoing_call_speaks_tls_to_servers_of_a_ca_the_settings_add() {
     let apart_tls = ca.proxy_to(local(apart)).await;
     let apart_url = format!("https://localhost:{apart_tls}");
     let main_url = url(main);
-    let processes = vec![
-        start(
-            &deployment,
-            main,
-            true,
-            &[
-                ("APP__REMOTE__EXTRA_ROOT_CERTIFICATES", roots.as_str()),
-                ("APP__NOTIFICATION__WEBHOOK_ALLOW", "127.0.0.0/8,::1/128"),
-            ],
-            &[
-                ("user", apart_url.as_str()),
-                ("inventory", apart_url.as_str()),
-                ("payment", apart_url.as_str()),
-            ],
-        ),
-        start(
-            &deployment,
-            apart,
-            true,
-            &[
-                ("APP__MODULES__ENABLED", "user,inventory,payment"),
-                ("APP__REMOTE__EXTRA_ROOT_CERTIFICATES", roots.as_str()),
-                ("APP__PAYMENT__PROVIDER_URL", provider_url.as_str()),
-            ],
-            &[],
-        ),
+    let main_extra = [
+        ("APP__REMOTE__EXTRA_ROOT_CERTIFICATES", roots.as_str()),
+        ("APP__NOTIFICATION__WEBHOOK_ALLOW", "127.0.0.0/8,::1/128"),
     ];
-    live(&processes).await;
+    let main_remote = [
+        ("user", apart_url.as_str()),
+        ("inventory", apart_url.as_str()),
+        ("payment", apart_url.as_str()),
+    ];
+    let apart_extra = [
+        ("APP__MODULES__ENABLED", "user,inventory,payment"),
+        ("APP__REMOTE__EXTRA_ROOT_CERTIFICATES", roots.as_str()),
+        ("APP__PAYMENT__PROVIDER_URL", provider_url.as_str()),
+    ];
+    let _processes = start_split(
+        &deployment,
+        &[
+            (main, &main_extra, &main_remote),
+            (apart, &apart_extra, &[]),
+        ],
+    )
+    .await;
 
     // A webhook receiver behind TLS.
     let hook = receiver(0).await;

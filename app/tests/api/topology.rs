@@ -7,8 +7,8 @@ use serde_json::Value;
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
 use crate::helpers::{
-    Shop, assert_problem, eventually, free_port, mint_token, product_json, spawn_app_with,
-    test_database, test_settings,
+    Shop, assert_problem, eventually, free_port, get_json, mint_token, product_json,
+    spawn_app_with, test_database, test_settings,
 };
 use crate::saga_crash::{Deployment, refs};
 
@@ -136,15 +136,7 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     assert_eq!(published, cached);
 
     // Readiness of the gateway checks the remote catalog.
-    let ready: Value = http
-        .get(gateway.url("/health/ready"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(&http, gateway.url("/health/ready"), &admin).await;
     assert_eq!(ready["checks"]["module:catalog"]["status"], "up");
     assert!(ready["checks"].get("database:catalog").is_none(), "{ready}");
 

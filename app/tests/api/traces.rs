@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::checkout::shop::{fill_cart, settled, stocked_product};
 use crate::helpers::{Shop, eventually, free_port, mint_token};
-use crate::journey::{live, start, url};
+use crate::journey::{start_split, url};
 use crate::saga_crash::Deployment;
 
 /// One span as the receiver got it.
@@ -137,26 +137,19 @@ async fn two_processes(receiver: &Receiver) -> (Deployment, String, String, Vec<
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ("APP__MODULES__ENABLED", "inventory,payment"),
     ];
-    let processes = vec![
-        start(
-            &deployment,
-            main,
-            true,
-            &main_extra,
-            &[
-                ("inventory", apart_url.as_str()),
-                ("payment", apart_url.as_str()),
-            ],
-        ),
-        start(
-            &deployment,
-            apart,
-            true,
-            &apart_extra,
-            &[("user", main_url.as_str())],
-        ),
+    let main_remote = [
+        ("inventory", apart_url.as_str()),
+        ("payment", apart_url.as_str()),
     ];
-    live(&processes).await;
+    let apart_remote = [("user", main_url.as_str())];
+    let processes = start_split(
+        &deployment,
+        &[
+            (main, &main_extra, &main_remote),
+            (apart, &apart_extra, &apart_remote),
+        ],
+    )
+    .await;
     (deployment, main_url, apart_url, processes)
 }
 

@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, Shop, access, assert_problem, send, spawn_app, spawn_app_with, test_database,
+    PASSWORD, Shop, access, assert_problem, send, send_json, spawn_app, spawn_app_with,
+    test_database,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,24 +237,16 @@ async fn secrets_never_reach_the_logs() {
         .await
         .unwrap();
     assert_eq!(register.status(), 201);
-    let tokens: Value = http
-        .post(shop.url("/api/v1/auth/token"))
-        .json(&json!({"email": "log@example.com", "password": secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let refreshed: Value = http
-        .post(shop.url("/api/v1/auth/refresh"))
-        .json(&json!({"refresh_token": tokens["refresh_token"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens: Value = send_json(
+        http.post(shop.url("/api/v1/auth/token"))
+            .json(&json!({"email": "log@example.com", "password": secret})),
+    )
+    .await;
+    let refreshed: Value = send_json(
+        http.post(shop.url("/api/v1/auth/refresh"))
+            .json(&json!({"refresh_token": tokens["refresh_token"]})),
+    )
+    .await;
     http.get(shop.url("/api/v1/users/me"))
         .bearer_auth(access(&refreshed))
         .send()

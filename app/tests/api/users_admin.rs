@@ -3,7 +3,36 @@
 use kernel::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, access, assert_problem, send, spawn_app, test_database};
+use crate::helpers::{
+    PASSWORD, TestApp, access, assert_problem, send, send_json, spawn_app, succeeded, test_database,
+};
+
+/// `GET path` as the holder of `tokens` (a token response), or anonymously.
+async fn get(app: &TestApp, path: &str, tokens: Option<&Value>) -> reqwest::Response {
+    send(app, reqwest::Method::GET, path, tokens.map(access), None).await
+}
+
+/// `PATCH path` with `body` as the holder of `tokens`.
+async fn patch(app: &TestApp, path: &str, tokens: &Value, body: Value) -> reqwest::Response {
+    send(
+        app,
+        reqwest::Method::PATCH,
+        path,
+        Some(access(tokens)),
+        Some(body),
+    )
+    .await
+}
+
+/// The route of the account `tokens` belong to, `/api/v1/users/{id}`.
+async fn user_path(app: &TestApp, tokens: &Value) -> String {
+    let me: Value = get(app, "/api/v1/users/me", Some(tokens))
+        .await
+        .json()
+        .await
+        .unwrap();
+    format!("/api/v1/users/{}", me["id"].as_str().unwrap())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_see_only_themselves_and_admins_see_all() {
@@ -11,108 +40,38 @@ async fn customers_see_only_themselves_and_admins_see_all() {
     let a = app.customer("a@example.com").await;
     app.customer("b@example.com").await;
     let admin = app.admin("root@example.com").await;
-    let me_b: Value = {
-        let b = app
-            .login("b@example.com", PASSWORD)
-            .await
-            .json::<Value>()
-            .await
-            .unwrap();
-        send(
-            &app,
-            reqwest::Method::GET,
-            "/api/v1/users/me",
-            Some(access(&b)),
-            None,
-        )
+    let b = app
+        .login("b@example.com", PASSWORD)
         .await
-        .json()
+        .json::<Value>()
         .await
-        .unwrap()
-    };
-    let b_path = format!("/api/v1/users/{}", me_b["id"].as_str().unwrap());
+        .unwrap();
+    let b_path = user_path(&app, &b).await;
 
     // A asks for B by id: 404, not 403.
-    assert_problem(
-        send(&app, reqwest::Method::GET, &b_path, Some(access(&a)), None).await,
-        404,
-        "user_not_found",
-    )
-    .await;
-    assert_problem(
-        send(&app, reqwest::Method::GET, &b_path, None, None).await,
-        401,
-        "unauthenticated",
-    )
-    .await;
-    assert_eq!(
-        send(
-            &app,
-            reqwest::Method::GET,
-            &b_path,
-            Some(access(&admin)),
-            None
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_problem(get(&app, &b_path, Some(&a)).await, 404, "user_not_found").await;
+    assert_problem(get(&app, &b_path, None).await, 401, "unauthenticated").await;
+    assert_eq!(get(&app, &b_path, Some(&admin)).await.status(), 200);
 
     // The user list is for admins.
     assert_problem(
-        send(&app, reqwest::Method::GET, "/api/v1/users", None, None).await,
+        get(&app, "/api/v1/users", None).await,
         401,
         "unauthenticated",
     )
     .await;
-    assert_problem(
-        send(
-            &app,
-            reqwest::Method::GET,
-            "/api/v1/users",
-            Some(access(&a)),
-            None,
-        )
-        .await,
-        403,
-        "forbidden",
-    )
-    .await;
-    let page: Value = send(
-        &app,
-        reqwest::Method::GET,
-        "/api/v1/users?limit=2",
-        Some(access(&admin)),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    assert_problem(get(&app, "/api/v1/users", Some(&a)).await, 403, "forbidden").await;
+    let page: Value = get(&app, "/api/v1/users?limit=2", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     assert!(page["next_cursor"].is_string());
 
     // A customer cannot use the admin route on themselves either.
-    let me_a: Value = send(
-        &app,
-        reqwest::Method::GET,
-        "/api/v1/users/me",
-        Some(access(&a)),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let a_path = format!("/api/v1/users/{}", me_a["id"].as_str().unwrap());
-    let promote = send(
-        &app,
-        reqwest::Method::PATCH,
-        &a_path,
-        Some(access(&a)),
-        Some(json!({"roles": ["admin"]})),
-    )
-    .await;
+    let a_path = user_path(&app, &a).await;
+    let promote = patch(&app, &a_path, &a, json!({"roles": ["admin"]})).await;
     assert_problem(promote, 403, "forbidden").await;
 }
 
@@ -121,49 +80,23 @@ async fn admins_change_roles_and_disable_accounts() {
     let app = spawn_app().await;
     let b = app.customer("b@example.com").await;
     let admin = app.admin("root@example.com").await;
-    let me_b: Value = send(
-        &app,
-        reqwest::Method::GET,
-        "/api/v1/users/me",
-        Some(access(&b)),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let b_path = format!("/api/v1/users/{}", me_b["id"].as_str().unwrap());
+    let b_path = user_path(&app, &b).await;
 
-    let changed: Value = send(
+    let changed: Value = patch(
         &app,
-        reqwest::Method::PATCH,
         &b_path,
-        Some(access(&admin)),
-        Some(json!({"roles": ["customer", "admin"]})),
+        &admin,
+        json!({"roles": ["customer", "admin"]}),
     )
     .await
     .json()
     .await
     .unwrap();
     assert_eq!(changed["roles"], json!(["customer", "admin"]));
-    let empty = send(
-        &app,
-        reqwest::Method::PATCH,
-        &b_path,
-        Some(access(&admin)),
-        Some(json!({"roles": []})),
-    )
-    .await;
+    let empty = patch(&app, &b_path, &admin, json!({"roles": []})).await;
     assert_problem(empty, 422, "validation_failed").await;
 
-    let disabled = send(
-        &app,
-        reqwest::Method::PATCH,
-        &b_path,
-        Some(access(&admin)),
-        Some(json!({"status": "disabled"})),
-    )
-    .await;
+    let disabled = patch(&app, &b_path, &admin, json!({"status": "disabled"})).await;
     assert_eq!(disabled.status(), 200);
     assert_problem(
         app.login("b@example.com", PASSWORD).await,
@@ -182,26 +115,8 @@ async fn admins_change_roles_and_disable_accounts() {
     assert_problem(refresh, 401, "invalid_refresh_token").await;
 
     // An admin cannot lock themselves out.
-    let me: Value = send(
-        &app,
-        reqwest::Method::GET,
-        "/api/v1/users/me",
-        Some(access(&admin)),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let self_path = format!("/api/v1/users/{}", me["id"].as_str().unwrap());
-    let demote = send(
-        &app,
-        reqwest::Method::PATCH,
-        &self_path,
-        Some(access(&admin)),
-        Some(json!({"roles": ["customer"]})),
-    )
-    .await;
+    let self_path = user_path(&app, &admin).await;
+    let demote = patch(&app, &self_path, &admin, json!({"roles": ["customer"]})).await;
     assert_problem(demote, 422, "validation_failed").await;
 }
 
@@ -225,22 +140,14 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
             .env("APP__LOG__FORMAT", "json");
         command
     };
-    let output = shop()
-        .args([
-            "admin",
-            "create",
-            "--email",
-            "Root@Example.com",
-            "--password",
-            PASSWORD,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(shop().args([
+        "admin",
+        "create",
+        "--email",
+        "Root@Example.com",
+        "--password",
+        PASSWORD,
+    ]));
 
     // Password from standard input.
     let mut child = shop()
@@ -287,15 +194,12 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         for email in ["root@example.com", "second@example.com"] {
-            let tokens: Value = crate::helpers::http()
-                .post(format!("{address}/api/v1/auth/token"))
-                .json(&json!({"email": email, "password": PASSWORD}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let tokens: Value = send_json(
+                crate::helpers::http()
+                    .post(format!("{address}/api/v1/auth/token"))
+                    .json(&json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
             let caller = verifier
                 .verify(tokens["access_token"].as_str().unwrap())
                 .await

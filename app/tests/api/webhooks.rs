@@ -8,7 +8,10 @@ use diesel_async::RunQueryDsl;
 use kernel::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, eventually, notifications, product_json, spawn_app_with};
+use crate::helpers::{
+    assert_problem, eventually, get_json, notifications, product_json, spawn_app_with,
+    subscribe_webhook,
+};
 
 /// A webhook receiver: records requests, answers 500 to the first `failures`.
 pub(crate) struct Receiver {
@@ -76,14 +79,7 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
         "http://10.1.2.3/hook",
         "http://[fd00:ec2::254]/",
     ] {
-        let refused = app
-            .client
-            .post(app.url("/api/v1/admin/webhooks"))
-            .bearer_auth(&admin)
-            .json(&json!({"url": url, "event_types": ["catalog.product_created.v1"]}))
-            .send()
-            .await
-            .unwrap();
+        let refused = subscribe_webhook(&app, &admin, url).await;
         let body = assert_problem(refused, 422, "validation_failed").await;
         assert_eq!(body["errors"][0]["field"], "url", "{url}: {body}");
         assert!(
@@ -95,14 +91,7 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
         );
     }
     // The allowed network is allowed.
-    let allowed = app
-        .client
-        .post(app.url("/api/v1/admin/webhooks"))
-        .bearer_auth(&admin)
-        .json(&json!({"url": "http://192.0.2.10/hook", "event_types": ["catalog.product_created.v1"]}))
-        .send()
-        .await
-        .unwrap();
+    let allowed = subscribe_webhook(&app, &admin, "http://192.0.2.10/hook").await;
     assert_eq!(allowed.status(), 201);
 }
 
@@ -115,27 +104,11 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
     .await;
     let hook = receiver(2).await;
     let admin = app.token(&[Role::Admin]);
-    let created = app
-        .client
-        .post(app.url("/api/v1/admin/webhooks"))
-        .bearer_auth(&admin)
-        .json(&json!({"url": hook.url, "event_types": ["catalog.product_created.v1"]}))
-        .send()
-        .await
-        .unwrap();
+    let created = subscribe_webhook(&app, &admin, &hook.url).await;
     assert_eq!(created.status(), 201);
     let subscription: Value = created.json().await.unwrap();
     let secret = subscription["secret"].as_str().unwrap().to_owned();
-    let listed: Value = app
-        .client
-        .get(app.url("/api/v1/admin/webhooks"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&app.client, app.url("/api/v1/admin/webhooks"), &admin).await;
     assert!(listed[0].get("secret").is_none(), "secrets are shown once");
 
     let bad = app
@@ -199,14 +172,7 @@ async fn an_open_webhook_breaker_defers_deliveries_without_spending_attempts() {
     ])
     .await;
     let hook = receiver(usize::MAX).await; // always 500
-    let created = app
-        .client
-        .post(app.url("/api/v1/admin/webhooks"))
-        .bearer_auth(app.token(&[Role::Admin]))
-        .json(&json!({"url": hook.url, "event_types": ["catalog.product_created.v1"]}))
-        .send()
-        .await
-        .unwrap();
+    let created = subscribe_webhook(&app, app.token(&[Role::Admin]), &hook.url).await;
     assert_eq!(created.status(), 201);
     app.post_product(&product_json("BREAKER-1")).await;
 

@@ -4,41 +4,8 @@ use kernel::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::eventually;
-
-/// GET `url` as the bearer of `token`; the JSON answer.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
-    client: &reqwest::Client,
-    url: impl reqwest::IntoUrl,
-    token: impl std::fmt::Display,
-) -> T {
-    client
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// POST to `url` (no body) as the bearer of `token`; the JSON answer.
-pub async fn post_json(
-    client: &reqwest::Client,
-    url: impl reqwest::IntoUrl,
-    token: impl std::fmt::Display,
-) -> Value {
-    client
-        .post(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+use crate::helpers::{eventually, post_as, try_get_json};
+pub use crate::helpers::{get_json, post_json};
 
 /// A token for the customer `id`, signed with `settings`' key.
 pub fn customer_token(settings: &app::Settings, id: Uuid) -> String {
@@ -79,8 +46,13 @@ pub async fn stocked_product(
         .send()
         .await
         .unwrap();
-    assert_eq!(stocked.status(), 200, "{}", stocked.text().await.unwrap());
+    assert_ok(stocked).await;
     id
+}
+
+/// Asserts a 200, showing the body otherwise.
+async fn assert_ok(response: reqwest::Response) {
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
 /// Puts `quantity` of `product` in the cart of the token's customer.
@@ -91,14 +63,14 @@ pub async fn fill_cart(
     product: &str,
     quantity: i32,
 ) {
-    let response = client
+    let filled = client
         .put(format!("{base}/api/v1/cart"))
         .bearer_auth(token)
         .json(&json!({"items": [{"product_id": product, "quantity": quantity}]}))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_ok(filled).await;
 }
 
 /// `POST /orders` with `key` and `card`.
@@ -109,6 +81,17 @@ pub async fn place(
     key: &str,
     card: &str,
 ) -> reqwest::Response {
+    try_place(client, base, token, key, card).await.unwrap()
+}
+
+/// [`place`], for a shop that may die before it answers: the error, if so.
+pub async fn try_place(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    card: &str,
+) -> reqwest::Result<reqwest::Response> {
     client
         .post(format!("{base}/api/v1/orders"))
         .bearer_auth(token)
@@ -116,21 +99,24 @@ pub async fn place(
         .json(&json!({"payment_method": {"card_number": card}}))
         .send()
         .await
-        .unwrap()
+}
+
+/// `POST /orders/{id}/{action}` (`cancel`, `ship`) as the bearer of `token`.
+pub async fn order_action(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    action: &str,
+) -> reqwest::Response {
+    post_as(client, format!("{base}/api/v1/orders/{id}/{action}"), token).await
 }
 
 /// Polls the order until it is settled (confirmed, failed, cancelled).
 pub async fn settled(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
     eventually(&format!("order {id} settles"), || async {
-        let order: Value = client
-            .get(format!("{base}/api/v1/orders/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let order: Value =
+            try_get_json(client, format!("{base}/api/v1/orders/{id}"), token).await?;
         matches!(
             order["status"].as_str(),
             Some("confirmed" | "failed" | "cancelled")

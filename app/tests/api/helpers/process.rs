@@ -129,6 +129,17 @@ impl Drop for Shop {
     }
 }
 
+/// Runs `command` to its end; it must succeed (else its stderr is shown).
+pub fn succeeded(command: &mut Command) -> std::process::Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// A port nobody listens on right now.
 ///
 /// A port handed to a child process is free when chosen and bound by the

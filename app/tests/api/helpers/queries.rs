@@ -50,3 +50,11 @@ pub async fn count(app: &TestApp, sql: &str) -> i64 {
         .unwrap()
         .n
 }
+
+/// Counts the catalog's outbox events not yet delivered.
+pub const UNDELIVERED: &str = "SELECT count(*) AS n FROM catalog.outbox WHERE delivered_at IS NULL";
+
+/// How many of the catalog's outbox events are not yet delivered.
+pub async fn undelivered(app: &TestApp) -> i64 {
+    count(app, UNDELIVERED).await
+}
