@@ -310,15 +310,7 @@ fn module_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ModuleName>
 }
 
 /// In the full build, where every module crate is there to compare with.
-#[cfg(all(
-    test,
-    feature = "user",
-    feature = "catalog",
-    feature = "inventory",
-    feature = "order",
-    feature = "payment",
-    feature = "notification"
-))]
+#[cfg(all(test, all_modules))]
 mod tests {
     use super::*;
 

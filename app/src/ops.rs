@@ -219,22 +219,7 @@ impl RouteTable {
 pub(crate) async fn unrouted(req: actix_web::HttpRequest, table: Data<RouteTable>) -> HttpResponse {
     match table.allowed(req.path()) {
         Some(methods) if !methods.iter().any(|m| m == req.method().as_str()) => {
-            let allow = methods.join(", ");
-            let mut response = actix_web::ResponseError::error_response(&web::Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
-                    "{} {} is not an operation; this path answers {allow}",
-                    req.method(),
-                    req.path()
-                ),
-            ));
-            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
-                response
-                    .headers_mut()
-                    .insert(actix_web::http::header::ALLOW, value);
-            }
-            response
+            web::problem::refuse_method(&req, &methods.join(", "))
         }
         _ => web::problem::not_found(req).await,
     }

@@ -10,17 +10,7 @@
 
 // A binary built with some modules left out does not use every field or
 // helper here: the modules' build functions read them.
-#![cfg_attr(
-    not(all(
-        feature = "user",
-        feature = "catalog",
-        feature = "inventory",
-        feature = "order",
-        feature = "payment",
-        feature = "notification"
-    )),
-    allow(dead_code)
-)]
+#![cfg_attr(not(all_modules), allow(dead_code))]
 
 #[cfg(feature = "catalog")]
 mod catalog;

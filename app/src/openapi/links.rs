@@ -10,7 +10,9 @@ use utoipa::openapi::path::Operation;
 pub(super) struct Follow {
     pub(super) from: &'static str,
     pub(super) statuses: &'static [&'static str],
-    name: &'static str,
+    /// The link's name when it is not the target's operation id in
+    /// PascalCase.
+    name: Option<&'static str>,
     pub(super) to: &'static str,
     parameters: &'static [(&'static str, &'static str)],
     body: Option<fn() -> serde_json::Value>,
@@ -21,14 +23,13 @@ pub(super) struct Follow {
 const fn follow(
     from: &'static str,
     statuses: &'static [&'static str],
-    name: &'static str,
     to: &'static str,
     parameters: &'static [(&'static str, &'static str)],
 ) -> Follow {
     Follow {
         from,
         statuses,
-        name,
+        name: None,
         to,
         parameters,
         body: None,
@@ -36,41 +37,49 @@ const fn follow(
     }
 }
 
-const fn follow_with_body(
-    from: &'static str,
-    statuses: &'static [&'static str],
-    name: &'static str,
-    to: &'static str,
-    body: fn() -> serde_json::Value,
-) -> Follow {
-    Follow {
-        from,
-        statuses,
-        name,
-        to,
-        parameters: &[],
-        body: Some(body),
-        whole_body: false,
+impl Follow {
+    /// The same link, with fields of the target's body to fill in.
+    const fn filling(self, body: fn() -> serde_json::Value) -> Follow {
+        Follow {
+            body: Some(body),
+            ..self
+        }
     }
-}
 
-/// A link whose body is the whole request to send.
-const fn follow_with_request(
-    from: &'static str,
-    statuses: &'static [&'static str],
-    name: &'static str,
-    to: &'static str,
-    parameters: &'static [(&'static str, &'static str)],
-    body: fn() -> serde_json::Value,
-) -> Follow {
-    Follow {
-        from,
-        statuses,
-        name,
-        to,
-        parameters,
-        body: Some(body),
-        whole_body: true,
+    /// The same link, with the whole request body to send.
+    const fn sending(self, body: fn() -> serde_json::Value) -> Follow {
+        Follow {
+            body: Some(body),
+            whole_body: true,
+            ..self
+        }
+    }
+
+    /// The same link under another name.
+    const fn named(self, name: &'static str) -> Follow {
+        Follow {
+            name: Some(name),
+            ..self
+        }
+    }
+
+    /// The link's name: given, or the target's operation id in PascalCase
+    /// (`get_stock` → `GetStock`).
+    fn name(&self) -> String {
+        match self.name {
+            Some(name) => name.to_owned(),
+            None => self
+                .to
+                .split('_')
+                .map(|word| {
+                    let mut chars = word.chars();
+                    chars
+                        .next()
+                        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
     }
 }
 
@@ -95,209 +104,120 @@ const PLACED: &[&str] = &["201", "202"];
 /// left out.
 pub(super) const FOLLOWS: &[Follow] = &[
     // Catalog → inventory → cart → checkout.
-    follow("create_product", CREATED, "GetProduct", "get_product", ID),
-    follow(
-        "create_product",
-        CREATED,
-        "UpdateProduct",
-        "update_product",
-        ID,
-    ),
-    follow("create_product", CREATED, "GetStock", "get_stock", SKU),
-    follow_with_request(
-        "create_product",
-        CREATED,
-        "StockIt",
-        "adjust_stock",
-        SKU,
-        stock_it,
-    ),
-    follow_with_request(
-        "create_product",
-        CREATED,
-        "PutInCart",
-        "put_cart",
-        &[],
-        || serde_json::json!({"items": [{"product_id": "$response.body#/id", "quantity": 1}]}),
-    ),
-    follow("adjust_stock", OK, "GetStock", "get_stock", SAME_SKU),
-    follow(
-        "adjust_stock",
-        OK,
-        "ListMovements",
-        "list_movements",
-        SAME_SKU,
-    ),
-    follow("get_stock", OK, "ListMovements", "list_movements", SKU),
-    follow("list_products", OK, "GetProduct", "get_product", FIRST_ID),
-    follow_with_request(
-        "list_products",
-        OK,
-        "PutInCart",
-        "put_cart",
-        &[],
-        || serde_json::json!({"items": [{"product_id": "$response.body#/items/0/id", "quantity": 1}]}),
-    ),
+    follow("create_product", CREATED, "get_product", ID),
+    follow("create_product", CREATED, "update_product", ID),
+    follow("create_product", CREATED, "get_stock", SKU),
+    follow("create_product", CREATED, "adjust_stock", SKU)
+        .sending(stock_it)
+        .named("StockIt"),
+    follow("create_product", CREATED, "put_cart", &[])
+        .sending(cart_of_created)
+        .named("PutInCart"),
+    follow("adjust_stock", OK, "get_stock", SAME_SKU),
+    follow("adjust_stock", OK, "list_movements", SAME_SKU),
+    follow("get_stock", OK, "list_movements", SKU),
+    follow("list_products", OK, "get_product", FIRST_ID),
+    follow("list_products", OK, "put_cart", &[])
+        .sending(cart_of_first)
+        .named("PutInCart"),
     follow(
         "create_category",
         CREATED,
-        "ListProducts",
         "list_products",
         &[("category_id", "$response.body#/id")],
     ),
-    follow_with_body(
-        "create_category",
-        CREATED,
-        "CreateProduct",
-        "create_product",
-        || serde_json::json!({"category_id": "$response.body#/id"}),
-    ),
-    follow_with_request(
-        "put_cart",
-        OK,
-        "Checkout",
-        "place_order",
-        &[],
-        || serde_json::json!({"payment_method": {"card_number": "4242424242424242"}}),
-    ),
+    follow("create_category", CREATED, "create_product", &[]).filling(in_category),
+    follow("put_cart", OK, "place_order", &[])
+        .sending(checkout_body)
+        .named("Checkout"),
     // An order → its events, payment and reservation.
-    follow("place_order", PLACED, "GetOrder", "get_order", ID),
-    follow("place_order", PLACED, "OrderTimeline", "order_timeline", ID),
-    follow("place_order", PLACED, "CancelOrder", "cancel_order", ID),
-    follow("place_order", PLACED, "ShipOrder", "ship_order", ID),
-    follow(
-        "place_order",
-        PLACED,
-        "PaymentForOrder",
-        "payment_for_order",
-        ORDER_OF_ORDER,
-    ),
-    follow(
-        "place_order",
-        PLACED,
-        "GetReservation",
-        "get_reservation",
-        ORDER_OF_ORDER,
-    ),
-    follow("list_orders", OK, "GetOrder", "get_order", FIRST_ID),
-    follow("get_order", OK, "OrderTimeline", "order_timeline", SAME_ID),
-    follow("get_order", OK, "CancelOrder", "cancel_order", SAME_ID),
-    follow("get_order", OK, "ShipOrder", "ship_order", SAME_ID),
-    follow("ship_order", OK, "CancelOrder", "cancel_order", SAME_ID),
-    follow("cancel_order", OK, "GetOrder", "get_order", SAME_ID),
+    follow("place_order", PLACED, "get_order", ID),
+    follow("place_order", PLACED, "order_timeline", ID),
+    follow("place_order", PLACED, "cancel_order", ID),
+    follow("place_order", PLACED, "ship_order", ID),
+    follow("place_order", PLACED, "payment_for_order", ORDER_OF_ORDER),
+    follow("place_order", PLACED, "get_reservation", ORDER_OF_ORDER),
+    follow("list_orders", OK, "get_order", FIRST_ID),
+    follow("get_order", OK, "order_timeline", SAME_ID),
+    follow("get_order", OK, "cancel_order", SAME_ID),
+    follow("get_order", OK, "ship_order", SAME_ID),
+    follow("ship_order", OK, "cancel_order", SAME_ID),
+    follow("cancel_order", OK, "get_order", SAME_ID),
     // Inventory reservations.
-    follow(
-        "reserve_stock",
-        CREATED,
-        "GetReservation",
-        "get_reservation",
-        ORDER_ID,
-    ),
-    follow(
-        "reserve_stock",
-        CREATED,
-        "CommitReservation",
-        "commit_reservation",
-        ORDER_ID,
-    ),
-    follow(
-        "reserve_stock",
-        CREATED,
-        "ReleaseReservation",
-        "release_reservation",
-        ORDER_ID,
-    ),
-    follow(
-        "commit_reservation",
-        OK,
-        "RestockReservation",
-        "restock_reservation",
-        SAME_ORDER,
-    ),
-    follow(
-        "commit_reservation",
-        OK,
-        "ReleaseReservation",
-        "release_reservation",
-        SAME_ORDER,
-    ),
+    follow("reserve_stock", CREATED, "get_reservation", ORDER_ID),
+    follow("reserve_stock", CREATED, "commit_reservation", ORDER_ID),
+    follow("reserve_stock", CREATED, "release_reservation", ORDER_ID),
+    follow("commit_reservation", OK, "restock_reservation", SAME_ORDER),
+    follow("commit_reservation", OK, "release_reservation", SAME_ORDER),
     // Payments.
-    follow_with_body("tokenize", CREATED, "Authorize", "authorize", || {
-        serde_json::json!({"payment_method": {
-            "token": "$response.body#/token",
-            "card_last4": "$response.body#/card_last4",
-        }})
-    }),
-    follow("authorize", CREATED, "GetPayment", "get_payment", ID),
-    follow(
-        "authorize",
-        CREATED,
-        "PaymentForOrder",
-        "payment_for_order",
-        ORDER_ID,
-    ),
-    follow("authorize", CREATED, "Capture", "capture", ORDER_ID),
-    follow("authorize", CREATED, "Void", "void", ORDER_ID),
-    follow("capture", OK, "Refund", "refund", SAME_ORDER),
-    follow("capture", OK, "GetPayment", "get_payment", ID),
-    follow("payment_for_order", OK, "GetPayment", "get_payment", ID),
-    follow("payment_for_order", OK, "Refund", "refund", ORDER_ID),
+    follow("tokenize", CREATED, "authorize", &[]).filling(with_card_token),
+    follow("authorize", CREATED, "get_payment", ID),
+    follow("authorize", CREATED, "payment_for_order", ORDER_ID),
+    follow("authorize", CREATED, "capture", ORDER_ID),
+    follow("authorize", CREATED, "void", ORDER_ID),
+    follow("capture", OK, "refund", SAME_ORDER),
+    follow("capture", OK, "get_payment", ID),
+    follow("payment_for_order", OK, "get_payment", ID),
+    follow("payment_for_order", OK, "refund", ORDER_ID),
     // Accounts and sign-in.
-    follow("register", CREATED, "GetUser", "get_user", ID),
-    follow("register", CREATED, "UpdateUser", "update_user", ID),
-    follow_with_request(
-        "register",
-        CREATED,
-        "SignIn",
-        "create_token",
-        &[],
-        || serde_json::json!({"email": "$request.body#/email", "password": "$request.body#/password"}),
-    ),
-    follow_with_request(
-        "create_token",
-        OK,
-        "Refresh",
-        "refresh_token",
-        &[],
-        refresh_body,
-    ),
-    follow_with_request("create_token", OK, "SignOut", "logout", &[], refresh_body),
-    follow_with_request(
-        "refresh_token",
-        OK,
-        "Refresh",
-        "refresh_token",
-        &[],
-        refresh_body,
-    ),
-    follow_with_request("refresh_token", OK, "SignOut", "logout", &[], refresh_body),
-    follow("list_users", OK, "GetUser", "get_user", FIRST_ID),
+    follow("register", CREATED, "get_user", ID),
+    follow("register", CREATED, "update_user", ID),
+    follow("register", CREATED, "create_token", &[])
+        .sending(sign_in_body)
+        .named("SignIn"),
+    follow("create_token", OK, "refresh_token", &[])
+        .sending(refresh_body)
+        .named("Refresh"),
+    follow("create_token", OK, "logout", &[])
+        .sending(refresh_body)
+        .named("SignOut"),
+    follow("refresh_token", OK, "refresh_token", &[])
+        .sending(refresh_body)
+        .named("Refresh"),
+    follow("refresh_token", OK, "logout", &[])
+        .sending(refresh_body)
+        .named("SignOut"),
+    follow("list_users", OK, "get_user", FIRST_ID),
     // Webhooks and dead letters.
-    follow(
-        "create_webhook",
-        CREATED,
-        "DeleteWebhook",
-        "delete_webhook",
-        ID,
-    ),
+    follow("create_webhook", CREATED, "delete_webhook", ID),
     follow(
         "list_webhooks",
         OK,
-        "DeleteWebhook",
         "delete_webhook",
         &[("id", "$response.body#/0/id")],
     ),
-    follow(
-        "list_dead_letters",
-        OK,
-        "Redrive",
-        "redrive_dead_letter",
-        FIRST_ID,
-    ),
+    follow("list_dead_letters", OK, "redrive_dead_letter", FIRST_ID).named("Redrive"),
 ];
+
+fn cart_of_created() -> serde_json::Value {
+    serde_json::json!({"items": [{"product_id": "$response.body#/id", "quantity": 1}]})
+}
+
+fn cart_of_first() -> serde_json::Value {
+    serde_json::json!({"items": [{"product_id": "$response.body#/items/0/id", "quantity": 1}]})
+}
+
+fn checkout_body() -> serde_json::Value {
+    serde_json::json!({"payment_method": {"card_number": "4242424242424242"}})
+}
+
+fn in_category() -> serde_json::Value {
+    serde_json::json!({"category_id": "$response.body#/id"})
+}
+
+fn sign_in_body() -> serde_json::Value {
+    serde_json::json!({"email": "$request.body#/email", "password": "$request.body#/password"})
+}
 
 fn stock_it() -> serde_json::Value {
     serde_json::json!({"quantity": 100, "reason": "receive"})
+}
+
+fn with_card_token() -> serde_json::Value {
+    serde_json::json!({"payment_method": {
+        "token": "$response.body#/token",
+        "card_last4": "$response.body#/card_last4",
+    }})
 }
 
 fn refresh_body() -> serde_json::Value {
@@ -353,9 +273,7 @@ pub(super) fn links(doc: &mut utoipa::openapi::OpenApi) {
                             .collect(),
                     ));
                 }
-                response
-                    .links
-                    .insert(follow.name.to_owned(), link.build().into());
+                response.links.insert(follow.name(), link.build().into());
             }
         }
     }

@@ -18,6 +18,7 @@ mod database_faults;
 mod dead_letters;
 mod embedded_db;
 mod errors;
+mod event_batches;
 mod events;
 mod helpers;
 mod inventory;

@@ -99,6 +99,24 @@ pub struct DeadLetter {
     pub created_at: DateTime<Utc>,
 }
 
+/// The consumer span of `event`'s handling, continuing its publisher's trace.
+fn event_span(event: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event",
+        event.id = %event.id,
+        event.type = %event.event_type,
+        request_id = event.request_id.as_deref().unwrap_or(""),
+        otel.name = %format_args!("handle {}", event.event_type),
+        otel.kind = "consumer",
+    );
+    telemetry::trace::continue_trace(
+        &span,
+        event.traceparent.as_deref(),
+        event.tracestate.as_deref(),
+    );
+    span
+}
+
 /// Runs every subscription that wants an event.
 pub struct Dispatcher {
     subscriptions: Vec<Subscription>,
@@ -136,19 +154,6 @@ impl Dispatcher {
         event: &Envelope,
         module: Option<&str>,
     ) -> Result<(), DispatchError> {
-        let span = tracing::info_span!(
-            "event",
-            event.id = %event.id,
-            event.type = %event.event_type,
-            request_id = event.request_id.as_deref().unwrap_or(""),
-            otel.name = %format_args!("handle {}", event.event_type),
-            otel.kind = "consumer",
-        );
-        telemetry::trace::continue_trace(
-            &span,
-            event.traceparent.as_deref(),
-            event.tracestate.as_deref(),
-        );
         async {
             for subscription in self.subscriptions.iter().filter(|s| {
                 s.event_types.contains(&event.event_type.as_str())
@@ -158,8 +163,22 @@ impl Dispatcher {
             }
             Ok(())
         }
-        .instrument(span)
+        .instrument(event_span(event))
         .await
+    }
+
+    /// Counts and logs what happened to `event` at `handler`.
+    fn record(handler: &'static str, outcome: Outcome, attempt: u32) {
+        match outcome {
+            Outcome::Handled => {
+                metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "handled").increment(1);
+                tracing::info!(handler, attempt, "event handled");
+            }
+            Outcome::Duplicate => {
+                metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "duplicate").increment(1);
+                tracing::info!(handler, "event already handled; skipped");
+            }
+        }
     }
 
     async fn run_with_retries(
@@ -171,14 +190,8 @@ impl Dispatcher {
         let mut last_error = String::new();
         for attempt in 1..=self.max_attempts {
             match self.run_once(subscription, event).await {
-                Ok(Outcome::Handled) => {
-                    metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "handled").increment(1);
-                    tracing::info!(handler, attempt, "event handled");
-                    return Ok(());
-                }
-                Ok(Outcome::Duplicate) => {
-                    metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "duplicate").increment(1);
-                    tracing::info!(handler, "event already handled; skipped");
+                Ok(outcome) => {
+                    Dispatcher::record(handler, outcome, attempt);
                     return Ok(());
                 }
                 Err(error) => {
@@ -381,5 +394,6 @@ impl Dispatcher {
     }
 }
 
+mod batch;
 #[cfg(test)]
 mod tests;

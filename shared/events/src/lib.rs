@@ -31,6 +31,7 @@ pub use relay::Relay;
 pub use settings::{EventsSettings, RabbitMqSettings, TransportKind};
 
 use kernel::Envelope;
+use tracing::Instrument as _;
 
 /// Hands an event on towards its handlers. `Ok` means durably handed over:
 /// handled (or dead-lettered) in process, or confirmed by the broker.
@@ -41,6 +42,25 @@ pub trait Transport: Send + Sync {
     /// # Errors
     /// The event was not handed over; the relay retries it later.
     async fn publish(&self, event: &Envelope) -> Result<(), TransportError>;
+
+    /// Delivers `events` in order, each with its producer span; by default
+    /// one [`publish`](Self::publish) each, inside its span.
+    ///
+    /// # Errors
+    /// The index of the first event not handed over, and why; every event
+    /// before it was.
+    async fn publish_batch(
+        &self,
+        events: &[(Envelope, tracing::Span)],
+    ) -> Result<(), (usize, TransportError)> {
+        for (index, (event, span)) in events.iter().enumerate() {
+            self.publish(event)
+                .instrument(span.clone())
+                .await
+                .map_err(|e| (index, e))?;
+        }
+        Ok(())
+    }
 
     /// `transport` label of metrics.
     fn name(&self) -> &'static str;
@@ -61,6 +81,21 @@ impl Transport for InProcess {
             .dispatch(event, None)
             .await
             .map_err(|e| TransportError(e.to_string()))
+    }
+
+    /// The whole batch, one transaction per subscription
+    /// ([`Dispatcher::dispatch_batch`]). A failure is reported on the first
+    /// event: the relay offers them all again, and the inbox skips those
+    /// already handled.
+    async fn publish_batch(
+        &self,
+        events: &[(Envelope, tracing::Span)],
+    ) -> Result<(), (usize, TransportError)> {
+        let events: Vec<&Envelope> = events.iter().map(|(event, _)| event).collect();
+        self.0
+            .dispatch_batch(&events)
+            .await
+            .map_err(|e| (0, TransportError(e.to_string())))
     }
 
     fn name(&self) -> &'static str {

@@ -45,10 +45,10 @@ struct Locked {
     locked: bool,
 }
 
-/// Publishes `event` in a producer span that continues the trace of the
-/// writer that put it in the outbox; the event travels on with that span
-/// as its parent, so its handlers join the same trace.
-async fn publish_traced(transport: &dyn Transport, mut event: Envelope) -> Result<(), String> {
+/// Opens `event`'s producer span, continuing the trace of the writer that
+/// put it in the outbox; the event travels on with that span as its
+/// parent, so its handlers join the same trace.
+fn producer_span(mut event: Envelope) -> (Envelope, tracing::Span) {
     let span = tracing::info_span!(
         "event_publish",
         otel.name = %format_args!("publish {}", event.event_type),
@@ -64,37 +64,43 @@ async fn publish_traced(transport: &dyn Transport, mut event: Envelope) -> Resul
         event.traceparent = Some(trace.traceparent);
         event.tracestate = trace.tracestate;
     }
-    transport
-        .publish(&event)
-        .instrument(span)
-        .await
-        .map_err(|e| e.0)
+    (event, span)
 }
 
-/// Publishes `pending` in order, stopping at the first failure (later
-/// events must not overtake it): the ids delivered, and the failed one
-/// with its error.
+/// Publishes `pending` in order as one batch, stopping at the first
+/// failure (later events must not overtake it): the ids delivered, and the
+/// failed one with its error.
 async fn publish_in_order(
     transport: &dyn Transport,
     module: &'static str,
     pending: Vec<Pending>,
 ) -> (Vec<Uuid>, Option<(Uuid, String)>) {
-    let mut delivered = Vec::with_capacity(pending.len());
+    let mut ids = Vec::with_capacity(pending.len());
+    let mut batch = Vec::with_capacity(pending.len());
+    let mut failed = None;
     for row in pending {
-        let outcome = match serde_json::from_value::<Envelope>(row.envelope) {
-            Ok(event) => publish_traced(transport, event).await,
-            Err(e) => Err(format!("unreadable envelope: {e}")),
-        };
-        match outcome {
-            Ok(()) => {
-                metrics::counter!("events_delivered_total", "module" => module, "transport" => transport.name())
-                    .increment(1);
-                delivered.push(row.id);
+        match serde_json::from_value::<Envelope>(row.envelope) {
+            Ok(event) => {
+                ids.push(row.id);
+                batch.push(producer_span(event));
             }
-            Err(error) => return (delivered, Some((row.id, error))),
+            Err(e) => {
+                failed = Some((row.id, format!("unreadable envelope: {e}")));
+                break;
+            }
         }
     }
-    (delivered, None)
+    let delivered = match transport.publish_batch(&batch).await {
+        Ok(()) => ids.len(),
+        Err((index, error)) => {
+            failed = ids.get(index).map(|id| (*id, error.0));
+            index.min(ids.len())
+        }
+    };
+    metrics::counter!("events_delivered_total", "module" => module, "transport" => transport.name())
+        .increment(delivered as u64);
+    ids.truncate(delivered);
+    (ids, failed)
 }
 
 impl Relay {

@@ -240,22 +240,26 @@ pub fn payload_config(limit: usize) -> web::PayloadConfig {
 /// by a templated path of the same shape: OpenAPI matches concrete paths
 /// first, so `GET /inventory/reservations` is not `GET /inventory/{sku}`.
 pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
-    web::route().to(move |req: HttpRequest| async move {
-        let mut response = Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!(
-                "{} {} is not an operation; this path answers {allow}",
-                req.method(),
-                req.path()
-            ),
-        )
-        .error_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
-        response
-    })
+    web::route().to(move |req: HttpRequest| async move { refuse_method(&req, allow) })
+}
+
+/// 405 `method_not_allowed` for `req`, with `Allow: <allow>` (the methods
+/// its path answers, comma-separated).
+pub fn refuse_method(req: &HttpRequest, allow: &str) -> HttpResponse {
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} {} is not an operation; this path answers {allow}",
+            req.method(),
+            req.path()
+        ),
+    )
+    .error_response();
+    if let Ok(value) = header::HeaderValue::from_str(allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 /// The answer for a path no route matches.

@@ -1,0 +1,121 @@
+//! A relay's batch, handled with one transaction per subscription.
+//!
+//! One event at a time costs each subscription a transaction (inbox row,
+//! handler, commit) per event. Under load the relay hands over several
+//! events at once, so each subscription takes its share of the batch in
+//! one transaction: one inbox statement and one commit for all of them,
+//! with exactly the same guarantees (the inbox rows commit with the
+//! handlers' effects, or nothing does). If anything in it fails, the
+//! transaction rolls back and the subscription's events go one by one
+//! through [`Dispatcher::dispatch`]'s path: retries, then dead letters, so
+//! one poisonous event holds up nothing but itself.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use kernel::Envelope;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use super::{DispatchError, Dispatcher, HandlerError, Outcome, Subscription, event_span};
+use crate::tables::inbox;
+
+impl Dispatcher {
+    /// Runs the handlers of `events` (a relay's batch, in outbox order):
+    /// each subscription handles its share in order, in one transaction,
+    /// falling back to one event at a time when that fails.
+    ///
+    /// # Errors
+    /// Only when an outcome could not be recorded at all (no database): the
+    /// batch must be offered again (the inbox skips what was handled).
+    pub async fn dispatch_batch(&self, events: &[&Envelope]) -> Result<(), DispatchError> {
+        for subscription in &self.subscriptions {
+            let wanted: Vec<&Envelope> = events
+                .iter()
+                .copied()
+                .filter(|e| subscription.event_types.contains(&e.event_type.as_str()))
+                .collect();
+            if wanted.len() > 1 {
+                match self.run_batch_once(subscription, &wanted).await {
+                    Ok(outcomes) => {
+                        for outcome in outcomes {
+                            Dispatcher::record(subscription.name, outcome, 1);
+                        }
+                        continue;
+                    }
+                    Err(error) => tracing::warn!(
+                        handler = subscription.name,
+                        events = wanted.len(),
+                        error = %error,
+                        "batch failed; handling its events one by one"
+                    ),
+                }
+            }
+            for event in wanted {
+                self.run_with_retries(subscription, event)
+                    .instrument(event_span(event))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `events` through `subscription` in one transaction: the outcome of
+    /// each, or the first failure (everything rolled back).
+    async fn run_batch_once(
+        &self,
+        subscription: &Subscription,
+        events: &[&Envelope],
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let mut conn = db::connection(&subscription.pool, subscription.module)
+            .await
+            .map_err(|e| HandlerError(format!("no connection: {e}")))?;
+        let pause = self.pause_in_handler;
+        let mut handled: Vec<&Envelope> = Vec::with_capacity(events.len());
+        let outcomes = conn
+            .transaction::<_, HandlerError, _>(async |conn| {
+                let rows: Vec<_> = events
+                    .iter()
+                    .map(|event| {
+                        (
+                            inbox::event_id.eq(event.id),
+                            inbox::handler.eq(subscription.name),
+                        )
+                    })
+                    .collect();
+                let fresh: Vec<Uuid> = diesel::insert_into(inbox::table)
+                    .values(rows)
+                    .on_conflict_do_nothing()
+                    .returning(inbox::event_id)
+                    .get_results(conn)
+                    .await?;
+                let mut outcomes = Vec::with_capacity(events.len());
+                for event in events {
+                    if !fresh.contains(&event.id) {
+                        outcomes.push(Outcome::Duplicate);
+                        continue;
+                    }
+                    handled.push(event);
+                    subscription
+                        .handler
+                        .handle(conn, event)
+                        .instrument(event_span(event))
+                        .await?;
+                    outcomes.push(Outcome::Handled);
+                }
+                if !pause.is_zero() {
+                    tracing::warn!(
+                        pause_ms = pause.as_millis() as u64,
+                        "fault injection: pausing inside the handler's transaction"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(outcomes)
+            })
+            .await;
+        let committed = outcomes.is_ok();
+        for event in handled {
+            subscription.handler.finished(event, committed).await;
+        }
+        outcomes
+    }
+}
