@@ -29,6 +29,8 @@ bench_cleanup() {
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 # Starts a durable cluster with pg_stat_statements; sets PG_PORT, PG_URL.
+# BENCH_PG_OPTIONS adds server options (`-c log_statement=all`, to read
+# one checkout's statements in $BENCH_WORK/pg/server.log).
 bench_pg_start() {
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   PG_DATA="$BENCH_WORK/pg"
@@ -38,7 +40,8 @@ bench_pg_start() {
   as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C --auth=trust >/dev/null
   as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -o \
     "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 \
-     -c shared_buffers=256MB -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
+     -c shared_buffers=256MB -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all \
+     ${BENCH_PG_OPTIONS:-}" \
     start >/dev/null
   PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/shop"
   psql -qAt "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "CREATE DATABASE shop" >/dev/null
@@ -52,9 +55,12 @@ proc_cpu() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f\n", ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"
 }
 
-# One line of counters: shop CPU s, database CPU s, commits, shop RSS MiB.
+# One line of counters: shop CPU s, database CPU s, commits, shop RSS MiB,
+# transaction ids handed out (write transactions: a read-only one takes
+# none), WAL flushes to disk (what a durable commit waits for; concurrent
+# commits share one).
 counters() {
-  echo "$(proc_cpu "$SHOP_PID") $(pg_cpu) $(pg -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'shop'") $(rss_mib "$SHOP_PID")"
+  echo "$(proc_cpu "$SHOP_PID") $(pg_cpu) $(pg -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'shop'") $(rss_mib "$SHOP_PID") $(pg -c "SELECT txid_snapshot_xmax(txid_current_snapshot())") $(pg -c "SELECT wal_sync FROM pg_stat_wal")"
 }
 
 # CPU seconds of the whole PostgreSQL cluster: the postmaster (with every
