@@ -6,6 +6,7 @@ use user_api::{NewUser, User, UserError};
 use crate::database::{self, DatabaseServer};
 use crate::modules::ModuleName;
 use crate::{Settings, compose};
+use kernel::Failure;
 
 /// Creates an admin account in the user module's database (migrating it
 /// first when `database.migrate_on_start` is on).
@@ -38,7 +39,7 @@ pub async fn create_admin(
             display_name,
         };
         users.create_admin(new).await.map_err(|e| match e {
-            UserError::Validation(errors) => anyhow::anyhow!(
+            UserError::Common(Failure::Validation(errors)) => anyhow::anyhow!(
                 "{}",
                 errors
                     .iter()

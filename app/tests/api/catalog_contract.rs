@@ -5,7 +5,7 @@ use std::sync::Arc;
 use catalog_api::CatalogApi;
 use catalog_api::client::CatalogClient;
 use catalog_api::contract::Harness;
-use kernel::Role;
+use kernel::{Failure, Role};
 
 use crate::helpers::{caller, contract_over_http, module_client, test_database};
 
@@ -51,7 +51,10 @@ async fn client_reports_an_unreachable_catalog_as_unavailable() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, catalog_api::CatalogError::Unavailable(_)),
+        matches!(
+            err,
+            catalog_api::CatalogError::Common(Failure::Unavailable(_))
+        ),
         "{err:?}"
     );
 }

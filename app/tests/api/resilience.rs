@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use catalog_api::client::CatalogClient;
 use catalog_api::{CatalogApi, CatalogError, ProductId};
-use kernel::{CallContext, Degradation};
+use kernel::{CallContext, Degradation, Failure};
 use resilience::State;
 use serde_json::Value;
 use testkit::fault::{Fault, FaultProxy};
@@ -50,7 +50,10 @@ async fn the_breaker_opens_fails_fast_then_lets_a_trial_through_and_closes() {
     proxy.set(Fault::Unavailable);
     for _ in 0..4 {
         let err = catalog.get_product(&cx, id).await.unwrap_err();
-        assert!(matches!(err, CatalogError::Unavailable(_)), "{err:?}");
+        assert!(
+            matches!(err, CatalogError::Common(Failure::Unavailable(_))),
+            "{err:?}"
+        );
     }
     assert_eq!(policy.state(), State::Open, "4 failures in a window of 4");
 
@@ -60,7 +63,10 @@ async fn the_breaker_opens_fails_fast_then_lets_a_trial_through_and_closes() {
     for _ in 0..10 {
         let err = catalog.get_product(&cx, id).await.unwrap_err();
         assert!(
-            matches!(err, CatalogError::Degraded(Degradation::CircuitOpen { .. })),
+            matches!(
+                err,
+                CatalogError::Common(Failure::Degraded(Degradation::CircuitOpen { .. }))
+            ),
             "{err:?}"
         );
     }
@@ -267,7 +273,7 @@ async fn truncated_or_garbled_answers_are_failures_of_the_dependency_not_panics(
             .await
             .unwrap_err();
         assert!(
-            matches!(err, CatalogError::Unavailable(_)),
+            matches!(err, CatalogError::Common(Failure::Unavailable(_))),
             "{fault:?}: a misbehaving dependency (503), not a bug of ours (500): {err:?}"
         );
     }
@@ -301,7 +307,7 @@ async fn the_fallback_serves_the_last_known_product_while_the_catalog_is_down() 
         .await
         .unwrap_err();
     assert!(
-        matches!(never_seen, CatalogError::Unavailable(_)),
+        matches!(never_seen, CatalogError::Common(Failure::Unavailable(_))),
         "{never_seen:?}"
     );
     proxy.resume().await;

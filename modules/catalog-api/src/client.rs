@@ -1,6 +1,6 @@
 //! [`CatalogClient`]: `CatalogApi` over HTTP, for processes where the catalog is remote.
 
-use kernel::{CallContext, Page};
+use kernel::{CallContext, Failure, Page};
 use remote::{ModuleClient, RemoteError};
 use reqwest::{Method, RequestBuilder};
 use resilience::Policy;
@@ -63,7 +63,10 @@ impl CatalogClient {
                 product,
                 stale: false,
             }),
-            Err(error @ (CatalogError::Unavailable(_) | CatalogError::Degraded(_))) => {
+            Err(
+                error @ (CatalogError::Common(Failure::Unavailable(_))
+                | CatalogError::Common(Failure::Degraded(_))),
+            ) => {
                 let known = self
                     .last_known
                     .lock()
@@ -106,9 +109,13 @@ impl CatalogClient {
             .await
             .map_err(|e| match e {
                 RemoteError::Problem(problem) => CatalogError::from_problem(problem, product, sku),
-                RemoteError::Unavailable(reason) => CatalogError::Unavailable(reason),
-                RemoteError::Degraded(d) => CatalogError::Degraded(d),
-                RemoteError::Unexpected(reason) => CatalogError::Unexpected(reason),
+                RemoteError::Unavailable(reason) => {
+                    CatalogError::Common(Failure::Unavailable(reason))
+                }
+                RemoteError::Degraded(d) => CatalogError::Common(Failure::Degraded(d)),
+                RemoteError::Unexpected(reason) => {
+                    CatalogError::Common(Failure::Unexpected(reason))
+                }
             })
     }
 }

@@ -44,8 +44,8 @@ pub trait CatalogApi: Send + Sync {
     /// Creates a product. Admins only.
     ///
     /// # Errors
-    /// [`CatalogError::Unauthenticated`] / [`CatalogError::Forbidden`] for
-    /// other callers, [`CatalogError::Validation`] for invalid fields,
+    /// [`Failure::Unauthenticated`](kernel::Failure::Unauthenticated) / [`Failure::Forbidden`](kernel::Failure::Forbidden) for
+    /// other callers, [`Failure::Validation`](kernel::Failure::Validation) for invalid fields,
     /// [`CatalogError::DuplicateSku`] when the SKU is taken.
     async fn create_product(
         &self,
@@ -63,8 +63,8 @@ pub trait CatalogApi: Send + Sync {
     /// stable order, so pages neither repeat nor skip products.
     ///
     /// # Errors
-    /// [`CatalogError::InvalidCursor`] when the cursor was not handed out by
-    /// this list (with this sort); [`CatalogError::Validation`] for an
+    /// [`Failure::InvalidCursor`](kernel::Failure::InvalidCursor) when the cursor was not handed out by
+    /// this list (with this sort); [`Failure::Validation`](kernel::Failure::Validation) for an
     /// impossible filter.
     async fn list_products(
         &self,
@@ -76,8 +76,8 @@ pub trait CatalogApi: Send + Sync {
     /// Admins only.
     ///
     /// # Errors
-    /// [`CatalogError::Unauthenticated`], [`CatalogError::Forbidden`],
-    /// [`CatalogError::ProductNotFound`], [`CatalogError::Validation`].
+    /// [`Failure::Unauthenticated`](kernel::Failure::Unauthenticated), [`Failure::Forbidden`](kernel::Failure::Forbidden),
+    /// [`CatalogError::ProductNotFound`], [`Failure::Validation`](kernel::Failure::Validation).
     async fn update_product(
         &self,
         cx: &CallContext,
@@ -88,7 +88,7 @@ pub trait CatalogApi: Send + Sync {
     /// Creates a category. Admins only.
     ///
     /// # Errors
-    /// [`CatalogError::DuplicateSlug`], [`CatalogError::Validation`] (a
+    /// [`CatalogError::DuplicateSlug`], [`Failure::Validation`](kernel::Failure::Validation) (a
     /// parent that is itself a subcategory, or does not exist).
     async fn create_category(
         &self,
@@ -99,6 +99,6 @@ pub trait CatalogApi: Send + Sync {
     /// Every category, as a tree (top-level ones with their children), by name.
     ///
     /// # Errors
-    /// [`CatalogError::Unavailable`].
+    /// [`Failure::Unavailable`](kernel::Failure::Unavailable).
     async fn list_categories(&self, cx: &CallContext) -> Result<Vec<Category>, CatalogError>;
 }

@@ -9,7 +9,7 @@ use db::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection as _;
 use kernel::FieldError;
-use kernel::{CallContext, Cursor, Page, Role};
+use kernel::{CallContext, Cursor, Failure, Page, Role};
 
 use crate::cache::ProductCache;
 use crate::domain::{validate_category, validate_listing, validate_new, validate_patch};
@@ -52,8 +52,8 @@ fn database(error: DieselError) -> CatalogError {
 /// Writes are for admins, whoever calls: the HTTP edge checks it too.
 fn require_admin(cx: &CallContext) -> Result<(), CatalogError> {
     match cx.caller() {
-        None => Err(CatalogError::Unauthenticated),
-        Some(caller) if !caller.has(Role::Admin) => Err(CatalogError::Forbidden),
+        None => Err(CatalogError::Common(Failure::Unauthenticated)),
+        Some(caller) if !caller.has(Role::Admin) => Err(CatalogError::Common(Failure::Forbidden)),
         Some(_) => Ok(()),
     }
 }
@@ -76,11 +76,15 @@ async fn check_category(
 }
 
 fn no_such_category() -> CatalogError {
-    CatalogError::Validation(vec![FieldError::new("category_id", "no such category")])
+    CatalogError::Common(Failure::Validation(vec![FieldError::new(
+        "category_id",
+        "no such category",
+    )]))
 }
 
 fn to_product(row: ProductRow) -> Result<Product, CatalogError> {
-    row.into_product().map_err(CatalogError::Unexpected)
+    row.into_product()
+        .map_err(|e| Failure::Unexpected(e).into())
 }
 
 #[async_trait::async_trait]
@@ -92,7 +96,7 @@ impl CatalogApi for CatalogModule {
         new: NewProduct,
     ) -> Result<Product, CatalogError> {
         require_admin(cx)?;
-        let valid = validate_new(new).map_err(CatalogError::Validation)?;
+        let valid = validate_new(new).map_err(Failure::Validation)?;
         let mut conn = self.conn().await?;
         let id = ProductId::generate();
         let row = conn
@@ -143,13 +147,14 @@ impl CatalogApi for CatalogModule {
         _cx: &CallContext,
         query: ListProducts,
     ) -> Result<Page<Product>, CatalogError> {
-        let sort = validate_listing(&query.filter, query.sort).map_err(CatalogError::Validation)?;
+        let sort = validate_listing(&query.filter, query.sort).map_err(Failure::Validation)?;
         let after = match &query.cursor {
             Some(cursor) => {
-                let key: repo::ListKey =
-                    cursor.decode().map_err(|_| CatalogError::InvalidCursor)?;
+                let key: repo::ListKey = cursor
+                    .decode()
+                    .map_err(|_| CatalogError::Common(Failure::InvalidCursor))?;
                 if key.sort != sort.as_str() {
-                    return Err(CatalogError::InvalidCursor);
+                    return Err(CatalogError::Common(Failure::InvalidCursor));
                 }
                 Some(key)
             }
@@ -166,7 +171,7 @@ impl CatalogApi for CatalogModule {
         )
         .await
         .map_err(|e| match e {
-            repo::ListError::Cursor => CatalogError::InvalidCursor,
+            repo::ListError::Cursor => CatalogError::Common(Failure::InvalidCursor),
             repo::ListError::Db(e) => database(e),
         })?;
         let has_more = rows.len() > limit;
@@ -190,7 +195,7 @@ impl CatalogApi for CatalogModule {
         patch: ProductPatch,
     ) -> Result<Product, CatalogError> {
         require_admin(cx)?;
-        let valid = validate_patch(patch).map_err(CatalogError::Validation)?;
+        let valid = validate_patch(patch).map_err(Failure::Validation)?;
         let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, Abort, _>(async |conn| {
@@ -244,7 +249,7 @@ impl CatalogApi for CatalogModule {
         new: NewCategory,
     ) -> Result<Category, CatalogError> {
         require_admin(cx)?;
-        let valid = validate_category(new).map_err(CatalogError::Validation)?;
+        let valid = validate_category(new).map_err(Failure::Validation)?;
         let mut conn = self.conn().await?;
         if let Some(parent) = valid.parent_id {
             let found = repo::find_category(&mut conn, parent)
@@ -258,10 +263,9 @@ impl CatalogApi for CatalogModule {
                 Some(_) => None,
             };
             if let Some(message) = problem {
-                return Err(CatalogError::Validation(vec![FieldError::new(
-                    "parent_id",
-                    message,
-                )]));
+                return Err(CatalogError::Common(Failure::Validation(vec![
+                    FieldError::new("parent_id", message),
+                ])));
             }
         }
         let row = repo::insert_category(&mut conn, &valid.name, &valid.slug, valid.parent_id)

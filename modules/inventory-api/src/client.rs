@@ -1,7 +1,7 @@
 //! [`InventoryClient`]: `InventoryApi` over HTTP, for processes where the inventory is remote.
 
 use catalog_api::Sku;
-use kernel::{CallContext, Page};
+use kernel::{CallContext, Failure, Page};
 use remote::{ModuleClient, RemoteError};
 use reqwest::{Method, RequestBuilder};
 use resilience::Policy;
@@ -40,9 +40,13 @@ impl InventoryClient {
             .await
             .map_err(|e| match e {
                 RemoteError::Problem(problem) => InventoryError::from_problem(problem, order),
-                RemoteError::Unavailable(reason) => InventoryError::Unavailable(reason),
-                RemoteError::Degraded(d) => InventoryError::Degraded(d),
-                RemoteError::Unexpected(reason) => InventoryError::Unexpected(reason),
+                RemoteError::Unavailable(reason) => {
+                    InventoryError::Common(Failure::Unavailable(reason))
+                }
+                RemoteError::Degraded(d) => InventoryError::Common(Failure::Degraded(d)),
+                RemoteError::Unexpected(reason) => {
+                    InventoryError::Common(Failure::Unexpected(reason))
+                }
             })
     }
 }

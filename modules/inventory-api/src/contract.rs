@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use catalog_api::Sku;
-use kernel::{CallContext, PageLimit};
+use kernel::{CallContext, Failure, PageLimit};
 
 use crate::{
     Adjustment, InventoryApi, InventoryError, ListMovements, OrderId, ReservationLine,
@@ -68,7 +68,8 @@ pub async fn adjustments_receive_and_correct(h: &Harness) {
         reason: " ".to_owned(),
         low_stock_threshold: Some(-1),
     };
-    let InventoryError::Validation(errors) = h.api.adjust(&h.admin, &s, bad).await.unwrap_err()
+    let InventoryError::Common(Failure::Validation(errors)) =
+        h.api.adjust(&h.admin, &s, bad).await.unwrap_err()
     else {
         panic!("expected Validation");
     };
@@ -314,14 +315,14 @@ pub async fn only_admins_touch_stock(h: &Harness) {
     let s = sku("AUTHZ-1");
     assert_eq!(
         h.api.stock(&h.customer, &s).await.unwrap_err(),
-        InventoryError::Forbidden
+        InventoryError::Common(Failure::Forbidden)
     );
     assert_eq!(
         h.api
             .adjust(&CallContext::background(), &s, receive(1))
             .await
             .unwrap_err(),
-        InventoryError::Unauthenticated
+        InventoryError::Common(Failure::Unauthenticated)
     );
 }
 

@@ -1,10 +1,11 @@
 //! [`InventoryError`]: the one error type of the inventory contract.
 
-use kernel::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
+use kernel::{Failure, FieldError, ProblemBody, ProblemCode};
 
 use crate::{OrderId, ReservationStatus};
 
-/// Everything an inventory call can fail with, in process or over HTTP.
+/// Everything an inventory call can fail with, in process or over HTTP:
+/// the inventory's own refusals, and the failures every module shares.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InventoryError {
     /// Not enough available stock for these SKUs (sorted).
@@ -19,43 +20,14 @@ pub enum InventoryError {
     /// The reservation is not in a state that allows this.
     #[error("the reservation of order `{order}` is {}", status.as_str())]
     InvalidTransition {
-        /// The order.
+        /// The order whose reservation was to move.
         order: OrderId,
         /// Its current status.
         status: ReservationStatus,
     },
-    /// Well-formed but invalid fields.
-    #[error("the request is invalid")]
-    Validation(Vec<FieldError>),
-    /// The cursor was not handed out by this list.
-    #[error("the cursor is not valid for this list")]
-    InvalidCursor,
-    /// The call needs a signed-in caller.
-    #[error("this needs a signed-in admin")]
-    Unauthenticated,
-    /// The caller is not an admin.
-    #[error("this is for admins")]
-    Forbidden,
-    /// The inventory cannot answer now.
-    #[error("the inventory is unavailable: {0}")]
-    Unavailable(String),
-    /// A call to the module in another process was cut short (circuit
-    /// open, too many in flight, out of time); no answer was had.
-    #[error("{0}")]
-    Degraded(Degradation),
-    /// A bug or an unexpected answer; details are in the logs.
-    #[error("unexpected inventory error: {0}")]
-    Unexpected(String),
-}
-
-impl ModuleError for InventoryError {
-    fn unavailable(reason: String) -> InventoryError {
-        InventoryError::Unavailable(reason)
-    }
-
-    fn unexpected(detail: String) -> InventoryError {
-        InventoryError::Unexpected(detail)
-    }
+    /// Invalid input, no caller or the wrong one, an outage, a bug.
+    #[error("inventory: {0}")]
+    Common(#[from] Failure),
 }
 
 impl ProblemCode for InventoryError {
@@ -66,13 +38,7 @@ impl ProblemCode for InventoryError {
             InventoryError::ReservationConflict(_) | InventoryError::InvalidTransition { .. } => {
                 409
             }
-            InventoryError::Validation(_) => 422,
-            InventoryError::InvalidCursor => 400,
-            InventoryError::Unauthenticated => 401,
-            InventoryError::Forbidden => 403,
-            InventoryError::Unavailable(_) => 503,
-            InventoryError::Degraded(_) => 503,
-            InventoryError::Unexpected(_) => 500,
+            InventoryError::Common(failure) => failure.status(),
         }
     }
 
@@ -82,19 +48,13 @@ impl ProblemCode for InventoryError {
             InventoryError::ReservationNotFound(_) => "reservation_not_found",
             InventoryError::ReservationConflict(_) => "reservation_conflict",
             InventoryError::InvalidTransition { .. } => "invalid_reservation_transition",
-            InventoryError::Validation(_) => "validation_failed",
-            InventoryError::InvalidCursor => "invalid_cursor",
-            InventoryError::Unauthenticated => "unauthenticated",
-            InventoryError::Forbidden => "forbidden",
-            InventoryError::Unavailable(_) => "inventory_unavailable",
-            InventoryError::Degraded(d) => d.code(),
-            InventoryError::Unexpected(_) => "internal_error",
+            InventoryError::Common(failure) => failure.code("inventory_unavailable"),
         }
     }
 
-    fn retry_after(&self) -> Option<u64> {
+    fn failure(&self) -> Option<&Failure> {
         match self {
-            InventoryError::Degraded(d) => Some(d.retry_after()),
+            InventoryError::Common(failure) => Some(failure),
             _ => None,
         }
     }
@@ -105,7 +65,7 @@ impl ProblemCode for InventoryError {
                 .iter()
                 .map(|sku| FieldError::new("sku", sku.clone()))
                 .collect(),
-            InventoryError::Validation(errors) => errors.clone(),
+            InventoryError::Common(failure) => failure.field_errors(),
             _ => Vec::new(),
         }
     }
@@ -123,13 +83,6 @@ impl InventoryError {
     /// order the request was about. Short SKUs travel as field errors named
     /// `sku`.
     pub fn from_problem(problem: ProblemBody, order: Option<OrderId>) -> InventoryError {
-        let detail = problem
-            .detail
-            .clone()
-            .unwrap_or_else(|| problem.title.clone());
-        if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
-            return InventoryError::Degraded(degradation);
-        }
         match (problem.code.as_str(), order) {
             ("insufficient_stock", _) => InventoryError::InsufficientStock(
                 problem.errors.into_iter().map(|e| e.message).collect(),
@@ -139,18 +92,14 @@ impl InventoryError {
             ("invalid_reservation_transition", Some(id)) => {
                 match problem.current_status.as_deref().map(str::parse) {
                     Some(Ok(status)) => InventoryError::InvalidTransition { order: id, status },
-                    _ => InventoryError::Unexpected(format!(
+                    _ => Failure::Unexpected(format!(
                         "a refused transition with current_status {:?}",
                         problem.current_status
-                    )),
+                    ))
+                    .into(),
                 }
             }
-            ("validation_failed", _) => InventoryError::Validation(problem.errors),
-            ("invalid_cursor", _) => InventoryError::InvalidCursor,
-            ("unauthenticated" | "invalid_token", _) => InventoryError::Unauthenticated,
-            ("forbidden", _) => InventoryError::Forbidden,
-            (_, _) if problem.status == 503 => InventoryError::Unavailable(detail),
-            (code, _) => InventoryError::Unexpected(format!("{} {code}: {detail}", problem.status)),
+            _ => Failure::from_problem(problem).into(),
         }
     }
 }
@@ -181,7 +130,7 @@ mod tests {
         problem.current_status = None;
         assert!(matches!(
             InventoryError::from_problem(problem, Some(order)),
-            InventoryError::Unexpected(_)
+            InventoryError::Common(Failure::Unexpected(_))
         ));
     }
 }

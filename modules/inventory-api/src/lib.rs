@@ -41,14 +41,14 @@ pub trait InventoryApi: Send + Sync {
     /// Stock of one SKU (all zero for a SKU never stocked).
     ///
     /// # Errors
-    /// [`InventoryError::Unauthenticated`], [`InventoryError::Forbidden`].
+    /// [`Failure::Unauthenticated`](kernel::Failure::Unauthenticated), [`Failure::Forbidden`](kernel::Failure::Forbidden).
     async fn stock(&self, cx: &CallContext, sku: &Sku) -> Result<StockLevel, InventoryError>;
 
     /// Receives (positive) or corrects (negative) stock; records a movement.
     ///
     /// # Errors
     /// [`InventoryError::InsufficientStock`] when a correction would take
-    /// available below zero; [`InventoryError::Validation`].
+    /// available below zero; [`Failure::Validation`](kernel::Failure::Validation).
     async fn adjust(
         &self,
         cx: &CallContext,
@@ -59,7 +59,7 @@ pub trait InventoryApi: Send + Sync {
     /// The stock history of a SKU, newest first.
     ///
     /// # Errors
-    /// [`InventoryError::InvalidCursor`].
+    /// [`Failure::InvalidCursor`](kernel::Failure::InvalidCursor).
     async fn movements(
         &self,
         cx: &CallContext,
@@ -73,7 +73,7 @@ pub trait InventoryApi: Send + Sync {
     /// # Errors
     /// [`InventoryError::InsufficientStock`] naming every short SKU;
     /// [`InventoryError::ReservationConflict`] when the order already holds a
-    /// different reservation; [`InventoryError::Validation`].
+    /// different reservation; [`Failure::Validation`](kernel::Failure::Validation).
     async fn reserve(
         &self,
         cx: &CallContext,

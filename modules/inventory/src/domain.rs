@@ -3,7 +3,7 @@
 //! is worth a low- or out-of-stock signal.
 
 use inventory_api::{Adjustment, InventoryError, ReservationLine, ReservationStatus, ReserveStock};
-use kernel::FieldError;
+use kernel::{Failure, FieldError};
 
 /// Most lines in one reservation.
 const MAX_LINES: usize = 100;
@@ -83,7 +83,7 @@ pub(crate) fn check_adjustment(adjustment: &Adjustment) -> Result<(), InventoryE
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(InventoryError::Validation(errors))
+        Err(InventoryError::Common(Failure::Validation(errors)))
     }
 }
 
@@ -115,7 +115,7 @@ pub(crate) fn check_reservation(
     if errors.is_empty() {
         Ok(lines)
     } else {
-        Err(InventoryError::Validation(errors))
+        Err(InventoryError::Common(Failure::Validation(errors)))
     }
 }
 

@@ -11,7 +11,7 @@ use inventory_api::{
     Adjustment, InventoryApi, InventoryError, ListMovements, Movement, OrderId, Reservation,
     ReservationStatus, ReserveStock, StockLevel,
 };
-use kernel::{CallContext, Cursor, Page, Role};
+use kernel::{CallContext, Cursor, Failure, Page, Role};
 
 use crate::Settings;
 use crate::domain::{self, Crossing, Transition};
@@ -45,8 +45,8 @@ fn database(error: DieselError) -> InventoryError {
 
 fn require_admin(cx: &CallContext) -> Result<(), InventoryError> {
     match cx.caller() {
-        None => Err(InventoryError::Unauthenticated),
-        Some(c) if !c.has(Role::Admin) => Err(InventoryError::Forbidden),
+        None => Err(InventoryError::Common(Failure::Unauthenticated)),
+        Some(c) if !c.has(Role::Admin) => Err(InventoryError::Common(Failure::Forbidden)),
         Some(_) => Ok(()),
     }
 }
@@ -54,14 +54,14 @@ fn require_admin(cx: &CallContext) -> Result<(), InventoryError> {
 /// Reservations are also made by the order module, as the `service` role.
 fn require_admin_or_service(cx: &CallContext) -> Result<(), InventoryError> {
     match cx.caller() {
-        None => Err(InventoryError::Unauthenticated),
-        Some(c) if !c.is_admin_or_service() => Err(InventoryError::Forbidden),
+        None => Err(InventoryError::Common(Failure::Unauthenticated)),
+        Some(c) if !c.is_admin_or_service() => Err(InventoryError::Common(Failure::Forbidden)),
         Some(_) => Ok(()),
     }
 }
 
 fn to_level(row: Row) -> Result<StockLevel, InventoryError> {
-    row.into_level().map_err(InventoryError::Unexpected)
+    row.into_level().map_err(|e| Failure::Unexpected(e).into())
 }
 
 /// Publishes what a stock change means: stock changed, and low or out of
@@ -74,7 +74,7 @@ async fn announce_change(
     after: &Row,
 ) -> Result<(), Abort> {
     let sku = Sku::parse(&after.sku)
-        .map_err(|e| Abort::Refuse(InventoryError::Unexpected(e.to_string())))?;
+        .map_err(|e| Abort::Refuse(InventoryError::Common(Failure::Unexpected(e.to_string()))))?;
     let changed = StockChanged {
         sku: sku.clone(),
         on_hand: after.on_hand,
@@ -276,8 +276,8 @@ impl InventoryApi for InventoryModule {
         query: ListMovements,
     ) -> Result<Page<Movement>, InventoryError> {
         require_admin(cx)?;
-        let before =
-            Cursor::after_id(query.cursor.as_ref()).map_err(|_| InventoryError::InvalidCursor)?;
+        let before = Cursor::after_id(query.cursor.as_ref())
+            .map_err(|_| InventoryError::Common(Failure::InvalidCursor))?;
         let mut conn = self.conn().await?;
         let items = repo::movements(&mut conn, sku, before, query.limit.overfetch())
             .await

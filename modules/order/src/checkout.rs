@@ -8,7 +8,7 @@ use std::time::Duration;
 use catalog_api::{CatalogError, ProductId};
 use diesel::result::Error as DieselError;
 use diesel_async::AsyncConnection as _;
-use kernel::{CallContext, FieldError, OrderId};
+use kernel::{CallContext, Failure, FieldError, OrderId};
 use order_api::OrderStatus;
 use payment_api::{PaymentError, Tokenize};
 use tracing::Instrument as _;
@@ -229,10 +229,9 @@ impl Checkout<'_> {
     ) -> Result<(OrderState, SagaRow), OrderError> {
         let cart = self.module.cart(cx).await?;
         if cart.items.is_empty() {
-            return Err(OrderError::Validation(vec![FieldError::new(
-                "cart",
-                "is empty: PUT /api/v1/cart first",
-            )]));
+            return Err(OrderError::Common(Failure::Validation(vec![
+                FieldError::new("cart", "is empty: PUT /api/v1/cart first"),
+            ])));
         }
         let lines = self.price(cx, &cart.items).await?;
         let total = domain::total(&lines)?;
@@ -241,7 +240,7 @@ impl Checkout<'_> {
             .deps
             .services
             .context(cx.request_id().clone())
-            .map_err(|e| OrderError::Unexpected(format!("service token: {e}")))?;
+            .map_err(|e| OrderError::Common(Failure::Unexpected(format!("service token: {e}"))))?;
         let card_number = request.payment_method.card_number.clone();
         let method = self
             .module
@@ -333,7 +332,7 @@ impl Checkout<'_> {
         if errors.is_empty() {
             Ok(lines)
         } else {
-            Err(OrderError::Validation(errors))
+            Err(OrderError::Common(Failure::Validation(errors)))
         }
     }
 }
@@ -341,15 +340,19 @@ impl Checkout<'_> {
 /// The payment module's refusal to tokenize, as the order routes answer it.
 fn tokenize_error(error: PaymentError) -> OrderError {
     match error {
-        PaymentError::Validation(errors) => OrderError::Validation(
-            errors
-                .into_iter()
-                .map(|e| FieldError::new("payment_method.card_number", e.message))
-                .collect(),
-        ),
+        PaymentError::Common(Failure::Validation(errors)) => {
+            OrderError::Common(Failure::Validation(
+                errors
+                    .into_iter()
+                    .map(|e| FieldError::new("payment_method.card_number", e.message))
+                    .collect(),
+            ))
+        }
         PaymentError::Declined(code) => OrderError::CardRejected(code),
-        PaymentError::Degraded(d) => OrderError::Degraded(d),
-        PaymentError::Unavailable(reason) => OrderError::Unavailable(reason),
-        other => OrderError::Unexpected(other.to_string()),
+        // Out of time or down: the order module's own outage, as it is.
+        PaymentError::Common(failure @ (Failure::Degraded(_) | Failure::Unavailable(_))) => {
+            failure.into()
+        }
+        other => OrderError::Common(Failure::Unexpected(other.to_string())),
     }
 }

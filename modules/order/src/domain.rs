@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use kernel::{FieldError, Money, OrderId};
+use kernel::{Failure, FieldError, Money, OrderId};
 use order_api::OrderStatus;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -351,14 +351,13 @@ pub(crate) fn total(lines: &[OrderLine]) -> Result<Money, OrderError> {
     let currency = lines
         .first()
         .map(|l| l.unit_price.currency())
-        .ok_or_else(|| OrderError::Unexpected("an order without lines".into()))?;
+        .ok_or_else(|| OrderError::Common(Failure::Unexpected("an order without lines".into())))?;
     let mut total_minor = 0i64;
     for line in lines {
         if line.line_total.currency() != currency {
-            return Err(OrderError::Validation(vec![FieldError::new(
-                "cart",
-                "holds products priced in different currencies",
-            )]));
+            return Err(OrderError::Common(Failure::Validation(vec![
+                FieldError::new("cart", "holds products priced in different currencies"),
+            ])));
         }
         total_minor = total_minor.saturating_add(line.line_total.amount_minor());
     }

@@ -12,7 +12,7 @@ use db::Pool;
 use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use inventory_api::InventoryApi;
-use kernel::{CallContext, Caller, Cursor, Page, PageLimit, Role};
+use kernel::{CallContext, Caller, Cursor, Failure, Page, PageLimit, Role};
 use order_api::OrderStatus;
 use payment_api::PaymentApi;
 
@@ -55,14 +55,16 @@ pub(crate) fn database(error: DieselError) -> OrderError {
 }
 
 fn caller(cx: &CallContext) -> Result<&Caller, OrderError> {
-    cx.caller().ok_or(OrderError::Unauthenticated)
+    cx.caller()
+        .ok_or(OrderError::Common(Failure::Unauthenticated))
 }
 
 pub(crate) fn catalog_error(error: CatalogError) -> OrderError {
     match error {
-        CatalogError::Degraded(d) => OrderError::Degraded(d),
-        CatalogError::Unavailable(reason) => OrderError::Unavailable(reason),
-        other => OrderError::Unexpected(other.to_string()),
+        CatalogError::Common(failure @ (Failure::Degraded(_) | Failure::Unavailable(_))) => {
+            failure.into()
+        }
+        other => OrderError::Common(Failure::Unexpected(other.to_string())),
     }
 }
 
@@ -108,13 +110,14 @@ impl OrderModule {
     /// The caller's cart (empty when never set).
     ///
     /// # Errors
-    /// [`OrderError::Unauthenticated`]; database unavailability.
+    /// [`Failure::Unauthenticated`](kernel::Failure::Unauthenticated); database unavailability.
     pub async fn cart(&self, cx: &CallContext) -> Result<Cart, OrderError> {
         let customer = caller(cx)?.user_id;
         let mut conn = self.conn().await?;
         let items = match carts::items(&mut conn, customer).await.map_err(database)? {
-            Some(items) => serde_json::from_value(items)
-                .map_err(|e| OrderError::Unexpected(format!("stored cart: {e}")))?,
+            Some(items) => serde_json::from_value(items).map_err(|e| {
+                OrderError::Common(Failure::Unexpected(format!("stored cart: {e}")))
+            })?,
             None => Vec::new(),
         };
         Ok(Cart { items })
@@ -123,7 +126,7 @@ impl OrderModule {
     /// Replaces the caller's cart.
     ///
     /// # Errors
-    /// [`OrderError::Validation`]: quantities outside 1..=100, a product
+    /// [`Failure::Validation`](kernel::Failure::Validation): quantities outside 1..=100, a product
     /// twice, too many lines, unknown or unavailable products.
     pub async fn put_cart(&self, cx: &CallContext, cart: Cart) -> Result<Cart, OrderError> {
         let customer = caller(cx)?.user_id;
@@ -146,10 +149,10 @@ impl OrderModule {
             }
         }
         if !errors.is_empty() {
-            return Err(OrderError::Validation(errors));
+            return Err(OrderError::Common(Failure::Validation(errors)));
         }
-        let json =
-            serde_json::to_value(&cart.items).map_err(|e| OrderError::Unexpected(e.to_string()))?;
+        let json = serde_json::to_value(&cart.items)
+            .map_err(|e| OrderError::Common(Failure::Unexpected(e.to_string())))?;
         let mut conn = self.conn().await?;
         carts::put(&mut conn, customer, json)
             .await
@@ -204,7 +207,7 @@ impl OrderModule {
     /// The caller's orders, newest first.
     ///
     /// # Errors
-    /// [`OrderError::InvalidCursor`] for a cursor of another list.
+    /// [`Failure::InvalidCursor`](kernel::Failure::InvalidCursor) for a cursor of another list.
     pub async fn orders(
         &self,
         cx: &CallContext,
@@ -212,7 +215,8 @@ impl OrderModule {
         cursor: Option<Cursor>,
     ) -> Result<Page<Order>, OrderError> {
         let customer = caller(cx)?.user_id;
-        let after = Cursor::after_id(cursor.as_ref()).map_err(|_| OrderError::InvalidCursor)?;
+        let after = Cursor::after_id(cursor.as_ref())
+            .map_err(|_| OrderError::Common(Failure::InvalidCursor))?;
         let mut conn = self.conn().await?;
         let orders = repo::customer_orders(&mut conn, customer, after, limit.overfetch())
             .await
@@ -291,10 +295,10 @@ impl OrderModule {
     /// Marks a confirmed order shipped. Admins only.
     ///
     /// # Errors
-    /// [`OrderError::Forbidden`]; [`OrderError::InvalidTransition`] unless confirmed.
+    /// [`Failure::Forbidden`](kernel::Failure::Forbidden); [`OrderError::InvalidTransition`] unless confirmed.
     pub async fn ship(&self, cx: &CallContext, id: OrderId) -> Result<Order, OrderError> {
         if !caller(cx)?.has(Role::Admin) {
-            return Err(OrderError::Forbidden);
+            return Err(OrderError::Common(Failure::Forbidden));
         }
         let mut conn = self.conn().await?;
         let state = conn

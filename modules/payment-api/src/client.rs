@@ -1,6 +1,6 @@
 //! [`PaymentClient`]: `PaymentApi` over HTTP, for processes where payments are remote.
 
-use kernel::{CallContext, OrderId};
+use kernel::{CallContext, Failure, OrderId};
 use remote::{ModuleClient, RemoteError};
 use reqwest::{Method, RequestBuilder};
 use resilience::Policy;
@@ -38,9 +38,13 @@ impl PaymentClient {
             .await
             .map_err(|e| match e {
                 RemoteError::Problem(problem) => PaymentError::from_problem(problem),
-                RemoteError::Unavailable(reason) => PaymentError::Unavailable(reason),
-                RemoteError::Degraded(d) => PaymentError::Degraded(d),
-                RemoteError::Unexpected(reason) => PaymentError::Unexpected(reason),
+                RemoteError::Unavailable(reason) => {
+                    PaymentError::Common(Failure::Unavailable(reason))
+                }
+                RemoteError::Degraded(d) => PaymentError::Common(Failure::Degraded(d)),
+                RemoteError::Unexpected(reason) => {
+                    PaymentError::Common(Failure::Unexpected(reason))
+                }
             })
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kernel::{CallContext, Currency, Money, OrderId};
+use kernel::{CallContext, Currency, Failure, Money, OrderId};
 use uuid::Uuid;
 
 use crate::{AuthorizePayment, PaymentApi, PaymentError, PaymentMethod, PaymentStatus, Tokenize};
@@ -83,7 +83,10 @@ pub async fn tokenize_keeps_only_the_last_four(h: &Harness) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(error, PaymentError::Validation(_)), "{error:?}");
+    assert!(
+        matches!(error, PaymentError::Common(Failure::Validation(_))),
+        "{error:?}"
+    );
 }
 
 /// The same order authorizes once, whatever the repeats; another amount
@@ -185,14 +188,14 @@ pub async fn customers_read_their_own_payments_only(h: &Harness) {
     );
     assert_eq!(
         h.api.capture(&h.customer, order).await.unwrap_err(),
-        PaymentError::Forbidden
+        PaymentError::Common(Failure::Forbidden)
     );
     assert_eq!(
         h.api
             .capture(&CallContext::background(), order)
             .await
             .unwrap_err(),
-        PaymentError::Unauthenticated
+        PaymentError::Common(Failure::Unauthenticated)
     );
 }
 

@@ -1,10 +1,11 @@
 //! [`PaymentError`]: the one error type of the payment contract.
 
-use kernel::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
+use kernel::{Failure, FieldError, ProblemBody, ProblemCode};
 
 use crate::PaymentStatus;
 
-/// Everything a payment call can fail with, in process or over HTTP.
+/// Everything a payment call can fail with, in process or over HTTP: the
+/// payment module's own refusals, and the failures every module shares.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
     /// The card was refused; the provider's reason (`card_declined`,
@@ -20,78 +21,40 @@ pub enum PaymentError {
     /// The payment is not in a state that allows this; its current status.
     #[error("the payment is {0}")]
     InvalidTransition(PaymentStatus),
-    /// Well-formed but invalid fields.
-    #[error("the request is invalid")]
-    Validation(Vec<FieldError>),
-    /// The call needs a signed-in caller.
-    #[error("this needs a signed-in caller")]
-    Unauthenticated,
-    /// The caller may not do this.
-    #[error("this is for the shop's modules and admins")]
-    Forbidden,
-    /// The payment module or the provider cannot answer now; for an
-    /// authorization the outcome is unknown until it is asked again.
-    #[error("payments are unavailable: {0}")]
-    Unavailable(String),
-    /// A call to the module in another process was cut short (circuit
-    /// open, too many in flight, out of time); no answer was had.
-    #[error("{0}")]
-    Degraded(Degradation),
-    /// A bug or an unexpected answer; details are in the logs.
-    #[error("unexpected payment error: {0}")]
-    Unexpected(String),
+    /// Invalid input, no caller or the wrong one, an outage (of the module
+    /// or the provider: for an authorization the outcome is then unknown
+    /// until it is asked again), a bug.
+    #[error("payment: {0}")]
+    Common(#[from] Failure),
 }
 
 impl PaymentError {
     /// Whether asking again later may succeed (the outcome is unknown).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            PaymentError::Unavailable(_) | PaymentError::Degraded(_) | PaymentError::Unexpected(_)
-        )
+        self.failure().is_some_and(Failure::is_transient)
     }
 
     /// Rebuilds the error a remote payment module answered with.
     pub fn from_problem(problem: ProblemBody) -> PaymentError {
-        let detail = problem
-            .detail
-            .clone()
-            .unwrap_or_else(|| problem.title.clone());
-        if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
-            return PaymentError::Degraded(degradation);
-        }
         match problem.code.as_str() {
             "payment_declined" => match problem.decline_code {
                 Some(code) => PaymentError::Declined(code),
-                None => PaymentError::Unexpected("a decline without its decline_code".to_owned()),
+                None => Failure::Unexpected("a decline without its decline_code".to_owned()).into(),
             },
             "payment_not_found" => PaymentError::NotFound,
             "payment_conflict" => PaymentError::Conflict,
             "invalid_payment_transition" => {
                 match problem.current_status.as_deref().map(str::parse) {
                     Some(Ok(status)) => PaymentError::InvalidTransition(status),
-                    _ => PaymentError::Unexpected(format!(
+                    _ => Failure::Unexpected(format!(
                         "a refused transition with current_status {:?}",
                         problem.current_status
-                    )),
+                    ))
+                    .into(),
                 }
             }
-            "validation_failed" => PaymentError::Validation(problem.errors),
-            "unauthenticated" | "invalid_token" => PaymentError::Unauthenticated,
-            "forbidden" => PaymentError::Forbidden,
-            _ if problem.status == 503 => PaymentError::Unavailable(detail),
-            code => PaymentError::Unexpected(format!("{} {code}: {detail}", problem.status)),
+            _ => Failure::from_problem(problem).into(),
         }
-    }
-}
-
-impl ModuleError for PaymentError {
-    fn unavailable(reason: String) -> PaymentError {
-        PaymentError::Unavailable(reason)
-    }
-
-    fn unexpected(detail: String) -> PaymentError {
-        PaymentError::Unexpected(detail)
     }
 }
 
@@ -101,11 +64,7 @@ impl ProblemCode for PaymentError {
             PaymentError::Declined(_) => 402,
             PaymentError::NotFound => 404,
             PaymentError::Conflict | PaymentError::InvalidTransition(_) => 409,
-            PaymentError::Validation(_) => 422,
-            PaymentError::Unauthenticated => 401,
-            PaymentError::Forbidden => 403,
-            PaymentError::Unavailable(_) | PaymentError::Degraded(_) => 503,
-            PaymentError::Unexpected(_) => 500,
+            PaymentError::Common(failure) => failure.status(),
         }
     }
 
@@ -115,18 +74,13 @@ impl ProblemCode for PaymentError {
             PaymentError::NotFound => "payment_not_found",
             PaymentError::Conflict => "payment_conflict",
             PaymentError::InvalidTransition(_) => "invalid_payment_transition",
-            PaymentError::Validation(_) => "validation_failed",
-            PaymentError::Unauthenticated => "unauthenticated",
-            PaymentError::Forbidden => "forbidden",
-            PaymentError::Unavailable(_) => "payment_unavailable",
-            PaymentError::Degraded(d) => d.code(),
-            PaymentError::Unexpected(_) => "internal_error",
+            PaymentError::Common(failure) => failure.code("payment_unavailable"),
         }
     }
 
-    fn retry_after(&self) -> Option<u64> {
+    fn failure(&self) -> Option<&Failure> {
         match self {
-            PaymentError::Degraded(d) => Some(d.retry_after()),
+            PaymentError::Common(failure) => Some(failure),
             _ => None,
         }
     }
@@ -134,7 +88,7 @@ impl ProblemCode for PaymentError {
     fn field_errors(&self) -> Vec<FieldError> {
         match self {
             PaymentError::Declined(reason) => vec![FieldError::new("card", reason.clone())],
-            PaymentError::Validation(errors) => errors.clone(),
+            PaymentError::Common(failure) => failure.field_errors(),
             _ => Vec::new(),
         }
     }
@@ -182,13 +136,13 @@ mod tests {
         let bare = problem(409, "invalid_payment_transition", "the payment is captured");
         assert!(matches!(
             PaymentError::from_problem(bare),
-            PaymentError::Unexpected(_)
+            PaymentError::Common(Failure::Unexpected(_))
         ));
         let mut unknown = problem(409, "invalid_payment_transition", "x");
         unknown.current_status = Some("lost".to_owned());
         assert!(matches!(
             PaymentError::from_problem(unknown),
-            PaymentError::Unexpected(_)
+            PaymentError::Common(Failure::Unexpected(_))
         ));
     }
 

@@ -37,8 +37,8 @@ pub trait PaymentApi: Send + Sync {
     /// the card from then on (only it and the last four digits are stored).
     ///
     /// # Errors
-    /// [`PaymentError::Validation`] for a number that is not one;
-    /// [`PaymentError::Unavailable`], [`PaymentError::Degraded`].
+    /// [`Failure::Validation`](kernel::Failure::Validation) for a number that is not one;
+    /// [`Failure::Unavailable`](kernel::Failure::Unavailable), [`Failure::Degraded`](kernel::Failure::Degraded).
     async fn tokenize(
         &self,
         cx: &CallContext,
@@ -52,7 +52,7 @@ pub trait PaymentApi: Send + Sync {
     /// # Errors
     /// [`PaymentError::Declined`] with the provider's reason;
     /// [`PaymentError::Conflict`] when the order already has a payment for
-    /// another amount; [`PaymentError::Unavailable`] (outcome unknown, ask
+    /// another amount; [`Failure::Unavailable`](kernel::Failure::Unavailable) (outcome unknown, ask
     /// again).
     async fn authorize(
         &self,

@@ -2,7 +2,7 @@
 //! card number and an authorization request must be, and the key that
 //! makes an authorization idempotent at the provider.
 
-use kernel::{FieldError, OrderId};
+use kernel::{Failure, FieldError, OrderId};
 use payment_api::{AuthorizePayment, PaymentError, PaymentStatus};
 
 /// What the provider knows a payment by: its authorization (once there is
@@ -34,10 +34,9 @@ pub(crate) fn card_digits(number: &str) -> Result<String, PaymentError> {
     if (12..=19).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
         Ok(digits)
     } else {
-        Err(PaymentError::Validation(vec![FieldError::new(
-            "card_number",
-            "must be 12 to 19 digits",
-        )]))
+        Err(PaymentError::Common(Failure::Validation(vec![
+            FieldError::new("card_number", "must be 12 to 19 digits"),
+        ])))
     }
 }
 
@@ -64,7 +63,7 @@ pub(crate) fn check_authorization(request: &AuthorizePayment) -> Result<(), Paym
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(PaymentError::Validation(errors))
+        Err(PaymentError::Common(Failure::Validation(errors)))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use db::Pool;
 use diesel::result::Error as DieselError;
-use kernel::{CallContext, OrderId};
+use kernel::{CallContext, Failure, OrderId};
 use payment_api::{
     AuthorizePayment, Payment, PaymentApi, PaymentError, PaymentId, PaymentMethod, PaymentStatus,
     Tokenize,
@@ -39,21 +39,23 @@ fn provider_error(error: ProviderError) -> PaymentError {
         ProviderError::Declined { code } | ProviderError::Rejected { code } => {
             PaymentError::Declined(code)
         }
-        ProviderError::Unavailable(reason) => PaymentError::Unavailable(reason),
-        ProviderError::Degraded(d) => PaymentError::Degraded(d),
+        ProviderError::Unavailable(reason) => PaymentError::Common(Failure::Unavailable(reason)),
+        ProviderError::Degraded(d) => PaymentError::Common(Failure::Degraded(d)),
     }
 }
 
 fn require_service(cx: &CallContext) -> Result<(), PaymentError> {
     match cx.caller() {
-        None => Err(PaymentError::Unauthenticated),
-        Some(c) if !c.is_admin_or_service() => Err(PaymentError::Forbidden),
+        None => Err(PaymentError::Common(Failure::Unauthenticated)),
+        Some(c) if !c.is_admin_or_service() => Err(PaymentError::Common(Failure::Forbidden)),
         Some(_) => Ok(()),
     }
 }
 
 fn to_payment(stored: Stored) -> Result<(Payment, AtProvider), PaymentError> {
-    stored.into_payment().map_err(PaymentError::Unexpected)
+    stored
+        .into_payment()
+        .map_err(|e| Failure::Unexpected(e).into())
 }
 
 impl PaymentModule {
@@ -310,7 +312,9 @@ impl PaymentApi for PaymentModule {
         cx: &CallContext,
         order: OrderId,
     ) -> Result<Payment, PaymentError> {
-        let caller = cx.caller().ok_or(PaymentError::Unauthenticated)?;
+        let caller = cx
+            .caller()
+            .ok_or(PaymentError::Common(Failure::Unauthenticated))?;
         let payment = self.by_order(order).await?;
         if caller.may_access(payment.customer_id) {
             Ok(payment)
@@ -320,7 +324,9 @@ impl PaymentApi for PaymentModule {
     }
 
     async fn payment(&self, cx: &CallContext, id: PaymentId) -> Result<Payment, PaymentError> {
-        let caller = cx.caller().ok_or(PaymentError::Unauthenticated)?;
+        let caller = cx
+            .caller()
+            .ok_or(PaymentError::Common(Failure::Unauthenticated))?;
         let (payment, _) = self.load(Key::Id(id)).await?;
         if caller.may_access(payment.customer_id) {
             Ok(payment)

@@ -1,6 +1,6 @@
 //! [`UserClient`]: `UserApi` over HTTP, for processes where the user module is remote.
 
-use kernel::{CallContext, Page};
+use kernel::{CallContext, Failure, Page};
 use remote::{ModuleClient, RemoteError};
 use reqwest::{Method, RequestBuilder};
 use resilience::Policy;
@@ -38,9 +38,9 @@ impl UserClient {
             .await
             .map_err(|e| match e {
                 RemoteError::Problem(problem) => UserError::from_problem(problem, user),
-                RemoteError::Unavailable(reason) => UserError::Unavailable(reason),
-                RemoteError::Degraded(d) => UserError::Degraded(d),
-                RemoteError::Unexpected(reason) => UserError::Unexpected(reason),
+                RemoteError::Unavailable(reason) => UserError::Common(Failure::Unavailable(reason)),
+                RemoteError::Degraded(d) => UserError::Common(Failure::Degraded(d)),
+                RemoteError::Unexpected(reason) => UserError::Common(Failure::Unexpected(reason)),
             })
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use kernel::{CallContext, Cursor, PageLimit, Role};
+use kernel::{CallContext, Cursor, Failure, PageLimit, Role};
 
 use crate::{ListUsers, NewUser, UserApi, UserError, UserId, UserStatus};
 
@@ -85,7 +85,7 @@ pub async fn registration_rules_are_enforced(h: &Harness) {
             display_name: "Ada".to_owned(),
         };
         let err = h.api.register(&anonymous(), new).await.unwrap_err();
-        let UserError::Validation(errors) = &err else {
+        let UserError::Common(Failure::Validation(errors)) = &err else {
             panic!("expected Validation for {email}/{password}, got {err:?}");
         };
         assert_eq!(errors[0].field, field, "{errors:?}");
@@ -115,7 +115,7 @@ pub async fn users_see_only_themselves(h: &Harness) {
     );
     assert_eq!(
         h.api.get_user(&anonymous(), a.id).await.unwrap_err(),
-        UserError::Unauthenticated
+        UserError::Common(Failure::Unauthenticated)
     );
 }
 
@@ -152,7 +152,7 @@ pub async fn listing_is_paginated_and_admin_only(h: &Harness) {
             .list_users(&customer, ListUsers::default())
             .await
             .unwrap_err(),
-        UserError::Forbidden
+        UserError::Common(Failure::Forbidden)
     );
     let admin = h.sign_in.admin().await;
     let limit = PageLimit::new(2).unwrap();
@@ -185,7 +185,7 @@ pub async fn listing_is_paginated_and_admin_only(h: &Harness) {
     };
     assert_eq!(
         h.api.list_users(&admin, bad).await.unwrap_err(),
-        UserError::InvalidCursor
+        UserError::Common(Failure::InvalidCursor)
     );
 }
 

@@ -1,10 +1,11 @@
 //! [`UserError`]: the one error type of the user contract.
 
-use kernel::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
+use kernel::{Failure, ProblemBody, ProblemCode};
 
 use crate::UserId;
 
-/// Everything a user-module call can fail with, in process or over HTTP.
+/// Everything a user-module call can fail with, in process or over HTTP:
+/// the user module's own refusals, and the failures every module shares.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
     /// No such user, or not one the caller may see.
@@ -13,41 +14,12 @@ pub enum UserError {
     /// Another account has this email address.
     #[error("an account with this email address already exists")]
     EmailTaken,
-    /// Well-formed but invalid fields.
-    #[error("the request is invalid")]
-    Validation(Vec<FieldError>),
-    /// The cursor was not handed out by this list.
-    #[error("the cursor is not valid for this list")]
-    InvalidCursor,
-    /// The call needs a signed-in caller.
-    #[error("this needs a signed-in caller")]
-    Unauthenticated,
-    /// The caller lacks the role for this call.
-    #[error("this is for admins")]
-    Forbidden,
-    /// The user module cannot answer now.
-    #[error("the user module is unavailable: {0}")]
-    Unavailable(String),
     /// Too many password checks are queued already: retry in a second.
     #[error("too many password checks at once; retry shortly")]
     Busy,
-    /// A call to the module in another process was cut short (circuit
-    /// open, too many in flight, out of time); no answer was had.
-    #[error("{0}")]
-    Degraded(Degradation),
-    /// A bug or an unexpected answer; details are in the logs.
-    #[error("unexpected user module error: {0}")]
-    Unexpected(String),
-}
-
-impl ModuleError for UserError {
-    fn unavailable(reason: String) -> UserError {
-        UserError::Unavailable(reason)
-    }
-
-    fn unexpected(detail: String) -> UserError {
-        UserError::Unexpected(detail)
-    }
+    /// Invalid input, no caller or the wrong one, an outage, a bug.
+    #[error("user: {0}")]
+    Common(#[from] Failure),
 }
 
 impl ProblemCode for UserError {
@@ -55,14 +27,8 @@ impl ProblemCode for UserError {
         match self {
             UserError::NotFound(_) => 404,
             UserError::EmailTaken => 409,
-            UserError::Validation(_) => 422,
-            UserError::InvalidCursor => 400,
-            UserError::Unauthenticated => 401,
-            UserError::Forbidden => 403,
-            UserError::Unavailable(_) => 503,
             UserError::Busy => 503,
-            UserError::Degraded(_) => 503,
-            UserError::Unexpected(_) => 500,
+            UserError::Common(failure) => failure.status(),
         }
     }
 
@@ -70,29 +36,22 @@ impl ProblemCode for UserError {
         match self {
             UserError::NotFound(_) => "user_not_found",
             UserError::EmailTaken => "email_taken",
-            UserError::Validation(_) => "validation_failed",
-            UserError::InvalidCursor => "invalid_cursor",
-            UserError::Unauthenticated => "unauthenticated",
-            UserError::Forbidden => "forbidden",
-            UserError::Unavailable(_) => "user_unavailable",
             UserError::Busy => "password_hashing_busy",
-            UserError::Degraded(d) => d.code(),
-            UserError::Unexpected(_) => "internal_error",
+            UserError::Common(failure) => failure.code("user_unavailable"),
+        }
+    }
+
+    fn failure(&self) -> Option<&Failure> {
+        match self {
+            UserError::Common(failure) => Some(failure),
+            _ => None,
         }
     }
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            UserError::Degraded(d) => Some(d.retry_after()),
             UserError::Busy => Some(1),
-            _ => None,
-        }
-    }
-
-    fn field_errors(&self) -> Vec<FieldError> {
-        match self {
-            UserError::Validation(errors) => errors.clone(),
-            _ => Vec::new(),
+            other => other.failure().and_then(Failure::retry_after),
         }
     }
 }
@@ -101,20 +60,11 @@ impl UserError {
     /// Rebuilds the error a remote user module answered with; `user` is the
     /// id the request was about.
     pub fn from_problem(problem: ProblemBody, user: Option<UserId>) -> UserError {
-        let detail = problem.detail.unwrap_or(problem.title);
-        if let Some(degradation) = Degradation::from_code(&problem.code, 1) {
-            return UserError::Degraded(degradation);
-        }
         match (problem.code.as_str(), user) {
             ("user_not_found", Some(id)) => UserError::NotFound(id),
             ("email_taken", _) => UserError::EmailTaken,
-            ("validation_failed", _) => UserError::Validation(problem.errors),
-            ("invalid_cursor", _) => UserError::InvalidCursor,
-            ("unauthenticated" | "invalid_token", _) => UserError::Unauthenticated,
-            ("forbidden", _) => UserError::Forbidden,
             ("password_hashing_busy", _) => UserError::Busy,
-            (_, _) if problem.status == 503 => UserError::Unavailable(detail),
-            (code, _) => UserError::Unexpected(format!("{} {code}: {detail}", problem.status)),
+            _ => Failure::from_problem(problem).into(),
         }
     }
 }

@@ -39,22 +39,22 @@ pub trait UserApi: Send + Sync {
     /// Registers a customer account.
     ///
     /// # Errors
-    /// [`UserError::Validation`] (email, password policy, display name),
+    /// [`Failure::Validation`](kernel::Failure::Validation) (email, password policy, display name),
     /// [`UserError::EmailTaken`].
     async fn register(&self, cx: &CallContext, new: NewUser) -> Result<User, UserError>;
 
     /// One user: the caller themselves, or anyone for an admin.
     ///
     /// # Errors
-    /// [`UserError::Unauthenticated`] without a caller,
+    /// [`Failure::Unauthenticated`](kernel::Failure::Unauthenticated) without a caller,
     /// [`UserError::NotFound`] for a missing or someone else's account.
     async fn get_user(&self, cx: &CallContext, id: UserId) -> Result<User, UserError>;
 
     /// A page of users, oldest first. Admins only.
     ///
     /// # Errors
-    /// [`UserError::Unauthenticated`], [`UserError::Forbidden`],
-    /// [`UserError::InvalidCursor`].
+    /// [`Failure::Unauthenticated`](kernel::Failure::Unauthenticated), [`Failure::Forbidden`](kernel::Failure::Forbidden),
+    /// [`Failure::InvalidCursor`](kernel::Failure::InvalidCursor).
     async fn list_users(&self, cx: &CallContext, query: ListUsers)
     -> Result<Page<User>, UserError>;
 }

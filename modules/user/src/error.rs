@@ -2,7 +2,7 @@
 //! [`UserError`].
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use kernel::{FieldError, ProblemCode};
+use kernel::{Failure, FieldError, ProblemCode};
 use user_api::UserError;
 
 use crate::password::HashError;
@@ -23,6 +23,12 @@ pub enum AuthFlowError {
     /// Something else the user module reports.
     #[error(transparent)]
     User(#[from] UserError),
+}
+
+impl From<Failure> for AuthFlowError {
+    fn from(failure: Failure) -> AuthFlowError {
+        AuthFlowError::User(failure.into())
+    }
 }
 
 impl ProblemCode for AuthFlowError {
@@ -81,6 +87,6 @@ pub(crate) fn taken_or(error: DieselError) -> UserError {
 pub(crate) fn hash_error(e: HashError) -> UserError {
     match e {
         HashError::Busy => UserError::Busy,
-        HashError::Failed(e) => UserError::Unexpected(e),
+        HashError::Failed(e) => UserError::Common(Failure::Unexpected(e)),
     }
 }

@@ -8,7 +8,7 @@ use auth::Issuer;
 use db::Pool;
 use diesel::result::Error as DieselError;
 use diesel_async::AsyncConnection as _;
-use kernel::{CallContext, Caller, Cursor, FieldError, Page, Role};
+use kernel::{CallContext, Caller, Cursor, Failure, FieldError, Page, Role};
 use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
 use user_api::{ListUsers, NewUser, User, UserApi, UserError, UserId, UserStatus};
 
@@ -48,12 +48,13 @@ pub struct AdminChanges {
 
 /// The row as the contract's DTO; a row the DTO cannot hold is `Unexpected`.
 fn to_user(row: UserRow) -> Result<User, UserError> {
-    row.into_user().map_err(UserError::Unexpected)
+    row.into_user().map_err(|e| Failure::Unexpected(e).into())
 }
 
 /// Who calls; `Unauthenticated` without a caller.
 fn caller(cx: &CallContext) -> Result<&Caller, UserError> {
-    cx.caller().ok_or(UserError::Unauthenticated)
+    cx.caller()
+        .ok_or(UserError::Common(Failure::Unauthenticated))
 }
 
 impl UserModule {
@@ -90,7 +91,7 @@ impl UserModule {
         new: NewUser,
         roles: &[Role],
     ) -> Result<User, UserError> {
-        let valid = validate_new(new).map_err(UserError::Validation)?;
+        let valid = validate_new(new).map_err(Failure::Validation)?;
         let hash = self.hasher.hash(valid.password).await.map_err(hash_error)?;
         let mut conn = self.conn().await?;
         let id = UserId::generate();
@@ -155,7 +156,7 @@ impl UserModule {
             None => (None, None),
         };
         let valid = validate_profile(changes.display_name.as_deref(), email.as_deref())
-            .map_err(UserError::Validation)?;
+            .map_err(Failure::Validation)?;
         let mut update = AccountChanges {
             display_name: valid.display_name,
             email: valid.email.map(|email| email.as_str().to_owned()),
@@ -235,8 +236,12 @@ impl UserModule {
             .map_err(database)?
             .ok_or(UserError::NotFound(UserId::from(id)))?;
         let email = Email::stored(row.email.clone());
-        check_password(&new, Some(&email))
-            .map_err(|m| UserError::Validation(vec![FieldError::new("new_password", m)]))?;
+        check_password(&new, Some(&email)).map_err(|m| {
+            UserError::Common(Failure::Validation(vec![FieldError::new(
+                "new_password",
+                m,
+            )]))
+        })?;
         if !self
             .hasher
             .verify(current, Some(row.password_hash.clone()))
@@ -275,11 +280,11 @@ impl UserModule {
     ) -> Result<User, UserError> {
         let admin = caller(cx)?;
         if !admin.has(Role::Admin) {
-            return Err(UserError::Forbidden);
+            return Err(UserError::Common(Failure::Forbidden));
         }
         let is_self = admin.user_id == id.as_uuid();
         check_admin_changes(changes.roles.as_deref(), changes.status, is_self)
-            .map_err(UserError::Validation)?;
+            .map_err(Failure::Validation)?;
         let update = AccountChanges {
             roles: changes.roles.as_deref().and_then(AccountChanges::roles),
             status: changes.status.map(|s| s.as_str().to_owned()),
@@ -330,10 +335,10 @@ impl UserApi for UserModule {
         query: ListUsers,
     ) -> Result<Page<User>, UserError> {
         if !caller(cx)?.has(Role::Admin) {
-            return Err(UserError::Forbidden);
+            return Err(UserError::Common(Failure::Forbidden));
         }
-        let after =
-            Cursor::after_id(query.cursor.as_ref()).map_err(|_| UserError::InvalidCursor)?;
+        let after = Cursor::after_id(query.cursor.as_ref())
+            .map_err(|_| UserError::Common(Failure::InvalidCursor))?;
         let mut conn = self.conn().await?;
         let users = repo::list(&mut conn, after, query.limit.overfetch())
             .await

@@ -14,6 +14,7 @@ use crate::UserModule;
 use crate::domain::Email;
 use crate::error::{AuthFlowError, database, hash_error};
 use crate::repo::{self, UserRow};
+use kernel::Failure;
 
 /// Access and refresh token handed out at sign-in and refresh.
 #[derive(Debug)]
@@ -59,7 +60,9 @@ impl UserModule {
             chrono::Utc::now() - chrono::Duration::days(1),
         )
         .await
-        .map_err(|e| UserError::Unavailable(format!("pruning refresh tokens: {e}")))
+        .map_err(|e| {
+            UserError::Common(Failure::Unavailable(format!("pruning refresh tokens: {e}")))
+        })
     }
 
     /// Signs in with email and password.
@@ -176,10 +179,9 @@ impl UserModule {
 
     /// A signed access token for `user`, paired with `refresh_token`.
     fn pair(&self, user: &UserRow, refresh_token: String) -> Result<TokenPair, AuthFlowError> {
-        let access = self
-            .issuer
-            .issue(user.id, &user.roles())
-            .map_err(|e| UserError::Unexpected(format!("cannot sign a token: {e}")))?;
+        let access = self.issuer.issue(user.id, &user.roles()).map_err(|e| {
+            UserError::Common(Failure::Unexpected(format!("cannot sign a token: {e}")))
+        })?;
         Ok(TokenPair {
             access_token: access.token,
             expires_in: access.expires_in,

@@ -25,14 +25,25 @@ impl FieldError {
 /// What the plumbing beneath a module needs of its error type: a way to
 /// say "cannot answer now" (503, worth a retry) and "something unexpected
 /// happened" (500, a bug; the details go to the logs). Every module error
-/// implements it, so one mapping of database failures (`db::failure`) and
-/// one transaction abort (`db::Abort`) serve them all.
+/// has it, through the [`Failure`](crate::Failure) it embeds, so one mapping
+/// of database failures (`db::failure`) and one transaction abort
+/// (`db::Abort`) serve them all.
 pub trait ModuleError: Sized {
     /// The module cannot answer now, for `reason` (its database is down or
     /// too slow).
     fn unavailable(reason: String) -> Self;
     /// Something that should not happen did; `detail` is for the logs.
     fn unexpected(detail: String) -> Self;
+}
+
+impl<E: From<crate::Failure>> ModuleError for E {
+    fn unavailable(reason: String) -> E {
+        crate::Failure::Unavailable(reason).into()
+    }
+
+    fn unexpected(detail: String) -> E {
+        crate::Failure::Unexpected(detail).into()
+    }
 }
 
 /// How a module error presents itself as an RFC 9457 problem.
@@ -46,15 +57,25 @@ pub trait ProblemCode: std::error::Error {
     fn status(&self) -> u16;
     /// Stable machine-readable code (`product_not_found`); part of the API.
     fn code(&self) -> &'static str;
-    /// Seconds the client should wait before retrying (`Retry-After`), if known.
-    fn retry_after(&self) -> Option<u64> {
+    /// The shared [`Failure`](crate::Failure) this error is, if it is one
+    /// (a module error's `Common` variant).
+    fn failure(&self) -> Option<&crate::Failure> {
         None
     }
 
+    /// Seconds the client should wait before retrying (`Retry-After`), if
+    /// known; by default the failure's.
+    fn retry_after(&self) -> Option<u64> {
+        self.failure().and_then(crate::Failure::retry_after)
+    }
+
     /// Field errors carried in the problem's `errors` (422 responses, and
-    /// any other error that lists items, such as short SKUs).
+    /// any other error that lists items, such as short SKUs); by default
+    /// the failure's.
     fn field_errors(&self) -> Vec<FieldError> {
-        Vec::new()
+        self.failure()
+            .map(crate::Failure::field_errors)
+            .unwrap_or_default()
     }
 
     /// The resource's current status, when the error refuses a change of

@@ -7,6 +7,7 @@
 mod context;
 mod error;
 mod event;
+mod failure;
 mod identity;
 pub mod json;
 mod money;
@@ -18,6 +19,7 @@ pub mod patterns;
 pub use context::{CallContext, RequestId};
 pub use error::{Degradation, FieldError, ModuleError, ProblemBody, ProblemCode};
 pub use event::{Envelope, IntegrationEvent};
+pub use failure::Failure;
 pub use identity::{Caller, Role};
 pub use money::{Currency, Money, MoneyError};
 pub use order::OrderId;

@@ -1,7 +1,7 @@
 //! Contract cases for categories: one level of nesting, unique slugs, and
 //! listing products by category.
 
-use kernel::CallContext;
+use kernel::{CallContext, Failure};
 
 use super::{Harness, new_product};
 use crate::{CatalogError, ListProducts, NewCategory, ProductFilter};
@@ -31,7 +31,7 @@ pub async fn categories_nest_one_level(h: &Harness) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&too_deep, CatalogError::Validation(e) if e[0].field == "parent_id"),
+        matches!(&too_deep, CatalogError::Common(Failure::Validation(e)) if e[0].field == "parent_id"),
         "{too_deep:?}"
     );
     assert_eq!(
@@ -46,7 +46,7 @@ pub async fn categories_nest_one_level(h: &Harness) {
             .create_category(&h.customer, new("Mine", "mine", None))
             .await
             .unwrap_err(),
-        CatalogError::Forbidden
+        CatalogError::Common(Failure::Forbidden)
     );
     let tree = h
         .api
@@ -67,7 +67,7 @@ pub async fn categories_nest_one_level(h: &Harness) {
     orphan.category_id = Some(crate::CategoryId::generate());
     assert!(matches!(
         h.api.create_product(&h.admin, orphan).await.unwrap_err(),
-        CatalogError::Validation(e) if e[0].field == "category_id"
+        CatalogError::Common(Failure::Validation(e)) if e[0].field == "category_id"
     ));
     for category in [kitchen.id, mugs.id] {
         let query = ListProducts {

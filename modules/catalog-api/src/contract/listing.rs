@@ -1,7 +1,7 @@
 //! Contract cases for listing products: cursor pagination, filters, search
 //! and sorts.
 
-use kernel::{Currency, Cursor, Money, PageLimit};
+use kernel::{Currency, Cursor, Failure, Money, PageLimit};
 
 use super::{Harness, new_product};
 use crate::{Availability, CatalogError, ListProducts, ProductFilter, ProductSort};
@@ -55,7 +55,7 @@ pub async fn foreign_cursor_is_rejected(h: &Harness) {
         ..ListProducts::default()
     };
     let err = h.api.list_products(&h.admin, query).await.unwrap_err();
-    assert_eq!(err, CatalogError::InvalidCursor);
+    assert_eq!(err, CatalogError::Common(Failure::InvalidCursor));
 }
 
 /// Every sort pages through every product exactly once, in its order, and
@@ -162,7 +162,7 @@ pub async fn listing_filters_searches_and_sorts(h: &Harness) {
     };
     assert!(matches!(
         h.api.list_products(&h.admin, query).await.unwrap_err(),
-        CatalogError::Validation(_)
+        CatalogError::Common(Failure::Validation(_))
     ));
     let query = ListProducts {
         sort: Some(ProductSort::Relevance),
@@ -170,7 +170,7 @@ pub async fn listing_filters_searches_and_sorts(h: &Harness) {
     };
     assert!(matches!(
         h.api.list_products(&h.admin, query).await.unwrap_err(),
-        CatalogError::Validation(_)
+        CatalogError::Common(Failure::Validation(_))
     ));
     // A cursor is only good for the sort that made it.
     let page = h
@@ -192,6 +192,6 @@ pub async fn listing_filters_searches_and_sorts(h: &Harness) {
     };
     assert_eq!(
         h.api.list_products(&h.admin, other).await.unwrap_err(),
-        CatalogError::InvalidCursor
+        CatalogError::Common(Failure::InvalidCursor)
     );
 }

@@ -1,7 +1,7 @@
 //! Contract cases for single products: create, read and update, validation,
 //! duplicate SKUs, and who may write.
 
-use kernel::{CallContext, Currency, Money};
+use kernel::{CallContext, Currency, Failure, Money};
 
 use super::{Harness, new_product};
 use crate::{CatalogError, NewProduct, ProductId, ProductPatch};
@@ -60,7 +60,7 @@ pub async fn invalid_product_lists_every_bad_field(h: &Harness) {
         attributes: serde_json::Map::new(),
     };
     let err = h.api.create_product(&h.admin, bad).await.unwrap_err();
-    let CatalogError::Validation(errors) = err else {
+    let CatalogError::Common(Failure::Validation(errors)) = err else {
         panic!("expected Validation, got {err:?}");
     };
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -131,7 +131,7 @@ pub async fn update_rejects_unknown_and_invalid(h: &Harness) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, CatalogError::Validation(errors) if errors[0].field == "name"),
+        matches!(&err, CatalogError::Common(Failure::Validation(errors)) if errors[0].field == "name"),
         "{err:?}"
     );
 }
@@ -144,13 +144,13 @@ pub async fn writes_need_an_admin(h: &Harness) {
         .create_product(&anonymous, new_product("AUTH-1"))
         .await
         .unwrap_err();
-    assert_eq!(err, CatalogError::Unauthenticated);
+    assert_eq!(err, CatalogError::Common(Failure::Unauthenticated));
     let err = h
         .api
         .create_product(&h.customer, new_product("AUTH-1"))
         .await
         .unwrap_err();
-    assert_eq!(err, CatalogError::Forbidden);
+    assert_eq!(err, CatalogError::Common(Failure::Forbidden));
     let created = h
         .api
         .create_product(&h.admin, new_product("AUTH-1"))
@@ -161,7 +161,7 @@ pub async fn writes_need_an_admin(h: &Harness) {
         .update_product(&h.customer, created.id, ProductPatch::default())
         .await
         .unwrap_err();
-    assert_eq!(err, CatalogError::Forbidden);
+    assert_eq!(err, CatalogError::Common(Failure::Forbidden));
     assert_eq!(
         h.api.get_product(&anonymous, created.id).await.unwrap(),
         created

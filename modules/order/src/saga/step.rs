@@ -6,6 +6,7 @@ use inventory_api::InventoryError;
 use crate::domain::OrderEvent;
 use crate::domain::OrderState;
 use crate::repo::{Direction, SagaRow};
+use kernel::Failure;
 
 /// What the next move is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +144,8 @@ pub(super) fn next_step(state: &OrderState, saga: &SagaRow) -> Option<Step> {
 pub(super) fn inventory_retry(error: &InventoryError) -> bool {
     matches!(
         error,
-        InventoryError::Unavailable(_)
-            | InventoryError::Degraded(_)
-            | InventoryError::Unexpected(_)
+        InventoryError::Common(Failure::Unavailable(_))
+            | InventoryError::Common(Failure::Degraded(_))
+            | InventoryError::Common(Failure::Unexpected(_))
     )
 }
