@@ -150,33 +150,22 @@ pub(crate) async fn insert(
         .await
 }
 
-/// One product, if it exists.
+/// One product, if it exists; `lock` holds its row until the transaction
+/// ends (to compare before and after a change).
 #[tracing::instrument(name = "catalog.repo.find", skip_all)]
 pub(crate) async fn find(
     conn: &mut AsyncPgConnection,
     id: ProductId,
+    lock: bool,
 ) -> QueryResult<Option<ProductRow>> {
-    products::table
+    let query = products::table
         .find(id.as_uuid())
-        .select(ProductRow::as_select())
-        .first(conn)
-        .await
-        .optional()
-}
-
-/// One product, locked until the transaction ends (to compare before/after).
-#[tracing::instrument(name = "catalog.repo.find_for_update", skip_all)]
-pub(crate) async fn find_for_update(
-    conn: &mut AsyncPgConnection,
-    id: ProductId,
-) -> QueryResult<Option<ProductRow>> {
-    products::table
-        .find(id.as_uuid())
-        .select(ProductRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()
+        .select(ProductRow::as_select());
+    if lock {
+        query.for_update().first(conn).await.optional()
+    } else {
+        query.first(conn).await.optional()
+    }
 }
 
 /// Where a sorted list left off: the sort key of the last item and its id.

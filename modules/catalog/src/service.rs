@@ -132,7 +132,7 @@ impl CatalogApi for CatalogModule {
         self.cache
             .get_or_load(id, async {
                 let mut conn = self.conn().await?;
-                let row = repo::find(&mut conn, id)
+                let row = repo::find(&mut conn, id, false)
                     .await
                     .map_err(database)?
                     .ok_or(CatalogError::ProductNotFound(id))?;
@@ -202,7 +202,7 @@ impl CatalogApi for CatalogModule {
                 if let Some(category) = valid.category_id {
                     check_category(conn, category).await?;
                 }
-                let Some(before) = repo::find_for_update(conn, id).await? else {
+                let Some(before) = repo::find(conn, id, true).await? else {
                     return Ok(None);
                 };
                 let Some(after) = repo::update(conn, id, &valid).await? else {

@@ -22,6 +22,35 @@ pub struct Harness {
     pub customer: CallContext,
 }
 
+impl Harness {
+    /// The stock of `raw`: on hand, reserved, available.
+    async fn level(&self, raw: &str) -> (i32, i32, i32) {
+        let level = self.api.stock(&self.admin, &sku(raw)).await.unwrap();
+        (level.on_hand, level.reserved, level.available)
+    }
+
+    /// Receives `stock` units of `raw`, then reserves `quantity` of them for
+    /// a new order: that order.
+    async fn stocked_and_reserved(&self, raw: &str, stock: i32, quantity: i32) -> OrderId {
+        self.api
+            .adjust(&self.admin, &sku(raw), receive(stock))
+            .await
+            .unwrap();
+        let order = OrderId::generate();
+        let reserve = ReserveStock {
+            order_id: order,
+            lines: vec![line(raw, quantity)],
+        };
+        self.api.reserve(&self.admin, reserve).await.unwrap();
+        order
+    }
+}
+
+/// Whether `error` refuses a move because the reservation is `status`.
+fn refused_as(error: InventoryError, status: ReservationStatus) -> bool {
+    matches!(error, InventoryError::InvalidTransition { status: s, .. } if s == status)
+}
+
 fn sku(raw: &str) -> Sku {
     Sku::parse(raw).unwrap()
 }
@@ -143,21 +172,7 @@ pub async fn reservations_are_idempotent_by_order(h: &Harness) {
 
 /// Committing turns held stock into a sale; it cannot be released after.
 pub async fn commit_makes_a_sale(h: &Harness) {
-    h.api
-        .adjust(&h.admin, &sku("SALE-1"), receive(5))
-        .await
-        .unwrap();
-    let order = OrderId::generate();
-    h.api
-        .reserve(
-            &h.admin,
-            ReserveStock {
-                order_id: order,
-                lines: vec![line("SALE-1", 2)],
-            },
-        )
-        .await
-        .unwrap();
+    let order = h.stocked_and_reserved("SALE-1", 5, 2).await;
     let committed = h.api.commit(&h.admin, order).await.unwrap();
     assert_eq!(committed.status, ReservationStatus::Committed);
     assert_eq!(
@@ -165,42 +180,23 @@ pub async fn commit_makes_a_sale(h: &Harness) {
         committed,
         "idempotent"
     );
-    let level = h.api.stock(&h.admin, &sku("SALE-1")).await.unwrap();
-    assert_eq!((level.on_hand, level.reserved, level.available), (3, 0, 3));
-    assert!(matches!(
-        h.api.release(&h.admin, order).await.unwrap_err(),
-        InventoryError::InvalidTransition {
-            status: ReservationStatus::Committed,
-            ..
-        }
-    ));
+    assert_eq!(h.level("SALE-1").await, (3, 0, 3));
+    let refused = h.api.release(&h.admin, order).await.unwrap_err();
+    assert!(refused_as(refused, ReservationStatus::Committed));
 }
 
 /// A sale put back (the order was cancelled after it): the units are on
 /// hand again, once however often it is asked; only a sale can be.
 pub async fn restock_puts_a_sale_back(h: &Harness) {
-    let s = sku("BACK-1");
-    h.api.adjust(&h.admin, &s, receive(5)).await.unwrap();
-    let order = OrderId::generate();
-    let reserve = ReserveStock {
-        order_id: order,
-        lines: vec![line("BACK-1", 2)],
-    };
-    h.api.reserve(&h.admin, reserve).await.unwrap();
-    assert!(matches!(
-        h.api.restock(&h.admin, order).await.unwrap_err(),
-        InventoryError::InvalidTransition {
-            status: ReservationStatus::Active,
-            ..
-        }
-    ));
+    let order = h.stocked_and_reserved("BACK-1", 5, 2).await;
+    let refused = h.api.restock(&h.admin, order).await.unwrap_err();
+    assert!(refused_as(refused, ReservationStatus::Active));
     h.api.commit(&h.admin, order).await.unwrap();
     for _ in 0..2 {
         let returned = h.api.restock(&h.admin, order).await.unwrap();
         assert_eq!(returned.status, ReservationStatus::Returned);
     }
-    let level = h.api.stock(&h.admin, &s).await.unwrap();
-    assert_eq!((level.on_hand, level.reserved), (5, 0));
+    assert_eq!(h.level("BACK-1").await, (5, 0, 5));
     let missing = OrderId::generate();
     assert_eq!(
         h.api.restock(&h.admin, missing).await.unwrap_err(),
@@ -210,29 +206,8 @@ pub async fn restock_puts_a_sale_back(h: &Harness) {
 
 /// Releasing gives the stock back; it cannot be committed after.
 pub async fn release_gives_stock_back(h: &Harness) {
-    h.api
-        .adjust(&h.admin, &sku("REL-1"), receive(5))
-        .await
-        .unwrap();
-    let order = OrderId::generate();
-    h.api
-        .reserve(
-            &h.admin,
-            ReserveStock {
-                order_id: order,
-                lines: vec![line("REL-1", 4)],
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        h.api
-            .stock(&h.admin, &sku("REL-1"))
-            .await
-            .unwrap()
-            .available,
-        1
-    );
+    let order = h.stocked_and_reserved("REL-1", 5, 4).await;
+    assert_eq!(h.level("REL-1").await, (5, 4, 1));
     let released = h.api.release(&h.admin, order).await.unwrap();
     assert_eq!(released.status, ReservationStatus::Released);
     assert_eq!(
@@ -240,15 +215,9 @@ pub async fn release_gives_stock_back(h: &Harness) {
         released,
         "idempotent"
     );
-    let level = h.api.stock(&h.admin, &sku("REL-1")).await.unwrap();
-    assert_eq!((level.on_hand, level.reserved), (5, 0));
-    assert!(matches!(
-        h.api.commit(&h.admin, order).await.unwrap_err(),
-        InventoryError::InvalidTransition {
-            status: ReservationStatus::Released,
-            ..
-        }
-    ));
+    assert_eq!(h.level("REL-1").await, (5, 0, 5));
+    let refused = h.api.commit(&h.admin, order).await.unwrap_err();
+    assert!(refused_as(refused, ReservationStatus::Released));
     let missing = OrderId::generate();
     assert_eq!(
         h.api.release(&h.admin, missing).await.unwrap_err(),
@@ -259,18 +228,7 @@ pub async fn release_gives_stock_back(h: &Harness) {
 /// Every change is a movement, newest first, paginated.
 pub async fn movements_record_the_history(h: &Harness) {
     let s = sku("HIST-1");
-    h.api.adjust(&h.admin, &s, receive(5)).await.unwrap();
-    let order = OrderId::generate();
-    h.api
-        .reserve(
-            &h.admin,
-            ReserveStock {
-                order_id: order,
-                lines: vec![line("HIST-1", 2)],
-            },
-        )
-        .await
-        .unwrap();
+    let order = h.stocked_and_reserved("HIST-1", 5, 2).await;
     h.api.commit(&h.admin, order).await.unwrap();
     let limit = PageLimit::new(2).unwrap();
     let first = h

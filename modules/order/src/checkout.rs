@@ -188,7 +188,7 @@ impl Checkout<'_> {
         let order = state.to_order();
         let saga = self.saga().clone();
         self.respond_after(order, async move {
-            saga.drive_placed(state.id, state, row).await
+            saga.drive_placed(state.order.id, state, row).await
         })
         .await
     }

@@ -96,25 +96,14 @@ impl OrderEvent {
     }
 }
 
-/// The state of an order: the fold of its events. Stored as the projection.
+/// The state of an order: the fold of its events. Stored as the projection
+/// (JSON): the order as the API shows it and the saga's progress side by
+/// side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderState {
-    /// The order.
-    pub id: OrderId,
-    /// Who placed it.
-    pub customer_id: Uuid,
-    /// Where it stands.
-    pub status: OrderStatus,
-    /// Why it failed or was cancelled.
-    pub reason: Option<String>,
-    /// What was ordered.
-    pub lines: Vec<OrderLine>,
-    /// What it costs.
-    pub total: Money,
-    /// The card's last four digits.
-    pub card_last4: String,
-    /// The payment, once authorized.
-    pub payment_id: Option<Uuid>,
+    /// The order as the API shows it.
+    #[serde(flatten)]
+    pub order: Order,
     /// Saga progress, as recorded.
     pub reserved: bool,
     /// The payment is authorized.
@@ -133,10 +122,6 @@ pub struct OrderState {
     pub restocked: bool,
     /// Events folded (the last `seq`).
     pub version: i32,
-    /// When it was placed.
-    pub created_at: DateTime<Utc>,
-    /// When the last event was folded in.
-    pub updated_at: DateTime<Utc>,
 }
 
 impl OrderState {
@@ -152,14 +137,18 @@ impl OrderState {
             return None;
         };
         Some(OrderState {
-            id,
-            customer_id: *customer_id,
-            status: OrderStatus::Pending,
-            reason: None,
-            lines: lines.clone(),
-            total: *total,
-            card_last4: card_last4.clone(),
-            payment_id: None,
+            order: Order {
+                id,
+                customer_id: *customer_id,
+                status: OrderStatus::Pending,
+                reason: None,
+                lines: lines.clone(),
+                total: *total,
+                card_last4: card_last4.clone(),
+                payment_id: None,
+                created_at: at,
+                updated_at: at,
+            },
             reserved: false,
             authorized: false,
             committed: false,
@@ -169,8 +158,6 @@ impl OrderState {
             released: false,
             restocked: false,
             version: 1,
-            created_at: at,
-            updated_at: at,
         })
     }
 
@@ -179,7 +166,7 @@ impl OrderState {
     /// nothing to record.
     pub fn accepts(&self, event: &OrderEvent) -> Result<bool, String> {
         use OrderStatus as S;
-        let progress_allowed = !self.status.is_final() && self.status != S::Shipped;
+        let progress_allowed = !self.order.status.is_final() && self.order.status != S::Shipped;
         let already = match event {
             OrderEvent::Placed { .. } => return Err("the order was placed already".into()),
             OrderEvent::StockReserved => self.reserved,
@@ -187,19 +174,25 @@ impl OrderState {
             OrderEvent::StockCommitted => self.committed,
             OrderEvent::PaymentCaptured => self.captured,
             OrderEvent::Confirmed => {
-                if self.status == S::Confirmed {
+                if self.order.status == S::Confirmed {
                     true
-                } else if self.status != S::Paid || !self.committed {
-                    return Err(format!("cannot confirm an order that is {}", self.status));
+                } else if self.order.status != S::Paid || !self.committed {
+                    return Err(format!(
+                        "cannot confirm an order that is {}",
+                        self.order.status
+                    ));
                 } else {
                     false
                 }
             }
             OrderEvent::Shipped => {
-                if self.status == S::Shipped {
+                if self.order.status == S::Shipped {
                     true
-                } else if self.status != S::Confirmed {
-                    return Err(format!("cannot ship an order that is {}", self.status));
+                } else if self.order.status != S::Confirmed {
+                    return Err(format!(
+                        "cannot ship an order that is {}",
+                        self.order.status
+                    ));
                 } else {
                     false
                 }
@@ -210,9 +203,9 @@ impl OrderState {
             OrderEvent::StockReleased => self.released,
             OrderEvent::StockRestocked => self.restocked,
             OrderEvent::Failed { .. } | OrderEvent::Cancelled { .. } => {
-                if self.status.is_final() {
+                if self.order.status.is_final() {
                     true
-                } else if self.status == S::Shipped {
+                } else if self.order.status == S::Shipped {
                     return Err("the order was shipped".into());
                 } else {
                     false
@@ -223,7 +216,7 @@ impl OrderState {
             return Ok(false);
         }
         if !progress_allowed {
-            return Err(format!("the order is {}", self.status));
+            return Err(format!("the order is {}", self.order.status));
         }
         Ok(true)
     }
@@ -235,52 +228,41 @@ impl OrderState {
             OrderEvent::Placed { .. } | OrderEvent::CancellationRequested { .. } => {}
             OrderEvent::StockReserved => {
                 self.reserved = true;
-                if self.status == S::Pending {
-                    self.status = S::Reserved;
+                if self.order.status == S::Pending {
+                    self.order.status = S::Reserved;
                 }
             }
             OrderEvent::PaymentAuthorized { payment_id } => {
                 self.authorized = true;
-                self.payment_id = Some(*payment_id);
+                self.order.payment_id = Some(*payment_id);
             }
             OrderEvent::StockCommitted => self.committed = true,
             OrderEvent::PaymentCaptured => {
                 self.captured = true;
-                self.status = S::Paid;
+                self.order.status = S::Paid;
             }
-            OrderEvent::Confirmed => self.status = S::Confirmed,
-            OrderEvent::Shipped => self.status = S::Shipped,
+            OrderEvent::Confirmed => self.order.status = S::Confirmed,
+            OrderEvent::Shipped => self.order.status = S::Shipped,
             OrderEvent::PaymentVoided => self.voided = true,
             OrderEvent::PaymentRefunded => self.refunded = true,
             OrderEvent::StockReleased => self.released = true,
             OrderEvent::StockRestocked => self.restocked = true,
             OrderEvent::Failed { reason } => {
-                self.status = S::Failed;
-                self.reason = Some(reason.clone());
+                self.order.status = S::Failed;
+                self.order.reason = Some(reason.clone());
             }
             OrderEvent::Cancelled { reason } => {
-                self.status = S::Cancelled;
-                self.reason = Some(reason.clone());
+                self.order.status = S::Cancelled;
+                self.order.reason = Some(reason.clone());
             }
         }
         self.version += 1;
-        self.updated_at = at;
+        self.order.updated_at = at;
     }
 
     /// The order as the API shows it.
     pub fn to_order(&self) -> Order {
-        Order {
-            id: self.id,
-            customer_id: self.customer_id,
-            status: self.status,
-            reason: self.reason.clone(),
-            lines: self.lines.clone(),
-            total: self.total,
-            card_last4: self.card_last4.clone(),
-            payment_id: self.payment_id,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
+        self.order.clone()
     }
 }
 

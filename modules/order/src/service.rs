@@ -260,8 +260,8 @@ impl OrderModule {
             let state = repo::load_state(conn, id, true)
                 .await?
                 .ok_or(AppendError::NotFound)?;
-            if state.status.is_final() || state.status == OrderStatus::Shipped {
-                return Err(AppendError::Refused(state.status.to_string()));
+            if state.order.status.is_final() || state.order.status == OrderStatus::Shipped {
+                return Err(AppendError::Refused(state.order.status.to_string()));
             }
             if saga.direction == Direction::Compensate {
                 return Ok(()); // already being undone

@@ -34,3 +34,37 @@ pub async fn module_call<T, E>(
         .record(started.elapsed().as_secs_f64());
     result
 }
+
+/// Writes `Observed`, a wrapper of `Arc<dyn $api>` whose every method is a
+/// [`module_call`] under `$module`: one line per method of the trait, each
+/// method's context first.
+///
+/// ```ignore
+/// kernel::observed!("inventory", InventoryApi, InventoryError, {
+///     fn stock(sku: &Sku) -> StockLevel;
+///     fn reserve(request: ReserveStock) -> Reservation;
+/// });
+/// ```
+#[macro_export]
+macro_rules! observed {
+    ($module:literal, $api:ident, $error:ty, {
+        $( fn $method:ident($($arg:ident: $ty:ty),* $(,)?) -> $ok:ty; )*
+    }) => {
+        #[doc = concat!("Wraps an implementation of [`", stringify!($api), "`] so that every call is observed under the module name `", $module, "`.")]
+        pub struct Observed(pub ::std::sync::Arc<dyn $api>);
+
+        #[::async_trait::async_trait]
+        impl $api for Observed {
+            $(
+                async fn $method(
+                    &self,
+                    cx: &$crate::CallContext,
+                    $($arg: $ty),*
+                ) -> ::std::result::Result<$ok, $error> {
+                    $crate::observe::module_call($module, stringify!($method), self.0.$method(cx, $($arg),*))
+                        .await
+                }
+            )*
+        }
+    };
+}

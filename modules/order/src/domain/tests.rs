@@ -37,7 +37,7 @@ fn the_happy_path_runs_pending_to_shipped() {
     for (event, status) in path {
         assert_eq!(state.accepts(&event), Ok(true), "{event:?}");
         state.apply(&event, now);
-        assert_eq!(state.status, status);
+        assert_eq!(state.order.status, status);
     }
     assert_eq!(state.version, 7);
 }
@@ -56,7 +56,7 @@ fn illegal_transitions_are_refused_and_repeats_are_no_ops() {
         reason: "no".into(),
     };
     state.apply(&failed, now);
-    assert_eq!(state.status, OrderStatus::Failed);
+    assert_eq!(state.order.status, OrderStatus::Failed);
     assert_eq!(
         state.accepts(&failed),
         Ok(false),

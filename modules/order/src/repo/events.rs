@@ -120,13 +120,13 @@ async fn write_event(
 async fn write_state(conn: &mut AsyncPgConnection, state: &OrderState) -> Result<(), DieselError> {
     diesel::insert_into(orders::table)
         .values((
-            orders::id.eq(state.id.as_uuid()),
-            orders::customer_id.eq(state.customer_id),
+            orders::id.eq(state.order.id.as_uuid()),
+            orders::customer_id.eq(state.order.customer_id),
             orders::version.eq(state.version),
             orders::state.eq(encode(state)?),
-            orders::status.eq(state.status.as_str()),
-            orders::created_at.eq(state.created_at),
-            orders::updated_at.eq(state.updated_at),
+            orders::status.eq(state.order.status.as_str()),
+            orders::created_at.eq(state.order.created_at),
+            orders::updated_at.eq(state.order.updated_at),
         ))
         .on_conflict(orders::id)
         .do_update()
@@ -212,7 +212,7 @@ async fn fold_in(
             Ok(true) => {}
             Ok(false) => continue,
             Err(why) => {
-                tracing::warn!(order.id = %state.id, kind = event.kind(), why = %why, "event not recorded");
+                tracing::warn!(order.id = %state.order.id, kind = event.kind(), why = %why, "event not recorded");
                 continue;
             }
         }
@@ -236,7 +236,7 @@ async fn fold_in(
          SELECT $1, e.seq, e.kind, e.data, $5, e.at \
          FROM unnest($2::int4[], $3::text[], $4::jsonb[], $6::timestamptz[]) AS e (seq, kind, data, at)",
     )
-    .bind::<SqlUuid, _>(state.id.as_uuid())
+    .bind::<SqlUuid, _>(state.order.id.as_uuid())
     .bind::<Array<Integer>, _>(&seqs)
     .bind::<Array<Text>, _>(&kinds)
     .bind::<Array<Jsonb>, _>(&data)
@@ -256,27 +256,27 @@ async fn announce(
     let source = crate::NAME;
     match event {
         OrderEvent::Confirmed => {
-            let items = state.lines.iter().map(|l| l.quantity).sum();
+            let items = state.order.lines.iter().map(|l| l.quantity).sum();
             let confirmed = OrderConfirmed {
-                order_id: state.id,
-                customer_id: state.customer_id,
-                total: state.total,
+                order_id: state.order.id,
+                customer_id: state.order.customer_id,
+                total: state.order.total,
                 items,
             };
             events::outbox::publish(conn, source, cx, &confirmed).await?;
         }
         OrderEvent::Failed { reason } => {
             let failed = OrderFailed {
-                order_id: state.id,
-                customer_id: state.customer_id,
+                order_id: state.order.id,
+                customer_id: state.order.customer_id,
                 reason: reason.clone(),
             };
             events::outbox::publish(conn, source, cx, &failed).await?;
         }
         OrderEvent::Cancelled { reason } => {
             let cancelled = OrderCancelled {
-                order_id: state.id,
-                customer_id: state.customer_id,
+                order_id: state.order.id,
+                customer_id: state.order.customer_id,
                 reason: reason.clone(),
             };
             events::outbox::publish(conn, source, cx, &cancelled).await?;

@@ -19,12 +19,13 @@ impl Saga {
         saga: &SagaRow,
         cx: &CallContext,
     ) -> Outcome {
-        let order = state.id;
+        let order = state.order.id;
         let inventory = &self.inventory;
         let payment = &self.payment;
         match step {
             Step::Reserve => {
                 let lines = state
+                    .order
                     .lines
                     .iter()
                     .map(|l| ReservationLine {
@@ -53,8 +54,8 @@ impl Saga {
             Step::Authorize => {
                 let request = AuthorizePayment {
                     order_id: order,
-                    customer_id: state.customer_id,
-                    amount: state.total,
+                    customer_id: state.order.customer_id,
+                    amount: state.order.total,
                     payment_method: PaymentMethod {
                         token: saga.payment_method.clone(),
                         card_last4: saga.card_last4.clone(),
