@@ -69,3 +69,36 @@ fn illegal_transitions_are_refused_and_repeats_are_no_ops() {
             .is_ok()
     );
 }
+
+/// The projection is stored as JSON: the order's fields and the saga's
+/// progress side by side, one flat object, as rows written before the
+/// state embedded its `Order` were.
+#[test]
+fn the_stored_state_is_one_flat_object() {
+    let (mut state, now) = placed();
+    state.apply(&OrderEvent::StockReserved, now);
+    let stored = serde_json::to_value(&state).unwrap();
+    for key in [
+        "id",
+        "status",
+        "total",
+        "card_last4",
+        "reserved",
+        "version",
+        "updated_at",
+    ] {
+        assert!(stored.get(key).is_some(), "{key} in {stored}");
+    }
+    assert!(stored.get("order").is_none(), "{stored}");
+    let earlier = serde_json::json!({
+        "id": state.order.id, "customer_id": state.order.customer_id, "status": "reserved",
+        "reason": null, "lines": [], "total": state.order.total, "card_last4": "4242",
+        "payment_id": null, "reserved": true, "authorized": false, "committed": false,
+        "captured": false, "voided": false, "refunded": false, "released": false,
+        "restocked": false, "version": 2, "created_at": now, "updated_at": now,
+    });
+    assert_eq!(
+        serde_json::from_value::<OrderState>(earlier).unwrap(),
+        state
+    );
+}
