@@ -13,7 +13,7 @@ use url::Url;
 pub enum ModuleName {
     /// Accounts, sign-in, tokens.
     User,
-    /// Products.
+    /// Products, categories, search, the product cache.
     Catalog,
     /// Email and webhooks, driven by events.
     Notification,

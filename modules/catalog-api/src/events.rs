@@ -13,7 +13,7 @@ pub struct ProductCreated {
     pub product_id: ProductId,
     /// Its SKU.
     pub sku: Sku,
-    /// Its name.
+    /// Its display name, as of this event.
     pub name: String,
     /// Its list price.
     pub price: Money,
@@ -36,7 +36,7 @@ pub struct ProductUpdated {
     pub product_id: ProductId,
     /// Its SKU.
     pub sku: Sku,
-    /// Its name.
+    /// Its display name, as of this event.
     pub name: String,
     /// Its list price.
     pub price: Money,
@@ -58,7 +58,7 @@ pub struct ProductPriceChanged {
     pub product_id: ProductId,
     /// Its SKU.
     pub sku: Sku,
-    /// Its name.
+    /// Its display name, as of this event.
     pub name: String,
     /// The price before.
     pub old_price: Money,

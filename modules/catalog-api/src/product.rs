@@ -340,11 +340,11 @@ pub struct ProductFilter {
 /// Which page of products to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListProducts {
-    /// Page size.
+    /// Most products on one page.
     pub limit: PageLimit,
     /// Where the previous page ended.
     pub cursor: Option<Cursor>,
-    /// Which products.
+    /// Search terms, category and price range, and the order.
     pub filter: ProductFilter,
     /// In which order (default: `created`, or `relevance` with `q`).
     pub sort: Option<ProductSort>,

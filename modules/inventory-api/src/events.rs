@@ -36,7 +36,7 @@ pub struct LowStock {
     pub sku: Sku,
     /// Units available now.
     pub available: i32,
-    /// The threshold.
+    /// The SKU's low-stock threshold it fell to or below.
     pub threshold: i32,
 }
 

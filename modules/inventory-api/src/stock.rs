@@ -99,7 +99,7 @@ pub struct Movement {
 /// Which page of movements to list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListMovements {
-    /// Page size.
+    /// Most movements on one page.
     pub limit: PageLimit,
     /// Where the previous page ended.
     pub cursor: Option<Cursor>,

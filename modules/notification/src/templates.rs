@@ -11,7 +11,7 @@ use user_api::events::{UserEmailChanged, UserRegistered};
 pub(crate) struct Email {
     /// The account it is for (`None`: the admin channel).
     pub(crate) recipient: Option<uuid::Uuid>,
-    /// The address.
+    /// Where it goes: an email address or a webhook's URL.
     pub(crate) to: String,
     pub(crate) subject: String,
     pub(crate) body: String,

@@ -50,7 +50,7 @@ pub struct OrderCancelled {
     pub order_id: OrderId,
     /// Who placed it.
     pub customer_id: Uuid,
-    /// Why.
+    /// Why it was cancelled, as the customer or admin said.
     pub reason: String,
 }
 

@@ -12,7 +12,7 @@ pub enum OrderError {
     /// The order is not in a state that allows this.
     #[error("the order is {status}: {action} is not possible")]
     InvalidTransition {
-        /// Its status.
+        /// The order's current status (`shipped`, `cancelled`...).
         status: String,
         /// What was asked.
         action: &'static str,

@@ -22,9 +22,9 @@ pub struct Harness {
     pub service: CallContext,
     /// A customer, `customer_id`.
     pub customer: CallContext,
-    /// Their id.
+    /// That customer's user id (the payments' owner).
     pub customer_id: Uuid,
-    /// Another customer.
+    /// A customer who owns none of the payments (sees 404s).
     pub stranger: CallContext,
 }
 

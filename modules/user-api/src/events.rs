@@ -9,7 +9,7 @@ use crate::{NotificationPreferences, UserId};
 /// An account was registered (customer or admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRegistered {
-    /// The account.
+    /// The account's id.
     pub user_id: UserId,
     /// Its email address.
     pub email: String,
@@ -29,7 +29,7 @@ impl IntegrationEvent for UserRegistered {
 /// An account's email address changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEmailChanged {
-    /// The account.
+    /// The account's id.
     pub user_id: UserId,
     /// The address before.
     pub old_email: String,
@@ -47,7 +47,7 @@ impl IntegrationEvent for UserEmailChanged {
 /// An account's email opt-ins changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserPreferencesChanged {
-    /// The account.
+    /// The account's id.
     pub user_id: UserId,
     /// The opt-ins now.
     pub notification_preferences: NotificationPreferences,

@@ -155,7 +155,7 @@ pub enum AssignableRole {
 /// Which page of users to list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListUsers {
-    /// Page size.
+    /// Most accounts on one page.
     pub limit: PageLimit,
     /// Where the previous page ended.
     pub cursor: Option<Cursor>,

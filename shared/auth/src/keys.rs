@@ -18,9 +18,9 @@ pub enum KeyError {
     /// Reading or writing the key file failed.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The key file that could not be read.
         path: String,
-        /// The error.
+        /// What reading it failed with.
         source: std::io::Error,
     },
     /// The file is not an Ed25519 key in PEM.

@@ -12,7 +12,7 @@ use crate::SigningKey;
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// The user.
+    /// The signed-in user's id (`sub`).
     pub sub: Uuid,
     /// The user's roles at issue time.
     pub roles: Vec<Role>,
@@ -42,7 +42,7 @@ pub struct TokenPolicy {
 /// A signed access token and its lifetime.
 #[derive(Debug, Clone)]
 pub struct AccessToken {
-    /// The JWT.
+    /// The signed JWT, sent as `Authorization: Bearer <token>`.
     pub token: String,
     /// Seconds until it expires.
     pub expires_in: u64,
@@ -102,7 +102,7 @@ impl Issuer {
         &self.key
     }
 
-    /// The policy.
+    /// Lifetimes, issuer and audience the tokens are made with.
     pub fn policy(&self) -> &TokenPolicy {
         &self.policy
     }

@@ -44,7 +44,7 @@ pub enum EmbeddedError {
     Command {
         /// What was attempted.
         what: String,
-        /// Its output.
+        /// What the command printed (stderr, else stdout).
         detail: String,
     },
     /// A file-system step failed.
@@ -52,7 +52,7 @@ pub enum EmbeddedError {
     Io {
         /// What was attempted.
         what: String,
-        /// The error.
+        /// What starting it failed with.
         source: std::io::Error,
     },
 }

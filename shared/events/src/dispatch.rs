@@ -138,7 +138,7 @@ impl Dispatcher {
         }
     }
 
-    /// The subscriptions.
+    /// Every handler this dispatcher runs, with the event types it takes.
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subscriptions
     }

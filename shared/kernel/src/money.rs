@@ -37,7 +37,7 @@ impl Money {
         self.amount_minor
     }
 
-    /// The currency.
+    /// The currency the amount is in.
     pub fn currency(&self) -> Currency {
         self.currency
     }
