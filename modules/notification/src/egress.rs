@@ -49,7 +49,7 @@ impl Egress {
     }
 
     /// Checks a URL whose host is an IP address (the HTTP client resolves
-    /// names through [`Egress::client`], but never resolves a literal).
+    /// names through [`Egress::resolver`], but never resolves a literal).
     ///
     /// # Errors
     /// The host is an internal address.

@@ -95,7 +95,7 @@ impl PasswordHasher {
     /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
     ///
     /// # Errors
-    /// [`HashError`].
+    /// `HashError::Failed` when hashing fails (bad parameters).
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let argon2 = self.argon2.clone();
         self.run(move || {
@@ -111,7 +111,7 @@ impl PasswordHasher {
     /// account) it does the same work and answers `false`.
     ///
     /// # Errors
-    /// [`HashError`] for a stored hash that does not parse.
+    /// `HashError` for a stored hash that does not parse.
     pub async fn verify(
         &self,
         password: String,
