@@ -117,6 +117,19 @@ fn event_span(event: &Envelope) -> tracing::Span {
     span
 }
 
+/// Fault injection for tests (`events.pause_in_handler_ms`): holds the
+/// handler's transaction open for `pause`, so a test can kill the process
+/// inside it.
+async fn pause_in_transaction(pause: Duration) {
+    if !pause.is_zero() {
+        tracing::warn!(
+            pause_ms = pause.as_millis() as u64,
+            "fault injection: pausing inside the handler's transaction"
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Runs every subscription that wants an event.
 pub struct Dispatcher {
     subscriptions: Vec<Subscription>,
@@ -243,13 +256,7 @@ impl Dispatcher {
                     return Ok(Outcome::Duplicate);
                 }
                 subscription.handler.handle(conn, event).await?;
-                if !pause.is_zero() {
-                    tracing::warn!(
-                        pause_ms = pause.as_millis() as u64,
-                        "fault injection: pausing inside the handler's transaction"
-                    );
-                    tokio::time::sleep(pause).await;
-                }
+                pause_in_transaction(pause).await;
                 Ok(Outcome::Handled)
             })
             .await;

@@ -16,7 +16,10 @@ use kernel::Envelope;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{DispatchError, Dispatcher, HandlerError, Outcome, Subscription, event_span};
+use super::{
+    DispatchError, Dispatcher, HandlerError, Outcome, Subscription, event_span,
+    pause_in_transaction,
+};
 use crate::tables::inbox;
 
 impl Dispatcher {
@@ -102,13 +105,7 @@ impl Dispatcher {
                         .await?;
                     outcomes.push(Outcome::Handled);
                 }
-                if !pause.is_zero() {
-                    tracing::warn!(
-                        pause_ms = pause.as_millis() as u64,
-                        "fault injection: pausing inside the handler's transaction"
-                    );
-                    tokio::time::sleep(pause).await;
-                }
+                pause_in_transaction(pause).await;
                 Ok(outcomes)
             })
             .await;
