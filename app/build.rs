@@ -1,20 +1,31 @@
-//! `cfg(all_modules)`: every module crate is compiled in (the default,
-//! full build), so code and tests that need all six say so in one word.
-
-const MODULES: [&str; 6] = [
-    "USER",
-    "CATALOG",
-    "INVENTORY",
-    "ORDER",
-    "PAYMENT",
-    "NOTIFICATION",
-];
+//! `cfg(all_modules)`: the default, full build (every feature of `default`
+//! in `Cargo.toml` is on: every module crate is compiled in), so code and
+//! tests that need all the modules say so in one word.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(all_modules)");
-    let all = MODULES
-        .iter()
-        .all(|module| std::env::var_os(format!("CARGO_FEATURE_{module}")).is_some());
+    println!("cargo::rerun-if-changed=Cargo.toml");
+    let manifest = std::fs::read_to_string("Cargo.toml").unwrap_or_default();
+    let Some(default) = manifest
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("default = ["))
+    else {
+        return;
+    };
+    let all = default
+        .split(',')
+        .map(|feature| {
+            feature
+                .trim()
+                .trim_end_matches(']')
+                .trim()
+                .trim_matches('"')
+        })
+        .filter(|feature| !feature.is_empty())
+        .all(|feature| {
+            let var = format!("CARGO_FEATURE_{}", feature.to_uppercase().replace('-', "_"));
+            std::env::var_os(var).is_some()
+        });
     if all {
         println!("cargo::rustc-cfg=all_modules");
     }

@@ -32,7 +32,7 @@ pub async fn create_admin(
             db::migrate(url, user::MODULE_MIGRATIONS).await?;
         }
         let pool = database::module_pool(settings, ModuleName::User, &server.url)?;
-        let users = compose::user_module(settings, pool, compose::signing_key(settings)?)?;
+        let users = user::module(settings, pool, compose::signing_key(settings)?)?;
         let new = NewUser {
             email,
             password,

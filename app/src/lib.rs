@@ -4,12 +4,10 @@
 
 #[cfg(feature = "user")]
 pub mod admin;
-pub mod compose;
 pub mod database;
 mod gateway;
 pub mod memory;
 mod messaging;
-pub mod modules;
 pub mod openapi;
 mod ops;
 mod registry;
@@ -18,5 +16,6 @@ pub mod settings;
 pub mod spec_compat;
 pub mod startup;
 
+pub use host::{compose, modules};
 pub use settings::Settings;
 pub use startup::Application;

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let settings = match Settings::load(&cli.config_dir) {
+    let settings = match app::settings::load(&cli.config_dir) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");

@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::compose::Dependency;
 use crate::modules::ModuleName;
+use host::registry::ModuleGauges;
 
 /// What readiness checks and metrics report on.
 pub(crate) struct Dependencies {
@@ -30,10 +31,6 @@ pub(crate) struct Dependencies {
     /// order module's sagas), by module name.
     pub(crate) gauges: Vec<(&'static str, ModuleGauges)>,
 }
-
-/// Reads a module's gauges from its pool.
-pub(crate) type ModuleGauges =
-    fn(db::Pool) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
 
 /// How long a scrape waits for each module's gauges before giving up on them.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -12,7 +12,7 @@ use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 use crate::Settings;
 use crate::compose::{self, Dependency};
 use crate::modules::ModuleName;
-use crate::registry::{AppData, Registration};
+use host::registry::{AppData, Registration};
 
 /// What the route table is built from, once per worker.
 #[derive(Clone)]

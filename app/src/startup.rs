@@ -58,18 +58,6 @@ impl AppHandle {
     }
 }
 
-/// A client builder with TLS set up: rustls (ring), the platform's roots
-/// and `remote.extra_root_certificates`.
-///
-/// # Errors
-/// An extra root certificate file that cannot be read or parsed, named.
-pub(crate) fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuilder> {
-    remote::tls::install_crypto_provider();
-    let roots = remote::tls::extra_roots(&settings.remote.extra_root_certificates)
-        .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
-    Ok(reqwest::Client::builder().tls_certs_merge(roots))
-}
-
 /// The HTTP client for calls to other processes (modules, the gateway's
 /// forwards, the payment provider, the user module's keys), over TLS when
 /// their URL is `https`.
@@ -77,7 +65,7 @@ pub(crate) fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::Cli
 /// # Errors
 /// An extra root certificate that cannot be loaded, or no TLS roots at all.
 pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
-    Ok(client_builder(settings)?
+    Ok(compose::client_builder(settings)?
         .timeout(Duration::from_millis(settings.remote.timeout_ms))
         .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
         .build()?)
@@ -125,9 +113,14 @@ impl Application {
                 pools.push((module.as_str(), pool.clone()));
                 Ok(pool)
             };
-            let built =
-                registry::build_local(&settings, pool, &client, &policies, &services, &stopped)
-                    .await?;
+            let host = host::registry::Host {
+                settings: &settings,
+                client: &client,
+                policies: &policies,
+                services: &services,
+                stopped: &stopped,
+            };
+            let built = host::registry::build_local(host, registry::COMPILED, pool).await?;
             for (registration, local) in built {
                 background.extend(local.jobs);
                 subscriptions.extend(local.subscription);

@@ -1,6 +1,7 @@
 //! Loading and checking settings: layers, overrides, and the errors that name their key.
 
 use super::*;
+use host::ModuleName;
 
 fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     load_env("development", vars)
@@ -11,7 +12,7 @@ fn load_env(environment: &str, vars: &[(&str, &str)]) -> Result<Settings, Config
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    Settings::load_from(Path::new("/nonexistent"), environment, &vars)
+    load_from(Path::new("/nonexistent"), environment, &vars)
 }
 
 #[test]
@@ -109,6 +110,18 @@ fn errors_name_the_key() {
         assert!(err.contains(key), "{vars:?}: `{err}` does not name {key}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
+}
+
+/// A `[modules.<name>]` table for a module the shop does not know is
+/// refused, naming it and its key.
+#[test]
+fn a_placement_of_an_unknown_module_is_refused() {
+    let err = load(&[("APP__MODULES__SHIPPING__MODE", "remote")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("modules"), "{err}");
+    assert!(err.contains("unknown field `shipping`"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
 }
 
 #[test]
@@ -211,7 +224,7 @@ fn an_unknown_environment_is_refused_naming_app_env() {
     let dir = std::env::temp_dir().join(format!("shop-config-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("staging.toml"), "[server]\nport = 9000\n").unwrap();
-    let staging = Settings::load_from(&dir, "staging", &[]).unwrap();
+    let staging = load_from(&dir, "staging", &[]).unwrap();
     assert_eq!(staging.server.port, 9000);
     std::fs::remove_dir_all(&dir).unwrap();
 }

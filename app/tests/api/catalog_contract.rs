@@ -15,7 +15,7 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
     let settings = crate::helpers::test_settings(Some(db.url()), &[]);
     let pool =
         app::database::module_pool(&settings, app::modules::ModuleName::Catalog, db.url()).unwrap();
-    let cache = catalog::ProductCache::new(&settings.catalog.cache)
+    let cache = catalog::ProductCache::new(&settings.section::<catalog::Settings>().unwrap().cache)
         .await
         .unwrap();
     let harness = Harness {

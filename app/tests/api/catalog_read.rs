@@ -112,7 +112,15 @@ async fn the_redis_cache_is_shared_and_invalidated() {
     let app = spawn_app_with(&[("APP__CATALOG__CACHE__BACKEND", "redis")]).await;
     let (url, product) = create(&app, "REDIS-1").await;
     let key = format!("shop:catalog:product:{}", product["id"].as_str().unwrap());
-    let client = redis::Client::open(app.settings.catalog.cache.redis_url.as_str()).unwrap();
+    let client = redis::Client::open(
+        app.settings
+            .section::<catalog::Settings>()
+            .unwrap()
+            .cache
+            .redis_url
+            .as_str(),
+    )
+    .unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let cached = || {
         let mut redis = redis.clone();

@@ -22,6 +22,13 @@ pub async fn app_on(transport: &str, extra: &[(&str, &str)]) -> TestApp {
     spawn_app_with(&vars).await
 }
 
+/// The notification module's section of `app`'s settings.
+fn notification_settings(app: &TestApp) -> &notification::Settings {
+    app.settings
+        .section()
+        .expect("the notification module is compiled in")
+}
+
 /// A product created over HTTP becomes an admin email that is sent, carrying
 /// the request id; the outbox row is marked delivered.
 async fn a_product_event_becomes_a_sent_admin_email(transport: &str) {
@@ -45,7 +52,7 @@ async fn a_product_event_becomes_a_sent_admin_email(transport: &str) {
     })
     .await;
     assert_eq!(sent.channel, "email");
-    assert_eq!(sent.destination, app.settings.notification.admin_email);
+    assert_eq!(sent.destination, notification_settings(&app).admin_email);
     assert_eq!(sent.subject, "New product: Product EV-1 (EV-1)");
     assert_eq!(sent.request_id.as_deref(), Some("event-flow-1"));
     assert_eq!(undelivered(&app).await, 0);
@@ -58,7 +65,7 @@ async fn a_product_event_becomes_a_sent_admin_email(transport: &str) {
     );
 
     // The development transport wrote the email as a file a person can open.
-    let dir = &app.settings.notification.email.file_dir;
+    let dir = &notification_settings(&app).email.file_dir;
     let mail = std::fs::read_dir(dir)
         .unwrap()
         .flatten()

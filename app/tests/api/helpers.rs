@@ -109,7 +109,7 @@ pub fn test_settings(database_url: Option<&str>, extra: &[(&str, &str)]) -> Sett
         vars.push(("DATABASE_URL".into(), url.into()));
     }
     vars.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
-    Settings::load_from(config_dir(), "development", &vars).expect("test settings")
+    app::settings::load_from(config_dir(), "development", &vars).expect("test settings")
 }
 
 /// A shop serving every module locally, over a fresh database.

@@ -25,7 +25,10 @@ async fn module(extra: &[(&str, &str)]) -> (inventory::InventoryModule, testkit:
     let pool = app::database::module_pool(&settings, app::modules::ModuleName::Inventory, db.url())
         .unwrap();
     (
-        inventory::InventoryModule::new(pool, settings.inventory.clone()),
+        inventory::InventoryModule::new(
+            pool,
+            settings.section::<inventory::Settings>().unwrap().clone(),
+        ),
         db,
     )
 }

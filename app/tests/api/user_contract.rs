@@ -40,7 +40,7 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
         app::database::module_pool(&settings, app::modules::ModuleName::User, db.url()).unwrap();
     let key = app::compose::signing_key(&settings).unwrap();
     let keys = app::compose::key_set(&settings, &key).unwrap();
-    let users = app::compose::user_module(&settings, pool, key).unwrap();
+    let users = user::module(&settings, pool, key).unwrap();
     let verifier = auth::Verifier::local(keys, &settings.auth.policy());
     let sign_in = InProcess {
         users: users.clone(),

@@ -8,11 +8,13 @@ pub mod cache;
 mod domain;
 pub mod events;
 pub mod http;
+mod registration;
 mod repo;
 mod service;
 
 pub use cache::ProductCache;
 pub use events::CatalogEvents;
+pub use registration::REGISTRATION;
 pub use service::CatalogModule;
 
 use serde::Deserialize;

@@ -9,10 +9,12 @@
 
 mod domain;
 pub mod http;
+mod registration;
 mod repo;
 mod service;
 mod worker;
 
+pub use registration::REGISTRATION;
 pub use service::InventoryModule;
 pub use worker::ExpiryJob;
 

@@ -10,6 +10,7 @@
 pub mod egress;
 mod events;
 pub mod http;
+mod registration;
 mod repo;
 mod templates;
 mod worker;
@@ -25,6 +26,7 @@ pub const NAME: &str = "notification";
 db::module_migrations!(NAME, "../../migrations/notification");
 
 pub use notification_api::{ROUTE_PREFIXES, SUBSCRIBES as EVENT_TYPES};
+pub use registration::REGISTRATION;
 
 /// Name of the module's event handler (inbox and dead letters).
 pub const HANDLER: &str = "notification.notify";

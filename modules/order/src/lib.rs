@@ -16,6 +16,7 @@ mod checkout;
 mod domain;
 mod error;
 mod gauges;
+mod registration;
 mod repo;
 mod saga;
 mod service;
@@ -25,6 +26,7 @@ pub use checkout::PlaceOutcome;
 pub use domain::idempotency_key;
 pub use error::OrderError;
 pub use gauges::record_metrics;
+pub use registration::REGISTRATION;
 pub use service::{Dependencies, OrderModule};
 pub use worker::RecoveryWorker;
 

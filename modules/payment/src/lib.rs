@@ -11,9 +11,11 @@
 mod domain;
 pub mod http;
 pub mod provider;
+mod registration;
 mod repo;
 mod service;
 
+pub use registration::REGISTRATION;
 pub use service::PaymentModule;
 
 use serde::Deserialize;

@@ -8,6 +8,7 @@ mod domain;
 mod error;
 pub mod http;
 mod password;
+mod registration;
 mod repo;
 mod service;
 mod tokens;
@@ -15,6 +16,7 @@ mod worker;
 
 pub use error::AuthFlowError;
 pub use password::{HashingSettings, PasswordHasher};
+pub use registration::{REGISTRATION, module};
 pub use service::{AdminChanges, ProfileChanges, UserModule};
 pub use tokens::TokenPair;
 pub use worker::RetentionJob;

@@ -1,4 +1,4 @@
-//! The module registry: which modules this process serves, and how.
+//! Which modules this process serves, and how.
 //!
 //! `modules.enabled` lists the modules served here. Each module is `local`
 //! (its routes, data and workers live in this process) or `remote` (its
@@ -9,6 +9,10 @@ use serde::Deserialize;
 use url::Url;
 
 /// The modules the binary knows.
+///
+/// Adding a module adds its variant here, with its facts in
+/// [`ModuleName::facts`]: every process knows every module (to forward to
+/// it, call it, or refuse its routes), whichever modules it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModuleName {
     /// Accounts, sign-in, tokens.
@@ -28,7 +32,6 @@ pub enum ModuleName {
 /// What the binary knows of a module (see [`ModuleName::facts`]).
 struct Facts {
     name: &'static str,
-    compiled_in: bool,
     subscribes: &'static [&'static str],
     route_prefixes: &'static [&'static str],
 }
@@ -55,52 +58,41 @@ impl ModuleName {
         match self {
             ModuleName::User => &Facts {
                 name: "user",
-                compiled_in: cfg!(feature = "user"),
                 subscribes: &[],
                 route_prefixes: user_api::ROUTE_PREFIXES,
             },
             ModuleName::Catalog => &Facts {
                 name: "catalog",
-                compiled_in: cfg!(feature = "catalog"),
                 subscribes: catalog_api::SUBSCRIBES,
                 route_prefixes: catalog_api::ROUTE_PREFIXES,
             },
             ModuleName::Notification => &Facts {
                 name: "notification",
-                compiled_in: cfg!(feature = "notification"),
                 subscribes: notification_api::SUBSCRIBES,
                 route_prefixes: notification_api::ROUTE_PREFIXES,
             },
             ModuleName::Inventory => &Facts {
                 name: "inventory",
-                compiled_in: cfg!(feature = "inventory"),
                 subscribes: &[],
                 route_prefixes: inventory_api::ROUTE_PREFIXES,
             },
             ModuleName::Payment => &Facts {
                 name: "payment",
-                compiled_in: cfg!(feature = "payment"),
                 subscribes: &[],
                 route_prefixes: payment_api::ROUTE_PREFIXES,
             },
             ModuleName::Order => &Facts {
                 name: "order",
-                compiled_in: cfg!(feature = "order"),
                 subscribes: &[],
                 route_prefixes: order_api::ROUTE_PREFIXES,
             },
         }
     }
 
-    /// The module's name in config, metrics and logs, and its cargo feature.
+    /// The module's name in config, metrics and logs, and its cargo feature
+    /// in `app`.
     pub fn as_str(self) -> &'static str {
         self.facts().name
-    }
-
-    /// Whether this binary holds the module (its cargo feature was on), so
-    /// it can serve it; it can always forward to it and call its client.
-    pub fn compiled_in(self) -> bool {
-        self.facts().compiled_in
     }
 
     /// The event types the module subscribes to. They come from its `-api`
@@ -152,38 +144,72 @@ pub struct ModuleTopology {
     pub url: Option<Url>,
 }
 
-/// `[modules]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[modules]`: `enabled`, and one `[modules.<name>]` per module (a module
+/// without one runs locally when enabled).
+#[derive(Debug, Clone)]
 pub struct ModulesSettings {
     /// Modules served by this process.
-    #[serde(deserialize_with = "module_list")]
     pub enabled: Vec<ModuleName>,
-    /// The user module's placement.
-    pub user: ModuleTopology,
-    /// The catalog's placement.
-    pub catalog: ModuleTopology,
-    /// The notification module's placement.
-    pub notification: ModuleTopology,
-    /// The inventory's placement.
-    pub inventory: ModuleTopology,
-    /// The payment module's placement.
-    pub payment: ModuleTopology,
-    /// The order module's placement.
-    pub order: ModuleTopology,
+    /// Each module's placement, in [`ModuleName::ALL`] order.
+    placements: Vec<(ModuleName, ModuleTopology)>,
+}
+
+const LOCAL: ModuleTopology = ModuleTopology {
+    mode: Mode::Local,
+    url: None,
+};
+
+impl<'de> Deserialize<'de> for ModulesSettings {
+    /// A map read key by key, so that an error below a module names it
+    /// (`modules.catalog.url`) and an unknown key is refused.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ModulesSettings;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of `enabled` and one table per module")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ModulesSettings, A::Error> {
+                let mut enabled = None;
+                let mut placements = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "enabled" {
+                        enabled = Some(map.next_value_seed(ModuleList)?);
+                    } else if let Some(module) = ModuleName::parse(&key) {
+                        placements.push((module, map.next_value::<ModuleTopology>()?));
+                    } else {
+                        let mut known = vec!["enabled"];
+                        known.extend(ModuleName::ALL.iter().map(|m| m.as_str()));
+                        return Err(serde::de::Error::custom(format!(
+                            "unknown field `{key}`, expected one of {}",
+                            known.join(", ")
+                        )));
+                    }
+                }
+                let enabled = enabled.ok_or_else(|| serde::de::Error::missing_field("enabled"))?;
+                placements.sort_by_key(|(m, _)| ModuleName::ALL.iter().position(|n| n == m));
+                Ok(ModulesSettings {
+                    enabled,
+                    placements,
+                })
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 impl ModulesSettings {
     /// The placement of `module`.
     pub fn topology(&self, module: ModuleName) -> &ModuleTopology {
-        match module {
-            ModuleName::User => &self.user,
-            ModuleName::Catalog => &self.catalog,
-            ModuleName::Notification => &self.notification,
-            ModuleName::Inventory => &self.inventory,
-            ModuleName::Payment => &self.payment,
-            ModuleName::Order => &self.order,
-        }
+        self.placements
+            .iter()
+            .find(|(m, _)| *m == module)
+            .map_or(&LOCAL, |(_, topology)| topology)
     }
 
     /// Enabled modules that run in this process, in start order (a module
@@ -223,8 +249,9 @@ impl ModulesSettings {
     /// Where to fetch the public keys of access tokens: `None` when the user
     /// module runs here, its URL when it is remote.
     pub fn user_url(&self) -> Option<&Url> {
-        match self.user.mode {
-            Mode::Remote => self.user.url.as_ref(),
+        let user = self.topology(ModuleName::User);
+        match user.mode {
+            Mode::Remote => user.url.as_ref(),
             Mode::Local => None,
         }
     }
@@ -246,9 +273,12 @@ impl ModulesSettings {
     }
 
     /// Checks remote modules have a usable URL and local ones are compiled
-    /// in. Returns the key and the problem.
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
-        if let Some(missing) = self.local().find(|m| !m.compiled_in()) {
+    /// in (`compiled_in`). Returns the key and the problem.
+    pub(crate) fn validate(
+        &self,
+        compiled_in: impl Fn(ModuleName) -> bool,
+    ) -> Result<(), (String, String)> {
+        if let Some(missing) = self.local().find(|m| !compiled_in(*m)) {
             let name = missing.as_str();
             return Err((
                 "modules.enabled".to_owned(),
@@ -291,6 +321,16 @@ impl ModulesSettings {
 
 /// A list of module names; blank entries are ignored, so an empty
 /// `APP__MODULES__ENABLED=` means no module.
+struct ModuleList;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ModuleList {
+    type Value = Vec<ModuleName>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<ModuleName>, D::Error> {
+        module_list(d)
+    }
+}
+
 fn module_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ModuleName>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;
     let mut modules = Vec::new();
@@ -309,28 +349,48 @@ fn module_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ModuleName>
     Ok(modules)
 }
 
-/// In the full build, where every module crate is there to compare with.
-#[cfg(all(test, all_modules))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The registry's names are the module crates' own (schemas, queues,
-    /// metrics and config sections agree), and each event's publisher is
-    /// the module its name starts with.
+    fn read(toml: &str) -> Result<ModulesSettings, config::ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()?
+            .get("modules")
+    }
+
+    /// Placements are read by module name; a module without one runs here
+    /// when enabled; a wrong value, an unknown module and a missing
+    /// `enabled` are refused.
     #[test]
-    fn names_are_the_module_crates_own() {
-        assert_eq!(ModuleName::User.as_str(), user::NAME);
-        assert_eq!(ModuleName::Catalog.as_str(), catalog::NAME);
-        assert_eq!(ModuleName::Inventory.as_str(), inventory::NAME);
-        assert_eq!(ModuleName::Order.as_str(), order::NAME);
-        assert_eq!(ModuleName::Payment.as_str(), payment::NAME);
-        assert_eq!(ModuleName::Notification.as_str(), notification::NAME);
-        assert_eq!(notification_api::NAME, notification::NAME);
-        for module in ModuleName::ALL {
-            assert!(module.compiled_in());
-            for event in module.subscribes() {
-                assert!(ModuleName::publisher_of(event).is_some(), "{event}");
-            }
-        }
+    fn placements_are_read_by_module_name() {
+        let modules = read(
+            "[modules]\nenabled = [\"order\", \"user\"]\n\
+             [modules.catalog]\nmode = \"remote\"\nurl = \"http://catalog:8080\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            modules.local().collect::<Vec<_>>(),
+            [ModuleName::User, ModuleName::Order]
+        );
+        assert_eq!(
+            modules.remote_url(ModuleName::Catalog).map(Url::as_str),
+            Some("http://catalog:8080/")
+        );
+        assert_eq!(modules.topology(ModuleName::Payment).mode, Mode::Local);
+
+        let err = read("[modules]\nenabled = []\n[modules.catalog]\nmode = \"far\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("far") && err.contains("modules"), "{err}");
+        let err = read("[modules]\nenabled = []\n[modules.shipping]\nmode = \"local\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `shipping`"), "{err}");
+        let err = read("[modules]\n[modules.user]\nmode = \"local\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("enabled"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
-//! Building the pieces that several entry points need: signing keys, the
-//! token verifier, the user module.
+//! Building the pieces that several entry points need: the remote
+//! dependencies and their policies, signing keys, the token verifier, the
+//! HTTP client.
 
 use std::sync::Arc;
 
@@ -25,19 +26,30 @@ pub enum Dependency {
     Webhooks,
 }
 
+/// The dependencies at the edge of the shop, after the modules in
+/// [`Dependency::ALL`].
+const EDGES: [Dependency; 3] = [
+    Dependency::PaymentProvider,
+    Dependency::Smtp,
+    Dependency::Webhooks,
+];
+
 impl Dependency {
     /// Every dependency, in the order error messages list them.
-    pub const ALL: [Dependency; 9] = [
-        Dependency::Module(ModuleName::User),
-        Dependency::Module(ModuleName::Catalog),
-        Dependency::Module(ModuleName::Inventory),
-        Dependency::Module(ModuleName::Notification),
-        Dependency::Module(ModuleName::Payment),
-        Dependency::Module(ModuleName::Order),
-        Dependency::PaymentProvider,
-        Dependency::Smtp,
-        Dependency::Webhooks,
-    ];
+    pub const ALL: [Dependency; ModuleName::ALL.len() + EDGES.len()] = {
+        let mut all = [Dependency::Smtp; ModuleName::ALL.len() + EDGES.len()];
+        let mut i = 0;
+        while i < ModuleName::ALL.len() {
+            all[i] = Dependency::Module(ModuleName::ALL[i]);
+            i += 1;
+        }
+        let mut j = 0;
+        while j < EDGES.len() {
+            all[i + j] = EDGES[j];
+            j += 1;
+        }
+        all
+    };
 
     /// The name its policy, metrics and settings use.
     pub fn as_str(self) -> &'static str {
@@ -135,50 +147,16 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
     Ok(KeySet::from_jwks(auth::JwkSet { keys }))
 }
 
-/// How a module reaches `module`: the in-process implementation when it is
-/// served here (`local`), else the HTTP client `remote` builds for its URL;
-/// either one wrapped by `observed` (the `-api` crate's `Observed`: one span
-/// and the same RED metrics whichever implementation serves the call).
+/// A client builder with TLS set up: rustls (ring), the platform's roots
+/// and `remote.extra_root_certificates`.
 ///
 /// # Errors
-/// Neither: the module is not served here and has no URL.
-pub fn module_api<T: ?Sized>(
-    settings: &Settings,
-    module: ModuleName,
-    local: Option<Arc<T>>,
-    remote: impl FnOnce(Url) -> Arc<T>,
-    observed: impl FnOnce(Arc<T>) -> Arc<T>,
-) -> anyhow::Result<Arc<T>> {
-    if let Some(local) = local {
-        return Ok(observed(local));
-    }
-    match settings.modules.remote_url(module) {
-        Some(url) => Ok(observed(remote(url.clone()))),
-        None => anyhow::bail!(
-            "modules.{}.url: the order module calls the {} module: serve it here (modules.enabled) \
-             or set its mode = \"remote\" and url",
-            module.as_str(),
-            module.as_str()
-        ),
-    }
-}
-
-/// The user module over `pool`, signing with `key`.
-///
-/// # Errors
-/// Invalid password-hashing parameters.
-#[cfg(feature = "user")]
-pub fn user_module(
-    settings: &Settings,
-    pool: db::Pool,
-    key: SigningKey,
-) -> anyhow::Result<user::UserModule> {
-    let hasher = user::PasswordHasher::new(&settings.user.password_hashing)
-        .context("user.password_hashing")?;
-    let issuer = Arc::new(auth::Issuer::new(key, settings.auth.policy()));
-    let refresh_ttl =
-        std::time::Duration::from_secs(settings.user.refresh_token_ttl_days.saturating_mul(86_400));
-    Ok(user::UserModule::new(pool, hasher, issuer, refresh_ttl))
+/// An extra root certificate file that cannot be read or parsed, named.
+pub fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuilder> {
+    remote::tls::install_crypto_provider();
+    let roots = remote::tls::extra_roots(&settings.remote.extra_root_certificates)
+        .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
+    Ok(reqwest::Client::builder().tls_certs_merge(roots))
 }
 
 /// The token verifier: local keys when the user module runs here, the

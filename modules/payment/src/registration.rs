@@ -1,38 +1,54 @@
-//! The payment module: card payments through the provider at
-//! `payment.provider_url`, or through the sandbox provider started in this
-//! process when that is unset (development; it moves no money).
+//! The payment module as the process hosting it sees it: card payments
+//! through the provider at `payment.provider_url`, or through the sandbox
+//! provider started in this process when that is unset (development; it
+//! moves no money).
 
 use std::sync::Arc;
 
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;
+use host::compose::Dependency;
+use host::registry::{self, Apis, Context, Local, Registration};
+use host::{ModuleName, Section};
 use url::Url;
 
-use super::{Apis, Context, Local, Registration};
-use crate::Settings;
-use crate::compose::Dependency;
-use crate::modules::ModuleName;
+use crate::{PaymentModule, Settings};
 
-pub(super) const REGISTRATION: Registration = Registration {
+/// The payment module, for the composition root.
+pub const REGISTRATION: Registration = Registration {
     module: ModuleName::Payment,
-    migrations: payment::MODULE_MIGRATIONS,
-    routes: payment::http::configure,
-    database,
+    migrations: crate::MODULE_MIGRATIONS,
+    routes: crate::http::configure,
+    settings: registry::section::<Settings>,
+    list_keys: &[],
     gauges: None,
     build,
 };
 
-fn database(settings: &Settings) -> &db::ModuleDatabase {
-    &settings.payment.database
+impl Section for Settings {
+    fn database(&self) -> &db::ModuleDatabase {
+        &self.database
+    }
+
+    fn validate(&self, environment: &str) -> Result<(), (String, String)> {
+        if environment == "production" && self.sandbox_embedded {
+            return Err((
+                "sandbox_embedded".into(),
+                "must be false in production: set payment.provider_url".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
     Box::pin(async move {
+        let settings = cx.section::<Settings>()?;
         let mut jobs = Vec::new();
-        let provider_url = match &cx.settings.payment.provider_url {
+        let provider_url = match &settings.provider_url {
             Some(url) => url.clone(),
             #[cfg(feature = "sandbox")]
-            None if cx.settings.payment.sandbox_embedded => {
+            None if settings.sandbox_embedded => {
                 let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1)?;
                 tracing::info!(
                     port,
@@ -52,12 +68,12 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
                  or this binary lacks the sandbox: cargo feature \"sandbox\")"
             ),
         };
-        let provider = payment::provider::HttpProvider::new(
+        let provider = crate::provider::HttpProvider::new(
             cx.client.clone(),
             provider_url,
-            cx.policies.get(Dependency::PaymentProvider),
+            cx.policy(Dependency::PaymentProvider),
         );
-        let module = Data::new(payment::PaymentModule::new(cx.pool, Arc::new(provider)));
+        let module = Data::new(PaymentModule::new(cx.pool.clone(), Arc::new(provider)));
         let api: Arc<dyn payment_api::PaymentApi> = module.clone().into_inner();
         let mut local = Local::new(module).apis(Apis {
             payment: Some(api),

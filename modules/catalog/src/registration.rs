@@ -1,0 +1,50 @@
+//! The catalog as the process hosting it sees it: products and categories,
+//! read through the product cache that its event handler keeps fresh.
+
+use std::sync::Arc;
+
+use actix_web::web::Data;
+use futures_util::future::BoxFuture;
+use host::registry::{self, Apis, Context, Local, Registration};
+use host::{ModuleName, Section};
+
+use crate::{CatalogEvents, CatalogModule, ProductCache, Settings};
+
+/// The catalog module, for the composition root.
+pub const REGISTRATION: Registration = Registration {
+    module: ModuleName::Catalog,
+    migrations: crate::MODULE_MIGRATIONS,
+    routes: crate::http::configure,
+    settings: registry::section::<Settings>,
+    list_keys: &[],
+    gauges: None,
+    build,
+};
+
+impl Section for Settings {
+    fn database(&self) -> &db::ModuleDatabase {
+        &self.database
+    }
+}
+
+fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
+    Box::pin(async move {
+        let settings = cx.section::<Settings>()?;
+        let cache = ProductCache::new(&settings.cache)
+            .await
+            .map_err(|e| anyhow::anyhow!("catalog.cache: {e}"))?;
+        let subscription = events::Subscription {
+            module: crate::NAME,
+            name: crate::events::HANDLER,
+            event_types: crate::events::EVENT_TYPES.to_vec(),
+            handler: Arc::new(CatalogEvents::new(cache.clone())),
+            pool: cx.pool.clone(),
+        };
+        let module = Data::new(CatalogModule::new(cx.pool, cache));
+        let api: Arc<dyn catalog_api::CatalogApi> = module.clone().into_inner();
+        Ok(Local::new(module).subscription(subscription).apis(Apis {
+            catalog: Some(api),
+            ..Apis::default()
+        }))
+    })
+}

@@ -1,0 +1,87 @@
+//! The notification module as the process hosting it sees it: its event
+//! handler queues mail and webhook calls, its sender delivers them
+//! (webhooks through a client that reaches public addresses only).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::Data;
+use futures_util::future::BoxFuture;
+use host::compose::{self, Dependency};
+use host::registry::{self, Context, Local, Registration};
+use host::{ModuleName, Section};
+
+use crate::egress::Egress;
+use crate::{EmailTransport, NotificationHandler, Sender, Settings, SmtpTls};
+
+/// The notification module, for the composition root.
+pub const REGISTRATION: Registration = Registration {
+    module: ModuleName::Notification,
+    migrations: crate::MODULE_MIGRATIONS,
+    routes: crate::http::configure,
+    settings: registry::section::<Settings>,
+    list_keys: &["webhook_allow"],
+    gauges: None,
+    build,
+};
+
+impl Section for Settings {
+    fn database(&self) -> &db::ModuleDatabase {
+        &self.database
+    }
+
+    fn validate(&self, environment: &str) -> Result<(), (String, String)> {
+        if environment == "production"
+            && self.email.transport == EmailTransport::Smtp
+            && self.email.smtp_tls == SmtpTls::None
+        {
+            return Err((
+                "email.smtp_tls".into(),
+                "must be starttls or tls in production: email would cross the network in clear"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
+    Box::pin(async move {
+        let config = cx.section::<Settings>()?;
+        let subscription = events::Subscription {
+            module: crate::NAME,
+            name: crate::HANDLER,
+            event_types: crate::EVENT_TYPES.to_vec(),
+            handler: Arc::new(NotificationHandler::new(config.admin_email.clone())),
+            pool: cx.pool.clone(),
+        };
+        let egress = Egress::new(config.webhook_allow.clone());
+        let sender = Sender::new(
+            cx.pool.clone(),
+            config.clone(),
+            webhook_client(cx.settings, &egress)?,
+            cx.policy(Dependency::Smtp),
+            cx.policy(Dependency::Webhooks),
+        )?;
+        let module = crate::http::NotificationModule::new(cx.pool.clone(), egress);
+        Ok(Local::new(Data::new(module))
+            .subscription(subscription)
+            .job(tokio::spawn(sender.run(cx.stopped.clone()))))
+    })
+}
+
+/// The HTTP client of webhook calls: it reaches public addresses only (its
+/// resolver refuses internal ones, [`crate::egress`]), follows no redirect
+/// and uses no proxy.
+///
+/// # Errors
+/// When the client cannot be built (not expected).
+fn webhook_client(settings: &host::Settings, egress: &Egress) -> anyhow::Result<reqwest::Client> {
+    Ok(compose::client_builder(settings)?
+        .dns_resolver(Arc::new(egress.clone()).resolver())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_millis(settings.remote.timeout_ms))
+        .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
+        .build()?)
+}

@@ -1,0 +1,77 @@
+//! The user module as the process hosting it sees it: accounts and
+//! sign-in; it holds the keys that sign and verify access tokens, and prunes
+//! expired refresh tokens in the background.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::{self as aweb, Data};
+use anyhow::Context as _;
+use futures_util::future::BoxFuture;
+use host::compose;
+use host::registry::{self, Context, Local, Registration};
+use host::{ModuleName, Section};
+
+use crate::{PasswordHasher, RetentionJob, Settings, UserModule};
+
+/// The user module, for the composition root.
+pub const REGISTRATION: Registration = Registration {
+    module: ModuleName::User,
+    migrations: crate::MODULE_MIGRATIONS,
+    routes: crate::http::configure,
+    settings: registry::section::<Settings>,
+    list_keys: &[],
+    gauges: None,
+    build,
+};
+
+impl Section for Settings {
+    fn database(&self) -> &db::ModuleDatabase {
+        &self.database
+    }
+}
+
+/// The user module over `pool`, signing access tokens with `key` (the
+/// process's `auth` settings give their lifetimes, issuer and audience).
+///
+/// # Errors
+/// The module is not compiled in, or invalid password-hashing parameters.
+pub fn module(
+    settings: &host::Settings,
+    pool: db::Pool,
+    key: auth::SigningKey,
+) -> anyhow::Result<UserModule> {
+    let own = settings.section::<Settings>()?;
+    let hasher = PasswordHasher::new(&own.password_hashing).context("user.password_hashing")?;
+    let issuer = Arc::new(auth::Issuer::new(key, settings.auth.policy()));
+    let refresh_ttl = Duration::from_secs(own.refresh_token_ttl_days.saturating_mul(86_400));
+    Ok(UserModule::new(pool, hasher, issuer, refresh_ttl))
+}
+
+fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
+    Box::pin(async move {
+        let settings = cx.settings;
+        let key = compose::signing_key(settings)?;
+        let keys = compose::key_set(settings, &key)?;
+        let users = module(settings, cx.pool.clone(), key)?;
+        let retention = RetentionJob::new(
+            users.clone(),
+            Duration::from_secs(cx.section::<Settings>()?.prune_interval_secs),
+        );
+        let limits = &settings.rate_limit;
+        let limits = Data::new(crate::http::Limits::new(
+            limits.trusted_proxies.clone(),
+            limits.per_minute(limits.login_per_minute_per_ip),
+            limits.per_minute(limits.login_per_minute_per_account),
+            limits.per_minute(limits.registrations_per_minute_per_ip),
+        ));
+        let users = Data::new(users);
+        Ok(
+            Local::with_data(Arc::new(move |cfg: &mut aweb::ServiceConfig| {
+                cfg.app_data(users.clone()).app_data(limits.clone());
+            }))
+            .job(tokio::spawn(retention.run(cx.stopped.clone())))
+            .keys(keys),
+        )
+    })
+}
