@@ -21,16 +21,6 @@ mod links;
             hold the NUL character U+0000, which is refused with 422 naming the field.",
         license(name = "MIT OR Apache-2.0"),
     ),
-    tags(
-        (name = "auth", description = "Sign-in, token refresh and sign-out; the public keys of access tokens"),
-        (name = "users", description = "Accounts, profiles and roles"),
-        (name = "catalog", description = "Products"),
-        (name = "inventory", description = "Stock per SKU, its history, reservations"),
-        (name = "orders", description = "Cart, checkout (with Idempotency-Key), orders and their timeline"),
-        (name = "payments", description = "Card payments and their ledger (through the SANDBOX provider: test cards only)"),
-        (name = "notifications", description = "Messages sent on events: email and signed webhooks"),
-        (name = "events", description = "Integration events: dead letters"),
-    ),
     // Referenced by a query parameter (`sort`), which does not register it.
     components(schemas(catalog_api::ProductSort)),
     modifiers(&SecurityAddon),
@@ -68,6 +58,18 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         }))
         .split_for_parts();
     let mut doc = BaseDoc::openapi();
+    // The modules' tags in registration order, then the process's own.
+    let tags = crate::registry::COMPILED
+        .iter()
+        .flat_map(|registration| registration.tags)
+        .chain(&[("events", "Integration events: dead letters")])
+        .map(|(name, description)| {
+            utoipa::openapi::tag::TagBuilder::new()
+                .name(*name)
+                .description(Some(*description))
+                .build()
+        });
+    doc.tags = Some(tags.collect());
     doc.merge(collected);
     common_responses(&mut doc);
     links::links(&mut doc);

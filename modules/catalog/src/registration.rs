@@ -15,6 +15,7 @@ pub const REGISTRATION: Registration = Registration {
     module: ModuleName::Catalog,
     migrations: crate::MODULE_MIGRATIONS,
     routes: crate::http::configure,
+    tags: &[("catalog", "Products")],
     settings: registry::section::<Settings>,
     list_keys: &[],
     gauges: None,

@@ -15,6 +15,7 @@ pub const REGISTRATION: Registration = Registration {
     module: ModuleName::Inventory,
     migrations: crate::MODULE_MIGRATIONS,
     routes: crate::http::configure,
+    tags: &[("inventory", "Stock per SKU, its history, reservations")],
     settings: registry::section::<Settings>,
     list_keys: &[],
     gauges: None,

@@ -19,6 +19,10 @@ pub const REGISTRATION: Registration = Registration {
     module: ModuleName::Notification,
     migrations: crate::MODULE_MIGRATIONS,
     routes: crate::http::configure,
+    tags: &[(
+        "notifications",
+        "Messages sent on events: email and signed webhooks",
+    )],
     settings: registry::section::<Settings>,
     list_keys: &["webhook_allow"],
     gauges: None,

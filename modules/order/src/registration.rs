@@ -17,6 +17,10 @@ pub const REGISTRATION: Registration = Registration {
     module: ModuleName::Order,
     migrations: crate::MODULE_MIGRATIONS,
     routes: crate::http::configure,
+    tags: &[(
+        "orders",
+        "Cart, checkout (with Idempotency-Key), orders and their timeline",
+    )],
     settings: registry::section::<Settings>,
     list_keys: &[],
     gauges: Some(|pool| Box::pin(crate::record_metrics(pool))),

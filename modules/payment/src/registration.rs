@@ -19,6 +19,10 @@ pub const REGISTRATION: Registration = Registration {
     module: ModuleName::Payment,
     migrations: crate::MODULE_MIGRATIONS,
     routes: crate::http::configure,
+    tags: &[(
+        "payments",
+        "Card payments and their ledger (through the SANDBOX provider: test cards only)",
+    )],
     settings: registry::section::<Settings>,
     list_keys: &[],
     gauges: None,

@@ -19,6 +19,13 @@ pub const REGISTRATION: Registration = Registration {
     module: ModuleName::User,
     migrations: crate::MODULE_MIGRATIONS,
     routes: crate::http::configure,
+    tags: &[
+        (
+            "auth",
+            "Sign-in, token refresh and sign-out; the public keys of access tokens",
+        ),
+        ("users", "Accounts, profiles and roles"),
+    ],
     settings: registry::section::<Settings>,
     list_keys: &[],
     gauges: None,

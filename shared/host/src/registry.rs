@@ -30,6 +30,8 @@ pub struct Registration {
     pub migrations: db::ModuleMigrations,
     /// Mounts its routes below `/api/v1` (the spec is built from them too).
     pub routes: fn(&mut utoipa_actix_web::service_config::ServiceConfig<'_>),
+    /// The spec's tags its operations use: name and description.
+    pub tags: &'static [(&'static str, &'static str)],
     /// Reads its `[<module>]` section ([`section`] of its settings type).
     pub settings: ReadSection,
     /// Keys of its section whose environment variable is a comma-separated
