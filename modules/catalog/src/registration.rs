@@ -5,28 +5,21 @@ use std::sync::Arc;
 
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;
-use host::registry::{self, Apis, Context, Local, Registration};
+use host::registry::{Apis, Context, Local, Registration};
 use host::{ModuleName, Section};
 
 use crate::{CatalogEvents, CatalogModule, ProductCache, Settings};
 
 /// The catalog module, for the composition root.
-pub const REGISTRATION: Registration = Registration {
-    module: ModuleName::Catalog,
-    migrations: crate::MODULE_MIGRATIONS,
-    routes: crate::http::configure,
-    tags: &[("catalog", "Products")],
-    settings: registry::section::<Settings>,
-    list_keys: &[],
-    gauges: None,
+pub const REGISTRATION: Registration = Registration::new::<Settings>(
+    ModuleName::Catalog,
+    crate::MODULE_MIGRATIONS,
+    crate::http::configure,
     build,
-};
+)
+.tags(&[("catalog", "Products")]);
 
-impl Section for Settings {
-    fn database(&self) -> &db::ModuleDatabase {
-        &self.database
-    }
-}
+impl Section for Settings {}
 
 fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
     Box::pin(async move {

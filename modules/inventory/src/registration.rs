@@ -5,28 +5,21 @@ use std::sync::Arc;
 
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;
-use host::registry::{self, Apis, Context, Local, Registration};
+use host::registry::{Apis, Context, Local, Registration};
 use host::{ModuleName, Section};
 
 use crate::{ExpiryJob, InventoryModule, Settings};
 
 /// The inventory module, for the composition root.
-pub const REGISTRATION: Registration = Registration {
-    module: ModuleName::Inventory,
-    migrations: crate::MODULE_MIGRATIONS,
-    routes: crate::http::configure,
-    tags: &[("inventory", "Stock per SKU, its history, reservations")],
-    settings: registry::section::<Settings>,
-    list_keys: &[],
-    gauges: None,
+pub const REGISTRATION: Registration = Registration::new::<Settings>(
+    ModuleName::Inventory,
+    crate::MODULE_MIGRATIONS,
+    crate::http::configure,
     build,
-};
+)
+.tags(&[("inventory", "Stock per SKU, its history, reservations")]);
 
-impl Section for Settings {
-    fn database(&self) -> &db::ModuleDatabase {
-        &self.database
-    }
-}
+impl Section for Settings {}
 
 fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
     Box::pin(async move {

@@ -8,32 +8,26 @@ use std::time::Duration;
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;
 use host::compose::{self, Dependency};
-use host::registry::{self, Context, Local, Registration};
+use host::registry::{Context, Local, Registration};
 use host::{ModuleName, Section};
 
 use crate::egress::Egress;
 use crate::{EmailTransport, NotificationHandler, Sender, Settings, SmtpTls};
 
 /// The notification module, for the composition root.
-pub const REGISTRATION: Registration = Registration {
-    module: ModuleName::Notification,
-    migrations: crate::MODULE_MIGRATIONS,
-    routes: crate::http::configure,
-    tags: &[(
-        "notifications",
-        "Messages sent on events: email and signed webhooks",
-    )],
-    settings: registry::section::<Settings>,
-    list_keys: &["webhook_allow"],
-    gauges: None,
+pub const REGISTRATION: Registration = Registration::new::<Settings>(
+    ModuleName::Notification,
+    crate::MODULE_MIGRATIONS,
+    crate::http::configure,
     build,
-};
+)
+.tags(&[(
+    "notifications",
+    "Messages sent on events: email and signed webhooks",
+)])
+.list_keys(&["webhook_allow"]);
 
 impl Section for Settings {
-    fn database(&self) -> &db::ModuleDatabase {
-        &self.database
-    }
-
     fn validate(&self, environment: &str) -> Result<(), (String, String)> {
         if environment == "production"
             && self.email.transport == EmailTransport::Smtp

@@ -7,31 +7,25 @@ use std::sync::Arc;
 
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;
-use host::registry::{self, Context, Local, Registration};
+use host::registry::{Context, Local, Registration};
 use host::{ModuleName, Section};
 
 use crate::{Dependencies, OrderModule, RecoveryWorker, Settings};
 
 /// The order module, for the composition root.
-pub const REGISTRATION: Registration = Registration {
-    module: ModuleName::Order,
-    migrations: crate::MODULE_MIGRATIONS,
-    routes: crate::http::configure,
-    tags: &[(
-        "orders",
-        "Cart, checkout (with Idempotency-Key), orders and their timeline",
-    )],
-    settings: registry::section::<Settings>,
-    list_keys: &[],
-    gauges: Some(|pool| Box::pin(crate::record_metrics(pool))),
+pub const REGISTRATION: Registration = Registration::new::<Settings>(
+    ModuleName::Order,
+    crate::MODULE_MIGRATIONS,
+    crate::http::configure,
     build,
-};
+)
+.tags(&[(
+    "orders",
+    "Cart, checkout (with Idempotency-Key), orders and their timeline",
+)])
+.gauges(|pool| Box::pin(crate::record_metrics(pool)));
 
 impl Section for Settings {
-    fn database(&self) -> &db::ModuleDatabase {
-        &self.database
-    }
-
     fn validate(&self, environment: &str) -> Result<(), (String, String)> {
         if environment == "production" && self.crash_at.is_some() {
             return Err((

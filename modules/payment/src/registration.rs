@@ -8,32 +8,25 @@ use std::sync::Arc;
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;
 use host::compose::Dependency;
-use host::registry::{self, Apis, Context, Local, Registration};
+use host::registry::{Apis, Context, Local, Registration};
 use host::{ModuleName, Section};
 use url::Url;
 
 use crate::{PaymentModule, Settings};
 
 /// The payment module, for the composition root.
-pub const REGISTRATION: Registration = Registration {
-    module: ModuleName::Payment,
-    migrations: crate::MODULE_MIGRATIONS,
-    routes: crate::http::configure,
-    tags: &[(
-        "payments",
-        "Card payments and their ledger (through the SANDBOX provider: test cards only)",
-    )],
-    settings: registry::section::<Settings>,
-    list_keys: &[],
-    gauges: None,
+pub const REGISTRATION: Registration = Registration::new::<Settings>(
+    ModuleName::Payment,
+    crate::MODULE_MIGRATIONS,
+    crate::http::configure,
     build,
-};
+)
+.tags(&[(
+    "payments",
+    "Card payments and their ledger (through the SANDBOX provider: test cards only)",
+)]);
 
 impl Section for Settings {
-    fn database(&self) -> &db::ModuleDatabase {
-        &self.database
-    }
-
     fn validate(&self, environment: &str) -> Result<(), (String, String)> {
         if environment == "production" && self.sandbox_embedded {
             return Err((

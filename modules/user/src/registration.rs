@@ -9,34 +9,27 @@ use actix_web::web::{self as aweb, Data};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use host::compose;
-use host::registry::{self, Context, Local, Registration};
+use host::registry::{Context, Local, Registration};
 use host::{ModuleName, Section};
 
 use crate::{PasswordHasher, RetentionJob, Settings, UserModule};
 
 /// The user module, for the composition root.
-pub const REGISTRATION: Registration = Registration {
-    module: ModuleName::User,
-    migrations: crate::MODULE_MIGRATIONS,
-    routes: crate::http::configure,
-    tags: &[
-        (
-            "auth",
-            "Sign-in, token refresh and sign-out; the public keys of access tokens",
-        ),
-        ("users", "Accounts, profiles and roles"),
-    ],
-    settings: registry::section::<Settings>,
-    list_keys: &[],
-    gauges: None,
+pub const REGISTRATION: Registration = Registration::new::<Settings>(
+    ModuleName::User,
+    crate::MODULE_MIGRATIONS,
+    crate::http::configure,
     build,
-};
+)
+.tags(&[
+    (
+        "auth",
+        "Sign-in, token refresh and sign-out; the public keys of access tokens",
+    ),
+    ("users", "Accounts, profiles and roles"),
+]);
 
-impl Section for Settings {
-    fn database(&self) -> &db::ModuleDatabase {
-        &self.database
-    }
-}
+impl Section for Settings {}
 
 /// The user module over `pool`, signing access tokens with `key` (the
 /// process's `auth` settings give their lifetimes, issuer and audience).

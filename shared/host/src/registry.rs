@@ -43,17 +43,61 @@ pub struct Registration {
     pub build: for<'a> fn(Context<'a>) -> BoxFuture<'a, anyhow::Result<Local>>,
 }
 
+impl Registration {
+    /// A module whose section reads as `S`, with no spec tags, list keys
+    /// or gauges (add them with the methods below).
+    pub const fn new<S: Section + DeserializeOwned>(
+        module: ModuleName,
+        migrations: db::ModuleMigrations,
+        routes: fn(&mut utoipa_actix_web::service_config::ServiceConfig<'_>),
+        build: for<'a> fn(Context<'a>) -> BoxFuture<'a, anyhow::Result<Local>>,
+    ) -> Registration {
+        Registration {
+            module,
+            migrations,
+            routes,
+            tags: &[],
+            settings: section::<S>,
+            list_keys: &[],
+            gauges: None,
+            build,
+        }
+    }
+
+    /// With the spec's tags of its operations.
+    #[must_use]
+    pub const fn tags(mut self, tags: &'static [(&'static str, &'static str)]) -> Registration {
+        self.tags = tags;
+        self
+    }
+
+    /// With keys of its section that environment variables give as lists.
+    #[must_use]
+    pub const fn list_keys(mut self, keys: &'static [&'static str]) -> Registration {
+        self.list_keys = keys;
+        self
+    }
+
+    /// With gauges read from its tables at each scrape.
+    #[must_use]
+    pub const fn gauges(mut self, gauges: ModuleGauges) -> Registration {
+        self.gauges = Some(gauges);
+        self
+    }
+}
+
 /// Reads a module's section from the configuration, at the key given.
-pub type ReadSection = fn(&config::Config, &str) -> Result<Arc<dyn Section>, config::ConfigError>;
+pub type ReadSection = fn(
+    &config::Config,
+    &str,
+) -> Result<(Arc<dyn Section>, db::ModuleDatabase), config::ConfigError>;
 
 /// Reads a module's gauges from its pool.
 pub type ModuleGauges = fn(db::Pool) -> BoxFuture<'static, Result<(), String>>;
 
-/// A module's own settings section, `[<module>]`.
+/// A module's own settings section, `[<module>]` (its `[<module>.database]`
+/// is read by the host too: [`Settings::module_database`]).
 pub trait Section: Any + Debug + Send + Sync {
-    /// `[<module>.database]`: its pool, and its own database if it has one.
-    fn database(&self) -> &db::ModuleDatabase;
-
     /// Checks what types alone cannot, for the environment `APP_ENV` names.
     /// Returns the key below the section and the problem.
     ///
@@ -65,15 +109,18 @@ pub trait Section: Any + Debug + Send + Sync {
     }
 }
 
-/// Reads the section at `key` as `S`; errors name the key.
+/// Reads the section at `key` as `S`, and its `database` table; errors
+/// name the key.
 ///
 /// # Errors
 /// The section is missing or does not match `S`.
 pub fn section<S: Section + DeserializeOwned>(
     config: &config::Config,
     key: &str,
-) -> Result<Arc<dyn Section>, config::ConfigError> {
-    Ok(Arc::new(config.get::<S>(key)?))
+) -> Result<(Arc<dyn Section>, db::ModuleDatabase), config::ConfigError> {
+    let section = config.get::<S>(key)?;
+    let database = config.get(&format!("{key}.database"))?;
+    Ok((Arc::new(section), database))
 }
 
 /// What a module is built from.

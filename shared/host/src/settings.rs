@@ -57,7 +57,7 @@ pub struct Settings {
 
 /// The modules' own sections, by module.
 #[derive(Debug, Clone, Default)]
-struct Sections(Vec<(ModuleName, Arc<dyn Section>)>);
+struct Sections(Vec<(ModuleName, db::ModuleDatabase, Arc<dyn Section>)>);
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -178,8 +178,11 @@ impl Settings {
         let mut settings = Settings::deserialize(config::Value::new(None, own))?;
         for registration in compiled {
             let key = registration.module.as_str();
-            let section = (registration.settings)(config, key)?;
-            settings.sections.0.push((registration.module, section));
+            let (section, database) = (registration.settings)(config, key)?;
+            settings
+                .sections
+                .0
+                .push((registration.module, database, section));
         }
         Ok(settings)
     }
@@ -239,7 +242,7 @@ impl Settings {
                     .into(),
             );
         }
-        for (module, section) in &self.sections.0 {
+        for (module, _, section) in &self.sections.0 {
             if let Err((key, msg)) = section.validate(&self.environment) {
                 return fail(&format!("{}.{key}", module.as_str()), msg);
             }
@@ -343,13 +346,13 @@ impl Settings {
         self.sections
             .0
             .iter()
-            .find(|(m, _)| *m == module)
-            .map(|(_, section)| section.database())
+            .find(|(m, _, _)| *m == module)
+            .map(|(_, database, _)| database)
     }
 
     /// Whether this binary holds `module` (its section was read).
     pub fn compiled_in(&self, module: ModuleName) -> bool {
-        self.sections.0.iter().any(|(m, _)| *m == module)
+        self.sections.0.iter().any(|(m, _, _)| *m == module)
     }
 
     /// A module's own section, by its type.
@@ -360,7 +363,7 @@ impl Settings {
         self.sections
             .0
             .iter()
-            .find_map(|(_, section)| (&**section as &dyn std::any::Any).downcast_ref::<S>())
+            .find_map(|(_, _, section)| (&**section as &dyn std::any::Any).downcast_ref::<S>())
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "no settings section of type {} (its module is not compiled in)",
