@@ -1,13 +1,12 @@
 //! Running handlers: once per event (inbox), retried, then dead-lettered.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use kernel::Envelope;
 use rand::Rng as _;
 use serde::Serialize;
@@ -16,54 +15,6 @@ use uuid::Uuid;
 
 use crate::EventsSettings;
 use crate::tables::{dead_letters, inbox};
-
-/// Reacts to events. Runs inside the subscribing module's transaction
-/// (`conn`), together with the inbox row that marks the event handled, so
-/// its effects happen exactly once or not at all.
-#[async_trait::async_trait]
-pub trait EventHandler: Send + Sync {
-    /// Handles one event.
-    ///
-    /// # Errors
-    /// Anything that should roll back and retry later.
-    async fn handle(
-        &self,
-        conn: &mut AsyncPgConnection,
-        event: &Envelope,
-    ) -> Result<(), HandlerError>;
-
-    /// Runs after `handle`'s transaction committed (or rolled back, with
-    /// `committed` false): for effects outside the database that must not
-    /// happen before the change is visible, such as invalidating a cache a
-    /// concurrent reader could otherwise refill with the old row.
-    async fn finished(&self, _event: &Envelope, _committed: bool) {}
-}
-
-/// A handler failed; its transaction is rolled back.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
-
-impl From<diesel::result::Error> for HandlerError {
-    fn from(e: diesel::result::Error) -> HandlerError {
-        HandlerError(format!("database: {e}"))
-    }
-}
-
-/// A module's handler for some event types.
-#[derive(Clone)]
-pub struct Subscription {
-    /// The subscribing module (its schema holds the inbox and dead letters).
-    pub module: &'static str,
-    /// Unique handler name (`notification.product_events`).
-    pub name: &'static str,
-    /// Event types handled.
-    pub event_types: Vec<&'static str>,
-    /// The handler.
-    pub handler: Arc<dyn EventHandler>,
-    /// The module's pool.
-    pub pool: db::Pool,
-}
 
 /// What happened to one event at one handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,5 +353,8 @@ impl Dispatcher {
 }
 
 mod batch;
+mod handler;
+
+pub use handler::{EventHandler, HandlerError, Subscription};
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,55 @@
+//! What a module gives the dispatcher: its handler, and which events it
+//! wants.
+
+use std::sync::Arc;
+
+use diesel_async::AsyncPgConnection;
+use kernel::Envelope;
+
+/// Reacts to events. Runs inside the subscribing module's transaction
+/// (`conn`), together with the inbox row that marks the event handled, so
+/// its effects happen exactly once or not at all.
+#[async_trait::async_trait]
+pub trait EventHandler: Send + Sync {
+    /// Handles one event.
+    ///
+    /// # Errors
+    /// Anything that should roll back and retry later.
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &Envelope,
+    ) -> Result<(), HandlerError>;
+
+    /// Runs after `handle`'s transaction committed (or rolled back, with
+    /// `committed` false): for effects outside the database that must not
+    /// happen before the change is visible, such as invalidating a cache a
+    /// concurrent reader could otherwise refill with the old row.
+    async fn finished(&self, _event: &Envelope, _committed: bool) {}
+}
+
+/// A handler failed; its transaction is rolled back.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl From<diesel::result::Error> for HandlerError {
+    fn from(e: diesel::result::Error) -> HandlerError {
+        HandlerError(format!("database: {e}"))
+    }
+}
+
+/// A module's handler for some event types.
+#[derive(Clone)]
+pub struct Subscription {
+    /// The subscribing module (its schema holds the inbox and dead letters).
+    pub module: &'static str,
+    /// Unique handler name (`notification.product_events`).
+    pub name: &'static str,
+    /// Event types handled.
+    pub event_types: Vec<&'static str>,
+    /// The handler.
+    pub handler: Arc<dyn EventHandler>,
+    /// The module's pool.
+    pub pool: db::Pool,
+}
