@@ -8,7 +8,7 @@ use catalog_api::Sku;
 use kernel::{CallContext, Failure, PageLimit};
 
 use crate::{
-    Adjustment, InventoryApi, InventoryError, ListMovements, OrderId, ReservationLine,
+    Adjustment, InventoryApi, InventoryError, ListMovements, OrderId, Reservation, ReservationLine,
     ReservationStatus, ReserveStock,
 };
 
@@ -44,6 +44,50 @@ impl Harness {
         self.api.reserve(&self.admin, reserve).await.unwrap();
         order
     }
+
+    /// `settle`s `order`'s reservation.
+    async fn settle(&self, settle: Settle, order: OrderId) -> Result<Reservation, InventoryError> {
+        match settle {
+            Settle::Commit => self.api.commit(&self.admin, order).await,
+            Settle::Release => self.api.release(&self.admin, order).await,
+            Settle::Restock => self.api.restock(&self.admin, order).await,
+        }
+    }
+
+    /// `settle`s `order` twice: both answer the same reservation, in
+    /// `status` (a settlement asked again changes nothing).
+    async fn settled_twice(
+        &self,
+        settle: Settle,
+        order: OrderId,
+        status: ReservationStatus,
+    ) -> Reservation {
+        let settled = self.settle(settle, order).await.unwrap();
+        assert_eq!(settled.status, status);
+        assert_eq!(
+            self.settle(settle, order).await.unwrap(),
+            settled,
+            "idempotent"
+        );
+        settled
+    }
+
+    /// `settle` of an order nothing was reserved for: not found.
+    async fn refuses_unknown_order(&self, settle: Settle) {
+        let missing = OrderId::generate();
+        assert_eq!(
+            self.settle(settle, missing).await.unwrap_err(),
+            InventoryError::ReservationNotFound(missing)
+        );
+    }
+}
+
+/// What can happen to a reservation once made.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Commit,
+    Release,
+    Restock,
 }
 
 /// Whether `error` refuses a move because the reservation is `status`.
@@ -173,16 +217,12 @@ pub async fn reservations_are_idempotent_by_order(h: &Harness) {
 /// Committing turns held stock into a sale; it cannot be released after.
 pub async fn commit_makes_a_sale(h: &Harness) {
     let order = h.stocked_and_reserved("SALE-1", 5, 2).await;
-    let committed = h.api.commit(&h.admin, order).await.unwrap();
-    assert_eq!(committed.status, ReservationStatus::Committed);
-    assert_eq!(
-        h.api.commit(&h.admin, order).await.unwrap(),
-        committed,
-        "idempotent"
-    );
+    h.settled_twice(Settle::Commit, order, ReservationStatus::Committed)
+        .await;
     assert_eq!(h.level("SALE-1").await, (3, 0, 3));
     let refused = h.api.release(&h.admin, order).await.unwrap_err();
     assert!(refused_as(refused, ReservationStatus::Committed));
+    h.refuses_unknown_order(Settle::Commit).await;
 }
 
 /// A sale put back (the order was cancelled after it): the units are on
@@ -197,32 +237,19 @@ pub async fn restock_puts_a_sale_back(h: &Harness) {
         assert_eq!(returned.status, ReservationStatus::Returned);
     }
     assert_eq!(h.level("BACK-1").await, (5, 0, 5));
-    let missing = OrderId::generate();
-    assert_eq!(
-        h.api.restock(&h.admin, missing).await.unwrap_err(),
-        InventoryError::ReservationNotFound(missing)
-    );
+    h.refuses_unknown_order(Settle::Restock).await;
 }
 
 /// Releasing gives the stock back; it cannot be committed after.
 pub async fn release_gives_stock_back(h: &Harness) {
     let order = h.stocked_and_reserved("REL-1", 5, 4).await;
     assert_eq!(h.level("REL-1").await, (5, 4, 1));
-    let released = h.api.release(&h.admin, order).await.unwrap();
-    assert_eq!(released.status, ReservationStatus::Released);
-    assert_eq!(
-        h.api.release(&h.admin, order).await.unwrap(),
-        released,
-        "idempotent"
-    );
+    h.settled_twice(Settle::Release, order, ReservationStatus::Released)
+        .await;
     assert_eq!(h.level("REL-1").await, (5, 0, 5));
     let refused = h.api.commit(&h.admin, order).await.unwrap_err();
     assert!(refused_as(refused, ReservationStatus::Released));
-    let missing = OrderId::generate();
-    assert_eq!(
-        h.api.release(&h.admin, missing).await.unwrap_err(),
-        InventoryError::ReservationNotFound(missing)
-    );
+    h.refuses_unknown_order(Settle::Release).await;
 }
 
 /// Every change is a movement, newest first, paginated.
