@@ -29,13 +29,18 @@ impl Harness {
         (level.on_hand, level.reserved, level.available)
     }
 
+    /// Receives `quantity` units of `raw`.
+    async fn receive(&self, raw: &str, quantity: i32) {
+        self.api
+            .adjust(&self.admin, &sku(raw), receive(quantity))
+            .await
+            .unwrap();
+    }
+
     /// Receives `stock` units of `raw`, then reserves `quantity` of them for
     /// a new order: that order.
     async fn stocked_and_reserved(&self, raw: &str, stock: i32, quantity: i32) -> OrderId {
-        self.api
-            .adjust(&self.admin, &sku(raw), receive(stock))
-            .await
-            .unwrap();
+        self.receive(raw, stock).await;
         let order = OrderId::generate();
         let reserve = ReserveStock {
             order_id: order,
@@ -153,14 +158,8 @@ pub async fn adjustments_receive_and_correct(h: &Harness) {
 
 /// All lines or none: one short SKU fails the whole reservation and names it.
 pub async fn reservations_take_all_lines_or_none(h: &Harness) {
-    h.api
-        .adjust(&h.admin, &sku("ALL-A"), receive(5))
-        .await
-        .unwrap();
-    h.api
-        .adjust(&h.admin, &sku("ALL-B"), receive(1))
-        .await
-        .unwrap();
+    h.receive("ALL-A", 5).await;
+    h.receive("ALL-B", 1).await;
     let request = ReserveStock {
         order_id: OrderId::generate(),
         lines: vec![line("ALL-A", 2), line("ALL-B", 2), line("ALL-C", 1)],
@@ -170,20 +169,13 @@ pub async fn reservations_take_all_lines_or_none(h: &Harness) {
         err,
         InventoryError::InsufficientStock(vec!["ALL-B".to_owned(), "ALL-C".to_owned()])
     );
-    assert_eq!(
-        h.api.stock(&h.admin, &sku("ALL-A")).await.unwrap().reserved,
-        0,
-        "nothing held"
-    );
+    assert_eq!(h.level("ALL-A").await, (5, 0, 5), "nothing held");
 }
 
 /// Reserving again for the same order returns the same reservation and
 /// holds the stock once; other lines for the same order conflict.
 pub async fn reservations_are_idempotent_by_order(h: &Harness) {
-    h.api
-        .adjust(&h.admin, &sku("IDEM-1"), receive(5))
-        .await
-        .unwrap();
+    h.receive("IDEM-1", 5).await;
     let request = ReserveStock {
         order_id: OrderId::generate(),
         lines: vec![line("IDEM-1", 2)],
@@ -192,14 +184,7 @@ pub async fn reservations_are_idempotent_by_order(h: &Harness) {
     assert_eq!(first.status, ReservationStatus::Active);
     let again = h.api.reserve(&h.admin, request.clone()).await.unwrap();
     assert_eq!(again, first);
-    assert_eq!(
-        h.api
-            .stock(&h.admin, &sku("IDEM-1"))
-            .await
-            .unwrap()
-            .reserved,
-        2
-    );
+    assert_eq!(h.level("IDEM-1").await, (5, 2, 3), "held once");
     let other = ReserveStock {
         order_id: request.order_id,
         lines: vec![line("IDEM-1", 3)],
@@ -216,13 +201,7 @@ pub async fn reservations_are_idempotent_by_order(h: &Harness) {
 
 /// Committing turns held stock into a sale; it cannot be released after.
 pub async fn commit_makes_a_sale(h: &Harness) {
-    let order = h.stocked_and_reserved("SALE-1", 5, 2).await;
-    h.settled_twice(Settle::Commit, order, ReservationStatus::Committed)
-        .await;
-    assert_eq!(h.level("SALE-1").await, (3, 0, 3));
-    let refused = h.api.release(&h.admin, order).await.unwrap_err();
-    assert!(refused_as(refused, ReservationStatus::Committed));
-    h.refuses_unknown_order(Settle::Commit).await;
+    settled_for_good(h, "SALE-1", 2, Settle::Commit, (3, 0, 3)).await;
 }
 
 /// A sale put back (the order was cancelled after it): the units are on
@@ -242,14 +221,30 @@ pub async fn restock_puts_a_sale_back(h: &Harness) {
 
 /// Releasing gives the stock back; it cannot be committed after.
 pub async fn release_gives_stock_back(h: &Harness) {
-    let order = h.stocked_and_reserved("REL-1", 5, 4).await;
-    assert_eq!(h.level("REL-1").await, (5, 4, 1));
-    h.settled_twice(Settle::Release, order, ReservationStatus::Released)
-        .await;
-    assert_eq!(h.level("REL-1").await, (5, 0, 5));
-    let refused = h.api.commit(&h.admin, order).await.unwrap_err();
-    assert!(refused_as(refused, ReservationStatus::Released));
-    h.refuses_unknown_order(Settle::Release).await;
+    settled_for_good(h, "REL-1", 4, Settle::Release, (5, 0, 5)).await;
+}
+
+/// Reserves `quantity` of 5 units of `raw`, then `settle`s (a commit or a
+/// release) twice: stock is `after`; the other settlement is refused; an
+/// unknown order is not found.
+async fn settled_for_good(
+    h: &Harness,
+    raw: &str,
+    quantity: i32,
+    settle: Settle,
+    after: (i32, i32, i32),
+) {
+    let order = h.stocked_and_reserved(raw, 5, quantity).await;
+    assert_eq!(h.level(raw).await, (5, quantity, 5 - quantity));
+    let (status, other) = match settle {
+        Settle::Commit => (ReservationStatus::Committed, Settle::Release),
+        _ => (ReservationStatus::Released, Settle::Commit),
+    };
+    h.settled_twice(settle, order, status).await;
+    assert_eq!(h.level(raw).await, after);
+    let refused = h.settle(other, order).await.unwrap_err();
+    assert!(refused_as(refused, status));
+    h.refuses_unknown_order(settle).await;
 }
 
 /// Every change is a movement, newest first, paginated.
@@ -257,19 +252,11 @@ pub async fn movements_record_the_history(h: &Harness) {
     let s = sku("HIST-1");
     let order = h.stocked_and_reserved("HIST-1", 5, 2).await;
     h.api.commit(&h.admin, order).await.unwrap();
-    let limit = PageLimit::new(2).unwrap();
-    let first = h
-        .api
-        .movements(
-            &h.admin,
-            &s,
-            ListMovements {
-                limit,
-                cursor: None,
-            },
-        )
-        .await
-        .unwrap();
+    let page = |cursor| ListMovements {
+        limit: PageLimit::new(2).unwrap(),
+        cursor,
+    };
+    let first = h.api.movements(&h.admin, &s, page(None)).await.unwrap();
     let kinds: Vec<_> = first.items.iter().map(|m| m.kind.as_str()).collect();
     assert_eq!(kinds, ["sale", "reservation"]);
     assert_eq!(first.items[0].order_id, Some(order));
@@ -279,14 +266,7 @@ pub async fn movements_record_the_history(h: &Harness) {
     );
     let rest = h
         .api
-        .movements(
-            &h.admin,
-            &s,
-            ListMovements {
-                limit,
-                cursor: first.next_cursor,
-            },
-        )
+        .movements(&h.admin, &s, page(first.next_cursor))
         .await
         .unwrap();
     assert_eq!(rest.items.len(), 1);

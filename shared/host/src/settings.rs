@@ -173,7 +173,7 @@ impl Settings {
         config: &config::Config,
         compiled: &[&'static Registration],
     ) -> Result<Settings, config::ConfigError> {
-        let mut own = config.cache.clone().into_table()?;
+        let mut own: config::Map<String, config::Value> = config.clone().try_deserialize()?;
         own.retain(|key, _| ModuleName::parse(key).is_none());
         let mut settings = Settings::deserialize(config::Value::new(None, own))?;
         for registration in compiled {
