@@ -10,9 +10,10 @@ use url::Url;
 
 /// The modules the binary knows.
 ///
-/// Adding a module adds its variant here, with its facts in
-/// [`ModuleName::facts`]: every process knows every module (to forward to
-/// it, call it, or refuse its routes), whichever modules it holds.
+/// Adding a module adds its variant here, with its facts (name, route
+/// prefixes, subscriptions) in `ModuleName::facts`: every process knows
+/// every module (to forward to it, call it, or refuse its routes),
+/// whichever modules it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModuleName {
     /// Accounts, sign-in, tokens.
