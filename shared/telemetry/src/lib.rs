@@ -10,16 +10,14 @@
 use std::io::IsTerminal as _;
 
 use serde::Deserialize;
-use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::fmt::format::{FmtSpan, Format, FormatEvent, FormatFields, Json, Writer};
-use tracing_subscriber::fmt::{FmtContext, format};
+use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+mod json;
 mod prometheus;
 mod stdout;
 pub mod trace;
@@ -50,15 +48,10 @@ pub fn init_logging(format: LogFormat, filter: &str) {
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
     let lines = if json {
-        let line = format::format()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true);
         tracing_subscriber::fmt::layer()
             .json()
             .with_span_events(FmtSpan::NONE)
-            .event_format(WithTraceIds(line))
+            .event_format(json::JsonLine)
             .with_writer(stdout::line_writer)
             .boxed()
     } else {
@@ -80,35 +73,4 @@ pub fn init_logging(format: LogFormat, filter: &str) {
         .try_init();
     // Already installed (tests spawn several apps): keep the first one.
     drop(result);
-}
-
-/// The JSON line format with the current span's `trace_id` and `span_id`
-/// appended when traces are on (the line is unchanged when they are off).
-struct WithTraceIds(Format<Json>);
-
-impl<S, N> FormatEvent<S, N> for WithTraceIds
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = trace::current_ids() else {
-            return self.0.format_event(ctx, writer, event);
-        };
-        let mut line = String::with_capacity(512);
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        let body = line.trim_end();
-        match body.strip_suffix('}') {
-            Some(open) => writeln!(
-                writer,
-                "{open},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
-            ),
-            None => writer.write_str(&line),
-        }
-    }
 }

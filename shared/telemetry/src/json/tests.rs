@@ -1,0 +1,121 @@
+//! The line is the JSON value `tracing-subscriber`'s own JSON format
+//! writes, for the same events in the same spans.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{self, JsonFields};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use super::JsonLine;
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+
+    fn make_writer(&'a self) -> Buffer {
+        self.clone()
+    }
+}
+
+impl Buffer {
+    /// Each line as JSON, without its timestamp (checked to be there).
+    fn lines(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| {
+                let mut value: Value = serde_json::from_str(line).unwrap();
+                let timestamp = value.as_object_mut().unwrap().remove("timestamp");
+                assert!(
+                    timestamp.unwrap().as_str().unwrap().ends_with('Z'),
+                    "{line}"
+                );
+                value
+            })
+            .collect()
+    }
+}
+
+/// Events in and out of spans: every kind of field value, text that must
+/// be escaped, a field recorded after the span began, nested spans, an
+/// event with an explicit parent, a span without fields.
+fn events() {
+    let error = io::Error::other("disk \"full\"\nreally");
+    tracing::info!(count = 3_u64, "outside any span");
+    let request = tracing::info_span!(
+        "http_request",
+        http.method = "GET",
+        request_id = "r-1",
+        http.status_code = tracing::field::Empty,
+    );
+    let _entered = request.enter();
+    tracing::warn!(
+        signed = -7_i64,
+        ratio = 0.25_f64,
+        huge = f64::NAN,
+        ok = true,
+        text = "quote \" backslash \\ tab \t bell \u{7} é",
+        debug = ?vec!["a", "b"],
+        error = &error as &dyn std::error::Error,
+        "a message with {} inside",
+        "formatting"
+    );
+    request.record("http.status_code", 200_u64);
+    let step = tracing::info_span!("saga step", step = "reserve");
+    step.in_scope(|| {
+        tracing::error!(attempt = 2_u64, "nested");
+        let bare = tracing::info_span!("bare");
+        bare.in_scope(|| tracing::info!("in a span without fields"));
+    });
+    tracing::info!(parent: &step, "explicit parent");
+}
+
+fn run(layer: impl tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync) {
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, events);
+}
+
+#[test]
+fn the_line_is_the_json_format_s_value() {
+    let theirs = Buffer::default();
+    run(tracing_subscriber::fmt::layer()
+        .json()
+        .event_format(
+            format::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true),
+        )
+        .with_writer(theirs.clone()));
+    let ours = Buffer::default();
+    run(tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonLine)
+        .with_writer(ours.clone()));
+    let (theirs, ours) = (theirs.lines(), ours.lines());
+    assert_eq!(theirs.len(), 5);
+    assert_eq!(ours, theirs);
+    // What the comparison covers, so that it cannot pass on empty lines.
+    assert_eq!(ours[1]["span"]["request_id"], "r-1");
+    assert_eq!(ours[1]["text"], "quote \" backslash \\ tab \t bell \u{7} é");
+    assert_eq!(ours[2]["spans"][0]["http.status_code"], 200);
+    assert_eq!(ours[3]["span"]["name"], "bare");
+}
