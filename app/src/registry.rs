@@ -27,14 +27,13 @@ pub(crate) const COMPILED: &[&Registration] = &[
 
 /// The registration of `module`, when it is compiled in.
 pub(crate) fn registration(module: ModuleName) -> Option<&'static Registration> {
-    COMPILED.iter().copied().find(|r| r.module == module)
+    local(module).ok()
 }
 
 /// The registration of a module served here: settings refuse to serve a
 /// module that is not compiled in, so its absence is reported as an error.
 pub(crate) fn local(module: ModuleName) -> anyhow::Result<&'static Registration> {
-    registration(module)
-        .ok_or_else(|| anyhow::anyhow!("the {} module is not compiled in", module.as_str()))
+    host::registry::find(COMPILED, module)
 }
 
 /// In the full build, where every module crate is there to compare with.

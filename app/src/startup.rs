@@ -65,10 +65,7 @@ impl AppHandle {
 /// # Errors
 /// An extra root certificate that cannot be loaded, or no TLS roots at all.
 pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
-    Ok(compose::client_builder(settings)?
-        .timeout(Duration::from_millis(settings.remote.timeout_ms))
-        .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
-        .build()?)
+    Ok(compose::client_builder(settings)?.build()?)
 }
 
 impl Application {

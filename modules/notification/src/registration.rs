@@ -3,7 +3,6 @@
 //! (webhooks through a client that reaches public addresses only).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;
@@ -79,7 +78,5 @@ fn webhook_client(settings: &host::Settings, egress: &Egress) -> anyhow::Result<
         .dns_resolver(Arc::new(egress.clone()).resolver())
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .timeout(Duration::from_millis(settings.remote.timeout_ms))
-        .connect_timeout(Duration::from_millis(settings.remote.timeout_ms.min(5000)))
         .build()?)
 }

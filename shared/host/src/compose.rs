@@ -147,8 +147,9 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
     Ok(KeySet::from_jwks(auth::JwkSet { keys }))
 }
 
-/// A client builder with TLS set up: rustls (ring), the platform's roots
-/// and `remote.extra_root_certificates`.
+/// A client builder with TLS set up (rustls (ring), the platform's roots
+/// and `remote.extra_root_certificates`) and the timeouts of
+/// `remote.timeout_ms` (connecting: at most 5 s of it).
 ///
 /// # Errors
 /// An extra root certificate file that cannot be read or parsed, named.
@@ -156,7 +157,11 @@ pub fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuil
     remote::tls::install_crypto_provider();
     let roots = remote::tls::extra_roots(&settings.remote.extra_root_certificates)
         .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
-    Ok(reqwest::Client::builder().tls_certs_merge(roots))
+    let timeout_ms = settings.remote.timeout_ms;
+    Ok(reqwest::Client::builder()
+        .tls_certs_merge(roots)
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .connect_timeout(std::time::Duration::from_millis(timeout_ms.min(5000))))
 }
 
 /// The token verifier: local keys when the user module runs here, the

@@ -288,6 +288,21 @@ pub struct Host<'a> {
     pub stopped: &'a watch::Receiver<bool>,
 }
 
+/// The registration of `module` among `compiled`.
+///
+/// # Errors
+/// It is not compiled in (settings refuse to serve such a module first).
+pub fn find(
+    compiled: &[&'static Registration],
+    module: ModuleName,
+) -> anyhow::Result<&'static Registration> {
+    compiled
+        .iter()
+        .copied()
+        .find(|r| r.module == module)
+        .ok_or_else(|| anyhow::anyhow!("the {} module is not compiled in", module.as_str()))
+}
+
 /// Builds the modules served here, in start order (a module's in-process
 /// dependencies first), each over the pool `pool` gives it.
 ///
@@ -302,11 +317,7 @@ pub async fn build_local(
     let mut apis = Apis::default();
     let mut built = Vec::new();
     for module in host.settings.modules.local() {
-        let registration = compiled
-            .iter()
-            .copied()
-            .find(|r| r.module == module)
-            .ok_or_else(|| anyhow::anyhow!("the {} module is not compiled in", module.as_str()))?;
+        let registration = find(compiled, module)?;
         let cx = Context {
             settings: host.settings,
             pool: pool(module)?,
