@@ -71,6 +71,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         });
     doc.tags = Some(tags.collect());
     doc.merge(collected);
+    problem_media_type(&mut doc);
     common_responses(&mut doc);
     links::links(&mut doc);
     set_needs(&mut doc);
@@ -109,6 +110,41 @@ fn set_needs(doc: &mut utoipa::openapi::OpenApi) {
             .entry("dependentSchemas".to_owned())
             .or_insert_with(|| serde_json::json!({}));
         rules[*field] = rule;
+    }
+}
+
+/// Every error is served as `application/problem+json` (`web::problem`
+/// sets it), so a response declared with `body = ProblemBody` is documented
+/// under that media type here, once, rather than by `content_type = ...` in
+/// every handler's annotation (utoipa would say `application/json`).
+fn problem_media_type(doc: &mut utoipa::openapi::OpenApi) {
+    let problem = Ref::from_schema_name("ProblemBody");
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for response in operation.responses.responses.values_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                let is_problem = matches!(
+                    response.content.get("application/json"),
+                    Some(RefOr::T(Content { schema: Some(RefOr::Ref(r)), .. })) if *r == problem
+                );
+                if is_problem
+                    && let Some(content) = response.content.shift_remove("application/json")
+                {
+                    response
+                        .content
+                        .insert("application/problem+json".to_owned(), content);
+                }
+            }
+        }
     }
 }
 

@@ -101,3 +101,65 @@ fn common_answers_are_documented_as_problems() {
         }
     }
 }
+
+/// A problem body is documented under the media type it is served with,
+/// and nothing else is: handlers declare `body = ProblemBody` and the
+/// document states `application/problem+json` for all of them.
+#[test]
+fn problem_bodies_are_documented_as_problem_json() {
+    let doc = doc();
+    let problem = "#/components/schemas/ProblemBody";
+    let mut problems = 0;
+    for (at, operation) in operations(&doc) {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            for (media_type, content) in response["content"].as_object().into_iter().flatten() {
+                let is_problem = content["schema"]["$ref"] == problem;
+                assert_eq!(
+                    is_problem,
+                    media_type == "application/problem+json",
+                    "{at} {status}: {media_type}"
+                );
+                problems += usize::from(is_problem);
+            }
+        }
+    }
+    // The handlers' own problems and the common answers: hundreds.
+    assert!(problems > 100, "{problems}");
+}
+
+/// The rewrite touches a problem under `application/json` and nothing else.
+#[test]
+fn only_problem_bodies_change_media_type() {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+    use utoipa::openapi::{Content, PathItem, Ref, ResponseBuilder};
+    let response = |schema: &str| {
+        ResponseBuilder::new()
+            .description("d")
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name(schema))),
+            )
+            .build()
+    };
+    let operation = OperationBuilder::new()
+        .response("200", response("Product"))
+        .response("404", response("ProblemBody"))
+        .build();
+    let mut doc = utoipa::openapi::OpenApi::default();
+    doc.paths
+        .paths
+        .insert("/p".to_owned(), PathItem::new(HttpMethod::Get, operation));
+    super::problem_media_type(&mut doc);
+    let doc = serde_json::to_value(doc).unwrap();
+    let responses = &doc["paths"]["/p"]["get"]["responses"];
+    let media_types = |status: &str| -> Vec<String> {
+        responses[status]["content"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(media_types("200"), ["application/json"]);
+    assert_eq!(media_types("404"), ["application/problem+json"]);
+}

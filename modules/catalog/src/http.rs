@@ -76,8 +76,8 @@ pub struct ProductListQuery {
         (status = 200, description = "A page of products", body = Page<Product>,
             headers(("etag" = String, description = "Send back in If-None-Match"))),
         (status = 304, description = "Not modified since the ETag you sent"),
-        (status = 400, description = "Malformed query or cursor", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Limit out of range, impossible filter, relevance without q", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query or cursor", body = ProblemBody),
+        (status = 422, description = "Limit out of range, impossible filter, relevance without q", body = ProblemBody),
     ),
 )]
 #[get("/products")]
@@ -139,8 +139,8 @@ pub async fn list_categories(
     request_body = NewCategory,
     responses(
         (status = 201, description = "The new category", body = Category),
-        (status = 409, description = "The slug is taken", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a parent that is a subcategory", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken", body = ProblemBody),
+        (status = 422, description = "Invalid fields, or a parent that is a subcategory", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -164,10 +164,10 @@ pub async fn create_category(
     responses(
         (status = 201, description = "The new product", body = Product,
             headers(("location" = String, description = "URL of the new product"))),
-        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The SKU is taken", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = ProblemBody),
+        (status = 409, description = "The SKU is taken", body = ProblemBody),
+        (status = 415, description = "Not JSON", body = ProblemBody),
+        (status = 422, description = "Invalid fields", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -192,8 +192,8 @@ pub async fn create_product(
         (status = 200, description = "The product", body = Product,
             headers(("etag" = String, description = "Send back in If-None-Match"))),
         (status = 304, description = "Not modified since the ETag you sent"),
-        (status = 400, description = "The id is not a UUID", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a UUID", body = ProblemBody),
+        (status = 404, description = "No such product", body = ProblemBody),
     ),
 )]
 #[get("/products/{id}")]
@@ -215,9 +215,9 @@ pub async fn get_product(
     request_body(content = ProductPatch, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The changed product", body = Product),
-        (status = 400, description = "Malformed JSON or id", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or id", body = ProblemBody),
+        (status = 404, description = "No such product", body = ProblemBody),
+        (status = 422, description = "Invalid fields", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]

@@ -41,7 +41,7 @@ type Result<T> = std::result::Result<T, ApiError<InventoryError>>;
     params(("sku" = Sku, Path, description = "SKU")),
     responses(
         (status = 200, description = "The stock (zero for a SKU never stocked)", body = StockLevel),
-        (status = 400, description = "Not a SKU", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Not a SKU", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -62,8 +62,8 @@ pub async fn get_stock(
     request_body = Adjustment,
     responses(
         (status = 200, description = "The stock after the change", body = StockLevel),
-        (status = 409, description = "The correction would take available stock below zero", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The correction would take available stock below zero", body = ProblemBody),
+        (status = 422, description = "Invalid fields", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -108,8 +108,8 @@ pub async fn list_movements(
     request_body = ReserveStock,
     responses(
         (status = 201, description = "The reservation", body = Reservation),
-        (status = 409, description = "Insufficient stock (the short SKUs are in `errors`), or the order holds another reservation", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid lines", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Insufficient stock (the short SKUs are in `errors`), or the order holds another reservation", body = ProblemBody),
+        (status = 422, description = "Invalid lines", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),
 )]
@@ -135,7 +135,7 @@ pub async fn reserve_stock(
     params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The reservation", body = Reservation),
-        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No reservation for this order", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),
 )]
@@ -155,8 +155,8 @@ pub async fn get_reservation(
     params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The committed reservation", body = Reservation),
-        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Released or expired", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No reservation for this order", body = ProblemBody),
+        (status = 409, description = "Released or expired", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),
 )]
@@ -176,8 +176,8 @@ pub async fn commit_reservation(
     params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The released reservation", body = Reservation),
-        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Already committed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No reservation for this order", body = ProblemBody),
+        (status = 409, description = "Already committed", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),
 )]
@@ -199,8 +199,8 @@ pub async fn release_reservation(
     params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The reservation, returned", body = Reservation),
-        (status = 404, description = "No reservation for this order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The reservation was never committed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No reservation for this order", body = ProblemBody),
+        (status = 409, description = "The reservation was never committed", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),
 )]

@@ -102,7 +102,7 @@ pub struct Notification {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of notifications", body = Page<Notification>),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -196,7 +196,7 @@ pub struct CreatedWebhook {
     request_body = NewWebhook,
     responses(
         (status = 201, description = "The subscription, with its secret", body = CreatedWebhook),
-        (status = 422, description = "Invalid URL or unknown event type", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid URL or unknown event type", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -287,7 +287,7 @@ pub async fn list_webhooks(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 404, description = "No such subscription", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]

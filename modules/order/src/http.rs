@@ -47,7 +47,7 @@ pub async fn get_cart(
     request_body = Cart,
     responses(
         (status = 200, description = "The cart", body = Cart),
-        (status = 422, description = "Invalid items", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid items", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -75,10 +75,10 @@ pub async fn put_cart(
     responses(
         (status = 201, description = "The order, settled (confirmed or failed)", body = Order),
         (status = 202, description = "The order, still being processed; poll Location", body = Order),
-        (status = 400, description = "No Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 402, description = "The provider refused the card before the order was placed (`card_rejected`, the reason in `decline_code`)", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Empty cart, invalid card number, or the key was used with another body", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "No Idempotency-Key", body = ProblemBody),
+        (status = 402, description = "The provider refused the card before the order was placed (`card_rejected`, the reason in `decline_code`)", body = ProblemBody),
+        (status = 409, description = "The first request with this key is still running", body = ProblemBody),
+        (status = 422, description = "Empty cart, invalid card number, or the key was used with another body", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -139,7 +139,7 @@ pub async fn list_orders(
     params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (or not yours)", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -159,7 +159,7 @@ pub async fn get_order(
     params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The timeline", body = Vec<TimelineEntry>),
-        (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (or not yours)", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -180,8 +180,8 @@ pub async fn order_timeline(
     params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 404, description = "No such order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Shipped, failed or cancelled already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (or not yours)", body = ProblemBody),
+        (status = 409, description = "Shipped, failed or cancelled already", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -201,8 +201,8 @@ pub async fn cancel_order(
     params(("id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The order, shipped", body = Order),
-        (status = 404, description = "No such order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Not confirmed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = ProblemBody),
+        (status = 409, description = "Not confirmed", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]

@@ -42,9 +42,9 @@ type Result<T> = std::result::Result<T, ApiError<PaymentError>>;
     request_body = Tokenize,
     responses(
         (status = 201, description = "The card's token and last four digits", body = PaymentMethod),
-        (status = 402, description = "The provider refused the card (`payment_declined`, the reason in `decline_code`)", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Not a card number", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The provider is unavailable", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 402, description = "The provider refused the card (`payment_declined`, the reason in `decline_code`)", body = ProblemBody),
+        (status = 422, description = "Not a card number", body = ProblemBody),
+        (status = 503, description = "The provider is unavailable", body = ProblemBody),
     ),
     security(("bearer" = ["service", "admin"])),
 )]
@@ -66,10 +66,10 @@ pub async fn tokenize(
     request_body = AuthorizePayment,
     responses(
         (status = 201, description = "The payment, authorized", body = Payment),
-        (status = 402, description = "Declined; the provider's reason is in `errors`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The order already has another payment", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid amount, card_last4 or token, or an unknown currency", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The provider did not answer: the outcome is unknown, ask again", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 402, description = "Declined; the provider's reason is in `errors`", body = ProblemBody),
+        (status = 409, description = "The order already has another payment", body = ProblemBody),
+        (status = 422, description = "Invalid amount, card_last4 or token, or an unknown currency", body = ProblemBody),
+        (status = 503, description = "The provider did not answer: the outcome is unknown, ask again", body = ProblemBody),
     ),
     security(("bearer" = ["service", "admin"])),
 )]
@@ -92,7 +92,7 @@ pub async fn authorize(
     params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment", body = Payment),
-        (status = 404, description = "No payment for this order (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No payment for this order (or not yours)", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -112,8 +112,8 @@ pub async fn payment_for_order(
     params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, captured", body = Payment),
-        (status = 404, description = "No payment for this order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Not authorized", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No payment for this order", body = ProblemBody),
+        (status = 409, description = "Not authorized", body = ProblemBody),
     ),
     security(("bearer" = ["service", "admin"])),
 )]
@@ -133,8 +133,8 @@ pub async fn capture(
     params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, voided", body = Payment),
-        (status = 404, description = "No payment for this order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Captured already (refund it)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No payment for this order", body = ProblemBody),
+        (status = 409, description = "Captured already (refund it)", body = ProblemBody),
     ),
     security(("bearer" = ["service", "admin"])),
 )]
@@ -154,8 +154,8 @@ pub async fn void(
     params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, refunded", body = Payment),
-        (status = 404, description = "No payment for this order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Never captured", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No payment for this order", body = ProblemBody),
+        (status = 409, description = "Never captured", body = ProblemBody),
     ),
     security(("bearer" = ["service", "admin"])),
 )]
@@ -175,7 +175,7 @@ pub async fn refund(
     params(("id" = PaymentId, Path, description = "The payment")),
     responses(
         (status = 200, description = "The payment", body = Payment),
-        (status = 404, description = "No such payment (or not yours)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment (or not yours)", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]

@@ -79,9 +79,9 @@ impl Limits {
     responses(
         (status = 201, description = "The new account", body = User,
             headers(("location" = String, description = "URL of the account"))),
-        (status = 409, description = "The email is taken", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (email, password policy, display name) or unknown fields such as `roles`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many registrations from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The email is taken", body = ProblemBody),
+        (status = 422, description = "Invalid fields (email, password policy, display name) or unknown fields such as `roles`", body = ProblemBody),
+        (status = 429, description = "Too many registrations from this address", body = ProblemBody),
     ),
 )]
 #[post("/users")]
@@ -107,7 +107,7 @@ pub async fn register(
     tag = "users",
     responses(
         (status = 200, description = "Your account", body = User),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -126,9 +126,9 @@ pub async fn get_me(
     request_body = MePatch,
     responses(
         (status = 200, description = "Your account", body = User),
-        (status = 401, description = "No valid token, or a wrong current password", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The new email is taken", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or unknown fields", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token, or a wrong current password", body = ProblemBody),
+        (status = 409, description = "The new email is taken", body = ProblemBody),
+        (status = 422, description = "Invalid or unknown fields", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -174,8 +174,8 @@ pub async fn update_me(
     request_body = PasswordChange,
     responses(
         (status = 204, description = "Changed"),
-        (status = 401, description = "No valid token, or a wrong current password", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "The new password breaks the policy", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token, or a wrong current password", body = ProblemBody),
+        (status = 422, description = "The new password breaks the policy", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -205,8 +205,8 @@ pub async fn change_password(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of accounts", body = Page<User>),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody),
+        (status = 403, description = "Not an admin", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -231,8 +231,8 @@ pub async fn list_users(
     params(("id" = UserId, Path, description = "User id")),
     responses(
         (status = 200, description = "The account", body = User),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such account, or not yours", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody),
+        (status = 404, description = "No such account, or not yours", body = ProblemBody),
     ),
     security(("bearer" = ["customer", "admin"])),
 )]
@@ -258,10 +258,10 @@ pub async fn get_user(
     request_body = AdminPatch,
     responses(
         (status = 200, description = "The account", body = User),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid change (no roles; removing your own admin role)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody),
+        (status = 403, description = "Not an admin", body = ProblemBody),
+        (status = 404, description = "No such account", body = ProblemBody),
+        (status = 422, description = "Invalid change (no roles; removing your own admin role)", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -300,9 +300,9 @@ fn tokens(pair: TokenPair) -> HttpResponse {
     request_body = Credentials,
     responses(
         (status = 200, description = "Tokens", body = TokenResponse),
-        (status = 401, description = "Wrong email or password", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The account is disabled", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many attempts from this address or for this account", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password", body = ProblemBody),
+        (status = 403, description = "The account is disabled", body = ProblemBody),
+        (status = 429, description = "Too many attempts from this address or for this account", body = ProblemBody),
     ),
 )]
 #[post("/auth/token")]
@@ -328,7 +328,7 @@ pub async fn create_token(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens", body = TokenResponse),
-        (status = 401, description = "Unknown, expired, spent or revoked refresh token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, expired, spent or revoked refresh token", body = ProblemBody),
     ),
 )]
 #[post("/auth/refresh")]

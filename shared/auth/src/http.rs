@@ -28,7 +28,7 @@ impl kernel::ProblemCode for AuthError {
     tag = "auth",
     responses(
         (status = 200, description = "JWKS", content_type = "application/json", body = Object),
-        (status = 503, description = "The keys cannot be fetched from the user module", body = kernel::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The keys cannot be fetched from the user module", body = kernel::ProblemBody),
     ),
 )]
 #[get("/.well-known/jwks.json")]

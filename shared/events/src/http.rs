@@ -34,8 +34,8 @@ fn unavailable(e: impl std::fmt::Display) -> Problem {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of open dead letters", body = Page<DeadLetter>),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody),
+        (status = 403, description = "Not an admin", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -75,8 +75,8 @@ pub struct Redriven {
     params(("id" = Uuid, Path, description = "Dead letter id")),
     responses(
         (status = 200, description = "Handled this time; the dead letter is closed", body = Redriven),
-        (status = 404, description = "No such open dead letter", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The handler failed again; the dead letter stays open with the new error", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such open dead letter", body = ProblemBody),
+        (status = 409, description = "The handler failed again; the dead letter stays open with the new error", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
