@@ -27,6 +27,9 @@ use crate::{Settings, compose, openapi};
 /// How often histogram samples are folded into their buckets when no scrape
 /// of `/metrics` has done it (the exporter's own default interval).
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// How often free allocator memory goes back to the system
+/// ([`crate::memory::release_free_memory`]).
+const MEMORY_RELEASE: Duration = Duration::from_secs(30);
 
 /// A built, not yet running, shop server.
 pub struct Application {
@@ -163,6 +166,10 @@ impl Application {
                 &policies,
             )?))
         };
+        background.push(tokio::spawn(crate::memory::release_free_memory(
+            MEMORY_RELEASE,
+            stopped.clone(),
+        )));
         background.push(tokio::spawn(telemetry::metrics_upkeep(
             telemetry::metrics_handle(),
             METRICS_UPKEEP,
