@@ -68,3 +68,31 @@ fn trim() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    /// The release task runs (past its first release) and ends when the
+    /// process stops, so shutdown does not wait on it.
+    #[tokio::test]
+    async fn the_release_task_ends_on_stop() {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(super::release_free_memory(
+            Duration::from_millis(10),
+            stopped,
+        ));
+        tokio::time::sleep(super::FIRST_RELEASE + Duration::from_millis(50)).await;
+        assert!(
+            !task.is_finished(),
+            "it ran on its own accord until stopped"
+        );
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("it stops when told")
+            .expect("it does not panic");
+    }
+}
