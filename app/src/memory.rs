@@ -38,8 +38,8 @@ pub fn tune_allocator() {
 
 /// Returns the allocator's free pages to the system: [`FIRST_RELEASE`]
 /// after start, then every `every`, until `stopped`. The call walks every
-/// arena under its lock (about a millisecond for tens of MiB), so it runs
-/// on a blocking thread and rarely.
+/// arena under that arena's lock, so it runs on a blocking thread, and
+/// rarely.
 pub async fn release_free_memory(every: Duration, mut stopped: watch::Receiver<bool>) {
     let first = tokio::time::Instant::now() + FIRST_RELEASE;
     let mut ticks = tokio::time::interval_at(first, every);
@@ -85,10 +85,7 @@ mod tests {
             stopped,
         ));
         tokio::time::sleep(super::FIRST_RELEASE + Duration::from_millis(50)).await;
-        assert!(
-            !task.is_finished(),
-            "it ran on its own accord until stopped"
-        );
+        assert!(!task.is_finished(), "it keeps running until stopped");
         stop.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
