@@ -4,7 +4,7 @@
 use actix_web::App;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{Content, Header, Ref, RefOr, Response};
+use utoipa::openapi::{Content, Header, PathItem, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt as _;
 
@@ -120,14 +120,7 @@ fn set_needs(doc: &mut utoipa::openapi::OpenApi) {
 fn problem_media_type(doc: &mut utoipa::openapi::OpenApi) {
     let problem = Ref::from_schema_name("ProblemBody");
     for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for (_, operation) in operations(item) {
             for response in operation.responses.responses.values_mut() {
                 let RefOr::T(response) = response else {
                     continue;
@@ -146,6 +139,20 @@ fn problem_media_type(doc: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// The operations of a path item (the methods the shop serves), each with
+/// whether it is a GET.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (bool, &mut Operation)> {
+    [
+        (true, &mut item.get),
+        (false, &mut item.post),
+        (false, &mut item.put),
+        (false, &mut item.patch),
+        (false, &mut item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(is_get, operation)| operation.as_mut().map(|o| (is_get, o)))
 }
 
 /// A problem response (`application/problem+json`, [`kernel::ProblemBody`]).
@@ -179,14 +186,7 @@ fn problem_retry_after(description: &str) -> Response {
 fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let api = path.starts_with("/api/v1/");
-        for (is_get, operation) in [
-            (true, &mut item.get),
-            (false, &mut item.post),
-            (false, &mut item.put),
-            (false, &mut item.patch),
-            (false, &mut item.delete),
-        ] {
-            let Some(operation) = operation else { continue };
+        for (is_get, operation) in operations(item) {
             let answers = common_answers(api, is_get, operation);
             let responses = &mut operation.responses.responses;
             for (status, response) in answers {

@@ -225,21 +225,12 @@ fn refresh_body() -> serde_json::Value {
 }
 
 pub(super) fn links(doc: &mut utoipa::openapi::OpenApi) {
-    let mut operations: Vec<&mut Operation> = Vec::new();
-    for item in doc.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            operations.push(operation);
-        }
-    }
+    let operations: Vec<&mut Operation> = doc
+        .paths
+        .paths
+        .values_mut()
+        .flat_map(|item| super::operations(item).map(|(_, operation)| operation))
+        .collect();
     let known: std::collections::BTreeSet<String> = operations
         .iter()
         .filter_map(|o| o.operation_id.clone())
