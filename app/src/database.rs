@@ -103,6 +103,8 @@ pub fn module_pool(
         url: settings.module_database_url(module, shared_url).to_owned(),
         schema: local_migrations(module)?.schema,
         max_size,
+        // The server's workers and the main runtime (relays, workers).
+        runtimes: settings.server.worker_threads() + 1,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
         connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
         statement_timeout: Duration::from_millis(settings.database.statement_timeout_ms),

@@ -214,7 +214,7 @@ impl Application {
             .iter()
             .map(|(m, u)| format!("{}={u}", m.as_str()))
             .collect();
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             let wiring = wiring.clone();
             let mut app = App::new()
                 .wrap(from_fn(auth::middleware))
@@ -248,10 +248,10 @@ impl Application {
         // Stop signals are ours: readiness turns 503 and the server drains
         // first (run_until_stopped).
         .disable_signals();
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server.listen(listener)?.run();
+        let server = server
+            .workers(settings.server.worker_threads())
+            .listen(listener)?
+            .run();
         tracing::info!(
             port,
             local = ?settings.modules.local().map(ModuleName::as_str).collect::<Vec<_>>(),

@@ -40,6 +40,91 @@ async fn module_connections_carry_schema_timeout_and_name() {
 }
 
 #[derive(diesel::QueryableByName)]
+struct Backend {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+/// The backend behind a connection of `pool`'s share for the calling
+/// runtime, and that connection (still borrowed).
+async fn backend(pool: &db::Pool) -> (i32, db::Object) {
+    let mut conn = pool.get().await.unwrap();
+    let row: Backend = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    (row.pid, conn)
+}
+
+/// On a runtime of its own (an actix worker is one) and a thread of its
+/// own: the backend of a first borrow, then `more` borrows while it is
+/// held, and whether the last of them got a connection. The caller's
+/// runtime keeps running meanwhile: it drives the connections it opened.
+async fn borrow_on_another_runtime(pool: &db::Pool, more: usize) -> (i32, bool) {
+    let pool = pool.clone();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (first, _held) = backend(&pool).await;
+            let mut borrowed = Vec::new();
+            for _ in 0..more {
+                match pool.get().await {
+                    Ok(conn) => borrowed.push(conn),
+                    Err(db::PoolError::Timeout(_)) => return (first, false),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (first, true)
+        })
+    });
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Each runtime borrows connections of its own (a connection is driven by
+/// the runtime that opened it), within the module's total: 4 connections
+/// over 2 runtimes are shares of 2; 3 are one share for both (a share of
+/// one would deadlock a task that holds one connection and asks another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_runtime_borrows_its_own_connections_within_the_total() {
+    let db = test_database().await;
+    let options = |max_size, runtimes| db::PoolOptions {
+        url: db.url().to_owned(),
+        schema: "catalog",
+        max_size,
+        runtimes,
+        acquire_timeout: std::time::Duration::from_millis(300),
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(5),
+    };
+    let pool = db::build_pool(&options(4, 2)).unwrap();
+    let (here, conn) = backend(&pool).await;
+    drop(conn);
+    let (there, third) = borrow_on_another_runtime(&pool, 2).await;
+    assert_ne!(there, here, "the other runtime opens its own");
+    assert!(
+        !third,
+        "its share is two, though this runtime's has a free one"
+    );
+    let (again, _held) = backend(&pool).await;
+    assert_eq!(again, here, "this runtime gets its own connection back");
+    let status = pool.status();
+    assert_eq!((status.max_size, status.size), (4, 3), "{status:?}");
+
+    let pool = db::build_pool(&options(3, 2)).unwrap();
+    let (here, conn) = backend(&pool).await;
+    drop(conn);
+    let (there, third) = borrow_on_another_runtime(&pool, 2).await;
+    assert_eq!(there, here, "one share, lent to both runtimes");
+    assert!(third, "three in it");
+    assert!(!borrow_on_another_runtime(&pool, 3).await.1, "and no more");
+}
+
+#[derive(diesel::QueryableByName)]
 struct Version {
     #[diesel(sql_type = diesel::sql_types::Text)]
     version: String,

@@ -89,6 +89,7 @@ async fn scene(
         url: database.url().to_owned(),
         schema: "catalog",
         max_size: 2,
+        runtimes: 1,
         acquire_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),

@@ -254,6 +254,7 @@ impl OrderModule {
         } else {
             "cancelled by the customer".to_owned()
         };
+        // Given back before the saga runs: it borrows its own.
         let mut conn = self.conn().await?;
         conn.transaction::<_, AppendError, _>(async |conn| {
             let saga = sagas::load(conn, id, true).await?;
@@ -282,6 +283,7 @@ impl OrderModule {
             AppendError::NotFound => OrderError::NotFound,
             AppendError::Db(e) => database(e),
         })?;
+        drop(conn);
         let saga = self.saga.clone();
         let driving = tokio::spawn(async move { saga.drive(id).await }.in_current_span());
         let _ = tokio::time::timeout(

@@ -124,6 +124,17 @@ impl Shop {
 
 impl Drop for Shop {
     fn drop(&mut self) {
+        // A failing test shows what its process said last.
+        if std::thread::panicking() {
+            let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(100)..];
+            eprintln!(
+                "last log lines of shop on port {}:\n{}",
+                self.port,
+                tail.join("\n")
+            );
+        }
         drop(self.child.kill());
         drop(self.child.wait());
     }

@@ -104,6 +104,9 @@ async fn main() -> anyhow::Result<()> {
         url: url.clone(),
         schema: "catalog",
         max_size: 20,
+        // One share per server worker (actix-web's default: one per core),
+        // as the shop's pools do.
+        runtimes: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         acquire_timeout: std::time::Duration::from_secs(5),
         connect_timeout: std::time::Duration::from_secs(5),
         statement_timeout: std::time::Duration::from_secs(5),

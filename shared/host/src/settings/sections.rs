@@ -28,6 +28,18 @@ pub struct ServerSettings {
     pub drain_delay_ms: u64,
 }
 
+impl ServerSettings {
+    /// The HTTP server's worker threads: `workers`, or one per core when 0
+    /// (actix-web's own default).
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }
+    }
+}
+
 /// `[database]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
