@@ -62,7 +62,9 @@ pub(crate) async fn ready(
     let mut checks = Map::new();
     let mut ready = true;
     let mut degraded = false;
-    for (module, pool) in &deps.pools {
+    // All at once: the answer takes the slowest check, not their sum (the
+    // first one on a worker opens a connection per module).
+    let pings = deps.pools.iter().map(|(module, pool)| async move {
         let outcome = db::ping(pool, CHECK_TIMEOUT).await.map_err(|detail| {
             tracing::warn!(module, error = %detail, "readiness: database check failed");
             if detail.starts_with("no answer") {
@@ -71,16 +73,30 @@ pub(crate) async fn ready(
                 "unreachable".to_owned()
             }
         });
+        (*module, outcome)
+    });
+    let probes = deps.remotes.iter().map(|(module, url)| {
+        let deps = &deps;
+        async move {
+            let policy = deps.policies.get(Dependency::Module(*module));
+            let outcome = if policy.state() == resilience::State::Open {
+                Err("circuit breaker open".to_owned())
+            } else {
+                probe(&deps.client, url).await
+            };
+            (*module, outcome)
+        }
+    });
+    let (pings, probes) = futures_util::future::join(
+        futures_util::future::join_all(pings),
+        futures_util::future::join_all(probes),
+    )
+    .await;
+    for (module, outcome) in pings {
         ready &= outcome.is_ok();
         checks.insert(format!("database:{module}"), check_json(outcome));
     }
-    for (module, url) in &deps.remotes {
-        let policy = deps.policies.get(Dependency::Module(*module));
-        let outcome = if policy.state() == resilience::State::Open {
-            Err("circuit breaker open".to_owned())
-        } else {
-            probe(&deps.client, url).await
-        };
+    for (module, outcome) in probes {
         degraded |= outcome.is_err();
         checks.insert(format!("module:{}", module.as_str()), check_json(outcome));
     }

@@ -219,3 +219,38 @@ async fn every_module_answers_a_stuck_database_with_503() {
         assert_eq!(after, before, "{module}: {path} recovers");
     }
 }
+
+/// Readiness checks every module's database at once: a database that takes
+/// connections and never answers costs the probe one check timeout (2 s),
+/// not one per module in turn (12 s, which a kubelet's 3 s probe would not
+/// wait for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_checks_the_databases_at_once() {
+    use testkit::fault::{Fault, FaultProxy};
+    let db = crate::helpers::test_database().await;
+    let mut url = url::Url::parse(db.url()).unwrap();
+    let proxy = FaultProxy::start(url.port().unwrap_or(5432)).await;
+    url.set_port(Some(proxy.port())).unwrap();
+    let app = spawn_app_with(&[("DATABASE_URL", url.as_str())]).await;
+    // The server's worker has borrowed no connection yet: each check opens one.
+    proxy.set(Fault::Latency(Duration::from_secs(30)));
+
+    let started = Instant::now();
+    let ready = app.ready().await;
+    let took = started.elapsed();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let stalled = body["checks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, check)| {
+            name.starts_with("database:") && check["error"] == "no answer in time"
+        })
+        .count();
+    assert_eq!(stalled, 6, "every module's check waited: {body}");
+    assert!(
+        took < Duration::from_secs(4),
+        "one check timeout, not one per module: {took:?}"
+    );
+}
