@@ -180,3 +180,132 @@ async fn a_failing_event_is_dead_lettered_alone_and_the_rest_handled() {
     );
     assert_eq!(count(&pool, &dead).await, 1);
 }
+
+/// Writes a product for `sku` straight into the catalog's table.
+async fn product(pool: &db::Pool, sku: &str) {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO catalog.products (id, sku, name, price_amount_minor, price_currency) \
+         VALUES (gen_random_uuid(), $1, $1, 100, 'EUR')",
+    )
+    .bind::<diesel::sql_types::Text, _>(sku)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+async fn availability(pool: &db::Pool, sku: &str) -> String {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        availability: String,
+    }
+    let mut conn = pool.get().await.unwrap();
+    let Row { availability } =
+        diesel::sql_query("SELECT availability FROM catalog.products WHERE sku = $1")
+            .bind::<diesel::sql_types::Text, _>(sku)
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+    availability
+}
+
+fn stock_changed(sku: &str, available: i32, threshold: i32) -> Envelope {
+    let change = inventory_api::events::StockChanged {
+        sku: catalog_api::Sku::parse(sku).unwrap(),
+        on_hand: available,
+        reserved: 0,
+        available,
+        low_stock_threshold: Some(threshold),
+    };
+    Envelope::new("inventory", &kernel::CallContext::background(), &change).unwrap()
+}
+
+/// The catalog takes a batch's stock changes in one statement: each SKU ends
+/// where its last change in the batch puts it (as one by one), a SKU it does
+/// not sell is skipped, and the events are marked handled.
+#[tokio::test]
+async fn the_catalog_takes_a_batch_of_stock_changes_as_one_by_one() {
+    let (_database, _dispatcher, _recorder, pool) = scene(None).await;
+    for sku in ["BATCH-A", "BATCH-B", "BATCH-C"] {
+        product(&pool, sku).await;
+    }
+    let subscription = Subscription {
+        module: "catalog",
+        name: catalog::events::HANDLER,
+        event_types: catalog::events::EVENT_TYPES.to_vec(),
+        handler: Arc::new(catalog::CatalogEvents::new(catalog::ProductCache::off())),
+        pool: pool.clone(),
+    };
+    let dispatcher = Dispatcher::new(vec![subscription], &settings());
+    let batch = [
+        stock_changed("BATCH-A", 5, 3),
+        stock_changed("BATCH-B", 0, 3),
+        stock_changed("NOT-SOLD", 1, 3),
+        stock_changed("BATCH-C", 2, 3),
+        stock_changed("BATCH-B", 10, 3),
+    ];
+    let refs: Vec<&Envelope> = batch.iter().collect();
+
+    dispatcher.dispatch_batch(&refs).await.unwrap();
+    assert_eq!(availability(&pool, "BATCH-A").await, "in_stock");
+    assert_eq!(
+        availability(&pool, "BATCH-B").await,
+        "in_stock",
+        "the last change of a SKU stands"
+    );
+    assert_eq!(availability(&pool, "BATCH-C").await, "low_stock");
+    let sql = format!(
+        "SELECT count(*) AS n FROM inbox WHERE handler = '{}'",
+        catalog::events::HANDLER
+    );
+    assert_eq!(count(&pool, &sql).await, 5);
+    // Had the batch failed, one by one would have written the same rows,
+    // each in a transaction of its own.
+    let transactions = "SELECT count(DISTINCT xmin::text) AS n FROM inbox";
+    assert_eq!(count(&pool, transactions).await, 1, "one transaction");
+
+    // A later batch that takes B out of stock and leaves A as it is.
+    let later = [
+        stock_changed("BATCH-A", 4, 3),
+        stock_changed("BATCH-B", 0, 3),
+    ];
+    let refs: Vec<&Envelope> = later.iter().collect();
+    dispatcher.dispatch_batch(&refs).await.unwrap();
+    assert_eq!(availability(&pool, "BATCH-A").await, "in_stock");
+    assert_eq!(availability(&pool, "BATCH-B").await, "out_of_stock");
+}
+
+/// A change that announces several events writes them with one statement,
+/// and the relay's order (`seq`) is the order they were pushed in.
+#[tokio::test]
+async fn the_outbox_keeps_a_batch_in_the_order_it_was_pushed() {
+    let (_database, _dispatcher, _recorder, pool) = scene(None).await;
+    let cx = kernel::CallContext::background();
+    let mut conn = pool.get().await.unwrap();
+    let mut batch = events::outbox::Batch::new("inventory", &cx);
+    let mut pushed = Vec::new();
+    for (sku, available) in [("ORDER-C", 3), ("ORDER-A", 1), ("ORDER-B", 2)] {
+        let change = inventory_api::events::StockChanged {
+            sku: catalog_api::Sku::parse(sku).unwrap(),
+            on_hand: available,
+            reserved: 0,
+            available,
+            low_stock_threshold: None,
+        };
+        pushed.push(batch.push(&change).unwrap());
+    }
+    batch.write(&mut conn).await.unwrap();
+
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+    }
+    let written: Vec<Row> = diesel::sql_query("SELECT id FROM outbox ORDER BY seq")
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let written: Vec<Uuid> = written.into_iter().map(|r| r.id).collect();
+    assert_eq!(written, pushed);
+}

@@ -83,6 +83,51 @@ impl EventHandler for CatalogEvents {
         Ok(())
     }
 
+    /// The batch's stock changes in one statement (the last change of each
+    /// SKU is the one that stands, as one by one); the rest one by one.
+    async fn handle_batch(
+        &self,
+        conn: &mut AsyncPgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), HandlerError> {
+        // SKU -> (availability, the event that set it last), in first-seen order.
+        let mut latest: Vec<(String, Availability, uuid::Uuid)> = Vec::new();
+        for event in events {
+            if event.event_type != StockChanged::TYPE {
+                self.handle(conn, event).await?;
+                continue;
+            }
+            let stock: StockChanged = event.payload().map_err(HandlerError)?;
+            let now = availability(&stock);
+            match latest
+                .iter_mut()
+                .find(|(sku, ..)| sku == stock.sku.as_str())
+            {
+                Some(entry) => (entry.1, entry.2) = (now, event.id),
+                None => latest.push((stock.sku.to_string(), now, event.id)),
+            }
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<(&str, Availability)> = latest
+            .iter()
+            .map(|(sku, availability, _)| (sku.as_str(), *availability))
+            .collect();
+        for changed in repo::set_availabilities(conn, &changes).await? {
+            let id = ProductId::from(changed.id);
+            self.cache.invalidate(id).await;
+            let event = latest
+                .iter()
+                .find(|(sku, ..)| *sku == changed.sku)
+                .map(|(.., event)| *event);
+            if let (Some(event), Ok(mut pending)) = (event, self.pending.lock()) {
+                pending.insert(event, id);
+            }
+        }
+        Ok(())
+    }
+
     async fn finished(&self, event: &Envelope, committed: bool) {
         let id = self
             .pending

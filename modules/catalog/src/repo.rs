@@ -358,6 +358,40 @@ pub(crate) async fn set_availability(
     .map(|id| id.map(ProductId::from))
 }
 
+/// A product whose availability [`set_availabilities`] changed.
+#[derive(QueryableByName)]
+pub(crate) struct AvailabilityChanged {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub(crate) id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) sku: String,
+}
+
+/// [`set_availability`] for several SKUs (each at most once) in one
+/// statement: the products it changed.
+#[tracing::instrument(name = "catalog.repo.set_availabilities", skip_all, fields(skus = changes.len()))]
+pub(crate) async fn set_availabilities(
+    conn: &mut AsyncPgConnection,
+    changes: &[(&str, Availability)],
+) -> QueryResult<Vec<AvailabilityChanged>> {
+    use diesel::sql_types::{Array, Text};
+    let (skus, values): (Vec<&str>, Vec<&str>) = changes
+        .iter()
+        .map(|(sku, availability)| (*sku, availability.as_str()))
+        .unzip();
+    // Raw: diesel's query builder has no UPDATE ... FROM.
+    db::sql(
+        "UPDATE catalog.products AS p SET availability = v.availability \
+         FROM unnest($1::text[], $2::text[]) AS v(sku, availability) \
+         WHERE p.sku = v.sku AND p.availability <> v.availability \
+         RETURNING p.id, p.sku",
+    )
+    .bind::<Array<Text>, _>(skus)
+    .bind::<Array<Text>, _>(values)
+    .load(conn)
+    .await
+}
+
 /// Applies a patch; `None` when the product does not exist.
 #[tracing::instrument(name = "catalog.repo.update", skip_all)]
 pub(crate) async fn update(

@@ -219,7 +219,8 @@ impl CatalogApi for CatalogModule {
                     price: now.price,
                     active: now.active,
                 };
-                events::outbox::publish(conn, crate::NAME, cx, &updated).await?;
+                let mut batch = events::outbox::Batch::new(crate::NAME, cx);
+                batch.push(&updated)?;
                 if before.price != now.price {
                     let changed = ProductPriceChanged {
                         product_id: id,
@@ -228,8 +229,9 @@ impl CatalogApi for CatalogModule {
                         old_price: before.price,
                         new_price: now.price,
                     };
-                    events::outbox::publish(conn, crate::NAME, cx, &changed).await?;
+                    batch.push(&changed)?;
                 }
+                batch.write(conn).await?;
                 Ok(Some(after))
             })
             .await

@@ -19,7 +19,7 @@ use uuid::Uuid;
 mod reservations;
 
 pub(crate) use reservations::{
-    claim_expired, insert_line, insert_reservation, load_reservation, set_status,
+    claim_expired, insert_lines, insert_reservation, load_reservation, set_status,
 };
 
 diesel::table! {

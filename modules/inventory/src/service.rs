@@ -64,12 +64,11 @@ fn to_level(row: Row) -> Result<StockLevel, InventoryError> {
     row.into_level().map_err(|e| Failure::Unexpected(e).into())
 }
 
-/// Publishes what a stock change means: stock changed, and low or out of
-/// stock when available crosses the threshold or zero (the movement is
-/// written already).
-async fn announce_change(
-    conn: &mut AsyncPgConnection,
-    cx: &CallContext,
+/// Adds to `batch` what a stock change means: stock changed, and low or
+/// out of stock when available crosses the threshold or zero (the movement
+/// is written already).
+fn announce_change(
+    batch: &mut events::outbox::Batch<'_>,
     before: Option<&Row>,
     after: &Row,
 ) -> Result<(), Abort> {
@@ -82,14 +81,14 @@ async fn announce_change(
         available: after.available(),
         low_stock_threshold: Some(after.low_stock_threshold),
     };
-    events::outbox::publish(conn, crate::NAME, cx, &changed).await?;
+    batch.push(&changed)?;
     match domain::crossing(
         before.map(Row::available),
         after.available(),
         after.low_stock_threshold,
     ) {
         Some(Crossing::OutOfStock) => {
-            events::outbox::publish(conn, crate::NAME, cx, &OutOfStock { sku }).await?;
+            batch.push(&OutOfStock { sku })?;
         }
         Some(Crossing::LowStock {
             available,
@@ -100,7 +99,7 @@ async fn announce_change(
                 available,
                 threshold,
             };
-            events::outbox::publish(conn, crate::NAME, cx, &low).await?;
+            batch.push(&low)?;
         }
         None => {}
     }
@@ -109,7 +108,7 @@ async fn announce_change(
 
 /// Moves every line of a reservation `how` in SKU order (rows locked one by
 /// one, as reservations lock them), after setting the reservation's new
-/// `status`, and announces each change.
+/// `status`, and announces the changes (one outbox statement).
 async fn move_lines(
     conn: &mut AsyncPgConnection,
     cx: &CallContext,
@@ -122,13 +121,15 @@ async fn move_lines(
     // last, each by its UPDATE, so they are held for as short a time as
     // possible (a best-selling SKU's row is every checkout's).
     repo::set_status(conn, order, status).await?;
+    let mut batch = events::outbox::Batch::new(crate::NAME, cx);
     for line in &reservation.lines {
         let after = repo::move_line(conn, order, line, how)
             .await?
             .ok_or(DieselError::NotFound)?;
         let before = how.undo(&after, line.quantity);
-        announce_change(conn, cx, Some(&before), &after).await?;
+        announce_change(&mut batch, Some(&before), &after)?;
     }
+    batch.write(conn).await?;
     Ok(())
 }
 
@@ -259,7 +260,9 @@ impl InventoryApi for InventoryModule {
                 )
                 .await?
                 .ok_or_else(|| insufficient(vec![sku.to_string()]))?;
-                announce_change(conn, cx, Some(&before), &after).await?;
+                let mut batch = events::outbox::Batch::new(crate::NAME, cx);
+                announce_change(&mut batch, Some(&before), &after)?;
+                batch.write(conn).await?;
                 Ok(after)
             })
             .await
@@ -322,11 +325,13 @@ impl InventoryApi for InventoryModule {
                 if !short.is_empty() {
                     return Err(insufficient(short));
                 }
+                repo::insert_lines(conn, order, &lines).await?;
+                let mut batch = events::outbox::Batch::new(crate::NAME, cx);
                 for (line, after) in &changed {
-                    repo::insert_line(conn, order, line).await?;
                     let before = LineMove::Reserve.undo(after, line.quantity);
-                    announce_change(conn, cx, Some(&before), after).await?;
+                    announce_change(&mut batch, Some(&before), after)?;
                 }
+                batch.write(conn).await?;
                 Ok(Reservation {
                     order_id: order,
                     status: ReservationStatus::Active,

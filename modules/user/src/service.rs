@@ -192,21 +192,21 @@ impl UserModule {
                 let Some(after) = repo::update(conn, id, &update).await? else {
                     return Ok(None);
                 };
+                let mut batch = events::outbox::Batch::new(crate::NAME, cx);
                 if after.email != before.email {
-                    let event = UserEmailChanged {
+                    batch.push(&UserEmailChanged {
                         user_id: UserId::from(id),
                         old_email: before.email.clone(),
                         new_email: after.email.clone(),
-                    };
-                    events::outbox::publish(conn, crate::NAME, cx, &event).await?;
+                    })?;
                 }
                 if let Some(notification_preferences) = prefs_changed {
-                    let event = UserPreferencesChanged {
+                    batch.push(&UserPreferencesChanged {
                         user_id: UserId::from(id),
                         notification_preferences,
-                    };
-                    events::outbox::publish(conn, crate::NAME, cx, &event).await?;
+                    })?;
                 }
+                batch.write(conn).await?;
                 Ok(Some(after))
             })
             .await

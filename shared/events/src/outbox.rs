@@ -13,7 +13,8 @@ use crate::tables::outbox;
 
 /// Writes `event` into the outbox of the connection's module schema. Call it
 /// inside the transaction that makes the change, so both commit or neither.
-/// Call [`wake`] once the transaction has committed.
+/// Call [`wake`] once the transaction has committed. A change that announces
+/// several events writes them with one [`Batch`] instead.
 ///
 /// # Errors
 /// Database errors (the caller's transaction then rolls back).
@@ -23,25 +24,81 @@ pub async fn publish<E: IntegrationEvent>(
     cx: &CallContext,
     event: &E,
 ) -> diesel::QueryResult<Uuid> {
-    let mut envelope = Envelope::new(source, cx, event)
-        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    if let Some(trace) = telemetry::trace::current() {
-        envelope.traceparent = Some(trace.traceparent);
-        envelope.tracestate = trace.tracestate;
+    let mut batch = Batch::new(source, cx);
+    let id = batch.push(event)?;
+    batch.write(conn).await?;
+    Ok(id)
+}
+
+/// Events a change announces, written to the outbox by one statement
+/// ([`Batch::write`]) in the order they were pushed: the relay delivers them
+/// in that order, as if each had been [`publish`]ed in turn.
+pub struct Batch<'a> {
+    source: &'a str,
+    cx: &'a CallContext,
+    envelopes: Vec<Envelope>,
+}
+
+impl<'a> Batch<'a> {
+    /// An empty batch of events published by `source` in the context `cx`.
+    pub fn new(source: &'a str, cx: &'a CallContext) -> Batch<'a> {
+        Batch {
+            source,
+            cx,
+            envelopes: Vec::new(),
+        }
     }
-    let json = serde_json::to_value(&envelope)
-        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    diesel::insert_into(outbox::table)
-        .values((
-            outbox::id.eq(envelope.id),
-            outbox::event_type.eq(&envelope.event_type),
-            outbox::aggregate_id.eq(&envelope.aggregate_id),
-            outbox::envelope.eq(json),
-        ))
-        .execute(conn)
-        .await?;
-    tracing::debug!(event.id = %envelope.id, event.type = %envelope.event_type, "event written to the outbox");
-    Ok(envelope.id)
+
+    /// Adds `event` (in the current trace, if any); its event id.
+    ///
+    /// # Errors
+    /// When the payload does not serialise.
+    pub fn push<E: IntegrationEvent>(&mut self, event: &E) -> diesel::QueryResult<Uuid> {
+        let mut envelope = Envelope::new(self.source, self.cx, event)
+            .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+        if let Some(trace) = telemetry::trace::current() {
+            envelope.traceparent = Some(trace.traceparent);
+            envelope.tracestate = trace.tracestate;
+        }
+        let id = envelope.id;
+        self.envelopes.push(envelope);
+        Ok(id)
+    }
+
+    /// Writes the events into the outbox of the connection's module schema,
+    /// in one statement (none for an empty batch). Call it inside the
+    /// transaction that makes the change, and [`wake`] once it committed.
+    ///
+    /// # Errors
+    /// Database errors (the caller's transaction then rolls back).
+    pub async fn write(self, conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+        if self.envelopes.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .envelopes
+            .iter()
+            .map(|envelope| {
+                let json = serde_json::to_value(envelope)
+                    .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+                Ok((
+                    outbox::id.eq(envelope.id),
+                    outbox::event_type.eq(&envelope.event_type),
+                    outbox::aggregate_id.eq(&envelope.aggregate_id),
+                    outbox::envelope.eq(json),
+                ))
+            })
+            .collect::<diesel::QueryResult<Vec<_>>>()?;
+        // One row per event, numbered (`seq`) in the order of the VALUES list.
+        diesel::insert_into(outbox::table)
+            .values(rows)
+            .execute(conn)
+            .await?;
+        for envelope in &self.envelopes {
+            tracing::debug!(event.id = %envelope.id, event.type = %envelope.event_type, "event written to the outbox");
+        }
+        Ok(())
+    }
 }
 
 /// The relays of this process, by module, that [`wake`] reaches.

@@ -112,19 +112,25 @@ pub(crate) async fn insert_reservation(
     .optional()
 }
 
-/// Adds a line to `order`'s reservation (after its stock row moved: the
-/// foreign key names a SKU that exists).
-pub(crate) async fn insert_line(
+/// Adds the lines of `order`'s reservation, in one statement (after their
+/// stock rows moved: the foreign key names SKUs that exist).
+pub(crate) async fn insert_lines(
     conn: &mut AsyncPgConnection,
     order: OrderId,
-    line: &ReservationLine,
+    lines: &[ReservationLine],
 ) -> QueryResult<()> {
+    let rows: Vec<_> = lines
+        .iter()
+        .map(|line| {
+            (
+                reservation_lines::order_id.eq(order.as_uuid()),
+                reservation_lines::sku.eq(line.sku.as_str()),
+                reservation_lines::quantity.eq(line.quantity),
+            )
+        })
+        .collect();
     diesel::insert_into(reservation_lines::table)
-        .values((
-            reservation_lines::order_id.eq(order.as_uuid()),
-            reservation_lines::sku.eq(line.sku.as_str()),
-            reservation_lines::quantity.eq(line.quantity),
-        ))
+        .values(rows)
         .execute(conn)
         .await
         .map(drop)

@@ -3,8 +3,9 @@
 //! One event at a time costs each subscription a transaction (inbox row,
 //! handler, commit) per event. Under load the relay hands over several
 //! events at once, so each subscription takes its share of the batch in
-//! one transaction: one inbox statement and one commit for all of them,
-//! with exactly the same guarantees (the inbox rows commit with the
+//! one transaction: one inbox statement and one commit for all of them
+//! (and, where the handler can, one statement for its work:
+//! [`super::EventHandler::handle_batch`]), with exactly the same guarantees (the inbox rows commit with the
 //! handlers' effects, or nothing does). If anything in it fails, the
 //! transaction rolls back and the subscription's events go one by one
 //! through [`Dispatcher::dispatch`]'s path: retries, then dead letters, so
@@ -93,18 +94,22 @@ impl Dispatcher {
                     .await?;
                 let mut outcomes = Vec::with_capacity(events.len());
                 for event in events {
-                    if !fresh.contains(&event.id) {
+                    if fresh.contains(&event.id) {
+                        handled.push(*event);
+                        outcomes.push(Outcome::Handled);
+                    } else {
                         outcomes.push(Outcome::Duplicate);
-                        continue;
                     }
-                    handled.push(event);
-                    subscription
-                        .handler
-                        .handle(conn, event)
-                        .instrument(event_span(event))
-                        .await?;
-                    outcomes.push(Outcome::Handled);
                 }
+                subscription
+                    .handler
+                    .handle_batch(conn, &handled)
+                    .instrument(tracing::info_span!(
+                        "events.batch",
+                        handler = subscription.name,
+                        events = handled.len(),
+                    ))
+                    .await?;
                 pause_in_transaction(pause).await;
                 Ok(outcomes)
             })

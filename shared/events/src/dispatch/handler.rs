@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use diesel_async::AsyncPgConnection;
 use kernel::Envelope;
+use tracing::Instrument as _;
 
 /// Reacts to events. Runs inside the subscribing module's transaction
 /// (`conn`), together with the inbox row that marks the event handled, so
@@ -20,6 +21,28 @@ pub trait EventHandler: Send + Sync {
         conn: &mut AsyncPgConnection,
         event: &Envelope,
     ) -> Result<(), HandlerError>;
+
+    /// Handles several events, in order, in one transaction (a share of a
+    /// relay's batch, none of them handled before). By default each goes
+    /// through [`EventHandler::handle`] in turn; a handler whose events can
+    /// share a statement overrides it. It must leave the same state as
+    /// handling them one by one would.
+    ///
+    /// # Errors
+    /// Anything that should roll back: the events are then handled one by
+    /// one, each with its retries.
+    async fn handle_batch(
+        &self,
+        conn: &mut AsyncPgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), HandlerError> {
+        for event in events {
+            self.handle(conn, event)
+                .instrument(super::event_span(event))
+                .await?;
+        }
+        Ok(())
+    }
 
     /// Runs after `handle`'s transaction committed (or rolled back, with
     /// `committed` false): for effects outside the database that must not
