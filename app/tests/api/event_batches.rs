@@ -49,6 +49,7 @@ fn settings() -> EventsSettings {
         transport: events::TransportKind::InProcess,
         relay_enabled: false,
         poll_interval_ms: 1000,
+        batch_window_ms: 2,
         batch_size: 100,
         max_attempts: 2,
         retry_base_ms: 1,

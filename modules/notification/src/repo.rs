@@ -325,17 +325,17 @@ pub(crate) async fn defer(
     .await
 }
 
-/// Records a delivery.
-pub(crate) async fn mark_sent(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    attempts: i32,
-) -> QueryResult<usize> {
-    diesel::update(n::table.find(id))
+/// Records the delivery of the claimed messages `ids` (each one more
+/// attempt), in one statement.
+pub(crate) async fn mark_sent(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(n::table.filter(n::id.eq_any(ids)))
         .set((
             n::status.eq("sent"),
             n::sent_at.eq(now),
-            n::attempts.eq(attempts),
+            n::attempts.eq(n::attempts + 1),
             n::last_error.eq(None::<&str>),
         ))
         .execute(conn)

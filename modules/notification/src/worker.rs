@@ -115,6 +115,9 @@ impl Sender {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let due = repo::claim_due(conn, 20).await?;
             let count = due.len();
+            // Deliveries are recorded together at the end of the round (the
+            // rows are locked until it commits); other outcomes one by one.
+            let mut sent = Vec::with_capacity(count);
             for item in due {
                 let span = tracing::info_span!(
                     "notification",
@@ -124,8 +127,11 @@ impl Sender {
                     request_id = item.request_id.as_deref().unwrap_or(""),
                 );
                 let outcome = self.deliver(&item).instrument(span.clone()).await;
-                self.record(conn, &item, outcome).instrument(span).await?;
+                if self.record(conn, &item, outcome).instrument(span).await? {
+                    sent.push(item.id);
+                }
             }
+            repo::mark_sent(conn, &sent).await?;
             Ok(count)
         })
         .await
@@ -253,12 +259,14 @@ impl Sender {
         }
     }
 
+    /// Records how a send went: true for a delivery, which the caller
+    /// records with the round's others ([`repo::mark_sent`]).
     async fn record(
         &self,
         conn: &mut AsyncPgConnection,
         item: &repo::Due,
         outcome: Delivery,
-    ) -> diesel::QueryResult<()> {
+    ) -> diesel::QueryResult<bool> {
         let attempts = item.attempts + 1;
         match outcome {
             Delivery::Deferred(reason, wait) => {
@@ -270,7 +278,7 @@ impl Sender {
             Delivery::Sent => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "sent").increment(1);
                 tracing::info!(attempts, "notification sent");
-                repo::mark_sent(conn, item.id, attempts).await?;
+                return Ok(true);
             }
             Delivery::Failed(error) => {
                 let give_up = attempts >= self.settings.max_attempts;
@@ -281,7 +289,7 @@ impl Sender {
                 repo::mark_not_sent(conn, item.id, attempts, &error, give_up, retry_in_ms).await?;
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Exponential backoff with jitter (between half and all of the ceiling), ms.

@@ -16,10 +16,6 @@ use uuid::Uuid;
 use crate::tables::outbox;
 use crate::{EventsSettings, Transport};
 
-/// How long a woken relay waits before it looks, so that the events of
-/// writers committing at the same moment travel in one batch.
-const BATCH_WINDOW: Duration = Duration::from_millis(2);
-
 /// Delivers one module's outbox through a transport.
 pub struct Relay {
     module: &'static str,
@@ -29,6 +25,8 @@ pub struct Relay {
     transport: Arc<dyn Transport>,
     batch_size: i64,
     poll_interval: Duration,
+    /// How long a woken relay waits before it looks (`events.batch_window_ms`).
+    batch_window: Duration,
     retention_hours: i64,
     prune_every: Duration,
 }
@@ -122,6 +120,7 @@ impl Relay {
             transport,
             batch_size: settings.batch_size.max(1),
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(10)),
+            batch_window: Duration::from_millis(settings.batch_window_ms),
             retention_hours: i64::try_from(settings.retention_hours).unwrap_or(i64::MAX),
             prune_every: Duration::from_secs(settings.prune_interval_secs.max(1)),
         }
@@ -158,7 +157,7 @@ impl Relay {
                 continue;
             }
             tokio::select! {
-                () = wake.notified() => tokio::time::sleep(BATCH_WINDOW).await,
+                () = wake.notified() => tokio::time::sleep(self.batch_window).await,
                 () = tokio::time::sleep(self.poll_interval) => {}
                 _ = stop.changed() => {}
             }

@@ -22,8 +22,13 @@ pub struct EventsSettings {
     /// Whether this process relays its modules' outboxes (off only to
     /// simulate a crash between commit and delivery).
     pub relay_enabled: bool,
-    /// How often the relay looks for events when not woken by NOTIFY, ms.
+    /// How often the relay looks for events when no writer of this process
+    /// woke it, ms.
     pub poll_interval_ms: u64,
+    /// How long a woken relay waits before it looks, ms, so that the events
+    /// of writers committing close together travel in one batch (fewer
+    /// relay and handler transactions, each event later by at most this).
+    pub batch_window_ms: u64,
     /// Most events delivered per relay transaction.
     pub batch_size: i64,
     /// Tries per handler before the event is dead-lettered.
