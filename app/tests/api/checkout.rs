@@ -46,6 +46,9 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
     assert_eq!(order["card_last4"], "4242");
     let id = order["id"].as_str().unwrap();
     assert_eq!(location, format!("/api/v1/orders/{id}"));
+    // The answer is the order as the saga's last step stored it.
+    let stored: Value = get_json(client, app.url(&location), &token).await;
+    assert_eq!(stored, order);
 
     assert_eq!(stock(client, base, &admin, "CHK-1").await, (3, 0));
     let payment: Value = get_json(

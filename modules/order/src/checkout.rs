@@ -178,8 +178,11 @@ impl Checkout<'_> {
     async fn respond_with(&self, order: Order) -> PlaceOutcome {
         let id = order.id;
         let saga = self.saga().clone();
-        self.respond_after(order, async move { saga.drive(id).await })
-            .await
+        self.respond_after(order, async move {
+            saga.drive(id).await;
+            None
+        })
+        .await
     }
 
     /// [`Self::respond_with`] for an order this instance just placed: its
@@ -188,7 +191,9 @@ impl Checkout<'_> {
         let order = state.to_order();
         let saga = self.saga().clone();
         self.respond_after(order, async move {
-            saga.drive_placed(state.order.id, state, row).await
+            saga.drive_placed(state.order.id, state, row)
+                .await
+                .map(|finished| finished.to_order())
         })
         .await
     }
@@ -196,13 +201,16 @@ impl Checkout<'_> {
     async fn respond_after(
         &self,
         order: Order,
-        driving: impl std::future::Future<Output = ()> + Send + 'static,
+        driving: impl std::future::Future<Output = Option<Order>> + Send + 'static,
     ) -> PlaceOutcome {
         let id = order.id;
         let wait = Duration::from_millis(self.module.settings.checkout_wait_ms);
         // The saga runs on in the background; its spans stay in the request's trace.
         let driving = tokio::spawn(driving.in_current_span());
         let order = match tokio::time::timeout(wait, driving).await {
+            // Finished by this drive: the order as it committed it.
+            Ok(Ok(Some(finished))) => finished,
+            // Waiting for a retry, or driven elsewhere: as it stands now.
             Ok(_) => self.module.load_order(id).await.unwrap_or(order),
             Err(_) => order,
         };

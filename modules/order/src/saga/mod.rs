@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::Settings;
 use crate::domain::{OrderEvent, OrderState};
 use crate::repo::{self, Direction, SagaOutcome, SagaRow, sagas};
+use record::Finish;
 use step::{Outcome, Ran, Step, next_step};
 
 /// The checkout saga of this instance: drives orders' sagas through the
@@ -107,12 +108,25 @@ impl Saga {
     /// Drives the saga of an order just placed by this instance, which holds
     /// its lease since the order's transaction and knows its state and saga
     /// (no lease or reads needed before the first step).
-    pub(crate) async fn drive_placed(&self, order: OrderId, state: OrderState, saga: SagaRow) {
-        self.drive_leased(order, Some((state, saga))).await;
+    /// The order as the saga's last step committed it, if this run finished it.
+    pub(crate) async fn drive_placed(
+        &self,
+        order: OrderId,
+        state: OrderState,
+        saga: SagaRow,
+    ) -> Option<OrderState> {
+        self.drive_leased(order, Some((state, saga))).await
     }
 
-    async fn drive_leased(&self, order: OrderId, known: Option<(OrderState, SagaRow)>) {
+    /// Runs the saga; the order as its last step committed it when this run
+    /// finished it.
+    async fn drive_leased(
+        &self,
+        order: OrderId,
+        known: Option<(OrderState, SagaRow)>,
+    ) -> Option<OrderState> {
         let retry = match self.run(order, known).await {
+            Ok(Ran::Finished(state)) => return Some(*state),
             Ok(Ran::Over) => None,
             Ok(Ran::Retry(error)) => Some(error),
             Err(e) => Some(format!("order database: {e}")),
@@ -128,6 +142,7 @@ impl Saga {
                 self.unlease(order, wait, &error).await;
             }
         }
+        None
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
@@ -181,8 +196,10 @@ impl Saga {
             self.failpoint(&format!("before_{}", step.name()));
             let outcome = match step {
                 Step::Confirm | Step::Close => {
-                    if self.finish(order, step, &saga, &held, &cx).await? {
-                        return Ok(Ran::Over);
+                    match self.finish(order, step, &saga, &held, &cx).await? {
+                        Finish::Here(state) => return Ok(Ran::Finished(state)),
+                        Finish::ByAnother => return Ok(Ran::Over),
+                        Finish::Turned => {}
                     }
                     // Turned round meanwhile (a cancel): read it again.
                     held.clear();

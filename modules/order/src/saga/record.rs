@@ -116,7 +116,6 @@ impl Saga {
 
     /// The last step: confirm (forward) or fail / cancel (backward), with
     /// the saga marked done (and its lease cleared) in the same transaction.
-    /// False when the saga turned round meanwhile.
     pub(super) async fn finish(
         &self,
         order: OrderId,
@@ -124,13 +123,13 @@ impl Saga {
         seen: &SagaRow,
         held: &[OrderEvent],
         cx: &CallContext,
-    ) -> Result<bool, DieselError> {
+    ) -> Result<Finish, DieselError> {
         let mut conn = self.saga_conn().await?;
         let finished = conn
             .transaction::<_, DieselError, _>(async |conn| {
                 let saga = sagas::load(conn, order, true).await?;
                 if saga.done {
-                    return Ok(Some(false)); // finished by another driver
+                    return Ok(Finish::ByAnother);
                 }
                 // The results held back are recorded in any case: they
                 // happened; the last step's event only if still going this way.
@@ -150,21 +149,23 @@ impl Saga {
                     };
                     events.push(event);
                 }
-                if !events.is_empty() {
-                    append_all(conn, order, &events, cx).await?;
-                }
+                let state = match events.is_empty() {
+                    true => None,
+                    false => Some(append_all(conn, order, &events, cx).await?),
+                };
                 if turned {
-                    return Ok(None); // turned round meanwhile
+                    return Ok(Finish::Turned);
                 }
                 sagas::mark_done(conn, order).await?;
-                Ok(Some(true))
+                Ok(match state {
+                    Some(state) => Finish::Here(Box::new(state)),
+                    None => Finish::ByAnother, // not reached: the last event is always there
+                })
             })
             .await?;
         events::outbox::wake(crate::NAME);
-        match finished {
-            None => return Ok(false),
-            Some(false) => return Ok(true),
-            Some(true) => {}
+        if !matches!(finished, Finish::Here(_)) {
+            return Ok(finished);
         }
         self.failpoint(&format!("after_{}_recorded", step.name()));
         let outcome = match step {
@@ -172,8 +173,19 @@ impl Saga {
             _ => "compensated",
         };
         metrics::counter!("order_sagas_finished_total", "outcome" => outcome).increment(1);
-        Ok(true)
+        Ok(finished)
     }
+}
+
+/// How [`Saga::finish`] went.
+pub(super) enum Finish {
+    /// Finished here: the order as the last step committed it.
+    Here(Box<OrderState>),
+    /// Another driver had finished it: nothing done.
+    ByAnother,
+    /// The saga turned round meanwhile (a cancel): the results held were
+    /// recorded, the last step was not.
+    Turned,
 }
 
 /// [`repo::append_all`] inside the saga's bookkeeping, where a refused or

@@ -91,6 +91,8 @@ impl Step {
 pub(super) enum Ran {
     /// Over for now: finished, or the lease is another instance's.
     Over,
+    /// Finished by this run: the order as its last step committed it.
+    Finished(Box<OrderState>),
     /// A step must be tried again later, for this reason.
     Retry(String),
 }
