@@ -133,34 +133,27 @@ impl Saga {
                 }
                 // The results held back are recorded in any case: they
                 // happened; the last step's event only if still going this way.
-                let turned = saga.direction != seen.direction;
                 let mut events = held.to_vec();
-                if !turned {
-                    let event = match step {
-                        Step::Confirm => OrderEvent::Confirmed,
-                        _ => {
-                            let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
-                            if saga.outcome == Some(SagaOutcome::Cancelled) {
-                                OrderEvent::Cancelled { reason }
-                            } else {
-                                OrderEvent::Failed { reason }
-                            }
-                        }
-                    };
-                    events.push(event);
-                }
-                let state = match events.is_empty() {
-                    true => None,
-                    false => Some(append_all(conn, order, &events, cx).await?),
-                };
-                if turned {
+                if saga.direction != seen.direction {
+                    if !events.is_empty() {
+                        append_all(conn, order, &events, cx).await?;
+                    }
                     return Ok(Finish::Turned);
                 }
+                events.push(match step {
+                    Step::Confirm => OrderEvent::Confirmed,
+                    _ => {
+                        let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
+                        if saga.outcome == Some(SagaOutcome::Cancelled) {
+                            OrderEvent::Cancelled { reason }
+                        } else {
+                            OrderEvent::Failed { reason }
+                        }
+                    }
+                });
+                let state = append_all(conn, order, &events, cx).await?;
                 sagas::mark_done(conn, order).await?;
-                Ok(match state {
-                    Some(state) => Finish::Here(Box::new(state)),
-                    None => Finish::ByAnother, // not reached: the last event is always there
-                })
+                Ok(Finish::Here(Box::new(state)))
             })
             .await?;
         events::outbox::wake(crate::NAME);
