@@ -310,3 +310,156 @@ async fn the_outbox_keeps_a_batch_in_the_order_it_was_pushed() {
     let written: Vec<Uuid> = written.into_iter().map(|r| r.id).collect();
     assert_eq!(written, pushed);
 }
+
+/// The notification handler over the notification schema of a fresh
+/// database, with a webhook subscribed to confirmations.
+async fn notification_scene() -> (testkit::TestDatabase, Dispatcher, db::Pool) {
+    let (database, _dispatcher, _recorder, _pool) = scene(None).await;
+    let pool = db::build_pool(&db::PoolOptions {
+        url: database.url().to_owned(),
+        schema: "notification",
+        max_size: 2,
+        runtimes: 1,
+        acquire_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO webhook_subscriptions (id, url, secret, event_types) \
+         VALUES (gen_random_uuid(), 'http://127.0.0.1:9/hook', 'secret', ARRAY['order.confirmed.v1'])",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let subscription = Subscription {
+        module: "notification",
+        name: notification::HANDLER,
+        event_types: notification::EVENT_TYPES.to_vec(),
+        handler: Arc::new(notification::NotificationHandler::new(
+            "admin@example.com".to_owned(),
+        )),
+        pool: pool.clone(),
+    };
+    let dispatcher = Dispatcher::new(vec![subscription], &settings());
+    (database, dispatcher, pool)
+}
+
+fn envelope<E: kernel::IntegrationEvent>(event: &E) -> Envelope {
+    Envelope::new("test", &kernel::CallContext::background(), event).unwrap()
+}
+
+/// Every queued message as (event, channel, destination, subject, body), in
+/// the order they were queued.
+async fn queued(pool: &db::Pool) -> Vec<(Uuid, String, String, String, String)> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        event_id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        channel: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        destination: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        subject: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        body: String,
+    }
+    let mut conn = pool.get().await.unwrap();
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT event_id, channel, destination, subject, body FROM notifications ORDER BY id",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|r| (r.event_id, r.channel, r.destination, r.subject, r.body))
+        .collect()
+}
+
+/// A batch of order updates takes one statement per kind of work, and
+/// queues the same messages, in the same order, as one event at a time: an
+/// email to a customer who kept order updates on, none to one who turned
+/// them off or is unknown, a webhook call per confirmation.
+#[tokio::test]
+async fn notifications_of_a_batch_of_orders_are_those_of_one_by_one() {
+    use order_api::events::{OrderConfirmed, OrderFailed};
+    use user_api::events::UserRegistered;
+
+    let (keen, quiet, unknown) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let registered = |id: Uuid, email: &str, order_updates: bool| {
+        envelope(&UserRegistered {
+            user_id: user_api::UserId::from(id),
+            email: email.to_owned(),
+            display_name: email.to_owned(),
+            notification_preferences: user_api::NotificationPreferences {
+                order_updates,
+                product_news: false,
+                marketing: false,
+            },
+        })
+    };
+    let users = [
+        registered(keen, "keen@example.com", true),
+        registered(quiet, "quiet@example.com", false),
+    ];
+    let confirmed = |customer: Uuid| {
+        envelope(&OrderConfirmed {
+            order_id: kernel::OrderId::from(Uuid::now_v7()),
+            customer_id: customer,
+            total: kernel::Money::new(1299, kernel::Currency::EUR),
+            items: 1,
+        })
+    };
+    let orders = [
+        confirmed(keen),
+        envelope(&OrderFailed {
+            order_id: kernel::OrderId::from(Uuid::now_v7()),
+            customer_id: keen,
+            reason: "card declined".to_owned(),
+        }),
+        confirmed(quiet),
+        confirmed(unknown),
+        confirmed(keen),
+    ];
+
+    // One by one.
+    let (_one_db, one, one_pool) = notification_scene().await;
+    for event in users.iter().chain(&orders) {
+        one.dispatch(event, None).await.unwrap();
+    }
+    // In batches: the users, then the orders.
+    let (_batch_db, batched, batch_pool) = notification_scene().await;
+    batched
+        .dispatch_batch(&users.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let before = queued(&batch_pool).await.len();
+    batched
+        .dispatch_batch(&orders.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    let expected = queued(&one_pool).await;
+    let emails_to_keen = expected
+        .iter()
+        .filter(|m| m.2 == "keen@example.com" && m.0 != users[0].id)
+        .count();
+    assert_eq!(emails_to_keen, 3, "{expected:?}");
+    assert!(
+        !expected
+            .iter()
+            .any(|m| m.2 == "quiet@example.com" && m.0 != users[1].id)
+    );
+    let hooks = expected.iter().filter(|m| m.1 == "webhook").count();
+    assert_eq!(hooks, 4, "one per confirmation");
+    assert_eq!(queued(&batch_pool).await, expected);
+
+    // The orders' messages and inbox rows were written by one transaction.
+    let sql = format!(
+        "SELECT count(DISTINCT xmin::text) AS n FROM (SELECT xmin FROM notifications \
+         ORDER BY id OFFSET {before}) AS orders"
+    );
+    assert_eq!(count(&batch_pool, &sql).await, 1, "one transaction");
+}

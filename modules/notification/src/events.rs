@@ -1,11 +1,14 @@
 //! The event handler: keeps the recipients read model and queues messages.
 
+use std::collections::HashMap;
+
 use catalog_api::events::ProductPriceChanged;
 use diesel_async::AsyncPgConnection;
 use events::{EventHandler, HandlerError};
 use kernel::{Envelope, IntegrationEvent as _};
 use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
 use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
+use uuid::Uuid;
 
 use crate::repo;
 use crate::templates::{self, Email};
@@ -77,10 +80,7 @@ impl EventHandler for NotificationHandler {
                     }
                 }
             }
-            t if t == OrderConfirmed::TYPE
-                || t == OrderFailed::TYPE
-                || t == OrderCancelled::TYPE =>
-            {
+            t if is_order_update(t) => {
                 let customer = templates::order_customer(event).map_err(HandlerError)?;
                 // The customer, if they kept order updates on.
                 for r in repo::order_update_recipient(conn, customer).await? {
@@ -92,28 +92,117 @@ impl EventHandler for NotificationHandler {
             }
             _ => {}
         }
+        emails.extend(self.fixed_emails(event)?);
+        let subscriptions = repo::subscriptions_to(conn, &event.event_type).await?;
+        let body = webhook_body(event, &subscriptions)?;
+        let mut queued = Vec::new();
+        queue_for(&mut queued, event, &emails, &subscriptions, &body);
+        repo::queue(conn, &queued).await?;
+        Ok(())
+    }
+
+    /// A batch of order updates (the order module's relay batch, under
+    /// checkout load) with one query for the recipients, one per event type
+    /// for the webhook subscriptions and one INSERT for every message: the
+    /// same messages, in the same order, as one by one. Any other batch goes
+    /// one by one.
+    async fn handle_batch(
+        &self,
+        conn: &mut AsyncPgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), HandlerError> {
+        if events.len() < 2 || !events.iter().all(|e| is_order_update(&e.event_type)) {
+            return ::events::one_by_one(self, conn, events).await;
+        }
+        let customers = events
+            .iter()
+            .map(|event| templates::order_customer(event))
+            .collect::<Result<Vec<Uuid>, String>>()
+            .map_err(HandlerError)?;
+        let mut wanted = customers.clone();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let recipients: HashMap<Uuid, repo::Recipient> =
+            repo::order_update_recipients(conn, &wanted)
+                .await?
+                .into_iter()
+                .map(|r| (r.user_id, r))
+                .collect();
+        let mut subscriptions: HashMap<&str, Vec<repo::Subscription>> = HashMap::new();
+        for event in events {
+            let t = event.event_type.as_str();
+            if !subscriptions.contains_key(t) {
+                subscriptions.insert(t, repo::subscriptions_to(conn, t).await?);
+            }
+        }
+        let mut messages = Vec::with_capacity(events.len());
+        for (event, customer) in events.iter().zip(&customers) {
+            let mut emails = Vec::new();
+            if let Some(r) = recipients.get(customer) {
+                emails.push(
+                    templates::order_update(event, *customer, &r.display_name, &r.email)
+                        .map_err(HandlerError)?,
+                );
+            }
+            emails.extend(self.fixed_emails(event)?);
+            let subs = subscriptions
+                .get(event.event_type.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            messages.push((emails, subs, webhook_body(event, subs)?));
+        }
+        let mut queued = Vec::new();
+        for (event, (emails, subs, body)) in events.iter().zip(&messages) {
+            queue_for(&mut queued, event, emails, subs, body);
+        }
+        repo::queue(conn, &queued).await?;
+        Ok(())
+    }
+}
+
+impl NotificationHandler {
+    /// The emails `event` causes whoever is subscribed: to the admin, and
+    /// to the account it is about.
+    fn fixed_emails(&self, event: &Envelope) -> Result<Vec<Email>, HandlerError> {
+        let mut emails = Vec::new();
         if let Some(email) =
             templates::admin_email(event, &self.admin_email).map_err(HandlerError)?
         {
             emails.push(email);
         }
         emails.extend(templates::account_emails(event).map_err(HandlerError)?);
-        for email in &emails {
-            queue_email(conn, event, email).await?;
-        }
-        queue_webhooks(conn, event).await?;
-        Ok(())
+        Ok(emails)
     }
 }
 
-async fn queue_email(
-    conn: &mut AsyncPgConnection,
+/// An order's confirmation, failure or cancellation: its customer hears of it.
+fn is_order_update(event_type: &str) -> bool {
+    event_type == OrderConfirmed::TYPE
+        || event_type == OrderFailed::TYPE
+        || event_type == OrderCancelled::TYPE
+}
+
+/// What a webhook call carries (the envelope), when anyone subscribed.
+fn webhook_body(
     event: &Envelope,
-    email: &Email,
-) -> Result<(), HandlerError> {
-    repo::queue(
-        conn,
-        &repo::Queued {
+    subscriptions: &[repo::Subscription],
+) -> Result<String, HandlerError> {
+    if subscriptions.is_empty() {
+        return Ok(String::new());
+    }
+    serde_json::to_string(event).map_err(|e| HandlerError(e.to_string()))
+}
+
+/// The messages of `event`: its emails, then one webhook call per
+/// subscription to its type (the body is the envelope).
+fn queue_for<'a>(
+    queued: &mut Vec<repo::Queued<'a>>,
+    event: &'a Envelope,
+    emails: &'a [Email],
+    subscriptions: &'a [repo::Subscription],
+    body: &'a str,
+) {
+    for email in emails {
+        queued.push(repo::Queued {
             event,
             recipient: email.recipient,
             channel: "email",
@@ -121,36 +210,17 @@ async fn queue_email(
             subscription: None,
             subject: &email.subject,
             body: &email.body,
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-/// One webhook call per subscription to this event type; the body is the envelope.
-async fn queue_webhooks(
-    conn: &mut AsyncPgConnection,
-    event: &Envelope,
-) -> Result<(), HandlerError> {
-    let subscriptions = repo::subscriptions_to(conn, &event.event_type).await?;
-    if subscriptions.is_empty() {
-        return Ok(());
+        });
     }
-    let body = serde_json::to_string(event).map_err(|e| HandlerError(e.to_string()))?;
     for s in subscriptions {
-        repo::queue(
-            conn,
-            &repo::Queued {
-                event,
-                recipient: None,
-                channel: "webhook",
-                destination: &s.url,
-                subscription: Some(s.id),
-                subject: &event.event_type,
-                body: &body,
-            },
-        )
-        .await?;
+        queued.push(repo::Queued {
+            event,
+            recipient: None,
+            channel: "webhook",
+            destination: &s.url,
+            subscription: Some(s.id),
+            subject: &event.event_type,
+            body,
+        });
     }
-    Ok(())
 }

@@ -195,6 +195,18 @@ pub(crate) async fn product_news_recipients(
         .await
 }
 
+/// Those of `customers` who are known and still opted into order updates.
+pub(crate) async fn order_update_recipients(
+    conn: &mut AsyncPgConnection,
+    customers: &[Uuid],
+) -> QueryResult<Vec<Recipient>> {
+    r::table
+        .filter(r::user_id.eq_any(customers).and(r::order_updates))
+        .select(Recipient::as_select())
+        .load(conn)
+        .await
+}
+
 /// The customer, if known and still opted into order updates (zero or one row).
 pub(crate) async fn order_update_recipient(
     conn: &mut AsyncPgConnection,
@@ -244,22 +256,32 @@ pub(crate) struct Queued<'a> {
     pub(crate) body: &'a str,
 }
 
-/// Queues a message, once per event, channel and destination (a redelivered
-/// event queues nothing new: `notifications_once`).
-pub(crate) async fn queue(conn: &mut AsyncPgConnection, m: &Queued<'_>) -> QueryResult<usize> {
+/// Queues messages, in one statement, each once per event, channel and
+/// destination (a redelivered event queues nothing new:
+/// `notifications_once`).
+pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> QueryResult<usize> {
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<_> = all
+        .iter()
+        .map(|m| {
+            (
+                n::id.eq(Uuid::now_v7()),
+                n::event_id.eq(m.event.id),
+                n::event_type.eq(&m.event.event_type),
+                n::request_id.eq(m.event.request_id.as_deref()),
+                n::recipient_user_id.eq(m.recipient),
+                n::channel.eq(m.channel),
+                n::destination.eq(m.destination),
+                n::subscription_id.eq(m.subscription),
+                n::subject.eq(m.subject),
+                n::body.eq(m.body),
+            )
+        })
+        .collect();
     diesel::insert_into(n::table)
-        .values((
-            n::id.eq(Uuid::now_v7()),
-            n::event_id.eq(m.event.id),
-            n::event_type.eq(&m.event.event_type),
-            n::request_id.eq(m.event.request_id.as_deref()),
-            n::recipient_user_id.eq(m.recipient),
-            n::channel.eq(m.channel),
-            n::destination.eq(m.destination),
-            n::subscription_id.eq(m.subscription),
-            n::subject.eq(m.subject),
-            n::body.eq(m.body),
-        ))
+        .values(rows)
         .on_conflict(on_constraint("notifications_once"))
         .do_nothing()
         .execute(conn)

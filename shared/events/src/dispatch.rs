@@ -355,6 +355,6 @@ impl Dispatcher {
 mod batch;
 mod handler;
 
-pub use handler::{EventHandler, HandlerError, Subscription};
+pub use handler::{EventHandler, HandlerError, Subscription, one_by_one};
 #[cfg(test)]
 mod tests;

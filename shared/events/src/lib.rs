@@ -25,7 +25,7 @@ mod relay;
 mod settings;
 mod tables;
 
-pub use dispatch::{DeadLetter, Dispatcher, EventHandler, HandlerError, Subscription};
+pub use dispatch::{DeadLetter, Dispatcher, EventHandler, HandlerError, Subscription, one_by_one};
 pub use gauges::record_metrics;
 pub use relay::Relay;
 pub use settings::{EventsSettings, RabbitMqSettings, TransportKind};

@@ -36,12 +36,7 @@ pub trait EventHandler: Send + Sync {
         conn: &mut AsyncPgConnection,
         events: &[&Envelope],
     ) -> Result<(), HandlerError> {
-        for event in events {
-            self.handle(conn, event)
-                .instrument(super::event_span(event))
-                .await?;
-        }
-        Ok(())
+        one_by_one(self, conn, events).await
     }
 
     /// Runs after `handle`'s transaction committed (or rolled back, with
@@ -49,6 +44,26 @@ pub trait EventHandler: Send + Sync {
     /// happen before the change is visible, such as invalidating a cache a
     /// concurrent reader could otherwise refill with the old row.
     async fn finished(&self, _event: &Envelope, _committed: bool) {}
+}
+
+/// `events` through `handler`'s [`EventHandler::handle`] in turn, each in
+/// its event's span: what [`EventHandler::handle_batch`] does by default,
+/// for an override that batches only some batches.
+///
+/// # Errors
+/// The first event's failure.
+pub async fn one_by_one<H: EventHandler + ?Sized>(
+    handler: &H,
+    conn: &mut AsyncPgConnection,
+    events: &[&Envelope],
+) -> Result<(), HandlerError> {
+    for event in events {
+        handler
+            .handle(conn, event)
+            .instrument(super::event_span(event))
+            .await?;
+    }
+    Ok(())
 }
 
 /// A handler failed; its transaction is rolled back.
