@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::checkout::shop::{fill_cart, settled, stocked_product};
 use crate::helpers::{Shop, eventually, free_port, mint_token};
-use crate::journey::{start_split, url};
+use crate::journey::{live, start, start_split, url};
 use crate::saga_crash::Deployment;
 
 /// One span as the receiver got it.
@@ -32,6 +32,8 @@ struct Received {
     trace_id: String,
     span_id: String,
     parent: String,
+    /// The trace ids of its links.
+    links: Vec<String>,
 }
 
 /// Server (OTLP `SpanKind` 2), client (3), producer (4), consumer (5).
@@ -106,6 +108,11 @@ async fn receive(body: Bytes, spans: Data<Arc<Mutex<Vec<Received>>>>) -> HttpRes
                     trace_id: hex::encode(&span.trace_id),
                     span_id: hex::encode(&span.span_id),
                     parent: hex::encode(&span.parent_span_id),
+                    links: span
+                        .links
+                        .iter()
+                        .map(|l| hex::encode(&l.trace_id))
+                        .collect(),
                 });
             }
         }
@@ -327,4 +334,58 @@ async fn an_event_handler_continues_the_publishers_trace_over_rabbitmq() {
     // ... and the publish continues the request that wrote the event.
     let writer = by_id(&spans, &publish.parent).expect("the publisher's parent was exported");
     assert_eq!(writer.service, "shop-apart");
+}
+
+/// In one process, a relay's batch reaches a handler that takes it in one
+/// statement (the catalog's availabilities) in one span, linked to the
+/// trace of every event in it: a reservation of two SKUs publishes two
+/// stock changes, and the batch's span links the request's trace.
+#[tokio::test]
+async fn a_batch_handled_at_once_links_the_trace_of_its_events() {
+    let receiver = Receiver::start().await;
+    let deployment = Deployment::new().await;
+    let port = free_port();
+    let base = url(port);
+    let extra = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+        ("OTEL_SERVICE_NAME", "shop-one"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let processes = vec![start(&deployment, port, false, &extra, &[])];
+    live(&processes).await;
+    let http = crate::helpers::http();
+    let admin = mint_token(&deployment.settings, &[Role::Admin]);
+    let skus: Vec<String> = (0..2)
+        .map(|_| format!("LINK-{}", &Uuid::new_v4().simple().to_string()[..8]))
+        .collect();
+    for sku in &skus {
+        stocked_product(&http, &base, &admin, sku, 990, 5).await;
+    }
+
+    let (traceparent, trace_id, _caller) = known_context();
+    let reserved = http
+        .post(format!("{base}/api/v1/inventory/reservations"))
+        .bearer_auth(&admin)
+        .header("traceparent", &traceparent)
+        .json(&json!({
+            "order_id": Uuid::now_v7(),
+            "lines": [{"sku": skus[0], "quantity": 1}, {"sku": skus[1], "quantity": 1}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(reserved.status().is_success(), "{}", reserved.status());
+
+    let batch = eventually("the catalog's batch span arrives", || async {
+        receiver
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.name == "handle batch catalog.read_model" && s.links.contains(&trace_id))
+            .cloned()
+    })
+    .await;
+    assert_eq!(batch.kind, CONSUMER, "{batch:?}");
+    assert_eq!(batch.service, "shop-one");
 }

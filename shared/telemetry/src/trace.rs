@@ -112,22 +112,35 @@ pub fn shutdown() {
 /// `tracestate`), as received on a request, an event or a message. Does
 /// nothing when traces are off or the header is absent or malformed.
 pub fn continue_trace(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
-    if !enabled() {
-        return;
+    if let Some(cx) = remote(traceparent, tracestate) {
+        // Fails only once the span has started recording; ours are fresh.
+        drop(span.set_parent(cx));
     }
-    let Some(traceparent) = traceparent else {
-        return;
-    };
+}
+
+/// Links `span` to the remote context in `traceparent` (and `tracestate`):
+/// for a span that works for several messages at once, each of which
+/// continues a trace of its own (OpenTelemetry's batch receive). Does
+/// nothing when traces are off or the header is absent or malformed.
+pub fn link(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    if let Some(cx) = remote(traceparent, tracestate) {
+        span.add_link(cx.span().span_context().clone());
+    }
+}
+
+/// The valid remote context in `traceparent` (and `tracestate`), when
+/// traces are on.
+fn remote(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<opentelemetry::Context> {
+    if !enabled() {
+        return None;
+    }
     let mut carrier = HashMap::with_capacity(2);
-    carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
+    carrier.insert(TRACEPARENT.to_owned(), traceparent?.to_owned());
     if let Some(state) = tracestate {
         carrier.insert(TRACESTATE.to_owned(), state.to_owned());
     }
     let cx = TraceContextPropagator::new().extract(&carrier);
-    if cx.span().span_context().is_valid() {
-        // Fails only once the span has started recording; ours are fresh.
-        drop(span.set_parent(cx));
-    }
+    cx.span().span_context().is_valid().then_some(cx)
 }
 
 /// The context of the current span, to send with an outgoing request,

@@ -5,8 +5,9 @@
 //! events at once, so each subscription takes its share of the batch in
 //! one transaction: one inbox statement and one commit for all of them
 //! (and, where the handler can, one statement for its work:
-//! [`super::EventHandler::handle_batch`]), with exactly the same guarantees (the inbox rows commit with the
-//! handlers' effects, or nothing does). If anything in it fails, the
+//! [`super::EventHandler::handle_batch`], in a span linked to every
+//! event's trace), with exactly the same guarantees (the inbox rows commit
+//! with the handlers' effects, or nothing does). If anything in it fails, the
 //! transaction rolls back and the subscription's events go one by one
 //! through [`Dispatcher::dispatch`]'s path: retries, then dead letters, so
 //! one poisonous event holds up nothing but itself.
@@ -101,14 +102,26 @@ impl Dispatcher {
                         outcomes.push(Outcome::Duplicate);
                     }
                 }
+                // The batch's span links every event's trace; the default
+                // one-by-one handling also continues each in a span of its own.
+                let span = tracing::info_span!(
+                    "events.batch",
+                    otel.name = %format_args!("handle batch {}", subscription.name),
+                    otel.kind = "consumer",
+                    handler = subscription.name,
+                    events = handled.len(),
+                );
+                for event in &handled {
+                    telemetry::trace::link(
+                        &span,
+                        event.traceparent.as_deref(),
+                        event.tracestate.as_deref(),
+                    );
+                }
                 subscription
                     .handler
                     .handle_batch(conn, &handled)
-                    .instrument(tracing::info_span!(
-                        "events.batch",
-                        handler = subscription.name,
-                        events = handled.len(),
-                    ))
+                    .instrument(span)
                     .await?;
                 pause_in_transaction(pause).await;
                 Ok(outcomes)
