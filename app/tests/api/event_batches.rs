@@ -80,22 +80,27 @@ fn event(event_type: &str) -> Envelope {
     .unwrap()
 }
 
-/// A dispatcher with one subscription (to `test.wanted.v1`) in the
-/// catalog's schema of a fresh database.
-async fn scene(
-    poison: Option<Uuid>,
-) -> (testkit::TestDatabase, Dispatcher, Arc<Recorder>, db::Pool) {
-    let database = test_database().await;
-    let pool = db::build_pool(&db::PoolOptions {
+/// A small pool over `schema` of `database`.
+fn pool(database: &testkit::TestDatabase, schema: &'static str) -> db::Pool {
+    db::build_pool(&db::PoolOptions {
         url: database.url().to_owned(),
-        schema: "catalog",
+        schema,
         max_size: 2,
         runtimes: 1,
         acquire_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// A dispatcher with one subscription (to `test.wanted.v1`) in the
+/// catalog's schema of a fresh database.
+async fn scene(
+    poison: Option<Uuid>,
+) -> (testkit::TestDatabase, Dispatcher, Arc<Recorder>, db::Pool) {
+    let database = test_database().await;
+    let pool = pool(&database, "catalog");
     let recorder = Arc::new(Recorder {
         handled: Mutex::default(),
         poison,
@@ -314,17 +319,8 @@ async fn the_outbox_keeps_a_batch_in_the_order_it_was_pushed() {
 /// The notification handler over the notification schema of a fresh
 /// database, with a webhook subscribed to confirmations.
 async fn notification_scene() -> (testkit::TestDatabase, Dispatcher, db::Pool) {
-    let (database, _dispatcher, _recorder, _pool) = scene(None).await;
-    let pool = db::build_pool(&db::PoolOptions {
-        url: database.url().to_owned(),
-        schema: "notification",
-        max_size: 2,
-        runtimes: 1,
-        acquire_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let database = test_database().await;
+    let pool = pool(&database, "notification");
     let mut conn = pool.get().await.unwrap();
     diesel::sql_query(
         "INSERT INTO webhook_subscriptions (id, url, secret, event_types) \

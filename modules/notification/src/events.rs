@@ -83,7 +83,7 @@ impl EventHandler for NotificationHandler {
             t if is_order_update(t) => {
                 let customer = templates::order_customer(event).map_err(HandlerError)?;
                 // The customer, if they kept order updates on.
-                for r in repo::order_update_recipient(conn, customer).await? {
+                for r in repo::order_update_recipients(conn, &[customer]).await? {
                     emails.push(
                         templates::order_update(event, customer, &r.display_name, &r.email)
                             .map_err(HandlerError)?,

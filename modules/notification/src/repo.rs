@@ -207,18 +207,6 @@ pub(crate) async fn order_update_recipients(
         .await
 }
 
-/// The customer, if known and still opted into order updates (zero or one row).
-pub(crate) async fn order_update_recipient(
-    conn: &mut AsyncPgConnection,
-    customer: Uuid,
-) -> QueryResult<Vec<Recipient>> {
-    r::table
-        .filter(r::user_id.eq(customer).and(r::order_updates))
-        .select(Recipient::as_select())
-        .load(conn)
-        .await
-}
-
 /// A webhook subscription as the handler needs it.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = webhook_subscriptions)]
