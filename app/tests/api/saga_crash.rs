@@ -274,6 +274,20 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     } else {
         assert_eq!(payment["status"], "declined", "{point}: {payment}");
     }
+
+    // The last step keeps the placing request's answer with the order (one
+    // transaction): killed right after it, the key answers a retry with
+    // the settled order; killed before, the key is still in use (409)
+    // until it goes stale.
+    if matches!(point, "after_confirm_recorded" | "after_close_recorded") {
+        let replay = try_place(&client, &base, &token, "crash", card)
+            .await
+            .unwrap();
+        assert_eq!(replay.status(), 201, "{point}");
+        assert_eq!(replay.headers()["idempotent-replayed"], "true", "{point}");
+        let body: Value = replay.json().await.unwrap();
+        assert_eq!(body, order, "{point}: the answer is the settled order");
+    }
 }
 
 async fn run_all(points: &'static [&'static str], card: &'static str) {

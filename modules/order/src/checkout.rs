@@ -18,7 +18,7 @@ use crate::domain::{self, OrderEvent, OrderState};
 use crate::error::OrderError;
 use crate::model::{CartItem, Order, OrderLine, PlaceOrder};
 use crate::repo::{self, Direction, SagaRow, carts, keys, sagas};
-use crate::saga::Saga;
+use crate::saga::{Reply, Saga};
 use crate::service::{OrderModule, catalog_error, database};
 
 /// What `POST /orders` answers: the status and the body, as stored for the
@@ -65,7 +65,18 @@ impl Checkout<'_> {
             return Ok(outcome);
         }
         let outcome = match self.checkout(cx, customer, key, request).await {
-            Ok((state, saga)) => self.respond_placed(state, saga).await,
+            Ok((state, saga)) => {
+                let reply = Reply {
+                    customer,
+                    key: key.to_owned(),
+                };
+                let (outcome, kept) = self.respond_placed(state, saga, reply).await;
+                if kept {
+                    // The saga's last step kept this answer with the order.
+                    return Ok(outcome);
+                }
+                outcome
+            }
             Err(error) if kernel::ProblemCode::status(&error) >= 500 => {
                 // Not an answer about this request (a dependency was down,
                 // nothing was created): the key is freed for a retry.
@@ -183,47 +194,58 @@ impl Checkout<'_> {
             None
         })
         .await
+        .0
     }
 
     /// [`Self::respond_with`] for an order this instance just placed: its
-    /// saga is driven from what the placing transaction wrote.
-    async fn respond_placed(&self, state: OrderState, row: SagaRow) -> PlaceOutcome {
+    /// saga is driven from what the placing transaction wrote. True when
+    /// the saga finished within the wait, its last step keeping the answer
+    /// under `reply`'s key.
+    async fn respond_placed(
+        &self,
+        state: OrderState,
+        row: SagaRow,
+        reply: Reply,
+    ) -> (PlaceOutcome, bool) {
         let order = state.to_order();
         let saga = self.saga().clone();
         self.respond_after(order, async move {
-            saga.drive_placed(state.order.id, state, row)
+            saga.drive_placed(state.order.id, state, row, reply)
                 .await
                 .map(|finished| finished.to_order())
         })
         .await
     }
 
+    /// The answer once `driving` is over or the wait is, and whether
+    /// `driving` finished the saga (then it gave the order as committed).
     async fn respond_after(
         &self,
         order: Order,
         driving: impl std::future::Future<Output = Option<Order>> + Send + 'static,
-    ) -> PlaceOutcome {
+    ) -> (PlaceOutcome, bool) {
         let id = order.id;
         let wait = Duration::from_millis(self.module.settings.checkout_wait_ms);
         // The saga runs on in the background; its spans stay in the request's trace.
         let driving = tokio::spawn(driving.in_current_span());
-        let order = match tokio::time::timeout(wait, driving).await {
+        let (order, finished) = match tokio::time::timeout(wait, driving).await {
             // Finished by this drive: the order as it committed it.
-            Ok(Ok(Some(finished))) => finished,
+            Ok(Ok(Some(finished))) => (finished, true),
             // Waiting for a retry, or driven elsewhere: as it stands now.
-            Ok(_) => self.module.load_order(id).await.unwrap_or(order),
-            Err(_) => order,
+            Ok(_) => (self.module.load_order(id).await.unwrap_or(order), false),
+            Err(_) => (order, false),
         };
         let settled = matches!(
             order.status,
             OrderStatus::Confirmed | OrderStatus::Failed | OrderStatus::Cancelled
         );
-        PlaceOutcome {
+        let outcome = PlaceOutcome {
             status: if settled { 201 } else { 202 },
             body: serde_json::to_value(&order).unwrap_or_default(),
             location: Some(format!("/api/v1/orders/{id}")),
             replayed: false,
-        }
+        };
+        (outcome, finished)
     }
 
     /// Prices the cart from the catalog, tokenizes the card and records the

@@ -197,6 +197,41 @@ pub(crate) async fn append_all(
     Ok(state)
 }
 
+/// How [`append_known`] went.
+pub(crate) enum Appended {
+    /// Appended: the new state.
+    Done(OrderState),
+    /// The order moved on since the state known (or accepted none of the
+    /// events from it): roll back and [`append_all`] under the lock.
+    Stale,
+}
+
+/// [`append_all`] from `known`, the order's state as this caller last read
+/// or wrote it, without reading or locking it again: the events take the
+/// sequence numbers after `known.version`, so if anyone appended meanwhile
+/// the INSERT collides with their events on the key of `order_events` (or
+/// waits for their transaction, then collides), and the answer is
+/// [`Appended::Stale`]. Then the transaction is void: the caller rolls it
+/// back. A state ahead of what is recorded must never be given.
+#[tracing::instrument(name = "order.repo.append_known", skip_all)]
+pub(crate) async fn append_known(
+    conn: &mut AsyncPgConnection,
+    known: &OrderState,
+    events: &[OrderEvent],
+    cx: &CallContext,
+) -> Result<Appended, DieselError> {
+    let mut state = known.clone();
+    match fold_in(conn, &mut state, events, cx).await {
+        Ok(()) if state.version > known.version => Ok(Appended::Done(state)),
+        Ok(()) => Ok(Appended::Stale),
+        Err(DieselError::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            info,
+        )) if info.constraint_name() == Some("order_events_pkey") => Ok(Appended::Stale),
+        Err(e) => Err(e),
+    }
+}
+
 /// Folds the events `state` accepts into it, in order (a refused one is
 /// skipped with a warning), writes them in one statement with their
 /// announcements in the outbox, and the projection once.
@@ -377,4 +412,116 @@ pub(crate) async fn order_ids(conn: &mut AsyncPgConnection) -> Result<Vec<OrderI
         .load(conn)
         .await?;
     Ok(ids.into_iter().map(OrderId::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use diesel_async::AsyncConnection as _;
+    use kernel::{Currency, Money, RequestId};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::model::OrderLine;
+
+    /// An append from a state someone has appended after collides with
+    /// their event and writes nothing; under the lock it goes on from the
+    /// recorded state, and from the state it returns, known appends go on.
+    #[tokio::test]
+    async fn an_append_from_a_stale_state_collides_and_one_under_the_lock_goes_on() {
+        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
+        let pool = db::build_pool(&db::PoolOptions {
+            url: db.url().to_owned(),
+            schema: "orders",
+            max_size: 2,
+            runtimes: 1,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let mut conn = db::connection(&pool, crate::NAME).await.unwrap();
+        let cx = CallContext::for_request(RequestId::generate());
+        let order = OrderId::generate();
+        let price = Money::new(500, Currency::EUR);
+        let placed = OrderEvent::Placed {
+            customer_id: Uuid::now_v7(),
+            lines: vec![OrderLine {
+                product_id: catalog_api::ProductId::from(Uuid::now_v7()),
+                sku: catalog_api::Sku::parse("STALE-1").unwrap(),
+                name: "Mug".into(),
+                unit_price: price,
+                quantity: 1,
+                line_total: price,
+            }],
+            total: price,
+            card_last4: "4242".into(),
+        };
+        let known = conn
+            .transaction::<_, DieselError, _>(async |c| create(c, order, &placed, &cx).await)
+            .await
+            .unwrap();
+        // Someone else appends (a cancel, say).
+        let cancel = OrderEvent::CancellationRequested {
+            reason: "by the test".into(),
+        };
+        conn.transaction::<_, AppendError, _>(async |c| append(c, order, &cancel, &cx).await)
+            .await
+            .unwrap();
+
+        // From the state known before it: stale, and nothing is written.
+        let stale = conn
+            .transaction::<_, DieselError, _>(async |c| {
+                match append_known(c, &known, &[OrderEvent::StockReserved], &cx).await? {
+                    Appended::Stale => Err(DieselError::RollbackTransaction),
+                    Appended::Done(_) => Ok(()),
+                }
+            })
+            .await;
+        assert!(
+            matches!(stale, Err(DieselError::RollbackTransaction)),
+            "{stale:?}"
+        );
+        let kinds = |timeline: Vec<TimelineEntry>| -> Vec<String> {
+            timeline.into_iter().map(|e| e.kind).collect()
+        };
+        assert_eq!(
+            kinds(timeline(&mut conn, order).await.unwrap()),
+            ["placed", "cancellation_requested"]
+        );
+
+        // Under the lock, from what is recorded.
+        let locked = conn
+            .transaction::<_, AppendError, _>(async |c| {
+                append_all(c, order, &[OrderEvent::StockReserved], &cx).await
+            })
+            .await
+            .unwrap();
+        assert_eq!(locked.version, 3);
+        // From the state it returned, without reading it again.
+        let next = conn
+            .transaction::<_, DieselError, _>(async |c| {
+                append_known(c, &locked, &[OrderEvent::StockReleased], &cx).await
+            })
+            .await
+            .unwrap();
+        let Appended::Done(state) = next else {
+            panic!("the state written last is not stale");
+        };
+        assert_eq!(state.version, 4);
+        assert_eq!(
+            load_state(&mut conn, order, false).await.unwrap(),
+            Some(state)
+        );
+        assert_eq!(
+            kinds(timeline(&mut conn, order).await.unwrap()),
+            [
+                "placed",
+                "cancellation_requested",
+                "stock_reserved",
+                "stock_released"
+            ]
+        );
+    }
 }

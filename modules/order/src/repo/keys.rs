@@ -113,6 +113,29 @@ pub(crate) async fn store_response(
         .map(drop)
 }
 
+/// Keeps `status` and `body` as the key's response unless one is kept
+/// already (the request that answered first keeps its answer).
+pub(crate) async fn store_first_response(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+) -> QueryResult<()> {
+    diesel::update(
+        keys::table
+            .find((customer, key))
+            .filter(keys::response_status.is_null()),
+    )
+    .set((
+        keys::response_status.eq(i32::from(status)),
+        keys::response_body.eq(body),
+    ))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Records the order the key's request created.
 pub(crate) async fn set_order(
     conn: &mut AsyncPgConnection,

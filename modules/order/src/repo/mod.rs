@@ -13,7 +13,7 @@ pub(crate) mod keys;
 pub(crate) mod sagas;
 
 pub(crate) use events::{
-    AppendError, append, append_all, create, customer_orders, fold, load_state, now, order_ids,
-    rebuild, timeline,
+    AppendError, Appended, append, append_all, append_known, create, customer_orders, fold,
+    load_state, now, order_ids, rebuild, timeline,
 };
 pub(crate) use sagas::{Direction, SagaOutcome, SagaRow};

@@ -33,6 +33,7 @@ use crate::Settings;
 use crate::domain::{OrderEvent, OrderState};
 use crate::repo::{self, Direction, SagaOutcome, SagaRow, sagas};
 use record::Finish;
+pub(crate) use record::Reply;
 use step::{Outcome, Ran, Step, next_step};
 
 /// The checkout saga of this instance: drives orders' sagas through the
@@ -102,20 +103,24 @@ impl Saga {
                 return;
             }
         }
-        self.drive_leased(order, None).await;
+        self.drive_leased(order, None, None).await;
     }
 
     /// Drives the saga of an order just placed by this instance, which holds
     /// its lease since the order's transaction and knows its state and saga
-    /// (no lease or reads needed before the first step).
-    /// The order as the saga's last step committed it, if this run finished it.
+    /// (no lease or reads needed before the first step). If this run
+    /// finishes the saga, its last step also keeps the placing request's
+    /// response under `reply`'s key (unless one is kept already), and the
+    /// order as that step committed it is returned.
     pub(crate) async fn drive_placed(
         &self,
         order: OrderId,
         state: OrderState,
         saga: SagaRow,
+        reply: Reply,
     ) -> Option<OrderState> {
-        self.drive_leased(order, Some((state, saga))).await
+        self.drive_leased(order, Some((state, saga)), Some(&reply))
+            .await
     }
 
     /// Runs the saga; the order as its last step committed it when this run
@@ -124,8 +129,9 @@ impl Saga {
         &self,
         order: OrderId,
         known: Option<(OrderState, SagaRow)>,
+        reply: Option<&Reply>,
     ) -> Option<OrderState> {
-        let retry = match self.run(order, known).await {
+        let retry = match self.run(order, known, reply).await {
             Ok(Ran::Finished(state)) => return Some(*state),
             Ok(Ran::Over) => None,
             Ok(Ran::Retry(error)) => Some(error),
@@ -169,11 +175,16 @@ impl Saga {
         &self,
         order: OrderId,
         known: Option<(OrderState, SagaRow)>,
+        reply: Option<&Reply>,
     ) -> Result<Ran, DieselError> {
         let (mut state, mut saga) = match known {
             Some(known) => known,
             None => self.read(order).await?,
         };
+        // The order as recorded, while this run knows it: records append
+        // from it without reading the order again. Never ahead of the
+        // record (`state` is, by the results held).
+        let mut recorded = Some(state.clone());
         // The step whose intent is recorded (`sagas.step`, flags, lease).
         let mut begun = saga.step.as_deref().and_then(Step::parse);
         // Results done but not recorded yet, oldest first.
@@ -196,7 +207,10 @@ impl Saga {
             self.failpoint(&format!("before_{}", step.name()));
             let outcome = match step {
                 Step::Confirm | Step::Close => {
-                    match self.finish(order, step, &saga, &held, &cx).await? {
+                    let finished = self
+                        .finish(order, step, &saga, recorded.as_ref(), &held, &cx, reply)
+                        .await?;
+                    match finished {
                         Finish::Here(state) => return Ok(Ran::Finished(state)),
                         Finish::ByAnother => return Ok(Ran::Over),
                         Finish::Turned => {}
@@ -204,6 +218,7 @@ impl Saga {
                     // Turned round meanwhile (a cancel): read it again.
                     held.clear();
                     (state, saga) = self.read(order).await?;
+                    recorded = Some(state.clone());
                     begun = saga.step.as_deref().and_then(Step::parse);
                     continue;
                 }
@@ -233,11 +248,15 @@ impl Saga {
                         || next.and_then(Step::flag).is_some()
                         || renewed.elapsed() >= renew_every;
                     if record_now {
-                        let Some(recorded) = self.record(order, &saga, &held, &cx).await? else {
+                        let done = self
+                            .record(order, &saga, recorded.as_ref(), &held, &cx)
+                            .await?;
+                        let Some((now, next)) = done else {
                             return Ok(Ran::Over); // the lease was lost after the step
                         };
                         held.clear();
-                        (state, begun) = recorded;
+                        recorded = Some(now.clone());
+                        (state, begun) = (now, next);
                         if let Some(next) = begun {
                             next.mark(&mut saga);
                         }
@@ -251,7 +270,8 @@ impl Saga {
                     self.failpoint(&format!("after_{}_recorded", step.name()));
                 }
                 Outcome::Failed(reason) if saga.direction == Direction::Forward => {
-                    self.flush(order, &saga, &mut held, &cx).await?;
+                    self.flush(order, &saga, &mut recorded, &mut held, &cx)
+                        .await?;
                     self.turn_back(order, &reason).await?;
                     saga.direction = Direction::Compensate;
                     saga.outcome = Some(SagaOutcome::Failed);
@@ -264,7 +284,8 @@ impl Saga {
                     return Ok(Ran::Retry(format!("{} refused: {reason}", step.name())));
                 }
                 Outcome::Retry(error) => {
-                    self.flush(order, &saga, &mut held, &cx).await?;
+                    self.flush(order, &saga, &mut recorded, &mut held, &cx)
+                        .await?;
                     let forward = saga.direction == Direction::Forward;
                     if forward && saga.attempts + 1 >= self.settings.max_step_attempts {
                         // The customer sees (and is emailed) the reason: it
