@@ -45,6 +45,9 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(ledger -> payments (payment_id));
+diesel::allow_tables_to_appear_in_same_query!(payments, ledger);
+
 #[derive(QueryableByName, Queryable, Selectable)]
 #[diesel(table_name = payments)]
 struct Row {
@@ -165,27 +168,34 @@ pub(crate) enum Key {
 
 /// The payment found by `key`, with its whole ledger in order.
 pub(crate) async fn load(conn: &mut AsyncPgConnection, key: Key) -> QueryResult<Option<Stored>> {
-    let found = payments::table.select(Row::as_select());
-    let row: Option<Row> = match key {
+    // One statement: the payment on each of its ledger lines (a payment
+    // has a few), or once with none.
+    let joined = payments::table
+        .left_join(ledger::table)
+        .order(ledger::id)
+        .select((Row::as_select(), Option::<LedgerRow>::as_select()));
+    let rows: Vec<(Row, Option<LedgerRow>)> = match key {
         Key::Id(id) => {
-            found
+            joined
                 .filter(payments::id.eq(id.as_uuid()))
-                .first(conn)
-                .await
+                .load(conn)
+                .await?
         }
         Key::Order(order) => {
-            let order = order.as_uuid();
-            found.filter(payments::order_id.eq(order)).first(conn).await
+            joined
+                .filter(payments::order_id.eq(order.as_uuid()))
+                .load(conn)
+                .await?
         }
-    }
-    .optional()?;
-    let Some(row) = row else { return Ok(None) };
-    let ledger: Vec<LedgerRow> = ledger::table
-        .filter(ledger::payment_id.eq(row.id))
-        .order(ledger::id)
-        .select(LedgerRow::as_select())
-        .load(conn)
-        .await?;
+    };
+    let mut rows = rows.into_iter();
+    let Some((row, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let ledger = first
+        .into_iter()
+        .chain(rows.filter_map(|(_, line)| line))
+        .collect();
     Ok(Some(Stored { row, ledger }))
 }
 

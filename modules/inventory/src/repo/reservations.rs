@@ -1,13 +1,14 @@
 //! `reservations` and their lines: an order's hold on stock, opened,
 //! moved through its states and claimed when expired. Diesel's query
-//! builder, but for the opening (its reason is beside it).
+//! builder, but for the opening and the read with its lines (their
+//! reasons are beside them).
 
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
-use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use inventory_api::{OrderId, Reservation, ReservationLine, ReservationStatus};
 use uuid::Uuid;
@@ -30,13 +31,21 @@ diesel::table! {
     }
 }
 
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = reservations)]
+/// A reservation with its lines (SKUs and quantities, in SKU order).
+#[derive(QueryableByName)]
 struct ReservationRow {
+    #[diesel(sql_type = SqlUuid)]
     order_id: Uuid,
+    #[diesel(sql_type = Text)]
     status: String,
+    #[diesel(sql_type = Timestamptz)]
     expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
+    #[diesel(sql_type = Array<Text>)]
+    skus: Vec<String>,
+    #[diesel(sql_type = Array<Integer>)]
+    quantities: Vec<i32>,
 }
 
 /// The reservation of `order` with its lines in SKU order; `lock` holds
@@ -46,27 +55,36 @@ pub(crate) async fn load_reservation(
     order: OrderId,
     lock: bool,
 ) -> QueryResult<Option<Reservation>> {
-    let query = reservations::table
-        .find(order.as_uuid())
-        .select(ReservationRow::as_select());
-    let found: Option<ReservationRow> = if lock {
-        query.for_update().first(conn).await.optional()?
+    // Raw: the lines come in the same statement as array sub-queries, which
+    // the query builder has no form for; `FOR UPDATE` locks the
+    // reservation's row only (a join would lock the lines too, and an
+    // outer join cannot be locked).
+    let found: Option<ReservationRow> = db::sql(if lock {
+        "SELECT order_id, status, expires_at, created_at, \
+         ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS skus, \
+         ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS quantities \
+         FROM reservations r WHERE order_id = $1 FOR UPDATE"
     } else {
-        query.first(conn).await.optional()?
-    };
+        "SELECT order_id, status, expires_at, created_at, \
+         ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS skus, \
+         ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS quantities \
+         FROM reservations r WHERE order_id = $1"
+    })
+    .bind::<SqlUuid, _>(order.as_uuid())
+    .get_result(conn)
+    .await
+    .optional()?;
     let Some(found) = found else { return Ok(None) };
-    let lines: Vec<(String, i32)> = reservation_lines::table
-        .filter(reservation_lines::order_id.eq(order.as_uuid()))
-        .order(reservation_lines::sku)
-        .select((reservation_lines::sku, reservation_lines::quantity))
-        .load(conn)
-        .await?;
+    let lines = found
+        .skus
+        .iter()
+        .cloned()
+        .zip(found.quantities.iter().copied());
     let status = found
         .status
         .parse()
         .map_err(|e: String| DieselError::DeserializationError(e.into()))?;
     let lines = lines
-        .into_iter()
         .map(|(sku, quantity)| {
             Sku::parse(&sku)
                 .map(|sku| ReservationLine { sku, quantity })
