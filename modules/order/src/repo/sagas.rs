@@ -327,20 +327,32 @@ pub(crate) async fn cancel(
         .map(drop)
 }
 
-/// Marks a saga done, its lease cleared.
-pub(crate) async fn mark_done(conn: &mut AsyncPgConnection, order: OrderId) -> QueryResult<()> {
-    diesel::update(sagas::table.find(order.as_uuid()))
-        .set((
-            sagas::done.eq(true),
-            sagas::step.eq(None::<String>),
-            sagas::last_error.eq(None::<String>),
-            sagas::lease_owner.eq(None::<Uuid>),
-            sagas::lease_until.eq(None::<chrono::DateTime<chrono::Utc>>),
-            sagas::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+/// Marks a saga still running in `direction` done, its lease cleared;
+/// its outcome and reason, or `None` when it was done already or runs the
+/// other way (then nothing changed).
+pub(crate) async fn mark_done(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    direction: Direction,
+) -> QueryResult<Option<(Option<SagaOutcome>, Option<String>)>> {
+    diesel::update(
+        sagas::table
+            .find(order.as_uuid())
+            .filter(sagas::done.eq(false))
+            .filter(sagas::direction.eq(direction.as_str())),
+    )
+    .set((
+        sagas::done.eq(true),
+        sagas::step.eq(None::<String>),
+        sagas::last_error.eq(None::<String>),
+        sagas::lease_owner.eq(None::<Uuid>),
+        sagas::lease_until.eq(None::<chrono::DateTime<chrono::Utc>>),
+        sagas::updated_at.eq(now),
+    ))
+    .returning((sagas::outcome, sagas::reason))
+    .get_result(conn)
+    .await
+    .optional()
 }
 
 /// Up to 32 sagas due and not leased (their owner died, or they wait for a

@@ -153,24 +153,31 @@ impl Saga {
         let finished = loop {
             let attempt = conn
                 .transaction::<_, Attempt, _>(async |conn| {
-                    let saga = sagas::load(conn, order, true).await?;
-                    if saga.done {
-                        return Ok(Finish::ByAnother);
-                    }
-                    // The results held back are recorded in any case: they
-                    // happened; the last step's event only if still going this way.
-                    let mut events = held.to_vec();
-                    if saga.direction != seen.direction {
-                        if !events.is_empty() {
-                            append(conn, order, known, &events, cx).await?;
+                    // Done here if still going the way this run saw (the
+                    // row stays locked to the commit, as a cancel locks it).
+                    let ended = sagas::mark_done(conn, order, seen.direction).await?;
+                    let Some((outcome, reason)) = ended else {
+                        let saga = sagas::load(conn, order, true).await?;
+                        if saga.done {
+                            return Ok(Finish::ByAnother);
+                        }
+                        if saga.direction == seen.direction {
+                            return Err(Attempt::Db(DieselError::NotFound)); // cannot be: retried
+                        }
+                        // Turned round meanwhile (a cancel): the results
+                        // held back are recorded all the same (they
+                        // happened), the last step's event is not.
+                        if !held.is_empty() {
+                            append(conn, order, known, held, cx).await?;
                         }
                         return Ok(Finish::Turned);
-                    }
+                    };
+                    let mut events = held.to_vec();
                     events.push(match step {
                         Step::Confirm => OrderEvent::Confirmed,
                         _ => {
-                            let reason = saga.reason.clone().unwrap_or_else(|| "unknown".into());
-                            if saga.outcome == Some(SagaOutcome::Cancelled) {
+                            let reason = reason.unwrap_or_else(|| "unknown".into());
+                            if outcome == Some(SagaOutcome::Cancelled) {
                                 OrderEvent::Cancelled { reason }
                             } else {
                                 OrderEvent::Failed { reason }
@@ -178,7 +185,6 @@ impl Saga {
                         }
                     });
                     let state = append(conn, order, known, &events, cx).await?;
-                    sagas::mark_done(conn, order).await?;
                     if let Some(reply) = reply {
                         // What `POST /orders` answers for a settled order.
                         let body = serde_json::to_value(state.to_order())
