@@ -39,6 +39,13 @@ fn problem_json(error: &OrderError) -> serde_json::Value {
     serde_json::to_value(web::Problem::from_error(error).body()).unwrap_or_default()
 }
 
+/// The idempotency key a request takes, with the fingerprint of its body.
+pub(crate) struct Claim<'a> {
+    pub(crate) customer: Uuid,
+    pub(crate) key: &'a str,
+    pub(crate) fingerprint: &'a str,
+}
+
 /// Places orders for a module: the idempotency keys, the pricing, the
 /// first record. Made for each request.
 pub(crate) struct Checkout<'a> {
@@ -61,11 +68,23 @@ impl Checkout<'_> {
         request: PlaceOrder,
     ) -> Result<PlaceOutcome, OrderError> {
         let fingerprint = domain::fingerprint(customer, key, &request);
-        if let Some(outcome) = self.claim_key(customer, key, &fingerprint).await? {
+        if let Some(outcome) = self.answer_from_key(customer, key, &fingerprint).await? {
             return Ok(outcome);
         }
-        let outcome = match self.checkout(cx, customer, key, request).await {
-            Ok((state, saga)) => {
+        let claim = Claim {
+            customer,
+            key,
+            fingerprint: &fingerprint,
+        };
+        let outcome = match self.checkout(cx, &claim, request).await {
+            Ok(None) => {
+                // Another request with this key took it meanwhile.
+                return self
+                    .answer_from_key(customer, key, &fingerprint)
+                    .await?
+                    .ok_or(OrderError::IdempotencyKeyInUse);
+            }
+            Ok(Some((state, saga))) => {
                 let reply = Reply {
                     customer,
                     key: key.to_owned(),
@@ -77,92 +96,102 @@ impl Checkout<'_> {
                 }
                 outcome
             }
-            Err(error) if kernel::ProblemCode::status(&error) >= 500 => {
-                // Not an answer about this request (a dependency was down,
-                // nothing was created): the key is freed for a retry.
-                self.forget_key(customer, key).await?;
-                return Err(error);
+            // Not an answer about this request (a dependency was down,
+            // nothing was created): nothing is kept, a retry may succeed.
+            Err(error) if kernel::ProblemCode::status(&error) >= 500 => return Err(error),
+            Err(error) => {
+                let outcome = PlaceOutcome {
+                    status: kernel::ProblemCode::status(&error),
+                    body: problem_json(&error),
+                    location: None,
+                    replayed: false,
+                };
+                let mut conn = self.module.conn().await?;
+                let (status, body) = (outcome.status, &outcome.body);
+                let kept = keys::claim_answered(&mut conn, &claim, status, body)
+                    .await
+                    .map_err(database)?;
+                if kept {
+                    return Ok(outcome);
+                }
+                drop(conn);
+                // Another request with this key took it meanwhile.
+                return self
+                    .answer_from_key(customer, key, &fingerprint)
+                    .await?
+                    .ok_or(OrderError::IdempotencyKeyInUse);
             }
-            Err(error) => PlaceOutcome {
-                status: kernel::ProblemCode::status(&error),
-                body: problem_json(&error),
-                location: None,
-                replayed: false,
-            },
         };
         self.store_response(customer, key, &outcome).await?;
         Ok(outcome)
     }
 
-    /// Takes the key for this request, or answers from it: the stored
-    /// response, 422 for another body, 409 while the first runs.
-    async fn claim_key(
+    /// The answer a key gives, if it is taken: the stored response, 422
+    /// for another body, 409 while the first request runs (`None`: the key
+    /// is free, or free again after its 24 hours). The key is taken with
+    /// the order it creates ([`Self::checkout`]) or with the 4xx answer
+    /// given instead, so a key is never held by a request that made
+    /// nothing; one whose order exists but whose request died before
+    /// answering is answered from the order once stale.
+    async fn answer_from_key(
         &self,
         customer: Uuid,
         key: &str,
         fingerprint: &str,
     ) -> Result<Option<PlaceOutcome>, OrderError> {
         let stale_secs = self.module.settings.idempotency_stale_secs;
-        let mut conn = self.module.conn().await?;
-        for _ in 0..3 {
-            if keys::claim(&mut conn, customer, key, fingerprint)
+        let found = {
+            let mut conn = self.module.conn().await?;
+            keys::find(&mut conn, customer, key, stale_secs)
                 .await
                 .map_err(database)?
-            {
-                return Ok(None);
-            }
-            let found = keys::find(&mut conn, customer, key, stale_secs)
-                .await
-                .map_err(database)?;
-            let Some(row) = found else {
-                continue; // deleted meanwhile: try to take it again
-            };
-            if row.expired {
-                // Keys live 24 hours; then the key is new again.
-                self.forget_key(customer, key).await?;
-                continue;
-            }
-            if row.fingerprint != fingerprint {
-                return Err(OrderError::IdempotencyKeyReused);
-            }
-            match (row.response_status, row.response_body) {
-                (Some(status), Some(body)) => {
-                    let location = body
-                        .get("id")
-                        .and_then(|id| id.as_str())
-                        .filter(|_| matches!(status, 201 | 202))
-                        .map(|id| format!("/api/v1/orders/{id}"));
-                    return Ok(Some(PlaceOutcome {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body,
-                        location,
-                        replayed: true,
-                    }));
-                }
-                _ if row.stale => {
-                    // The first request died mid-way (its process crashed).
-                    match row.order_id {
-                        Some(order) => {
-                            // The order exists and its saga recovers on its
-                            // own: answer with it from now on.
-                            let order = self.module.load_order(OrderId::from(order)).await?;
-                            let outcome = self.respond_with(order).await;
-                            self.store_response(customer, key, &outcome).await?;
-                            return Ok(Some(PlaceOutcome {
-                                replayed: true,
-                                ..outcome
-                            }));
-                        }
-                        None => {
-                            self.forget_key(customer, key).await?;
-                            continue;
-                        }
-                    }
-                }
-                _ => return Err(OrderError::IdempotencyKeyInUse),
-            }
+        };
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        if row.expired {
+            // Keys live 24 hours; then the key is new again.
+            self.forget_key(customer, key).await?;
+            return Ok(None);
         }
-        Err(OrderError::IdempotencyKeyInUse)
+        if row.fingerprint != fingerprint {
+            return Err(OrderError::IdempotencyKeyReused);
+        }
+        match (row.response_status, row.response_body) {
+            (Some(status), Some(body)) => {
+                let location = body
+                    .get("id")
+                    .and_then(|id| id.as_str())
+                    .filter(|_| matches!(status, 201 | 202))
+                    .map(|id| format!("/api/v1/orders/{id}"));
+                Ok(Some(PlaceOutcome {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                    location,
+                    replayed: true,
+                }))
+            }
+            _ if row.stale => match row.order_id {
+                // The first request died before answering (its process
+                // crashed); the order exists and its saga recovers on its
+                // own: answer with it from now on.
+                Some(order) => {
+                    let order = self.module.load_order(OrderId::from(order)).await?;
+                    let outcome = self.respond_with(order).await;
+                    self.store_response(customer, key, &outcome).await?;
+                    Ok(Some(PlaceOutcome {
+                        replayed: true,
+                        ..outcome
+                    }))
+                }
+                // A key taken by an older version before its order: free.
+                None => {
+                    self.forget_key(customer, key).await?;
+                    Ok(None)
+                }
+            },
+            _ => Err(OrderError::IdempotencyKeyInUse),
+        }
     }
 
     async fn forget_key(&self, customer: Uuid, key: &str) -> Result<(), OrderError> {
@@ -249,14 +278,15 @@ impl Checkout<'_> {
     }
 
     /// Prices the cart from the catalog, tokenizes the card and records the
-    /// order with its saga, in one transaction with the key.
+    /// order with its saga, in one transaction with the key it takes
+    /// (`None`: another request took the key first; nothing was recorded).
     async fn checkout(
         &self,
         cx: &CallContext,
-        customer: Uuid,
-        key: &str,
+        claim: &Claim<'_>,
         request: PlaceOrder,
-    ) -> Result<(OrderState, SagaRow), OrderError> {
+    ) -> Result<Option<(OrderState, SagaRow)>, OrderError> {
+        let customer = claim.customer;
         let cart = self.module.cart(cx).await?;
         if cart.items.is_empty() {
             return Err(OrderError::Common(Failure::Validation(vec![
@@ -292,17 +322,24 @@ impl Checkout<'_> {
         let mut conn = self.module.conn().await?;
         let state = conn
             .transaction::<_, DieselError, _>(async |conn| {
+                // The key first: a request with the same key waits here
+                // for this transaction, then finds the key taken.
+                if !keys::claim_for(conn, claim, order).await? {
+                    return Ok(None);
+                }
                 let state = repo::create(conn, order, &placed, cx).await?;
                 // The first step, reserve, begins with the order (intent
                 // recorded as `begin` would, lease held by this instance).
                 let (token, last4) = (&method.token, &method.card_last4);
                 sagas::insert(conn, order, token, last4, &request_id, owner, lease).await?;
-                keys::set_order(conn, customer, key, order).await?;
                 carts::delete(conn, customer).await?;
-                Ok(state)
+                Ok(Some(state))
             })
             .await
             .map_err(database)?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
         metrics::counter!("orders_placed_total").increment(1);
         tracing::info!(order.id = %order, total = total.amount_minor(), "order placed");
         let saga = SagaRow {
@@ -318,7 +355,7 @@ impl Checkout<'_> {
             attempts: 0,
             step: Some("reserve".into()),
         };
-        Ok((state, saga))
+        Ok(Some((state, saga)))
     }
 
     /// The cart's lines at the catalog's prices; validation errors for

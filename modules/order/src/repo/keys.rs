@@ -9,6 +9,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::OrderId;
 use uuid::Uuid;
 
+use crate::checkout::Claim;
+
 diesel::table! {
     orders.idempotency_keys (customer_id, key) {
         customer_id -> Uuid,
@@ -42,18 +44,42 @@ pub(crate) struct KeyRow {
     pub(crate) expired: bool,
 }
 
-/// Takes `key` for a request with `fingerprint`; false when it is taken.
-pub(crate) async fn claim(
+/// Takes the key for the order its request creates (in that order's
+/// transaction); false when it is taken (a request with the same key
+/// in flight waits for the other's transaction first).
+pub(crate) async fn claim_for(
     conn: &mut AsyncPgConnection,
-    customer: Uuid,
-    key: &str,
-    fingerprint: &str,
+    claim: &Claim<'_>,
+    order: OrderId,
 ) -> QueryResult<bool> {
     let inserted = diesel::insert_into(keys::table)
         .values((
-            keys::customer_id.eq(customer),
-            keys::key.eq(key),
-            keys::fingerprint.eq(fingerprint),
+            keys::customer_id.eq(claim.customer),
+            keys::key.eq(claim.key),
+            keys::fingerprint.eq(claim.fingerprint),
+            keys::order_id.eq(order.as_uuid()),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// Takes the key with the answer its request got instead of an order (a
+/// 4xx); false when it is taken.
+pub(crate) async fn claim_answered(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim<'_>,
+    status: u16,
+    body: &serde_json::Value,
+) -> QueryResult<bool> {
+    let inserted = diesel::insert_into(keys::table)
+        .values((
+            keys::customer_id.eq(claim.customer),
+            keys::key.eq(claim.key),
+            keys::fingerprint.eq(claim.fingerprint),
+            keys::response_status.eq(i32::from(status)),
+            keys::response_body.eq(body),
         ))
         .on_conflict_do_nothing()
         .execute(conn)
@@ -134,20 +160,6 @@ pub(crate) async fn store_first_response(
     .execute(conn)
     .await
     .map(drop)
-}
-
-/// Records the order the key's request created.
-pub(crate) async fn set_order(
-    conn: &mut AsyncPgConnection,
-    customer: Uuid,
-    key: &str,
-    order: OrderId,
-) -> QueryResult<()> {
-    diesel::update(keys::table.find((customer, key)))
-        .set(keys::order_id.eq(order.as_uuid()))
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 /// Deletes keys older than `hours`; how many.
