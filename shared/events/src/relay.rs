@@ -181,6 +181,9 @@ impl Relay {
         let batch = self.batch_size;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             // Raw: a PostgreSQL function on the schema's name, no table.
+            // Its own statement, before the SELECT: the SELECT's snapshot
+            // must be taken with the lock held, or a batch another relay
+            // delivered just before could still read as pending.
             let lock: Locked = db::sql(
                 "SELECT pg_try_advisory_xact_lock(hashtext('shop_outbox_' || current_schema())) AS locked",
             )
