@@ -44,6 +44,35 @@ pub(crate) struct KeyRow {
     pub(crate) expired: bool,
 }
 
+/// The columns of a key taken by `claim`.
+fn taken<'a>(
+    claim: &Claim<'a>,
+) -> (
+    diesel::dsl::Eq<keys::customer_id, Uuid>,
+    diesel::dsl::Eq<keys::key, &'a str>,
+    diesel::dsl::Eq<keys::fingerprint, &'a str>,
+) {
+    (
+        keys::customer_id.eq(claim.customer),
+        keys::key.eq(claim.key),
+        keys::fingerprint.eq(claim.fingerprint),
+    )
+}
+
+/// The columns of a key's kept answer.
+fn answer(
+    status: u16,
+    body: &serde_json::Value,
+) -> (
+    diesel::dsl::Eq<keys::response_status, i32>,
+    diesel::dsl::Eq<keys::response_body, &serde_json::Value>,
+) {
+    (
+        keys::response_status.eq(i32::from(status)),
+        keys::response_body.eq(body),
+    )
+}
+
 /// Takes the key for the order its request creates (in that order's
 /// transaction); false when it is taken (a request with the same key
 /// in flight waits for the other's transaction first).
@@ -53,12 +82,7 @@ pub(crate) async fn claim_for(
     order: OrderId,
 ) -> QueryResult<bool> {
     let inserted = diesel::insert_into(keys::table)
-        .values((
-            keys::customer_id.eq(claim.customer),
-            keys::key.eq(claim.key),
-            keys::fingerprint.eq(claim.fingerprint),
-            keys::order_id.eq(order.as_uuid()),
-        ))
+        .values((taken(claim), keys::order_id.eq(order.as_uuid())))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
@@ -74,13 +98,7 @@ pub(crate) async fn claim_answered(
     body: &serde_json::Value,
 ) -> QueryResult<bool> {
     let inserted = diesel::insert_into(keys::table)
-        .values((
-            keys::customer_id.eq(claim.customer),
-            keys::key.eq(claim.key),
-            keys::fingerprint.eq(claim.fingerprint),
-            keys::response_status.eq(i32::from(status)),
-            keys::response_body.eq(body),
-        ))
+        .values((taken(claim), answer(status, body)))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
@@ -130,10 +148,7 @@ pub(crate) async fn store_response(
     body: &serde_json::Value,
 ) -> QueryResult<()> {
     diesel::update(keys::table.find((customer, key)))
-        .set((
-            keys::response_status.eq(i32::from(status)),
-            keys::response_body.eq(body),
-        ))
+        .set(answer(status, body))
         .execute(conn)
         .await
         .map(drop)
@@ -153,10 +168,7 @@ pub(crate) async fn store_first_response(
             .find((customer, key))
             .filter(keys::response_status.is_null()),
     )
-    .set((
-        keys::response_status.eq(i32::from(status)),
-        keys::response_body.eq(body),
-    ))
+    .set(answer(status, body))
     .execute(conn)
     .await
     .map(drop)
