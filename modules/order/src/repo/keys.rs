@@ -44,14 +44,21 @@ pub(crate) struct KeyRow {
     pub(crate) expired: bool,
 }
 
-/// The columns of a key taken by `claim`.
-fn taken<'a>(
-    claim: &Claim<'a>,
-) -> (
+/// The columns of a key taken by a claim.
+type Taken<'a> = (
     diesel::dsl::Eq<keys::customer_id, Uuid>,
     diesel::dsl::Eq<keys::key, &'a str>,
     diesel::dsl::Eq<keys::fingerprint, &'a str>,
-) {
+);
+
+/// The columns of a key's kept answer.
+type Answer<'a> = (
+    diesel::dsl::Eq<keys::response_status, i32>,
+    diesel::dsl::Eq<keys::response_body, &'a serde_json::Value>,
+);
+
+/// The columns of a key taken by `claim`.
+fn taken<'a>(claim: &Claim<'a>) -> Taken<'a> {
     (
         keys::customer_id.eq(claim.customer),
         keys::key.eq(claim.key),
@@ -60,13 +67,7 @@ fn taken<'a>(
 }
 
 /// The columns of a key's kept answer.
-fn answer(
-    status: u16,
-    body: &serde_json::Value,
-) -> (
-    diesel::dsl::Eq<keys::response_status, i32>,
-    diesel::dsl::Eq<keys::response_body, &serde_json::Value>,
-) {
+fn answer(status: u16, body: &serde_json::Value) -> Answer<'_> {
     (
         keys::response_status.eq(i32::from(status)),
         keys::response_body.eq(body),
