@@ -79,10 +79,7 @@ impl Checkout<'_> {
         let outcome = match self.checkout(cx, &claim, request).await {
             Ok(None) => {
                 // Another request with this key took it meanwhile.
-                return self
-                    .answer_from_key(customer, key, &fingerprint)
-                    .await?
-                    .ok_or(OrderError::IdempotencyKeyInUse);
+                return self.answer_taken(customer, key, &fingerprint).await;
             }
             Ok(Some((state, saga))) => {
                 let reply = Reply {
@@ -116,14 +113,24 @@ impl Checkout<'_> {
                 }
                 drop(conn);
                 // Another request with this key took it meanwhile.
-                return self
-                    .answer_from_key(customer, key, &fingerprint)
-                    .await?
-                    .ok_or(OrderError::IdempotencyKeyInUse);
+                return self.answer_taken(customer, key, &fingerprint).await;
             }
         };
         self.store_response(customer, key, &outcome).await?;
         Ok(outcome)
+    }
+
+    /// The answer of a key another request took while this one ran (409
+    /// if it is gone again meanwhile).
+    async fn answer_taken(
+        &self,
+        customer: Uuid,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<PlaceOutcome, OrderError> {
+        self.answer_from_key(customer, key, fingerprint)
+            .await?
+            .ok_or(OrderError::IdempotencyKeyInUse)
     }
 
     /// The answer a key gives, if it is taken: the stored response, 422

@@ -59,17 +59,13 @@ pub(crate) async fn load_reservation(
     // the query builder has no form for; `FOR UPDATE` locks the
     // reservation's row only (a join would lock the lines too, and an
     // outer join cannot be locked).
-    let found: Option<ReservationRow> = db::sql(if lock {
+    let found: Option<ReservationRow> = db::sql(format!(
         "SELECT order_id, status, expires_at, created_at, \
          ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS skus, \
          ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS quantities \
-         FROM reservations r WHERE order_id = $1 FOR UPDATE"
-    } else {
-        "SELECT order_id, status, expires_at, created_at, \
-         ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS skus, \
-         ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS quantities \
-         FROM reservations r WHERE order_id = $1"
-    })
+         FROM reservations r WHERE order_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    ))
     .bind::<SqlUuid, _>(order.as_uuid())
     .get_result(conn)
     .await
