@@ -159,7 +159,7 @@ fn with_movement(update: &str) -> String {
 /// `None` when a [`LineMove::Reserve`] finds too few units available (or
 /// the SKU was never stocked).
 pub(crate) async fn move_line(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     line: &ReservationLine,
     how: LineMove,
@@ -176,7 +176,7 @@ pub(crate) async fn move_line(
     .bind::<Integer, _>(how.signed(line.quantity))
     .bind::<Nullable<Text>, _>(None::<&str>)
     .bind::<Nullable<SqlUuid>, _>(Some(order.as_uuid()))
-    .get_result(conn)
+    .get_result(&mut conn)
     .await
     .optional()
 }

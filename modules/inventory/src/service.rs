@@ -27,6 +27,25 @@ pub struct InventoryModule {
 /// Why an inventory transaction ended without committing.
 type Abort = db::Abort<InventoryError>;
 
+/// Why a reservation's transaction did not commit.
+enum Reserving {
+    /// The order has a reservation already: nothing of this one is kept.
+    Existing,
+    Abort(Abort),
+}
+
+impl From<DieselError> for Reserving {
+    fn from(e: DieselError) -> Reserving {
+        Reserving::Abort(Abort::Db(e))
+    }
+}
+
+impl From<Abort> for Reserving {
+    fn from(a: Abort) -> Reserving {
+        Reserving::Abort(a)
+    }
+}
+
 /// Too few units of these SKUs: the whole transaction is refused.
 fn insufficient(skus: Vec<String>) -> Abort {
     Abort::Refuse(InventoryError::InsufficientStock(skus))
@@ -108,9 +127,10 @@ fn announce_change(
 
 /// Moves every line of a reservation `how` in SKU order (rows locked one by
 /// one, as reservations lock them), after setting the reservation's new
-/// `status`, and announces the changes (one outbox statement).
+/// `status`, and announces the changes (one outbox statement). The status
+/// and the moves are pipelined (one round trip, ADR 0015).
 async fn move_lines(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     cx: &CallContext,
     reservation: &Reservation,
     how: LineMove,
@@ -120,12 +140,17 @@ async fn move_lines(
     // The reservation row is locked already; the stock rows are locked
     // last, each by its UPDATE, so they are held for as short a time as
     // possible (a best-selling SKU's row is every checkout's).
-    repo::set_status(conn, order, status).await?;
+    let (set, moved) = futures_util::future::join(
+        repo::set_status(conn, order, status),
+        futures_util::future::join_all(
+            (reservation.lines.iter()).map(|line| repo::move_line(conn, order, line, how)),
+        ),
+    )
+    .await;
+    set?;
     let mut batch = events::outbox::Batch::new(crate::NAME, cx);
-    for line in &reservation.lines {
-        let after = repo::move_line(conn, order, line, how)
-            .await?
-            .ok_or(DieselError::NotFound)?;
+    for (line, after) in reservation.lines.iter().zip(moved) {
+        let after = after?.ok_or(DieselError::NotFound)?;
         let before = how.undo(&after, line.quantity);
         announce_change(&mut batch, Some(&before), &after)?;
     }
@@ -299,33 +324,37 @@ impl InventoryApi for InventoryModule {
         let order = request.order_id;
         let ttl = i64::try_from(self.settings.reservation_ttl_secs).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
-        let reservation = conn
-            .transaction::<_, Abort, _>(async |conn| {
-                let Some(made) = repo::insert_reservation(conn, order, ttl).await? else {
-                    // The order already has a reservation: the same one again, or a conflict.
-                    let existing = repo::load_reservation(conn, order, false)
-                        .await?
-                        .ok_or(Abort::Refuse(InventoryError::ReservationNotFound(order)))?;
-                    return if existing.lines == lines {
-                        Ok(existing)
-                    } else {
-                        Err(Abort::Refuse(InventoryError::ReservationConflict(order)))
-                    };
+        let reserved = conn
+            .transaction::<_, Reserving, _>(async |conn| {
+                let conn: &AsyncPgConnection = conn;
+                // Pipelined, one round trip (ADR 0015): the reservation,
+                // each line's check-and-take in one statement in SKU order
+                // (concurrent reservations queue on the row lock and
+                // re-check), the lines. The first outcome in that order
+                // decides; what ran after a refusal is rolled back.
+                let (made, moved, written) = futures_util::future::join3(
+                    repo::insert_reservation(conn, order, ttl),
+                    futures_util::future::join_all(
+                        (lines.iter()).map(|line| repo::move_line(conn, order, line, LineMove::Reserve)),
+                    ),
+                    repo::insert_lines(conn, order, &lines),
+                )
+                .await;
+                let Some(made) = made? else {
+                    return Err(Reserving::Existing);
                 };
                 let mut short = Vec::new();
                 let mut changed = Vec::new();
-                for line in &lines {
-                    // The whole check-and-take in one statement: concurrent
-                    // reservations queue on the row lock and re-check.
-                    match repo::move_line(conn, order, line, LineMove::Reserve).await? {
+                for (line, after) in lines.iter().zip(moved) {
+                    match after? {
                         Some(after) => changed.push((line, after)),
                         None => short.push(line.sku.to_string()),
                     }
                 }
                 if !short.is_empty() {
-                    return Err(insufficient(short));
+                    return Err(insufficient(short).into());
                 }
-                repo::insert_lines(conn, order, &lines).await?;
+                written?;
                 let mut batch = events::outbox::Batch::new(crate::NAME, cx);
                 for (line, after) in &changed {
                     let before = LineMove::Reserve.undo(after, line.quantity);
@@ -340,8 +369,24 @@ impl InventoryApi for InventoryModule {
                     created_at: made.created_at,
                 })
             })
-            .await
-            .map_err(abort)?;
+            .await;
+        let reservation = match reserved {
+            Ok(reservation) => reservation,
+            Err(Reserving::Abort(a)) => return Err(abort(a)),
+            Err(Reserving::Existing) => {
+                // The order already has a reservation: the same one again,
+                // or a conflict.
+                let existing = repo::load_reservation(&mut conn, order, false)
+                    .await
+                    .map_err(database)?
+                    .ok_or(InventoryError::ReservationNotFound(order))?;
+                return if existing.lines == lines {
+                    Ok(existing)
+                } else {
+                    Err(InventoryError::ReservationConflict(order))
+                };
+            }
+        };
         events::outbox::wake(crate::NAME);
         tracing::info!(status = reservation.status.as_str(), "stock reserved");
         Ok(reservation)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use catalog_api::{CatalogError, ProductId};
 use diesel::result::Error as DieselError;
-use diesel_async::AsyncConnection as _;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use kernel::{CallContext, Failure, FieldError, OrderId};
 use order_api::OrderStatus;
 use payment_api::{PaymentError, Tokenize};
@@ -327,25 +327,36 @@ impl Checkout<'_> {
         let owner = self.saga().instance();
         let lease = self.module.settings.lease_secs;
         let mut conn = self.module.conn().await?;
-        let state = conn
-            .transaction::<_, DieselError, _>(async |conn| {
-                // The key first: a request with the same key waits here
-                // for this transaction, then finds the key taken.
-                if !keys::claim_for(conn, claim, order).await? {
-                    return Ok(None);
-                }
-                let state = repo::create(conn, order, &placed, cx).await?;
+        let created = conn
+            .transaction::<_, Creating, _>(async |conn| {
+                let conn: &AsyncPgConnection = conn;
                 // The first step, reserve, begins with the order (intent
                 // recorded as `begin` would, lease held by this instance).
                 let (token, last4) = (&method.token, &method.card_last4);
-                sagas::insert(conn, order, token, last4, &request_id, owner, lease).await?;
-                carts::delete(conn, customer).await?;
-                Ok(Some(state))
+                // Pipelined, one round trip (ADR 0015). The key
+                // first: a request with the same key waits there for this
+                // transaction, then finds the key taken, and rolls back
+                // what it wrote after.
+                let (claimed, state, saga, cart) = futures_util::future::join4(
+                    keys::claim_for(conn, claim, order),
+                    repo::create(conn, order, &placed, cx),
+                    sagas::insert(conn, order, token, last4, &request_id, owner, lease),
+                    carts::delete(conn, customer),
+                )
+                .await;
+                if !claimed? {
+                    return Err(Creating::Taken);
+                }
+                let state = state?;
+                saga?;
+                cart?;
+                Ok(state)
             })
-            .await
-            .map_err(database)?;
-        let Some(state) = state else {
-            return Ok(None);
+            .await;
+        let state = match created {
+            Ok(state) => state,
+            Err(Creating::Taken) => return Ok(None),
+            Err(Creating::Db(e)) => return Err(database(e)),
         };
         metrics::counter!("orders_placed_total").increment(1);
         tracing::info!(order.id = %order, total = total.amount_minor(), "order placed");
@@ -428,5 +439,18 @@ fn tokenize_error(error: PaymentError) -> OrderError {
             failure.into()
         }
         other => OrderError::Common(Failure::Unexpected(other.to_string())),
+    }
+}
+
+/// Why the order's transaction did not commit.
+enum Creating {
+    /// Another request took the key first: nothing of this one is kept.
+    Taken,
+    Db(DieselError),
+}
+
+impl From<DieselError> for Creating {
+    fn from(e: DieselError) -> Creating {
+        Creating::Db(e)
     }
 }

@@ -14,12 +14,14 @@ use crate::tables::outbox;
 /// Writes `event` into the outbox of the connection's module schema. Call it
 /// inside the transaction that makes the change, so both commit or neither.
 /// Call [`wake`] once the transaction has committed. A change that announces
-/// several events writes them with one [`Batch`] instead.
+/// several events writes them with one [`Batch`] instead. A shared
+/// reference: the INSERT can be pipelined with the change's other
+/// statements (ADR 0015).
 ///
 /// # Errors
 /// Database errors (the caller's transaction then rolls back).
 pub async fn publish<E: IntegrationEvent>(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     source: &str,
     cx: &CallContext,
     event: &E,
@@ -71,7 +73,7 @@ impl<'a> Batch<'a> {
     ///
     /// # Errors
     /// Database errors (the caller's transaction then rolls back).
-    pub async fn write(self, conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    pub async fn write(self, mut conn: &AsyncPgConnection) -> diesel::QueryResult<()> {
         if self.envelopes.is_empty() {
             return Ok(());
         }
@@ -92,7 +94,7 @@ impl<'a> Batch<'a> {
         // One row per event, numbered (`seq`) in the order of the VALUES list.
         diesel::insert_into(outbox::table)
             .values(rows)
-            .execute(conn)
+            .execute(&mut conn)
             .await?;
         for envelope in &self.envelopes {
             tracing::debug!(event.id = %envelope.id, event.type = %envelope.event_type, "event written to the outbox");

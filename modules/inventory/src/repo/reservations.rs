@@ -108,7 +108,7 @@ pub(crate) struct Made {
 /// Opens an active reservation for `order`, held for `ttl_secs`; `None`
 /// when the order has one already.
 pub(crate) async fn insert_reservation(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     ttl_secs: i64,
 ) -> QueryResult<Option<Made>> {
@@ -121,7 +121,7 @@ pub(crate) async fn insert_reservation(
     )
     .bind::<SqlUuid, _>(order.as_uuid())
     .bind::<BigInt, _>(ttl_secs)
-    .get_result(conn)
+    .get_result(&mut conn)
     .await
     .optional()
 }
@@ -129,7 +129,7 @@ pub(crate) async fn insert_reservation(
 /// Adds the lines of `order`'s reservation, in one statement (after their
 /// stock rows moved: the foreign key names SKUs that exist).
 pub(crate) async fn insert_lines(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     lines: &[ReservationLine],
 ) -> QueryResult<()> {
@@ -145,14 +145,14 @@ pub(crate) async fn insert_lines(
         .collect();
     diesel::insert_into(reservation_lines::table)
         .values(rows)
-        .execute(conn)
+        .execute(&mut conn)
         .await
         .map(drop)
 }
 
 /// Sets the status of `order`'s reservation.
 pub(crate) async fn set_status(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     status: ReservationStatus,
 ) -> QueryResult<()> {
@@ -161,7 +161,7 @@ pub(crate) async fn set_status(
             reservations::status.eq(status.as_str()),
             reservations::updated_at.eq(now),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await
         .map(drop)
 }

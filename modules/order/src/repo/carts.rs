@@ -47,9 +47,9 @@ pub(crate) async fn put(
 }
 
 /// Empties `customer`'s cart (the order took it).
-pub(crate) async fn delete(conn: &mut AsyncPgConnection, customer: Uuid) -> QueryResult<()> {
+pub(crate) async fn delete(mut conn: &AsyncPgConnection, customer: Uuid) -> QueryResult<()> {
     diesel::delete(carts::table.find(customer))
-        .execute(conn)
+        .execute(&mut conn)
         .await
         .map(drop)
 }

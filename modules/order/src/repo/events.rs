@@ -96,7 +96,7 @@ fn event_data(event: &OrderEvent) -> Result<serde_json::Value, DieselError> {
 }
 
 async fn write_event(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     seq: i32,
     event: &OrderEvent,
@@ -112,12 +112,12 @@ async fn write_event(
             order_events::request_id.eq(cx.request_id().to_string()),
             order_events::at.eq(at),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await
         .map(drop)
 }
 
-async fn write_state(conn: &mut AsyncPgConnection, state: &OrderState) -> Result<(), DieselError> {
+async fn write_state(mut conn: &AsyncPgConnection, state: &OrderState) -> Result<(), DieselError> {
     diesel::insert_into(orders::table)
         .values((
             orders::id.eq(state.order.id.as_uuid()),
@@ -136,16 +136,16 @@ async fn write_state(conn: &mut AsyncPgConnection, state: &OrderState) -> Result
             orders::status.eq(excluded(orders::status)),
             orders::updated_at.eq(excluded(orders::updated_at)),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await
         .map(drop)
 }
 
-/// Records the first event of a new order and its projection. Call inside
-/// a transaction.
+/// Records the first event of a new order and its projection, pipelined
+/// (one round trip, ADR 0015). Call inside a transaction.
 #[tracing::instrument(name = "order.repo.create", skip_all)]
 pub(crate) async fn create(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     order: OrderId,
     event: &OrderEvent,
     cx: &CallContext,
@@ -153,8 +153,13 @@ pub(crate) async fn create(
     let at = now();
     let state = OrderState::start(order, event, at)
         .ok_or_else(|| DieselError::QueryBuilderError("the first event must be `placed`".into()))?;
-    write_event(conn, order, 1, event, cx, at).await?;
-    write_state(conn, &state).await?;
+    let (event_written, state_written) = futures_util::future::join(
+        write_event(conn, order, 1, event, cx, at),
+        write_state(conn, &state),
+    )
+    .await;
+    event_written?;
+    state_written?;
     Ok(state)
 }
 
@@ -215,33 +220,59 @@ pub(crate) enum Appended {
 /// back. A state ahead of what is recorded must never be given.
 #[tracing::instrument(name = "order.repo.append_known", skip_all)]
 pub(crate) async fn append_known(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     known: &OrderState,
     events: &[OrderEvent],
     cx: &CallContext,
 ) -> Result<Appended, DieselError> {
     let mut state = known.clone();
-    match fold_in(conn, &mut state, events, cx).await {
-        Ok(()) if state.version > known.version => Ok(Appended::Done(state)),
-        Ok(()) => Ok(Appended::Stale),
-        Err(DieselError::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            info,
-        )) if info.constraint_name() == Some("order_events_pkey") => Ok(Appended::Stale),
+    let Some(writes) = fold_into(&mut state, events, cx)? else {
+        return Ok(Appended::Stale);
+    };
+    match writes.write(conn, &state).await {
+        Ok(()) => Ok(Appended::Done(state)),
+        Err(e) if collided(&e) => Ok(Appended::Stale),
         Err(e) => Err(e),
     }
 }
 
+/// Whether a write of [`Writes`] failed because the order moved on since
+/// the state it was folded into (its events collide on `order_events`' key).
+pub(crate) fn collided(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some("order_events_pkey")
+    )
+}
+
+/// What appending events writes: the events, the projection once and the
+/// events' announcements in the outbox.
+pub(crate) struct Writes<'a> {
+    seqs: Vec<i32>,
+    kinds: Vec<&'static str>,
+    data: Vec<serde_json::Value>,
+    ats: Vec<DateTime<Utc>>,
+    announcements: events::outbox::Batch<'a>,
+    request_id: String,
+}
+
 /// Folds the events `state` accepts into it, in order (a refused one is
-/// skipped with a warning), writes them in one statement with their
-/// announcements in the outbox, and the projection once.
-async fn fold_in(
-    conn: &mut AsyncPgConnection,
+/// skipped with a warning), writing nothing yet: what to write, or `None`
+/// when it accepted none of them.
+pub(crate) fn fold_into<'a>(
     state: &mut OrderState,
     events: &[OrderEvent],
-    cx: &CallContext,
-) -> Result<(), DieselError> {
-    let (mut seqs, mut kinds, mut data, mut ats) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    cx: &'a CallContext,
+) -> Result<Option<Writes<'a>>, DieselError> {
+    let mut writes = Writes {
+        seqs: Vec::new(),
+        kinds: Vec::new(),
+        data: Vec::new(),
+        ats: Vec::new(),
+        announcements: events::outbox::Batch::new(crate::NAME, cx),
+        request_id: cx.request_id().to_string(),
+    };
     for event in events {
         match state.accepts(event) {
             Ok(true) => {}
@@ -253,42 +284,74 @@ async fn fold_in(
         }
         let at = now();
         state.apply(event, at);
-        seqs.push(state.version);
-        kinds.push(event.kind());
-        data.push(event_data(event)?);
-        ats.push(at);
-        announce(conn, state, event, cx).await?;
+        writes.seqs.push(state.version);
+        writes.kinds.push(event.kind());
+        writes.data.push(event_data(event)?);
+        writes.ats.push(at);
+        announce(&mut writes.announcements, state, event)?;
         metrics::counter!("order_events_total", "kind" => event.kind()).increment(1);
     }
-    if seqs.is_empty() {
-        return Ok(());
-    }
-    // Raw: every event in one INSERT from `unnest` arrays, which the query
-    // builder has no form for (a batch insert of N rows is N statements'
-    // worth of parameters and a new statement per N).
-    db::sql(
-        "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) \
-         SELECT $1, e.seq, e.kind, e.data, $5, e.at \
-         FROM unnest($2::int4[], $3::text[], $4::jsonb[], $6::timestamptz[]) AS e (seq, kind, data, at)",
-    )
-    .bind::<SqlUuid, _>(state.order.id.as_uuid())
-    .bind::<Array<Integer>, _>(&seqs)
-    .bind::<Array<Text>, _>(&kinds)
-    .bind::<Array<Jsonb>, _>(&data)
-    .bind::<Nullable<Text>, _>(Some(cx.request_id().to_string()))
-    .bind::<Array<Timestamptz>, _>(&ats)
-    .execute(conn)
-    .await?;
-    write_state(conn, state).await
+    Ok((!writes.seqs.is_empty()).then_some(writes))
 }
 
-async fn announce(
-    conn: &mut AsyncPgConnection,
-    state: &OrderState,
-    event: &OrderEvent,
+impl Writes<'_> {
+    /// Writes the events in one statement, `state` (the state they were
+    /// folded into) as the projection and the announcements: three
+    /// statements pipelined (one round trip, ADR 0015), the first failure
+    /// in their order answered (a collision on `order_events`' key, see
+    /// [`collided`], before the aborted rest).
+    pub(crate) async fn write(
+        self,
+        mut conn: &AsyncPgConnection,
+        state: &OrderState,
+    ) -> Result<(), DieselError> {
+        // Raw: every event in one INSERT from `unnest` arrays, which the
+        // query builder has no form for (a batch insert of N rows is N
+        // statements' worth of parameters and a new statement per N).
+        let inserted = db::sql(
+            "INSERT INTO order_events (order_id, seq, kind, data, request_id, at) \
+             SELECT $1, e.seq, e.kind, e.data, $5, e.at \
+             FROM unnest($2::int4[], $3::text[], $4::jsonb[], $6::timestamptz[]) AS e (seq, kind, data, at)",
+        )
+        .bind::<SqlUuid, _>(state.order.id.as_uuid())
+        .bind::<Array<Integer>, _>(&self.seqs)
+        .bind::<Array<Text>, _>(&self.kinds)
+        .bind::<Array<Jsonb>, _>(&self.data)
+        .bind::<Nullable<Text>, _>(Some(&self.request_id))
+        .bind::<Array<Timestamptz>, _>(&self.ats)
+        .execute(&mut conn);
+        let (inserted, projected, announced) = futures_util::future::join3(
+            inserted,
+            write_state(conn, state),
+            self.announcements.write(conn),
+        )
+        .await;
+        inserted?;
+        projected?;
+        announced
+    }
+}
+
+/// Folds the events `state` accepts into it and writes them
+/// ([`fold_into`], [`Writes::write`]).
+async fn fold_in(
+    conn: &AsyncPgConnection,
+    state: &mut OrderState,
+    events: &[OrderEvent],
     cx: &CallContext,
 ) -> Result<(), DieselError> {
-    let source = crate::NAME;
+    match fold_into(state, events, cx)? {
+        Some(writes) => writes.write(conn, state).await,
+        None => Ok(()),
+    }
+}
+
+/// Adds the integration event `event` announces, if any, to `batch`.
+fn announce(
+    batch: &mut events::outbox::Batch<'_>,
+    state: &OrderState,
+    event: &OrderEvent,
+) -> Result<(), DieselError> {
     match event {
         OrderEvent::Confirmed => {
             let items = state.order.lines.iter().map(|l| l.quantity).sum();
@@ -298,7 +361,7 @@ async fn announce(
                 total: state.order.total,
                 items,
             };
-            events::outbox::publish(conn, source, cx, &confirmed).await?;
+            batch.push(&confirmed)?;
         }
         OrderEvent::Failed { reason } => {
             let failed = OrderFailed {
@@ -306,7 +369,7 @@ async fn announce(
                 customer_id: state.order.customer_id,
                 reason: reason.clone(),
             };
-            events::outbox::publish(conn, source, cx, &failed).await?;
+            batch.push(&failed)?;
         }
         OrderEvent::Cancelled { reason } => {
             let cancelled = OrderCancelled {
@@ -314,7 +377,7 @@ async fn announce(
                 customer_id: state.order.customer_id,
                 reason: reason.clone(),
             };
-            events::outbox::publish(conn, source, cx, &cancelled).await?;
+            batch.push(&cancelled)?;
         }
         _ => {}
     }

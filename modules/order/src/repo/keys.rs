@@ -78,14 +78,14 @@ fn answer(status: u16, body: &serde_json::Value) -> Answer<'_> {
 /// transaction); false when it is taken (a request with the same key
 /// in flight waits for the other's transaction first).
 pub(crate) async fn claim_for(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     claim: &Claim<'_>,
     order: OrderId,
 ) -> QueryResult<bool> {
     let inserted = diesel::insert_into(keys::table)
         .values((taken(claim), keys::order_id.eq(order.as_uuid())))
         .on_conflict_do_nothing()
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(inserted == 1)
 }
@@ -158,7 +158,7 @@ pub(crate) async fn store_response(
 /// Keeps `status` and `body` as the key's response unless one is kept
 /// already (the request that answered first keeps its answer).
 pub(crate) async fn store_first_response(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     customer: Uuid,
     key: &str,
     status: u16,
@@ -170,7 +170,7 @@ pub(crate) async fn store_first_response(
             .filter(keys::response_status.is_null()),
     )
     .set(answer(status, body))
-    .execute(conn)
+    .execute(&mut conn)
     .await
     .map(drop)
 }

@@ -13,7 +13,7 @@ pub(crate) mod keys;
 pub(crate) mod sagas;
 
 pub(crate) use events::{
-    AppendError, Appended, append, append_all, append_known, create, customer_orders, fold,
-    load_state, now, order_ids, rebuild, timeline,
+    AppendError, Appended, Writes, append, append_all, append_known, collided, create,
+    customer_orders, fold, fold_into, load_state, now, order_ids, rebuild, timeline,
 };
 pub(crate) use sagas::{Direction, SagaOutcome, SagaRow};

@@ -156,7 +156,7 @@ pub(crate) async fn load(
 /// begun and leased by `owner` for `lease_secs`, as [`begin`] would.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     payment_method: &str,
     card_last4: &str,
@@ -176,7 +176,7 @@ pub(crate) async fn insert(
     .bind::<Text, _>(card_last4)
     .bind::<Text, _>(request_id)
     .bind::<SqlUuid, _>(owner)
-    .execute(conn)
+    .execute(&mut conn)
     .await
     .map(drop)
 }
@@ -254,7 +254,7 @@ pub(crate) async fn begin(
 /// still holds the lease, records the intent of the `next` step (and its
 /// `flag`) and renews the lease. Whether the lease is still `owner`'s.
 pub(crate) async fn recorded(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     owner: Uuid,
     next: Option<&str>,
@@ -280,7 +280,7 @@ pub(crate) async fn recorded(
     .bind::<SqlUuid, _>(order.as_uuid())
     .bind::<SqlUuid, _>(owner)
     .bind::<Nullable<Text>, _>(next)
-    .get_result(conn)
+    .get_result(&mut conn)
     .await?;
     Ok(row.ours)
 }
@@ -331,7 +331,7 @@ pub(crate) async fn cancel(
 /// its outcome and reason, or `None` when it was done already or runs the
 /// other way (then nothing changed).
 pub(crate) async fn mark_done(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     order: OrderId,
     direction: Direction,
 ) -> QueryResult<Option<(Option<SagaOutcome>, Option<String>)>> {
@@ -350,7 +350,7 @@ pub(crate) async fn mark_done(
         sagas::updated_at.eq(now),
     ))
     .returning((sagas::outcome, sagas::reason))
-    .get_result(conn)
+    .get_result(&mut conn)
     .await
     .optional()
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use diesel::result::Error as DieselError;
-use diesel_async::AsyncConnection as _;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use kernel::{CallContext, OrderId};
 
 use super::Saga;
@@ -105,13 +105,29 @@ impl Saga {
         loop {
             let attempt = conn
                 .transaction::<_, Attempt, _>(async |conn| {
-                    let state = append(conn, order, known, events, cx).await?;
+                    let lease = self.settings.lease_secs;
+                    let Some(known) = known else {
+                        let state = append(conn, order, None, events, cx).await?;
+                        let next = next_step(&state, saga);
+                        let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
+                        let ours =
+                            sagas::recorded(conn, order, self.instance, name, flag, lease).await?;
+                        return Ok(ours.then_some((state, next)));
+                    };
+                    // From the state known, the step that follows is known
+                    // before anything is written: the events' writes and
+                    // the saga's are pipelined (one round trip, ADR 0015).
+                    let (state, writes) = fold_known(known, events, cx)?;
                     let next = next_step(&state, saga);
                     let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
-                    let lease = self.settings.lease_secs;
-                    let ours =
-                        sagas::recorded(conn, order, self.instance, name, flag, lease).await?;
-                    Ok(ours.then_some((state, next)))
+                    let conn: &AsyncPgConnection = conn;
+                    let (written, ours) = futures_util::future::join(
+                        writes.write(conn, &state),
+                        sagas::recorded(conn, order, self.instance, name, flag, lease),
+                    )
+                    .await;
+                    stale_if_collided(written)?;
+                    Ok(ours?.then_some((state, next)))
                 })
                 .await;
             match attempt {
@@ -153,6 +169,9 @@ impl Saga {
         let finished = loop {
             let attempt = conn
                 .transaction::<_, Attempt, _>(async |conn| {
+                    if let (Some(known), Step::Confirm) = (known, step) {
+                        return confirm_known(conn, order, seen, known, held, cx, reply).await;
+                    }
                     // Done here if still going the way this run saw (the
                     // row stays locked to the commit, as a cancel locks it).
                     let ended = sagas::mark_done(conn, order, seen.direction).await?;
@@ -245,6 +264,79 @@ enum Attempt {
 impl From<DieselError> for Attempt {
     fn from(e: DieselError) -> Attempt {
         Attempt::Db(e)
+    }
+}
+
+/// The confirm step from the state `known`: its event, and so the answer
+/// kept under the key, are known before anything is written, so the saga
+/// marked done, the events' writes and the answer are pipelined (one round
+/// trip, ADR 0015). When the saga was not marked (done by another, or
+/// turned round by a cancel) or the order moved on, nothing is kept:
+/// [`Attempt::Stale`], and [`Saga::finish`] does it again under the locks.
+async fn confirm_known(
+    conn: &AsyncPgConnection,
+    order: OrderId,
+    seen: &SagaRow,
+    known: &OrderState,
+    held: &[OrderEvent],
+    cx: &CallContext,
+    reply: Option<&Reply>,
+) -> Result<Finish, Attempt> {
+    let mut events = held.to_vec();
+    events.push(OrderEvent::Confirmed);
+    let (state, writes) = fold_known(known, &events, cx)?;
+    let kept = match reply {
+        // What `POST /orders` answers for a settled order.
+        Some(reply) => Some((
+            reply,
+            serde_json::to_value(state.to_order())
+                .map_err(|e| DieselError::SerializationError(Box::new(e)))?,
+        )),
+        None => None,
+    };
+    let keep = async {
+        match &kept {
+            Some((reply, body)) => {
+                keys::store_first_response(conn, reply.customer, &reply.key, 201, body).await
+            }
+            None => Ok(()),
+        }
+    };
+    // The saga's row first: locked to the commit, as a cancel locks it.
+    let (ended, written, kept) = futures_util::future::join3(
+        sagas::mark_done(conn, order, seen.direction),
+        writes.write(conn, &state),
+        keep,
+    )
+    .await;
+    if ended?.is_none() {
+        return Err(Attempt::Stale);
+    }
+    stale_if_collided(written)?;
+    kept?;
+    Ok(Finish::Here(Box::new(state)))
+}
+
+/// `known` with `events` folded in, and what that writes; stale when it
+/// accepts none of them (read it under the lock).
+fn fold_known<'a>(
+    known: &OrderState,
+    events: &[OrderEvent],
+    cx: &'a CallContext,
+) -> Result<(OrderState, repo::Writes<'a>), Attempt> {
+    let mut state = known.clone();
+    match repo::fold_into(&mut state, events, cx)? {
+        Some(writes) => Ok((state, writes)),
+        None => Err(Attempt::Stale),
+    }
+}
+
+/// A write of folded events; stale when they collide with events appended
+/// meanwhile ([`repo::collided`]).
+fn stale_if_collided(written: Result<(), DieselError>) -> Result<(), Attempt> {
+    match written {
+        Err(e) if repo::collided(&e) => Err(Attempt::Stale),
+        other => Ok(other?),
     }
 }
 
