@@ -173,7 +173,8 @@ pub async fn reservations_take_all_lines_or_none(h: &Harness) {
 }
 
 /// Reserving again for the same order returns the same reservation and
-/// holds the stock once; other lines for the same order conflict.
+/// holds the stock once; other lines for the same order conflict and hold
+/// nothing more.
 pub async fn reservations_are_idempotent_by_order(h: &Harness) {
     h.receive("IDEM-1", 5).await;
     let request = ReserveStock {
@@ -192,6 +193,11 @@ pub async fn reservations_are_idempotent_by_order(h: &Harness) {
     assert_eq!(
         h.api.reserve(&h.admin, other).await.unwrap_err(),
         InventoryError::ReservationConflict(request.order_id)
+    );
+    assert_eq!(
+        h.level("IDEM-1").await,
+        (5, 2, 3),
+        "the conflict holds nothing"
     );
     assert_eq!(
         h.api.reservation(&h.admin, request.order_id).await.unwrap(),

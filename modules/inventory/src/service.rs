@@ -335,7 +335,8 @@ impl InventoryApi for InventoryModule {
                 let (made, moved, written) = futures_util::future::join3(
                     repo::insert_reservation(conn, order, ttl),
                     futures_util::future::join_all(
-                        (lines.iter()).map(|line| repo::move_line(conn, order, line, LineMove::Reserve)),
+                        (lines.iter())
+                            .map(|line| repo::move_line(conn, order, line, LineMove::Reserve)),
                     ),
                     repo::insert_lines(conn, order, &lines),
                 )

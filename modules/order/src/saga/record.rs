@@ -109,7 +109,8 @@ impl Saga {
                     let Some(known) = known else {
                         let state = append(conn, order, None, events, cx).await?;
                         let next = next_step(&state, saga);
-                        let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
+                        let (name, flag) =
+                            next.map_or((None, None), |s| (Some(s.name()), s.flag()));
                         let ours =
                             sagas::recorded(conn, order, self.instance, name, flag, lease).await?;
                         return Ok(ours.then_some((state, next)));
