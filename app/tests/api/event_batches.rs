@@ -301,7 +301,7 @@ async fn the_outbox_keeps_a_batch_in_the_order_it_was_pushed() {
         };
         pushed.push(batch.push(&change).unwrap());
     }
-    batch.write(&mut conn).await.unwrap();
+    batch.write(&conn).await.unwrap();
 
     #[derive(diesel::QueryableByName)]
     struct Row {
