@@ -162,3 +162,70 @@ async fn migration_history_lives_in_the_module_schema_and_reruns_are_no_ops() {
         .unwrap();
     assert!(applied.is_empty(), "already migrated: {applied:?}");
 }
+
+/// Statements pipelined on one connection (ADR 0015) run in the order
+/// their futures are first polled, even on a fresh connection where each
+/// is prepared first (the statement cache's lock queues them in order);
+/// one sent after a failed one fails with its transaction, which rolls
+/// back. What the checkout's pipelined transactions rely on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_statements_run_in_order_and_fail_with_their_transaction() {
+    use diesel::result::Error as DieselError;
+    use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+    use futures_util::future::join3;
+
+    let db = test_database().await;
+    let settings = test_settings(Some(db.url()), &[]);
+    let pool =
+        app::database::module_pool(&settings, app::modules::ModuleName::Catalog, db.url()).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    db::sql("CREATE TEMPORARY TABLE pipelined (v int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    conn.transaction::<_, DieselError, _>(async |conn| {
+        let mut c: &AsyncPgConnection = conn;
+        let inserted = db::sql("INSERT INTO pipelined VALUES (1)").execute(&mut c);
+        let tenfold = db::sql("UPDATE pipelined SET v = v * 10").execute(&mut c);
+        let plus_one = db::sql("UPDATE pipelined SET v = v + 1").execute(&mut c);
+        let (a, b, c) = join3(inserted, tenfold, plus_one).await;
+        assert_eq!((a?, b?, c?), (1, 1, 1));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let row: Value = db::sql("SELECT v FROM pipelined")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.v, 11, "inserted, then times ten, then plus one");
+
+    let failed = conn
+        .transaction::<(), DieselError, _>(async |conn| {
+            let mut c: &AsyncPgConnection = conn;
+            let emptied = db::sql("DELETE FROM pipelined").execute(&mut c);
+            let refused = db::sql("INSERT INTO pipelined VALUES (1 / 0)").execute(&mut c);
+            let after = db::sql("INSERT INTO pipelined VALUES (2)").execute(&mut c);
+            let (emptied, refused, after) = join3(emptied, refused, after).await;
+            assert_eq!(emptied.unwrap(), 1);
+            let refused = refused.unwrap_err().to_string();
+            assert!(refused.contains("division by zero"), "{refused}");
+            let after = after.unwrap_err().to_string();
+            assert!(after.contains("current transaction is aborted"), "{after}");
+            Err(DieselError::RollbackTransaction)
+        })
+        .await;
+    assert!(matches!(failed, Err(DieselError::RollbackTransaction)));
+    let row: Value = db::sql("SELECT v FROM pipelined")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.v, 11, "nothing of the failed transaction is kept");
+}
+
+#[derive(diesel::QueryableByName)]
+struct Value {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    v: i32,
+}
