@@ -27,25 +27,6 @@ pub struct InventoryModule {
 /// Why an inventory transaction ended without committing.
 type Abort = db::Abort<InventoryError>;
 
-/// Why a reservation's transaction did not commit.
-enum Reserving {
-    /// The order has a reservation already: nothing of this one is kept.
-    Existing,
-    Abort(Abort),
-}
-
-impl From<DieselError> for Reserving {
-    fn from(e: DieselError) -> Reserving {
-        Reserving::Abort(Abort::Db(e))
-    }
-}
-
-impl From<Abort> for Reserving {
-    fn from(a: Abort) -> Reserving {
-        Reserving::Abort(a)
-    }
-}
-
 /// Too few units of these SKUs: the whole transaction is refused.
 fn insufficient(skus: Vec<String>) -> Abort {
     Abort::Refuse(InventoryError::InsufficientStock(skus))
@@ -325,7 +306,7 @@ impl InventoryApi for InventoryModule {
         let ttl = i64::try_from(self.settings.reservation_ttl_secs).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
         let reserved = conn
-            .transaction::<_, Reserving, _>(async |conn| {
+            .transaction::<_, Abort, _>(async |conn| {
                 let conn: &AsyncPgConnection = conn;
                 // Pipelined, one round trip (ADR 0015): the reservation,
                 // each line's check-and-take in one statement in SKU order
@@ -342,7 +323,9 @@ impl InventoryApi for InventoryModule {
                 )
                 .await;
                 let Some(made) = made? else {
-                    return Err(Reserving::Existing);
+                    // The order has a reservation already: the same one
+                    // again, or a conflict (told apart after the rollback).
+                    return Err(Abort::Refuse(InventoryError::ReservationConflict(order)));
                 };
                 let mut short = Vec::new();
                 let mut changed = Vec::new();
@@ -353,7 +336,7 @@ impl InventoryApi for InventoryModule {
                     }
                 }
                 if !short.is_empty() {
-                    return Err(insufficient(short).into());
+                    return Err(insufficient(short));
                 }
                 written?;
                 let mut batch = events::outbox::Batch::new(crate::NAME, cx);
@@ -373,10 +356,9 @@ impl InventoryApi for InventoryModule {
             .await;
         let reservation = match reserved {
             Ok(reservation) => reservation,
-            Err(Reserving::Abort(a)) => return Err(abort(a)),
-            Err(Reserving::Existing) => {
-                // The order already has a reservation: the same one again,
-                // or a conflict.
+            Err(Abort::Refuse(InventoryError::ReservationConflict(_))) => {
+                // The order already has a reservation: the same one again
+                // (answered as it is), or a conflict.
                 let existing = repo::load_reservation(&mut conn, order, false)
                     .await
                     .map_err(database)?
@@ -387,6 +369,7 @@ impl InventoryApi for InventoryModule {
                     Err(InventoryError::ReservationConflict(order))
                 };
             }
+            Err(a) => return Err(abort(a)),
         };
         events::outbox::wake(crate::NAME);
         tracing::info!(status = reservation.status.as_str(), "stock reserved");

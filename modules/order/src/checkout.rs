@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use catalog_api::{CatalogError, ProductId};
-use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use kernel::{CallContext, Failure, FieldError, OrderId};
 use order_api::OrderStatus;
@@ -328,7 +327,7 @@ impl Checkout<'_> {
         let lease = self.module.settings.lease_secs;
         let mut conn = self.module.conn().await?;
         let created = conn
-            .transaction::<_, Creating, _>(async |conn| {
+            .transaction::<_, db::Abort<KeyTaken>, _>(async |conn| {
                 let conn: &AsyncPgConnection = conn;
                 // The first step, reserve, begins with the order (intent
                 // recorded as `begin` would, lease held by this instance).
@@ -345,7 +344,7 @@ impl Checkout<'_> {
                 )
                 .await;
                 if !claimed? {
-                    return Err(Creating::Taken);
+                    return Err(db::Abort::Refuse(KeyTaken));
                 }
                 let state = state?;
                 saga?;
@@ -355,8 +354,8 @@ impl Checkout<'_> {
             .await;
         let state = match created {
             Ok(state) => state,
-            Err(Creating::Taken) => return Ok(None),
-            Err(Creating::Db(e)) => return Err(database(e)),
+            Err(db::Abort::Refuse(KeyTaken)) => return Ok(None),
+            Err(db::Abort::Db(e)) => return Err(database(e)),
         };
         metrics::counter!("orders_placed_total").increment(1);
         tracing::info!(order.id = %order, total = total.amount_minor(), "order placed");
@@ -442,15 +441,6 @@ fn tokenize_error(error: PaymentError) -> OrderError {
     }
 }
 
-/// Why the order's transaction did not commit.
-enum Creating {
-    /// Another request took the key first: nothing of this one is kept.
-    Taken,
-    Db(DieselError),
-}
-
-impl From<DieselError> for Creating {
-    fn from(e: DieselError) -> Creating {
-        Creating::Db(e)
-    }
-}
+/// Why the order's transaction refuses: another request took the key
+/// first, and nothing of this one is kept.
+struct KeyTaken;

@@ -105,30 +105,33 @@ impl Saga {
         loop {
             let attempt = conn
                 .transaction::<_, Attempt, _>(async |conn| {
-                    let lease = self.settings.lease_secs;
-                    let Some(known) = known else {
-                        let state = append(conn, order, None, events, cx).await?;
-                        let next = next_step(&state, saga);
-                        let (name, flag) =
-                            next.map_or((None, None), |s| (Some(s.name()), s.flag()));
-                        let ours =
-                            sagas::recorded(conn, order, self.instance, name, flag, lease).await?;
-                        return Ok(ours.then_some((state, next)));
+                    // From the state known, the events are folded without
+                    // writing them yet, so that their writes and the saga's
+                    // are pipelined (one round trip, ADR 0015); else they
+                    // are appended under the order's lock first.
+                    let (state, writes) = match known {
+                        Some(known) => {
+                            let (state, writes) = fold_known(known, events, cx)?;
+                            (state, Some(writes))
+                        }
+                        None => (append(conn, order, None, events, cx).await?, None),
                     };
-                    // From the state known, the step that follows is known
-                    // before anything is written: the events' writes and
-                    // the saga's are pipelined (one round trip, ADR 0015).
-                    let (state, writes) = fold_known(known, events, cx)?;
                     let next = next_step(&state, saga);
                     let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
+                    let lease = self.settings.lease_secs;
                     let conn: &AsyncPgConnection = conn;
-                    let (written, ours) = futures_util::future::join(
-                        writes.write(conn, &state),
-                        sagas::recorded(conn, order, self.instance, name, flag, lease),
-                    )
-                    .await;
-                    stale_if_collided(written)?;
-                    Ok(ours?.then_some((state, next)))
+                    let recorded = sagas::recorded(conn, order, self.instance, name, flag, lease);
+                    let ours = match writes {
+                        Some(writes) => {
+                            let (written, ours) =
+                                futures_util::future::join(writes.write(conn, &state), recorded)
+                                    .await;
+                            stale_if_collided(written)?;
+                            ours?
+                        }
+                        None => recorded.await?,
+                    };
+                    Ok(ours.then_some((state, next)))
                 })
                 .await;
             match attempt {
