@@ -74,67 +74,58 @@ pub async fn release_free_memory(every: Duration, mut stopped: watch::Receiver<b
 }
 
 /// Unmaps this process's view of the binary's code (its executable
-/// mapping); answers how many bytes the mapping spans.
+/// mapping); answers how many bytes were released.
 ///
 /// Safe for the process: the mapping is private, read-only and backed by
-/// the file, so no page of it holds anything but the file's bytes; the
-/// kernel does the same to any process's code under memory pressure, and
-/// the next instruction on a released page maps it again from the page
-/// cache. It runs once, shortly after start, and not periodically: a
-/// breakpoint set in the code by a debugger or a uprobe (bpftrace, `perf
-/// probe`) lives in a private copy of its page, which a release would drop.
+/// the file; the kernel does the same to any process's code under memory
+/// pressure, and the next instruction on a released page maps it again
+/// from the page cache. A mapping that holds any private page is left
+/// alone: its pages are not all the file's (a breakpoint set by a debugger
+/// or a uprobe from bpftrace or `perf probe` is written into a private copy
+/// of its page, and so is a relocation into code), and a release would
+/// drop them. It runs once, shortly after start.
 ///
 /// # Errors
 /// `/proc/self` unreadable, no executable mapping of the binary found (the
 /// path changed: a replaced binary shows as "(deleted)" in both places, so
-/// it still matches), or `madvise` refused (a locked mapping).
+/// it still matches), only mappings holding private pages, or `madvise`
+/// refused (a locked mapping).
 pub fn release_code_pages() -> std::io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
         let exe = std::fs::read_link("/proc/self/exe")?;
-        let exe = exe.to_string_lossy();
-        let maps = std::fs::read_to_string("/proc/self/maps")?;
+        let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+        let code = executable_mappings(&smaps, &exe.to_string_lossy());
+        if code.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no executable mapping of the binary",
+            ));
+        }
         let mut released = 0;
-        for line in maps.lines() {
-            // "start-end perms offset dev inode   path"
-            let mut fields = line.split_whitespace();
-            let (Some(range), Some("r-xp")) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            if !line.ends_with(exe.as_ref()) {
-                continue;
-            }
-            let Some((start, end)) = range.split_once('-') else {
-                continue;
-            };
-            let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            ) else {
-                continue;
-            };
+        for mapping in code.iter().filter(|m| m.private_kib == 0) {
             #[allow(unsafe_code)]
             // SAFETY: [start, end) is a whole mapping of this process, as
-            // the kernel lists it; it is the binary's private, read-only,
-            // file-backed code, whose pages `MADV_DONTNEED` drops from this
-            // process only, to be mapped again from the file on next use.
-            // No Rust object lives in it.
+            // the kernel lists it: the binary's private, read-only,
+            // file-backed code with no private page, so every page is the
+            // file's. `MADV_DONTNEED` drops them from this process only, to
+            // be mapped again from the file on next use. No Rust object
+            // lives in it.
             let refused = unsafe {
                 libc::madvise(
-                    start as *mut libc::c_void,
-                    end.saturating_sub(start),
+                    mapping.start as *mut libc::c_void,
+                    mapping.end - mapping.start,
                     libc::MADV_DONTNEED,
                 )
             } != 0;
             if refused {
                 return Err(std::io::Error::last_os_error());
             }
-            released += end.saturating_sub(start);
+            released += mapping.end - mapping.start;
         }
         if released == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no executable mapping of the binary",
+            return Err(std::io::Error::other(
+                "the binary's code holds private pages (breakpoints or relocations); left mapped",
             ));
         }
         Ok(released)
@@ -144,6 +135,48 @@ pub fn release_code_pages() -> std::io::Result<usize> {
         std::io::ErrorKind::Unsupported,
         "only on Linux",
     ))
+}
+
+/// An executable mapping of the binary, from `/proc/self/smaps`.
+#[derive(Debug, PartialEq)]
+struct Mapping {
+    start: usize,
+    end: usize,
+    /// Pages of it that are the process's own copies, not the file's (KiB).
+    private_kib: u64,
+}
+
+/// The `r-xp` mappings of `exe` in `smaps` (a header line per mapping,
+/// "start-end perms offset dev inode   path", then "Key: value kB" lines).
+fn executable_mappings(smaps: &str, exe: &str) -> Vec<Mapping> {
+    let mut found = Vec::new();
+    let mut current: Option<Mapping> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            found.extend(current.take());
+            if fields.next() == Some("r-xp") && line.ends_with(exe) && end > start {
+                current = Some(Mapping {
+                    start,
+                    end,
+                    private_kib: 0,
+                });
+            }
+        } else if first == "Anonymous:"
+            && let Some(mapping) = current.as_mut()
+        {
+            // Unreadable counts as private: better left mapped.
+            mapping.private_kib = fields.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+        }
+    }
+    found.extend(current);
+    found
 }
 
 fn trim() {
@@ -191,6 +224,44 @@ mod tests {
             let released = super::release_code_pages().expect("the binary's code is found");
             assert_eq!(released, code, "the whole executable mapping");
         }
+    }
+
+    /// Only the binary's own `r-xp` mappings count, with their private
+    /// pages; other files' code, data and anonymous mappings do not.
+    #[test]
+    fn executable_mappings_are_read_from_smaps() {
+        let smaps = "\
+55d0e5a00000-55d0e5b00000 r--p 00000000 fe:00 42   /srv/shop
+Rss:                 100 kB
+Anonymous:             0 kB
+55d0e5b00000-55d0e6b00000 r-xp 00100000 fe:00 42   /srv/shop
+Rss:               18000 kB
+Anonymous:             0 kB
+55d0e6b00000-55d0e6c00000 r-xp 01100000 fe:00 42   /srv/shop
+Rss:                  64 kB
+Anonymous:             4 kB
+55d0e6c00000-55d0e6d00000 rw-p 01200000 fe:00 42   /srv/shop
+Anonymous:            12 kB
+7f0000000000-7f0000100000 r-xp 00000000 fe:00 77   /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:             0 kB
+7f0000200000-7f0000300000 r-xp 00000000 00:00 0
+Anonymous:             0 kB
+";
+        assert_eq!(
+            super::executable_mappings(smaps, "/srv/shop"),
+            vec![
+                super::Mapping {
+                    start: 0x55d0_e5b0_0000,
+                    end: 0x55d0_e6b0_0000,
+                    private_kib: 0
+                },
+                super::Mapping {
+                    start: 0x55d0_e6b0_0000,
+                    end: 0x55d0_e6c0_0000,
+                    private_kib: 4
+                },
+            ]
+        );
     }
 
     /// The release task runs (past its first release) and ends when the
