@@ -180,27 +180,29 @@ pub(crate) struct RouteTable {
 
 impl RouteTable {
     pub(crate) fn new(doc: &utoipa::openapi::OpenApi) -> RouteTable {
-        let json = serde_json::to_value(doc).unwrap_or_default();
-        let routes = json["paths"]
-            .as_object()
-            .into_iter()
-            .flatten()
+        let routes = doc
+            .paths
+            .paths
+            .iter()
             .map(|(path, item)| {
                 let segments = path
                     .trim_start_matches('/')
                     .split('/')
                     .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
                     .collect();
-                let methods = item
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|ops| ops.keys())
-                    .filter(|m| {
-                        ["get", "put", "post", "delete", "patch", "head", "options"]
-                            .contains(&m.as_str())
-                    })
-                    .map(|m| m.to_uppercase())
-                    .collect();
+                let methods = [
+                    ("GET", &item.get),
+                    ("PUT", &item.put),
+                    ("POST", &item.post),
+                    ("DELETE", &item.delete),
+                    ("PATCH", &item.patch),
+                    ("HEAD", &item.head),
+                    ("OPTIONS", &item.options),
+                ]
+                .into_iter()
+                .filter(|(_, operation)| operation.is_some())
+                .map(|(method, _)| method.to_owned())
+                .collect();
                 (segments, methods)
             })
             .collect();
