@@ -215,22 +215,34 @@ async fn retries_back_off_with_jitter_and_stop_at_the_budget() {
         calls * 4,
         "each call: one attempt and three retries"
     );
-    // Gaps between attempts of one call, by retry number.
-    let mut gaps = [0.0f64; 3];
+    // Gaps between attempts of one call, by retry number, over the calls.
+    let mut gaps: [Vec<f64>; 3] = Default::default();
     for call in arrivals.chunks(4) {
         for (i, pair) in call.windows(2).enumerate() {
-            let gap = pair[1].duration_since(pair[0]).as_secs_f64() * 1000.0;
-            let ceiling = 100.0 * f64::from(1u32 << i);
-            // Slack for the attempt itself and a busy machine (the suite
-            // runs the 200-customer checkout race alongside).
-            assert!(
-                gap <= ceiling + 800.0,
-                "retry {i}: {gap:.0} ms above its {ceiling} ms ceiling"
-            );
-            gaps[i] += gap / calls as f64;
+            gaps[i].push(pair[1].duration_since(pair[0]).as_secs_f64() * 1000.0);
         }
     }
-    assert!(gaps[2] > gaps[0], "the gaps grow: average {gaps:?} ms");
+    for (i, of_retry) in gaps.iter().enumerate() {
+        let ceiling = 100.0 * f64::from(1u32 << i);
+        // Full jitter: each gap is up to the ceiling, plus the attempt
+        // itself. Judged on the median, with slack: a stall of a busy
+        // machine (the suite runs the 200-customer race alongside; one
+        // gap of 2.1 s was seen) moves one sample, not the median.
+        let mut sorted = of_retry.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        assert!(
+            median <= ceiling + 800.0,
+            "retry {i}: median gap {median:.0} ms above its {ceiling} ms ceiling: {gaps:?}"
+        );
+    }
+    // The ceilings grow: some third retry waited longer than the first
+    // retry's whole ceiling (100 ms) and an attempt. By chance none of 8
+    // would with probability 0.3^8; a stall only lengthens gaps.
+    assert!(
+        gaps[2].iter().any(|gap| *gap > 120.0),
+        "the gaps grow: {gaps:?} ms"
+    );
 
     // A budget of nothing beyond its one-token reserve: one retry in all.
     let stingy = FaultProxy::start(port_of(&app)).await;
