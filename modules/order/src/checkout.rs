@@ -15,10 +15,10 @@ use uuid::Uuid;
 
 use crate::domain::{self, OrderEvent, OrderState};
 use crate::error::OrderError;
-use crate::model::{CartItem, Order, OrderLine, PlaceOrder};
+use crate::model::{Cart, CartItem, Order, OrderLine, PlaceOrder};
 use crate::repo::{self, Direction, SagaRow, carts, keys, sagas};
 use crate::saga::{Reply, Saga};
-use crate::service::{OrderModule, catalog_error, database};
+use crate::service::{OrderModule, catalog_error, database, stored_cart};
 
 /// What `POST /orders` answers: the status and the body, as stored for the
 /// idempotency key and replayed.
@@ -67,15 +67,25 @@ impl Checkout<'_> {
         request: PlaceOrder,
     ) -> Result<PlaceOutcome, OrderError> {
         let fingerprint = domain::fingerprint(customer, key, &request);
-        if let Some(outcome) = self.answer_from_key(customer, key, &fingerprint).await? {
+        // The key and the cart, read at once: the cart is what a new key
+        // orders.
+        let (found, cart) = {
+            let stale_secs = self.module.settings.idempotency_stale_secs;
+            let mut conn = self.module.conn().await?;
+            keys::find_with_cart(&mut conn, customer, key, stale_secs)
+                .await
+                .map_err(database)?
+        };
+        if let Some(outcome) = self.answer_from(found, customer, key, &fingerprint).await? {
             return Ok(outcome);
         }
+        let cart = stored_cart(cart)?;
         let claim = Claim {
             customer,
             key,
             fingerprint: &fingerprint,
         };
-        let outcome = match self.checkout(cx, &claim, request).await {
+        let outcome = match self.checkout(cx, &claim, request, cart).await {
             Ok(None) => {
                 // Another request with this key took it meanwhile.
                 return self.answer_taken(customer, key, &fingerprint).await;
@@ -152,6 +162,17 @@ impl Checkout<'_> {
                 .await
                 .map_err(database)?
         };
+        self.answer_from(found, customer, key, fingerprint).await
+    }
+
+    /// [`Self::answer_from_key`] for the key as `found`.
+    async fn answer_from(
+        &self,
+        found: Option<keys::KeyRow>,
+        customer: Uuid,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<PlaceOutcome>, OrderError> {
         let Some(row) = found else {
             return Ok(None);
         };
@@ -283,17 +304,17 @@ impl Checkout<'_> {
         (outcome, finished)
     }
 
-    /// Prices the cart from the catalog, tokenizes the card and records the
-    /// order with its saga, in one transaction with the key it takes
+    /// Prices the `cart` from the catalog, tokenizes the card and records
+    /// the order with its saga, in one transaction with the key it takes
     /// (`None`: another request took the key first; nothing was recorded).
     async fn checkout(
         &self,
         cx: &CallContext,
         claim: &Claim<'_>,
         request: PlaceOrder,
+        cart: Cart,
     ) -> Result<Option<(OrderState, SagaRow)>, OrderError> {
         let customer = claim.customer;
-        let cart = self.module.cart(cx).await?;
         if cart.items.is_empty() {
             return Err(OrderError::Common(Failure::Validation(vec![
                 FieldError::new("cart", "is empty: PUT /api/v1/cart first"),

@@ -50,6 +50,16 @@ pub struct OrderModule {
 
 /// A failed statement, as this module answers it (`db::query_failure`:
 /// 503 when the database cannot answer now, 500 otherwise).
+/// A cart from its stored items (`None`: never set, so empty).
+pub(crate) fn stored_cart(items: Option<serde_json::Value>) -> Result<Cart, OrderError> {
+    let items = match items {
+        Some(items) => serde_json::from_value(items)
+            .map_err(|e| OrderError::Common(Failure::Unexpected(format!("stored cart: {e}"))))?,
+        None => Vec::new(),
+    };
+    Ok(Cart { items })
+}
+
 pub(crate) fn database(error: DieselError) -> OrderError {
     db::query_failure(crate::NAME, error)
 }
@@ -114,13 +124,7 @@ impl OrderModule {
     pub async fn cart(&self, cx: &CallContext) -> Result<Cart, OrderError> {
         let customer = caller(cx)?.user_id;
         let mut conn = self.conn().await?;
-        let items = match carts::items(&mut conn, customer).await.map_err(database)? {
-            Some(items) => serde_json::from_value(items).map_err(|e| {
-                OrderError::Common(Failure::Unexpected(format!("stored cart: {e}")))
-            })?,
-            None => Vec::new(),
-        };
-        Ok(Cart { items })
+        stored_cart(carts::items(&mut conn, customer).await.map_err(database)?)
     }
 
     /// Replaces the caller's cart.

@@ -106,6 +106,60 @@ pub(crate) async fn claim_answered(
     Ok(inserted == 1)
 }
 
+/// A key's columns where it may be missing, and a cart's items: what
+/// [`find_with_cart`] reads in one statement.
+#[derive(diesel::QueryableByName)]
+struct KeyAndCart {
+    #[diesel(sql_type = Nullable<Text>)]
+    fingerprint: Option<String>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    order_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    response_status: Option<i32>,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    response_body: Option<serde_json::Value>,
+    #[diesel(sql_type = Nullable<Bool>)]
+    stale: Option<bool>,
+    #[diesel(sql_type = Nullable<Bool>)]
+    expired: Option<bool>,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    cart: Option<serde_json::Value>,
+}
+
+/// The key as [`find`] reads it and the items of `customer`'s cart (if it
+/// was ever set), in one statement: what placing an order reads first
+/// (one round trip and one transaction where two would do, ADR 0015).
+pub(crate) async fn find_with_cart(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+    key: &str,
+    stale_secs: u64,
+) -> QueryResult<(Option<KeyRow>, Option<serde_json::Value>)> {
+    // Raw: the key's ages as in `find`, and a row whatever is found (a
+    // left join from no table), which the query builder cannot write.
+    let row: KeyAndCart = db::sql(format!(
+        "SELECT k.fingerprint, k.order_id, k.response_status, k.response_body, \
+         k.created_at < now() - interval '{stale_secs} seconds' AS stale, \
+         k.created_at < now() - interval '24 hours' AS expired, \
+         (SELECT items FROM carts WHERE customer_id = $1) AS cart \
+         FROM (SELECT) AS one \
+         LEFT JOIN idempotency_keys k ON k.customer_id = $1 AND k.key = $2"
+    ))
+    .bind::<SqlUuid, _>(customer)
+    .bind::<Text, _>(key)
+    .get_result(conn)
+    .await?;
+    let key = row.fingerprint.map(|fingerprint| KeyRow {
+        fingerprint,
+        order_id: row.order_id,
+        response_status: row.response_status,
+        response_body: row.response_body,
+        stale: row.stale.unwrap_or(false),
+        expired: row.expired.unwrap_or(false),
+    });
+    Ok((key, row.cart))
+}
+
 /// The key as stored; stale after `stale_secs`.
 pub(crate) async fn find(
     conn: &mut AsyncPgConnection,

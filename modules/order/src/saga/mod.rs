@@ -164,13 +164,15 @@ impl Saga {
     }
 
     /// Runs steps until the saga ends or must wait. The state and saga are
-    /// read once (or known). A step's result is recorded together with the
-    /// next step's intent when that step needs one (its flag: compensation
-    /// undoes what a lost answer may have done) and on the way back;
-    /// otherwise it is held and recorded with the next record, at the
-    /// latest with the last step. A crash loses only held results, whose
+    /// read once (or known). On the way forward a step's result is held
+    /// and recorded with the next record, at the latest with the last step;
+    /// a step that needs its intent on record before it runs (its flag:
+    /// compensation undoes what a lost answer may have done) has it
+    /// recorded alone by [`Self::begin`], one statement. On the way back
+    /// every result is recorded. A crash loses only held results, whose
     /// steps the next run repeats: every call is idempotent by order. The
-    /// lease is renewed by each record, at least every third of its term.
+    /// lease is renewed by each record and each begin, at least every third
+    /// of its term.
     async fn run(
         &self,
         order: OrderId,
@@ -244,9 +246,12 @@ impl Saga {
                     after.apply(&event, repo::now());
                     let next = next_step(&after, &saga);
                     held.push(event);
-                    let record_now = saga.direction != Direction::Forward
-                        || next.and_then(Step::flag).is_some()
-                        || renewed.elapsed() >= renew_every;
+                    // A next step that needs its intent on record (its
+                    // flag) does not need this result with it: `begin`
+                    // records the intent alone, one statement, and the
+                    // result is held like any other.
+                    let record_now =
+                        saga.direction != Direction::Forward || renewed.elapsed() >= renew_every;
                     if record_now {
                         let done = self
                             .record(order, &saga, recorded.as_ref(), &held, &cx)
@@ -262,9 +267,13 @@ impl Saga {
                         }
                         renewed = std::time::Instant::now();
                     } else {
-                        // Held: the next step needs no intent on record.
+                        // Held. A next step with a flag is begun at the top
+                        // of the loop (its intent recorded); one without
+                        // needs no intent on record.
                         state = after;
-                        begun = next;
+                        if next.and_then(Step::flag).is_none() {
+                            begun = next;
+                        }
                     }
                     saga.attempts = 0;
                     self.failpoint(&format!("after_{}_recorded", step.name()));
