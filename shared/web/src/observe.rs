@@ -8,6 +8,8 @@
 //! `http_requests_total` and `http_request_duration_seconds` by route
 //! template, and passes error responses through the problem safety net.
 
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -53,7 +55,7 @@ impl RootSpanBuilder for RequestIdRootSpan {
             http.route = %route,
             http.target = %request.uri().path(),
             http.status_code = tracing::field::Empty,
-            otel.name = %format!("{} {}", request.method(), route),
+            otel.name = %format_args!("{} {}", request.method(), route),
             otel.kind = "server",
         );
         let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
@@ -88,6 +90,59 @@ fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The request metrics of one series (method, route template, status).
+struct SeriesHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// The series seen so far, by method and status, then route template.
+type Series = HashMap<(&'static str, u16), HashMap<String, SeriesHandles>>;
+
+/// Every series seen so far. Their number is bounded as their labels are
+/// (the standard methods, the route templates and `unmatched`, the status
+/// codes). The recorder is installed first, so no handle of the no-op
+/// recorder is ever kept.
+fn series() -> &'static RwLock<Series> {
+    static SERIES: OnceLock<RwLock<Series>> = OnceLock::new();
+    SERIES.get_or_init(|| {
+        drop(telemetry::metrics_handle());
+        RwLock::new(HashMap::new())
+    })
+}
+
+/// Counts a request of `method`, `route` and `status` that took `seconds`:
+/// `http_requests_total` and `http_request_duration_seconds`. A series'
+/// handles are made by the recorder once and kept, so a request records
+/// without building label strings or looking the series up in the
+/// recorder (some of the allocation a small request costs).
+fn record_request(method: &'static str, route: &str, status: u16, seconds: f64) {
+    if let Ok(known) = series().read()
+        && let Some(handles) = known.get(&(method, status)).and_then(|r| r.get(route))
+    {
+        handles.requests.increment(1);
+        handles.duration.record(seconds);
+        return;
+    }
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    let handles = SeriesHandles {
+        requests: metrics::counter!("http_requests_total", &labels),
+        duration: metrics::histogram!("http_request_duration_seconds", &labels),
+    };
+    handles.requests.increment(1);
+    handles.duration.record(seconds);
+    if let Ok(mut known) = series().write() {
+        known
+            .entry((method, status))
+            .or_default()
+            .insert(route.to_owned(), handles);
+    }
+}
+
 /// The per-request middleware; wrap it inside `TracingLogger<RequestIdRootSpan>`.
 ///
 /// # Errors
@@ -102,7 +157,7 @@ pub async fn middleware<B: MessageBody + 'static>(
         .get::<RequestId>()
         .cloned()
         .unwrap_or_else(RequestId::generate);
-    let method = request.method().to_string();
+    let method = request.method().clone();
     // Handler errors arrive here as error responses; an `Err` would come only
     // from a failing middleware further in and is left to actix.
     let response = REQUEST_ID
@@ -123,13 +178,12 @@ pub async fn middleware<B: MessageBody + 'static>(
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let labels = [
-        ("method", method_label(&method).to_owned()),
-        ("route", route.clone()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    record_request(
+        method_label(method.as_str()),
+        &route,
+        status,
+        elapsed.as_secs_f64(),
+    );
     tracing::info!(
         http.method = %method,
         http.route = %route,
@@ -138,4 +192,48 @@ pub async fn middleware<B: MessageBody + 'static>(
         "request finished"
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_request;
+
+    /// The value `text` (a Prometheus rendering) gives the line starting
+    /// with `series`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+    }
+
+    #[test]
+    fn each_request_counts_in_its_own_series_the_first_and_the_cached_alike() {
+        let route = "/observe-test/{id}";
+        record_request("GET", route, 200, 0.003);
+        record_request("GET", route, 200, 0.004);
+        record_request("GET", route, 404, 0.001);
+        record_request("POST", route, 200, 0.002);
+        let text = telemetry::metrics_handle().render();
+        let count = |method: &str, status: u16| {
+            value(
+                &text,
+                &format!(
+                    "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+                ),
+            )
+        };
+        assert_eq!(count("GET", 200), Some(2.0), "{text}");
+        assert_eq!(count("GET", 404), Some(1.0), "{text}");
+        assert_eq!(count("POST", 200), Some(1.0), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                &format!(
+                    "http_request_duration_seconds_count{{method=\"GET\",route=\"{route}\",status=\"200\"}}"
+                ),
+            ),
+            Some(2.0),
+            "{text}"
+        );
+    }
 }
