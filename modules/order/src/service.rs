@@ -48,8 +48,6 @@ pub struct OrderModule {
     saga: Saga,
 }
 
-/// A failed statement, as this module answers it (`db::query_failure`:
-/// 503 when the database cannot answer now, 500 otherwise).
 /// A cart from its stored items (`None`: never set, so empty).
 pub(crate) fn stored_cart(items: Option<serde_json::Value>) -> Result<Cart, OrderError> {
     let items = match items {
@@ -60,6 +58,8 @@ pub(crate) fn stored_cart(items: Option<serde_json::Value>) -> Result<Cart, Orde
     Ok(Cart { items })
 }
 
+/// A failed statement, as this module answers it (`db::query_failure`:
+/// 503 when the database cannot answer now, 500 otherwise).
 pub(crate) fn database(error: DieselError) -> OrderError {
     db::query_failure(crate::NAME, error)
 }
