@@ -26,21 +26,14 @@ diesel::table! {
 use idempotency_keys as keys;
 
 /// A key as stored, with its age judged by the database's clock.
-#[derive(diesel::QueryableByName)]
 pub(crate) struct KeyRow {
-    #[diesel(sql_type = Text)]
     pub(crate) fingerprint: String,
-    #[diesel(sql_type = Nullable<SqlUuid>)]
     pub(crate) order_id: Option<Uuid>,
-    #[diesel(sql_type = Nullable<Integer>)]
     pub(crate) response_status: Option<i32>,
-    #[diesel(sql_type = Nullable<Jsonb>)]
     pub(crate) response_body: Option<serde_json::Value>,
     /// Older than the stale threshold: its first request died mid-way.
-    #[diesel(sql_type = Bool)]
     pub(crate) stale: bool,
     /// Older than 24 hours: the key is new again.
-    #[diesel(sql_type = Bool)]
     pub(crate) expired: bool,
 }
 
@@ -126,7 +119,7 @@ struct KeyAndCart {
     cart: Option<serde_json::Value>,
 }
 
-/// The key as [`find`] reads it and the items of `customer`'s cart (if it
+/// The key as stored (stale after `stale_secs`) and the items of `customer`'s cart (if it
 /// was ever set), in one statement: what placing an order reads first
 /// (one round trip and one transaction where two would do, ADR 0015).
 pub(crate) async fn find_with_cart(
@@ -135,8 +128,9 @@ pub(crate) async fn find_with_cart(
     key: &str,
     stale_secs: u64,
 ) -> QueryResult<(Option<KeyRow>, Option<serde_json::Value>)> {
-    // Raw: the key's ages as in `find`, and a row whatever is found (a
-    // left join from no table), which the query builder cannot write.
+    // Raw: the key's ages are `now() - interval` on the database's clock,
+    // which the query builder only has for `timestamp`, not `timestamptz`;
+    // and a row comes back whatever is found (a left join from no table).
     let row: KeyAndCart = db::sql(format!(
         "SELECT k.fingerprint, k.order_id, k.response_status, k.response_body, \
          k.created_at < now() - interval '{stale_secs} seconds' AS stale, \
@@ -160,26 +154,17 @@ pub(crate) async fn find_with_cart(
     Ok((key, row.cart))
 }
 
-/// The key as stored; stale after `stale_secs`.
+/// The key as stored; stale after `stale_secs`. The statement of
+/// [`find_with_cart`], so the key's ages are judged in one place (the
+/// cart's sub-select by primary key is read and dropped: this is the rare
+/// path of a key another request took meanwhile).
 pub(crate) async fn find(
     conn: &mut AsyncPgConnection,
     customer: Uuid,
     key: &str,
     stale_secs: u64,
 ) -> QueryResult<Option<KeyRow>> {
-    // Raw: the ages are `now() - interval` on the database's clock, which
-    // the query builder only has for `timestamp`, not `timestamptz`.
-    let found: Vec<KeyRow> = db::sql(format!(
-        "SELECT fingerprint, order_id, response_status, response_body, \
-         created_at < now() - interval '{stale_secs} seconds' AS stale, \
-         created_at < now() - interval '24 hours' AS expired \
-         FROM idempotency_keys WHERE customer_id = $1 AND key = $2"
-    ))
-    .bind::<SqlUuid, _>(customer)
-    .bind::<Text, _>(key)
-    .load(conn)
-    .await?;
-    Ok(found.into_iter().next())
+    Ok(find_with_cart(conn, customer, key, stale_secs).await?.0)
 }
 
 /// Frees the key.
