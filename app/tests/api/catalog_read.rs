@@ -192,6 +192,30 @@ async fn search_uses_the_full_text_index() {
         "the search does not use the GIN index:\n{}",
         plan.join("\n")
     );
+    // One word in relevance order reads the word's ranked entries (the
+    // branch repo::list takes when the query is one word), a common word
+    // (2,500 rows in 20,000) as cheaply as a rare one.
+    let plan: Vec<Plan> = diesel::sql_query(
+        "EXPLAIN SELECT id, t.rank FROM catalog.product_terms AS t \
+         JOIN catalog.products ON products.id = t.product_id \
+         WHERE t.term = websearch_to_tsquery('english', 'teapots')::text \
+         ORDER BY t.rank DESC, t.product_id DESC LIMIT 21",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("Index") && l.contains("product_terms_pkey")),
+        "a one-word search does not read the ranked entries:\n{}",
+        plan.join("\n")
+    );
+    assert!(
+        !plan.iter().any(|l| l.contains("Sort")),
+        "a one-word search sorts its matches:\n{}",
+        plan.join("\n")
+    );
 
     let found: Value = app
         .get("/api/v1/products?q=limited&limit=5")
@@ -207,6 +231,171 @@ async fn search_uses_the_full_text_index() {
             .iter()
             .all(|p| p["description"].as_str().unwrap().contains("limited"))
     );
+}
+
+/// Every id of `GET /api/v1/products?{query}`, page after page.
+async fn search_ids(app: &TestApp, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut url = format!("/api/v1/products?{query}");
+    loop {
+        let page: Value = app.get(&url).await.json().await.unwrap();
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => url = format!("/api/v1/products?{query}&cursor={cursor}"),
+            None => break ids,
+        }
+    }
+}
+
+/// The ids matching `q`, in the search's own ranking, by SQL.
+async fn ranked_by_sql(app: &TestApp, q: &str) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let rows: Vec<Id> = diesel::sql_query(
+        "SELECT id::text AS id FROM catalog.products \
+         WHERE search @@ websearch_to_tsquery('english', $1) \
+         ORDER BY ts_rank(search, websearch_to_tsquery('english', $1)) DESC, id DESC",
+    )
+    .bind::<Text, _>(q)
+    .load(&mut app.db().await)
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() {
+    let app = spawn_app().await;
+    let mut conn = app.db().await;
+    // Ranks of several values: the word in the name only, in the name and
+    // once or twice in the description, or in the description only.
+    diesel::sql_query(
+        "INSERT INTO catalog.products (id, sku, name, description, price_amount_minor, price_currency) \
+         SELECT gen_random_uuid(), 'RANK-' || i, \
+                CASE WHEN i % 5 = 0 THEN 'Kettle ' ELSE 'Teapot ' END || i, \
+                'Item ' || i || repeat(' teapot', i % 3), 100 + i, 'EUR' \
+         FROM generate_series(1, 600) AS i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Renamed in bulk: some leave the word, some join it, some only change
+    // price (their entries stay as they were).
+    diesel::sql_query(
+        "UPDATE catalog.products SET name = 'Kettle ' || sku WHERE sku IN ('RANK-1', 'RANK-2', 'RANK-4')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query("UPDATE catalog.products SET name = 'Teapot ' || sku WHERE sku = 'RANK-15'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "UPDATE catalog.products SET price_amount_minor = 5 WHERE sku LIKE 'RANK-3%'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    // How often the ranked entries' index was read, as the statistics
+    // have it once every backend has reported (within a second or so).
+    let entry_reads = || async {
+        let mut conn = app.db().await;
+        diesel::sql_query("SELECT pg_stat_force_next_flush()")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let reads: Count = diesel::sql_query(
+            "SELECT coalesce(sum(idx_scan), 0)::bigint AS n FROM pg_stat_user_indexes \
+             WHERE indexrelname = 'product_terms_pkey'",
+        )
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        reads.n
+    };
+    let before = entry_reads().await;
+
+    let expected = ranked_by_sql(&app, "teapots").await;
+    assert!(expected.len() > 400, "{} matches", expected.len());
+    let found = search_ids(&app, "q=teapots&limit=37").await;
+    assert_eq!(found, expected, "one word, paged, is the full ranking");
+    // ... and it was the entries that answered (one read per page at least).
+    let pages = i64::try_from(expected.len().div_ceil(37)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while entry_reads().await - before < pages {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the one-word search did not read product_terms ({} reads for {pages} pages)",
+            entry_reads().await - before
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Several words take the other branch; the same ranking.
+    assert_eq!(
+        search_ids(&app, "q=teapot%20item&limit=50").await,
+        ranked_by_sql(&app, "teapot item").await
+    );
+
+    // Through the API: a renamed product leaves its old word and is found
+    // by its new one at once; a deleted one leaves no entry behind.
+    let (url, product) = create(&app, "RENAMED-1").await;
+    let id = product["id"].as_str().unwrap().to_owned();
+    assert_eq!(search_ids(&app, "q=product").await, vec![id.clone()]);
+    patch(&app, &url, json!({"name": "Copper samovar"})).await;
+    assert_eq!(search_ids(&app, "q=samovar").await, vec![id]);
+    assert!(search_ids(&app, "q=product").await.is_empty());
+    diesel::sql_query("DELETE FROM catalog.products WHERE sku = 'RANK-10'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    // What repo::one_word assumes: ASCII letters alone are at most one
+    // word to PostgreSQL (stop words none), whatever their case and length.
+    let most: Count = diesel::sql_query(
+        "SELECT max(numnode(websearch_to_tsquery('english', w)))::bigint AS n FROM ( \
+           SELECT substr(translate(md5(i::text), '0123456789', 'GHIJKLMNOP'), 1, 1 + i % 32) \
+           FROM generate_series(1, 20000) AS i \
+           UNION ALL VALUES ('or'), ('OR'), ('and'), ('not'), ('the'), ('teapots')) AS words (w)",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(most.n, 1);
+
+    // The entries are exactly what the products' words make, no more.
+    let stray: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM ( \
+           (TABLE catalog.product_terms EXCEPT \
+            SELECT t.* FROM catalog.products AS p, catalog.product_terms_of(p.search, p.id) AS t) \
+           UNION ALL \
+           (SELECT t.* FROM catalog.products AS p, catalog.product_terms_of(p.search, p.id) AS t \
+            EXCEPT TABLE catalog.product_terms)) AS differ",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(stray.n, 0, "entries differ from the products' words");
+    let entries: Count = diesel::sql_query("SELECT count(*) AS n FROM catalog.product_terms")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert!(entries.n > 600 * 4, "{} entries", entries.n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

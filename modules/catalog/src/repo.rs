@@ -212,6 +212,11 @@ const COLUMNS: &str = "id, sku, name, description, price_amount_minor, price_cur
 
 /// Up to `limit` products matching `filter`, in `sort` order, after `after`.
 /// One query; every sort has a keyset (its value, then id) and an index.
+///
+/// A search of one word in relevance order reads that word's entries in
+/// `product_terms`, already in rank order (a range scan of `limit` entries);
+/// any other search ranks every match it finds with `products_search_idx`
+/// (ADR 0021). The ranks are the same `ts_rank`, so the two agree.
 #[tracing::instrument(name = "catalog.repo.list", skip_all)]
 pub(crate) async fn list(
     conn: &mut AsyncPgConnection,
@@ -221,18 +226,8 @@ pub(crate) async fn list(
     limit: i64,
 ) -> Result<Vec<Ranked>, ListError> {
     use diesel::sql_types::{BigInt, Bool, Float, Text, Timestamptz, Uuid as SqlUuid};
+    const QUERY: &str = "websearch_to_tsquery('english', $1)";
     let q = filter.q.as_deref().map(str::trim);
-    let rank = if q.is_some() {
-        "ts_rank(search, websearch_to_tsquery('english', $1))"
-    } else {
-        "0::real"
-    };
-    let mut sql = format!("SELECT {COLUMNS}, {rank} AS rank FROM products WHERE ");
-    let mut conditions: Vec<String> = vec![if q.is_some() {
-        "search @@ websearch_to_tsquery('english', $1)".into()
-    } else {
-        "$1 = ''".into()
-    }];
     // Raw: full-text search, a rank per sort and a keyset over it, built
     // per call (see the module doc). Binds are pushed in placeholder order;
     // $1 is always the query text.
@@ -244,27 +239,29 @@ pub(crate) async fn list(
         n += 1;
         format!("${n}")
     };
+    // What every branch asks of the product row.
+    let mut filters: Vec<String> = Vec::new();
     if let Some(category) = filter.category_id {
         let p = next();
-        conditions.push(format!(
+        filters.push(format!(
             "category_id IN (SELECT id FROM categories WHERE id = {p} OR parent_id = {p})"
         ));
         query = query.bind::<SqlUuid, _>(category.as_uuid());
     }
     if let Some(min) = filter.min_price {
-        conditions.push(format!("price_amount_minor >= {}", next()));
+        filters.push(format!("price_amount_minor >= {}", next()));
         query = query.bind::<BigInt, _>(min);
     }
     if let Some(max) = filter.max_price {
-        conditions.push(format!("price_amount_minor <= {}", next()));
+        filters.push(format!("price_amount_minor <= {}", next()));
         query = query.bind::<BigInt, _>(max);
     }
     if let Some(active) = filter.active {
-        conditions.push(format!("active = {}", next()));
+        filters.push(format!("active = {}", next()));
         query = query.bind::<Bool, _>(active);
     }
     if let Some(in_stock) = filter.in_stock {
-        conditions.push(if in_stock {
+        filters.push(if in_stock {
             "availability IN ('in_stock', 'low_stock')".to_owned()
         } else {
             "availability IN ('out_of_stock', 'unknown')".to_owned()
@@ -290,6 +287,8 @@ pub(crate) async fn list(
             "(ts_rank(search, websearch_to_tsquery('english', $1)), id) < ({v}, {id})",
         ),
     };
+    // The keyset's placeholders: the sort value's (none for `created`), the id's.
+    let mut after_key = None;
     if let Some(key) = after {
         let bad = || ListError::Cursor;
         let v = if sort == ProductSort::Created {
@@ -317,14 +316,50 @@ pub(crate) async fn list(
             }
         };
         let id = next();
-        conditions.push(keyset.replace("{v}", &v).replace("{id}", &id));
         query = query.bind::<SqlUuid, _>(key.id);
+        after_key = Some((v, id));
     }
     let l = next();
-    sql.push_str(&conditions.join(" AND "));
-    sql.push_str(&format!(" ORDER BY {order} LIMIT {l}"));
     query = query.bind::<BigInt, _>(limit);
+    let and = |mut conditions: Vec<String>, keyset: &str| {
+        conditions.extend(filters.iter().cloned());
+        if let Some((v, id)) = &after_key {
+            conditions.push(keyset.replace("{v}", v).replace("{id}", id));
+        }
+        conditions.join(" AND ")
+    };
+    let sql = match q {
+        None => format!(
+            "SELECT {COLUMNS}, 0::real AS rank FROM products WHERE {} ORDER BY {order} LIMIT {l}",
+            and(vec!["$1 = ''".into()], keyset)
+        ),
+        Some(q) if sort == ProductSort::Relevance && one_word(q) => format!(
+            "SELECT {COLUMNS}, t.rank FROM product_terms AS t \
+             JOIN products ON products.id = t.product_id WHERE {} \
+             ORDER BY t.rank DESC, t.product_id DESC LIMIT {l}",
+            and(
+                vec![format!("t.term = {QUERY}::text")],
+                "(t.rank, t.product_id) < ({v}, {id})"
+            ),
+        ),
+        Some(_) => format!(
+            "SELECT {COLUMNS}, ts_rank(search, {QUERY}) AS rank FROM products WHERE {} \
+             ORDER BY {order} LIMIT {l}",
+            and(vec![format!("search @@ {QUERY}")], keyset)
+        ),
+    };
     query.sql(sql).load(conn).await.map_err(ListError::Db)
+}
+
+/// Whether PostgreSQL's `websearch_to_tsquery` makes at most one word of
+/// `q`: true for ASCII letters alone (one `asciiword` token, stemmed to one
+/// lexeme or dropped as a stop word). Others may still be one word (`café`,
+/// `mug2`), but digits can parse as numbers in parts (`09e2I1l` is two) and
+/// other letters depend on the server's locale, so they take the path that
+/// is right for any query. A stop word finds nothing either way (no entry's
+/// term is the empty query's text).
+pub(crate) fn one_word(q: &str) -> bool {
+    !q.is_empty() && q.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// Why a list query failed.
@@ -416,4 +451,21 @@ pub(crate) async fn update(
         .get_result(conn)
         .await
         .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_word;
+
+    #[test]
+    fn only_ascii_letters_are_surely_one_word() {
+        for word in ["mug", "Teapots", "OR", "the", "x"] {
+            assert!(one_word(word), "{word}");
+        }
+        for query in [
+            "", "blue mug", "-mug", "\"mug\"", "mug2", "09e2I1l", "S-4", "café", "mug\u{0}",
+        ] {
+            assert!(!one_word(query), "{query:?}");
+        }
+    }
 }
