@@ -12,8 +12,10 @@
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
+use tracing::span::Record;
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent as _;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -74,8 +76,92 @@ where
     }
 }
 
+/// How the log layer keeps a span's fields: one JSON object, the value
+/// `tracing-subscriber`'s `JsonFields` keeps, written without its map of
+/// `serde_json` values. A field recorded later (the root span's status
+/// code, once per request) is appended in place, where `JsonFields` parses
+/// the object and writes it again, which cost about as much as the line.
+/// A field recorded again replaces its value, as with `JsonFields`: the
+/// object is then merged the slow way, so a key never appears twice.
+pub(crate) struct SpanFields;
+
+impl<'writer> FormatFields<'writer> for SpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut members = String::with_capacity(256);
+        fields.record(&mut Fields(&mut members));
+        writer.write_str(&object(&members))
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &Record<'_>,
+    ) -> fmt::Result {
+        let mut added = String::new();
+        fields.record(&mut Fields(&mut added));
+        if added.is_empty() {
+            return Ok(());
+        }
+        let mut names = Names(Vec::new());
+        fields.record(&mut names);
+        let stored = current.fields.trim_end();
+        // Keys are written escaped, so `"name":` outside a key would read
+        // `\"name\":` inside a string value: this finds keys only.
+        let again = names
+            .0
+            .iter()
+            .any(|name| stored.contains(&format!("\"{name}\":")));
+        match stored.strip_suffix('}') {
+            Some(open) if !again => {
+                let empty = open.trim_end() == "{";
+                current.fields.truncate(open.len());
+                current
+                    .fields
+                    .push_str(if empty { &added[1..] } else { &added });
+                current.fields.push('}');
+                Ok(())
+            }
+            _ => {
+                let parse = |text: &str| {
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                        .map_err(|_| fmt::Error)
+                };
+                let mut merged = if stored.is_empty() {
+                    serde_json::Map::new()
+                } else {
+                    parse(stored)?
+                };
+                merged.extend(parse(&object(&added))?);
+                current.fields = serde_json::to_string(&merged).map_err(|_| fmt::Error)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `members` (`,"name":value` each, as [`Fields`] writes them) as an object.
+fn object(members: &str) -> String {
+    match members.strip_prefix(',') {
+        Some(members) => format!("{{{members}}}"),
+        None => "{}".to_owned(),
+    }
+}
+
+/// The names of the fields a record holds.
+struct Names(Vec<&'static str>);
+
+impl Visit for Names {
+    fn record_debug(&mut self, field: &Field, _: &dyn fmt::Debug) {
+        self.0.push(field.name());
+    }
+}
+
 /// A span as an object: its stored fields (already a JSON object, written
-/// by the JSON field formatter) and its `name`.
+/// by [`SpanFields`]) and its `name`.
 fn span<S, N>(line: &mut String, span: &SpanRef<'_, S>)
 where
     S: for<'a> LookupSpan<'a>,

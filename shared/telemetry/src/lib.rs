@@ -51,6 +51,7 @@ pub fn init_logging(format: LogFormat, filter: &str) {
         tracing_subscriber::fmt::layer()
             .json()
             .with_span_events(FmtSpan::NONE)
+            .fmt_fields(json::SpanFields)
             .event_format(json::JsonLine)
             .with_writer(stdout::line_writer)
             .boxed()

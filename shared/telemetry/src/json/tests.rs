@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::{self, JsonFields};
+use tracing_subscriber::fmt::format;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use super::JsonLine;
+use super::{JsonLine, SpanFields};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -85,6 +85,21 @@ fn events() {
         bare.in_scope(|| tracing::info!("in a span without fields"));
     });
     tracing::info!(parent: &step, "explicit parent");
+    // Fields recorded later: into a span that had none yet, next to one it
+    // had, and one recorded again (its later value wins, written once).
+    let late = tracing::info_span!(
+        "late",
+        first = tracing::field::Empty,
+        second = tracing::field::Empty,
+        again = "once",
+    );
+    late.record("first", "one \"quoted\" \"again\":");
+    late.record("second", 2_u64);
+    late.record("again", "twice");
+    late.in_scope(|| tracing::info!("after later fields"));
+    let empty = tracing::info_span!("empty", only = tracing::field::Empty);
+    empty.record("only", true);
+    empty.in_scope(|| tracing::info!("in a span given its only field later"));
 }
 
 fn run(layer: impl tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync) {
@@ -107,12 +122,19 @@ fn the_line_is_the_json_format_s_value() {
         .with_writer(theirs.clone()));
     let ours = Buffer::default();
     run(tracing_subscriber::fmt::layer()
-        .fmt_fields(JsonFields::new())
+        .fmt_fields(SpanFields)
         .event_format(JsonLine)
         .with_writer(ours.clone()));
+    let text = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
     let (theirs, ours) = (theirs.lines(), ours.lines());
-    assert_eq!(theirs.len(), 5);
+    assert_eq!(theirs.len(), 7);
     assert_eq!(ours, theirs);
+    assert_eq!(ours[5]["span"]["again"], "twice");
+    assert_eq!(ours[5]["span"]["second"], 2);
+    assert_eq!(ours[6]["span"]["only"], true);
+    let late = text.lines().nth(5).unwrap();
+    // Once in `span`, once in `spans`: the key recorded again is not doubled.
+    assert_eq!(late.matches("\"again\":").count(), 2, "{late}");
     // What the comparison covers, so that it cannot pass on empty lines.
     assert_eq!(ours[1]["span"]["request_id"], "r-1");
     assert_eq!(ours[1]["text"], "quote \" backslash \\ tab \t bell \u{7} é");
