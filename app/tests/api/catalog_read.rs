@@ -346,6 +346,29 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // Filters apply to the ranked entries as to every search.
+    let cheap: Vec<String> = {
+        #[derive(diesel::QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = Text)]
+            id: String,
+        }
+        let rows: Vec<Id> = diesel::sql_query(
+            "SELECT id::text AS id FROM catalog.products \
+             WHERE search @@ websearch_to_tsquery('english', 'teapots') \
+               AND price_amount_minor <= 300 \
+             ORDER BY ts_rank(search, websearch_to_tsquery('english', 'teapots')) DESC, id DESC",
+        )
+        .load(&mut conn)
+        .await
+        .unwrap();
+        rows.into_iter().map(|r| r.id).collect()
+    };
+    assert!(!cheap.is_empty() && cheap.len() < expected.len());
+    assert_eq!(
+        search_ids(&app, "q=teapots&max_price=300&limit=9").await,
+        cheap
+    );
     // Several words take the other branch; the same ranking.
     assert_eq!(
         search_ids(&app, "q=teapot%20item&limit=50").await,
