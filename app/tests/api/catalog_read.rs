@@ -166,7 +166,7 @@ async fn search_uses_the_full_text_index() {
     .execute(&mut conn)
     .await
     .unwrap();
-    diesel::sql_query("VACUUM ANALYZE catalog.products")
+    diesel::sql_query("VACUUM ANALYZE catalog.products, catalog.product_terms")
         .execute(&mut conn)
         .await
         .unwrap();
