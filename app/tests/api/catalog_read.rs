@@ -253,18 +253,19 @@ async fn search_ids(app: &TestApp, query: &str) -> Vec<String> {
     }
 }
 
-/// The ids matching `q`, in the search's own ranking, by SQL.
-async fn ranked_by_sql(app: &TestApp, q: &str) -> Vec<String> {
+/// The ids matching `q` and the SQL condition `and`, in the search's own
+/// ranking, by SQL.
+async fn ranked_by_sql(app: &TestApp, q: &str, and: &str) -> Vec<String> {
     #[derive(diesel::QueryableByName)]
     struct Id {
         #[diesel(sql_type = Text)]
         id: String,
     }
-    let rows: Vec<Id> = diesel::sql_query(
+    let rows: Vec<Id> = diesel::sql_query(format!(
         "SELECT id::text AS id FROM catalog.products \
-         WHERE search @@ websearch_to_tsquery('english', $1) \
+         WHERE search @@ websearch_to_tsquery('english', $1) AND {and} \
          ORDER BY ts_rank(search, websearch_to_tsquery('english', $1)) DESC, id DESC",
-    )
+    ))
     .bind::<Text, _>(q)
     .load(&mut app.db().await)
     .await
@@ -331,7 +332,7 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
     };
     let before = entry_reads().await;
 
-    let expected = ranked_by_sql(&app, "teapots").await;
+    let expected = ranked_by_sql(&app, "teapots", "true").await;
     assert!(expected.len() > 400, "{} matches", expected.len());
     let found = search_ids(&app, "q=teapots&limit=37").await;
     assert_eq!(found, expected, "one word, paged, is the full ranking");
@@ -347,23 +348,7 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // Filters apply to the ranked entries as to every search.
-    let cheap: Vec<String> = {
-        #[derive(diesel::QueryableByName)]
-        struct Id {
-            #[diesel(sql_type = Text)]
-            id: String,
-        }
-        let rows: Vec<Id> = diesel::sql_query(
-            "SELECT id::text AS id FROM catalog.products \
-             WHERE search @@ websearch_to_tsquery('english', 'teapots') \
-               AND price_amount_minor <= 300 \
-             ORDER BY ts_rank(search, websearch_to_tsquery('english', 'teapots')) DESC, id DESC",
-        )
-        .load(&mut conn)
-        .await
-        .unwrap();
-        rows.into_iter().map(|r| r.id).collect()
-    };
+    let cheap = ranked_by_sql(&app, "teapots", "price_amount_minor <= 300").await;
     assert!(!cheap.is_empty() && cheap.len() < expected.len());
     assert_eq!(
         search_ids(&app, "q=teapots&max_price=300&limit=9").await,
@@ -372,7 +357,7 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
     // Several words take the other branch; the same ranking.
     assert_eq!(
         search_ids(&app, "q=teapot%20item&limit=50").await,
-        ranked_by_sql(&app, "teapot item").await
+        ranked_by_sql(&app, "teapot item", "true").await
     );
 
     // Through the API: a renamed product leaves its old word and is found
