@@ -95,14 +95,20 @@ impl ProductCache {
 
     /// The product, from the cache or from `load` (run once per key at a time).
     ///
+    /// `load` makes the loading future only on a miss, which is boxed: a
+    /// hit's future stays small (the loading one, with the database's and
+    /// Redis's futures inside, is several times the size of the rest, and
+    /// was made, moved and allocated on every read).
+    ///
     /// # Errors
     /// Whatever `load` fails with; failures are not cached.
-    pub async fn get_or_load<F>(&self, id: ProductId, load: F) -> Result<Product, CatalogError>
+    pub async fn get_or_load<L, F>(&self, id: ProductId, load: L) -> Result<Product, CatalogError>
     where
+        L: FnOnce() -> F,
         F: Future<Output = Result<Product, CatalogError>>,
     {
         let Some(local) = &self.local else {
-            return load.await;
+            return Box::pin(load()).await;
         };
         if let Some(product) = local.get(&id).await {
             metrics::counter!("cache_requests_total", "cache" => "product", "result" => "hit")
@@ -111,18 +117,17 @@ impl ProductCache {
         }
         metrics::counter!("cache_requests_total", "cache" => "product", "result" => "miss")
             .increment(1);
-        local
-            .try_get_with(id, async {
-                if let Some(product) = self.redis_get(id).await {
-                    return Ok(product);
-                }
-                metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
-                let product = load.await?;
-                self.redis_set(&product).await;
-                Ok(product)
-            })
-            .await
-            .map_err(|e: Arc<CatalogError>| (*e).clone())
+        Box::pin(local.try_get_with(id, async {
+            if let Some(product) = self.redis_get(id).await {
+                return Ok(product);
+            }
+            metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
+            let product = load().await?;
+            self.redis_set(&product).await;
+            Ok(product)
+        }))
+        .await
+        .map_err(|e: Arc<CatalogError>| (*e).clone())
     }
 
     /// Forgets a product everywhere (after it changed).

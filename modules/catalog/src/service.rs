@@ -130,7 +130,7 @@ impl CatalogApi for CatalogModule {
     #[tracing::instrument(skip_all, fields(product.id = %id))]
     async fn get_product(&self, _cx: &CallContext, id: ProductId) -> Result<Product, CatalogError> {
         self.cache
-            .get_or_load(id, async {
+            .get_or_load(id, || async {
                 let mut conn = self.conn().await?;
                 let row = repo::find(&mut conn, id, false)
                     .await

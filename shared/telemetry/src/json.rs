@@ -93,7 +93,14 @@ impl<'writer> FormatFields<'writer> for SpanFields {
     ) -> fmt::Result {
         let mut members = String::with_capacity(256);
         fields.record(&mut Fields(&mut members));
-        writer.write_str(&object(&members))
+        match members.strip_prefix(',') {
+            Some(members) => {
+                writer.write_char('{')?;
+                writer.write_str(members)?;
+                writer.write_char('}')
+            }
+            None => writer.write_str("{}"),
+        }
     }
 
     fn add_fields(
@@ -203,18 +210,31 @@ fn string(line: &mut String, text: &str) {
 struct Escaped<'a>(&'a mut String);
 
 impl fmt::Write for Escaped<'_> {
+    /// Copies the text in runs between the characters that need escaping,
+    /// all of them ASCII: a byte below 0x80 is always a whole character in
+    /// UTF-8, so every cut falls on a character boundary. (One `push` per
+    /// character was the largest single cost of a log line.)
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        for c in text.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                '\n' => self.0.push_str("\\n"),
-                '\r' => self.0.push_str("\\r"),
-                '\t' => self.0.push_str("\\t"),
-                c if u32::from(c) < 0x20 => write!(self.0, "\\u{:04x}", u32::from(c))?,
-                c => self.0.push(c),
+        let mut run = 0;
+        for (at, byte) in text.bytes().enumerate() {
+            let escaped = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.push_str(&text[run..at]);
+            if escaped.is_empty() {
+                write!(self.0, "\\u{byte:04x}")?;
+            } else {
+                self.0.push_str(escaped);
             }
+            run = at + 1;
         }
+        self.0.push_str(&text[run..]);
         Ok(())
     }
 }

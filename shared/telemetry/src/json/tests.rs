@@ -141,3 +141,25 @@ fn the_line_is_the_json_format_s_value() {
     assert_eq!(ours[2]["spans"][0]["http.status_code"], 200);
     assert_eq!(ours[3]["span"]["name"], "bare");
 }
+
+/// Escaping in runs: every control character, quotes and backslashes at
+/// the ends and between multi-byte characters read back as the same text.
+#[test]
+fn escaped_text_reads_back_as_itself() {
+    let controls: String = (0u8..0x20).map(char::from).collect();
+    let texts = [
+        String::new(),
+        "plain".to_owned(),
+        controls.clone(),
+        format!("é{controls}ü\"\\"),
+        "\"starts and ends\"".to_owned(),
+        "\\\\ \u{7f} 日本語 \u{1f600} \r\n".to_owned(),
+    ];
+    for text in texts {
+        let mut line = String::new();
+        super::string(&mut line, &text);
+        let read: String = serde_json::from_str(&line).unwrap();
+        assert_eq!(read, text, "{line}");
+        assert!(!line.trim_matches('"').chars().any(|c| u32::from(c) < 0x20), "{line}");
+    }
+}
