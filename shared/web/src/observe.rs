@@ -33,6 +33,11 @@ pub fn current_request_id() -> Option<RequestId> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
+/// The request's route template (`unmatched` if none), as the root span
+/// found it; kept in the request's extensions for the metrics.
+#[derive(Debug, Clone)]
+struct Route(String);
+
 /// Root span builder that honours an incoming `x-request-id`.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestIdRootSpan;
@@ -64,7 +69,10 @@ impl RootSpanBuilder for RequestIdRootSpan {
             header(telemetry::trace::TRACEPARENT),
             header(telemetry::trace::TRACESTATE),
         );
-        request.extensions_mut().insert(request_id);
+        let mut extensions = request.extensions_mut();
+        extensions.insert(request_id);
+        extensions.insert(Route(route));
+        drop(extensions);
         span
     }
 
@@ -172,10 +180,15 @@ pub async fn middleware<B: MessageBody + 'static>(
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // The root span found the route template already: the walk over every
+    // route (a regular expression each) is not made twice.
+    let route = match response.request().extensions().get::<Route>() {
+        Some(Route(route)) => route.clone(),
+        None => response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned()),
+    };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     record_request(
