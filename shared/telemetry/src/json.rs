@@ -166,12 +166,12 @@ impl Visit for StoredKeys<'_> {
     fn record_debug(&mut self, field: &Field, _: &dyn fmt::Debug) {
         // Keys are written escaped, so `"name":` outside a key would read
         // `\"name\":` inside a string value: this finds keys only.
-        let name = field.name();
-        self.found |= self.object.match_indices('"').any(|(at, _)| {
-            self.object
-                .get(at + 1..)
-                .and_then(|after| after.strip_prefix(name))
-                .is_some_and(|after| after.starts_with("\":"))
+        let (object, name) = (self.object.as_bytes(), field.name().as_bytes());
+        self.found |= memchr::memmem::find_iter(object, name).any(|at| {
+            at.checked_sub(1).and_then(|before| object.get(before)) == Some(&b'"')
+                && object
+                    .get(at + name.len()..)
+                    .is_some_and(|after| after.starts_with(b"\":"))
         });
     }
 }
