@@ -24,6 +24,12 @@ use tracing_actix_web::RootSpanBuilder;
 /// Header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The headers read or written on every request, as names made at compile
+/// time: a `&str` name is parsed and checked again at each lookup.
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const TRACEPARENT: HeaderName = HeaderName::from_static(telemetry::trace::TRACEPARENT);
+const TRACESTATE: HeaderName = HeaderName::from_static(telemetry::trace::TRACESTATE);
+
 tokio::task_local! {
     static REQUEST_ID: RequestId;
 }
@@ -46,7 +52,7 @@ impl RootSpanBuilder for RequestIdRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let request_id = request
             .headers()
-            .get(REQUEST_ID_HEADER)
+            .get(REQUEST_ID_NAME)
             .and_then(|v| v.to_str().ok())
             .and_then(RequestId::parse)
             .unwrap_or_else(RequestId::generate);
@@ -64,11 +70,7 @@ impl RootSpanBuilder for RequestIdRootSpan {
             otel.kind = "server",
         );
         let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
-        telemetry::trace::continue_trace(
-            &span,
-            header(telemetry::trace::TRACEPARENT),
-            header(telemetry::trace::TRACESTATE),
-        );
+        telemetry::trace::continue_trace(&span, header(TRACEPARENT), header(TRACESTATE));
         let mut extensions = request.extensions_mut();
         extensions.insert(request_id);
         extensions.insert(Route(route));
@@ -176,9 +178,7 @@ pub async fn middleware<B: MessageBody + 'static>(
         crate::problem::ensure_problem(response)
     });
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+        response.headers_mut().insert(REQUEST_ID_NAME, value);
     }
     // The root span found the route template already: the walk over every
     // route (a regular expression each) is not made twice.

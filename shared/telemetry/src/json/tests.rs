@@ -197,3 +197,38 @@ fn a_word_is_clean_exactly_when_each_of_its_bytes_is() {
         assert_eq!(super::clean(word), by_bytes(word), "{:016x}", word);
     }
 }
+
+/// The timestamp is the library's `SystemTime` format: the same text up to
+/// the second when taken within one second, microseconds in order.
+#[test]
+fn the_timestamp_is_the_system_time_format() {
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
+
+    let mut compared = 0;
+    for _ in 0..2_000 {
+        let mut before = String::new();
+        super::timestamp(&mut before).unwrap();
+        let mut theirs = String::new();
+        SystemTime
+            .format_time(&mut Writer::new(&mut theirs))
+            .unwrap();
+        let mut after = String::new();
+        super::timestamp(&mut after).unwrap();
+        for ours in [&before, &after] {
+            assert_eq!(ours.len(), theirs.len(), "{ours} against {theirs}");
+            assert_eq!(&ours[19..20], ".", "{ours}");
+            assert!(ours.ends_with('Z'), "{ours}");
+            assert!(ours[20..26].bytes().all(|b| b.is_ascii_digit()), "{ours}");
+        }
+        if before[..19] == after[..19] {
+            assert_eq!(before[..19], theirs[..19]);
+            assert!(
+                before <= theirs && theirs <= after,
+                "{before} {theirs} {after}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 1_000, "{compared}");
+}
