@@ -81,8 +81,8 @@ where
 /// microsecond: `2026-12-05T19:42:08.123456Z`). The part up to the second
 /// is kept per thread and made again only when the second changes:
 /// formatting the date through `core::fmt` cost some 2,000 instructions a
-/// line, a tenth of the line. Before 1970, or past what chrono can hold,
-/// the library's own formatting writes it.
+/// line, about a quarter of the line's formatting. Before 1970, or past
+/// what chrono can hold, the library's own formatting writes it.
 fn timestamp(line: &mut String) -> fmt::Result {
     thread_local! {
         static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
