@@ -139,14 +139,7 @@ impl<'writer> FormatFields<'writer> for SpanFields {
     ) -> fmt::Result {
         let mut members = String::with_capacity(256);
         fields.record(&mut Fields(&mut members));
-        match members.strip_prefix(',') {
-            Some(members) => {
-                writer.write_char('{')?;
-                writer.write_str(members)?;
-                writer.write_char('}')
-            }
-            None => writer.write_str("{}"),
-        }
+        write_object(&mut writer, &members)
     }
 
     fn add_fields(
@@ -186,7 +179,9 @@ impl<'writer> FormatFields<'writer> for SpanFields {
                 } else {
                     parse(stored)?
                 };
-                merged.extend(parse(&object(&added))?);
+                let mut object = String::with_capacity(added.len() + 1);
+                write_object(&mut object, &added)?;
+                merged.extend(parse(&object)?);
                 current.fields = serde_json::to_string(&merged).map_err(|_| fmt::Error)?;
                 Ok(())
             }
@@ -194,11 +189,16 @@ impl<'writer> FormatFields<'writer> for SpanFields {
     }
 }
 
-/// `members` (`,"name":value` each, as [`Fields`] writes them) as an object.
-fn object(members: &str) -> String {
+/// Writes `members` (`,"name":value` each, as [`Fields`] writes them) as
+/// an object, without building it in a string of its own first.
+fn write_object(out: &mut impl fmt::Write, members: &str) -> fmt::Result {
     match members.strip_prefix(',') {
-        Some(members) => format!("{{{members}}}"),
-        None => "{}".to_owned(),
+        Some(members) => {
+            out.write_char('{')?;
+            out.write_str(members)?;
+            out.write_char('}')
+        }
+        None => out.write_str("{}"),
     }
 }
 
