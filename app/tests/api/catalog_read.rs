@@ -48,11 +48,24 @@ async fn a_repeated_get_is_304_until_the_product_changes() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["cache-control"], "public, max-age=30");
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let body = first.bytes().await.unwrap();
+    // The cached representation's tag is the one the middleware makes of
+    // any other body, and a hit sends the same bytes as the load did.
+    assert_eq!(web::etag::tag_of(&body), etag.as_str());
+    let hit = app.client.get(&url).send().await.unwrap();
+    assert_eq!(hit.headers()["etag"], etag.as_str());
+    assert_eq!(hit.bytes().await.unwrap(), body);
 
     let again = get_if_none_match(&app, &url, &etag).await;
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()["etag"], etag.as_str());
+    assert_eq!(again.headers()["cache-control"], "public, max-age=30");
     assert!(again.bytes().await.unwrap().is_empty());
+    let listed = get_if_none_match(&app, &url, &format!("\"0\", W/{etag}")).await;
+    assert_eq!(listed.status(), 304, "a weak tag in a list matches");
+    assert_eq!(get_if_none_match(&app, &url, "*").await.status(), 304);
+    assert_eq!(get_if_none_match(&app, &url, "\"0\"").await.status(), 200);
 
     patch(&app, &url, json!({"name": "Changed"})).await;
     let changed = get_if_none_match(&app, &url, &etag).await;

@@ -1,7 +1,9 @@
 //! The product cache: in process (moka) and, for several instances, Redis.
 //!
 //! Reads go through [`ProductCache::get_or_load`]: a hit is served from
-//! memory; a miss loads once per key at a time (moka's `try_get_with`
+//! memory, as a [`CachedProduct`] whose JSON and `ETag` were made when it
+//! was loaded (a hit neither copies, serializes nor hashes the product); a
+//! miss loads once per key at a time (moka's `try_get_with`
 //! coalesces concurrent misses, so a popular product expiring does not
 //! stampede the database). With Redis configured, the in-process layer
 //! keeps entries only `local_ttl_secs` and falls back to Redis before the
@@ -12,7 +14,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderValue;
+use actix_web::web::Bytes;
 use catalog_api::{CatalogError, Product, ProductId};
+use kernel::Failure;
 use redis::AsyncCommands as _;
 use serde::Deserialize;
 
@@ -45,10 +50,40 @@ pub enum CacheBackend {
     Off,
 }
 
+/// A product as reads are served: the value, and its representation made
+/// once (the body of `GET /api/v1/products/{id}` and its `ETag`, the tag
+/// the ETag middleware would compute from that body).
+#[derive(Debug)]
+pub struct CachedProduct {
+    /// The product, for callers in this process.
+    pub product: Product,
+    /// Its JSON.
+    pub json: Bytes,
+    /// `web::etag::tag_of(&json)`.
+    pub etag: HeaderValue,
+}
+
+impl CachedProduct {
+    /// `product` with its JSON and tag.
+    ///
+    /// # Errors
+    /// The product cannot be written as JSON (a bug: every field can).
+    pub fn new(product: Product) -> Result<CachedProduct, CatalogError> {
+        let json = serde_json::to_vec(&product)
+            .map_err(|e| Failure::Unexpected(format!("product as JSON: {e}")))?;
+        let etag = web::etag::tag_of(&json);
+        Ok(CachedProduct {
+            product,
+            json: Bytes::from(json),
+            etag,
+        })
+    }
+}
+
 /// Cached product reads.
 #[derive(Clone)]
 pub struct ProductCache {
-    local: Option<moka::future::Cache<ProductId, Product>>,
+    local: Option<moka::future::Cache<ProductId, Arc<CachedProduct>>>,
     redis: Option<(redis::aio::ConnectionManager, Duration)>,
 }
 
@@ -93,7 +128,8 @@ impl ProductCache {
         }
     }
 
-    /// The product, from the cache or from `load` (run once per key at a time).
+    /// The product with its representation, from the cache or from `load`
+    /// (run once per key at a time).
     ///
     /// `load` makes the loading future only on a miss, which is boxed: a
     /// hit's future stays small (the loading one, with the database's and
@@ -102,13 +138,17 @@ impl ProductCache {
     ///
     /// # Errors
     /// Whatever `load` fails with; failures are not cached.
-    pub async fn get_or_load<L, F>(&self, id: ProductId, load: L) -> Result<Product, CatalogError>
+    pub async fn get_or_load<L, F>(
+        &self,
+        id: ProductId,
+        load: L,
+    ) -> Result<Arc<CachedProduct>, CatalogError>
     where
         L: FnOnce() -> F,
         F: Future<Output = Result<Product, CatalogError>>,
     {
         let Some(local) = &self.local else {
-            return Box::pin(load()).await;
+            return Ok(Arc::new(CachedProduct::new(Box::pin(load()).await?)?));
         };
         if let Some(product) = local.get(&id).await {
             metrics::counter!("cache_requests_total", "cache" => "product", "result" => "hit")
@@ -119,12 +159,12 @@ impl ProductCache {
             .increment(1);
         Box::pin(local.try_get_with(id, async {
             if let Some(product) = self.redis_get(id).await {
-                return Ok(product);
+                return Ok(Arc::new(CachedProduct::new(product)?));
             }
             metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
-            let product = load().await?;
+            let product = CachedProduct::new(load().await?)?;
             self.redis_set(&product).await;
-            Ok(product)
+            Ok(Arc::new(product))
         }))
         .await
         .map_err(|e: Arc<CatalogError>| (*e).clone())
@@ -157,16 +197,13 @@ impl ProductCache {
         }
     }
 
-    async fn redis_set(&self, product: &Product) {
+    async fn redis_set(&self, product: &CachedProduct) {
         let Some((redis, ttl)) = &self.redis else {
             return;
         };
         let mut redis = redis.clone();
-        let Ok(json) = serde_json::to_string(product) else {
-            return;
-        };
         if let Err(e) = redis
-            .set_ex::<_, _, ()>(key(product.id), json, ttl.as_secs())
+            .set_ex::<_, _, ()>(key(product.product.id), &product.json[..], ttl.as_secs())
             .await
         {
             tracing::warn!(error = %e, "Redis write failed");

@@ -12,7 +12,7 @@ mod registration;
 mod repo;
 mod service;
 
-pub use cache::ProductCache;
+pub use cache::{CachedProduct, ProductCache};
 pub use events::CatalogEvents;
 pub use registration::REGISTRATION;
 pub use service::CatalogModule;

@@ -1,5 +1,7 @@
 //! [`CatalogModule`]: the in-process implementation of [`CatalogApi`].
 
+use std::sync::Arc;
+
 use catalog_api::events::{ProductCreated, ProductPriceChanged, ProductUpdated};
 use catalog_api::{
     CatalogApi, CatalogError, Category, CategoryId, ListProducts, NewCategory, NewProduct, Product,
@@ -11,7 +13,7 @@ use diesel_async::AsyncConnection as _;
 use kernel::FieldError;
 use kernel::{CallContext, Cursor, Failure, Page, Role};
 
-use crate::cache::ProductCache;
+use crate::cache::{CachedProduct, ProductCache};
 use crate::domain::{validate_category, validate_listing, validate_new, validate_patch};
 use crate::repo::{self, ProductRow};
 
@@ -26,6 +28,26 @@ impl CatalogModule {
     /// The catalog over its own connection pool, reading through `cache`.
     pub fn new(pool: Pool, cache: ProductCache) -> CatalogModule {
         CatalogModule { pool, cache }
+    }
+
+    /// A product with its representation (JSON and `ETag`), through the
+    /// cache: what `GET /api/v1/products/{id}` sends, and what
+    /// [`CatalogApi::get_product`] clones its answer from.
+    ///
+    /// # Errors
+    /// No such product, or the database cannot answer.
+    #[tracing::instrument(name = "get_product", skip_all, fields(product.id = %id))]
+    pub async fn product(&self, id: ProductId) -> Result<Arc<CachedProduct>, CatalogError> {
+        self.cache
+            .get_or_load(id, || async {
+                let mut conn = self.conn().await?;
+                let row = repo::find(&mut conn, id, false)
+                    .await
+                    .map_err(database)?
+                    .ok_or(CatalogError::ProductNotFound(id))?;
+                to_product(row)
+            })
+            .await
     }
 
     /// The product cache (shared with the catalog's event handler).
@@ -127,18 +149,8 @@ impl CatalogApi for CatalogModule {
         to_product(row)
     }
 
-    #[tracing::instrument(skip_all, fields(product.id = %id))]
     async fn get_product(&self, _cx: &CallContext, id: ProductId) -> Result<Product, CatalogError> {
-        self.cache
-            .get_or_load(id, || async {
-                let mut conn = self.conn().await?;
-                let row = repo::find(&mut conn, id, false)
-                    .await
-                    .map_err(database)?
-                    .ok_or(CatalogError::ProductNotFound(id))?;
-                to_product(row)
-            })
-            .await
+        Ok(self.product(id).await?.product.clone())
     }
 
     #[tracing::instrument(skip_all, fields(limit = query.limit.get()))]

@@ -1,10 +1,13 @@
 //! Conditional GETs: an `ETag` on every successful GET, `304 Not Modified`
 //! when the client already has that version.
 //!
-//! The tag is a hash of the body, so it changes exactly when the
-//! representation does, whatever produced it (a cache, the database).
-//! Responses that bring their own `ETag` (a remote module's, forwarded by
-//! the gateway) are left alone: that module answered the condition itself.
+//! The tag is a hash of the body ([`tag_of`]), so it changes exactly when
+//! the representation does, whatever produced it (a cache, the database).
+//! A response that brings its own `ETag` keeps it and is not hashed again:
+//! a cached representation made its tag with [`tag_of`] when it was cached,
+//! and a remote module's, forwarded by the gateway, was tagged there. The
+//! condition is then checked against that tag (for a forwarded answer the
+//! remote module has checked it already, with the same result).
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -32,13 +35,22 @@ pub async fn middleware<B: MessageBody + 'static>(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let response = next.call(request).await?.map_into_boxed_body();
+    if !conditional || response.status() != StatusCode::OK {
+        return Ok(response);
+    }
+    if let Some(etag) = response.headers().get(header::ETAG) {
+        // Tagged already: answer the condition with that tag, hash nothing.
+        if !if_none_match.is_some_and(|candidates| matches(&candidates, etag.as_bytes())) {
+            return Ok(response);
+        }
+        let etag = etag.clone();
+        let (request, response) = response.into_parts();
+        let (head, _) = response.into_parts();
+        return Ok(ServiceResponse::new(request, not_modified(&head, etag)));
+    }
     // Only whole bodies of known, modest size are tagged; streams pass through.
     let small = matches!(response.response().body().size(), actix_web::body::BodySize::Sized(n) if n <= MAX_TAGGED_BODY as u64);
-    if !conditional
-        || !small
-        || response.status() != StatusCode::OK
-        || response.headers().contains_key(header::ETAG)
-    {
+    if !small {
         return Ok(response);
     }
     let (request, response) = response.into_parts();
@@ -46,30 +58,12 @@ pub async fn middleware<B: MessageBody + 'static>(
     let bytes = actix_web::body::to_bytes(body)
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()))?;
-    let digest = Sha256::digest(&bytes);
-    let etag = quoted_hex_prefix(&digest);
-    let matches = if_none_match.is_some_and(|candidates| {
-        candidates.trim() == "*"
-            || candidates
-                .split(',')
-                .any(|c| c.trim().trim_start_matches("W/") == etag)
-    });
-    let mut response = if matches {
-        let mut not_modified = HttpResponse::NotModified().finish();
-        for (name, value) in head.headers() {
-            if name == header::CACHE_CONTROL || name == header::VARY {
-                not_modified
-                    .headers_mut()
-                    .insert(name.clone(), value.clone());
-            }
-        }
-        not_modified
-    } else {
-        head.set_body(BoxBody::new(bytes))
-    };
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, value);
+    let etag = tag_of(&bytes);
+    if if_none_match.is_some_and(|candidates| matches(&candidates, etag.as_bytes())) {
+        return Ok(ServiceResponse::new(request, not_modified(&head, etag)));
     }
+    let mut response = head.set_body(BoxBody::new(bytes));
+    response.headers_mut().insert(header::ETAG, etag);
     if !response.headers().contains_key(header::CACHE_CONTROL) {
         // Keep it, but check with us before using it again.
         response
@@ -79,6 +73,44 @@ pub async fn middleware<B: MessageBody + 'static>(
     Ok(ServiceResponse::new(request, response))
 }
 
+/// The `ETag` of a representation whose body is `body`: the first half of
+/// its SHA-256 in hex, quoted. What the middleware sends for an untagged
+/// body; a handler that keeps a representation (a cache) tags it with this
+/// once and sends the tag itself.
+pub fn tag_of(body: &[u8]) -> HeaderValue {
+    let tag = quoted_hex_prefix(&Sha256::digest(body));
+    // Quotes and hex digits only: always a valid header value.
+    HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+/// Whether an `If-None-Match` list names `etag` (weakly, as RFC 9110 says
+/// for this header), or is `*`.
+fn matches(candidates: &str, etag: &[u8]) -> bool {
+    candidates.trim() == "*"
+        || candidates
+            .split(',')
+            .any(|c| c.trim().trim_start_matches("W/").as_bytes() == etag)
+}
+
+/// `304 Not Modified` for a response whose head is `head`: its validators'
+/// company (`Cache-Control`, `Vary`) and the tag, no body.
+fn not_modified(head: &HttpResponse<()>, etag: HeaderValue) -> HttpResponse {
+    let mut not_modified = HttpResponse::NotModified().finish();
+    for (name, value) in head.headers() {
+        if name == header::CACHE_CONTROL || name == header::VARY {
+            not_modified
+                .headers_mut()
+                .insert(name.clone(), value.clone());
+        }
+    }
+    not_modified.headers_mut().insert(header::ETAG, etag);
+    if !not_modified.headers().contains_key(header::CACHE_CONTROL) {
+        not_modified
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    not_modified
+}
 /// The first 16 bytes of `digest` in lower-case hex, in double quotes: the
 /// tag, written into one string (a `format!` per byte was ~2 % of a small
 /// request's CPU).
@@ -96,7 +128,20 @@ fn quoted_hex_prefix(digest: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::quoted_hex_prefix;
+    use super::{matches, quoted_hex_prefix, tag_of};
+
+    #[test]
+    fn a_list_matches_when_it_names_the_tag_weakly_or_is_a_star() {
+        let tag = tag_of(b"{}");
+        let tag = tag.to_str().unwrap();
+        assert_eq!(tag.len(), 34);
+        assert!(matches(tag, tag.as_bytes()));
+        assert!(matches(&format!("\"x\" , W/{tag}"), tag.as_bytes()));
+        assert!(matches(" * ", tag.as_bytes()));
+        assert!(!matches("\"x\", \"y\"", tag.as_bytes()));
+        assert!(!matches("", tag.as_bytes()));
+        assert_ne!(tag_of(b"{ }"), tag_of(b"{}"));
+    }
 
     #[test]
     fn the_tag_is_the_quoted_hex_of_the_first_sixteen_bytes() {
