@@ -55,9 +55,14 @@ pub async fn middleware<B: MessageBody + 'static>(
     }
     let (request, response) = response.into_parts();
     let (head, body) = response.into_parts();
-    let bytes = actix_web::body::to_bytes(body)
-        .await
-        .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()))?;
+    // A body made whole (JSON, text) is taken as it is; only a stream is
+    // read into a buffer of its own.
+    let bytes = match body.try_into_bytes() {
+        Ok(bytes) => bytes,
+        Err(body) => actix_web::body::to_bytes(body)
+            .await
+            .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()))?,
+    };
     let etag = tag_of(&bytes);
     if if_none_match.is_some_and(|candidates| matches(&candidates, etag.as_bytes())) {
         return Ok(ServiceResponse::new(request, not_modified(&head, etag)));
