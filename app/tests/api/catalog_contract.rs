@@ -15,11 +15,11 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
     let settings = crate::helpers::test_settings(Some(db.url()), &[]);
     let pool =
         app::database::module_pool(&settings, app::modules::ModuleName::Catalog, db.url()).unwrap();
-    let cache = catalog::ProductCache::new(&settings.section::<catalog::Settings>().unwrap().cache)
-        .await
-        .unwrap();
+    let section = settings.section::<catalog::Settings>().unwrap();
+    let cache = catalog::ProductCache::new(&section.cache).await.unwrap();
+    let searches = catalog::Searches::new(&section.search);
     let harness = Harness {
-        api: Arc::new(catalog::CatalogModule::new(pool, cache)),
+        api: Arc::new(catalog::CatalogModule::new(pool, cache, searches)),
         admin: caller(Role::Admin),
         customer: caller(Role::Customer),
     };

@@ -10,11 +10,13 @@ pub mod events;
 pub mod http;
 mod registration;
 mod repo;
+pub mod searches;
 mod service;
 
 pub use cache::{CachedProduct, ProductCache};
 pub use events::CatalogEvents;
 pub use registration::REGISTRATION;
+pub use searches::Searches;
 pub use service::CatalogModule;
 
 use serde::Deserialize;
@@ -32,4 +34,6 @@ pub struct Settings {
     pub database: db::ModuleDatabase,
     /// Product cache (`[catalog.cache]`).
     pub cache: cache::CacheSettings,
+    /// The bulkhead of searches that rank every match (`[catalog.search]`).
+    pub search: searches::SearchSettings,
 }

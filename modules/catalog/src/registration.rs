@@ -34,7 +34,8 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
             handler: Arc::new(CatalogEvents::new(cache.clone())),
             pool: cx.pool.clone(),
         };
-        let module = Data::new(CatalogModule::new(cx.pool, cache));
+        let searches = crate::Searches::new(&settings.search);
+        let module = Data::new(CatalogModule::new(cx.pool, cache, searches));
         let api: Arc<dyn catalog_api::CatalogApi> = module.clone().into_inner();
         Ok(Local::new(module).subscription(subscription).apis(Apis {
             catalog: Some(api),

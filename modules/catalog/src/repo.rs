@@ -340,7 +340,7 @@ pub(crate) async fn list(
             "SELECT {COLUMNS}, 0::real AS rank FROM products WHERE {} ORDER BY {order} LIMIT {l}",
             and(vec!["$1 = ''".into()], keyset)
         ),
-        Some(q) if sort == ProductSort::Relevance && one_word(q) => format!(
+        Some(_) if !ranks_every_match(filter, sort) => format!(
             "SELECT {COLUMNS}, t.rank FROM product_terms AS t \
              JOIN products ON products.id = t.product_id WHERE {} \
              ORDER BY t.rank DESC, t.product_id DESC LIMIT {l}",
@@ -361,6 +361,18 @@ pub(crate) async fn list(
         ),
     };
     query.sql(sql).load(conn).await.map_err(ListError::Db)
+}
+
+/// Whether a list reads and ranks every product its search matches: any
+/// search but one word in relevance order, which reads that word's ranked
+/// entries (ADR 0021). `list` takes its path by this rule, and the service
+/// gives such lists their turn in the bulkhead (`searches`).
+pub(crate) fn ranks_every_match(filter: &ProductFilter, sort: ProductSort) -> bool {
+    filter
+        .q
+        .as_deref()
+        .map(str::trim)
+        .is_some_and(|q| !(sort == ProductSort::Relevance && one_word(q)))
 }
 
 /// Whether PostgreSQL's `websearch_to_tsquery` makes at most one word of

@@ -16,18 +16,25 @@ use kernel::{CallContext, Cursor, Failure, Page, Role};
 use crate::cache::{CachedProduct, ProductCache};
 use crate::domain::{validate_category, validate_listing, validate_new, validate_patch};
 use crate::repo::{self, ProductRow};
+use crate::searches::Searches;
 
 /// The catalog, served from this process's database pool.
 #[derive(Clone)]
 pub struct CatalogModule {
     pool: Pool,
     cache: ProductCache,
+    searches: Searches,
 }
 
 impl CatalogModule {
-    /// The catalog over its own connection pool, reading through `cache`.
-    pub fn new(pool: Pool, cache: ProductCache) -> CatalogModule {
-        CatalogModule { pool, cache }
+    /// The catalog over its own connection pool, reading through `cache`;
+    /// the searches that rank every match take turns in `searches`.
+    pub fn new(pool: Pool, cache: ProductCache, searches: Searches) -> CatalogModule {
+        CatalogModule {
+            pool,
+            cache,
+            searches,
+        }
     }
 
     /// A product with its representation (JSON and `ETag`), through the
@@ -173,6 +180,12 @@ impl CatalogApi for CatalogModule {
             None => None,
         };
         let limit = usize::from(query.limit.get());
+        // Its turn before its connection: waiting searches hold none.
+        let _turn = if repo::ranks_every_match(&query.filter, sort) {
+            Some(self.searches.turn().await?)
+        } else {
+            None
+        };
         let mut conn = self.conn().await?;
         let mut rows = repo::list(
             &mut conn,
