@@ -113,9 +113,18 @@ mod tests {
             q: Some(q.to_owned()),
             ..ProductFilter::default()
         };
-        assert!(!ranks_every_match(&ProductFilter::default(), ProductSort::Created));
-        assert!(!ranks_every_match(&search(" teapot "), ProductSort::Relevance));
-        assert!(ranks_every_match(&search("blue teapot"), ProductSort::Relevance));
+        assert!(!ranks_every_match(
+            &ProductFilter::default(),
+            ProductSort::Created
+        ));
+        assert!(!ranks_every_match(
+            &search(" teapot "),
+            ProductSort::Relevance
+        ));
+        assert!(ranks_every_match(
+            &search("blue teapot"),
+            ProductSort::Relevance
+        ));
         assert!(ranks_every_match(&search("-blue"), ProductSort::Relevance));
         assert!(ranks_every_match(&search("teapot"), ProductSort::PriceAsc));
     }
