@@ -3,7 +3,10 @@
 //!
 //! The request id and every end-to-end header (the caller's
 //! `authorization` included) travel on; hop-by-hop headers do not. The
-//! answer comes back as it is, streamed.
+//! answer comes back as it is, streamed. A module's considered refusal
+//! (503 naming a degradation: it sheds load, or a dependency of its own is
+//! cut off) is its answer, not its failure: passed back once, never
+//! retried, and not counted by the module's breaker (`remote::is_refusal`).
 
 use std::sync::Arc;
 use tracing::Instrument as _;
@@ -22,6 +25,18 @@ struct Upstream {
     base: Url,
     client: reqwest::Client,
     policy: Arc<resilience::Policy>,
+}
+
+/// A module's answer on its way back to the client.
+enum Answer {
+    /// Streamed as it comes.
+    Streamed(reqwest::Response),
+    /// A 503 problem, read whole to tell a refusal from a failure.
+    Read {
+        status: reqwest::StatusCode,
+        headers: reqwest::header::HeaderMap,
+        body: Bytes,
+    },
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
@@ -152,7 +167,13 @@ async fn forward(
                     // The client's own budget at the module: its answer, not
                     // a failure of the module (the breaker is everyone's).
                     Ok(response) if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                        (Ok(response), resilience::Verdict::Healthy)
+                        (Ok(Answer::Streamed(response)), resilience::Verdict::Healthy)
+                    }
+                    Ok(response)
+                        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                            && is_problem(response.headers()) =>
+                    {
+                        read_problem(response, upstream.module).await
                     }
                     Ok(response)
                         if remote::is_retryable(response.status())
@@ -163,9 +184,9 @@ async fn forward(
                             retry_after: remote::retry_after(response.headers()),
                         };
                         // The module's own answer goes back to the client as it is.
-                        (Err(Some(response)), verdict)
+                        (Err(Some(Answer::Streamed(response))), verdict)
                     }
-                    Ok(response) => (Ok(response), resilience::Verdict::Healthy),
+                    Ok(response) => (Ok(Answer::Streamed(response)), resilience::Verdict::Healthy),
                     Err(e) => {
                         tracing::warn!(module = upstream.module, error = %e, "forwarding failed");
                         (
@@ -218,12 +239,64 @@ async fn forward(
         }
     };
 
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let (status, headers) = match &answer {
+        Answer::Streamed(response) => (response.status(), response.headers()),
+        Answer::Read {
+            status, headers, ..
+        } => (*status, headers),
+    };
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
-    for (name, value) in answer.headers() {
+    for (name, value) in headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {
             response.append_header((name.as_str(), value.as_bytes()));
         }
     }
-    Ok(response.streaming(answer.bytes_stream()))
+    Ok(match answer {
+        Answer::Streamed(answer) => response.streaming(answer.bytes_stream()),
+        Answer::Read { body, .. } => response.body(body),
+    })
+}
+
+/// Whether an answer's body is a problem (RFC 9457).
+fn is_problem(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"))
+}
+
+/// Reads a module's 503 problem and judges it: a refusal (`remote::is_refusal`)
+/// is the module's answer; any other 503 is its failure, retried within the
+/// budget after its `Retry-After`.
+async fn read_problem(
+    response: reqwest::Response,
+    module: &'static str,
+) -> (Result<Answer, Option<Answer>>, resilience::Verdict) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let retry_after = remote::retry_after(&headers);
+    let failed = resilience::Verdict::Failed {
+        retryable: true,
+        retry_after,
+    };
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(module, error = %e, "a module's answer broke off");
+            return (Err(None), failed);
+        }
+    };
+    let problem = serde_json::from_slice::<kernel::ProblemBody>(&body).ok();
+    let refused = remote::is_refusal(status, problem.as_ref());
+    let answer = Answer::Read {
+        status,
+        headers,
+        body,
+    };
+    if refused {
+        (Ok(answer), resilience::Verdict::Healthy)
+    } else {
+        (Err(Some(answer)), failed)
+    }
 }

@@ -81,7 +81,10 @@ async fn lock_products(app: &crate::helpers::TestApp) -> diesel_async::AsyncPgCo
 
 /// Another session takes `table` and holds it until the returned
 /// connection rolls back.
-async fn lock_table(app: &crate::helpers::TestApp, table: &str) -> diesel_async::AsyncPgConnection {
+pub(crate) async fn lock_table(
+    app: &crate::helpers::TestApp,
+    table: &str,
+) -> diesel_async::AsyncPgConnection {
     use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
     let url = app.settings.database.url.clone().unwrap();
     let mut holder = diesel_async::AsyncPgConnection::establish(&url)
@@ -96,7 +99,7 @@ async fn lock_table(app: &crate::helpers::TestApp, table: &str) -> diesel_async:
     holder
 }
 
-async fn release(mut holder: diesel_async::AsyncPgConnection) {
+pub(crate) async fn release(mut holder: diesel_async::AsyncPgConnection) {
     use diesel_async::RunQueryDsl as _;
     diesel::sql_query("ROLLBACK")
         .execute(&mut holder)

@@ -32,6 +32,87 @@ fn port_of(app: &crate::helpers::TestApp) -> u16 {
     url::Url::parse(&app.address).unwrap().port().unwrap()
 }
 
+/// A module's load shedding is its answer too: an extracted catalog whose
+/// searches find no turn refuses them (503 `dependency_overloaded`); the
+/// gateway passes each refusal back once, without retrying it after its
+/// `Retry-After`, and its breaker, which would open after three failures,
+/// stays closed for every other catalog call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
+    use diesel_async::RunQueryDsl as _;
+    let catalog = spawn_app_with(&[
+        ("APP__CATALOG__SEARCH__MAX_CONCURRENT", "1"),
+        ("APP__CATALOG__SEARCH__QUEUE_TIMEOUT_MS", "50"),
+    ])
+    .await;
+    // Its other modules trade events with the catalog: through the broker.
+    let gateway = crate::events::app_on(
+        "rabbitmq",
+        &[
+            ("APP__MODULES__CATALOG__MODE", "remote"),
+            ("APP__MODULES__CATALOG__URL", catalog.address.as_str()),
+            ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "3"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "3"),
+            ("APP__RESILIENCE__CATALOG__BREAKER__WAIT_OPEN_MS", "60000"),
+        ],
+    )
+    .await;
+    let search = "/api/v1/products?q=blue%20teapot";
+
+    // One search takes the catalog's only turn and waits behind a lock.
+    let mut holder = crate::database_faults::lock_table(&catalog, "catalog.products").await;
+    let first = {
+        let request = catalog.client.get(catalog.url(search));
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let started = Instant::now();
+    loop {
+        // The holder is in a transaction, where activity is a snapshot.
+        diesel::sql_query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut holder)
+        .await
+        .unwrap();
+        if waiting.n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first search never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for _ in 0..4 {
+        let refused = gateway.get(search).await;
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_problem(refused, 503, "dependency_overloaded").await;
+    }
+    let metrics = catalog.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("catalog_searches_refused_total 4\n"),
+        "each refusal reached the catalog once:\n{metrics}"
+    );
+    let ready: Value = gateway.ready().await.json().await.unwrap();
+    assert_eq!(ready["checks"]["module:catalog"]["status"], "up", "{ready}");
+
+    crate::database_faults::release(holder).await;
+    assert_eq!(first.await.unwrap(), 200, "the first search ends");
+    assert_eq!(gateway.get(search).await.status(), 200);
+    assert_eq!(gateway.get("/api/v1/products").await.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_fails_fast_then_lets_a_trial_through_and_closes() {
     let app = spawn_app().await;

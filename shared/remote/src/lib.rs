@@ -62,6 +62,22 @@ pub fn is_retryable(status: StatusCode) -> bool {
     )
 }
 
+/// Whether a module's answer is its considered refusal of this one call
+/// rather than a failure of the module: a 503 whose problem names a
+/// [`Degradation`], the module shedding load (a full bulkhead, a search
+/// that found no turn) or a dependency of its own cut short by its policy
+/// (an open breaker, no time left). The module answered, on purpose: its
+/// caller's breaker, shared by every call to the module, does not count it
+/// (else one overloaded route, or one failing dependency behind the module,
+/// would cut every call to the module off), and the caller does not retry
+/// it (each hop retrying what the next one shed multiplies the load the
+/// refusal sheds); the refusal, with its `Retry-After`, goes back to whoever
+/// asked. A slow refusal still counts as a slow call.
+pub fn is_refusal(status: StatusCode, problem: Option<&ProblemBody>) -> bool {
+    status == StatusCode::SERVICE_UNAVAILABLE
+        && problem.is_some_and(|p| Degradation::from_code(&p.code, 1).is_some())
+}
+
 /// The [`Degradation`] a policy error reports: the policy cut the call
 /// short (breaker open, bulkhead full, out of time). `None` for a failed or
 /// timed-out attempt.
@@ -211,7 +227,7 @@ async fn attempt_once<T: DeserializeOwned>(
         };
     }
     let problem = serde_json::from_slice::<ProblemBody>(&bytes).ok();
-    if is_retryable(status) || status.is_server_error() {
+    if !is_refusal(status, problem.as_ref()) && (is_retryable(status) || status.is_server_error()) {
         let error = match problem {
             Some(problem) => RemoteError::Problem(problem),
             None => RemoteError::Unavailable(format!("the {module} module answered {status}")),
@@ -253,6 +269,129 @@ mod tests {
             panic!("expected unavailable, got {result:?}");
         };
         assert_eq!(reason, "the call to the catalog module failed");
+    }
+
+    /// A server that answers every request with `answer`, counting them.
+    async fn answering(answer: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0_u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let head = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+                         retry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        answer.len()
+                    );
+                    drop(socket.write_all(head.as_bytes()).await);
+                    drop(socket.write_all(answer.as_bytes()).await);
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    fn policy() -> Arc<Policy> {
+        let settings = resilience::PolicySettings {
+            attempt_timeout_ms: 2000,
+            deadline_ms: 5000,
+            max_retries: 2,
+            retry_base_ms: 1,
+            retry_max_ms: 1,
+            retry_budget_percent: 100.0,
+            retry_budget_min_per_sec: 100.0,
+            max_concurrent: 8,
+            breaker: resilience::BreakerSettings {
+                window_size: 3,
+                minimum_calls: 3,
+                failure_rate_threshold: 50.0,
+                slow_call_rate_threshold: 100.0,
+                slow_call_ms: 2000,
+                wait_open_ms: 60_000,
+                half_open_calls: 1,
+            },
+        };
+        Arc::new(Policy::new("catalog", settings))
+    }
+
+    async fn call(port: u16, policy: &Arc<Policy>) -> RemoteError {
+        tls::install_crypto_provider();
+        let base = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let client = ModuleClient::new(reqwest::Client::new(), base, "catalog", Arc::clone(policy));
+        let cx = CallContext::background();
+        let request = client.request(&cx, Method::GET, "/products");
+        client
+            .send::<serde_json::Value>(&cx, request, true)
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
+        let shed = r#"{"type":"urn:shop:problem:dependency_overloaded","title":"Service Unavailable","status":503,"code":"dependency_overloaded"}"#;
+        let (port, seen) = answering(shed).await;
+        let policy = policy();
+        for _ in 0..5 {
+            let RemoteError::Problem(problem) = call(port, &policy).await else {
+                panic!("the module's problem");
+            };
+            assert_eq!(problem.code, "dependency_overloaded");
+        }
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            5,
+            "no retries"
+        );
+        assert_eq!(policy.state(), resilience::State::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_module_that_cannot_serve_is_retried_and_opens_the_breaker() {
+        let down = r#"{"type":"urn:shop:problem:catalog_unavailable","title":"Service Unavailable","status":503,"code":"catalog_unavailable"}"#;
+        let (port, seen) = answering(down).await;
+        let policy = policy();
+        assert!(matches!(call(port, &policy).await, RemoteError::Problem(_)));
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "two retries"
+        );
+        assert_eq!(policy.state(), resilience::State::Open);
+    }
+
+    #[test]
+    fn only_a_503_naming_a_degradation_is_a_refusal() {
+        let problem = |code: &str| ProblemBody::new(503, code, "title", None);
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        for code in [
+            "dependency_overloaded",
+            "dependency_circuit_open",
+            "deadline_exceeded",
+        ] {
+            assert!(is_refusal(unavailable, Some(&problem(code))), "{code}");
+            assert!(
+                !is_refusal(StatusCode::BAD_GATEWAY, Some(&problem(code))),
+                "{code}"
+            );
+        }
+        assert!(!is_refusal(
+            unavailable,
+            Some(&problem("catalog_unavailable"))
+        ));
+        assert!(!is_refusal(unavailable, None));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub async fn middleware<B: MessageBody + 'static>(
         return Ok(response);
     }
     let (request, response) = response.into_parts();
-    let (head, body) = response.into_parts();
+    let (mut head, body) = response.into_parts();
     // A body made whole (JSON, text) is taken as it is; only a stream is
     // read into a buffer of its own.
     let bytes = match body.try_into_bytes() {
@@ -64,17 +64,16 @@ pub async fn middleware<B: MessageBody + 'static>(
             .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()))?,
     };
     let etag = tag_of(&bytes);
+    if !head.headers().contains_key(header::CACHE_CONTROL) {
+        // Keep it, but check with us before using it again.
+        head.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
     if if_none_match.is_some_and(|candidates| matches(&candidates, etag.as_bytes())) {
         return Ok(ServiceResponse::new(request, not_modified(&head, etag)));
     }
     let mut response = head.set_body(BoxBody::new(bytes));
     response.headers_mut().insert(header::ETAG, etag);
-    if !response.headers().contains_key(header::CACHE_CONTROL) {
-        // Keep it, but check with us before using it again.
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    }
     Ok(ServiceResponse::new(request, response))
 }
 
@@ -109,13 +108,9 @@ fn not_modified(head: &HttpResponse<()>, etag: HeaderValue) -> HttpResponse {
         }
     }
     not_modified.headers_mut().insert(header::ETAG, etag);
-    if !not_modified.headers().contains_key(header::CACHE_CONTROL) {
-        not_modified
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    }
     not_modified
 }
+
 /// The first 16 bytes of `digest` in lower-case hex, in double quotes: the
 /// tag, written into one string (a `format!` per byte was ~2 % of a small
 /// request's CPU).
@@ -146,6 +141,50 @@ mod tests {
         assert!(!matches("\"x\", \"y\"", tag.as_bytes()));
         assert!(!matches("", tag.as_bytes()));
         assert_ne!(tag_of(b"{ }"), tag_of(b"{}"));
+    }
+
+    #[actix_web::test]
+    async fn a_304_carries_the_cache_control_its_200_would() {
+        use actix_web::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+        use actix_web::{App, HttpResponse, middleware::from_fn, test, web};
+        let app = test::init_service(
+            App::new()
+                .wrap(from_fn(super::middleware))
+                .route("/plain", web::get().to(|| async { "hello" }))
+                .route(
+                    "/own",
+                    web::get().to(|| async {
+                        HttpResponse::Ok()
+                            .insert_header((CACHE_CONTROL, "private, max-age=9"))
+                            .body("hello")
+                    }),
+                ),
+        )
+        .await;
+        for (path, cache_control) in [("/plain", "no-cache"), ("/own", "private, max-age=9")] {
+            let ok =
+                test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+            assert_eq!(ok.status(), 200);
+            assert_eq!(
+                ok.headers().get(CACHE_CONTROL).unwrap(),
+                cache_control,
+                "{path}"
+            );
+            let etag = ok.headers().get(ETAG).unwrap().clone();
+            assert_eq!(etag, tag_of(b"hello"));
+            let again = test::TestRequest::get()
+                .uri(path)
+                .insert_header((IF_NONE_MATCH, etag.clone()))
+                .to_request();
+            let not_modified = test::call_service(&app, again).await;
+            assert_eq!(not_modified.status(), 304, "{path}");
+            assert_eq!(not_modified.headers().get(ETAG), Some(&etag), "{path}");
+            assert_eq!(
+                not_modified.headers().get(CACHE_CONTROL).unwrap(),
+                cache_control,
+                "{path}"
+            );
+        }
     }
 
     #[test]
