@@ -78,10 +78,20 @@ async fn a_repeated_get_is_304_until_the_product_changes() {
     assert_eq!(list.headers()["cache-control"], "public, max-age=5");
     let list_again = get_if_none_match(&app, &app.url("/api/v1/products"), &list_etag).await;
     assert_eq!(list_again.status(), 304);
+    // The liveness answer is tagged once, as the middleware would tag it.
+    let live = app.get("/health/live").await;
+    assert_eq!(live.headers()["cache-control"], "no-cache");
+    assert_eq!(live.headers()["content-type"], "application/json");
+    let live_etag = live.headers()["etag"].to_str().unwrap().to_owned();
+    let live_body = live.bytes().await.unwrap();
+    assert_eq!(live_etag, web::etag::tag_of(&live_body).to_str().unwrap());
     assert_eq!(
-        app.get("/health/live").await.headers()["cache-control"],
-        "no-cache"
+        serde_json::from_slice::<Value>(&live_body).unwrap(),
+        json!({"status": "ok"})
     );
+    let live_again = get_if_none_match(&app, &app.url("/health/live"), &live_etag).await;
+    assert_eq!(live_again.status(), 304);
+    assert_eq!(live_again.headers()["cache-control"], "no-cache");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

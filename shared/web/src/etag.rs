@@ -7,7 +7,9 @@
 //! a cached representation made its tag with [`tag_of`] when it was cached,
 //! and a remote module's, forwarded by the gateway, was tagged there. The
 //! condition is then checked against that tag (for a forwarded answer the
-//! remote module has checked it already, with the same result).
+//! remote module has checked it already, with the same result). A tagged
+//! answer that does not say how to cache it gets `Cache-Control: no-cache`,
+//! and its 304 the same `Cache-Control` as its 200.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -34,16 +36,16 @@ pub async fn middleware<B: MessageBody + 'static>(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let response = next.call(request).await?.map_into_boxed_body();
+    let mut response = next.call(request).await?.map_into_boxed_body();
     if !conditional || response.status() != StatusCode::OK {
         return Ok(response);
     }
-    if let Some(etag) = response.headers().get(header::ETAG) {
+    if let Some(etag) = response.headers().get(header::ETAG).cloned() {
         // Tagged already: answer the condition with that tag, hash nothing.
+        check_before_reuse(response.headers_mut());
         if !if_none_match.is_some_and(|candidates| matches(&candidates, etag.as_bytes())) {
             return Ok(response);
         }
-        let etag = etag.clone();
         let (request, response) = response.into_parts();
         let (head, _) = response.into_parts();
         return Ok(ServiceResponse::new(request, not_modified(&head, etag)));
@@ -64,11 +66,7 @@ pub async fn middleware<B: MessageBody + 'static>(
             .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()))?,
     };
     let etag = tag_of(&bytes);
-    if !head.headers().contains_key(header::CACHE_CONTROL) {
-        // Keep it, but check with us before using it again.
-        head.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    }
+    check_before_reuse(head.headers_mut());
     if if_none_match.is_some_and(|candidates| matches(&candidates, etag.as_bytes())) {
         return Ok(ServiceResponse::new(request, not_modified(&head, etag)));
     }
@@ -94,6 +92,14 @@ fn matches(candidates: &str, etag: &[u8]) -> bool {
         || candidates
             .split(',')
             .any(|c| c.trim().trim_start_matches("W/").as_bytes() == etag)
+}
+
+/// A tagged response that does not say how to cache it: keep it, but
+/// check with us before using it again (`no-cache`).
+fn check_before_reuse(headers: &mut header::HeaderMap) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
 }
 
 /// `304 Not Modified` for a response whose head is `head`: its validators'
@@ -152,6 +158,14 @@ mod tests {
                 .wrap(from_fn(super::middleware))
                 .route("/plain", web::get().to(|| async { "hello" }))
                 .route(
+                    "/tagged",
+                    web::get().to(|| async {
+                        HttpResponse::Ok()
+                            .insert_header((ETAG, tag_of(b"hello")))
+                            .body("hello")
+                    }),
+                )
+                .route(
                     "/own",
                     web::get().to(|| async {
                         HttpResponse::Ok()
@@ -161,7 +175,11 @@ mod tests {
                 ),
         )
         .await;
-        for (path, cache_control) in [("/plain", "no-cache"), ("/own", "private, max-age=9")] {
+        for (path, cache_control) in [
+            ("/plain", "no-cache"),
+            ("/tagged", "no-cache"),
+            ("/own", "private, max-age=9"),
+        ] {
             let ok =
                 test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
             assert_eq!(ok.status(), 200);
