@@ -3,7 +3,8 @@
 //!
 //! The request id and every end-to-end header (the caller's
 //! `authorization` included) travel on; hop-by-hop headers do not. The
-//! answer comes back as it is, streamed. A module's considered refusal
+//! answer comes back as it is, streamed (a 503 problem is read whole first,
+//! to judge it). A module's considered refusal
 //! (503 naming a degradation: it sheds load, or a dependency of its own is
 //! cut off) is its answer, not its failure: passed back once, never
 //! retried, and not counted by the module's breaker (`remote::is_refusal`).
@@ -146,6 +147,8 @@ async fn forward(
         req.method().as_str(),
         "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"
     ) || req.headers().contains_key("idempotency-key");
+    // A HEAD's answer has no body to judge: its 503 stays a failure.
+    let head = req.method() == actix_web::http::Method::HEAD;
     let answer = upstream
         .policy
         .call(None, idempotent, || {
@@ -167,10 +170,14 @@ async fn forward(
                     // The client's own budget at the module: its answer, not
                     // a failure of the module (the breaker is everyone's).
                     Ok(response) if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                        (Ok(Answer::Streamed(response)), resilience::Verdict::Healthy)
+                        (
+                            Err(Some(Answer::Streamed(response))),
+                            resilience::Verdict::Healthy,
+                        )
                     }
                     Ok(response)
                         if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                            && !head
                             && is_problem(response.headers()) =>
                     {
                         read_problem(response, upstream.module).await
@@ -258,17 +265,29 @@ async fn forward(
     })
 }
 
-/// Whether an answer's body is a problem (RFC 9457).
+/// The largest problem body read whole to judge it; a larger one is no
+/// module's problem and streams on as a failure.
+const MAX_PROBLEM_BYTES: u64 = 64 * 1024;
+
+/// Whether an answer's body is a problem (RFC 9457) of a size read whole.
 fn is_problem(headers: &reqwest::header::HeaderMap) -> bool {
-    headers
+    let problem = headers
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"))
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    let small = headers
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= MAX_PROBLEM_BYTES);
+    problem && small
 }
 
 /// Reads a module's 503 problem and judges it: a refusal (`remote::is_refusal`)
-/// is the module's answer; any other 503 is its failure, retried within the
-/// budget after its `Retry-After`.
+/// is the module's answer (healthy, so neither retried nor counted by the
+/// breaker; `refused` in `remote_calls_total`); any other 503 is its
+/// failure, retried within the budget after its `Retry-After`. Either way
+/// the client gets the module's problem as it came.
 async fn read_problem(
     response: reqwest::Response,
     module: &'static str,
@@ -295,7 +314,7 @@ async fn read_problem(
         body,
     };
     if refused {
-        (Ok(answer), resilience::Verdict::Healthy)
+        (Err(Some(answer)), resilience::Verdict::Healthy)
     } else {
         (Err(Some(answer)), failed)
     }

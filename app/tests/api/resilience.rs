@@ -43,6 +43,8 @@ async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
     let catalog = spawn_app_with(&[
         ("APP__CATALOG__SEARCH__MAX_CONCURRENT", "1"),
         ("APP__CATALOG__SEARCH__QUEUE_TIMEOUT_MS", "50"),
+        // The first search waits behind the lock until the test lets go.
+        ("APP__DATABASE__STATEMENT_TIMEOUT_MS", "120000"),
     ])
     .await;
     // Its other modules trade events with the catalog: through the broker.
@@ -72,14 +74,9 @@ async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
     }
     let started = Instant::now();
     loop {
-        // The holder is in a transaction, where activity is a snapshot.
-        diesel::sql_query("SELECT pg_stat_clear_snapshot()")
-            .execute(&mut holder)
-            .await
-            .unwrap();
         let waiting: Waiting = diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            "SELECT count(*) AS n FROM pg_locks \
+             WHERE relation = 'catalog.products'::regclass AND NOT granted",
         )
         .get_result(&mut holder)
         .await
@@ -94,16 +91,27 @@ async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    let refusals = || async {
+        let metrics = catalog.get("/metrics").await.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("catalog_searches_refused_total "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = refusals().await;
     for _ in 0..4 {
         let refused = gateway.get(search).await;
         assert_eq!(refused.headers()["retry-after"], "1");
         assert_problem(refused, 503, "dependency_overloaded").await;
     }
-    let metrics = catalog.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics.contains("catalog_searches_refused_total 4\n"),
-        "each refusal reached the catalog once:\n{metrics}"
+    assert_eq!(
+        refusals().await - before,
+        4.0,
+        "each refusal reached the catalog once"
     );
+    let metrics = gateway.get("/metrics").await.text().await.unwrap();
+    let line = r#"remote_calls_total{dependency="catalog",outcome="refused"} 4"#;
+    assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
     let ready: Value = gateway.ready().await.json().await.unwrap();
     assert_eq!(ready["checks"]["module:catalog"]["status"], "up", "{ready}");
 

@@ -72,7 +72,8 @@ pub fn is_retryable(status: StatusCode) -> bool {
 /// would cut every call to the module off), and the caller does not retry
 /// it (each hop retrying what the next one shed multiplies the load the
 /// refusal sheds); the refusal, with its `Retry-After`, goes back to whoever
-/// asked. A slow refusal still counts as a slow call.
+/// asked (a module client returns it as `RemoteError::Degraded`). A slow
+/// refusal still counts as a slow call.
 pub fn is_refusal(status: StatusCode, problem: Option<&ProblemBody>) -> bool {
     status == StatusCode::SERVICE_UNAVAILABLE
         && problem.is_some_and(|p| Degradation::from_code(&p.code, 1).is_some())
@@ -227,7 +228,17 @@ async fn attempt_once<T: DeserializeOwned>(
         };
     }
     let problem = serde_json::from_slice::<ProblemBody>(&bytes).ok();
-    if !is_refusal(status, problem.as_ref()) && (is_retryable(status) || status.is_server_error()) {
+    if is_refusal(status, problem.as_ref()) {
+        // The degradation the module names, with the wait it asked for.
+        let retry_after_secs = wait.map_or(1, |w| w.as_secs().max(1));
+        let refusal = problem
+            .as_ref()
+            .and_then(|p| Degradation::from_code(&p.code, retry_after_secs));
+        if let Some(degradation) = refusal {
+            return (Err(RemoteError::Degraded(degradation)), Verdict::Healthy);
+        }
+    }
+    if is_retryable(status) || status.is_server_error() {
         let error = match problem {
             Some(problem) => RemoteError::Problem(problem),
             None => RemoteError::Unavailable(format!("the {module} module answered {status}")),
@@ -271,8 +282,12 @@ mod tests {
         assert_eq!(reason, "the call to the catalog module failed");
     }
 
-    /// A server that answers every request with `answer`, counting them.
-    async fn answering(answer: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    /// A server that answers every request with the 503 problem `answer`
+    /// and `Retry-After: retry_after`, counting them.
+    async fn answering(
+        answer: &'static str,
+        retry_after: u64,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -293,7 +308,8 @@ mod tests {
                     counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let head = format!(
                         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
-                         retry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                         retry-after: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        retry_after,
                         answer.len()
                     );
                     drop(socket.write_all(head.as_bytes()).await);
@@ -342,13 +358,13 @@ mod tests {
     #[tokio::test]
     async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
         let shed = r#"{"type":"urn:shop:problem:dependency_overloaded","title":"Service Unavailable","status":503,"code":"dependency_overloaded"}"#;
-        let (port, seen) = answering(shed).await;
+        let (port, seen) = answering(shed, 1).await;
         let policy = policy();
         for _ in 0..5 {
-            let RemoteError::Problem(problem) = call(port, &policy).await else {
-                panic!("the module's problem");
-            };
-            assert_eq!(problem.code, "dependency_overloaded");
+            assert_eq!(
+                call(port, &policy).await,
+                RemoteError::Degraded(Degradation::Overloaded)
+            );
         }
         assert_eq!(
             seen.load(std::sync::atomic::Ordering::SeqCst),
@@ -359,9 +375,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refusal_keeps_the_wait_the_module_asked_for() {
+        let open = r#"{"type":"urn:shop:problem:dependency_circuit_open","title":"Service Unavailable","status":503,"code":"dependency_circuit_open"}"#;
+        let (port, seen) = answering(open, 7).await;
+        let policy = policy();
+        assert_eq!(
+            call(port, &policy).await,
+            RemoteError::Degraded(Degradation::CircuitOpen {
+                retry_after_secs: 7
+            })
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn a_module_that_cannot_serve_is_retried_and_opens_the_breaker() {
         let down = r#"{"type":"urn:shop:problem:catalog_unavailable","title":"Service Unavailable","status":503,"code":"catalog_unavailable"}"#;
-        let (port, seen) = answering(down).await;
+        let (port, seen) = answering(down, 1).await;
         let policy = policy();
         assert!(matches!(call(port, &policy).await, RemoteError::Problem(_)));
         assert_eq!(

@@ -110,7 +110,7 @@ fn not_modified(head: &HttpResponse<()>, etag: HeaderValue) -> HttpResponse {
         if name == header::CACHE_CONTROL || name == header::VARY {
             not_modified
                 .headers_mut()
-                .insert(name.clone(), value.clone());
+                .append(name.clone(), value.clone());
         }
     }
     not_modified.headers_mut().insert(header::ETAG, etag);
@@ -151,7 +151,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_304_carries_the_cache_control_its_200_would() {
-        use actix_web::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+        use actix_web::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
         use actix_web::{App, HttpResponse, middleware::from_fn, test, web};
         let app = test::init_service(
             App::new()
@@ -170,6 +170,8 @@ mod tests {
                     web::get().to(|| async {
                         HttpResponse::Ok()
                             .insert_header((CACHE_CONTROL, "private, max-age=9"))
+                            .append_header((VARY, "accept"))
+                            .append_header((VARY, "origin"))
                             .body("hello")
                     }),
                 ),
@@ -202,7 +204,18 @@ mod tests {
                 cache_control,
                 "{path}"
             );
+            let vary = |r: &actix_web::dev::ServiceResponse| r.headers().get_all(VARY).count();
+            assert_eq!(vary(&not_modified), vary(&ok), "{path}: every Vary line");
         }
+        let own = test::TestRequest::get().uri("/own").to_request();
+        assert_eq!(
+            test::call_service(&app, own)
+                .await
+                .headers()
+                .get_all(VARY)
+                .count(),
+            2
+        );
     }
 
     #[test]
