@@ -278,6 +278,18 @@ async fn two_hundred_customers_race_for_ten_units_and_exactly_ten_win() {
         .await,
         0
     );
+    // The losers never reached the payment: their compensation asks the
+    // payment module to void (the flag is set with the order), finds no
+    // payment, and records none.
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM orders.order_events e JOIN orders.orders o ON o.id = e.order_id \
+             WHERE o.status = 'failed' AND e.kind = 'payment_voided'"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

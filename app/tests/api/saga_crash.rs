@@ -246,6 +246,14 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     );
     let kinds = timeline(&client, &base, &token, id).await;
     assert!(each_once(&kinds), "{point}: each event once: {kinds:?}");
+    if card == cards::DECLINED {
+        // The declined payment is voided whichever process turned back:
+        // the flag saying a payment may exist is recorded with the order.
+        assert!(
+            kinds.iter().any(|k| k == "payment_voided"),
+            "{point}: {kinds:?}"
+        );
+    }
     assert!(
         !second.logs().contains(card),
         "{point}: the card number was logged"

@@ -387,7 +387,7 @@ impl Checkout<'_> {
             payment_method: method.token,
             card_last4: method.card_last4,
             reserve_attempted: true,
-            payment_attempted: false,
+            payment_attempted: true,
             request_id: Some(request_id),
             done: false,
             attempts: 0,

@@ -153,7 +153,10 @@ pub(crate) async fn load(
 }
 
 /// Opens the saga of a new order, forward, with its first step (reserve)
-/// begun and leased by `owner` for `lease_secs`, as [`begin`] would.
+/// begun and leased by `owner` for `lease_secs`, as [`begin`] would, and
+/// both flags set: from now on a reservation or a payment may exist, so
+/// compensation asks both modules to undo theirs (each answers "none" if
+/// it was never asked).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert(
     mut conn: &AsyncPgConnection,
@@ -168,8 +171,8 @@ pub(crate) async fn insert(
     // the query builder has no `timestamptz` arithmetic for.
     db::sql(format!(
         "INSERT INTO sagas (order_id, direction, payment_method, card_last4, request_id, \
-         lease_owner, lease_until, step, reserve_attempted) \
-         VALUES ($1, 'forward', $2, $3, $4, $5, now() + interval '{lease_secs} seconds', 'reserve', true)"
+         lease_owner, lease_until, step, reserve_attempted, payment_attempted) \
+         VALUES ($1, 'forward', $2, $3, $4, $5, now() + interval '{lease_secs} seconds', 'reserve', true, true)"
     ))
     .bind::<SqlUuid, _>(order.as_uuid())
     .bind::<Text, _>(payment_method)
@@ -225,22 +228,19 @@ pub(crate) async fn unlease(
     .map(drop)
 }
 
-/// Records the intent of step `step` (and sets its `flag` column), renewing
-/// `owner`'s lease; false when the lease is no longer `owner`'s.
+/// Records the intent of step `step`, renewing `owner`'s lease; false when
+/// the lease is no longer `owner`'s.
 pub(crate) async fn begin(
     conn: &mut AsyncPgConnection,
     order: OrderId,
     owner: Uuid,
     step: &str,
-    flag: Option<&str>,
     lease_secs: u64,
 ) -> QueryResult<bool> {
-    // Raw: the lease's end on the database's clock, and the flag column
-    // named by the step.
+    // Raw: the lease's end on the database's clock (see `insert`).
     let updated = db::sql(format!(
-        "UPDATE sagas SET step = $3{}, lease_until = now() + interval '{lease_secs} seconds', updated_at = now() \
-         WHERE order_id = $1 AND lease_owner = $2",
-        flag.map_or(String::new(), |column| format!(", {column} = true")),
+        "UPDATE sagas SET step = $3, lease_until = now() + interval '{lease_secs} seconds', updated_at = now() \
+         WHERE order_id = $1 AND lease_owner = $2"
     ))
     .bind::<SqlUuid, _>(order.as_uuid())
     .bind::<SqlUuid, _>(owner)
@@ -251,14 +251,13 @@ pub(crate) async fn begin(
 }
 
 /// After steps' results are recorded: clears the attempts and, if `owner`
-/// still holds the lease, records the intent of the `next` step (and its
-/// `flag`) and renews the lease. Whether the lease is still `owner`'s.
+/// still holds the lease, records the intent of the `next` step and renews
+/// the lease. Whether the lease is still `owner`'s.
 pub(crate) async fn recorded(
     mut conn: &AsyncPgConnection,
     order: OrderId,
     owner: Uuid,
     next: Option<&str>,
-    flag: Option<&str>,
     lease_secs: u64,
 ) -> QueryResult<bool> {
     #[derive(diesel::QueryableByName)]
@@ -270,12 +269,9 @@ pub(crate) async fn recorded(
     // whether it is, returned by the same statement.
     let row: Ours = db::sql(format!(
         "UPDATE sagas SET attempts = 0, last_error = NULL, updated_at = now(), \
-         step = CASE WHEN lease_owner = $2 THEN $3 ELSE step END{}, \
+         step = CASE WHEN lease_owner = $2 THEN $3 ELSE step END, \
          lease_until = CASE WHEN lease_owner = $2 THEN now() + interval '{lease_secs} seconds' ELSE lease_until END \
-         WHERE order_id = $1 RETURNING lease_owner IS NOT DISTINCT FROM $2 AS ours",
-        flag.map_or(String::new(), |column| format!(
-            ", {column} = {column} OR lease_owner IS NOT DISTINCT FROM $2"
-        )),
+         WHERE order_id = $1 RETURNING lease_owner IS NOT DISTINCT FROM $2 AS ours"
     ))
     .bind::<SqlUuid, _>(order.as_uuid())
     .bind::<SqlUuid, _>(owner)

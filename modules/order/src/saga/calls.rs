@@ -88,7 +88,11 @@ impl Saga {
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Void => match payment.void(cx, order).await {
-                Ok(_) | Err(PaymentError::NotFound) => Outcome::Done(OrderEvent::PaymentVoided),
+                Ok(_) => Outcome::Done(OrderEvent::PaymentVoided),
+                // The flag is set with the order: a payment may never have
+                // been asked for (the stock ran out first, or a cancel).
+                Err(PaymentError::NotFound) if !state.authorized => Outcome::NoPayment,
+                Err(PaymentError::NotFound) => Outcome::Done(OrderEvent::PaymentVoided),
                 // Captured after all (the capture's record was lost): refund.
                 Err(PaymentError::InvalidTransition(PaymentStatus::Captured)) => {
                     match payment.refund(cx, order).await {

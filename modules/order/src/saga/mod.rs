@@ -6,7 +6,9 @@
 //! order failed or cancelled with the reason.
 //!
 //! Which step is next is decided from the order's recorded events (and two
-//! flags set *before* the first reservation and payment calls), never from
+//! flags set with the order, before any reservation or payment call: a
+//! reservation or a payment may exist; compensation asks each module to
+//! undo its own, and each answers "none" if it was never asked), never from
 //! memory, so a process killed anywhere resumes where the record says: every
 //! call is idempotent by order, so repeating one whose answer was lost does
 //! nothing twice. A saga is driven by one instance at a time: the holder of
@@ -165,11 +167,11 @@ impl Saga {
 
     /// Runs steps until the saga ends or must wait. The state and saga are
     /// read once (or known). On the way forward a step's result is held
-    /// and recorded with the next record, at the latest with the last step;
-    /// a step that needs its intent on record before it runs (its flag:
-    /// compensation undoes what a lost answer may have done) has it
-    /// recorded alone by [`Self::begin`], one statement. On the way back
-    /// every result is recorded. A crash loses only held results, whose
+    /// and recorded with the next record, at the latest with the last step
+    /// (no step needs its intent written before its call: the flags that
+    /// tell compensation what may exist are set with the order). On the way
+    /// back every result is recorded, and a step begun after a turn is
+    /// recorded by [`Self::begin`], one statement. A crash loses only held results, whose
     /// steps the next run repeats: every call is idempotent by order. The
     /// lease is renewed by each record and each begin, at least every third
     /// of its term.
@@ -246,10 +248,6 @@ impl Saga {
                     after.apply(&event, repo::now());
                     let next = next_step(&after, &saga);
                     held.push(event);
-                    // A next step that needs its intent on record (its
-                    // flag) does not need this result with it: `begin`
-                    // records the intent alone, one statement, and the
-                    // result is held like any other.
                     let record_now =
                         saga.direction != Direction::Forward || renewed.elapsed() >= renew_every;
                     if record_now {
@@ -267,16 +265,19 @@ impl Saga {
                         }
                         renewed = std::time::Instant::now();
                     } else {
-                        // Held. A next step with a flag is begun at the top
-                        // of the loop (its intent recorded); one without
-                        // needs no intent on record.
+                        // Held; the next step needs no intent on record.
                         state = after;
-                        if next.and_then(Step::flag).is_none() {
-                            begun = next;
-                        }
+                        begun = next;
                     }
                     saga.attempts = 0;
                     self.failpoint(&format!("after_{}_recorded", step.name()));
+                }
+                Outcome::NoPayment => {
+                    // Nothing to void and nothing to record: on to the
+                    // stock, without writing that step's intent first.
+                    saga.payment_attempted = false;
+                    begun = next_step(&state, &saga);
+                    saga.attempts = 0;
                 }
                 Outcome::Failed(reason) if saga.direction == Direction::Forward => {
                     self.flush(order, &saga, &mut recorded, &mut held, &cx)

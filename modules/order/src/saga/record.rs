@@ -76,15 +76,7 @@ impl Saga {
     pub(super) async fn begin(&self, order: OrderId, step: Step) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
         let lease = self.settings.lease_secs;
-        sagas::begin(
-            &mut conn,
-            order,
-            self.instance,
-            step.name(),
-            step.flag(),
-            lease,
-        )
-        .await
+        sagas::begin(&mut conn, order, self.instance, step.name(), lease).await
     }
 
     /// Records steps' results and, in the same transaction, the intent of
@@ -117,10 +109,10 @@ impl Saga {
                         None => (append(conn, order, None, events, cx).await?, None),
                     };
                     let next = next_step(&state, saga);
-                    let (name, flag) = next.map_or((None, None), |s| (Some(s.name()), s.flag()));
+                    let name = next.map(Step::name);
                     let lease = self.settings.lease_secs;
                     let conn: &AsyncPgConnection = conn;
-                    let recorded = sagas::recorded(conn, order, self.instance, name, flag, lease);
+                    let recorded = sagas::recorded(conn, order, self.instance, name, lease);
                     let ours = match writes {
                         Some(writes) => {
                             let (written, ours) =

@@ -66,23 +66,8 @@ impl Step {
         .find(|s| s.name() == name)
     }
 
-    /// The saga's column recording, before the call, that the step may have
-    /// taken effect: compensation undoes what a lost answer may have done.
-    pub(super) fn flag(self) -> Option<&'static str> {
-        match self {
-            Step::Reserve => Some("reserve_attempted"),
-            Step::Authorize => Some("payment_attempted"),
-            _ => None,
-        }
-    }
-
-    /// Sets the step's flag on a saga held in memory, as begun.
+    /// Marks the step begun on a saga held in memory.
     pub(super) fn mark(self, saga: &mut SagaRow) {
-        match self {
-            Step::Reserve => saga.reserve_attempted = true,
-            Step::Authorize => saga.payment_attempted = true,
-            _ => {}
-        }
         saga.step = Some(self.name().to_owned());
     }
 }
@@ -101,6 +86,10 @@ pub(super) enum Ran {
 pub(super) enum Outcome {
     /// Record this event.
     Done(OrderEvent),
+    /// Nothing to undo: the void found no payment (none was ever asked
+    /// for). No event; the saga's `payment_attempted` is cleared in memory
+    /// (a run after a crash asks again, and is answered the same).
+    NoPayment,
     /// The step failed for good: turn back (forward) with this reason.
     Failed(String),
     /// Could not tell or not now: try again later.

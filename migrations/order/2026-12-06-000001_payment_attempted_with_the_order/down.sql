@@ -1,0 +1,1 @@
+ALTER TABLE sagas ALTER COLUMN payment_attempted SET DEFAULT false;
