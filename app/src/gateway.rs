@@ -307,15 +307,15 @@ async fn read_problem(
         }
     };
     let problem = serde_json::from_slice::<kernel::ProblemBody>(&body).ok();
-    let refused = remote::is_refusal(status, problem.as_ref());
+    let verdict = if remote::is_refusal(status, problem.as_ref()) {
+        resilience::Verdict::Healthy
+    } else {
+        failed
+    };
     let answer = Answer::Read {
         status,
         headers,
         body,
     };
-    if refused {
-        (Err(Some(answer)), resilience::Verdict::Healthy)
-    } else {
-        (Err(Some(answer)), failed)
-    }
+    (Err(Some(answer)), verdict)
 }

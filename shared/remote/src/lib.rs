@@ -75,8 +75,20 @@ pub fn is_retryable(status: StatusCode) -> bool {
 /// asked (a module client returns it as `RemoteError::Degraded`). A slow
 /// refusal still counts as a slow call.
 pub fn is_refusal(status: StatusCode, problem: Option<&ProblemBody>) -> bool {
-    status == StatusCode::SERVICE_UNAVAILABLE
-        && problem.is_some_and(|p| Degradation::from_code(&p.code, 1).is_some())
+    refusal(status, problem, 1).is_some()
+}
+
+/// The [`Degradation`] a refusal ([`is_refusal`]) names, with the
+/// `Retry-After` it came with; `None` for any other answer.
+pub fn refusal(
+    status: StatusCode,
+    problem: Option<&ProblemBody>,
+    retry_after_secs: u64,
+) -> Option<Degradation> {
+    if status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    problem.and_then(|p| Degradation::from_code(&p.code, retry_after_secs))
 }
 
 /// The [`Degradation`] a policy error reports: the policy cut the call
@@ -228,15 +240,10 @@ async fn attempt_once<T: DeserializeOwned>(
         };
     }
     let problem = serde_json::from_slice::<ProblemBody>(&bytes).ok();
-    if is_refusal(status, problem.as_ref()) {
-        // The degradation the module names, with the wait it asked for.
-        let retry_after_secs = wait.map_or(1, |w| w.as_secs().max(1));
-        let refusal = problem
-            .as_ref()
-            .and_then(|p| Degradation::from_code(&p.code, retry_after_secs));
-        if let Some(degradation) = refusal {
-            return (Err(RemoteError::Degraded(degradation)), Verdict::Healthy);
-        }
+    // A refusal: the degradation the module names, with the wait it asked for.
+    let retry_after_secs = wait.map_or(1, |w| w.as_secs().max(1));
+    if let Some(degradation) = refusal(status, problem.as_ref(), retry_after_secs) {
+        return (Err(RemoteError::Degraded(degradation)), Verdict::Healthy);
     }
     if is_retryable(status) || status.is_server_error() {
         let error = match problem {
