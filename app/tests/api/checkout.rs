@@ -131,6 +131,72 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_charges_once() {
     assert_eq!(leaks, 0);
 }
 
+/// A stock row's events: each of a reservation's moves writes its own
+/// `StockChanged` in the statement that moves the row (its payload built by
+/// SQL), and it must be exactly what serde makes of the event, with the
+/// figures the row took, in the order the row took them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stock_move_announces_the_figures_the_row_took() {
+    use inventory_api::events::StockChanged;
+
+    #[derive(diesel::QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        event_type: String,
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        envelope: Value,
+    }
+    let Scene {
+        app,
+        token,
+        product,
+        ..
+    } = scene("CHK-EVENTS", 5).await;
+    let (client, base) = (&app.client, app.address.as_str());
+    fill_cart(client, base, &token, &product, 3).await;
+    let order: Value = place(client, base, &token, "events", cards::SUCCEEDS)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["status"], "confirmed", "{order}");
+
+    let written: Vec<Written> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query(
+            "SELECT id, event_type, envelope FROM inventory.outbox \
+             WHERE aggregate_id = 'CHK-EVENTS' AND event_type = 'inventory.stock_changed.v1' \
+             ORDER BY seq",
+        ),
+        &mut app.db().await,
+    )
+    .await
+    .unwrap();
+    let mut figures = Vec::new();
+    for row in written {
+        let envelope: kernel::Envelope = serde_json::from_value(row.envelope.clone()).unwrap();
+        assert_eq!(envelope.id, row.id);
+        assert_eq!(envelope.event_type, row.event_type);
+        assert_eq!(
+            (envelope.source.as_str(), envelope.aggregate_id.as_str()),
+            ("inventory", "CHK-EVENTS")
+        );
+        let change: StockChanged = envelope.payload().unwrap();
+        assert_eq!(
+            envelope.payload,
+            serde_json::to_value(&change).unwrap(),
+            "the payload is serde's StockChanged, field for field"
+        );
+        assert_eq!(change.sku.as_str(), "CHK-EVENTS");
+        assert_eq!(change.available, change.on_hand - change.reserved);
+        assert!(change.low_stock_threshold.is_some());
+        figures.push((change.on_hand, change.reserved));
+    }
+    // Stocked, reserved, sold.
+    assert_eq!(figures, [(5, 0), (5, 3), (2, 0)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
     let Scene {

@@ -5,13 +5,14 @@
 //! Every stock change is raw SQL (`db::sql`, prepared once per connection):
 //! a conditional `UPDATE ... RETURNING` fused with the INSERT of its
 //! movement in one CTE, which diesel's query builder cannot express, so the
-//! row is locked for one round trip only. The reads and plain writes use
-//! the query builder.
+//! row is locked for one round trip only; a reservation's line also writes
+//! its `StockChanged` event in that statement ([`move_line`]). The reads and
+//! plain writes use the query builder.
 
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use inventory_api::{Movement, OrderId, ReservationLine, StockLevel};
 use uuid::Uuid;
@@ -155,20 +156,37 @@ fn with_movement(update: &str) -> String {
     )
 }
 
-/// Moves one line of an order's reservation and records the movement.
-/// `None` when a [`LineMove::Reserve`] finds too few units available (or
-/// the SKU was never stocked).
+/// Moves one line of an order's reservation, records the movement and
+/// writes `changed`, the line's `inventory.stock_changed.v1` event
+/// (prepared without its payload), into the outbox with the row's new
+/// figures, all in one statement: the stock row, which every checkout of a
+/// best-selling SKU waits for, is then held only by this statement and the
+/// commit (writing the event after it took one more round trip). The
+/// payload is built by SQL as serde builds `StockChanged` (a test compares
+/// them). `None`, and no event, when a [`LineMove::Reserve`] finds too few
+/// units available (or the SKU was never stocked).
 pub(crate) async fn move_line(
     mut conn: &AsyncPgConnection,
     order: OrderId,
     line: &ReservationLine,
     how: LineMove,
+    changed: &events::outbox::Prepared,
 ) -> QueryResult<Option<Row>> {
     let (set, guard) = how.set_and_guard();
-    // Raw: the update and its movement in one CTE (see the module doc).
-    db::sql(with_movement(&format!(
-        "UPDATE stock SET {set}, updated_at = now() WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
-    )))
+    let envelope = changed.envelope()?;
+    // Raw: the update, its movement and its event in one CTE (see the
+    // module doc).
+    db::sql(format!(
+        "WITH s AS (UPDATE stock SET {set}, updated_at = now() WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}), \
+         m AS (INSERT INTO movements \
+         (id, sku, kind, quantity, reason, order_id, on_hand_after, reserved_after) \
+         SELECT $3, sku, $4, $5, $6, $7, on_hand, reserved FROM s), \
+         e AS (INSERT INTO outbox (id, event_type, aggregate_id, envelope) \
+         SELECT $8, $9, $10, jsonb_set($11, '{{payload}}', jsonb_build_object(\
+         'sku', sku, 'on_hand', on_hand, 'reserved', reserved, 'available', on_hand - reserved, \
+         'low_stock_threshold', low_stock_threshold)) FROM s) \
+         SELECT {STOCK_COLUMNS} FROM s"
+    ))
     .bind::<Text, _>(line.sku.as_str())
     .bind::<Integer, _>(line.quantity)
     .bind::<SqlUuid, _>(Uuid::now_v7())
@@ -176,6 +194,10 @@ pub(crate) async fn move_line(
     .bind::<Integer, _>(how.signed(line.quantity))
     .bind::<Nullable<Text>, _>(None::<&str>)
     .bind::<Nullable<SqlUuid>, _>(Some(order.as_uuid()))
+    .bind::<SqlUuid, _>(changed.id())
+    .bind::<Text, _>(changed.event_type())
+    .bind::<Text, _>(changed.aggregate_id())
+    .bind::<Jsonb, _>(envelope)
     .get_result(&mut conn)
     .await
     .optional()

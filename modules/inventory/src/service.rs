@@ -72,30 +72,55 @@ fn announce_change(
     before: Option<&Row>,
     after: &Row,
 ) -> Result<(), Abort> {
-    let sku = Sku::parse(&after.sku)
-        .map_err(|e| Abort::Refuse(InventoryError::Common(Failure::Unexpected(e.to_string()))))?;
     let changed = StockChanged {
-        sku: sku.clone(),
+        sku: stored_sku(after)?,
         on_hand: after.on_hand,
         reserved: after.reserved,
         available: after.available(),
         low_stock_threshold: Some(after.low_stock_threshold),
     };
     batch.push(&changed)?;
+    announce_crossing(batch, before, after)
+}
+
+fn stored_sku(row: &Row) -> Result<Sku, Abort> {
+    Sku::parse(&row.sku)
+        .map_err(|e| Abort::Refuse(InventoryError::Common(Failure::Unexpected(e.to_string()))))
+}
+
+/// The `StockChanged` a reservation's line announces, prepared before the
+/// statement that moves the line writes it ([`repo::move_line`]).
+fn stock_changed(
+    cx: &CallContext,
+    line: &inventory_api::ReservationLine,
+) -> events::outbox::Prepared {
+    events::outbox::Prepared::new::<StockChanged>(crate::NAME, cx, line.sku.to_string())
+}
+
+/// Adds to `batch` the low or out of stock a change means, if available
+/// crossed the threshold or zero (the change's `StockChanged` is written
+/// already).
+fn announce_crossing(
+    batch: &mut events::outbox::Batch<'_>,
+    before: Option<&Row>,
+    after: &Row,
+) -> Result<(), Abort> {
     match domain::crossing(
         before.map(Row::available),
         after.available(),
         after.low_stock_threshold,
     ) {
         Some(Crossing::OutOfStock) => {
-            batch.push(&OutOfStock { sku })?;
+            batch.push(&OutOfStock {
+                sku: stored_sku(after)?,
+            })?;
         }
         Some(Crossing::LowStock {
             available,
             threshold,
         }) => {
             let low = LowStock {
-                sku,
+                sku: stored_sku(after)?,
                 available,
                 threshold,
             };
@@ -108,8 +133,9 @@ fn announce_change(
 
 /// Moves every line of a reservation `how` in SKU order (rows locked one by
 /// one, as reservations lock them), after setting the reservation's new
-/// `status`, and announces the changes (one outbox statement). The status
-/// and the moves are pipelined (one round trip, ADR 0015).
+/// `status`; each move writes its `StockChanged`, and a crossing of the
+/// threshold is announced after them (one more statement, only then). The
+/// status and the moves are pipelined (one round trip, ADR 0015).
 async fn move_lines(
     conn: &AsyncPgConnection,
     cx: &CallContext,
@@ -121,10 +147,14 @@ async fn move_lines(
     // The reservation row is locked already; the stock rows are locked
     // last, each by its UPDATE, so they are held for as short a time as
     // possible (a best-selling SKU's row is every checkout's).
+    let changes: Vec<_> = (reservation.lines.iter())
+        .map(|line| stock_changed(cx, line))
+        .collect();
     let (set, moved) = futures_util::future::join(
         repo::set_status(conn, order, status),
         futures_util::future::join_all(
-            (reservation.lines.iter()).map(|line| repo::move_line(conn, order, line, how)),
+            (reservation.lines.iter().zip(&changes))
+                .map(|(line, changed)| repo::move_line(conn, order, line, how, changed)),
         ),
     )
     .await;
@@ -133,7 +163,7 @@ async fn move_lines(
     for (line, after) in reservation.lines.iter().zip(moved) {
         let after = after?.ok_or(DieselError::NotFound)?;
         let before = how.undo(&after, line.quantity);
-        announce_change(&mut batch, Some(&before), &after)?;
+        announce_crossing(&mut batch, Some(&before), &after)?;
     }
     batch.write(conn).await?;
     Ok(())
@@ -304,6 +334,7 @@ impl InventoryApi for InventoryModule {
         let lines = domain::check_reservation(&request)?;
         let order = request.order_id;
         let ttl = i64::try_from(self.settings.reservation_ttl_secs).unwrap_or(i64::MAX);
+        let changes: Vec<_> = lines.iter().map(|line| stock_changed(cx, line)).collect();
         let mut conn = self.conn().await?;
         let reserved = conn
             .transaction::<_, Abort, _>(async |conn| {
@@ -311,14 +342,16 @@ impl InventoryApi for InventoryModule {
                 // Pipelined, one round trip (ADR 0015): the reservation,
                 // each line's check-and-take in one statement in SKU order
                 // (concurrent reservations queue on the row lock and
-                // re-check), the lines. The first outcome in that order
-                // decides; what ran after a refusal is rolled back.
+                // re-check) with its movement and its event, the lines.
+                // The first outcome in that order decides; what ran after
+                // a refusal is rolled back.
                 let (made, moved, written) = futures_util::future::join3(
                     repo::insert_reservation(conn, order, ttl),
-                    futures_util::future::join_all(
-                        (lines.iter())
-                            .map(|line| repo::move_line(conn, order, line, LineMove::Reserve)),
-                    ),
+                    futures_util::future::join_all((lines.iter().zip(&changes)).map(
+                        |(line, changed)| {
+                            repo::move_line(conn, order, line, LineMove::Reserve, changed)
+                        },
+                    )),
                     repo::insert_lines(conn, order, &lines),
                 )
                 .await;
@@ -342,7 +375,7 @@ impl InventoryApi for InventoryModule {
                 let mut batch = events::outbox::Batch::new(crate::NAME, cx);
                 for (line, after) in &changed {
                     let before = LineMove::Reserve.undo(after, line.quantity);
-                    announce_change(&mut batch, Some(&before), after)?;
+                    announce_crossing(&mut batch, Some(&before), after)?;
                 }
                 batch.write(conn).await?;
                 Ok(Reservation {

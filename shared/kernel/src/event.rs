@@ -60,18 +60,36 @@ impl Envelope {
         cx: &CallContext,
         event: &E,
     ) -> Result<Envelope, serde_json::Error> {
-        Ok(Envelope {
+        let payload = serde_json::to_value(event)?;
+        Ok(Envelope::with_payload::<E>(
+            source,
+            cx,
+            event.aggregate_id(),
+            payload,
+        ))
+    }
+
+    /// An envelope for an `E` about `aggregate_id`, published by `source`
+    /// in the context `cx`, with `payload` as given: for an event whose
+    /// payload the statement that writes it fills in (`null` until then).
+    pub fn with_payload<E: IntegrationEvent>(
+        source: &str,
+        cx: &CallContext,
+        aggregate_id: String,
+        payload: serde_json::Value,
+    ) -> Envelope {
+        Envelope {
             id: Uuid::now_v7(),
             event_type: E::TYPE.to_owned(),
             source: source.to_owned(),
-            aggregate_id: event.aggregate_id(),
+            aggregate_id,
             occurred_at: Utc::now(),
             request_id: Some(cx.request_id().to_string()),
             causation_id: cx.causation_id(),
-            payload: serde_json::to_value(event)?,
+            payload,
             traceparent: None,
             tracestate: None,
-        })
+        }
     }
 
     /// The payload as `E`.
