@@ -171,10 +171,10 @@ impl Saga {
     /// (no step needs its intent written before its call: the flags that
     /// tell compensation what may exist are set with the order). On the way
     /// back every result is recorded, and a step begun after a turn is
-    /// recorded by [`Self::begin`], one statement. A crash loses only held results, whose
-    /// steps the next run repeats: every call is idempotent by order. The
-    /// lease is renewed by each record and each begin, at least every third
-    /// of its term.
+    /// recorded by [`Self::begin`], one statement. A crash loses only held
+    /// results, whose steps the next run repeats: every call is idempotent
+    /// by order. The lease is renewed by each record and each begin, at
+    /// least every third of its term.
     async fn run(
         &self,
         order: OrderId,
