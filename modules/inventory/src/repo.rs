@@ -146,12 +146,13 @@ impl LineMove {
 /// `update`, an `UPDATE stock ... RETURNING {STOCK_COLUMNS}` with two
 /// parameters (SKU, quantity), and the movement it makes, in one statement
 /// (one round trip while the stock row is locked). The movement's id, kind,
-/// quantity, reason and order are bound after the update's own parameters.
-fn with_movement(update: &str) -> String {
+/// quantity, reason and order are bound after the update's own parameters;
+/// `also` adds more CTEs over `s` (or nothing), bound after those.
+fn with_movement(update: &str, also: &str) -> String {
     format!(
         "WITH s AS ({update}), m AS (INSERT INTO movements \
          (id, sku, kind, quantity, reason, order_id, on_hand_after, reserved_after) \
-         SELECT $3, sku, $4, $5, $6, $7, on_hand, reserved FROM s) \
+         SELECT $3, sku, $4, $5, $6, $7, on_hand, reserved FROM s){also} \
          SELECT {STOCK_COLUMNS} FROM s"
     )
 }
@@ -176,16 +177,14 @@ pub(crate) async fn move_line(
     let envelope = changed.envelope()?;
     // Raw: the update, its movement and its event in one CTE (see the
     // module doc).
-    db::sql(format!(
-        "WITH s AS (UPDATE stock SET {set}, updated_at = now() WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}), \
-         m AS (INSERT INTO movements \
-         (id, sku, kind, quantity, reason, order_id, on_hand_after, reserved_after) \
-         SELECT $3, sku, $4, $5, $6, $7, on_hand, reserved FROM s), \
-         e AS (INSERT INTO outbox (id, event_type, aggregate_id, envelope) \
-         SELECT $8, $9, $10, jsonb_set($11, '{{payload}}', jsonb_build_object(\
+    db::sql(with_movement(
+        &format!(
+            "UPDATE stock SET {set}, updated_at = now() WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
+        ),
+        ", e AS (INSERT INTO outbox (id, event_type, aggregate_id, envelope) \
+         SELECT $8, $9, $10, jsonb_set($11, '{payload}', jsonb_build_object(\
          'sku', sku, 'on_hand', on_hand, 'reserved', reserved, 'available', on_hand - reserved, \
-         'low_stock_threshold', low_stock_threshold)) FROM s) \
-         SELECT {STOCK_COLUMNS} FROM s"
+         'low_stock_threshold', low_stock_threshold)) FROM s)",
     ))
     .bind::<Text, _>(line.sku.as_str())
     .bind::<Integer, _>(line.quantity)
@@ -251,11 +250,14 @@ pub(crate) async fn adjust(
     reason: &str,
 ) -> QueryResult<Option<Row>> {
     // Raw: the update and its movement in one CTE (see the module doc).
-    db::sql(with_movement(&format!(
-        "UPDATE stock SET on_hand = on_hand + $2, \
+    db::sql(with_movement(
+        &format!(
+            "UPDATE stock SET on_hand = on_hand + $2, \
          low_stock_threshold = COALESCE($8, low_stock_threshold), updated_at = now() \
          WHERE sku = $1 AND on_hand + $2 - reserved >= 0 RETURNING {STOCK_COLUMNS}"
-    )))
+        ),
+        "",
+    ))
     .bind::<Text, _>(sku.as_str())
     .bind::<Integer, _>(quantity)
     .bind::<SqlUuid, _>(Uuid::now_v7())
