@@ -1,5 +1,6 @@
 //! Per-module pools and per-schema migration history.
 
+use diesel::{ExpressionMethods as _, QueryDsl as _};
 use diesel_async::RunQueryDsl;
 
 use crate::helpers::{test_database, test_settings};
@@ -228,4 +229,70 @@ async fn pipelined_statements_run_in_order_and_fail_with_their_transaction() {
 struct Value {
     #[diesel(sql_type = diesel::sql_types::Integer)]
     v: i32,
+}
+
+diesel::table! {
+    orders.carts (customer_id) {
+        customer_id -> Uuid,
+        items -> Jsonb,
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Prepared {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// How many statements the connection holds prepared that begin with
+/// `start` (the view shows the connection's own only).
+async fn prepared(conn: &mut db::Object, start: &str) -> i64 {
+    let row: Prepared = db::sql(
+        "SELECT count(*) AS n FROM pg_prepared_statements WHERE starts_with(statement, $1)",
+    )
+    .bind::<diesel::sql_types::Text, _>(start)
+    .get_result(&mut **conn)
+    .await
+    .unwrap();
+    row.n
+}
+
+/// diesel marks every UPDATE "unsafe to cache", so diesel-async prepares
+/// it on each call and closes it after (a Parse round trip and a plan each
+/// time); `db::cached` keeps it prepared on the connection for the next
+/// call. The checkout's UPDATEs, upserts and multi-row INSERTs go through
+/// it (docs/BENCHMARKS.md, eleventh session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_update_is_prepared_once_per_connection() {
+    let db = test_database().await;
+    let settings = test_settings(Some(db.url()), &[]);
+    let pool =
+        app::database::module_pool(&settings, app::modules::ModuleName::Order, db.url()).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let customer = uuid::Uuid::new_v4();
+    diesel::insert_into(carts::table)
+        .values((
+            carts::customer_id.eq(customer),
+            carts::items.eq(serde_json::json!([])),
+        ))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let update =
+        || diesel::update(carts::table.find(customer)).set(carts::items.eq(serde_json::json!([1])));
+    let start = r#"UPDATE "orders"."carts""#;
+
+    for _ in 0..3 {
+        assert_eq!(update().execute(&mut *conn).await.unwrap(), 1);
+    }
+    assert_eq!(
+        prepared(&mut conn, start).await,
+        0,
+        "diesel's own: none kept"
+    );
+
+    for _ in 0..3 {
+        assert_eq!(db::cached(update()).execute(&mut *conn).await.unwrap(), 1);
+    }
+    assert_eq!(prepared(&mut conn, start).await, 1, "cached: one, reused");
 }

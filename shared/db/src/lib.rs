@@ -19,7 +19,7 @@ pub use pool::{
     record_pool_metrics, unavailable_reason,
 };
 
-pub use sql::{Bind, NoBinds, Sql, sql};
+pub use sql::{Bind, Cached, NoBinds, Sql, cached, sql};
 
 pub use diesel_async::AsyncPgConnection;
 pub use diesel_migrations::EmbeddedMigrations;

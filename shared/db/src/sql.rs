@@ -101,6 +101,51 @@ impl<Binds> Query for Sql<Binds> {
     type SqlType = Untyped;
 }
 
+/// A query-builder statement that diesel would prepare anew on every call,
+/// prepared once per connection instead.
+///
+/// diesel marks every `UPDATE`, every `ON CONFLICT ... DO UPDATE` and every
+/// multi-row `INSERT` "unsafe to cache", because their text can vary with
+/// the values (an `Option` field of a changeset, the number of rows).
+/// diesel-async then prepares them on each call: a Parse round trip before
+/// the statement's own, a parse and plan in PostgreSQL, and, inside a
+/// pipelined transaction, every statement behind it waiting for that
+/// round trip (the statement cache is locked meanwhile). On the checkout
+/// that was some ten statements per checkout (docs/BENCHMARKS.md).
+///
+/// The same contract as [`sql`]: the statement's text at a call site must
+/// be one of a small fixed set (no optional fields in its changeset; a
+/// multi-row `INSERT` bounded in rows), since each text is cached by the
+/// connection for as long as it lives.
+pub fn cached<Q>(query: Q) -> Cached<Q> {
+    Cached(query)
+}
+
+/// See [`cached`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a query does nothing until it is run"]
+pub struct Cached<Q>(Q);
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Cached<Q> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> QueryId for Cached<Q> {
+    type QueryId = ();
+    // Not static: the statement cache keys it by its SQL text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for Cached<Q> {
+    type SqlType = Q::SqlType;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

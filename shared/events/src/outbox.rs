@@ -89,8 +89,7 @@ impl<'a> Batch<'a> {
             })
             .collect::<diesel::QueryResult<Vec<_>>>()?;
         // One row per event, numbered (`seq`) in the order of the VALUES list.
-        diesel::insert_into(outbox::table)
-            .values(rows)
+        db::cached(diesel::insert_into(outbox::table).values(rows))
             .execute(&mut conn)
             .await?;
         for envelope in &self.envelopes {

@@ -143,8 +143,7 @@ pub(crate) async fn insert_lines(
             )
         })
         .collect();
-    diesel::insert_into(reservation_lines::table)
-        .values(rows)
+    db::cached(diesel::insert_into(reservation_lines::table).values(rows))
         .execute(&mut conn)
         .await
         .map(drop)
@@ -156,14 +155,15 @@ pub(crate) async fn set_status(
     order: OrderId,
     status: ReservationStatus,
 ) -> QueryResult<()> {
-    diesel::update(reservations::table.find(order.as_uuid()))
-        .set((
+    db::cached(
+        diesel::update(reservations::table.find(order.as_uuid())).set((
             reservations::status.eq(status.as_str()),
             reservations::updated_at.eq(now),
-        ))
-        .execute(&mut conn)
-        .await
-        .map(drop)
+        )),
+    )
+    .execute(&mut conn)
+    .await
+    .map(drop)
 }
 
 /// Claims up to 100 active reservations past their time, oldest first,

@@ -33,17 +33,19 @@ pub(crate) async fn put(
     customer: Uuid,
     items: serde_json::Value,
 ) -> QueryResult<()> {
-    diesel::insert_into(carts::table)
-        .values((carts::customer_id.eq(customer), carts::items.eq(items)))
-        .on_conflict(carts::customer_id)
-        .do_update()
-        .set((
-            carts::items.eq(excluded(carts::items)),
-            carts::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    db::cached(
+        diesel::insert_into(carts::table)
+            .values((carts::customer_id.eq(customer), carts::items.eq(items)))
+            .on_conflict(carts::customer_id)
+            .do_update()
+            .set((
+                carts::items.eq(excluded(carts::items)),
+                carts::updated_at.eq(diesel::dsl::now),
+            )),
+    )
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Empties `customer`'s cart (the order took it).

@@ -118,27 +118,29 @@ async fn write_event(
 }
 
 async fn write_state(mut conn: &AsyncPgConnection, state: &OrderState) -> Result<(), DieselError> {
-    diesel::insert_into(orders::table)
-        .values((
-            orders::id.eq(state.order.id.as_uuid()),
-            orders::customer_id.eq(state.order.customer_id),
-            orders::version.eq(state.version),
-            orders::state.eq(encode(state)?),
-            orders::status.eq(state.order.status.as_str()),
-            orders::created_at.eq(state.order.created_at),
-            orders::updated_at.eq(state.order.updated_at),
-        ))
-        .on_conflict(orders::id)
-        .do_update()
-        .set((
-            orders::version.eq(excluded(orders::version)),
-            orders::state.eq(excluded(orders::state)),
-            orders::status.eq(excluded(orders::status)),
-            orders::updated_at.eq(excluded(orders::updated_at)),
-        ))
-        .execute(&mut conn)
-        .await
-        .map(drop)
+    db::cached(
+        diesel::insert_into(orders::table)
+            .values((
+                orders::id.eq(state.order.id.as_uuid()),
+                orders::customer_id.eq(state.order.customer_id),
+                orders::version.eq(state.version),
+                orders::state.eq(encode(state)?),
+                orders::status.eq(state.order.status.as_str()),
+                orders::created_at.eq(state.order.created_at),
+                orders::updated_at.eq(state.order.updated_at),
+            ))
+            .on_conflict(orders::id)
+            .do_update()
+            .set((
+                orders::version.eq(excluded(orders::version)),
+                orders::state.eq(excluded(orders::state)),
+                orders::status.eq(excluded(orders::status)),
+                orders::updated_at.eq(excluded(orders::updated_at)),
+            )),
+    )
+    .execute(&mut conn)
+    .await
+    .map(drop)
 }
 
 /// Records the first event of a new order and its projection, pipelined

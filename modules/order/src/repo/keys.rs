@@ -187,8 +187,7 @@ pub(crate) async fn store_response(
     status: u16,
     body: &serde_json::Value,
 ) -> QueryResult<()> {
-    diesel::update(keys::table.find((customer, key)))
-        .set(answer(status, body))
+    db::cached(diesel::update(keys::table.find((customer, key))).set(answer(status, body)))
         .execute(conn)
         .await
         .map(drop)
@@ -203,12 +202,14 @@ pub(crate) async fn store_first_response(
     status: u16,
     body: &serde_json::Value,
 ) -> QueryResult<()> {
-    diesel::update(
-        keys::table
-            .find((customer, key))
-            .filter(keys::response_status.is_null()),
+    db::cached(
+        diesel::update(
+            keys::table
+                .find((customer, key))
+                .filter(keys::response_status.is_null()),
+        )
+        .set(answer(status, body)),
     )
-    .set(answer(status, body))
     .execute(&mut conn)
     .await
     .map(drop)

@@ -288,18 +288,20 @@ pub(crate) async fn turn_back(
     order: OrderId,
     reason: &str,
 ) -> QueryResult<()> {
-    diesel::update(sagas::table.find(order.as_uuid()))
-        .filter(sagas::direction.eq(Direction::Forward.as_str()))
-        .set((
-            sagas::direction.eq(Direction::Compensate.as_str()),
-            sagas::outcome.eq("failed"),
-            sagas::reason.eq(reason),
-            sagas::attempts.eq(0),
-            sagas::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    db::cached(
+        diesel::update(sagas::table.find(order.as_uuid()))
+            .filter(sagas::direction.eq(Direction::Forward.as_str()))
+            .set((
+                sagas::direction.eq(Direction::Compensate.as_str()),
+                sagas::outcome.eq("failed"),
+                sagas::reason.eq(reason),
+                sagas::attempts.eq(0),
+                sagas::updated_at.eq(now),
+            )),
+    )
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Turns a saga back because the order is cancelled, due at once.
@@ -308,19 +310,18 @@ pub(crate) async fn cancel(
     order: OrderId,
     reason: &str,
 ) -> QueryResult<()> {
-    diesel::update(sagas::table.find(order.as_uuid()))
-        .set((
-            sagas::direction.eq(Direction::Compensate.as_str()),
-            sagas::outcome.eq("cancelled"),
-            sagas::reason.eq(reason),
-            sagas::done.eq(false),
-            sagas::attempts.eq(0),
-            sagas::next_attempt_at.eq(now),
-            sagas::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    db::cached(diesel::update(sagas::table.find(order.as_uuid())).set((
+        sagas::direction.eq(Direction::Compensate.as_str()),
+        sagas::outcome.eq("cancelled"),
+        sagas::reason.eq(reason),
+        sagas::done.eq(false),
+        sagas::attempts.eq(0),
+        sagas::next_attempt_at.eq(now),
+        sagas::updated_at.eq(now),
+    )))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Marks a saga still running in `direction` done, its lease cleared;
@@ -331,21 +332,23 @@ pub(crate) async fn mark_done(
     order: OrderId,
     direction: Direction,
 ) -> QueryResult<Option<(Option<SagaOutcome>, Option<String>)>> {
-    diesel::update(
-        sagas::table
-            .find(order.as_uuid())
-            .filter(sagas::done.eq(false))
-            .filter(sagas::direction.eq(direction.as_str())),
+    db::cached(
+        diesel::update(
+            sagas::table
+                .find(order.as_uuid())
+                .filter(sagas::done.eq(false))
+                .filter(sagas::direction.eq(direction.as_str())),
+        )
+        .set((
+            sagas::done.eq(true),
+            sagas::step.eq(None::<String>),
+            sagas::last_error.eq(None::<String>),
+            sagas::lease_owner.eq(None::<Uuid>),
+            sagas::lease_until.eq(None::<chrono::DateTime<chrono::Utc>>),
+            sagas::updated_at.eq(now),
+        ))
+        .returning((sagas::outcome, sagas::reason)),
     )
-    .set((
-        sagas::done.eq(true),
-        sagas::step.eq(None::<String>),
-        sagas::last_error.eq(None::<String>),
-        sagas::lease_owner.eq(None::<Uuid>),
-        sagas::lease_until.eq(None::<chrono::DateTime<chrono::Utc>>),
-        sagas::updated_at.eq(now),
-    ))
-    .returning((sagas::outcome, sagas::reason))
     .get_result(&mut conn)
     .await
     .optional()
