@@ -268,14 +268,12 @@ pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> Q
             )
         })
         .collect();
-    db::cached(
-        diesel::insert_into(n::table)
-            .values(rows)
-            .on_conflict(on_constraint("notifications_once"))
-            .do_nothing(),
-    )
-    .execute(conn)
-    .await
+    diesel::insert_into(n::table)
+        .values(rows)
+        .on_conflict(on_constraint("notifications_once"))
+        .do_nothing()
+        .execute(conn)
+        .await
 }
 
 /// A queued message the sender has claimed.
@@ -343,14 +341,15 @@ pub(crate) async fn mark_sent(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Que
     if ids.is_empty() {
         return Ok(0);
     }
-    db::cached(diesel::update(n::table.filter(n::id.eq_any(ids))).set((
-        n::status.eq("sent"),
-        n::sent_at.eq(now),
-        n::attempts.eq(n::attempts + 1),
-        n::last_error.eq(None::<&str>),
-    )))
-    .execute(conn)
-    .await
+    diesel::update(n::table.filter(n::id.eq_any(ids)))
+        .set((
+            n::status.eq("sent"),
+            n::sent_at.eq(now),
+            n::attempts.eq(n::attempts + 1),
+            n::last_error.eq(None::<&str>),
+        ))
+        .execute(conn)
+        .await
 }
 
 /// Records a failed attempt: retried in `retry_in_ms`, or failed for good

@@ -117,6 +117,13 @@ impl<Binds> Query for Sql<Binds> {
 /// be one of a small fixed set (no optional fields in its changeset; a
 /// multi-row `INSERT` bounded in rows), since each text is cached by the
 /// connection for as long as it lives.
+///
+/// A cached statement may run on a generic plan (PostgreSQL picks one after
+/// five executions if it costs no more than theirs), which is right for a
+/// lookup by key and can be wrong where the best plan depends on a value:
+/// `id = ANY($1)` over a table that was small when it was planned stayed a
+/// sequential scan as the relay's outbox grew (docs/BENCHMARKS.md), so the
+/// relays' and handlers' marks by a list of ids are left uncached.
 pub fn cached<Q>(query: Q) -> Cached<Q> {
     Cached(query)
 }

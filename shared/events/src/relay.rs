@@ -213,22 +213,22 @@ impl Relay {
                 .instrument(batch_span)
                 .await;
             if let Some((id, error)) = failed {
-                db::cached(diesel::update(outbox::table.find(id))
+                diesel::update(outbox::table.find(id))
                     .set((
                         outbox::attempts.eq(outbox::attempts + 1),
                         outbox::last_error.eq(&error),
-                    )))
+                    ))
                     .execute(conn)
                     .await?;
                 tracing::warn!(module, event.id = %id, error = %error, "delivery failed; will retry");
             }
             // Marked in one statement, committed with the batch.
             if !delivered.is_empty() {
-                db::cached(diesel::update(outbox::table.filter(outbox::id.eq_any(&delivered)))
+                diesel::update(outbox::table.filter(outbox::id.eq_any(&delivered)))
                     .set((
                         outbox::delivered_at.eq(now),
                         outbox::attempts.eq(outbox::attempts + 1),
-                    )))
+                    ))
                     .execute(conn)
                     .await?;
             }

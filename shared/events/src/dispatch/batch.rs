@@ -87,14 +87,12 @@ impl Dispatcher {
                         )
                     })
                     .collect();
-                let fresh: Vec<Uuid> = db::cached(
-                    diesel::insert_into(inbox::table)
-                        .values(rows)
-                        .on_conflict_do_nothing()
-                        .returning(inbox::event_id),
-                )
-                .get_results(conn)
-                .await?;
+                let fresh: Vec<Uuid> = diesel::insert_into(inbox::table)
+                    .values(rows)
+                    .on_conflict_do_nothing()
+                    .returning(inbox::event_id)
+                    .get_results(conn)
+                    .await?;
                 let mut outcomes = Vec::with_capacity(events.len());
                 for event in events {
                     if fresh.contains(&event.id) {
