@@ -355,10 +355,13 @@ pub(crate) async fn mark_done(
 }
 
 /// Up to 32 sagas due and not leased (their owner died, or they wait for a
-/// retry), the longest waiting first.
+/// retry), the longest waiting first. `NOT done` in the text, not a bound
+/// `false`: the statement is prepared once and may run on a generic plan,
+/// which can use the partial index on sagas not done only if its
+/// predicate is written out.
 pub(crate) async fn due(conn: &mut AsyncPgConnection) -> QueryResult<Vec<OrderId>> {
     let due: Vec<Uuid> = sagas::table
-        .filter(sagas::done.eq(false))
+        .filter(diesel::dsl::not(sagas::done))
         .filter(sagas::next_attempt_at.le(now))
         .filter(sagas::lease_until.is_null().or(sagas::lease_until.lt(now)))
         .order(sagas::next_attempt_at)
