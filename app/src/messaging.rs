@@ -83,6 +83,8 @@ pub(crate) fn start_relays(
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut relays = Vec::new();
+    // One LISTEN connection per database, for every relay whose outbox is there.
+    let mut listeners: Vec<(String, Vec<(&'static str, &'static str)>)> = Vec::new();
     for module in settings.modules.local() {
         let pool = pools
             .iter()
@@ -92,15 +94,21 @@ pub(crate) fn start_relays(
         let schema = database::migrations(module)
             .ok_or_else(|| anyhow::anyhow!("no {} module here", module.as_str()))?
             .schema;
+        let url = settings.module_database_url(module, shared_url);
+        match listeners.iter_mut().find(|(u, _)| u == url) {
+            Some((_, modules)) => modules.push((module.as_str(), schema)),
+            None => listeners.push((url.to_owned(), vec![(module.as_str(), schema)])),
+        }
         let relay = Relay::new(
             module.as_str(),
-            schema,
             pool,
-            settings.module_database_url(module, shared_url).to_owned(),
             Arc::clone(transport),
             &settings.events,
         );
         relays.push(tokio::spawn(relay.run(stopped.clone())));
+    }
+    for (url, modules) in listeners {
+        relays.push(tokio::spawn(events::listen(url, modules, stopped.clone())));
     }
     Ok(relays)
 }

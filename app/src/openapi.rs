@@ -49,12 +49,13 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         .into_utoipa_app()
         .service(auth::jwks)
         .service(utoipa_actix_web::scope("/api/v1").configure(|cfg| {
+            let mut routes = web::Routes::Document(cfg);
             // The modules compiled into this binary (all of them by default:
             // the committed spec is the whole shop's).
             for registration in crate::registry::COMPILED {
-                (registration.routes)(cfg);
+                (registration.routes)(&mut routes);
             }
-            events::http::configure(cfg);
+            events::http::configure(&mut routes);
         }))
         .split_for_parts();
     let mut doc = BaseDoc::openapi();

@@ -32,15 +32,11 @@ impl Wiring {
     pub(crate) fn configure(&self, cfg: &mut aweb::ServiceConfig) {
         for (registration, data) in &self.local {
             data(cfg);
-            (registration.routes)(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
+            (registration.routes)(&mut web::Routes::Serve(cfg));
         }
         if let Some(dispatcher) = &self.dispatcher {
             cfg.app_data(dispatcher.clone());
-            events::http::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-                cfg,
-            ));
+            events::http::configure(&mut web::Routes::Serve(cfg));
         }
         for module in &self.unserved {
             crate::gateway::configure_unserved(cfg, module.as_str(), module.route_prefixes());

@@ -78,6 +78,18 @@ impl Application {
     /// # Errors
     /// Key, database, migration or bind failures.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // The OpenAPI document, the route table made from it and its JSON:
+        // CPU work that needs nothing else, done beside the rest of the
+        // start, which mostly waits for the database.
+        let documents = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
+            let doc = openapi::api_doc();
+            let routes = ops::RouteTable::new(&doc);
+            // Serialized once and shared by every worker: the document
+            // itself is several MiB in memory, and each worker would hold a
+            // copy.
+            let spec = aweb::Bytes::from(serde_json::to_vec(&doc)?);
+            Ok((routes, spec))
+        });
         let client = http_client(&settings)?;
         let policies = compose::Policies::new(&settings);
         let mut pools = Vec::new();
@@ -186,12 +198,8 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             gauges,
         });
-        let doc = openapi::api_doc();
-        let routes = Data::new(ops::RouteTable::new(&doc));
-        // Serialized once and shared by every worker: the document itself
-        // is several MiB in memory, and each worker would hold a copy.
-        let spec = aweb::Bytes::from(serde_json::to_vec(&doc)?);
-        drop(doc);
+        let (routes, spec) = documents.await??;
+        let routes = Data::new(routes);
         let body_limit = settings.server.body_limit_bytes;
         let swagger_ui = settings.server.swagger_ui;
         let limits = &settings.rate_limit;

@@ -184,6 +184,64 @@ async fn the_writer_wakes_its_relay(transport: &str) {
     .await;
 }
 
+/// A `NOTIFY shop_outbox_<schema>` by hand wakes that schema's relay,
+/// and one LISTEN connection serves the relays of every module on the
+/// database. Polling is set to ten minutes, and the rows are made pending
+/// again by SQL, which wakes no relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_by_hand_wakes_the_relays_of_its_schema_over_one_connection() {
+    let app = app_on("in-process", &[("APP__EVENTS__POLL_INTERVAL_MS", "600000")]).await;
+    app.post_product(&product_json("NOTIFY-1")).await;
+    let registered = app
+        .register("notify@example.com", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(registered.status(), 201);
+    let delivered = |schema: &'static str| {
+        format!("SELECT count(*) AS n FROM {schema}.outbox WHERE delivered_at IS NOT NULL")
+    };
+    eventually("both events delivered", || async {
+        (count(&app, &delivered("catalog")).await >= 1
+            && count(&app, &delivered("users")).await >= 1)
+            .then_some(())
+    })
+    .await;
+    let listening = "SELECT count(*) AS n FROM pg_stat_activity \
+        WHERE datname = current_database() AND query LIKE 'LISTEN %'";
+    assert_eq!(
+        count(&app, listening).await,
+        1,
+        "one LISTEN connection for all relays"
+    );
+
+    for schema in ["catalog", "users"] {
+        diesel::sql_query(format!("UPDATE {schema}.outbox SET delivered_at = NULL"))
+            .execute(&mut app.db().await)
+            .await
+            .unwrap();
+    }
+    diesel::sql_query("NOTIFY shop_outbox_users")
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    eventually("the users' relay woken by NOTIFY", || async {
+        (count(&app, &delivered("users")).await >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(&app, &delivered("catalog")).await,
+        0,
+        "a NOTIFY wakes the relay of its own schema only"
+    );
+    diesel::sql_query("NOTIFY shop_outbox_catalog")
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    eventually("the catalog's relay woken by NOTIFY", || async {
+        (count(&app, &delivered("catalog")).await >= 1).then_some(())
+    })
+    .await;
+}
+
 macro_rules! event_flow_suite {
     ($transport:literal) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use web::{ApiError, PageQuery, RequestCx};
 use crate::CatalogModule;
 
 /// Registers the catalog's routes (relative to `/api/v1`).
-pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(list_products)
         .service(create_product)
         .service(get_product)

@@ -18,7 +18,7 @@ use crate::InventoryModule;
 /// Registers the routes (relative to `/api/v1`); reservations first, so
 /// `/inventory/reservations` is never taken for a SKU (its other methods
 /// are 405, not the stock of a SKU `RESERVATIONS`).
-pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(reserve_stock)
         .route(
             "/inventory/reservations",

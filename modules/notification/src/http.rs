@@ -61,7 +61,7 @@ fn database(e: diesel::result::Error) -> Problem {
 }
 
 /// Registers the routes (relative to `/api/v1`).
-pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(list_notifications)
         .service(create_webhook)
         .service(list_webhooks)

@@ -11,7 +11,7 @@ use crate::model::{Cart, Order, PlaceOrder, TimelineEntry};
 use crate::{OrderError, OrderModule, idempotency_key};
 
 /// Registers the routes (relative to `/api/v1`).
-pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(rebuild_projections)
         .service(get_cart)
         .service(put_cart)

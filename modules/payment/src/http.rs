@@ -15,7 +15,7 @@ use crate::PaymentModule;
 /// Registers the routes (relative to `/api/v1`). `/payments/methods` and
 /// `/payments/authorizations` answer their other methods with 405 before
 /// `/payments/{id}` could take them for a payment id.
-pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(tokenize)
         .route(
             "/payments/methods",

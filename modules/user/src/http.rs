@@ -19,7 +19,7 @@ mod types;
 pub use types::{AdminPatch, Credentials, MePatch, PasswordChange, RefreshRequest, TokenResponse};
 
 /// Registers the user module's routes (relative to `/api/v1`).
-pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(register)
         .service(get_me)
         .service(update_me)

@@ -15,7 +15,7 @@ use crate::{DeadLetter, Dispatcher};
 pub const ROUTE_PREFIX: &str = "/admin/dead-letters";
 
 /// Registers the routes (relative to `/api/v1`).
-pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(list_dead_letters).service(redrive_dead_letter);
 }
 

@@ -5,7 +5,8 @@
 //! - A [`Relay`] per local module delivers outbox rows in order (one relay
 //!   at a time per schema, by advisory lock), woken in process by
 //!   [`outbox::publish`] (and by a `NOTIFY shop_outbox_<schema>`, which
-//!   writers no longer send), polling otherwise; it marks them delivered and
+//!   writers no longer send, heard by one [`listen`] connection per
+//!   database), polling otherwise; it marks them delivered and
 //!   prunes old ones.
 //! - The [`Transport`] is in-process (the relay hands events straight to the
 //!   [`Dispatcher`]) or RabbitMQ (a topic exchange, one durable queue per
@@ -27,7 +28,7 @@ mod tables;
 
 pub use dispatch::{DeadLetter, Dispatcher, EventHandler, HandlerError, Subscription, one_by_one};
 pub use gauges::record_metrics;
-pub use relay::Relay;
+pub use relay::{Relay, listen};
 pub use settings::{EventsSettings, RabbitMqSettings, TransportKind};
 
 use kernel::Envelope;

@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 use diesel::dsl::now;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{
+    AsyncConnection as _, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _,
+};
 use futures_util::StreamExt as _;
 use kernel::Envelope;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -19,9 +21,7 @@ use crate::{EventsSettings, Transport};
 /// Delivers one module's outbox through a transport.
 pub struct Relay {
     module: &'static str,
-    schema: &'static str,
     pool: db::Pool,
-    url: String,
     transport: Arc<dyn Transport>,
     batch_size: i64,
     poll_interval: Duration,
@@ -102,21 +102,18 @@ async fn publish_in_order(
 }
 
 impl Relay {
-    /// A relay for the outbox of `module` (in `schema`), reached through
-    /// `pool` (and `url` for its LISTEN connection).
+    /// A relay for the outbox of `module`, reached through `pool` (whose
+    /// connections' schema holds it). Woken by its module's writers in this
+    /// process, by [`listen`] (a `NOTIFY` by hand) and by polling.
     pub fn new(
         module: &'static str,
-        schema: &'static str,
         pool: db::Pool,
-        url: String,
         transport: Arc<dyn Transport>,
         settings: &EventsSettings,
     ) -> Relay {
         Relay {
             module,
-            schema,
             pool,
-            url,
             transport,
             batch_size: settings.batch_size.max(1),
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(10)),
@@ -129,12 +126,6 @@ impl Relay {
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let wake = crate::outbox::subscribe(self.module);
-        let listener = tokio::spawn(listen(
-            self.url.clone(),
-            self.schema,
-            Arc::clone(&wake),
-            stop.clone(),
-        ));
         let mut last_prune = Instant::now();
         tracing::info!(
             module = self.module,
@@ -165,7 +156,6 @@ impl Relay {
                 break;
             }
         }
-        listener.abort();
         tracing::info!(module = self.module, "relay stopped");
     }
 
@@ -264,25 +254,51 @@ impl Relay {
     }
 }
 
-/// Keeps a LISTEN connection on the module's outbox channel and wakes the
-/// relay on each notification; reconnects after failures. Polling covers
-/// any gap.
-async fn listen(url: String, schema: &'static str, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
+/// Keeps one LISTEN connection to the database at `url` for the relays of
+/// every module in `modules` (name and schema) whose outbox is there, and
+/// wakes a module's relays (`outbox::wake`) on each `NOTIFY
+/// shop_outbox_<schema>`; reconnects after failures, until `stop` turns
+/// true. Writers do not `NOTIFY` (they wake their relays in process, ADR
+/// 0015): this is for a `NOTIFY` sent by hand, and polling covers any gap.
+/// One connection per database, not one per module: in a monolith the six
+/// relays share one backend.
+pub async fn listen(
+    url: String,
+    modules: Vec<(&'static str, &'static str)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let statement = modules
+        .iter()
+        .map(|(_, schema)| format!("LISTEN shop_outbox_{schema};"))
+        .collect::<String>();
     while !*stop.borrow() {
         match AsyncPgConnection::establish(&url).await {
             Ok(mut conn) => {
-                let channel = format!("LISTEN shop_outbox_{schema}");
-                if let Err(e) = diesel::sql_query(&channel).execute(&mut conn).await {
-                    tracing::warn!(schema, error = %e, "LISTEN failed");
+                if let Err(e) = conn.batch_execute(&statement).await {
+                    tracing::warn!(error = %e, "LISTEN failed");
                 } else {
                     let mut notifications = std::pin::pin!(conn.notifications_stream());
-                    while let Some(Ok(_)) = notifications.next().await {
-                        wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            notification = notifications.next() => {
+                                let Some(Ok(notification)) = notification else { break };
+                                let woken = modules.iter().find(|(_, schema)| {
+                                    notification.channel.strip_prefix("shop_outbox_") == Some(schema)
+                                });
+                                if let Some((module, _)) = woken {
+                                    crate::outbox::wake(module);
+                                }
+                            }
+                            _ = stop.changed() => return,
+                        }
                     }
                 }
             }
-            Err(e) => tracing::debug!(schema, error = %e, "LISTEN connection failed"),
+            Err(e) => tracing::debug!(error = %e, "LISTEN connection failed"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }

@@ -148,18 +148,19 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
 }
 
 /// A client builder with TLS set up (rustls (ring), the platform's roots
-/// and `remote.extra_root_certificates`) and the timeouts of
+/// and `remote.extra_root_certificates`, loaded once per process:
+/// [`remote::tls::client_config`]) and the timeouts of
 /// `remote.timeout_ms` (connecting: at most 5 s of it).
 ///
 /// # Errors
 /// An extra root certificate file that cannot be read or parsed, named.
 pub fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuilder> {
     remote::tls::install_crypto_provider();
-    let roots = remote::tls::extra_roots(&settings.remote.extra_root_certificates)
+    let tls = remote::tls::client_config(&settings.remote.extra_root_certificates)
         .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
     let timeout_ms = settings.remote.timeout_ms;
     Ok(reqwest::Client::builder()
-        .tls_certs_merge(roots)
+        .tls_backend_preconfigured(tls)
         .timeout(std::time::Duration::from_millis(timeout_ms))
         .connect_timeout(std::time::Duration::from_millis(timeout_ms.min(5000))))
 }

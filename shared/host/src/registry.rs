@@ -29,7 +29,7 @@ pub struct Registration {
     /// Its schema and embedded migrations.
     pub migrations: db::ModuleMigrations,
     /// Mounts its routes below `/api/v1` (the spec is built from them too).
-    pub routes: fn(&mut utoipa_actix_web::service_config::ServiceConfig<'_>),
+    pub routes: fn(&mut web::Routes<'_, '_>),
     /// The spec's tags its operations use: name and description.
     pub tags: &'static [(&'static str, &'static str)],
     /// Reads its `[<module>]` section ([`section`] of its settings type).
@@ -49,7 +49,7 @@ impl Registration {
     pub const fn new<S: Section + DeserializeOwned>(
         module: ModuleName,
         migrations: db::ModuleMigrations,
-        routes: fn(&mut utoipa_actix_web::service_config::ServiceConfig<'_>),
+        routes: fn(&mut web::Routes<'_, '_>),
         build: for<'a> fn(Context<'a>) -> BoxFuture<'a, anyhow::Result<Local>>,
     ) -> Registration {
         Registration {

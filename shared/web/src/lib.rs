@@ -7,6 +7,8 @@
 //!   the HTTP metrics per request.
 //! - [`RequestCx`]: the caller's [`kernel::CallContext`] as an extractor.
 //! - [`PageQuery`]: `limit` and `cursor` of list endpoints.
+//! - [`Routes`]: where a module's routes go (a server worker, or the OpenAPI
+//!   document).
 //! - [`text`]: a NUL character in a query or JSON body is a 422, before any
 //!   handler (PostgreSQL cannot store it).
 
@@ -16,6 +18,7 @@ pub mod observe;
 mod page;
 pub mod problem;
 pub mod ratelimit;
+mod routes;
 pub mod security;
 pub mod text;
 
@@ -23,3 +26,4 @@ pub use context::RequestCx;
 pub use observe::{RequestIdRootSpan, current_request_id};
 pub use page::PageQuery;
 pub use problem::{ApiError, Problem};
+pub use routes::Routes;
