@@ -1,14 +1,15 @@
 //! All of the module's SQL: the routes' (the notifications a caller may
 //! read, the webhook subscriptions), the event handler's (the `recipients`
 //! read model, queued messages) and the sender's (claiming due messages,
-//! recording outcomes). Diesel's query builder, but for the sender's claim
-//! and its two retry schedulings, raw SQL through `db::sql` (prepared once
-//! per connection; their reasons are beside them).
+//! recording outcomes). Diesel's query builder, but for the queued
+//! messages' insert, the sender's claim and its two retry schedulings, raw
+//! SQL through `db::sql` (prepared once per connection; their reasons are
+//! beside them).
 
 use diesel::dsl::now;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
-use diesel::upsert::{excluded, on_constraint};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
+use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::Envelope;
 use user_api::NotificationPreferences;
@@ -251,29 +252,38 @@ pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> Q
     if all.is_empty() {
         return Ok(0);
     }
-    let rows: Vec<_> = all
-        .iter()
-        .map(|m| {
-            (
-                n::id.eq(Uuid::now_v7()),
-                n::event_id.eq(m.event.id),
-                n::event_type.eq(&m.event.event_type),
-                n::request_id.eq(m.event.request_id.as_deref()),
-                n::recipient_user_id.eq(m.recipient),
-                n::channel.eq(m.channel),
-                n::destination.eq(m.destination),
-                n::subscription_id.eq(m.subscription),
-                n::subject.eq(m.subject),
-                n::body.eq(m.body),
-            )
-        })
-        .collect();
-    diesel::insert_into(n::table)
-        .values(rows)
-        .on_conflict(on_constraint("notifications_once"))
-        .do_nothing()
-        .execute(conn)
-        .await
+    let ids: Vec<Uuid> = all.iter().map(|_| Uuid::now_v7()).collect();
+    let events: Vec<Uuid> = all.iter().map(|m| m.event.id).collect();
+    let types: Vec<&str> = all.iter().map(|m| m.event.event_type.as_str()).collect();
+    let requests: Vec<Option<&str>> = all.iter().map(|m| m.event.request_id.as_deref()).collect();
+    let recipients: Vec<Option<Uuid>> = all.iter().map(|m| m.recipient).collect();
+    let channels: Vec<&str> = all.iter().map(|m| m.channel).collect();
+    let destinations: Vec<&str> = all.iter().map(|m| m.destination).collect();
+    let subscriptions: Vec<Option<Uuid>> = all.iter().map(|m| m.subscription).collect();
+    let subjects: Vec<&str> = all.iter().map(|m| m.subject).collect();
+    let bodies: Vec<&str> = all.iter().map(|m| m.body).collect();
+    // Raw: one text for any number of messages (`unnest`, one array per
+    // column), so it is prepared once per connection; diesel's multi-row
+    // `VALUES` is a new text per count, prepared and planned on each call.
+    db::sql(
+        "INSERT INTO notifications (id, event_id, event_type, request_id, recipient_user_id, \
+         channel, destination, subscription_id, subject, body) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
+         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[]) \
+         ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<SqlUuid>, _>(events)
+    .bind::<Array<Text>, _>(types)
+    .bind::<Array<Nullable<Text>>, _>(requests)
+    .bind::<Array<Nullable<SqlUuid>>, _>(recipients)
+    .bind::<Array<Text>, _>(channels)
+    .bind::<Array<Text>, _>(destinations)
+    .bind::<Array<Nullable<SqlUuid>>, _>(subscriptions)
+    .bind::<Array<Text>, _>(subjects)
+    .bind::<Array<Text>, _>(bodies)
+    .execute(conn)
+    .await
 }
 
 /// A queued message the sender has claimed.

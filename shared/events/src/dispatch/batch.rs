@@ -12,7 +12,7 @@
 //! through [`Dispatcher::dispatch`]'s path: retries, then dead letters, so
 //! one poisonous event holds up nothing but itself.
 
-use diesel::prelude::*;
+use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use kernel::Envelope;
 use tracing::Instrument as _;
@@ -22,7 +22,13 @@ use super::{
     DispatchError, Dispatcher, HandlerError, Outcome, Subscription, event_span,
     pause_in_transaction,
 };
-use crate::tables::inbox;
+
+/// An inbox row the batch's statement wrote (its event was new).
+#[derive(diesel::QueryableByName)]
+struct Fresh {
+    #[diesel(sql_type = SqlUuid)]
+    event_id: Uuid,
+}
 
 impl Dispatcher {
     /// Runs the handlers of `events` (a relay's batch, in outbox order):
@@ -78,24 +84,21 @@ impl Dispatcher {
         let mut handled: Vec<&Envelope> = Vec::with_capacity(events.len());
         let outcomes = conn
             .transaction::<_, HandlerError, _>(async |conn| {
-                let rows: Vec<_> = events
-                    .iter()
-                    .map(|event| {
-                        (
-                            inbox::event_id.eq(event.id),
-                            inbox::handler.eq(subscription.name),
-                        )
-                    })
-                    .collect();
-                let fresh: Vec<Uuid> = diesel::insert_into(inbox::table)
-                    .values(rows)
-                    .on_conflict_do_nothing()
-                    .returning(inbox::event_id)
-                    .get_results(conn)
-                    .await?;
+                let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+                // Raw: one text for every batch size (`unnest`), so it is
+                // prepared once per connection; diesel's multi-row `VALUES`
+                // is a new text per size, prepared and planned on each call.
+                let fresh: Vec<Fresh> = db::sql(
+                    "INSERT INTO inbox (event_id, handler) SELECT unnest($1::uuid[]), $2 \
+                     ON CONFLICT DO NOTHING RETURNING event_id",
+                )
+                .bind::<Array<SqlUuid>, _>(ids)
+                .bind::<Text, _>(subscription.name)
+                .load(conn)
+                .await?;
                 let mut outcomes = Vec::with_capacity(events.len());
                 for event in events {
-                    if fresh.contains(&event.id) {
+                    if fresh.iter().any(|f| f.event_id == event.id) {
                         handled.push(*event);
                         outcomes.push(Outcome::Handled);
                     } else {
