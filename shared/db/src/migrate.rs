@@ -39,6 +39,22 @@ static MESSAGING: EmbeddedMigrations =
 pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<String>> {
     let url = url.to_owned();
     let ModuleMigrations { schema, migrations } = module;
+    let versions = |source: &'static EmbeddedMigrations| -> anyhow::Result<Vec<String>> {
+        Ok(Source(source)
+            .migrations()
+            .map_err(|e| anyhow::anyhow!("migrations of `{schema}` cannot be read: {e}"))?
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect())
+    };
+    let shared = clashes(&versions(&MESSAGING)?, &versions(migrations)?);
+    anyhow::ensure!(
+        shared.is_empty(),
+        "migrations of `{schema}` have the versions of messaging migrations ({}): both are \
+         recorded in `{schema}`'s one history, so one of each pair would never run; rename the \
+         module's",
+        shared.join(", ")
+    );
     // diesel's migration harness is synchronous; run it off the async workers.
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
@@ -58,6 +74,15 @@ pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<
         Ok(applied)
     })
     .await?
+}
+
+/// The versions `ours` and `theirs` share, in `theirs`' order.
+fn clashes(ours: &[String], theirs: &[String]) -> Vec<String> {
+    theirs
+        .iter()
+        .filter(|v| ours.contains(v))
+        .cloned()
+        .collect()
 }
 
 /// Lends a `'static` embedded migration set to the harness, which wants a
@@ -116,4 +141,21 @@ macro_rules! module_migrations {
             migrations: &MIGRATIONS,
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_version_equal_to_a_messaging_one_is_a_clash() {
+        let messaging = ["20000101000001".to_owned(), "20261206900001".to_owned()];
+        let module = [
+            "20261126000001".to_owned(),
+            "20261206900001".to_owned(),
+            "20261206000001".to_owned(),
+        ];
+        assert_eq!(clashes(&messaging, &module), ["20261206900001"]);
+        assert!(clashes(&messaging, &module[..1]).is_empty());
+    }
 }

@@ -1,0 +1,1 @@
+ALTER TABLE outbox ADD CONSTRAINT outbox_seq_key UNIQUE (seq);
