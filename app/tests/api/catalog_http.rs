@@ -1,5 +1,7 @@
 //! The `/api/v1/products` routes as an HTTP client sees them.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kernel::Role;
 use serde_json::{Value, json};
 
@@ -125,6 +127,20 @@ async fn list_limit_is_bounded_and_checked() {
         "invalid_cursor",
     )
     .await;
+    // Well-formed but forged: a NUL in the sort value, which PostgreSQL
+    // refuses in text (it was a failed query, a 500).
+    for sort in ["name", "relevance&q=mug", "newest"] {
+        let key = r#"{"sort":"SORT","id":"01900000-0000-7000-8000-000000000000","value":"\u0000"}"#
+            .replace("SORT", sort.split('&').next().unwrap_or(sort));
+        let cursor = URL_SAFE_NO_PAD.encode(key);
+        assert_problem(
+            app.get(&format!("/api/v1/products?sort={sort}&cursor={cursor}"))
+                .await,
+            400,
+            "invalid_cursor",
+        )
+        .await;
+    }
     assert_eq!(app.get("/api/v1/products?limit=100").await.status(), 200);
 }
 

@@ -109,10 +109,17 @@ impl Cursor {
     /// Unwraps the key this cursor was made from.
     ///
     /// # Errors
-    /// [`CursorError`] when the text is not a cursor of this key type.
+    /// [`CursorError`] when the text is not a cursor of this key type, or
+    /// holds a NUL character anywhere (no key the shop writes has one, and
+    /// PostgreSQL refuses it in text: a forged cursor must be a 400, not a
+    /// failed query).
     pub fn decode<K: DeserializeOwned>(&self) -> Result<K, CursorError> {
         let bytes = URL_SAFE_NO_PAD.decode(&self.0).map_err(|_| CursorError)?;
-        serde_json::from_slice(&bytes).map_err(|_| CursorError)
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| CursorError)?;
+        if holds_nul(&value) {
+            return Err(CursorError);
+        }
+        serde_json::from_value(value).map_err(|_| CursorError)
     }
 
     /// The id a cursor made by [`Page::from_overfetch`] points after.
@@ -136,6 +143,17 @@ impl Cursor {
     }
 }
 
+/// Whether any string of `value`, a key or a value, holds a NUL.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +173,32 @@ mod tests {
         );
         let other = Cursor::encode(&serde_json::json!({"x": 1}));
         assert_eq!(other.decode::<Key>(), Err(CursorError));
+    }
+
+    #[test]
+    fn a_cursor_holding_a_nul_anywhere_is_refused() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Named {
+            id: u32,
+            value: serde_json::Value,
+        }
+        let fine = Cursor::encode(&serde_json::json!({"id": 1, "value": "a\\u0000"}));
+        assert_eq!(
+            fine.decode::<Named>().unwrap().value,
+            serde_json::json!("a\\u0000"),
+            "a backslash and the letters u0000 are text like any other"
+        );
+        for forged in [
+            serde_json::json!({"id": 1, "value": "\u{0}"}),
+            serde_json::json!({"id": 1, "value": ["x", {"y": "a\u{0}b"}]}),
+            serde_json::json!({"id": 1, "value": {"\u{0}": 1}}),
+        ] {
+            assert_eq!(
+                Cursor::encode(&forged).decode::<Named>(),
+                Err(CursorError),
+                "{forged}"
+            );
+        }
     }
 
     #[test]
