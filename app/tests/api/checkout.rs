@@ -401,3 +401,62 @@ async fn a_provider_that_never_answers_fails_the_order_instead_of_leaving_it_stu
     assert_eq!(stock(client, base, &admin, "SLOW-PAY").await, (2, 0));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// A cancel while the placing request's run still drives the saga, on the
+/// same instance (in a monolith there is no other): the reservation is held
+/// up by a lock on the stock row, so the cancel lands with nothing recorded
+/// yet. The cancel's run must not drive the saga beside the placing one (it
+/// would find no reservation and no payment, close the order as cancelled,
+/// and the placing run would then reserve, charge and sell regardless).
+/// The placing run keeps its lease, meets the turn when it finishes, and
+/// gives everything back: the order cancelled, the stock whole, no payment
+/// left captured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_checkout_leaves_nothing_sold_or_charged() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let Scene {
+        app,
+        admin,
+        token,
+        product,
+        ..
+    } = scene_with("CANCEL-MID", 2, &[("APP__ORDER__CHECKOUT_WAIT_MS", "300")]).await;
+    let (client, base) = (&app.client, app.address.as_str());
+    fill_cart(client, base, &token, &product, 2).await;
+    let mut lock = app.db().await;
+    lock.batch_execute(
+        "BEGIN; SELECT on_hand FROM inventory.stock WHERE sku = 'CANCEL-MID' FOR UPDATE",
+    )
+    .await
+    .unwrap();
+    let response = place(client, base, &token, "mid", cards::SUCCEEDS).await;
+    assert_eq!(response.status(), 202, "the reservation waits on the lock");
+    let order: Value = response.json().await.unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    let cancelled = order_action(client, base, &token, &id, "cancel").await;
+    assert_eq!(
+        cancelled.status(),
+        200,
+        "{}",
+        cancelled.text().await.unwrap()
+    );
+    lock.batch_execute("COMMIT").await.unwrap();
+
+    let order = settled(client, base, &token, &id).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(stock(client, base, &admin, "CANCEL-MID").await, (2, 0));
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM payment.payments WHERE status NOT IN ('voided', 'refunded')"
+        )
+        .await,
+        0,
+        "no payment left held or charged"
+    );
+    let kinds = timeline(client, base, &token, &id).await;
+    assert!(
+        !kinds.iter().any(|k| k == "confirmed"),
+        "never confirmed: {kinds:?}"
+    );
+}

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use kernel::{Caller, Role};
+use kernel::{Caller, Currency, Money, OrderId, Role};
 use payment_api::contract::Harness;
+use payment_api::{AuthorizePayment, PaymentError, PaymentStatus, Tokenize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::checkout::shop::customer_token;
@@ -23,6 +25,12 @@ impl Drop for Guard {
 }
 
 async fn in_process() -> (Harness, Guard) {
+    let (harness, guard, _) = in_process_with_provider().await;
+    (harness, guard)
+}
+
+/// [`in_process`], and the sandbox provider's base URL.
+async fn in_process_with_provider() -> (Harness, Guard, String) {
     let db = test_database().await;
     let settings = test_settings(Some(db.url()), &[]);
     let pool =
@@ -46,7 +54,8 @@ async fn in_process() -> (Harness, Guard) {
         customer_id,
         stranger: caller(Role::Customer),
     };
-    (harness, Guard { _db: db, provider })
+    let base = format!("http://127.0.0.1:{port}/");
+    (harness, Guard { _db: db, provider }, base)
 }
 
 async fn over_http() -> (Harness, crate::helpers::TestApp) {
@@ -78,4 +87,74 @@ mod local {
 
 mod http {
     payment_api::payment_contract_suite!(super::over_http);
+}
+
+/// A capture the provider made but whose answer never came back (a
+/// timeout, a crash before its record), then a void, as compensation asks
+/// once the order turned back: the provider refuses to void a captured
+/// hold; the module learns the capture from the provider, records it and
+/// answers "captured", which the saga refunds, instead of a refusal it
+/// would meet on every retry while the customer stays charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_after_a_capture_whose_answer_was_lost_records_the_capture() {
+    let (h, _guard, provider) = in_process_with_provider().await;
+    let order = OrderId::generate();
+    let payment_method = h
+        .api
+        .tokenize(
+            &h.service,
+            Tokenize {
+                card_number: payment_sandbox::cards::SUCCEEDS.to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    let request = AuthorizePayment {
+        order_id: order,
+        customer_id: h.customer_id,
+        amount: Money::new(700, Currency::EUR),
+        payment_method,
+    };
+    h.api.authorize(&h.service, request).await.unwrap();
+    // Captured at the provider only, as if its answer had been lost.
+    let client = crate::helpers::http();
+    let all: Vec<Value> = client
+        .get(format!("{provider}v1/authorizations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let id = all[0]["id"].as_str().unwrap();
+    let captured = client
+        .post(format!("{provider}v1/authorizations/{id}/capture"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(captured.status(), 200);
+
+    for _ in 0..2 {
+        assert_eq!(
+            h.api.void(&h.service, order).await.unwrap_err(),
+            PaymentError::InvalidTransition(PaymentStatus::Captured),
+            "the capture the provider made, not a refusal"
+        );
+    }
+    let payment = h.api.payment_for_order(&h.customer, order).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Captured);
+    let refunded = h.api.refund(&h.service, order).await.unwrap();
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    let kinds: Vec<&str> = refunded.ledger.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["authorized", "captured", "refunded"]);
+    let at_provider: Value = client
+        .get(format!("{provider}v1/authorizations/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(at_provider["status"], "refunded", "{at_provider}");
 }

@@ -90,12 +90,12 @@ impl Checkout<'_> {
                 // Another request with this key took it meanwhile.
                 return self.answer_taken(customer, key, &fingerprint).await;
             }
-            Ok(Some((state, saga))) => {
+            Ok(Some((state, saga, run))) => {
                 let reply = Reply {
                     customer,
                     key: key.to_owned(),
                 };
-                let (outcome, kept) = self.respond_placed(state, saga, reply).await;
+                let (outcome, kept) = self.respond_placed(run, state, saga, reply).await;
                 if kept {
                     // The saga's last step kept this answer with the order.
                     return Ok(outcome);
@@ -253,20 +253,20 @@ impl Checkout<'_> {
         .0
     }
 
-    /// [`Self::respond_with`] for an order this instance just placed: its
-    /// saga is driven from what the placing transaction wrote. True when
-    /// the saga finished within the wait, its last step keeping the answer
-    /// under `reply`'s key.
+    /// [`Self::respond_with`] for an order `run` just placed: its saga is
+    /// driven by that run from what the placing transaction wrote. True
+    /// when the saga finished within the wait, its last step keeping the
+    /// answer under `reply`'s key.
     async fn respond_placed(
         &self,
+        run: Saga,
         state: OrderState,
         row: SagaRow,
         reply: Reply,
     ) -> (PlaceOutcome, bool) {
         let order = state.to_order();
-        let saga = self.saga().clone();
         self.respond_after(order, async move {
-            saga.drive_placed(state.order.id, state, row, reply)
+            run.drive_placed(state.order.id, state, row, reply)
                 .await
                 .map(|finished| finished.to_order())
         })
@@ -306,14 +306,15 @@ impl Checkout<'_> {
 
     /// Prices the `cart` from the catalog, tokenizes the card and records
     /// the order with its saga, in one transaction with the key it takes
-    /// (`None`: another request took the key first; nothing was recorded).
+    /// (`None`: another request took the key first; nothing was recorded),
+    /// leased to the run of the saga it returns.
     async fn checkout(
         &self,
         cx: &CallContext,
         claim: &Claim<'_>,
         request: PlaceOrder,
         cart: Cart,
-    ) -> Result<Option<(OrderState, SagaRow)>, OrderError> {
+    ) -> Result<Option<(OrderState, SagaRow, Saga)>, OrderError> {
         let customer = claim.customer;
         if cart.items.is_empty() {
             return Err(OrderError::Common(Failure::Validation(vec![
@@ -344,14 +345,15 @@ impl Checkout<'_> {
             card_last4: method.card_last4.clone(),
         };
         let request_id = cx.request_id().to_string();
-        let owner = self.saga().instance();
+        let run = self.saga().new_run();
+        let owner = run.owner();
         let lease = self.module.settings.lease_secs;
         let mut conn = self.module.conn().await?;
         let created = conn
             .transaction::<_, db::Abort<KeyTaken>, _>(async |conn| {
                 let conn: &AsyncPgConnection = conn;
                 // The first step, reserve, begins with the order (intent
-                // recorded as `begin` would, lease held by this instance).
+                // recorded as `begin` would, lease held by this run).
                 let (token, last4) = (&method.token, &method.card_last4);
                 // Pipelined, one round trip (ADR 0015). The key
                 // first: a request with the same key waits there for this
@@ -393,7 +395,7 @@ impl Checkout<'_> {
             attempts: 0,
             step: Some("reserve".into()),
         };
-        Ok(Some((state, saga)))
+        Ok(Some((state, saga, run)))
     }
 
     /// The cart's lines at the catalog's prices; validation errors for

@@ -3,9 +3,10 @@
 //! (`payment_sandbox`, ADR 0012). A real provider is another implementation
 //! of the trait.
 //!
-//! Every call runs under the `payment` resilience policy. All four calls are
+//! Every call runs under the `payment` resilience policy. All five calls are
 //! safe to retry: an authorization carries an idempotency key derived from
-//! the order, and capture, void and refund are no-ops when already done.
+//! the order, capture, void and refund are no-ops when already done, and
+//! reading an authorization changes nothing.
 
 use std::sync::Arc;
 use tracing::Instrument as _;
@@ -86,6 +87,9 @@ pub trait PaymentProvider: Send + Sync {
     async fn void(&self, id: &str) -> Result<ProviderAuthorization, ProviderError>;
     /// Gives a captured amount back.
     async fn refund(&self, id: &str) -> Result<ProviderAuthorization, ProviderError>;
+    /// The authorization as the provider has it now (Stripe: retrieve the
+    /// PaymentIntent): what reconciles a move whose answer was lost.
+    async fn authorization(&self, id: &str) -> Result<ProviderAuthorization, ProviderError>;
 }
 
 /// A provider speaking the sandbox's HTTP API.
@@ -262,5 +266,10 @@ impl PaymentProvider for HttpProvider {
             None,
         )
         .await
+    }
+
+    async fn authorization(&self, id: &str) -> Result<ProviderAuthorization, ProviderError> {
+        self.send(Method::GET, &format!("v1/authorizations/{id}"), None, None)
+            .await
     }
 }

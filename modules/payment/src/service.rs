@@ -129,6 +129,42 @@ impl PaymentModule {
         }
     }
 
+    /// Why the provider refused to void the authorization of `payment`,
+    /// recorded here `Authorized`. A hold can leave that state without this
+    /// row knowing in one way: a capture whose answer was lost (a timeout,
+    /// a crash before its record) and that was not repeated before the
+    /// order turned back. The provider is asked; if it captured, the
+    /// capture is recorded and the answer is `InvalidTransition(Captured)`,
+    /// which the saga refunds, instead of a refusal it would meet for ever.
+    async fn refused_void(
+        &self,
+        payment: &Payment,
+        authorization: &str,
+        code: String,
+    ) -> PaymentError {
+        let found = match self.provider.authorization(authorization).await {
+            Ok(found) => found,
+            Err(e) => return provider_error(e),
+        };
+        if !matches!(found.status.as_str(), "captured" | "refunded") {
+            return PaymentError::Declined(code);
+        }
+        tracing::warn!(order.id = %payment.order_id, "void refused: the provider had captured; recorded");
+        match self
+            .record(
+                payment,
+                PaymentStatus::Authorized,
+                PaymentStatus::Captured,
+                None,
+                None,
+            )
+            .await
+        {
+            Ok(now) => PaymentError::InvalidTransition(now.status),
+            Err(e) => e,
+        }
+    }
+
     /// Asks the provider for the authorization of a payment still
     /// `authorizing` (first time, or again after a crash or a timeout: the
     /// key is the same, so the provider answers the same authorization).
@@ -202,7 +238,13 @@ impl PaymentApi for PaymentModule {
         }
         match payment.status {
             PaymentStatus::Authorizing => {
-                self.settle(&payment, &request.payment_method.token).await
+                let settled = self.settle(&payment, &request.payment_method.token).await?;
+                match settled.status {
+                    PaymentStatus::Authorized | PaymentStatus::Captured => Ok(settled),
+                    // Moved by another caller while the provider answered
+                    // (a void that gave the attempt up): not authorized.
+                    other => Err(PaymentError::InvalidTransition(other)),
+                }
             }
             PaymentStatus::Declined => Err(PaymentError::Declined(
                 payment.decline_code.unwrap_or_default(),
@@ -267,10 +309,14 @@ impl PaymentApi for PaymentModule {
         match payment.status {
             PaymentStatus::Voided | PaymentStatus::Declined => Ok(payment),
             PaymentStatus::Authorized => {
-                self.provider
-                    .void(at_provider.authorization()?)
-                    .await
-                    .map_err(provider_error)?;
+                let authorization = at_provider.authorization()?;
+                match self.provider.void(authorization).await {
+                    Ok(_) => {}
+                    Err(ProviderError::Rejected { code }) => {
+                        return Err(self.refused_void(&payment, authorization, code).await);
+                    }
+                    Err(e) => return Err(provider_error(e)),
+                }
                 self.record(
                     &payment,
                     PaymentStatus::Authorized,

@@ -307,14 +307,22 @@ pub fn record_pool_metrics(module: &'static str, pool: &Pool) {
 }
 
 /// Why a query error means "the database cannot answer now" (503, retry
-/// later) rather than a bug: the connection was lost or the statement timed
-/// out. `None` for every other error.
+/// later) rather than a bug: the connection was lost, the statement timed
+/// out, or the transaction was chosen to give way to a concurrent one (a
+/// deadlock or a serialization failure: the same request succeeds again).
+/// `None` for every other error.
 pub fn unavailable_reason(error: &diesel::result::Error) -> Option<&'static str> {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
         Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Some("lost its connection"),
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+            Some("gave way to a concurrent change")
+        }
         Error::DatabaseError(_, info) if info.message().contains("statement timeout") => {
             Some("is too slow to answer")
+        }
+        Error::DatabaseError(_, info) if info.message().starts_with("deadlock detected") => {
+            Some("gave way to a concurrent change")
         }
         _ => None,
     }
@@ -378,5 +386,32 @@ mod tests {
         assert_eq!(pool.status().max_size, 4);
         pool.close();
         assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+    }
+
+    #[test]
+    fn a_transaction_that_gave_way_is_unavailability_not_a_bug() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let error = |kind, message: &str| Error::DatabaseError(kind, Box::new(message.to_owned()));
+        let deadlock = error(DatabaseErrorKind::Unknown, "deadlock detected");
+        assert_eq!(
+            unavailable_reason(&deadlock),
+            Some("gave way to a concurrent change")
+        );
+        let serialization = error(
+            DatabaseErrorKind::SerializationFailure,
+            "could not serialize access due to concurrent update",
+        );
+        assert_eq!(
+            unavailable_reason(&serialization),
+            Some("gave way to a concurrent change")
+        );
+        let timeout = error(
+            DatabaseErrorKind::Unknown,
+            "canceling statement due to statement timeout",
+        );
+        assert_eq!(unavailable_reason(&timeout), Some("is too slow to answer"));
+        let bug = error(DatabaseErrorKind::Unknown, "column \"nope\" does not exist");
+        assert_eq!(unavailable_reason(&bug), None);
+        assert_eq!(unavailable_reason(&Error::NotFound), None);
     }
 }

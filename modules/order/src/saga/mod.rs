@@ -11,9 +11,13 @@
 //! undo its own, and each answers "none" if it was never asked), never from
 //! memory, so a process killed anywhere resumes where the record says: every
 //! call is idempotent by order, so repeating one whose answer was lost does
-//! nothing twice. A saga is driven by one instance at a time: the holder of
-//! its lease (`sagas.lease_owner` until `lease_until`), renewed at each step;
+//! nothing twice. A saga is driven by one run at a time: the holder of its
+//! lease (`sagas.lease_owner` until `lease_until`), renewed at each step;
 //! the recovery worker of any instance takes over sagas whose lease expired.
+//! The owner is the run, not the process: a second run in the same process
+//! (a cancel arriving while the placing request still drives the saga) is
+//! refused the lease like a run of another instance, and the run holding it
+//! finds the turn when it records or finishes.
 
 mod calls;
 mod record;
@@ -47,8 +51,9 @@ pub struct Saga {
     payment: Arc<dyn PaymentApi>,
     services: Arc<ServiceTokens>,
     settings: Arc<Settings>,
-    /// This instance, as a saga lease owner.
-    instance: Uuid,
+    /// The lease owner of this run ([`Self::new_run`]); the module's own value
+    /// never leases (every drive begins a run).
+    owner: Uuid,
 }
 
 impl Saga {
@@ -67,13 +72,22 @@ impl Saga {
             payment,
             services,
             settings,
-            instance: Uuid::now_v7(),
+            owner: Uuid::now_v7(),
         }
     }
 
-    /// This instance, as the owner of the sagas it leases.
-    pub(crate) fn instance(&self) -> Uuid {
-        self.instance
+    /// A run of the saga: the same saga under a lease owner of its own, so
+    /// that two runs never drive one saga at once, in one process or two.
+    pub(crate) fn new_run(&self) -> Saga {
+        Saga {
+            owner: Uuid::now_v7(),
+            ..self.clone()
+        }
+    }
+
+    /// The lease owner of this run.
+    pub(crate) fn owner(&self) -> Uuid {
+        self.owner
     }
 
     fn failpoint(&self, point: &str) {
@@ -94,10 +108,12 @@ impl Saga {
         })
     }
 
-    /// Drives the saga of `order` as far as it goes now. Safe to call from
-    /// anywhere at any time: without the lease it does nothing.
+    /// Drives the saga of `order` as far as it goes now, as a run of its
+    /// own. Safe to call from anywhere at any time: while another run holds
+    /// the lease (here or elsewhere) it does nothing.
     pub async fn drive(&self, order: OrderId) {
-        match self.lease(order).await {
+        let run = self.new_run();
+        match run.lease(order).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -105,11 +121,12 @@ impl Saga {
                 return;
             }
         }
-        self.drive_leased(order, None, None).await;
+        run.drive_leased(order, None, None).await;
     }
 
-    /// Drives the saga of an order just placed by this instance, which holds
-    /// its lease since the order's transaction and knows its state and saga
+    /// Drives the saga of an order just placed by this run ([`Self::new_run`],
+    /// whose owner the placing transaction wrote as the lease's), which
+    /// holds its lease since the order's transaction and knows its state and saga
     /// (no lease or reads needed before the first step). If this run
     /// finishes the saga, its last step also keeps the placing request's
     /// response under `reply`'s key (unless one is kept already), and the

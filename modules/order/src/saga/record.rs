@@ -14,10 +14,10 @@ use crate::domain::{OrderEvent, OrderState};
 use crate::repo::{self, AppendError, Appended, SagaOutcome, SagaRow, keys, sagas};
 
 impl Saga {
-    /// Takes (or renews) the saga's lease for this instance.
+    /// Takes (or renews) the saga's lease for this run.
     pub(super) async fn lease(&self, order: OrderId) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
-        sagas::lease(&mut conn, order, self.instance, self.settings.lease_secs).await
+        sagas::lease(&mut conn, order, self.owner, self.settings.lease_secs).await
     }
 
     /// Gives the lease up until a retry `wait` from now, counting the attempt.
@@ -25,7 +25,7 @@ impl Saga {
         let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
             return; // the lease expires by itself
         };
-        let result = sagas::unlease(&mut conn, order, self.instance, wait, error).await;
+        let result = sagas::unlease(&mut conn, order, self.owner, wait, error).await;
         if let Err(e) = result {
             tracing::warn!(order.id = %order, error = %e, "could not release the saga lease");
         }
@@ -76,7 +76,7 @@ impl Saga {
     pub(super) async fn begin(&self, order: OrderId, step: Step) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
         let lease = self.settings.lease_secs;
-        sagas::begin(&mut conn, order, self.instance, step.name(), lease).await
+        sagas::begin(&mut conn, order, self.owner, step.name(), lease).await
     }
 
     /// Records steps' results and, in the same transaction, the intent of
@@ -101,22 +101,29 @@ impl Saga {
                     // writing them yet, so that their writes and the saga's
                     // are pipelined (one round trip, ADR 0015); else they
                     // are appended under the order's lock first.
+                    // The saga's row is locked before the order's, as a
+                    // cancel and the last step lock them: in the other
+                    // order, a cancel meeting a record would deadlock.
                     let (state, writes) = match known {
                         Some(known) => {
                             let (state, writes) = fold_known(known, events, cx)?;
                             (state, Some(writes))
                         }
-                        None => (append(conn, order, None, events, cx).await?, None),
+                        None => {
+                            sagas::load(conn, order, true).await?;
+                            (append(conn, order, None, events, cx).await?, None)
+                        }
                     };
                     let next = next_step(&state, saga);
                     let name = next.map(Step::name);
                     let lease = self.settings.lease_secs;
                     let conn: &AsyncPgConnection = conn;
-                    let recorded = sagas::recorded(conn, order, self.instance, name, lease);
+                    let recorded = sagas::recorded(conn, order, self.owner, name, lease);
                     let ours = match writes {
                         Some(writes) => {
-                            let (written, ours) =
-                                futures_util::future::join(writes.write(conn, &state), recorded)
+                            // Pipelined in this order: the saga's row first.
+                            let (ours, written) =
+                                futures_util::future::join(recorded, writes.write(conn, &state))
                                     .await;
                             stale_if_collided(written)?;
                             ours?
