@@ -209,3 +209,48 @@ async fn current_password_checks_are_limited_per_account() {
     .await;
     assert_eq!(theirs.status(), 204);
 }
+
+/// The shop's own module calls (a verified service token, ADR 0013) are not
+/// counted against the per-client limit: in a split deployment every call
+/// of the order process to the catalog comes from one address, and
+/// counting them so limited all its customers as one client. A customer's
+/// token, or a token that claims the role without the service key's
+/// signature, is counted by address as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shops_own_module_calls_are_not_counted_against_the_client_limit() {
+    let app = spawn_app_with(&[
+        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__BURST", "2"),
+    ])
+    .await;
+    let service = app::compose::service_tokens(&app.settings)
+        .unwrap()
+        .token()
+        .unwrap();
+    let get = |token: Option<String>| {
+        let mut request = app.client.get(app.url("/api/v1/products"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get(None).await, 200);
+    assert_eq!(get(None).await, 200);
+    assert_eq!(get(None).await, 429, "this address's budget is spent");
+    for _ in 0..10 {
+        assert_eq!(get(Some(service.clone())).await, 200, "the shop's own call");
+    }
+    let customer = app.token(&[kernel::Role::Customer]);
+    assert_eq!(
+        get(Some(customer)).await,
+        429,
+        "a customer counts by address"
+    );
+    // The role claimed with the users' key, which never signs it.
+    let forged = crate::helpers::mint_token(&app.settings, &[kernel::Role::Service]);
+    assert_eq!(
+        get(Some(forged)).await,
+        429,
+        "an unverified claim counts by address"
+    );
+}

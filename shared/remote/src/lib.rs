@@ -245,6 +245,18 @@ async fn attempt_once<T: DeserializeOwned>(
     if let Some(degradation) = refusal(status, problem.as_ref(), retry_after_secs) {
         return (Err(RemoteError::Degraded(degradation)), Verdict::Healthy);
     }
+    // A rate limit is the module's answer on purpose, like a refusal: its
+    // breaker does not count it and it is not retried here; the caller sees
+    // load shed (503 `dependency_overloaded` with `Retry-After`), not a 500.
+    // (The module calls of the shop itself are not counted against the
+    // per-client limit, `web::ratelimit::Client::Shop`; a per-account
+    // limit behind a module is what this meets.)
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return (
+            Err(RemoteError::Degraded(Degradation::Overloaded)),
+            Verdict::Healthy,
+        );
+    }
     if is_retryable(status) || status.is_server_error() {
         let error = match problem {
             Some(problem) => RemoteError::Problem(problem),
@@ -295,6 +307,14 @@ mod tests {
         answer: &'static str,
         retry_after: u64,
     ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        answering_with("503 Service Unavailable", answer, retry_after).await
+    }
+
+    async fn answering_with(
+        status: &'static str,
+        answer: &'static str,
+        retry_after: u64,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -314,7 +334,7 @@ mod tests {
                     }
                     counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let head = format!(
-                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+                        "HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\n\
                          retry-after: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                         retry_after,
                         answer.len()
@@ -366,6 +386,25 @@ mod tests {
     async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
         let shed = r#"{"type":"urn:shop:problem:dependency_overloaded","title":"Service Unavailable","status":503,"code":"dependency_overloaded"}"#;
         let (port, seen) = answering(shed, 1).await;
+        let policy = policy();
+        for _ in 0..5 {
+            assert_eq!(
+                call(port, &policy).await,
+                RemoteError::Degraded(Degradation::Overloaded)
+            );
+        }
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            5,
+            "no retries"
+        );
+        assert_eq!(policy.state(), resilience::State::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_module_rate_limiting_is_load_shed_once_and_never_opens_the_breaker() {
+        let limited = r#"{"type":"urn:shop:problem:rate_limited","title":"Too Many Requests","status":429,"code":"rate_limited"}"#;
+        let (port, seen) = answering_with("429 Too Many Requests", limited, 1).await;
         let policy = policy();
         for _ in 0..5 {
             assert_eq!(

@@ -1,6 +1,8 @@
 //! Rate limits answered with a 429 problem and `Retry-After`.
 //!
-//! [`PeerIp`] keys actix-governor's per-client limit on the whole API;
+//! [`PeerIp`] keys actix-governor's per-client limit on the whole API
+//! (by address; the shop's own module calls, [`Client::Shop`], are not
+//! counted);
 //! [`KeyedLimit`] is for stricter limits inside handlers (sign-in per IP and
 //! per account, registration per IP). State is per process: with several
 //! instances each enforces its own budget (docs/adr/0007-rate-limits.md).
@@ -15,6 +17,7 @@ use actix_governor::governor::clock::{Clock as _, DefaultClock, QuantaInstant};
 use actix_governor::governor::middleware::NoOpMiddleware;
 use actix_governor::governor::{NotUntil, Quota, RateLimiter};
 use actix_governor::{KeyExtractor, SimpleKeyExtractionError};
+use actix_web::HttpMessage as _;
 use actix_web::dev::ServiceRequest;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError as _};
@@ -63,13 +66,39 @@ pub struct PeerIp {
     pub trusted: std::sync::Arc<Vec<IpAddr>>,
 }
 
+/// Whom a request of the API counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// A client, by its address ([`client_ip`]).
+    Address(IpAddr),
+    /// The shop itself: a module of another process calling this one with
+    /// a verified service token (ADR 0013). Never limited here: the caller
+    /// bounds its calls with its own bulkhead, and counting them per address
+    /// would limit every customer of the calling process as one client.
+    Shop,
+}
+
 impl KeyExtractor for PeerIp {
-    type Key = IpAddr;
+    type Key = Client;
     type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
 
-    fn extract(&self, req: &ServiceRequest) -> Result<IpAddr, Self::KeyExtractionError> {
+    fn extract(&self, req: &ServiceRequest) -> Result<Client, Self::KeyExtractionError> {
+        // The caller was verified by `auth::middleware`, which runs first;
+        // only the service key signs the `service` role.
+        let shop = req
+            .extensions()
+            .get::<kernel::Caller>()
+            .is_some_and(|caller| caller.has(kernel::Role::Service));
+        if shop {
+            return Ok(Client::Shop);
+        }
         client_ip(req.peer_addr(), req.headers(), &self.trusted)
+            .map(Client::Address)
             .ok_or_else(|| SimpleKeyExtractionError::new("cannot tell the client's address"))
+    }
+
+    fn whitelisted_keys(&self) -> Vec<Client> {
+        vec![Client::Shop]
     }
 
     fn exceed_rate_limit_response(
