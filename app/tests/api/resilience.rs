@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use catalog_api::client::CatalogClient;
 use catalog_api::{CatalogApi, CatalogError, ProductId};
-use kernel::{CallContext, Degradation, Failure};
+use kernel::{CallContext, Degradation, Failure, Role};
 use resilience::State;
-use serde_json::Value;
+use serde_json::{Value, json};
 use testkit::fault::{Fault, FaultProxy};
 
 use app::compose::Dependency;
@@ -467,4 +467,49 @@ async fn a_slow_catalog_does_not_exhaust_the_gateway() {
     for s in slow {
         assert_eq!(s.await.unwrap(), 200, "the slow calls finish");
     }
+}
+
+/// The fallback where it is used: an order process whose catalog is
+/// remote checks a cart against the product it read before while the
+/// catalog is down (the cart is a customer's list; the checkout prices it
+/// afresh), and answers 503 for a product it never saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_is_checked_against_the_last_known_product_while_the_catalog_is_down() {
+    let catalog = spawn_app().await;
+    let created: Value = catalog
+        .post_product(&product_json("FALLBACK-CART"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let product = created["id"].as_str().unwrap().to_owned();
+    let proxy = FaultProxy::start(port_of(&catalog)).await;
+    let url = format!("http://127.0.0.1:{}", proxy.port());
+    // Events cross to the remote catalog through the broker, as they must.
+    let namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let shop = spawn_app_with(&[
+        ("APP__EVENTS__TRANSPORT", "rabbitmq"),
+        ("APP__EVENTS__RABBITMQ__NAMESPACE", namespace.as_str()),
+        ("APP__EVENTS__RABBITMQ__QUEUE_TTL_MS", "120000"),
+        ("APP__MODULES__CATALOG__MODE", "remote"),
+        ("APP__MODULES__CATALOG__URL", url.as_str()),
+        ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "0"),
+    ])
+    .await;
+    let token = shop.token(&[Role::Customer]);
+    let put = |product: String| {
+        let request = shop
+            .client
+            .put(shop.url("/api/v1/cart"))
+            .bearer_auth(&token)
+            .json(&json!({"items": [{"product_id": product, "quantity": 1}]}));
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(put(product.clone()).await.status(), 200);
+    proxy.stop_listening(); // as if the catalog process were killed
+    let again = put(product.clone()).await;
+    assert_eq!(again.status(), 200, "{}", again.text().await.unwrap());
+    let unseen = put(uuid::Uuid::now_v7().to_string()).await;
+    assert_eq!(unseen.status(), 503, "{}", unseen.text().await.unwrap());
+    proxy.resume().await;
 }

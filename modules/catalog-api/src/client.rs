@@ -9,8 +9,8 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::{
-    CatalogApi, CatalogError, Category, ListProducts, NewCategory, NewProduct, Product, ProductId,
-    ProductPatch,
+    CatalogApi, CatalogError, Category, Fetched, ListProducts, NewCategory, NewProduct, Product,
+    ProductId, ProductPatch,
 };
 
 /// Talks to a catalog module served by another process.
@@ -28,62 +28,12 @@ pub struct CatalogClient {
 /// Products remembered for the fallback, at most.
 const LAST_KNOWN_MAX: usize = 10_000;
 
-/// A product, and whether it is the last known version rather than a fresh answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
-    /// The product.
-    pub product: Product,
-    /// `true`: the catalog could not answer; this is what it said last time.
-    pub stale: bool,
-}
-
 impl CatalogClient {
     /// A client for the catalog served at `base` (e.g. `http://catalog:8080`).
     pub fn new(http: reqwest::Client, base: Url, policy: Arc<Policy>) -> CatalogClient {
         CatalogClient {
             remote: ModuleClient::new(http, base, "catalog", policy),
             last_known: Arc::default(),
-        }
-    }
-
-    /// Fallback, declared next to the call: a product from the catalog, or,
-    /// when the catalog cannot answer (unreachable, circuit open, overloaded,
-    /// out of time), the last version this client saw, marked stale.
-    ///
-    /// # Errors
-    /// The catalog's answer (not found...), or its unavailability when no
-    /// version is known.
-    pub async fn get_product_or_last_known(
-        &self,
-        cx: &CallContext,
-        id: ProductId,
-    ) -> Result<Fetched, CatalogError> {
-        match self.get_product(cx, id).await {
-            Ok(product) => Ok(Fetched {
-                product,
-                stale: false,
-            }),
-            Err(
-                error @ (CatalogError::Common(Failure::Unavailable(_))
-                | CatalogError::Common(Failure::Degraded(_))),
-            ) => {
-                let known = self
-                    .last_known
-                    .lock()
-                    .ok()
-                    .and_then(|k| k.get(&id).cloned());
-                match known {
-                    Some(product) => {
-                        tracing::warn!(product.id = %id, error = %error, "catalog unavailable; serving the last known product");
-                        Ok(Fetched {
-                            product,
-                            stale: true,
-                        })
-                    }
-                    None => Err(error),
-                }
-            }
-            Err(other) => Err(other),
         }
     }
 
@@ -132,6 +82,42 @@ impl CatalogApi for CatalogClient {
             .request(cx, Method::POST, "/products")
             .json(&new);
         self.send(cx, false, builder, None, Some(&new.sku)).await
+    }
+
+    /// The fallback, declared next to the call: the last version this
+    /// client saw, marked stale, when the catalog cannot answer.
+    async fn get_product_or_last_known(
+        &self,
+        cx: &CallContext,
+        id: ProductId,
+    ) -> Result<Fetched, CatalogError> {
+        match self.get_product(cx, id).await {
+            Ok(product) => Ok(Fetched {
+                product,
+                stale: false,
+            }),
+            Err(
+                error @ (CatalogError::Common(Failure::Unavailable(_))
+                | CatalogError::Common(Failure::Degraded(_))),
+            ) => {
+                let known = self
+                    .last_known
+                    .lock()
+                    .ok()
+                    .and_then(|k| k.get(&id).cloned());
+                match known {
+                    Some(product) => {
+                        tracing::warn!(product.id = %id, error = %error, "catalog unavailable; serving the last known product");
+                        Ok(Fetched {
+                            product,
+                            stale: true,
+                        })
+                    }
+                    None => Err(error),
+                }
+            }
+            Err(other) => Err(other),
+        }
     }
 
     async fn get_product(&self, cx: &CallContext, id: ProductId) -> Result<Product, CatalogError> {

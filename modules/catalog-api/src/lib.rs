@@ -25,6 +25,16 @@ pub use product::{
 
 use kernel::{CallContext, Page};
 
+/// A product, and whether it is the last known version rather than a fresh
+/// answer ([`CatalogApi::get_product_or_last_known`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The product.
+    pub product: Product,
+    /// `true`: the catalog could not answer; this is what it said last time.
+    pub stale: bool,
+}
+
 /// Route prefixes (below `/api/v1`) served by the catalog module. A process
 /// where the catalog is remote forwards these to it.
 pub const ROUTE_PREFIXES: &[&str] = &["/products", "/categories"];
@@ -58,6 +68,22 @@ pub trait CatalogApi: Send + Sync {
     /// # Errors
     /// [`CatalogError::ProductNotFound`] when no product has this id.
     async fn get_product(&self, cx: &CallContext, id: ProductId) -> Result<Product, CatalogError>;
+
+    /// [`Self::get_product`] with its fallback: when the catalog cannot
+    /// answer (unreachable, circuit open, overloaded, out of time), the last
+    /// version this implementation saw, marked stale. The module in process
+    /// has nothing older than its own answer; the HTTP client remembers what
+    /// it read. For reads that may be a little old (a cart's check), never
+    /// for a price the customer pays.
+    ///
+    /// # Errors
+    /// As [`Self::get_product`], and its unavailability when no version is
+    /// known.
+    async fn get_product_or_last_known(
+        &self,
+        cx: &CallContext,
+        id: ProductId,
+    ) -> Result<Fetched, CatalogError>;
 
     /// A page of products: filtered, searched and sorted as asked, in a
     /// stable order, so pages neither repeat nor skip products.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use catalog_api::events::{ProductCreated, ProductPriceChanged, ProductUpdated};
 use catalog_api::{
-    CatalogApi, CatalogError, Category, CategoryId, ListProducts, NewCategory, NewProduct, Product,
-    ProductId, ProductPatch,
+    CatalogApi, CatalogError, Category, CategoryId, Fetched, ListProducts, NewCategory, NewProduct,
+    Product, ProductId, ProductPatch,
 };
 use db::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -158,6 +158,19 @@ impl CatalogApi for CatalogModule {
 
     async fn get_product(&self, _cx: &CallContext, id: ProductId) -> Result<Product, CatalogError> {
         Ok(self.product(id).await?.product.clone())
+    }
+
+    async fn get_product_or_last_known(
+        &self,
+        cx: &CallContext,
+        id: ProductId,
+    ) -> Result<Fetched, CatalogError> {
+        // In process: no older version to fall back to than this answer.
+        let product = self.get_product(cx, id).await?;
+        Ok(Fetched {
+            product,
+            stale: false,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(limit = query.limit.get()))]

@@ -137,13 +137,16 @@ impl OrderModule {
         let mut errors = domain::cart_errors(&cart);
         if errors.is_empty() {
             for (i, item) in cart.items.iter().enumerate() {
+                // The fallback: a product the catalog served before still
+                // passes while it cannot answer (the checkout prices the
+                // cart afresh, never from this).
                 match self
                     .deps
                     .catalog
-                    .get_product(cx, ProductId::from(item.product_id))
+                    .get_product_or_last_known(cx, ProductId::from(item.product_id))
                     .await
                 {
-                    Ok(product) if product.active => {}
+                    Ok(fetched) if fetched.product.active => {}
                     Ok(_) | Err(CatalogError::ProductNotFound(_)) => errors.push(FieldError::new(
                         format!("items[{i}].product_id"),
                         "no such product for sale",
