@@ -142,18 +142,28 @@ fn problem_media_type(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The methods the shop serves, as the document's operations are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
 /// The operations of a path item (the methods the shop serves), each with
-/// whether it is a GET.
-fn operations(item: &mut PathItem) -> impl Iterator<Item = (bool, &mut Operation)> {
+/// its method.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (Verb, &mut Operation)> {
     [
-        (true, &mut item.get),
-        (false, &mut item.post),
-        (false, &mut item.put),
-        (false, &mut item.patch),
-        (false, &mut item.delete),
+        (Verb::Get, &mut item.get),
+        (Verb::Post, &mut item.post),
+        (Verb::Put, &mut item.put),
+        (Verb::Patch, &mut item.patch),
+        (Verb::Delete, &mut item.delete),
     ]
     .into_iter()
-    .filter_map(|(is_get, operation)| operation.as_mut().map(|o| (is_get, o)))
+    .filter_map(|(verb, operation)| operation.as_mut().map(|o| (verb, o)))
 }
 
 /// A problem response (`application/problem+json`, [`kernel::ProblemBody`]).
@@ -187,19 +197,42 @@ fn problem_retry_after(description: &str) -> Response {
 fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let api = path.starts_with("/api/v1/");
-        for (is_get, operation) in operations(item) {
-            let answers = common_answers(api, is_get, operation);
+        for (verb, operation) in operations(item) {
+            let is_get = verb == Verb::Get;
+            let answers = common_answers(api, verb, operation);
             let responses = &mut operation.responses.responses;
             for (status, response) in answers {
                 responses
                     .entry(status.to_owned())
                     .or_insert_with(|| response.into());
             }
+            if is_get && let Some(RefOr::T(ok)) = responses.get_mut("200") {
+                validators(ok);
+            }
         }
     }
 }
 
-fn common_answers(api: bool, is_get: bool, operation: &Operation) -> Vec<(&'static str, Response)> {
+/// The headers `web::etag::middleware` gives every GET's 200 (a body up
+/// to 4 MiB), unless the operation describes them in its own words.
+fn validators(ok: &mut Response) {
+    let header = |description: &str| {
+        let mut header = Header::default();
+        header.description = Some(description.to_owned());
+        RefOr::T(header)
+    };
+    ok.headers.entry("etag".to_owned()).or_insert_with(|| {
+        header("The representation's tag, for `If-None-Match` (304 when unchanged)")
+    });
+    ok.headers
+        .entry("cache-control".to_owned())
+        .or_insert_with(|| {
+            header("`no-cache` unless the operation says otherwise: check the tag before reusing")
+        });
+}
+
+fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static str, Response)> {
+    let is_get = verb == Verb::Get;
     let located = |place: ParameterIn| {
         operation.parameters.iter().flatten().any(|p| match p {
             RefOr::T(p) => p.parameter_in == place,
@@ -208,6 +241,9 @@ fn common_answers(api: bool, is_get: bool, operation: &Operation) -> Vec<(&'stat
     };
     let (in_path, in_query) = (located(ParameterIn::Path), located(ParameterIn::Query));
     let has_body = operation.request_body.is_some();
+    // A JSON body sent to an operation that reads none is still looked at
+    // (`web::text::refuse_nul`), except on the methods that never carry one.
+    let body_anyway = !has_body && matches!(verb, Verb::Post | Verb::Put | Verb::Patch);
     // `bearer: [roles]`; an empty list is any signed-in user.
     let scopes: Option<Vec<String>> = operation.security.as_ref().map(|requirements| {
         requirements
@@ -240,6 +276,11 @@ fn common_answers(api: bool, is_get: bool, operation: &Operation) -> Vec<(&'stat
     }
     if has_body {
         malformed.push("the body is not JSON (`malformed_body`)");
+    }
+    if body_anyway {
+        malformed.push(
+            "a JSON body sent anyway (this operation reads none) could not be read (`malformed_body`)",
+        );
     }
     if !malformed.is_empty() {
         let text = format!("Malformed request: {}", malformed.join("; "));
@@ -278,6 +319,15 @@ fn common_answers(api: bool, is_get: bool, operation: &Operation) -> Vec<(&'stat
             ),
         ));
     }
+    if body_anyway {
+        answers.push((
+            "413",
+            problem(
+                "A JSON body sent anyway (this operation reads none) is larger than the \
+                 limit (`payload_too_large`)",
+            ),
+        ));
+    }
     if has_body || in_query {
         answers.push((
             "422",
@@ -286,6 +336,20 @@ fn common_answers(api: bool, is_get: bool, operation: &Operation) -> Vec<(&'stat
                  (`invalid_body`), a broken rule or a limit out of range (`validation_failed`, \
                  every invalid field in `errors`), or text with a NUL character",
             ),
+        ));
+    } else if body_anyway {
+        answers.push((
+            "422",
+            problem(
+                "A NUL character in the query string (`validation_failed`), or a JSON body \
+                 sent anyway (this operation reads none) that is not an object \
+                 (`invalid_body`) or holds a NUL character",
+            ),
+        ));
+    } else {
+        answers.push((
+            "422",
+            problem("A NUL character in the query string (`validation_failed`)"),
         ));
     }
     answers.push((

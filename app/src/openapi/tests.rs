@@ -163,3 +163,23 @@ fn only_problem_bodies_change_media_type() {
     assert_eq!(media_types("200"), ["application/json"]);
     assert_eq!(media_types("404"), ["application/problem+json"]);
 }
+
+/// Every GET's 200 names the validators `web::etag::middleware` gives it.
+#[test]
+fn every_get_documents_its_validators() {
+    let doc = doc();
+    let mut gets = 0;
+    for (at, operation) in operations(&doc) {
+        if !at.starts_with("GET ") {
+            continue;
+        }
+        let Some(ok) = operation["responses"].get("200") else {
+            continue;
+        };
+        for header in ["etag", "cache-control"] {
+            assert!(ok["headers"][header].is_object(), "{at}: {header}");
+        }
+        gets += 1;
+    }
+    assert!(gets > 15, "{gets}");
+}

@@ -138,7 +138,8 @@ pub async fn list_categories(
     tag = "catalog",
     request_body = NewCategory,
     responses(
-        (status = 201, description = "The new category", body = Category),
+        (status = 201, description = "The new category", body = Category,
+            headers(("location" = String, description = "URL of the category list"))),
         (status = 409, description = "The slug is taken", body = ProblemBody),
         (status = 422, description = "Invalid fields, or a parent that is a subcategory", body = ProblemBody),
     ),

@@ -107,7 +107,8 @@ pub async fn list_movements(
     tag = "inventory",
     request_body = ReserveStock,
     responses(
-        (status = 201, description = "The reservation", body = Reservation),
+        (status = 201, description = "The reservation", body = Reservation,
+            headers(("location" = String, description = "URL of the reservation"))),
         (status = 409, description = "Insufficient stock (the short SKUs are in `errors`), or the order holds another reservation", body = ProblemBody),
         (status = 422, description = "Invalid lines", body = ProblemBody),
     ),

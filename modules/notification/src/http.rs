@@ -195,7 +195,8 @@ pub struct CreatedWebhook {
     tag = "notifications",
     request_body = NewWebhook,
     responses(
-        (status = 201, description = "The subscription, with its secret", body = CreatedWebhook),
+        (status = 201, description = "The subscription, with its secret", body = CreatedWebhook,
+            headers(("location" = String, description = "URL of the subscription"))),
         (status = 422, description = "Invalid URL or unknown event type", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),

@@ -65,7 +65,8 @@ pub async fn tokenize(
     tag = "payments",
     request_body = AuthorizePayment,
     responses(
-        (status = 201, description = "The payment, authorized", body = Payment),
+        (status = 201, description = "The payment, authorized", body = Payment,
+            headers(("location" = String, description = "URL of the payment"))),
         (status = 402, description = "Declined; the provider's reason is in `errors`", body = ProblemBody),
         (status = 409, description = "The order already has another payment", body = ProblemBody),
         (status = 422, description = "Invalid amount, card_last4 or token, or an unknown currency", body = ProblemBody),

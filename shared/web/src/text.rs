@@ -13,6 +13,7 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{Error, HttpMessage as _};
@@ -38,8 +39,14 @@ pub async fn refuse_nul<B: MessageBody>(
         let fields = nul_query_fields(query);
         return Ok(refuse(request, fields));
     }
-    let is_json =
-        request.mime_type().ok().flatten().is_some_and(|mime| {
+    // GET, HEAD, DELETE and OPTIONS carry no body the shop reads: one sent
+    // anyway is left unread (and so unbuffered), as the handler leaves it.
+    let reads_body = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    );
+    let is_json = reads_body
+        && request.mime_type().ok().flatten().is_some_and(|mime| {
             mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json")
         });
     if is_json {
