@@ -297,3 +297,30 @@ fn production_requires_a_database_url() {
         assert!(err.contains(named), "{err}");
     }
 }
+
+/// Budgets nest: each caller waits longer than what it calls may take, so
+/// a slow answer arrives instead of a timeout and a retry that only meets
+/// the first attempt still running (a gateway's attempt at `POST /orders`
+/// outlasts the checkout's wait; the saga's call to a payment process
+/// outlasts that process's call to the provider).
+#[cfg(feature = "order")]
+#[test]
+fn the_default_budgets_nest() {
+    let s = load(&[]).unwrap();
+    let order = s.section::<order::Settings>().unwrap();
+    let gateway_to_order = s.resilience.for_dependency("order");
+    assert!(
+        gateway_to_order.attempt_timeout_ms > order.checkout_wait_ms + 1000,
+        "{gateway_to_order:?}"
+    );
+    let to_payment = s.resilience.for_dependency("payment");
+    let to_provider = s.resilience.for_dependency("payment_provider");
+    assert!(
+        to_payment.attempt_timeout_ms > to_provider.deadline_ms,
+        "{to_payment:?} {to_provider:?}"
+    );
+    assert!(order.step_timeout_ms >= to_payment.deadline_ms);
+    for policy in [&gateway_to_order, &to_payment] {
+        assert!(policy.breaker.slow_call_ms >= policy.attempt_timeout_ms);
+    }
+}
