@@ -141,6 +141,20 @@ async fn list_limit_is_bounded_and_checked() {
         )
         .await;
     }
+    // A year PostgreSQL's timestamps do not hold (chrono's reach further).
+    for year in ["-5000", "+300000"] {
+        let key = format!(
+            r#"{{"sort":"newest","id":"01900000-0000-7000-8000-000000000000","value":"{year}-01-01T00:00:00Z"}}"#
+        );
+        let cursor = URL_SAFE_NO_PAD.encode(key);
+        assert_problem(
+            app.get(&format!("/api/v1/products?sort=newest&cursor={cursor}"))
+                .await,
+            400,
+            "invalid_cursor",
+        )
+        .await;
+    }
     assert_eq!(app.get("/api/v1/products?limit=100").await.status(), 200);
 }
 

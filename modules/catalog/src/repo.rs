@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use catalog_api::{Availability, CategoryId, Product, ProductFilter, ProductId, ProductSort, Sku};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -305,8 +305,13 @@ pub(crate) async fn list(
         };
         query = match sort {
             ProductSort::Created => query,
+            // Years PostgreSQL's timestamps hold all of (chrono's reach
+            // further: a forged year -5000 was a failed query, a 500).
             ProductSort::Newest => query.bind::<Timestamptz, _>(
-                serde_json::from_value::<DateTime<Utc>>(key.value.clone()).map_err(|_| bad())?,
+                serde_json::from_value::<DateTime<Utc>>(key.value.clone())
+                    .ok()
+                    .filter(|at| (1..=9999).contains(&at.year()))
+                    .ok_or_else(bad)?,
             ),
             ProductSort::PriceAsc | ProductSort::PriceDesc => {
                 query.bind::<BigInt, _>(key.value.as_i64().ok_or_else(bad)?)

@@ -64,7 +64,8 @@ pub(crate) fn crossing(before: Option<i32>, now: i32, threshold: i32) -> Option<
 /// Checks an adjustment against the contract's limits.
 pub(crate) fn check_adjustment(adjustment: &Adjustment) -> Result<(), InventoryError> {
     let mut errors = Vec::new();
-    if adjustment.quantity == 0 || adjustment.quantity.abs() > MAX_QUANTITY {
+    if adjustment.quantity == 0 || adjustment.quantity.unsigned_abs() > MAX_QUANTITY.unsigned_abs()
+    {
         errors.push(FieldError::new(
             "quantity",
             format!("must be non-zero and at most {MAX_QUANTITY} either way"),
@@ -141,6 +142,27 @@ mod tests {
         assert_eq!(crossing(Some(5), 4, 5), None, "already low");
         assert_eq!(crossing(Some(2), 4, 5), None, "going up");
         assert_eq!(crossing(Some(9), 6, 5), None, "above the threshold");
+    }
+
+    #[test]
+    fn an_adjustment_is_bounded_either_way_even_at_the_edge_of_i32() {
+        let adjustment = |quantity| Adjustment {
+            quantity,
+            reason: "count".to_owned(),
+            low_stock_threshold: None,
+        };
+        for quantity in [0, i32::MIN, i32::MAX, MAX_QUANTITY + 1, -MAX_QUANTITY - 1] {
+            assert!(
+                check_adjustment(&adjustment(quantity)).is_err(),
+                "{quantity}"
+            );
+        }
+        for quantity in [1, -1, MAX_QUANTITY, -MAX_QUANTITY] {
+            assert!(
+                check_adjustment(&adjustment(quantity)).is_ok(),
+                "{quantity}"
+            );
+        }
     }
 
     #[test]
