@@ -174,6 +174,40 @@ async fn a_password_change_signs_out_everywhere() {
     );
 }
 
+/// A sign-in whose password was checked while a password change was being
+/// committed: the change revokes every token, and the sign-in's token
+/// must not slip past it (stored after the revocation, it would survive
+/// the change). The change is played here by a transaction of the test
+/// that changes the hash and revokes the tokens, as the module's does,
+/// and commits while the sign-in is under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_racing_a_password_change_gets_no_token_that_survives_it() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let app = spawn_app().await;
+    app.customer("ada@example.com").await;
+    let mut change = app.db().await;
+    change
+        .batch_execute(
+            "BEGIN; \
+             UPDATE users.users SET password_hash = password_hash || 'changed' \
+             WHERE email = 'ada@example.com'; \
+             UPDATE users.refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL",
+        )
+        .await
+        .unwrap();
+    let signing_in = {
+        let request = app
+            .client
+            .post(app.url("/api/v1/auth/token"))
+            .json(&json!({"email": "ada@example.com", "password": PASSWORD}));
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    change.batch_execute("COMMIT").await.unwrap();
+    let signed_in = signing_in.await.unwrap();
+    assert_problem(signed_in, 401, "invalid_credentials").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_carry_security_headers_and_cors_is_closed_by_default() {
     let app = spawn_app().await;

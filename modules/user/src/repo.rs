@@ -132,6 +132,39 @@ pub(crate) async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<
         .optional()
 }
 
+/// One account, its row share-locked for the rest of the transaction: a
+/// token issued under that lock cannot interleave with a password change
+/// or a disabling, which update the row and then revoke the user's tokens
+/// (the row first, then the tokens, in every transaction that takes both).
+#[tracing::instrument(name = "user.repo.find_for_share", skip_all)]
+pub(crate) async fn find_for_share(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .for_share()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The token with this hash, unlocked (to learn its user before locking
+/// the user's row, then the token's).
+#[tracing::instrument(name = "user.repo.find_refresh", skip_all)]
+pub(crate) async fn find_refresh(
+    conn: &mut AsyncPgConnection,
+    token_hash: &[u8],
+) -> QueryResult<Option<RefreshRow>> {
+    refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(token_hash))
+        .select(RefreshRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// One account by (normalised) email.
 #[tracing::instrument(name = "user.repo.find_by_email", skip_all)]
 pub(crate) async fn find_by_email(

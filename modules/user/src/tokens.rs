@@ -92,17 +92,28 @@ impl UserModule {
         if !row.is_active() {
             return Err(AuthFlowError::AccountDisabled);
         }
+        // The token is stored under the account's lock, and only if the
+        // password checked is still the account's and it is still active:
+        // a password change or a disabling that committed while the hash
+        // was checked revoked every token, and must not miss this one.
         let mut conn = self.conn().await?;
         let (refresh_token, hash) = new_refresh_token();
-        repo::insert_refresh(
-            &mut conn,
-            Uuid::now_v7(),
-            row.id,
-            &hash,
-            self.refresh_expiry(),
-        )
-        .await
-        .map_err(database)?;
+        let expires_at = self.refresh_expiry();
+        let issued = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                let now = repo::find_for_share(conn, row.id).await?;
+                let Some(now) = now.filter(|now| now.password_hash == row.password_hash) else {
+                    return Ok(Err(AuthFlowError::InvalidCredentials));
+                };
+                if !now.is_active() {
+                    return Ok(Err(AuthFlowError::AccountDisabled));
+                }
+                repo::insert_refresh(conn, Uuid::now_v7(), now.id, &hash, expires_at).await?;
+                Ok(Ok(now))
+            })
+            .await
+            .map_err(database)?;
+        let row = issued?;
         tracing::info!(user.id = %row.id, "signed in");
         self.pair(&row, refresh_token)
     }
@@ -119,6 +130,14 @@ impl UserModule {
         let mut conn = self.conn().await?;
         let outcome = conn
             .transaction::<_, DieselError, _>(async |conn| {
+                // The account's row first, then the token's: the order of a
+                // password change or a disabling (the row, then revoking
+                // the tokens), so a rotation either ends before one starts
+                // or sees the token revoked.
+                let Some(seen) = repo::find_refresh(conn, &presented).await? else {
+                    return Ok(Refresh::Invalid);
+                };
+                let user = repo::find_for_share(conn, seen.user_id).await?;
                 let Some(found) = repo::find_refresh_for_update(conn, &presented).await? else {
                     return Ok(Refresh::Invalid);
                 };
@@ -126,7 +145,6 @@ impl UserModule {
                     repo::revoke_family(conn, found.family_id).await?;
                     return Ok(Refresh::Reused);
                 }
-                let user = repo::find(conn, found.user_id).await?;
                 let user = match user {
                     Some(user) if user.is_active() && found.expires_at > chrono::Utc::now() => user,
                     _ => {
