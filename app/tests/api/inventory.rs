@@ -114,6 +114,56 @@ async fn two_hundred_concurrent_reservations_never_oversell() {
     }
 }
 
+/// Expiry locks stock rows as a reservation does, one reservation's SKUs
+/// at a time and in SKU order: two expired reservations, of `EXP-B` and
+/// then of `EXP-A`, expire while a transaction holds `EXP-A` and then asks
+/// for `EXP-B` (as a checkout of both reserves them). A batch in one
+/// transaction held `EXP-B` while it waited for `EXP-A`: a deadlock, which
+/// PostgreSQL broke by aborting one side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_never_deadlocks_with_a_reservation() {
+    use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
+    let (module, db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "1")]).await;
+    let admin = caller(Role::Admin);
+    let (a, b) = (Sku::parse("EXP-A").unwrap(), Sku::parse("EXP-B").unwrap());
+    for sku in [&a, &b] {
+        module.adjust(&admin, sku, receive(3)).await.unwrap();
+    }
+    for sku in [&b, &a] {
+        let lines = vec![ReservationLine {
+            sku: sku.clone(),
+            quantity: 1,
+        }];
+        let order_id = OrderId::generate();
+        module
+            .reserve(&admin, ReserveStock { order_id, lines })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await; // EXP-B's expires first
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut checkout = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    checkout
+        .batch_execute("BEGIN; SELECT 1 FROM inventory.stock WHERE sku = 'EXP-A' FOR UPDATE")
+        .await
+        .unwrap();
+    let expiring = {
+        let module = module.clone();
+        tokio::spawn(async move { module.expire_due().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    checkout
+        .batch_execute("SELECT 1 FROM inventory.stock WHERE sku = 'EXP-B' FOR UPDATE; COMMIT")
+        .await
+        .expect("the checkout's second lock is granted: no deadlock");
+    assert_eq!(expiring.await.unwrap().unwrap(), 2);
+    for sku in [&a, &b] {
+        assert_eq!(module.stock(&admin, sku).await.unwrap().available, 3);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_expire_and_give_their_stock_back() {
     let (module, _db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "1")]).await;

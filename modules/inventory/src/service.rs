@@ -225,32 +225,48 @@ impl InventoryModule {
         .inspect(|_| events::outbox::wake(crate::NAME))
     }
 
-    /// Expires active reservations past their time, a batch at a time.
+    /// Expires active reservations past their time, up to 100 a pass.
     /// Several instances may run it: rows are claimed with SKIP LOCKED.
+    /// Each reservation is expired in a transaction of its own, so its
+    /// stock rows are locked in SKU order and alone, as a reservation locks
+    /// them: a batch in one transaction locked the SKUs of several
+    /// reservations in no common order, and deadlocked with checkouts.
     ///
     /// # Errors
-    /// Database failures.
+    /// Database failures (what expired before them stays expired).
     pub async fn expire_due(&self) -> Result<usize, InventoryError> {
         let mut conn = self.conn().await?;
         let cx = CallContext::background();
-        conn.transaction::<_, Abort, _>(async |conn| {
-            let due = repo::claim_expired(conn).await?;
-            for order in &due {
-                if let Some(reservation) = repo::load_reservation(conn, *order, false).await? {
-                    let status = ReservationStatus::Expired;
-                    move_lines(conn, &cx, &reservation, LineMove::Expiry, status).await?;
-                    tracing::info!(order.id = %order, "reservation expired");
+        let mut expired = 0;
+        while expired < 100 {
+            let claimed = conn
+                .transaction::<_, Abort, _>(async |conn| {
+                    let Some(order) = repo::claim_expired(conn).await? else {
+                        return Ok(false);
+                    };
+                    if let Some(reservation) = repo::load_reservation(conn, order, false).await? {
+                        let status = ReservationStatus::Expired;
+                        move_lines(conn, &cx, &reservation, LineMove::Expiry, status).await?;
+                        tracing::info!(order.id = %order, "reservation expired");
+                    }
+                    Ok(true)
+                })
+                .await
+                .map_err(abort);
+            match claimed {
+                Ok(true) => {
+                    expired += 1;
+                    events::outbox::wake(crate::NAME);
                 }
+                Ok(false) => break,
+                Err(e) if expired > 0 => {
+                    tracing::warn!(error = %e, "reservation expiry stopped");
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            Ok(due.len())
-        })
-        .await
-        .map_err(abort)
-        .inspect(|n| {
-            if *n > 0 {
-                events::outbox::wake(crate::NAME);
-            }
-        })
+        }
+        Ok(expired)
     }
 }
 

@@ -166,18 +166,18 @@ pub(crate) async fn set_status(
     .map(drop)
 }
 
-/// Claims up to 100 active reservations past their time, oldest first,
-/// skipping any another instance holds.
-pub(crate) async fn claim_expired(conn: &mut AsyncPgConnection) -> QueryResult<Vec<OrderId>> {
-    let due: Vec<Uuid> = reservations::table
+/// Claims the oldest active reservation past its time, skipping any
+/// another instance holds; `None` when none is due.
+pub(crate) async fn claim_expired(conn: &mut AsyncPgConnection) -> QueryResult<Option<OrderId>> {
+    let due: Option<Uuid> = reservations::table
         .filter(reservations::status.eq(ReservationStatus::Active.as_str()))
         .filter(reservations::expires_at.lt(now))
         .order(reservations::expires_at)
-        .limit(100)
         .select(reservations::order_id)
         .for_update()
         .skip_locked()
-        .load(conn)
-        .await?;
-    Ok(due.into_iter().map(OrderId::from).collect())
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(due.map(OrderId::from))
 }
