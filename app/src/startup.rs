@@ -131,6 +131,7 @@ impl Application {
                 policies: &policies,
                 services: &services,
                 stopped: &stopped,
+                database_url: &server.url,
             };
             let built = host::registry::build_local(host, registry::COMPILED, pool).await?;
             for (registration, local) in built {

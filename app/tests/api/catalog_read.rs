@@ -453,3 +453,50 @@ async fn concurrent_misses_of_one_product_load_it_once() {
         "fifty concurrent reads of a cold product, one database load"
     );
 }
+
+/// Two instances on one database, each caching products in its own
+/// memory, and a price changed by any writer (here SQL by hand, as a bulk
+/// price load would; the module's own writes also announce an event, but
+/// on RabbitMQ only one instance receives it): both instances serve the
+/// new price within moments, not after the cache's minute, when a checkout
+/// would have been charged the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_by_any_writer_is_not_served_stale_by_any_instance() {
+    let first = spawn_app().await;
+    let (url, _) = create(&first, "TWO-INSTANCES").await;
+    let path = url.trim_start_matches(&first.address).to_owned();
+    let settings = crate::helpers::test_settings(Some(first.database_url()), &[]);
+    let second = app::startup::Application::build(settings).await.unwrap();
+    let second_url = format!("http://127.0.0.1:{}{path}", second.port());
+    let second_handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+    let price = |url: String| {
+        let client = first.client.clone();
+        async move {
+            let product: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            product["price"]["amount_minor"].as_i64().unwrap()
+        }
+    };
+    // Both instances cache the product (the cache's minute begins).
+    for url in [&url, &second_url] {
+        assert_eq!(price(url.clone()).await, 1299);
+        assert_eq!(price(url.clone()).await, 1299);
+    }
+    diesel::sql_query(
+        "UPDATE catalog.products SET price_amount_minor = 1599 WHERE sku = 'TWO-INSTANCES'",
+    )
+    .execute(&mut first.db().await)
+    .await
+    .unwrap();
+    for url in [&url, &second_url] {
+        let started = std::time::Instant::now();
+        while price(url.clone()).await != 1599 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "{url} still serves the old price"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    second_handle.stop();
+}

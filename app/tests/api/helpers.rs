@@ -174,6 +174,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The URL of the app's database (for a second instance on it).
+    pub fn database_url(&self) -> &str {
+        self._db.url()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -170,6 +170,22 @@ impl ProductCache {
         .map_err(|e: Arc<CatalogError>| (*e).clone())
     }
 
+    /// Forgets this process's copy of a product (another instance changed
+    /// it, and deleted it from Redis itself).
+    pub async fn invalidate_here(&self, id: ProductId) {
+        if let Some(local) = &self.local {
+            local.invalidate(&id).await;
+        }
+    }
+
+    /// Forgets every product this process keeps (changes may have been
+    /// missed: the notifications' connection was lost).
+    pub fn invalidate_all_here(&self) {
+        if let Some(local) = &self.local {
+            local.invalidate_all();
+        }
+    }
+
     /// Forgets a product everywhere (after it changed).
     pub async fn invalidate(&self, id: ProductId) {
         if let Some(local) = &self.local {

@@ -5,6 +5,7 @@
 //! reach the catalog only through `catalog-api`.
 
 pub mod cache;
+mod changes;
 mod domain;
 pub mod events;
 pub mod http;

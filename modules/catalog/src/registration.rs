@@ -35,11 +35,24 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
             pool: cx.pool.clone(),
         };
         let searches = crate::Searches::new(&settings.search);
+        // Every instance forgets what any instance changes (`changes`).
+        let listening = crate::changes::listen(cx.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("catalog: cannot follow product changes: {e}"))?;
+        let follow = crate::changes::follow(
+            listening,
+            cx.database_url.to_owned(),
+            cache.clone(),
+            cx.stopped.clone(),
+        );
         let module = Data::new(CatalogModule::new(cx.pool, cache, searches));
         let api: Arc<dyn catalog_api::CatalogApi> = module.clone().into_inner();
-        Ok(Local::new(module).subscription(subscription).apis(Apis {
-            catalog: Some(api),
-            ..Apis::default()
-        }))
+        Ok(Local::new(module)
+            .subscription(subscription)
+            .job(tokio::spawn(follow))
+            .apis(Apis {
+                catalog: Some(api),
+                ..Apis::default()
+            }))
     })
 }

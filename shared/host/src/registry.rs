@@ -139,6 +139,9 @@ pub struct Context<'a> {
     pub stopped: &'a watch::Receiver<bool>,
     /// The in-process APIs of the modules built before this one.
     pub apis: &'a Apis,
+    /// The URL of the module's database (its pool's), for a connection of
+    /// its own (`LISTEN`).
+    pub database_url: &'a str,
 }
 
 impl Context<'_> {
@@ -286,6 +289,9 @@ pub struct Host<'a> {
     pub services: &'a Arc<ServiceTokens>,
     /// Turns true when background jobs must stop.
     pub stopped: &'a watch::Receiver<bool>,
+    /// The database server's URL (a module's own `[<module>.database]` URL
+    /// wins, [`Settings::module_database_url`]).
+    pub database_url: &'a str,
 }
 
 /// The registration of `module` among `compiled`.
@@ -326,6 +332,7 @@ pub async fn build_local(
             services: host.services,
             stopped: host.stopped,
             apis: &apis,
+            database_url: host.settings.module_database_url(module, host.database_url),
         };
         let module = (registration.build)(cx).await?;
         apis.merge(module.apis.clone());

@@ -1,0 +1,2 @@
+DROP TRIGGER product_changed ON products;
+DROP FUNCTION product_changed();
