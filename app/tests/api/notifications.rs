@@ -49,6 +49,19 @@ async fn email_goes_out_over_smtp() {
         admin.data
     );
     assert_eq!(admin.from, "shop@shop.localhost");
+    // Each message names its notification, the same on a resend.
+    let ids: Vec<&str> = mails
+        .iter()
+        .filter_map(|m| m.data.lines().find_map(|l| l.strip_prefix("Message-ID: ")))
+        .collect();
+    assert_eq!(ids.len(), mails.len(), "{mails:?}");
+    for id in &ids {
+        assert!(id.ends_with("@notifications.shop>"), "{id}");
+        let notification = id
+            .trim_start_matches('<')
+            .trim_end_matches("@notifications.shop>");
+        assert!(uuid::Uuid::parse_str(notification).is_ok(), "{id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

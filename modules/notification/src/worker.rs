@@ -89,7 +89,7 @@ impl Sender {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.settings.poll_interval_ms.max(10));
         loop {
-            let sent = match self.send_due().await {
+            let sent = match self.send_due(&stop).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "notification round failed");
@@ -108,7 +108,7 @@ impl Sender {
         }
     }
 
-    async fn send_due(&self) -> Result<usize, String> {
+    async fn send_due(&self, stop: &watch::Receiver<bool>) -> Result<usize, String> {
         let mut conn = db::connection(&self.pool, crate::NAME)
             .await
             .map_err(|e| e.to_string())?;
@@ -119,6 +119,12 @@ impl Sender {
             // rows are locked until it commits); other outcomes one by one.
             let mut sent = Vec::with_capacity(count);
             for item in due {
+                // Stopping: what was sent is recorded now, the rest waits
+                // for the next run (a process stopped mid-round would send
+                // the whole round again).
+                if *stop.borrow() {
+                    break;
+                }
                 let span = tracing::info_span!(
                     "notification",
                     notification.id = %item.id,
@@ -195,6 +201,10 @@ impl Sender {
                 .parse()
                 .map_err(|e| refused(format!("bad address: {e}")))?)
             .subject(&item.subject)
+            // Stable per notification: a message sent again (its round's
+            // record lost) is the same message to mail systems, which drop
+            // a repeated Message-ID, as `x-shop-delivery` is for webhooks.
+            .message_id(Some(format!("<{}@notifications.shop>", item.id)))
             .header(ContentType::TEXT_PLAIN)
             .body(item.body.clone())
             .map_err(|e| refused(e.to_string()))?;
