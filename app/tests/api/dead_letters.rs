@@ -92,3 +92,72 @@ async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
         .find(|n| n.subject.contains("FIXED-1"));
     assert_eq!(fixed_mail.unwrap().request_id.as_deref(), Some("poison-1"));
 }
+
+/// Old rows are pruned: redriven dead letters once past
+/// `events.retention_hours` (open ones stay until an operator acts), and
+/// sent or failed notifications, bodies included, once past
+/// `notification.retention_days` (pending ones stay until settled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_history_is_pruned_and_open_work_stays() {
+    let app = spawn_app_with(&[
+        ("APP__EVENTS__RETENTION_HOURS", "1"),
+        ("APP__EVENTS__PRUNE_INTERVAL_SECS", "1"),
+        ("APP__NOTIFICATION__RETENTION_DAYS", "1"),
+        ("APP__NOTIFICATION__PRUNE_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    let count = |sql: &'static str| crate::helpers::count(&app, sql);
+    diesel::sql_query(
+        "INSERT INTO catalog.dead_letters \
+         (id, handler, event_id, event_type, envelope, attempts, last_error, created_at, redriven_at) \
+         VALUES (gen_random_uuid(), 'old', gen_random_uuid(), 't', '{}', 1, 'e', \
+                 now() - interval '3 days', now() - interval '2 days'), \
+                (gen_random_uuid(), 'open', gen_random_uuid(), 't', '{}', 1, 'e', \
+                 now() - interval '3 days', NULL)",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    // Two notifications of a registration (a welcome and an admin's), sent.
+    app.register("old@example.com", crate::helpers::PASSWORD)
+        .await;
+    eventually("the welcome mail sent", || async {
+        (count("SELECT count(*) AS n FROM notification.notifications WHERE status = 'sent'").await
+            > 0)
+        .then_some(())
+    })
+    .await;
+    diesel::sql_query(
+        "UPDATE notification.notifications SET created_at = now() - interval '2 days'",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    diesel::sql_query(
+        "INSERT INTO notification.notifications \
+         (id, event_id, event_type, channel, destination, subject, body, created_at, next_attempt_at) \
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'user.registered.v1', 'email', \
+                 'later@example.com', 's', 'b', now() - interval '2 days', now() + interval '1 day')",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    eventually("old history pruned", || async {
+        let dead =
+            count("SELECT count(*) AS n FROM catalog.dead_letters WHERE handler = 'old'").await;
+        let settled =
+            count("SELECT count(*) AS n FROM notification.notifications WHERE status <> 'pending'")
+                .await;
+        (dead == 0 && settled == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count("SELECT count(*) AS n FROM catalog.dead_letters WHERE handler = 'open'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM notification.notifications WHERE status = 'pending'")
+            .await,
+        1
+    );
+}

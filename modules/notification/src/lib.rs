@@ -49,6 +49,11 @@ pub struct Settings {
     pub retry_base_ms: u64,
     /// Largest retry delay, ms.
     pub retry_max_ms: u64,
+    /// Sent and failed messages are deleted this many days after they were
+    /// queued (pending ones never are).
+    pub retention_days: u32,
+    /// How often the sender deletes them, seconds (at least 1).
+    pub prune_interval_secs: u64,
     /// How email leaves the shop.
     pub email: EmailSettings,
     /// Internal networks webhooks may call anyway (development and tests:

@@ -386,3 +386,17 @@ pub(crate) async fn mark_not_sent(
     .execute(conn)
     .await
 }
+
+/// Deletes the sent and failed messages queued more than `days` ago; how
+/// many.
+#[tracing::instrument(name = "notification.repo.prune", skip_all)]
+pub(crate) async fn prune(conn: &mut AsyncPgConnection, days: u32) -> QueryResult<usize> {
+    // Raw: the age is `now() - interval` on the database's clock.
+    db::sql(
+        "DELETE FROM notifications WHERE status IN ('sent', 'failed') \
+         AND created_at < now() - make_interval(days => $1)",
+    )
+    .bind::<diesel::sql_types::Integer, _>(i32::try_from(days).unwrap_or(i32::MAX))
+    .execute(conn)
+    .await
+}

@@ -88,7 +88,13 @@ impl Sender {
     /// Sends due messages until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let prune_every = Duration::from_secs(self.settings.prune_interval_secs.max(1));
+        let mut pruned = std::time::Instant::now();
         loop {
+            if pruned.elapsed() >= prune_every {
+                self.prune().await;
+                pruned = std::time::Instant::now();
+            }
             let sent = match self.send_due(&stop).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -105,6 +111,18 @@ impl Sender {
             if *stop.borrow() {
                 break;
             }
+        }
+    }
+
+    /// Deletes the settled messages older than `retention_days`.
+    async fn prune(&self) {
+        let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
+            return;
+        };
+        match repo::prune(&mut conn, self.settings.retention_days).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned settled notifications"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning notifications failed"),
         }
     }
 

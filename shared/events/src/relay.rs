@@ -238,6 +238,8 @@ impl Relay {
         for sql in [
             "DELETE FROM outbox WHERE delivered_at < now() - make_interval(hours => $1::int)",
             "DELETE FROM inbox WHERE handled_at < now() - make_interval(hours => $1::int)",
+            // Dead letters an operator redrove; open ones stay until one does.
+            "DELETE FROM dead_letters WHERE redriven_at < now() - make_interval(hours => $1::int)",
         ] {
             match db::sql(sql)
                 .bind::<BigInt, _>(self.retention_hours)
