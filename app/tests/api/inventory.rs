@@ -201,6 +201,38 @@ async fn reservations_expire_and_give_their_stock_back() {
     ));
 }
 
+/// A SKU received for the first time below its threshold is low from the
+/// start, and the admins hear of it as of a SKU going down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sku_received_below_its_threshold_is_announced_low() {
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let received = app
+        .client
+        .post(app.url("/api/v1/inventory/bulb-1/adjustments"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"quantity": 3, "reason": "receive", "low_stock_threshold": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(received.status(), 200);
+    eventually("a low-stock alert", || async {
+        let all: Value = get_json(
+            &app.client,
+            app.url("/api/v1/notifications?limit=100"),
+            &admin,
+        )
+        .await;
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["subject"] == "Low stock: BULB-1 (3 left)")
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_and_out_of_stock_alert_the_admins() {
     let app = spawn_app_with(&[]).await;

@@ -215,14 +215,14 @@ pub(crate) async fn find_stock(
         .optional()
 }
 
-/// The stock row of `sku`, locked; created empty with `default_threshold`
-/// if the SKU was never stocked.
+/// The stock row of `sku`, locked, and whether it was created just now
+/// (empty, with `default_threshold`: the SKU was never stocked).
 pub(crate) async fn lock_stock(
     conn: &mut AsyncPgConnection,
     sku: &Sku,
     default_threshold: i32,
-) -> QueryResult<Row> {
-    diesel::insert_into(stock::table)
+) -> QueryResult<(Row, bool)> {
+    let created = diesel::insert_into(stock::table)
         .values((
             stock::sku.eq(sku.as_str()),
             stock::on_hand.eq(0),
@@ -230,13 +230,15 @@ pub(crate) async fn lock_stock(
         ))
         .on_conflict_do_nothing()
         .execute(conn)
-        .await?;
-    stock::table
+        .await?
+        == 1;
+    let row = stock::table
         .find(sku.as_str())
         .select(Row::as_select())
         .for_update()
         .first(conn)
-        .await
+        .await?;
+    Ok((row, created))
 }
 
 /// Adds `quantity` (negative: removes) to what is on hand and records the

@@ -302,7 +302,9 @@ impl InventoryApi for InventoryModule {
         let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, Abort, _>(async |conn| {
-                let before = repo::lock_stock(conn, sku, default_threshold).await?;
+                // A SKU new here had no level before: one received below
+                // its threshold is announced low, as a SKU going down is.
+                let (before, created) = repo::lock_stock(conn, sku, default_threshold).await?;
                 let after = repo::adjust(
                     conn,
                     sku,
@@ -313,7 +315,7 @@ impl InventoryApi for InventoryModule {
                 .await?
                 .ok_or_else(|| insufficient(vec![sku.to_string()]))?;
                 let mut batch = events::outbox::Batch::new(crate::NAME, cx);
-                announce_change(&mut batch, Some(&before), &after)?;
+                announce_change(&mut batch, (!created).then_some(&before), &after)?;
                 batch.write(conn).await?;
                 Ok(after)
             })
