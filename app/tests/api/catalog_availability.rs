@@ -156,3 +156,41 @@ async fn an_unchanged_availability_rewrites_nothing() {
         "low stock now: rewritten"
     );
 }
+
+/// Stock received before its product exists is not lost: the product,
+/// created afterwards, starts with the availability the inventory
+/// announced (it was `unknown`, hidden from in-stock listings, until the
+/// SKU's next stock movement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_created_after_its_stock_starts_with_its_availability() {
+    let app = spawn_app().await;
+    let admin = app.token(&[Role::Admin]);
+    let received = app
+        .client
+        .post(app.url("/api/v1/inventory/EARLY-1/adjustments"))
+        .bearer_auth(&admin)
+        .json(&json!({"quantity": 10, "reason": "receive"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(received.status(), 200);
+    eventually("the level announced to the catalog", || async {
+        (crate::helpers::count(
+            &app,
+            "SELECT count(*) AS n FROM catalog.sku_availability WHERE sku = 'EARLY-1'",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let (_, product) = create(&app, "EARLY-1").await;
+    assert_eq!(product["availability"], "in_stock", "{product}");
+    let listed: Value = app
+        .get("/api/v1/products?in_stock=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+}

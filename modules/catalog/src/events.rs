@@ -57,7 +57,8 @@ impl EventHandler for CatalogEvents {
         let product = match event.event_type.as_str() {
             t if t == StockChanged::TYPE => {
                 let stock: StockChanged = event.payload().map_err(HandlerError)?;
-                // A SKU the catalog does not sell (yet) is nothing to update.
+                // Kept for a SKU the catalog does not sell yet, too: its
+                // product starts from it when created.
                 repo::set_availability(conn, stock.sku.as_str(), availability(&stock)).await?
             }
             t if t == ProductUpdated::TYPE => Some(

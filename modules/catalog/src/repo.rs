@@ -399,27 +399,19 @@ pub(crate) enum ListError {
     Db(diesel::result::Error),
 }
 
-/// Sets the availability of the product with `sku`; its id if that changed it.
+/// Sets the availability of `sku`; the id of its product if that changed
+/// it ([`set_availabilities`] for one SKU).
 #[tracing::instrument(name = "catalog.repo.set_availability", skip_all)]
 pub(crate) async fn set_availability(
     conn: &mut AsyncPgConnection,
     sku: &str,
     availability: Availability,
 ) -> QueryResult<Option<ProductId>> {
-    // Unchanged availability writes nothing and returns no id, so the
-    // product's cached entry stays (a best-seller's stock changes on every
-    // checkout, its availability seldom).
-    diesel::update(
-        products::table
-            .filter(products::sku.eq(sku))
-            .filter(products::availability.ne(availability.as_str())),
-    )
-    .set(products::availability.eq(availability.as_str()))
-    .returning(products::id)
-    .get_result::<Uuid>(conn)
-    .await
-    .optional()
-    .map(|id| id.map(ProductId::from))
+    Ok(set_availabilities(conn, &[(sku, availability)])
+        .await?
+        .into_iter()
+        .next()
+        .map(|changed| ProductId::from(changed.id)))
 }
 
 /// A product whose availability [`set_availabilities`] changed.
@@ -443,11 +435,20 @@ pub(crate) async fn set_availabilities(
         .iter()
         .map(|(sku, availability)| (*sku, availability.as_str()))
         .unzip();
-    // Raw: diesel's query builder has no UPDATE ... FROM.
+    // Raw: diesel's query builder has no UPDATE ... FROM. Every SKU's level
+    // is kept in `sku_availability` too, sold here or not (yet): a product
+    // created later starts from it (a trigger on `products`). Unchanged
+    // availability writes nothing in either table and returns no id, so the
+    // product's cached entry stays (a best-seller's stock changes on every
+    // checkout, its availability seldom).
     db::sql(
-        "UPDATE catalog.products AS p SET availability = v.availability \
-         FROM unnest($1::text[], $2::text[]) AS v(sku, availability) \
-         WHERE p.sku = v.sku AND p.availability <> v.availability \
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[]) AS v(sku, availability)), \
+         kept AS (INSERT INTO catalog.sku_availability AS k (sku, availability) \
+                  SELECT sku, availability FROM v \
+                  ON CONFLICT (sku) DO UPDATE SET availability = excluded.availability, \
+                  updated_at = now() WHERE k.availability <> excluded.availability) \
+         UPDATE catalog.products AS p SET availability = v.availability \
+         FROM v WHERE p.sku = v.sku AND p.availability <> v.availability \
          RETURNING p.id, p.sku",
     )
     .bind::<Array<Text>, _>(skus)
