@@ -438,13 +438,16 @@ pub(crate) async fn set_availabilities(
     // Raw: diesel's query builder has no UPDATE ... FROM. Every SKU's level
     // is kept in `sku_availability` too, sold here or not (yet): a product
     // created later starts from it (a trigger on `products`). Unchanged
-    // availability writes nothing in either table and returns no id, so the
+    // availability writes nothing in either table (not even a row lock: the
+    // unchanged are left out before the upsert) and returns no id, so the
     // product's cached entry stays (a best-seller's stock changes on every
     // checkout, its availability seldom).
     db::sql(
         "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[]) AS v(sku, availability)), \
          kept AS (INSERT INTO catalog.sku_availability AS k (sku, availability) \
-                  SELECT sku, availability FROM v \
+                  SELECT v.sku, v.availability FROM v \
+                  LEFT JOIN catalog.sku_availability AS old ON old.sku = v.sku \
+                  WHERE old.availability IS DISTINCT FROM v.availability \
                   ON CONFLICT (sku) DO UPDATE SET availability = excluded.availability, \
                   updated_at = now() WHERE k.availability <> excluded.availability) \
          UPDATE catalog.products AS p SET availability = v.availability \
