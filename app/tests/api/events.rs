@@ -205,8 +205,10 @@ async fn a_notify_by_hand_wakes_the_relays_of_its_schema_over_one_connection() {
             .then_some(())
     })
     .await;
+    // (The catalog's cache listens on a connection of its own, for
+    // `shop_catalog_products`: `catalog::changes`.)
     let listening = "SELECT count(*) AS n FROM pg_stat_activity \
-        WHERE datname = current_database() AND query LIKE 'LISTEN %'";
+        WHERE datname = current_database() AND query LIKE 'LISTEN shop\\_outbox\\_%'";
     assert_eq!(
         count(&app, listening).await,
         1,
