@@ -31,16 +31,38 @@ pub(crate) async fn listen(url: &str) -> anyhow::Result<AsyncPgConnection> {
     Ok(conn)
 }
 
-/// Forgets each product announced on `conn` until `stop` turns true. While
-/// no connection listens, changes may be missed: when one is lost, every
-/// copy is forgotten, and again once another listens at `url`.
+/// Forgets each product announced on `conn` (or on a connection made at
+/// `url` when there is none yet) until `stop` turns true. While no
+/// connection listens, changes may be missed: when one is lost, every copy
+/// is forgotten, and again once another listens at `url`.
 pub(crate) async fn follow(
-    mut conn: AsyncPgConnection,
+    listening: Option<AsyncPgConnection>,
     url: String,
     cache: ProductCache,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut next = listening;
     loop {
+        let mut conn = match next.take() {
+            Some(conn) => conn,
+            None => loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                let connected = tokio::select! {
+                    connected = listen(&url) => connected,
+                    _ = stop.changed() => return,
+                };
+                match connected {
+                    Ok(conn) => {
+                        cache.invalidate_all_here();
+                        break conn;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot follow product changes yet"),
+                }
+            },
+        };
         {
             let mut notifications = std::pin::pin!(conn.notifications_stream());
             loop {
@@ -57,17 +79,6 @@ pub(crate) async fn follow(
             }
         }
         tracing::warn!("the product changes' connection was lost; reconnecting");
-        cache.invalidate_all_here();
-        conn = loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
-            }
-            match listen(&url).await {
-                Ok(conn) => break conn,
-                Err(e) => tracing::warn!(error = %e, "cannot follow product changes yet"),
-            }
-        };
         cache.invalidate_all_here();
     }
 }

@@ -35,10 +35,22 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
             pool: cx.pool.clone(),
         };
         let searches = crate::Searches::new(&settings.search);
-        // Every instance forgets what any instance changes (`changes`).
-        let listening = crate::changes::listen(cx.database_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("catalog: cannot follow product changes: {e}"))?;
+        // Every instance forgets what any instance changes (`changes`),
+        // listening before it serves. The shop starts without its database
+        // (readiness says so); the follower then connects when it can.
+        let connect = std::time::Duration::from_millis(cx.settings.database.connect_timeout_ms);
+        let listening =
+            match tokio::time::timeout(connect, crate::changes::listen(cx.database_url)).await {
+                Ok(Ok(conn)) => Some(conn),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "catalog: cannot follow product changes yet");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("catalog: cannot follow product changes yet: no answer in time");
+                    None
+                }
+            };
         let follow = crate::changes::follow(
             listening,
             cx.database_url.to_owned(),
