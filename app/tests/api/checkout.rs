@@ -191,10 +191,11 @@ async fn each_stock_move_announces_the_figures_the_row_took() {
         assert_eq!(change.sku.as_str(), "CHK-EVENTS");
         assert_eq!(change.available, change.on_hand - change.reserved);
         assert!(change.low_stock_threshold.is_some());
-        figures.push((change.on_hand, change.reserved));
+        figures.push((change.on_hand, change.reserved, change.version));
     }
-    // Stocked, reserved, sold.
-    assert_eq!(figures, [(5, 0), (5, 3), (2, 0)]);
+    // Stocked, reserved, sold: each movement one version up, so a consumer
+    // can tell the newer of two events whatever order they arrive in.
+    assert_eq!(figures, [(5, 0, Some(1)), (5, 3, Some(2)), (2, 0, Some(3))]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

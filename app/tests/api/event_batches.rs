@@ -217,12 +217,17 @@ async fn availability(pool: &db::Pool, sku: &str) -> String {
 }
 
 fn stock_changed(sku: &str, available: i32, threshold: i32) -> Envelope {
+    versioned(sku, available, threshold, None)
+}
+
+fn versioned(sku: &str, available: i32, threshold: i32, version: Option<i64>) -> Envelope {
     let change = inventory_api::events::StockChanged {
         sku: catalog_api::Sku::parse(sku).unwrap(),
         on_hand: available,
         reserved: 0,
         available,
         low_stock_threshold: Some(threshold),
+        version,
     };
     Envelope::new("inventory", &kernel::CallContext::background(), &change).unwrap()
 }
@@ -282,6 +287,67 @@ async fn the_catalog_takes_a_batch_of_stock_changes_as_one_by_one() {
     assert_eq!(availability(&pool, "BATCH-B").await, "out_of_stock");
 }
 
+/// Stock events can arrive out of order (several consumers of one broker
+/// queue, a requeued or redriven message): the catalog keeps the newest
+/// stock version it has seen, and an older event changes nothing, alone or
+/// in a batch, for a product or for a SKU it does not sell yet.
+#[tokio::test]
+async fn the_catalog_keeps_the_newest_stock_level_whatever_order_it_arrives_in() {
+    let (_database, _dispatcher, _recorder, pool) = scene(None).await;
+    product(&pool, "LATE-A").await;
+    let subscription = Subscription {
+        module: "catalog",
+        name: catalog::events::HANDLER,
+        event_types: catalog::events::EVENT_TYPES.to_vec(),
+        handler: Arc::new(catalog::CatalogEvents::new(catalog::ProductCache::off())),
+        pool: pool.clone(),
+    };
+    let dispatcher = Dispatcher::new(vec![subscription], &settings());
+    let deliver = |batch: Vec<Envelope>| {
+        let dispatcher = &dispatcher;
+        async move {
+            let refs: Vec<&Envelope> = batch.iter().collect();
+            dispatcher.dispatch_batch(&refs).await.unwrap();
+        }
+    };
+    // (available, version) -> in stock above 3, low at 1..=3, out at 0.
+    let at = |available, version| versioned("LATE-A", available, 3, Some(version));
+
+    deliver(vec![at(0, 3)]).await;
+    assert_eq!(availability(&pool, "LATE-A").await, "out_of_stock");
+    deliver(vec![at(10, 2)]).await;
+    assert_eq!(
+        availability(&pool, "LATE-A").await,
+        "out_of_stock",
+        "an older level, delivered late, changes nothing"
+    );
+    deliver(vec![at(2, 6), at(10, 5)]).await;
+    assert_eq!(
+        availability(&pool, "LATE-A").await,
+        "low_stock",
+        "the newest of a batch stands, not the last"
+    );
+    // A newer level with the same availability is kept too: it is what
+    // an older one arriving after it must lose to.
+    deliver(vec![at(1, 8)]).await;
+    deliver(vec![at(10, 7)]).await;
+    assert_eq!(availability(&pool, "LATE-A").await, "low_stock");
+    deliver(vec![stock_changed("LATE-A", 10, 3)]).await;
+    assert_eq!(
+        availability(&pool, "LATE-A").await,
+        "low_stock",
+        "an event from before versions is older than any versioned one"
+    );
+    deliver(vec![at(10, 9)]).await;
+    assert_eq!(availability(&pool, "LATE-A").await, "in_stock");
+
+    // A SKU not sold yet: its product starts from the newest level.
+    deliver(vec![versioned("LATE-B", 0, 3, Some(4))]).await;
+    deliver(vec![versioned("LATE-B", 10, 3, Some(2))]).await;
+    product(&pool, "LATE-B").await;
+    assert_eq!(availability(&pool, "LATE-B").await, "out_of_stock");
+}
+
 /// A change that announces several events writes them with one statement,
 /// and the relay's order (`seq`) is the order they were pushed in.
 #[tokio::test]
@@ -298,6 +364,7 @@ async fn the_outbox_keeps_a_batch_in_the_order_it_was_pushed() {
             reserved: 0,
             available,
             low_stock_threshold: None,
+            version: None,
         };
         pushed.push(batch.push(&change).unwrap());
     }

@@ -38,6 +38,15 @@ impl CatalogEvents {
     }
 }
 
+/// What a stock change announces: the SKU's availability, at its version.
+fn announced(stock: &StockChanged) -> repo::Announced<'_> {
+    repo::Announced {
+        sku: stock.sku.as_str(),
+        availability: availability(stock),
+        version: stock.version,
+    }
+}
+
 /// Availability from a stock level: none, at or below the threshold, or plenty.
 fn availability(stock: &StockChanged) -> Availability {
     match (stock.available, stock.low_stock_threshold) {
@@ -59,7 +68,7 @@ impl EventHandler for CatalogEvents {
                 let stock: StockChanged = event.payload().map_err(HandlerError)?;
                 // Kept for a SKU the catalog does not sell yet, too: its
                 // product starts from it when created.
-                repo::set_availability(conn, stock.sku.as_str(), availability(&stock)).await?
+                repo::set_availability(conn, announced(&stock)).await?
             }
             t if t == ProductUpdated::TYPE => Some(
                 event
@@ -84,44 +93,40 @@ impl EventHandler for CatalogEvents {
         Ok(())
     }
 
-    /// The batch's stock changes in one statement (the last change of each
-    /// SKU is the one that stands, as one by one); the rest one by one.
+    /// The batch's stock changes in one statement (the newest change of
+    /// each SKU is the one that stands, as one by one); the rest one by one.
     async fn handle_batch(
         &self,
         conn: &mut AsyncPgConnection,
         events: &[&Envelope],
     ) -> Result<(), HandlerError> {
-        // SKU -> (availability, the event that set it last), in first-seen order.
-        let mut latest: Vec<(String, Availability, uuid::Uuid)> = Vec::new();
+        // Per SKU, in first-seen order: its newest change (the highest
+        // version; among unversioned ones, the last) and the event with it.
+        let mut changes: Vec<(StockChanged, uuid::Uuid)> = Vec::new();
         for event in events {
             if event.event_type != StockChanged::TYPE {
                 self.handle(conn, event).await?;
                 continue;
             }
             let stock: StockChanged = event.payload().map_err(HandlerError)?;
-            let now = availability(&stock);
-            match latest
-                .iter_mut()
-                .find(|(sku, ..)| sku == stock.sku.as_str())
-            {
-                Some(entry) => (entry.1, entry.2) = (now, event.id),
-                None => latest.push((stock.sku.to_string(), now, event.id)),
+            match changes.iter_mut().find(|(seen, _)| seen.sku == stock.sku) {
+                Some(entry) if stock.version >= entry.0.version => *entry = (stock, event.id),
+                Some(_) => {}
+                None => changes.push((stock, event.id)),
             }
         }
-        if latest.is_empty() {
+        if changes.is_empty() {
             return Ok(());
         }
-        let changes: Vec<(&str, Availability)> = latest
-            .iter()
-            .map(|(sku, availability, _)| (sku.as_str(), *availability))
-            .collect();
-        for changed in repo::set_availabilities(conn, &changes).await? {
+        let announced: Vec<repo::Announced<'_>> =
+            changes.iter().map(|(stock, _)| announced(stock)).collect();
+        for changed in repo::set_availabilities(conn, &announced).await? {
             let id = ProductId::from(changed.id);
             self.cache.invalidate(id).await;
-            let event = latest
+            let event = changes
                 .iter()
-                .find(|(sku, ..)| *sku == changed.sku)
-                .map(|(.., event)| *event);
+                .find(|(stock, _)| stock.sku.as_str() == changed.sku)
+                .map(|(_, event)| *event);
             if let (Some(event), Ok(mut pending)) = (event, self.pending.lock()) {
                 pending.insert(event, id);
             }
@@ -153,6 +158,7 @@ mod tests {
             reserved: 10 - available,
             available,
             low_stock_threshold: threshold,
+            version: Some(1),
         };
         assert_eq!(availability(&stock(0, Some(3))), Availability::OutOfStock);
         assert_eq!(availability(&stock(3, Some(3))), Availability::LowStock);

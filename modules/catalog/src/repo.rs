@@ -399,15 +399,25 @@ pub(crate) enum ListError {
     Db(diesel::result::Error),
 }
 
-/// Sets the availability of `sku`; the id of its product if that changed
-/// it ([`set_availabilities`] for one SKU).
+/// A SKU's availability as a stock event announced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Announced<'a> {
+    pub(crate) sku: &'a str,
+    pub(crate) availability: Availability,
+    /// The stock version it was taken from (`None`: an event published
+    /// before events carried versions, older than any that does).
+    pub(crate) version: Option<i64>,
+}
+
+/// Takes the availability `announced`, unless a newer stock version was
+/// taken already; the id of the product if that changed it
+/// ([`set_availabilities`] for one SKU).
 #[tracing::instrument(name = "catalog.repo.set_availability", skip_all)]
 pub(crate) async fn set_availability(
     conn: &mut AsyncPgConnection,
-    sku: &str,
-    availability: Availability,
+    announced: Announced<'_>,
 ) -> QueryResult<Option<ProductId>> {
-    Ok(set_availabilities(conn, &[(sku, availability)])
+    Ok(set_availabilities(conn, &[announced])
         .await?
         .into_iter()
         .next()
@@ -425,37 +435,42 @@ pub(crate) struct AvailabilityChanged {
 
 /// [`set_availability`] for several SKUs (each at most once) in one
 /// statement: the products it changed.
-#[tracing::instrument(name = "catalog.repo.set_availabilities", skip_all, fields(skus = changes.len()))]
+#[tracing::instrument(name = "catalog.repo.set_availabilities", skip_all, fields(skus = announced.len()))]
 pub(crate) async fn set_availabilities(
     conn: &mut AsyncPgConnection,
-    changes: &[(&str, Availability)],
+    announced: &[Announced<'_>],
 ) -> QueryResult<Vec<AvailabilityChanged>> {
-    use diesel::sql_types::{Array, Text};
-    let (skus, values): (Vec<&str>, Vec<&str>) = changes
-        .iter()
-        .map(|(sku, availability)| (*sku, availability.as_str()))
-        .unzip();
+    use diesel::sql_types::{Array, BigInt, Nullable, Text};
+    let skus: Vec<&str> = announced.iter().map(|a| a.sku).collect();
+    let values: Vec<&str> = announced.iter().map(|a| a.availability.as_str()).collect();
+    let versions: Vec<Option<i64>> = announced.iter().map(|a| a.version).collect();
     // Raw: diesel's query builder has no UPDATE ... FROM. Every SKU's level
-    // is kept in `sku_availability` too, sold here or not (yet): a product
-    // created later starts from it (a trigger on `products`). Unchanged
-    // availability writes nothing in either table (not even a row lock: the
-    // unchanged are left out before the upsert) and returns no id, so the
-    // product's cached entry stays (a best-seller's stock changes on every
-    // checkout, its availability seldom).
+    // is kept in `sku_availability`, sold here or not (yet): a product
+    // created later starts from it (a trigger on `products`). Its
+    // `stock_version` is the newest taken: an older event (delivered out of
+    // order by the broker, or redriven) changes nothing, and the version of
+    // every newer one is kept even when the availability stays (else a
+    // late older event would pass it). The upsert's row lock orders two
+    // handlers of one SKU; the products row changes only with its
+    // availability (no rewrite, no id returned, so the cached entry stays:
+    // a best-seller's stock changes on every checkout, its availability
+    // seldom).
     db::sql(
-        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[]) AS v(sku, availability)), \
-         kept AS (INSERT INTO catalog.sku_availability AS k (sku, availability) \
-                  SELECT v.sku, v.availability FROM v \
-                  LEFT JOIN catalog.sku_availability AS old ON old.sku = v.sku \
-                  WHERE old.availability IS DISTINCT FROM v.availability \
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) \
+                    AS v(sku, availability, version)), \
+         kept AS (INSERT INTO catalog.sku_availability AS k (sku, availability, stock_version) \
+                  SELECT sku, availability, version FROM v \
                   ON CONFLICT (sku) DO UPDATE SET availability = excluded.availability, \
-                  updated_at = now() WHERE k.availability <> excluded.availability) \
-         UPDATE catalog.products AS p SET availability = v.availability \
-         FROM v WHERE p.sku = v.sku AND p.availability <> v.availability \
+                  stock_version = excluded.stock_version, updated_at = now() \
+                  WHERE excluded.stock_version > k.stock_version OR k.stock_version IS NULL \
+                  RETURNING k.sku, k.availability) \
+         UPDATE catalog.products AS p SET availability = kept.availability \
+         FROM kept WHERE p.sku = kept.sku AND p.availability <> kept.availability \
          RETURNING p.id, p.sku",
     )
     .bind::<Array<Text>, _>(skus)
     .bind::<Array<Text>, _>(values)
+    .bind::<Array<Nullable<BigInt>>, _>(versions)
     .load(conn)
     .await
 }

@@ -19,6 +19,14 @@ pub struct StockChanged {
     /// The SKU's low-stock threshold (optional: added after v1 was first published).
     #[serde(default)]
     pub low_stock_threshold: Option<i32>,
+    /// The stock row's version: one up with every movement of the SKU, so
+    /// the higher of two events is the newer state. Events can arrive out
+    /// of order (several consumers of a broker queue, a requeued or
+    /// redriven message): keep the highest seen, ignore the rest. Optional:
+    /// absent from events published before it was added (older than any
+    /// event that has it).
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 impl IntegrationEvent for StockChanged {

@@ -12,7 +12,7 @@
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use inventory_api::{Movement, OrderId, ReservationLine, StockLevel};
 use uuid::Uuid;
@@ -30,6 +30,7 @@ diesel::table! {
         reserved -> Integer,
         low_stock_threshold -> Integer,
         updated_at -> Timestamptz,
+        version -> BigInt,
     }
 }
 
@@ -61,6 +62,10 @@ pub(crate) struct Row {
     pub(crate) low_stock_threshold: i32,
     #[diesel(sql_type = Timestamptz)]
     updated_at: DateTime<Utc>,
+    /// One up with every movement: the order of the row's states, which its
+    /// events carry (they may be delivered out of order).
+    #[diesel(sql_type = BigInt)]
+    pub(crate) version: i64,
 }
 
 impl Row {
@@ -82,7 +87,7 @@ impl Row {
     }
 }
 
-const STOCK_COLUMNS: &str = "sku, on_hand, reserved, low_stock_threshold, updated_at";
+const STOCK_COLUMNS: &str = "sku, on_hand, reserved, low_stock_threshold, updated_at, version";
 
 /// How one line moves a stock row; each kind is the movement it records.
 #[derive(Clone, Copy)]
@@ -130,6 +135,7 @@ impl LineMove {
     /// The row as it was before this move of `quantity` made it `after`.
     pub(crate) fn undo(self, after: &Row, quantity: i32) -> Row {
         let mut before = after.clone();
+        before.version -= 1;
         match self {
             LineMove::Reserve => before.reserved -= quantity,
             LineMove::Sale => {
@@ -179,12 +185,13 @@ pub(crate) async fn move_line(
     // module doc).
     db::sql(with_movement(
         &format!(
-            "UPDATE stock SET {set}, updated_at = now() WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
+            "UPDATE stock SET {set}, updated_at = now(), version = version + 1 \
+             WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
         ),
         ", e AS (INSERT INTO outbox (id, event_type, aggregate_id, envelope) \
          SELECT $8, $9, $10, jsonb_set($11, '{payload}', jsonb_build_object(\
          'sku', sku, 'on_hand', on_hand, 'reserved', reserved, 'available', on_hand - reserved, \
-         'low_stock_threshold', low_stock_threshold)) FROM s)",
+         'low_stock_threshold', low_stock_threshold, 'version', version)) FROM s)",
     ))
     .bind::<Text, _>(line.sku.as_str())
     .bind::<Integer, _>(line.quantity)
@@ -255,7 +262,8 @@ pub(crate) async fn adjust(
     db::sql(with_movement(
         &format!(
             "UPDATE stock SET on_hand = on_hand + $2, \
-         low_stock_threshold = COALESCE($8, low_stock_threshold), updated_at = now() \
+         low_stock_threshold = COALESCE($8, low_stock_threshold), updated_at = now(), \
+         version = version + 1 \
          WHERE sku = $1 AND on_hand + $2 - reserved >= 0 RETURNING {STOCK_COLUMNS}"
         ),
         "",

@@ -78,6 +78,7 @@ fn announce_change(
         reserved: after.reserved,
         available: after.available(),
         low_stock_threshold: Some(after.low_stock_threshold),
+        version: Some(after.version),
     };
     batch.push(&changed)?;
     announce_crossing(batch, before, after)

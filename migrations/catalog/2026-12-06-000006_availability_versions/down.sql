@@ -1,0 +1,1 @@
+ALTER TABLE sku_availability DROP COLUMN stock_version;
