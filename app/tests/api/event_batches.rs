@@ -461,6 +461,7 @@ async fn notifications_of_a_batch_of_orders_are_those_of_one_by_one() {
                 product_news: false,
                 marketing: false,
             },
+            version: Some(1),
         })
     };
     let users = [
@@ -525,4 +526,93 @@ async fn notifications_of_a_batch_of_orders_are_those_of_one_by_one() {
          ORDER BY id OFFSET {before}) AS orders"
     );
     assert_eq!(count(&batch_pool, &sql).await, 1, "one transaction");
+}
+
+/// User events can arrive out of order (several consumers of one broker
+/// queue, a requeued or redriven message): an opt-out that overtakes the
+/// registration is kept, an older address or opt-in arriving late changes
+/// nothing, and an account nobody saw registered is written to by no one.
+#[tokio::test]
+async fn recipients_keep_the_newest_of_each_part_whatever_order_it_arrives_in() {
+    use order_api::events::OrderConfirmed;
+    use user_api::NotificationPreferences;
+    use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
+
+    let (_db, dispatcher, pool) = notification_scene().await;
+    let user = Uuid::now_v7();
+    let deliver = |event: Envelope| {
+        let dispatcher = &dispatcher;
+        async move { dispatcher.dispatch(&event, None).await.unwrap() }
+    };
+    let prefs = |order_updates: bool, version: i64| {
+        envelope(&UserPreferencesChanged {
+            user_id: user_api::UserId::from(user),
+            notification_preferences: NotificationPreferences {
+                order_updates,
+                product_news: false,
+                marketing: false,
+            },
+            version: Some(version),
+        })
+    };
+    let email = |new_email: &str, version: i64| {
+        envelope(&UserEmailChanged {
+            user_id: user_api::UserId::from(user),
+            old_email: "any@example.com".to_owned(),
+            new_email: new_email.to_owned(),
+            version: Some(version),
+        })
+    };
+    let confirmed = || {
+        envelope(&OrderConfirmed {
+            order_id: kernel::OrderId::from(Uuid::now_v7()),
+            customer_id: user,
+            total: kernel::Money::new(1299, kernel::Currency::EUR),
+            items: 1,
+        })
+    };
+    let order_emails = || async {
+        queued(&pool)
+            .await
+            .into_iter()
+            .filter(|m| m.1 == "email" && m.3.contains("confirmed"))
+            .map(|m| m.2)
+            .collect::<Vec<String>>()
+    };
+
+    // Version 2 turns order updates off, version 3 changes the address,
+    // both delivered before the registration (version 1).
+    deliver(prefs(false, 2)).await;
+    deliver(email("new@example.com", 3)).await;
+    deliver(confirmed()).await;
+    assert_eq!(
+        order_emails().await,
+        Vec::<String>::new(),
+        "not registered yet"
+    );
+    deliver(envelope(&UserRegistered {
+        user_id: user_api::UserId::from(user),
+        email: "first@example.com".to_owned(),
+        display_name: "Ada".to_owned(),
+        notification_preferences: NotificationPreferences::default(),
+        version: Some(1),
+    }))
+    .await;
+    deliver(confirmed()).await;
+    assert_eq!(
+        order_emails().await,
+        Vec::<String>::new(),
+        "the opt-out that overtook the registration stands"
+    );
+
+    // Version 5 turns them on again; version 4 (off) arrives after it.
+    deliver(prefs(true, 5)).await;
+    deliver(prefs(false, 4)).await;
+    deliver(email("older@example.com", 2)).await;
+    deliver(confirmed()).await;
+    assert_eq!(
+        order_emails().await,
+        ["new@example.com"],
+        "the newest opt-in and address stand"
+    );
 }

@@ -41,18 +41,20 @@ impl EventHandler for NotificationHandler {
         match event.event_type.as_str() {
             t if t == UserRegistered::TYPE => {
                 let u: UserRegistered = payload(event)?;
-                repo::upsert_recipient(
+                repo::register_recipient(
                     conn,
                     u.user_id.as_uuid(),
                     &u.email,
                     &u.display_name,
                     u.notification_preferences,
+                    u.version,
                 )
                 .await?;
             }
             t if t == UserEmailChanged::TYPE => {
                 let u: UserEmailChanged = payload(event)?;
-                repo::set_recipient_email(conn, u.user_id.as_uuid(), &u.new_email).await?;
+                repo::set_recipient_email(conn, u.user_id.as_uuid(), &u.new_email, u.version)
+                    .await?;
             }
             t if t == UserPreferencesChanged::TYPE => {
                 let u: UserPreferencesChanged = payload(event)?;
@@ -60,6 +62,7 @@ impl EventHandler for NotificationHandler {
                     conn,
                     u.user_id.as_uuid(),
                     u.notification_preferences,
+                    u.version,
                 )
                 .await?;
             }

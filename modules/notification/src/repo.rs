@@ -9,7 +9,6 @@
 use diesel::dsl::now;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
-use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::Envelope;
 use user_api::NotificationPreferences;
@@ -20,12 +19,14 @@ use crate::http::{Notification, Webhook};
 diesel::table! {
     notification.recipients (user_id) {
         user_id -> Uuid,
-        email -> Text,
-        display_name -> Text,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
         order_updates -> Bool,
         product_news -> Bool,
         marketing -> Bool,
         updated_at -> Timestamptz,
+        email_version -> Nullable<BigInt>,
+        preferences_version -> Nullable<BigInt>,
     }
 }
 
@@ -119,70 +120,140 @@ pub(crate) async fn delete_webhook(conn: &mut AsyncPgConnection, id: Uuid) -> Qu
     diesel::delete(w::table.find(id)).execute(conn).await
 }
 
-/// Creates or refreshes a user's row of the `recipients` read model.
-pub(crate) async fn upsert_recipient(
+// The `recipients` read model follows the user events, which can arrive
+// out of order (several consumers of a broker queue, a requeued or
+// redriven message). Its email and its opt-ins each keep the account
+// version they were taken from (`email_version`, `preferences_version`),
+// and an event older than the part it carries changes nothing (`NULL`:
+// never set, or set by an event from before versions, which any versioned
+// event is newer than). A change that overtakes the registration makes a
+// row without a name: kept, not written to until registered. Raw SQL:
+// `INSERT ... ON CONFLICT DO UPDATE` with a condition per part.
+
+/// A user's registration: a recipient from now on, with the email and
+/// opt-ins it announced unless newer ones arrived first.
+pub(crate) async fn register_recipient(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     email: &str,
     display_name: &str,
     p: NotificationPreferences,
+    version: Option<i64>,
 ) -> QueryResult<usize> {
-    diesel::insert_into(r::table)
-        .values((
-            r::user_id.eq(user_id),
-            r::email.eq(email),
-            r::display_name.eq(display_name),
-            r::order_updates.eq(p.order_updates),
-            r::product_news.eq(p.product_news),
-            r::marketing.eq(p.marketing),
-        ))
-        .on_conflict(r::user_id)
-        .do_update()
-        .set((
-            r::email.eq(excluded(r::email)),
-            r::display_name.eq(excluded(r::display_name)),
-            r::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await
+    db::sql(
+        "INSERT INTO recipients AS r (user_id, email, display_name, order_updates, product_news, \
+         marketing, email_version, preferences_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, \
+         email = CASE WHEN r.email_version IS NULL OR excluded.email_version > r.email_version \
+                 THEN excluded.email ELSE r.email END, \
+         email_version = CASE WHEN r.email_version IS NULL OR excluded.email_version > r.email_version \
+                 THEN excluded.email_version ELSE r.email_version END, \
+         order_updates = CASE WHEN r.preferences_version IS NULL \
+                 OR excluded.preferences_version > r.preferences_version \
+                 THEN excluded.order_updates ELSE r.order_updates END, \
+         product_news = CASE WHEN r.preferences_version IS NULL \
+                 OR excluded.preferences_version > r.preferences_version \
+                 THEN excluded.product_news ELSE r.product_news END, \
+         marketing = CASE WHEN r.preferences_version IS NULL \
+                 OR excluded.preferences_version > r.preferences_version \
+                 THEN excluded.marketing ELSE r.marketing END, \
+         preferences_version = CASE WHEN r.preferences_version IS NULL \
+                 OR excluded.preferences_version > r.preferences_version \
+                 THEN excluded.preferences_version ELSE r.preferences_version END, \
+         updated_at = now()",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Text, _>(email)
+    .bind::<Text, _>(display_name)
+    .bind::<Bool, _>(p.order_updates)
+    .bind::<Bool, _>(p.product_news)
+    .bind::<Bool, _>(p.marketing)
+    .bind::<Nullable<BigInt>, _>(version)
+    .execute(conn)
+    .await
 }
 
-/// A recipient's new address.
+/// A recipient's new address, unless a newer one was taken; kept for an
+/// account not registered yet.
 pub(crate) async fn set_recipient_email(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     email: &str,
+    version: Option<i64>,
 ) -> QueryResult<usize> {
-    diesel::update(r::table.find(user_id))
-        .set((r::email.eq(email), r::updated_at.eq(now)))
-        .execute(conn)
-        .await
+    // A row made here has the default opt-ins, unset (`preferences_version`
+    // NULL): the registration's, or any change's, replace them.
+    let p = NotificationPreferences::default();
+    db::sql(
+        "INSERT INTO recipients AS r (user_id, email, order_updates, product_news, marketing, \
+         email_version) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, \
+         email_version = excluded.email_version, updated_at = now() \
+         WHERE r.email_version IS NULL OR excluded.email_version > r.email_version",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Text, _>(email)
+    .bind::<Bool, _>(p.order_updates)
+    .bind::<Bool, _>(p.product_news)
+    .bind::<Bool, _>(p.marketing)
+    .bind::<Nullable<BigInt>, _>(version)
+    .execute(conn)
+    .await
 }
 
-/// A recipient's new opt-ins.
+/// A recipient's new opt-ins, unless newer ones were taken; kept for an
+/// account not registered yet.
 pub(crate) async fn set_recipient_preferences(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     p: NotificationPreferences,
+    version: Option<i64>,
 ) -> QueryResult<usize> {
-    diesel::update(r::table.find(user_id))
-        .set((
-            r::order_updates.eq(p.order_updates),
-            r::product_news.eq(p.product_news),
-            r::marketing.eq(p.marketing),
-            r::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await
+    db::sql(
+        "INSERT INTO recipients AS r (user_id, order_updates, product_news, marketing, \
+         preferences_version) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (user_id) DO UPDATE SET order_updates = excluded.order_updates, \
+         product_news = excluded.product_news, marketing = excluded.marketing, \
+         preferences_version = excluded.preferences_version, updated_at = now() \
+         WHERE r.preferences_version IS NULL \
+         OR excluded.preferences_version > r.preferences_version",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Bool, _>(p.order_updates)
+    .bind::<Bool, _>(p.product_news)
+    .bind::<Bool, _>(p.marketing)
+    .bind::<Nullable<BigInt>, _>(version)
+    .execute(conn)
+    .await
 }
 
 /// Someone to write to.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = recipients)]
+#[derive(Queryable)]
 pub(crate) struct Recipient {
     pub(crate) user_id: Uuid,
     pub(crate) email: String,
     pub(crate) display_name: String,
+}
+
+/// The recipients' columns of [`Recipient`]. A row without a name or an
+/// address holds changes that overtook the account's registration: not a
+/// recipient yet (`registered` filters them out).
+fn recipient() -> (
+    r::user_id,
+    diesel::dsl::AssumeNotNull<r::email>,
+    diesel::dsl::AssumeNotNull<r::display_name>,
+) {
+    (
+        r::user_id,
+        r::email.assume_not_null(),
+        r::display_name.assume_not_null(),
+    )
+}
+
+/// Whether a row is a registered recipient (see [`recipient`]).
+fn registered()
+-> diesel::dsl::And<diesel::dsl::IsNotNull<r::email>, diesel::dsl::IsNotNull<r::display_name>> {
+    r::email.is_not_null().and(r::display_name.is_not_null())
 }
 
 /// Everyone who opted into product news.
@@ -190,8 +261,8 @@ pub(crate) async fn product_news_recipients(
     conn: &mut AsyncPgConnection,
 ) -> QueryResult<Vec<Recipient>> {
     r::table
-        .filter(r::product_news)
-        .select(Recipient::as_select())
+        .filter(r::product_news.and(registered()))
+        .select(recipient())
         .load(conn)
         .await
 }
@@ -202,8 +273,13 @@ pub(crate) async fn order_update_recipients(
     customers: &[Uuid],
 ) -> QueryResult<Vec<Recipient>> {
     r::table
-        .filter(r::user_id.eq_any(customers).and(r::order_updates))
-        .select(Recipient::as_select())
+        .filter(
+            r::user_id
+                .eq_any(customers)
+                .and(r::order_updates)
+                .and(registered()),
+        )
+        .select(recipient())
         .load(conn)
         .await
 }

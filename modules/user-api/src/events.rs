@@ -17,6 +17,14 @@ pub struct UserRegistered {
     pub display_name: String,
     /// Its email opt-ins.
     pub notification_preferences: NotificationPreferences,
+    /// The account's version: one up with every change of the account (1:
+    /// registered), so the higher of two events is the newer state. Events
+    /// can arrive out of order (several consumers of a broker queue, a
+    /// requeued or redriven message): keep, per field, the highest seen.
+    /// Optional: absent from events published before it was added (older
+    /// than any event that has it).
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 impl IntegrationEvent for UserRegistered {
@@ -35,6 +43,14 @@ pub struct UserEmailChanged {
     pub old_email: String,
     /// The address now.
     pub new_email: String,
+    /// The account's version: one up with every change of the account (1:
+    /// registered), so the higher of two events is the newer state. Events
+    /// can arrive out of order (several consumers of a broker queue, a
+    /// requeued or redriven message): keep, per field, the highest seen.
+    /// Optional: absent from events published before it was added (older
+    /// than any event that has it).
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 impl IntegrationEvent for UserEmailChanged {
@@ -51,6 +67,14 @@ pub struct UserPreferencesChanged {
     pub user_id: UserId,
     /// The opt-ins now.
     pub notification_preferences: NotificationPreferences,
+    /// The account's version: one up with every change of the account (1:
+    /// registered), so the higher of two events is the newer state. Events
+    /// can arrive out of order (several consumers of a broker queue, a
+    /// requeued or redriven message): keep, per field, the highest seen.
+    /// Optional: absent from events published before it was added (older
+    /// than any event that has it).
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 impl IntegrationEvent for UserPreferencesChanged {

@@ -20,6 +20,7 @@ diesel::table! {
         notify_marketing -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        version -> BigInt,
     }
 }
 
@@ -53,6 +54,9 @@ pub(crate) struct UserRow {
     notify_marketing: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// One up with every change (1: registered): the order of the
+    /// account's states, which its events carry.
+    pub(crate) version: i64,
 }
 
 impl UserRow {
@@ -225,7 +229,11 @@ pub(crate) async fn update(
     changes: &AccountChanges,
 ) -> QueryResult<Option<UserRow>> {
     diesel::update(users::table.find(id))
-        .set((changes, users::updated_at.eq(diesel::dsl::now)))
+        .set((
+            changes,
+            users::updated_at.eq(diesel::dsl::now),
+            users::version.eq(users::version + 1),
+        ))
         .returning(UserRow::as_returning())
         .get_result(conn)
         .await

@@ -111,6 +111,7 @@ impl UserModule {
                     email: valid.email.as_str().to_owned(),
                     display_name: valid.display_name.clone(),
                     notification_preferences: user_api::NotificationPreferences::default(),
+                    version: Some(row.version),
                 };
                 events::outbox::publish(conn, crate::NAME, cx, &event).await?;
                 Ok(row)
@@ -198,12 +199,14 @@ impl UserModule {
                         user_id: UserId::from(id),
                         old_email: before.email.clone(),
                         new_email: after.email.clone(),
+                        version: Some(after.version),
                     })?;
                 }
                 if let Some(notification_preferences) = prefs_changed {
                     batch.push(&UserPreferencesChanged {
                         user_id: UserId::from(id),
                         notification_preferences,
+                        version: Some(after.version),
                     })?;
                 }
                 batch.write(conn).await?;
