@@ -107,7 +107,10 @@ impl Application {
             unserved: ModuleName::ALL
                 .iter()
                 .copied()
-                .filter(|m| !settings.modules.enabled.contains(m))
+                .filter(|m| {
+                    !settings.modules.is_local(*m)
+                        && !settings.modules.remote().any(|(remote, _)| remote == *m)
+                })
                 .collect(),
             client: client.clone(),
             policies: policies.clone(),
@@ -168,7 +171,7 @@ impl Application {
                 messaging::start_relays(&settings, &server.url, &pools, &transport, &stopped)?;
             background.extend(relays);
         }
-        let verifier = if settings.modules.enabled.is_empty() {
+        let verifier = if !settings.modules.serves_any() {
             None
         } else {
             Some(Data::new(compose::verifier(

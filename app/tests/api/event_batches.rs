@@ -335,11 +335,17 @@ async fn the_catalog_keeps_the_newest_stock_level_whatever_order_it_arrives_in()
     deliver(vec![stock_changed("LATE-A", 10, 3)]).await;
     assert_eq!(
         availability(&pool, "LATE-A").await,
-        "low_stock",
-        "an event from before versions is older than any versioned one"
+        "in_stock",
+        "an event from before versions is taken as it comes, as it was"
     );
-    deliver(vec![at(10, 9)]).await;
-    assert_eq!(availability(&pool, "LATE-A").await, "in_stock");
+    deliver(vec![at(0, 7)]).await;
+    assert_eq!(
+        availability(&pool, "LATE-A").await,
+        "in_stock",
+        "the newest version taken stays: an older event still loses"
+    );
+    deliver(vec![at(0, 9)]).await;
+    assert_eq!(availability(&pool, "LATE-A").await, "out_of_stock");
 
     // A SKU not sold yet: its product starts from the newest level.
     deliver(vec![versioned("LATE-B", 0, 3, Some(4))]).await;
@@ -615,4 +621,34 @@ async fn recipients_keep_the_newest_of_each_part_whatever_order_it_arrives_in() 
         ["new@example.com"],
         "the newest opt-in and address stand"
     );
+
+    // A recipient from before versions (the migration marks its parts 0)
+    // who opted out: their registration, from before versions too,
+    // redelivered (say, redriven), turns nothing back on.
+    let old_user = Uuid::now_v7();
+    diesel::sql_query(
+        "INSERT INTO recipients (user_id, email, display_name, order_updates, product_news, \
+         marketing, email_version, preferences_version) \
+         VALUES ($1, 'old@example.com', 'Old', false, false, false, 0, 0)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(old_user)
+    .execute(&mut pool.get().await.unwrap())
+    .await
+    .unwrap();
+    deliver(envelope(&UserRegistered {
+        user_id: user_api::UserId::from(old_user),
+        email: "old@example.com".to_owned(),
+        display_name: "Old".to_owned(),
+        notification_preferences: NotificationPreferences::default(),
+        version: None,
+    }))
+    .await;
+    deliver(envelope(&OrderConfirmed {
+        order_id: kernel::OrderId::from(Uuid::now_v7()),
+        customer_id: old_user,
+        total: kernel::Money::new(100, kernel::Currency::EUR),
+        items: 1,
+    }))
+    .await;
+    assert_eq!(order_emails().await, ["new@example.com"], "still opted out");
 }

@@ -184,11 +184,15 @@ async fn every_module_apart() -> Topology {
         let port = ports[modules.iter().position(|m| *m == module).unwrap()];
         processes.push(start(&deployment, port, true, &extra, &remote));
     }
-    // The gateway: every module enabled and forwarded, none local, so it
-    // needs no database and no broker.
+    // The gateway as the all-split topology starts it: no module enabled
+    // (`APP__MODULES__ENABLED=` empty) and every module remote, so it
+    // forwards each and needs no database and no broker. (A process that
+    // also serves modules lists those it forwards in `modules.enabled`:
+    // `topology::gateway_forwards_catalog_routes_to_the_extracted_catalog`.)
     let gateway = free_port();
     let forwarded: Vec<(&str, &str)> = modules.iter().map(|m| (*m, at(m))).collect();
-    processes.push(start(&deployment, gateway, false, &[], &forwarded));
+    let no_module = [("APP__MODULES__ENABLED", "")];
+    processes.push(start(&deployment, gateway, false, &no_module, &forwarded));
     live(&processes).await;
     processes.push(sandbox);
     Topology {

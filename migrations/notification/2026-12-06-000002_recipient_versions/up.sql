@@ -1,13 +1,14 @@
 -- User events can arrive out of order (several consumers of one broker
 -- queue, a requeued or redriven message). Each part of a recipient keeps
--- the account version it was taken from, and an older event changes
--- nothing. A change that arrives before the account's registration is
--- kept too, in a row without a name (not a recipient until registered):
--- an opt-out must not be lost because it overtook the registration.
--- NULL version: never set, or set by an event from before versions (any
--- versioned event is newer).
+-- the newest account version it was taken from, and an older event
+-- changes nothing. A change that arrives before the account's
+-- registration is kept too, in a row without a name (not a recipient
+-- until registered): an opt-out must not be lost because it overtook the
+-- registration. NULL version: never set; 0: set before events carried
+-- versions (older than any event that carries one).
 ALTER TABLE recipients
     ALTER COLUMN email DROP NOT NULL,
     ALTER COLUMN display_name DROP NOT NULL,
     ADD COLUMN email_version bigint,
     ADD COLUMN preferences_version bigint;
+UPDATE recipients SET email_version = 0, preferences_version = 0;

@@ -444,33 +444,56 @@ pub(crate) async fn set_availabilities(
     let skus: Vec<&str> = announced.iter().map(|a| a.sku).collect();
     let values: Vec<&str> = announced.iter().map(|a| a.availability.as_str()).collect();
     let versions: Vec<Option<i64>> = announced.iter().map(|a| a.version).collect();
-    // Raw: diesel's query builder has no UPDATE ... FROM. Every SKU's level
-    // is kept in `sku_availability`, sold here or not (yet): a product
-    // created later starts from it (a trigger on `products`). Its
-    // `stock_version` is the newest taken: an older event (delivered out of
-    // order by the broker, or redriven) changes nothing, and the version of
-    // every newer one is kept even when the availability stays (else a
-    // late older event would pass it). The upsert's row lock orders two
-    // handlers of one SKU; the products row changes only with its
-    // availability (no rewrite, no id returned, so the cached entry stays:
-    // a best-seller's stock changes on every checkout, its availability
-    // seldom).
-    db::sql(
-        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) \
-                    AS v(sku, availability, version)), \
-         kept AS (INSERT INTO catalog.sku_availability AS k (sku, availability, stock_version) \
-                  SELECT sku, availability, version FROM v \
-                  ON CONFLICT (sku) DO UPDATE SET availability = excluded.availability, \
-                  stock_version = excluded.stock_version, updated_at = now() \
-                  WHERE excluded.stock_version > k.stock_version OR k.stock_version IS NULL \
-                  RETURNING k.sku, k.availability) \
-         UPDATE catalog.products AS p SET availability = kept.availability \
-         FROM kept WHERE p.sku = kept.sku AND p.availability <> kept.availability \
-         RETURNING p.id, p.sku",
+    // Raw: diesel's query builder has no upsert returning into an UPDATE
+    // ... FROM. Every SKU's level is kept in `sku_availability`, sold here
+    // or not (yet): a product created later starts from it (a trigger on
+    // `products`). Its `stock_version` is the newest taken: an older event
+    // (delivered out of order by the broker, or redriven) changes nothing,
+    // and the version of every newer one is kept even when the
+    // availability stays (else a late older event would pass it). Events
+    // from before versions (`NULL`) are taken as they come, as they were.
+    #[derive(QueryableByName)]
+    struct Taken {
+        #[diesel(sql_type = Text)]
+        sku: String,
+        #[diesel(sql_type = Text)]
+        availability: String,
+    }
+    let taken: Vec<Taken> = db::sql(
+        "INSERT INTO catalog.sku_availability AS k (sku, availability, stock_version) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) \
+         ON CONFLICT (sku) DO UPDATE SET availability = excluded.availability, \
+         stock_version = GREATEST(k.stock_version, excluded.stock_version), updated_at = now() \
+         WHERE excluded.stock_version > k.stock_version \
+         OR excluded.stock_version IS NULL OR k.stock_version IS NULL \
+         RETURNING k.sku, k.availability",
     )
     .bind::<Array<Text>, _>(skus)
     .bind::<Array<Text>, _>(values)
     .bind::<Array<Nullable<BigInt>>, _>(versions)
+    .load(conn)
+    .await?;
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (skus, values): (Vec<String>, Vec<String>) =
+        taken.into_iter().map(|t| (t.sku, t.availability)).unzip();
+    // A statement of its own, so a snapshot of its own: taken after the
+    // upsert above waited for (and so saw) any other handler of these SKUs
+    // that committed meanwhile. In the upsert's statement, the products
+    // would be compared with the snapshot from before that wait, and a row
+    // the other handler changed would be skipped as already right. The
+    // product changes only with its availability (no rewrite, no id
+    // returned, so the cached entry stays: a best-seller's stock changes on
+    // every checkout, its availability seldom).
+    db::sql(
+        "UPDATE catalog.products AS p SET availability = v.availability \
+         FROM unnest($1::text[], $2::text[]) AS v(sku, availability) \
+         WHERE p.sku = v.sku AND p.availability <> v.availability \
+         RETURNING p.id, p.sku",
+    )
+    .bind::<Array<Text>, _>(skus)
+    .bind::<Array<Text>, _>(values)
     .load(conn)
     .await
 }

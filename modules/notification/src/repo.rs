@@ -122,13 +122,15 @@ pub(crate) async fn delete_webhook(conn: &mut AsyncPgConnection, id: Uuid) -> Qu
 
 // The `recipients` read model follows the user events, which can arrive
 // out of order (several consumers of a broker queue, a requeued or
-// redriven message). Its email and its opt-ins each keep the account
-// version they were taken from (`email_version`, `preferences_version`),
-// and an event older than the part it carries changes nothing (`NULL`:
-// never set, or set by an event from before versions, which any versioned
-// event is newer than). A change that overtakes the registration makes a
-// row without a name: kept, not written to until registered. Raw SQL:
-// `INSERT ... ON CONFLICT DO UPDATE` with a condition per part.
+// redriven message). Its email and its opt-ins each keep the newest
+// account version they were taken from (`email_version`,
+// `preferences_version`; `NULL`: never set, `0`: set before versions), and
+// an event older than the part it carries changes nothing. An event from
+// before versions (no version) is taken as it comes, as it was, but for a
+// registration's opt-ins, which never replaced set ones. A change that
+// overtakes the registration makes a row without a name: kept, not
+// written to until registered. Raw SQL: `INSERT ... ON CONFLICT DO UPDATE`
+// with a condition per part.
 
 /// A user's registration: a recipient from now on, with the email and
 /// opt-ins it announced unless newer ones arrived first.
@@ -144,22 +146,16 @@ pub(crate) async fn register_recipient(
         "INSERT INTO recipients AS r (user_id, email, display_name, order_updates, product_news, \
          marketing, email_version, preferences_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
          ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, \
-         email = CASE WHEN r.email_version IS NULL OR excluded.email_version > r.email_version \
-                 THEN excluded.email ELSE r.email END, \
-         email_version = CASE WHEN r.email_version IS NULL OR excluded.email_version > r.email_version \
-                 THEN excluded.email_version ELSE r.email_version END, \
-         order_updates = CASE WHEN r.preferences_version IS NULL \
-                 OR excluded.preferences_version > r.preferences_version \
-                 THEN excluded.order_updates ELSE r.order_updates END, \
-         product_news = CASE WHEN r.preferences_version IS NULL \
-                 OR excluded.preferences_version > r.preferences_version \
-                 THEN excluded.product_news ELSE r.product_news END, \
-         marketing = CASE WHEN r.preferences_version IS NULL \
-                 OR excluded.preferences_version > r.preferences_version \
-                 THEN excluded.marketing ELSE r.marketing END, \
-         preferences_version = CASE WHEN r.preferences_version IS NULL \
-                 OR excluded.preferences_version > r.preferences_version \
-                 THEN excluded.preferences_version ELSE r.preferences_version END, \
+         email = CASE WHEN (excluded.email_version > r.email_version OR excluded.email_version IS NULL \
+                 OR r.email_version IS NULL) THEN excluded.email ELSE r.email END, \
+         email_version = GREATEST(r.email_version, excluded.email_version), \
+         order_updates = CASE WHEN (r.preferences_version IS NULL \
+                 OR excluded.preferences_version > r.preferences_version) THEN excluded.order_updates ELSE r.order_updates END, \
+         product_news = CASE WHEN (r.preferences_version IS NULL \
+                 OR excluded.preferences_version > r.preferences_version) THEN excluded.product_news ELSE r.product_news END, \
+         marketing = CASE WHEN (r.preferences_version IS NULL \
+                 OR excluded.preferences_version > r.preferences_version) THEN excluded.marketing ELSE r.marketing END, \
+         preferences_version = GREATEST(r.preferences_version, excluded.preferences_version), \
          updated_at = now()",
     )
     .bind::<SqlUuid, _>(user_id)
@@ -188,8 +184,9 @@ pub(crate) async fn set_recipient_email(
         "INSERT INTO recipients AS r (user_id, email, order_updates, product_news, marketing, \
          email_version) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, \
-         email_version = excluded.email_version, updated_at = now() \
-         WHERE r.email_version IS NULL OR excluded.email_version > r.email_version",
+         email_version = GREATEST(r.email_version, excluded.email_version), updated_at = now() \
+         WHERE excluded.email_version > r.email_version OR excluded.email_version IS NULL \
+         OR r.email_version IS NULL",
     )
     .bind::<SqlUuid, _>(user_id)
     .bind::<Text, _>(email)
@@ -214,9 +211,10 @@ pub(crate) async fn set_recipient_preferences(
          preferences_version) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (user_id) DO UPDATE SET order_updates = excluded.order_updates, \
          product_news = excluded.product_news, marketing = excluded.marketing, \
-         preferences_version = excluded.preferences_version, updated_at = now() \
-         WHERE r.preferences_version IS NULL \
-         OR excluded.preferences_version > r.preferences_version",
+         preferences_version = GREATEST(r.preferences_version, excluded.preferences_version), \
+         updated_at = now() \
+         WHERE excluded.preferences_version > r.preferences_version \
+         OR excluded.preferences_version IS NULL OR r.preferences_version IS NULL",
     )
     .bind::<SqlUuid, _>(user_id)
     .bind::<Bool, _>(p.order_updates)

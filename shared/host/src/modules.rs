@@ -3,7 +3,8 @@
 //! `modules.enabled` lists the modules served here. Each module is `local`
 //! (its routes, data and workers live in this process) or `remote` (its
 //! routes are forwarded to `modules.<name>.url`, and other modules reach it
-//! through its `-api` HTTP client).
+//! through its `-api` HTTP client). A process with no module enabled and
+//! modules set `remote` is a gateway: it forwards each of them.
 
 use serde::Deserialize;
 use url::Url;
@@ -222,15 +223,30 @@ impl ModulesSettings {
             .filter(|m| self.enabled.contains(m) && self.topology(*m).mode == Mode::Local)
     }
 
-    /// Enabled modules served by another process, with its URL.
+    /// Modules served by another process, with its URL, whose routes this
+    /// process forwards: those enabled here with mode `remote`; in a
+    /// process with no module enabled (a gateway: `APP__MODULES__ENABLED=`
+    /// empty, as the all-split topology starts it), every module given
+    /// mode `remote`.
     pub fn remote(&self) -> impl Iterator<Item = (ModuleName, &Url)> + '_ {
-        self.enabled.iter().filter_map(|m| {
-            let topology = self.topology(*m);
-            match (topology.mode, &topology.url) {
-                (Mode::Remote, Some(url)) => Some((*m, url)),
-                _ => None,
-            }
-        })
+        let gateway = self.enabled.is_empty();
+        ModuleName::ALL
+            .iter()
+            .copied()
+            .filter(move |m| gateway || self.enabled.contains(m))
+            .filter_map(|m| {
+                let topology = self.topology(m);
+                match (topology.mode, &topology.url) {
+                    (Mode::Remote, Some(url)) => Some((m, url)),
+                    _ => None,
+                }
+            })
+    }
+
+    /// Whether this process serves or forwards any module's routes (and so
+    /// verifies access tokens).
+    pub fn serves_any(&self) -> bool {
+        !self.enabled.is_empty() || self.remote().next().is_some()
     }
 
     /// Whether `module` is served by this process.
@@ -307,8 +323,7 @@ impl ModulesSettings {
             }
         }
         // Every route verifies tokens; the keys come from the user module.
-        if !self.enabled.is_empty() && !self.is_local(ModuleName::User) && self.user_url().is_none()
-        {
+        if self.serves_any() && !self.is_local(ModuleName::User) && self.user_url().is_none() {
             return Err((
                 "modules.user.mode".to_owned(),
                 "this process serves modules and verifies access tokens with the user module's keys: \
@@ -393,5 +408,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("enabled"), "{err}");
+    }
+
+    /// A process forwards the enabled modules set remote; with no module
+    /// enabled (the all-split topology's gateway) it forwards every module
+    /// set remote, and verifies tokens for them.
+    #[test]
+    fn a_process_with_no_module_enabled_forwards_every_remote_one() {
+        let remote = "[modules.catalog]\nmode = \"remote\"\nurl = \"http://catalog:8080\"\n\
+                      [modules.user]\nmode = \"remote\"\nurl = \"http://user:8080\"\n";
+        let forwarded = |modules: &ModulesSettings| -> Vec<ModuleName> {
+            modules.remote().map(|(m, _)| m).collect()
+        };
+        let some = read(&format!(
+            "[modules]\nenabled = [\"order\", \"user\"]\n{remote}"
+        ))
+        .unwrap();
+        assert_eq!(forwarded(&some), [ModuleName::User]);
+        let gateway = read(&format!("[modules]\nenabled = []\n{remote}")).unwrap();
+        assert_eq!(forwarded(&gateway), [ModuleName::User, ModuleName::Catalog]);
+        assert_eq!(gateway.local().count(), 0);
+        assert!(gateway.serves_any());
+        assert_eq!(gateway.validate(|_| true), Ok(()));
+        let nothing = read("[modules]\nenabled = []\n").unwrap();
+        assert!(!nothing.serves_any());
+        // Forwarding without the user module's URL: no keys to verify tokens with.
+        let blind = read(
+            "[modules]\nenabled = []\n[modules.catalog]\nmode = \"remote\"\nurl = \"http://c:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            blind.validate(|_| true).map_err(|(key, _)| key),
+            Err("modules.user.mode".to_owned())
+        );
     }
 }
