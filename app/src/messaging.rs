@@ -15,7 +15,8 @@ use crate::modules::ModuleName;
 
 /// With the RabbitMQ transport: the broker, connected, with every
 /// subscriber's queue declared and a consumer per module of this process
-/// that handles events (their tasks returned). `None` in process.
+/// that handles events (their tasks returned). `None` in process, and in a
+/// process that serves no module.
 ///
 /// # Errors
 /// The service key cannot seal events, or the broker cannot be reached.
@@ -25,7 +26,12 @@ pub(crate) async fn connect_broker(
     dispatcher: &Arc<Dispatcher>,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<(Arc<RabbitMq>, Vec<JoinHandle<()>>)>> {
-    if settings.events.transport == TransportKind::InProcess {
+    // A process that serves no module (a gateway) publishes and consumes
+    // nothing: it needs no broker, and must not wait for one to start (a
+    // broker outage would stall the rollout of the API's entry point).
+    if settings.events.transport == TransportKind::InProcess
+        || settings.modules.local().next().is_none()
+    {
         return Ok(None);
     }
     let seal = auth::EventSeal::new(services.key())

@@ -628,8 +628,8 @@ async fn recipients_keep_the_newest_of_each_part_whatever_order_it_arrives_in() 
     let old_user = Uuid::now_v7();
     diesel::sql_query(
         "INSERT INTO recipients (user_id, email, display_name, order_updates, product_news, \
-         marketing, email_version, preferences_version) \
-         VALUES ($1, 'old@example.com', 'Old', false, false, false, 0, 0)",
+         marketing, registered, email_version, name_version, preferences_version, status_version) \
+         VALUES ($1, 'old@example.com', 'Old', false, false, false, true, 0, 0, 0, 0)",
     )
     .bind::<diesel::sql_types::Uuid, _>(old_user)
     .execute(&mut pool.get().await.unwrap())
@@ -651,4 +651,60 @@ async fn recipients_keep_the_newest_of_each_part_whatever_order_it_arrives_in() 
     }))
     .await;
     assert_eq!(order_emails().await, ["new@example.com"], "still opted out");
+
+    // The name and the status follow the same rule.
+    let name = |display_name: &str, version: i64| {
+        envelope(&user_api::events::UserDisplayNameChanged {
+            user_id: user_api::UserId::from(user),
+            display_name: display_name.to_owned(),
+            version,
+        })
+    };
+    let status = |status: user_api::UserStatus, version: i64| {
+        envelope(&user_api::events::UserStatusChanged {
+            user_id: user_api::UserId::from(user),
+            status,
+            version,
+        })
+    };
+    deliver(name("Ada Lovelace", 7)).await;
+    deliver(name("Ada Late", 6)).await;
+    deliver(status(user_api::UserStatus::Disabled, 9)).await;
+    deliver(status(user_api::UserStatus::Active, 8)).await;
+    let sql = format!(
+        "SELECT count(*) AS n FROM recipients WHERE user_id = '{user}' \
+         AND display_name = 'Ada Lovelace' AND NOT active"
+    );
+    assert_eq!(count(&pool, &sql).await, 1, "the newest name and status");
+
+    // A rename that overtakes the registration stands.
+    let renamed = Uuid::now_v7();
+    deliver(envelope(&user_api::events::UserDisplayNameChanged {
+        user_id: user_api::UserId::from(renamed),
+        display_name: "Renamed First".to_owned(),
+        version: 2,
+    }))
+    .await;
+    let sql = format!(
+        "SELECT count(*) AS n FROM recipients WHERE user_id = '{renamed}' \
+         AND display_name = 'Renamed First' AND registered"
+    );
+    assert_eq!(
+        count(&pool, &sql).await,
+        0,
+        "not a recipient before its registration"
+    );
+    deliver(envelope(&UserRegistered {
+        user_id: user_api::UserId::from(renamed),
+        email: "renamed@example.com".to_owned(),
+        display_name: "Original".to_owned(),
+        notification_preferences: NotificationPreferences::default(),
+        version: Some(1),
+    }))
+    .await;
+    assert_eq!(
+        count(&pool, &sql).await,
+        1,
+        "registered, under the newer name"
+    );
 }

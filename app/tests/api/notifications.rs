@@ -111,6 +111,137 @@ async fn price_drops_reach_only_users_who_opted_in() {
     assert_eq!(drops[0].destination, "keen@example.com");
 }
 
+/// The recipients follow the accounts: a name changed is the name the
+/// next email greets, and an account an admin disabled hears no product
+/// news (it opted in before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news_greets_the_current_name_and_skips_disabled_accounts() {
+    let app = spawn_app_with(&[]).await;
+    let keen = app.customer("keen@example.com").await;
+    let gone = app.customer("gone@example.com").await;
+    let patch_me = |token: &Value, body: Value| {
+        let request = app
+            .client
+            .patch(app.url("/api/v1/users/me"))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let news = json!({"notification_preferences": {"order_updates": true, "product_news": true, "marketing": false}});
+    patch_me(&keen, news.clone()).await;
+    let gone_id = patch_me(&gone, news).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    patch_me(&keen, json!({"display_name": "Keen Renamed"})).await;
+    let disabled = app
+        .client
+        .patch(app.url(&format!("/api/v1/users/{gone_id}")))
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"status": "disabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    eventually("the changes to reach the notification module", || async {
+        let settled = count(
+            &app,
+            "SELECT count(*) AS n FROM notification.recipients WHERE product_news \
+             AND ((display_name = 'Keen Renamed' AND active) OR (email = 'gone@example.com' AND NOT active))",
+        )
+        .await;
+        (settled == 2).then_some(())
+    })
+    .await;
+
+    let (url, _) = create(&app, "DROP-2").await;
+    app.client
+        .patch(&url)
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    let drops = eventually("the price-drop email", || async {
+        let drops: Vec<Note> = notifications(&app)
+            .await
+            .into_iter()
+            .filter(|n| n.subject.starts_with("Price drop"))
+            .collect();
+        (!drops.is_empty()).then_some(drops)
+    })
+    .await;
+    assert_eq!(drops.len(), 1, "none to the disabled account");
+    assert_eq!(drops[0].destination, "keen@example.com");
+    let greeted = count(
+        &app,
+        "SELECT count(*) AS n FROM notification.notifications \
+         WHERE subject LIKE 'Price drop%' AND body LIKE 'Hello Keen Renamed,%'",
+    )
+    .await;
+    assert_eq!(greeted, 1, "the current name");
+}
+
+/// An account renamed and disabled by a release from before those changes
+/// had events is announced once by the user module's migration
+/// (`2026-12-06-000003_announce_names_and_status`, run here by hand on the
+/// state such a release left), and the recipients follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_changed_before_their_events_existed_are_announced_once() {
+    use diesel_async::SimpleAsyncConnection as _;
+
+    let app = spawn_app_with(&[]).await;
+    app.customer("old-timer@example.com").await;
+    let recipient = "SELECT count(*) AS n FROM notification.recipients \
+                     WHERE email = 'old-timer@example.com' AND registered AND active";
+    eventually(
+        "the registration to reach the notification module",
+        || async { (count(&app, recipient).await == 1).then_some(()) },
+    )
+    .await;
+    // What the release before left: the recipient from before versions
+    // (the notification migration marks its parts 0), the account renamed
+    // and disabled with no event, at version 1 (the column's default).
+    app.db()
+        .await
+        .batch_execute(
+            "UPDATE notification.recipients SET email_version = 0, name_version = 0, \
+             preferences_version = 0, status_version = 0; \
+             UPDATE users.users SET display_name = 'Renamed Long Ago', status = 'disabled', \
+             updated_at = now() + interval '1 second', version = 1",
+        )
+        .await
+        .unwrap();
+    let migration =
+        include_str!("../../../migrations/user/2026-12-06-000003_announce_names_and_status/up.sql");
+    app.db()
+        .await
+        .batch_execute(&format!("SET search_path = users; {migration}"))
+        .await
+        .unwrap();
+    eventually("the announcements to reach the recipients", || async {
+        let followed = count(
+            &app,
+            "SELECT count(*) AS n FROM notification.recipients \
+             WHERE display_name = 'Renamed Long Ago' AND NOT active",
+        )
+        .await;
+        (followed == 1).then_some(())
+    })
+    .await;
+    let announced = count(
+        &app,
+        "SELECT count(*) AS n FROM users.outbox WHERE event_type IN \
+         ('user.display_name_changed.v1', 'user.status_changed.v1')",
+    )
+    .await;
+    assert_eq!(announced, 2, "one of each, for the one changed account");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_see_their_own_notifications_and_admins_all() {
     let app = spawn_app_with(&[]).await;

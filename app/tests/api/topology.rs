@@ -197,6 +197,22 @@ async fn a_process_serves_only_its_enabled_modules() {
     assert_eq!(ready, serde_json::json!({"status": "ready"}));
 }
 
+/// A process that serves no module (a gateway) needs no broker, even on
+/// the RabbitMQ transport a split deployment gives every process: it
+/// starts, serves and is ready while the broker cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_serving_no_module_starts_without_the_broker() {
+    let nowhere = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let app = spawn_app_with(&[
+        ("APP__MODULES__ENABLED", ""),
+        ("APP__EVENTS__TRANSPORT", "rabbitmq"),
+        ("APP__EVENTS__RABBITMQ__URL", nowhere.as_str()),
+    ])
+    .await;
+    assert_problem(app.get("/api/v1/products").await, 503, "module_not_served").await;
+    assert_eq!(app.ready().await.status(), 200);
+}
+
 /// Split with the broker, an event published while its subscriber's process
 /// has never run is kept for it: the publisher declares every subscriber's
 /// queue, and an event the broker cannot route is not marked delivered.

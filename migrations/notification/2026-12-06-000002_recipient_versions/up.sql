@@ -6,9 +6,21 @@
 -- until registered): an opt-out must not be lost because it overtook the
 -- registration. NULL version: never set; 0: set before events carried
 -- versions (older than any event that carries one).
+--
+-- `registered`: the account's registration was handled (every row until
+-- now; a row made by a change that overtook it is not, and says so: the
+-- default stays true for the inserts of instances that still run the code
+-- from before, during a rolling upgrade). `active`: the account was not disabled by an admin (a
+-- disabled account gets no product news; news of its own orders still
+-- goes).
 ALTER TABLE recipients
     ALTER COLUMN email DROP NOT NULL,
     ALTER COLUMN display_name DROP NOT NULL,
+    ADD COLUMN registered boolean NOT NULL DEFAULT true,
+    ADD COLUMN active boolean NOT NULL DEFAULT true,
     ADD COLUMN email_version bigint,
-    ADD COLUMN preferences_version bigint;
-UPDATE recipients SET email_version = 0, preferences_version = 0;
+    ADD COLUMN name_version bigint,
+    ADD COLUMN preferences_version bigint,
+    ADD COLUMN status_version bigint;
+UPDATE recipients
+SET email_version = 0, name_version = 0, preferences_version = 0, status_version = 0;

@@ -20,6 +20,8 @@ pub const SUBSCRIBES: &[&str] = &[
     "user.registered.v1",
     "user.email_changed.v1",
     "user.preferences_changed.v1",
+    "user.display_name_changed.v1",
+    "user.status_changed.v1",
     "inventory.low_stock.v1",
     "inventory.out_of_stock.v1",
     "order.confirmed.v1",

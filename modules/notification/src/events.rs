@@ -7,7 +7,10 @@ use diesel_async::AsyncPgConnection;
 use events::{EventHandler, HandlerError};
 use kernel::{Envelope, IntegrationEvent as _};
 use order_api::events::{OrderCancelled, OrderConfirmed, OrderFailed};
-use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
+use user_api::events::{
+    UserDisplayNameChanged, UserEmailChanged, UserPreferencesChanged, UserRegistered,
+    UserStatusChanged,
+};
 use uuid::Uuid;
 
 use crate::repo;
@@ -65,6 +68,16 @@ impl EventHandler for NotificationHandler {
                     u.version,
                 )
                 .await?;
+            }
+            t if t == UserDisplayNameChanged::TYPE => {
+                let u: UserDisplayNameChanged = payload(event)?;
+                repo::set_recipient_name(conn, u.user_id.as_uuid(), &u.display_name, u.version)
+                    .await?;
+            }
+            t if t == UserStatusChanged::TYPE => {
+                let u: UserStatusChanged = payload(event)?;
+                let active = u.status == user_api::UserStatus::Active;
+                repo::set_recipient_active(conn, u.user_id.as_uuid(), active, u.version).await?;
             }
             t if t == ProductPriceChanged::TYPE => {
                 let change: ProductPriceChanged = payload(event)?;

@@ -25,8 +25,12 @@ diesel::table! {
         product_news -> Bool,
         marketing -> Bool,
         updated_at -> Timestamptz,
+        registered -> Bool,
+        active -> Bool,
         email_version -> Nullable<BigInt>,
+        name_version -> Nullable<BigInt>,
         preferences_version -> Nullable<BigInt>,
+        status_version -> Nullable<BigInt>,
     }
 }
 
@@ -122,15 +126,17 @@ pub(crate) async fn delete_webhook(conn: &mut AsyncPgConnection, id: Uuid) -> Qu
 
 // The `recipients` read model follows the user events, which can arrive
 // out of order (several consumers of a broker queue, a requeued or
-// redriven message). Its email and its opt-ins each keep the newest
-// account version they were taken from (`email_version`,
-// `preferences_version`; `NULL`: never set, `0`: set before versions), and
-// an event older than the part it carries changes nothing. An event from
-// before versions (no version) is taken as it comes, as it was, but for a
-// registration's opt-ins, which never replaced set ones. A change that
-// overtakes the registration makes a row without a name: kept, not
-// written to until registered. Raw SQL: `INSERT ... ON CONFLICT DO UPDATE`
-// with a condition per part.
+// redriven message). Its email, name, opt-ins and status each keep the
+// newest account version they were taken from (`email_version`,
+// `name_version`, `preferences_version`, `status_version`; `NULL`: never
+// set, `0`: set before versions), and an event older than the part it
+// carries changes nothing. An event from before versions (no version) is
+// taken as it comes, as it was, but for a registration's opt-ins, which
+// never replaced set ones, and its name, which only name events (newer
+// than versions: they always carry one) set since. A change that overtakes the
+// registration makes a row not `registered` (perhaps without an address
+// or a name): kept, not written to until registered. Raw SQL: `INSERT ...
+// ON CONFLICT DO UPDATE` with a condition per part.
 
 /// A user's registration: a recipient from now on, with the email and
 /// opt-ins it announced unless newer ones arrived first.
@@ -144,8 +150,13 @@ pub(crate) async fn register_recipient(
 ) -> QueryResult<usize> {
     db::sql(
         "INSERT INTO recipients AS r (user_id, email, display_name, order_updates, product_news, \
-         marketing, email_version, preferences_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, \
+         marketing, email_version, name_version, preferences_version, registered) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, true) \
+         ON CONFLICT (user_id) DO UPDATE SET registered = true, \
+         display_name = CASE WHEN (r.name_version IS NULL \
+                 OR excluded.name_version > r.name_version) \
+                 THEN excluded.display_name ELSE r.display_name END, \
+         name_version = GREATEST(r.name_version, excluded.name_version), \
          email = CASE WHEN (excluded.email_version > r.email_version OR excluded.email_version IS NULL \
                  OR r.email_version IS NULL) THEN excluded.email ELSE r.email END, \
          email_version = GREATEST(r.email_version, excluded.email_version), \
@@ -182,7 +193,7 @@ pub(crate) async fn set_recipient_email(
     let p = NotificationPreferences::default();
     db::sql(
         "INSERT INTO recipients AS r (user_id, email, order_updates, product_news, marketing, \
-         email_version) VALUES ($1, $2, $3, $4, $5, $6) \
+         email_version, registered) VALUES ($1, $2, $3, $4, $5, $6, false) \
          ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, \
          email_version = GREATEST(r.email_version, excluded.email_version), updated_at = now() \
          WHERE excluded.email_version > r.email_version OR excluded.email_version IS NULL \
@@ -208,7 +219,7 @@ pub(crate) async fn set_recipient_preferences(
 ) -> QueryResult<usize> {
     db::sql(
         "INSERT INTO recipients AS r (user_id, order_updates, product_news, marketing, \
-         preferences_version) VALUES ($1, $2, $3, $4, $5) \
+         preferences_version, registered) VALUES ($1, $2, $3, $4, $5, false) \
          ON CONFLICT (user_id) DO UPDATE SET order_updates = excluded.order_updates, \
          product_news = excluded.product_news, marketing = excluded.marketing, \
          preferences_version = GREATEST(r.preferences_version, excluded.preferences_version), \
@@ -225,6 +236,61 @@ pub(crate) async fn set_recipient_preferences(
     .await
 }
 
+/// A recipient's new name, unless a newer one was taken; kept for an
+/// account not registered yet (the registration's name, older, does not
+/// replace it).
+pub(crate) async fn set_recipient_name(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    display_name: &str,
+    version: i64,
+) -> QueryResult<usize> {
+    // A row made here is not `registered`: no recipient until it is.
+    let p = NotificationPreferences::default();
+    db::sql(
+        "INSERT INTO recipients AS r (user_id, display_name, order_updates, product_news, \
+         marketing, name_version, registered) VALUES ($1, $2, $3, $4, $5, $6, false) \
+         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, \
+         name_version = excluded.name_version, updated_at = now() \
+         WHERE r.name_version IS NULL OR excluded.name_version > r.name_version",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Text, _>(display_name)
+    .bind::<Bool, _>(p.order_updates)
+    .bind::<Bool, _>(p.product_news)
+    .bind::<Bool, _>(p.marketing)
+    .bind::<BigInt, _>(version)
+    .execute(conn)
+    .await
+}
+
+/// Whether a recipient's account is active (not disabled by an admin),
+/// unless a newer status was taken; kept for an account not registered
+/// yet.
+pub(crate) async fn set_recipient_active(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    active: bool,
+    version: i64,
+) -> QueryResult<usize> {
+    let p = NotificationPreferences::default();
+    db::sql(
+        "INSERT INTO recipients AS r (user_id, order_updates, product_news, marketing, active, \
+         status_version, registered) VALUES ($1, $2, $3, $4, $5, $6, false) \
+         ON CONFLICT (user_id) DO UPDATE SET active = excluded.active, \
+         status_version = excluded.status_version, updated_at = now() \
+         WHERE r.status_version IS NULL OR excluded.status_version > r.status_version",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Bool, _>(p.order_updates)
+    .bind::<Bool, _>(p.product_news)
+    .bind::<Bool, _>(p.marketing)
+    .bind::<Bool, _>(active)
+    .bind::<BigInt, _>(version)
+    .execute(conn)
+    .await
+}
+
 /// Someone to write to.
 #[derive(Queryable)]
 pub(crate) struct Recipient {
@@ -233,9 +299,9 @@ pub(crate) struct Recipient {
     pub(crate) display_name: String,
 }
 
-/// The recipients' columns of [`Recipient`]. A row without a name or an
-/// address holds changes that overtook the account's registration: not a
-/// recipient yet (`registered` filters them out).
+/// The recipients' columns of [`Recipient`]. A row whose registration
+/// was not handled yet holds changes that overtook it, perhaps without an
+/// address or a name: not a recipient yet ([`registered`] filters it out).
 fn recipient() -> (
     r::user_id,
     diesel::dsl::AssumeNotNull<r::email>,
@@ -248,18 +314,23 @@ fn recipient() -> (
     )
 }
 
-/// Whether a row is a registered recipient (see [`recipient`]).
-fn registered()
--> diesel::dsl::And<diesel::dsl::IsNotNull<r::email>, diesel::dsl::IsNotNull<r::display_name>> {
-    r::email.is_not_null().and(r::display_name.is_not_null())
+/// Whether a row is a registered recipient (see [`recipient`]): its
+/// registration was handled, which gives it an address and a name.
+fn registered() -> diesel::dsl::And<
+    diesel::dsl::And<r::registered, diesel::dsl::IsNotNull<r::email>>,
+    diesel::dsl::IsNotNull<r::display_name>,
+> {
+    r::registered
+        .and(r::email.is_not_null())
+        .and(r::display_name.is_not_null())
 }
 
-/// Everyone who opted into product news.
+/// Everyone who opted into product news, but for disabled accounts.
 pub(crate) async fn product_news_recipients(
     conn: &mut AsyncPgConnection,
 ) -> QueryResult<Vec<Recipient>> {
     r::table
-        .filter(r::product_news.and(registered()))
+        .filter(r::product_news.and(r::active).and(registered()))
         .select(recipient())
         .load(conn)
         .await

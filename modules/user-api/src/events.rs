@@ -4,7 +4,7 @@
 use kernel::IntegrationEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::{NotificationPreferences, UserId};
+use crate::{NotificationPreferences, UserId, UserStatus};
 
 /// An account was registered (customer or admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,44 @@ pub struct UserPreferencesChanged {
 
 impl IntegrationEvent for UserPreferencesChanged {
     const TYPE: &'static str = "user.preferences_changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// An account's display name changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDisplayNameChanged {
+    /// The account's id.
+    pub user_id: UserId,
+    /// The name now.
+    pub display_name: String,
+    /// The account's version (as in [`UserRegistered::version`]; always
+    /// present: the event is newer than versions).
+    pub version: i64,
+}
+
+impl IntegrationEvent for UserDisplayNameChanged {
+    const TYPE: &'static str = "user.display_name_changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// An admin disabled an account, or enabled it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStatusChanged {
+    /// The account's id.
+    pub user_id: UserId,
+    /// The status now.
+    pub status: UserStatus,
+    /// The account's version (as in [`UserRegistered::version`]; always
+    /// present: the event is newer than versions).
+    pub version: i64,
+}
+
+impl IntegrationEvent for UserStatusChanged {
+    const TYPE: &'static str = "user.status_changed.v1";
     fn aggregate_id(&self) -> String {
         self.user_id.to_string()
     }

@@ -46,7 +46,7 @@ pub(crate) struct UserRow {
     pub(crate) id: Uuid,
     pub(crate) email: String,
     pub(crate) password_hash: String,
-    display_name: String,
+    pub(crate) display_name: String,
     roles: Vec<String>,
     status: String,
     notify_order_updates: bool,
@@ -96,6 +96,16 @@ impl UserRow {
     pub(crate) fn is_active(&self) -> bool {
         self.status == UserStatus::Active.as_str()
     }
+
+    /// Active or disabled (anything but `active` is disabled: a CHECK
+    /// constraint allows no third status).
+    pub(crate) fn status(&self) -> UserStatus {
+        if self.is_active() {
+            UserStatus::Active
+        } else {
+            UserStatus::Disabled
+        }
+    }
 }
 
 fn role_names(roles: &[Role]) -> Vec<String> {
@@ -123,6 +133,23 @@ pub(crate) async fn insert(
         .returning(UserRow::as_returning())
         .get_result(conn)
         .await
+}
+
+/// One account by id, locked until the transaction ends: what a change
+/// compares with to know which events to publish (two changes of one
+/// account then see each other's result, and none is left unannounced).
+#[tracing::instrument(name = "user.repo.find_for_update", skip_all)]
+pub(crate) async fn find_for_update(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// One account by id.

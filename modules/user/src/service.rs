@@ -9,7 +9,10 @@ use db::Pool;
 use diesel::result::Error as DieselError;
 use diesel_async::AsyncConnection as _;
 use kernel::{CallContext, Caller, Cursor, Failure, FieldError, Page, Role};
-use user_api::events::{UserEmailChanged, UserPreferencesChanged, UserRegistered};
+use user_api::events::{
+    UserDisplayNameChanged, UserEmailChanged, UserPreferencesChanged, UserRegistered,
+    UserStatusChanged,
+};
 use user_api::{ListUsers, NewUser, User, UserApi, UserError, UserId, UserStatus};
 
 use crate::domain::{Email, check_admin_changes, check_password, validate_new, validate_profile};
@@ -187,7 +190,7 @@ impl UserModule {
         let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, DieselError, _>(async |conn| {
-                let Some(before) = repo::find(conn, id).await? else {
+                let Some(before) = repo::find_for_update(conn, id).await? else {
                     return Ok(None);
                 };
                 let Some(after) = repo::update(conn, id, &update).await? else {
@@ -200,6 +203,13 @@ impl UserModule {
                         old_email: before.email.clone(),
                         new_email: after.email.clone(),
                         version: Some(after.version),
+                    })?;
+                }
+                if after.display_name != before.display_name {
+                    batch.push(&UserDisplayNameChanged {
+                        user_id: UserId::from(id),
+                        display_name: after.display_name.clone(),
+                        version: after.version,
                     })?;
                 }
                 if let Some(notification_preferences) = prefs_changed {
@@ -297,15 +307,29 @@ impl UserModule {
         let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, DieselError, _>(async |conn| {
-                let row = repo::update(conn, id.as_uuid(), &update).await?;
-                if disable && row.is_some() {
+                let Some(before) = repo::find_for_update(conn, id.as_uuid()).await? else {
+                    return Ok(None);
+                };
+                let Some(after) = repo::update(conn, id.as_uuid(), &update).await? else {
+                    return Ok(None);
+                };
+                if disable {
                     repo::revoke_all_for_user(conn, id.as_uuid()).await?;
                 }
-                Ok(row)
+                if after.status() != before.status() {
+                    let changed = UserStatusChanged {
+                        user_id: id,
+                        status: after.status(),
+                        version: after.version,
+                    };
+                    events::outbox::publish(conn, crate::NAME, cx, &changed).await?;
+                }
+                Ok(Some(after))
             })
             .await
             .map_err(database)?
             .ok_or(UserError::NotFound(id))?;
+        events::outbox::wake(crate::NAME);
         tracing::info!(user.id = %id, by = %admin.user_id, "account changed by an admin");
         to_user(row)
     }

@@ -1,0 +1,2 @@
+-- The announcements went out; nothing to take back.
+SELECT 1;
