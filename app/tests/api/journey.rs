@@ -185,14 +185,16 @@ async fn every_module_apart() -> Topology {
         processes.push(start(&deployment, port, true, &extra, &remote));
     }
     // The gateway as the all-split topology starts it: no module enabled
-    // (`APP__MODULES__ENABLED=` empty) and every module remote, so it
-    // forwards each and needs no database and no broker. (A process that
-    // also serves modules lists those it forwards in `modules.enabled`:
+    // (`APP__MODULES__ENABLED=` empty), every module remote, and the
+    // broker's settings every process of a split deployment gets; it
+    // forwards each module, and needs no database and connects to no broker
+    // (it has no events). (A process that also serves modules lists those
+    // it forwards in `modules.enabled`:
     // `topology::gateway_forwards_catalog_routes_to_the_extracted_catalog`.)
     let gateway = free_port();
     let forwarded: Vec<(&str, &str)> = modules.iter().map(|m| (*m, at(m))).collect();
     let no_module = [("APP__MODULES__ENABLED", "")];
-    processes.push(start(&deployment, gateway, false, &no_module, &forwarded));
+    processes.push(start(&deployment, gateway, true, &no_module, &forwarded));
     live(&processes).await;
     processes.push(sandbox);
     Topology {
