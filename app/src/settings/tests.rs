@@ -46,9 +46,15 @@ fn env_vars_and_database_url_override_files() {
             "APP__CORS__ALLOWED_ORIGINS",
             "https://a.example,http://localhost:3000",
         ),
+        ("APP__RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.2, 10.1.0.0/16"),
     ])
     .unwrap();
     assert_eq!(s.cors.allowed_origins.len(), 2);
+    assert_eq!(
+        s.rate_limit.trusted_proxies.len(),
+        2,
+        "an address and a range"
+    );
     assert_eq!(s.server.port, 9090);
     assert_eq!(
         s.database.url.as_deref(),
@@ -73,6 +79,10 @@ fn errors_name_the_key() {
             "cors.allowed_origins",
         ),
         (&[("APP__RATE_LIMIT__BURST", "0")], "rate_limit"),
+        (
+            &[("APP__RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.2,10.0.0.0/33")],
+            "rate_limit.trusted_proxies",
+        ),
         (
             &[("APP__RESILIENCE__SHIPPING__MAX_RETRIES", "1")],
             "resilience.shipping",

@@ -93,8 +93,9 @@ impl EventHandler for CatalogEvents {
         Ok(())
     }
 
-    /// The batch's stock changes in one statement (the newest change of
-    /// each SKU is the one that stands, as one by one); the rest one by one.
+    /// The batch's stock changes together (`repo::set_availabilities`: the
+    /// newest change of each SKU is the one that stands, as one by one);
+    /// the rest one by one.
     async fn handle_batch(
         &self,
         conn: &mut AsyncPgConnection,

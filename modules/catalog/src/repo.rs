@@ -405,7 +405,7 @@ pub(crate) struct Announced<'a> {
     pub(crate) sku: &'a str,
     pub(crate) availability: Availability,
     /// The stock version it was taken from (`None`: an event published
-    /// before events carried versions, older than any that does).
+    /// before events carried versions, taken as it comes).
     pub(crate) version: Option<i64>,
 }
 
@@ -433,8 +433,8 @@ pub(crate) struct AvailabilityChanged {
     pub(crate) sku: String,
 }
 
-/// [`set_availability`] for several SKUs (each at most once) in one
-/// statement: the products it changed.
+/// [`set_availability`] for several SKUs (each at most once), in two
+/// statements whatever their number: the products it changed.
 #[tracing::instrument(name = "catalog.repo.set_availabilities", skip_all, fields(skus = announced.len()))]
 pub(crate) async fn set_availabilities(
     conn: &mut AsyncPgConnection,

@@ -37,7 +37,7 @@ type Result<T = HttpResponse> = std::result::Result<T, actix_web::Error>;
 /// The stricter limits of sign-in and registration (per minute; `None` = off).
 #[derive(Debug)]
 pub struct Limits {
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<web::ratelimit::TrustedProxy>,
     login_by_ip: KeyedLimit<IpAddr>,
     login_by_account: KeyedLimit<String>,
     register_by_ip: KeyedLimit<IpAddr>,
@@ -52,7 +52,7 @@ impl Limits {
     /// registrations per client IP; `trusted_proxies` may name the client
     /// in `x-forwarded-for`.
     pub fn new(
-        trusted_proxies: Vec<IpAddr>,
+        trusted_proxies: Vec<web::ratelimit::TrustedProxy>,
         login_per_ip: Option<u32>,
         login_per_account: Option<u32>,
         registrations_per_ip: Option<u32>,

@@ -38,6 +38,43 @@ pub fn too_many_requests(wait: Duration) -> Problem {
 /// The header a trusted proxy (our own gateway) names the client in.
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
 
+/// A proxy whose `x-forwarded-for` is believed: one address (`10.0.0.2`)
+/// or a range of them (`10.0.0.0/8`, `fd00::/8`), for proxies whose
+/// addresses change (an Ingress's or a gateway's pods).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(ipnet::IpNet);
+
+impl TrustedProxy {
+    /// Whether `ip` is this proxy, or in its range.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TrustedProxy, String> {
+        let s = s.trim();
+        if s.contains('/') {
+            s.parse::<ipnet::IpNet>()
+                .map(|net| TrustedProxy(net.trunc()))
+                .map_err(|e| format!("`{s}` is not an address range (like 10.0.0.0/8): {e}"))
+        } else {
+            s.parse::<IpAddr>()
+                .map(|ip| TrustedProxy(ipnet::IpNet::from(ip)))
+                .map_err(|e| format!("`{s}` is not an address (like 10.0.0.2): {e}"))
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TrustedProxy, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The client's address: the TCP peer, unless the peer is one of `trusted`
 /// proxies, in which case the last address of `x-forwarded-for` (the one
 /// the proxy added). Anyone else's `x-forwarded-for` is ignored, so clients
@@ -45,10 +82,11 @@ pub const FORWARDED_FOR: &str = "x-forwarded-for";
 pub fn client_ip(
     peer: Option<std::net::SocketAddr>,
     headers: &actix_web::http::header::HeaderMap,
-    trusted: &[IpAddr],
+    trusted: &[TrustedProxy],
 ) -> Option<IpAddr> {
-    let peer = peer?.ip();
-    if !trusted.contains(&peer) {
+    // `::ffff:10.0.0.2` (an IPv4 peer on an IPv6 socket) is `10.0.0.2`.
+    let peer = peer?.ip().to_canonical();
+    if !trusted.iter().any(|proxy| proxy.contains(&peer)) {
         return Some(peer);
     }
     headers
@@ -63,7 +101,7 @@ pub fn client_ip(
 #[derive(Debug, Clone)]
 pub struct PeerIp {
     /// Proxies whose `x-forwarded-for` is believed.
-    pub trusted: std::sync::Arc<Vec<IpAddr>>,
+    pub trusted: std::sync::Arc<Vec<TrustedProxy>>,
 }
 
 /// Whom a request of the API counts against.
@@ -186,6 +224,38 @@ mod tests {
             client_ip(Some(gateway), &empty, &trusted),
             Some("10.0.0.2".parse().unwrap())
         );
+        // A range: any of its addresses is believed, none outside it.
+        let pods = ["10.0.0.0/16".parse().unwrap()];
+        assert_eq!(
+            client_ip(Some(gateway), &headers, &pods),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        let mapped: std::net::SocketAddr = "[::ffff:10.0.0.2]:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(Some(mapped), &headers, &pods),
+            Some("203.0.113.7".parse().unwrap()),
+            "an IPv4 proxy on an IPv6 socket"
+        );
+        let outside: std::net::SocketAddr = "10.1.0.2:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(Some(outside), &headers, &pods),
+            Some("10.1.0.2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_an_address_or_a_range() {
+        let parse = |s: &str| s.parse::<TrustedProxy>();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(parse("10.0.0.2").unwrap().contains(&ip("10.0.0.2")));
+        assert!(!parse("10.0.0.2").unwrap().contains(&ip("10.0.0.3")));
+        // Host bits are dropped: the range of 10.0.0.9/24 is 10.0.0.0/24.
+        assert!(parse("10.0.0.9/24").unwrap().contains(&ip("10.0.0.200")));
+        assert!(parse("fd00::/8").unwrap().contains(&ip("fd12::1")));
+        for wrong in ["10.0.0.0/33", "10.0.0", "gateway", "10.0.0.0/"] {
+            let err = parse(wrong).unwrap_err();
+            assert!(err.contains(wrong), "{err}");
+        }
     }
 
     #[test]

@@ -131,8 +131,9 @@ pub struct RateLimitSettings {
     pub login_per_minute_per_account: u32,
     /// Registrations per minute per client IP.
     pub registrations_per_minute_per_ip: u32,
-    /// Proxies (our own gateway) whose `x-forwarded-for` names the client.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Proxies (our own gateway, an Ingress) whose `x-forwarded-for`
+    /// names the client: addresses or ranges (`10.0.0.0/8`).
+    pub trusted_proxies: Vec<web::ratelimit::TrustedProxy>,
 }
 
 impl RateLimitSettings {
