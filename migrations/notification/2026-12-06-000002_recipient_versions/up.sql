@@ -2,17 +2,17 @@
 -- queue, a requeued or redriven message). Each part of a recipient keeps
 -- the newest account version it was taken from, and an older event
 -- changes nothing. A change that arrives before the account's
--- registration is kept too, in a row without a name (not a recipient
--- until registered): an opt-out must not be lost because it overtook the
--- registration. NULL version: never set; 0: set before events carried
--- versions (older than any event that carries one).
+-- registration is kept too, in a row not `registered` (not a recipient
+-- until its registration is handled): an opt-out must not be lost because
+-- it overtook the registration. NULL version: never set; 0: set before
+-- events carried versions (older than any event that carries one).
 --
--- `registered`: the account's registration was handled (every row until
--- now; a row made by a change that overtook it is not, and says so: the
--- default stays true for the inserts of instances that still run the code
--- from before, during a rolling upgrade). `active`: the account was not disabled by an admin (a
--- disabled account gets no product news; news of its own orders still
--- goes).
+-- `registered` is true for every row until now; the new code writes false
+-- in the rows it makes before a registration, and the default stays true
+-- for the inserts of instances still running the code from before, during
+-- a rolling upgrade (which are registrations). `active`: the account was
+-- not disabled by an admin (a disabled account gets no product news; news
+-- of its own orders still goes).
 ALTER TABLE recipients
     ALTER COLUMN email DROP NOT NULL,
     ALTER COLUMN display_name DROP NOT NULL,
