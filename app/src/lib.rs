@@ -5,6 +5,7 @@
 #[cfg(feature = "user")]
 pub mod admin;
 pub mod database;
+mod dead_letters;
 mod gateway;
 pub mod memory;
 mod messaging;

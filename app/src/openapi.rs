@@ -240,6 +240,14 @@ fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static
         })
     };
     let (in_path, in_query) = (located(ParameterIn::Path), located(ParameterIn::Query));
+    let query_named = |name: &str| {
+        operation.parameters.iter().flatten().any(|p| match p {
+            RefOr::T(p) => p.parameter_in == ParameterIn::Query && p.name == name,
+            RefOr::Ref(_) => false,
+        })
+    };
+    // A list's page: a cursor to check, a limit to keep in range.
+    let (cursor, limit) = (query_named("cursor"), query_named("limit"));
     let has_body = operation.request_body.is_some();
     // A JSON body sent to an operation that reads none is still looked at
     // (`web::text::refuse_nul`), except on the methods that never carry one.
@@ -268,11 +276,13 @@ fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static
     if in_path {
         malformed.push("a path parameter does not parse (`invalid_path_parameter`)");
     }
-    if in_query {
+    if in_query && cursor {
         malformed.push(
             "a query parameter does not parse (`invalid_query_parameter`), or the cursor is \
              not one this list handed out (`invalid_cursor`)",
         );
+    } else if in_query {
+        malformed.push("a query parameter does not parse (`invalid_query_parameter`)");
     }
     if has_body {
         malformed.push("the body is not JSON (`malformed_body`)");
@@ -328,7 +338,7 @@ fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static
             ),
         ));
     }
-    if has_body || in_query {
+    if has_body || limit {
         answers.push((
             "422",
             problem(

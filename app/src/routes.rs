@@ -1,16 +1,21 @@
 //! The route table each HTTP worker builds: the local modules' routes with
-//! what they read, the dead-letter routes, forwards to remote modules, 503
+//! what they read, the dead-letter routes (this process's own and those of
+//! the processes it forwards to), forwards to remote modules, 503
 //! for modules served nowhere; CORS; the spec and Swagger UI.
 
 use actix_cors::Cors;
 use actix_web::HttpResponse;
 use actix_web::web::{self as aweb, Data};
+use std::sync::Arc;
+
 use events::Dispatcher;
+use events::http::Elsewhere;
 use url::Url;
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::Settings;
 use crate::compose::{self, Dependency};
+use crate::dead_letters::Processes;
 use crate::modules::ModuleName;
 use host::registry::{AppData, Registration};
 
@@ -19,7 +24,7 @@ use host::registry::{AppData, Registration};
 pub(crate) struct Wiring {
     /// The modules served here, with what their routes read.
     pub(crate) local: Vec<(&'static Registration, AppData)>,
-    /// Serves the dead-letter routes when a local module handles events.
+    /// Serves the dead letters of the local modules that handle events.
     pub(crate) dispatcher: Option<Data<Dispatcher>>,
     pub(crate) remotes: Vec<(ModuleName, Url)>,
     /// Modules neither local nor forwarded: their routes answer 503.
@@ -34,23 +39,27 @@ impl Wiring {
             data(cfg);
             (registration.routes)(&mut web::Routes::Serve(cfg));
         }
-        if let Some(dispatcher) = &self.dispatcher {
-            cfg.app_data(dispatcher.clone());
+        // Dead letters: this process's own, and those of the processes
+        // serving its remote event-handling modules.
+        let elsewhere = Processes::new(&self.remotes, &self.client, &self.policies);
+        if self.dispatcher.is_some() || elsewhere.is_some() {
+            if let Some(dispatcher) = &self.dispatcher {
+                cfg.app_data(dispatcher.clone());
+            }
+            if let Some(elsewhere) = elsewhere {
+                let elsewhere: Arc<dyn Elsewhere> = Arc::new(elsewhere);
+                cfg.app_data(Data::from(elsewhere));
+            }
             events::http::configure(&mut web::Routes::Serve(cfg));
         }
         for module in &self.unserved {
             crate::gateway::configure_unserved(cfg, module.as_str(), module.route_prefixes());
         }
         for (module, url) in &self.remotes {
-            let mut prefixes = module.route_prefixes().to_vec();
-            // The dead letters live with the module that handles events.
-            if *module == ModuleName::Notification && self.dispatcher.is_none() {
-                prefixes.push(events::http::ROUTE_PREFIX);
-            }
             crate::gateway::configure(
                 cfg,
                 module.as_str(),
-                &prefixes,
+                module.route_prefixes(),
                 url.clone(),
                 self.client.clone(),
                 self.policies.get(Dependency::Module(*module)),

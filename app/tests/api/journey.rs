@@ -10,7 +10,9 @@
 //! checkout with the success card is confirmed and one with the declined
 //! card fails; the confirmed order is cancelled and its payment refunded;
 //! a second order buys the rest and ships; the order emails arrive; no
-//! handler dead-lettered anything.
+//! handler dead-lettered anything. Then a poison event for each module that
+//! handles events: the entry lists both dead letters, a page at a time, and
+//! redrives each at the process holding it.
 
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 use kernel::Role;
@@ -26,8 +28,13 @@ use crate::saga_crash::{Deployment, refs};
 pub(crate) struct Topology {
     pub(crate) deployment: Deployment,
     pub(crate) entry: String,
+    /// The modules handling events that the entry process serves itself.
+    entry_handles: Vec<&'static str>,
     _processes: Vec<Shop>,
 }
+
+/// The modules that handle events (and so keep dead letters).
+const HANDLING: [&str; 2] = ["catalog", "notification"];
 
 /// Where each process of a topology listens, chosen before any starts so
 /// each can be pointed at the others.
@@ -96,6 +103,7 @@ async fn monolith(broker: bool) -> Topology {
     Topology {
         deployment,
         entry: url(port),
+        entry_handles: HANDLING.to_vec(),
         _processes: processes,
     }
 }
@@ -128,6 +136,10 @@ pub(crate) async fn apart(modules: &[&str], broker: bool) -> Topology {
     Topology {
         deployment,
         entry: main_url,
+        entry_handles: HANDLING
+            .into_iter()
+            .filter(|m| !modules.contains(m))
+            .collect(),
         _processes: processes,
     }
 }
@@ -200,6 +212,7 @@ async fn every_module_apart() -> Topology {
     Topology {
         deployment,
         entry: url(gateway),
+        entry_handles: Vec::new(),
         _processes: processes,
     }
 }
@@ -362,6 +375,136 @@ async fn customer_journey(t: &Topology) {
                 .unwrap();
         assert_eq!(dead.n, 0, "dead letters in {schema}");
     }
+    drop(conn);
+
+    dead_letters_wherever_they_are(t).await;
+}
+
+/// Two poison events, one for each module that handles events, wherever it
+/// runs: both dead letters are listed, a page at a time, and redriven
+/// through the entry, which asks the process that holds each.
+async fn dead_letters_wherever_they_are(t: &Topology) {
+    let http = crate::helpers::http();
+    let api = |path: &str| format!("{}/api/v1{path}", t.entry);
+    let admin = mint_token(&t.deployment.settings, &[Role::Admin]);
+    let mut conn = diesel_async::AsyncPgConnection::establish(t.deployment.db.url())
+        .await
+        .unwrap();
+    // Payloads no handler can read, as a buggy publisher might write them:
+    // a product for the notification module, a stock level for the catalog.
+    for (schema, event_type) in [
+        ("catalog", "catalog.product_created.v1"),
+        ("inventory", "inventory.stock_changed.v1"),
+    ] {
+        let id = Uuid::now_v7();
+        let envelope = json!({
+            "id": id, "type": event_type, "source": schema, "aggregate_id": "poison",
+            "occurred_at": chrono::Utc::now(), "request_id": format!("poison-{schema}"),
+            "causation_id": null, "payload": {"not": "readable"}
+        });
+        diesel::sql_query(format!(
+            "INSERT INTO {schema}.outbox (id, event_type, aggregate_id, envelope) \
+             VALUES ($1, $2, 'poison', $3)"
+        ))
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<diesel::sql_types::Text, _>(event_type)
+        .bind::<diesel::sql_types::Jsonb, _>(&envelope)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
+    let list = |query: String| {
+        let (http, admin, url) = (
+            http.clone(),
+            admin.clone(),
+            api(&format!("/admin/dead-letters{query}")),
+        );
+        async move { crate::helpers::try_get_json::<Value>(&http, url, &admin).await }
+    };
+    let all = eventually("both dead letters, through the entry", || async {
+        let page = list(String::new()).await?;
+        (page["items"].as_array()?.len() == 2).then_some(page)
+    })
+    .await;
+    let modules: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["module"].as_str().unwrap())
+        .collect();
+    let mut sorted = modules.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, HANDLING, "{all}");
+    assert!(all["next_cursor"].is_null(), "{all}");
+
+    // A page at a time, in the list's order, across the processes.
+    let first = list("?limit=1".to_owned()).await.unwrap();
+    assert_eq!(first["items"][0], all["items"][0], "{first}");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let second = list(format!("?limit=1&cursor={cursor}")).await.unwrap();
+    assert_eq!(second["items"][0], all["items"][1], "{second}");
+    assert!(second["next_cursor"].is_null(), "{second}");
+
+    // `scope=process`: only the entry process's own.
+    let own = list("?scope=process".to_owned()).await.unwrap();
+    let mut own: Vec<&str> = own["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["module"].as_str().unwrap())
+        .collect();
+    own.sort_unstable();
+    assert_eq!(own, t.entry_handles, "the entry process's own dead letters");
+
+    // Redriven through the entry: the still-broken stock event fails again
+    // at the catalog and says why; the product event, fixed, goes through.
+    let id_of = |module: &str| {
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["module"] == module)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let redrive = |id: String| {
+        let (http, admin) = (http.clone(), admin.clone());
+        let url = api(&format!("/admin/dead-letters/{id}/redrive"));
+        async move { crate::helpers::post_as(&http, url, &admin).await }
+    };
+    let again = redrive(id_of("catalog")).await;
+    let problem = crate::helpers::assert_problem(again, 409, "redrive_failed").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("inventory.stock_changed.v1"),
+        "{problem}"
+    );
+    let product = json!({"product_id": Uuid::now_v7(), "sku": "REDRIVEN-1", "name": "Redriven",
+        "price": {"amount_minor": 1, "currency": "EUR"}, "active": true});
+    diesel::sql_query(
+        "UPDATE notification.dead_letters SET envelope = jsonb_set(envelope, '{payload}', $1) \
+         WHERE id = $2",
+    )
+    .bind::<diesel::sql_types::Jsonb, _>(&product)
+    .bind::<diesel::sql_types::Uuid, _>(id_of("notification").parse::<Uuid>().unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let fixed = redrive(id_of("notification")).await;
+    assert_eq!(fixed.status(), 200, "{}", fixed.text().await.unwrap());
+    let gone = redrive(id_of("notification")).await;
+    crate::helpers::assert_problem(gone, 404, "dead_letter_not_found").await;
+    let left = list(String::new()).await.unwrap();
+    assert_eq!(left["items"].as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left["items"][0]["module"], "catalog", "{left}");
 }
 
 #[derive(diesel::QueryableByName)]

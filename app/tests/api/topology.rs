@@ -158,6 +158,25 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     assert_eq!(ready["checks"]["module:catalog"]["status"], "down");
     let unavailable = crate::helpers::get(gateway.url(&location)).await.unwrap();
     assert_problem(unavailable, 503, "upstream_unavailable").await;
+    // The dead letters gather the catalog's with the gateway's own: without
+    // the catalog's, the list says so rather than look complete.
+    let dead_letters = http
+        .get(gateway.url("/api/v1/admin/dead-letters"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dead_letters.status(), 503);
+    let problem: Value = dead_letters.json().await.unwrap();
+    assert!(
+        ["events_unavailable", "dependency_circuit_open"]
+            .contains(&problem["code"].as_str().unwrap()),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("catalog"),
+        "{problem}"
+    );
 
     // SIGTERM shuts the gateway down cleanly.
     let status = gateway.terminate();

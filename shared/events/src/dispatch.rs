@@ -9,7 +9,7 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use kernel::Envelope;
 use rand::Rng as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -30,7 +30,7 @@ enum Outcome {
 pub struct DispatchError(String);
 
 /// An event a handler gave up on.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema, diesel::Queryable)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, diesel::Queryable)]
 pub struct DeadLetter {
     /// Dead letter id.
     pub id: Uuid,

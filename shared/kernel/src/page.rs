@@ -32,6 +32,30 @@ impl<T> Page<T> {
         };
         Page { items, next_cursor }
     }
+
+    /// A page from several sources of one list, each read after the same
+    /// cursor in list order: `items` holds what every source gave (up to
+    /// `limit + 1` each), `more` says a source holds items beyond those it
+    /// gave. Sorted by id, duplicates dropped; the first `limit` are the
+    /// list's next `limit` items, since no source left out an item that
+    /// sorts before the ones it gave.
+    pub fn merged(
+        mut items: Vec<T>,
+        limit: PageLimit,
+        more: bool,
+        id: impl Fn(&T) -> uuid::Uuid,
+    ) -> Page<T> {
+        items.sort_by_key(&id);
+        items.dedup_by_key(|item| id(item));
+        let limit = usize::from(limit.get());
+        let has_more = more || items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = match items.last() {
+            Some(last) if has_more => Some(Cursor::encode(&IdKey { id: id(last) })),
+            _ => None,
+        };
+        Page { items, next_cursor }
+    }
 }
 
 /// Position in a list ordered by (time-ordered) id.
@@ -216,6 +240,32 @@ mod tests {
             Cursor::after_id(Some(&Cursor::from_raw("x"))),
             Err(CursorError)
         );
+    }
+
+    #[test]
+    fn merged_sources_page_in_id_order_and_say_when_one_holds_more() {
+        let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::now_v7()).collect();
+        let limit = PageLimit::new(2).unwrap();
+        // One source gave ids 0 and 3 and holds more; the other 1, 2 and 4.
+        let page = Page::merged(
+            vec![ids[3], ids[0], ids[1], ids[4], ids[2]],
+            limit,
+            true,
+            |id| *id,
+        );
+        assert_eq!(page.items, ids[..2]);
+        assert_eq!(
+            Cursor::after_id(page.next_cursor.as_ref()).unwrap(),
+            Some(ids[1])
+        );
+        // Exactly a page, but a source holds more: a next page follows.
+        let full = Page::merged(vec![ids[1], ids[0]], limit, true, |id| *id);
+        assert_eq!(full.items, ids[..2]);
+        assert!(full.next_cursor.is_some());
+        // Exactly a page and nothing beyond it; an item given twice counts once.
+        let last = Page::merged(vec![ids[4], ids[3], ids[4]], limit, false, |id| *id);
+        assert_eq!(last.items, ids[3..]);
+        assert_eq!(last.next_cursor, None);
     }
 
     #[test]
