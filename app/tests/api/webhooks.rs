@@ -1,5 +1,7 @@
-//! Webhooks: internal addresses refused, deliveries signed and retried, an open breaker defers.
+//! Webhooks: internal addresses refused, deliveries signed and retried, an
+//! open breaker defers, a slow receiver holds no lock or transaction.
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web as aweb};
@@ -149,6 +151,106 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
     let envelope: Value = serde_json::from_str(body).unwrap();
     assert_eq!(envelope["type"], "catalog.product_created.v1");
     assert_eq!(envelope["payload"]["sku"], "HOOK-1");
+}
+
+/// The sender claims a round's messages in a statement of its own and
+/// sends them outside any transaction: while a receiver takes its time, the
+/// message is claimed (due later, so no other sender takes it) but neither
+/// locked nor inside an open transaction; once it answers, it is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_holds_no_lock_or_transaction_while_its_message_is_sent() {
+    use diesel_async::AsyncConnection as _;
+    let app = spawn_app_with(&[]).await;
+    // A receiver that holds each call until the test lets it answer.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (gate, calls) = (Arc::clone(&gate), Arc::clone(&calls));
+        HttpServer::new(move || {
+            let (gate, calls) = (Arc::clone(&gate), Arc::clone(&calls));
+            App::new().default_service(aweb::to(move || {
+                let (gate, calls) = (Arc::clone(&gate), Arc::clone(&calls));
+                async move {
+                    calls.fetch_add(1, SeqCst);
+                    gate.acquire().await.unwrap().forget();
+                    HttpResponse::Ok().finish()
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap()
+    };
+    let url = format!("http://127.0.0.1:{}/hook", server.addrs()[0].port());
+    let server = server.run();
+    let _server = server.handle();
+    tokio::spawn(server);
+    let admin = app.token(&[Role::Admin]);
+    assert_eq!(subscribe_webhook(&app, &admin, &url).await.status(), 201);
+    app.post_product(&product_json("SLOW-1")).await;
+
+    eventually("the receiver to be called", || async {
+        (AtomicUsize::load(&calls, SeqCst) == 1).then_some(())
+    })
+    .await;
+    let mut conn = app.db().await;
+    let (in_flight, locked) = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let row: InFlight = diesel::sql_query(
+                "SELECT status, next_attempt_at > now() AS claimed \
+                 FROM notification.notifications WHERE channel = 'webhook'",
+            )
+            .get_result(conn)
+            .await?;
+            // Not locked by the sender: taken at once, without waiting.
+            let locked = diesel::sql_query(
+                "SELECT 1 FROM notification.notifications WHERE channel = 'webhook' \
+                 FOR UPDATE NOWAIT",
+            )
+            .execute(conn)
+            .await
+            .is_err();
+            Ok((row, locked))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("reading the message: {e}"));
+    assert_eq!(in_flight.status, "pending");
+    assert!(in_flight.claimed, "claimed for the lease while it is sent");
+    assert!(!locked, "no lock is held while the receiver takes its time");
+    let open: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'shop/notification' \
+         AND state LIKE 'idle in transaction%'",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(open.n, 0, "no transaction stays open while it is sent");
+
+    gate.add_permits(1);
+    let sent = eventually("the message recorded as sent", || async {
+        notifications(&app)
+            .await
+            .into_iter()
+            .find(|n| n.channel == "webhook" && n.status == "sent")
+    })
+    .await;
+    assert_eq!(sent.attempts, 1);
+    assert_eq!(AtomicUsize::load(&calls, SeqCst), 1, "sent once");
+}
+
+#[derive(diesel::QueryableByName)]
+struct InFlight {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    claimed: bool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
 
 #[derive(diesel::QueryableByName)]

@@ -455,18 +455,55 @@ pub(crate) struct Due {
     pub(crate) secret: Option<String>,
 }
 
-/// Claims up to `limit` messages due now, oldest first, locked for this
-/// transaction; rows another sender holds are skipped (several instances).
-pub(crate) async fn claim_due(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<Due>> {
-    // Raw: the join locks only `n` (`FOR UPDATE OF n`); the builder's locks have no `OF`.
+/// Claims up to `limit` messages due now, oldest first, for `lease_ms`: in
+/// one statement, they are put off by the lease, so that no other sender
+/// takes them while this one sends (rows another sender is claiming are
+/// skipped). A sender that dies mid-round leaves them to be sent again once
+/// the lease is over; one that finishes records each ([`mark_sent`],
+/// [`mark_not_sent`], [`defer`]) and hands back what it did not try
+/// ([`release`]).
+pub(crate) async fn claim_due(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+    lease_ms: i64,
+) -> QueryResult<Vec<Due>> {
+    // Raw: a data-modifying CTE with `FOR UPDATE SKIP LOCKED`, and the
+    // subscription's key joined to what it returns; the builder has neither.
     db::sql(
-        "SELECT n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, n.body, n.attempts, w.secret \
-         FROM notifications n LEFT JOIN webhook_subscriptions w ON w.id = n.subscription_id \
-         WHERE n.status = 'pending' AND n.next_attempt_at <= now() \
-         ORDER BY n.created_at LIMIT $1 FOR UPDATE OF n SKIP LOCKED",
+        "WITH due AS ( \
+             SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
+             ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED \
+         ), claimed AS ( \
+             UPDATE notifications n \
+             SET next_attempt_at = now() + make_interval(secs => $2::float8 / 1000) \
+             FROM due WHERE n.id = due.id \
+             RETURNING n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, \
+                       n.body, n.attempts, n.subscription_id, n.created_at \
+         ) \
+         SELECT c.id, c.event_type, c.request_id, c.channel, c.destination, c.subject, c.body, \
+                c.attempts, w.secret \
+         FROM claimed c LEFT JOIN webhook_subscriptions w ON w.id = c.subscription_id \
+         ORDER BY c.created_at",
     )
     .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(lease_ms)
     .load(conn)
+    .await
+}
+
+/// Hands claimed messages `ids` back, due now: the round ended (its time,
+/// or the process stopping) before it tried them.
+pub(crate) async fn release(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(
+        n::table
+            .filter(n::id.eq_any(ids))
+            .filter(n::status.eq("pending")),
+    )
+    .set(n::next_attempt_at.eq(now))
+    .execute(conn)
     .await
 }
 

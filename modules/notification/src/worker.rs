@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use hmac::{Hmac, Mac as _};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
@@ -21,9 +20,16 @@ enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
 
+/// Messages a round claims at most.
+const ROUND: i64 = 20;
+
+/// The shortest claim on a round's messages (see [`Sender::lease`]).
+const MIN_LEASE: Duration = Duration::from_secs(30);
+
 /// Delivers pending notifications: email through the configured transport,
-/// webhooks as signed POSTs. Several instances may run: rows are claimed
-/// with `FOR UPDATE SKIP LOCKED`.
+/// webhooks as signed POSTs. Several instances may run: each round claims
+/// its messages for a lease, in a statement of its own
+/// (`FOR UPDATE SKIP LOCKED`), and sends them outside any transaction.
 pub struct Sender {
     pool: db::Pool,
     settings: Settings,
@@ -126,40 +132,72 @@ impl Sender {
         }
     }
 
+    /// How long a round's messages are claimed for: twice the longest a
+    /// send may take, and at least [`MIN_LEASE`]. A round stops trying
+    /// messages once one more might outlast the lease, so no other sender
+    /// takes a message this one is still sending.
+    fn lease(&self) -> Duration {
+        let longest = self.smtp.deadline().max(self.webhooks.deadline());
+        (longest * 2).max(MIN_LEASE)
+    }
+
+    /// One round: claims up to [`ROUND`] due messages for the lease (a
+    /// statement of its own, committed before anything is sent, so no
+    /// transaction or lock is held while the network is slow), sends them,
+    /// records each failure as it happens and the deliveries together at
+    /// the end, and hands back the messages it did not try.
     async fn send_due(&self, stop: &watch::Receiver<bool>) -> Result<usize, String> {
-        let mut conn = db::connection(&self.pool, crate::NAME)
+        let lease = self.lease();
+        let longest = self.smtp.deadline().max(self.webhooks.deadline());
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let due = {
+            let mut conn = self.connection().await?;
+            repo::claim_due(&mut conn, ROUND, lease_ms)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let count = due.len();
+        let started = std::time::Instant::now();
+        let mut sent = Vec::with_capacity(count);
+        let mut untried = Vec::new();
+        let mut result = Ok(());
+        for item in due {
+            // Stopping, out of lease, or the database gone: the rest go
+            // back for the next round (here or in another process).
+            if result.is_err() || *stop.borrow() || started.elapsed() + longest > lease {
+                untried.push(item.id);
+                continue;
+            }
+            let span = tracing::info_span!(
+                "notification",
+                notification.id = %item.id,
+                channel = %item.channel,
+                event.type = %item.event_type,
+                request_id = item.request_id.as_deref().unwrap_or(""),
+            );
+            let outcome = self.deliver(&item).instrument(span.clone()).await;
+            match self.record(&item, outcome).instrument(span).await {
+                Ok(true) => sent.push(item.id),
+                Ok(false) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        // Deliveries first: what went out is recorded whatever else fails
+        // (unrecorded, it would go out again when the lease is over).
+        let mut conn = self.connection().await?;
+        repo::mark_sent(&mut conn, &sent)
             .await
             .map_err(|e| e.to_string())?;
-        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let due = repo::claim_due(conn, 20).await?;
-            let count = due.len();
-            // Deliveries are recorded together at the end of the round (the
-            // rows are locked until it commits); other outcomes one by one.
-            let mut sent = Vec::with_capacity(count);
-            for item in due {
-                // Stopping: what was sent is recorded now, the rest waits
-                // for the next run (a process stopped mid-round would send
-                // the whole round again).
-                if *stop.borrow() {
-                    break;
-                }
-                let span = tracing::info_span!(
-                    "notification",
-                    notification.id = %item.id,
-                    channel = %item.channel,
-                    event.type = %item.event_type,
-                    request_id = item.request_id.as_deref().unwrap_or(""),
-                );
-                let outcome = self.deliver(&item).instrument(span.clone()).await;
-                if self.record(conn, &item, outcome).instrument(span).await? {
-                    sent.push(item.id);
-                }
-            }
-            repo::mark_sent(conn, &sent).await?;
-            Ok(count)
-        })
-        .await
-        .map_err(|e| e.to_string())
+        repo::release(&mut conn, &untried)
+            .await
+            .map_err(|e| e.to_string())?;
+        result.map(|()| count)
+    }
+
+    async fn connection(&self) -> Result<db::Object, String> {
+        db::connection(&self.pool, crate::NAME)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn deliver(&self, item: &repo::Due) -> Delivery {
@@ -289,19 +327,17 @@ impl Sender {
 
     /// Records how a send went: true for a delivery, which the caller
     /// records with the round's others ([`repo::mark_sent`]).
-    async fn record(
-        &self,
-        conn: &mut AsyncPgConnection,
-        item: &repo::Due,
-        outcome: Delivery,
-    ) -> diesel::QueryResult<bool> {
+    async fn record(&self, item: &repo::Due, outcome: Delivery) -> Result<bool, String> {
         let attempts = item.attempts + 1;
         match outcome {
             Delivery::Deferred(reason, wait) => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "deferred").increment(1);
                 tracing::info!(reason = %reason, "notification deferred");
                 let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                repo::defer(conn, item.id, &reason, wait_ms).await?;
+                let mut conn = self.connection().await?;
+                repo::defer(&mut conn, item.id, &reason, wait_ms)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Delivery::Sent => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "sent").increment(1);
@@ -314,7 +350,10 @@ impl Sender {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => outcome).increment(1);
                 tracing::warn!(attempts, error = %error, give_up, "notification not sent");
                 let retry_in_ms = self.backoff(attempts);
-                repo::mark_not_sent(conn, item.id, attempts, &error, give_up, retry_in_ms).await?;
+                let mut conn = self.connection().await?;
+                repo::mark_not_sent(&mut conn, item.id, attempts, &error, give_up, retry_in_ms)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(false)

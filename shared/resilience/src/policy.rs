@@ -98,6 +98,11 @@ impl Policy {
         self.name
     }
 
+    /// The longest a call may take, retries included.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.settings.deadline_ms)
+    }
+
     /// The breaker's state now (readiness).
     pub fn state(&self) -> State {
         self.breaker
