@@ -90,11 +90,18 @@ impl Process {
             .with_retry_after(degradation.retry_after());
         }
         tracing::warn!(modules = %self.modules, error = ?error, "dead letters of another process unavailable");
+        // What the process said, when it said something (not its URL).
+        let answered = match &error {
+            RemoteError::Problem(problem) => {
+                format!(": it answered {} `{}`", problem.status, problem.code)
+            }
+            _ => String::new(),
+        };
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "events_unavailable",
             format!(
-                "the dead letters of the {} module cannot be read now",
+                "the dead letters of the {} module cannot be read now{answered}",
                 self.modules
             ),
         )
@@ -135,6 +142,9 @@ impl Elsewhere for Processes {
         cx: &CallContext,
         id: Uuid,
     ) -> Result<Option<Result<(), Problem>>, Problem> {
+        // Every process is asked until one holds it: one that cannot be
+        // asked does not hide the letter held by the next.
+        let mut unreachable = None;
         for process in &self.processes {
             let request = process
                 .client
@@ -148,18 +158,20 @@ impl Elsewhere for Processes {
                 Ok(_) => return Ok(Some(Ok(()))),
                 // Not held there (or no dead letters there at all).
                 Err(RemoteError::Problem(problem)) if problem.status == 404 => {}
-                // Held there, and the handler failed again: its answer.
-                Err(RemoteError::Problem(problem)) if problem.status == 409 => {
+                // Its answer, as it gave it: the handler failed again (409),
+                // or it refused the request.
+                Err(RemoteError::Problem(problem)) if (400..500).contains(&problem.status) => {
+                    let status =
+                        StatusCode::from_u16(problem.status).unwrap_or(StatusCode::CONFLICT);
                     let detail = problem.detail.unwrap_or(problem.title);
-                    return Ok(Some(Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        &problem.code,
-                        detail,
-                    ))));
+                    return Ok(Some(Err(Problem::new(status, &problem.code, detail))));
                 }
-                Err(error) => return Err(process.failed(error)),
+                Err(error) => {
+                    let failed = process.failed(error);
+                    unreachable.get_or_insert(failed);
+                }
             }
         }
-        Ok(None)
+        unreachable.map_or(Ok(None), Err)
     }
 }

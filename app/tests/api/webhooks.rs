@@ -160,7 +160,13 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_receiver_holds_no_lock_or_transaction_while_its_message_is_sent() {
     use diesel_async::AsyncConnection as _;
-    let app = spawn_app_with(&[]).await;
+    // Time enough for the test to look while the receiver waits, however
+    // slow the machine.
+    let app = spawn_app_with(&[
+        ("APP__RESILIENCE__WEBHOOKS__ATTEMPT_TIMEOUT_MS", "60000"),
+        ("APP__RESILIENCE__WEBHOOKS__DEADLINE_MS", "60000"),
+    ])
+    .await;
     // A receiver that holds each call until the test lets it answer.
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -197,7 +203,8 @@ async fn a_slow_receiver_holds_no_lock_or_transaction_while_its_message_is_sent(
     let (in_flight, locked) = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             let row: InFlight = diesel::sql_query(
-                "SELECT status, next_attempt_at > now() AS claimed \
+                "SELECT status, next_attempt_at > now() AS claimed, \
+                 extract(epoch FROM next_attempt_at - now())::float8 AS lease_secs \
                  FROM notification.notifications WHERE channel = 'webhook'",
             )
             .get_result(conn)
@@ -216,6 +223,11 @@ async fn a_slow_receiver_holds_no_lock_or_transaction_while_its_message_is_sent(
         .unwrap_or_else(|e| panic!("reading the message: {e}"));
     assert_eq!(in_flight.status, "pending");
     assert!(in_flight.claimed, "claimed for the lease while it is sent");
+    assert!(
+        in_flight.lease_secs > 170.0,
+        "claimed for three times the longest send: {} s",
+        in_flight.lease_secs
+    );
     assert!(!locked, "no lock is held while the receiver takes its time");
     let open: Count = diesel::sql_query(
         "SELECT count(*) AS n FROM pg_stat_activity \
@@ -245,6 +257,8 @@ struct InFlight {
     status: String,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     claimed: bool,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    lease_secs: f64,
 }
 
 #[derive(diesel::QueryableByName)]

@@ -6,9 +6,12 @@
 //! SQL through `db::sql` (prepared once per connection; their reasons are
 //! beside them).
 
+use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::Envelope;
 use user_api::NotificationPreferences;
@@ -453,6 +456,11 @@ pub(crate) struct Due {
     /// The webhook subscription's signing key (webhooks only).
     #[diesel(sql_type = Nullable<Text>)]
     pub(crate) secret: Option<String>,
+    /// The end of this sender's lease, which stands for its claim: a record
+    /// of the message is kept only while the row still says it (see
+    /// [`claim_due`]).
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) claimed_until: DateTime<Utc>,
 }
 
 /// Claims up to `limit` messages due now, oldest first, for `lease_ms`: in
@@ -461,7 +469,10 @@ pub(crate) struct Due {
 /// skipped). A sender that dies mid-round leaves them to be sent again once
 /// the lease is over; one that finishes records each ([`mark_sent`],
 /// [`mark_not_sent`], [`defer`]) and hands back what it did not try
-/// ([`release`]).
+/// ([`release`]). Each of those changes a row only while it is pending
+/// with the lease this claim set (`claimed_until`): once the lease is over
+/// and another sender has claimed the row, this one's record is dropped
+/// rather than undo that sender's.
 pub(crate) async fn claim_due(
     conn: &mut AsyncPgConnection,
     limit: i64,
@@ -478,10 +489,10 @@ pub(crate) async fn claim_due(
              SET next_attempt_at = now() + make_interval(secs => $2::float8 / 1000) \
              FROM due WHERE n.id = due.id \
              RETURNING n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, \
-                       n.body, n.attempts, n.subscription_id, n.created_at \
+                       n.body, n.attempts, n.subscription_id, n.created_at, n.next_attempt_at \
          ) \
          SELECT c.id, c.event_type, c.request_id, c.channel, c.destination, c.subject, c.body, \
-                c.attempts, w.secret \
+                c.attempts, w.secret, c.next_attempt_at AS claimed_until \
          FROM claimed c LEFT JOIN webhook_subscriptions w ON w.id = c.subscription_id \
          ORDER BY c.created_at",
     )
@@ -491,16 +502,22 @@ pub(crate) async fn claim_due(
     .await
 }
 
-/// Hands claimed messages `ids` back, due now: the round ended (its time,
-/// or the process stopping) before it tried them.
-pub(crate) async fn release(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<usize> {
+/// Hands the messages `ids`, claimed until `claimed_until`, back, due now:
+/// the round ended (its time, or the process stopping) before it tried
+/// them.
+pub(crate) async fn release(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    claimed_until: DateTime<Utc>,
+) -> QueryResult<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
     diesel::update(
         n::table
             .filter(n::id.eq_any(ids))
-            .filter(n::status.eq("pending")),
+            .filter(n::status.eq("pending"))
+            .filter(n::next_attempt_at.eq(claimed_until)),
     )
     .set(n::next_attempt_at.eq(now))
     .execute(conn)
@@ -511,44 +528,55 @@ pub(crate) async fn release(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Query
 /// breaker).
 pub(crate) async fn defer(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    item: &Due,
     reason: &str,
     wait_ms: i64,
 ) -> QueryResult<usize> {
     // Raw: `now() + interval` on the db clock; the builder's `now` has no `timestamptz` arithmetic.
     db::sql(
         "UPDATE notifications SET last_error = $2, \
-         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) WHERE id = $1",
+         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) \
+         WHERE id = $1 AND status = 'pending' AND next_attempt_at = $4",
     )
-    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(item.id)
     .bind::<Text, _>(reason)
     .bind::<BigInt, _>(wait_ms)
+    .bind::<Timestamptz, _>(item.claimed_until)
     .execute(conn)
     .await
 }
 
-/// Records the delivery of the claimed messages `ids` (each one more
-/// attempt), in one statement.
-pub(crate) async fn mark_sent(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<usize> {
+/// Records the delivery of the messages `ids` claimed until
+/// `claimed_until` (each one more attempt), in one statement.
+pub(crate) async fn mark_sent(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    claimed_until: DateTime<Utc>,
+) -> QueryResult<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
-    diesel::update(n::table.filter(n::id.eq_any(ids)))
-        .set((
-            n::status.eq("sent"),
-            n::sent_at.eq(now),
-            n::attempts.eq(n::attempts + 1),
-            n::last_error.eq(None::<&str>),
-        ))
-        .execute(conn)
-        .await
+    diesel::update(
+        n::table
+            .filter(n::id.eq_any(ids))
+            .filter(n::status.eq("pending"))
+            .filter(n::next_attempt_at.eq(claimed_until)),
+    )
+    .set((
+        n::status.eq("sent"),
+        n::sent_at.eq(now),
+        n::attempts.eq(n::attempts + 1),
+        n::last_error.eq(None::<&str>),
+    ))
+    .execute(conn)
+    .await
 }
 
 /// Records a failed attempt: retried in `retry_in_ms`, or failed for good
 /// when `give_up`.
 pub(crate) async fn mark_not_sent(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    item: &Due,
     attempts: i32,
     error: &str,
     give_up: bool,
@@ -558,13 +586,15 @@ pub(crate) async fn mark_not_sent(
     db::sql(
         "UPDATE notifications SET attempts = $2, last_error = $3, \
          status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, \
-         next_attempt_at = now() + make_interval(secs => $5::float8 / 1000) WHERE id = $1",
+         next_attempt_at = now() + make_interval(secs => $5::float8 / 1000) \
+         WHERE id = $1 AND status = 'pending' AND next_attempt_at = $6",
     )
-    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(item.id)
     .bind::<Integer, _>(attempts)
     .bind::<Text, _>(error)
     .bind::<Bool, _>(give_up)
     .bind::<BigInt, _>(retry_in_ms)
+    .bind::<Timestamptz, _>(item.claimed_until)
     .execute(conn)
     .await
 }
@@ -581,4 +611,98 @@ pub(crate) async fn prune(conn: &mut AsyncPgConnection, days: u32) -> QueryResul
     .bind::<diesel::sql_types::Integer, _>(i32::try_from(days).unwrap_or(i32::MAX))
     .execute(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn state(conn: &mut AsyncPgConnection) -> (String, DateTime<Utc>) {
+        n::table
+            .select((n::status, n::next_attempt_at))
+            .first(conn)
+            .await
+            .unwrap()
+    }
+
+    /// A claim holds a message for its lease; once the lease is over and
+    /// another sender has claimed it, the first sender's late records
+    /// (sent, not sent, deferred, handed back) change nothing, and the
+    /// second's stand.
+    #[tokio::test]
+    async fn a_claim_that_outlived_its_lease_cannot_undo_the_next_one() {
+        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
+        let pool = db::build_pool(&db::PoolOptions {
+            url: db.url().to_owned(),
+            schema: "notification",
+            max_size: 1,
+            runtimes: 1,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let mut conn = pool.get().await.unwrap();
+        db::sql(
+            "INSERT INTO notifications (id, event_id, event_type, channel, destination, subject, body) \
+             VALUES (gen_random_uuid(), gen_random_uuid(), 'order.confirmed.v1', 'email', \
+                     'a@example.com', 's', 'b')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+        let first = claim_due(&mut conn, 20, 60_000).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(first[0].claimed_until > Utc::now() + chrono::Duration::seconds(50));
+        assert!(
+            claim_due(&mut conn, 20, 60_000).await.unwrap().is_empty(),
+            "claimed: no other sender takes it"
+        );
+
+        // The lease runs out; another sender claims the message.
+        db::sql("UPDATE notifications SET next_attempt_at = now() - interval '1 second'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let second = claim_due(&mut conn, 20, 60_000).await.unwrap();
+        assert_eq!(second.len(), 1);
+        let taken = state(&mut conn).await;
+        assert_eq!(taken, ("pending".to_owned(), second[0].claimed_until));
+
+        // The first sender's records come late: none of them counts.
+        let late = &first[0];
+        assert_eq!(
+            mark_sent(&mut conn, &[late.id], late.claimed_until)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            mark_not_sent(&mut conn, late, 1, "x", true, 10)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(defer(&mut conn, late, "x", 10).await.unwrap(), 0);
+        assert_eq!(
+            release(&mut conn, &[late.id], late.claimed_until)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(state(&mut conn).await, taken);
+
+        // The second sender's does.
+        let current = &second[0];
+        assert_eq!(
+            mark_sent(&mut conn, &[current.id], current.claimed_until)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(state(&mut conn).await.0, "sent");
+    }
 }

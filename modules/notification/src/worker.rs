@@ -26,6 +26,9 @@ const ROUND: i64 = 20;
 /// The shortest claim on a round's messages (see [`Sender::lease`]).
 const MIN_LEASE: Duration = Duration::from_secs(30);
 
+/// How often a round records its deliveries at the latest.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
 /// Delivers pending notifications: email through the configured transport,
 /// webhooks as signed POSTs. Several instances may run: each round claims
 /// its messages for a lease, in a statement of its own
@@ -132,39 +135,49 @@ impl Sender {
         }
     }
 
-    /// How long a round's messages are claimed for: twice the longest a
-    /// send may take, and at least [`MIN_LEASE`]. A round stops trying
-    /// messages once one more might outlast the lease, so no other sender
-    /// takes a message this one is still sending.
+    /// The longest one send may take (its policy's deadline).
+    fn longest_send(&self) -> Duration {
+        self.smtp.deadline().max(self.webhooks.deadline())
+    }
+
+    /// How long a round's messages are claimed for: three times the
+    /// longest send, and at least [`MIN_LEASE`]. A round tries a message
+    /// only while twice the longest send still fits in what is left of the
+    /// lease (its clock started before the claim), so a send ends, and is
+    /// recorded, before any other sender may take the message; the first
+    /// message of a round always fits.
     fn lease(&self) -> Duration {
-        let longest = self.smtp.deadline().max(self.webhooks.deadline());
-        (longest * 2).max(MIN_LEASE)
+        (self.longest_send() * 3).max(MIN_LEASE)
     }
 
     /// One round: claims up to [`ROUND`] due messages for the lease (a
     /// statement of its own, committed before anything is sent, so no
     /// transaction or lock is held while the network is slow), sends them,
-    /// records each failure as it happens and the deliveries together at
-    /// the end, and hands back the messages it did not try.
+    /// records each failure as it happens and the deliveries together, at
+    /// least every [`RECORD_EVERY`], and hands back the messages it did not
+    /// try.
     async fn send_due(&self, stop: &watch::Receiver<bool>) -> Result<usize, String> {
-        let lease = self.lease();
-        let longest = self.smtp.deadline().max(self.webhooks.deadline());
+        let (lease, longest) = (self.lease(), self.longest_send());
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let started = std::time::Instant::now();
         let due = {
             let mut conn = self.connection().await?;
             repo::claim_due(&mut conn, ROUND, lease_ms)
                 .await
                 .map_err(|e| e.to_string())?
         };
+        let Some(claimed_until) = due.first().map(|item| item.claimed_until) else {
+            return Ok(0);
+        };
         let count = due.len();
-        let started = std::time::Instant::now();
         let mut sent = Vec::with_capacity(count);
+        let mut recorded = std::time::Instant::now();
         let mut untried = Vec::new();
         let mut result = Ok(());
         for item in due {
             // Stopping, out of lease, or the database gone: the rest go
             // back for the next round (here or in another process).
-            if result.is_err() || *stop.borrow() || started.elapsed() + longest > lease {
+            if result.is_err() || *stop.borrow() || started.elapsed() + longest * 2 > lease {
                 untried.push(item.id);
                 continue;
             }
@@ -181,17 +194,44 @@ impl Sender {
                 Ok(false) => {}
                 Err(e) => result = Err(e),
             }
+            // Deliveries of a slow round are recorded as it goes: a process
+            // that dies loses the record of at most this long of sending.
+            if recorded.elapsed() >= RECORD_EVERY && !sent.is_empty() {
+                if let Err(e) = self.mark_sent(&sent, claimed_until).await {
+                    result = Err(e);
+                }
+                sent.clear();
+                recorded = std::time::Instant::now();
+            }
         }
-        // Deliveries first: what went out is recorded whatever else fails
-        // (unrecorded, it would go out again when the lease is over).
+        // Both, whatever the other's outcome: what went out is recorded
+        // (unrecorded, it goes out again once the lease is over), what was
+        // not tried is due again at once.
+        let marked = self.mark_sent(&sent, claimed_until).await;
+        let released = match self.connection().await {
+            Ok(mut conn) => repo::release(&mut conn, &untried, claimed_until)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        result.and(marked).and(released).map(|()| count)
+    }
+
+    /// Records the deliveries `ids` of a round claimed until `claimed_until`.
+    async fn mark_sent(
+        &self,
+        ids: &[uuid::Uuid],
+        claimed_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.connection().await?;
-        repo::mark_sent(&mut conn, &sent)
+        repo::mark_sent(&mut conn, ids, claimed_until)
             .await
-            .map_err(|e| e.to_string())?;
-        repo::release(&mut conn, &untried)
-            .await
-            .map_err(|e| e.to_string())?;
-        result.map(|()| count)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     async fn connection(&self) -> Result<db::Object, String> {
@@ -335,7 +375,7 @@ impl Sender {
                 tracing::info!(reason = %reason, "notification deferred");
                 let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
                 let mut conn = self.connection().await?;
-                repo::defer(&mut conn, item.id, &reason, wait_ms)
+                repo::defer(&mut conn, item, &reason, wait_ms)
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -351,7 +391,7 @@ impl Sender {
                 tracing::warn!(attempts, error = %error, give_up, "notification not sent");
                 let retry_in_ms = self.backoff(attempts);
                 let mut conn = self.connection().await?;
-                repo::mark_not_sent(&mut conn, item.id, attempts, &error, give_up, retry_in_ms)
+                repo::mark_not_sent(&mut conn, item, attempts, &error, give_up, retry_in_ms)
                     .await
                     .map_err(|e| e.to_string())?;
             }

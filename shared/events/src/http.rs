@@ -53,7 +53,8 @@ pub trait Elsewhere: Send + Sync {
     /// `redrive_failed`).
     ///
     /// # Errors
-    /// A problem (503) when a process that may hold it cannot be asked.
+    /// A problem (503) when no process holds it and one of them cannot be
+    /// asked.
     async fn redrive(
         &self,
         cx: &CallContext,
@@ -77,7 +78,6 @@ pub enum DeadLetterScope {
 /// Query parameters of the dead-letter list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct DeadLetterQuery {
     /// Items per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -95,7 +95,6 @@ pub struct DeadLetterQuery {
 /// Query parameters of a redrive.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct RedriveQuery {
     /// `all` (default): wherever the dead letter is; `process`: only
     /// among those of the modules the process answering serves.
