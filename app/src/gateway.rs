@@ -26,6 +26,10 @@ struct Upstream {
     base: Url,
     client: reqwest::Client,
     policy: Arc<resilience::Policy>,
+    /// Proxies in front of this process whose `x-forwarded-for` names the
+    /// client (`rate_limit.trusted_proxies`): the module is told that
+    /// client, not the proxy.
+    trusted: Arc<[web::ratelimit::TrustedProxy]>,
 }
 
 /// A module's answer on its way back to the client.
@@ -62,12 +66,14 @@ pub(crate) fn configure(
     base: Url,
     client: reqwest::Client,
     policy: Arc<resilience::Policy>,
+    trusted: Arc<[web::ratelimit::TrustedProxy]>,
 ) {
     let upstream = Arc::new(Upstream {
         module,
         base,
         client,
         policy,
+        trusted,
     });
     for prefix in prefixes {
         for path in [prefix.to_string(), format!("{prefix}/{{tail:.*}}")] {
@@ -79,6 +85,25 @@ pub(crate) fn configure(
                 }),
             );
         }
+    }
+}
+
+/// Whether a request may be sent again after an attempt that may have
+/// reached the module: reads, PUT and DELETE, and the POSTs that honour an
+/// `Idempotency-Key` when they carry one (`order_api::KEYED_POSTS`). Any
+/// other POST or PATCH goes once: a key on a route that ignores it makes
+/// nothing safe.
+fn safe_to_send_twice(req: &HttpRequest) -> bool {
+    match req.method().as_str() {
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" => true,
+        "POST" => {
+            req.headers().contains_key("idempotency-key")
+                && req
+                    .path()
+                    .strip_prefix("/api/v1")
+                    .is_some_and(|path| order_api::KEYED_POSTS.contains(&path))
+        }
+        _ => false,
     }
 }
 
@@ -113,7 +138,10 @@ async fn forward(
     body: Bytes,
 ) -> Result<HttpResponse, Problem> {
     let mut url = upstream.base.clone();
-    url.set_path(req.uri().path());
+    // Below the URL's own path, if it has one (`http://edge/catalog`), as
+    // the module clients call it.
+    let path = format!("{}{}", url.path().trim_end_matches('/'), req.uri().path());
+    url.set_path(&path);
     url.set_query(req.uri().query());
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
         Problem::new(
@@ -137,16 +165,14 @@ async fn forward(
         outgoing = outgoing.header(web::observe::REQUEST_ID_HEADER, request_id.as_str());
     }
     if let Some(peer) = req.peer_addr() {
-        let client = web::ratelimit::client_ip(req.peer_addr(), req.headers(), &[])
+        // The client as this process's own limits see it: behind a trusted
+        // proxy (an Ingress), the one its `x-forwarded-for` names.
+        let client = web::ratelimit::client_ip(req.peer_addr(), req.headers(), &upstream.trusted)
             .unwrap_or_else(|| peer.ip());
         outgoing = outgoing.header(web::ratelimit::FORWARDED_FOR, client.to_string());
     }
 
-    // Safe to send twice: reads, PUT/DELETE, and anything carrying an Idempotency-Key.
-    let idempotent = matches!(
-        req.method().as_str(),
-        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"
-    ) || req.headers().contains_key("idempotency-key");
+    let idempotent = safe_to_send_twice(req);
     // A HEAD's answer has no body to judge: its 503 stays a failure.
     let head = req.method() == actix_web::http::Method::HEAD;
     let answer = upstream

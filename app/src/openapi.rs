@@ -379,15 +379,6 @@ fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static
              module is not served here (`module_not_served`)",
         ),
     ));
-    // The dead-letter routes are answered by every process itself (it
-    // gathers what the processes behind it hold), never forwarded.
-    let forwarded = !matches!(
-        operation.operation_id.as_deref(),
-        Some("list_dead_letters" | "redrive_dead_letter")
-    );
-    if !forwarded {
-        return answers;
-    }
     answers.push((
         "504",
         problem(

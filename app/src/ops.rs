@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -66,14 +66,25 @@ pub(crate) async fn live() -> HttpResponse {
 /// would turn one module's outage into the whole shop's; the breakers and
 /// the outbox already contain it. Errors are named, never shown raw (the
 /// detail is logged), and the checks only to an admin.
+///
+/// A remote module is up when its process is ready itself: each process
+/// asks the others with `?scope=process`, which answers for the asked
+/// process alone (its databases, not draining) and asks no one further, so
+/// processes that call each other never ask round in a loop.
 pub(crate) async fn ready(
     deps: Data<Dependencies>,
     admin: Option<auth::AdminOnly>,
+    req: HttpRequest,
 ) -> HttpResponse {
     if deps.draining.load(std::sync::atomic::Ordering::Relaxed) {
         metrics::gauge!("health_ready").set(0.0);
         return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
     }
+    // Anything else in the query is ignored: a probe never fails on it.
+    let own_only = req
+        .query_string()
+        .split('&')
+        .any(|pair| pair == "scope=process");
     let mut checks = Map::new();
     let mut ready = true;
     let mut degraded = false;
@@ -90,7 +101,8 @@ pub(crate) async fn ready(
         });
         (*module, outcome)
     });
-    let probes = deps.remotes.iter().map(|(module, url)| {
+    let remotes = if own_only { &[][..] } else { &deps.remotes[..] };
+    let probes = remotes.iter().map(|(module, url)| {
         let deps = &deps;
         async move {
             let policy = deps.policies.get(Dependency::Module(*module));
@@ -141,9 +153,14 @@ pub(crate) async fn ready(
     HttpResponse::build(status).json(body)
 }
 
+/// Whether the process serving a remote module is ready itself
+/// (`/health/ready?scope=process`): up, reachable but unable to serve (its
+/// database down, or draining), or unreachable.
 async fn probe(client: &reqwest::Client, base: &Url) -> Result<(), String> {
     let mut url = base.clone();
-    url.set_path("/health/live");
+    let path = format!("{}/health/ready", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_query(Some("scope=process"));
     match client.get(url).timeout(CHECK_TIMEOUT).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("answered {}", r.status())),

@@ -31,6 +31,8 @@ pub(crate) struct Wiring {
     pub(crate) unserved: Vec<ModuleName>,
     pub(crate) client: reqwest::Client,
     pub(crate) policies: compose::Policies,
+    /// `rate_limit.trusted_proxies`: forwards name the client behind them.
+    pub(crate) trusted_proxies: Arc<[web::ratelimit::TrustedProxy]>,
 }
 
 impl Wiring {
@@ -63,6 +65,7 @@ impl Wiring {
                 url.clone(),
                 self.client.clone(),
                 self.policies.get(Dependency::Module(*module)),
+                Arc::clone(&self.trusted_proxies),
             );
         }
     }

@@ -114,6 +114,7 @@ impl Application {
                 .collect(),
             client: client.clone(),
             policies: policies.clone(),
+            trusted_proxies: settings.rate_limit.trusted_proxies.clone().into(),
         };
         let mut local_keys = None;
         let mut gauges = Vec::new();

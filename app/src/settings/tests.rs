@@ -334,3 +334,21 @@ fn the_default_budgets_nest() {
         assert!(policy.breaker.slow_call_ms >= policy.attempt_timeout_ms);
     }
 }
+
+#[test]
+fn the_http_clients_cap_never_cuts_an_attempt_a_policy_allows() {
+    // Built in: the payment policy's 11 s attempt raises the 10 s cap.
+    let s = load(&[]).unwrap();
+    assert_eq!(s.remote.timeout_ms, 10_000);
+    assert_eq!(host::compose::request_cap_ms(&s), 12_000);
+    // A cap set above every attempt stays; SMTP is no HTTP call.
+    let s = load(&[
+        ("APP__REMOTE__TIMEOUT_MS", "30000"),
+        ("APP__RESILIENCE__SMTP__ATTEMPT_TIMEOUT_MS", "60000"),
+    ])
+    .unwrap();
+    assert_eq!(host::compose::request_cap_ms(&s), 30_000);
+    // A longer webhook attempt raises it again.
+    let s = load(&[("APP__RESILIENCE__WEBHOOKS__ATTEMPT_TIMEOUT_MS", "40000")]).unwrap();
+    assert_eq!(host::compose::request_cap_ms(&s), 41_000);
+}

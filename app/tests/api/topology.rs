@@ -302,3 +302,175 @@ struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     n: i64,
 }
+
+/// Behind a trusted proxy (an Ingress, here the test), a gateway passes on
+/// the client the proxy names, and a module process that trusts the gateway
+/// counts each client on its own: one client's budget is not everyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_passes_on_the_client_its_trusted_proxy_names() {
+    let db = test_database().await;
+    let gateway_port = free_port();
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    let namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let broker = [
+        ("APP__EVENTS__TRANSPORT", "rabbitmq"),
+        ("APP__EVENTS__RABBITMQ__NAMESPACE", namespace.as_str()),
+        ("APP__EVENTS__RABBITMQ__QUEUE_TTL_MS", "120000"),
+    ];
+    let catalog = Shop::start(
+        &[
+            &broker[..],
+            &[
+                ("APP__MODULES__ENABLED", "catalog"),
+                ("APP__MODULES__USER__MODE", "remote"),
+                ("APP__MODULES__USER__URL", gateway_url.as_str()),
+                ("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
+                ("APP__RATE_LIMIT__PER_SECOND", "1"),
+                ("APP__RATE_LIMIT__BURST", "2"),
+                ("DATABASE_URL", db.url()),
+            ],
+        ]
+        .concat(),
+    );
+    catalog.wait_live().await;
+    let catalog_url = catalog.url("");
+    let gateway = Shop::start_on(
+        gateway_port,
+        &[
+            &broker[..],
+            &[
+                ("APP__MODULES__CATALOG__MODE", "remote"),
+                ("APP__MODULES__CATALOG__URL", catalog_url.as_str()),
+                ("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.0/8"),
+                ("DATABASE_URL", db.url()),
+            ],
+        ]
+        .concat(),
+    );
+    gateway.wait_live().await;
+    let http = crate::helpers::http();
+    let get = |client: &'static str| {
+        let request = http
+            .get(gateway.url("/api/v1/products"))
+            .header("x-forwarded-for", client);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert_eq!(get(client).await, 200, "{client}");
+        assert_eq!(get(client).await, 200, "{client}");
+    }
+    // The catalog's own limit, for that client alone, passed back.
+    assert_eq!(get("203.0.113.1").await, 429);
+}
+
+/// A gateway sends a request again after a failed attempt only when that
+/// is safe: a POST with an `Idempotency-Key` to a route that honours it,
+/// never one to a route that ignores the key. And it asks whether the
+/// processes behind it are ready, not merely alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_retries_only_safe_posts_and_asks_whether_modules_are_ready() {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web as aweb};
+    use std::sync::{Arc, Mutex};
+
+    // A module process that fails every call (502, which a retry may mend),
+    // counting them; it serves the token keys so the gateway can start, and
+    // is alive but not ready (its database down, say).
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let server = {
+        let calls = Arc::clone(&calls);
+        HttpServer::new(move || {
+            let calls = Arc::clone(&calls);
+            App::new()
+                .route(
+                    "/edge/health/live",
+                    aweb::get().to(|| async {
+                        HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+                    }),
+                )
+                .route(
+                    "/edge/health/ready",
+                    aweb::get().to(|| async {
+                        HttpResponse::ServiceUnavailable()
+                            .json(serde_json::json!({"status": "not_ready"}))
+                    }),
+                )
+                .route(
+                    "/edge/.well-known/jwks.json",
+                    aweb::get()
+                        .to(|| async { HttpResponse::Ok().json(serde_json::json!({"keys": []})) }),
+                )
+                .default_service(aweb::to(move |req: HttpRequest| {
+                    let calls = Arc::clone(&calls);
+                    async move {
+                        calls
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", req.method(), req.path()));
+                        HttpResponse::BadGateway().finish()
+                    }
+                }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap()
+    };
+    // Behind a path of its own, as behind a shared edge proxy.
+    let failing = format!("http://127.0.0.1:{}/edge", server.addrs()[0].port());
+    let server = server.run();
+    let _server = server.handle();
+    tokio::spawn(server);
+
+    let gateway = Shop::start(&[
+        ("APP__MODULES__ENABLED", ""),
+        ("APP__MODULES__USER__MODE", "remote"),
+        ("APP__MODULES__USER__URL", failing.as_str()),
+        ("APP__MODULES__CATALOG__MODE", "remote"),
+        ("APP__MODULES__CATALOG__URL", failing.as_str()),
+        ("APP__MODULES__ORDER__MODE", "remote"),
+        ("APP__MODULES__ORDER__URL", failing.as_str()),
+    ]);
+    gateway.wait_live().await;
+    let http = crate::helpers::http();
+    let post = |path: &str| {
+        http.post(gateway.url(path))
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(&product_json("RETRY-1"))
+            .send()
+    };
+    let count = |call: &str| calls.lock().unwrap().iter().filter(|c| *c == call).count();
+
+    // The catalog ignores the key: sent once, whatever the failure.
+    assert_eq!(post("/api/v1/products").await.unwrap().status(), 502);
+    assert_eq!(
+        count("POST /edge/api/v1/products"),
+        1,
+        "{:?}",
+        calls.lock().unwrap()
+    );
+    // Checkout keeps the first answer per key: sent again (2 retries).
+    assert_eq!(post("/api/v1/orders").await.unwrap().status(), 502);
+    assert_eq!(
+        count("POST /edge/api/v1/orders"),
+        3,
+        "{:?}",
+        calls.lock().unwrap()
+    );
+
+    // Its modules' process is alive but cannot serve: the gateway is
+    // degraded, not ready (still 200: one module's outage must not take
+    // every instance out of rotation).
+    let ready = http.get(gateway.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    // Asked for itself alone, it asks no one: ready.
+    let own: Value = http
+        .get(gateway.url("/health/ready?scope=process"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["status"], "ready", "{own}");
+}

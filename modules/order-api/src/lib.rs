@@ -13,3 +13,8 @@ pub use status::OrderStatus;
 
 /// Route prefixes (below `/api/v1`) served by the order module.
 pub const ROUTE_PREFIXES: &[&str] = &["/cart", "/orders"];
+
+/// The POST routes (below `/api/v1`) that honour an `Idempotency-Key`:
+/// the first answer is kept and a repeat gets it back, so a gateway may
+/// send such a request again after a timeout. Any other POST goes once.
+pub const KEYED_POSTS: &[&str] = &["/orders"];

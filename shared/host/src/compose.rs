@@ -150,7 +150,8 @@ pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeyS
 /// A client builder with TLS set up (rustls (ring), the platform's roots
 /// and `remote.extra_root_certificates`, loaded once per process:
 /// [`remote::tls::client_config`]) and the timeouts of
-/// `remote.timeout_ms` (connecting: at most 5 s of it).
+/// `remote.timeout_ms` (connecting: at most 5 s of it), a backstop that
+/// never cuts an attempt a policy allows ([`request_cap_ms`]).
 ///
 /// # Errors
 /// An extra root certificate file that cannot be read or parsed, named.
@@ -158,11 +159,35 @@ pub fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuil
     remote::tls::install_crypto_provider();
     let tls = remote::tls::client_config(&settings.remote.extra_root_certificates)
         .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
-    let timeout_ms = settings.remote.timeout_ms;
+    let timeout_ms = request_cap_ms(settings);
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(std::time::Duration::from_millis(timeout_ms))
         .connect_timeout(std::time::Duration::from_millis(timeout_ms.min(5000))))
+}
+
+/// The HTTP client's cap on one request: `remote.timeout_ms`, raised to a
+/// second above the longest attempt any HTTP dependency's policy allows
+/// (`resilience.<dependency>.attempt_timeout_ms`). The policy ends an
+/// attempt itself, as a timeout (a gateway's 504); a cap below it would cut
+/// the attempt first and make it look like a dependency that cannot be
+/// reached.
+pub fn request_cap_ms(settings: &Settings) -> u64 {
+    let longest_attempt = Dependency::ALL
+        .iter()
+        .filter(|d| **d != Dependency::Smtp)
+        .map(|d| {
+            settings
+                .resilience
+                .for_dependency(d.as_str())
+                .attempt_timeout_ms
+        })
+        .max()
+        .unwrap_or(0);
+    settings
+        .remote
+        .timeout_ms
+        .max(longest_attempt.saturating_add(1000))
 }
 
 /// The token verifier: local keys when the user module runs here, the
