@@ -21,15 +21,15 @@ use web::Problem;
 
 /// A module served by another process.
 #[derive(Debug)]
-struct Upstream {
-    module: &'static str,
-    base: Url,
-    client: reqwest::Client,
-    policy: Arc<resilience::Policy>,
+pub(crate) struct Upstream {
+    pub(crate) module: &'static str,
+    pub(crate) base: Url,
+    pub(crate) client: reqwest::Client,
+    pub(crate) policy: Arc<resilience::Policy>,
     /// Proxies in front of this process whose `x-forwarded-for` names the
     /// client (`rate_limit.trusted_proxies`): the module is told that
     /// client, not the proxy.
-    trusted: Arc<[web::ratelimit::TrustedProxy]>,
+    pub(crate) trusted: Arc<[web::ratelimit::TrustedProxy]>,
 }
 
 /// A module's answer on its way back to the client.
@@ -58,34 +58,54 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// Registers forwarding routes for `prefixes` (relative to `/api/v1`).
+/// Registers forwarding routes for the module's documented `templates`
+/// (so that a forward's metrics and span name its template, as the
+/// module's own do), then for anything else below its `prefixes` (relative
+/// to `/api/v1`; the module answers those, with a 404 if nothing else).
 pub(crate) fn configure(
     cfg: &mut aweb::ServiceConfig,
-    module: &'static str,
+    upstream: Upstream,
+    templates: &[&str],
     prefixes: &[&str],
-    base: Url,
-    client: reqwest::Client,
-    policy: Arc<resilience::Policy>,
-    trusted: Arc<[web::ratelimit::TrustedProxy]>,
 ) {
-    let upstream = Arc::new(Upstream {
-        module,
-        base,
-        client,
-        policy,
-        trusted,
-    });
-    for prefix in prefixes {
-        for path in [prefix.to_string(), format!("{prefix}/{{tail:.*}}")] {
-            let upstream = Arc::clone(&upstream);
-            cfg.service(
-                aweb::resource(path).to(move |req: HttpRequest, body: Bytes| {
-                    let upstream = Arc::clone(&upstream);
-                    async move { forward(&upstream, &req, body).await }
-                }),
-            );
-        }
+    let upstream = Arc::new(upstream);
+    // The document's order puts a concrete segment before a `{parameter}`
+    // in the same place, so `/inventory/reservations` is not taken by
+    // `/inventory/{sku}`.
+    let documented = templates.iter().map(|t| (*t).to_owned());
+    let rest = prefixes
+        .iter()
+        .filter(|prefix| !templates.contains(prefix))
+        .map(|prefix| (*prefix).to_owned())
+        .chain(
+            prefixes
+                .iter()
+                .map(|prefix| format!("{prefix}/{{tail:.*}}")),
+        );
+    for path in documented.chain(rest) {
+        let upstream = Arc::clone(&upstream);
+        cfg.service(
+            aweb::resource(path).to(move |req: HttpRequest, body: Bytes| {
+                let upstream = Arc::clone(&upstream);
+                async move { forward(&upstream, &req, body).await }
+            }),
+        );
     }
+}
+
+/// Whether `path` could climb out of where it is sent: a `.` or `..`
+/// segment, written out or percent-encoded, or a backslash (a separator in
+/// http URLs), which the URL's parser would resolve, so that
+/// `/api/v1/products/../../admin` would reach the module host's `/admin`,
+/// or another service behind a module URL's shared proxy.
+fn climbs(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains('\\')
+        || lower.contains("%5c")
+        || lower.split('/').any(|segment| {
+            let segment = segment.replace("%2e", ".");
+            segment == "." || segment == ".."
+        })
 }
 
 /// Whether a request may be sent again after an attempt that may have
@@ -137,6 +157,13 @@ async fn forward(
     req: &HttpRequest,
     body: Bytes,
 ) -> Result<HttpResponse, Problem> {
+    if climbs(req.uri().path()) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "a path with `.` or `..` segments or a backslash is not forwarded",
+        ));
+    }
     let mut url = upstream.base.clone();
     // Below the URL's own path, if it has one (`http://edge/catalog`), as
     // the module clients call it.
@@ -344,4 +371,30 @@ async fn read_problem(
         body,
     };
     (Err(Some(answer)), verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::climbs;
+
+    #[test]
+    fn a_path_that_could_climb_out_is_caught_in_every_spelling() {
+        for path in [
+            "/api/v1/products/../../admin",
+            "/api/v1/products/./x",
+            "/api/v1/products/%2e%2E/x",
+            "/api/v1/products/.%2e",
+            "/api/v1/products/..\\x",
+            "/api/v1/products/%5C..",
+        ] {
+            assert!(climbs(path), "{path}");
+        }
+        for path in [
+            "/api/v1/products/a.b",
+            "/api/v1/products/...",
+            "/api/v1/products/%2e%2e%2e",
+        ] {
+            assert!(!climbs(path), "{path}");
+        }
+    }
 }

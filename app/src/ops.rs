@@ -22,6 +22,9 @@ pub(crate) struct Dependencies {
     pub(crate) pools: Vec<(&'static str, db::Pool)>,
     /// Remote modules this process forwards to, by module name.
     pub(crate) remotes: Vec<(ModuleName, Url)>,
+    /// The last probe of each remote (same order), reused for
+    /// [`PROBE_REUSE`]; its lock makes one probe at a time per module.
+    pub(crate) probed: Vec<LastProbe>,
     /// Their resilience policies (an open breaker makes the process not ready).
     pub(crate) policies: crate::compose::Policies,
     /// The broker, when events travel through RabbitMQ.
@@ -33,10 +36,18 @@ pub(crate) struct Dependencies {
     pub(crate) gauges: Vec<(&'static str, ModuleGauges)>,
 }
 
+/// A remote process's last readiness probe: when, and what it found.
+pub(crate) type LastProbe = tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>;
+
 /// How long a scrape waits for each module's gauges before giving up on them.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a remote process's readiness is taken as known: readiness
+/// asked often, or by many at once, costs each remote process at most one
+/// check (its database ping) this often.
+const PROBE_REUSE: Duration = Duration::from_secs(1);
 
 /// `GET /health/live`: the process is up and serving. The answer never
 /// changes, so it is written and tagged once (`web::etag::tag_of`, what
@@ -102,12 +113,22 @@ pub(crate) async fn ready(
         (*module, outcome)
     });
     let remotes = if own_only { &[][..] } else { &deps.remotes[..] };
-    let probes = remotes.iter().map(|(module, url)| {
+    let probes = remotes.iter().enumerate().map(|(i, (module, url))| {
         let deps = &deps;
         async move {
             let policy = deps.policies.get(Dependency::Module(*module));
             let outcome = if policy.state() == resilience::State::Open {
                 Err("circuit breaker open".to_owned())
+            } else if let Some(probed) = deps.probed.get(i) {
+                let mut last = probed.lock().await;
+                match &*last {
+                    Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
+                    _ => {
+                        let outcome = probe(&deps.client, url).await;
+                        *last = Some((std::time::Instant::now(), outcome.clone()));
+                        outcome
+                    }
+                }
             } else {
                 probe(&deps.client, url).await
             };
@@ -208,6 +229,8 @@ pub(crate) struct RouteTable {
     /// Path templates split in segments (`None` = a `{parameter}`), and the
     /// methods of each, upper-case.
     routes: Vec<(Vec<Option<String>>, Vec<String>)>,
+    /// The templates as the document writes them (`/api/v1/products/{id}`).
+    templates: Vec<String>,
 }
 
 impl RouteTable {
@@ -238,7 +261,13 @@ impl RouteTable {
                 (segments, methods)
             })
             .collect();
-        RouteTable { routes }
+        let templates = doc.paths.paths.keys().cloned().collect();
+        RouteTable { routes, templates }
+    }
+
+    /// Every documented path template, in the document's order.
+    pub(crate) fn templates(&self) -> &[String] {
+        &self.templates
     }
 
     /// The methods `path` answers, if the API documents it.

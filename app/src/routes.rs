@@ -33,6 +33,10 @@ pub(crate) struct Wiring {
     pub(crate) policies: compose::Policies,
     /// `rate_limit.trusted_proxies`: forwards name the client behind them.
     pub(crate) trusted_proxies: Arc<[web::ratelimit::TrustedProxy]>,
+    /// The API's documented path templates (`/api/v1/products/{id}`): a
+    /// forward is routed by its module's, so that its metrics and spans
+    /// name the template, as the module's own do.
+    pub(crate) documented: Arc<[String]>,
 }
 
 impl Wiring {
@@ -58,15 +62,25 @@ impl Wiring {
             crate::gateway::configure_unserved(cfg, module.as_str(), module.route_prefixes());
         }
         for (module, url) in &self.remotes {
-            crate::gateway::configure(
-                cfg,
-                module.as_str(),
-                module.route_prefixes(),
-                url.clone(),
-                self.client.clone(),
-                self.policies.get(Dependency::Module(*module)),
-                Arc::clone(&self.trusted_proxies),
-            );
+            let templates: Vec<&str> = self
+                .documented
+                .iter()
+                .filter_map(|path| path.strip_prefix("/api/v1"))
+                .filter(|path| {
+                    module.route_prefixes().iter().any(|prefix| {
+                        path.strip_prefix(prefix)
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    })
+                })
+                .collect();
+            let upstream = crate::gateway::Upstream {
+                module: module.as_str(),
+                base: url.clone(),
+                client: self.client.clone(),
+                policy: self.policies.get(Dependency::Module(*module)),
+                trusted: Arc::clone(&self.trusted_proxies),
+            };
+            crate::gateway::configure(cfg, upstream, &templates, module.route_prefixes());
         }
     }
 }

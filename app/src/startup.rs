@@ -68,6 +68,14 @@ impl AppHandle {
 /// # Errors
 /// An extra root certificate that cannot be loaded, or no TLS roots at all.
 pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
+    let cap = compose::request_cap_ms(settings);
+    if cap > settings.remote.timeout_ms {
+        tracing::warn!(
+            configured = settings.remote.timeout_ms,
+            used = cap,
+            "remote.timeout_ms is below the longest attempt a resilience policy allows; raised"
+        );
+    }
     Ok(compose::client_builder(settings)?.build()?)
 }
 
@@ -115,6 +123,7 @@ impl Application {
             client: client.clone(),
             policies: policies.clone(),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone().into(),
+            documented: Arc::from(Vec::new()),
         };
         let mut local_keys = None;
         let mut gauges = Vec::new();
@@ -197,6 +206,7 @@ impl Application {
             draining: Arc::clone(&draining),
             pools: pools.clone(),
             remotes: wiring.remotes.clone(),
+            probed: wiring.remotes.iter().map(|_| Default::default()).collect(),
             broker,
             client,
             policies: policies.clone(),
@@ -204,6 +214,7 @@ impl Application {
             gauges,
         });
         let (routes, spec) = documents.await??;
+        wiring.documented = routes.templates().into();
         let routes = Data::new(routes);
         let body_limit = settings.server.body_limit_bytes;
         let swagger_ui = settings.server.swagger_ui;

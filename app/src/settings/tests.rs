@@ -337,9 +337,11 @@ fn the_default_budgets_nest() {
 
 #[test]
 fn the_http_clients_cap_never_cuts_an_attempt_a_policy_allows() {
-    // Built in: the payment policy's 11 s attempt raises the 10 s cap.
+    // Built in: above every attempt, so kept.
     let s = load(&[]).unwrap();
-    assert_eq!(s.remote.timeout_ms, 10_000);
+    assert_eq!(host::compose::request_cap_ms(&s), s.remote.timeout_ms);
+    // Below the payment policy's 11 s attempt: raised above it.
+    let s = load(&[("APP__REMOTE__TIMEOUT_MS", "10000")]).unwrap();
     assert_eq!(host::compose::request_cap_ms(&s), 12_000);
     // A cap set above every attempt stays; SMTP is no HTTP call.
     let s = load(&[

@@ -138,24 +138,43 @@ async fn gateway_forwards_catalog_routes_to_the_extracted_catalog() {
     // Readiness of the gateway checks the remote catalog.
     let ready: Value = get_json(&http, gateway.url("/health/ready"), &admin).await;
     assert_eq!(ready["checks"]["module:catalog"]["status"], "up");
+
+    // The gateway's metrics name a forward's route as the module's do.
+    let read = crate::helpers::get(gateway.url(&location)).await.unwrap();
+    assert_eq!(read.status(), 200);
+    let metrics = crate::helpers::get(gateway.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"route="/api/v1/products/{id}""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("{tail"), "{metrics}");
     assert!(ready["checks"].get("database:catalog").is_none(), "{ready}");
 
     // Kill the catalog: the gateway degrades to clear 503s and says why.
     drop(catalog);
-    let ready = http
-        .get(gateway.url("/health/ready"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ready.status(),
-        200,
-        "one module down is no reason to leave rotation"
-    );
-    let ready: Value = ready.json().await.unwrap();
+    // A remote's readiness is known for a second (`ops::PROBE_REUSE`).
+    let ready = eventually("the catalog seen down", || async {
+        let ready = http
+            .get(gateway.url("/health/ready"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .ok()?;
+        assert_eq!(
+            ready.status(),
+            200,
+            "one module down is no reason to leave rotation"
+        );
+        let ready: Value = ready.json().await.ok()?;
+        (ready["checks"]["module:catalog"]["status"] == "down").then_some(ready)
+    })
+    .await;
     assert_eq!(ready["status"], "degraded");
-    assert_eq!(ready["checks"]["module:catalog"]["status"], "down");
     let unavailable = crate::helpers::get(gateway.url(&location)).await.unwrap();
     assert_problem(unavailable, 503, "upstream_unavailable").await;
     // The dead letters gather the catalog's with the gateway's own: without
@@ -355,12 +374,18 @@ async fn a_gateway_passes_on_the_client_its_trusted_proxy_names() {
             .header("x-forwarded-for", client);
         async move { request.send().await.unwrap().status().as_u16() }
     };
-    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+    // Warmed up (connections, the catalog's first read) by a client of its own.
+    assert_eq!(get("203.0.113.9").await, 200);
+    // One client spends its budget (two at once, one more a second): the
+    // catalog's own limit, for that client, passed back.
+    assert_eq!(get("203.0.113.1").await, 200);
+    assert_eq!(get("203.0.113.1").await, 200);
+    assert_eq!(get("203.0.113.1").await, 429);
+    // The others have theirs.
+    for client in ["203.0.113.2", "203.0.113.3"] {
         assert_eq!(get(client).await, 200, "{client}");
         assert_eq!(get(client).await, 200, "{client}");
     }
-    // The catalog's own limit, for that client alone, passed back.
-    assert_eq!(get("203.0.113.1").await, 429);
 }
 
 /// A gateway sends a request again after a failed attempt only when that
@@ -463,6 +488,29 @@ async fn a_gateway_retries_only_safe_posts_and_asks_whether_modules_are_ready() 
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
+    // A path that would climb out of the module's URL (to the edge proxy's
+    // other services) is refused here, and reaches no one.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = gateway.url("").trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(address.trim_end_matches('/'))
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                b"GET /api/v1/products/../../../../other HTTP/1.1\r\n\
+                  Host: shop\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("invalid_path"), "{answer}");
+        let calls = calls.lock().unwrap();
+        assert!(!calls.iter().any(|c| c.contains("other")), "{calls:?}");
+    }
+
     // Asked for itself alone, it asks no one: ready.
     let own: Value = http
         .get(gateway.url("/health/ready?scope=process"))

@@ -77,8 +77,10 @@ impl<'de> serde::Deserialize<'de> for TrustedProxy {
 
 /// The client's address: the TCP peer, unless the peer is one of `trusted`
 /// proxies, in which case the last address of `x-forwarded-for` (the one
-/// the proxy added). Anyone else's `x-forwarded-for` is ignored, so clients
-/// cannot pick their own rate-limit bucket.
+/// the proxy added; of the last line when it came in several, since a proxy
+/// may add a line of its own below the client's). Anyone else's
+/// `x-forwarded-for` is ignored, so clients cannot pick their own
+/// rate-limit bucket.
 pub fn client_ip(
     peer: Option<std::net::SocketAddr>,
     headers: &actix_web::http::header::HeaderMap,
@@ -90,10 +92,12 @@ pub fn client_ip(
         return Some(peer);
     }
     headers
-        .get(FORWARDED_FOR)
+        .get_all(FORWARDED_FOR)
+        .last()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
-        .and_then(|ip| ip.trim().parse().ok())
+        .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .or(Some(peer))
 }
 
@@ -223,6 +227,22 @@ mod tests {
         assert_eq!(
             client_ip(Some(gateway), &empty, &trusted),
             Some("10.0.0.2".parse().unwrap())
+        );
+        // A proxy that adds a line of its own: the last line's is believed,
+        // not the line the client wrote.
+        let mut lines = actix_web::http::header::HeaderMap::new();
+        let name = actix_web::http::header::HeaderName::from_static(FORWARDED_FOR);
+        lines.append(
+            name.clone(),
+            actix_web::http::header::HeaderValue::from_static("6.6.6.6"),
+        );
+        lines.append(
+            name,
+            actix_web::http::header::HeaderValue::from_static("203.0.113.8"),
+        );
+        assert_eq!(
+            client_ip(Some(gateway), &lines, &trusted),
+            Some("203.0.113.8".parse().unwrap())
         );
         // A range: any of its addresses is believed, none outside it.
         let pods = ["10.0.0.0/16".parse().unwrap()];
