@@ -69,9 +69,8 @@ pub(crate) fn configure(
     prefixes: &[&str],
 ) {
     let upstream = Arc::new(upstream);
-    // The document's order puts a concrete segment before a `{parameter}`
-    // in the same place, so `/inventory/reservations` is not taken by
-    // `/inventory/{sku}`.
+    // `templates` come literal segments first (`routes::Wiring`): the
+    // first that matches names the route.
     let documented = templates.iter().map(|t| (*t).to_owned());
     let rest = prefixes
         .iter()
@@ -94,14 +93,18 @@ pub(crate) fn configure(
 }
 
 /// Whether `path` could climb out of where it is sent: a `.` or `..`
-/// segment, written out or percent-encoded, or a backslash (a separator in
-/// http URLs), which the URL's parser would resolve, so that
-/// `/api/v1/products/../../admin` would reach the module host's `/admin`,
-/// or another service behind a module URL's shared proxy.
+/// segment, written out or percent-encoded, which the URL's parser would
+/// resolve, so that `/api/v1/products/../../admin` would reach the module
+/// host's `/admin`, or another service behind a module URL's shared proxy;
+/// or a separator a proxy further on may see where this one saw none: a
+/// backslash (one in http URLs), an encoded `/` or `\` (nginx decodes
+/// `..%2f` into `../` and resolves it), or any of these encoded twice. No
+/// path of the API holds them.
 fn climbs(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    lower.contains('\\')
-        || lower.contains("%5c")
+    ["\\", "%5c", "%2f", "%252e", "%252f", "%255c"]
+        .iter()
+        .any(|hidden| lower.contains(hidden))
         || lower.split('/').any(|segment| {
             let segment = segment.replace("%2e", ".");
             segment == "." || segment == ".."
@@ -386,11 +389,14 @@ mod tests {
             "/api/v1/products/.%2e",
             "/api/v1/products/..\\x",
             "/api/v1/products/%5C..",
+            "/api/v1/products/..%2f..%2Fother",
+            "/api/v1/products/%252e%252e%252fother",
         ] {
             assert!(climbs(path), "{path}");
         }
         for path in [
             "/api/v1/products/a.b",
+            "/api/v1/inventory/SKU-1.5",
             "/api/v1/products/...",
             "/api/v1/products/%2e%2e%2e",
         ] {

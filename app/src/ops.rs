@@ -120,15 +120,22 @@ pub(crate) async fn ready(
             let outcome = if policy.state() == resilience::State::Open {
                 Err("circuit breaker open".to_owned())
             } else if let Some(probed) = deps.probed.get(i) {
-                let mut last = probed.lock().await;
-                match &*last {
-                    Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
-                    _ => {
-                        let outcome = probe(&deps.client, url).await;
-                        *last = Some((std::time::Instant::now(), outcome.clone()));
-                        outcome
+                // Waiting for another request's probe counts against this
+                // one's time too: the answer stays within CHECK_TIMEOUT.
+                let reused = async {
+                    let mut last = probed.lock().await;
+                    match &*last {
+                        Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
+                        _ => {
+                            let outcome = probe(&deps.client, url).await;
+                            *last = Some((std::time::Instant::now(), outcome.clone()));
+                            outcome
+                        }
                     }
-                }
+                };
+                tokio::time::timeout(CHECK_TIMEOUT, reused)
+                    .await
+                    .unwrap_or_else(|_| Err("no answer in time".to_owned()))
             } else {
                 probe(&deps.client, url).await
             };

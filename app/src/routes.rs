@@ -62,7 +62,7 @@ impl Wiring {
             crate::gateway::configure_unserved(cfg, module.as_str(), module.route_prefixes());
         }
         for (module, url) in &self.remotes {
-            let templates: Vec<&str> = self
+            let mut templates: Vec<&str> = self
                 .documented
                 .iter()
                 .filter_map(|path| path.strip_prefix("/api/v1"))
@@ -73,6 +73,13 @@ impl Wiring {
                     })
                 })
                 .collect();
+            // Segment by segment, a literal before a `{parameter}`, so that
+            // `/inventory/reservations` is not taken by `/inventory/{sku}`.
+            templates.sort_by_cached_key(|path| {
+                path.split('/')
+                    .map(|segment| (segment.starts_with('{'), segment.to_owned()))
+                    .collect::<Vec<_>>()
+            });
             let upstream = crate::gateway::Upstream {
                 module: module.as_str(),
                 base: url.clone(),
