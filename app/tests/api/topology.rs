@@ -517,3 +517,97 @@ async fn a_gateway_retries_only_safe_posts_and_asks_whether_modules_are_ready() 
         .unwrap();
     assert_eq!(own["status"], "ready", "{own}");
 }
+
+/// A module process counts another process's calls as the shop's own, as
+/// the monolith makes them in process, not as one client's: the order
+/// process prices a cart at an extracted catalog whose per-client budget
+/// (two requests, one more a second) its calls for the customers would
+/// otherwise spend in a few lines, for every customer of that process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extracted_catalog_does_not_count_the_order_processs_calls_as_one_client() {
+    use crate::checkout::shop::{place, stocked_product};
+    use crate::journey::{live, start, url};
+
+    let deployment = Deployment::new().await;
+    let (main, other) = (free_port(), free_port());
+    let (main_url, other_url) = (url(main), url(other));
+    // Both processes believe 127.0.0.1's x-forwarded-for, so the test's own
+    // requests (from 198.51.100.x, passed on by the gateway) have budgets of
+    // their own at the catalog, apart from the order process's calls.
+    let trusted = ("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1");
+    let catalog = start(
+        &deployment,
+        other,
+        true,
+        &[
+            ("APP__MODULES__ENABLED", "catalog"),
+            ("APP__RATE_LIMIT__ENABLED", "true"),
+            ("APP__RATE_LIMIT__PER_SECOND", "1"),
+            ("APP__RATE_LIMIT__BURST", "2"),
+            trusted,
+        ],
+        &[("user", main_url.as_str())],
+    );
+    let shop = start(
+        &deployment,
+        main,
+        true,
+        &[trusted],
+        &[("catalog", other_url.as_str())],
+    );
+    let processes = [catalog, shop];
+    live(&processes).await;
+    // A client at `address`, as the proxy in front of both names it.
+    let client_at = |address: String| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-forwarded-for", address.parse().unwrap());
+        crate::helpers::http_builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
+    let admin = mint_token(&deployment.settings, &[Role::Admin]);
+    let customer = mint_token(&deployment.settings, &[Role::Customer]);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut items = Vec::new();
+    for i in 0..4 {
+        // Each from an address of its own: the admin's budget is not the point.
+        let http = client_at(format!("198.51.100.{}", i + 1));
+        let sku = format!("RL-{}-{i}", &run[..8]).to_uppercase();
+        let id = stocked_product(&http, &main_url, &admin, &sku, 500, 10).await;
+        items.push(serde_json::json!({"product_id": id, "quantity": 1}));
+    }
+
+    let http = client_at("198.51.100.7".to_owned());
+    // Four lines: four calls from the order process to the catalog, twice
+    // (the cart checked, then priced), beyond that budget at once.
+    let filled = http
+        .put(format!("{main_url}/api/v1/cart"))
+        .bearer_auth(&customer)
+        .json(&serde_json::json!({ "items": items }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(filled.status(), 200, "{}", filled.text().await.unwrap());
+    let placed = place(&http, &main_url, &customer, &run, "4242424242424242").await;
+    let status = placed.status().as_u16();
+    let body: Value = placed.json().await.unwrap();
+    assert!(matches!(status, 201 | 202), "{status}: {body}");
+    assert_eq!(body["lines"].as_array().map(Vec::len), Some(4), "{body}");
+
+    // The catalog's limit still holds for a client: the customer's address
+    // spends a budget of its own.
+    let mut limited = false;
+    for _ in 0..10 {
+        let response = http
+            .get(format!("{other_url}/api/v1/products?limit=1"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the catalog's own limit no longer applies");
+}

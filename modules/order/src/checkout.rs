@@ -321,14 +321,9 @@ impl Checkout<'_> {
                 FieldError::new("cart", "is empty: PUT /api/v1/cart first"),
             ])));
         }
-        let lines = self.price(cx, &cart.items).await?;
+        let services = self.module.on_behalf(cx)?;
+        let lines = self.price(&services, &cart.items).await?;
         let total = domain::total(&lines)?;
-        let services = self
-            .module
-            .deps
-            .services
-            .context(cx.request_id().clone())
-            .map_err(|e| OrderError::Common(Failure::Unexpected(format!("service token: {e}"))))?;
         let card_number = request.payment_method.card_number.clone();
         let method = self
             .module

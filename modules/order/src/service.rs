@@ -106,6 +106,24 @@ impl OrderModule {
         db::checkout(&self.pool, crate::NAME).await
     }
 
+    /// The context of a call this module makes to another for the request
+    /// of `cx`: the shop's own (a service token), as the call is when the
+    /// other module runs in this process, with the request's id and
+    /// deadline. Not the customer's: a module process apart would count
+    /// every customer of this process as one client (its rate limit by
+    /// address), and the calls here need no customer's rights.
+    pub(crate) fn on_behalf(&self, cx: &CallContext) -> Result<CallContext, OrderError> {
+        let services = self
+            .deps
+            .services
+            .context(cx.request_id().clone())
+            .map_err(|e| OrderError::Common(Failure::Unexpected(format!("service token: {e}"))))?;
+        Ok(match cx.remaining() {
+            Some(left) => services.with_timeout(left),
+            None => services,
+        })
+    }
+
     /// Deletes idempotency keys older than `idempotency_retention_hours`;
     /// how many.
     ///
@@ -136,6 +154,7 @@ impl OrderModule {
         let customer = caller(cx)?.user_id;
         let mut errors = domain::cart_errors(&cart);
         if errors.is_empty() {
+            let shop = self.on_behalf(cx)?;
             for (i, item) in cart.items.iter().enumerate() {
                 // The fallback: a product the catalog served before still
                 // passes while it cannot answer (the checkout prices the
@@ -143,7 +162,7 @@ impl OrderModule {
                 match self
                     .deps
                     .catalog
-                    .get_product_or_last_known(cx, ProductId::from(item.product_id))
+                    .get_product_or_last_known(&shop, ProductId::from(item.product_id))
                     .await
                 {
                     Ok(fetched) if fetched.product.active => {}
