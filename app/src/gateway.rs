@@ -83,12 +83,17 @@ pub(crate) fn configure(
         );
     for path in documented.chain(rest) {
         let upstream = Arc::clone(&upstream);
-        cfg.service(
-            aweb::resource(path).to(move |req: HttpRequest, body: Bytes| {
+        cfg.service(aweb::resource(path).to(
+            move |req: HttpRequest, body: Result<Bytes, actix_web::Error>| {
                 let upstream = Arc::clone(&upstream);
-                async move { forward(&upstream, &req, body).await }
-            }),
-        );
+                async move {
+                    // A body over the limit or past its deadline is
+                    // answered here, as a module would.
+                    let body = body.map_err(|e| web::deadline::body_problem(&e))?;
+                    forward(&upstream, &req, body).await
+                }
+            },
+        ));
     }
 }
 

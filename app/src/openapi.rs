@@ -316,6 +316,15 @@ fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static
             ));
         }
     }
+    if has_body || body_anyway {
+        answers.push((
+            "408",
+            problem(
+                "The body did not arrive within `server.body_timeout_ms` of the request's \
+                 head (`request_timeout`); the connection is closed",
+            ),
+        ));
+    }
     if has_body {
         answers.push((
             "413",
@@ -375,8 +384,9 @@ fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static
         problem_retry_after(
             "A dependency does not answer: the module's database (`<module>_unavailable`), \
              the token keys (`auth_unavailable`), another module (`upstream_unavailable`, \
-             `dependency_circuit_open`, `dependency_overloaded`, `deadline_exceeded`), or the \
-             module is not served here (`module_not_served`)",
+             `dependency_circuit_open`, `dependency_overloaded`, `deadline_exceeded`), the \
+             module is not served here (`module_not_served`), or, where a password is \
+             checked, too many checks at once (`password_hashing_busy`)",
         ),
     ));
     answers.push((

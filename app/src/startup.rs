@@ -217,6 +217,8 @@ impl Application {
         wiring.documented = routes.templates().into();
         let routes = Data::new(routes);
         let body_limit = settings.server.body_limit_bytes;
+        let body_timeout =
+            web::deadline::BodyTimeout(Duration::from_millis(settings.server.body_timeout_ms));
         let swagger_ui = settings.server.swagger_ui;
         let limits = &settings.rate_limit;
         let governor = GovernorConfigBuilder::default()
@@ -247,6 +249,8 @@ impl Application {
                 .wrap(from_fn(web::security::headers))
                 .wrap(from_fn(web::observe::middleware))
                 .wrap(TracingLogger::<RequestIdRootSpan>::new())
+                .wrap(from_fn(web::deadline::middleware))
+                .app_data(body_timeout)
                 .app_data(web::problem::json_config(body_limit))
                 .app_data(web::problem::payload_config(body_limit))
                 .app_data(web::problem::path_config())

@@ -328,3 +328,42 @@ async fn urls_and_emails_outside_the_schema_patterns_are_refused() {
         assert_eq!(body["errors"][0]["field"], "email", "{email}: {body}");
     }
 }
+
+/// A body that stops coming is answered 408 at its deadline and its
+/// connection closed, not held open with the part read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_408_and_its_connection_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app_with(&[("APP__SERVER__BODY_TIMEOUT_MS", "300")]).await;
+    let address = app.url("").trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address.as_str())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /api/v1/auth/token HTTP/1.1\r\nHost: shop\r\n\
+              Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\": \"a",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered and closed")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+
+    // A body that arrives in time is read as ever.
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/auth/token"))
+        .json(&serde_json::json!({"email": "nobody@example.com", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}

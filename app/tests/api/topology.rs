@@ -448,6 +448,7 @@ async fn a_gateway_retries_only_safe_posts_and_asks_whether_modules_are_ready() 
         ("APP__MODULES__CATALOG__URL", failing.as_str()),
         ("APP__MODULES__ORDER__MODE", "remote"),
         ("APP__MODULES__ORDER__URL", failing.as_str()),
+        ("APP__SERVER__BODY_TIMEOUT_MS", "300"),
     ]);
     gateway.wait_live().await;
     let http = crate::helpers::http();
@@ -504,6 +505,35 @@ async fn a_gateway_retries_only_safe_posts_and_asks_whether_modules_are_ready() 
         assert!(answer.contains("invalid_path"), "{answer}");
         let calls = calls.lock().unwrap();
         assert!(!calls.iter().any(|c| c.contains("other")), "{calls:?}");
+    }
+    // A body that stops coming (not JSON: the gateway reads it to forward
+    // it) is a 408 at its deadline, forwarded to no one, its connection
+    // closed.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = gateway.url("").trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(address.trim_end_matches('/'))
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /api/v1/products HTTP/1.1\r\nHost: shop\r\n\
+                  Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\nthe first part",
+            )
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            stream.read_to_string(&mut answer),
+        )
+        .await
+        .expect("the gateway answers and closes")
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+        assert_eq!(count("POST /edge/api/v1/products"), 1);
     }
 
     // Asked for itself alone, it asks no one: ready.

@@ -34,10 +34,7 @@ pub async fn middleware(
         .get(actix_web::http::header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default().to_owned());
     if let Some(header) = header {
-        let outcome = match (
-            header.strip_prefix("Bearer "),
-            request.app_data::<Data<Verifier>>(),
-        ) {
+        let outcome = match (bearer(&header), request.app_data::<Data<Verifier>>()) {
             (Some(token), Some(verifier)) => verifier.verify(token.trim()).await,
             (None, _) => Err(AuthError::Malformed),
             (Some(_), None) => Err(AuthError::KeysUnavailable(
@@ -77,6 +74,13 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, Problem> {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme's
+/// name in any case (RFC 9110 §11.1: `bearer`, `BEARER`).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 /// A route any signed-in user may call.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);
@@ -111,5 +115,20 @@ impl FromRequest for AdminOnly {
             }
         });
         ready(result.map_err(Into::into))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_scheme_is_named_in_any_case_and_nothing_else_passes() {
+        assert_eq!(bearer("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer("bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer("BEARER abc.def"), Some("abc.def"));
+        assert_eq!(bearer("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 }

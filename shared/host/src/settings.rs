@@ -250,6 +250,9 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return fail("server.body_limit_bytes", "must be at least 1".into());
         }
+        if self.server.body_timeout_ms == 0 {
+            return fail("server.body_timeout_ms", "must be at least 1".into());
+        }
         for dependency in self.resilience.dependencies.keys() {
             if Dependency::parse(dependency).is_none() {
                 let known: Vec<&str> = Dependency::ALL.iter().map(|d| d.as_str()).collect();

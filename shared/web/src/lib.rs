@@ -13,6 +13,7 @@
 //!   handler (PostgreSQL cannot store it).
 
 mod context;
+pub mod deadline;
 pub mod etag;
 pub mod observe;
 mod page;

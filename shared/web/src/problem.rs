@@ -199,6 +199,9 @@ fn json_problem(err: &JsonPayloadError) -> Problem {
             "malformed_body",
             format!("the body is not valid JSON: {e}"),
         ),
+        JsonPayloadError::Payload(e) if crate::deadline::is_timeout(e) => {
+            crate::deadline::timeout_problem()
+        }
         other => Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed_body",

@@ -54,20 +54,7 @@ pub async fn refuse_nul<B: MessageBody>(
             Ok(body) => body,
             Err(e) => {
                 // The same answers the JSON extractor gives.
-                let status = e.as_response_error().status_code();
-                let problem = if status == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::new(
-                        status,
-                        "payload_too_large",
-                        "the body is larger than the limit",
-                    )
-                } else {
-                    Problem::new(
-                        status,
-                        "malformed_body",
-                        format!("the body could not be read: {e}"),
-                    )
-                };
+                let problem = crate::deadline::body_problem(&e);
                 let response = actix_web::ResponseError::error_response(&problem);
                 return Ok(request.into_response(response).map_into_right_body());
             }

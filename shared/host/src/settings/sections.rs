@@ -18,6 +18,10 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Largest request body, in bytes.
     pub body_limit_bytes: usize,
+    /// How long after its head a request's body may take to arrive (ms):
+    /// later, 408 `request_timeout` and the connection closed.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
     /// Serve Swagger UI at `/swagger-ui/` (the spec at
     /// `/api-docs/openapi.json` is always served). Off in production unless
     /// set explicitly.
@@ -26,6 +30,10 @@ pub struct ServerSettings {
     /// still serves, before it stops accepting (ms).
     #[serde(default)]
     pub drain_delay_ms: u64,
+}
+
+fn default_body_timeout_ms() -> u64 {
+    10_000
 }
 
 impl ServerSettings {
