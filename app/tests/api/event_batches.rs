@@ -14,10 +14,11 @@ use uuid::Uuid;
 use crate::helpers::test_database;
 
 /// Remembers each event it handles with the id of the transaction that
-/// handled it; refuses `poison`.
+/// handled it; refuses `poison`, and panics at `panic_on`.
 struct Recorder {
     handled: Mutex<Vec<(Uuid, i64)>>,
     poison: Option<Uuid>,
+    panic_on: Option<Uuid>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -36,6 +37,7 @@ impl EventHandler for Recorder {
         if Some(event.id) == self.poison {
             return Err(HandlerError("this one always fails".to_owned()));
         }
+        assert!(Some(event.id) != self.panic_on, "a bug meets this one");
         let Txid { txid } = diesel::sql_query("SELECT txid_current() AS txid")
             .get_result(conn)
             .await?;
@@ -99,11 +101,19 @@ fn pool(database: &testkit::TestDatabase, schema: &'static str) -> db::Pool {
 async fn scene(
     poison: Option<Uuid>,
 ) -> (testkit::TestDatabase, Dispatcher, Arc<Recorder>, db::Pool) {
+    scene_with(poison, None).await
+}
+
+async fn scene_with(
+    poison: Option<Uuid>,
+    panic_on: Option<Uuid>,
+) -> (testkit::TestDatabase, Dispatcher, Arc<Recorder>, db::Pool) {
     let database = test_database().await;
     let pool = pool(&database, "catalog");
     let recorder = Arc::new(Recorder {
         handled: Mutex::default(),
         poison,
+        panic_on,
     });
     let subscription = Subscription {
         module: "catalog",
@@ -185,6 +195,51 @@ async fn a_failing_event_is_dead_lettered_alone_and_the_rest_handled() {
         batch[1].id
     );
     assert_eq!(count(&pool, &dead).await, 1);
+}
+
+/// A handler that panics on an event fails like one that returns an error:
+/// retried, then dead-lettered, and the events after it are handled. In a
+/// batch (the relay in process) and alone (a RabbitMQ consumer's delivery):
+/// a panic unwound into either would end it, and with it every later event
+/// of the module in that process.
+#[tokio::test]
+async fn a_handler_that_panics_fails_like_one_that_refuses() {
+    let bug = event("test.wanted.v1");
+    let (_database, dispatcher, recorder, pool) = scene_with(None, Some(bug.id)).await;
+    let batch = [event("test.wanted.v1"), bug, event("test.wanted.v1")];
+    let refs: Vec<&Envelope> = batch.iter().collect();
+
+    dispatcher.dispatch_batch(&refs).await.unwrap();
+    let inbox = "SELECT count(*) AS n FROM inbox WHERE handler = 'test.recorder'";
+    assert_eq!(count(&pool, inbox).await, 2);
+    let dead = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{}' \
+         AND attempts = 2 AND last_error LIKE 'the handler panicked: a bug meets this one%'",
+        batch[1].id
+    );
+    assert_eq!(count(&pool, &dead).await, 1);
+
+    // Delivered alone, as a consumer takes it: the same, and the next one
+    // is handled.
+    let again = [event("test.wanted.v1"), event("test.wanted.v1")];
+    let (_database, dispatcher, recorder_alone, pool) = scene_with(None, Some(again[0].id)).await;
+    dispatcher.dispatch(&again[0], None).await.unwrap();
+    dispatcher.dispatch(&again[1], None).await.unwrap();
+    assert_eq!(count(&pool, inbox).await, 1);
+    let dead = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{}'",
+        again[0].id
+    );
+    assert_eq!(count(&pool, &dead).await, 1);
+    let handled: Vec<Uuid> = recorder_alone
+        .handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(handled, vec![again[1].id]);
+    drop(recorder);
 }
 
 /// Writes a product for `sku` straight into the catalog's table.

@@ -206,7 +206,7 @@ impl Dispatcher {
                 if fresh == 0 {
                     return Ok(Outcome::Duplicate);
                 }
-                subscription.handler.handle(conn, event).await?;
+                handler::guarded(subscription.handler.handle(conn, event)).await?;
                 pause_in_transaction(pause).await;
                 Ok(Outcome::Handled)
             })

@@ -121,11 +121,13 @@ impl Dispatcher {
                         event.tracestate.as_deref(),
                     );
                 }
-                subscription
-                    .handler
-                    .handle_batch(conn, &handled)
-                    .instrument(span)
-                    .await?;
+                super::handler::guarded(
+                    subscription
+                        .handler
+                        .handle_batch(conn, &handled)
+                        .instrument(span),
+                )
+                .await?;
                 pause_in_transaction(pause).await;
                 Ok(outcomes)
             })

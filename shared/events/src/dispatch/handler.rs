@@ -66,6 +66,28 @@ pub async fn one_by_one<H: EventHandler + ?Sized>(
     Ok(())
 }
 
+/// `work` (a handler's), a panic in it made a [`HandlerError`] like any
+/// other failure: rolled back, retried, at last dead-lettered. Unwound
+/// further, it would end the relay or the RabbitMQ consumer that ran it,
+/// and with it every later event of that module in this process.
+pub(crate) async fn guarded<F>(work: F) -> Result<(), HandlerError>
+where
+    F: std::future::Future<Output = Result<(), HandlerError>>,
+{
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            Err(HandlerError(format!("the handler panicked: {message}")))
+        }
+    }
+}
+
 /// A handler failed; its transaction is rolled back.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
