@@ -15,7 +15,8 @@ use kernel::Role;
 use serde_json::Value;
 
 use crate::helpers::{
-    caller, contract_over_http, eventually, get_json, spawn_app_with, test_database, test_settings,
+    assert_problem, caller, contract_over_http, eventually, get_json, spawn_app_with,
+    test_database, test_settings,
 };
 
 /// The in-process module over a fresh database, with `extra` settings.
@@ -199,6 +200,36 @@ async fn reservations_expire_and_give_their_stock_back() {
             ..
         }
     ));
+}
+
+/// An adjustment that would take the units on hand past what the column
+/// holds is a 422 naming the quantity, not the database's 500, and changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adjustment_past_the_largest_stock_is_422() {
+    use diesel_async::RunQueryDsl as _;
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let adjust = |quantity: i32| {
+        app.client
+            .post(app.url("/api/v1/inventory/huge-1/adjustments"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"quantity": quantity, "reason": "receive"}))
+            .send()
+    };
+    assert_eq!(adjust(10).await.unwrap().status(), 200);
+    let mut db = app.db().await;
+    diesel::sql_query("UPDATE inventory.stock SET on_hand = 2147000000 WHERE sku = 'HUGE-1'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let refused = assert_problem(adjust(1_000_000).await.unwrap(), 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "quantity", "{refused}");
+    // What fits still goes in; taking out still works.
+    assert_eq!(adjust(483_647).await.unwrap().status(), 200);
+    let level: Value = get_json(&app.client, app.url("/api/v1/inventory/huge-1"), &admin).await;
+    assert_eq!(level["on_hand"], i64::from(i32::MAX), "{level}");
+    assert_eq!(adjust(-1).await.unwrap().status(), 200);
 }
 
 /// A SKU received for the first time below its threshold is low from the

@@ -306,6 +306,20 @@ impl InventoryApi for InventoryModule {
                 // A SKU new here had no level before: one received below
                 // its threshold is announced low, as a SKU going down is.
                 let (before, created) = repo::lock_stock(conn, sku, default_threshold).await?;
+                if before.on_hand.checked_add(adjustment.quantity).is_none() {
+                    // The column's integer would overflow: the database's
+                    // error would be a 500.
+                    return Err(Abort::Refuse(InventoryError::Common(Failure::Validation(
+                        vec![kernel::FieldError::new(
+                            "quantity",
+                            format!(
+                                "would put more than {} units on hand ({} are)",
+                                i32::MAX,
+                                before.on_hand
+                            ),
+                        )],
+                    ))));
+                }
                 let after = repo::adjust(
                     conn,
                     sku,

@@ -411,17 +411,20 @@ impl Checkout<'_> {
                 .await
             {
                 Ok(product) if product.active => {
-                    let line_total = product
-                        .price
-                        .amount_minor()
-                        .saturating_mul(i64::from(item.quantity));
+                    let Some(line_total) = domain::line_total(product.price, item.quantity) else {
+                        errors.push(FieldError::new(
+                            format!("cart.items[{i}].quantity"),
+                            "comes to more than a line's total can hold at this price",
+                        ));
+                        continue;
+                    };
                     lines.push(OrderLine {
                         product_id: product.id,
                         sku: product.sku.clone(),
                         name: product.name,
                         unit_price: product.price,
                         quantity: item.quantity,
-                        line_total: kernel::Money::new(line_total, product.price.currency()),
+                        line_total,
                     });
                 }
                 Ok(_) | Err(CatalogError::ProductNotFound(_)) => errors.push(FieldError::new(

@@ -334,16 +334,23 @@ pub(crate) fn total(lines: &[OrderLine]) -> Result<Money, OrderError> {
         .first()
         .map(|l| l.unit_price.currency())
         .ok_or_else(|| OrderError::Common(Failure::Unexpected("an order without lines".into())))?;
-    let mut total_minor = 0i64;
+    let mut total = Money::new(0, currency);
     for line in lines {
-        if line.line_total.currency() != currency {
-            return Err(OrderError::Common(Failure::Validation(vec![
-                FieldError::new("cart", "holds products priced in different currencies"),
-            ])));
-        }
-        total_minor = total_minor.saturating_add(line.line_total.amount_minor());
+        total = total.checked_add(line.line_total).map_err(|e| {
+            let message = match e {
+                kernel::MoneyError::Overflow => "comes to more than an order's total can hold",
+                _ => "holds products priced in different currencies",
+            };
+            OrderError::Common(Failure::Validation(vec![FieldError::new("cart", message)]))
+        })?;
     }
-    Ok(Money::new(total_minor, currency))
+    Ok(total)
+}
+
+/// `unit_price × quantity`; `None` when more than an amount can hold
+/// (never saturated: an order must not silently charge another sum).
+pub(crate) fn line_total(unit_price: Money, quantity: i32) -> Option<Money> {
+    unit_price.checked_mul(i64::from(quantity)).ok()
 }
 
 #[cfg(test)]

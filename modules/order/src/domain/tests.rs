@@ -102,3 +102,33 @@ fn the_stored_state_is_one_flat_object() {
         state
     );
 }
+
+fn line(price_minor: i64, quantity: i32) -> Option<OrderLine> {
+    let unit_price = Money::new(price_minor, Currency::EUR);
+    Some(OrderLine {
+        product_id: catalog_api::ProductId::from(Uuid::now_v7()),
+        sku: catalog_api::Sku::parse("LINE-1").unwrap(),
+        name: "Line".into(),
+        unit_price,
+        quantity,
+        line_total: line_total(unit_price, quantity)?,
+    })
+}
+
+/// An amount past what `i64` holds is refused, never saturated: the order
+/// would charge another sum than its lines.
+#[test]
+fn totals_past_what_an_amount_holds_are_refused() {
+    assert_eq!(line(1299, 3).unwrap().line_total.amount_minor(), 3897);
+    assert!(line(i64::MAX / 2, 3).is_none());
+    let big = line(i64::MAX / 2, 1).unwrap();
+    let lines = [big.clone(), big.clone()];
+    assert_eq!(total(&lines).unwrap().amount_minor(), i64::MAX - 1);
+    let too_much = [big.clone(), big, line(2, 1).unwrap()];
+    match total(&too_much) {
+        Err(OrderError::Common(Failure::Validation(errors))) => {
+            assert_eq!(errors[0].field, "cart");
+        }
+        other => panic!("{other:?}"),
+    }
+}
