@@ -35,7 +35,7 @@ impl EventHandler for Recorder {
         event: &Envelope,
     ) -> Result<(), HandlerError> {
         if Some(event.id) == self.poison {
-            return Err(HandlerError("this one always fails".to_owned()));
+            return Err(HandlerError::new("this one always fails"));
         }
         assert!(Some(event.id) != self.panic_on, "a bug meets this one");
         let Txid { txid } = diesel::sql_query("SELECT txid_current() AS txid")
@@ -240,6 +240,65 @@ async fn a_handler_that_panics_fails_like_one_that_refuses() {
         .collect();
     assert_eq!(handled, vec![again[1].id]);
     drop(recorder);
+}
+
+/// When the database cannot take an event now (no connection within the
+/// pool's wait), the event is not dead-lettered after its few quick
+/// attempts: the dispatch says it could not be handled, so the consumer or
+/// the relay offers it again, and it is handled once the database answers.
+#[tokio::test]
+async fn an_event_the_database_cannot_take_now_is_offered_again_not_dead_lettered() {
+    let database = test_database().await;
+    let pool = db::build_pool(&db::PoolOptions {
+        url: database.url().to_owned(),
+        schema: "catalog",
+        max_size: 2,
+        runtimes: 1,
+        acquire_timeout: Duration::from_millis(200),
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let recorder = Arc::new(Recorder {
+        handled: Mutex::default(),
+        poison: None,
+        panic_on: None,
+    });
+    let subscription = Subscription {
+        module: "catalog",
+        name: "test.recorder",
+        event_types: vec!["test.wanted.v1"],
+        handler: Arc::clone(&recorder) as Arc<dyn EventHandler>,
+        pool: pool.clone(),
+    };
+    let dispatcher = Dispatcher::new(vec![subscription], &settings());
+    // Every connection of the pool taken (by a burst of requests, say).
+    let mut held = Vec::new();
+    while let Ok(conn) = pool.get().await {
+        held.push(conn);
+        assert!(held.len() <= 10, "the pool has no limit");
+    }
+    let wanted = event("test.wanted.v1");
+    let refused = dispatcher.dispatch(&wanted, None).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let refused = dispatcher.dispatch_batch(&[&wanted]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    drop(held);
+    let dead = "SELECT count(*) AS n FROM dead_letters";
+    assert_eq!(count(&pool, dead).await, 0);
+
+    // Offered again once the database answers: handled, once.
+    dispatcher.dispatch(&wanted, None).await.unwrap();
+    dispatcher.dispatch(&wanted, None).await.unwrap();
+    let handled: Vec<Uuid> = recorder
+        .handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(handled, vec![wanted.id]);
+    assert_eq!(count(&pool, dead).await, 0);
 }
 
 /// Writes a product for `sku` straight into the catalog's table.

@@ -65,7 +65,7 @@ impl EventHandler for CatalogEvents {
     ) -> Result<(), HandlerError> {
         let product = match event.event_type.as_str() {
             t if t == StockChanged::TYPE => {
-                let stock: StockChanged = event.payload().map_err(HandlerError)?;
+                let stock: StockChanged = event.payload().map_err(HandlerError::new)?;
                 // Kept for a SKU the catalog does not sell yet, too: its
                 // product starts from it when created.
                 repo::set_availability(conn, announced(&stock)).await?
@@ -73,13 +73,13 @@ impl EventHandler for CatalogEvents {
             t if t == ProductUpdated::TYPE => Some(
                 event
                     .payload::<ProductUpdated>()
-                    .map_err(HandlerError)?
+                    .map_err(HandlerError::new)?
                     .product_id,
             ),
             t if t == ProductPriceChanged::TYPE => Some(
                 event
                     .payload::<ProductPriceChanged>()
-                    .map_err(HandlerError)?
+                    .map_err(HandlerError::new)?
                     .product_id,
             ),
             _ => None,
@@ -109,7 +109,7 @@ impl EventHandler for CatalogEvents {
                 self.handle(conn, event).await?;
                 continue;
             }
-            let stock: StockChanged = event.payload().map_err(HandlerError)?;
+            let stock: StockChanged = event.payload().map_err(HandlerError::new)?;
             match changes.iter_mut().find(|(seen, _)| seen.sku == stock.sku) {
                 Some(entry) if stock.version >= entry.0.version => *entry = (stock, event.id),
                 Some(_) => {}

@@ -30,7 +30,7 @@ impl NotificationHandler {
 }
 
 fn payload<E: kernel::IntegrationEvent>(event: &Envelope) -> Result<E, HandlerError> {
-    event.payload().map_err(HandlerError)
+    event.payload().map_err(HandlerError::new)
 }
 
 #[async_trait::async_trait]
@@ -97,12 +97,12 @@ impl EventHandler for NotificationHandler {
                 }
             }
             t if is_order_update(t) => {
-                let customer = templates::order_customer(event).map_err(HandlerError)?;
+                let customer = templates::order_customer(event).map_err(HandlerError::new)?;
                 // The customer, if they kept order updates on.
                 for r in repo::order_update_recipients(conn, &[customer]).await? {
                     emails.push(
                         templates::order_update(event, customer, &r.display_name, &r.email)
-                            .map_err(HandlerError)?,
+                            .map_err(HandlerError::new)?,
                     );
                 }
             }
@@ -134,7 +134,7 @@ impl EventHandler for NotificationHandler {
             .iter()
             .map(|event| templates::order_customer(event))
             .collect::<Result<Vec<Uuid>, String>>()
-            .map_err(HandlerError)?;
+            .map_err(HandlerError::new)?;
         let mut wanted = customers.clone();
         wanted.sort_unstable();
         wanted.dedup();
@@ -157,7 +157,7 @@ impl EventHandler for NotificationHandler {
             if let Some(r) = recipients.get(customer) {
                 emails.push(
                     templates::order_update(event, *customer, &r.display_name, &r.email)
-                        .map_err(HandlerError)?,
+                        .map_err(HandlerError::new)?,
                 );
             }
             emails.extend(self.fixed_emails(event)?);
@@ -181,11 +181,11 @@ impl NotificationHandler {
     fn fixed_emails(&self, event: &Envelope) -> Result<Vec<Email>, HandlerError> {
         let mut emails = Vec::new();
         if let Some(email) =
-            templates::admin_email(event, &self.admin_email).map_err(HandlerError)?
+            templates::admin_email(event, &self.admin_email).map_err(HandlerError::new)?
         {
             emails.push(email);
         }
-        emails.extend(templates::account_emails(event).map_err(HandlerError)?);
+        emails.extend(templates::account_emails(event).map_err(HandlerError::new)?);
         Ok(emails)
     }
 }
@@ -205,7 +205,7 @@ fn webhook_body(
     if subscriptions.is_empty() {
         return Ok(String::new());
     }
-    serde_json::to_string(event).map_err(|e| HandlerError(e.to_string()))
+    serde_json::to_string(event).map_err(|e| HandlerError::new(e.to_string()))
 }
 
 /// The messages of `event`: its emails, then one webhook call per

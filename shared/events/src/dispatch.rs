@@ -151,7 +151,7 @@ impl Dispatcher {
         event: &Envelope,
     ) -> Result<(), DispatchError> {
         let handler = subscription.name;
-        let mut last_error = String::new();
+        let mut last_error = HandlerError::new("");
         for attempt in 1..=self.max_attempts {
             match self.run_once(subscription, event).await {
                 Ok(outcome) => {
@@ -159,8 +159,8 @@ impl Dispatcher {
                     return Ok(());
                 }
                 Err(error) => {
-                    last_error = error.0;
-                    tracing::warn!(handler, attempt, error = %last_error, "handler failed");
+                    tracing::warn!(handler, attempt, error = %error, transient = error.is_transient(), "handler failed");
+                    last_error = error;
                     if attempt < self.max_attempts {
                         metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "retried").increment(1);
                         tokio::time::sleep(self.backoff(attempt)).await;
@@ -168,7 +168,17 @@ impl Dispatcher {
                 }
             }
         }
-        self.dead_letter(subscription, event, &last_error).await?;
+        if last_error.is_transient() {
+            // The database's failure, not the event's: offered again later
+            // (a consumer requeues it, the relay sends it again), never
+            // left for an operator to redrive.
+            metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "deferred").increment(1);
+            return Err(DispatchError(format!(
+                "{handler}: the database cannot answer now: {last_error}"
+            )));
+        }
+        let last_error = last_error.message();
+        self.dead_letter(subscription, event, last_error).await?;
         metrics::counter!("events_handled_total", "handler" => handler, "outcome" => "dead_lettered").increment(1);
         tracing::error!(handler, attempts = self.max_attempts, error = %last_error, "event dead-lettered");
         Ok(())
@@ -191,7 +201,7 @@ impl Dispatcher {
     ) -> Result<Outcome, HandlerError> {
         let mut conn = db::connection(&subscription.pool, subscription.module)
             .await
-            .map_err(|e| HandlerError(format!("no connection: {e}")))?;
+            .map_err(|e| HandlerError::transient(format!("no connection: {e}")))?;
         let pause = self.pause_in_handler;
         let outcome = conn
             .transaction::<_, HandlerError, _>(async |conn| {
@@ -327,7 +337,7 @@ impl Dispatcher {
                     closed
                         .set((
                             dead_letters::attempts.eq(dead_letters::attempts + 1),
-                            dead_letters::last_error.eq(&e.0),
+                            dead_letters::last_error.eq(e.message()),
                         ))
                         .execute(&mut conn)
                         .await
@@ -335,7 +345,9 @@ impl Dispatcher {
             }
             .map_err(|e| DispatchError(e.to_string()))?;
             tracing::info!(dead_letter.id = %id, ok = outcome.is_ok(), "dead letter redriven");
-            return Ok(Some(outcome.map(|_| ()).map_err(|e| e.0)));
+            return Ok(Some(
+                outcome.map(|_| ()).map_err(|e| e.message().to_owned()),
+            ));
         }
         Ok(None)
     }

@@ -79,7 +79,7 @@ impl Dispatcher {
     ) -> Result<Vec<Outcome>, HandlerError> {
         let mut conn = db::connection(&subscription.pool, subscription.module)
             .await
-            .map_err(|e| HandlerError(format!("no connection: {e}")))?;
+            .map_err(|e| HandlerError::transient(format!("no connection: {e}")))?;
         let pause = self.pause_in_handler;
         let mut handled: Vec<&Envelope> = Vec::with_capacity(events.len());
         let outcomes = conn

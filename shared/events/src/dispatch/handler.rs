@@ -83,19 +83,63 @@ where
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".to_owned());
-            Err(HandlerError(format!("the handler panicked: {message}")))
+            Err(HandlerError::new(format!(
+                "the handler panicked: {message}"
+            )))
         }
     }
 }
 
 /// A handler failed; its transaction is rolled back.
+///
+/// Either the event's own failure ([`HandlerError::new`]: retried a few
+/// times, then dead-lettered for an operator), or the database's
+/// ([`HandlerError::transient`]: no connection within the pool's wait, a
+/// lost connection, a statement timeout, a deadlock; never dead-lettered,
+/// the event is offered again later, as when nothing could be recorded).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{message}")]
+pub struct HandlerError {
+    message: String,
+    transient: bool,
+}
+
+impl HandlerError {
+    /// A failure of this event at this handler.
+    pub fn new(message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// The database cannot answer now; the same event may pass later.
+    pub fn transient(message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            message: message.into(),
+            transient: true,
+        }
+    }
+
+    /// Whether the failure was the database's, not the event's.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// What failed.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 impl From<diesel::result::Error> for HandlerError {
     fn from(e: diesel::result::Error) -> HandlerError {
-        HandlerError(format!("database: {e}"))
+        let message = format!("database: {e}");
+        if db::unavailable_reason(&e).is_some() {
+            HandlerError::transient(message)
+        } else {
+            HandlerError::new(message)
+        }
     }
 }
 
