@@ -200,3 +200,66 @@ async fn checkouts_in_flight_survive_a_sigkill() {
     assert_one_capture_per_confirmed_order(&client, &provider, confirmed as usize).await;
     provider_handle.stop(false).await;
 }
+
+/// A process stopped (SIGTERM) while a saga it drives waits for the payment
+/// provider gives the saga's lease up as it goes, so another instance
+/// resumes it at once rather than after the lease's term (ten minutes
+/// here, a stock reservation held all that while).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_process_gives_up_the_leases_of_the_sagas_it_drove() {
+    use diesel::sql_types::{Bool, Uuid as SqlUuid};
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+
+    #[derive(diesel::QueryableByName)]
+    struct Lease {
+        #[diesel(sql_type = Bool)]
+        held: bool,
+    }
+    let shop = Deployment::new().await;
+    let admin = mint_token(&shop.settings, &[Role::Admin]);
+    let (provider_handle, provider) = sandbox();
+    let env = [
+        ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
+        ("APP__ORDER__LEASE_SECS", "600"),
+        ("APP__ORDER__CHECKOUT_WAIT_MS", "100"),
+        ("APP__SERVER__SHUTDOWN_TIMEOUT_SECS", "2"),
+    ];
+    let first = Shop::start(&refs(&shop.env(&env)));
+    first.wait_live().await;
+    let client = crate::helpers::http();
+    let base = first.url("");
+    let product = stocked_product(&client, &base, &admin, "STOP-1", 300, 5).await;
+    let token = customer_token(&shop.settings, Uuid::now_v7());
+    fill_cart(&client, &base, &token, &product, 1).await;
+    // The provider holds the authorization for half a minute: the saga
+    // waits on it, leased to the placing request's run, after the 202.
+    let placed = try_place(&client, &base, &token, "stop", cards::TIMES_OUT)
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let order: Value = placed.json().await.unwrap();
+    let id: Uuid = order["id"].as_str().unwrap().parse().unwrap();
+    let mut db = diesel_async::AsyncPgConnection::establish(shop.db.url())
+        .await
+        .unwrap();
+    let query = diesel::sql_query(
+        "SELECT lease_owner IS NOT NULL AND lease_until > now() AS held \
+         FROM orders.sagas WHERE order_id = $1",
+    )
+    .bind::<SqlUuid, _>(id);
+    let held = query
+        .clone()
+        .get_result::<Lease>(&mut db)
+        .await
+        .unwrap()
+        .held;
+    assert!(held, "the run holds the lease");
+
+    let status = first.terminate();
+    assert!(status.success(), "{status:?}");
+    // Given up with the run (from the main runtime, before the pools
+    // closed), not left to expire in ten minutes.
+    let held = query.get_result::<Lease>(&mut db).await.unwrap().held;
+    assert!(!held, "the lease is still held");
+    provider_handle.stop(false).await;
+}

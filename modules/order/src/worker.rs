@@ -38,11 +38,14 @@ impl RecoveryWorker {
                 Ok(n) => tracing::debug!(sagas = n, "recovery pass"),
                 Err(e) => tracing::warn!(error = %e, "saga recovery pass failed"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => return,
-            }
-            if *stop.borrow() {
+            let gone = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                changed = stop.changed() => changed.is_err(),
+            };
+            if gone || *stop.borrow() {
+                // The server has stopped: the leases its runs still hold
+                // go now, not when their term ends.
+                self.module.saga().give_up_leases().await;
                 return;
             }
         }

@@ -54,6 +54,10 @@ pub struct Saga {
     /// The lease owner of this run ([`Self::new_run`]); the module's own value
     /// never leases (every drive begins a run).
     owner: Uuid,
+    /// The runs of this process that hold a saga's lease now, by order
+    /// (shared by every run): what a stopping process gives up
+    /// ([`Self::give_up_leases`]).
+    driving: Arc<std::sync::Mutex<std::collections::HashMap<OrderId, Uuid>>>,
 }
 
 impl Saga {
@@ -73,6 +77,7 @@ impl Saga {
             services,
             settings,
             owner: Uuid::now_v7(),
+            driving: Arc::default(),
         }
     }
 
@@ -150,7 +155,12 @@ impl Saga {
         known: Option<(OrderState, SagaRow)>,
         reply: Option<&Reply>,
     ) -> Option<OrderState> {
-        let retry = match self.run(order, known, reply).await {
+        self.driving_now(order, true);
+        let ran = self.run(order, known, reply).await;
+        // Not reached when the run is dropped (its worker's runtime
+        // stopping with the process): the entry stays for the stop.
+        self.driving_now(order, false);
+        let retry = match ran {
             Ok(Ran::Finished(state)) => return Some(*state),
             Ok(Ran::Over) => None,
             Ok(Ran::Retry(error)) => Some(error),
@@ -168,6 +178,49 @@ impl Saga {
             }
         }
         None
+    }
+
+    /// Notes that this run holds `order`'s lease (`true`) or no longer does.
+    fn driving_now(&self, order: OrderId, holds: bool) {
+        let Ok(mut driving) = self.driving.lock() else {
+            return;
+        };
+        if holds {
+            driving.insert(order, self.owner);
+        } else if driving.get(&order) == Some(&self.owner) {
+            driving.remove(&order);
+        }
+    }
+
+    /// Gives up the leases this process's runs still hold: called as the
+    /// process stops, after its server (and the runs its workers drove
+    /// after answering 202) went. Another instance then resumes those
+    /// sagas at once, not after the lease's term; what a run held
+    /// unrecorded is repeated, as after a crash (every call is idempotent
+    /// by order). A run still going somewhere loses its lease like one
+    /// that outlived it: its records are refused.
+    pub async fn give_up_leases(&self) {
+        let held: Vec<(OrderId, Uuid)> = match self.driving.lock() {
+            Ok(mut driving) => driving.drain().collect(),
+            Err(_) => return,
+        };
+        if held.is_empty() {
+            return;
+        }
+        let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
+            return; // the leases expire by themselves
+        };
+        for (order, owner) in held {
+            let reason = "the process driving the saga stopped";
+            match sagas::unlease(&mut conn, order, owner, Duration::ZERO, reason).await {
+                Ok(()) => {
+                    tracing::warn!(order.id = %order, "saga lease given up as the process stops")
+                }
+                Err(e) => {
+                    tracing::warn!(order.id = %order, error = %e, "could not give the saga lease up")
+                }
+            }
+        }
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
