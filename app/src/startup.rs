@@ -207,6 +207,7 @@ impl Application {
             pools: pools.clone(),
             remotes: wiring.remotes.clone(),
             probed: wiring.remotes.iter().map(|_| Default::default()).collect(),
+            scraped: Default::default(),
             broker,
             client,
             policies: policies.clone(),

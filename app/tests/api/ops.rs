@@ -162,6 +162,50 @@ async fn metrics_show_module_calls_messaging_sagas_pools_and_the_process() {
     }
 }
 
+/// `/metrics` is open to anyone: a flood of scrapes must not become a
+/// flood of queries on the modules' tables (taking the pools' connections
+/// from the API). The tables' gauges are read once and taken as known for
+/// a second: a scrape within it shows what the last read found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_scrapes_reads_the_tables_at_most_once_a_second() {
+    use diesel_async::RunQueryDsl as _;
+    let app = spawn_app().await;
+    let none = r#"dead_letters{module="catalog"} 0"#;
+    let one = r#"dead_letters{module="catalog"} 1"#;
+    eventually("a scrape that read the tables", || async {
+        let text = app.get("/metrics").await.text().await.ok()?;
+        text.contains(none).then_some(())
+    })
+    .await;
+    let read = std::time::Instant::now();
+    diesel::sql_query(
+        "INSERT INTO catalog.dead_letters \
+         (id, handler, event_id, event_type, envelope, attempts, last_error) \
+         VALUES (gen_random_uuid(), 'test', gen_random_uuid(), 't', '{}', 1, 'e')",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    // A burst right after: every scrape answers from that read.
+    let sent = read.elapsed();
+    let scrapes = (0..50).map(|_| app.get("/metrics"));
+    let texts: Vec<String> =
+        futures_util::future::join_all(scrapes.map(|s| async { s.await.text().await.unwrap() }))
+            .await;
+    if sent < std::time::Duration::from_millis(800) {
+        let stale = texts.iter().filter(|t| t.contains(none)).count();
+        assert!(stale > 0, "every scrape of the burst read the tables again");
+    } else {
+        eprintln!("the burst left {sent:?} after the read: too late to tell");
+    }
+    // Read again a second on.
+    eventually("the dead letter counted", || async {
+        let text = app.get("/metrics").await.text().await.ok()?;
+        text.contains(one).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_swagger_ui_the_spec_is_still_served() {
     // What production does unless server.swagger_ui is set.
