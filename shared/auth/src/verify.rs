@@ -43,8 +43,14 @@ pub enum AuthError {
 
 /// How long a fetched JWKS is trusted before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(300);
-/// An unknown `kid` triggers a refetch at most this often.
+/// The keys are fetched at most this often, whatever asks (an unknown
+/// `kid`, stale keys) and whether the last fetch worked or not.
 const REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the keys are fetched again while none are usable.
+const REFETCH_UNUSABLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long fetched keys stay usable while the user module cannot be
+/// reached: a key it has since removed is trusted that long at most.
+const JWKS_MAX_STALE: Duration = Duration::from_secs(3600);
 /// Clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 30;
 
@@ -54,8 +60,65 @@ enum Source {
         url: Url,
         client: reqwest::Client,
         policy: std::sync::Arc<resilience::Policy>,
-        cache: RwLock<Option<(KeySet, Instant)>>,
+        cache: RwLock<Option<Cached>>,
+        /// Held by the one task fetching the keys.
+        refreshing: tokio::sync::Mutex<()>,
     },
+}
+
+/// The remote keys as last fetched.
+#[derive(Clone)]
+struct Cached {
+    keys: KeySet,
+    /// When they were fetched (`None`: never; `keys` is then empty).
+    fetched: Option<Instant>,
+    /// When a fetch was last tried, whether it worked or not.
+    tried: Instant,
+}
+
+/// What a request's verification does with the cached keys.
+enum Need {
+    /// Use them.
+    Use(KeySet),
+    /// Fetch them again; meanwhile `fallback` may serve.
+    Refresh { fallback: Option<KeySet> },
+    /// None are usable and the last fetch was too recent to try again.
+    Unavailable,
+}
+
+impl Need {
+    /// What `cached` keys are good for, for a token signed with `kid`
+    /// (empty: any).
+    fn of(cached: Option<&Cached>, kid: &str) -> Need {
+        let Some(cached) = cached else {
+            return Need::Refresh { fallback: None };
+        };
+        let knows = kid.is_empty() || cached.keys.get(kid).is_some();
+        let age = cached.fetched.map(|at| at.elapsed());
+        let usable = age.is_some_and(|age| age < JWKS_MAX_STALE);
+        // With no usable keys every token fails: try again sooner.
+        let wait = if usable {
+            REFETCH_MIN_INTERVAL
+        } else {
+            REFETCH_UNUSABLE_INTERVAL
+        };
+        if knows && age.is_some_and(|age| age < JWKS_TTL) {
+            Need::Use(cached.keys.clone())
+        } else if cached.tried.elapsed() < wait {
+            // Tried lately: an unknown key is unknown still (the token
+            // fails as signed by an unknown key), stale keys serve until
+            // too old.
+            if usable {
+                Need::Use(cached.keys.clone())
+            } else {
+                Need::Unavailable
+            }
+        } else {
+            Need::Refresh {
+                fallback: (knows && usable).then(|| cached.keys.clone()),
+            }
+        }
+    }
 }
 
 /// Verifies access tokens against a key set: a fixed one (the user module
@@ -100,6 +163,7 @@ impl Verifier {
                 client,
                 policy: fetch_policy,
                 cache: RwLock::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
             },
             validation: validation(policy),
             service: None,
@@ -170,30 +234,45 @@ impl Verifier {
     }
 
     /// The key set, refreshed if it is stale or lacks `kid` (remote only).
+    ///
+    /// One task fetches at a time, at most every [`REFETCH_MIN_INTERVAL`]
+    /// (a failed fetch counts). While it does, a token whose key is known
+    /// is verified with the keys at hand rather than waiting on the fetch
+    /// (a brownout of the user module must not hold every request of
+    /// every other process); only a token the keys at hand cannot verify
+    /// waits for it. Keys older than [`JWKS_MAX_STALE`] are not used.
     async fn keys_with(&self, kid: &str) -> Result<KeySet, AuthError> {
-        let (url, client, policy, cache) = match &self.source {
+        let (url, client, policy, cache, refreshing) = match &self.source {
             Source::Local(keys) => return Ok(keys.clone()),
             Source::Remote {
                 url,
                 client,
                 policy,
                 cache,
-            } => (url, client, policy, cache),
+                refreshing,
+            } => (url, client, policy, cache, refreshing),
         };
-        if let Some((keys, fetched)) = cache.read().await.as_ref() {
-            let fresh = fetched.elapsed() < JWKS_TTL;
-            let knows = kid.is_empty() || keys.get(kid).is_some();
-            if fresh && (knows || fetched.elapsed() < REFETCH_MIN_INTERVAL) {
-                return Ok(keys.clone());
-            }
-        }
-        let mut guard = cache.write().await;
-        // Another task may have refreshed it while we waited.
-        if let Some((keys, fetched)) = guard.as_ref()
-            && fetched.elapsed() < REFETCH_MIN_INTERVAL
-        {
-            return Ok(keys.clone());
-        }
+        let unavailable = || {
+            AuthError::KeysUnavailable(format!(
+                "{url} could not be fetched lately and the keys at hand are too old"
+            ))
+        };
+        let fallback = match Need::of(cache.read().await.as_ref(), kid) {
+            Need::Use(keys) => return Ok(keys),
+            Need::Unavailable => return Err(unavailable()),
+            Need::Refresh { fallback } => fallback,
+        };
+        let _fetching = match (refreshing.try_lock(), fallback) {
+            (Ok(lock), _) => lock,
+            (Err(_), Some(keys)) => return Ok(keys),
+            (Err(_), None) => refreshing.lock().await,
+        };
+        // Another task may have fetched them while this one waited.
+        let fallback = match Need::of(cache.read().await.as_ref(), kid) {
+            Need::Use(keys) => return Ok(keys),
+            Need::Unavailable => return Err(unavailable()),
+            Need::Refresh { fallback } => fallback,
+        };
         let fetched = policy
             .call(None, true, || async {
                 let result = fetch(client, url).await;
@@ -211,19 +290,37 @@ impl Verifier {
                 resilience::PolicyError::Failed(e) => e,
                 other => AuthError::KeysUnavailable(format!("cannot fetch {url}: {other}")),
             });
+        let mut cached = cache.write().await;
         match fetched {
             Ok(keys) => {
-                *guard = Some((keys.clone(), Instant::now()));
+                let now = Instant::now();
+                *cached = Some(Cached {
+                    keys: keys.clone(),
+                    fetched: Some(now),
+                    tried: now,
+                });
                 Ok(keys)
             }
-            // Keep serving known keys through a short outage of the user module.
-            Err(e) => match guard.as_ref() {
-                Some((keys, _)) => {
-                    tracing::warn!(error = %e, "JWKS refresh failed; using the cached keys");
-                    Ok(keys.clone())
+            Err(e) => {
+                match cached.as_mut() {
+                    Some(cached) => cached.tried = Instant::now(),
+                    None => {
+                        *cached = Some(Cached {
+                            keys: KeySet::from_jwks(jsonwebtoken::jwk::JwkSet { keys: Vec::new() }),
+                            fetched: None,
+                            tried: Instant::now(),
+                        });
+                    }
                 }
-                None => Err(e),
-            },
+                // Keep serving known keys through an outage of the user module.
+                match fallback {
+                    Some(keys) => {
+                        tracing::warn!(error = %e, "JWKS refresh failed; using the cached keys");
+                        Ok(keys)
+                    }
+                    None => Err(e),
+                }
+            }
         }
     }
 }

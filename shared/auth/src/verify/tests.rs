@@ -172,3 +172,199 @@ async fn alg_none_and_hmac_confusion_are_rejected() {
         Err(AuthError::InvalidSignature)
     );
 }
+
+/// What the test's JWKS endpoint does with a fetch.
+const SERVE: u8 = 0;
+const HANG: u8 = 1;
+const FAIL: u8 = 2;
+
+/// A JWKS endpoint serving `jwks`, hanging or failing as `mode` says, and
+/// counting the fetches.
+async fn jwks_endpoint(
+    jwks: String,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Url {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (jwks, mode, fetches) = (jwks.clone(), mode.clone(), fetches.clone());
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut request = [0u8; 4096];
+                drop(socket.read(&mut request).await);
+                fetches.fetch_add(1, SeqCst);
+                let answer = match mode.load(SeqCst) {
+                    SERVE => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{jwks}",
+                        jwks.len()
+                    ),
+                    HANG => {
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        return;
+                    }
+                    _ => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\
+                          connection: close\r\n\r\n"
+                        .to_owned(),
+                };
+                drop(socket.write_all(answer.as_bytes()).await);
+            });
+        }
+    });
+    Url::parse(&format!("http://127.0.0.1:{port}/.well-known/jwks.json")).unwrap()
+}
+
+/// A verifier fetching from `url`, one attempt of up to a minute per fetch.
+fn remote_verifier(url: Url) -> Verifier {
+    let settings = resilience::PolicySettings {
+        attempt_timeout_ms: 60_000,
+        deadline_ms: 60_000,
+        max_retries: 0,
+        retry_base_ms: 10,
+        retry_max_ms: 10,
+        retry_budget_percent: 20.0,
+        retry_budget_min_per_sec: 1.0,
+        max_concurrent: 10,
+        breaker: resilience::BreakerSettings {
+            window_size: 100,
+            minimum_calls: 100,
+            failure_rate_threshold: 100.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_ms: 60_000,
+            wait_open_ms: 1000,
+            half_open_calls: 1,
+        },
+    };
+    let policy = std::sync::Arc::new(resilience::Policy::new("keys", settings));
+    drop(rustls::crypto::ring::default_provider().install_default());
+    Verifier::remote(url, reqwest::Client::new(), policy, &self::policy())
+}
+
+/// Makes the verifier's keys stale, as if fetched and last tried `ago`.
+async fn age_keys(verifier: &Verifier, ago: Duration) {
+    let Source::Remote { cache, .. } = &verifier.source else {
+        panic!("a remote verifier");
+    };
+    let mut cached = cache.write().await;
+    let cached = cached.as_mut().expect("keys fetched");
+    let then = Instant::now().checked_sub(ago).unwrap();
+    cached.fetched = Some(then);
+    cached.tried = then;
+}
+
+/// While the user module hangs on a fetch of stale keys, tokens whose key
+/// is known are verified with the keys at hand: one task waits on the
+/// fetch, not every request of the process.
+#[tokio::test]
+async fn known_keys_serve_while_a_fetch_hangs() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (key, _) = SigningKey::generate();
+    let jwks = serde_json::to_string(&jsonwebtoken::jwk::JwkSet {
+        keys: vec![key.public_jwk().clone()],
+    })
+    .unwrap();
+    let issuer = Issuer::new(key, policy());
+    let (mode, fetches) = (std::sync::Arc::default(), std::sync::Arc::default());
+    let url = jwks_endpoint(
+        jwks,
+        std::sync::Arc::clone(&mode),
+        std::sync::Arc::clone(&fetches),
+    )
+    .await;
+    let verifier = std::sync::Arc::new(remote_verifier(url));
+    let token = issuer
+        .issue(Uuid::now_v7(), &[Role::Customer])
+        .unwrap()
+        .token;
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(fetches.load(SeqCst), 1);
+
+    age_keys(&verifier, JWKS_TTL + Duration::from_secs(1)).await;
+    mode.store(HANG, SeqCst);
+    let hung = {
+        let (verifier, token) = (std::sync::Arc::clone(&verifier), token.clone());
+        tokio::spawn(async move { verifier.verify(&token).await })
+    };
+    while fetches.load(SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut others = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (verifier, token) = (std::sync::Arc::clone(&verifier), token.clone());
+        others.spawn(async move { verifier.verify(&token).await });
+    }
+    let verified = tokio::time::timeout(Duration::from_secs(30), others.join_all())
+        .await
+        .expect("the others waited on the hung fetch");
+    assert!(verified.iter().all(Result::is_ok), "{verified:?}");
+    assert_eq!(fetches.load(SeqCst), 2, "one fetch at a time");
+    assert!(!hung.is_finished());
+    hung.abort();
+}
+
+/// A fetch that failed is not tried again by every request: with no keys
+/// at all, once a second; with keys known, the cached ones serve and an
+/// unknown `kid` asks at most every ten seconds.
+#[tokio::test]
+async fn a_failed_fetch_is_not_repeated_by_every_request() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (key, _) = SigningKey::generate();
+    let jwks = serde_json::to_string(&jsonwebtoken::jwk::JwkSet {
+        keys: vec![key.public_jwk().clone()],
+    })
+    .unwrap();
+    let issuer = Issuer::new(key, policy());
+    let (mode, fetches) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicU8::new(FAIL)),
+        std::sync::Arc::default(),
+    );
+    let url = jwks_endpoint(
+        jwks,
+        std::sync::Arc::clone(&mode),
+        std::sync::Arc::clone(&fetches),
+    )
+    .await;
+    let verifier = remote_verifier(url);
+    let token = issuer
+        .issue(Uuid::now_v7(), &[Role::Customer])
+        .unwrap()
+        .token;
+    for _ in 0..20 {
+        let refused = verifier.verify(&token).await;
+        assert!(
+            matches!(refused, Err(AuthError::KeysUnavailable(_))),
+            "{refused:?}"
+        );
+    }
+    let after_failures = fetches.load(SeqCst);
+    assert!(
+        after_failures <= 2,
+        "{after_failures} fetches for 20 tokens"
+    );
+
+    // The user module back: a second on, the keys are fetched.
+    mode.store(SERVE, SeqCst);
+    tokio::time::sleep(REFETCH_UNUSABLE_INTERVAL + Duration::from_millis(100)).await;
+    verifier.verify(&token).await.unwrap();
+
+    // Stale and failing again: the cached keys serve; tokens of unknown
+    // keys are refused without a fetch each.
+    age_keys(&verifier, JWKS_TTL + Duration::from_secs(1)).await;
+    mode.store(FAIL, SeqCst);
+    let before = fetches.load(SeqCst);
+    verifier.verify(&token).await.unwrap();
+    let (stranger, _) = SigningKey::generate();
+    let stranger = Issuer::new(stranger, policy());
+    let unknown = stranger
+        .issue(Uuid::now_v7(), &[Role::Customer])
+        .unwrap()
+        .token;
+    for _ in 0..20 {
+        assert!(verifier.verify(&unknown).await.is_err());
+        verifier.verify(&token).await.unwrap();
+    }
+    assert_eq!(fetches.load(SeqCst), before + 1);
+}
