@@ -641,3 +641,75 @@ async fn an_extracted_catalog_does_not_count_the_order_processs_calls_as_one_cli
     }
     assert!(limited, "the catalog's own limit no longer applies");
 }
+
+/// A module process that refuses the order process's service identity (a
+/// service key out of step, as during a rotation) holds a checkout up; it
+/// does not fail it. The step is asked again until the keys agree, then
+/// the order is confirmed. (In the monolith the call is never refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_identity_holds_a_checkout_up_and_never_fails_it() {
+    use crate::checkout::shop::{customer_token, fill_cart, get_json, place, stocked_product};
+    use crate::journey::{live, start, url};
+
+    let deployment = Deployment::new().await;
+    let (main, other) = (free_port(), free_port());
+    let (main_url, other_url) = (url(main), url(other));
+    let other_key = crate::helpers::fresh_key_path();
+    let inventory_with = |key: Option<&str>| {
+        let mut extra = vec![("APP__MODULES__ENABLED", "inventory")];
+        if let Some(key) = key {
+            extra.push(("APP__AUTH__SERVICE_KEY_FILE", key));
+        }
+        start(
+            &deployment,
+            other,
+            true,
+            &extra,
+            &[("user", main_url.as_str())],
+        )
+    };
+    let inventory = inventory_with(Some(&other_key));
+    let shop = start(
+        &deployment,
+        main,
+        true,
+        &[
+            ("APP__ORDER__MAX_STEP_ATTEMPTS", "1000"),
+            ("APP__ORDER__RETRY_BASE_MS", "50"),
+            ("APP__ORDER__RETRY_MAX_MS", "200"),
+            ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
+            ("APP__ORDER__CHECKOUT_WAIT_MS", "500"),
+        ],
+        &[("inventory", other_url.as_str())],
+    );
+    live(std::slice::from_ref(&inventory)).await;
+    live(std::slice::from_ref(&shop)).await;
+    let http = crate::helpers::http();
+    let admin = mint_token(&deployment.settings, &[Role::Admin]);
+    let product = stocked_product(&http, &main_url, &admin, "KEYS-1", 700, 3).await;
+    let customer = customer_token(&deployment.settings, uuid::Uuid::now_v7());
+    fill_cart(&http, &main_url, &customer, &product, 1).await;
+    let placed = place(&http, &main_url, &customer, "keys", "4242424242424242").await;
+    assert_eq!(placed.status(), 202, "the reservation is refused for now");
+    let id = placed.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Asked again and again, refused each time: still pending, not failed.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let order: Value = get_json(&http, format!("{main_url}/api/v1/orders/{id}"), &customer).await;
+    assert_eq!(order["status"], "pending", "{order}");
+
+    // The inventory process restarted with the deployment's key: the
+    // saga goes on and the order is confirmed.
+    drop(inventory);
+    let inventory = inventory_with(None);
+    live(std::slice::from_ref(&inventory)).await;
+    let order = eventually("the order confirmed", || async {
+        let order: Value =
+            get_json(&http, format!("{main_url}/api/v1/orders/{id}"), &customer).await;
+        (order["status"] != "pending").then_some(order)
+    })
+    .await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+}

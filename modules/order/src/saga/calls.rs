@@ -6,7 +6,7 @@ use kernel::CallContext;
 use payment_api::{AuthorizePayment, PaymentError, PaymentMethod, PaymentStatus};
 
 use super::Saga;
-use super::step::{Outcome, Step, inventory_retry};
+use super::step::{Outcome, Step, inventory_retry, payment_retry};
 use crate::domain::{OrderEvent, OrderState};
 use crate::repo::SagaRow;
 
@@ -68,7 +68,7 @@ impl Saga {
                     Err(PaymentError::Declined(code)) => {
                         Outcome::Failed(format!("the card was declined ({code})"))
                     }
-                    Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
+                    Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
                     Err(e) => Outcome::Failed(format!("the payment failed: {e}")),
                 }
             }
@@ -79,12 +79,12 @@ impl Saga {
             },
             Step::Capture => match payment.capture(cx, order).await {
                 Ok(_) => Outcome::Done(OrderEvent::PaymentCaptured),
-                Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
+                Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
                 Err(e) => Outcome::Failed(format!("the payment could not be captured: {e}")),
             },
             Step::Refund => match payment.refund(cx, order).await {
                 Ok(_) => Outcome::Done(OrderEvent::PaymentRefunded),
-                Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
+                Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Void => match payment.void(cx, order).await {
@@ -97,14 +97,14 @@ impl Saga {
                 Err(PaymentError::InvalidTransition(PaymentStatus::Captured)) => {
                     match payment.refund(cx, order).await {
                         Ok(_) => Outcome::Done(OrderEvent::PaymentRefunded),
-                        Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
+                        Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
                         Err(e) => Outcome::Failed(e.to_string()),
                     }
                 }
                 Err(PaymentError::InvalidTransition(PaymentStatus::Refunded)) => {
                     Outcome::Done(OrderEvent::PaymentRefunded)
                 }
-                Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
+                Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Restock => match inventory.restock(cx, order).await {

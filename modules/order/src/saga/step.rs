@@ -2,6 +2,7 @@
 //! recorded: the saga's decisions, free of calls and of storage.
 
 use inventory_api::InventoryError;
+use payment_api::PaymentError;
 
 use crate::domain::OrderEvent;
 use crate::domain::OrderState;
@@ -133,10 +134,20 @@ pub(super) fn next_step(state: &OrderState, saga: &SagaRow) -> Option<Step> {
 
 /// Whether the inventory's answer is worth asking again (it may change).
 pub(super) fn inventory_retry(error: &InventoryError) -> bool {
-    matches!(
-        error,
-        InventoryError::Common(Failure::Unavailable(_))
-            | InventoryError::Common(Failure::Degraded(_))
-            | InventoryError::Common(Failure::Unexpected(_))
-    )
+    matches!(error, InventoryError::Common(failure) if worth_asking_again(failure))
+}
+
+/// Whether the payment module's answer is worth asking again.
+pub(super) fn payment_retry(error: &PaymentError) -> bool {
+    matches!(error, PaymentError::Common(failure) if worth_asking_again(failure))
+}
+
+/// A failure that says nothing about the order: the callee could not
+/// answer ([`Failure::is_transient`]), or refused the shop's own identity
+/// (in another process, a service key or a clock out of step with this
+/// one's, as during a key rotation: the deployment's fault, which its
+/// operators mend, never a reason to fail the customer's order). In
+/// process the calls carry the service caller itself and are never refused.
+fn worth_asking_again(failure: &Failure) -> bool {
+    failure.is_transient() || matches!(failure, Failure::Unauthenticated | Failure::Forbidden)
 }
