@@ -8,10 +8,14 @@
 //! stampede the database). With Redis configured, the in-process layer
 //! keeps entries only `local_ttl_secs` and falls back to Redis before the
 //! database, so instances share what they load; invalidation deletes from
-//! both. `cache_loads_total` counts the loads from the database. Writes invalidate right after they commit, and the catalog's own
-//! events invalidate again (for other instances and for the read model).
+//! both. `cache_loads_total` counts the loads from the database. Writes
+//! invalidate right after they commit; every other instance forgets its
+//! copy when the database tells it (`crate::changes`: a trigger's NOTIFY;
+//! the catalog's events reach one instance only on RabbitMQ). A load that
+//! an invalidation overtook is not kept (`ProductCache::invalidations`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::http::header::HeaderValue;
@@ -85,7 +89,18 @@ impl CachedProduct {
 pub struct ProductCache {
     local: Option<moka::future::Cache<ProductId, Arc<CachedProduct>>>,
     redis: Option<(redis::aio::ConnectionManager, Duration)>,
+    /// Invalidations so far, by slot of product id ([`SLOTS`]). moka keeps
+    /// what a load returns even when its key was invalidated while the
+    /// load ran: a read that began before a write commits and ends after
+    /// its invalidation would keep the old row for the whole TTL (and a
+    /// checkout would price from it). A load whose slot moved meanwhile
+    /// is forgotten again as soon as it is made.
+    invalidations: Arc<[AtomicU64; SLOTS]>,
 }
+
+/// Slots of [`ProductCache::invalidations`]: a write to one product makes a
+/// concurrent load of another forget its result one time in this many.
+const SLOTS: usize = 256;
 
 fn key(id: ProductId) -> String {
     format!("shop:catalog:product:{id}")
@@ -117,6 +132,7 @@ impl ProductCache {
         Ok(ProductCache {
             local: Some(local),
             redis,
+            invalidations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
         })
     }
 
@@ -125,6 +141,7 @@ impl ProductCache {
         ProductCache {
             local: None,
             redis: None,
+            invalidations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 
@@ -157,22 +174,40 @@ impl ProductCache {
         }
         metrics::counter!("cache_requests_total", "cache" => "product", "result" => "miss")
             .increment(1);
-        Box::pin(local.try_get_with(id, async {
+        // Read before the load begins: an invalidation after it means the
+        // load may hold the row as it was before that write.
+        let before = self.slot(id).load(Ordering::Acquire);
+        let loaded = Box::pin(local.try_get_with(id, async {
             if let Some(product) = self.redis_get(id).await {
                 return Ok(Arc::new(CachedProduct::new(product)?));
             }
             metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
             let product = CachedProduct::new(load().await?)?;
-            self.redis_set(&product).await;
+            if self.slot(id).load(Ordering::Acquire) == before {
+                self.redis_set(&product).await;
+            }
             Ok(Arc::new(product))
         }))
         .await
-        .map_err(|e: Arc<CatalogError>| (*e).clone())
+        .map_err(|e: Arc<CatalogError>| (*e).clone())?;
+        if self.slot(id).load(Ordering::Acquire) != before {
+            // Written meanwhile: this reader gets what it read, as if it
+            // had finished first; the cache keeps nothing of it.
+            self.forget(id).await;
+        }
+        Ok(loaded)
+    }
+
+    fn slot(&self, id: ProductId) -> &AtomicU64 {
+        // The low bits of a v7 id are random.
+        let slot = (id.as_uuid().as_u128() % SLOTS as u128) as usize;
+        &self.invalidations[slot]
     }
 
     /// Forgets this process's copy of a product (another instance changed
     /// it, and deleted it from Redis itself).
     pub async fn invalidate_here(&self, id: ProductId) {
+        self.slot(id).fetch_add(1, Ordering::AcqRel);
         if let Some(local) = &self.local {
             local.invalidate(&id).await;
         }
@@ -181,6 +216,9 @@ impl ProductCache {
     /// Forgets every product this process keeps (changes may have been
     /// missed: the notifications' connection was lost).
     pub fn invalidate_all_here(&self) {
+        for slot in self.invalidations.iter() {
+            slot.fetch_add(1, Ordering::AcqRel);
+        }
         if let Some(local) = &self.local {
             local.invalidate_all();
         }
@@ -188,6 +226,12 @@ impl ProductCache {
 
     /// Forgets a product everywhere (after it changed).
     pub async fn invalidate(&self, id: ProductId) {
+        self.slot(id).fetch_add(1, Ordering::AcqRel);
+        self.forget(id).await;
+    }
+
+    /// Drops a product from this process's memory and from Redis.
+    async fn forget(&self, id: ProductId) {
         if let Some(local) = &self.local {
             local.invalidate(&id).await;
         }
@@ -224,5 +268,88 @@ impl ProductCache {
         {
             tracing::warn!(error = %e, "Redis write failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use catalog_api::{Availability, Sku};
+    use kernel::{Currency, Money};
+
+    fn product(id: ProductId, price_minor: i64) -> Product {
+        let now = chrono::Utc::now();
+        Product {
+            id,
+            sku: Sku::parse("RACE-1").unwrap(),
+            name: "Race".into(),
+            description: None,
+            price: Money::new(price_minor, Currency::EUR),
+            active: true,
+            category_id: None,
+            images: Vec::new(),
+            attributes: serde_json::Map::new(),
+            availability: Availability::InStock,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    async fn memory() -> ProductCache {
+        ProductCache::new(&CacheSettings {
+            backend: CacheBackend::Memory,
+            ttl_secs: 60,
+            capacity: 100,
+            redis_url: String::new(),
+            local_ttl_secs: 5,
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A read that loaded the row before a write committed, and finished
+    /// after the write's invalidation, gets what it read; the cache keeps
+    /// none of it (moka alone would keep it for the whole TTL).
+    #[tokio::test]
+    async fn a_load_that_straddles_an_invalidation_is_not_kept() {
+        let cache = memory().await;
+        let id = ProductId::generate();
+        let (read, has_read) = tokio::sync::oneshot::channel();
+        let (finish, may_finish) = tokio::sync::oneshot::channel::<()>();
+        let reader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_load(id, || async move {
+                        let old = product(id, 100);
+                        read.send(()).unwrap();
+                        drop(may_finish.await);
+                        Ok(old)
+                    })
+                    .await
+            })
+        };
+        has_read.await.unwrap();
+        // The write commits (the price is now 200) and invalidates.
+        cache.invalidate(id).await;
+        finish.send(()).unwrap();
+        let got = reader.await.unwrap().unwrap();
+        assert_eq!(got.product.price.amount_minor(), 100);
+
+        let next = cache
+            .get_or_load(id, || async move { Ok(product(id, 200)) })
+            .await
+            .unwrap();
+        assert_eq!(
+            next.product.price.amount_minor(),
+            200,
+            "the old row was kept"
+        );
+        // And a load with no write beside it is kept.
+        let kept = cache
+            .get_or_load(id, || async move { Ok(product(id, 300)) })
+            .await
+            .unwrap();
+        assert_eq!(kept.product.price.amount_minor(), 200);
     }
 }

@@ -1,6 +1,7 @@
 //! The catalog's event handler: the availability read model (from
-//! inventory events) and cache invalidation (from its own events, which
-//! reach every instance on the broker transport).
+//! inventory events) and cache invalidation (from its own events: on
+//! RabbitMQ they reach one instance of the module, so the other instances
+//! learn of a change from the database, `crate::changes`).
 
 use catalog_api::events::{ProductPriceChanged, ProductUpdated};
 use catalog_api::{Availability, ProductId};
