@@ -56,14 +56,17 @@ const LEEWAY_SECS: u64 = 30;
 
 enum Source {
     Local(KeySet),
-    Remote {
-        url: Url,
-        client: reqwest::Client,
-        policy: std::sync::Arc<resilience::Policy>,
-        cache: RwLock<Option<Cached>>,
-        /// Held by the one task fetching the keys.
-        refreshing: tokio::sync::Mutex<()>,
-    },
+    Remote(Box<RemoteKeys>),
+}
+
+/// The user module's keys, fetched over HTTP and cached.
+struct RemoteKeys {
+    url: Url,
+    client: reqwest::Client,
+    policy: std::sync::Arc<resilience::Policy>,
+    cache: RwLock<Option<Cached>>,
+    /// Held by the one task fetching the keys.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// The remote keys as last fetched.
@@ -135,7 +138,7 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.source {
             Source::Local(keys) => write!(f, "Verifier(local {keys:?})"),
-            Source::Remote { url, .. } => write!(f, "Verifier(remote {url})"),
+            Source::Remote(remote) => write!(f, "Verifier(remote {})", remote.url),
         }
     }
 }
@@ -158,13 +161,13 @@ impl Verifier {
         policy: &TokenPolicy,
     ) -> Verifier {
         Verifier {
-            source: Source::Remote {
+            source: Source::Remote(Box::new(RemoteKeys {
                 url: jwks_url,
                 client,
                 policy: fetch_policy,
                 cache: RwLock::new(None),
                 refreshing: tokio::sync::Mutex::new(()),
-            },
+            })),
             validation: validation(policy),
             service: None,
         }
@@ -244,13 +247,13 @@ impl Verifier {
     async fn keys_with(&self, kid: &str) -> Result<KeySet, AuthError> {
         let (url, client, policy, cache, refreshing) = match &self.source {
             Source::Local(keys) => return Ok(keys.clone()),
-            Source::Remote {
-                url,
-                client,
-                policy,
-                cache,
-                refreshing,
-            } => (url, client, policy, cache, refreshing),
+            Source::Remote(remote) => (
+                &remote.url,
+                &remote.client,
+                &remote.policy,
+                &remote.cache,
+                &remote.refreshing,
+            ),
         };
         let unavailable = || {
             AuthError::KeysUnavailable(format!(

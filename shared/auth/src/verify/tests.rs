@@ -245,10 +245,10 @@ fn remote_verifier(url: Url) -> Verifier {
 
 /// Makes the verifier's keys stale, as if fetched and last tried `ago`.
 async fn age_keys(verifier: &Verifier, ago: Duration) {
-    let Source::Remote { cache, .. } = &verifier.source else {
+    let Source::Remote(remote) = &verifier.source else {
         panic!("a remote verifier");
     };
-    let mut cached = cache.write().await;
+    let mut cached = remote.cache.write().await;
     let cached = cached.as_mut().expect("keys fetched");
     let then = Instant::now().checked_sub(ago).unwrap();
     cached.fetched = Some(then);
