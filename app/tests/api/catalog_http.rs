@@ -100,6 +100,44 @@ async fn list_pages_with_opaque_cursor_until_null() {
     assert_eq!(second["next_cursor"], Value::Null);
 }
 
+/// A cursor goes on with the list it came from: the same order and the
+/// same filters. Carried to other filters it would start that list at a
+/// place of another one's (skipping or repeating products), so it is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_is_refused_with_other_filters() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        let created = app.post_product(&product_json(&format!("F{i}"))).await;
+        assert_eq!(created.status(), 201);
+    }
+    let first: Value = app
+        .get("/api/v1/products?limit=1&max_price=5000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let same = app
+        .get(&format!(
+            "/api/v1/products?limit=1&max_price=5000&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(same.status(), 200);
+    for other in [
+        "max_price=6000",
+        "min_price=1",
+        "q=product",
+        "active=true",
+        "",
+    ] {
+        let moved = app
+            .get(&format!("/api/v1/products?limit=1&{other}&cursor={cursor}"))
+            .await;
+        assert_problem(moved, 400, "invalid_cursor").await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_limit_is_bounded_and_checked() {
     let app = spawn_app().await;
@@ -109,12 +147,15 @@ async fn list_limit_is_bounded_and_checked() {
         "validation_failed",
     )
     .await;
-    assert_problem(
-        app.get("/api/v1/products?limit=101").await,
-        422,
-        "validation_failed",
-    )
-    .await;
+    // Every whole number out of range alike, however far.
+    for limit in ["101", "-1", "4294967296"] {
+        assert_problem(
+            app.get(&format!("/api/v1/products?limit={limit}")).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+    }
     assert_problem(
         app.get("/api/v1/products?limit=abc").await,
         400,

@@ -39,8 +39,8 @@ const LIST_CACHE_CONTROL: &str = "public, max-age=5";
 #[serde(deny_unknown_fields)]
 pub struct ProductListQuery {
     /// Items per page, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<i64>,
     /// `next_cursor` of the previous page (valid for the same sort and filters).
     #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,

@@ -182,6 +182,31 @@ pub(crate) struct ListKey {
     pub(crate) id: Uuid,
     /// The sort value: a timestamp, price, name or rank.
     pub(crate) value: serde_json::Value,
+    /// The listing's filters ([`filters_of`]): a cursor goes on with the
+    /// list it came from only. (Absent in cursors made before it was.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) filters: Option<String>,
+}
+
+/// A short fingerprint of `filter` (a cursor carries it).
+pub(crate) fn filters_of(filter: &catalog_api::ProductFilter) -> String {
+    let catalog_api::ProductFilter {
+        category_id,
+        min_price,
+        max_price,
+        active,
+        in_stock,
+        q,
+    } = filter;
+    let text = format!(
+        "{:?}|{min_price:?}|{max_price:?}|{active:?}|{in_stock:?}|{q:?}",
+        category_id.map(|c| c.to_string())
+    );
+    let tag = web::etag::tag_of(text.as_bytes());
+    tag.to_str()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
 }
 
 /// A product row with its search rank (0 without a search).
@@ -209,6 +234,7 @@ impl Ranked {
             sort: sort.as_str().to_owned(),
             id: self.product.id,
             value,
+            filters: None,
         }
     }
 }

@@ -185,7 +185,11 @@ impl CatalogApi for CatalogModule {
                 let key: repo::ListKey = cursor
                     .decode()
                     .map_err(|_| CatalogError::Common(Failure::InvalidCursor))?;
-                if key.sort != sort.as_str() {
+                let other_filters = key
+                    .filters
+                    .as_ref()
+                    .is_some_and(|f| *f != repo::filters_of(&query.filter));
+                if key.sort != sort.as_str() || other_filters {
                     return Err(CatalogError::Common(Failure::InvalidCursor));
                 }
                 Some(key)
@@ -215,7 +219,11 @@ impl CatalogApi for CatalogModule {
         let has_more = rows.len() > limit;
         rows.truncate(limit);
         let next_cursor = match rows.last() {
-            Some(last) if has_more => Some(Cursor::encode(&last.key(sort))),
+            Some(last) if has_more => {
+                let mut key = last.key(sort);
+                key.filters = Some(repo::filters_of(&query.filter));
+                Some(Cursor::encode(&key))
+            }
             _ => None,
         };
         let items = rows

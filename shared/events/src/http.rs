@@ -80,8 +80,8 @@ pub enum DeadLetterScope {
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
     /// Items per page, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<i64>,
     /// `next_cursor` of the previous page; omit for the first page.
     #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,

@@ -11,8 +11,10 @@ use crate::Problem;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
+    // Read as any integer, so that every whole number out of range (`-1`
+    // as `0` or `101`) is the same 422; what is not one is a 400.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
     /// `next_cursor` of the previous page; omit for the first page.
     #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
@@ -26,7 +28,7 @@ impl PageQuery {
     pub fn parse(&self) -> Result<(PageLimit, Option<Cursor>), Problem> {
         let limit = match self.limit {
             None => PageLimit::DEFAULT,
-            Some(raw) => PageLimit::new(raw).map_err(|e| {
+            Some(raw) => PageLimit::new(u32::try_from(raw).unwrap_or(0)).map_err(|e| {
                 Problem::validation(vec![kernel::FieldError::new("limit", e.to_string())])
             })?,
         };
