@@ -334,3 +334,61 @@ async fn delivered_rows_are_pruned_after_the_retention() {
     );
     assert_eq!(notifications(&app).await.len(), 1);
 }
+
+/// A broker that stops reading its publishers (a memory or disk alarm
+/// blocks them and closes nothing) fails a publish once its confirm is
+/// overdue, instead of holding the relay, and the relay's transaction,
+/// for as long as the alarm lasts. The event stays unmarked and is sent
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_broker_never_confirms_fails_in_time() {
+    use events::Transport as _;
+    let settings = crate::helpers::test_settings(None, &[]);
+    let mut rabbit = settings.events.rabbitmq.clone();
+    let mut url = reqwest::Url::parse(&rabbit.url).unwrap();
+    let proxy = testkit::fault::FaultProxy::start(url.port().unwrap_or(5672)).await;
+    url.set_port(Some(proxy.port())).unwrap();
+    rabbit.url = url.to_string();
+    rabbit.namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+    rabbit.queue_ttl_ms = Some(120_000);
+    let (key, _) = auth::SigningKey::generate();
+    let broker = events::rabbitmq::RabbitMq::connect(rabbit, auth::EventSeal::new(&key).unwrap())
+        .await
+        .unwrap();
+    let event = || -> kernel::Envelope {
+        serde_json::from_value(json!({
+            "id": uuid::Uuid::now_v7(), "type": "test.nobody_listens.v1", "source": "test",
+            "aggregate_id": "a", "occurred_at": chrono::Utc::now(),
+            "request_id": null, "causation_id": null, "payload": {},
+        }))
+        .unwrap()
+    };
+    broker.publish(&event()).await.unwrap();
+
+    proxy.stall(true);
+    let refused =
+        tokio::time::timeout(std::time::Duration::from_secs(60), broker.publish(&event()))
+            .await
+            .expect("the publish still waits for its confirm");
+    let error = refused.expect_err("a publish the broker never confirmed");
+    assert!(
+        error.to_string().contains("confirmed no publish"),
+        "{error}"
+    );
+
+    // The broker reads again: the next publish goes through.
+    proxy.stall(false);
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match broker.publish(&event()).await {
+                Ok(()) => break,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        sent.is_ok(),
+        "no publish went through once the broker read again"
+    );
+}

@@ -1,11 +1,12 @@
 //! A TCP fault proxy for tests: sits between a client and a real server and
 //! misbehaves on demand (latency, dropped connections, 503s, truncated
-//! bodies, not listening at all). Counts the connections it receives, so a
-//! test can prove that no call was made.
+//! bodies, not listening at all, or every open connection going silent).
+//! Counts the connections it receives, so a test can prove that no call was
+//! made.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -38,6 +39,10 @@ pub struct FaultProxy {
     arrivals: Arc<Mutex<Vec<Instant>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// While set, forwarded connections carry nothing either way (and stay
+    /// open): a server that stopped reading, such as a broker under a
+    /// resource alarm.
+    stalled: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
@@ -55,18 +60,20 @@ impl FaultProxy {
             arrivals: Arc::new(Mutex::new(Vec::new())),
             task: Mutex::new(None),
             live: Arc::new(Mutex::new(Vec::new())),
+            stalled: Arc::new(AtomicBool::new(false)),
         };
         proxy.serve(listener);
         proxy
     }
 
     fn serve(&self, listener: TcpListener) {
-        let (fault, connections, arrivals, upstream, live) = (
+        let (fault, connections, arrivals, upstream, live, stalled) = (
             Arc::clone(&self.fault),
             Arc::clone(&self.connections),
             Arc::clone(&self.arrivals),
             self.upstream,
             Arc::clone(&self.live),
+            Arc::clone(&self.stalled),
         );
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -75,7 +82,8 @@ impl FaultProxy {
                     a.push(Instant::now());
                 }
                 let current = fault.lock().map(|f| *f).unwrap_or(Fault::Pass);
-                let connection = tokio::spawn(handle(client, upstream, current));
+                let connection =
+                    tokio::spawn(handle(client, upstream, current, Arc::clone(&stalled)));
                 if let Ok(mut live) = live.lock() {
                     live.retain(|c| !c.is_finished());
                     live.push(connection.abort_handle());
@@ -97,6 +105,12 @@ impl FaultProxy {
         if let Ok(mut f) = self.fault.lock() {
             *f = fault;
         }
+    }
+
+    /// Open connections go silent (`true`: nothing is forwarded either
+    /// way, nothing is closed) or carry on (`false`).
+    pub fn stall(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
     }
 
     /// Connections received so far.
@@ -139,7 +153,7 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn handle(mut client: TcpStream, upstream: u16, fault: Fault) {
+async fn handle(mut client: TcpStream, upstream: u16, fault: Fault, stalled: Arc<AtomicBool>) {
     match fault {
         Fault::Drop => drop(client),
         Fault::Unavailable => {
@@ -168,11 +182,39 @@ async fn handle(mut client: TcpStream, upstream: u16, fault: Fault) {
             if let Fault::Latency(delay) = fault {
                 tokio::time::sleep(delay).await;
             }
-            if let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await {
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                let (client_in, client_out) = client.into_split();
+                let (server_in, server_out) = server.into_split();
+                tokio::join!(
+                    forward(client_in, server_out, &stalled),
+                    forward(server_in, client_out, &stalled),
+                );
             }
         }
     }
+}
+
+/// Copies `from` to `to` until either closes, holding what it read while
+/// `stalled` is set.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: &AtomicBool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Reads until the end of the request head (enough for bodiless requests).

@@ -8,6 +8,9 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use super::RabbitMq;
 use crate::{Transport, TransportError};
 
+/// How long a publish waits for the broker's confirm.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[async_trait::async_trait]
 impl Transport for RabbitMq {
     async fn publish(&self, event: &Envelope) -> Result<(), TransportError> {
@@ -30,22 +33,39 @@ impl Transport for RabbitMq {
             .with_message_id(event.id.to_string().into())
             .with_type(event.event_type.as_str().into())
             .with_headers(self.headers(event, &payload)?);
-        let confirm = channel
-            .basic_publish(
-                self.exchange().as_str().into(),
-                event.event_type.as_str().into(),
-                // Unroutable events come back instead of vanishing.
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &payload,
-                properties,
-            )
-            .await
-            .map_err(|e| TransportError(format!("publish failed: {e}")))?
-            .await
-            .map_err(|e| TransportError(format!("no publisher confirm: {e}")))?;
+        let published = async {
+            channel
+                .basic_publish(
+                    self.exchange().as_str().into(),
+                    event.event_type.as_str().into(),
+                    // Unroutable events come back instead of vanishing.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &payload,
+                    properties,
+                )
+                .await
+                .map_err(|e| TransportError(format!("publish failed: {e}")))?
+                .await
+                .map_err(|e| TransportError(format!("no publisher confirm: {e}")))
+        };
+        // A broker under a resource alarm stops reading publishers without
+        // closing them: the relay (holding its batch's transaction open)
+        // must not wait for ever. Unconfirmed, the event is sent again
+        // later (a copy the broker took after all is a duplicate the inbox
+        // skips), on a channel of its own.
+        let confirm = match tokio::time::timeout(CONFIRM_TIMEOUT, published).await {
+            Ok(confirm) => confirm?,
+            Err(_) => {
+                *publisher = None;
+                return Err(TransportError(format!(
+                    "the broker confirmed no publish in {} s (blocked by a resource alarm?)",
+                    CONFIRM_TIMEOUT.as_secs()
+                )));
+            }
+        };
         drop(publisher);
         if !confirm.is_ack() {
             return Err(TransportError(
