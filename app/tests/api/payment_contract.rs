@@ -158,3 +158,86 @@ async fn a_void_after_a_capture_whose_answer_was_lost_records_the_capture() {
         .unwrap();
     assert_eq!(at_provider["status"], "refunded", "{at_provider}");
 }
+
+/// A capture starts from the authorization this process just recorded,
+/// without reading the payment again; when the hold was voided meanwhile
+/// by another instance, the provider refuses the capture and the answer
+/// is the payment as recorded (voided), with nothing captured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_from_memory_meets_a_void_made_elsewhere() {
+    let db = test_database().await;
+    let settings = test_settings(Some(db.url()), &[]);
+    let pool =
+        app::database::module_pool(&settings, app::modules::ModuleName::Payment, db.url()).unwrap();
+    let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1).unwrap();
+    let provider_handle = server.handle();
+    tokio::spawn(server);
+    let provider = format!("http://127.0.0.1:{port}/");
+    let adapter = Arc::new(payment::provider::HttpProvider::new(
+        crate::helpers::http(),
+        url::Url::parse(&provider).unwrap(),
+        crate::helpers::policy("payment_provider"),
+    ));
+    let here = payment::PaymentModule::new(pool.clone(), adapter.clone());
+    let elsewhere = payment::PaymentModule::new(pool, adapter);
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    let authorize = |order: OrderId| {
+        let (here, service) = (&here, &service);
+        async move {
+            let payment_method = here
+                .tokenize(
+                    service,
+                    Tokenize {
+                        card_number: payment_sandbox::cards::SUCCEEDS.to_owned(),
+                    },
+                )
+                .await
+                .unwrap();
+            let request = AuthorizePayment {
+                order_id: order,
+                customer_id: Uuid::now_v7(),
+                amount: Money::new(900, Currency::EUR),
+                payment_method,
+            };
+            here.authorize(service, request).await.unwrap();
+        }
+    };
+    use payment_api::PaymentApi as _;
+
+    // The usual way: authorized, then captured here.
+    let usual = OrderId::generate();
+    authorize(usual).await;
+    let captured = here.capture(&service, usual).await.unwrap();
+    assert_eq!(captured.status, PaymentStatus::Captured);
+    let kinds: Vec<&str> = captured.ledger.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["authorized", "captured"]);
+
+    // Voided by another instance between the two.
+    let voided = OrderId::generate();
+    authorize(voided).await;
+    elsewhere.void(&service, voided).await.unwrap();
+    assert_eq!(
+        here.capture(&service, voided).await.unwrap_err(),
+        PaymentError::InvalidTransition(PaymentStatus::Voided)
+    );
+    let all: Vec<Value> = crate::helpers::http()
+        .get(format!("{provider}v1/authorizations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = all.iter().filter_map(|a| a["status"].as_str()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "captured").count(),
+        1,
+        "{all:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "voided").count(),
+        1,
+        "{all:?}"
+    );
+    provider_handle.stop(false).await;
+}

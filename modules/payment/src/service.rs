@@ -26,6 +26,57 @@ use crate::repo::{self, Key, Step, Stored};
 pub struct PaymentModule {
     pool: Pool,
     provider: Arc<dyn PaymentProvider>,
+    recent: Arc<Recent>,
+}
+
+/// The authorizations this process recorded lately, by order, with the
+/// provider's id of each: the capture that follows within milliseconds
+/// (the checkout's next steps) starts from here instead of reading the
+/// payment again. Reading it would guard nothing more: the capture's
+/// record is conditional (`WHERE status = 'authorized'`) either way, a
+/// payment moved meanwhile on another path is found moved by it, and a
+/// provider that refuses the capture (a hold voided meanwhile) sends the
+/// capture back to the read. Entries live a minute, a few thousand at most;
+/// another instance, or a restart, simply reads.
+#[derive(Default)]
+struct Recent(std::sync::Mutex<std::collections::HashMap<OrderId, Authorized>>);
+
+/// A recorded authorization ([`Recent`]).
+struct Authorized {
+    payment: Payment,
+    provider_id: String,
+    at: std::time::Instant,
+}
+
+impl Recent {
+    const MAX: usize = 4096;
+    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn remember(&self, payment: &Payment, provider_id: &str) {
+        let Ok(mut recent) = self.0.lock() else {
+            return;
+        };
+        if recent.len() >= Self::MAX {
+            recent.retain(|_, a| a.at.elapsed() < Self::TTL);
+            if recent.len() >= Self::MAX {
+                recent.clear();
+            }
+        }
+        recent.insert(
+            payment.order_id,
+            Authorized {
+                payment: payment.clone(),
+                provider_id: provider_id.to_owned(),
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// The authorization of `order`, forgotten here as it is handed out.
+    fn take(&self, order: OrderId) -> Option<Authorized> {
+        let mut recent = self.0.lock().ok()?;
+        recent.remove(&order).filter(|a| a.at.elapsed() < Self::TTL)
+    }
 }
 
 /// A failed statement, as this module answers it (`db::query_failure`:
@@ -61,7 +112,11 @@ fn to_payment(stored: Stored) -> Result<(Payment, AtProvider), PaymentError> {
 impl PaymentModule {
     /// Payments over `pool`, taken through `provider`.
     pub fn new(pool: Pool, provider: Arc<dyn PaymentProvider>) -> PaymentModule {
-        PaymentModule { pool, provider }
+        PaymentModule {
+            pool,
+            provider,
+            recent: Arc::default(),
+        }
     }
 
     async fn conn(&self) -> Result<db::Object, PaymentError> {
@@ -172,14 +227,19 @@ impl PaymentModule {
         let key = domain::authorization_key(payment.order_id);
         match self.provider.authorize(&key, payment.amount, method).await {
             Ok(authorization) => {
-                self.record(
-                    payment,
-                    PaymentStatus::Authorizing,
-                    PaymentStatus::Authorized,
-                    Some(&authorization.id),
-                    None,
-                )
-                .await
+                let recorded = self
+                    .record(
+                        payment,
+                        PaymentStatus::Authorizing,
+                        PaymentStatus::Authorized,
+                        Some(&authorization.id),
+                        None,
+                    )
+                    .await?;
+                if recorded.status == PaymentStatus::Authorized {
+                    self.recent.remember(&recorded, &authorization.id);
+                }
+                Ok(recorded)
             }
             Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
                 self.record(
@@ -257,6 +317,25 @@ impl PaymentApi for PaymentModule {
 
     async fn capture(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
+        if let Some(authorized) = self.recent.take(order) {
+            match self.provider.capture(&authorized.provider_id).await {
+                Ok(_) => {
+                    return self
+                        .record(
+                            &authorized.payment,
+                            PaymentStatus::Authorized,
+                            PaymentStatus::Captured,
+                            None,
+                            None,
+                        )
+                        .await;
+                }
+                // Refused: the hold may have moved meanwhile; the payment
+                // as recorded says what to answer.
+                Err(ProviderError::Declined { .. } | ProviderError::Rejected { .. }) => {}
+                Err(e) => return Err(provider_error(e)),
+            }
+        }
         let (payment, at_provider) = self.with_provider_side(order).await?;
         match payment.status {
             PaymentStatus::Captured => Ok(payment),
@@ -280,6 +359,7 @@ impl PaymentApi for PaymentModule {
 
     async fn void(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
+        self.recent.take(order);
         let (mut payment, mut at_provider) = self.with_provider_side(order).await?;
         if payment.status == PaymentStatus::Authorizing {
             // The outcome of the authorization is unknown: learn it first
@@ -332,6 +412,7 @@ impl PaymentApi for PaymentModule {
 
     async fn refund(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
+        self.recent.take(order);
         let (payment, at_provider) = self.with_provider_side(order).await?;
         match payment.status {
             PaymentStatus::Refunded => Ok(payment),
