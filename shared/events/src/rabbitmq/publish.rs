@@ -8,12 +8,40 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use super::RabbitMq;
 use crate::{Transport, TransportError};
 
-/// How long a publish waits for the broker's confirm.
-const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a publish may take, the channel's opening and the broker's
+/// confirm included.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[async_trait::async_trait]
 impl Transport for RabbitMq {
+    /// Publishes `event`, confirmed, within [`PUBLISH_TIMEOUT`]. A broker
+    /// under a resource alarm stops reading publishers without closing
+    /// them: the relay (holding its batch's transaction open) must not
+    /// wait for ever. Unconfirmed, the event is sent again later (a copy
+    /// the broker took after all is a duplicate the inbox skips), on a
+    /// channel of its own.
     async fn publish(&self, event: &Envelope) -> Result<(), TransportError> {
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_now(event)).await {
+            Ok(published) => published,
+            Err(_) => {
+                if let Ok(mut publisher) = self.publisher.try_lock() {
+                    *publisher = None;
+                }
+                Err(TransportError(format!(
+                    "the broker confirmed no publish in {} s (blocked by a resource alarm?)",
+                    PUBLISH_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+}
+
+impl RabbitMq {
+    async fn publish_now(&self, event: &Envelope) -> Result<(), TransportError> {
         let payload = serde_json::to_vec(event).map_err(|e| TransportError(e.to_string()))?;
         let mut publisher = self.publisher.lock().await;
         if publisher.as_ref().is_none_or(|c| !c.status().connected()) {
@@ -51,21 +79,7 @@ impl Transport for RabbitMq {
                 .await
                 .map_err(|e| TransportError(format!("no publisher confirm: {e}")))
         };
-        // A broker under a resource alarm stops reading publishers without
-        // closing them: the relay (holding its batch's transaction open)
-        // must not wait for ever. Unconfirmed, the event is sent again
-        // later (a copy the broker took after all is a duplicate the inbox
-        // skips), on a channel of its own.
-        let confirm = match tokio::time::timeout(CONFIRM_TIMEOUT, published).await {
-            Ok(confirm) => confirm?,
-            Err(_) => {
-                *publisher = None;
-                return Err(TransportError(format!(
-                    "the broker confirmed no publish in {} s (blocked by a resource alarm?)",
-                    CONFIRM_TIMEOUT.as_secs()
-                )));
-            }
-        };
+        let confirm = published.await?;
         drop(publisher);
         if !confirm.is_ack() {
             return Err(TransportError(
@@ -86,9 +100,5 @@ impl Transport for RabbitMq {
             tracing::debug!(event_type = %event.event_type, "no module subscribes to this event");
             Ok(())
         }
-    }
-
-    fn name(&self) -> &'static str {
-        "rabbitmq"
     }
 }
