@@ -261,5 +261,18 @@ async fn a_stopped_process_gives_up_the_leases_of_the_sagas_it_drove() {
     // closed), not left to expire in ten minutes.
     let held = query.get_result::<Lease>(&mut db).await.unwrap().held;
     assert!(!held, "the lease is still held");
+    // A stop is no failed attempt: the step keeps all its attempts.
+    #[derive(diesel::QueryableByName)]
+    struct Attempts {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        attempts: i32,
+    }
+    let Attempts { attempts } =
+        diesel::sql_query("SELECT attempts FROM orders.sagas WHERE order_id = $1")
+            .bind::<SqlUuid, _>(id)
+            .get_result(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 0);
     provider_handle.stop(false).await;
 }

@@ -228,6 +228,24 @@ pub(crate) async fn unlease(
     .map(drop)
 }
 
+/// Gives `owner`'s lease up, due at once, counting no attempt: the run
+/// stopped with its process, nothing failed.
+pub(crate) async fn release(
+    conn: &mut AsyncPgConnection,
+    order: OrderId,
+    owner: Uuid,
+) -> QueryResult<()> {
+    db::sql(
+        "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, next_attempt_at = now(), \
+         updated_at = now() WHERE order_id = $1 AND lease_owner = $2",
+    )
+    .bind::<SqlUuid, _>(order.as_uuid())
+    .bind::<SqlUuid, _>(owner)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Records the intent of step `step`, renewing `owner`'s lease; false when
 /// the lease is no longer `owner`'s.
 pub(crate) async fn begin(
