@@ -34,7 +34,10 @@ pub async fn middleware(
         .get(actix_web::http::header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default().to_owned());
     if let Some(header) = header {
-        let outcome = match (bearer(&header), request.app_data::<Data<Verifier>>()) {
+        let outcome = match (
+            web::bearer_token(&header),
+            request.app_data::<Data<Verifier>>(),
+        ) {
             (Some(token), Some(verifier)) => verifier.verify(token.trim()).await,
             (None, _) => Err(AuthError::Malformed),
             (Some(_), None) => Err(AuthError::KeysUnavailable(
@@ -72,13 +75,6 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, Problem> {
             error.to_string(),
         )),
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header; the scheme's
-/// name in any case (RFC 9110 §11.1: `bearer`, `BEARER`).
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// A route any signed-in user may call.
@@ -120,7 +116,7 @@ impl FromRequest for AdminOnly {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use web::bearer_token as bearer;
 
     #[test]
     fn the_scheme_is_named_in_any_case_and_nothing_else_passes() {

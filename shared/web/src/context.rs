@@ -29,10 +29,19 @@ impl FromRequest for RequestCx {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         if let Some(token) = bearer {
             cx = cx.with_bearer_token(token);
         }
         ready(Ok(RequestCx(cx)))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme's
+/// name in any case (RFC 9110 §11.1: `bearer`, `BEARER`).
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }

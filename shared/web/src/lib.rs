@@ -23,7 +23,7 @@ mod routes;
 pub mod security;
 pub mod text;
 
-pub use context::RequestCx;
+pub use context::{RequestCx, bearer_token};
 pub use observe::{RequestIdRootSpan, current_request_id};
 pub use page::PageQuery;
 pub use problem::{ApiError, Problem};
