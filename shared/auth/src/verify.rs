@@ -56,7 +56,7 @@ const LEEWAY_SECS: u64 = 30;
 
 enum Source {
     Local(KeySet),
-    Remote(Box<RemoteKeys>),
+    Remote(std::sync::Arc<RemoteKeys>),
 }
 
 /// The user module's keys, fetched over HTTP and cached.
@@ -161,7 +161,7 @@ impl Verifier {
         policy: &TokenPolicy,
     ) -> Verifier {
         Verifier {
-            source: Source::Remote(Box::new(RemoteKeys {
+            source: Source::Remote(std::sync::Arc::new(RemoteKeys {
                 url: jwks_url,
                 client,
                 policy: fetch_policy,
@@ -239,44 +239,61 @@ impl Verifier {
     /// The key set, refreshed if it is stale or lacks `kid` (remote only).
     ///
     /// One task fetches at a time, at most every [`REFETCH_MIN_INTERVAL`]
-    /// (a failed fetch counts). While it does, a token whose key is known
-    /// is verified with the keys at hand rather than waiting on the fetch
-    /// (a brownout of the user module must not hold every request of
-    /// every other process); only a token the keys at hand cannot verify
-    /// waits for it. Keys older than [`JWKS_MAX_STALE`] are not used.
+    /// (a failed fetch counts). A token whose key is known is verified
+    /// with the keys at hand, stale keys fetched again in the background
+    /// (a brownout of the user module must hold no request of any other
+    /// process); only a token the keys at hand cannot verify waits for a
+    /// fetch. Keys older than [`JWKS_MAX_STALE`] are not used.
     async fn keys_with(&self, kid: &str) -> Result<KeySet, AuthError> {
-        let (url, client, policy, cache, refreshing) = match &self.source {
+        let remote = match &self.source {
             Source::Local(keys) => return Ok(keys.clone()),
-            Source::Remote(remote) => (
-                &remote.url,
-                &remote.client,
-                &remote.policy,
-                &remote.cache,
-                &remote.refreshing,
-            ),
+            Source::Remote(remote) => remote,
         };
-        let unavailable = || {
-            AuthError::KeysUnavailable(format!(
-                "{url} could not be fetched lately and the keys at hand are too old"
-            ))
-        };
-        let fallback = match Need::of(cache.read().await.as_ref(), kid) {
+        // Bound first: the read guard must be gone before `refresh` writes.
+        let need = Need::of(remote.cache.read().await.as_ref(), kid);
+        match need {
+            Need::Use(keys) => Ok(keys),
+            Need::Unavailable => Err(remote.unavailable()),
+            Need::Refresh {
+                fallback: Some(keys),
+            } => {
+                // Fetched in the background (unless a fetch runs already);
+                // this request goes on with the keys at hand.
+                if remote.refreshing.try_lock().is_ok() {
+                    let (remote, kid) = (std::sync::Arc::clone(remote), kid.to_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = remote.refresh(&kid).await {
+                            tracing::warn!(error = %e, "JWKS refresh failed; using the cached keys");
+                        }
+                    });
+                }
+                Ok(keys)
+            }
+            Need::Refresh { fallback: None } => remote.refresh(kid).await,
+        }
+    }
+}
+
+impl RemoteKeys {
+    fn unavailable(&self) -> AuthError {
+        AuthError::KeysUnavailable(format!(
+            "{} could not be fetched lately and the keys at hand are too old",
+            self.url
+        ))
+    }
+
+    /// Fetches the keys, one task at a time (a task that waited finds them
+    /// fetched, or tried too lately to try again), and keeps them.
+    async fn refresh(&self, kid: &str) -> Result<KeySet, AuthError> {
+        let _fetching = self.refreshing.lock().await;
+        let fallback = match Need::of(self.cache.read().await.as_ref(), kid) {
             Need::Use(keys) => return Ok(keys),
-            Need::Unavailable => return Err(unavailable()),
+            Need::Unavailable => return Err(self.unavailable()),
             Need::Refresh { fallback } => fallback,
         };
-        let _fetching = match (refreshing.try_lock(), fallback) {
-            (Ok(lock), _) => lock,
-            (Err(_), Some(keys)) => return Ok(keys),
-            (Err(_), None) => refreshing.lock().await,
-        };
-        // Another task may have fetched them while this one waited.
-        let fallback = match Need::of(cache.read().await.as_ref(), kid) {
-            Need::Use(keys) => return Ok(keys),
-            Need::Unavailable => return Err(unavailable()),
-            Need::Refresh { fallback } => fallback,
-        };
-        let fetched = policy
+        let (client, url) = (&self.client, &self.url);
+        let fetched = self
+            .policy
             .call(None, true, || async {
                 let result = fetch(client, url).await;
                 let verdict = match &result {
@@ -293,7 +310,7 @@ impl Verifier {
                 resilience::PolicyError::Failed(e) => e,
                 other => AuthError::KeysUnavailable(format!("cannot fetch {url}: {other}")),
             });
-        let mut cached = cache.write().await;
+        let mut cached = self.cache.write().await;
         match fetched {
             Ok(keys) => {
                 let now = Instant::now();
