@@ -170,6 +170,8 @@ async fn metrics_show_module_calls_messaging_sagas_pools_and_the_process() {
 async fn a_flood_of_scrapes_reads_the_tables_at_most_once_a_second() {
     use diesel_async::RunQueryDsl as _;
     let app = spawn_app().await;
+    // Opened first: the insert below must follow the read closely.
+    let mut db = app.db().await;
     let none = r#"dead_letters{module="catalog"} 0"#;
     let one = r#"dead_letters{module="catalog"} 1"#;
     eventually("a scrape that read the tables", || async {
@@ -183,7 +185,7 @@ async fn a_flood_of_scrapes_reads_the_tables_at_most_once_a_second() {
          (id, handler, event_id, event_type, envelope, attempts, last_error) \
          VALUES (gen_random_uuid(), 'test', gen_random_uuid(), 't', '{}', 1, 'e')",
     )
-    .execute(&mut app.db().await)
+    .execute(&mut db)
     .await
     .unwrap();
     // A burst right after: every scrape answers from that read.

@@ -160,9 +160,11 @@ async fn a_void_after_a_capture_whose_answer_was_lost_records_the_capture() {
 }
 
 /// A capture starts from the authorization this process just recorded,
-/// without reading the payment again; when the hold was voided meanwhile
-/// by another instance, the provider refuses the capture and the answer
-/// is the payment as recorded (voided), with nothing captured.
+/// without reading the payment again (the statements it saves are counted
+/// by `scripts/bench/checkout`, not here). What this shows is that the
+/// shortcut answers as the read would: when the hold was voided meanwhile
+/// by another instance, the provider refuses the capture and the answer is
+/// the payment as recorded (voided), with nothing captured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_from_memory_meets_a_void_made_elsewhere() {
     let db = test_database().await;

@@ -385,6 +385,8 @@ impl PaymentApi for PaymentModule {
                 Err(e) => return Err(e),
             }
             (payment, at_provider) = self.with_provider_side(order).await?;
+            // Settled just now: remembered for a capture that will not come.
+            self.recent.take(order);
         }
         match payment.status {
             PaymentStatus::Voided | PaymentStatus::Declined => Ok(payment),

@@ -28,9 +28,14 @@ impl PageQuery {
     pub fn parse(&self) -> Result<(PageLimit, Option<Cursor>), Problem> {
         let limit = match self.limit {
             None => PageLimit::DEFAULT,
-            Some(raw) => PageLimit::new(u32::try_from(raw).unwrap_or(0)).map_err(|e| {
-                Problem::validation(vec![kernel::FieldError::new("limit", e.to_string())])
-            })?,
+            Some(raw) => u32::try_from(raw)
+                .ok()
+                .and_then(|n| PageLimit::new(n).ok())
+                .ok_or_else(|| {
+                    let message =
+                        format!("limit must be between 1 and {}, got {raw}", PageLimit::MAX);
+                    Problem::validation(vec![kernel::FieldError::new("limit", message)])
+                })?,
         };
         Ok((limit, self.cursor.clone().map(Cursor::from_raw)))
     }
