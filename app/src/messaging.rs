@@ -35,7 +35,8 @@ pub(crate) async fn connect_broker(
         return Ok(None);
     }
     let seal = auth::EventSeal::new(services.key())
-        .map_err(|e| anyhow::anyhow!("auth.service_key_file: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("auth.service_key_file: {e}"))?
+        .accepting(services.accepted());
     let rabbit = RabbitMq::connect(settings.events.rabbitmq.clone(), seal)
         .await
         .map_err(|e| anyhow::anyhow!("events.rabbitmq: {e}"))?;

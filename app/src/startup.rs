@@ -187,7 +187,7 @@ impl Application {
             Some(Data::new(compose::verifier(
                 &settings,
                 local_keys,
-                services.key(),
+                &services,
                 client.clone(),
                 &policies,
             )?))

@@ -129,11 +129,6 @@ impl SigningKey {
         &self.jwk
     }
 
-    /// The public half as a key that verifies signatures.
-    pub(crate) fn public_decoding_key(&self) -> Option<DecodingKey> {
-        DecodingKey::from_jwk(&self.jwk).ok()
-    }
-
     pub(crate) fn encoding(&self) -> &EncodingKey {
         &self.encoding
     }

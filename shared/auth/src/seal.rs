@@ -3,16 +3,18 @@
 //! every consumer checks the signature before it reads the event. Whoever
 //! can reach the broker but lacks the key cannot inject an event (ADR 0018).
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, EncodingKey};
 
-use crate::SigningKey;
+use crate::{KeySet, SigningKey};
 
 /// Signs and checks event messages with the service key.
 #[derive(Clone)]
 pub struct EventSeal {
     kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The keys whose signatures are accepted, by `kid`: the service key's
+    /// own, and during a rotation the next or the last one.
+    accepted: KeySet,
 }
 
 impl std::fmt::Debug for EventSeal {
@@ -30,14 +32,34 @@ impl EventSeal {
     /// When the key's public half cannot be derived (not expected for a
     /// loaded key).
     pub fn new(key: &SigningKey) -> Result<EventSeal, String> {
-        let decoding = key
-            .public_decoding_key()
-            .ok_or_else(|| "the service key has no usable public half".to_owned())?;
+        let accepted = KeySet::from_jwks(crate::JwkSet {
+            keys: vec![key.public_jwk().clone()],
+        });
+        if accepted.get(key.kid()).is_none() {
+            return Err("the service key has no usable public half".to_owned());
+        }
         Ok(EventSeal {
             kid: key.kid().to_owned(),
             encoding: key.encoding().clone(),
-            decoding,
+            accepted,
         })
+    }
+
+    /// Also accepts the signatures of `keys` (every service key the
+    /// deployment accepts, `auth::ServiceTokens::accepted`), still signing
+    /// with the service key alone: during a rotation, a process accepts the
+    /// events of processes already signing with the next key, or still with
+    /// the last one, instead of dead-lettering them (ADR 0013).
+    #[must_use]
+    pub fn accepting(mut self, keys: &KeySet) -> EventSeal {
+        let mut all = self.accepted.jwks().keys.clone();
+        for jwk in &keys.jwks().keys {
+            if !all.iter().any(|k| k.common.key_id == jwk.common.key_id) {
+                all.push(jwk.clone());
+            }
+        }
+        self.accepted = KeySet::from_jwks(crate::JwkSet { keys: all });
+        self
     }
 
     /// The signature of `message`: `<kid>.<base64url Ed25519 signature>`.
@@ -50,14 +72,14 @@ impl EventSeal {
             .map_err(|e| e.to_string())
     }
 
-    /// Whether `signature` is this key's signature of exactly `message`.
+    /// Whether `signature` is an accepted key's signature of exactly `message`.
     pub fn verify(&self, message: &[u8], signature: &str) -> bool {
         let Some((kid, signature)) = signature.split_once('.') else {
             return false;
         };
-        kid == self.kid
-            && jsonwebtoken::crypto::verify(signature, message, &self.decoding, Algorithm::EdDSA)
-                .unwrap_or(false)
+        self.accepted.get(kid).is_some_and(|key| {
+            jsonwebtoken::crypto::verify(signature, message, key, Algorithm::EdDSA).unwrap_or(false)
+        })
     }
 }
 
@@ -83,5 +105,38 @@ mod tests {
         // The same signature under this key's id is still another key's.
         let relabelled = format!("{}.{}", key.kid(), forged.split_once('.').unwrap().1);
         assert!(!seal.verify(message, &relabelled));
+    }
+
+    #[test]
+    fn a_seal_accepting_another_key_verifies_its_signatures_and_still_signs_with_its_own() {
+        let (current, _) = SigningKey::generate();
+        let (next, _) = SigningKey::generate();
+        let message = br#"{"type":"stock.changed.v1"}"#;
+        let by_next = EventSeal::new(&next).unwrap().sign(message).unwrap();
+        let plain = EventSeal::new(&current).unwrap();
+        assert!(!plain.verify(message, &by_next), "not accepted unless told");
+
+        let accepted = crate::ServiceTokens::new(
+            next,
+            crate::TokenPolicy {
+                issuer: "shop".into(),
+                audience: "shop-api".into(),
+                access_ttl: std::time::Duration::from_secs(900),
+            },
+        )
+        .accepted()
+        .clone();
+        let rotating = EventSeal::new(&current).unwrap().accepting(&accepted);
+        assert!(
+            rotating.verify(message, &by_next),
+            "the next key's events are read"
+        );
+        assert!(!rotating.verify(br#"{"type":"stock.changed.v2"}"#, &by_next));
+        let own = rotating.sign(message).unwrap();
+        assert!(own.starts_with(&format!("{}.", current.kid())), "{own}");
+        assert!(
+            plain.verify(message, &own),
+            "processes that know only this key read it"
+        );
     }
 }

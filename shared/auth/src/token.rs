@@ -7,7 +7,7 @@ use kernel::Role;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::SigningKey;
+use crate::{KeySet, SigningKey};
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,21 +119,53 @@ impl Issuer {
 #[derive(Debug)]
 pub struct ServiceTokens {
     issuer: Issuer,
+    /// The public halves of every service key accepted: the key's own and
+    /// those of [`ServiceTokens::accepting`].
+    accepted: KeySet,
     cached: std::sync::Mutex<Option<(String, i64)>>,
 }
 
 impl ServiceTokens {
     /// Tokens signed with `key` under `policy`.
     pub fn new(key: SigningKey, policy: TokenPolicy) -> ServiceTokens {
+        let accepted = KeySet::from_jwks(jsonwebtoken::jwk::JwkSet {
+            keys: vec![key.public_jwk().clone()],
+        });
         ServiceTokens {
             issuer: Issuer::new(key, policy),
+            accepted,
             cached: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Also accepts the service tokens and event seals of `others` (public
+    /// keys), never signing with them: during a rotation of the service key,
+    /// the next key before any process signs with it, then the last one
+    /// until no process does (ADR 0013).
+    #[must_use]
+    pub fn accepting(
+        mut self,
+        others: impl IntoIterator<Item = jsonwebtoken::jwk::Jwk>,
+    ) -> ServiceTokens {
+        let mut keys = self.accepted.jwks().keys.clone();
+        for jwk in others {
+            if !keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {
+                keys.push(jwk);
+            }
+        }
+        self.accepted = KeySet::from_jwks(jsonwebtoken::jwk::JwkSet { keys });
+        self
     }
 
     /// The service key.
     pub fn key(&self) -> &SigningKey {
         self.issuer.key()
+    }
+
+    /// Every service key accepted, by id: the service key's own public
+    /// half first, and those [`ServiceTokens::accepting`] added.
+    pub fn accepted(&self) -> &KeySet {
+        &self.accepted
     }
 
     /// A valid service token.

@@ -129,9 +129,9 @@ impl Need {
 pub struct Verifier {
     source: Source,
     validation: Validation,
-    /// The key of service tokens (`kid`, key): tokens it signs carry
+    /// The keys of service tokens, by `kid`: tokens they sign carry
     /// exactly the `service` role; user keys never sign that role.
-    service: Option<(String, jsonwebtoken::DecodingKey)>,
+    service: Option<KeySet>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -176,10 +176,18 @@ impl Verifier {
     /// Also trusts tokens signed by the service key (see
     /// [`crate::ServiceTokens`]), for the `service` role only.
     #[must_use]
-    pub fn with_service_key(mut self, key: &crate::SigningKey) -> Verifier {
-        if let Some(decoding) = key.public_decoding_key() {
-            self.service = Some((key.kid().to_owned(), decoding));
-        }
+    pub fn with_service_key(self, key: &crate::SigningKey) -> Verifier {
+        self.with_service_keys(&KeySet::from_jwks(crate::JwkSet {
+            keys: vec![key.public_jwk().clone()],
+        }))
+    }
+
+    /// Also trusts tokens signed by any of `keys` (every service key a
+    /// deployment accepts, [`crate::ServiceTokens::accepted`]), for the
+    /// `service` role only.
+    #[must_use]
+    pub fn with_service_keys(mut self, keys: &KeySet) -> Verifier {
+        self.service = Some(keys.clone());
         self
     }
 
@@ -195,10 +203,11 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let kid = header.kid.ok_or(AuthError::UnknownKey)?;
-        let service = match &self.service {
-            Some((service_kid, key)) if *service_kid == kid => Some(key.clone()),
-            _ => None,
-        };
+        let service = self
+            .service
+            .as_ref()
+            .and_then(|keys| keys.get(&kid))
+            .cloned();
         let is_service = service.is_some();
         let key = match service {
             Some(key) => key,

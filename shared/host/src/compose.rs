@@ -126,7 +126,20 @@ pub fn service_tokens(settings: &Settings) -> anyhow::Result<auth::ServiceTokens
     let generate = auth.generate_dev_key && settings.environment != "production";
     let key = SigningKey::load_or_generate(&auth.service_key_file, generate)
         .with_context(|| "auth.service_key_file: cannot load the service key".to_owned())?;
-    Ok(auth::ServiceTokens::new(key, auth.policy()))
+    let mut accepted = Vec::new();
+    for path in &auth.accepted_service_key_files {
+        let pem = std::fs::read(path).with_context(|| {
+            format!(
+                "auth.accepted_service_key_files: cannot read {}",
+                path.display()
+            )
+        })?;
+        accepted.push(
+            auth::public_jwk_from_pem(&pem, &path.display().to_string())
+                .context("auth.accepted_service_key_files")?,
+        );
+    }
+    Ok(auth::ServiceTokens::new(key, auth.policy()).accepting(accepted))
 }
 
 /// The public keys accepted: the current one and the retired ones.
@@ -198,13 +211,13 @@ pub fn request_cap_ms(settings: &Settings) -> u64 {
 pub fn verifier(
     settings: &Settings,
     local_keys: Option<KeySet>,
-    service_key: &SigningKey,
+    services: &auth::ServiceTokens,
     client: reqwest::Client,
     policies: &Policies,
 ) -> anyhow::Result<Verifier> {
     let policy = settings.auth.policy();
     if let Some(keys) = local_keys {
-        return Ok(Verifier::local(keys, &policy).with_service_key(service_key));
+        return Ok(Verifier::local(keys, &policy).with_service_keys(services.accepted()));
     }
     let base = settings
         .modules
@@ -216,7 +229,7 @@ pub fn verifier(
         user_api::JWKS_PATH
     ))?;
     let user = policies.get(Dependency::Module(ModuleName::User));
-    Ok(Verifier::remote(jwks, client, user, &policy).with_service_key(service_key))
+    Ok(Verifier::remote(jwks, client, user, &policy).with_service_keys(services.accepted()))
 }
 
 #[cfg(test)]

@@ -126,6 +126,7 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("modules.enabled")
             .with_list_parse_key("auth.previous_key_files")
+            .with_list_parse_key("auth.accepted_service_key_files")
             .with_list_parse_key("cors.allowed_origins")
             .with_list_parse_key("rate_limit.trusted_proxies")
             .with_list_parse_key("remote.extra_root_certificates");

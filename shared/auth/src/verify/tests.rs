@@ -20,6 +20,41 @@ fn policy() -> TokenPolicy {
 }
 
 #[tokio::test]
+async fn during_a_rotation_the_service_tokens_of_an_accepted_key_pass_for_the_service_role_only() {
+    let (user_key, _) = SigningKey::generate();
+    let (current, _) = SigningKey::generate();
+    let (next, next_pem) = SigningKey::generate();
+    let users = KeySet::from_jwks(jsonwebtoken::jwk::JwkSet {
+        keys: vec![user_key.public_jwk().clone()],
+    });
+    // This process signs with the current key and accepts the next one.
+    let here = crate::ServiceTokens::new(current, policy()).accepting([next.public_jwk().clone()]);
+    let verifier = Verifier::local(users.clone(), &policy()).with_service_keys(here.accepted());
+    let rotated = crate::ServiceTokens::new(next, policy());
+
+    let caller = verifier.verify(&rotated.token().unwrap()).await.unwrap();
+    assert_eq!(caller.roles, vec![Role::Service]);
+    assert!(verifier.verify(&here.token().unwrap()).await.is_ok());
+    // The accepted key signs the service role only.
+    let admin = Issuer::new(
+        SigningKey::from_pem(next_pem.as_bytes(), "next").unwrap(),
+        policy(),
+    )
+    .issue(Uuid::now_v7(), &[Role::Admin])
+    .unwrap();
+    assert_eq!(
+        verifier.verify(&admin.token).await,
+        Err(AuthError::InvalidSignature)
+    );
+    // A process told of no other key still refuses the next one's tokens.
+    let before = Verifier::local(users, &policy()).with_service_key(here.key());
+    assert_eq!(
+        before.verify(&rotated.token().unwrap()).await,
+        Err(AuthError::UnknownKey)
+    );
+}
+
+#[tokio::test]
 async fn service_tokens_carry_the_service_role_and_only_the_service_key_signs_it() {
     let (user_key, _) = SigningKey::generate();
     let (service_key, service_pem) = SigningKey::generate();

@@ -110,6 +110,10 @@ pub struct AuthSettings {
     /// shop's modules calling each other), shared by every process of a
     /// deployment; generated on first run where `generate_dev_key` allows.
     pub service_key_file: std::path::PathBuf,
+    /// Other service keys (PEM, public or private) whose service tokens and
+    /// event seals are accepted, never signed with: the next key before
+    /// any process signs with it, then the last one until none does.
+    pub accepted_service_key_files: Vec<std::path::PathBuf>,
 }
 
 impl AuthSettings {
