@@ -105,6 +105,63 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     );
 }
 
+/// A spent token presented while its successor is being rotated: the
+/// replay waits for that rotation and revokes the token it issued too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_during_a_rotation_revokes_the_token_that_rotation_issues() {
+    use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+    let app = spawn_app().await;
+    let first = app.customer("ada@example.com").await;
+    let r1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let second: Value = refresh(&app, &r1).await.json().await.unwrap();
+    assert!(second["refresh_token"].is_string(), "{second}");
+
+    // Another rotation of the live token, in flight: the account's row
+    // held as a sign-in holds it (shared), the live token locked and spent,
+    // its successor inserted, not yet committed.
+    let mut rotation = app.db().await;
+    rotation
+        .batch_execute(
+            "BEGIN; \
+             SELECT 1 FROM users.users FOR SHARE; \
+             SELECT 1 FROM users.refresh_tokens WHERE spent_at IS NULL FOR UPDATE; \
+             UPDATE users.refresh_tokens SET spent_at = now() WHERE spent_at IS NULL; \
+             INSERT INTO users.refresh_tokens (id, family_id, user_id, token_hash, expires_at) \
+             SELECT gen_random_uuid(), family_id, user_id, '\\x01', now() + interval '1 day' \
+             FROM users.refresh_tokens LIMIT 1;",
+        )
+        .await
+        .unwrap();
+    // The replay of the first token, meanwhile.
+    let replay = {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/auth/refresh"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"refresh_token": r1}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    rotation.batch_execute("COMMIT").await.unwrap();
+    assert_problem(replay.await.unwrap(), 401, "invalid_refresh_token").await;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let live: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM users.refresh_tokens WHERE revoked_at IS NULL",
+    )
+    .get_result(&mut app.db().await)
+    .await
+    .unwrap();
+    assert_eq!(live.n, 0, "the rotation's token is revoked with its family");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_and_is_idempotent() {
     let app = spawn_app().await;

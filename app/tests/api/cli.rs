@@ -34,6 +34,31 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "modules.enabled",
         ),
         ("DATABASE_URL", "mysql://nope", "database.url"),
+        (
+            "APP__USER__REFRESH_TOKEN_TTL_DAYS",
+            "0",
+            "user.refresh_token_ttl_days",
+        ),
+        (
+            "APP__USER__REFRESH_TOKEN_TTL_DAYS",
+            "100000000",
+            "user.refresh_token_ttl_days",
+        ),
+        (
+            "APP__USER__PRUNE_INTERVAL_SECS",
+            "0",
+            "user.prune_interval_secs",
+        ),
+        (
+            "APP__NOTIFICATION__FROM",
+            "shop at localhost",
+            "notification.from",
+        ),
+        (
+            "APP__NOTIFICATION__ADMIN_EMAIL",
+            "ops@",
+            "notification.admin_email",
+        ),
     ];
     for (key, value, named) in cases {
         let output = shop().env(key, value).output().unwrap();

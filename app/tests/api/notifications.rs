@@ -141,7 +141,11 @@ async fn news_greets_the_current_name_and_skips_disabled_accounts() {
     let disabled = app
         .client
         .patch(app.url(&format!("/api/v1/users/{gone_id}")))
-        .bearer_auth(app.token(&[Role::Admin]))
+        .bearer_auth(
+            app.admin("notifications-admin@example.com").await["access_token"]
+                .as_str()
+                .unwrap(),
+        )
         .json(&json!({"status": "disabled"}))
         .send()
         .await

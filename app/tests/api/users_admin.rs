@@ -120,6 +120,44 @@ async fn admins_change_roles_and_disable_accounts() {
     assert_problem(demote, 422, "validation_failed").await;
 }
 
+/// An admin disabled or demoted by another keeps a valid access token for
+/// its remaining minutes: with it they can neither undo that nor do it to
+/// the other admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_disabled_or_demoted_cannot_undo_it_with_the_token_at_hand() {
+    let app = spawn_app().await;
+    let root = app.admin("root@example.com").await;
+    let second = app.admin("second@example.com").await;
+    let (root_path, second_path) = (user_path(&app, &root).await, user_path(&app, &second).await);
+
+    let disabled = patch(&app, &second_path, &root, json!({"status": "disabled"})).await;
+    assert_eq!(disabled.status(), 200);
+    let undo = patch(&app, &second_path, &second, json!({"status": "active"})).await;
+    assert_problem(undo, 403, "forbidden").await;
+    let revenge = patch(&app, &root_path, &second, json!({"status": "disabled"})).await;
+    assert_problem(revenge, 403, "forbidden").await;
+
+    let active = patch(&app, &second_path, &root, json!({"status": "active"})).await;
+    assert_eq!(active.status(), 200);
+    let demoted = patch(&app, &second_path, &root, json!({"roles": ["customer"]})).await;
+    assert_eq!(demoted.status(), 200);
+    let promote = patch(
+        &app,
+        &second_path,
+        &second,
+        json!({"roles": ["customer", "admin"]}),
+    )
+    .await;
+    assert_problem(promote, 403, "forbidden").await;
+    let me: Value = get(&app, &second_path, Some(&root))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["customer"]), "{me}");
+    assert_eq!(me["status"], "active", "{me}");
+}
+
 #[test]
 fn admin_create_command_makes_an_admin_who_can_sign_in() {
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -28,6 +28,13 @@ pub const REGISTRATION: Registration = Registration::new::<Settings>(
 
 impl Section for Settings {
     fn validate(&self, environment: &str) -> Result<(), (String, String)> {
+        // Read at every send: a bad address would fail each message after
+        // its last attempt, not the start.
+        for (key, value) in [("from", &self.from), ("admin_email", &self.admin_email)] {
+            if let Err(e) = value.parse::<lettre::message::Mailbox>() {
+                return Err((key.into(), format!("not an email address ({e}): {value:?}")));
+            }
+        }
         if environment == "production"
             && self.email.transport == EmailTransport::Smtp
             && self.email.smtp_tls == SmtpTls::None

@@ -29,7 +29,28 @@ pub const REGISTRATION: Registration = Registration::new::<Settings>(
     ("users", "Accounts, profiles and roles"),
 ]);
 
-impl Section for Settings {}
+impl Section for Settings {
+    fn validate(&self, _environment: &str) -> Result<(), (String, String)> {
+        // Zero: every refresh token born expired (each session ends with
+        // its access token); past ten years, a date chrono cannot hold.
+        if !(1..=3650).contains(&self.refresh_token_ttl_days) {
+            return Err((
+                "refresh_token_ttl_days".into(),
+                format!(
+                    "must be 1 to 3650 days, got {}",
+                    self.refresh_token_ttl_days
+                ),
+            ));
+        }
+        if self.prune_interval_secs == 0 {
+            return Err((
+                "prune_interval_secs".into(),
+                "must be at least 1 second".into(),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The user module over `pool`, signing access tokens with `key` (the
 /// process's `auth` settings give their lifetimes, issuer and audience).

@@ -49,6 +49,15 @@ pub struct AdminChanges {
     pub status: Option<UserStatus>,
 }
 
+/// What an admin's change of an account came to.
+enum AdminUpdate {
+    Done(repo::UserRow),
+    /// No such account.
+    Missing,
+    /// The acting admin is no longer an active admin.
+    Refused,
+}
+
 /// The row as the contract's DTO; a row the DTO cannot hold is `Unexpected`.
 fn to_user(row: UserRow) -> Result<User, UserError> {
     row.into_user().map_err(|e| Failure::Unexpected(e).into())
@@ -283,8 +292,10 @@ impl UserModule {
     /// An admin changes another account's roles or status.
     ///
     /// # Errors
-    /// `Forbidden` for non-admins, `NotFound`, `Validation` (no roles, or an
-    /// admin removing their own admin role or disabling themselves).
+    /// `Forbidden` for non-admins (as the accounts say now: a token issued
+    /// before its holder was disabled or demoted does not do), `NotFound`,
+    /// `Validation` (no roles, or an admin removing their own admin role or
+    /// disabling themselves).
     pub async fn admin_update(
         &self,
         cx: &CallContext,
@@ -305,13 +316,32 @@ impl UserModule {
         };
         let disable = changes.status == Some(UserStatus::Disabled);
         let mut conn = self.conn().await?;
-        let row = conn
+        let outcome = conn
             .transaction::<_, DieselError, _>(async |conn| {
-                let Some(before) = repo::find_for_update(conn, id.as_uuid()).await? else {
-                    return Ok(None);
+                // The acting admin as the accounts say now, not as their token
+                // said when it was issued: an admin disabled or demoted since
+                // must not undo it, or do it to another, with the token's
+                // remaining minutes. Both rows locked in id order (two admins
+                // changing each other at once must not deadlock).
+                let target = id.as_uuid();
+                let (actor, before) = if is_self {
+                    let row = repo::find_for_update(conn, target).await?;
+                    (row.clone(), row)
+                } else if admin.user_id < target {
+                    let actor = repo::find_for_update(conn, admin.user_id).await?;
+                    (actor, repo::find_for_update(conn, target).await?)
+                } else {
+                    let before = repo::find_for_update(conn, target).await?;
+                    (repo::find_for_update(conn, admin.user_id).await?, before)
                 };
-                let Some(after) = repo::update(conn, id.as_uuid(), &update).await? else {
-                    return Ok(None);
+                if !actor.is_some_and(|a| a.is_active() && a.roles().contains(&Role::Admin)) {
+                    return Ok(AdminUpdate::Refused);
+                }
+                let Some(before) = before else {
+                    return Ok(AdminUpdate::Missing);
+                };
+                let Some(after) = repo::update(conn, target, &update).await? else {
+                    return Ok(AdminUpdate::Missing);
                 };
                 if disable {
                     repo::revoke_all_for_user(conn, id.as_uuid()).await?;
@@ -324,11 +354,15 @@ impl UserModule {
                     };
                     events::outbox::publish(conn, crate::NAME, cx, &changed).await?;
                 }
-                Ok(Some(after))
+                Ok(AdminUpdate::Done(after))
             })
             .await
-            .map_err(database)?
-            .ok_or(UserError::NotFound(id))?;
+            .map_err(database)?;
+        let row = match outcome {
+            AdminUpdate::Done(row) => row,
+            AdminUpdate::Missing => return Err(UserError::NotFound(id)),
+            AdminUpdate::Refused => return Err(UserError::Common(Failure::Forbidden)),
+        };
         events::outbox::wake(crate::NAME);
         tracing::info!(user.id = %id, by = %admin.user_id, "account changed by an admin");
         to_user(row)

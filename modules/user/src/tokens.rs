@@ -133,11 +133,16 @@ impl UserModule {
                 // The account's row first, then the token's: the order of a
                 // password change or a disabling (the row, then revoking
                 // the tokens), so a rotation either ends before one starts
-                // or sees the token revoked.
+                // or sees the token revoked. Exclusively: one rotation or
+                // revocation of the account's tokens at a time, so a spent
+                // token presented while its successor is being rotated
+                // waits for that rotation and revokes what it issued (under
+                // a shared lock the revocation missed the token the other
+                // rotation was inserting, and left it live).
                 let Some(seen) = repo::find_refresh(conn, &presented).await? else {
                     return Ok(Refresh::Invalid);
                 };
-                let user = repo::find_for_share(conn, seen.user_id).await?;
+                let user = repo::find_for_update(conn, seen.user_id).await?;
                 let Some(found) = repo::find_refresh_for_update(conn, &presented).await? else {
                     return Ok(Refresh::Invalid);
                 };
@@ -178,6 +183,12 @@ impl UserModule {
         let presented = refresh_hash(token);
         let mut conn = self.conn().await?;
         conn.transaction::<_, DieselError, _>(async |conn| {
+            // The account's row first, as `refresh`: a rotation in flight
+            // ends before the family is revoked, with what it issued.
+            let Some(seen) = repo::find_refresh(conn, &presented).await? else {
+                return Ok(());
+            };
+            repo::find_for_update(conn, seen.user_id).await?;
             if let Some(found) = repo::find_refresh_for_update(conn, &presented).await? {
                 repo::revoke_family(conn, found.family_id).await?;
             }
