@@ -14,11 +14,21 @@ URL (everyone calls the user module for its keys; order calls catalog,
 inventory and payment); a process where not all six modules are local uses
 RabbitMQ; a process with a local module needs DATABASE_URL (production);
 the user module needs the signing key, every process the service key; the
-payment module the provider's URL.
+payment module the provider's URL. A process that another forwards client
+requests to trusts that gateway (rate_limit.trusted_proxies), or its rate
+limits would count the gateway as one client.
+
+Kubernetes also: email over SMTP with the password from a Secret (files
+would fill the pod's emptyDir); module processes probe readiness with
+?scope=process, entry processes with the full check; the termination grace
+period covers preStop, the server's shutdown and a background task's stop;
+every shop pod carries the Prometheus scrape annotations and a `service`
+label equal to its OTEL_SERVICE_NAME; a NetworkPolicy selects every pod.
 
 Prints one line per problem and exits 1 if there is any. Needs PyYAML.
 """
 
+import ipaddress
 import sys
 from urllib.parse import urlsplit
 
@@ -29,7 +39,10 @@ MODULES = ["user", "catalog", "notification", "inventory", "payment", "order"]
 CALLS = {"order": ["catalog", "inventory", "payment"]}
 SECRET = object()  # an env var whose value comes from a Secret
 KEYS_DIR = "/var/lib/shop/keys"
-NO_SETTINGS = {"keys", "openapi"}  # commands that run before any settings load
+# Commands that run before any settings load (app/src/main.rs).
+NO_SETTINGS = {"keys", "openapi", "sandbox-provider"}
+SHUTDOWN_SECS = 30  # server.shutdown_timeout_secs
+TASK_STOP_SECS = 10  # what app/src/startup.rs gives each background task
 
 problems = []
 
@@ -98,6 +111,31 @@ def check_topology(where, env, serves):
     if "payment" in local and not env.get("APP__PAYMENT__PROVIDER_URL"):
         problem(where, "serves the payment module: needs APP__PAYMENT__PROVIDER_URL")
     return local
+
+
+def forwarded(env):
+    """The modules this process forwards client requests for (a gateway)."""
+    return [m for m in enabled_modules(env) if mode(env, m) == "remote"]
+
+
+def is_entry(env):
+    """A process clients reach directly: the monolith or a gateway."""
+    return set(local_modules(env)) == set(MODULES) or bool(forwarded(env))
+
+
+def trusts(env, address):
+    """Whether rate_limit.trusted_proxies names `address` (an address, or
+    None: any entry at all)."""
+    entries = [e.strip() for e in str(env.get("APP__RATE_LIMIT__TRUSTED_PROXIES") or "").split(",") if e.strip()]
+    if address is None:
+        return bool(entries)
+    for e in entries:
+        try:
+            if ipaddress.ip_address(address) in ipaddress.ip_network(e, strict=False):
+                return True
+        except ValueError:
+            pass
+    return False
 
 
 def check_settings_load(where, env):
@@ -201,6 +239,23 @@ def check_compose(path):
                 return set(local_modules(compose_env(active[target[0]])))
 
             check_topology(where, env, serves)
+            # The processes it forwards to must trust the address it calls
+            # them from: a fixed one on the network the URL's name is on.
+            for m in forwarded(env):
+                url = env.get(f"APP__MODULES__{m.upper()}__URL")
+                target = names.get(urlsplit(url or "").hostname)
+                if not target or target[0] not in active:
+                    continue
+                nets = target[1] & mine
+                fixed = [compose_networks(svc)[n].get("ipv4_address") for n in nets]
+                if len(nets) != 1 or not fixed[0]:
+                    problem(where, f"forwards {m} to {url} from no fixed address (reach it by a name on one "
+                                   f"network only, where this service has an ipv4_address), so {target[0]} "
+                                   "cannot trust it to name the client")
+                elif not trusts(compose_env(active[target[0]]), fixed[0]):
+                    problem(f"{label} {target[0]}", f"{where.split()[-1]} forwards {m} to it from {fixed[0]}, which "
+                                                   "APP__RATE_LIMIT__TRUSTED_PROXIES does not name: its rate limits "
+                                                   "would count the gateway as one client")
             mounts = [str(v) for v in svc.get("volumes") or []]
             if not any(m.split(":")[0] == "keys" and m.split(":")[1] == KEYS_DIR and m.endswith(":ro")
                        for m in mounts):
@@ -224,6 +279,24 @@ def check_compose(path):
 
 def labels_match(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def selector_matches(selector, labels):
+    """A LabelSelector (matchLabels and matchExpressions); {} selects all."""
+    selector = selector or {}
+    if not all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
 
 
 def check_k8s(name, path):
@@ -339,11 +412,31 @@ def check_k8s(name, path):
         labels = spec["template"]["metadata"].get("labels") or {}
         c = pod["containers"][0]
         check_topology(where, env, serves_k8s)
+        # A module process answers for itself (?scope=process): the full
+        # check asks every process it calls, at every probe. An entry
+        # process (the monolith, a gateway) keeps the full check.
+        ready = "/health/ready" if is_entry(env) else "/health/ready?scope=process"
         for probe, path in (("startupProbe", "/health/live"), ("livenessProbe", "/health/live"),
-                            ("readinessProbe", "/health/ready")):
+                            ("readinessProbe", ready)):
             got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
             if got != path:
                 problem(where, f"{probe} is not GET {path} (got {got})")
+        # What Prometheus (deploy/observability/prometheus-k8s.yml) and the
+        # alerts rely on.
+        annotations = spec["template"]["metadata"].get("annotations") or {}
+        port = next((p["containerPort"] for p in c.get("ports") or [] if p.get("name") == "http"), None)
+        if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/path") != "/metrics" \
+                or annotations.get("prometheus.io/port") != str(port):
+            problem(where, f"pods lack prometheus.io/scrape \"true\", path /metrics, port {port}")
+        otel = env.get("OTEL_SERVICE_NAME")
+        if not isinstance(otel, str) or not otel:
+            problem(where, "no OTEL_SERVICE_NAME: its traces would all be `shop`")
+        elif labels.get("service") != otel:
+            problem(where, f"pod label service={labels.get('service')} is not its OTEL_SERVICE_NAME {otel}")
+        if not any(selector_matches(np["spec"].get("podSelector"), labels)
+                   and "Ingress" in (np["spec"].get("policyTypes") or ["Ingress"])
+                   for np in by_kind.get("NetworkPolicy", [])):
+            problem(where, "no NetworkPolicy selects its pods")
         strategy = spec.get("strategy") or {}
         ru = strategy.get("rollingUpdate") or {}
         if strategy.get("type") != "RollingUpdate" or ru.get("maxUnavailable") != 0 or ru.get("maxSurge") != 1:
@@ -352,15 +445,33 @@ def check_k8s(name, path):
         sleep = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" else None
         if sleep is None:
             problem(where, "no preStop [sleep, N]")
-        elif pod.get("terminationGracePeriodSeconds", 30) <= 30 + sleep:
-            problem(where, f"terminationGracePeriodSeconds is not above 30 s (shutdown) + {sleep} s (preStop)")
+        elif pod.get("terminationGracePeriodSeconds", 30) <= sleep + SHUTDOWN_SECS + TASK_STOP_SECS:
+            problem(where, f"terminationGracePeriodSeconds is not above {sleep} s (preStop) + {SHUTDOWN_SECS} s "
+                           f"(shutdown) + {TASK_STOP_SECS} s (a background task's stop)")
         mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
         volumes = {v["name"]: v for v in pod.get("volumes") or []}
-        if env.get("APP__NOTIFICATION__EMAIL__TRANSPORT") == "file":
-            fdir = str(env.get("APP__NOTIFICATION__EMAIL__FILE_DIR", ""))
-            if not any(fdir == p or fdir.startswith(p.rstrip("/") + "/")
-                       for p, m in mounts.items() if "emptyDir" in volumes.get(m["name"], {})):
-                problem(where, f"emails go to files in {fdir or '?'}, which is on no emptyDir")
+        # Production's transport is smtp (config/production.toml).
+        if "notification" in local:
+            transport = env.get("APP__NOTIFICATION__EMAIL__TRANSPORT", "smtp")
+            if transport == "file":
+                problem(where, "emails go to files, which nothing cleans: the pod's storage fills "
+                               "(set APP__NOTIFICATION__EMAIL__TRANSPORT=smtp)")
+            elif transport == "smtp":
+                if not env.get("APP__NOTIFICATION__EMAIL__SMTP_HOST"):
+                    problem(where, "sends email over SMTP but APP__NOTIFICATION__EMAIL__SMTP_HOST is unset")
+                if env.get("APP__NOTIFICATION__EMAIL__SMTP_TLS") == "none":
+                    problem(where, "APP__NOTIFICATION__EMAIL__SMTP_TLS=none: production refuses it")
+                if env.get("APP__NOTIFICATION__EMAIL__SMTP_USERNAME") and \
+                        env.get("APP__NOTIFICATION__EMAIL__SMTP_PASSWORD") is not SECRET:
+                    problem(where, "APP__NOTIFICATION__EMAIL__SMTP_PASSWORD does not come from a Secret")
+        if isinstance(env.get("APP__NOTIFICATION__EMAIL__SMTP_PASSWORD"), str):
+            problem(where, "APP__NOTIFICATION__EMAIL__SMTP_PASSWORD is in plain text: take it from a Secret")
+        # Behind a gateway: it must trust some proxies (the gateway's pods),
+        # or its rate limits count each gateway pod as one client.
+        if not is_entry(env) and any(m in local for d, (_, e, _) in served.items() for m in forwarded(e)) \
+                and not trusts(env, None):
+            problem(where, "a gateway forwards to it but APP__RATE_LIMIT__TRUSTED_PROXIES is unset: "
+                           "its rate limits count each gateway pod as one client")
         for key, needed in (("APP__AUTH__SERVICE_KEY_FILE", bool(enabled_modules(env))),
                             ("APP__AUTH__SIGNING_KEY_FILE", "user" in local)):
             fpath = env.get(key)
