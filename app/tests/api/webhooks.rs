@@ -153,6 +153,53 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
     assert_eq!(envelope["payload"]["sku"], "HOOK-1");
 }
 
+/// Two subscriptions to one URL (how a webhook's secret is rotated: a new
+/// subscription, then the old one deleted) each get their call, signed
+/// with their own secret; a redelivered event still adds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_subscriptions_to_one_url_each_get_their_signed_call() {
+    let app = spawn_app_with(&[]).await;
+    let hook = receiver(0).await;
+    let admin = app.token(&[Role::Admin]);
+    let mut secrets = Vec::new();
+    for _ in 0..2 {
+        let created = subscribe_webhook(&app, &admin, &hook.url).await;
+        assert_eq!(created.status(), 201);
+        let subscription: Value = created.json().await.unwrap();
+        secrets.push(subscription["secret"].as_str().unwrap().to_owned());
+    }
+    app.post_product(&product_json("HOOK-TWICE")).await;
+    eventually("both calls sent", || async {
+        let sent = notifications(&app)
+            .await
+            .into_iter()
+            .filter(|n| n.channel == "webhook" && n.status == "sent")
+            .count();
+        (sent == 2).then_some(())
+    })
+    .await;
+    let calls = hook.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let mut verified: Vec<usize> = calls
+        .iter()
+        .map(|(headers, body)| {
+            let signature = headers.get("x-shop-signature").unwrap().to_str().unwrap();
+            let (t, v1) = signature.split_once(",v1=").unwrap();
+            let timestamp = t.strip_prefix("t=").unwrap();
+            secrets
+                .iter()
+                .position(|secret| v1 == hmac_hex(secret, &format!("{timestamp}.{body}")))
+                .expect("signed with one of the subscriptions' secrets")
+        })
+        .collect();
+    verified.sort_unstable();
+    assert_eq!(
+        verified,
+        vec![0, 1],
+        "one call per subscription, each with its own secret"
+    );
+}
+
 /// The sender claims a round's messages in a statement of its own and
 /// sends them outside any transaction: while a receiver takes its time, the
 /// message is claimed (due later, so no other sender takes it) but neither
