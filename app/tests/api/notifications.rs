@@ -8,6 +8,69 @@ use crate::helpers::{
     spawn_app_with,
 };
 
+/// A send cut by its policy's timeout while the server still owed its
+/// reply: that connection is never used again (its next reply would have
+/// been taken for another command's, or the next commands for the
+/// message's text), and every message arrives whole, the cut one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cut_by_its_timeout_leaves_no_connection_behind_to_reuse() {
+    // The first message's reply comes 1.5 s late; its send is cut at 0.5 s
+    // and tried again 2 s later, once the late reply waits on the
+    // connection the cut send used.
+    let sink = testkit::smtp::SmtpSink::stalling(1, std::time::Duration::from_millis(1500)).await;
+    let port = sink.port().to_string();
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__EMAIL__TRANSPORT", "smtp"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_PORT", port.as_str()),
+        ("APP__NOTIFICATION__RETRY_BASE_MS", "2000"),
+        ("APP__NOTIFICATION__RETRY_MAX_MS", "2000"),
+        ("APP__RESILIENCE__SMTP__ATTEMPT_TIMEOUT_MS", "500"),
+        ("APP__RESILIENCE__SMTP__DEADLINE_MS", "1000"),
+    ])
+    .await;
+    app.register("first@example.com", crate::helpers::PASSWORD)
+        .await;
+    eventually("the first welcome sent", || async {
+        let sent = notifications(&app)
+            .await
+            .into_iter()
+            .filter(|n| n.channel == "email" && n.status == "sent")
+            .count();
+        (sent == 1).then_some(())
+    })
+    .await;
+    app.register("second@example.com", crate::helpers::PASSWORD)
+        .await;
+    eventually("both welcomes sent", || async {
+        let sent = notifications(&app)
+            .await
+            .into_iter()
+            .filter(|n| n.channel == "email" && n.status == "sent")
+            .count();
+        (sent == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sink.after_stall(),
+        Vec::<String>::new(),
+        "a connection was used after a send on it was cut"
+    );
+    assert!(sink.connections() >= 2, "{}", sink.connections());
+    let mails = sink.mails();
+    for to in ["first@example.com", "second@example.com"] {
+        assert!(mails.iter().any(|m| m.to == [to]), "{to}: {mails:?}");
+    }
+    for mail in &mails {
+        assert!(mail.data.contains("Subject: Welcome"), "{}", mail.data);
+        assert!(
+            !mail.data.contains("MAIL FROM") && !mail.data.contains("NOOP"),
+            "{}",
+            mail.data
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_goes_out_over_smtp() {
     let sink = testkit::smtp::SmtpSink::start().await;

@@ -194,6 +194,16 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return is_internal_v4(embedded_v4(segments[6], segments[7]));
     }
+    // IPv4-translated (::ffff:0:a.b.c.d, SIIT) carries one the same way.
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return is_internal_v4(embedded_v4(segments[6], segments[7]));
+    }
+    // Local-use NAT64 (64:ff9b:1::/48, RFC 8215) exists to reach
+    // non-global IPv4 networks; Teredo (2001::/32) tunnels to an IPv4
+    // address hidden in its bits. Neither is a public destination.
+    if segments[..3] == [0x64, 0xff9b, 1] || segments[..2] == [0x2001, 0] {
+        return true;
+    }
     // 6to4 (2002::/16) carries one in its next 32 bits.
     if segments[0] == 0x2002 {
         return is_internal_v4(embedded_v4(segments[1], segments[2]));
@@ -250,6 +260,9 @@ mod tests {
             "http://[::ffff:127.0.0.1]/",
             "http://[::ffff:169.254.169.254]/",
             "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::a9fe:a9fe]/", // local-use NAT64
+            "http://[::ffff:0:a9fe:a9fe]/",   // IPv4-translated
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", // Teredo
             "http://[2002:7f00:1::]/",
             "http://[fd00:ec2::254]/",
             "http://[fe80::1]/",
@@ -260,6 +273,8 @@ mod tests {
         for public in [
             "https://93.184.216.34/",
             "https://[2606:2800:220:1:248:1893:25c8:1946]/",
+            "https://[2001:db9::1]/",        // 2001::/23 beyond Teredo's /32
+            "https://[64:ff9b::5db8:d822]/", // well-known NAT64 of 93.184.216.34
             "https://hooks.example.com/",
         ] {
             assert!(egress.check_literal(&url(public)).is_ok(), "{public}");

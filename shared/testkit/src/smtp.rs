@@ -22,25 +22,71 @@ pub struct ReceivedMail {
 /// An SMTP server on a random loopback port; stops when dropped.
 pub struct SmtpSink {
     port: u16,
-    mails: Arc<Mutex<Vec<ReceivedMail>>>,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the sessions share.
+#[derive(Default)]
+struct State {
+    mails: Mutex<Vec<ReceivedMail>>,
+    /// How many of the first messages have their `250` after `.` held back.
+    stalls: Mutex<u32>,
+    stall: std::time::Duration,
+    /// Connections accepted.
+    connections: Mutex<u32>,
+    /// Commands received on a connection after a held-back reply: a client
+    /// that went on using a connection whose message's reply it never read.
+    after_stall: Mutex<Vec<String>>,
 }
 
 impl SmtpSink {
     /// Starts the server.
     pub async fn start() -> SmtpSink {
+        SmtpSink::stalling(0, std::time::Duration::ZERO).await
+    }
+
+    /// Starts a server that holds back its reply to the end of each of the
+    /// first `messages` messages for `stall` (a slow server, as it scans
+    /// or queues a message).
+    pub async fn stalling(messages: u32, stall: std::time::Duration) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind SMTP sink");
         let port = listener.local_addr().expect("local addr").port();
-        let mails = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&mails);
+        let state = Arc::new(State {
+            stalls: Mutex::new(messages),
+            stall,
+            ..State::default()
+        });
+        let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, Arc::clone(&sink)));
+                if let Ok(mut n) = shared.connections.lock() {
+                    *n += 1;
+                }
+                tokio::spawn(session(stream, Arc::clone(&shared)));
             }
         });
-        SmtpSink { port, mails, task }
+        SmtpSink { port, state, task }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u32 {
+        self.state
+            .connections
+            .lock()
+            .map(|n| *n)
+            .unwrap_or_default()
+    }
+
+    /// Commands received after a held-back reply, on the same connection.
+    pub fn after_stall(&self) -> Vec<String> {
+        self.state
+            .after_stall
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     /// The port it listens on.
@@ -50,7 +96,11 @@ impl SmtpSink {
 
     /// Every message received so far.
     pub fn mails(&self) -> Vec<ReceivedMail> {
-        self.mails.lock().map(|m| m.clone()).unwrap_or_default()
+        self.state
+            .mails
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -73,15 +123,19 @@ fn address(arg: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn session(stream: TcpStream, mails: Arc<Mutex<Vec<ReceivedMail>>>) {
+async fn session(stream: TcpStream, state: Arc<State>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut from = String::new();
     let mut to = Vec::new();
+    let mut stalled = false;
     if write.write_all(b"220 sink ESMTP ready\r\n").await.is_err() {
         return;
     }
     while let Ok(Some(line)) = lines.next_line().await {
+        if stalled && let Ok(mut after) = state.after_stall.lock() {
+            after.push(line.clone());
+        }
         let upper = line.to_ascii_uppercase();
         let reply: &[u8] = if upper.starts_with("EHLO") {
             b"250-sink greets you\r\n250 8BITMIME\r\n"
@@ -110,12 +164,21 @@ async fn session(stream: TcpStream, mails: Arc<Mutex<Vec<ReceivedMail>>>) {
                 data.push_str(line.strip_prefix('.').unwrap_or(&line));
                 data.push('\n');
             }
-            if let Ok(mut all) = mails.lock() {
+            if let Ok(mut all) = state.mails.lock() {
                 all.push(ReceivedMail {
                     from: from.clone(),
                     to: to.clone(),
                     data,
                 });
+            }
+            let stall = state.stalls.lock().is_ok_and(|mut left| {
+                let stall = *left > 0;
+                *left = left.saturating_sub(1);
+                stall
+            });
+            if stall {
+                tokio::time::sleep(state.stall).await;
+                stalled = true;
             }
             b"250 OK queued\r\n"
         } else if upper == "QUIT" {
