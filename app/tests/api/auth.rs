@@ -105,6 +105,15 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     );
 }
 
+/// An address longer than any account's is a wrong sign-in like any other
+/// (and is never made a key of the per-account limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_with_an_address_longer_than_any_accounts_is_refused_as_such() {
+    let app = spawn_app().await;
+    let long = format!("{}@example.com", "a".repeat(300));
+    assert_problem(app.login(&long, PASSWORD).await, 401, "invalid_credentials").await;
+}
+
 /// A spent token presented while its successor is being rotated: the
 /// replay waits for that rotation and revokes the token it issued too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

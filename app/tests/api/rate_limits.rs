@@ -104,6 +104,12 @@ async fn behind_a_trusted_gateway_each_client_has_its_own_budget() {
         assert_eq!(get(&behind, client).await, 200, "{client}");
     }
     assert_eq!(get(&behind, "203.0.113.1").await, 429);
+    // An IPv6 client counts by its /64: another address of it is no
+    // new budget; another network is.
+    assert_eq!(get(&behind, "2001:db8:0:1::1").await, 200);
+    assert_eq!(get(&behind, "2001:db8:0:1::2").await, 200);
+    assert_eq!(get(&behind, "2001:db8:0:1:ffff::3").await, 429);
+    assert_eq!(get(&behind, "2001:db8:0:2::1").await, 200);
 
     // Nobody trusted: a client cannot dodge its limit by naming itself.
     let direct = spawn_app_with(&limits).await;

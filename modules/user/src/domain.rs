@@ -14,6 +14,9 @@ const DISPLAY_NAME_MAX: usize = 100;
 /// Commonly used passwords of policy length, one per line (`#` comments).
 const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 
+/// The longest email address (RFC 5321: a path of 256 octets, less its brackets).
+pub(crate) const MAX_EMAIL_LEN: usize = 254;
+
 /// A normalised email address: lower-case, in the API's form
 /// (`kernel::patterns::EMAIL`, at most 254 characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +28,8 @@ impl Email {
     /// ASCII (an internationalised address would need SMTPUTF8 all the
     /// way to the mailbox).
     pub(crate) fn parse(raw: &str) -> Result<Email, String> {
-        if raw.len() > 254 {
-            return Err("must be at most 254 characters".to_owned());
+        if raw.len() > MAX_EMAIL_LEN {
+            return Err(format!("must be at most {MAX_EMAIL_LEN} characters"));
         }
         if !kernel::patterns::is_email(raw) {
             return Err("must be an email address like name@example.com".to_owned());

@@ -66,9 +66,11 @@ impl Limits {
         }
     }
 
+    /// The client's bucket: its address, an IPv6 one's /64
+    /// (`web::ratelimit::bucket`).
     fn client_ip(&self, req: &HttpRequest) -> IpAddr {
         web::ratelimit::client_ip(req.peer_addr(), req.headers(), &self.trusted_proxies)
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+            .map_or(IpAddr::from([0, 0, 0, 0]), web::ratelimit::bucket)
     }
 }
 
@@ -314,6 +316,12 @@ pub async fn create_token(
 ) -> Result {
     let Credentials { email, password } = body.into_inner();
     limits.login_by_ip.check(&limits.client_ip(&req))?;
+    // No account has a longer address (RFC 5321's limit): answered as a
+    // wrong password, before it becomes a key of the per-account limit
+    // (a flood of distinct 200 KiB "addresses" would be kept there).
+    if email.trim().len() > crate::domain::MAX_EMAIL_LEN {
+        return Err(ApiError(crate::AuthFlowError::InvalidCredentials).into());
+    }
     limits
         .login_by_account
         .check(&email.trim().to_lowercase())?;

@@ -101,7 +101,22 @@ pub fn client_ip(
         .or(Some(peer))
 }
 
-/// Keys the API-wide limit by the client's IP address ([`client_ip`]).
+/// The bucket a client's address counts in: an IPv4 address alone, an
+/// IPv6 address with its /64 (one subscriber's network: a client holding
+/// one picks any of its 2^64 addresses, and must not get a limit per
+/// address).
+pub fn bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// Keys the API-wide limit by the client's IP address ([`client_ip`]), an
+/// IPv6 client by its /64 ([`bucket`]).
 #[derive(Debug, Clone)]
 pub struct PeerIp {
     /// Proxies whose `x-forwarded-for` is believed.
@@ -135,7 +150,7 @@ impl KeyExtractor for PeerIp {
             return Ok(Client::Shop);
         }
         client_ip(req.peer_addr(), req.headers(), &self.trusted)
-            .map(Client::Address)
+            .map(|ip| Client::Address(bucket(ip)))
             .ok_or_else(|| SimpleKeyExtractionError::new("cannot tell the client's address"))
     }
 
@@ -205,6 +220,22 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_an_ipv4_one_by_its_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            bucket(ip("2001:db8:1:2::9")),
+            bucket(ip("2001:db8:1:2:ffff::1"))
+        );
+        assert_ne!(bucket(ip("2001:db8:1:2::9")), bucket(ip("2001:db8:1:3::9")));
+        assert_eq!(bucket(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(bucket(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+    }
 
     #[test]
     fn forwarded_for_counts_only_from_trusted_proxies() {
