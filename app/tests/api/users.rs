@@ -309,3 +309,28 @@ async fn secrets_never_reach_the_logs() {
         assert!(!logs.contains(leak), "the logs contain `{leak}`");
     }
 }
+
+/// A valid token whose subject holds no account (the shop's own service
+/// token, or an account's id from elsewhere) gets the documented 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_no_account_gets_404_on_the_account_routes() {
+    let app = crate::helpers::spawn_app().await;
+    let token = app.token(&[kernel::Role::Customer]);
+    let me = app
+        .client
+        .get(app.url("/api/v1/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_problem(me, 404, "user_not_found").await;
+    let changed = app
+        .client
+        .patch(app.url("/api/v1/users/me"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"display_name": "Nobody"}))
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_problem(changed, 404, "user_not_found").await;
+}

@@ -110,6 +110,7 @@ pub async fn register(
     responses(
         (status = 200, description = "Your account", body = User),
         (status = 401, description = "No valid token", body = ProblemBody),
+        (status = 404, description = "No account holds the token's subject (the shop's own service token)", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -129,6 +130,7 @@ pub async fn get_me(
     responses(
         (status = 200, description = "Your account", body = User),
         (status = 401, description = "No valid token, or a wrong current password", body = ProblemBody),
+        (status = 404, description = "No account holds the token's subject (the shop's own service token)", body = ProblemBody),
         (status = 409, description = "The new email is taken", body = ProblemBody),
         (status = 422, description = "Invalid or unknown fields", body = ProblemBody),
     ),
@@ -177,6 +179,7 @@ pub async fn update_me(
     responses(
         (status = 204, description = "Changed"),
         (status = 401, description = "No valid token, or a wrong current password", body = ProblemBody),
+        (status = 404, description = "No account holds the token's subject (the shop's own service token)", body = ProblemBody),
         (status = 422, description = "The new password breaks the policy", body = ProblemBody),
     ),
     security(("bearer" = [])),
