@@ -345,3 +345,93 @@ async fn users_see_their_own_notifications_and_admins_all() {
     )
     .await;
 }
+
+/// An order update that reaches the notification module before its
+/// customer's registration (the user module's events lagging behind the
+/// order module's, as when they run apart) is held, not dropped: written
+/// out once the registration arrives, or dropped if the customer turned
+/// order updates off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_update_that_overtakes_the_registration_is_held_for_it() {
+    use diesel_async::RunQueryDsl as _;
+    let app = spawn_app_with(&[]).await;
+    let (keen, quiet) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let publish =
+        |schema: &'static str, event_type: &'static str, aggregate: String, payload: Value| {
+            let app = &app;
+            async move {
+                let id = uuid::Uuid::now_v7();
+                let envelope = json!({
+                    "id": id, "type": event_type, "source": schema, "aggregate_id": aggregate,
+                    "occurred_at": chrono::Utc::now(), "request_id": "overtaken",
+                    "causation_id": null, "payload": payload
+                });
+                diesel::sql_query(format!(
+                    "INSERT INTO {schema}.outbox (id, event_type, aggregate_id, envelope) \
+                 VALUES ($1, $2, $3, $4)"
+                ))
+                .bind::<diesel::sql_types::Uuid, _>(id)
+                .bind::<diesel::sql_types::Text, _>(event_type)
+                .bind::<diesel::sql_types::Text, _>(aggregate)
+                .bind::<diesel::sql_types::Jsonb, _>(&envelope)
+                .execute(&mut app.db().await)
+                .await
+                .unwrap();
+            }
+        };
+    for customer in [keen, quiet] {
+        let order = uuid::Uuid::now_v7();
+        publish(
+            "orders",
+            "order.confirmed.v1",
+            order.to_string(),
+            json!({"order_id": order, "customer_id": customer,
+                   "total": {"amount_minor": 1299, "currency": "EUR"}, "items": 1}),
+        )
+        .await;
+    }
+    let held = "SELECT count(*) AS n FROM notification.notifications WHERE status = 'held'";
+    eventually("both order updates held", || async {
+        (count(&app, held).await == 2).then_some(())
+    })
+    .await;
+
+    for (customer, email, order_updates) in [
+        (keen, "keen@example.com", true),
+        (quiet, "quiet@example.com", false),
+    ] {
+        publish(
+            "users",
+            "user.registered.v1",
+            customer.to_string(),
+            json!({"user_id": customer, "email": email, "display_name": "Late",
+                   "notification_preferences": {"order_updates": order_updates,
+                       "product_news": false, "marketing": false},
+                   "version": 1}),
+        )
+        .await;
+    }
+    let mail = eventually("the held update sent to the keen customer", || async {
+        notifications(&app)
+            .await
+            .into_iter()
+            .find(|n| n.destination == "keen@example.com" && n.status == "sent")
+    })
+    .await;
+    assert!(
+        mail.subject.starts_with("Order confirmed"),
+        "{}",
+        mail.subject
+    );
+    eventually("the quiet customer's update dropped", || async {
+        (count(&app, held).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        !notifications(&app)
+            .await
+            .iter()
+            .any(|n| n.destination == "quiet@example.com" && n.subject.starts_with("Order")),
+        "order updates off: no order update for the quiet customer (a welcome only)"
+    );
+}

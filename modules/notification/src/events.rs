@@ -53,6 +53,7 @@ impl EventHandler for NotificationHandler {
                     u.version,
                 )
                 .await?;
+                release_held(conn, u.user_id.as_uuid()).await?;
             }
             t if t == UserEmailChanged::TYPE => {
                 let u: UserEmailChanged = payload(event)?;
@@ -98,12 +99,16 @@ impl EventHandler for NotificationHandler {
             }
             t if is_order_update(t) => {
                 let customer = templates::order_customer(event).map_err(HandlerError::new)?;
-                // The customer, if they kept order updates on.
-                for r in repo::order_update_recipients(conn, &[customer]).await? {
-                    emails.push(
-                        templates::order_update(event, customer, &r.display_name, &r.email)
-                            .map_err(HandlerError::new)?,
-                    );
+                if repo::unregistered(conn, &[customer]).await?.is_empty() {
+                    // The customer, if they kept order updates on.
+                    for r in repo::order_update_recipients(conn, &[customer]).await? {
+                        emails.push(
+                            templates::order_update(event, customer, &r.display_name, &r.email)
+                                .map_err(HandlerError::new)?,
+                        );
+                    }
+                } else {
+                    emails.push(held(event, customer)?);
                 }
             }
             _ => {}
@@ -144,6 +149,7 @@ impl EventHandler for NotificationHandler {
                 .into_iter()
                 .map(|r| (r.user_id, r))
                 .collect();
+        let unregistered = repo::unregistered(conn, &wanted).await?;
         let mut subscriptions: HashMap<&str, Vec<repo::Subscription>> = HashMap::new();
         for event in events {
             let t = event.event_type.as_str();
@@ -154,7 +160,9 @@ impl EventHandler for NotificationHandler {
         let mut messages = Vec::with_capacity(events.len());
         for (event, customer) in events.iter().zip(&customers) {
             let mut emails = Vec::new();
-            if let Some(r) = recipients.get(customer) {
+            if unregistered.contains(customer) {
+                emails.push(held(event, *customer)?);
+            } else if let Some(r) = recipients.get(customer) {
                 emails.push(
                     templates::order_update(event, *customer, &r.display_name, &r.email)
                         .map_err(HandlerError::new)?,
@@ -188,6 +196,52 @@ impl NotificationHandler {
         emails.extend(templates::account_emails(event).map_err(HandlerError::new)?);
         Ok(emails)
     }
+}
+
+/// An order update held for `customer`, whose registration has not
+/// reached this module yet (the user module's events may lag behind the
+/// order module's when they run apart): an email with no address yet,
+/// which [`repo::queue`] stores `held` with the event as its body, written
+/// out when the registration arrives ([`release_held`]), never dropped for
+/// want of an address.
+fn held(event: &Envelope, customer: Uuid) -> Result<Email, HandlerError> {
+    let envelope = serde_json::to_string(event).map_err(|e| HandlerError::new(e.to_string()))?;
+    tracing::info!(
+        event.id = %event.id,
+        "order update held until the customer's registration arrives"
+    );
+    Ok(Email {
+        recipient: Some(customer),
+        to: String::new(),
+        subject: event.event_type.clone(),
+        body: envelope,
+    })
+}
+
+/// Writes out the order updates held for `customer`, now registered, if
+/// they kept order updates on; drops them otherwise.
+async fn release_held(conn: &mut AsyncPgConnection, customer: Uuid) -> Result<(), HandlerError> {
+    repo::lock_recipients(conn, &[customer]).await?;
+    let held = repo::held_for(conn, customer).await?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    let Some(r) = repo::order_update_recipients(conn, &[customer])
+        .await?
+        .into_iter()
+        .next()
+    else {
+        repo::drop_held(conn, customer).await?;
+        return Ok(());
+    };
+    for (id, body) in held {
+        let event: Envelope = serde_json::from_str(&body)
+            .map_err(|e| HandlerError::new(format!("a held order update: {e}")))?;
+        let email = templates::order_update(&event, customer, &r.display_name, &r.email)
+            .map_err(HandlerError::new)?;
+        repo::write_out(conn, id, &email.to, &email.subject, &email.body).await?;
+    }
+    Ok(())
 }
 
 /// An order's confirmation, failure or cancellation: its customer hears of it.

@@ -84,7 +84,9 @@ pub struct Notification {
     destination: String,
     /// Subject (email) or event type (webhook).
     subject: String,
-    /// `pending`, `sent` or `failed`.
+    /// `pending`, `sent` or `failed`; `held`: an order update waiting for
+    /// its customer's registration to reach the notification module (no
+    /// address yet), then `pending`.
     status: String,
     /// Delivery attempts so far.
     attempts: i32,

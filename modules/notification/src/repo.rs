@@ -356,6 +356,93 @@ pub(crate) async fn order_update_recipients(
         .await
 }
 
+/// Those of `customers` whose registration this module has not handled
+/// yet: it has no address for them. Each customer's recipient lock is
+/// taken first ([`lock_recipients`]), so a registration handled meanwhile
+/// either is seen here or sees what this transaction holds for it.
+pub(crate) async fn unregistered(
+    conn: &mut AsyncPgConnection,
+    customers: &[Uuid],
+) -> QueryResult<Vec<Uuid>> {
+    lock_recipients(conn, customers).await?;
+    let known: Vec<Uuid> = r::table
+        .filter(r::user_id.eq_any(customers).and(registered()))
+        .select(r::user_id)
+        .load(conn)
+        .await?;
+    let mut unknown: Vec<Uuid> = customers
+        .iter()
+        .copied()
+        .filter(|c| !known.contains(c))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    Ok(unknown)
+}
+
+/// Takes the transaction's lock of each of `customers` as a recipient (an
+/// advisory lock: the row may not exist yet), in id order: an order update
+/// deciding to hold a message and a registration releasing the held ones
+/// take turns, or the registration could miss a message held at the same
+/// moment and leave it held for ever.
+pub(crate) async fn lock_recipients(
+    conn: &mut AsyncPgConnection,
+    customers: &[Uuid],
+) -> QueryResult<()> {
+    let mut ids = customers.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    db::sql(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended('notification.recipient:' || id::text, 0))) \
+         FROM (SELECT id FROM unnest($1::uuid[]) AS id ORDER BY id) AS sorted",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// The held messages of `customer`: (id, the event they hold), locked.
+pub(crate) async fn held_for(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+) -> QueryResult<Vec<(Uuid, String)>> {
+    n::table
+        .filter(n::recipient_user_id.eq(customer).and(n::status.eq("held")))
+        .select((n::id, n::body))
+        .order(n::id)
+        .for_update()
+        .load(conn)
+        .await
+}
+
+/// A held message written out to its recipient, due now.
+pub(crate) async fn write_out(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> QueryResult<usize> {
+    diesel::update(n::table.find(id).filter(n::status.eq("held")))
+        .set((
+            n::status.eq("pending"),
+            n::destination.eq(to),
+            n::subject.eq(subject),
+            n::body.eq(body),
+            n::next_attempt_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+}
+
+/// Drops `customer`'s held messages: they turned order updates off.
+pub(crate) async fn drop_held(conn: &mut AsyncPgConnection, customer: Uuid) -> QueryResult<usize> {
+    diesel::delete(n::table.filter(n::recipient_user_id.eq(customer).and(n::status.eq("held"))))
+        .execute(conn)
+        .await
+}
+
 /// A webhook subscription as the handler needs it.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = webhook_subscriptions)]
@@ -393,9 +480,11 @@ pub(crate) struct Queued<'a> {
     pub(crate) body: &'a str,
 }
 
-/// Queues messages, in one statement, each once per event, channel and
-/// destination (a redelivered event queues nothing new:
-/// `notifications_once`).
+/// Queues messages, in one statement, each once per event, channel,
+/// destination and subscription or account (a redelivered event queues
+/// nothing new: `notifications_once`). An email with no address yet is
+/// stored `held` (an order update waiting for its customer's registration:
+/// [`held_for`]), the sender never claims it.
 pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> QueryResult<usize> {
     if all.is_empty() {
         return Ok(0);
@@ -410,14 +499,24 @@ pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> Q
     let subscriptions: Vec<Option<Uuid>> = all.iter().map(|m| m.subscription).collect();
     let subjects: Vec<&str> = all.iter().map(|m| m.subject).collect();
     let bodies: Vec<&str> = all.iter().map(|m| m.body).collect();
+    let statuses: Vec<&str> = all
+        .iter()
+        .map(|m| {
+            if m.channel == "email" && m.destination.is_empty() {
+                "held"
+            } else {
+                "pending"
+            }
+        })
+        .collect();
     // Raw: one text for any number of messages (`unnest`, one array per
     // column), so it is prepared once per connection; diesel's multi-row
     // `VALUES` is a new text per count, prepared and planned on each call.
     db::sql(
         "INSERT INTO notifications (id, event_id, event_type, request_id, recipient_user_id, \
-         channel, destination, subscription_id, subject, body) \
+         channel, destination, subscription_id, subject, body, status) \
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
-         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[]) \
+         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[], $11::text[]) \
          ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING",
     )
     .bind::<Array<SqlUuid>, _>(ids)
@@ -430,6 +529,7 @@ pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> Q
     .bind::<Array<Nullable<SqlUuid>>, _>(subscriptions)
     .bind::<Array<Text>, _>(subjects)
     .bind::<Array<Text>, _>(bodies)
+    .bind::<Array<Text>, _>(statuses)
     .execute(conn)
     .await
 }
