@@ -71,6 +71,46 @@ async fn a_send_cut_by_its_timeout_leaves_no_connection_behind_to_reuse() {
     }
 }
 
+/// A mailbox the server refuses for good (a permanent reply) is not tried
+/// again: one attempt, failed, with the server's answer; others still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_refused_for_good_is_not_tried_again() {
+    let sink = testkit::smtp::SmtpSink::refusing(&["gone@example.com"]).await;
+    let port = sink.port().to_string();
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__EMAIL__TRANSPORT", "smtp"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_PORT", port.as_str()),
+        ("APP__NOTIFICATION__RETRY_BASE_MS", "50"),
+        ("APP__NOTIFICATION__RETRY_MAX_MS", "100"),
+    ])
+    .await;
+    app.register("gone@example.com", crate::helpers::PASSWORD)
+        .await;
+    app.register("here@example.com", crate::helpers::PASSWORD)
+        .await;
+    let settled = eventually("both welcomes settled", || async {
+        let all = notifications(&app).await;
+        all.iter().all(|n| n.status != "pending").then_some(all)
+    })
+    .await;
+    let gone = settled
+        .iter()
+        .find(|n| n.destination == "gone@example.com")
+        .unwrap();
+    assert_eq!(
+        (gone.status.as_str(), gone.attempts),
+        ("failed", 1),
+        "{gone:?}"
+    );
+    let here = settled
+        .iter()
+        .find(|n| n.destination == "here@example.com")
+        .unwrap();
+    assert_eq!(here.status, "sent");
+    assert_eq!(sink.mails().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_goes_out_over_smtp() {
     let sink = testkit::smtp::SmtpSink::start().await;

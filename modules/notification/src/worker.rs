@@ -257,7 +257,9 @@ impl Sender {
                     self.webhook(item).await
                 };
                 let verdict = match &result {
-                    Ok(()) | Err(Attempt::Refused(_)) => resilience::Verdict::Healthy,
+                    Ok(()) | Err(Attempt::Refused(_) | Attempt::Rejected(_)) => {
+                        resilience::Verdict::Healthy
+                    }
                     Err(Attempt::Failed(_)) => resilience::Verdict::Failed {
                         retryable: false,
                         retry_after: None,
@@ -271,6 +273,7 @@ impl Sender {
             Err(resilience::PolicyError::Failed(Attempt::Refused(e) | Attempt::Failed(e))) => {
                 Delivery::Failed(e)
             }
+            Err(resilience::PolicyError::Failed(Attempt::Rejected(e))) => Delivery::Rejected(e),
             // Not tried at all: the breaker is open or too many sends are in
             // flight. Try again later without spending an attempt.
             Err(e @ resilience::PolicyError::BreakerOpen { retry_after }) => {
@@ -284,7 +287,7 @@ impl Sender {
     }
 
     async fn email(&self, item: &repo::Due) -> Result<(), Attempt> {
-        let refused = |e: String| Attempt::Refused(e);
+        let refused = |e: String| Attempt::Rejected(e);
         let message = Message::builder()
             .from(
                 self.settings
@@ -314,7 +317,7 @@ impl Sender {
                 // A permanent (5xx) reply is the server's answer about this
                 // message; anything else is the server failing.
                 if e.is_permanent() {
-                    Attempt::Refused(e.to_string())
+                    Attempt::Rejected(e.to_string())
                 } else {
                     Attempt::Failed(e.to_string())
                 }
@@ -326,11 +329,11 @@ impl Sender {
         let secret = item
             .secret
             .as_deref()
-            .ok_or_else(|| Attempt::Refused("the webhook subscription was deleted".to_owned()))?;
+            .ok_or_else(|| Attempt::Rejected("the webhook subscription was deleted".to_owned()))?;
         let url = url::Url::parse(&item.destination)
-            .map_err(|e| Attempt::Refused(format!("not a URL: {e}")))?;
+            .map_err(|e| Attempt::Rejected(format!("not a URL: {e}")))?;
         if let Err(refused) = self.egress.check_literal(&url) {
-            return Err(Attempt::Refused(refused.0));
+            return Err(Attempt::Rejected(refused.0));
         }
         let timestamp = chrono::Utc::now().timestamp();
         let request = self
@@ -344,7 +347,7 @@ impl Sender {
         let (request, span) = telemetry::trace::outgoing(request, "webhook");
         let response = request.send().instrument(span).await.map_err(|e| {
             match crate::egress::refusal(&e) {
-                Some(refused) => Attempt::Refused(refused.0.clone()),
+                Some(refused) => Attempt::Rejected(refused.0.clone()),
                 None => Attempt::Failed(format!("webhook call failed: {e}")),
             }
         })?;
@@ -369,6 +372,7 @@ impl Sender {
     /// records with the round's others ([`repo::mark_sent`]).
     async fn record(&self, item: &repo::Due, outcome: Delivery) -> Result<bool, String> {
         let attempts = item.attempts + 1;
+        let rejected = matches!(outcome, Delivery::Rejected(_));
         match outcome {
             Delivery::Deferred(reason, wait) => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "deferred").increment(1);
@@ -384,8 +388,8 @@ impl Sender {
                 tracing::info!(attempts, "notification sent");
                 return Ok(true);
             }
-            Delivery::Failed(error) => {
-                let give_up = attempts >= self.settings.max_attempts;
+            Delivery::Failed(error) | Delivery::Rejected(error) => {
+                let give_up = rejected || attempts >= self.settings.max_attempts;
                 let outcome = if give_up { "failed" } else { "retried" };
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => outcome).increment(1);
                 tracing::warn!(attempts, error = %error, give_up, "notification not sent");
@@ -420,14 +424,24 @@ enum Delivery {
     Sent,
     /// Tried and failed: counts as an attempt.
     Failed(String),
+    /// Can never go through: failed at once ([`Attempt::Rejected`]).
+    Rejected(String),
     /// Not tried (breaker open, bulkhead full): again after the wait, free.
     Deferred(String, Duration),
 }
 
 /// A failed send, as the dependency's policy sees it.
 enum Attempt {
-    /// The other side answered no (bad address, a 4xx): not its failure.
+    /// The other side answered no (a receiver's 3xx or 4xx): not its
+    /// failure; tried again on the sender's schedule (a receiver's
+    /// deployment may answer 404 for a while).
     Refused(String),
+    /// No attempt can ever go through: the address cannot be written or is
+    /// refused for good (a permanent SMTP reply), the subscription was
+    /// deleted, the URL points inside the network. Failed at once: every
+    /// further attempt would be refused the same way (and mail servers
+    /// count the senders who keep trying).
+    Rejected(String),
     /// The other side failed (unreachable, timed out, 5xx).
     Failed(String),
 }
@@ -435,7 +449,7 @@ enum Attempt {
 impl std::fmt::Display for Attempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Attempt::Refused(e) | Attempt::Failed(e) => f.write_str(e),
+            Attempt::Refused(e) | Attempt::Rejected(e) | Attempt::Failed(e) => f.write_str(e),
         }
     }
 }

@@ -35,6 +35,8 @@ struct State {
     stall: std::time::Duration,
     /// Connections accepted.
     connections: Mutex<u32>,
+    /// Recipients refused for good (`550`).
+    refused: Vec<String>,
     /// Commands received on a connection after a held-back reply: a client
     /// that went on using a connection whose message's reply it never read.
     after_stall: Mutex<Vec<String>>,
@@ -50,15 +52,30 @@ impl SmtpSink {
     /// first `messages` messages for `stall` (a slow server, as it scans
     /// or queues a message).
     pub async fn stalling(messages: u32, stall: std::time::Duration) -> SmtpSink {
+        SmtpSink::serve(State {
+            stalls: Mutex::new(messages),
+            stall,
+            ..State::default()
+        })
+        .await
+    }
+
+    /// Starts a server that refuses each of `recipients` for good (`550`
+    /// to its `RCPT TO`), as for a mailbox that does not exist.
+    pub async fn refusing(recipients: &[&str]) -> SmtpSink {
+        SmtpSink::serve(State {
+            refused: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            ..State::default()
+        })
+        .await
+    }
+
+    async fn serve(state: State) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind SMTP sink");
         let port = listener.local_addr().expect("local addr").port();
-        let state = Arc::new(State {
-            stalls: Mutex::new(messages),
-            stall,
-            ..State::default()
-        });
+        let state = Arc::new(state);
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -146,8 +163,13 @@ async fn session(stream: TcpStream, state: Arc<State>) {
             to.clear();
             b"250 OK\r\n"
         } else if upper.starts_with("RCPT TO") {
-            to.push(address(&line));
-            b"250 OK\r\n"
+            let recipient = address(&line);
+            if state.refused.contains(&recipient) {
+                b"550 5.1.1 no such mailbox\r\n"
+            } else {
+                to.push(recipient);
+                b"250 OK\r\n"
+            }
         } else if upper == "DATA" {
             if write
                 .write_all(b"354 end with <CRLF>.<CRLF>\r\n")
