@@ -23,7 +23,11 @@ would fill the pod's emptyDir); module processes probe readiness with
 ?scope=process, entry processes with the full check; the termination grace
 period covers preStop, the server's shutdown and a background task's stop;
 every shop pod carries the Prometheus scrape annotations and a `service`
-label equal to its OTEL_SERVICE_NAME; a NetworkPolicy selects every pod.
+label equal to its OTEL_SERVICE_NAME; a NetworkPolicy selects every pod,
+and the NetworkPolicies (evaluated: same namespace, ingress and egress)
+let every call above through on the HTTP port, the payment module's to a
+provider running in the cluster too, and keep a pod that is not the shop's
+({app: other}, in the same namespace) away from every shop process.
 
 Prints one line per problem and exits 1 if there is any. Needs PyYAML.
 """
@@ -67,6 +71,15 @@ def local_modules(env):
     return [m for m in enabled_modules(env) if mode(env, m) == "local"]
 
 
+def reached(env):
+    """The modules this process reaches in another process."""
+    enabled, local = enabled_modules(env), local_modules(env)
+    needed = {m for m in enabled if mode(env, m) == "remote"}  # forwarded (gateway role)
+    if enabled and "user" not in local:
+        needed.add("user")  # token keys
+    return needed | {dep for m in local for dep in CALLS.get(m, []) if dep not in local}
+
+
 def check_topology(where, env, serves):
     """Checks one serving process's env. `serves(url, where)` returns the
     modules served locally at `url`, or None after reporting why not."""
@@ -75,17 +88,7 @@ def check_topology(where, env, serves):
         if m not in MODULES:
             problem(where, f"APP__MODULES__ENABLED names an unknown module `{m}`")
     local = local_modules(env)
-    needed = set()  # modules this process reaches in another process
-    for m in enabled:
-        if mode(env, m) == "remote":
-            needed.add(m)  # forwarded (gateway role)
-    if enabled and "user" not in local:
-        needed.add("user")  # token keys
-    for m in local:
-        for dep in CALLS.get(m, []):
-            if dep not in local:
-                needed.add(dep)
-    for m in sorted(needed):
+    for m in sorted(reached(env)):
         key = f"APP__MODULES__{m.upper()}"
         if mode(env, m) != "remote":
             problem(where, f"calls the {m} module, which it does not serve: set {key}__MODE=remote")
@@ -295,6 +298,56 @@ def selector_matches(selector, labels):
         if op == "Exists" and key not in labels:
             return False
         if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def pod_of(template, ns, name):
+    """What the NetworkPolicies see of a pod (a template, or just labels)."""
+    spec = template.get("spec") or {}
+    return {"name": name, "ns": ns or "default", "labels": (template.get("metadata") or {}).get("labels") or {},
+            "ports": [p for c in spec.get("containers") or [] for p in c.get("ports") or []]}
+
+
+def peer_matches(peer, pod, ns):
+    """One `from`/`to` entry of a policy in namespace `ns` against a pod."""
+    if "ipBlock" in peer:
+        return True  # an address range may hold any pod's address
+    if "namespaceSelector" in peer:
+        if not selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": pod["ns"]}):
+            return False
+    elif pod["ns"] != ns:
+        return False
+    return selector_matches(peer.get("podSelector"), pod["labels"])
+
+
+def port_matches(ports, dst, port):
+    """A rule's `ports` against TCP `port` on pod `dst` (a name is looked
+    up in dst's container ports); none listed: every port."""
+    for p in ports or [{}]:
+        want = p.get("port")
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        if want is None or (isinstance(want, int) and want <= port <= p.get("endPort", want)):
+            return True
+        if isinstance(want, str) and any(c.get("name") == want and c["containerPort"] == port
+                                         and c.get("protocol", "TCP") == "TCP" for c in dst["ports"]):
+            return True
+    return False
+
+
+def np_allows(policies, src, dst, port):
+    """Whether the NetworkPolicies let pod `src` connect to TCP `port` on
+    pod `dst`: both dst's ingress and src's egress must allow it. A pod no
+    policy selects (for that direction) takes everything; policies add up."""
+    for pod, peer, kind, key in ((dst, src, "Ingress", "from"), (src, dst, "Egress", "to")):
+        mine = [np for np in policies
+                if (np["metadata"].get("namespace") or "default") == pod["ns"]
+                and kind in (np["spec"].get("policyTypes") or ["Ingress"] + ["Egress"] * ("egress" in np["spec"]))
+                and selector_matches(np["spec"].get("podSelector"), pod["labels"])]
+        if mine and not any((not rule.get(key) or any(peer_matches(e, peer, pod["ns"]) for e in rule[key]))
+                            and port_matches(rule.get("ports"), dst, port)
+                            for np in mine for rule in np["spec"].get(kind.lower()) or []):
             return False
     return True
 
@@ -509,6 +562,43 @@ def check_k8s(name, path):
         sel = s["spec"].get("selector") or {}
         if not any(labels_match(sel, d["spec"]["template"]["metadata"].get("labels") or {}) for d in deployments):
             problem(f"{where0} Service/{s['metadata']['name']}", "selects no Deployment's pods")
+
+    # Who may call whom, by the NetworkPolicies: every call the topology
+    # makes (forwarded requests, the user module's keys, order's saga calls,
+    # the payment module's provider when it runs here) gets through on the
+    # HTTP port; a pod that is not the shop's reaches no shop process.
+    policies = by_kind.get("NetworkPolicy", [])
+    pods = {d: pod_of(dep["spec"]["template"], dep["metadata"].get("namespace"), f"Deployment/{d}")
+            for d, (dep, _, _) in served.items()}
+    serving = {m: d for d, (_, _, local) in served.items() for m in local}
+
+    def http_port(dst):
+        port = next((p["containerPort"] for p in dst["ports"] if p.get("name") == "http"), None)
+        if port is None:
+            problem(f"{where0} {dst['name']}", "no container port named http")
+        return port
+
+    for dname, (dep, env, local) in served.items():
+        src = pods[dname]
+        targets = [(f"the {m} module", pods[serving[m]]) for m in sorted(reached(env)) if m in serving]
+        provider = urlsplit(env.get("APP__PAYMENT__PROVIDER_URL") or "").hostname or ""
+        svc = next((s for s in services if s["metadata"]["name"] == provider.split(".")[0]), None)
+        if "payment" in local and svc:
+            targets += [(f"the payment provider ({provider})",
+                         pod_of(d["spec"]["template"], d["metadata"].get("namespace"), f"Deployment/{d['metadata']['name']}"))
+                        for d in deployments if labels_match(svc["spec"].get("selector"),
+                                                             d["spec"]["template"]["metadata"].get("labels") or {})]
+        for what, dst in targets:
+            port = http_port(dst)
+            if port and not np_allows(policies, src, dst, port):
+                problem(f"{where0} {src['name']}", f"calls {what} at {dst['name']}, but the NetworkPolicies "
+                                                   f"block it on port http ({port})")
+    for dname, dst in pods.items():
+        other = pod_of({"metadata": {"labels": {"app": "other"}}}, dst["ns"], "other")
+        port = http_port(dst)
+        if port and np_allows(policies, other, dst, port):
+            problem(f"{where0} {dst['name']}", f"a pod that is not the shop's (labels {{app: other}}, same namespace) "
+                                               f"may reach port http ({port}): no NetworkPolicy keeps it out")
 
 
 def main(argv):

@@ -475,3 +475,73 @@ async fn an_order_update_that_overtakes_the_registration_is_held_for_it() {
         "order updates off: no order update for the quiet customer (a welcome only)"
     );
 }
+
+/// An order update still held for a customer already registered (an
+/// instance from before held messages handled the registration, during a
+/// rolling upgrade) is written out by the sender's upkeep; one that cannot
+/// be read fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_left_held_for_a_registered_customer_is_written_out_by_the_upkeep() {
+    use diesel_async::RunQueryDsl as _;
+    let app = spawn_app_with(&[("APP__NOTIFICATION__PRUNE_INTERVAL_SECS", "1")]).await;
+    let (customer, order, event) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let envelope = json!({
+        "id": event, "type": "order.confirmed.v1", "source": "orders",
+        "aggregate_id": order.to_string(), "occurred_at": chrono::Utc::now(),
+        "request_id": null, "causation_id": null,
+        "payload": {"order_id": order, "customer_id": customer,
+                    "total": {"amount_minor": 500, "currency": "EUR"}, "items": 2}
+    });
+    let mut conn = app.db().await;
+    diesel::sql_query(
+        "INSERT INTO notification.recipients (user_id, email, display_name, order_updates, \
+         product_news, marketing, registered) VALUES ($1, 'late@example.com', 'Late', true, false, false, true)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(customer)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for (id, body) in [
+        (event, envelope.to_string()),
+        (uuid::Uuid::now_v7(), "not an envelope".to_owned()),
+    ] {
+        diesel::sql_query(
+            "INSERT INTO notification.notifications (id, event_id, event_type, recipient_user_id, \
+             channel, destination, subject, body, status) \
+             VALUES ($1, $1, 'order.confirmed.v1', $2, 'email', '', 'order.confirmed.v1', $3, 'held')",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<diesel::sql_types::Uuid, _>(customer)
+        .bind::<diesel::sql_types::Text, _>(body)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let sent = eventually("the held update written out and sent", || async {
+        notifications(&app)
+            .await
+            .into_iter()
+            .find(|n| n.destination == "late@example.com" && n.status == "sent")
+    })
+    .await;
+    assert!(
+        sent.subject.starts_with("Order confirmed"),
+        "{}",
+        sent.subject
+    );
+    eventually("the unreadable one failed alone", || async {
+        (count(
+            &app,
+            "SELECT count(*) AS n FROM notification.notifications \
+             WHERE status = 'failed' AND last_error LIKE 'cannot be written out%'",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+}

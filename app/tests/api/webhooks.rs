@@ -155,7 +155,8 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
 
 /// Two subscriptions to one URL (how a webhook's secret is rotated: a new
 /// subscription, then the old one deleted) each get their call, signed
-/// with their own secret; a redelivered event still adds none.
+/// with their own secret. (That a redelivered event adds nothing is
+/// `events::duplicate_delivery_changes_nothing`'s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_subscriptions_to_one_url_each_get_their_signed_call() {
     let app = spawn_app_with(&[]).await;

@@ -133,6 +133,16 @@ impl EventHandler for NotificationHandler {
         events: &[&Envelope],
     ) -> Result<(), HandlerError> {
         if events.len() < 2 || !events.iter().all(|e| is_order_update(&e.event_type)) {
+            // The customers of the registrations first, in id order, as an
+            // order batch takes them (`repo::unregistered`): one by one, in
+            // the batch's order, two such batches could wait for each other.
+            let registering: Vec<Uuid> = events
+                .iter()
+                .filter(|e| e.event_type == UserRegistered::TYPE)
+                .filter_map(|e| e.payload::<UserRegistered>().ok())
+                .map(|u| u.user_id.as_uuid())
+                .collect();
+            repo::lock_recipients(conn, &registering).await?;
             return ::events::one_by_one(self, conn, events).await;
         }
         let customers = events
@@ -143,13 +153,16 @@ impl EventHandler for NotificationHandler {
         let mut wanted = customers.clone();
         wanted.sort_unstable();
         wanted.dedup();
+        // Under the customers' locks (taken by `unregistered`) before the
+        // recipients are read: a registration handled meanwhile is either
+        // seen here or sees what this batch holds.
+        let unregistered = repo::unregistered(conn, &wanted).await?;
         let recipients: HashMap<Uuid, repo::Recipient> =
             repo::order_update_recipients(conn, &wanted)
                 .await?
                 .into_iter()
                 .map(|r| (r.user_id, r))
                 .collect();
-        let unregistered = repo::unregistered(conn, &wanted).await?;
         let mut subscriptions: HashMap<&str, Vec<repo::Subscription>> = HashMap::new();
         for event in events {
             let t = event.event_type.as_str();
@@ -219,8 +232,14 @@ fn held(event: &Envelope, customer: Uuid) -> Result<Email, HandlerError> {
 }
 
 /// Writes out the order updates held for `customer`, now registered, if
-/// they kept order updates on; drops them otherwise.
-async fn release_held(conn: &mut AsyncPgConnection, customer: Uuid) -> Result<(), HandlerError> {
+/// they kept order updates on; drops them otherwise. A held row that cannot
+/// be read or written out fails alone (its error recorded), never the
+/// registration. Also run by the sender's upkeep for registrations handled
+/// by an instance from before held messages ([`crate::worker`]).
+pub(crate) async fn release_held(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+) -> Result<(), HandlerError> {
     repo::lock_recipients(conn, &[customer]).await?;
     let held = repo::held_for(conn, customer).await?;
     if held.is_empty() {
@@ -235,11 +254,18 @@ async fn release_held(conn: &mut AsyncPgConnection, customer: Uuid) -> Result<()
         return Ok(());
     };
     for (id, body) in held {
-        let event: Envelope = serde_json::from_str(&body)
-            .map_err(|e| HandlerError::new(format!("a held order update: {e}")))?;
-        let email = templates::order_update(&event, customer, &r.display_name, &r.email)
-            .map_err(HandlerError::new)?;
-        repo::write_out(conn, id, &email.to, &email.subject, &email.body).await?;
+        let email = serde_json::from_str::<Envelope>(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|event| templates::order_update(&event, customer, &r.display_name, &r.email));
+        match email {
+            Ok(email) => {
+                repo::write_out(conn, id, &email.to, &email.subject, &email.body).await?;
+            }
+            Err(e) => {
+                tracing::error!(notification.id = %id, error = %e, "a held order update cannot be written out");
+                repo::fail_held(conn, id, &format!("cannot be written out: {e}")).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -436,6 +436,44 @@ pub(crate) async fn write_out(
         .await
 }
 
+/// A held message that cannot be written out: failed, with `error`.
+pub(crate) async fn fail_held(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    error: &str,
+) -> QueryResult<usize> {
+    diesel::update(n::table.find(id).filter(n::status.eq("held")))
+        .set((n::status.eq("failed"), n::last_error.eq(error)))
+        .execute(conn)
+        .await
+}
+
+/// Up to `limit` registered recipients who still have held messages: their
+/// registration was handled by an instance from before held messages,
+/// during a rolling upgrade, which did not write them out.
+pub(crate) async fn stranded_held(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> QueryResult<Vec<Uuid>> {
+    #[derive(QueryableByName)]
+    struct Stranded {
+        #[diesel(sql_type = SqlUuid)]
+        user_id: Uuid,
+    }
+    // Raw: a semi-join on the held rows' partial index.
+    let rows: Vec<Stranded> = db::sql(
+        "SELECT r.user_id FROM recipients AS r \
+         WHERE r.registered AND r.email IS NOT NULL AND r.display_name IS NOT NULL \
+         AND EXISTS (SELECT 1 FROM notifications AS n \
+                     WHERE n.status = 'held' AND n.recipient_user_id = r.user_id) \
+         LIMIT $1",
+    )
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|s| s.user_id).collect())
+}
+
 /// Drops `customer`'s held messages: they turned order updates off.
 pub(crate) async fn drop_held(conn: &mut AsyncPgConnection, customer: Uuid) -> QueryResult<usize> {
     diesel::delete(n::table.filter(n::recipient_user_id.eq(customer).and(n::status.eq("held"))))

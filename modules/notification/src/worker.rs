@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use diesel_async::AsyncConnection as _;
 use hmac::{Hmac, Mac as _};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
@@ -132,6 +133,26 @@ impl Sender {
             Ok(n) if n > 0 => tracing::info!(rows = n, "pruned settled notifications"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning notifications failed"),
+        }
+        // Order updates still held for customers now registered: their
+        // registration was handled by an instance from before held
+        // messages (a rolling upgrade), which did not write them out.
+        let stranded = match repo::stranded_held(&mut conn, 100).await {
+            Ok(stranded) => stranded,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for held notifications failed");
+                return;
+            }
+        };
+        for customer in stranded {
+            let released = conn
+                .transaction::<_, events::HandlerError, _>(async |conn| {
+                    crate::events::release_held(conn, customer).await
+                })
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "releasing held notifications failed");
+            }
         }
     }
 
@@ -314,10 +335,12 @@ impl Sender {
                 .map(|_| ())
                 .map_err(|e| Attempt::Failed(e.to_string())),
             Mailer::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
-                // A permanent (5xx) reply is the server's answer about this
-                // message; anything else is the server failing.
-                if e.is_permanent() {
+                // A permanent (5xx) reply is the server's answer, not its
+                // failure; only a mailbox refused for good ends the message.
+                if mailbox_refused(&e) {
                     Attempt::Rejected(e.to_string())
+                } else if e.is_permanent() {
+                    Attempt::Refused(e.to_string())
                 } else {
                     Attempt::Failed(e.to_string())
                 }
@@ -419,6 +442,30 @@ impl Sender {
     }
 }
 
+/// Whether the server refused the recipient's mailbox for good: a 550, 551
+/// or 553 reply whose enhanced status code (RFC 3463) is about the
+/// destination address (5.1.1 no such mailbox, 5.1.2 no such system, 5.1.3
+/// bad syntax, 5.1.6 moved, 5.1.10 null MX). Every other 5xx (a failed
+/// sign-in, a sender the relay refuses, TLS required) is the deployment's
+/// to fix, so the message is tried again on the schedule meanwhile.
+fn mailbox_refused(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|code| refused_for_good(&code.to_string(), &e.to_string()))
+}
+
+/// [`mailbox_refused`] on the reply's code and lettre's text of the error
+/// (`permanent error (550): 5.1.1 no such mailbox`).
+fn refused_for_good(code: &str, text: &str) -> bool {
+    if !["550", "551", "553"].contains(&code) {
+        return false;
+    }
+    let enhanced = text
+        .split_once("): ")
+        .and_then(|(_, reply)| reply.split_whitespace().next())
+        .unwrap_or("");
+    ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"].contains(&enhanced)
+}
+
 /// How one send went.
 enum Delivery {
     Sent,
@@ -436,8 +483,8 @@ enum Attempt {
     /// failure; tried again on the sender's schedule (a receiver's
     /// deployment may answer 404 for a while).
     Refused(String),
-    /// No attempt can ever go through: the address cannot be written or is
-    /// refused for good (a permanent SMTP reply), the subscription was
+    /// No attempt can ever go through: the address cannot be written or its
+    /// mailbox is refused for good ([`mailbox_refused`]), the subscription was
     /// deleted, the URL points inside the network. Failed at once: every
     /// further attempt would be refused the same way (and mail servers
     /// count the senders who keep trying).
@@ -478,5 +525,29 @@ mod tests {
             sign("whsec_test", 1_700_000_000, r#"{"a":1}"#),
             "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
         );
+    }
+
+    #[test]
+    fn only_a_mailbox_refused_for_good_ends_a_message() {
+        for (code, text) in [
+            ("550", "permanent error (550): 5.1.1 no such mailbox"),
+            ("553", "permanent error (553): 5.1.3 bad address syntax"),
+            ("550", "permanent error (550): 5.1.10 null MX"),
+        ] {
+            assert!(super::refused_for_good(code, text), "{text}");
+        }
+        for (code, text) in [
+            ("535", "permanent error (535): 5.7.8 authentication failed"),
+            ("550", "permanent error (550): 5.7.1 relaying denied"),
+            ("553", "permanent error (553): 5.1.8 bad sender address"),
+            ("550", "permanent error (550): mailbox unavailable"),
+            (
+                "530",
+                "permanent error (530): 5.7.0 must issue STARTTLS first",
+            ),
+            ("550", "permanent error (550): 5.1.100 made up"),
+        ] {
+            assert!(!super::refused_for_good(code, text), "{text}");
+        }
     }
 }
