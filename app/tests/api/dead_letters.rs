@@ -142,6 +142,17 @@ async fn settled_history_is_pruned_and_open_work_stays() {
     .execute(&mut app.db().await)
     .await
     .unwrap();
+    // An order update held as long for a customer who never registered.
+    diesel::sql_query(
+        "INSERT INTO notification.notifications \
+         (id, event_id, event_type, recipient_user_id, channel, destination, subject, body, \
+          status, created_at) \
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'order.confirmed.v1', gen_random_uuid(), \
+                 'email', '', 'order.confirmed.v1', '{}', 'held', now() - interval '2 days')",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
     eventually("old history pruned", || async {
         let dead =
             count("SELECT count(*) AS n FROM catalog.dead_letters WHERE handler = 'old'").await;

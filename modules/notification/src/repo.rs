@@ -389,6 +389,9 @@ pub(crate) async fn lock_recipients(
     conn: &mut AsyncPgConnection,
     customers: &[Uuid],
 ) -> QueryResult<()> {
+    if customers.is_empty() {
+        return Ok(());
+    }
     let mut ids = customers.to_vec();
     ids.sort_unstable();
     ids.dedup();
@@ -737,18 +740,28 @@ pub(crate) async fn mark_not_sent(
     .await
 }
 
-/// Deletes the sent and failed messages queued more than `days` ago; how
-/// many.
+/// Deletes the sent and failed messages queued more than `days` ago, and
+/// the order updates held that long for a customer whose registration never
+/// came (placed with a token of no account); how many.
 #[tracing::instrument(name = "notification.repo.prune", skip_all)]
 pub(crate) async fn prune(conn: &mut AsyncPgConnection, days: u32) -> QueryResult<usize> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
     // Raw: the age is `now() - interval` on the database's clock.
-    db::sql(
+    let settled = db::sql(
         "DELETE FROM notifications WHERE status IN ('sent', 'failed') \
          AND created_at < now() - make_interval(days => $1)",
     )
-    .bind::<diesel::sql_types::Integer, _>(i32::try_from(days).unwrap_or(i32::MAX))
+    .bind::<diesel::sql_types::Integer, _>(days)
     .execute(conn)
-    .await
+    .await?;
+    let held = db::sql(
+        "DELETE FROM notifications WHERE status = 'held' \
+         AND created_at < now() - make_interval(days => $1)",
+    )
+    .bind::<diesel::sql_types::Integer, _>(days)
+    .execute(conn)
+    .await?;
+    Ok(settled + held)
 }
 
 #[cfg(test)]
