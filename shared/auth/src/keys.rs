@@ -229,6 +229,18 @@ impl KeySet {
         }
     }
 
+    /// This set and `others`, each key once (by `kid`; this set's first).
+    #[must_use]
+    pub fn with(&self, others: impl IntoIterator<Item = Jwk>) -> KeySet {
+        let mut keys = self.jwks.keys.clone();
+        for jwk in others {
+            if !keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {
+                keys.push(jwk);
+            }
+        }
+        KeySet::from_jwks(JwkSet { keys })
+    }
+
     /// The key with id `kid`.
     pub fn get(&self, kid: &str) -> Option<&DecodingKey> {
         self.keys.get(kid)

@@ -26,4 +26,4 @@ pub use seal::EventSeal;
 pub use token::{AccessToken, Claims, Issuer, ServiceTokens, TokenPolicy};
 pub use verify::{AuthError, Verifier};
 
-pub use jsonwebtoken::jwk::JwkSet;
+pub use jsonwebtoken::jwk::{Jwk, JwkSet};

@@ -52,13 +52,7 @@ impl EventSeal {
     /// the last one, instead of dead-lettering them (ADR 0013).
     #[must_use]
     pub fn accepting(mut self, keys: &KeySet) -> EventSeal {
-        let mut all = self.accepted.jwks().keys.clone();
-        for jwk in &keys.jwks().keys {
-            if !all.iter().any(|k| k.common.key_id == jwk.common.key_id) {
-                all.push(jwk.clone());
-            }
-        }
-        self.accepted = KeySet::from_jwks(crate::JwkSet { keys: all });
+        self.accepted = self.accepted.with(keys.jwks().keys.iter().cloned());
         self
     }
 

@@ -147,13 +147,7 @@ impl ServiceTokens {
         mut self,
         others: impl IntoIterator<Item = jsonwebtoken::jwk::Jwk>,
     ) -> ServiceTokens {
-        let mut keys = self.accepted.jwks().keys.clone();
-        for jwk in others {
-            if !keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {
-                keys.push(jwk);
-            }
-        }
-        self.accepted = KeySet::from_jwks(jsonwebtoken::jwk::JwkSet { keys });
+        self.accepted = self.accepted.with(others);
         self
     }
 

@@ -126,20 +126,25 @@ pub fn service_tokens(settings: &Settings) -> anyhow::Result<auth::ServiceTokens
     let generate = auth.generate_dev_key && settings.environment != "production";
     let key = SigningKey::load_or_generate(&auth.service_key_file, generate)
         .with_context(|| "auth.service_key_file: cannot load the service key".to_owned())?;
-    let mut accepted = Vec::new();
-    for path in &auth.accepted_service_key_files {
-        let pem = std::fs::read(path).with_context(|| {
-            format!(
-                "auth.accepted_service_key_files: cannot read {}",
-                path.display()
-            )
-        })?;
-        accepted.push(
-            auth::public_jwk_from_pem(&pem, &path.display().to_string())
-                .context("auth.accepted_service_key_files")?,
-        );
-    }
+    let accepted = public_keys(
+        "auth.accepted_service_key_files",
+        &auth.accepted_service_key_files,
+    )?;
     Ok(auth::ServiceTokens::new(key, auth.policy()).accepting(accepted))
+}
+
+/// The public halves of the PEM keys at `paths` (public or private), read
+/// for the setting `setting`, which an error names.
+fn public_keys(setting: &str, paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<auth::Jwk>> {
+    paths
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+            auth::public_jwk_from_pem(&pem, &path.display().to_string())
+                .with_context(|| setting.to_owned())
+        })
+        .collect()
 }
 
 /// The public keys accepted: the current one and the retired ones.
@@ -147,17 +152,13 @@ pub fn service_tokens(settings: &Settings) -> anyhow::Result<auth::ServiceTokens
 /// # Errors
 /// A retired key file that cannot be read or parsed.
 pub fn key_set(settings: &Settings, current: &SigningKey) -> anyhow::Result<KeySet> {
-    let mut keys = vec![current.public_jwk().clone()];
-    for path in &settings.auth.previous_key_files {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("auth.previous_key_files: cannot read {}", path.display()))?;
-        let jwk = auth::public_jwk_from_pem(&pem, &path.display().to_string())
-            .context("auth.previous_key_files")?;
-        if !keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {
-            keys.push(jwk);
-        }
-    }
-    Ok(KeySet::from_jwks(auth::JwkSet { keys }))
+    let current = KeySet::from_jwks(auth::JwkSet {
+        keys: vec![current.public_jwk().clone()],
+    });
+    Ok(current.with(public_keys(
+        "auth.previous_key_files",
+        &settings.auth.previous_key_files,
+    )?))
 }
 
 /// A client builder with TLS set up (rustls (ring), the platform's roots
