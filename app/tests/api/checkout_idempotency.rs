@@ -141,6 +141,51 @@ async fn the_same_key_fifty_times_at_once_makes_one_order_and_one_charge() {
     assert_eq!(stock(client, &base, &admin, "SAME-KEY").await, (3, 0));
 }
 
+/// A double click whose client makes a key per click: twenty orders of one
+/// cart at once, each with its own key, order it once. The others are
+/// answered as if they came second (the cart is empty by then), and keep
+/// that answer under their keys; nothing else is charged or sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cart_ordered_under_twenty_keys_at_once_is_ordered_once() {
+    let Scene {
+        app,
+        admin,
+        token,
+        product,
+        ..
+    } = scene("ONE-CART", 10).await;
+    let (client, base) = (&app.client, app.address.clone());
+    fill_cart(client, &base, &token, &product, 2).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for click in 0..20 {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        tasks.spawn(async move {
+            let key = format!("click-{click}");
+            let response = place(&client, &base, &token, &key, cards::SUCCEEDS).await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let (status, body) = result.unwrap();
+        match status {
+            201 | 202 => ids.push(body["id"].as_str().unwrap().to_owned()),
+            422 => assert!(body.to_string().contains("is empty"), "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one order for one cart: {ids:?}");
+    assert_eq!(
+        count(&app, "SELECT count(*) AS n FROM orders.orders").await,
+        1
+    );
+    settled(client, &base, &token, &ids[0]).await;
+    assert_eq!(captures(&app).await, 1);
+    assert_eq!(stock(client, &base, &admin, "ONE-CART").await, (8, 0));
+}
+
 /// Nothing is kept for ever: idempotency keys older than their retention
 /// (a day) are pruned by the recovery worker, younger ones stay; refresh
 /// tokens expired for more than a day are pruned by the user module.

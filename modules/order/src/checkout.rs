@@ -67,25 +67,40 @@ impl Checkout<'_> {
         request: PlaceOrder,
     ) -> Result<PlaceOutcome, OrderError> {
         let fingerprint = domain::fingerprint(customer, key, &request);
-        // The key and the cart, read at once: the cart is what a new key
-        // orders.
-        let (found, cart) = {
-            let stale_secs = self.module.settings.idempotency_stale_secs;
-            let mut conn = self.module.conn().await?;
-            keys::find_with_cart(&mut conn, customer, key, stale_secs)
-                .await
-                .map_err(database)?
-        };
-        if let Some(outcome) = self.answer_from(found, customer, key, &fingerprint).await? {
-            return Ok(outcome);
-        }
-        let cart = stored_cart(cart)?;
         let claim = Claim {
             customer,
             key,
             fingerprint: &fingerprint,
         };
-        let outcome = match self.checkout(cx, &claim, request, cart).await {
+        // A cart that changed between its read and the order's transaction
+        // (another order took it, a `PUT /cart` replaced it) is read again
+        // once: the request then orders what the cart holds by then, or is
+        // answered as if it had come second (an empty cart).
+        let mut tries = 0;
+        let placed = loop {
+            tries += 1;
+            // The key and the cart, read at once: the cart is what a new
+            // key orders.
+            let (found, items) = {
+                let stale_secs = self.module.settings.idempotency_stale_secs;
+                let mut conn = self.module.conn().await?;
+                keys::find_with_cart(&mut conn, customer, key, stale_secs)
+                    .await
+                    .map_err(database)?
+            };
+            if let Some(outcome) = self.answer_from(found, customer, key, &fingerprint).await? {
+                return Ok(outcome);
+            }
+            let cart = stored_cart(items.as_ref())?;
+            match self
+                .checkout(cx, &claim, &request, cart, items.as_ref())
+                .await
+            {
+                Err(OrderError::CartChanged) if tries < 2 => continue,
+                placed => break placed,
+            }
+        };
+        let outcome = match placed {
             Ok(None) => {
                 // Another request with this key took it meanwhile.
                 return self.answer_taken(customer, key, &fingerprint).await;
@@ -102,9 +117,15 @@ impl Checkout<'_> {
                 }
                 outcome
             }
-            // Not an answer about this request (a dependency was down,
-            // nothing was created): nothing is kept, a retry may succeed.
-            Err(error) if kernel::ProblemCode::status(&error) >= 500 => return Err(error),
+            // Not an answer about this request (a dependency was down, the
+            // cart kept changing; nothing was created): nothing is kept, a
+            // retry may succeed.
+            Err(error)
+                if kernel::ProblemCode::status(&error) >= 500
+                    || error == OrderError::CartChanged =>
+            {
+                return Err(error);
+            }
             Err(error) => {
                 let outcome = PlaceOutcome {
                     status: kernel::ProblemCode::status(&error),
@@ -312,15 +333,16 @@ impl Checkout<'_> {
         &self,
         cx: &CallContext,
         claim: &Claim<'_>,
-        request: PlaceOrder,
+        request: &PlaceOrder,
         cart: Cart,
+        items: Option<&serde_json::Value>,
     ) -> Result<Option<(OrderState, SagaRow, Saga)>, OrderError> {
         let customer = claim.customer;
-        if cart.items.is_empty() {
+        let Some(items) = items.filter(|_| !cart.items.is_empty()) else {
             return Err(OrderError::Common(Failure::Validation(vec![
                 FieldError::new("cart", "is empty: PUT /api/v1/cart first"),
             ])));
-        }
+        };
         let services = self.module.on_behalf(cx)?;
         let lines = self.price(&services, &cart.items).await?;
         let total = domain::total(&lines)?;
@@ -345,7 +367,7 @@ impl Checkout<'_> {
         let lease = self.module.settings.lease_secs;
         let mut conn = self.module.conn().await?;
         let created = conn
-            .transaction::<_, db::Abort<KeyTaken>, _>(async |conn| {
+            .transaction::<_, db::Abort<Refused>, _>(async |conn| {
                 let conn: &AsyncPgConnection = conn;
                 // The first step, reserve, begins with the order (intent
                 // recorded as `begin` would, lease held by this run).
@@ -358,21 +380,24 @@ impl Checkout<'_> {
                     keys::claim_for(conn, claim, order),
                     repo::create(conn, order, &placed, cx),
                     sagas::insert(conn, order, token, last4, &request_id, owner, lease),
-                    carts::delete(conn, customer),
+                    carts::take(conn, customer, items),
                 )
                 .await;
                 if !claimed? {
-                    return Err(db::Abort::Refuse(KeyTaken));
+                    return Err(db::Abort::Refuse(Refused::KeyTaken));
                 }
                 let state = state?;
                 saga?;
-                cart?;
+                if !cart? {
+                    return Err(db::Abort::Refuse(Refused::CartChanged));
+                }
                 Ok(state)
             })
             .await;
         let state = match created {
             Ok(state) => state,
-            Err(db::Abort::Refuse(KeyTaken)) => return Ok(None),
+            Err(db::Abort::Refuse(Refused::KeyTaken)) => return Ok(None),
+            Err(db::Abort::Refuse(Refused::CartChanged)) => return Err(OrderError::CartChanged),
             Err(db::Abort::Db(e)) => return Err(database(e)),
         };
         metrics::counter!("orders_placed_total").increment(1);
@@ -462,6 +487,10 @@ fn tokenize_error(error: PaymentError) -> OrderError {
     }
 }
 
-/// Why the order's transaction refuses: another request took the key
-/// first, and nothing of this one is kept.
-struct KeyTaken;
+/// Why the order's transaction refuses; nothing of it is kept.
+enum Refused {
+    /// Another request took the key first.
+    KeyTaken,
+    /// The cart is not what was priced any more ([`carts::take`]).
+    CartChanged,
+}

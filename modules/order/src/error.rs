@@ -26,6 +26,10 @@ pub enum OrderError {
     /// The first request with this key is still running.
     #[error("a request with this Idempotency-Key is still running; retry later")]
     IdempotencyKeyInUse,
+    /// The cart changed while the order was being placed, twice in a row
+    /// (another order took it, or it was replaced): nothing was ordered.
+    #[error("the cart changed while the order was placed: look at it and order again")]
+    CartChanged,
     /// The card was refused before the order was placed.
     #[error("the card was refused: {0}")]
     CardRejected(String),
@@ -40,7 +44,9 @@ impl ProblemCode for OrderError {
         match self {
             OrderError::NotFound => 404,
             OrderError::IdempotencyKeyReused => 422,
-            OrderError::InvalidTransition { .. } | OrderError::IdempotencyKeyInUse => 409,
+            OrderError::InvalidTransition { .. }
+            | OrderError::IdempotencyKeyInUse
+            | OrderError::CartChanged => 409,
             OrderError::IdempotencyKeyRequired => 400,
             OrderError::CardRejected(_) => 402,
             OrderError::Common(failure) => failure.status(),
@@ -54,6 +60,7 @@ impl ProblemCode for OrderError {
             OrderError::IdempotencyKeyRequired => "idempotency_key_required",
             OrderError::IdempotencyKeyReused => "idempotency_key_reused",
             OrderError::IdempotencyKeyInUse => "idempotency_key_in_use",
+            OrderError::CartChanged => "cart_changed",
             OrderError::CardRejected(_) => "card_rejected",
             OrderError::Common(failure) => failure.code("order_unavailable"),
         }

@@ -64,7 +64,9 @@ pub async fn put_cart(
 /// Order your cart. Needs an `Idempotency-Key` header: the first answer is
 /// kept for 24 hours and replayed for the same key and body (header
 /// `idempotent-replayed: true`); the same key with another body is 422, and
-/// 409 while the first request runs. 201 when the checkout finished (the
+/// 409 while the first request runs. The order takes the cart it priced, or
+/// nothing: two orders placed at once with different keys order the cart
+/// once (the other is answered as an empty cart). 201 when the checkout finished (the
 /// order `confirmed` or `failed` with a reason), 202 with `Location` while
 /// it still runs.
 #[utoipa::path(
@@ -79,7 +81,7 @@ pub async fn put_cart(
             headers(("location" = String, description = "URL of the order, to poll"), ("idempotent-replayed" = String, description = "`true` when this is the first answer to this key, replayed"))),
         (status = 400, description = "No Idempotency-Key", body = ProblemBody),
         (status = 402, description = "The provider refused the card before the order was placed (`card_rejected`, the reason in `decline_code`)", body = ProblemBody),
-        (status = 409, description = "The first request with this key is still running", body = ProblemBody,
+        (status = 409, description = "The first request with this key is still running (`idempotency_key_in_use`, with `retry-after`), or the cart changed twice while the order was placed (`cart_changed`: nothing was ordered and nothing is kept for the key)", body = ProblemBody,
             headers(("retry-after" = String, description = "Seconds to wait before trying again"))),
         (status = 422, description = "Empty cart, invalid card number, or the key was used with another body", body = ProblemBody),
     ),

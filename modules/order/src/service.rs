@@ -49,9 +49,9 @@ pub struct OrderModule {
 }
 
 /// A cart from its stored items (`None`: never set, so empty).
-pub(crate) fn stored_cart(items: Option<serde_json::Value>) -> Result<Cart, OrderError> {
+pub(crate) fn stored_cart(items: Option<&serde_json::Value>) -> Result<Cart, OrderError> {
     let items = match items {
-        Some(items) => serde_json::from_value(items)
+        Some(items) => serde::Deserialize::deserialize(items)
             .map_err(|e| OrderError::Common(Failure::Unexpected(format!("stored cart: {e}"))))?,
         None => Vec::new(),
     };
@@ -142,7 +142,12 @@ impl OrderModule {
     pub async fn cart(&self, cx: &CallContext) -> Result<Cart, OrderError> {
         let customer = caller(cx)?.user_id;
         let mut conn = self.conn().await?;
-        stored_cart(carts::items(&mut conn, customer).await.map_err(database)?)
+        stored_cart(
+            carts::items(&mut conn, customer)
+                .await
+                .map_err(database)?
+                .as_ref(),
+        )
     }
 
     /// Replaces the caller's cart.

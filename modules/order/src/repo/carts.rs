@@ -48,10 +48,16 @@ pub(crate) async fn put(
     .map(drop)
 }
 
-/// Empties `customer`'s cart (the order took it).
-pub(crate) async fn delete(mut conn: &AsyncPgConnection, customer: Uuid) -> QueryResult<()> {
-    diesel::delete(carts::table.find(customer))
+/// Empties `customer`'s cart if it still holds `items` (the order took
+/// them); false when it was emptied or changed meanwhile (another order
+/// took it, a `PUT /cart` replaced it): nothing is deleted then.
+pub(crate) async fn take(
+    mut conn: &AsyncPgConnection,
+    customer: Uuid,
+    items: &serde_json::Value,
+) -> QueryResult<bool> {
+    db::cached(diesel::delete(carts::table.find(customer)).filter(carts::items.eq(items)))
         .execute(&mut conn)
         .await
-        .map(drop)
+        .map(|deleted| deleted == 1)
 }

@@ -117,7 +117,14 @@ pub(super) fn next_step(state: &OrderState, saga: &SagaRow) -> Option<Step> {
     }
     Some(if state.captured && !state.refunded {
         Step::Refund
-    } else if (state.authorized || saga.payment_attempted) && !state.captured && !state.voided {
+    } else if (state.authorized || saga.payment_attempted)
+        && !state.captured
+        && !state.voided
+        && !state.refunded
+    {
+        // Refunded already: a void that found the payment captured (its
+        // capture's record was lost) refunded it instead, and that ends the
+        // payment's side as a void would.
         Step::Void
     } else if state.committed && !state.restocked {
         Step::Restock
@@ -150,4 +157,66 @@ pub(super) fn payment_retry(error: &PaymentError) -> bool {
 /// process the calls carry the service caller itself and are never refused.
 fn worth_asking_again(failure: &Failure) -> bool {
     failure.is_transient() || matches!(failure, Failure::Unauthenticated | Failure::Forbidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderEvent;
+    use chrono::Utc;
+    use kernel::{Currency, Money, OrderId};
+    use uuid::Uuid;
+
+    fn compensating() -> SagaRow {
+        SagaRow {
+            direction: Direction::Compensate,
+            outcome: None,
+            reason: None,
+            payment_method: "pm_test".into(),
+            card_last4: "4242".into(),
+            reserve_attempted: true,
+            payment_attempted: true,
+            request_id: None,
+            done: false,
+            attempts: 0,
+            step: None,
+        }
+    }
+
+    /// The order's events so far folded into its state.
+    fn state_after(events: &[OrderEvent]) -> OrderState {
+        let now = Utc::now();
+        let placed = OrderEvent::Placed {
+            customer_id: Uuid::now_v7(),
+            lines: vec![],
+            total: Money::new(1000, Currency::EUR),
+            card_last4: "4242".into(),
+        };
+        let mut state = OrderState::start(OrderId::generate(), &placed, now).unwrap();
+        for event in events {
+            state.apply(event, now);
+        }
+        state
+    }
+
+    /// A capture whose record was lost (a crash after it, then a cancel):
+    /// the void finds the payment captured and refunds it. The payment's
+    /// side is then over; the stock is next, never the void again (which
+    /// would be answered `refunded` and recorded as nothing, for ever).
+    #[test]
+    fn a_void_that_refunded_is_not_asked_again() {
+        let state = state_after(&[
+            OrderEvent::StockReserved,
+            OrderEvent::PaymentAuthorized {
+                payment_id: Uuid::now_v7(),
+            },
+            OrderEvent::StockCommitted,
+            OrderEvent::PaymentRefunded,
+        ]);
+        assert_eq!(next_step(&state, &compensating()), Some(Step::Restock));
+        let unreserved = state_after(&[OrderEvent::PaymentRefunded]);
+        assert_eq!(next_step(&unreserved, &compensating()), Some(Step::Release));
+        let nothing_yet = state_after(&[]);
+        assert_eq!(next_step(&nothing_yet, &compensating()), Some(Step::Void));
+    }
 }
