@@ -194,3 +194,45 @@ async fn a_product_created_after_its_stock_starts_with_its_availability() {
         .unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+/// A product created while the first stock event of its SKU is handled
+/// still ends with the level announced: here its insert stays uncommitted
+/// while the stock arrives and its event is handled (the handler waits for
+/// the insert's lock on the SKU's level), then commits. Before, the handler
+/// read no product, the product no level, and it stayed `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_created_while_its_first_stock_event_is_handled_gets_the_level() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let app = spawn_app().await;
+    let admin = app.token(&[Role::Admin]);
+    let mut creating = app.db().await;
+    creating
+        .batch_execute(
+            "BEGIN; INSERT INTO catalog.products (id, sku, name, price_amount_minor, price_currency) \
+             VALUES (gen_random_uuid(), 'RACE-1', 'Race', 100, 'EUR')",
+        )
+        .await
+        .unwrap();
+    let received = app
+        .client
+        .post(app.url("/api/v1/inventory/RACE-1/adjustments"))
+        .bearer_auth(&admin)
+        .json(&json!({"quantity": 10, "reason": "receive"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(received.status(), 200);
+    // Long enough for the event to be relayed and handled (or to wait).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    creating.batch_execute("COMMIT").await.unwrap();
+    eventually("the product in stock", || async {
+        let listed: Value = app
+            .get("/api/v1/products?in_stock=true")
+            .await
+            .json()
+            .await
+            .unwrap();
+        (listed["items"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
+}

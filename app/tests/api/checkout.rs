@@ -409,9 +409,10 @@ async fn a_provider_that_never_answers_fails_the_order_instead_of_leaving_it_stu
 /// yet. The cancel's run must not drive the saga beside the placing one (it
 /// would find no reservation and no payment, close the order as cancelled,
 /// and the placing run would then reserve, charge and sell regardless).
-/// The placing run keeps its lease, meets the turn when it finishes, and
-/// gives everything back: the order cancelled, the stock whole, no payment
-/// left captured.
+/// The placing run keeps its lease, meets the turn before its next call
+/// (the cancel tells it, in the same process), and gives back what it
+/// took: the order cancelled, the stock whole, nothing authorized, sold or
+/// captured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_during_the_checkout_leaves_nothing_sold_or_charged() {
     use diesel_async::SimpleAsyncConnection as _;
@@ -460,4 +461,10 @@ async fn a_cancel_during_the_checkout_leaves_nothing_sold_or_charged() {
         !kinds.iter().any(|k| k == "confirmed"),
         "never confirmed: {kinds:?}"
     );
+    // Turned before its next call, not at its finish: nothing was sold or
+    // charged to be given back.
+    assert_eq!(captures(&app).await, 0);
+    for undone in ["payment_authorized", "stock_committed", "payment_captured"] {
+        assert!(!kinds.iter().any(|k| k == undone), "{undone}: {kinds:?}");
+    }
 }

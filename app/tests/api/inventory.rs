@@ -165,6 +165,58 @@ async fn expiry_never_deadlocks_with_a_reservation() {
     }
 }
 
+/// The lines of a reservation are in one order everywhere (bytes), whatever
+/// the database's collation: a reservation read back compares equal to the
+/// one asked again (a retried reserve is the same reservation, not a 409),
+/// and its rows are locked in the order a reservation locks them. The test
+/// database is `C`; the column is given a language's collation here, as a
+/// database created with `en_US.UTF-8` would have it, where `A_1` sorts
+/// before `A1` (bytes: after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_reservation_is_the_same_under_any_collation() {
+    use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
+    let (module, db) = module(&[]).await;
+    let mut conn = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    conn.batch_execute(
+        "ALTER TABLE inventory.reservation_lines ALTER COLUMN sku TYPE text COLLATE \"en-x-icu\"",
+    )
+    .await
+    .unwrap();
+    let admin = caller(Role::Admin);
+    let (a, b) = (Sku::parse("A1").unwrap(), Sku::parse("A_1").unwrap());
+    for sku in [&a, &b] {
+        module.adjust(&admin, sku, receive(3)).await.unwrap();
+    }
+    let order_id = OrderId::generate();
+    let lines: Vec<ReservationLine> = [&b, &a]
+        .into_iter()
+        .map(|sku| ReservationLine {
+            sku: sku.clone(),
+            quantity: 1,
+        })
+        .collect();
+    let first = module
+        .reserve(
+            &admin,
+            ReserveStock {
+                order_id,
+                lines: lines.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    let again = module
+        .reserve(&admin, ReserveStock { order_id, lines })
+        .await
+        .expect("the same reservation, not a conflict");
+    assert_eq!(again, first);
+    for sku in [&a, &b] {
+        assert_eq!(module.stock(&admin, sku).await.unwrap().available, 2);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_expire_and_give_their_stock_back() {
     let (module, _db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "1")]).await;

@@ -227,8 +227,11 @@ pub(crate) fn validate_listing(
     {
         errors.push(FieldError::new("min_price", "must not be above max_price"));
     }
-    if filter.min_price.is_some_and(|p| p < 0) || filter.max_price.is_some_and(|p| p < 0) {
+    if filter.min_price.is_some_and(|p| p < 0) {
         errors.push(FieldError::new("min_price", "prices are not negative"));
+    }
+    if filter.max_price.is_some_and(|p| p < 0) {
+        errors.push(FieldError::new("max_price", "prices are not negative"));
     }
     let q = filter.q.as_deref().map(str::trim);
     if q.is_some_and(|q| q.is_empty() || q.chars().count() > QUERY_MAX) {
@@ -319,6 +322,17 @@ mod tests {
             ProductSort::Created
         );
         assert!(validate_listing(&ProductFilter::default(), Some(ProductSort::Relevance)).is_err());
+        // Each negative bound is named as itself.
+        let negative_max = ProductFilter {
+            max_price: Some(-1),
+            ..ProductFilter::default()
+        };
+        let fields: Vec<String> = validate_listing(&negative_max, None)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["max_price"]);
     }
 
     #[test]

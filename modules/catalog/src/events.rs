@@ -112,7 +112,11 @@ impl EventHandler for CatalogEvents {
             }
             let stock: StockChanged = event.payload().map_err(HandlerError::new)?;
             match changes.iter_mut().find(|(seen, _)| seen.sku == stock.sku) {
-                Some(entry) if stock.version >= entry.0.version => *entry = (stock, event.id),
+                // An unversioned change (from an instance before versions)
+                // is taken as it comes, as the statement takes it.
+                Some(entry) if stock.version.is_none() || stock.version >= entry.0.version => {
+                    *entry = (stock, event.id)
+                }
                 Some(_) => {}
                 None => changes.push((stock, event.id)),
             }

@@ -315,6 +315,7 @@ impl OrderModule {
             AppendError::Db(e) => database(e),
         })?;
         drop(conn);
+        self.saga.turned_here(id);
         let saga = self.saga.clone();
         let driving = tokio::spawn(async move { saga.drive(id).await }.in_current_span());
         let _ = tokio::time::timeout(

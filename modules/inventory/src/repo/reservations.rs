@@ -61,8 +61,8 @@ pub(crate) async fn load_reservation(
     // outer join cannot be locked).
     let found: Option<ReservationRow> = db::sql(format!(
         "SELECT order_id, status, expires_at, created_at, \
-         ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS skus, \
-         ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku) AS quantities \
+         ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku COLLATE \"C\") AS skus, \
+         ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku COLLATE \"C\") AS quantities \
          FROM reservations r WHERE order_id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     ))

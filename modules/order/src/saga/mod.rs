@@ -17,7 +17,8 @@
 //! The owner is the run, not the process: a second run in the same process
 //! (a cancel arriving while the placing request still drives the saga) is
 //! refused the lease like a run of another instance, and the run holding it
-//! finds the turn when it records or finishes.
+//! finds the turn before its next step when the cancel was made in its
+//! process, otherwise when it records or finishes.
 
 mod calls;
 mod record;
@@ -58,6 +59,12 @@ pub struct Saga {
     /// (shared by every run): what a stopping process gives up
     /// ([`Self::give_up_leases`]).
     driving: Arc<std::sync::Mutex<std::collections::HashMap<OrderId, Uuid>>>,
+    /// Orders cancelled by this process while one of its runs drives them
+    /// ([`Self::turned_here`]): the run turns before its next step instead
+    /// of at its finish, so a cancel during the checkout sells and charges
+    /// nothing it would then give back. A cancel made by another instance
+    /// is met at the finish (then refunded and restocked).
+    turned: Arc<std::sync::Mutex<std::collections::HashSet<OrderId>>>,
 }
 
 impl Saga {
@@ -78,6 +85,7 @@ impl Saga {
             settings,
             owner: Uuid::now_v7(),
             driving: Arc::default(),
+            turned: Arc::default(),
         }
     }
 
@@ -180,6 +188,25 @@ impl Saga {
         None
     }
 
+    /// Tells the run of this process that drives `order`, if any, that the
+    /// order was turned round (cancelled) on record.
+    pub(crate) fn turned_here(&self, order: OrderId) {
+        let driven = self
+            .driving
+            .lock()
+            .is_ok_and(|driving| driving.contains_key(&order));
+        if driven && let Ok(mut turned) = self.turned.lock() {
+            turned.insert(order);
+        }
+    }
+
+    /// Whether `order` was turned round here since this run last asked.
+    fn take_turn(&self, order: OrderId) -> bool {
+        self.turned
+            .lock()
+            .is_ok_and(|mut turned| turned.remove(&order))
+    }
+
     /// Notes that this run holds `order`'s lease (`true`) or no longer does.
     fn driving_now(&self, order: OrderId, holds: bool) {
         let Ok(mut driving) = self.driving.lock() else {
@@ -189,6 +216,8 @@ impl Saga {
             driving.insert(order, self.owner);
         } else if driving.get(&order) == Some(&self.owner) {
             driving.remove(&order);
+            drop(driving);
+            self.take_turn(order);
         }
     }
 
@@ -271,6 +300,16 @@ impl Saga {
                 return Ok(Ran::Over);
             };
             let cx = self.step_context(&saga);
+            if saga.direction == Direction::Forward && self.take_turn(order) {
+                // Cancelled here meanwhile: what is held is recorded, and
+                // the saga read again turns before its next call.
+                self.flush(order, &saga, &mut recorded, &mut held, &cx)
+                    .await?;
+                (state, saga) = self.read(order).await?;
+                recorded = Some(state.clone());
+                begun = saga.step.as_deref().and_then(Step::parse);
+                continue;
+            }
             if begun != Some(step) {
                 if !self.begin(order, step).await? {
                     return Ok(Ran::Over); // the lease was lost: someone else drives it
