@@ -283,15 +283,12 @@ async fn two_hundred_customers_race_for_ten_units_and_exactly_ten_win() {
                 cards::SUCCEEDS,
             )
             .await;
-            assert!(
-                matches!(
-                    response.status(),
-                    StatusCode::CREATED | StatusCode::ACCEPTED
-                ),
-                "{}",
-                response.status()
-            );
+            let status = response.status();
             let order: Value = response.json().await.unwrap();
+            assert!(
+                matches!(status, StatusCode::CREATED | StatusCode::ACCEPTED),
+                "{status}: {order}"
+            );
             (token, order["id"].as_str().unwrap().to_owned())
         });
     }
