@@ -232,6 +232,57 @@ async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
     assert!(problem["detail"].as_str().unwrap().contains("sku"));
 }
 
+/// A merge patch's `null` removes what can be removed (the images, the
+/// attributes), and is refused for what cannot (the name, the price, the
+/// sale status; the spec types them without `null`): never silently
+/// ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_null_removes_lists_and_is_refused_for_required_fields() {
+    let app = spawn_app().await;
+    let (url, _) = create(&app, "NULLS-1").await;
+    let admin = app.token(&[Role::Admin]);
+    let patch = |body: Value| {
+        app.client
+            .patch(&url)
+            .bearer_auth(&admin)
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string())
+            .send()
+    };
+    let filled = patch(json!({
+        "images": ["https://images.example.com/a.jpg"],
+        "attributes": {"colour": "blue"}
+    }))
+    .await
+    .unwrap();
+    assert_eq!(filled.status(), 200);
+    let cleared = patch(json!({"images": null, "attributes": null}))
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 200);
+    let cleared: Value = cleared.json().await.unwrap();
+    assert_eq!(cleared["images"], json!([]), "{cleared}");
+    assert_eq!(cleared["attributes"], json!({}), "{cleared}");
+    for field in ["name", "price", "active"] {
+        let response = patch(json!({ field: null })).await.unwrap();
+        let problem = assert_problem(response, 422, "invalid_body").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("null"),
+            "{field}: {problem}"
+        );
+        let unchanged: Value = app
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(!unchanged[field].is_null(), "{field}: {unchanged}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_product_is_404_problem() {
     let app = spawn_app().await;

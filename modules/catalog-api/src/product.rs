@@ -179,9 +179,15 @@ pub struct NewProduct {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"price": {"amount_minor": 999, "currency": "EUR"}, "active": false}))]
 pub struct ProductPatch {
-    /// New display name, 1 to 200 characters not counting surrounding whitespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// New display name, 1 to 200 characters not counting surrounding
+    /// whitespace (cannot be `null`).
+    #[serde(
+        default,
+        deserialize_with = "kernel::json::not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(
+        value_type = String,
         pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,198}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
     )]
     pub name: Option<String>,
@@ -194,15 +200,21 @@ pub struct ProductPatch {
     )]
     #[schema(value_type = Option<String>, pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,4998}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?)?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
     pub description: Option<Option<String>>,
-    /// New list price.
+    /// New list price (cannot be `null`).
     #[serde(
         default,
-        deserialize_with = "kernel::json::object_option",
+        deserialize_with = "kernel::json::object_not_null",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Money)]
     pub price: Option<Money>,
-    /// New sale status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// New sale status (cannot be `null`).
+    #[serde(
+        default,
+        deserialize_with = "kernel::json::not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = bool)]
     pub active: Option<bool>,
     /// New category; `null` takes it out of its category.
     #[serde(
@@ -213,12 +225,20 @@ pub struct ProductPatch {
     #[schema(value_type = Option<CategoryId>)]
     pub category_id: Option<Option<CategoryId>>,
     /// New image URLs (replaces the list): http or https, public hosts
-    /// only, at most 20.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// only, at most 20; `null` removes them all.
+    #[serde(
+        default,
+        deserialize_with = "kernel::json::null_empties",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Vec<ImageUrl>>, max_items = 20)]
     pub images: Option<Vec<String>>,
-    /// New attributes (replaces the object).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// New attributes (replaces the object); `null` removes them all.
+    #[serde(
+        default,
+        deserialize_with = "kernel::json::null_empties",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }

@@ -87,14 +87,15 @@ impl CachedProduct {
 /// Cached product reads.
 #[derive(Clone)]
 pub struct ProductCache {
-    local: Option<moka::future::Cache<ProductId, Arc<CachedProduct>>>,
+    /// Each entry with its slot's invalidation count when its load began.
+    local: Option<moka::future::Cache<ProductId, (Arc<CachedProduct>, u64)>>,
     redis: Option<(redis::aio::ConnectionManager, Duration)>,
     /// Invalidations so far, by slot of product id ([`SLOTS`]). moka keeps
     /// what a load returns even when its key was invalidated while the
     /// load ran: a read that began before a write commits and ends after
     /// its invalidation would keep the old row for the whole TTL (and a
     /// checkout would price from it). A load whose slot moved meanwhile
-    /// is forgotten again as soon as it is made.
+    /// is not served once that count moved ([`Self::get_or_load`]).
     invalidations: Arc<[AtomicU64; SLOTS]>,
 }
 
@@ -153,6 +154,12 @@ impl ProductCache {
     /// Redis's futures inside, is several times the size of the rest, and
     /// was made, moved and allocated on every read).
     ///
+    /// An entry carries its slot's count of invalidations from when its
+    /// load began; one served after that count moved (it was loaded before
+    /// a write's invalidation: this read began after the write, or joined a
+    /// load that straddled it, or hit the entry before that load forgot it)
+    /// is dropped from memory, and the product is read past the cache.
+    ///
     /// # Errors
     /// Whatever `load` fails with; failures are not cached.
     pub async fn get_or_load<L, F>(
@@ -161,41 +168,49 @@ impl ProductCache {
         load: L,
     ) -> Result<Arc<CachedProduct>, CatalogError>
     where
-        L: FnOnce() -> F,
+        L: Fn() -> F,
         F: Future<Output = Result<Product, CatalogError>>,
     {
         let Some(local) = &self.local else {
             return Ok(Arc::new(CachedProduct::new(Box::pin(load()).await?)?));
         };
-        if let Some(product) = local.get(&id).await {
-            metrics::counter!("cache_requests_total", "cache" => "product", "result" => "hit")
-                .increment(1);
+        let (product, stamp) = match local.get(&id).await {
+            Some(hit) => {
+                metrics::counter!("cache_requests_total", "cache" => "product", "result" => "hit")
+                    .increment(1);
+                hit
+            }
+            None => {
+                metrics::counter!("cache_requests_total", "cache" => "product", "result" => "miss")
+                    .increment(1);
+                Box::pin(local.try_get_with(id, async {
+                    // Read before the load begins: an invalidation after
+                    // it means the load may hold the row as it was before
+                    // that write.
+                    let stamp = self.slot(id).load(Ordering::Acquire);
+                    if let Some(product) = self.redis_get(id).await {
+                        return Ok((Arc::new(CachedProduct::new(product)?), stamp));
+                    }
+                    metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
+                    let product = CachedProduct::new(load().await?)?;
+                    if self.slot(id).load(Ordering::Acquire) == stamp {
+                        self.redis_set(&product).await;
+                    }
+                    Ok((Arc::new(product), stamp))
+                }))
+                .await
+                .map_err(|e: Arc<CatalogError>| (*e).clone())?
+            }
+        };
+        if self.slot(id).load(Ordering::Acquire) == stamp {
             return Ok(product);
         }
-        metrics::counter!("cache_requests_total", "cache" => "product", "result" => "miss")
-            .increment(1);
-        // Read before the load begins: an invalidation after it means the
-        // load may hold the row as it was before that write.
-        let before = self.slot(id).load(Ordering::Acquire);
-        let loaded = Box::pin(local.try_get_with(id, async {
-            if let Some(product) = self.redis_get(id).await {
-                return Ok(Arc::new(CachedProduct::new(product)?));
-            }
-            metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
-            let product = CachedProduct::new(load().await?)?;
-            if self.slot(id).load(Ordering::Acquire) == before {
-                self.redis_set(&product).await;
-            }
-            Ok(Arc::new(product))
-        }))
-        .await
-        .map_err(|e: Arc<CatalogError>| (*e).clone())?;
-        if self.slot(id).load(Ordering::Acquire) != before {
-            // Written meanwhile: this reader gets what it read, as if it
-            // had finished first; the cache keeps nothing of it.
-            self.forget(id).await;
-        }
-        Ok(loaded)
+        // Perhaps older than a write this read follows: not kept, not
+        // served. (Redis is the writer's to clear; a write to another
+        // product of the slot only costs this one load.)
+        local.invalidate(&id).await;
+        metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
+        Ok(Arc::new(CachedProduct::new(Box::pin(load()).await?)?))
     }
 
     fn slot(&self, id: ProductId) -> &AtomicU64 {
@@ -308,48 +323,63 @@ mod tests {
     }
 
     /// A read that loaded the row before a write committed, and finished
-    /// after the write's invalidation, gets what it read; the cache keeps
-    /// none of it (moka alone would keep it for the whole TTL).
+    /// after the write's invalidation, is not kept, nor served to a read
+    /// that began after the write and joined that load: both get the row
+    /// as the write left it (moka alone would keep the old one for the
+    /// whole TTL, and hand it to whoever joined the load).
     #[tokio::test]
     async fn a_load_that_straddles_an_invalidation_is_not_kept() {
+        use std::sync::Mutex;
+        use std::sync::atomic::AtomicI64;
         let cache = memory().await;
         let id = ProductId::generate();
+        // The database: the price, and a first read that waits to finish.
+        let price = Arc::new(AtomicI64::new(100));
         let (read, has_read) = tokio::sync::oneshot::channel();
         let (finish, may_finish) = tokio::sync::oneshot::channel::<()>();
-        let reader = {
-            let cache = cache.clone();
+        let first = Arc::new(Mutex::new(Some((read, may_finish))));
+        let reader = |cache: ProductCache| {
+            let (price, first) = (price.clone(), first.clone());
             tokio::spawn(async move {
                 cache
-                    .get_or_load(id, || async move {
-                        let old = product(id, 100);
-                        read.send(()).unwrap();
-                        drop(may_finish.await);
-                        Ok(old)
+                    .get_or_load(id, || {
+                        let (price, first) = (price.clone(), first.clone());
+                        async move {
+                            let row = product(id, price.load(Ordering::SeqCst));
+                            let gate = first.lock().unwrap().take();
+                            if let Some((read, may_finish)) = gate {
+                                read.send(()).unwrap();
+                                drop(may_finish.await);
+                            }
+                            Ok(row)
+                        }
                     })
                     .await
             })
         };
+        let before = reader(cache.clone());
         has_read.await.unwrap();
-        // The write commits (the price is now 200) and invalidates.
+        // The write commits (the price is now 200) and invalidates; a read
+        // begun after it joins the load still running.
+        price.store(200, Ordering::SeqCst);
         cache.invalidate(id).await;
+        let after = reader(cache.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
         finish.send(()).unwrap();
-        let got = reader.await.unwrap().unwrap();
-        assert_eq!(got.product.price.amount_minor(), 100);
+        let got = after.await.unwrap().unwrap();
+        assert_eq!(got.product.price.amount_minor(), 200, "the old row served");
+        let got = before.await.unwrap().unwrap();
+        assert_eq!(got.product.price.amount_minor(), 200);
 
-        let next = cache
-            .get_or_load(id, || async move { Ok(product(id, 200)) })
-            .await
-            .unwrap();
+        let next = reader(cache.clone()).await.unwrap().unwrap();
         assert_eq!(
             next.product.price.amount_minor(),
             200,
             "the old row was kept"
         );
         // And a load with no write beside it is kept.
-        let kept = cache
-            .get_or_load(id, || async move { Ok(product(id, 300)) })
-            .await
-            .unwrap();
+        price.store(300, Ordering::SeqCst);
+        let kept = reader(cache.clone()).await.unwrap().unwrap();
         assert_eq!(kept.product.price.amount_minor(), 200);
     }
 }
