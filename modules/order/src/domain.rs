@@ -344,6 +344,16 @@ pub(crate) fn total(lines: &[OrderLine]) -> Result<Money, OrderError> {
             OrderError::Common(Failure::Validation(vec![FieldError::new("cart", message)]))
         })?;
     }
+    if total.amount_minor() <= 0 {
+        // A card payment of nothing cannot be authorized: refused before
+        // any stock is held, not failed after.
+        return Err(OrderError::Common(Failure::Validation(vec![
+            FieldError::new(
+                "cart",
+                "comes to nothing to pay: free products cannot be ordered alone",
+            ),
+        ])));
+    }
     Ok(total)
 }
 

@@ -83,7 +83,7 @@ pub async fn put_cart(
         (status = 402, description = "The provider refused the card before the order was placed (`card_rejected`, the reason in `decline_code`)", body = ProblemBody),
         (status = 409, description = "The first request with this key is still running (`idempotency_key_in_use`, with `retry-after`), or the cart changed twice while the order was placed (`cart_changed`: nothing was ordered and nothing is kept for the key)", body = ProblemBody,
             headers(("retry-after" = String, description = "Seconds to wait before trying again"))),
-        (status = 422, description = "Empty cart, invalid card number, or the key was used with another body", body = ProblemBody),
+        (status = 422, description = "Empty cart, a cart with nothing to pay (free products alone), products no longer for sale, invalid card number, or the key was used with another body", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]

@@ -132,3 +132,24 @@ fn totals_past_what_an_amount_holds_are_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_cart_of_nothing_to_pay_is_refused() {
+    let free = |quantity: i32| OrderLine {
+        product_id: catalog_api::ProductId::generate(),
+        sku: catalog_api::Sku::parse("FREE-1").unwrap(),
+        name: "Sticker".into(),
+        unit_price: Money::new(0, Currency::EUR),
+        quantity,
+        line_total: Money::new(0, Currency::EUR),
+    };
+    let error = total(&[free(1), free(3)]).unwrap_err();
+    assert!(
+        matches!(&error, OrderError::Common(Failure::Validation(e)) if e[0].field == "cart"),
+        "{error:?}"
+    );
+    let mut paid = free(1);
+    paid.unit_price = Money::new(250, Currency::EUR);
+    paid.line_total = paid.unit_price;
+    assert_eq!(total(&[free(2), paid]).unwrap().amount_minor(), 250);
+}
