@@ -180,14 +180,9 @@ pub struct NewProduct {
 #[schema(example = json!({"price": {"amount_minor": 999, "currency": "EUR"}, "active": false}))]
 pub struct ProductPatch {
     /// New display name, 1 to 200 characters not counting surrounding
-    /// whitespace (cannot be `null`).
-    #[serde(
-        default,
-        deserialize_with = "kernel::json::not_null",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// whitespace. A name cannot be removed: `null` leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(
-        value_type = String,
         pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,198}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
     )]
     pub name: Option<String>,
@@ -200,21 +195,15 @@ pub struct ProductPatch {
     )]
     #[schema(value_type = Option<String>, pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[\s\S]{0,4998}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?)?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
     pub description: Option<Option<String>>,
-    /// New list price (cannot be `null`).
+    /// New list price. A price cannot be removed: `null` leaves it as it is.
     #[serde(
         default,
-        deserialize_with = "kernel::json::object_not_null",
+        deserialize_with = "kernel::json::object_option",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Money)]
     pub price: Option<Money>,
-    /// New sale status (cannot be `null`).
-    #[serde(
-        default,
-        deserialize_with = "kernel::json::not_null",
-        skip_serializing_if = "Option::is_none"
-    )]
-    #[schema(value_type = bool)]
+    /// New sale status; `null` leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
     /// New category; `null` takes it out of its category.
     #[serde(

@@ -48,32 +48,6 @@ where
         .map_err(de::Error::custom)
 }
 
-/// A field that may be left out (`None`; pair it with `#[serde(default)]`)
-/// but not set to `null`: a merge patch's `null` removes a field, and
-/// this one cannot be removed.
-///
-/// # Errors
-/// `null`, or what `T` refuses.
-pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
-}
-
-/// [`not_null`] for a struct: only a JSON object is taken ([`object`]).
-///
-/// # Errors
-/// `null`, not an object, or what the struct refuses.
-pub fn object_not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    object(deserializer).map(Some)
-}
-
 /// A merge patch's field whose `null` empties it (a list, an object):
 /// `None` when left out (pair it with `#[serde(default)]`), `Some(empty)`
 /// for `null`.
