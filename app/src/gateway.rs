@@ -273,15 +273,13 @@ async fn forward(
     let answer = match answer {
         Ok(response) | Err(resilience::PolicyError::Failed(Some(response))) => response,
         Err(resilience::PolicyError::BreakerOpen { retry_after }) => {
+            let seconds = remote::whole_seconds(retry_after);
             return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "dependency_circuit_open",
-                format!(
-                    "the {module} module is failing; calls resume in {} s",
-                    retry_after.as_secs().max(1)
-                ),
+                format!("the {module} module is failing; calls resume in {seconds} s"),
             )
-            .with_retry_after(retry_after.as_secs().max(1)));
+            .with_retry_after(seconds));
         }
         Err(resilience::PolicyError::BulkheadFull) => {
             return Err(Problem::new(

@@ -30,6 +30,9 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 /// How often free allocator memory goes back to the system
 /// ([`crate::memory::release_free_memory`]).
 const MEMORY_RELEASE: Duration = Duration::from_secs(30);
+/// How often the API-wide rate limit forgets clients whose budget is whole
+/// again ([`web::ratelimit::forget_idle`]).
+const RATE_LIMIT_UPKEEP: Duration = Duration::from_secs(60);
 
 /// A built, not yet running, shop server.
 pub struct Application {
@@ -230,6 +233,11 @@ impl Application {
             .burst_size(limits.burst.max(1))
             .finish()
             .ok_or_else(|| anyhow::anyhow!("rate_limit: invalid per_second or burst"))?;
+        background.push(tokio::spawn(web::ratelimit::forget_idle(
+            governor.limiter(),
+            RATE_LIMIT_UPKEEP,
+            stopped.clone(),
+        )));
         let rate_limited = limits.enabled;
         let cors_enabled = !settings.cors.allowed_origins.is_empty();
         let cors_settings = settings.clone();

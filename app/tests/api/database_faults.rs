@@ -257,3 +257,55 @@ async fn readiness_checks_the_databases_at_once() {
         "one check timeout, not one per module: {took:?}"
     );
 }
+
+/// A session the server ends under a statement (an administrator, a
+/// failover: `pg_terminate_backend`) is the database being unavailable (503,
+/// retried; a handler's event is deferred, not dead-lettered), not a bug.
+/// diesel-async reports it without the kind diesel names for it, so this is
+/// the error as it really comes, not one built by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_server_ends_is_the_database_unavailable() {
+    use diesel::sql_types::Integer;
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+    }
+    let db = crate::helpers::test_database().await;
+    let mut victim = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    let mut admin = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    let Pid { pid } = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result(&mut victim)
+        .await
+        .unwrap();
+    // Ended while its statement runs, and ended before its next one.
+    let sleeping = tokio::spawn(async move {
+        let error = diesel::sql_query("SELECT pg_sleep(5)")
+            .execute(&mut victim)
+            .await
+            .unwrap_err();
+        let next = diesel::sql_query("SELECT 1")
+            .execute(&mut victim)
+            .await
+            .unwrap_err();
+        (error, next)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (during, after) = sleeping.await.unwrap();
+    for error in [&during, &after] {
+        assert_eq!(
+            db::unavailable_reason(error),
+            Some("lost its connection"),
+            "{error:?}"
+        );
+    }
+}

@@ -335,6 +335,74 @@ async fn delivered_rows_are_pruned_after_the_retention() {
     assert_eq!(notifications(&app).await.len(), 1);
 }
 
+/// A week of rows is pruned in batches by key, all of it (one DELETE of it
+/// all ran into the statement timeout and deleted nothing, every time),
+/// and only what is old enough and settled: an old event not delivered
+/// yet, and rows younger than the retention, stay. The event ids are
+/// UUID v7 made two days back (their first 48 bits are the time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_old_rows_are_pruned_in_batches_and_only_those() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let app = spawn_app_with(&[
+        ("APP__EVENTS__RETENTION_HOURS", "24"),
+        ("APP__EVENTS__PRUNE_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    // An id of `ms` milliseconds since the epoch, numbered `n`.
+    let v7 = "(lpad(to_hex(ms), 12, '0') || '7000' || '8000' || lpad(to_hex(n), 12, '0'))::uuid";
+    let old = "(extract(epoch FROM now() - interval '2 days') * 1000)::bigint";
+    let young = "(extract(epoch FROM now() - interval '1 hour') * 1000)::bigint";
+    app.db()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO catalog.outbox (id, event_type, aggregate_id, envelope, created_at, delivered_at) \
+             SELECT {v7}, 'test.old.v1', 'a', '{{}}', now() - interval '2 days', \
+               CASE WHEN n <= 12000 THEN now() - interval '2 days' END \
+             FROM (SELECT {old} AS ms, n FROM generate_series(1, 12003) AS n) AS t; \
+             INSERT INTO catalog.outbox (id, event_type, aggregate_id, envelope, delivered_at) \
+             SELECT {v7}, 'test.young.v1', 'a', '{{}}', now() - interval '1 hour' \
+             FROM (SELECT {young} AS ms, n FROM generate_series(1, 5) AS n) AS t; \
+             INSERT INTO notification.inbox (event_id, handler, handled_at) \
+             SELECT {v7}, 'test', now() - interval '2 days' \
+             FROM (SELECT {old} AS ms, n FROM generate_series(1, 11000) AS n) AS t"
+        ))
+        .await
+        .unwrap();
+    eventually("every old settled row pruned", || async {
+        let left = count(
+            &app,
+            "SELECT count(*) AS n FROM catalog.outbox WHERE event_type = 'test.old.v1'",
+        )
+        .await
+            + count(
+                &app,
+                "SELECT count(*) AS n FROM notification.inbox WHERE handler = 'test'",
+            )
+            .await;
+        (left == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM catalog.outbox \
+             WHERE event_type = 'test.old.v1' AND delivered_at IS NULL"
+        )
+        .await,
+        3,
+        "the old undelivered ones stay"
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM catalog.outbox WHERE event_type = 'test.young.v1'"
+        )
+        .await,
+        5,
+        "the young ones stay"
+    );
+}
+
 /// A broker that stops reading its publishers (a memory or disk alarm
 /// blocks them and closes nothing) fails a publish once its confirm is
 /// overdue, instead of holding the relay, and the relay's transaction,

@@ -314,7 +314,20 @@ pub fn record_pool_metrics(module: &'static str, pool: &Pool) {
 pub fn unavailable_reason(error: &diesel::result::Error) -> Option<&'static str> {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Some("lost its connection"),
+        // diesel-async reports a connection that broke (closed, reset) as a
+        // command it could not send: no SQLSTATE came back.
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => Some("lost its connection"),
+        // 57P01-03: the server ended the session (an administrator, a
+        // failover, a restart) or is not accepting any.
+        Error::DatabaseError(_, info)
+            if info.message().starts_with("terminating connection")
+                || info.message().starts_with("the database system is") =>
+        {
+            Some("lost its connection")
+        }
         Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
             Some("gave way to a concurrent change")
         }

@@ -1,7 +1,7 @@
 //! The relay: delivers a module's outbox, in order, exactly when it can.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::dsl::now;
 use diesel::prelude::*;
@@ -126,7 +126,15 @@ impl Relay {
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let wake = crate::outbox::subscribe(self.module);
-        let mut last_prune = Instant::now();
+        // Pruning has a task of its own: a week of rows takes many batches,
+        // and the relay delivers meanwhile.
+        let pruner = tokio::spawn(prune_every(
+            self.module,
+            self.pool.clone(),
+            self.retention_hours,
+            self.prune_every,
+            stop.clone(),
+        ));
         tracing::info!(
             module = self.module,
             transport = self.transport.name(),
@@ -140,11 +148,7 @@ impl Relay {
                     0
                 }
             };
-            if last_prune.elapsed() > self.prune_every {
-                self.prune().await;
-                last_prune = Instant::now();
-            }
-            if delivered >= self.batch_size {
+            if delivered >= self.batch_size && !*stop.borrow() {
                 continue;
             }
             tokio::select! {
@@ -156,6 +160,7 @@ impl Relay {
                 break;
             }
         }
+        drop(pruner.await);
         tracing::info!(module = self.module, "relay stopped");
     }
 
@@ -228,32 +233,105 @@ impl Relay {
         .await
         .map_err(|e| e.to_string())
     }
+}
 
-    async fn prune(&self) {
-        let Ok(mut conn) = db::connection(&self.pool, self.module).await else {
+/// Rows a prune deletes per statement.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Every `every`, until `stop` turns true, deletes the delivered outbox
+/// rows and the inbox rows older than `retention_hours`, and the dead
+/// letters redriven that long ago.
+async fn prune_every(
+    module: &'static str,
+    pool: db::Pool,
+    retention_hours: i64,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
             return;
-        };
-        // Raw: the age is `now() - interval` on the database's clock, which
-        // the query builder has no `timestamptz` arithmetic for.
-        for sql in [
-            "DELETE FROM outbox WHERE delivered_at < now() - make_interval(hours => $1::int)",
-            "DELETE FROM inbox WHERE handled_at < now() - make_interval(hours => $1::int)",
-            // Dead letters an operator redrove; open ones stay until one does.
-            "DELETE FROM dead_letters WHERE redriven_at < now() - make_interval(hours => $1::int)",
-        ] {
-            match db::sql(sql)
-                .bind::<BigInt, _>(self.retention_hours)
-                .execute(&mut conn)
-                .await
-            {
-                Ok(n) if n > 0 => {
-                    tracing::info!(module = self.module, rows = n, "pruned old messaging rows")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(module = self.module, error = %e, "pruning failed"),
-            }
+        }
+        if let Err(e) = prune(module, &pool, retention_hours, &stop).await {
+            tracing::warn!(module, error = %e, "pruning failed");
         }
     }
+}
+
+/// One prune, in batches of [`PRUNE_BATCH`] rows by primary key: event ids
+/// are UUID v7, time first, so every row old enough lies below the id of
+/// the retention's instant and the key's index bounds each batch. One
+/// `DELETE` of a week's rows read the whole table and ran into the
+/// statement timeout, deleting nothing, every time.
+async fn prune(
+    module: &'static str,
+    pool: &db::Pool,
+    retention_hours: i64,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut conn = db::connection(pool, module)
+        .await
+        .map_err(|e| e.to_string())?;
+    let age_ms = retention_hours.saturating_mul(3_600_000);
+    let cutoff_ms = chrono::Utc::now()
+        .timestamp_millis()
+        .saturating_sub(age_ms)
+        .max(0);
+    // The highest id of that millisecond: every id made before it is lower.
+    let cutoff = uuid::Builder::from_unix_timestamp_millis(
+        u64::try_from(cutoff_ms).unwrap_or(0),
+        &[0xff; 10],
+    )
+    .into_uuid();
+    // Raw: `ctid` and the age on the database's clock, which the query
+    // builder has no form for.
+    for (table, key, age) in [
+        ("outbox", "id", "delivered_at"),
+        ("inbox", "event_id", "handled_at"),
+    ] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
+             WHERE {key} < $1 AND {age} < now() - make_interval(hours => $2::int) \
+             ORDER BY {key} LIMIT {PRUNE_BATCH})"
+        );
+        let mut pruned = 0;
+        loop {
+            let n = db::sql(sql.as_str())
+                .bind::<diesel::sql_types::Uuid, _>(cutoff)
+                .bind::<BigInt, _>(retention_hours)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| format!("{table}: {e}"))?;
+            pruned += n;
+            if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
+                break;
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(module, table, rows = pruned, "pruned old messaging rows");
+        }
+    }
+    // Dead letters an operator redrove (a few); open ones stay until one does.
+    let redriven = db::sql(
+        "DELETE FROM dead_letters WHERE redriven_at < now() - make_interval(hours => $1::int)",
+    )
+    .bind::<BigInt, _>(retention_hours)
+    .execute(&mut conn)
+    .await
+    .map_err(|e| format!("dead_letters: {e}"))?;
+    if redriven > 0 {
+        tracing::info!(
+            module,
+            table = "dead_letters",
+            rows = redriven,
+            "pruned old messaging rows"
+        );
+    }
+    Ok(())
 }
 
 /// Keeps one LISTEN connection to the database at `url` for the relays of

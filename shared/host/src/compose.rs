@@ -174,10 +174,19 @@ pub fn client_builder(settings: &Settings) -> anyhow::Result<reqwest::ClientBuil
     let tls = remote::tls::client_config(&settings.remote.extra_root_certificates)
         .map_err(|e| anyhow::anyhow!("remote.extra_root_certificates: {e}"))?;
     let timeout_ms = request_cap_ms(settings);
-    Ok(reqwest::Client::builder()
+    Ok(unredirected()
         .tls_backend_preconfigured(tls)
         .timeout(std::time::Duration::from_millis(timeout_ms))
         .connect_timeout(std::time::Duration::from_millis(timeout_ms.min(5000))))
+}
+
+/// A client builder that follows no redirect: a module's, the gateway's
+/// and a probe's answer is the one that came (a 307 goes back to the client
+/// with its `Location`; a followed one turned a forwarded `POST` into a
+/// `GET` without its body or `Authorization`, and a probe's redirect to
+/// some other page into "up").
+fn unredirected() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
 }
 
 /// The HTTP client's cap on one request: `remote.timeout_ms`, raised to a
@@ -236,6 +245,36 @@ pub fn verifier(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A redirect is answered as it came, never followed.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await.unwrap();
+            // Elsewhere: a port nothing listens on.
+            socket
+                .write_all(
+                    b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/\r\n\
+                      Content-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await
+                .unwrap();
+        });
+        remote::tls::install_crypto_provider();
+        let client = unredirected().build().unwrap();
+        let response = client
+            .post(format!("http://127.0.0.1:{port}/api/v1/orders"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 307);
+        assert_eq!(response.headers()["location"], "http://127.0.0.1:9/");
+    }
 
     #[test]
     fn every_module_is_a_dependency_with_its_own_name() {

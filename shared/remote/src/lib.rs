@@ -88,8 +88,19 @@ pub fn refusal(
     if status != StatusCode::SERVICE_UNAVAILABLE {
         return None;
     }
-    problem.and_then(|p| Degradation::from_code(&p.code, retry_after_secs))
+    let problem = problem?;
+    if SHED_CODES.contains(&problem.code.as_str()) {
+        return Some(Degradation::Overloaded);
+    }
+    Degradation::from_code(&problem.code, retry_after_secs)
 }
+
+/// Codes a module sheds work with on purpose, besides the shared
+/// degradations: a 503 it answers at once, with `Retry-After`, for work it
+/// could do a moment later (the user module's password hashing, at its
+/// bound). A refusal like `dependency_overloaded`: a sign-in burst must not
+/// open the breaker every call to the user module goes through.
+const SHED_CODES: &[&str] = &["password_hashing_busy"];
 
 /// The [`Degradation`] a policy error reports: the policy cut the call
 /// short (breaker open, bulkhead full, out of time). `None` for a failed or
@@ -99,10 +110,16 @@ pub fn degradation<E>(error: &PolicyError<E>) -> Option<Degradation> {
         PolicyError::Failed(_) | PolicyError::Timeout => None,
         PolicyError::DeadlineExceeded => Some(Degradation::DeadlineExceeded),
         PolicyError::BreakerOpen { retry_after } => Some(Degradation::CircuitOpen {
-            retry_after_secs: retry_after.as_secs().max(1),
+            retry_after_secs: whole_seconds(*retry_after),
         }),
         PolicyError::BulkheadFull => Some(Degradation::Overloaded),
     }
+}
+
+/// A wait as a `Retry-After` says it: whole seconds, rounded up (a client
+/// told 9 for 9.5 comes back to the same refusal), at least one.
+pub fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The policy's verdict turned into the error callers see.
@@ -241,7 +258,7 @@ async fn attempt_once<T: DeserializeOwned>(
     }
     let problem = serde_json::from_slice::<ProblemBody>(&bytes).ok();
     // A refusal: the degradation the module names, with the wait it asked for.
-    let retry_after_secs = wait.map_or(1, |w| w.as_secs().max(1));
+    let retry_after_secs = wait.map_or(1, whole_seconds);
     if let Some(degradation) = refusal(status, problem.as_ref(), retry_after_secs) {
         return (Err(RemoteError::Degraded(degradation)), Verdict::Healthy);
     }
@@ -401,6 +418,28 @@ mod tests {
         assert_eq!(policy.state(), resilience::State::Closed);
     }
 
+    /// The user module's password hashing at its bound (a sign-in burst)
+    /// is its answer, not its failure: no retry, and the breaker every call
+    /// to the module shares stays closed.
+    #[tokio::test]
+    async fn a_module_shedding_with_its_own_code_never_opens_the_breaker() {
+        let busy = r#"{"type":"urn:shop:problem:password_hashing_busy","title":"Service Unavailable","status":503,"code":"password_hashing_busy"}"#;
+        let (port, seen) = answering(busy, 1).await;
+        let policy = policy();
+        for _ in 0..12 {
+            assert_eq!(
+                call(port, &policy).await,
+                RemoteError::Degraded(Degradation::Overloaded)
+            );
+        }
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            12,
+            "no retries"
+        );
+        assert_eq!(policy.state(), resilience::State::Closed);
+    }
+
     #[tokio::test]
     async fn a_module_rate_limiting_is_load_shed_once_and_never_opens_the_breaker() {
         let limited = r#"{"type":"urn:shop:problem:rate_limited","title":"Too Many Requests","status":429,"code":"rate_limited"}"#;
@@ -449,6 +488,15 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_is_told_in_whole_seconds_rounded_up() {
+        use std::time::Duration;
+        assert_eq!(whole_seconds(Duration::from_millis(9_500)), 10);
+        assert_eq!(whole_seconds(Duration::from_secs(9)), 9);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
     fn only_a_503_naming_a_degradation_is_a_refusal() {
         let problem = |code: &str| ProblemBody::new(503, code, "title", None);
         let unavailable = StatusCode::SERVICE_UNAVAILABLE;
@@ -456,6 +504,7 @@ mod tests {
             "dependency_overloaded",
             "dependency_circuit_open",
             "deadline_exceeded",
+            "password_hashing_busy",
         ] {
             assert!(is_refusal(unavailable, Some(&problem(code))), "{code}");
             assert!(

@@ -167,16 +167,45 @@ impl KeyExtractor for PeerIp {
     }
 }
 
+/// A limiter keyed by client, as actix-governor and [`KeyedLimit`] hold one.
+pub type ClientLimiter<K> = RateLimiter<
+    K,
+    actix_governor::governor::state::keyed::DefaultKeyedStateStore<K>,
+    DefaultClock,
+    NoOpMiddleware<QuantaInstant>,
+>;
+
+/// Every `every`, until `stop` turns true, forgets the clients of `limiter`
+/// whose budget is whole again ([`forget_idle_once`]): actix-governor keeps
+/// a client it has seen for ever, so without this the API-wide limit's map
+/// grows by one entry per address (per /64) that ever called.
+pub async fn forget_idle<K: Hash + Eq + Clone>(
+    limiter: std::sync::Arc<ClientLimiter<K>>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        forget_idle_once(&limiter);
+    }
+}
+
+/// Forgets the clients of `limiter` whose budget is whole again (their
+/// state is the one a new client starts from), and gives the memory back.
+pub fn forget_idle_once<K: Hash + Eq + Clone>(limiter: &ClientLimiter<K>) {
+    limiter.retain_recent();
+    limiter.shrink_to_fit();
+}
+
 /// A limit of `per_minute` events per key, with bursts up to the same number.
 pub struct KeyedLimit<K: Hash + Eq + Clone> {
-    limiter: Option<
-        RateLimiter<
-            K,
-            actix_governor::governor::state::keyed::DefaultKeyedStateStore<K>,
-            DefaultClock,
-            NoOpMiddleware<QuantaInstant>,
-        >,
-    >,
+    limiter: Option<ClientLimiter<K>>,
     checks: AtomicU64,
 }
 
@@ -220,6 +249,32 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client whose budget is whole again is forgotten, one still short
+    /// of it is kept: the map holds the clients of the last moments, not
+    /// every client ever.
+    #[test]
+    fn idle_clients_are_forgotten() {
+        let quota = Quota::per_second(NonZeroU32::new(1000).unwrap())
+            .allow_burst(NonZeroU32::new(5).unwrap());
+        let limiter: ClientLimiter<u32> = RateLimiter::keyed(quota);
+        for client in 0..1000 {
+            assert!(limiter.check_key(&client).is_ok());
+        }
+        assert_eq!(limiter.len(), 1000);
+        // Refilled within 5 ms at 1000 a second.
+        std::thread::sleep(Duration::from_millis(20));
+        let busy = 7;
+        for _ in 0..5 {
+            let _ = limiter.check_key(&busy);
+        }
+        forget_idle_once(&limiter);
+        assert_eq!(
+            limiter.len(),
+            1,
+            "only the client still short of its budget"
+        );
+    }
 
     #[test]
     fn an_ipv6_client_counts_by_its_64_and_an_ipv4_one_by_its_address() {
