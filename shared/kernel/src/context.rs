@@ -152,6 +152,14 @@ impl CallContext {
         self.bearer_token.as_deref()
     }
 
+    /// The header a module call carries its deadline in: the milliseconds
+    /// left when it was sent. The callee takes it from the shop's own calls
+    /// only (a service token), never from a client.
+    pub const DEADLINE_HEADER: &'static str = "x-shop-deadline-ms";
+
+    /// The longest deadline a callee takes from [`Self::DEADLINE_HEADER`].
+    pub const MAX_RECEIVED_DEADLINE: Duration = Duration::from_secs(300);
+
     /// Time left before the deadline (`None`: no deadline; zero: expired).
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline

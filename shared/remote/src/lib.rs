@@ -164,6 +164,13 @@ impl ModuleClient {
         if let Some(token) = cx.bearer_token() {
             builder = builder.bearer_auth(token);
         }
+        // The time left goes along, so the callee's own calls stop when
+        // this caller gives up (rounded up: never sent as 0, which an
+        // expired deadline never reaches here, the policy refusing first).
+        if let Some(left) = cx.remaining() {
+            let ms = left.as_millis().max(1);
+            builder = builder.header(CallContext::DEADLINE_HEADER, ms.to_string());
+        }
         builder
     }
 
@@ -485,6 +492,46 @@ mod tests {
             "two retries"
         );
         assert_eq!(policy.state(), resilience::State::Open);
+    }
+
+    /// The time the caller has left goes with the call, for the callee's
+    /// own calls (`web::RequestCx` takes it from the shop's calls).
+    #[tokio::test]
+    async fn a_call_carries_the_time_left() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        tls::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let head = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0_u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          content-length: 2\r\nconnection: close\r\n\r\n{}";
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap().to_ascii_lowercase()
+        });
+        let base = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let client = ModuleClient::new(reqwest::Client::new(), base, "catalog", policy());
+        let cx = CallContext::background().with_timeout(std::time::Duration::from_millis(800));
+        let request = client.request(&cx, Method::GET, "/products");
+        client
+            .send::<serde_json::Value>(&cx, request, true)
+            .await
+            .unwrap();
+        let head = head.await.unwrap();
+        let sent: u64 = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-shop-deadline-ms: "))
+            .expect("the deadline header")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((1..=800).contains(&sent), "{sent}");
     }
 
     #[test]
