@@ -62,6 +62,30 @@ async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
         "{metrics}"
     );
 
+    // Offered again while it stays refused (an ack lost, a later event of
+    // its batch failing for now): still one open dead letter, not a copy
+    // per offer.
+    diesel::sql_query("UPDATE catalog.outbox SET delivered_at = NULL WHERE id = $1::uuid")
+        .bind::<Text, _>(envelope["id"].as_str().unwrap())
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    eventually("the event refused again", || async {
+        app.metrics()
+            .await
+            .contains(
+                r#"events_handled_total{handler="notification.notify",outcome="dead_lettered"} 2"#,
+            )
+            .then_some(())
+    })
+    .await;
+    let open = crate::helpers::count(
+        &app,
+        "SELECT count(*) AS n FROM notification.dead_letters WHERE redriven_at IS NULL",
+    )
+    .await;
+    assert_eq!(open, 1, "one open dead letter per event and handler");
+
     let customer = get_as(
         &app.client,
         app.url("/api/v1/admin/dead-letters"),

@@ -246,6 +246,9 @@ impl Dispatcher {
                 dead_letters::attempts.eq(i32::try_from(self.max_attempts).unwrap_or(i32::MAX)),
                 dead_letters::last_error.eq(error),
             ))
+            // Already dead-lettered and not redriven yet: one is enough
+            // (`dead_letters_open_once`).
+            .on_conflict_do_nothing()
             .execute(&mut conn)
             .await
             .map_err(|e| DispatchError(format!("cannot dead-letter: {e}")))?;
