@@ -236,47 +236,25 @@ pub(crate) struct Step<'a> {
     pub(crate) provider_ref: Option<&'a str>,
     /// Why (a decline code, an abandonment).
     pub(crate) reason: Option<&'a str>,
-    /// When the provider authorized, for a capture from `authorizing`:
-    /// the authorization was held since then and is recorded first, its
-    /// own ledger line before this step's (ADR 0015).
-    pub(crate) authorized_at: Option<DateTime<Utc>>,
 }
 
-impl Step<'_> {
-    /// A move from `from` to `to` that writes nothing else.
-    pub(crate) fn moving(from: PaymentStatus, to: PaymentStatus) -> Self {
-        Step {
-            from,
-            to,
-            provider_ref: None,
-            reason: None,
-            authorized_at: None,
-        }
-    }
-}
-
-/// Moves the payment of `order` as `step` says and writes its ledger line
-/// (two, with a held authorization's first), in one statement (no
-/// transaction round trips; the lines' foreign key sees the moved row).
-/// `None` when the payment was not in `step.from`; `Some(None)` when it
-/// moved but its lines existed already; otherwise the moved payment with
-/// its new lines, in order, as its only ledger entries.
+/// Moves the payment of `order` as `step` says and writes its ledger line,
+/// in one statement (no transaction round trips; the line's foreign key
+/// sees the moved row). `None` when the payment was not in `step.from`;
+/// `Some(None)` when it moved but its line existed already; otherwise the
+/// moved payment with its new line as its only ledger entry.
 pub(crate) async fn record(
     conn: &mut AsyncPgConnection,
     order: OrderId,
     step: &Step<'_>,
 ) -> QueryResult<Option<Option<Stored>>> {
-    // Raw: the move and its ledger lines in one CTE (see the module doc).
-    // The held authorization's line is the first of the two rows, kept
-    // only when its time is given.
-    let moved: Vec<Moved> = db::sql(format!(
+    // Raw: the move and its ledger line in one CTE (see the module doc).
+    let moved: Option<Moved> = db::sql(format!(
         "WITH moved AS (UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
          decline_code = COALESCE($4, decline_code), updated_at = now() \
          WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}), \
-         line AS (INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref, created_at) \
-         SELECT moved.id, s.kind, moved.amount_minor, moved.currency, s.reason, moved.provider_ref, s.at \
-         FROM moved, (VALUES (1, 'authorized', NULL, $6::timestamptz), (2, $2, $4, now())) \
-         AS s(n, kind, reason, at) WHERE s.at IS NOT NULL ORDER BY s.n \
+         line AS (INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref) \
+         SELECT id, $2, amount_minor, currency, $4, provider_ref FROM moved \
          ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING \
          RETURNING kind AS line_kind, amount_minor AS line_amount_minor, currency AS line_currency, \
          reason AS line_reason, created_at AS line_created_at) \
@@ -287,35 +265,20 @@ pub(crate) async fn record(
     .bind::<Nullable<Text>, _>(step.provider_ref)
     .bind::<Nullable<Text>, _>(step.reason)
     .bind::<Text, _>(step.from.as_str())
-    .bind::<Nullable<Timestamptz>, _>(step.authorized_at)
-    .load(conn)
-    .await?;
-    let mut ledger = Vec::with_capacity(moved.len());
-    let mut payment = None;
-    for m in moved {
-        payment.get_or_insert(m.payment);
-        if let (Some(kind), Some(amount_minor), Some(currency), Some(created_at)) = (
-            m.line_kind,
-            m.line_amount_minor,
-            m.line_currency,
-            m.line_created_at,
-        ) {
-            ledger.push(LedgerRow {
-                kind,
-                amount_minor,
-                currency,
-                reason: m.line_reason,
-                created_at,
-            });
-        }
-    }
-    let Some(row) = payment else {
-        return Ok(None);
-    };
-    if ledger.is_empty() {
-        return Ok(Some(None));
-    }
-    // The held authorization first, as the statement numbered them.
-    ledger.sort_by_key(|line| line.kind != "authorized");
-    Ok(Some(Some(Stored { row, ledger })))
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(moved.map(|m| {
+        let line = LedgerRow {
+            kind: m.line_kind?,
+            amount_minor: m.line_amount_minor?,
+            currency: m.line_currency?,
+            reason: m.line_reason,
+            created_at: m.line_created_at?,
+        };
+        Some(Stored {
+            row: m.payment,
+            ledger: vec![line],
+        })
+    }))
 }

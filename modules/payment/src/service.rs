@@ -13,8 +13,8 @@ use db::Pool;
 use diesel::result::Error as DieselError;
 use kernel::{CallContext, Failure, OrderId};
 use payment_api::{
-    AuthorizePayment, LedgerEntry, Payment, PaymentApi, PaymentError, PaymentId, PaymentMethod,
-    PaymentStatus, Tokenize,
+    AuthorizePayment, Payment, PaymentApi, PaymentError, PaymentId, PaymentMethod, PaymentStatus,
+    Tokenize,
 };
 
 use crate::domain::{self, AtProvider};
@@ -29,85 +29,53 @@ pub struct PaymentModule {
     recent: Arc<Recent>,
 }
 
-/// The authorizations this process obtained lately, by order, with the
+/// The authorizations this process recorded lately, by order, with the
 /// provider's id of each: the capture that follows within milliseconds
 /// (the checkout's next steps) starts from here instead of reading the
-/// payment again, and records the authorization with itself (one
-/// statement, two ledger lines) instead of in a statement of its own
-/// (ADR 0015). Reading it would guard nothing more: the capture's record
-/// is conditional (`WHERE status = ...`) either way, a payment moved
-/// meanwhile on another path is found moved by it, and a provider that
-/// refuses the capture (a hold voided meanwhile) sends the capture back to
-/// the read. Entries live a minute, a few thousand at most; another
-/// instance, or a restart, reads the row, and a row still `authorizing`
-/// asks the provider, which replays the authorization by its key.
+/// payment again. Reading it would guard nothing more: the capture's
+/// record is conditional (`WHERE status = 'authorized'`) either way, a
+/// payment moved meanwhile on another path is found moved by it, and a
+/// provider that refuses the capture (a hold voided meanwhile) sends the
+/// capture back to the read. Entries live a minute, a few thousand at most;
+/// another instance, or a restart, simply reads.
 #[derive(Default)]
 struct Recent(std::sync::Mutex<std::collections::HashMap<OrderId, Authorized>>);
 
-/// An authorization the provider gave ([`Recent`]).
+/// A recorded authorization ([`Recent`]).
 struct Authorized {
-    /// The payment as recorded: `authorizing` (the authorization held, to
-    /// be recorded with the capture or before a void), or `authorized`.
     payment: Payment,
     provider_id: String,
-    /// When the provider answered: the time of its ledger line.
-    at: chrono::DateTime<chrono::Utc>,
-    seen: std::time::Instant,
-}
-
-impl Authorized {
-    fn held(&self) -> bool {
-        self.payment.status == PaymentStatus::Authorizing
-    }
-
-    /// The payment as the caller may know it: authorized.
-    fn answer(&self) -> Payment {
-        let mut payment = self.payment.clone();
-        if self.held() {
-            payment.status = PaymentStatus::Authorized;
-            payment.ledger.push(LedgerEntry {
-                kind: PaymentStatus::Authorized.as_str().to_owned(),
-                amount: payment.amount,
-                reason: None,
-                at: self.at,
-            });
-        }
-        payment
-    }
+    at: std::time::Instant,
 }
 
 impl Recent {
     const MAX: usize = 4096;
     const TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
-    fn remember(&self, authorized: Authorized) {
+    fn remember(&self, payment: &Payment, provider_id: &str) {
         let Ok(mut recent) = self.0.lock() else {
             return;
         };
         if recent.len() >= Self::MAX {
-            recent.retain(|_, a| a.seen.elapsed() < Self::TTL);
+            recent.retain(|_, a| a.at.elapsed() < Self::TTL);
             if recent.len() >= Self::MAX {
                 recent.clear();
             }
         }
-        recent.insert(authorized.payment.order_id, authorized);
-    }
-
-    /// The answer of `order`'s authorization, held here, kept.
-    fn answer(&self, order: OrderId) -> Option<Payment> {
-        let recent = self.0.lock().ok()?;
-        recent
-            .get(&order)
-            .filter(|a| a.seen.elapsed() < Self::TTL)
-            .map(Authorized::answer)
+        recent.insert(
+            payment.order_id,
+            Authorized {
+                payment: payment.clone(),
+                provider_id: provider_id.to_owned(),
+                at: std::time::Instant::now(),
+            },
+        );
     }
 
     /// The authorization of `order`, forgotten here as it is handed out.
     fn take(&self, order: OrderId) -> Option<Authorized> {
         let mut recent = self.0.lock().ok()?;
-        recent
-            .remove(&order)
-            .filter(|a| a.seen.elapsed() < Self::TTL)
+        recent.remove(&order).filter(|a| a.at.elapsed() < Self::TTL)
     }
 }
 
@@ -177,10 +145,23 @@ impl PaymentModule {
         self.load(Key::Order(order)).await
     }
 
-    /// Moves `payment` as `step` says and writes its ledger line(s), once:
+    /// Moves `payment` from `from` to `to` and writes the ledger line, once:
     /// a second caller finds it moved already (and gets it as it is now).
-    async fn record(&self, payment: &Payment, step: Step<'_>) -> Result<Payment, PaymentError> {
+    async fn record(
+        &self,
+        payment: &Payment,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        provider_ref: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<Payment, PaymentError> {
         let order = payment.order_id;
+        let step = Step {
+            from,
+            to,
+            provider_ref,
+            reason,
+        };
         let moved = {
             let mut conn = self.conn().await?;
             repo::record(&mut conn, order, &step)
@@ -188,14 +169,10 @@ impl PaymentModule {
                 .map_err(database)?
         };
         if moved.is_some() {
-            if step.authorized_at.is_some() {
-                metrics::counter!("payment_steps_total", "step" => PaymentStatus::Authorized.as_str())
-                    .increment(1);
-            }
-            metrics::counter!("payment_steps_total", "step" => step.to.as_str()).increment(1);
+            metrics::counter!("payment_steps_total", "step" => to.as_str()).increment(1);
         }
         match moved.flatten() {
-            // Moved here: the payment as it was, with its new lines.
+            // Moved here: the payment as it was, with its new line.
             Some(stored) => {
                 let (mut moved, _) = to_payment(stored)?;
                 let mut ledger = payment.ledger.clone();
@@ -204,58 +181,6 @@ impl PaymentModule {
                 Ok(moved)
             }
             None => self.by_order(order).await,
-        }
-    }
-
-    /// Records `authorized`, held since the provider answered, on its own
-    /// (a void, or a capture refused, needs the row to say it).
-    async fn record_authorization(&self, authorized: &Authorized) -> Result<Payment, PaymentError> {
-        if !authorized.held() {
-            return Ok(authorized.payment.clone());
-        }
-        self.record(
-            &authorized.payment,
-            Step {
-                provider_ref: Some(&authorized.provider_id),
-                ..Step::moving(PaymentStatus::Authorizing, PaymentStatus::Authorized)
-            },
-        )
-        .await
-    }
-
-    /// Captures `authorized` at the provider and records it, with the
-    /// authorization when that was held: one statement. `Ok(None)` when the
-    /// provider refused (the hold moved meanwhile: the caller reads).
-    async fn capture_known(&self, authorized: Authorized) -> Result<Option<Payment>, PaymentError> {
-        match self.provider.capture(&authorized.provider_id).await {
-            Ok(_) => {}
-            Err(ProviderError::Declined { .. } | ProviderError::Rejected { .. }) => {
-                // The row must say what the provider gave before the read
-                // decides (a void meanwhile, or a capture after all).
-                self.record_authorization(&authorized).await?;
-                return Ok(None);
-            }
-            Err(e) => {
-                // Not known to have happened: kept for the retry.
-                self.recent.remember(authorized);
-                return Err(provider_error(e));
-            }
-        }
-        let step = if authorized.held() {
-            Step {
-                provider_ref: Some(&authorized.provider_id),
-                authorized_at: Some(authorized.at),
-                ..Step::moving(PaymentStatus::Authorizing, PaymentStatus::Captured)
-            }
-        } else {
-            Step::moving(PaymentStatus::Authorized, PaymentStatus::Captured)
-        };
-        let payment = self.record(&authorized.payment, step).await?;
-        match payment.status {
-            PaymentStatus::Captured => Ok(Some(payment)),
-            // Moved on another path meanwhile (a void that found the hold
-            // captured records the capture itself).
-            other => Err(PaymentError::InvalidTransition(other)),
         }
     }
 
@@ -283,7 +208,10 @@ impl PaymentModule {
         match self
             .record(
                 payment,
-                Step::moving(PaymentStatus::Authorized, PaymentStatus::Captured),
+                PaymentStatus::Authorized,
+                PaymentStatus::Captured,
+                None,
+                None,
             )
             .await
         {
@@ -294,26 +222,32 @@ impl PaymentModule {
 
     /// Asks the provider for the authorization of a payment still
     /// `authorizing` (first time, or again after a crash or a timeout: the
-    /// key is the same, so the provider answers the same authorization). A
-    /// decline is recorded; an authorization is held, not recorded: the
-    /// capture records it (ADR 0015), and whoever needs the row to say it
-    /// first records it ([`Self::record_authorization`]).
-    async fn settle(&self, payment: &Payment, method: &str) -> Result<Authorized, PaymentError> {
+    /// key is the same, so the provider answers the same authorization).
+    async fn settle(&self, payment: &Payment, method: &str) -> Result<Payment, PaymentError> {
         let key = domain::authorization_key(payment.order_id);
         match self.provider.authorize(&key, payment.amount, method).await {
-            Ok(authorization) => Ok(Authorized {
-                payment: payment.clone(),
-                provider_id: authorization.id,
-                at: chrono::Utc::now(),
-                seen: std::time::Instant::now(),
-            }),
+            Ok(authorization) => {
+                let recorded = self
+                    .record(
+                        payment,
+                        PaymentStatus::Authorizing,
+                        PaymentStatus::Authorized,
+                        Some(&authorization.id),
+                        None,
+                    )
+                    .await?;
+                if recorded.status == PaymentStatus::Authorized {
+                    self.recent.remember(&recorded, &authorization.id);
+                }
+                Ok(recorded)
+            }
             Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
                 self.record(
                     payment,
-                    Step {
-                        reason: Some(&code),
-                        ..Step::moving(PaymentStatus::Authorizing, PaymentStatus::Declined)
-                    },
+                    PaymentStatus::Authorizing,
+                    PaymentStatus::Declined,
+                    None,
+                    Some(&code),
                 )
                 .await?;
                 Err(PaymentError::Declined(code))
@@ -355,27 +289,22 @@ impl PaymentApi for PaymentModule {
             let mut conn = self.conn().await?;
             repo::insert(&mut conn, &request).await.map_err(database)?
         };
-        let (payment, at_provider) = match inserted {
-            Some(stored) => to_payment(stored)?,
-            None => self.with_provider_side(order).await?,
+        let payment = match inserted {
+            Some(stored) => to_payment(stored)?.0,
+            None => self.by_order(order).await?,
         };
         if payment.amount != request.amount || payment.customer_id != request.customer_id {
             return Err(PaymentError::Conflict);
         }
         match payment.status {
             PaymentStatus::Authorizing => {
-                if let Some(held) = self.recent.answer(order) {
-                    // Asked again (a retry whose first answer was lost).
-                    return Ok(held);
+                let settled = self.settle(&payment, &request.payment_method.token).await?;
+                match settled.status {
+                    PaymentStatus::Authorized | PaymentStatus::Captured => Ok(settled),
+                    // Moved by another caller while the provider answered
+                    // (a void that gave the attempt up): not authorized.
+                    other => Err(PaymentError::InvalidTransition(other)),
                 }
-                // Held for the capture; a void that gave the attempt up
-                // meanwhile is found by the capture's conditional record.
-                // The method the payment was opened with: the provider's
-                // key answers that request only.
-                let authorized = self.settle(&payment, &at_provider.method).await?;
-                let answer = authorized.answer();
-                self.recent.remember(authorized);
-                Ok(answer)
             }
             PaymentStatus::Declined => Err(PaymentError::Declined(
                 payment.decline_code.unwrap_or_default(),
@@ -388,56 +317,55 @@ impl PaymentApi for PaymentModule {
 
     async fn capture(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
-        if let Some(authorized) = self.recent.take(order)
-            && let Some(captured) = self.capture_known(authorized).await?
-        {
-            return Ok(captured);
+        if let Some(authorized) = self.recent.take(order) {
+            match self.provider.capture(&authorized.provider_id).await {
+                Ok(_) => {
+                    return self
+                        .record(
+                            &authorized.payment,
+                            PaymentStatus::Authorized,
+                            PaymentStatus::Captured,
+                            None,
+                            None,
+                        )
+                        .await;
+                }
+                // Refused: the hold may have moved meanwhile; the payment
+                // as recorded says what to answer.
+                Err(ProviderError::Declined { .. } | ProviderError::Rejected { .. }) => {}
+                Err(e) => return Err(provider_error(e)),
+            }
         }
         let (payment, at_provider) = self.with_provider_side(order).await?;
-        let authorized = match payment.status {
-            PaymentStatus::Captured => return Ok(payment),
-            // Authorized by an instance that held it for its capture (and
-            // then could not capture: a crash, another instance asked), or
-            // not yet: the provider replays the authorization by its key.
-            PaymentStatus::Authorizing => self.settle(&payment, &at_provider.method).await?,
-            PaymentStatus::Authorized => Authorized {
-                provider_id: at_provider.authorization()?.to_owned(),
-                payment,
-                at: chrono::Utc::now(),
-                seen: std::time::Instant::now(),
-            },
-            other => return Err(PaymentError::InvalidTransition(other)),
-        };
-        match self.capture_known(authorized).await? {
-            Some(captured) => Ok(captured),
-            // Refused by the provider: the hold moved on another path.
-            None => {
-                let now = self.by_order(order).await?;
-                match now.status {
-                    PaymentStatus::Captured => Ok(now),
-                    other => Err(PaymentError::InvalidTransition(other)),
-                }
+        match payment.status {
+            PaymentStatus::Captured => Ok(payment),
+            PaymentStatus::Authorized => {
+                self.provider
+                    .capture(at_provider.authorization()?)
+                    .await
+                    .map_err(provider_error)?;
+                self.record(
+                    &payment,
+                    PaymentStatus::Authorized,
+                    PaymentStatus::Captured,
+                    None,
+                    None,
+                )
+                .await
             }
+            other => Err(PaymentError::InvalidTransition(other)),
         }
     }
 
     async fn void(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
-        let held = self.recent.take(order);
+        self.recent.take(order);
         let (mut payment, mut at_provider) = self.with_provider_side(order).await?;
         if payment.status == PaymentStatus::Authorizing {
-            // The outcome of the authorization is not recorded: learn it
-            // first (held here, or the provider replays it by key), so no
-            // hold is left behind.
-            let known = match held {
-                Some(authorized) => Ok(authorized),
-                None => self.settle(&payment, &at_provider.method).await,
-            };
-            match known {
-                Ok(authorized) => {
-                    self.record_authorization(&authorized).await?;
-                }
-                Err(PaymentError::Declined(_)) => {}
+            // The outcome of the authorization is unknown: learn it first
+            // (the provider replays it by key), so no hold is left behind.
+            match self.settle(&payment, &at_provider.method).await {
+                Ok(_) | Err(PaymentError::Declined(_)) => {}
                 Err(e) if e.is_transient() => {
                     // Still no answer: the authorization is abandoned. If
                     // the provider made one, it is never captured (this
@@ -447,16 +375,18 @@ impl PaymentApi for PaymentModule {
                     return self
                         .record(
                             &payment,
-                            Step {
-                                reason: Some("authorization_outcome_unknown"),
-                                ..Step::moving(PaymentStatus::Authorizing, PaymentStatus::Voided)
-                            },
+                            PaymentStatus::Authorizing,
+                            PaymentStatus::Voided,
+                            None,
+                            Some("authorization_outcome_unknown"),
                         )
                         .await;
                 }
                 Err(e) => return Err(e),
             }
             (payment, at_provider) = self.with_provider_side(order).await?;
+            // Settled just now: remembered for a capture that will not come.
+            self.recent.take(order);
         }
         match payment.status {
             PaymentStatus::Voided | PaymentStatus::Declined => Ok(payment),
@@ -471,7 +401,10 @@ impl PaymentApi for PaymentModule {
                 }
                 self.record(
                     &payment,
-                    Step::moving(PaymentStatus::Authorized, PaymentStatus::Voided),
+                    PaymentStatus::Authorized,
+                    PaymentStatus::Voided,
+                    None,
+                    None,
                 )
                 .await
             }
@@ -492,7 +425,10 @@ impl PaymentApi for PaymentModule {
                     .map_err(provider_error)?;
                 self.record(
                     &payment,
-                    Step::moving(PaymentStatus::Captured, PaymentStatus::Refunded),
+                    PaymentStatus::Captured,
+                    PaymentStatus::Refunded,
+                    None,
+                    None,
                 )
                 .await
             }
