@@ -339,7 +339,8 @@ async fn delivered_rows_are_pruned_after_the_retention() {
 /// all ran into the statement timeout and deleted nothing, every time),
 /// and only what is old enough and settled: an old event not delivered
 /// yet, and rows younger than the retention, stay. The event ids are
-/// UUID v7 made two days back (their first 48 bits are the time).
+/// UUID v7 made two days back (their first 48 bits are the time), and one
+/// random id (as older rows were made) is found by age.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_old_rows_are_pruned_in_batches_and_only_those() {
     use diesel_async::SimpleAsyncConnection as _;
@@ -364,7 +365,10 @@ async fn many_old_rows_are_pruned_in_batches_and_only_those() {
              FROM (SELECT {young} AS ms, n FROM generate_series(1, 5) AS n) AS t; \
              INSERT INTO notification.inbox (event_id, handler, handled_at) \
              SELECT {v7}, 'test', now() - interval '2 days' \
-             FROM (SELECT {old} AS ms, n FROM generate_series(1, 11000) AS n) AS t"
+             FROM (SELECT {old} AS ms, n FROM generate_series(1, 11000) AS n) AS t; \
+             INSERT INTO catalog.outbox (id, event_type, aggregate_id, envelope, delivered_at) \
+             VALUES ('ffffffff-0000-4000-8000-000000000001', 'test.old.v1', 'a', '{{}}', \
+               now() - interval '2 days')"
         ))
         .await
         .unwrap();

@@ -314,12 +314,23 @@ pub fn record_pool_metrics(module: &'static str, pool: &Pool) {
 pub fn unavailable_reason(error: &diesel::result::Error) -> Option<&'static str> {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
-        // diesel-async reports a connection that broke (closed, reset) as a
-        // command it could not send: no SQLSTATE came back.
-        Error::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _,
-        ) => Some("lost its connection"),
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Some("lost its connection"),
+        // diesel-async reports every driver error without a SQLSTATE as a
+        // command it could not send; only a connection that broke (closed,
+        // reset, silent) is the database being away. An encoding or a
+        // parameter error is the statement's own, and stays unexpected.
+        Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info)
+            if [
+                "connection closed",
+                "error communicating with the server",
+                "timeout waiting for server",
+                "error connecting to server",
+            ]
+            .iter()
+            .any(|lost| info.message().starts_with(lost)) =>
+        {
+            Some("lost its connection")
+        }
         // 57P01-03: the server ended the session (an administrator, a
         // failover, a restart) or is not accepting any.
         Error::DatabaseError(_, info)
@@ -344,6 +355,25 @@ pub fn unavailable_reason(error: &diesel::result::Error) -> Option<&'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Of the driver's errors without a SQLSTATE, only a broken connection
+    /// is the database being away.
+    #[test]
+    fn only_a_broken_connection_among_driver_errors_is_unavailability() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let driver = |message: &str| {
+            Error::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand,
+                Box::new(message.to_owned()),
+            )
+        };
+        assert!(unavailable_reason(&driver("connection closed")).is_some());
+        assert!(
+            unavailable_reason(&driver("error communicating with the server: reset")).is_some()
+        );
+        assert!(unavailable_reason(&driver("error serializing parameter 3")).is_none());
+        assert!(unavailable_reason(&driver("error encoding message to server")).is_none());
+    }
 
     fn options(max_size: usize, runtimes: usize) -> PoolOptions {
         PoolOptions {

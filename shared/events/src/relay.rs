@@ -282,11 +282,16 @@ async fn prune(
         .saturating_sub(age_ms)
         .max(0);
     // The highest id of that millisecond: every id made before it is lower.
-    let cutoff = uuid::Builder::from_unix_timestamp_millis(
-        u64::try_from(cutoff_ms).unwrap_or(0),
-        &[0xff; 10],
-    )
-    .into_uuid();
+    let v7_of = |ms: i64| {
+        uuid::Builder::from_unix_timestamp_millis(u64::try_from(ms).unwrap_or(0), &[0xff; 10])
+            .into_uuid()
+    };
+    let cutoff = v7_of(cutoff_ms);
+    let beyond_v7 = v7_of(
+        chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_add(86_400_000),
+    );
     // Raw: `ctid` and the age on the database's clock, which the query
     // builder has no form for.
     for (table, key, age) in [
@@ -302,6 +307,27 @@ async fn prune(
         loop {
             let n = db::sql(sql.as_str())
                 .bind::<diesel::sql_types::Uuid, _>(cutoff)
+                .bind::<BigInt, _>(retention_hours)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| format!("{table}: {e}"))?;
+            pruned += n;
+            if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
+                break;
+            }
+        }
+        // Ids that are not UUID v7 (a few older rows made with random ids)
+        // lie anywhere in the key's range, nearly all of them above any
+        // time this century: above tomorrow's ids, where no v7 id is yet,
+        // the key's index holds only those.
+        let rest = format!(
+            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
+             WHERE {key} > $1 AND {age} < now() - make_interval(hours => $2::int) \
+             ORDER BY {key} LIMIT {PRUNE_BATCH})"
+        );
+        loop {
+            let n = db::sql(rest.as_str())
+                .bind::<diesel::sql_types::Uuid, _>(beyond_v7)
                 .bind::<BigInt, _>(retention_hours)
                 .execute(&mut conn)
                 .await
