@@ -292,49 +292,35 @@ async fn prune(
             .timestamp_millis()
             .saturating_add(86_400_000),
     );
-    // Raw: `ctid` and the age on the database's clock, which the query
-    // builder has no form for.
+    // Below the retention's instant by key; then the ids that are not UUID
+    // v7 (a few older rows made with random ids), which lie anywhere in the
+    // key's range, nearly all of them above any time this century: above
+    // tomorrow's ids, where no v7 id is yet, the key's index holds only
+    // those.
     for (table, key, age) in [
         ("outbox", "id", "delivered_at"),
         ("inbox", "event_id", "handled_at"),
     ] {
-        let sql = format!(
-            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
-             WHERE {key} < $1 AND {age} < now() - make_interval(hours => $2::int) \
-             ORDER BY {key} LIMIT {PRUNE_BATCH})"
-        );
         let mut pruned = 0;
-        loop {
-            let n = db::sql(sql.as_str())
-                .bind::<diesel::sql_types::Uuid, _>(cutoff)
-                .bind::<BigInt, _>(retention_hours)
-                .execute(&mut conn)
-                .await
-                .map_err(|e| format!("{table}: {e}"))?;
-            pruned += n;
-            if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
-                break;
-            }
-        }
-        // Ids that are not UUID v7 (a few older rows made with random ids)
-        // lie anywhere in the key's range, nearly all of them above any
-        // time this century: above tomorrow's ids, where no v7 id is yet,
-        // the key's index holds only those.
-        let rest = format!(
-            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
-             WHERE {key} > $1 AND {age} < now() - make_interval(hours => $2::int) \
-             ORDER BY {key} LIMIT {PRUNE_BATCH})"
-        );
-        loop {
-            let n = db::sql(rest.as_str())
-                .bind::<diesel::sql_types::Uuid, _>(beyond_v7)
-                .bind::<BigInt, _>(retention_hours)
-                .execute(&mut conn)
-                .await
-                .map_err(|e| format!("{table}: {e}"))?;
-            pruned += n;
-            if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
-                break;
+        for (side, bound) in [("<", cutoff), (">", beyond_v7)] {
+            // Raw: `ctid` and the age on the database's clock, which the
+            // query builder has no form for.
+            let sql = format!(
+                "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
+                 WHERE {key} {side} $1 AND {age} < now() - make_interval(hours => $2::int) \
+                 ORDER BY {key} LIMIT {PRUNE_BATCH})"
+            );
+            loop {
+                let n = db::sql(sql.as_str())
+                    .bind::<diesel::sql_types::Uuid, _>(bound)
+                    .bind::<BigInt, _>(retention_hours)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| format!("{table}: {e}"))?;
+                pruned += n;
+                if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
+                    break;
+                }
             }
         }
         if pruned > 0 {
