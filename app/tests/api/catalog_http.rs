@@ -237,7 +237,7 @@ async fn patch_accepts_merge_patch_and_rejects_sku_changes() {
 /// price, the sale status) as it is, as the spec says (v1 took `null`
 /// there from the start, so it stays accepted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patch_null_removes_lists_and_is_refused_for_required_fields() {
+async fn patch_null_empties_lists_and_leaves_fields_that_cannot_be_removed() {
     let app = spawn_app().await;
     let (url, _) = create(&app, "NULLS-1").await;
     let admin = app.token(&[Role::Admin]);
