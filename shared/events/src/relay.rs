@@ -248,13 +248,12 @@ async fn prune_every(
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            return;
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
         }
         if let Err(e) = prune(module, &pool, retention_hours, &stop).await {
             tracing::warn!(module, error = %e, "pruning failed");

@@ -184,15 +184,13 @@ pub async fn forget_idle<K: Hash + Eq + Clone>(
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.changed() => {}
+            _ = ticks.tick() => forget_idle_once(&limiter),
+            _ = stop.wait_for(|stop| *stop) => return,
         }
-        if *stop.borrow() {
-            return;
-        }
-        forget_idle_once(&limiter);
     }
 }
 

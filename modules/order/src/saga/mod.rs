@@ -58,13 +58,18 @@ pub struct Saga {
     /// The runs of this process that hold a saga's lease now, by order
     /// (shared by every run): what a stopping process gives up
     /// ([`Self::give_up_leases`]).
-    driving: Arc<std::sync::Mutex<std::collections::HashMap<OrderId, Uuid>>>,
-    /// Orders cancelled by this process while one of its runs drives them
-    /// ([`Self::turned_here`]): the run turns before its next step instead
-    /// of at its finish, so a cancel during the checkout sells and charges
-    /// nothing it would then give back. A cancel made by another instance
-    /// is met at the finish (then refunded and restocked).
-    turned: Arc<std::sync::Mutex<std::collections::HashSet<OrderId>>>,
+    driving: Arc<std::sync::Mutex<std::collections::HashMap<OrderId, Driving>>>,
+}
+
+/// A run of this process holding a saga's lease ([`Saga::driving`]).
+struct Driving {
+    owner: Uuid,
+    /// Cancelled by this process meanwhile ([`Saga::turned_here`]): the run
+    /// turns before its next step instead of at its finish, so a cancel
+    /// during the checkout sells and charges nothing it would then give
+    /// back. A cancel made by another instance is met at the finish (then
+    /// refunded and restocked).
+    turned: bool,
 }
 
 impl Saga {
@@ -85,7 +90,6 @@ impl Saga {
             settings,
             owner: Uuid::now_v7(),
             driving: Arc::default(),
-            turned: Arc::default(),
         }
     }
 
@@ -191,20 +195,22 @@ impl Saga {
     /// Tells the run of this process that drives `order`, if any, that the
     /// order was turned round (cancelled) on record.
     pub(crate) fn turned_here(&self, order: OrderId) {
-        let driven = self
-            .driving
-            .lock()
-            .is_ok_and(|driving| driving.contains_key(&order));
-        if driven && let Ok(mut turned) = self.turned.lock() {
-            turned.insert(order);
+        if let Ok(mut driving) = self.driving.lock()
+            && let Some(run) = driving.get_mut(&order)
+        {
+            run.turned = true;
         }
     }
 
     /// Whether `order` was turned round here since this run last asked.
     fn take_turn(&self, order: OrderId) -> bool {
-        self.turned
-            .lock()
-            .is_ok_and(|mut turned| turned.remove(&order))
+        let Ok(mut driving) = self.driving.lock() else {
+            return false;
+        };
+        match driving.get_mut(&order) {
+            Some(run) if run.owner == self.owner => std::mem::take(&mut run.turned),
+            _ => false,
+        }
     }
 
     /// Notes that this run holds `order`'s lease (`true`) or no longer does.
@@ -213,11 +219,16 @@ impl Saga {
             return;
         };
         if holds {
-            driving.insert(order, self.owner);
-        } else if driving.get(&order) == Some(&self.owner) {
+            let run = Driving {
+                owner: self.owner,
+                turned: false,
+            };
+            driving.insert(order, run);
+        } else if driving
+            .get(&order)
+            .is_some_and(|run| run.owner == self.owner)
+        {
             driving.remove(&order);
-            drop(driving);
-            self.take_turn(order);
         }
     }
 
@@ -230,7 +241,10 @@ impl Saga {
     /// that outlived it: its records are refused.
     pub async fn give_up_leases(&self) {
         let held: Vec<(OrderId, Uuid)> = match self.driving.lock() {
-            Ok(mut driving) => driving.drain().collect(),
+            Ok(mut driving) => driving
+                .drain()
+                .map(|(order, run)| (order, run.owner))
+                .collect(),
             Err(_) => return,
         };
         if held.is_empty() {
