@@ -243,3 +243,261 @@ async fn a_capture_from_memory_meets_a_void_made_elsewhere() {
     );
     provider_handle.stop(false).await;
 }
+
+/// A provider whose first authorization is held until the test releases
+/// it: before it reaches the provider (`before`), or after the provider
+/// made the hold. While it is held, another authorization with the same
+/// key is, before, "still running" (unavailable), as the sandbox answers
+/// it; after, answered by the provider.
+struct HeldAuthorization {
+    inner: payment::provider::HttpProvider,
+    before: bool,
+    first: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl payment::provider::PaymentProvider for HeldAuthorization {
+    async fn tokenize(
+        &self,
+        card_number: &str,
+    ) -> Result<payment::provider::ProviderPaymentMethod, payment::provider::ProviderError> {
+        self.inner.tokenize(card_number).await
+    }
+
+    async fn authorize(
+        &self,
+        key: &str,
+        amount: Money,
+        payment_method: &str,
+    ) -> Result<payment::provider::ProviderAuthorization, payment::provider::ProviderError> {
+        use std::sync::atomic::Ordering;
+        if !self.first.swap(false, Ordering::SeqCst) {
+            if self.before {
+                return Err(payment::provider::ProviderError::Unavailable(
+                    "the same request is still running".into(),
+                ));
+            }
+            return self.inner.authorize(key, amount, payment_method).await;
+        }
+        if self.before {
+            self.reached.notify_one();
+            self.release.notified().await;
+            self.inner.authorize(key, amount, payment_method).await
+        } else {
+            let made = self.inner.authorize(key, amount, payment_method).await;
+            self.reached.notify_one();
+            self.release.notified().await;
+            made
+        }
+    }
+
+    async fn capture(
+        &self,
+        id: &str,
+    ) -> Result<payment::provider::ProviderAuthorization, payment::provider::ProviderError> {
+        self.inner.capture(id).await
+    }
+
+    async fn void(
+        &self,
+        id: &str,
+    ) -> Result<payment::provider::ProviderAuthorization, payment::provider::ProviderError> {
+        self.inner.void(id).await
+    }
+
+    async fn refund(
+        &self,
+        id: &str,
+    ) -> Result<payment::provider::ProviderAuthorization, payment::provider::ProviderError> {
+        self.inner.refund(id).await
+    }
+
+    async fn authorization(
+        &self,
+        id: &str,
+    ) -> Result<payment::provider::ProviderAuthorization, payment::provider::ProviderError> {
+        self.inner.authorization(id).await
+    }
+}
+
+/// The payment module over a [`HeldAuthorization`] provider in front of a
+/// sandbox; the sandbox's base URL, the pool and the guards.
+async fn held(
+    before: bool,
+) -> (
+    payment::PaymentModule,
+    Arc<HeldAuthorization>,
+    String,
+    db::Pool,
+    Guard,
+) {
+    let db = test_database().await;
+    let settings = test_settings(Some(db.url()), &[]);
+    let pool =
+        app::database::module_pool(&settings, app::modules::ModuleName::Payment, db.url()).unwrap();
+    let (server, port) = payment_sandbox::server("127.0.0.1", 0, 1).unwrap();
+    let provider = server.handle();
+    tokio::spawn(server);
+    let base = format!("http://127.0.0.1:{port}/");
+    let held = Arc::new(HeldAuthorization {
+        inner: payment::provider::HttpProvider::new(
+            crate::helpers::http(),
+            url::Url::parse(&base).unwrap(),
+            crate::helpers::policy("payment_provider"),
+        ),
+        before,
+        first: true.into(),
+        reached: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let module = payment::PaymentModule::new(pool.clone(), held.clone());
+    (module, held, base, pool, Guard { _db: db, provider })
+}
+
+/// Every authorization the sandbox holds, with its status.
+async fn at_provider(base: &str) -> Vec<String> {
+    let all: Vec<Value> = crate::helpers::http()
+        .get(format!("{base}v1/authorizations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    all.iter()
+        .map(|a| a["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Spawns the authorization of `order`, as a late call would run it.
+fn spawn_authorization(
+    module: &payment::PaymentModule,
+    order: OrderId,
+) -> tokio::task::JoinHandle<Result<payment_api::Payment, PaymentError>> {
+    use payment_api::PaymentApi as _;
+    let module = module.clone();
+    tokio::spawn(async move {
+        let service = kernel::CallContext::background().with_caller(Caller::service());
+        let payment_method = module
+            .tokenize(
+                &service,
+                Tokenize {
+                    card_number: payment_sandbox::cards::SUCCEEDS.to_owned(),
+                },
+            )
+            .await?;
+        module
+            .authorize(
+                &service,
+                AuthorizePayment {
+                    order_id: order,
+                    customer_id: Uuid::now_v7(),
+                    amount: Money::new(1200, Currency::EUR),
+                    payment_method,
+                },
+            )
+            .await
+    })
+}
+
+/// The narrowest race of a late authorization: its payment was opened
+/// just after a void looked for it and found none (so the void answered
+/// "no payment"), and the provider made the hold. The void's bar, written
+/// before it looked, stops the authorization's record, and the module
+/// releases the hold itself: nothing else would (the order turned back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_that_meets_the_bar_of_a_void_releases_its_hold() {
+    use diesel_async::RunQueryDsl as _;
+    let (module, held, base, pool, _guard) = held(false).await;
+    let order = OrderId::generate();
+    let late = spawn_authorization(&module, order);
+    held.reached.notified().await;
+    assert_eq!(at_provider(&base).await, ["authorized"], "the hold is made");
+    // The void's bar, as written when its read missed the opening.
+    diesel::sql_query("INSERT INTO voided_orders (order_id) VALUES ($1)")
+        .bind::<diesel::sql_types::Uuid, _>(order.as_uuid())
+        .execute(&mut db::connection(&pool, "payment").await.unwrap())
+        .await
+        .unwrap();
+    held.release.notify_one();
+    assert_eq!(
+        late.await.unwrap().unwrap_err(),
+        PaymentError::InvalidTransition(PaymentStatus::Voided)
+    );
+    assert_eq!(at_provider(&base).await, ["voided"], "the hold is released");
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    use payment_api::PaymentApi as _;
+    let payment = module.payment_for_order(&service, order).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Voided);
+    let reasons: Vec<_> = payment
+        .ledger
+        .iter()
+        .map(|l| (l.kind.as_str(), l.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("voided", Some("order_voided_before_authorization"))]
+    );
+    // The saga's void, asked again, finds it voided.
+    assert_eq!(
+        module.void(&service, order).await.unwrap().status,
+        PaymentStatus::Voided
+    );
+}
+
+/// A void that gives up an authorization whose outcome it cannot learn
+/// (the provider still working on it) records it voided, "outcome
+/// unknown". When that authorization's answer then comes back with a hold,
+/// the hold is released at once rather than left to the card network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_given_up_by_a_void_releases_its_hold_when_it_answers() {
+    use payment_api::PaymentApi as _;
+    let (module, held, base, _pool, _guard) = held(true).await;
+    let order = OrderId::generate();
+    let late = spawn_authorization(&module, order);
+    held.reached.notified().await;
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    let voided = module.void(&service, order).await.unwrap();
+    assert_eq!(voided.status, PaymentStatus::Voided);
+    assert!(at_provider(&base).await.is_empty(), "no hold yet");
+    held.release.notify_one();
+    assert_eq!(
+        late.await.unwrap().unwrap_err(),
+        PaymentError::InvalidTransition(PaymentStatus::Voided)
+    );
+    assert_eq!(at_provider(&base).await, ["voided"], "the hold is released");
+}
+
+/// Bars are kept a week, far beyond any caller's deadline, then forgotten
+/// (the module's hourly job): the table does not grow for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bars_older_than_a_week_are_forgotten() {
+    use diesel_async::RunQueryDsl as _;
+    use payment_api::PaymentApi as _;
+    let (module, _held, _base, pool, _guard) = held(false).await;
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    let (old, young) = (OrderId::generate(), OrderId::generate());
+    for order in [old, young] {
+        assert_eq!(
+            module.void(&service, order).await.unwrap_err(),
+            PaymentError::NotFound
+        );
+    }
+    diesel::sql_query(
+        "UPDATE voided_orders SET voided_at = now() - interval '8 days' WHERE order_id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(old.as_uuid())
+    .execute(&mut db::connection(&pool, "payment").await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!(module.forget_old_bars().await.unwrap(), 1);
+    assert_eq!(module.forget_old_bars().await.unwrap(), 0);
+    let barred = |order| spawn_authorization(&module, order);
+    assert_eq!(
+        barred(young).await.unwrap().unwrap_err(),
+        PaymentError::InvalidTransition(PaymentStatus::Voided),
+        "a young bar stays"
+    );
+}

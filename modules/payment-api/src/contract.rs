@@ -166,6 +166,38 @@ pub async fn capture_void_and_refund_move_once(h: &Harness) {
     );
 }
 
+/// A void that finds no payment (the saga turned back while its
+/// authorization was still on its way from another process) answers "no
+/// payment", and bars the order: the authorization, when it arrives, is
+/// refused as for a voided payment, so no hold is made that nothing would
+/// release.
+pub async fn a_void_before_the_authorization_bars_it(h: &Harness) {
+    let order = OrderId::generate();
+    for _ in 0..2 {
+        assert_eq!(
+            h.api.void(&h.service, order).await.unwrap_err(),
+            PaymentError::NotFound
+        );
+    }
+    assert_eq!(
+        authorize(h, order, 700, SUCCEEDS).await.unwrap_err(),
+        PaymentError::InvalidTransition(PaymentStatus::Voided),
+        "an authorization arriving after its order's void"
+    );
+    assert_eq!(
+        h.api
+            .payment_for_order(&h.customer, order)
+            .await
+            .unwrap_err(),
+        PaymentError::NotFound,
+        "nothing was opened"
+    );
+    // Other orders are not barred.
+    let other = OrderId::generate();
+    let payment = authorize(h, other, 700, SUCCEEDS).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Authorized);
+}
+
 /// Owners read their payments; nobody else does; customers move nothing.
 pub async fn customers_read_their_own_payments_only(h: &Harness) {
     let order = OrderId::generate();
@@ -209,6 +241,7 @@ macro_rules! payment_contract_suite {
             authorize_is_idempotent_by_order,
             declines_are_recorded,
             capture_void_and_refund_move_once,
+            a_void_before_the_authorization_bars_it,
             customers_read_their_own_payments_only,
         );
     };

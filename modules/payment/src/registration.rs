@@ -71,6 +71,10 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
             cx.policy(Dependency::PaymentProvider),
         );
         let module = Data::new(PaymentModule::new(cx.pool.clone(), Arc::new(provider)));
+        jobs.push(tokio::spawn(crate::service::forget_old_bars(
+            PaymentModule::clone(&module),
+            cx.stopped.clone(),
+        )));
         let api: Arc<dyn payment_api::PaymentApi> = module.clone().into_inner();
         let mut local = Local::new(module).apis(Apis {
             payment: Some(api),

@@ -200,32 +200,53 @@ pub(crate) async fn load(conn: &mut AsyncPgConnection, key: Key) -> QueryResult<
 }
 
 /// Opens the payment of `request`'s order, `authorizing`; `None` when the
-/// order has one already.
+/// order has one already, or was voided before it had one ([`bar`]).
 pub(crate) async fn insert(
     conn: &mut AsyncPgConnection,
     request: &AuthorizePayment,
 ) -> QueryResult<Option<Stored>> {
-    let row: Option<Row> = diesel::insert_into(payments::table)
-        .values((
-            payments::id.eq(PaymentId::generate().as_uuid()),
-            payments::order_id.eq(request.order_id.as_uuid()),
-            payments::customer_id.eq(request.customer_id),
-            payments::amount_minor.eq(request.amount.amount_minor()),
-            payments::currency.eq(request.amount.currency().as_str()),
-            payments::payment_method.eq(&request.payment_method.token),
-            payments::card_last4.eq(&request.payment_method.card_last4),
-            payments::status.eq(PaymentStatus::Authorizing.as_str()),
-        ))
-        .on_conflict(payments::order_id)
-        .do_nothing()
-        .returning(Row::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
+    // Raw: an INSERT ... SELECT guarded by the bar, which the query
+    // builder's `values` cannot express.
+    let row: Option<Row> = db::sql(format!(
+        "INSERT INTO payments (id, order_id, customer_id, amount_minor, currency, \
+         payment_method, card_last4, status) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, 'authorizing' \
+         WHERE NOT EXISTS (SELECT 1 FROM voided_orders WHERE order_id = $2) \
+         ON CONFLICT (order_id) DO NOTHING RETURNING {COLUMNS}"
+    ))
+    .bind::<SqlUuid, _>(PaymentId::generate().as_uuid())
+    .bind::<SqlUuid, _>(request.order_id.as_uuid())
+    .bind::<SqlUuid, _>(request.customer_id)
+    .bind::<BigInt, _>(request.amount.amount_minor())
+    .bind::<Text, _>(request.amount.currency().as_str())
+    .bind::<Text, _>(&request.payment_method.token)
+    .bind::<Text, _>(&request.payment_method.card_last4)
+    .get_result(conn)
+    .await
+    .optional()?;
     Ok(row.map(|row| Stored {
         row,
         ledger: Vec::new(),
     }))
+}
+
+/// Bars `order`, found without a payment by a void, from ever being
+/// authorized: its authorization may still be on its way from a caller
+/// that gave up on it. Repeating it changes nothing.
+pub(crate) async fn bar(conn: &mut AsyncPgConnection, order: OrderId) -> QueryResult<()> {
+    db::sql("INSERT INTO voided_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind::<SqlUuid, _>(order.as_uuid())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets the bars older than `days` days; how many went.
+pub(crate) async fn prune_bars(conn: &mut AsyncPgConnection, days: i32) -> QueryResult<usize> {
+    db::sql("DELETE FROM voided_orders WHERE voided_at < now() - make_interval(days => $1)")
+        .bind::<diesel::sql_types::Integer, _>(days)
+        .execute(conn)
+        .await
 }
 
 /// What a move writes besides the new status.
@@ -240,7 +261,9 @@ pub(crate) struct Step<'a> {
 
 /// Moves the payment of `order` as `step` says and writes its ledger line,
 /// in one statement (no transaction round trips; the line's foreign key
-/// sees the moved row). `None` when the payment was not in `step.from`;
+/// sees the moved row). `None` when the payment was not in `step.from`, or
+/// when `step` authorizes a payment whose order was barred meanwhile
+/// ([`bar`]: the void that barred it missed the payment's opening);
 /// `Some(None)` when it moved but its line existed already; otherwise the
 /// moved payment with its new line as its only ledger entry.
 pub(crate) async fn record(
@@ -252,7 +275,9 @@ pub(crate) async fn record(
     let moved: Option<Moved> = db::sql(format!(
         "WITH moved AS (UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
          decline_code = COALESCE($4, decline_code), updated_at = now() \
-         WHERE order_id = $1 AND status = $5 RETURNING {COLUMNS}), \
+         WHERE order_id = $1 AND status = $5 \
+         AND ($2 <> 'authorized' OR NOT EXISTS (SELECT 1 FROM voided_orders WHERE order_id = $1)) \
+         RETURNING {COLUMNS}), \
          line AS (INSERT INTO ledger (payment_id, kind, amount_minor, currency, reason, provider_ref) \
          SELECT id, $2, amount_minor, currency, $4, provider_ref FROM moved \
          ON CONFLICT ON CONSTRAINT ledger_once DO NOTHING \

@@ -21,6 +21,10 @@ use crate::domain::{self, AtProvider};
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::repo::{self, Key, Step, Stored};
 
+/// The reason recorded on a payment whose authorization a void gave up
+/// waiting for (the provider did not answer).
+const ABANDONED: &str = "authorization_outcome_unknown";
+
 /// Payments, served from this process's database pool.
 #[derive(Clone)]
 pub struct PaymentModule {
@@ -85,6 +89,32 @@ fn database(error: DieselError) -> PaymentError {
     db::query_failure(crate::NAME, error)
 }
 
+/// How long an order stays barred from authorization after a void found
+/// no payment of it (`repo::bar`): far beyond any caller's deadline.
+const BARRED_DAYS: i32 = 7;
+
+/// Every hour until `stop` turns true, forgets the bars older than
+/// [`BARRED_DAYS`] ([`PaymentModule::forget_old_bars`]).
+pub(crate) async fn forget_old_bars(
+    module: PaymentModule,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = std::time::Duration::from_secs(3600);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match module.forget_old_bars().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(forgotten = n, "old bars on voided orders forgotten"),
+            Err(e) => tracing::warn!(error = %e, "could not forget old bars on voided orders"),
+        }
+    }
+}
+
 fn provider_error(error: ProviderError) -> PaymentError {
     match error {
         ProviderError::Declined { code } | ProviderError::Rejected { code } => {
@@ -117,6 +147,16 @@ impl PaymentModule {
             provider,
             recent: Arc::default(),
         }
+    }
+
+    /// Forgets the bars on orders voided before their payment
+    /// ([`repo::bar`]) older than [`BARRED_DAYS`]; how many went. The
+    /// module's own job runs it every hour.
+    pub async fn forget_old_bars(&self) -> Result<usize, PaymentError> {
+        let mut conn = self.conn().await?;
+        repo::prune_bars(&mut conn, BARRED_DAYS)
+            .await
+            .map_err(database)
     }
 
     async fn conn(&self) -> Result<db::Object, PaymentError> {
@@ -236,10 +276,43 @@ impl PaymentModule {
                         None,
                     )
                     .await?;
-                if recorded.status == PaymentStatus::Authorized {
-                    self.recent.remember(&recorded, &authorization.id);
+                match recorded.status {
+                    PaymentStatus::Authorized => {
+                        self.recent.remember(&recorded, &authorization.id);
+                        Ok(recorded)
+                    }
+                    // Not moved, and still `authorizing`: the order was
+                    // barred meanwhile (`repo::bar`), by a void that missed
+                    // this payment's opening and answered "no payment".
+                    // Nothing else would release this hold.
+                    PaymentStatus::Authorizing => {
+                        self.provider
+                            .void(&authorization.id)
+                            .await
+                            .map_err(provider_error)?;
+                        tracing::warn!(order.id = %payment.order_id, "authorized after its order was voided; the hold was released");
+                        self.record(
+                            payment,
+                            PaymentStatus::Authorizing,
+                            PaymentStatus::Voided,
+                            Some(&authorization.id),
+                            Some("order_voided_before_authorization"),
+                        )
+                        .await
+                    }
+                    // Voided while the provider answered: given up by a
+                    // void that could not learn the outcome (`ABANDONED`).
+                    // It is known now, so the hold is released rather than
+                    // left to the card network's expiry (repeating a void
+                    // the provider made already changes nothing).
+                    PaymentStatus::Voided => {
+                        if let Err(e) = self.provider.void(&authorization.id).await {
+                            tracing::warn!(order.id = %payment.order_id, error = %e, "could not release the hold of an abandoned authorization; the card network will");
+                        }
+                        Ok(recorded)
+                    }
+                    _ => Ok(recorded),
                 }
-                Ok(recorded)
             }
             Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
                 self.record(
@@ -291,7 +364,13 @@ impl PaymentApi for PaymentModule {
         };
         let payment = match inserted {
             Some(stored) => to_payment(stored)?.0,
-            None => self.by_order(order).await?,
+            None => match self.by_order(order).await {
+                // Barred: the order was voided before this arrived.
+                Err(PaymentError::NotFound) => {
+                    return Err(PaymentError::InvalidTransition(PaymentStatus::Voided));
+                }
+                found => found?,
+            },
         };
         if payment.amount != request.amount || payment.customer_id != request.customer_id {
             return Err(PaymentError::Conflict);
@@ -360,7 +439,21 @@ impl PaymentApi for PaymentModule {
     async fn void(&self, cx: &CallContext, order: OrderId) -> Result<Payment, PaymentError> {
         require_service(cx)?;
         self.recent.take(order);
-        let (mut payment, mut at_provider) = self.with_provider_side(order).await?;
+        let (mut payment, mut at_provider) = match self.with_provider_side(order).await {
+            Err(PaymentError::NotFound) => {
+                // No payment: none was asked for, or its authorization is
+                // still on its way (a caller in another process gave up on
+                // it). Barred first, then looked for again: an opening this
+                // read still misses is refused its authorization by the
+                // bar (`repo::record`), so no hold outlives the order.
+                {
+                    let mut conn = self.conn().await?;
+                    repo::bar(&mut conn, order).await.map_err(database)?;
+                }
+                self.with_provider_side(order).await?
+            }
+            found => found?,
+        };
         if payment.status == PaymentStatus::Authorizing {
             // The outcome of the authorization is unknown: learn it first
             // (the provider replays it by key), so no hold is left behind.
@@ -378,7 +471,7 @@ impl PaymentApi for PaymentModule {
                             PaymentStatus::Authorizing,
                             PaymentStatus::Voided,
                             None,
-                            Some("authorization_outcome_unknown"),
+                            Some(ABANDONED),
                         )
                         .await;
                 }
