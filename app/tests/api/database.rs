@@ -164,6 +164,27 @@ async fn migration_history_lives_in_the_module_schema_and_reruns_are_no_ops() {
     assert!(applied.is_empty(), "already migrated: {applied:?}");
 }
 
+/// Replicas starting together on a release with new migrations migrate
+/// the same schema at once: one applies them, the others wait and find
+/// nothing pending, and every start succeeds (without the lock, the
+/// second failed on `CREATE SCHEMA` or on a table the first created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_of_one_schema_all_succeed() {
+    for _ in 0..3 {
+        let db = testkit::TestDatabase::create(&[]).await;
+        let (a, b) = tokio::join!(
+            db::migrate(db.url(), catalog::MODULE_MIGRATIONS),
+            db::migrate(db.url(), catalog::MODULE_MIGRATIONS)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(
+            a.is_empty() != b.is_empty(),
+            "one applies, the other finds nothing: {a:?} / {b:?}"
+        );
+        assert!(a.len().max(b.len()) > 1, "{a:?} / {b:?}");
+    }
+}
+
 /// Statements pipelined on one connection (ADR 0015) run in the order
 /// their futures are first polled, even on a fresh connection where each
 /// is prepared first (the statement cache's lock queues them in order);

@@ -32,7 +32,9 @@ static MESSAGING: EmbeddedMigrations =
 /// Applies the module's pending migrations on a dedicated connection whose
 /// `search_path` is the module's schema, so the tables and
 /// `__diesel_schema_migrations` land there: first the messaging tables every
-/// module has, then the module's own. Returns the versions applied.
+/// module has, then the module's own, under an advisory lock per schema
+/// (several processes may migrate at once: one applies, the others wait).
+/// Returns the versions applied.
 ///
 /// # Errors
 /// Connection or migration failures, with the module named.
@@ -60,8 +62,14 @@ pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<
         let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
             diesel::Connection::establish(&url)
                 .map_err(|e| anyhow::anyhow!("cannot connect to migrate `{schema}`: {e}"))?;
+        // Under a lock per schema, held until this connection closes:
+        // replicas starting together on a release with new migrations
+        // would otherwise race on `CREATE SCHEMA` and on each migration,
+        // and all but one fail their start. The others wait, then find
+        // nothing pending.
         conn.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+            "SELECT pg_advisory_lock(hashtext('shop.migrate.{schema}')); \
+             CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
         ))
         .map_err(|e| anyhow::anyhow!("cannot prepare schema `{schema}`: {e}"))?;
         let mut applied = Vec::new();
