@@ -165,7 +165,7 @@ pub(crate) async fn ready(
         checks.insert(format!("module:{}", module.as_str()), check_json(outcome));
     }
     if let Some(broker) = &deps.broker {
-        let outcome = if broker.is_connected().await {
+        let outcome = if broker.is_connected() {
             Ok(())
         } else {
             Err("not connected".to_owned())

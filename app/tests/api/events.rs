@@ -284,6 +284,55 @@ mod rabbitmq {
             "{ready}"
         );
     }
+
+    /// A broker that accepts connections and answers nothing (a node
+    /// gone without refusing, a network that drops packets) leaves the
+    /// shop ready, "degraded", answering at once: a reconnect waiting on
+    /// the broker does not hold readiness (it did, until the kubelet's
+    /// timeout took every pod out of service). The reconnect gives up in
+    /// seconds and the next one finds the broker back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_broker_leaves_readiness_answering_degraded() {
+        let settings = crate::helpers::test_settings(None, &[]);
+        let mut url = reqwest::Url::parse(&settings.events.rabbitmq.url).unwrap();
+        let proxy = testkit::fault::FaultProxy::start(url.port().unwrap_or(5672)).await;
+        url.set_port(Some(proxy.port())).unwrap();
+        let url = url.to_string();
+        let app = super::app_on("rabbitmq", &[("APP__EVENTS__RABBITMQ__URL", &url)]).await;
+        let ready: serde_json::Value = app.ready().await.json().await.unwrap();
+        assert_eq!(ready["status"], "ready", "{ready}");
+
+        // Every connection cut; new ones reach nothing for a minute.
+        proxy.set(testkit::fault::Fault::Latency(
+            std::time::Duration::from_secs(60),
+        ));
+        proxy.stop_listening();
+        proxy.resume().await;
+        crate::helpers::eventually("a reconnect under way", || async {
+            (proxy.connections() > 1).then_some(())
+        })
+        .await;
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(3), app.ready())
+                .await
+                .expect("readiness answers while the broker is silent");
+            assert_eq!(answer.status(), 200);
+            let ready: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(ready["status"], "degraded", "{ready}");
+            assert_eq!(
+                ready["checks"]["broker:rabbitmq"]["status"], "down",
+                "{ready}"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+
+        proxy.set(testkit::fault::Fault::Pass);
+        crate::helpers::eventually("the broker reconnected", || async {
+            let ready: serde_json::Value = app.ready().await.json().await.ok()?;
+            (ready["status"] == "ready").then_some(())
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,12 +21,19 @@ mod consume;
 mod headers;
 mod publish;
 
+/// How long connecting, or opening a channel, may wait for the broker.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connection to the broker, shared by the publisher and the consumers.
 pub struct RabbitMq {
     settings: RabbitMqSettings,
     /// Signs what this process publishes and checks what it consumes.
     seal: auth::EventSeal,
     connection: Mutex<Option<Connection>>,
+    /// The status of the connection in `connection`, readable without
+    /// waiting for that lock, which a reconnect holds for as long as the
+    /// broker takes to answer (readiness must not wait on it).
+    status: std::sync::Mutex<Option<lapin::ConnectionStatus>>,
     publisher: Mutex<Option<Channel>>,
     /// Every queue declared through this connection and its event types:
     /// an event of one of these types that the broker returns unrouted
@@ -49,6 +56,7 @@ impl RabbitMq {
             settings,
             seal,
             connection: Mutex::new(None),
+            status: std::sync::Mutex::default(),
             publisher: Mutex::new(None),
             declared: std::sync::Mutex::default(),
         });
@@ -61,32 +69,46 @@ impl RabbitMq {
         format!("{}.events", self.settings.namespace)
     }
 
-    /// Whether the connection is up (readiness).
-    pub async fn is_connected(&self) -> bool {
-        self.connection
+    /// Whether the connection is up (readiness). Answers at once, even
+    /// while a reconnect waits for the broker.
+    pub fn is_connected(&self) -> bool {
+        self.status
             .lock()
-            .await
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
-            .is_some_and(|c| c.status().connected())
+            .is_some_and(lapin::ConnectionStatus::connected)
     }
 
-    /// A new channel, reconnecting first if the connection is gone.
+    /// A new channel, reconnecting first if the connection is gone. Each
+    /// step gives up after [`CONNECT_TIMEOUT`]: a broker that accepts
+    /// connections and answers nothing (or a host that drops packets)
+    /// would otherwise hold every publisher and consumer behind this lock
+    /// for the kernel's TCP timeout, minutes.
     async fn channel(&self) -> Result<Channel, TransportError> {
         let mut guard = self.connection.lock().await;
         let usable = guard.as_ref().is_some_and(|c| c.status().connected());
         if !usable {
-            let connection =
-                Connection::connect(&self.settings.url, ConnectionProperties::default())
-                    .await
-                    .map_err(|e| TransportError(format!("cannot connect to RabbitMQ: {e}")))?;
+            let connecting =
+                Connection::connect(&self.settings.url, ConnectionProperties::default());
+            let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                .await
+                .map_err(|_| {
+                    TransportError("RabbitMQ did not answer the connection in time".to_owned())
+                })?
+                .map_err(|e| TransportError(format!("cannot connect to RabbitMQ: {e}")))?;
+            *self
+                .status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(connection.status().clone());
             *guard = Some(connection);
         }
         let connection = guard
             .as_ref()
             .ok_or_else(|| TransportError("no RabbitMQ connection".to_owned()))?;
-        connection
-            .create_channel()
+        tokio::time::timeout(CONNECT_TIMEOUT, connection.create_channel())
             .await
+            .map_err(|_| TransportError("RabbitMQ did not open a channel in time".to_owned()))?
             .map_err(|e| TransportError(format!("cannot open a channel: {e}")))
     }
 

@@ -138,11 +138,20 @@ impl FaultProxy {
         }
     }
 
-    /// Listens again on the same port.
+    /// Listens again on the same port (retrying for a while: the listener
+    /// of an aborted accept loop is closed when its task is next polled).
     pub async fn resume(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("rebind fault proxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebind fault proxy: {e}"),
+            }
+        };
         self.serve(listener);
     }
 }
