@@ -40,6 +40,43 @@ async fn module_connections_carry_schema_timeout_and_name() {
     assert_eq!(got.application_name, "shop/catalog");
 }
 
+/// Readiness pings each module's database. A pool whose every connection
+/// is in use (a burst of slow requests) still has its database answering:
+/// the ping is made on a connection of its own and succeeds, where waiting
+/// for the pool ran out the check's time and took the instance (every
+/// instance, under the same load) out of its load balancer. A database
+/// that does not answer still fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_pings_its_database_up() {
+    let db = test_database().await;
+    let settings = test_settings(
+        Some(db.url()),
+        &[
+            ("APP__SERVER__WORKERS", "1"),
+            ("APP__CATALOG__DATABASE__MAX_CONNECTIONS", "2"),
+        ],
+    );
+    let pool =
+        app::database::module_pool(&settings, app::modules::ModuleName::Catalog, db.url()).unwrap();
+    let held = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let check = std::time::Duration::from_secs(2);
+    assert_eq!(db::ping(&pool, check).await, Ok(()));
+    drop(held);
+    assert_eq!(db::ping(&pool, check).await, Ok(()));
+
+    let nowhere = db::build_pool(&db::PoolOptions {
+        url: "postgres://shop@127.0.0.1:9/nothing".to_owned(),
+        schema: "catalog",
+        max_size: 2,
+        runtimes: 1,
+        acquire_timeout: std::time::Duration::from_millis(500),
+        connect_timeout: std::time::Duration::from_millis(500),
+        statement_timeout: std::time::Duration::from_secs(1),
+    })
+    .unwrap();
+    assert!(db::ping(&nowhere, check).await.is_err());
+}
+
 #[derive(diesel::QueryableByName)]
 struct Backend {
     #[diesel(sql_type = diesel::sql_types::Integer)]

@@ -260,18 +260,35 @@ fn build_shard(options: &PoolOptions, max_size: usize) -> anyhow::Result<Shard> 
 
 /// Checks that the pool can reach its database (`SELECT 1`), within `timeout`.
 ///
+/// On a connection of the pool when one is free within half of `timeout`;
+/// when every connection is in use (a burst of slow requests), on one
+/// opened for the check alone: a busy pool is not a database down, and
+/// every instance of a shop under load would otherwise leave its load
+/// balancer at once.
+///
 /// # Errors
 /// A short, log-safe reason.
 pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
     use diesel_async::RunQueryDsl as _;
-    let check = async {
-        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+    async fn select_one(conn: &mut AsyncPgConnection) -> Result<(), String> {
         // Raw: the cheapest round trip, no table.
         diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
+            .execute(conn)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+    let check = async {
+        match tokio::time::timeout(timeout / 2, pool.get()).await {
+            Ok(Ok(mut conn)) => select_one(&mut conn).await,
+            Ok(Err(PoolError::Timeout(deadpool::managed::TimeoutType::Wait))) | Err(_) => {
+                let mut conn = AsyncPgConnection::establish(&pool.0.options.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                select_one(&mut conn).await
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+        }
     };
     match tokio::time::timeout(timeout, check).await {
         Ok(result) => result,
