@@ -66,10 +66,12 @@ pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<
         // replicas starting together on a release with new migrations
         // would otherwise race on `CREATE SCHEMA` and on each migration,
         // and all but one fail their start. The others wait, then find
-        // nothing pending.
+        // nothing pending. They wait between tries, not in a statement:
+        // a statement waiting holds a snapshot, which a future `CREATE
+        // INDEX CONCURRENTLY` of the holder's would wait for (a deadlock).
+        lock_schema(&mut conn, schema)?;
         conn.batch_execute(&format!(
-            "SELECT pg_advisory_lock(hashtext('shop.migrate.{schema}')); \
-             CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
         ))
         .map_err(|e| anyhow::anyhow!("cannot prepare schema `{schema}`: {e}"))?;
         let mut applied = Vec::new();
@@ -82,6 +84,37 @@ pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<
         Ok(applied)
     })
     .await?
+}
+
+/// Takes the advisory lock of `schema`'s migrations on `conn` (held until
+/// it closes), trying every 100 ms for up to 15 minutes.
+fn lock_schema(
+    conn: &mut AsyncConnectionWrapper<AsyncPgConnection>,
+    schema: &str,
+) -> anyhow::Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15 * 60);
+    loop {
+        // Raw: an advisory lock, which diesel has no DSL for.
+        let query = diesel::sql_query(
+            "SELECT pg_try_advisory_lock(hashtext('shop.migrate.' || $1)) AS locked",
+        )
+        .bind::<diesel::sql_types::Text, _>(schema);
+        let Locked { locked } = diesel::RunQueryDsl::get_result(query, conn)
+            .map_err(|e| anyhow::anyhow!("cannot lock the migrations of `{schema}`: {e}"))?;
+        if locked {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the migrations of `{schema}` stayed locked by another process for 15 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// The versions `ours` and `theirs` share, in `theirs`' order.
