@@ -33,6 +33,7 @@ Prints one line per problem and exits 1 if there is any. Needs PyYAML.
 """
 
 import ipaddress
+import re
 import sys
 from urllib.parse import urlsplit
 
@@ -422,8 +423,20 @@ def check_k8s(name, path):
                if j["spec"]["template"]["spec"]["containers"][0].get("args") == ["migrate"]]
     if len(migrate) != 1:
         problem(where0, "needs exactly one Job running `shop migrate`")
-    elif "DATABASE_URL" not in pod_env(None, migrate[0]["spec"]["template"]["spec"]["containers"][0], where0):
-        problem(where0, "the migration Job has no DATABASE_URL")
+    else:
+        job_env = pod_env(None, migrate[0]["spec"]["template"]["spec"]["containers"][0], where0)
+        if "DATABASE_URL" not in job_env:
+            problem(where0, "the migration Job has no DATABASE_URL")
+        # A module given a database of its own must be migrated there: the
+        # Job needs every such URL a shop process has.
+        for dep in deployments:
+            dep_env = pod_env(dep["spec"]["template"]["spec"],
+                              dep["spec"]["template"]["spec"]["containers"][0], where0)
+            for key in sorted(k for k in dep_env if re.fullmatch(r"APP__[A-Z]+__DATABASE__URL", k)):
+                if key not in job_env:
+                    problem(where0, f"Deployment/{dep['metadata']['name']} sets {key}, "
+                                    "the migration Job does not: that module would be migrated "
+                                    "into the shared database")
 
     served = {}  # deployment name -> local modules
     shop = []
