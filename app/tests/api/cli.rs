@@ -59,6 +59,12 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "ops@",
             "notification.admin_email",
         ),
+        // No provider and no sandbox for the payment module served here.
+        (
+            "APP__PAYMENT__SANDBOX_EMBEDDED",
+            "false",
+            "payment.provider_url",
+        ),
     ];
     for (key, value, named) in cases {
         let output = shop().env(key, value).output().unwrap();

@@ -36,6 +36,19 @@ impl Section for Settings {
         }
         Ok(())
     }
+
+    fn validate_served(&self, environment: &str) -> Result<(), (String, String)> {
+        let sandbox = cfg!(feature = "sandbox") && self.sandbox_embedded;
+        if self.provider_url.is_none() && (!sandbox || environment == "production") {
+            return Err((
+                "provider_url".into(),
+                "required: the card provider's URL (this process serves the payment module, \
+                 and no sandbox provider is started in it)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {

@@ -107,6 +107,17 @@ pub trait Section: Any + Debug + Send + Sync {
         let _ = environment;
         Ok(())
     }
+
+    /// Checks what this process needs of the section when it serves the
+    /// module itself (not when the module is remote here): what building
+    /// the module would otherwise refuse only after the start began.
+    ///
+    /// # Errors
+    /// The first key that is wrong.
+    fn validate_served(&self, environment: &str) -> Result<(), (String, String)> {
+        let _ = environment;
+        Ok(())
+    }
 }
 
 /// Reads the section at `key` as `S`, and its `database` table; errors

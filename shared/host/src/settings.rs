@@ -244,7 +244,14 @@ impl Settings {
             );
         }
         for (module, _, section) in &self.sections.0 {
-            if let Err((key, msg)) = section.validate(&self.environment) {
+            let served = || {
+                if self.modules.is_local(*module) {
+                    section.validate_served(&self.environment)
+                } else {
+                    Ok(())
+                }
+            };
+            if let Err((key, msg)) = section.validate(&self.environment).and_then(|()| served()) {
                 return fail(&format!("{}.{key}", module.as_str()), msg);
             }
         }
