@@ -10,7 +10,6 @@ use futures_util::future::BoxFuture;
 use host::compose::Dependency;
 use host::registry::{Apis, Context, Local, Registration};
 use host::{ModuleName, Section};
-use url::Url;
 
 use crate::{PaymentModule, Settings};
 
@@ -71,7 +70,7 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
                     let _ = stop.changed().await;
                     handle.stop(true).await;
                 }));
-                Url::parse(&format!("http://127.0.0.1:{port}/"))?
+                url::Url::parse(&format!("http://127.0.0.1:{port}/"))?
             }
             None => anyhow::bail!(
                 "payment.provider_url: required (payment.sandbox_embedded is off, \
