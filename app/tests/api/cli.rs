@@ -59,6 +59,13 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "ops@",
             "notification.admin_email",
         ),
+        // One connection: the relay would hold it while the catalog's own
+        // handlers wait for another, for ever.
+        (
+            "APP__CATALOG__DATABASE__MAX_CONNECTIONS",
+            "1",
+            "catalog.database.max_connections",
+        ),
         // No provider and no sandbox for the payment module served here.
         (
             "APP__PAYMENT__SANDBOX_EMBEDDED",

@@ -140,20 +140,23 @@ async fn a_request_waiting_for_a_busy_pool_gets_503_at_the_wait_timeout() {
     let app = spawn_app_with(&[
         ("APP__DATABASE__STATEMENT_TIMEOUT_MS", "5000"),
         ("APP__DATABASE__ACQUIRE_TIMEOUT_MS", "500"),
-        ("APP__CATALOG__DATABASE__MAX_CONNECTIONS", "1"),
+        ("APP__CATALOG__DATABASE__MAX_CONNECTIONS", "2"),
         ("APP__CATALOG__CACHE__BACKEND", "off"),
     ])
     .await;
-    // Background tasks share the one connection too; wait until it is free.
+    // Background tasks share the two connections too; wait until they are
+    // free.
     crate::helpers::eventually("the catalog to answer", || async {
         (app.get("/api/v1/products").await.status() == 200).then_some(())
     })
     .await;
     let holder = lock_products(&app).await;
 
-    // The first request takes the pool's only connection and waits on the
-    // lock; the second finds no connection to borrow.
+    // The first two requests take the pool's two connections (one share
+    // for every runtime at this size) and wait on the lock; the third
+    // finds no connection to borrow.
     let first = tokio::spawn(app.client.get(app.url("/api/v1/products")).send());
+    let second = tokio::spawn(app.client.get(app.url("/api/v1/products")).send());
     tokio::time::sleep(Duration::from_millis(700)).await;
     let started = Instant::now();
     let waiting = app.get("/api/v1/products").await;
@@ -169,8 +172,14 @@ async fn a_request_waiting_for_a_busy_pool_gets_503_at_the_wait_timeout() {
     );
 
     release(holder).await;
-    let first = first.await.unwrap().unwrap();
-    assert_eq!(first.status(), 200, "the first request completes");
+    for held in [first, second] {
+        let held = held.await.unwrap().unwrap();
+        assert_eq!(
+            held.status(),
+            200,
+            "the requests that held a connection complete"
+        );
+    }
     assert_eq!(app.get("/api/v1/products").await.status(), 200);
 }
 

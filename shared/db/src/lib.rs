@@ -15,7 +15,7 @@ mod sql;
 pub use failure::{Abort, checkout, pool_failure, query_failure};
 pub use migrate::{ModuleMigrations, create_database, migrate};
 pub use pool::{
-    ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, connection, ping,
+    MIN_SHARE, ModuleDatabase, Object, Pool, PoolError, PoolOptions, build_pool, connection, ping,
     record_pool_metrics, unavailable_reason,
 };
 

@@ -201,10 +201,15 @@ impl Settings {
             if let Some(url) = &database.url {
                 check_postgres_url(&format!("{key}.database.url"), url)?;
             }
-            if database.max_connections == 0 {
+            if database.max_connections < db::MIN_SHARE {
                 return fail(
                     &format!("{key}.database.max_connections"),
-                    "must be at least 1".into(),
+                    format!(
+                        "must be at least {}: a task may hold one connection while it borrows \
+                         another (the outbox relay holds one while the module's own event \
+                         handlers run; with one, its events would never be delivered)",
+                        db::MIN_SHARE
+                    ),
                 );
             }
         }
