@@ -89,6 +89,49 @@ impl Application {
     /// # Errors
     /// Key, database, migration or bind failures.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // First: a port in use (a second `cargo run`, a pod's old process)
+        // fails the start before any background task has claimed work it
+        // would then leave half done.
+        let listener = TcpListener::bind((settings.server.host, settings.server.port))?;
+        let (stop, stopped) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let mut background = Vec::new();
+        match Self::wire(
+            settings,
+            listener,
+            Arc::clone(&stop),
+            stopped,
+            &mut background,
+        )
+        .await
+        {
+            Ok(application) => Ok(application),
+            Err(e) => {
+                // A later step failed (the broker, a key): the tasks started
+                // so far finish what they hold before the error is returned.
+                stop.send_replace(true);
+                for task in background {
+                    if tokio::time::timeout(Duration::from_secs(10), task)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!("a background task did not stop in time");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Application::build`] on `listener`, with the background tasks it
+    /// starts pushed to `background` as they start.
+    async fn wire(
+        settings: Settings,
+        listener: TcpListener,
+        stop: Arc<watch::Sender<bool>>,
+        stopped: watch::Receiver<bool>,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Application> {
         // The OpenAPI document, the route table made from it and its JSON:
         // CPU work that needs nothing else, done beside the rest of the
         // start, which mostly waits for the database.
@@ -104,8 +147,6 @@ impl Application {
         let client = http_client(&settings)?;
         let policies = compose::Policies::new(&settings);
         let mut pools = Vec::new();
-        let (stop, stopped) = watch::channel(false);
-        let mut background = Vec::new();
         let mut subscriptions = Vec::new();
         let mut wiring = Wiring {
             local: Vec::new(),
@@ -242,7 +283,6 @@ impl Application {
         let cors_enabled = !settings.cors.allowed_origins.is_empty();
         let cors_settings = settings.clone();
 
-        let listener = TcpListener::bind((settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
         let remote_names: Vec<String> = wiring
             .remotes
@@ -302,8 +342,8 @@ impl Application {
             drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
             database,
             pools: pools.into_iter().map(|(_, p)| p).collect(),
-            background,
-            stop: Arc::new(stop),
+            background: std::mem::take(background),
+            stop,
         })
     }
 

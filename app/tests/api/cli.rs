@@ -118,6 +118,33 @@ fn production_refuses_to_start_without_a_database_url() {
     );
 }
 
+/// A port in use (a second `cargo run`, the old process of a pod) stops
+/// the start before anything else: no migration, no relay, no worker that
+/// would claim work (a due email, a saga) and be cut off half way when the
+/// start then failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_stops_the_start_before_anything_runs() {
+    let db = crate::helpers::test_database().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = shop()
+        .env("DATABASE_URL", db.url())
+        .env("APP__SERVER__HOST", "127.0.0.1")
+        .env("APP__SERVER__PORT", &port)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("in use"), "{said}");
+    for started in ["migrations up to date", "relay started", "listening"] {
+        assert!(!said.contains(started), "{started}: {said}");
+    }
+}
+
 #[test]
 fn openapi_subcommand_prints_the_committed_spec_from_any_directory() {
     let output = shop()
