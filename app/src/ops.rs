@@ -34,9 +34,24 @@ pub(crate) struct Dependencies {
     /// Gauges a local module reads from its own tables (the order module's
     /// sagas), by module name.
     pub(crate) gauges: Vec<(&'static str, ModuleGauges)>,
-    /// When the tables' gauges were last read, and whether every read
-    /// answered; reused for [`SCRAPE_REUSE`], one read at a time.
-    pub(crate) scraped: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// When the tables' gauges and the databases were last read at a
+    /// scrape, and what was found; reused for [`SCRAPE_REUSE`], one read at
+    /// a time.
+    pub(crate) scraped: tokio::sync::Mutex<Option<(std::time::Instant, Scraped)>>,
+    /// The last read of the tables' gauges while it still runs past its
+    /// scrape: never dropped mid-query (a connection would go back to its
+    /// pool with the query still running on the server, and the next
+    /// borrower would wait behind it), and never run twice at once.
+    pub(crate) table_read: tokio::sync::Mutex<Option<tokio::task::JoinHandle<bool>>>,
+}
+
+/// What a scrape found beyond the counters kept in memory.
+#[derive(Clone, Copy)]
+pub(crate) struct Scraped {
+    /// Every local module's database answered a ping.
+    databases: bool,
+    /// Every gauge read from the modules' tables answered in time.
+    tables: bool,
 }
 
 /// A remote process's last readiness probe: when, and what it found.
@@ -215,25 +230,39 @@ fn check_json(outcome: Result<(), String>) -> Value {
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(deps: Data<Dependencies>) -> HttpResponse {
-    // Ready as /health/ready means it: not draining, and every local
-    // module's database answers.
-    let mut ready = !deps.draining.load(std::sync::atomic::Ordering::Relaxed);
     for (module, pool) in &deps.pools {
         db::record_pool_metrics(module, pool);
     }
-    let tables_answered = {
+    let scraped = {
         let mut last = deps.scraped.lock().await;
         match *last {
-            Some((at, answered)) if at.elapsed() < SCRAPE_REUSE => answered,
+            Some((at, scraped)) if at.elapsed() < SCRAPE_REUSE => scraped,
             _ => {
-                let answered = read_table_gauges(&deps).await;
-                *last = Some((std::time::Instant::now(), answered));
-                answered
+                let pings = deps
+                    .pools
+                    .iter()
+                    .map(|(_, pool)| db::ping(pool, SCRAPE_TIMEOUT));
+                let (pings, tables) = futures_util::future::join(
+                    futures_util::future::join_all(pings),
+                    table_gauges(&deps),
+                )
+                .await;
+                let scraped = Scraped {
+                    databases: pings.iter().all(Result::is_ok),
+                    tables,
+                };
+                *last = Some((std::time::Instant::now(), scraped));
+                scraped
             }
         }
     };
-    ready &= tables_answered;
+    // Ready as /health/ready means it: not draining, and every local
+    // module's database answers. A table gauge too slow to read (a count
+    // over a huge backlog, a table locked by a migration) is not that:
+    // it has a gauge of its own.
+    let ready = !deps.draining.load(std::sync::atomic::Ordering::Relaxed) && scraped.databases;
     metrics::gauge!("health_ready").set(if ready { 1.0 } else { 0.0 });
+    metrics::gauge!("table_gauges_read").set(if scraped.tables { 1.0 } else { 0.0 });
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body({
@@ -242,21 +271,43 @@ pub(crate) async fn metrics(deps: Data<Dependencies>) -> HttpResponse {
         })
 }
 
-/// Reads the gauges the local modules keep in their tables (outbox, dead
-/// letters, sagas); whether every read answered in time.
-async fn read_table_gauges(deps: &Dependencies) -> bool {
-    let mut answered = true;
-    for (module, pool) in &deps.pools {
-        let read = tokio::time::timeout(SCRAPE_TIMEOUT, events::record_metrics(module, pool)).await;
-        answered &= matches!(read, Ok(Ok(())));
-    }
-    for (module, gauges) in &deps.gauges {
-        if let Some((_, pool)) = deps.pools.iter().find(|(m, _)| m == module) {
-            let read = tokio::time::timeout(SCRAPE_TIMEOUT, gauges(pool.clone())).await;
-            answered &= matches!(read, Ok(Ok(())));
+/// Reads the gauges the local modules keep in their tables, waiting up to
+/// [`SCRAPE_TIMEOUT`]; whether they were read in time. A read still
+/// running from an earlier scrape is waited for, not doubled; one that
+/// outlasts this scrape runs on (to its end or the statement timeout) and
+/// is met by the next.
+async fn table_gauges(deps: &Data<Dependencies>) -> bool {
+    let mut slot = deps.table_read.lock().await;
+    let mut read = match slot.take() {
+        Some(running) => running,
+        None => tokio::spawn(read_table_gauges(deps.clone())),
+    };
+    match tokio::time::timeout(SCRAPE_TIMEOUT, &mut read).await {
+        Ok(answered) => answered.unwrap_or(false),
+        Err(_) => {
+            *slot = Some(read);
+            false
         }
     }
-    answered
+}
+
+/// Reads the gauges the local modules keep in their tables (outbox, dead
+/// letters, sagas), all at once; whether every read answered.
+async fn read_table_gauges(deps: Data<Dependencies>) -> bool {
+    let messaging = deps
+        .pools
+        .iter()
+        .map(|(module, pool)| events::record_metrics(module, pool));
+    let own = deps.gauges.iter().filter_map(|(module, gauges)| {
+        let (_, pool) = deps.pools.iter().find(|(m, _)| m == module)?;
+        Some(gauges(pool.clone()))
+    });
+    let (messaging, own) = futures_util::future::join(
+        futures_util::future::join_all(messaging),
+        futures_util::future::join_all(own),
+    )
+    .await;
+    messaging.iter().chain(&own).all(Result::is_ok)
 }
 
 /// The methods each documented path answers, from the served OpenAPI

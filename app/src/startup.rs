@@ -252,6 +252,7 @@ impl Application {
             remotes: wiring.remotes.clone(),
             probed: wiring.remotes.iter().map(|_| Default::default()).collect(),
             scraped: Default::default(),
+            table_read: Default::default(),
             broker,
             client,
             policies: policies.clone(),

@@ -151,6 +151,7 @@ async fn metrics_show_module_calls_messaging_sagas_pools_and_the_process() {
         "\nprocess_resident_memory_bytes ",
         "\nprocess_open_fds ",
         "\nhealth_ready 1\n",
+        "\ntable_gauges_read 1\n",
     ];
     let text = eventually("every metric at its settled value", || async {
         let text = app.get("/metrics").await.text().await.ok()?;
@@ -160,6 +161,34 @@ async fn metrics_show_module_calls_messaging_sagas_pools_and_the_process() {
     for m in expected {
         assert!(text.contains(m), "{m} missing in:\n{text}");
     }
+}
+
+/// `health_ready` on `/metrics` says what `/health/ready` says. A gauge
+/// read from a table too slowly (a table locked by a migration, a count
+/// over a huge backlog) is not the instance being unready, where every
+/// instance would raise the critical alert at once: it is
+/// `table_gauges_read 0`, with an alert of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_gauge_too_slow_to_read_is_stale_not_unready() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let app = spawn_app().await;
+    let mut lock = app.db().await;
+    lock.batch_execute("BEGIN; LOCK TABLE catalog.outbox IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("\nhealth_ready 1\n"), "{text}");
+    assert!(text.contains("\ntable_gauges_read 0\n"), "{text}");
+    let ready = app.ready().await;
+    let status = ready.status();
+    let body = ready.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    eventually("the gauges read again", || async {
+        let text = app.get("/metrics").await.text().await.ok()?;
+        text.contains("\ntable_gauges_read 1\n").then_some(())
+    })
+    .await;
 }
 
 /// `/metrics` is open to anyone: a flood of scrapes must not become a
