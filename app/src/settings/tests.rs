@@ -192,7 +192,10 @@ fn local_modules_start_in_dependency_order_whatever_the_listed_order() {
 
 #[test]
 fn production_refuses_what_only_development_may_do() {
-    let production = [("DATABASE_URL", "postgres://u@db/shop")];
+    let production = [
+        ("DATABASE_URL", "postgres://u@db/shop"),
+        ("APP__PAYMENT__PROVIDER_URL", "https://provider.example.com"),
+    ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut vars = production.to_vec();
         vars.extend_from_slice(extra);
@@ -243,7 +246,11 @@ fn an_unknown_environment_is_refused_naming_app_env() {
 fn production_requires_a_database_url() {
     let err = load_env("production", &[]).unwrap_err().to_string();
     assert!(err.contains("database.url"), "{err}");
-    let ok = load_env("production", &[("DATABASE_URL", "postgres://u@db/shop")]).unwrap();
+    let production = [
+        ("DATABASE_URL", "postgres://u@db/shop"),
+        ("APP__PAYMENT__PROVIDER_URL", "https://provider.example.com"),
+    ];
+    let ok = load_env("production", &production).unwrap();
     assert!(!ok.database.embedded);
     assert!(!ok.auth.generate_dev_key);
     let err = load_env(
@@ -256,7 +263,23 @@ fn production_requires_a_database_url() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("auth.generate_dev_key"), "{err}");
-    let production = [("DATABASE_URL", "postgres://u@db/shop")];
+    // Serving the payment module in production takes a provider's URL;
+    // a process that calls it elsewhere does not.
+    let err = load_env("production", &[("DATABASE_URL", "postgres://u@db/shop")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("payment.provider_url"), "{err}");
+    assert!(
+        load_env(
+            "production",
+            &[
+                ("DATABASE_URL", "postgres://u@db/shop"),
+                ("APP__MODULES__PAYMENT__MODE", "remote"),
+                ("APP__MODULES__PAYMENT__URL", "http://payment:8080"),
+            ],
+        )
+        .is_ok()
+    );
     let on_broker = |url: &'static str| {
         let mut vars = production.to_vec();
         vars.extend([
@@ -353,4 +376,34 @@ fn the_http_clients_cap_never_cuts_an_attempt_a_policy_allows() {
     // A longer webhook attempt raises it again.
     let s = load(&[("APP__RESILIENCE__WEBHOOKS__ATTEMPT_TIMEOUT_MS", "40000")]).unwrap();
     assert_eq!(host::compose::request_cap_ms(&s), 41_000);
+}
+
+/// An environment value is a number or a boolean only where it reads back
+/// as written: a password of digits with a leading zero, or a namespace
+/// like `007`, is kept as given (it became `123456`, `7`); secrets are
+/// always text; numbers, floats and booleans still read as such.
+#[test]
+fn environment_values_are_kept_as_written_unless_they_read_back() {
+    let s = load(&[
+        ("APP__NOTIFICATION__EMAIL__SMTP_PASSWORD", "0123456"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_USERNAME", "1e3"),
+        ("APP__EVENTS__RABBITMQ__NAMESPACE", "007"),
+        ("APP__SERVER__PORT", "9090"),
+        ("APP__SERVER__SWAGGER_UI", "FALSE"),
+        ("APP__RESILIENCE__PAYMENT__ATTEMPT_TIMEOUT_MS", "700"),
+        (
+            "APP__RESILIENCE__PAYMENT__BREAKER__FAILURE_RATE_THRESHOLD",
+            "50.0",
+        ),
+    ])
+    .unwrap();
+    let email = &s.section::<notification::Settings>().unwrap().email;
+    assert_eq!(email.smtp_password.as_deref(), Some("0123456"));
+    assert_eq!(email.smtp_username.as_deref(), Some("1e3"));
+    assert_eq!(s.events.rabbitmq.namespace, "007");
+    assert_eq!(s.server.port, 9090);
+    assert!(!s.server.swagger_ui);
+    let payment = s.resilience.for_dependency("payment");
+    assert_eq!(payment.attempt_timeout_ms, 700);
+    assert!((payment.breaker.failure_rate_threshold - 50.0).abs() < f64::EPSILON);
 }

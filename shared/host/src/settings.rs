@@ -139,11 +139,18 @@ impl Settings {
         builder = builder
             .add_source(File::from(config_dir.join("default.toml")).required(false))
             .add_source(File::from(config_dir.join(format!("{environment}.toml"))).required(false))
-            .add_source(
-                environment_source
+            .add_source(AsWritten {
+                parsed: environment_source
                     .try_parsing(true)
                     .source(Some(env_vars.iter().cloned().collect())),
-            );
+                written: env_vars
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        let key = name.strip_prefix("APP__")?;
+                        Some((key.to_lowercase().replace("__", "."), value.clone()))
+                    })
+                    .collect(),
+            });
         if let Some((_, url)) = env_vars.iter().rev().find(|(k, _)| k == "DATABASE_URL") {
             builder = builder
                 .set_override("database.url", url.as_str())
@@ -249,14 +256,7 @@ impl Settings {
             );
         }
         for (module, _, section) in &self.sections.0 {
-            let served = || {
-                if self.modules.is_local(*module) {
-                    section.validate_served(&self.environment)
-                } else {
-                    Ok(())
-                }
-            };
-            if let Err((key, msg)) = section.validate(&self.environment).and_then(|()| served()) {
+            if let Err((key, msg)) = section.validate(&self.environment) {
                 return fail(&format!("{}.{key}", module.as_str()), msg);
             }
         }
@@ -342,6 +342,15 @@ impl Settings {
                     .into(),
             );
         }
+        // Last: what the modules served here need of their sections.
+        for (module, _, section) in &self.sections.0 {
+            if !self.modules.is_local(*module) {
+                continue;
+            }
+            if let Err((key, msg)) = section.validate_served(&self.environment) {
+                return fail(&format!("{}.{key}", module.as_str()), msg);
+            }
+        }
         Ok(())
     }
 
@@ -403,4 +412,56 @@ fn check_postgres_url(key: &str, raw: &str) -> Result<(), ConfigError> {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The environment as a configuration source, each value typed as config's
+/// parsing types it (numbers, booleans, lists) only where that reads back
+/// as written. Otherwise it stays the text given: `0123456` is not the
+/// number 123456, nor `1e3` 1000, nor `TRUE` `true`, which a password, a
+/// user name or a namespace of that shape would silently become. Keys
+/// naming a secret (`*password`, `*username`) are always taken as written.
+#[derive(Debug, Clone)]
+struct AsWritten {
+    parsed: config::Environment,
+    /// Each `APP__` variable by its key (`notification.email.smtp_password`).
+    written: std::collections::HashMap<String, String>,
+}
+
+impl config::Source for AsWritten {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        use config::ValueKind;
+        let mut values = self.parsed.collect()?;
+        for (key, value) in &mut values {
+            let Some(written) = self.written.get(key) else {
+                continue;
+            };
+            let secret = key.ends_with("password") || key.ends_with("username");
+            let reads_back = match &value.kind {
+                ValueKind::Boolean(b) => b.to_string() == *written,
+                ValueKind::I64(n) => n.to_string() == *written,
+                // `50.0` is a float as written, though it prints `50`.
+                ValueKind::Float(_) => is_plain_decimal(written),
+                _ => continue,
+            };
+            if secret || !reads_back {
+                let origin = value.origin().map(str::to_owned);
+                *value = config::Value::new(origin.as_ref(), ValueKind::String(written.clone()));
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// `-12`, `3.25`: digits, one optional point between digits, an optional
+/// sign; no exponent, no `inf`.
+fn is_plain_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let mut parts = digits.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    all_digits(whole) && parts.next().is_none_or(all_digits)
 }
