@@ -327,3 +327,90 @@ async fn catalog_writes_are_for_admins() {
     // Reads stay public.
     assert_eq!(app.get("/api/v1/products").await.status(), 200);
 }
+
+/// Two admins edit one product from the same read: with `If-Match` (the
+/// `ETag` of their GET), the second change is refused 412 instead of
+/// silently undoing the first; a change is made on the version it names,
+/// `*` names any, a weak tag none, and no `If-Match` changes regardless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_with_if_match_is_refused_when_the_product_changed_since() {
+    let app = spawn_app().await;
+    let (url, _) = create(&app, "IFMATCH-1").await;
+    let admin = app.token(&[Role::Admin]);
+    let read = app.client.get(&url).send().await.unwrap();
+    let etag = read.headers()["etag"].to_str().unwrap().to_owned();
+    let patch = |body: Value, if_match: Option<&str>| {
+        let mut request = app
+            .client
+            .patch(&url)
+            .bearer_auth(&admin)
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string());
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        request.send()
+    };
+
+    let first = patch(json!({"name": "First admin's name"}), Some(&etag))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let second = patch(
+        json!({"price": {"amount_minor": 1, "currency": "EUR"}}),
+        Some(&etag),
+    )
+    .await
+    .unwrap();
+    let body = assert_problem(second, 412, "precondition_failed").await;
+    assert!(body["detail"].is_string(), "{body}");
+    let now: Value = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["name"], "First admin's name", "{now}");
+    assert_ne!(
+        now["price"]["amount_minor"], 1,
+        "the refused change left nothing: {now}"
+    );
+
+    // The version read now is the one to name; the answer's own ETag is it.
+    let fresh = app.client.get(&url).send().await.unwrap();
+    let fresh_tag = fresh.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(fresh_tag, etag);
+    assert_eq!(
+        patch(
+            json!({"active": false}),
+            Some(&format!("\"other\", {fresh_tag}"))
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    assert_eq!(
+        patch(json!({"active": true}), Some("*"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let current = app.client.get(&url).send().await.unwrap();
+    let current_tag = current.headers()["etag"].to_str().unwrap().to_owned();
+    let weak = patch(json!({"active": false}), Some(&format!("W/{current_tag}")))
+        .await
+        .unwrap();
+    assert_problem(weak, 412, "precondition_failed").await;
+    assert_eq!(
+        patch(json!({"active": false}), None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

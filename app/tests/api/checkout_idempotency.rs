@@ -246,3 +246,71 @@ async fn expired_idempotency_keys_and_refresh_tokens_are_pruned() {
         1
     );
 }
+
+/// A cart edited in two tabs from the same read: with `If-Match` (the
+/// `ETag` of the GET), the second tab's replacement is refused 412 rather
+/// than dropping the first tab's line. The first conditional PUT of a cart
+/// never set names the empty cart's tag; two such PUTs cannot both pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_replaced_with_if_match_is_refused_when_it_changed_since() {
+    let crate::checkout::scene::Scene {
+        app,
+        admin,
+        token,
+        product,
+        ..
+    } = crate::checkout::scene::scene("TABS-1", 5).await;
+    let (client, base) = (&app.client, app.address.as_str());
+    let other =
+        crate::checkout::shop::stocked_product(client, base, &admin, "TABS-2", 500, 5).await;
+    let cart_url = format!("{base}/api/v1/cart");
+    let read = |token: String| {
+        let url = cart_url.clone();
+        async move {
+            let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["etag"].to_str().unwrap().to_owned()
+        }
+    };
+    let put = |product: &str, quantity: i32, if_match: &str| {
+        client
+            .put(&cart_url)
+            .bearer_auth(&token)
+            .header("if-match", if_match)
+            .json(&json!({"items": [{"product_id": product, "quantity": quantity}]}))
+            .send()
+    };
+
+    let empty = read(token.clone()).await;
+    let (a, b) = tokio::join!(put(&product, 1, &empty), put(&other, 1, &empty));
+    let statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    assert!(
+        statuses == [200, 412] || statuses == [412, 200],
+        "one of two PUTs from the empty cart: {statuses:?}"
+    );
+
+    // Both tabs read this version; the first replaces it (a quantity of
+    // 3 is no cart either PUT above made), the second is refused.
+    let seen = read(token.clone()).await;
+    assert_eq!(
+        put(&product, 3, &seen).await.unwrap().status(),
+        200,
+        "the version read"
+    );
+    let stale = put(&other, 2, &seen).await.unwrap();
+    crate::helpers::assert_problem(stale, 412, "precondition_failed").await;
+    let cart: Value = client
+        .get(&cart_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cart["items"],
+        json!([{"product_id": product, "quantity": 3}]),
+        "{cart}"
+    );
+}

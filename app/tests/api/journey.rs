@@ -6,7 +6,8 @@
 //! own schema), started with the environment a deployment would give them.
 //!
 //! The journey: register and sign in; an admin creates and stocks a product
-//! and the catalog's availability follows the stock; search finds it; a
+//! and the catalog's availability follows the stock; search finds it; two
+//! tabs edit the cart from one read and the second is refused (If-Match); a
 //! checkout with the success card is confirmed and one with the declined
 //! card fails; the confirmed order is cancelled and its payment refunded;
 //! a second order buys the rest and ships; the order emails arrive; no
@@ -272,6 +273,28 @@ async fn customer_journey(t: &Topology) {
             .is_some_and(|items| items.iter().any(|p| p["id"] == product.as_str())),
         "search for {sku}: {found}"
     );
+
+    // Two tabs fill the cart from one read: the second is refused, the
+    // first tab's cart kept (If-Match with the GET's ETag).
+    let read = http
+        .get(api("/cart"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let version = read.headers()["etag"].to_str().unwrap().to_owned();
+    for (quantity, status) in [(1, 200), (3, 412)] {
+        let tab = http
+            .put(api("/cart"))
+            .bearer_auth(&customer)
+            .header("if-match", &version)
+            .json(&json!({"items": [{"product_id": product, "quantity": quantity}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tab.status(), status, "{}", tab.text().await.unwrap());
+    }
 
     // Checkout with the success card: confirmed.
     fill_cart(&http, base, &customer, &product, 2).await;

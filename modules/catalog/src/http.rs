@@ -216,12 +216,16 @@ pub async fn get_product(
 /// Change some fields of a product (JSON merge patch). Admin only.
 #[utoipa::path(
     tag = "catalog",
-    params(("id" = ProductId, Path, description = "Product id")),
+    params(
+        ("id" = ProductId, Path, description = "Product id"),
+        ("If-Match" = Option<String>, Header, description = "Change the product only if it is still this version: the `ETag` of a GET of it (or `*`). Without it the change is unconditional."),
+    ),
     request_body(content = ProductPatch, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The changed product", body = Product),
         (status = 400, description = "Malformed JSON or id", body = ProblemBody),
         (status = 404, description = "No such product", body = ProblemBody),
+        (status = 412, description = "The product changed since the version named in `If-Match` (`precondition_failed`): nothing was changed; GET it again", body = ProblemBody),
         (status = 422, description = "Invalid fields", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
@@ -232,10 +236,11 @@ pub async fn update_product(
     RequestCx(cx): RequestCx,
     _admin: AdminOnly,
     id: Path<ProductId>,
+    if_match: web::etag::IfMatch,
     body: Json<ProductPatch>,
 ) -> Result<Json<Product>> {
     let product = catalog
-        .update_product(&cx, id.into_inner(), body.into_inner())
+        .update_product_if(&cx, id.into_inner(), body.into_inner(), &if_match)
         .await?;
     Ok(Json(product))
 }

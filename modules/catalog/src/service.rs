@@ -12,6 +12,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection as _;
 use kernel::FieldError;
 use kernel::{CallContext, Cursor, Failure, Page, Role};
+use web::etag::IfMatch;
 
 use crate::cache::{CachedProduct, ProductCache};
 use crate::domain::{validate_category, validate_listing, validate_new, validate_patch};
@@ -55,6 +56,83 @@ impl CatalogModule {
                 to_product(row)
             })
             .await
+    }
+
+    /// Changes a product (merge patch), if it is still the version
+    /// `if_match` names (`412` otherwise: changed since the caller read it);
+    /// what `PATCH /products/{id}` runs, and
+    /// [`CatalogApi::update_product`] without a condition.
+    ///
+    /// # Errors
+    /// As [`CatalogApi::update_product`], and
+    /// [`Failure::PreconditionFailed`].
+    #[tracing::instrument(skip_all, fields(product.id = %id))]
+    pub async fn update_product_if(
+        &self,
+        cx: &CallContext,
+        id: ProductId,
+        patch: ProductPatch,
+        if_match: &IfMatch,
+    ) -> Result<Product, CatalogError> {
+        require_admin(cx)?;
+        let valid = validate_patch(patch).map_err(Failure::Validation)?;
+        let mut conn = self.conn().await?;
+        let row = conn
+            .transaction::<_, Abort, _>(async |conn| {
+                if let Some(category) = valid.category_id {
+                    check_category(conn, category).await?;
+                }
+                let Some(before) = repo::find(conn, id, true).await? else {
+                    return Ok(None);
+                };
+                if if_match.0.is_some() {
+                    // The version a GET would show now, tagged as it is.
+                    let current = to_product(before.clone())
+                        .and_then(CachedProduct::new)
+                        .map_err(Abort::Refuse)?;
+                    if !if_match.allows(&current.etag) {
+                        return Err(Abort::Refuse(CatalogError::Common(
+                            Failure::PreconditionFailed,
+                        )));
+                    }
+                }
+                let Some(after) = repo::update(conn, id, &valid).await? else {
+                    return Ok(None);
+                };
+                let (Ok(before), Ok(now)) = (before.into_product(), after.clone().into_product())
+                else {
+                    return Ok(Some(after));
+                };
+                let updated = ProductUpdated {
+                    product_id: id,
+                    sku: now.sku.clone(),
+                    name: now.name.clone(),
+                    price: now.price,
+                    active: now.active,
+                };
+                let mut batch = events::outbox::Batch::new(crate::NAME, cx);
+                batch.push(&updated)?;
+                if before.price != now.price {
+                    let changed = ProductPriceChanged {
+                        product_id: id,
+                        sku: now.sku,
+                        name: now.name,
+                        old_price: before.price,
+                        new_price: now.price,
+                    };
+                    batch.push(&changed)?;
+                }
+                batch.write(conn).await?;
+                Ok(Some(after))
+            })
+            .await
+            .map_err(|e| e.into_error(crate::NAME))?
+            .ok_or(CatalogError::ProductNotFound(id))?;
+        // Visible to the next read here; other instances hear the event.
+        events::outbox::wake(crate::NAME);
+        self.cache.invalidate(id).await;
+        tracing::info!("product updated");
+        to_product(row)
     }
 
     /// The product cache (shared with the catalog's event handler).
@@ -233,63 +311,15 @@ impl CatalogApi for CatalogModule {
         Ok(Page { items, next_cursor })
     }
 
-    #[tracing::instrument(skip_all, fields(product.id = %id))]
     async fn update_product(
         &self,
         cx: &CallContext,
         id: ProductId,
         patch: ProductPatch,
     ) -> Result<Product, CatalogError> {
-        require_admin(cx)?;
-        let valid = validate_patch(patch).map_err(Failure::Validation)?;
-        let mut conn = self.conn().await?;
-        let row = conn
-            .transaction::<_, Abort, _>(async |conn| {
-                if let Some(category) = valid.category_id {
-                    check_category(conn, category).await?;
-                }
-                let Some(before) = repo::find(conn, id, true).await? else {
-                    return Ok(None);
-                };
-                let Some(after) = repo::update(conn, id, &valid).await? else {
-                    return Ok(None);
-                };
-                let (Ok(before), Ok(now)) = (before.into_product(), after.clone().into_product())
-                else {
-                    return Ok(Some(after));
-                };
-                let updated = ProductUpdated {
-                    product_id: id,
-                    sku: now.sku.clone(),
-                    name: now.name.clone(),
-                    price: now.price,
-                    active: now.active,
-                };
-                let mut batch = events::outbox::Batch::new(crate::NAME, cx);
-                batch.push(&updated)?;
-                if before.price != now.price {
-                    let changed = ProductPriceChanged {
-                        product_id: id,
-                        sku: now.sku,
-                        name: now.name,
-                        old_price: before.price,
-                        new_price: now.price,
-                    };
-                    batch.push(&changed)?;
-                }
-                batch.write(conn).await?;
-                Ok(Some(after))
-            })
+        self.update_product_if(cx, id, patch, &IfMatch::default())
             .await
-            .map_err(|e| e.into_error(crate::NAME))?
-            .ok_or(CatalogError::ProductNotFound(id))?;
-        // Visible to the next read here; other instances hear the event.
-        events::outbox::wake(crate::NAME);
-        self.cache.invalidate(id).await;
-        tracing::info!("product updated");
-        to_product(row)
     }
-
     #[tracing::instrument(skip_all, fields(category.slug = %new.slug))]
     async fn create_category(
         &self,

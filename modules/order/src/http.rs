@@ -44,9 +44,13 @@ pub async fn get_cart(
 /// for sale; prices are the catalog's at checkout.
 #[utoipa::path(
     tag = "orders",
+    params(
+        ("If-Match" = Option<String>, Header, description = "Replace the cart only if it is still this version: the `ETag` of a GET of it (or `*`). Without it the cart is replaced whatever it holds."),
+    ),
     request_body = Cart,
     responses(
         (status = 200, description = "The cart", body = Cart),
+        (status = 412, description = "The cart changed since the version named in `If-Match` (`precondition_failed`), in another tab or device: nothing was changed; GET it again", body = ProblemBody),
         (status = 422, description = "Invalid items", body = ProblemBody),
     ),
     security(("bearer" = [])),
@@ -56,9 +60,12 @@ pub async fn put_cart(
     orders: Data<OrderModule>,
     _caller: Authenticated,
     RequestCx(cx): RequestCx,
+    if_match: web::etag::IfMatch,
     body: Json<Cart>,
 ) -> Result<Json<Cart>> {
-    Ok(Json(orders.put_cart(&cx, body.into_inner()).await?))
+    Ok(Json(
+        orders.put_cart(&cx, body.into_inner(), &if_match).await?,
+    ))
 }
 
 /// Order your cart. Needs an `Idempotency-Key` header: the first answer is

@@ -8,13 +8,14 @@ use tracing::Instrument as _;
 
 use auth::ServiceTokens;
 use catalog_api::{CatalogApi, CatalogError, ProductId};
-use db::Pool;
+use db::{Abort, Pool};
 use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use inventory_api::InventoryApi;
 use kernel::{CallContext, Caller, Cursor, Failure, Page, PageLimit, Role};
 use order_api::OrderStatus;
 use payment_api::PaymentApi;
+use web::etag::IfMatch;
 
 use crate::Settings;
 use crate::checkout::{Checkout, PlaceOutcome};
@@ -155,7 +156,12 @@ impl OrderModule {
     /// # Errors
     /// [`Failure::Validation`](kernel::Failure::Validation): quantities outside 1..=100, a product
     /// twice, too many lines, unknown or unavailable products.
-    pub async fn put_cart(&self, cx: &CallContext, cart: Cart) -> Result<Cart, OrderError> {
+    pub async fn put_cart(
+        &self,
+        cx: &CallContext,
+        cart: Cart,
+        if_match: &IfMatch,
+    ) -> Result<Cart, OrderError> {
         let customer = caller(cx)?.user_id;
         let mut errors = domain::cart_errors(&cart);
         if errors.is_empty() {
@@ -185,9 +191,31 @@ impl OrderModule {
         let json = serde_json::to_value(&cart.items)
             .map_err(|e| OrderError::Common(Failure::Unexpected(e.to_string())))?;
         let mut conn = self.conn().await?;
-        carts::put(&mut conn, customer, json)
-            .await
-            .map_err(database)?;
+        if if_match.0.is_none() {
+            carts::put(&mut conn, customer, json)
+                .await
+                .map_err(database)?;
+            return Ok(cart);
+        }
+        conn.transaction::<_, Abort<OrderError>, _>(async |conn| {
+            // The cart as a GET would show it now, tagged as it is; locked
+            // (made, empty, if it never was: two conditional PUTs of an
+            // empty cart must not both pass).
+            let held = carts::lock(conn, customer).await?;
+            let current = stored_cart(Some(&held)).map_err(Abort::Refuse)?;
+            let body = serde_json::to_vec(&current).map_err(|e| {
+                Abort::Refuse(OrderError::Common(Failure::Unexpected(e.to_string())))
+            })?;
+            if !if_match.allows(&web::etag::tag_of(&body)) {
+                return Err(Abort::Refuse(OrderError::Common(
+                    Failure::PreconditionFailed,
+                )));
+            }
+            carts::put(conn, customer, json).await?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.into_error(crate::NAME))?;
         Ok(cart)
     }
 

@@ -22,6 +22,10 @@ pub enum Failure {
     /// The caller's roles do not allow the call (403).
     #[error("the caller's roles do not allow this")]
     Forbidden,
+    /// The resource is no longer the version the request's `If-Match`
+    /// names: changed since the caller read it (412).
+    #[error("the resource changed since the version named in If-Match")]
+    PreconditionFailed,
     /// The module (its database, or its process) cannot answer now (503).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -50,6 +54,7 @@ impl Failure {
             Failure::InvalidCursor => 400,
             Failure::Unauthenticated => 401,
             Failure::Forbidden => 403,
+            Failure::PreconditionFailed => 412,
             Failure::Unavailable(_) | Failure::Degraded(_) => 503,
             Failure::Unexpected(_) => 500,
         }
@@ -63,6 +68,7 @@ impl Failure {
             Failure::InvalidCursor => "invalid_cursor",
             Failure::Unauthenticated => "unauthenticated",
             Failure::Forbidden => "forbidden",
+            Failure::PreconditionFailed => "precondition_failed",
             Failure::Unavailable(_) => unavailable,
             Failure::Degraded(d) => d.code(),
             Failure::Unexpected(_) => "internal_error",
@@ -106,6 +112,7 @@ impl Failure {
             "invalid_cursor" => Failure::InvalidCursor,
             "unauthenticated" | "invalid_token" => Failure::Unauthenticated,
             "forbidden" => Failure::Forbidden,
+            "precondition_failed" => Failure::PreconditionFailed,
             _ if problem.status == 503 => Failure::Unavailable(detail),
             code => Failure::Unexpected(format!("{} {code}: {detail}", problem.status)),
         }

@@ -27,6 +27,30 @@ pub(crate) async fn items(
         .optional()
 }
 
+/// The items of `customer`'s cart, its row locked until the transaction
+/// ends (made, empty, if there was none: the lock then holds a row too).
+pub(crate) async fn lock(
+    conn: &mut AsyncPgConnection,
+    customer: Uuid,
+) -> QueryResult<serde_json::Value> {
+    db::cached(
+        diesel::insert_into(carts::table)
+            .values((
+                carts::customer_id.eq(customer),
+                carts::items.eq(serde_json::Value::Array(Vec::new())),
+            ))
+            .on_conflict_do_nothing(),
+    )
+    .execute(conn)
+    .await?;
+    carts::table
+        .find(customer)
+        .select(carts::items)
+        .for_update()
+        .first(conn)
+        .await
+}
+
 /// Replaces the items of `customer`'s cart.
 pub(crate) async fn put(
     conn: &mut AsyncPgConnection,
