@@ -97,7 +97,15 @@ pub struct ProductCache {
     /// checkout would price from it). A load whose slot moved meanwhile
     /// is not served once that count moved ([`Self::get_or_load`]).
     invalidations: Arc<[AtomicU64; SLOTS]>,
+    /// How long after a write's delete from Redis it is deleted again
+    /// ([`Self::invalidate`]).
+    second_delete: Duration,
 }
+
+/// [`ProductCache::invalidate`]'s second delete from Redis, this long after
+/// the first: far longer than a change notification takes to reach the
+/// other instances (milliseconds), far shorter than the entry's TTL.
+const SECOND_DELETE: Duration = Duration::from_secs(1);
 
 /// Slots of [`ProductCache::invalidations`]: a write to one product makes a
 /// concurrent load of another forget its result one time in this many.
@@ -134,6 +142,7 @@ impl ProductCache {
             local: Some(local),
             redis,
             invalidations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            second_delete: SECOND_DELETE,
         })
     }
 
@@ -143,7 +152,16 @@ impl ProductCache {
             local: None,
             redis: None,
             invalidations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            second_delete: SECOND_DELETE,
         }
+    }
+
+    /// This cache, deleting a written product from Redis a second time
+    /// `after` the first (tests; [`SECOND_DELETE`] otherwise).
+    #[must_use]
+    pub fn second_delete_after(mut self, after: Duration) -> ProductCache {
+        self.second_delete = after;
+        self
     }
 
     /// The product with its representation, from the cache or from `load`
@@ -239,10 +257,23 @@ impl ProductCache {
         }
     }
 
-    /// Forgets a product everywhere (after it changed).
+    /// Forgets a product everywhere (after it changed), and deletes it
+    /// from Redis once more a moment later: another instance whose load
+    /// read the row before the write, and that had not yet heard of the
+    /// change when the load ended, may have written its old copy back in
+    /// between, which every instance would then serve until the TTL.
     pub async fn invalidate(&self, id: ProductId) {
         self.slot(id).fetch_add(1, Ordering::AcqRel);
         self.forget(id).await;
+        if let Some((redis, _)) = &self.redis {
+            let (mut redis, after) = (redis.clone(), self.second_delete);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                if let Err(e) = redis.del::<_, ()>(key(id)).await {
+                    tracing::warn!(error = %e, product.id = %id, "cannot invalidate the product in Redis again");
+                }
+            });
+        }
     }
 
     /// Drops a product from this process's memory and from Redis.
@@ -381,5 +412,84 @@ mod tests {
         price.store(300, Ordering::SeqCst);
         let kept = reader(cache.clone()).await.unwrap().unwrap();
         assert_eq!(kept.product.price.amount_minor(), 200);
+    }
+
+    /// Two instances on one Redis. The writer's deletes the product from
+    /// Redis as its write commits; the other, whose load read the row
+    /// before the write and had not yet heard of it (the change's
+    /// notification still on its way), writes its old copy back just
+    /// after. The writer deletes it once more a moment later, so the old
+    /// copy is not what every instance serves until the TTL (a minute).
+    #[tokio::test]
+    async fn an_old_copy_written_back_to_redis_after_a_write_is_deleted_again() {
+        use std::sync::Mutex;
+        let settings = CacheSettings {
+            backend: CacheBackend::Redis,
+            ttl_secs: 60,
+            capacity: 100,
+            redis_url: "redis://127.0.0.1:6379/".to_owned(),
+            local_ttl_secs: 5,
+        };
+        let writer = ProductCache::new(&settings)
+            .await
+            .unwrap()
+            .second_delete_after(Duration::from_secs(3));
+        let other = ProductCache::new(&settings).await.unwrap();
+        let id = ProductId::generate();
+        let (read, has_read) = tokio::sync::oneshot::channel();
+        let (finish, may_finish) = tokio::sync::oneshot::channel::<()>();
+        let gate = Arc::new(Mutex::new(Some((read, may_finish))));
+        let load = tokio::spawn(async move {
+            other
+                .get_or_load(id, || {
+                    let gate = gate.clone();
+                    async move {
+                        let row = product(id, 100);
+                        let gate = gate.lock().unwrap().take();
+                        if let Some((read, may_finish)) = gate {
+                            read.send(()).unwrap();
+                            drop(may_finish.await);
+                        }
+                        Ok(row)
+                    }
+                })
+                .await
+        });
+        has_read.await.unwrap();
+        writer.invalidate(id).await;
+        finish.send(()).unwrap();
+        load.await.unwrap().unwrap();
+
+        let client = redis::Client::open(settings.redis_url.as_str()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let stored = |mut redis: redis::aio::MultiplexedConnection| async move {
+            redis::cmd("GET")
+                .arg(key(id))
+                .query_async::<Option<String>>(&mut redis)
+                .await
+                .unwrap()
+        };
+        assert!(
+            stored(redis.clone()).await.is_some(),
+            "the old copy is back in Redis"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while stored(redis.clone()).await.is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the old copy stayed in Redis"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let fresh = writer
+            .get_or_load(id, || async move { Ok(product(id, 200)) })
+            .await
+            .unwrap();
+        assert_eq!(fresh.product.price.amount_minor(), 200);
+        let _: () = redis::cmd("DEL")
+            .arg(key(id))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
     }
 }
