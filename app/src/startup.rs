@@ -190,9 +190,9 @@ impl Application {
                 stopped: &stopped,
                 database_url: &server.url,
             };
-            let built = host::registry::build_local(host, registry::COMPILED, pool).await?;
+            let built =
+                host::registry::build_local(host, registry::COMPILED, pool, background).await?;
             for (registration, local) in built {
-                background.extend(local.jobs);
                 subscriptions.extend(local.subscription);
                 local_keys = local_keys.or(local.keys);
                 if let Some(read) = registration.gauges {

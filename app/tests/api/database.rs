@@ -61,6 +61,9 @@ async fn a_busy_pool_pings_its_database_up() {
     let held = (pool.get().await.unwrap(), pool.get().await.unwrap());
     let check = std::time::Duration::from_secs(2);
     assert_eq!(db::ping(&pool, check).await, Ok(()));
+    // A flood of checks meanwhile: one connection opened, its answer shared.
+    let flood = futures_util::future::join_all((0..50).map(|_| db::ping(&pool, check))).await;
+    assert!(flood.iter().all(Result::is_ok), "{flood:?}");
     drop(held);
     assert_eq!(db::ping(&pool, check).await, Ok(()));
 

@@ -79,7 +79,14 @@ struct Shared {
     options: PoolOptions,
     state: RwLock<Shares>,
     closed: AtomicBool,
+    /// The last [`ping`] made on a connection of its own (every pooled one
+    /// busy), and when: one at a time, its answer taken for a second, so
+    /// a flood of readiness checks opens one connection, not one each.
+    fallback_ping: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
+
+/// How long a [`ping`] on a connection of its own answers for the next.
+const FALLBACK_PING_REUSE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Shares {
@@ -219,6 +226,7 @@ pub fn build_pool(options: &PoolOptions) -> anyhow::Result<Pool> {
         options: options.clone(),
         state: RwLock::new(Shares::default()),
         closed: AtomicBool::new(false),
+        fallback_ping: tokio::sync::Mutex::new(None),
     })))
 }
 
@@ -264,7 +272,8 @@ fn build_shard(options: &PoolOptions, max_size: usize) -> anyhow::Result<Shard> 
 /// when every connection is in use (a burst of slow requests), on one
 /// opened for the check alone: a busy pool is not a database down, and
 /// every instance of a shop under load would otherwise leave its load
-/// balancer at once.
+/// balancer at once. Such a check is made once at a time per pool and its
+/// answer reused for a second (`/health/ready` is open to anyone).
 ///
 /// # Errors
 /// A short, log-safe reason.
@@ -282,10 +291,18 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
         match tokio::time::timeout(timeout / 2, pool.get()).await {
             Ok(Ok(mut conn)) => select_one(&mut conn).await,
             Ok(Err(PoolError::Timeout(deadpool::managed::TimeoutType::Wait))) | Err(_) => {
-                let mut conn = AsyncPgConnection::establish(&pool.0.options.url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                select_one(&mut conn).await
+                let mut last = pool.0.fallback_ping.lock().await;
+                if let Some((at, outcome)) = &*last
+                    && at.elapsed() < FALLBACK_PING_REUSE
+                {
+                    return outcome.clone();
+                }
+                let outcome = match AsyncPgConnection::establish(&pool.0.options.url).await {
+                    Ok(mut conn) => select_one(&mut conn).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                *last = Some((std::time::Instant::now(), outcome.clone()));
+                outcome
             }
             Ok(Err(e)) => Err(e.to_string()),
         }

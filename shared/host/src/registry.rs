@@ -321,7 +321,10 @@ pub fn find(
 }
 
 /// Builds the modules served here, in start order (a module's in-process
-/// dependencies first), each over the pool `pool` gives it.
+/// dependencies first), each over the pool `pool` gives it. Each module's
+/// background jobs are moved to `started` as soon as it is built (its
+/// [`Local::jobs`] left empty), so that when a later module fails, the
+/// caller still holds every job started and can stop them and wait.
 ///
 /// # Errors
 /// The first module that cannot be built, or a module served here that is
@@ -330,6 +333,7 @@ pub async fn build_local(
     host: Host<'_>,
     compiled: &[&'static Registration],
     mut pool: impl FnMut(ModuleName) -> anyhow::Result<db::Pool>,
+    started: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Vec<(&'static Registration, Local)>> {
     let mut apis = Apis::default();
     let mut built = Vec::new();
@@ -345,7 +349,8 @@ pub async fn build_local(
             apis: &apis,
             database_url: host.settings.module_database_url(module, host.database_url),
         };
-        let module = (registration.build)(cx).await?;
+        let mut module = (registration.build)(cx).await?;
+        started.append(&mut module.jobs);
         apis.merge(module.apis.clone());
         built.push((registration, module));
     }
