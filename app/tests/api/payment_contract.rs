@@ -255,6 +255,8 @@ struct HeldAuthorization {
     first: std::sync::atomic::AtomicBool,
     reached: tokio::sync::Notify,
     release: tokio::sync::Notify,
+    /// The next void fails (unavailable) when set.
+    failing_void: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -304,6 +306,14 @@ impl payment::provider::PaymentProvider for HeldAuthorization {
         &self,
         id: &str,
     ) -> Result<payment::provider::ProviderAuthorization, payment::provider::ProviderError> {
+        if self
+            .failing_void
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(payment::provider::ProviderError::Unavailable(
+                "the call failed".into(),
+            ));
+        }
         self.inner.void(id).await
     }
 
@@ -351,6 +361,7 @@ async fn held(
         first: true.into(),
         reached: tokio::sync::Notify::new(),
         release: tokio::sync::Notify::new(),
+        failing_void: false.into(),
     });
     let module = payment::PaymentModule::new(pool.clone(), held.clone());
     (module, held, base, pool, Guard { _db: db, provider })
@@ -499,5 +510,68 @@ async fn bars_older_than_a_week_are_forgotten() {
         barred(young).await.unwrap().unwrap_err(),
         PaymentError::InvalidTransition(PaymentStatus::Voided),
         "a young bar stays"
+    );
+}
+
+/// An authorization that meets the bar while the provider does not answer
+/// its void keeps its hold for the moment, the payment still
+/// `authorizing`: nothing else will ask (the saga turned back). The
+/// module's minute job settles such payments again, and the hold is
+/// released then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_the_bar_could_not_release_at_once_is_released_by_the_upkeep() {
+    use diesel_async::RunQueryDsl as _;
+    use payment_api::PaymentApi as _;
+    let (module, held, base, pool, _guard) = held(false).await;
+    let order = OrderId::generate();
+    let late = spawn_authorization(&module, order);
+    held.reached.notified().await;
+    diesel::sql_query("INSERT INTO voided_orders (order_id) VALUES ($1)")
+        .bind::<diesel::sql_types::Uuid, _>(order.as_uuid())
+        .execute(&mut db::connection(&pool, "payment").await.unwrap())
+        .await
+        .unwrap();
+    held.failing_void
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    held.release.notify_one();
+    assert!(late.await.unwrap().is_err(), "its void failed");
+    assert_eq!(
+        at_provider(&base).await,
+        ["authorized"],
+        "the hold is still there"
+    );
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    assert_eq!(
+        module
+            .payment_for_order(&service, order)
+            .await
+            .unwrap()
+            .status,
+        PaymentStatus::Authorizing
+    );
+
+    assert_eq!(
+        module
+            .release_barred_holds(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(at_provider(&base).await, ["voided"], "the hold is released");
+    assert_eq!(
+        module
+            .payment_for_order(&service, order)
+            .await
+            .unwrap()
+            .status,
+        PaymentStatus::Voided
+    );
+    assert_eq!(
+        module
+            .release_barred_holds(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        0,
+        "nothing left"
     );
 }

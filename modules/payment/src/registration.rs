@@ -83,7 +83,7 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
             cx.policy(Dependency::PaymentProvider),
         );
         let module = Data::new(PaymentModule::new(cx.pool.clone(), Arc::new(provider)));
-        jobs.push(tokio::spawn(crate::service::forget_old_bars(
+        jobs.push(tokio::spawn(crate::service::upkeep(
             PaymentModule::clone(&module),
             cx.stopped.clone(),
         )));

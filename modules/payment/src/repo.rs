@@ -241,6 +241,32 @@ pub(crate) async fn bar(conn: &mut AsyncPgConnection, order: OrderId) -> QueryRe
     Ok(())
 }
 
+/// Up to `limit` payments still `authorizing`, opened more than `older_than`
+/// ago, whose order is barred ([`bar`]): authorizations that met the bar
+/// and could not release their hold then (the provider did not answer).
+pub(crate) async fn barred_authorizing(
+    conn: &mut AsyncPgConnection,
+    older_than: std::time::Duration,
+    limit: i64,
+) -> QueryResult<Vec<Uuid>> {
+    #[derive(QueryableByName)]
+    struct Barred {
+        #[diesel(sql_type = SqlUuid)]
+        order_id: Uuid,
+    }
+    let rows: Vec<Barred> = db::sql(
+        "SELECT p.order_id FROM payments p JOIN voided_orders v USING (order_id) \
+         WHERE p.status = 'authorizing' \
+         AND p.created_at < now() - make_interval(secs => $1) \
+         ORDER BY p.created_at LIMIT $2",
+    )
+    .bind::<diesel::sql_types::Double, _>(older_than.as_secs_f64())
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.order_id).collect())
+}
+
 /// Forgets the bars older than `days` days; how many went.
 pub(crate) async fn prune_bars(conn: &mut AsyncPgConnection, days: i32) -> QueryResult<usize> {
     db::sql("DELETE FROM voided_orders WHERE voided_at < now() - make_interval(days => $1)")

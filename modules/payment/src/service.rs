@@ -93,24 +93,37 @@ fn database(error: DieselError) -> PaymentError {
 /// no payment of it (`repo::bar`): far beyond any caller's deadline.
 const BARRED_DAYS: i32 = 7;
 
-/// Every hour until `stop` turns true, forgets the bars older than
-/// [`BARRED_DAYS`] ([`PaymentModule::forget_old_bars`]).
-pub(crate) async fn forget_old_bars(
-    module: PaymentModule,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let every = std::time::Duration::from_secs(3600);
+/// Every minute until `stop` turns true, releases the holds of barred
+/// authorizations that could not release them when they met the bar
+/// ([`PaymentModule::release_barred_holds`]); every hour, forgets the bars
+/// older than [`BARRED_DAYS`] ([`PaymentModule::forget_old_bars`]).
+pub(crate) async fn upkeep(module: PaymentModule, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(60);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick: u64 = 0;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        match module.forget_old_bars().await {
+        tick += 1;
+        match module.release_barred_holds(every).await {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(forgotten = n, "old bars on voided orders forgotten"),
-            Err(e) => tracing::warn!(error = %e, "could not forget old bars on voided orders"),
+            Ok(n) => tracing::info!(
+                released = n,
+                "holds of authorizations made after their order's void released"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the holds of barred authorizations")
+            }
+        }
+        if tick % 60 == 0 {
+            match module.forget_old_bars().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(forgotten = n, "old bars on voided orders forgotten"),
+                Err(e) => tracing::warn!(error = %e, "could not forget old bars on voided orders"),
+            }
         }
     }
 }
@@ -147,6 +160,40 @@ impl PaymentModule {
             provider,
             recent: Arc::default(),
         }
+    }
+
+    /// Settles again the payments still `authorizing`, opened more than
+    /// `older_than` ago, whose order was barred: each met the bar when its
+    /// authorization came back and could not void the hold then (the
+    /// provider did not answer). The provider replays the authorization by
+    /// its key and the hold is voided now. How many were released; the
+    /// module's own job runs it every minute.
+    ///
+    /// # Errors
+    /// The database cannot answer.
+    pub async fn release_barred_holds(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<usize, PaymentError> {
+        let orders = {
+            let mut conn = self.conn().await?;
+            repo::barred_authorizing(&mut conn, older_than, 100)
+                .await
+                .map_err(database)?
+        };
+        let mut released = 0;
+        for order in orders {
+            let order = OrderId::from(order);
+            let (payment, at_provider) = self.with_provider_side(order).await?;
+            match self.settle(&payment, &at_provider.method).await {
+                Ok(settled) if settled.status == PaymentStatus::Voided => released += 1,
+                Ok(_) | Err(PaymentError::Declined(_)) => {}
+                Err(e) => {
+                    tracing::warn!(order.id = %order, error = %e, "the hold of a barred authorization is still held; tried again next minute");
+                }
+            }
+        }
+        Ok(released)
     }
 
     /// Forgets the bars on orders voided before their payment
