@@ -118,7 +118,7 @@ pub(crate) async fn upkeep(module: PaymentModule, mut stop: tokio::sync::watch::
                 tracing::warn!(error = %e, "could not release the holds of barred authorizations")
             }
         }
-        if tick % 60 == 0 {
+        if tick.is_multiple_of(60) {
             match module.forget_old_bars().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(forgotten = n, "old bars on voided orders forgotten"),
