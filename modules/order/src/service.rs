@@ -206,7 +206,11 @@ impl OrderModule {
             let body = serde_json::to_vec(&current).map_err(|e| {
                 Abort::Refuse(OrderError::Common(Failure::Unexpected(e.to_string())))
             })?;
-            if !if_match.allows(&web::etag::tag_of(&body)) {
+            // A cart already as asked is this change made once before (a
+            // retry whose first answer was lost): answered as done (RFC
+            // 9110 13.1.1), not refused for the version it made.
+            let as_asked = held == json;
+            if !as_asked && !if_match.allows(&web::etag::tag_of(&body)) {
                 return Err(Abort::Refuse(OrderError::Common(
                     Failure::PreconditionFailed,
                 )));
