@@ -395,6 +395,8 @@ fn environment_values_are_kept_as_written_unless_they_read_back() {
             "APP__RESILIENCE__PAYMENT__BREAKER__FAILURE_RATE_THRESHOLD",
             "50.0",
         ),
+        ("APP__RESILIENCE__PAYMENT__RETRY_BUDGET_PERCENT", ".5"),
+        ("APP__RESILIENCE__PAYMENT__MAX_RETRIES", "+2"),
     ])
     .unwrap();
     let email = &s.section::<notification::Settings>().unwrap().email;
@@ -406,4 +408,12 @@ fn environment_values_are_kept_as_written_unless_they_read_back() {
     let payment = s.resilience.for_dependency("payment");
     assert_eq!(payment.attempt_timeout_ms, 700);
     assert!((payment.breaker.failure_rate_threshold - 50.0).abs() < f64::EPSILON);
+    assert!((payment.retry_budget_percent - 0.5).abs() < f64::EPSILON);
+    assert_eq!(payment.max_retries, 2);
+    let text = load(&[("APP__EVENTS__RABBITMQ__NAMESPACE", "1.10")]).unwrap();
+    assert_eq!(text.events.rabbitmq.namespace, "1.10", "a float prints 1.1");
+    let wrong = load(&[("APP__RESILIENCE__PAYMENT__MAX_RETRIES", "many")])
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("many"), "{wrong}");
 }

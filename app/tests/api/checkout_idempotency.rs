@@ -301,7 +301,11 @@ async fn a_cart_replaced_with_if_match_is_refused_when_it_changed_since() {
     crate::helpers::assert_problem(stale, 412, "precondition_failed").await;
     // The first tab's PUT sent again (its answer lost, a gateway retrying
     // it): the cart is already as it asks, so it is answered as done.
-    assert_eq!(put(&product, 3, &seen).await.unwrap().status(), 200, "a retry");
+    assert_eq!(
+        put(&product, 3, &seen).await.unwrap().status(),
+        200,
+        "a retry"
+    );
     let cart: Value = client
         .get(&cart_url)
         .bearer_auth(&token)

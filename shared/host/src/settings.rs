@@ -443,8 +443,7 @@ impl config::Source for AsWritten {
             let reads_back = match &value.kind {
                 ValueKind::Boolean(b) => b.to_string() == *written,
                 ValueKind::I64(n) => n.to_string() == *written,
-                // `50.0` is a float as written, though it prints `50`.
-                ValueKind::Float(_) => is_plain_decimal(written),
+                ValueKind::Float(f) => f.to_string() == *written,
                 _ => continue,
             };
             if secret || !reads_back {
@@ -454,14 +453,4 @@ impl config::Source for AsWritten {
         }
         Ok(values)
     }
-}
-
-/// `-12`, `3.25`: digits, one optional point between digits, an optional
-/// sign; no exponent, no `inf`.
-fn is_plain_decimal(text: &str) -> bool {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let mut parts = digits.splitn(2, '.');
-    let whole = parts.next().unwrap_or_default();
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    all_digits(whole) && parts.next().is_none_or(all_digits)
 }

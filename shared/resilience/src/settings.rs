@@ -29,25 +29,60 @@ pub struct PolicySettings {
     pub breaker: BreakerSettings,
 }
 
+/// An optional number given as a number or as text. An environment
+/// variable's value that does not read back as a number stays text
+/// (`host::settings`), and these fields sit under a flattened map, whose
+/// buffered values serde takes as text only as text.
+fn number_or_text<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Given<T> {
+        Number(T),
+        Text(String),
+    }
+    match <Option<Given<T>> as serde::Deserialize>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Given::Number(n)) => Ok(Some(n)),
+        Some(Given::Text(text)) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}"))),
+    }
+}
+
 /// Partial settings of one dependency: what differs from `[resilience.default]`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overrides {
     /// Replaces the default's [`PolicySettings::attempt_timeout_ms`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub attempt_timeout_ms: Option<u64>,
     /// Replaces the default's [`PolicySettings::deadline_ms`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub deadline_ms: Option<u64>,
     /// Replaces the default's [`PolicySettings::max_retries`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub max_retries: Option<u32>,
     /// Replaces the default's [`PolicySettings::retry_base_ms`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub retry_base_ms: Option<u64>,
     /// Replaces the default's [`PolicySettings::retry_max_ms`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub retry_max_ms: Option<u64>,
     /// Replaces the default's [`PolicySettings::retry_budget_percent`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub retry_budget_percent: Option<f64>,
     /// Replaces the default's [`PolicySettings::retry_budget_min_per_sec`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub retry_budget_min_per_sec: Option<f64>,
     /// Replaces the default's [`PolicySettings::max_concurrent`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub max_concurrent: Option<usize>,
     /// Breaker fields that differ.
     #[serde(default)]
@@ -59,18 +94,25 @@ pub struct Overrides {
 #[serde(deny_unknown_fields)]
 pub struct BreakerOverrides {
     /// Replaces the default's [`BreakerSettings::window_size`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub window_size: Option<usize>,
     /// Replaces the default's [`BreakerSettings::minimum_calls`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub minimum_calls: Option<usize>,
     /// Replaces the default's [`BreakerSettings::failure_rate_threshold`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub failure_rate_threshold: Option<f64>,
     /// Replaces the default's [`BreakerSettings::slow_call_rate_threshold`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub slow_call_rate_threshold: Option<f64>,
     /// Replaces the default's [`BreakerSettings::slow_call_ms`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub slow_call_ms: Option<u64>,
     /// Replaces the default's [`BreakerSettings::wait_open_ms`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub wait_open_ms: Option<u64>,
     /// Replaces the default's [`BreakerSettings::half_open_calls`].
+    #[serde(default, deserialize_with = "number_or_text")]
     pub half_open_calls: Option<usize>,
 }
 
