@@ -91,8 +91,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         // First: a port in use (a second `cargo run`, a pod's old process)
         // fails the start before any background task has claimed work it
-        // would then leave half done.
-        let listener = TcpListener::bind((settings.server.host, settings.server.port))?;
+        // would then leave half done. Bound, not listening: until the
+        // server is wired, a connection is refused, not left waiting.
+        let listener = bind(settings.server.host, settings.server.port)?;
         let (stop, stopped) = watch::channel(false);
         let stop = Arc::new(stop);
         let mut background = Vec::new();
@@ -127,7 +128,7 @@ impl Application {
     /// starts pushed to `background` as they start.
     async fn wire(
         settings: Settings,
-        listener: TcpListener,
+        listener: socket2::Socket,
         stop: Arc<watch::Sender<bool>>,
         stopped: watch::Receiver<bool>,
         background: &mut Vec<tokio::task::JoinHandle<()>>,
@@ -284,6 +285,8 @@ impl Application {
         let cors_enabled = !settings.cors.allowed_origins.is_empty();
         let cors_settings = settings.clone();
 
+        listener.listen(LISTEN_BACKLOG)?;
+        let listener = TcpListener::from(listener);
         let port = listener.local_addr()?.port();
         let remote_names: Vec<String> = wiring
             .remotes
@@ -406,6 +409,23 @@ impl Application {
         }
         Ok(result?)
     }
+}
+
+/// Connections the kernel queues for the server before it accepts them.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A TCP socket bound to `host:port` (address reuse on, as std's bind
+/// does), not yet listening.
+fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<socket2::Socket> {
+    let address = std::net::SocketAddr::new(host, port);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
 }
 
 /// Waits for SIGTERM (containers, Kubernetes) or SIGINT (a terminal).
