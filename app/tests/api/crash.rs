@@ -20,7 +20,7 @@ struct Count {
     n: i64,
 }
 
-async fn count(url: &str, sql: &str) -> i64 {
+pub(crate) async fn count(url: &str, sql: &str) -> i64 {
     let mut conn = AsyncPgConnection::establish(url).await.unwrap();
     diesel::sql_query(sql)
         .get_result::<Count>(&mut conn)

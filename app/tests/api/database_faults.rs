@@ -75,6 +75,36 @@ async fn requests_fail_fast_while_postgres_is_down_and_recover_when_it_returns()
 
 /// Another session takes the catalog's products table and holds it until
 /// the returned connection rolls back.
+/// Waits until `n` sessions wait for the lock `holder` holds on
+/// `catalog.products`.
+async fn waiting_on_the_lock(holder: &mut diesel_async::AsyncPgConnection, n: i64) {
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let started = Instant::now();
+    loop {
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_locks \
+             WHERE relation = 'catalog.products'::regclass AND NOT granted",
+        )
+        .get_result(holder)
+        .await
+        .unwrap();
+        if waiting.n >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {n} requests reached the lock",
+            waiting.n
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn lock_products(app: &crate::helpers::TestApp) -> diesel_async::AsyncPgConnection {
     lock_table(app, "catalog.products").await
 }
@@ -150,14 +180,14 @@ async fn a_request_waiting_for_a_busy_pool_gets_503_at_the_wait_timeout() {
         (app.get("/api/v1/products").await.status() == 200).then_some(())
     })
     .await;
-    let holder = lock_products(&app).await;
+    let mut holder = lock_products(&app).await;
 
     // The first two requests take the pool's two connections (one share
     // for every runtime at this size) and wait on the lock; the third
     // finds no connection to borrow.
     let first = tokio::spawn(app.client.get(app.url("/api/v1/products")).send());
     let second = tokio::spawn(app.client.get(app.url("/api/v1/products")).send());
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    waiting_on_the_lock(&mut holder, 2).await;
     let started = Instant::now();
     let waiting = app.get("/api/v1/products").await;
     let took = started.elapsed();
@@ -262,8 +292,8 @@ async fn readiness_checks_the_databases_at_once() {
         .count();
     assert_eq!(stalled, 6, "every module's check waited: {body}");
     assert!(
-        took < Duration::from_secs(4),
-        "one check timeout, not one per module: {took:?}"
+        took < Duration::from_secs(8),
+        "one check timeout (2 s), not one per module (12 s): {took:?}"
     );
 }
 

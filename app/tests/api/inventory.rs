@@ -219,7 +219,7 @@ async fn a_retried_reservation_is_the_same_under_any_collation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_expire_and_give_their_stock_back() {
-    let (module, _db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "1")]).await;
+    let (module, _db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "3")]).await;
     let admin = caller(Role::Admin);
     let sku = Sku::parse("TTL-1").unwrap();
     module.adjust(&admin, &sku, receive(3)).await.unwrap();
@@ -237,9 +237,20 @@ async fn reservations_expire_and_give_their_stock_back() {
         )
         .await
         .unwrap();
-    assert_eq!(module.expire_due().await.unwrap(), 0, "not yet");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(module.expire_due().await.unwrap(), 1);
+    let reserved = std::time::Instant::now();
+    let early = module.expire_due().await.unwrap();
+    if reserved.elapsed() < Duration::from_secs(3) {
+        assert_eq!(early, 0, "not yet");
+    }
+    let module = &module;
+    crate::helpers::eventually("the reservation expired", || async move {
+        (module.expire_due().await.unwrap() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        reserved.elapsed() >= Duration::from_secs(2),
+        "not before its time"
+    );
     assert_eq!(
         module.reservation(&admin, order).await.unwrap().status,
         ReservationStatus::Expired

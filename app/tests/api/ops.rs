@@ -172,6 +172,8 @@ async fn metrics_show_module_calls_messaging_sagas_pools_and_the_process() {
 async fn a_table_gauge_too_slow_to_read_is_stale_not_unready() {
     use diesel_async::SimpleAsyncConnection as _;
     let app = spawn_app().await;
+    // Every pool's first connection opened before the timed scrape.
+    assert_eq!(app.ready().await.status(), 200);
     let mut lock = app.db().await;
     lock.batch_execute("BEGIN; LOCK TABLE catalog.outbox IN ACCESS EXCLUSIVE MODE")
         .await

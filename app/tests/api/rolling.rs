@@ -35,7 +35,33 @@ impl Drop for HaProxy {
     }
 }
 
-fn haproxy(port: u16, backends: &[u16]) -> HaProxy {
+/// The state HAProxy's checks give server `s{index}` (`UP`, `DOWN`,
+/// `UP 1/2`...), from its stats page on `stats_port`.
+async fn haproxy_status(stats_port: u16, index: usize) -> Option<String> {
+    let csv = http()
+        .get(format!("http://127.0.0.1:{stats_port}/stats;csv"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let server = format!("s{index}");
+    csv.lines()
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"shops") && fields.get(1) == Some(&server.as_str()))
+        .and_then(|fields| fields.get(17).map(|s| (*s).to_owned()))
+}
+
+/// Waits until HAProxy's checks hold server `s{index}` to be `state`.
+async fn haproxy_sees(stats_port: u16, index: usize, state: &str) {
+    eventually(&format!("HAProxy to see s{index} {state}"), || async {
+        (haproxy_status(stats_port, index).await.as_deref() == Some(state)).then_some(())
+    })
+    .await;
+}
+
+fn haproxy(port: u16, stats_port: u16, backends: &[u16]) -> HaProxy {
     // Health checks every 100 ms on readiness (a busy instance may take a
     // while to answer one); a server is out after two failed checks, well
     // within the drain delay, and back after two good ones. A request whose connection
@@ -54,7 +80,8 @@ fn haproxy(port: u16, backends: &[u16]) -> HaProxy {
          \x20 option http-server-close\n\
          frontend shop\n  bind 127.0.0.1:{port}\n  default_backend shops\n\
          backend shops\n  balance roundrobin\n  option httpchk GET /health/ready\n\
-         \x20 timeout check 2s\n  default-server inter 100ms fall 2 rise 2\n{servers}"
+         \x20 timeout check 2s\n  default-server inter 100ms fall 2 rise 2\n{servers}\
+         listen stats\n  bind 127.0.0.1:{stats_port}\n  stats enable\n  stats uri /stats\n"
     );
     let path = std::env::temp_dir().join(format!("shop-haproxy-{}.cfg", Uuid::new_v4()));
     std::fs::write(&path, config).unwrap();
@@ -172,7 +199,9 @@ async fn ready(base: &str) {
 async fn instances_restart_one_at_a_time_behind_haproxy_without_a_failed_request() {
     let deployment = Deployment::new().await;
     let env = deployment.env(&[
-        ("APP__SERVER__DRAIN_DELAY_MS", "1000"),
+        // Long enough for HAProxy's checks (two failures, 100 ms apart,
+        // each allowed 2 s) to take a stopping instance out, however busy.
+        ("APP__SERVER__DRAIN_DELAY_MS", "5000"),
         // A saga left by a stopped instance is taken over quickly.
         ("APP__ORDER__LEASE_SECS", "2"),
         ("APP__ORDER__RECOVERY_INTERVAL_MS", "200"),
@@ -186,8 +215,8 @@ async fn instances_restart_one_at_a_time_behind_haproxy_without_a_failed_request
     for instance in instances.iter().flatten() {
         ready(&instance.url("")).await;
     }
-    let front = free_port();
-    let _proxy = haproxy(front, &ports);
+    let (front, stats) = (free_port(), free_port());
+    let _proxy = haproxy(front, stats, &ports);
     let base = url(front);
     let http = http();
     eventually("HAProxy serves", || async {
@@ -223,7 +252,10 @@ async fn instances_restart_one_at_a_time_behind_haproxy_without_a_failed_request
     }
 
     // Each instance in turn: SIGTERM, wait for it to exit, start it again
-    // on its port, and give HAProxy time to see it ready.
+    // on its port, and wait for HAProxy to see it up before the next.
+    for i in 0..ports.len() {
+        haproxy_sees(stats, i, "UP").await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (i, port) in ports.iter().enumerate() {
         let old = instances[i].take().unwrap();
@@ -234,7 +266,7 @@ async fn instances_restart_one_at_a_time_behind_haproxy_without_a_failed_request
         let fresh = Shop::start_on(*port, &env);
         ready(&fresh.url("")).await;
         instances[i] = Some(fresh);
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        haproxy_sees(stats, i, "UP").await;
     }
     stop.store(true, Ordering::Relaxed);
     for task in load {

@@ -179,11 +179,19 @@ async fn the_saga_runs_with_inventory_and_payment_in_their_own_processes() {
     let slow = Shop::start_on(t.payment_port, &refs(&slow_env));
     slow.wait_live().await;
     fill_cart(&client, &base, &token, &product, 2).await;
+    let payments = "SELECT count(*) AS n FROM payment.payments";
+    let db = t.deployment.db.url().to_owned();
+    let before = crate::crash::count(&db, payments).await;
     let placing = {
         let (client, base, token) = (client.clone(), base.clone(), token.clone());
         tokio::spawn(async move { place(&client, &base, &token, "killed", cards::TIMES_OUT).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // The payment is opened before the provider is called: once it is
+    // there, the authorization is under way in the payment process.
+    crate::helpers::eventually("the authorization under way", || async {
+        (crate::crash::count(&db, payments).await > before).then_some(())
+    })
+    .await;
     drop(slow); // SIGKILL, mid-authorization
     let response = placing.await.unwrap();
     assert_eq!(response.status(), 202, "the checkout outlasts the wait");

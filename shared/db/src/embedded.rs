@@ -129,8 +129,11 @@ impl EmbeddedPostgres {
             Some(port) => port,
             None => free_port()?,
         };
+        // 300 connections rather than PostgreSQL's 100: a shop opens up to
+        // ~57 (README), and the tests run several shops beside each other
+        // on one cluster (the 200-customer race alone holds ~65).
         let mut opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300",
             server.port
         );
         if !options.durable {
