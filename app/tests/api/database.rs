@@ -225,6 +225,33 @@ async fn concurrent_migrations_of_one_schema_all_succeed() {
     }
 }
 
+/// A migration waits while another process holds its schema's lock, and
+/// runs once it is let go (the test holds the lock as another replica
+/// migrating would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_waits_for_the_schemas_lock() {
+    use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
+    let db = test_database().await;
+    let mut other = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    other
+        .batch_execute("SELECT pg_advisory_lock(hashtext('shop.migrate.catalog'))")
+        .await
+        .unwrap();
+    let url = db.url().to_owned();
+    let migrating =
+        tokio::spawn(async move { db::migrate(&url, catalog::MODULE_MIGRATIONS).await });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!migrating.is_finished(), "it waits for the lock");
+    other
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('shop.migrate.catalog'))")
+        .await
+        .unwrap();
+    let applied = migrating.await.unwrap().unwrap();
+    assert!(applied.is_empty(), "migrated already: {applied:?}");
+}
+
 /// Statements pipelined on one connection (ADR 0015) run in the order
 /// their futures are first polled, even on a fresh connection where each
 /// is prepared first (the statement cache's lock queues them in order);
