@@ -77,7 +77,7 @@ async fn requests_fail_fast_while_postgres_is_down_and_recover_when_it_returns()
 /// the returned connection rolls back.
 /// Waits until `n` sessions wait for the lock `holder` holds on
 /// `catalog.products`.
-async fn waiting_on_the_lock(holder: &mut diesel_async::AsyncPgConnection, n: i64) {
+pub(crate) async fn waiting_on_the_lock(holder: &mut diesel_async::AsyncPgConnection, n: i64) {
     use diesel_async::RunQueryDsl as _;
     #[derive(diesel::QueryableByName)]
     struct Waiting {

@@ -67,29 +67,7 @@ async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
         let request = catalog.client.get(catalog.url(search));
         tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
     };
-    #[derive(diesel::QueryableByName)]
-    struct Waiting {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let started = Instant::now();
-    loop {
-        let waiting: Waiting = diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_locks \
-             WHERE relation = 'catalog.products'::regclass AND NOT granted",
-        )
-        .get_result(&mut holder)
-        .await
-        .unwrap();
-        if waiting.n > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the first search never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::database_faults::waiting_on_the_lock(&mut holder, 1).await;
 
     let refusals = || async {
         let metrics = catalog.get("/metrics").await.text().await.unwrap();
