@@ -39,7 +39,6 @@ fn port_of(app: &crate::helpers::TestApp) -> u16 {
 /// stays closed for every other catalog call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_shedding_load_is_answered_once_and_never_opens_the_breaker() {
-    use diesel_async::RunQueryDsl as _;
     let catalog = spawn_app_with(&[
         ("APP__CATALOG__SEARCH__MAX_CONCURRENT", "1"),
         ("APP__CATALOG__SEARCH__QUEUE_TIMEOUT_MS", "50"),
