@@ -272,7 +272,7 @@ impl Application {
             .key_extractor(web::ratelimit::PeerIp {
                 trusted: Arc::new(limits.trusted_proxies.clone()),
             })
-            .requests_per_second(u64::from(limits.per_second.max(1)))
+            .period(limits.refill_period())
             .burst_size(limits.burst.max(1))
             .finish()
             .ok_or_else(|| anyhow::anyhow!("rate_limit: invalid per_second or burst"))?;

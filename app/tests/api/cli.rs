@@ -66,6 +66,15 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "1",
             "catalog.database.max_connections",
         ),
+        // A rate the limiter cannot keep: none, or slower than one a day.
+        ("APP__RATE_LIMIT__PER_SECOND", "0", "rate_limit.per_second"),
+        ("APP__RATE_LIMIT__PER_SECOND", "-2", "rate_limit.per_second"),
+        (
+            "APP__RATE_LIMIT__PER_SECOND",
+            "0.000001",
+            "rate_limit.per_second",
+        ),
+        ("APP__RATE_LIMIT__BURST", "0", "rate_limit.burst"),
         // No provider and no sandbox for the payment module served here.
         (
             "APP__PAYMENT__SANDBOX_EMBEDDED",

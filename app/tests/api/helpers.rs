@@ -284,6 +284,12 @@ pub fn policy(dependency: &str) -> std::sync::Arc<resilience::Policy> {
 /// A password that meets the policy.
 pub const PASSWORD: &str = "plum kettle orbit 42";
 
+/// `rate_limit.per_second` for tests that spend a client's budget: one
+/// request back every 55 minutes, so a spent budget stays spent through
+/// the test however slowly the machine runs it (at one a second, a test
+/// held up for a second between its requests saw its budget refilled).
+pub const SLOW_RATE: &str = "0.0003";
+
 /// A valid product body.
 pub fn product_json(sku: &str) -> Value {
     serde_json::json!({

@@ -54,7 +54,7 @@ async fn sign_in_and_registration_are_rate_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_rate_limited_per_client_but_probes_are_not() {
     let app = spawn_app_with(&[
-        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__PER_SECOND", crate::helpers::SLOW_RATE),
         ("APP__RATE_LIMIT__BURST", "3"),
     ])
     .await;
@@ -72,7 +72,7 @@ async fn the_api_is_rate_limited_per_client_but_probes_are_not() {
 
     let off = spawn_app_with(&[
         ("APP__RATE_LIMIT__ENABLED", "false"),
-        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__PER_SECOND", crate::helpers::SLOW_RATE),
         ("APP__RATE_LIMIT__BURST", "1"),
     ])
     .await;
@@ -84,7 +84,7 @@ async fn the_api_is_rate_limited_per_client_but_probes_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_gateway_each_client_has_its_own_budget() {
     let limits = [
-        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__PER_SECOND", crate::helpers::SLOW_RATE),
         ("APP__RATE_LIMIT__BURST", "2"),
     ];
     let get = |app: &TestApp, client: &'static str| {
@@ -225,7 +225,7 @@ async fn current_password_checks_are_limited_per_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shops_own_module_calls_are_not_counted_against_the_client_limit() {
     let app = spawn_app_with(&[
-        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__PER_SECOND", crate::helpers::SLOW_RATE),
         ("APP__RATE_LIMIT__BURST", "2"),
     ])
     .await;

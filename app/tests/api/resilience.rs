@@ -211,7 +211,7 @@ async fn readiness_reports_an_open_breaker_of_a_remote_module() {
 async fn an_upstream_429_goes_back_to_its_client_and_never_opens_the_breaker() {
     let catalog = spawn_app_with(&[
         ("APP__RATE_LIMIT__ENABLED", "true"),
-        ("APP__RATE_LIMIT__PER_SECOND", "1"),
+        ("APP__RATE_LIMIT__PER_SECOND", crate::helpers::SLOW_RATE),
         ("APP__RATE_LIMIT__BURST", "1"),
     ])
     .await;

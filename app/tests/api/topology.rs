@@ -572,7 +572,7 @@ async fn an_extracted_catalog_does_not_count_the_order_processs_calls_as_one_cli
         &[
             ("APP__MODULES__ENABLED", "catalog"),
             ("APP__RATE_LIMIT__ENABLED", "true"),
-            ("APP__RATE_LIMIT__PER_SECOND", "1"),
+            ("APP__RATE_LIMIT__PER_SECOND", crate::helpers::SLOW_RATE),
             ("APP__RATE_LIMIT__BURST", "2"),
             trusted,
         ],

@@ -221,11 +221,18 @@ impl Settings {
             }
         }
         let limits = &self.rate_limit;
-        if limits.enabled && (limits.per_second == 0 || limits.burst == 0) {
+        if limits.enabled && !limits.per_second_is_valid() {
             return fail(
                 "rate_limit.per_second",
-                "and rate_limit.burst must be at least 1 (or set rate_limit.enabled = false)"
+                "must be a rate from one a day (0.0000116) to 1000000000 requests per second, \
+                 fractions allowed (or set rate_limit.enabled = false)"
                     .into(),
+            );
+        }
+        if limits.enabled && limits.burst == 0 {
+            return fail(
+                "rate_limit.burst",
+                "must be at least 1 (or set rate_limit.enabled = false)".into(),
             );
         }
         for origin in &self.cors.allowed_origins {

@@ -133,8 +133,9 @@ impl AuthSettings {
 pub struct RateLimitSettings {
     /// Off for load tests: `APP__RATE_LIMIT__ENABLED=false`.
     pub enabled: bool,
-    /// Sustained requests per second per client IP on `/api/v1`.
-    pub per_second: u32,
+    /// Sustained requests per second per client IP on `/api/v1`; may be
+    /// a fraction (`0.5`: one request every two seconds), down to one a day.
+    pub per_second: f64,
     /// Burst above the sustained rate.
     pub burst: u32,
     /// Sign-ins per minute per client IP.
@@ -149,6 +150,27 @@ pub struct RateLimitSettings {
 }
 
 impl RateLimitSettings {
+    /// The slowest sustained rate `per_second` may name: one a day.
+    pub const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
+    /// The quickest: one a nanosecond, the limiter's finest period.
+    pub const MAX_PER_SECOND: f64 = 1e9;
+
+    /// Whether `per_second` is a rate the limiter can keep.
+    pub fn per_second_is_valid(&self) -> bool {
+        (Self::MIN_PER_SECOND..=Self::MAX_PER_SECOND).contains(&self.per_second)
+    }
+
+    /// How long a client's budget takes to win back one request: the
+    /// inverse of `per_second` (a second when it is not valid, which
+    /// validation refuses while limits are on).
+    pub fn refill_period(&self) -> std::time::Duration {
+        if self.per_second_is_valid() {
+            std::time::Duration::from_secs_f64(1.0 / self.per_second)
+        } else {
+            std::time::Duration::from_secs(1)
+        }
+    }
+
     /// A per-minute limit, or `None` when limits are off.
     pub fn per_minute(&self, limit: u32) -> Option<u32> {
         self.enabled.then_some(limit)
