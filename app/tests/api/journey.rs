@@ -299,7 +299,7 @@ async fn customer_journey(t: &Topology) {
     // Checkout with the success card: confirmed.
     fill_cart(&http, base, &customer, &product, 2).await;
     let placed = place(&http, base, &customer, "journey-1", cards::SUCCEEDS).await;
-    assert_eq!(placed.status(), 201, "{}", placed.text().await.unwrap());
+    assert_placed(&placed);
     let first: Value = placed.json().await.unwrap();
     let first_id = first["id"].as_str().unwrap().to_owned();
     let first = settled(&http, base, &customer, &first_id).await;
@@ -309,7 +309,7 @@ async fn customer_journey(t: &Topology) {
     // With the declined card: failed, nothing held.
     fill_cart(&http, base, &customer, &product, 1).await;
     let placed = place(&http, base, &customer, "journey-2", cards::DECLINED).await;
-    assert_eq!(placed.status(), 201, "{}", placed.text().await.unwrap());
+    assert_placed(&placed);
     let declined: Value = placed.json().await.unwrap();
     let declined_id = declined["id"].as_str().unwrap().to_owned();
     let declined = settled(&http, base, &customer, &declined_id).await;
@@ -343,7 +343,7 @@ async fn customer_journey(t: &Topology) {
     // The rest sells out, and the admin ships it.
     fill_cart(&http, base, &customer, &product, 20).await;
     let placed = place(&http, base, &customer, "journey-3", cards::SUCCEEDS).await;
-    assert_eq!(placed.status(), 201, "{}", placed.text().await.unwrap());
+    assert_placed(&placed);
     let last: Value = placed.json().await.unwrap();
     let last_id = last["id"].as_str().unwrap().to_owned();
     let last = settled(&http, base, &customer, &last_id).await;
@@ -559,4 +559,15 @@ async fn d_payment_in_its_own_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_every_module_in_its_own_process_behind_a_gateway() {
     customer_journey(&every_module_apart().await).await;
+}
+
+/// A checkout answered: 201 when its saga finished within
+/// `order.checkout_wait_ms`, 202 when it runs on (a loaded machine, a
+/// module in another process); either way `settled` then reads its end.
+fn assert_placed(placed: &reqwest::Response) {
+    assert!(
+        matches!(placed.status().as_u16(), 201 | 202),
+        "{}",
+        placed.status()
+    );
 }
