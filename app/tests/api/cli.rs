@@ -75,6 +75,11 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "rate_limit.per_second",
         ),
         ("APP__RATE_LIMIT__BURST", "0", "rate_limit.burst"),
+        (
+            "APP__NOTIFICATION__MAX_WEBHOOKS",
+            "0",
+            "notification.max_webhooks",
+        ),
         // No provider and no sandbox for the payment module served here.
         (
             "APP__PAYMENT__SANDBOX_EMBEDDED",

@@ -97,6 +97,52 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
     assert_eq!(allowed.status(), 201);
 }
 
+/// The shop keeps at most `notification.max_webhooks` subscriptions (each
+/// is a call per subscribed event, and the admin's list is one page):
+/// creations beyond it are refused with 409, also when they arrive at
+/// once, and a deleted subscription frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_subscriptions_are_capped_even_when_created_at_once() {
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__WEBHOOK_ALLOW", "192.0.2.0/24"),
+        ("APP__NOTIFICATION__MAX_WEBHOOKS", "3"),
+    ])
+    .await;
+    let admin = app.token(&[Role::Admin]);
+    let urls: Vec<String> = (1..=8)
+        .map(|i| format!("http://192.0.2.{i}/hook"))
+        .collect();
+    let created =
+        futures_util::future::join_all(urls.iter().map(|url| subscribe_webhook(&app, &admin, url)))
+            .await;
+    let mut statuses: Vec<u16> = created.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 201, 201, 409, 409, 409, 409, 409]);
+    let refused = subscribe_webhook(&app, &admin, "http://192.0.2.99/hook").await;
+    let body = assert_problem(refused, 409, "webhook_limit_reached").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most 3"),
+        "{body}"
+    );
+    let list: Value = get_json(&app.client, app.url("/api/v1/admin/webhooks"), &admin).await;
+    let kept = list.as_array().unwrap();
+    assert_eq!(kept.len(), 3, "{list}");
+
+    let id = kept[0]["id"].as_str().unwrap();
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/admin/webhooks/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let again = subscribe_webhook(&app, &admin, "http://192.0.2.99/hook").await;
+    assert_eq!(again.status(), 201);
+    let list: Value = get_json(&app.client, app.url("/api/v1/admin/webhooks"), &admin).await;
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_and_retried_until_accepted() {
     let app = spawn_app_with(&[

@@ -20,12 +20,23 @@ use crate::repo;
 pub struct NotificationModule {
     pool: db::Pool,
     egress: crate::egress::Egress,
+    /// Webhook subscriptions kept at most (`notification.max_webhooks`).
+    max_webhooks: u32,
 }
 
 impl NotificationModule {
-    /// Routes over the module's pool; webhook URLs must satisfy `egress`.
-    pub fn new(pool: db::Pool, egress: crate::egress::Egress) -> NotificationModule {
-        NotificationModule { pool, egress }
+    /// Routes over the module's pool; webhook URLs must satisfy `egress`,
+    /// and at most `max_webhooks` subscriptions are kept.
+    pub fn new(
+        pool: db::Pool,
+        egress: crate::egress::Egress,
+        max_webhooks: u32,
+    ) -> NotificationModule {
+        NotificationModule {
+            pool,
+            egress,
+            max_webhooks,
+        }
     }
 
     async fn conn(&self) -> Result<db::Object, Problem> {
@@ -199,6 +210,7 @@ pub struct CreatedWebhook {
     responses(
         (status = 201, description = "The subscription, with its secret", body = CreatedWebhook,
             headers(("location" = String, description = "URL of the subscription"))),
+        (status = 409, description = "The shop keeps as many subscriptions as it may (`notification.max_webhooks`): delete one first", body = ProblemBody),
         (status = 422, description = "Invalid URL or unknown event type", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
@@ -259,9 +271,20 @@ pub async fn create_webhook(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let mut conn = module.conn().await?;
-    let webhook = repo::insert_webhook(&mut conn, &url, &secret, &event_types)
+    let limit = module.max_webhooks;
+    let webhook = repo::insert_webhook(&mut conn, &url, &secret, &event_types, limit)
         .await
-        .map_err(database)?;
+        .map_err(database)?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "webhook_limit_reached",
+                format!(
+                    "the shop keeps at most {limit} webhook subscriptions \
+                     (notification.max_webhooks): delete one first"
+                ),
+            )
+        })?;
     tracing::info!(webhook.id = %webhook.id, url = %webhook.url, "webhook subscription created");
     Ok(HttpResponse::Created()
         .insert_header(("location", format!("/api/v1/admin/webhooks/{}", webhook.id)))
@@ -271,7 +294,7 @@ pub async fn create_webhook(
 /// Webhook subscriptions (without their secrets). Admin only.
 #[utoipa::path(
     tag = "notifications",
-    responses((status = 200, description = "Every subscription", body = Vec<Webhook>)),
+    responses((status = 200, description = "Every subscription, oldest first (at most `notification.max_webhooks`)", body = Vec<Webhook>)),
     security(("bearer" = ["admin"])),
 )]
 #[get("/admin/webhooks")]

@@ -61,6 +61,15 @@ pub struct Settings {
     /// otherwise; see [`egress`].
     #[serde(default)]
     pub webhook_allow: Vec<ipnet::IpNet>,
+    /// Webhook subscriptions the shop keeps at most (at least 1): every
+    /// event of a subscribed type is a call to each, and the admin's list
+    /// of them is one page.
+    #[serde(default = "default_max_webhooks")]
+    pub max_webhooks: u32,
+}
+
+fn default_max_webhooks() -> u32 {
+    100
 }
 
 /// `[notification.email]`.

@@ -35,6 +35,9 @@ impl Section for Settings {
                 return Err((key.into(), format!("not an email address ({e}): {value:?}")));
             }
         }
+        if self.max_webhooks == 0 {
+            return Err(("max_webhooks".into(), "must be at least 1".into()));
+        }
         if environment == "production"
             && self.email.transport == EmailTransport::Smtp
             && self.email.smtp_tls == SmtpTls::None
@@ -67,7 +70,8 @@ fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {
             cx.policy(Dependency::Smtp),
             cx.policy(Dependency::Webhooks),
         )?;
-        let module = crate::http::NotificationModule::new(cx.pool.clone(), egress);
+        let module =
+            crate::http::NotificationModule::new(cx.pool.clone(), egress, config.max_webhooks);
         Ok(Local::new(Data::new(module))
             .subscription(subscription)
             .job(tokio::spawn(sender.run(cx.stopped.clone()))))

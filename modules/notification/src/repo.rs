@@ -95,22 +95,38 @@ pub(crate) async fn notifications(
 }
 
 /// Stores a new subscription and returns it (without its secret).
+/// `None` when `limit` subscriptions exist already. Creations take turns
+/// (an advisory lock held to the commit), so two at once cannot both pass
+/// the count.
 pub(crate) async fn insert_webhook(
     conn: &mut AsyncPgConnection,
     url: &str,
     secret: &str,
     event_types: &[String],
-) -> QueryResult<Webhook> {
-    diesel::insert_into(w::table)
-        .values((
-            w::id.eq(Uuid::now_v7()),
-            w::url.eq(url),
-            w::secret.eq(secret),
-            w::event_types.eq(event_types),
-        ))
-        .returning(Webhook::as_returning())
-        .get_result(conn)
-        .await
+    limit: u32,
+) -> QueryResult<Option<Webhook>> {
+    use diesel_async::AsyncConnection as _;
+    conn.transaction(async |conn| {
+        db::sql("SELECT pg_advisory_xact_lock(hashtextextended('notification.webhook_subscriptions', 0))")
+            .execute(conn)
+            .await?;
+        let kept: i64 = w::table.count().get_result(conn).await?;
+        if kept >= i64::from(limit) {
+            return Ok(None);
+        }
+        diesel::insert_into(w::table)
+            .values((
+                w::id.eq(Uuid::now_v7()),
+                w::url.eq(url),
+                w::secret.eq(secret),
+                w::event_types.eq(event_types),
+            ))
+            .returning(Webhook::as_returning())
+            .get_result(conn)
+            .await
+            .map(Some)
+    })
+    .await
 }
 
 /// Every subscription, oldest first.
