@@ -66,7 +66,10 @@ enum AdminCommand {
         /// Email address of the account.
         #[arg(long)]
         email: String,
-        /// Password; when absent it is read from the first line of standard input.
+        /// Password; when absent it is asked for twice on the terminal,
+        /// without echo, or read from the first line of standard input when
+        /// that is not a terminal. Given here, it is visible to other users
+        /// of the machine in the process list while the command runs.
         #[arg(long)]
         password: Option<String>,
         /// Name shown to people.
@@ -201,8 +204,19 @@ async fn create_admin(
     password: Option<String>,
     display_name: String,
 ) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     let password = match password {
         Some(password) => password,
+        None if std::io::stdin().is_terminal() => {
+            // Not echoed: a password typed in clear stays in the terminal's
+            // scrollback and in recordings of the session.
+            let first = rpassword::prompt_password("Password of the new admin: ")?;
+            let again = rpassword::prompt_password("The same password again: ")?;
+            if first != again {
+                anyhow::bail!("the two passwords differ; nothing was created");
+            }
+            first
+        }
         None => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;

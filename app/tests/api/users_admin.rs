@@ -247,3 +247,112 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
         handle.stop();
     });
 }
+
+/// On a terminal, `shop admin create` without `--password` asks for it
+/// twice and never echoes it (a password typed in clear stays in the
+/// scrollback and in recordings of the session); two that differ create
+/// nothing. `script` (util-linux) gives the command a terminal of its own.
+#[test]
+fn admin_create_asks_for_the_password_on_a_terminal_without_echo() {
+    use std::io::{Read as _, Write as _};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(test_database());
+    let (key, service_key) = (
+        crate::helpers::fresh_key_path(),
+        crate::helpers::fresh_key_path(),
+    );
+    // Runs `admin create` for `email` on a terminal, answering each
+    // prompt in turn once it is shown; what the terminal showed, and
+    // whether the command succeeded.
+    let on_a_terminal = |email: &str, answers: [&str; 2]| -> (String, bool) {
+        let command = format!(
+            "'{}' admin create --email {email}",
+            env!("CARGO_BIN_EXE_shop")
+        );
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .env_remove("APP_ENV")
+            .env(
+                "APP_CONFIG_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+            )
+            .env("DATABASE_URL", db.url())
+            .env("APP__AUTH__SIGNING_KEY_FILE", &key)
+            .env("APP__AUTH__SERVICE_KEY_FILE", &service_key)
+            .env("APP__LOG__FORMAT", "json")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (shown, seen) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 || shown.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut screen = String::new();
+        for (prompt, answer) in [
+            ("Password of the new admin: ", answers[0]),
+            ("again: ", answers[1]),
+        ] {
+            // Answered only once the prompt is up: typed earlier, the
+            // terminal would echo it before the command turned echo off.
+            while !screen.contains(prompt) {
+                let chunk = seen
+                    .recv_timeout(Duration::from_secs(30))
+                    .unwrap_or_else(|_| panic!("no prompt {prompt:?} within 30 s: {screen}"));
+                screen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            screen.clear();
+            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+            stdin.flush().unwrap();
+        }
+        let succeeded = child.wait().unwrap().success();
+        while let Ok(chunk) = seen.recv_timeout(Duration::from_secs(5)) {
+            screen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        (screen, succeeded)
+    };
+
+    let (screen, created) = on_a_terminal("tty@example.com", [PASSWORD, PASSWORD]);
+    assert!(created, "{screen}");
+    assert!(screen.contains("created admin tty@example.com"), "{screen}");
+    assert!(
+        !screen.contains(PASSWORD),
+        "the password was echoed: {screen}"
+    );
+
+    let (screen, created) = on_a_terminal("typo@example.com", [PASSWORD, "plum kettle orbit 43"]);
+    assert!(!created, "{screen}");
+    assert!(screen.contains("differ"), "{screen}");
+    assert!(
+        !screen.contains(PASSWORD),
+        "the password was echoed: {screen}"
+    );
+    let typo: i64 = runtime.block_on(async {
+        use diesel_async::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        use diesel_async::AsyncConnection as _;
+        let mut conn = diesel_async::AsyncPgConnection::establish(db.url())
+            .await
+            .unwrap();
+        diesel::sql_query("SELECT count(*) AS n FROM users.users WHERE email = 'typo@example.com'")
+            .get_result::<Count>(&mut conn)
+            .await
+            .unwrap()
+            .n
+    });
+    assert_eq!(typo, 0, "two passwords that differ created an account");
+}
