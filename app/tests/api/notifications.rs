@@ -217,6 +217,52 @@ async fn price_drops_reach_only_users_who_opted_in() {
     assert_eq!(drops[0].destination, "keen@example.com");
 }
 
+/// A price drop reaches every one of an audience larger than the page the
+/// handler reads at a time (1,000), exactly once, and nobody else: here
+/// two full pages, so the last read finds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_drop_reaches_an_audience_of_several_pages_once_each() {
+    use diesel_async::RunQueryDsl as _;
+    let app = spawn_app_with(&[]).await;
+    diesel::sql_query(
+        "INSERT INTO notification.recipients (user_id, email, display_name, order_updates, \
+         product_news, marketing, registered, active) \
+         SELECT gen_random_uuid(), 'reader' || i || '@example.com', 'Reader ' || i, true, \
+                i <= 2000, false, true, i <= 2000 OR i > 2050 \
+         FROM generate_series(1, 2100) AS i",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+
+    let (url, _) = create(&app, "DROP-MANY").await;
+    let dropped = app
+        .client
+        .patch(&url)
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status(), 200);
+    let queued =
+        "SELECT count(*) AS n FROM notification.notifications WHERE subject LIKE 'Price drop%'";
+    eventually("the price drop queued", || async {
+        (count(&app, queued).await > 0).then_some(())
+    })
+    .await;
+    // Queued in the handler's one transaction: all of them at once.
+    assert_eq!(count(&app, queued).await, 2000);
+    let readers = count(
+        &app,
+        "SELECT count(DISTINCT recipient_user_id) AS n FROM notification.notifications \
+         WHERE subject LIKE 'Price drop%' AND destination LIKE 'reader%' \
+         AND substring(destination FROM 'reader([0-9]+)@')::int <= 2000",
+    )
+    .await;
+    assert_eq!(readers, 2000, "each opted-in reader once");
+}
+
 /// The recipients follow the accounts: a name changed is the name the
 /// next email greets, and an account an admin disabled hears no product
 /// news (it opted in before).

@@ -16,6 +16,9 @@ use uuid::Uuid;
 use crate::repo;
 use crate::templates::{self, Email};
 
+/// Recipients of one event read, and their messages queued, at a time.
+const FAN_OUT_PAGE: usize = 1_000;
+
 /// Handles every event in [`crate::EVENT_TYPES`].
 #[derive(Debug, Clone)]
 pub struct NotificationHandler {
@@ -85,15 +88,32 @@ impl EventHandler for NotificationHandler {
                 let dropped = change.new_price.currency() == change.old_price.currency()
                     && change.new_price.amount_minor() < change.old_price.amount_minor();
                 if dropped {
-                    // Only users who opted into product news hear of it.
-                    for r in repo::product_news_recipients(conn).await? {
-                        emails.push(templates::price_drop(
-                            &change,
-                            &r.display_name,
-                            &r.email,
-                            r.user_id,
-                            event,
-                        ));
+                    // Only users who opted into product news hear of it:
+                    // a page of them at a time (all of them in this
+                    // transaction), so neither the messages held in memory
+                    // nor any one statement grows with the audience.
+                    let mut after = None;
+                    loop {
+                        let page = repo::product_news_recipients(conn, after, FAN_OUT_PAGE).await?;
+                        let emails: Vec<Email> = page
+                            .iter()
+                            .map(|r| {
+                                templates::price_drop(
+                                    &change,
+                                    &r.display_name,
+                                    &r.email,
+                                    r.user_id,
+                                    event,
+                                )
+                            })
+                            .collect();
+                        let mut queued = Vec::new();
+                        queue_for(&mut queued, event, &emails, &[], "");
+                        repo::queue(conn, &queued).await?;
+                        match page.last() {
+                            Some(last) if page.len() == FAN_OUT_PAGE => after = Some(last.user_id),
+                            _ => break,
+                        }
                     }
                 }
             }

@@ -344,15 +344,23 @@ fn registered() -> diesel::dsl::And<
         .and(r::display_name.is_not_null())
 }
 
-/// Everyone who opted into product news, but for disabled accounts.
+/// Those who opted into product news, but for disabled accounts: up to
+/// `limit` of them after `after`, in id order (a page of the audience).
 pub(crate) async fn product_news_recipients(
     conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: usize,
 ) -> QueryResult<Vec<Recipient>> {
-    r::table
+    let mut query = r::table
         .filter(r::product_news.and(r::active).and(registered()))
+        .order(r::user_id)
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
         .select(recipient())
-        .load(conn)
-        .await
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(r::user_id.gt(after));
+    }
+    query.load(conn).await
 }
 
 /// Those of `customers` who are known and still opted into order updates.
