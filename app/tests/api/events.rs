@@ -518,3 +518,127 @@ async fn a_publish_the_broker_never_confirms_fails_in_time() {
         "no publish went through once the broker read again"
     );
 }
+
+/// An event of a type none of the module's handlers takes, on the module's
+/// queue: what a rolling upgrade makes when a newer version subscribes the
+/// module to a new type (its binding reaches the queue before every
+/// consumer runs the newer code). The older consumer gives it back instead
+/// of acking it away, so a consumer that knows it (here the test, standing
+/// for the newer instance) receives it; one that nobody has taken for a
+/// quarter of an hour goes to the dead-letter queue, not round for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_type_no_handler_here_takes_is_left_for_a_consumer_that_does() {
+    use futures_util::StreamExt as _;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+        QueueBindOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let app = app_on("rabbitmq", &[]).await;
+    let rabbit = &app.settings.events.rabbitmq;
+    let ns = rabbit.namespace.clone();
+    let queue = format!("{ns}.notification");
+    let new_type = "catalog.product_renamed.v1";
+    let connection = Connection::connect(&rabbit.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // The binding a newer version declares for the module's new subscription.
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            format!("{ns}.events").as_str().into(),
+            new_type.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let services = app::compose::service_tokens(&app.settings).unwrap();
+    let seal = auth::EventSeal::new(services.key()).unwrap();
+    let publish = |id: uuid::Uuid, occurred_at: chrono::DateTime<chrono::Utc>| {
+        let body = serde_json::to_vec(&json!({
+            "id": id, "type": new_type, "source": "catalog",
+            "aggregate_id": "p-1", "occurred_at": occurred_at,
+            "request_id": null, "causation_id": null, "payload": {"name": "Renamed"}
+        }))
+        .unwrap();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-shop-signature".into(),
+            AMQPValue::LongString(seal.sign(&body).unwrap().as_str().into()),
+        );
+        let channel = channel.clone();
+        let exchange = format!("{ns}.events");
+        async move {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    new_type.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default().with_headers(headers),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    let (young, old) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    publish(old, chrono::Utc::now() - chrono::TimeDelta::hours(1)).await;
+    publish(young, chrono::Utc::now()).await;
+
+    // The old one: nobody took it in time; dead-lettered.
+    let dead_letters = format!("{ns}.dead-letters");
+    eventually(
+        "the old event of the unknown type dead-lettered",
+        || async {
+            let got = channel
+                .basic_get(
+                    dead_letters.as_str().into(),
+                    BasicGetOptions { no_ack: true },
+                )
+                .await
+                .ok()??;
+            let event: serde_json::Value = serde_json::from_slice(&got.delivery.data).ok()?;
+            (event["id"] == json!(old)).then_some(())
+        },
+    )
+    .await;
+
+    // The young one is still offered: a consumer that takes the type gets it.
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "newer-instance".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+            if event["id"] == json!(young) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        received,
+        Ok(true),
+        "the event of a type the shop's consumer does not take was acked away"
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"events_requeued_total{module="notification",reason="unknown_type"}"#),
+        "the give-back is counted"
+    );
+}

@@ -107,6 +107,13 @@ impl Dispatcher {
         &self.subscriptions
     }
 
+    /// Whether a handler of `module` takes events of `event_type`.
+    pub fn takes(&self, module: &str, event_type: &str) -> bool {
+        self.subscriptions
+            .iter()
+            .any(|s| s.module == module && s.event_types.contains(&event_type))
+    }
+
     /// Runs the handlers of `event` (only `module`'s, when given). Each
     /// handler is tried up to `max_attempts` times, then dead-lettered.
     ///

@@ -105,6 +105,10 @@ impl RabbitMq {
                     event.tracestate = header(telemetry::trace::TRACESTATE);
                 }
             }
+            if !dispatcher.takes(module, &event.event_type) {
+                unknown_type(module, &event, &delivery).await?;
+                continue;
+            }
             match dispatcher.dispatch(&event, Some(module)).await {
                 Ok(()) => {
                     delivery
@@ -127,6 +131,67 @@ impl RabbitMq {
             }
         }
     }
+}
+
+/// How long an event of a type none of the module's handlers takes is
+/// given back to the queue for another consumer before it is dead-lettered
+/// ([`unknown_type`]): longer than a rolling upgrade takes to run one new
+/// instance of the module.
+const UNKNOWN_TYPE_PATIENCE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// How long a consumer holds such an event before giving it back, so that
+/// consumers that do not know it pass it round once a second, not in a loop.
+const UNKNOWN_TYPE_PAUSE: Duration = Duration::from_secs(1);
+
+/// An event of a type none of `module`'s handlers takes reached its queue.
+/// The queue is bound by every version of the shop running, so during a
+/// rolling upgrade that adds a subscription a consumer of the older code
+/// receives the new type before the newer instances do: acked here, it
+/// would be lost for them. It is given back after [`UNKNOWN_TYPE_PAUSE`]
+/// (without holding up this consumer) for another consumer to take, while
+/// it is younger than [`UNKNOWN_TYPE_PATIENCE`]; older, no instance running
+/// takes it (a rollback left the newer binding), and it is dead-lettered
+/// for an operator rather than passed round for ever.
+async fn unknown_type(
+    module: &'static str,
+    event: &Envelope,
+    delivery: &lapin::message::Delivery,
+) -> Result<(), TransportError> {
+    let age = chrono::Utc::now() - event.occurred_at;
+    if age > UNKNOWN_TYPE_PATIENCE {
+        metrics::counter!("events_rejected_total", "module" => module, "reason" => "unknown_type")
+            .increment(1);
+        tracing::error!(
+            module,
+            event.id = %event.id,
+            event.r#type = %event.event_type,
+            "event of a type no handler here takes, offered to every consumer for {} minutes; \
+             rejected to the dead-letter queue",
+            UNKNOWN_TYPE_PATIENCE.num_minutes()
+        );
+        return dead_letter(delivery).await;
+    }
+    metrics::counter!("events_requeued_total", "module" => module, "reason" => "unknown_type")
+        .increment(1);
+    tracing::warn!(
+        module,
+        event.id = %event.id,
+        event.r#type = %event.event_type,
+        "event of a type no handler here takes (a newer version's?); given back for another consumer"
+    );
+    let acker = delivery.acker.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(UNKNOWN_TYPE_PAUSE).await;
+        // Failing, the channel is gone, and the broker requeues it anyway.
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        if let Err(e) = acker.nack(requeue).await {
+            tracing::debug!(error = %e, "could not give an event back; the broker requeues it with its channel");
+        }
+    });
+    Ok(())
 }
 
 /// Rejects `delivery` without requeue: the queue routes it to the dead letters.
