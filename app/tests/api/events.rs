@@ -558,7 +558,9 @@ async fn an_event_type_no_handler_here_takes_is_left_for_a_consumer_that_does() 
         .unwrap();
     let services = app::compose::service_tokens(&app.settings).unwrap();
     let seal = auth::EventSeal::new(services.key()).unwrap();
-    let publish = |id: uuid::Uuid, occurred_at: chrono::DateTime<chrono::Utc>| {
+    let publish = |id: uuid::Uuid,
+                   occurred_at: chrono::DateTime<chrono::Utc>,
+                   published: Option<chrono::DateTime<chrono::Utc>>| {
         let body = serde_json::to_vec(&json!({
             "id": id, "type": new_type, "source": "catalog",
             "aggregate_id": "p-1", "occurred_at": occurred_at,
@@ -570,6 +572,10 @@ async fn an_event_type_no_handler_here_takes_is_left_for_a_consumer_that_does() 
             "x-shop-signature".into(),
             AMQPValue::LongString(seal.sign(&body).unwrap().as_str().into()),
         );
+        let mut properties = BasicProperties::default().with_headers(headers);
+        if let Some(at) = published {
+            properties = properties.with_timestamp(at.timestamp().try_into().unwrap());
+        }
         let channel = channel.clone();
         let exchange = format!("{ns}.events");
         async move {
@@ -579,7 +585,7 @@ async fn an_event_type_no_handler_here_takes_is_left_for_a_consumer_that_does() 
                     new_type.into(),
                     BasicPublishOptions::default(),
                     &body,
-                    BasicProperties::default().with_headers(headers),
+                    properties,
                 )
                 .await
                 .unwrap()
@@ -587,9 +593,18 @@ async fn an_event_type_no_handler_here_takes_is_left_for_a_consumer_that_does() 
                 .unwrap();
         }
     };
-    let (young, old) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
-    publish(old, chrono::Utc::now() - chrono::TimeDelta::hours(1)).await;
-    publish(young, chrono::Utc::now()).await;
+    let (young, old, late) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let an_hour_ago = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    // Published an hour ago (as code older than the message timestamp
+    // sends it: its event's time stands for it).
+    publish(old, an_hour_ago, None).await;
+    publish(young, chrono::Utc::now(), Some(chrono::Utc::now())).await;
+    // An hour in an outbox (a broker outage), published now: new to the queue.
+    publish(late, an_hour_ago, Some(chrono::Utc::now())).await;
 
     // The old one: nobody took it in time; dead-lettered.
     let dead_letters = format!("{ns}.dead-letters");
@@ -609,7 +624,36 @@ async fn an_event_type_no_handler_here_takes_is_left_for_a_consumer_that_does() 
     )
     .await;
 
-    // The young one is still offered: a consumer that takes the type gets it.
+    // A burst of them, more than a consumer's prefetch (32), holds up
+    // none of the module's own events: each goes to the back of the queue,
+    // where a requeue would put it back at the head, for every consumer's
+    // prefetch to fill with them again.
+    for _ in 0..40 {
+        publish(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            Some(chrono::Utc::now()),
+        )
+        .await;
+    }
+    create(&app, "UNKNOWN-BURST").await;
+    eventually(
+        "the product's admin email queued behind the burst",
+        || async {
+            (count(
+                &app,
+                "SELECT count(*) AS n FROM notification.notifications \
+             WHERE event_type = 'catalog.product_created.v1'",
+            )
+            .await
+                > 0)
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The young and the late one are still offered: a consumer that takes
+    // the type gets them.
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),
@@ -620,10 +664,12 @@ async fn an_event_type_no_handler_here_takes_is_left_for_a_consumer_that_does() 
         .await
         .unwrap();
     let received = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut waiting = vec![json!(young), json!(late)];
         while let Some(Ok(delivery)) = consumer.next().await {
             delivery.ack(BasicAckOptions::default()).await.unwrap();
             let event: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
-            if event["id"] == json!(young) {
+            waiting.retain(|id| *id != event["id"]);
+            if waiting.is_empty() {
                 return true;
             }
         }

@@ -299,8 +299,7 @@ async fn customer_journey(t: &Topology) {
     // Checkout with the success card: confirmed.
     fill_cart(&http, base, &customer, &product, 2).await;
     let placed = place(&http, base, &customer, "journey-1", cards::SUCCEEDS).await;
-    assert_placed(&placed);
-    let first: Value = placed.json().await.unwrap();
+    let first = placed_body(placed).await;
     let first_id = first["id"].as_str().unwrap().to_owned();
     let first = settled(&http, base, &customer, &first_id).await;
     assert_eq!(first["status"], "confirmed", "{first}");
@@ -309,8 +308,7 @@ async fn customer_journey(t: &Topology) {
     // With the declined card: failed, nothing held.
     fill_cart(&http, base, &customer, &product, 1).await;
     let placed = place(&http, base, &customer, "journey-2", cards::DECLINED).await;
-    assert_placed(&placed);
-    let declined: Value = placed.json().await.unwrap();
+    let declined = placed_body(placed).await;
     let declined_id = declined["id"].as_str().unwrap().to_owned();
     let declined = settled(&http, base, &customer, &declined_id).await;
     assert_eq!(declined["status"], "failed", "{declined}");
@@ -343,8 +341,7 @@ async fn customer_journey(t: &Topology) {
     // The rest sells out, and the admin ships it.
     fill_cart(&http, base, &customer, &product, 20).await;
     let placed = place(&http, base, &customer, "journey-3", cards::SUCCEEDS).await;
-    assert_placed(&placed);
-    let last: Value = placed.json().await.unwrap();
+    let last = placed_body(placed).await;
     let last_id = last["id"].as_str().unwrap().to_owned();
     let last = settled(&http, base, &customer, &last_id).await;
     assert_eq!(last["status"], "confirmed", "{last}");
@@ -561,13 +558,12 @@ async fn e_every_module_in_its_own_process_behind_a_gateway() {
     customer_journey(&every_module_apart().await).await;
 }
 
-/// A checkout answered: 201 when its saga finished within
+/// The order a checkout answered: 201 when its saga finished within
 /// `order.checkout_wait_ms`, 202 when it runs on (a loaded machine, a
 /// module in another process); either way `settled` then reads its end.
-fn assert_placed(placed: &reqwest::Response) {
-    assert!(
-        matches!(placed.status().as_u16(), 201 | 202),
-        "{}",
-        placed.status()
-    );
+async fn placed_body(placed: reqwest::Response) -> Value {
+    let status = placed.status().as_u16();
+    let body = placed.text().await.unwrap();
+    assert!(matches!(status, 201 | 202), "{status}: {body}");
+    serde_json::from_str(&body).unwrap()
 }

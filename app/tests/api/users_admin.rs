@@ -298,18 +298,56 @@ fn admin_create_asks_for_the_password_on_a_terminal_without_echo() {
                 }
             }
         });
+        // The terminal `script` gave the command: its standard input.
+        let script = child.id();
+        let terminal = (0..300)
+            .find_map(|_| {
+                let children =
+                    std::fs::read_to_string(format!("/proc/{script}/task/{script}/children"))
+                        .unwrap_or_default();
+                let found = children.split_whitespace().find_map(|shop| {
+                    std::fs::read_link(format!("/proc/{shop}/fd/0"))
+                        .ok()
+                        .filter(|tty| tty.starts_with("/dev/pts"))
+                });
+                if found.is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                found
+            })
+            .expect("the command's terminal");
+        let echo_off = || {
+            let modes = Command::new("stty")
+                .arg("-F")
+                .arg(&terminal)
+                .arg("-a")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&modes.stdout)
+                .split_whitespace()
+                .any(|mode| mode == "-echo")
+        };
         let mut screen = String::new();
         for (prompt, answer) in [
             ("Password of the new admin: ", answers[0]),
             ("again: ", answers[1]),
         ] {
-            // Answered only once the prompt is up: typed earlier, the
-            // terminal would echo it before the command turned echo off.
+            // Answered only once the prompt is up and the terminal's echo
+            // off (the prompt is written first): typed earlier, the
+            // terminal would echo it whatever the command does.
             while !screen.contains(prompt) {
                 let chunk = seen
                     .recv_timeout(Duration::from_secs(30))
                     .unwrap_or_else(|_| panic!("no prompt {prompt:?} within 30 s: {screen}"));
                 screen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !echo_off() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the terminal still echoes 30 s after the prompt {prompt:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
             }
             screen.clear();
             stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();

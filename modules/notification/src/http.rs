@@ -210,7 +210,7 @@ pub struct CreatedWebhook {
     responses(
         (status = 201, description = "The subscription, with its secret", body = CreatedWebhook,
             headers(("location" = String, description = "URL of the subscription"))),
-        (status = 409, description = "The shop keeps as many subscriptions as it may (`notification.max_webhooks`): delete one first", body = ProblemBody),
+        (status = 409, description = "As many subscriptions as `notification.max_webhooks` exist: delete one first", body = ProblemBody),
         (status = 422, description = "Invalid URL or unknown event type", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
@@ -280,8 +280,8 @@ pub async fn create_webhook(
                 StatusCode::CONFLICT,
                 "webhook_limit_reached",
                 format!(
-                    "the shop keeps at most {limit} webhook subscriptions \
-                     (notification.max_webhooks): delete one first"
+                    "{limit} webhook subscriptions exist, as many as \
+                     notification.max_webhooks allows: delete one first"
                 ),
             )
         })?;
@@ -294,7 +294,7 @@ pub async fn create_webhook(
 /// Webhook subscriptions (without their secrets). Admin only.
 #[utoipa::path(
     tag = "notifications",
-    responses((status = 200, description = "Every subscription, oldest first (at most `notification.max_webhooks`)", body = Vec<Webhook>)),
+    responses((status = 200, description = "Every subscription, oldest first (creations stop at `notification.max_webhooks`)", body = Vec<Webhook>)),
     security(("bearer" = ["admin"])),
 )]
 #[get("/admin/webhooks")]

@@ -61,9 +61,9 @@ pub struct Settings {
     /// otherwise; see [`egress`].
     #[serde(default)]
     pub webhook_allow: Vec<ipnet::IpNet>,
-    /// Webhook subscriptions the shop keeps at most (at least 1): every
-    /// event of a subscribed type is a call to each, and the admin's list
-    /// of them is one page.
+    /// Webhook subscriptions beyond which a creation is refused (at least
+    /// 1): every event of a subscribed type is a call to each, and the
+    /// admin's list of them is one page. Lowering it removes none.
     #[serde(default = "default_max_webhooks")]
     pub max_webhooks: u32,
 }

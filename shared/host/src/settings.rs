@@ -224,8 +224,8 @@ impl Settings {
         if limits.enabled && !limits.per_second_is_valid() {
             return fail(
                 "rate_limit.per_second",
-                "must be a rate from one a day (0.0000116) to 1000000000 requests per second, \
-                 fractions allowed (or set rate_limit.enabled = false)"
+                "must be a rate from one a day (1/86400 = 0.0000115741) to 1000000000 requests \
+                 per second, fractions allowed (or set rate_limit.enabled = false)"
                     .into(),
             );
         }

@@ -39,7 +39,7 @@ impl RabbitMq {
     }
 
     async fn consume_once(
-        &self,
+        self: &Arc<Self>,
         module: &'static str,
         event_types: &[&'static str],
         dispatcher: &Dispatcher,
@@ -106,7 +106,7 @@ impl RabbitMq {
                 }
             }
             if !dispatcher.takes(module, &event.event_type) {
-                unknown_type(module, &event, &delivery).await?;
+                unknown_type(Arc::clone(self), module, &queue, &event, delivery).await?;
                 continue;
             }
             match dispatcher.dispatch(&event, Some(module)).await {
@@ -134,31 +134,49 @@ impl RabbitMq {
 }
 
 /// How long an event of a type none of the module's handlers takes is
-/// given back to the queue for another consumer before it is dead-lettered
+/// offered to the queue's consumers before it is dead-lettered
 /// ([`unknown_type`]): longer than a rolling upgrade takes to run one new
 /// instance of the module.
 const UNKNOWN_TYPE_PATIENCE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
-/// How long a consumer holds such an event before giving it back, so that
-/// consumers that do not know it pass it round once a second, not in a loop.
+/// How long a consumer holds such an event before putting it at the back
+/// of the queue, so that consumers that do not know it pass it round once
+/// a second, not in a loop.
 const UNKNOWN_TYPE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The header a message put back by [`unknown_type`] carries: its first
+/// give-back is logged as a warning, the next ones are not.
+const GIVEN_BACK: &str = "x-shop-given-back";
 
 /// An event of a type none of `module`'s handlers takes reached its queue.
 /// The queue is bound by every version of the shop running, so during a
 /// rolling upgrade that adds a subscription a consumer of the older code
 /// receives the new type before the newer instances do: acked here, it
-/// would be lost for them. It is given back after [`UNKNOWN_TYPE_PAUSE`]
-/// (without holding up this consumer) for another consumer to take, while
-/// it is younger than [`UNKNOWN_TYPE_PATIENCE`]; older, no instance running
-/// takes it (a rollback left the newer binding), and it is dead-lettered
-/// for an operator rather than passed round for ever.
+/// would be lost for them. After [`UNKNOWN_TYPE_PAUSE`] (without holding
+/// up this consumer) a copy goes to the back of the queue, confirmed, and
+/// this one is acked: another consumer takes it, and the events behind it
+/// are not held up by it (a message nacked with requeue would go back to
+/// the head, and a burst of them would hold every consumer's prefetch).
+/// Published more than [`UNKNOWN_TYPE_PATIENCE`] ago, it is dead-lettered
+/// instead: no instance running takes it (a rollback left the binding).
 async fn unknown_type(
+    rabbit: Arc<RabbitMq>,
     module: &'static str,
+    queue: &str,
     event: &Envelope,
-    delivery: &lapin::message::Delivery,
+    delivery: lapin::message::Delivery,
 ) -> Result<(), TransportError> {
-    let age = chrono::Utc::now() - event.occurred_at;
-    if age > UNKNOWN_TYPE_PATIENCE {
+    // Offered since it was published (the message's timestamp, which a
+    // copy put back keeps), not since its event occurred: an event that
+    // waited in an outbox through a broker outage is new to the queue.
+    // Messages of code older than the timestamp carry none.
+    let published = delivery
+        .properties
+        .timestamp()
+        .and_then(|at| i64::try_from(at).ok())
+        .and_then(|at| chrono::DateTime::from_timestamp(at, 0))
+        .unwrap_or(event.occurred_at);
+    if chrono::Utc::now() - published > UNKNOWN_TYPE_PATIENCE {
         metrics::counter!("events_rejected_total", "module" => module, "reason" => "unknown_type")
             .increment(1);
         tracing::error!(
@@ -169,26 +187,47 @@ async fn unknown_type(
              rejected to the dead-letter queue",
             UNKNOWN_TYPE_PATIENCE.num_minutes()
         );
-        return dead_letter(delivery).await;
+        return dead_letter(&delivery).await;
     }
     metrics::counter!("events_requeued_total", "module" => module, "reason" => "unknown_type")
         .increment(1);
-    tracing::warn!(
-        module,
-        event.id = %event.id,
-        event.r#type = %event.event_type,
-        "event of a type no handler here takes (a newer version's?); given back for another consumer"
-    );
-    let acker = delivery.acker.clone();
+    let again = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .is_some_and(|headers| headers.inner().contains_key(GIVEN_BACK));
+    if again {
+        tracing::debug!(module, event.id = %event.id, event.r#type = %event.event_type, "event of a type no handler here takes; put back again");
+    } else {
+        tracing::warn!(
+            module,
+            event.id = %event.id,
+            event.r#type = %event.event_type,
+            "event of a type no handler here takes (a newer version's?); put back for another consumer"
+        );
+    }
+    let queue = queue.to_owned();
     tokio::spawn(async move {
         tokio::time::sleep(UNKNOWN_TYPE_PAUSE).await;
-        // Failing, the channel is gone, and the broker requeues it anyway.
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
+        let mut copy = delivery;
+        let mut headers = copy.properties.headers().clone().unwrap_or_default();
+        headers.insert(GIVEN_BACK.into(), AMQPValue::Boolean(true));
+        copy.properties = copy.properties.clone().with_headers(headers);
+        let settled = match rabbit.to_the_back(&queue, &copy).await {
+            // The copy is queued: this one goes (acked after the copy was
+            // confirmed, so a crash between them leaves two, never none).
+            Ok(true) => copy.ack(BasicAckOptions::default()).await,
+            Ok(false) | Err(_) => {
+                copy.nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+            }
         };
-        if let Err(e) = acker.nack(requeue).await {
-            tracing::debug!(error = %e, "could not give an event back; the broker requeues it with its channel");
+        // Failing, the channel is gone, and the broker requeues it anyway.
+        if let Err(e) = settled {
+            tracing::debug!(error = %e, "could not settle an event put back; the broker requeues it with its channel");
         }
     });
     Ok(())

@@ -43,50 +43,20 @@ impl Transport for RabbitMq {
 impl RabbitMq {
     async fn publish_now(&self, event: &Envelope) -> Result<(), TransportError> {
         let payload = serde_json::to_vec(event).map_err(|e| TransportError(e.to_string()))?;
-        let mut publisher = self.publisher.lock().await;
-        if publisher.as_ref().is_none_or(|c| !c.status().connected()) {
-            let channel = self.channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| TransportError(format!("cannot enable publisher confirms: {e}")))?;
-            *publisher = Some(channel);
-        }
-        let channel = publisher
-            .as_ref()
-            .ok_or_else(|| TransportError("no publisher channel".to_owned()))?;
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(event.id.to_string().into())
             .with_type(event.event_type.as_str().into())
+            // When the broker was handed it: how long it has waited in a
+            // queue, whatever its event's age (`consume::unknown_type`).
+            .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default())
             .with_headers(self.headers(event, &payload)?);
-        let published = async {
-            channel
-                .basic_publish(
-                    self.exchange().as_str().into(),
-                    event.event_type.as_str().into(),
-                    // Unroutable events come back instead of vanishing.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &payload,
-                    properties,
-                )
-                .await
-                .map_err(|e| TransportError(format!("publish failed: {e}")))?
-                .await
-                .map_err(|e| TransportError(format!("no publisher confirm: {e}")))
-        };
-        let confirm = published.await?;
-        drop(publisher);
-        if !confirm.is_ack() {
-            return Err(TransportError(
-                "the broker refused the event (nack)".to_owned(),
-            ));
-        }
-        if confirm.take_message().is_none() {
+        let exchange = self.exchange();
+        if self
+            .publish_confirmed(&exchange, &event.event_type, &payload, properties)
+            .await?
+        {
             return Ok(());
         }
         // Returned: no queue is bound to the event's type.
@@ -100,5 +70,73 @@ impl RabbitMq {
             tracing::debug!(event_type = %event.event_type, "no module subscribes to this event");
             Ok(())
         }
+    }
+
+    /// Publishes `payload` to `exchange` under `routing_key` on the
+    /// publisher channel (opened, with confirms, when there is none), and
+    /// waits for the broker's confirm: whether some queue took it (`false`:
+    /// returned unroutable).
+    ///
+    /// # Errors
+    /// No channel, no confirm, or the broker refused it.
+    pub(super) async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<bool, TransportError> {
+        let mut publisher = self.publisher.lock().await;
+        if publisher.as_ref().is_none_or(|c| !c.status().connected()) {
+            let channel = self.channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| TransportError(format!("cannot enable publisher confirms: {e}")))?;
+            *publisher = Some(channel);
+        }
+        let channel = publisher
+            .as_ref()
+            .ok_or_else(|| TransportError("no publisher channel".to_owned()))?;
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                // Unroutable messages come back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                payload,
+                properties,
+            )
+            .await
+            .map_err(|e| TransportError(format!("publish failed: {e}")))?
+            .await
+            .map_err(|e| TransportError(format!("no publisher confirm: {e}")))?;
+        drop(publisher);
+        if !confirm.is_ack() {
+            return Err(TransportError(
+                "the broker refused the message (nack)".to_owned(),
+            ));
+        }
+        Ok(confirm.take_message().is_none())
+    }
+
+    /// Puts a copy of `delivery` at the back of `queue` (the default
+    /// exchange routes by queue name), confirmed, within
+    /// [`PUBLISH_TIMEOUT`]: whether the queue took it.
+    ///
+    /// # Errors
+    /// As [`Self::publish_confirmed`], or no confirm in time.
+    pub(super) async fn to_the_back(
+        &self,
+        queue: &str,
+        delivery: &lapin::message::Delivery,
+    ) -> Result<bool, TransportError> {
+        let copied = self.publish_confirmed("", queue, &delivery.data, delivery.properties.clone());
+        tokio::time::timeout(PUBLISH_TIMEOUT, copied)
+            .await
+            .map_err(|_| TransportError("the broker confirmed no publish in time".to_owned()))?
     }
 }
