@@ -170,6 +170,20 @@ async fn email_goes_out_over_smtp() {
     }
 }
 
+/// Creates a product `sku` and lowers its price, as an admin: a price drop.
+async fn drop_price(app: &crate::helpers::TestApp, sku: &str) {
+    let (url, _) = create(app, sku).await;
+    let dropped = app
+        .client
+        .patch(&url)
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn price_drops_reach_only_users_who_opted_in() {
     let app = spawn_app_with(&[]).await;
@@ -196,14 +210,7 @@ async fn price_drops_reach_only_users_who_opted_in() {
     })
     .await;
 
-    let (url, _) = create(&app, "DROP-1").await;
-    app.client
-        .patch(&url)
-        .bearer_auth(app.token(&[Role::Admin]))
-        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}}))
-        .send()
-        .await
-        .unwrap();
+    drop_price(&app, "DROP-1").await;
     let drops = eventually("the price-drop email", || async {
         let drops: Vec<Note> = notifications(&app)
             .await
@@ -235,16 +242,7 @@ async fn a_price_drop_reaches_an_audience_of_several_pages_once_each() {
     .await
     .unwrap();
 
-    let (url, _) = create(&app, "DROP-MANY").await;
-    let dropped = app
-        .client
-        .patch(&url)
-        .bearer_auth(app.token(&[Role::Admin]))
-        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(dropped.status(), 200);
+    drop_price(&app, "DROP-MANY").await;
     let queued =
         "SELECT count(*) AS n FROM notification.notifications WHERE subject LIKE 'Price drop%'";
     eventually("the price drop queued", || async {
@@ -314,14 +312,7 @@ async fn news_greets_the_current_name_and_skips_disabled_accounts() {
     })
     .await;
 
-    let (url, _) = create(&app, "DROP-2").await;
-    app.client
-        .patch(&url)
-        .bearer_auth(app.token(&[Role::Admin]))
-        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}}))
-        .send()
-        .await
-        .unwrap();
+    drop_price(&app, "DROP-2").await;
     let drops = eventually("the price-drop email", || async {
         let drops: Vec<Note> = notifications(&app)
             .await

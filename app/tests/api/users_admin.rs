@@ -158,6 +158,26 @@ async fn an_admin_disabled_or_demoted_cannot_undo_it_with_the_token_at_hand() {
     assert_eq!(me["status"], "active", "{me}");
 }
 
+/// The environment `shop admin create` runs in here: the repository's
+/// config, the test's database and keys.
+fn shop_environment(
+    command: &mut std::process::Command,
+    database: &str,
+    key: &str,
+    service_key: &str,
+) {
+    command
+        .env_remove("APP_ENV")
+        .env(
+            "APP_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+        )
+        .env("DATABASE_URL", database)
+        .env("APP__AUTH__SIGNING_KEY_FILE", key)
+        .env("APP__AUTH__SERVICE_KEY_FILE", service_key)
+        .env("APP__LOG__FORMAT", "json");
+}
+
 #[test]
 fn admin_create_command_makes_an_admin_who_can_sign_in() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -166,16 +186,7 @@ fn admin_create_command_makes_an_admin_who_can_sign_in() {
     let service_key = crate::helpers::fresh_key_path();
     let shop = || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shop"));
-        command
-            .env_remove("APP_ENV")
-            .env(
-                "APP_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
-            )
-            .env("DATABASE_URL", db.url())
-            .env("APP__AUTH__SIGNING_KEY_FILE", &key)
-            .env("APP__AUTH__SERVICE_KEY_FILE", &service_key)
-            .env("APP__LOG__FORMAT", "json");
+        shop_environment(&mut command, db.url(), &key, &service_key);
         command
     };
     succeeded(shop().args([
@@ -272,17 +283,10 @@ fn admin_create_asks_for_the_password_on_a_terminal_without_echo() {
             "'{}' admin create --email {email}",
             env!("CARGO_BIN_EXE_shop")
         );
-        let mut child = Command::new("script")
+        let mut script = Command::new("script");
+        shop_environment(&mut script, db.url(), &key, &service_key);
+        let mut child = script
             .args(["-q", "-e", "-c", &command, "/dev/null"])
-            .env_remove("APP_ENV")
-            .env(
-                "APP_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
-            )
-            .env("DATABASE_URL", db.url())
-            .env("APP__AUTH__SIGNING_KEY_FILE", &key)
-            .env("APP__AUTH__SERVICE_KEY_FILE", &service_key)
-            .env("APP__LOG__FORMAT", "json")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
