@@ -81,9 +81,50 @@ pub async fn migrate(url: &str, module: ModuleMigrations) -> anyhow::Result<Vec<
                 .map_err(|e| anyhow::anyhow!("migrations of `{schema}` failed: {e}"))?;
             applied.extend(versions.iter().map(ToString::to_string));
         }
+        warn_unless_english(&mut conn, schema);
         Ok(applied)
     })
     .await?
+}
+
+/// Warns when the server writes its messages in another language than
+/// English: PostgreSQL's SQLSTATE does not reach the shop (diesel-async
+/// keeps only the message), so a deadlock or a statement timeout is told
+/// by its English words (`pool::query_failure`), and in another language it
+/// is answered 500 where 503 (try again) is meant.
+fn warn_unless_english(conn: &mut AsyncConnectionWrapper<AsyncPgConnection>, schema: &str) {
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        lc_messages: String,
+    }
+    let query = diesel::sql_query("SHOW lc_messages");
+    match diesel::RunQueryDsl::get_result::<Setting>(query, conn) {
+        Ok(Setting { lc_messages }) if !english_messages(&lc_messages) => tracing::warn!(
+            schema,
+            lc_messages,
+            "the database writes its messages in another language: deadlocks and statement \
+             timeouts will be answered 500 instead of 503; set them in English for the shop's \
+             role (as a superuser: ALTER ROLE <role> SET lc_messages = 'C')"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(schema, error = %e, "cannot read lc_messages"),
+    }
+}
+
+/// Whether messages under the locale `lc_messages` are PostgreSQL's own
+/// English ones: the C and POSIX locales, an English one, or none named
+/// (the server's environment, usually C in its container).
+fn english_messages(lc_messages: &str) -> bool {
+    let name = lc_messages.trim();
+    name.is_empty()
+        || name == "POSIX"
+        || name == "C"
+        || name.starts_with("C.")
+        || name.starts_with("en_")
+        || name == "en"
+        || name.starts_with("en.")
+        || name.starts_with("English")
 }
 
 /// Takes the advisory lock of `schema`'s migrations on `conn` (held until
@@ -187,6 +228,25 @@ macro_rules! module_migrations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The locales whose messages `pool::query_failure` can read.
+    #[test]
+    fn english_messages_are_those_of_c_posix_and_english_locales() {
+        for english in [
+            "C",
+            "C.UTF-8",
+            "POSIX",
+            "en_US.UTF-8",
+            "en_GB.utf8",
+            "",
+            "English_United States.1252",
+        ] {
+            assert!(english_messages(english), "{english}");
+        }
+        for other in ["de_DE.UTF-8", "fr_FR.utf8", "ja_JP.UTF-8", "es", "Chinese"] {
+            assert!(!english_messages(other), "{other}");
+        }
+    }
 
     #[test]
     fn a_module_version_equal_to_a_messaging_one_is_a_clash() {
