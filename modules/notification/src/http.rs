@@ -20,13 +20,14 @@ use crate::repo;
 pub struct NotificationModule {
     pool: db::Pool,
     egress: crate::egress::Egress,
-    /// Webhook subscriptions kept at most (`notification.max_webhooks`).
+    /// Webhook subscriptions beyond which a creation is refused
+    /// (`notification.max_webhooks`).
     max_webhooks: u32,
 }
 
 impl NotificationModule {
     /// Routes over the module's pool; webhook URLs must satisfy `egress`,
-    /// and at most `max_webhooks` subscriptions are kept.
+    /// and no subscription is created once `max_webhooks` exist.
     pub fn new(
         pool: db::Pool,
         egress: crate::egress::Egress,
