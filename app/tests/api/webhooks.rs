@@ -416,3 +416,74 @@ async fn an_open_webhook_breaker_defers_deliveries_without_spending_attempts() {
         "no call while the breaker is open"
     );
 }
+
+/// One receiver down must not stop the deliveries to the others: each
+/// receiver's origin has a breaker of its own. (One breaker for every
+/// webhook, as before, opened on the failing receiver and deferred every
+/// subscriber's deliveries for its whole open time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_fails_opens_its_own_breaker_not_the_others() {
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__RETRY_BASE_MS", "20"),
+        ("APP__NOTIFICATION__RETRY_MAX_MS", "50"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__WINDOW_SIZE", "2"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__MINIMUM_CALLS", "2"),
+        (
+            "APP__RESILIENCE__WEBHOOKS__BREAKER__WAIT_OPEN_MS",
+            "3600000",
+        ),
+    ])
+    .await;
+    let down = receiver(usize::MAX).await; // always 500
+    let up = receiver(0).await;
+    let admin = app.token(&[Role::Admin]);
+    assert_eq!(
+        subscribe_webhook(&app, admin.clone(), &down.url)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(subscribe_webhook(&app, admin, &up.url).await.status(), 201);
+    app.post_product(&product_json("OWN-BREAKER-1")).await;
+
+    let down_deferred = || async {
+        let rows: Vec<Delivery> = diesel::sql_query(
+            "SELECT attempts, status, last_error FROM notification.notifications \
+             WHERE channel = 'webhook' AND destination = $1",
+        )
+        .bind::<Text, _>(&down.url)
+        .load(&mut app.db().await)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .next()
+            .filter(|d| d.last_error.as_deref() == Some("the circuit breaker is open"))
+    };
+    eventually("the failing receiver's breaker to open", down_deferred).await;
+    // With its breaker open for an hour, the other receiver still gets
+    // this product's call and the next one's.
+    app.post_product(&product_json("OWN-BREAKER-2")).await;
+    eventually("both calls at the receiver that answers", || async {
+        (up.calls.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await;
+    let bodies: Vec<String> = up
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    for sku in ["OWN-BREAKER-1", "OWN-BREAKER-2"] {
+        assert_eq!(
+            bodies.iter().filter(|b| b.contains(sku)).count(),
+            1,
+            "{sku} once at the receiver that answers: {bodies:?}"
+        );
+    }
+    assert_eq!(
+        down.calls.lock().unwrap().len(),
+        2,
+        "no call while its breaker is open"
+    );
+}

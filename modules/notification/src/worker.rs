@@ -262,33 +262,37 @@ impl Sender {
     }
 
     async fn deliver(&self, item: &repo::Due) -> Delivery {
-        let policy = match item.channel.as_str() {
-            "email" => &self.smtp,
-            "webhook" => &self.webhooks,
-            other => return Delivery::Failed(format!("unknown channel `{other}`")),
-        };
         // Not idempotent (a resend could deliver twice): the policy bounds the
         // call; retrying is the sender's schedule. A refusal (a bad address, a
         // receiver's 4xx) is an answer, not a failure of the dependency.
-        let outcome = policy
-            .call(None, false, || async {
-                let result = if item.channel == "email" {
-                    self.email(item).await
-                } else {
-                    self.webhook(item).await
-                };
-                let verdict = match &result {
-                    Ok(()) | Err(Attempt::Refused(_) | Attempt::Rejected(_)) => {
-                        resilience::Verdict::Healthy
-                    }
-                    Err(Attempt::Failed(_)) => resilience::Verdict::Failed {
-                        retryable: false,
-                        retry_after: None,
-                    },
-                };
-                (result, verdict)
-            })
-            .await;
+        let attempt = || async {
+            let result = if item.channel == "email" {
+                self.email(item).await
+            } else {
+                self.webhook(item).await
+            };
+            let verdict = match &result {
+                Ok(()) | Err(Attempt::Refused(_) | Attempt::Rejected(_)) => {
+                    resilience::Verdict::Healthy
+                }
+                Err(Attempt::Failed(_)) => resilience::Verdict::Failed {
+                    retryable: false,
+                    retry_after: None,
+                },
+            };
+            (result, verdict)
+        };
+        let outcome = match item.channel.as_str() {
+            // One relay: its breaker is the dependency's.
+            "email" => self.smtp.call(None, false, attempt).await,
+            // Each receiver's origin has a breaker of its own: one receiver
+            // down defers its own deliveries, not every subscriber's.
+            "webhook" => {
+                let origin = receiver_origin(&item.destination);
+                self.webhooks.call_to(&origin, None, false, attempt).await
+            }
+            other => return Delivery::Failed(format!("unknown channel `{other}`")),
+        };
         match outcome {
             Ok(()) => Delivery::Sent,
             Err(resilience::PolicyError::Failed(Attempt::Refused(e) | Attempt::Failed(e))) => {
@@ -466,6 +470,17 @@ fn refused_for_good(code: &str, text: &str) -> bool {
     ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"].contains(&enhanced)
 }
 
+/// The origin of a webhook's URL (`https://hooks.example.com:443`), which
+/// keys its breaker: the receiver's host and port, not its path or query
+/// (which may hold a token, and would show in the breaker's logs). A URL
+/// that does not parse is its own key; its send is refused before a call.
+fn receiver_origin(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => url.origin().ascii_serialization(),
+        Err(_) => url.to_owned(),
+    }
+}
+
 /// How one send went.
 enum Delivery {
     Sent,
@@ -517,6 +532,23 @@ pub(crate) fn sign(secret: &str, timestamp: i64, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receivers_breaker_is_keyed_by_its_origin_alone() {
+        assert_eq!(
+            receiver_origin("https://Hooks.Example.com/a/b?token=secret"),
+            "https://hooks.example.com"
+        );
+        assert_eq!(
+            receiver_origin("http://127.0.0.1:8080/hook"),
+            receiver_origin("http://127.0.0.1:8080/other")
+        );
+        assert_ne!(
+            receiver_origin("http://127.0.0.1:8080/hook"),
+            receiver_origin("http://127.0.0.1:8081/hook")
+        );
+        assert_eq!(receiver_origin("not a url"), "not a url");
+    }
 
     #[test]
     fn signatures_match_a_known_vector() {

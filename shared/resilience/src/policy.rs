@@ -1,6 +1,7 @@
 //! [`Policy`]: the bulkhead, deadline, breaker, timeout and retries around
 //! one dependency's calls, and what an attempt and the whole call report.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -49,12 +50,62 @@ pub enum PolicyError<E> {
 }
 
 /// The policy of one dependency.
+///
+/// Its bulkhead, deadline and retry budget are the dependency's; its
+/// breaker is too, unless the calls name a destination ([`Policy::call_to`]):
+/// then each destination has a breaker of its own, so that one destination
+/// failing (one webhook receiver down) does not stop the calls to the others.
 pub struct Policy {
     name: &'static str,
     settings: PolicySettings,
-    breaker: Mutex<Breaker>,
+    breakers: Mutex<Breakers>,
     permits: Semaphore,
     budget: Mutex<Budget>,
+}
+
+/// The breaker of the calls that name no destination, and one per
+/// destination named.
+#[derive(Debug)]
+struct Breakers {
+    own: Breaker,
+    by_destination: HashMap<Box<str>, Breaker>,
+}
+
+/// Destinations whose breaker is kept while closed. Beyond, closed ones
+/// are forgotten (they lose only their recent outcomes); open and
+/// half-open ones are always kept.
+const DESTINATIONS_KEPT: usize = 1024;
+
+impl Breakers {
+    fn get(&mut self, destination: Option<&str>, settings: &PolicySettings) -> &mut Breaker {
+        let Some(destination) = destination else {
+            return &mut self.own;
+        };
+        if !self.by_destination.contains_key(destination)
+            && self.by_destination.len() >= DESTINATIONS_KEPT
+        {
+            self.by_destination
+                .retain(|_, breaker| breaker.state() != State::Closed);
+        }
+        self.by_destination
+            .entry(destination.into())
+            .or_insert_with(|| Breaker::new(settings.breaker.clone()))
+    }
+
+    /// The worst state of them all, for the dependency's gauge: open if
+    /// any is open.
+    fn worst(&self) -> State {
+        let rank = |state: State| match state {
+            State::Closed => 0,
+            State::HalfOpen => 1,
+            State::Open => 2,
+        };
+        std::iter::once(&self.own)
+            .chain(self.by_destination.values())
+            .map(Breaker::state)
+            .max_by_key(|state| rank(*state))
+            .unwrap_or(State::Closed)
+    }
 }
 
 impl std::fmt::Debug for Policy {
@@ -81,7 +132,10 @@ impl Policy {
         metrics::gauge!("remote_breaker_state", "dependency" => name).set(State::Closed.gauge());
         Policy {
             name,
-            breaker: Mutex::new(Breaker::new(settings.breaker.clone())),
+            breakers: Mutex::new(Breakers {
+                own: Breaker::new(settings.breaker.clone()),
+                by_destination: HashMap::new(),
+            }),
             permits: Semaphore::new(settings.max_concurrent.max(1)),
             // A reserve of ten seconds' worth of the floor, as Finagle's
             // retry budget starts with.
@@ -103,11 +157,24 @@ impl Policy {
         Duration::from_millis(self.settings.deadline_ms)
     }
 
-    /// The breaker's state now (readiness).
+    /// The state now of the breaker of calls that name no destination
+    /// (readiness).
     pub fn state(&self) -> State {
-        self.breaker
+        self.breakers
             .lock()
-            .map(|b| b.state())
+            .map(|b| b.own.state())
+            .unwrap_or(State::Open)
+    }
+
+    /// The state now of `destination`'s breaker ([`Policy::call_to`]).
+    pub fn state_of(&self, destination: &str) -> State {
+        self.breakers
+            .lock()
+            .map(|b| {
+                b.by_destination
+                    .get(destination)
+                    .map_or(State::Closed, Breaker::state)
+            })
             .unwrap_or(State::Open)
     }
 
@@ -118,6 +185,41 @@ impl Policy {
     /// [`PolicyError`]: the last failure, or why no (further) call was made.
     pub async fn call<T, E, F, Fut>(
         &self,
+        caller_deadline: Option<Duration>,
+        idempotent: bool,
+        attempt: F,
+    ) -> Result<T, PolicyError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = (Result<T, E>, Verdict)>,
+    {
+        self.run(None, caller_deadline, idempotent, attempt).await
+    }
+
+    /// [`Policy::call`], for a call to `destination` (a webhook receiver's
+    /// origin): its breaker is that destination's own. The bulkhead,
+    /// deadline and retry budget stay the dependency's.
+    ///
+    /// # Errors
+    /// As [`Policy::call`].
+    pub async fn call_to<T, E, F, Fut>(
+        &self,
+        destination: &str,
+        caller_deadline: Option<Duration>,
+        idempotent: bool,
+        attempt: F,
+    ) -> Result<T, PolicyError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = (Result<T, E>, Verdict)>,
+    {
+        self.run(Some(destination), caller_deadline, idempotent, attempt)
+            .await
+    }
+
+    async fn run<T, E, F, Fut>(
+        &self,
+        destination: Option<&str>,
         caller_deadline: Option<Duration>,
         idempotent: bool,
         mut attempt: F,
@@ -142,7 +244,7 @@ impl Policy {
                 self.count("deadline_exceeded");
                 return Err(PolicyError::DeadlineExceeded);
             }
-            let generation = match self.admit() {
+            let generation = match self.admit(destination) {
                 (Admission::Rejected { retry_after }, _) => {
                     self.count("breaker_open");
                     return Err(PolicyError::BreakerOpen { retry_after });
@@ -155,6 +257,7 @@ impl Policy {
             // its (half-open trial) slot back instead of waiting forever.
             let mut pending = Pending {
                 policy: self,
+                destination,
                 generation,
                 armed: true,
             };
@@ -167,6 +270,7 @@ impl Policy {
                 Ok((result, Verdict::Healthy)) => {
                     let slow = took > Duration::from_millis(self.settings.breaker.slow_call_ms);
                     self.record(
+                        destination,
                         Record {
                             failed: false,
                             slow,
@@ -184,6 +288,7 @@ impl Policy {
                     },
                 )) => {
                     self.record(
+                        destination,
                         Record {
                             failed: true,
                             slow: false,
@@ -194,6 +299,7 @@ impl Policy {
                 }
                 Err(_) => {
                     self.record(
+                        destination,
                         Record {
                             failed: true,
                             slow: false,
@@ -239,38 +345,47 @@ impl Policy {
             .increment(1);
     }
 
-    fn admit(&self) -> (Admission, u64) {
-        let Ok(mut breaker) = self.breaker.lock() else {
+    fn admit(&self, destination: Option<&str>) -> (Admission, u64) {
+        let Ok(mut breakers) = self.breakers.lock() else {
             let retry_after = Duration::from_secs(1);
             return (Admission::Rejected { retry_after }, 0);
         };
+        let breaker = breakers.get(destination, &self.settings);
         let (admission, change) = breaker.admit(Instant::now());
+        let generation = breaker.generation();
         if let Some(state) = change {
-            self.transition(state);
+            self.transition(&breakers, destination, state);
         }
-        (admission, breaker.generation())
+        (admission, generation)
     }
 
-    fn record(&self, record: Record, generation: u64) {
-        let Ok(mut breaker) = self.breaker.lock() else {
+    fn record(&self, destination: Option<&str>, record: Record, generation: u64) {
+        let Ok(mut breakers) = self.breakers.lock() else {
             return;
         };
+        let breaker = breakers.get(destination, &self.settings);
         if let Some(state) = breaker.record(record, generation, Instant::now()) {
-            self.transition(state);
+            self.transition(&breakers, destination, state);
         }
     }
 
-    fn transition(&self, to: State) {
-        metrics::gauge!("remote_breaker_state", "dependency" => self.name).set(to.gauge());
+    /// A breaker changed to `to`: the dependency's gauge shows the worst of
+    /// its breakers (one destination's open breaker is the dependency's).
+    fn transition(&self, breakers: &Breakers, destination: Option<&str>, to: State) {
+        metrics::gauge!("remote_breaker_state", "dependency" => self.name)
+            .set(breakers.worst().gauge());
         metrics::counter!("remote_breaker_transitions_total", "dependency" => self.name, "to" => to.as_str()).increment(1);
+        let destination = destination.unwrap_or("");
         match to {
             State::Open => tracing::warn!(
                 dependency = self.name,
+                destination,
                 state = to.as_str(),
                 "circuit breaker opened"
             ),
             _ => tracing::info!(
                 dependency = self.name,
+                destination,
                 state = to.as_str(),
                 "circuit breaker {}",
                 to.as_str()
@@ -322,6 +437,7 @@ impl Policy {
 /// An admitted attempt that has not reported its outcome yet.
 struct Pending<'a> {
     policy: &'a Policy,
+    destination: Option<&'a str>,
     generation: u64,
     armed: bool,
 }
@@ -329,9 +445,11 @@ struct Pending<'a> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed
-            && let Ok(mut breaker) = self.policy.breaker.lock()
+            && let Ok(mut breakers) = self.policy.breakers.lock()
         {
-            breaker.release(self.generation);
+            breakers
+                .get(self.destination, &self.policy.settings)
+                .release(self.generation);
         }
     }
 }

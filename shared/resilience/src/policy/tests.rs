@@ -118,6 +118,68 @@ async fn an_open_breaker_fails_fast_without_calling() {
 }
 
 #[tokio::test]
+async fn one_destination_failing_opens_its_own_breaker_only() {
+    let mut s = settings();
+    s.max_retries = 0;
+    let policy = Policy::new("test", s);
+    let calls = AtomicUsize::new(0);
+    let down = "http://down.example";
+    let up = "http://up.example";
+    for _ in 0..5 {
+        let _: Result<u32, _> = policy
+            .call_to(down, None, true, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                (Err("down"), FAILED)
+            })
+            .await;
+    }
+    assert_eq!(policy.state_of(down), State::Open);
+    let refused: Result<u32, PolicyError<&str>> = policy
+        .call_to(down, None, true, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            (Ok(1), Verdict::Healthy)
+        })
+        .await;
+    assert!(matches!(refused, Err(PolicyError::BreakerOpen { .. })));
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "no call to it while open");
+    // Another destination, and the calls that name none, go on.
+    let other: Result<u32, PolicyError<&str>> = policy
+        .call_to(up, None, true, || async { (Ok(2), Verdict::Healthy) })
+        .await;
+    assert_eq!(other, Ok(2));
+    assert_eq!(policy.state_of(up), State::Closed);
+    assert_eq!(policy.state(), State::Closed);
+    let own: Result<u32, PolicyError<&str>> = policy
+        .call(None, true, || async { (Ok(3), Verdict::Healthy) })
+        .await;
+    assert_eq!(own, Ok(3));
+    // The dependency's gauge shows the worst of its breakers.
+    assert_eq!(policy.breakers.lock().unwrap().worst(), State::Open);
+}
+
+#[tokio::test]
+async fn closed_breakers_of_many_destinations_are_forgotten_open_ones_kept() {
+    let mut s = settings();
+    s.max_retries = 0;
+    let policy = Policy::new("test", s);
+    for _ in 0..5 {
+        let _: Result<u32, _> = policy
+            .call_to("down", None, true, || async { (Err("down"), FAILED) })
+            .await;
+    }
+    for i in 0..DESTINATIONS_KEPT + 10 {
+        let _: Result<u32, PolicyError<&str>> = policy
+            .call_to(&format!("up-{i}"), None, true, || async {
+                (Ok(1), Verdict::Healthy)
+            })
+            .await;
+    }
+    let kept = policy.breakers.lock().unwrap().by_destination.len();
+    assert!(kept <= DESTINATIONS_KEPT, "{kept} breakers kept");
+    assert_eq!(policy.state_of("down"), State::Open);
+}
+
+#[tokio::test]
 async fn a_retry_waits_at_least_the_dependencys_retry_after_within_the_deadline() {
     let policy = Policy::new("test", settings());
     let calls = AtomicUsize::new(0);
