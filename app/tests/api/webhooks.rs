@@ -1,7 +1,6 @@
 //! Webhooks: internal addresses refused, deliveries signed and retried, an
 //! open breaker defers, a slow receiver holds no lock or transaction.
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web as aweb};
@@ -50,6 +49,53 @@ pub(crate) async fn receiver(failures: usize) -> Receiver {
     Receiver {
         url: format!("http://127.0.0.1:{port}/hook"),
         calls,
+        _server: handle,
+    }
+}
+
+/// A webhook receiver that holds each call until the test adds a permit
+/// to `gate`, then answers 200; records the bodies as they arrive.
+struct Held {
+    url: String,
+    gate: Arc<tokio::sync::Semaphore>,
+    bodies: Arc<Mutex<Vec<String>>>,
+    _server: actix_web::dev::ServerHandle,
+}
+
+impl Held {
+    fn calls(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+}
+
+async fn held_receiver() -> Held {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let server = {
+        let (gate, bodies) = (Arc::clone(&gate), Arc::clone(&bodies));
+        HttpServer::new(move || {
+            let (gate, bodies) = (Arc::clone(&gate), Arc::clone(&bodies));
+            App::new().default_service(aweb::to(move |body: String| {
+                let (gate, bodies) = (Arc::clone(&gate), Arc::clone(&bodies));
+                async move {
+                    bodies.lock().unwrap().push(body);
+                    gate.acquire().await.unwrap().forget();
+                    HttpResponse::Ok().finish()
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap()
+    };
+    let url = format!("http://127.0.0.1:{}/hook", server.addrs()[0].port());
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Held {
+        url,
+        gate,
+        bodies,
         _server: handle,
     }
 }
@@ -264,36 +310,14 @@ async fn a_slow_receiver_holds_no_lock_or_transaction_while_its_message_is_sent(
         ("APP__RESILIENCE__WEBHOOKS__DEADLINE_MS", "60000"),
     ])
     .await;
-    // A receiver that holds each call until the test lets it answer.
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let server = {
-        let (gate, calls) = (Arc::clone(&gate), Arc::clone(&calls));
-        HttpServer::new(move || {
-            let (gate, calls) = (Arc::clone(&gate), Arc::clone(&calls));
-            App::new().default_service(aweb::to(move || {
-                let (gate, calls) = (Arc::clone(&gate), Arc::clone(&calls));
-                async move {
-                    calls.fetch_add(1, SeqCst);
-                    gate.acquire().await.unwrap().forget();
-                    HttpResponse::Ok().finish()
-                }
-            }))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .unwrap()
-    };
-    let url = format!("http://127.0.0.1:{}/hook", server.addrs()[0].port());
-    let server = server.run();
-    let _server = server.handle();
-    tokio::spawn(server);
+    let held = held_receiver().await;
+    let (url, gate) = (&held.url, &held.gate);
     let admin = app.token(&[Role::Admin]);
-    assert_eq!(subscribe_webhook(&app, &admin, &url).await.status(), 201);
+    assert_eq!(subscribe_webhook(&app, &admin, url).await.status(), 201);
     app.post_product(&product_json("SLOW-1")).await;
 
     eventually("the receiver to be called", || async {
-        (AtomicUsize::load(&calls, SeqCst) == 1).then_some(())
+        (held.calls() == 1).then_some(())
     })
     .await;
     let mut conn = app.db().await;
@@ -345,7 +369,7 @@ async fn a_slow_receiver_holds_no_lock_or_transaction_while_its_message_is_sent(
     })
     .await;
     assert_eq!(sent.attempts, 1);
-    assert_eq!(AtomicUsize::load(&calls, SeqCst), 1, "sent once");
+    assert_eq!(held.calls(), 1, "sent once");
 }
 
 #[derive(diesel::QueryableByName)]
@@ -485,5 +509,56 @@ async fn a_receiver_that_fails_opens_its_own_breaker_not_the_others() {
         down.calls.lock().unwrap().len(),
         2,
         "no call while its breaker is open"
+    );
+}
+
+/// A receiver that takes its time holds up its own messages only: while it
+/// holds a call, the other receivers get theirs, including messages of
+/// later events, and its own arrive afterwards in order, once each.
+/// (The sender called one destination at a time: every delivery waited
+/// for the held call, up to its timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_holds_its_call_holds_up_only_its_own_messages() {
+    let app = spawn_app_with(&[
+        ("APP__RESILIENCE__WEBHOOKS__ATTEMPT_TIMEOUT_MS", "60000"),
+        ("APP__RESILIENCE__WEBHOOKS__DEADLINE_MS", "60000"),
+    ])
+    .await;
+    let held = held_receiver().await;
+    let up = receiver(0).await;
+    let admin = app.token(&[Role::Admin]);
+    assert_eq!(
+        subscribe_webhook(&app, &admin, &held.url).await.status(),
+        201
+    );
+    assert_eq!(subscribe_webhook(&app, &admin, &up.url).await.status(), 201);
+    app.post_product(&product_json("HELD-1")).await;
+    eventually("the held receiver's first call", || async {
+        (held.calls() == 1).then_some(())
+    })
+    .await;
+    app.post_product(&product_json("HELD-2")).await;
+    eventually("both calls at the other receiver", || async {
+        (up.calls.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        held.calls(),
+        1,
+        "the held receiver is called one message at a time"
+    );
+
+    held.gate.add_permits(2);
+    eventually("every webhook message sent", || async {
+        let all = notifications(&app).await;
+        let webhooks: Vec<_> = all.iter().filter(|n| n.channel == "webhook").collect();
+        (webhooks.len() == 4 && webhooks.iter().all(|n| n.status == "sent")).then_some(())
+    })
+    .await;
+    let bodies = held.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "once each: {bodies:?}");
+    assert!(
+        bodies[0].contains("HELD-1") && bodies[1].contains("HELD-2"),
+        "in order: {bodies:?}"
     );
 }

@@ -642,12 +642,14 @@ pub(crate) async fn claim_due(
     conn: &mut AsyncPgConnection,
     limit: i64,
     lease_ms: i64,
+    excluded: &[String],
 ) -> QueryResult<Vec<Due>> {
     // Raw: a data-modifying CTE with `FOR UPDATE SKIP LOCKED`, and the
     // subscription's key joined to what it returns; the builder has neither.
     db::sql(
         "WITH due AS ( \
              SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
+             AND destination <> ALL($3) \
              ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED \
          ), claimed AS ( \
              UPDATE notifications n \
@@ -663,6 +665,7 @@ pub(crate) async fn claim_due(
     )
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(lease_ms)
+    .bind::<diesel::sql_types::Array<Text>, _>(excluded)
     .load(conn)
     .await
 }
@@ -829,11 +832,14 @@ mod tests {
         .await
         .unwrap();
 
-        let first = claim_due(&mut conn, 20, 60_000).await.unwrap();
+        let first = claim_due(&mut conn, 20, 60_000, &[]).await.unwrap();
         assert_eq!(first.len(), 1);
         assert!(first[0].claimed_until > Utc::now() + chrono::Duration::seconds(50));
         assert!(
-            claim_due(&mut conn, 20, 60_000).await.unwrap().is_empty(),
+            claim_due(&mut conn, 20, 60_000, &[])
+                .await
+                .unwrap()
+                .is_empty(),
             "claimed: no other sender takes it"
         );
 
@@ -842,7 +848,7 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
-        let second = claim_due(&mut conn, 20, 60_000).await.unwrap();
+        let second = claim_due(&mut conn, 20, 60_000, &[]).await.unwrap();
         assert_eq!(second.len(), 1);
         let taken = state(&mut conn).await;
         assert_eq!(taken, ("pending".to_owned(), second[0].claimed_until));

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use diesel_async::AsyncConnection as _;
+use futures_util::FutureExt as _;
 use hmac::{Hmac, Mac as _};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
@@ -26,6 +27,10 @@ const ROUND: i64 = 20;
 
 /// The shortest claim on a round's messages (see [`Sender::lease`]).
 const MIN_LEASE: Duration = Duration::from_secs(30);
+
+/// Destinations sent to at once at most ([`Sender::run`]); each is sent
+/// its messages one at a time.
+const BUSY_DESTINATIONS: usize = 16;
 
 /// How often a round records its deliveries at the latest.
 const RECORD_EVERY: Duration = Duration::from_secs(1);
@@ -95,31 +100,66 @@ impl Sender {
         })
     }
 
-    /// Sends due messages until `stop` turns true.
+    /// Sends due messages until `stop` turns true, then waits for the
+    /// sends under way.
+    ///
+    /// Each claim's messages are sent one destination at a time (a
+    /// webhook's URL, an email address), in order, and the destinations side
+    /// by side: a receiver that is slow or times out holds up its own
+    /// messages only. While a destination is being sent to, claims leave its
+    /// messages alone; claims stop while [`BUSY_DESTINATIONS`] are busy.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let interval = Duration::from_millis(self.settings.poll_interval_ms.max(10));
-        let prune_every = Duration::from_secs(self.settings.prune_interval_secs.max(1));
+        let this = std::sync::Arc::new(self);
+        let interval = Duration::from_millis(this.settings.poll_interval_ms.max(10));
+        let prune_every = Duration::from_secs(this.settings.prune_interval_secs.max(1));
         let mut pruned = std::time::Instant::now();
+        let mut sending = tokio::task::JoinSet::new();
+        // The destinations being sent to, by the task sending to them.
+        let mut busy: std::collections::HashMap<tokio::task::Id, String> =
+            std::collections::HashMap::new();
         loop {
             if pruned.elapsed() >= prune_every {
-                self.prune().await;
+                this.prune().await;
                 pruned = std::time::Instant::now();
             }
-            let sent = match self.send_due(&stop).await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "notification round failed");
-                    0
-                }
-            };
-            if sent == 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    _ = stop.changed() => {}
+            let mut claimed = 0;
+            if busy.len() < BUSY_DESTINATIONS && !*stop.borrow() {
+                let excluded: Vec<String> = busy.values().cloned().collect();
+                match this.claim(&excluded).await {
+                    Ok((due, started)) => {
+                        claimed = due.len();
+                        for (destination, items) in by_destination(due) {
+                            let sender = std::sync::Arc::clone(&this);
+                            let stop = stop.clone();
+                            let task = sending
+                                .spawn(async move { sender.send(items, started, &stop).await });
+                            busy.insert(task.id(), destination);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "notification round failed"),
                 }
             }
+            // Finished sends free their destinations.
+            while let Some(Some(done)) = sending.join_next_with_id().now_or_never() {
+                finished(&mut busy, done);
+            }
             if *stop.borrow() {
+                while let Some(done) = sending.join_next_with_id().await {
+                    finished(&mut busy, done);
+                }
                 break;
+            }
+            // Something was claimed: claim again at once for the idle
+            // destinations. Else wait for the next poll, a destination to
+            // free up, or the stop.
+            if claimed == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    Some(done) = sending.join_next_with_id(), if !sending.is_empty() => {
+                        finished(&mut busy, done);
+                    }
+                    _ = stop.changed() => {}
+                }
             }
         }
     }
@@ -171,27 +211,38 @@ impl Sender {
         (self.longest_send() * 3).max(MIN_LEASE)
     }
 
-    /// One round: claims up to [`ROUND`] due messages for the lease (a
-    /// statement of its own, committed before anything is sent, so no
-    /// transaction or lock is held while the network is slow), sends them,
-    /// records each failure as it happens and the deliveries together, at
-    /// least every [`RECORD_EVERY`], and hands back the messages it did not
-    /// try.
-    async fn send_due(&self, stop: &watch::Receiver<bool>) -> Result<usize, String> {
-        let (lease, longest) = (self.lease(), self.longest_send());
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    /// Claims up to [`ROUND`] due messages for the lease, leaving those to
+    /// the `excluded` destinations (being sent to): a statement of its own,
+    /// committed before anything is sent, so no transaction or lock is held
+    /// while the network is slow. With the time the lease's clock started.
+    async fn claim(
+        &self,
+        excluded: &[String],
+    ) -> Result<(Vec<repo::Due>, std::time::Instant), String> {
+        let lease_ms = i64::try_from(self.lease().as_millis()).unwrap_or(i64::MAX);
         let started = std::time::Instant::now();
-        let due = {
-            let mut conn = self.connection().await?;
-            repo::claim_due(&mut conn, ROUND, lease_ms)
-                .await
-                .map_err(|e| e.to_string())?
-        };
+        let mut conn = self.connection().await?;
+        let due = repo::claim_due(&mut conn, ROUND, lease_ms, excluded)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((due, started))
+    }
+
+    /// Sends one destination's claimed messages in order (the claim's clock
+    /// started at `started`), records each failure as it happens and the
+    /// deliveries together, at least every [`RECORD_EVERY`], and hands back
+    /// the messages it did not try.
+    async fn send(
+        &self,
+        due: Vec<repo::Due>,
+        started: std::time::Instant,
+        stop: &watch::Receiver<bool>,
+    ) {
+        let (lease, longest) = (self.lease(), self.longest_send());
         let Some(claimed_until) = due.first().map(|item| item.claimed_until) else {
-            return Ok(0);
+            return;
         };
-        let count = due.len();
-        let mut sent = Vec::with_capacity(count);
+        let mut sent = Vec::with_capacity(due.len());
         let mut recorded = std::time::Instant::now();
         let mut untried = Vec::new();
         let mut result = Ok(());
@@ -236,7 +287,9 @@ impl Sender {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        result.and(marked).and(released).map(|()| count)
+        if let Err(e) = result.and(marked).and(released) {
+            tracing::warn!(error = %e, "notification round failed");
+        }
     }
 
     /// Records the deliveries `ids` of a round claimed until `claimed_until`.
@@ -479,6 +532,35 @@ fn receiver_origin(url: &str) -> String {
         Ok(url) => url.origin().ascii_serialization(),
         Err(_) => url.to_owned(),
     }
+}
+
+/// A claim's messages by destination, each destination's in the claim's
+/// order (oldest first), the destinations in the order of their oldest.
+fn by_destination(due: Vec<repo::Due>) -> Vec<(String, Vec<repo::Due>)> {
+    let mut groups: Vec<(String, Vec<repo::Due>)> = Vec::new();
+    for item in due {
+        match groups.iter_mut().find(|(d, _)| *d == item.destination) {
+            Some((_, items)) => items.push(item),
+            None => groups.push((item.destination.clone(), vec![item])),
+        }
+    }
+    groups
+}
+
+/// A send task ended: its destination is free again.
+fn finished(
+    busy: &mut std::collections::HashMap<tokio::task::Id, String>,
+    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) => {
+            // Its messages are sent again once their lease is over.
+            tracing::error!(error = %e, "a notification send task failed");
+            e.id()
+        }
+    };
+    busy.remove(&id);
 }
 
 /// How one send went.
