@@ -456,6 +456,8 @@ async fn a_receiver_that_fails_opens_its_own_breaker_not_the_others() {
             "APP__RESILIENCE__WEBHOOKS__BREAKER__WAIT_OPEN_MS",
             "3600000",
         ),
+        // A loaded machine's slow answers must not open the other's.
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__SLOW_CALL_MS", "60000"),
     ])
     .await;
     let down = receiver(usize::MAX).await; // always 500
@@ -547,6 +549,14 @@ async fn a_receiver_that_holds_its_call_holds_up_only_its_own_messages() {
         1,
         "the held receiver is called one message at a time"
     );
+    // The admin's emails of both products go out meanwhile too.
+    eventually("both admin emails sent", || async {
+        let all = notifications(&app).await;
+        let emails: Vec<_> = all.iter().filter(|n| n.channel == "email").collect();
+        (emails.len() == 2 && emails.iter().all(|n| n.status == "sent")).then_some(())
+    })
+    .await;
+    assert_eq!(held.calls(), 1, "still held");
 
     held.gate.add_permits(2);
     eventually("every webhook message sent", || async {

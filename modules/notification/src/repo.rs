@@ -628,7 +628,16 @@ pub(crate) struct Due {
     pub(crate) claimed_until: DateTime<Utc>,
 }
 
-/// Claims up to `limit` messages due now, oldest first, for `lease_ms`: in
+/// How many messages of each kind a claim takes at most.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) emails: i64,
+    /// Webhook messages (every channel but email).
+    pub(crate) webhooks: i64,
+}
+
+/// Claims messages due now (up to `limits` of each kind, none to the
+/// `excluded` destinations), oldest first, for `lease_ms`: in
 /// one statement, they are put off by the lease, so that no other sender
 /// takes them while this one sends (rows another sender is claiming are
 /// skipped). A sender that dies mid-round leaves them to be sent again once
@@ -640,18 +649,23 @@ pub(crate) struct Due {
 /// rather than undo that sender's.
 pub(crate) async fn claim_due(
     conn: &mut AsyncPgConnection,
-    limit: i64,
+    limits: Limits,
     lease_ms: i64,
     excluded: &[String],
 ) -> QueryResult<Vec<Due>> {
-    // Raw: a data-modifying CTE with `FOR UPDATE SKIP LOCKED`, and the
+    // Raw: data-modifying CTEs with `FOR UPDATE SKIP LOCKED`, and the
     // subscription's key joined to what it returns; the builder has neither.
     db::sql(
-        "WITH due AS ( \
+        "WITH emails AS ( \
              SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
-             AND destination <> ALL($3) \
+             AND channel = 'email' \
              ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED \
-         ), claimed AS ( \
+         ), others AS ( \
+             SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
+             AND channel <> 'email' AND destination <> ALL($3) \
+             ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED \
+         ), due AS (SELECT id FROM emails UNION ALL SELECT id FROM others), \
+         claimed AS ( \
              UPDATE notifications n \
              SET next_attempt_at = now() + make_interval(secs => $2::float8 / 1000) \
              FROM due WHERE n.id = due.id \
@@ -663,9 +677,10 @@ pub(crate) async fn claim_due(
          FROM claimed c LEFT JOIN webhook_subscriptions w ON w.id = c.subscription_id \
          ORDER BY c.created_at",
     )
-    .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(limits.emails)
     .bind::<BigInt, _>(lease_ms)
     .bind::<diesel::sql_types::Array<Text>, _>(excluded)
+    .bind::<BigInt, _>(limits.webhooks)
     .load(conn)
     .await
 }
@@ -797,6 +812,72 @@ mod tests {
 
     use super::*;
 
+    const BOTH: Limits = Limits {
+        emails: 20,
+        webhooks: 20,
+    };
+
+    async fn pool_of(db: &testkit::TestDatabase) -> db::Pool {
+        db::build_pool(&db::PoolOptions {
+            url: db.url().to_owned(),
+            schema: "notification",
+            max_size: 1,
+            runtimes: 1,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    /// A claim takes each kind up to its limit, oldest first, and leaves
+    /// the webhook URLs being sent to alone.
+    #[tokio::test]
+    async fn a_claim_takes_each_kind_up_to_its_limit_and_skips_busy_receivers() {
+        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
+        let pool = pool_of(&db).await;
+        let mut conn = pool.get().await.unwrap();
+        db::sql(
+            "INSERT INTO notifications \
+             (id, event_id, event_type, channel, destination, subject, body, created_at) \
+             SELECT gen_random_uuid(), gen_random_uuid(), 't', channel, destination, 's', 'b', \
+                    now() - make_interval(secs => 100 - i) \
+             FROM (VALUES (1, 'email', 'a@example.com'), (2, 'email', 'b@example.com'), \
+                          (3, 'webhook', 'https://busy.example/h'), \
+                          (4, 'webhook', 'https://one.example/h'), \
+                          (5, 'webhook', 'https://two.example/h'), \
+                          (6, 'webhook', 'https://one.example/h')) AS v (i, channel, destination)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let limits = Limits {
+            emails: 0,
+            webhooks: 2,
+        };
+        let busy = ["https://busy.example/h".to_owned()];
+        let first = claim_due(&mut conn, limits, 60_000, &busy).await.unwrap();
+        let taken: Vec<&str> = first.iter().map(|d| d.destination.as_str()).collect();
+        assert_eq!(taken, ["https://one.example/h", "https://two.example/h"]);
+        let emails = Limits {
+            emails: 1,
+            webhooks: 0,
+        };
+        let second = claim_due(&mut conn, emails, 60_000, &busy).await.unwrap();
+        let taken: Vec<&str> = second.iter().map(|d| d.destination.as_str()).collect();
+        assert_eq!(taken, ["a@example.com"]);
+        let rest = claim_due(&mut conn, BOTH, 60_000, &[]).await.unwrap();
+        let taken: Vec<&str> = rest.iter().map(|d| d.destination.as_str()).collect();
+        assert_eq!(
+            taken,
+            [
+                "b@example.com",
+                "https://busy.example/h",
+                "https://one.example/h"
+            ]
+        );
+    }
+
     async fn state(conn: &mut AsyncPgConnection) -> (String, DateTime<Utc>) {
         n::table
             .select((n::status, n::next_attempt_at))
@@ -812,16 +893,7 @@ mod tests {
     #[tokio::test]
     async fn a_claim_that_outlived_its_lease_cannot_undo_the_next_one() {
         let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
-        let pool = db::build_pool(&db::PoolOptions {
-            url: db.url().to_owned(),
-            schema: "notification",
-            max_size: 1,
-            runtimes: 1,
-            acquire_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(5),
-        })
-        .unwrap();
+        let pool = pool_of(&db).await;
         let mut conn = pool.get().await.unwrap();
         db::sql(
             "INSERT INTO notifications (id, event_id, event_type, channel, destination, subject, body) \
@@ -832,11 +904,11 @@ mod tests {
         .await
         .unwrap();
 
-        let first = claim_due(&mut conn, 20, 60_000, &[]).await.unwrap();
+        let first = claim_due(&mut conn, BOTH, 60_000, &[]).await.unwrap();
         assert_eq!(first.len(), 1);
         assert!(first[0].claimed_until > Utc::now() + chrono::Duration::seconds(50));
         assert!(
-            claim_due(&mut conn, 20, 60_000, &[])
+            claim_due(&mut conn, BOTH, 60_000, &[])
                 .await
                 .unwrap()
                 .is_empty(),
@@ -848,7 +920,7 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
-        let second = claim_due(&mut conn, 20, 60_000, &[]).await.unwrap();
+        let second = claim_due(&mut conn, BOTH, 60_000, &[]).await.unwrap();
         assert_eq!(second.len(), 1);
         let taken = state(&mut conn).await;
         assert_eq!(taken, ("pending".to_owned(), second[0].claimed_until));

@@ -28,12 +28,9 @@ const ROUND: i64 = 20;
 /// The shortest claim on a round's messages (see [`Sender::lease`]).
 const MIN_LEASE: Duration = Duration::from_secs(30);
 
-/// Destinations sent to at once at most ([`Sender::run`]); each is sent
-/// its messages one at a time.
-const BUSY_DESTINATIONS: usize = 16;
-
-/// How often a round records its deliveries at the latest.
-const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// Webhook URLs sent to at once at most ([`Sender::run`]); each is sent
+/// its messages one at a time, and the emails beside them, one at a time.
+const BUSY_RECEIVERS: usize = 16;
 
 /// Delivers pending notifications: email through the configured transport,
 /// webhooks as signed POSTs. Several instances may run: each round claims
@@ -103,36 +100,41 @@ impl Sender {
     /// Sends due messages until `stop` turns true, then waits for the
     /// sends under way.
     ///
-    /// Each claim's messages are sent one destination at a time (a
-    /// webhook's URL, an email address), in order, and the destinations side
-    /// by side: a receiver that is slow or times out holds up its own
-    /// messages only. While a destination is being sent to, claims leave its
-    /// messages alone; claims stop while [`BUSY_DESTINATIONS`] are busy.
+    /// Each webhook URL's messages are sent in order, one at a time, by a
+    /// task of their own, up to [`BUSY_RECEIVERS`] URLs side by side; the
+    /// emails go through one more such task (one relay). While a
+    /// destination is busy, this process's claims leave its messages alone,
+    /// so a receiver that is slow or times out holds up only its own. The
+    /// deliveries the tasks report are recorded here, those of each claim in
+    /// one statement, at every turn of the loop.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = std::sync::Arc::new(self);
         let interval = Duration::from_millis(this.settings.poll_interval_ms.max(10));
         let prune_every = Duration::from_secs(this.settings.prune_interval_secs.max(1));
         let mut pruned = std::time::Instant::now();
         let mut sending = tokio::task::JoinSet::new();
-        // The destinations being sent to, by the task sending to them.
-        let mut busy: std::collections::HashMap<tokio::task::Id, String> =
-            std::collections::HashMap::new();
+        let mut busy = Busy::default();
+        let delivered = Delivered::default();
+        let mut stopping = false;
         loop {
-            if pruned.elapsed() >= prune_every {
+            stopping |= *stop.borrow();
+            if !stopping && pruned.elapsed() >= prune_every {
                 this.prune().await;
+                this.webhooks.forget_idle_destinations();
                 pruned = std::time::Instant::now();
             }
             let mut claimed = 0;
-            if busy.len() < BUSY_DESTINATIONS && !*stop.borrow() {
-                let excluded: Vec<String> = busy.values().cloned().collect();
-                match this.claim(&excluded).await {
+            let receivers = BUSY_RECEIVERS.saturating_sub(busy.receivers.len());
+            if !stopping && (receivers > 0 || busy.email.is_none()) {
+                match this.claim(busy.email.is_none(), receivers, &busy).await {
                     Ok((due, started)) => {
                         claimed = due.len();
                         for (destination, items) in by_destination(due) {
-                            let sender = std::sync::Arc::clone(&this);
-                            let stop = stop.clone();
-                            let task = sending
-                                .spawn(async move { sender.send(items, started, &stop).await });
+                            let (sender, stop) = (std::sync::Arc::clone(&this), stop.clone());
+                            let delivered = delivered.clone();
+                            let task = sending.spawn(async move {
+                                sender.send(items, started, &stop, &delivered).await;
+                            });
                             busy.insert(task.id(), destination);
                         }
                     }
@@ -141,12 +143,14 @@ impl Sender {
             }
             // Finished sends free their destinations.
             while let Some(Some(done)) = sending.join_next_with_id().now_or_never() {
-                finished(&mut busy, done);
+                busy.finished(done);
             }
-            if *stop.borrow() {
+            this.record_delivered(&delivered).await;
+            if stopping {
                 while let Some(done) = sending.join_next_with_id().await {
-                    finished(&mut busy, done);
+                    busy.finished(done);
                 }
+                this.record_delivered(&delivered).await;
                 break;
             }
             // Something was claimed: claim again at once for the idle
@@ -156,10 +160,30 @@ impl Sender {
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
                     Some(done) = sending.join_next_with_id(), if !sending.is_empty() => {
-                        finished(&mut busy, done);
+                        busy.finished(done);
                     }
-                    _ = stop.changed() => {}
+                    changed = stop.changed() => stopping |= changed.is_err(),
                 }
+            }
+        }
+    }
+
+    /// Records what the send tasks reported delivered: one statement per
+    /// claim. A failure leaves them to be sent again once their lease is
+    /// over (at least once).
+    async fn record_delivered(&self, delivered: &Delivered) {
+        let taken = match delivered.0.lock() {
+            Ok(mut all) => std::mem::take(&mut *all),
+            Err(_) => return,
+        };
+        let mut by_claim: std::collections::BTreeMap<_, Vec<uuid::Uuid>> =
+            std::collections::BTreeMap::new();
+        for (claimed_until, id) in taken {
+            by_claim.entry(claimed_until).or_default().push(id);
+        }
+        for (claimed_until, ids) in by_claim {
+            if let Err(e) = self.mark_sent(&ids, claimed_until).await {
+                tracing::warn!(error = %e, messages = ids.len(), "recording deliveries failed");
             }
         }
     }
@@ -211,45 +235,52 @@ impl Sender {
         (self.longest_send() * 3).max(MIN_LEASE)
     }
 
-    /// Claims up to [`ROUND`] due messages for the lease, leaving those to
-    /// the `excluded` destinations (being sent to): a statement of its own,
-    /// committed before anything is sent, so no transaction or lock is held
-    /// while the network is slow. With the time the lease's clock started.
+    /// Claims due messages for the lease, oldest first: up to [`ROUND`]
+    /// emails if `emails`, and up to `webhooks` webhook messages, none to a
+    /// URL being sent to. A statement of its own, committed before anything
+    /// is sent, so no transaction or lock is held while the network is slow.
+    /// With the time the lease's clock started.
     async fn claim(
         &self,
-        excluded: &[String],
+        emails: bool,
+        webhooks: usize,
+        busy: &Busy,
     ) -> Result<(Vec<repo::Due>, std::time::Instant), String> {
         let lease_ms = i64::try_from(self.lease().as_millis()).unwrap_or(i64::MAX);
+        let excluded: Vec<String> = busy.receivers.values().cloned().collect();
+        let limits = repo::Limits {
+            emails: if emails { ROUND } else { 0 },
+            webhooks: i64::try_from(webhooks).unwrap_or(ROUND).min(ROUND),
+        };
         let started = std::time::Instant::now();
         let mut conn = self.connection().await?;
-        let due = repo::claim_due(&mut conn, ROUND, lease_ms, excluded)
+        let due = repo::claim_due(&mut conn, limits, lease_ms, &excluded)
             .await
             .map_err(|e| e.to_string())?;
         Ok((due, started))
     }
 
     /// Sends one destination's claimed messages in order (the claim's clock
-    /// started at `started`), records each failure as it happens and the
-    /// deliveries together, at least every [`RECORD_EVERY`], and hands back
+    /// started at `started`), records each failure as it happens, reports
+    /// each delivery to `delivered` (the loop records them), and hands back
     /// the messages it did not try.
     async fn send(
         &self,
         due: Vec<repo::Due>,
         started: std::time::Instant,
         stop: &watch::Receiver<bool>,
+        delivered: &Delivered,
     ) {
         let (lease, longest) = (self.lease(), self.longest_send());
         let Some(claimed_until) = due.first().map(|item| item.claimed_until) else {
             return;
         };
-        let mut sent = Vec::with_capacity(due.len());
-        let mut recorded = std::time::Instant::now();
         let mut untried = Vec::new();
-        let mut result = Ok(());
+        let mut failed = false;
         for item in due {
             // Stopping, out of lease, or the database gone: the rest go
             // back for the next round (here or in another process).
-            if result.is_err() || *stop.borrow() || started.elapsed() + longest * 2 > lease {
+            if failed || *stop.borrow() || started.elapsed() + longest * 2 > lease {
                 untried.push(item.id);
                 continue;
             }
@@ -262,33 +293,26 @@ impl Sender {
             );
             let outcome = self.deliver(&item).instrument(span.clone()).await;
             match self.record(&item, outcome).instrument(span).await {
-                Ok(true) => sent.push(item.id),
+                Ok(true) => delivered.report(claimed_until, item.id),
                 Ok(false) => {}
-                Err(e) => result = Err(e),
-            }
-            // Deliveries of a slow round are recorded as it goes: a process
-            // that dies loses the record of at most this long of sending.
-            if recorded.elapsed() >= RECORD_EVERY && !sent.is_empty() {
-                if let Err(e) = self.mark_sent(&sent, claimed_until).await {
-                    result = Err(e);
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording a notification failed");
+                    failed = true;
                 }
-                sent.clear();
-                recorded = std::time::Instant::now();
             }
         }
-        // Both, whatever the other's outcome: what went out is recorded
-        // (unrecorded, it goes out again once the lease is over), what was
-        // not tried is due again at once.
-        let marked = self.mark_sent(&sent, claimed_until).await;
-        let released = match self.connection().await {
-            Ok(mut conn) => repo::release(&mut conn, &untried, claimed_until)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result.and(marked).and(released) {
-            tracing::warn!(error = %e, "notification round failed");
+        // What was not tried is due again at once.
+        if !untried.is_empty() {
+            let released = match self.connection().await {
+                Ok(mut conn) => repo::release(&mut conn, &untried, claimed_until)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "handing back untried notifications failed");
+            }
         }
     }
 
@@ -534,33 +558,80 @@ fn receiver_origin(url: &str) -> String {
     }
 }
 
+/// Where a claim's messages go: a webhook URL (each its own task), or the
+/// email relay (one task for every address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    Receiver(String),
+    Relay,
+}
+
 /// A claim's messages by destination, each destination's in the claim's
 /// order (oldest first), the destinations in the order of their oldest.
-fn by_destination(due: Vec<repo::Due>) -> Vec<(String, Vec<repo::Due>)> {
-    let mut groups: Vec<(String, Vec<repo::Due>)> = Vec::new();
+fn by_destination(due: Vec<repo::Due>) -> Vec<(Destination, Vec<repo::Due>)> {
+    let mut groups: Vec<(Destination, Vec<repo::Due>)> = Vec::new();
     for item in due {
-        match groups.iter_mut().find(|(d, _)| *d == item.destination) {
+        let destination = if item.channel == "email" {
+            Destination::Relay
+        } else {
+            Destination::Receiver(item.destination.clone())
+        };
+        match groups.iter_mut().find(|(d, _)| *d == destination) {
             Some((_, items)) => items.push(item),
-            None => groups.push((item.destination.clone(), vec![item])),
+            None => groups.push((destination, vec![item])),
         }
     }
     groups
 }
 
-/// A send task ended: its destination is free again.
-fn finished(
-    busy: &mut std::collections::HashMap<tokio::task::Id, String>,
-    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-) {
-    let id = match done {
-        Ok((id, ())) => id,
-        Err(e) => {
-            // Its messages are sent again once their lease is over.
-            tracing::error!(error = %e, "a notification send task failed");
-            e.id()
+/// The destinations being sent to, by the task sending to them.
+#[derive(Default)]
+struct Busy {
+    receivers: std::collections::HashMap<tokio::task::Id, String>,
+    email: Option<tokio::task::Id>,
+}
+
+impl Busy {
+    fn insert(&mut self, task: tokio::task::Id, destination: Destination) {
+        match destination {
+            Destination::Receiver(url) => {
+                self.receivers.insert(task, url);
+            }
+            Destination::Relay => self.email = Some(task),
         }
-    };
-    busy.remove(&id);
+    }
+
+    /// A send task ended: its destination is free again.
+    fn finished(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => {
+                // Its messages are sent again once their lease is over.
+                tracing::error!(error = %e, "a notification send task failed");
+                e.id()
+            }
+        };
+        self.receivers.remove(&id);
+        if self.email == Some(id) {
+            self.email = None;
+        }
+    }
+}
+
+/// Deliveries the send tasks made and the loop has yet to record, with the
+/// lease of the claim they came in.
+#[derive(Clone, Default)]
+struct Delivered(std::sync::Arc<std::sync::Mutex<Vec<Report>>>);
+
+/// A delivery: the lease of its claim, the message.
+type Report = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
+
+impl Delivered {
+    fn report(&self, claimed_until: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) {
+        if let Ok(mut all) = self.0.lock() {
+            all.push((claimed_until, id));
+        }
+    }
 }
 
 /// How one send went.

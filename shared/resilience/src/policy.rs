@@ -64,11 +64,11 @@ pub struct Policy {
 }
 
 /// The breaker of the calls that name no destination, and one per
-/// destination named.
+/// destination named, with when a call to it last started.
 #[derive(Debug)]
 struct Breakers {
     own: Breaker,
-    by_destination: HashMap<Box<str>, Breaker>,
+    by_destination: HashMap<Box<str>, (Breaker, Instant)>,
 }
 
 /// Destinations whose breaker is kept while closed. Beyond, closed ones
@@ -77,7 +77,13 @@ struct Breakers {
 const DESTINATIONS_KEPT: usize = 1024;
 
 impl Breakers {
-    fn get(&mut self, destination: Option<&str>, settings: &PolicySettings) -> &mut Breaker {
+    /// The breaker a call to `destination` starts under, made if new.
+    fn starting(
+        &mut self,
+        destination: Option<&str>,
+        settings: &PolicySettings,
+        now: Instant,
+    ) -> &mut Breaker {
         let Some(destination) = destination else {
             return &mut self.own;
         };
@@ -85,11 +91,26 @@ impl Breakers {
             && self.by_destination.len() >= DESTINATIONS_KEPT
         {
             self.by_destination
-                .retain(|_, breaker| breaker.state() != State::Closed);
+                .retain(|_, (breaker, _)| breaker.state() != State::Closed);
         }
-        self.by_destination
+        let (breaker, used) = self
+            .by_destination
             .entry(destination.into())
-            .or_insert_with(|| Breaker::new(settings.breaker.clone()))
+            .or_insert_with(|| (Breaker::new(settings.breaker.clone()), now));
+        *used = now;
+        breaker
+    }
+
+    /// The breaker a call to `destination` started under, unless it was
+    /// forgotten since (its outcome then counts nowhere).
+    fn started(&mut self, destination: Option<&str>) -> Option<&mut Breaker> {
+        match destination {
+            None => Some(&mut self.own),
+            Some(destination) => self
+                .by_destination
+                .get_mut(destination)
+                .map(|(breaker, _)| breaker),
+        }
     }
 
     /// The worst state of them all, for the dependency's gauge: open if
@@ -101,7 +122,7 @@ impl Breakers {
             State::Open => 2,
         };
         std::iter::once(&self.own)
-            .chain(self.by_destination.values())
+            .chain(self.by_destination.values().map(|(breaker, _)| breaker))
             .map(Breaker::state)
             .max_by_key(|state| rank(*state))
             .unwrap_or(State::Closed)
@@ -173,9 +194,33 @@ impl Policy {
             .map(|b| {
                 b.by_destination
                     .get(destination)
-                    .map_or(State::Closed, Breaker::state)
+                    .map_or(State::Closed, |(breaker, _)| breaker.state())
             })
             .unwrap_or(State::Open)
+    }
+
+    /// Forgets the breakers of destinations no call has started to for
+    /// twice the breaker's open wait, at least a minute: a receiver whose
+    /// last message gave up, or whose subscription went, would otherwise
+    /// keep its breaker open, and the dependency's gauge with it, for
+    /// good. Called from time to time by the caller that names destinations;
+    /// the gauge is set afresh.
+    pub fn forget_idle_destinations(&self) {
+        let idle = Duration::from_millis(self.settings.breaker.wait_open_ms.saturating_mul(2))
+            .max(Duration::from_secs(60));
+        self.forget_destinations_idle_for(idle);
+    }
+
+    fn forget_destinations_idle_for(&self, idle: Duration) {
+        let Ok(mut breakers) = self.breakers.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        breakers
+            .by_destination
+            .retain(|_, (_, used)| now.saturating_duration_since(*used) < idle);
+        metrics::gauge!("remote_breaker_state", "dependency" => self.name)
+            .set(breakers.worst().gauge());
     }
 
     /// Runs `attempt` under the policy. `caller_deadline` is the time the
@@ -350,8 +395,9 @@ impl Policy {
             let retry_after = Duration::from_secs(1);
             return (Admission::Rejected { retry_after }, 0);
         };
-        let breaker = breakers.get(destination, &self.settings);
-        let (admission, change) = breaker.admit(Instant::now());
+        let now = Instant::now();
+        let breaker = breakers.starting(destination, &self.settings, now);
+        let (admission, change) = breaker.admit(now);
         let generation = breaker.generation();
         if let Some(state) = change {
             self.transition(&breakers, destination, state);
@@ -363,7 +409,9 @@ impl Policy {
         let Ok(mut breakers) = self.breakers.lock() else {
             return;
         };
-        let breaker = breakers.get(destination, &self.settings);
+        let Some(breaker) = breakers.started(destination) else {
+            return;
+        };
         if let Some(state) = breaker.record(record, generation, Instant::now()) {
             self.transition(&breakers, destination, state);
         }
@@ -446,10 +494,9 @@ impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed
             && let Ok(mut breakers) = self.policy.breakers.lock()
+            && let Some(breaker) = breakers.started(self.destination)
         {
-            breakers
-                .get(self.destination, &self.policy.settings)
-                .release(self.generation);
+            breaker.release(self.generation);
         }
     }
 }

@@ -180,6 +180,26 @@ async fn closed_breakers_of_many_destinations_are_forgotten_open_ones_kept() {
 }
 
 #[tokio::test]
+async fn the_breaker_of_a_destination_no_longer_called_is_forgotten() {
+    let mut s = settings();
+    s.max_retries = 0;
+    let policy = Policy::new("test", s);
+    for _ in 0..5 {
+        let _: Result<u32, _> = policy
+            .call_to("gone", None, true, || async { (Err("down"), FAILED) })
+            .await;
+    }
+    assert_eq!(policy.breakers.lock().unwrap().worst(), State::Open);
+    // Called just now: kept.
+    policy.forget_destinations_idle_for(Duration::from_secs(60));
+    assert_eq!(policy.state_of("gone"), State::Open);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    policy.forget_destinations_idle_for(Duration::from_millis(10));
+    assert_eq!(policy.state_of("gone"), State::Closed);
+    assert_eq!(policy.breakers.lock().unwrap().worst(), State::Closed);
+}
+
+#[tokio::test]
 async fn a_retry_waits_at_least_the_dependencys_retry_after_within_the_deadline() {
     let policy = Policy::new("test", settings());
     let calls = AtomicUsize::new(0);
