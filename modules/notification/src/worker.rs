@@ -32,6 +32,13 @@ const MIN_LEASE: Duration = Duration::from_secs(30);
 /// its messages one at a time, and the emails beside them, one at a time.
 const BUSY_RECEIVERS: usize = 16;
 
+/// How often a round records its deliveries at the latest.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the breakers of webhook receivers no longer called are
+/// forgotten ([`resilience::Policy::forget_idle_destinations`]).
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
 /// Delivers pending notifications: email through the configured transport,
 /// webhooks as signed POSTs. Several instances may run: each round claims
 /// its messages for a lease, in a statement of its own
@@ -104,24 +111,34 @@ impl Sender {
     /// task of their own, up to [`BUSY_RECEIVERS`] URLs side by side; the
     /// emails go through one more such task (one relay). While a
     /// destination is busy, this process's claims leave its messages alone,
-    /// so a receiver that is slow or times out holds up only its own. The
-    /// deliveries the tasks report are recorded here, those of each claim in
-    /// one statement, at every turn of the loop.
+    /// so a receiver that is slow or times out holds up only its own. Each
+    /// task records what it sent (see [`Sender::send`]); pruning runs in a
+    /// task of its own, so that neither waits for this loop.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = std::sync::Arc::new(self);
         let interval = Duration::from_millis(this.settings.poll_interval_ms.max(10));
         let prune_every = Duration::from_secs(this.settings.prune_interval_secs.max(1));
         let mut pruned = std::time::Instant::now();
+        let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
+        let mut forgotten = std::time::Instant::now();
         let mut sending = tokio::task::JoinSet::new();
         let mut busy = Busy::default();
-        let delivered = Delivered::default();
         let mut stopping = false;
         loop {
             stopping |= *stop.borrow();
-            if !stopping && pruned.elapsed() >= prune_every {
-                this.prune().await;
-                this.webhooks.forget_idle_destinations();
+            if !stopping
+                && pruned.elapsed() >= prune_every
+                && pruning
+                    .as_ref()
+                    .is_none_or(tokio::task::JoinHandle::is_finished)
+            {
+                let sender = std::sync::Arc::clone(&this);
+                pruning = Some(tokio::spawn(async move { sender.prune().await }));
                 pruned = std::time::Instant::now();
+            }
+            if forgotten.elapsed() >= FORGET_EVERY {
+                this.webhooks.forget_idle_destinations();
+                forgotten = std::time::Instant::now();
             }
             let mut claimed = 0;
             let receivers = BUSY_RECEIVERS.saturating_sub(busy.receivers.len());
@@ -131,9 +148,8 @@ impl Sender {
                         claimed = due.len();
                         for (destination, items) in by_destination(due) {
                             let (sender, stop) = (std::sync::Arc::clone(&this), stop.clone());
-                            let delivered = delivered.clone();
                             let task = sending.spawn(async move {
-                                sender.send(items, started, &stop, &delivered).await;
+                                sender.send(items, started, &stop).await;
                             });
                             busy.insert(task.id(), destination);
                         }
@@ -145,12 +161,13 @@ impl Sender {
             while let Some(Some(done)) = sending.join_next_with_id().now_or_never() {
                 busy.finished(done);
             }
-            this.record_delivered(&delivered).await;
             if stopping {
                 while let Some(done) = sending.join_next_with_id().await {
                     busy.finished(done);
                 }
-                this.record_delivered(&delivered).await;
+                if let Some(pruning) = pruning {
+                    pruning.abort();
+                }
                 break;
             }
             // Something was claimed: claim again at once for the idle
@@ -164,26 +181,6 @@ impl Sender {
                     }
                     changed = stop.changed() => stopping |= changed.is_err(),
                 }
-            }
-        }
-    }
-
-    /// Records what the send tasks reported delivered: one statement per
-    /// claim. A failure leaves them to be sent again once their lease is
-    /// over (at least once).
-    async fn record_delivered(&self, delivered: &Delivered) {
-        let taken = match delivered.0.lock() {
-            Ok(mut all) => std::mem::take(&mut *all),
-            Err(_) => return,
-        };
-        let mut by_claim: std::collections::BTreeMap<_, Vec<uuid::Uuid>> =
-            std::collections::BTreeMap::new();
-        for (claimed_until, id) in taken {
-            by_claim.entry(claimed_until).or_default().push(id);
-        }
-        for (claimed_until, ids) in by_claim {
-            if let Err(e) = self.mark_sent(&ids, claimed_until).await {
-                tracing::warn!(error = %e, messages = ids.len(), "recording deliveries failed");
             }
         }
     }
@@ -261,20 +258,21 @@ impl Sender {
     }
 
     /// Sends one destination's claimed messages in order (the claim's clock
-    /// started at `started`), records each failure as it happens, reports
-    /// each delivery to `delivered` (the loop records them), and hands back
+    /// started at `started`), records each failure as it happens and the
+    /// deliveries together, at least every [`RECORD_EVERY`], and hands back
     /// the messages it did not try.
     async fn send(
         &self,
         due: Vec<repo::Due>,
         started: std::time::Instant,
         stop: &watch::Receiver<bool>,
-        delivered: &Delivered,
     ) {
         let (lease, longest) = (self.lease(), self.longest_send());
         let Some(claimed_until) = due.first().map(|item| item.claimed_until) else {
             return;
         };
+        let mut sent = Vec::with_capacity(due.len());
+        let mut recorded = std::time::Instant::now();
         let mut untried = Vec::new();
         let mut failed = false;
         for item in due {
@@ -293,13 +291,28 @@ impl Sender {
             );
             let outcome = self.deliver(&item).instrument(span.clone()).await;
             match self.record(&item, outcome).instrument(span).await {
-                Ok(true) => delivered.report(claimed_until, item.id),
+                Ok(true) => sent.push(item.id),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "recording a notification failed");
                     failed = true;
                 }
             }
+            // Deliveries of a slow round are recorded as it goes: a process
+            // that dies loses the record of at most this long of sending.
+            if recorded.elapsed() >= RECORD_EVERY && !sent.is_empty() {
+                if let Err(e) = self.mark_sent(&sent, claimed_until).await {
+                    tracing::warn!(error = %e, "recording deliveries failed");
+                    failed = true;
+                }
+                sent.clear();
+                recorded = std::time::Instant::now();
+            }
+        }
+        // What went out is recorded (unrecorded, it goes out again once the
+        // lease is over), whatever happened before.
+        if let Err(e) = self.mark_sent(&sent, claimed_until).await {
+            tracing::warn!(error = %e, messages = sent.len(), "recording deliveries failed");
         }
         // What was not tried is due again at once.
         if !untried.is_empty() {
@@ -473,7 +486,7 @@ impl Sender {
     }
 
     /// Records how a send went: true for a delivery, which the caller
-    /// records with the round's others ([`repo::mark_sent`]).
+    /// records with its task's others ([`repo::mark_sent`]).
     async fn record(&self, item: &repo::Due, outcome: Delivery) -> Result<bool, String> {
         let attempts = item.attempts + 1;
         let rejected = matches!(outcome, Delivery::Rejected(_));
@@ -614,22 +627,6 @@ impl Busy {
         self.receivers.remove(&id);
         if self.email == Some(id) {
             self.email = None;
-        }
-    }
-}
-
-/// Deliveries the send tasks made and the loop has yet to record, with the
-/// lease of the claim they came in.
-#[derive(Clone, Default)]
-struct Delivered(std::sync::Arc<std::sync::Mutex<Vec<Report>>>);
-
-/// A delivery: the lease of its claim, the message.
-type Report = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
-
-impl Delivered {
-    fn report(&self, claimed_until: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) {
-        if let Ok(mut all) = self.0.lock() {
-            all.push((claimed_until, id));
         }
     }
 }
