@@ -248,8 +248,10 @@ const COLUMNS: &str = "id, sku, name, description, price_amount_minor, price_cur
 ///
 /// A search of one word in relevance order reads that word's entries in
 /// `product_terms`, already in rank order (a range scan of `limit` entries);
-/// any other search ranks every match it finds with `products_search_idx`
-/// (ADR 0021). The ranks are the same `ts_rank`, so the two agree.
+/// any other search ranks every match it finds (ADR 0021): in relevance
+/// order with no filter, from the vectors alone (`product_search_idx`,
+/// ADR 0023), else from the products (`products_search_idx`). The ranks are
+/// the same `ts_rank` of the same vectors, so the paths agree.
 #[tracing::instrument(name = "catalog.repo.list", skip_all)]
 pub(crate) async fn list(
     conn: &mut AsyncPgConnection,
@@ -379,6 +381,16 @@ pub(crate) async fn list(
                 vec![format!("t.term = {QUERY}::text")],
                 "(t.rank, t.product_id) < ({v}, {id})"
             ),
+        ),
+        // Every match is ranked in relevance order, with no filter: the
+        // vectors alone are read (`product_search`, half the pages of
+        // `products`: ADR 0023), then the page's rows by id.
+        Some(_) if sort == ProductSort::Relevance && filters.is_empty() => format!(
+            "SELECT {COLUMNS}, page.rank FROM \
+             (SELECT id, ts_rank(search, {QUERY}) AS rank FROM product_search WHERE {} \
+              ORDER BY {order} LIMIT {l}) AS page \
+             JOIN products USING (id) ORDER BY {order}",
+            and(vec![format!("search @@ {QUERY}")], keyset)
         ),
         // Every match is ranked and sorted, but only as (id, rank): the page's
         // rows are then read by id. Sorting whole rows made PostgreSQL form
