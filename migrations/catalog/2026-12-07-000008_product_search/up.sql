@@ -7,15 +7,15 @@
 -- with a filter or another order still read `products` (its columns decide).
 --
 -- Kept by the triggers below from `products.search`, in the writer's
--- transaction, as `product_terms` is: every writer keeps it true.
+-- transaction, as `product_terms` is: every writer keeps it true. The
+-- triggers come before the copy: creating them locks out writers until
+-- this migration commits, so no write falls between the copy and them
+-- (an older instance writing during a rolling upgrade waits for the copy
+-- and the index instead).
 CREATE TABLE product_search (
     id     uuid     PRIMARY KEY,
     search tsvector NOT NULL
 );
-
-INSERT INTO product_search SELECT id, search FROM products;
-
-CREATE INDEX product_search_idx ON product_search USING gin (search);
 
 CREATE FUNCTION product_search_inserted() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT
@@ -30,7 +30,10 @@ CREATE FUNCTION product_search_updated() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT
 AS $$
 BEGIN
-    UPDATE product_search SET id = NEW.id, search = NEW.search WHERE id = OLD.id;
+    -- An upsert: a row that is missing (whatever the cause) comes back.
+    DELETE FROM product_search WHERE id = OLD.id AND OLD.id <> NEW.id;
+    INSERT INTO product_search VALUES (NEW.id, NEW.search)
+    ON CONFLICT (id) DO UPDATE SET search = EXCLUDED.search;
     RETURN NULL;
 END
 $$;
@@ -56,3 +59,9 @@ CREATE TRIGGER product_search_updated AFTER UPDATE ON products
 CREATE TRIGGER product_search_deleted AFTER DELETE ON products
     REFERENCING OLD TABLE AS deleted
     FOR EACH STATEMENT EXECUTE FUNCTION product_search_deleted();
+
+INSERT INTO product_search SELECT id, search FROM products;
+
+CREATE INDEX product_search_idx ON product_search USING gin (search);
+
+ANALYZE product_search;
