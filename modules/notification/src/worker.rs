@@ -32,7 +32,11 @@ const MIN_LEASE: Duration = Duration::from_secs(30);
 /// its messages one at a time, and the emails beside them, one at a time.
 const BUSY_RECEIVERS: usize = 16;
 
-/// How often a round records its deliveries at the latest.
+/// How long a stopping sender waits for its pruning to reach a step's end.
+const PRUNE_STOP: Duration = Duration::from_secs(5);
+
+/// How long a send task lets deliveries go unrecorded before it records
+/// them, after its next send.
 const RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the breakers of webhook receivers no longer called are
@@ -133,7 +137,8 @@ impl Sender {
                     .is_none_or(tokio::task::JoinHandle::is_finished)
             {
                 let sender = std::sync::Arc::clone(&this);
-                pruning = Some(tokio::spawn(async move { sender.prune().await }));
+                let stop = stop.clone();
+                pruning = Some(tokio::spawn(async move { sender.prune(&stop).await }));
                 pruned = std::time::Instant::now();
             }
             if forgotten.elapsed() >= FORGET_EVERY {
@@ -165,7 +170,14 @@ impl Sender {
                 while let Some(done) = sending.join_next_with_id().await {
                     busy.finished(done);
                 }
-                if let Some(pruning) = pruning {
+                // Pruning stops between its steps; each is a statement or a
+                // transaction bounded by the statement timeout.
+                if let Some(mut pruning) = pruning
+                    && tokio::time::timeout(PRUNE_STOP, &mut pruning)
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!("pruning notifications did not stop in time");
                     pruning.abort();
                 }
                 break;
@@ -186,7 +198,7 @@ impl Sender {
     }
 
     /// Deletes the settled messages older than `retention_days`.
-    async fn prune(&self) {
+    async fn prune(&self, stop: &watch::Receiver<bool>) {
         let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
             return;
         };
@@ -206,6 +218,9 @@ impl Sender {
             }
         };
         for customer in stranded {
+            if *stop.borrow() {
+                return;
+            }
             let released = conn
                 .transaction::<_, events::HandlerError, _>(async |conn| {
                     crate::events::release_held(conn, customer).await
@@ -298,14 +313,19 @@ impl Sender {
                     failed = true;
                 }
             }
-            // Deliveries of a slow round are recorded as it goes: a process
-            // that dies loses the record of at most this long of sending.
+            // Deliveries of a slow round are recorded as it goes, after a
+            // send once a second has passed since the last record: a process
+            // that dies loses the record of about that much sending and the
+            // send in flight. What fails to be recorded is tried again at
+            // the end (the claim's lease guards the statement).
             if recorded.elapsed() >= RECORD_EVERY && !sent.is_empty() {
-                if let Err(e) = self.mark_sent(&sent, claimed_until).await {
-                    tracing::warn!(error = %e, "recording deliveries failed");
-                    failed = true;
+                match self.mark_sent(&sent, claimed_until).await {
+                    Ok(()) => sent.clear(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recording deliveries failed");
+                        failed = true;
+                    }
                 }
-                sent.clear();
                 recorded = std::time::Instant::now();
             }
         }
