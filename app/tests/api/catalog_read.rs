@@ -256,6 +256,27 @@ async fn search_uses_the_full_text_index() {
     );
 }
 
+/// Waits (up to 60 s: statistics arrive late) until `reads` of `what` has
+/// grown by `pages` or more since `before`.
+async fn read_at_least<F, Fut>(what: &str, before: i64, pages: i64, reads: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let read = reads().await - before;
+        if read >= pages {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the search did not read {what} ({read} reads for {pages} pages)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Every id of `GET /api/v1/products?{query}`, page after page.
 async fn search_ids(app: &TestApp, query: &str) -> Vec<String> {
     let mut ids = Vec::new();
@@ -364,15 +385,7 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
     assert_eq!(found, expected, "one word, paged, is the full ranking");
     // ... and it was the entries that answered (one read per page at least).
     let pages = i64::try_from(expected.len().div_ceil(37)).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while entry_reads().await - before < pages {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the one-word search did not read product_terms ({} reads for {pages} pages)",
-            entry_reads().await - before
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    read_at_least("product_terms", before, pages, entry_reads).await;
     // Filters apply to the ranked entries as to every search.
     let cheap = ranked_by_sql(&app, "teapots", "price_amount_minor <= 300").await;
     assert!(!cheap.is_empty() && cheap.len() < expected.len());
@@ -409,15 +422,7 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
     assert_eq!(search_ids(&app, "q=teapot%20item&limit=50").await, several);
     // One read per page at least.
     let pages = i64::try_from(several.len().div_ceil(50)).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while table_reads().await - vector_reads < pages {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a search of several words did not read product_search ({} reads for {pages} pages)",
-            table_reads().await - vector_reads
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    read_at_least("product_search", vector_reads, pages, table_reads).await;
     let cheap_several = ranked_by_sql(&app, "teapot item", "price_amount_minor <= 300").await;
     assert!(!cheap_several.is_empty() && cheap_several.len() < several.len());
     assert_eq!(
