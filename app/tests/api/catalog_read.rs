@@ -357,26 +357,27 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    // How often an index was read, as the statistics have it once every
-    // backend has reported (within a second or so).
+    // How often a table or an index was read (`count`, a query of the
+    // statistics), as they have it once every backend has reported.
     let shared = &app;
-    let index_reads = |index: &'static str| async move {
+    let reads = |count: &'static str| async move {
         let mut conn = shared.db().await;
         diesel::sql_query("SELECT pg_stat_force_next_flush()")
             .execute(&mut conn)
             .await
             .unwrap();
-        let reads: Count = diesel::sql_query(
-            "SELECT coalesce(sum(idx_scan), 0)::bigint AS n FROM pg_stat_user_indexes \
-             WHERE indexrelname = $1",
-        )
-        .bind::<Text, _>(index)
-        .get_result(&mut conn)
-        .await
-        .unwrap();
+        let reads: Count = diesel::sql_query(count)
+            .get_result(&mut conn)
+            .await
+            .unwrap();
         reads.n
     };
-    let entry_reads = || index_reads("product_terms_pkey");
+    let entry_reads = || {
+        reads(
+            "SELECT coalesce(sum(idx_scan), 0)::bigint AS n FROM pg_stat_user_indexes \
+             WHERE indexrelname = 'product_terms_pkey'",
+        )
+    };
     let before = entry_reads().await;
 
     let expected = ranked_by_sql(&app, "teapots", "true").await;
@@ -396,20 +397,11 @@ async fn a_one_word_search_pages_as_the_full_ranking_and_follows_every_change() 
     // Several words take the other branches; the same ranking: with no
     // filter from the vectors alone (ADR 0023), with one from the products.
     // Read by its index or, this few rows, whole: the table's own reads.
-    let table_reads = || async {
-        let mut conn = app.db().await;
-        diesel::sql_query("SELECT pg_stat_force_next_flush()")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let reads: Count = diesel::sql_query(
+    let table_reads = || {
+        reads(
             "SELECT (coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::bigint AS n \
              FROM pg_stat_user_tables WHERE relname = 'product_search'",
         )
-        .get_result(&mut conn)
-        .await
-        .unwrap();
-        reads.n
     };
     // The writes above (their triggers index product_search) counted first.
     diesel::sql_query("SELECT pg_stat_force_next_flush()")
