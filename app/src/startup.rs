@@ -45,6 +45,9 @@ pub struct Application {
     database: Option<DatabaseServer>,
     pools: Vec<db::Pool>,
     background: Vec<JoinHandle<()>>,
+    /// How long the background tasks get, together, to stop
+    /// (`compose::background_stop`).
+    background_stop: Duration,
     stop: Arc<watch::Sender<bool>>,
 }
 
@@ -97,6 +100,7 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         let stop = Arc::new(stop);
         let mut background = Vec::new();
+        let budget = compose::background_stop(&settings);
         match Self::wire(
             settings,
             listener,
@@ -111,14 +115,7 @@ impl Application {
                 // A later step failed (the broker, a key): the tasks started
                 // so far finish what they hold before the error is returned.
                 stop.send_replace(true);
-                for task in background {
-                    if tokio::time::timeout(Duration::from_secs(10), task)
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!("a background task did not stop in time");
-                    }
-                }
+                stop_background(background, budget).await;
                 Err(e)
             }
         }
@@ -347,6 +344,7 @@ impl Application {
             database,
             pools: pools.into_iter().map(|(_, p)| p).collect(),
             background: std::mem::take(background),
+            background_stop: compose::background_stop(&settings),
             stop,
         })
     }
@@ -392,14 +390,7 @@ impl Application {
         signals.abort();
         tracing::info!("server stopped; stopping relays and workers");
         self.stop.send_replace(true);
-        for task in self.background {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a background task did not stop in time");
-            }
-        }
+        stop_background(self.background, self.background_stop).await;
         tracing::info!("closing pools");
         for pool in &self.pools {
             pool.close();
@@ -408,6 +399,28 @@ impl Application {
             database.shutdown().await;
         }
         Ok(result?)
+    }
+}
+
+/// Waits for the background tasks, told to stop, to finish, all within one
+/// `budget` (`compose::background_stop`): each ends the call it is in,
+/// records it and returns. Those still running then are cancelled, and
+/// named in the log by their count.
+async fn stop_background(tasks: Vec<JoinHandle<()>>, budget: Duration) {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut late = 0;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+            late += 1;
+        }
+    }
+    if late > 0 {
+        tracing::warn!(
+            tasks = late,
+            budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+            "background tasks did not stop in time; cancelled"
+        );
     }
 }
 

@@ -119,6 +119,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`] with config overrides (env-var form).
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_running(extra).await.0
+}
+
+/// [`spawn_app_with`], and the task serving it: it ends once the shop has
+/// stopped (`handle.stop()`), background tasks and pools included.
+pub async fn spawn_app_running(
+    extra: &[(&str, &str)],
+) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
     if std::env::var_os("TEST_LOG").is_some() {
         telemetry::init_logging(telemetry::LogFormat::Json, "info");
     }
@@ -129,14 +137,15 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
-    tokio::spawn(application.run_until_stopped());
-    TestApp {
+    let running = tokio::spawn(application.run_until_stopped());
+    let app = TestApp {
         address,
         client: crate::helpers::http(),
         handle,
         settings,
         _db: db,
-    }
+    };
+    (app, running)
 }
 
 /// An HTTP client for a test (rustls needs its crypto provider installed

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Note, assert_problem, count, create, eventually, get_json, notifications, product_json,
-    spawn_app_with,
+    spawn_app_running, spawn_app_with,
 };
 
 /// A send cut by its policy's timeout while the server still owed its
@@ -69,6 +69,58 @@ async fn a_send_cut_by_its_timeout_leaves_no_connection_behind_to_reuse() {
             mail.data
         );
     }
+}
+
+/// An email under way when the shop is told to stop is finished and
+/// recorded before the shop lets go of its database: the background tasks
+/// get as long as the longest call may take (here the SMTP server answers
+/// after 12 s, inside the 14 s the policy gives an attempt), so the message
+/// is `sent`, not left claimed to go out a second time after its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_under_way_at_stop_is_finished_and_recorded_before_the_shop_stops() {
+    let stall = std::time::Duration::from_secs(12);
+    let sink = testkit::smtp::SmtpSink::stalling(1, stall).await;
+    let port = sink.port().to_string();
+    let (app, running) = spawn_app_running(&[
+        ("APP__NOTIFICATION__EMAIL__TRANSPORT", "smtp"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_PORT", port.as_str()),
+        ("APP__RESILIENCE__SMTP__ATTEMPT_TIMEOUT_MS", "14000"),
+        ("APP__RESILIENCE__SMTP__DEADLINE_MS", "15000"),
+    ])
+    .await;
+    app.register("leaving@example.com", crate::helpers::PASSWORD)
+        .await;
+    // The message's text is in (the sink keeps it as it arrives); its
+    // reply is held back.
+    eventually("the welcome under way", || async {
+        (sink.mails().len() == 1).then_some(())
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    app.handle.stop();
+    tokio::time::timeout(std::time::Duration::from_secs(40), running)
+        .await
+        .expect("the shop stops")
+        .expect("the shop's task")
+        .expect("the shop stops cleanly");
+    assert!(
+        stopping.elapsed() >= stall / 2,
+        "stopped in {:?}, before the send could end",
+        stopping.elapsed()
+    );
+    let welcome: Vec<Note> = notifications(&app)
+        .await
+        .into_iter()
+        .filter(|n| n.destination == "leaving@example.com")
+        .collect();
+    assert_eq!(welcome.len(), 1, "{welcome:?}");
+    assert_eq!(
+        (welcome[0].status.as_str(), welcome[0].attempts),
+        ("sent", 1),
+        "{welcome:?}"
+    );
+    assert_eq!(sink.mails().len(), 1);
 }
 
 /// A mailbox the server refuses for good (a permanent reply) is not tried

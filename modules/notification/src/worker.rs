@@ -90,7 +90,10 @@ impl Sender {
                     SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&email.smtp_host)?,
                 }
                 .port(email.smtp_port)
-                .timeout(Some(Duration::from_secs(10)));
+                // Each read and write on the connection may take as long as
+                // the policy lets the whole attempt take: a slow server's
+                // reply is cut by the attempt's timeout, not before it.
+                .timeout(Some(smtp.attempt_timeout()));
                 if let (Some(user), Some(password)) = (&email.smtp_username, &email.smtp_password) {
                     builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
                 }

@@ -213,6 +213,22 @@ pub fn request_cap_ms(settings: &Settings) -> u64 {
         .max(longest_attempt.saturating_add(1000))
 }
 
+/// How long the background tasks (relays, consumers, workers, senders)
+/// are given, together, to finish after a stop: the longest call any of
+/// them may be in the middle of (the longest `deadline_ms` of a resilience
+/// policy: an email's is 15 s by default) and two seconds to record it,
+/// but at least 10 s and at most 60 s. A task cut off earlier would have
+/// made a call whose outcome it never records (an email sent again after
+/// its lease, a saga step taken again by recovery).
+pub fn background_stop(settings: &Settings) -> std::time::Duration {
+    let longest_call = Dependency::ALL
+        .iter()
+        .map(|d| settings.resilience.for_dependency(d.as_str()).deadline_ms)
+        .max()
+        .unwrap_or(0);
+    std::time::Duration::from_millis(longest_call.saturating_add(2000).clamp(10_000, 60_000))
+}
+
 /// The token verifier: local keys when the user module runs here, the
 /// remote user module's JWKS otherwise.
 ///

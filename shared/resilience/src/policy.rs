@@ -178,6 +178,11 @@ impl Policy {
         Duration::from_millis(self.settings.deadline_ms)
     }
 
+    /// The longest one attempt may take.
+    pub fn attempt_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.attempt_timeout_ms)
+    }
+
     /// The state now of the breaker of calls that name no destination
     /// (readiness).
     pub fn state(&self) -> State {
