@@ -30,6 +30,64 @@ async fn create_returns_201_with_location_and_the_product() {
     assert_eq!(fetched, body);
 }
 
+/// A description may hold a word of up to 2047 bytes (PostgreSQL's own
+/// limit for a lexeme), such as a long URL: each word of a product is also
+/// kept as a one-word search term (`product_terms`, ADR 0021), whose index
+/// takes at most 2.7 kB an entry. A long URL full of apostrophes (doubled
+/// in the term's text) and hard to compress passed that limit, and the
+/// product's creation answered 500. Words too long for any one-word search
+/// (more than 1,000 bytes) are no longer kept as terms; the product is
+/// created and is found by its other words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_description_with_a_very_long_word_is_taken() {
+    let app = spawn_app().await;
+    // Pseudo-random URL characters, a given share of them apostrophes:
+    // text that compresses badly, as the failures needed.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const URL_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~-";
+    let mut skus = Vec::new();
+    for (i, percent) in [30u64, 33, 35, 37].into_iter().cycle().take(16).enumerate() {
+        let path: String = (0..2015)
+            .map(|_| {
+                if next() % 100 < percent {
+                    '\''
+                } else {
+                    char::from(URL_CHARS[(next() % URL_CHARS.len() as u64) as usize])
+                }
+            })
+            .collect();
+        let sku = format!("LONG-WORD-{i}");
+        let mut product = product_json(&sku);
+        product["name"] = json!(format!("Longword teapot {i}"));
+        product["description"] = json!(format!("see example.com/{path}"));
+        let created = app.post_product(&product).await;
+        assert_eq!(created.status(), 201, "{sku} ({percent} % apostrophes)");
+        skus.push(sku);
+    }
+    // Found by a word of their names, through the one-word terms.
+    let found: Value = app
+        .get("/api/v1/products?q=longword&limit=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<&str> = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    skus.sort_unstable();
+    assert_eq!(listed, skus);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_sku_is_409() {
     let app = spawn_app().await;

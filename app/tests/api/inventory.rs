@@ -295,6 +295,75 @@ async fn an_adjustment_past_the_largest_stock_is_422() {
     assert_eq!(adjust(-1).await.unwrap().status(), 200);
 }
 
+/// Putting a sale back that would take the units on hand past what the
+/// column holds is a 422 naming the lines, not the database's 500, and
+/// changes nothing: the sale stays committed, the stock as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restock_past_the_largest_stock_is_422() {
+    use diesel_async::RunQueryDsl as _;
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let post = |path: String, body: Option<Value>| {
+        let mut request = app.client.post(app.url(&path)).bearer_auth(&admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let received = post(
+        "/api/v1/inventory/huge-2/adjustments".into(),
+        Some(serde_json::json!({"quantity": 10, "reason": "receive"})),
+    )
+    .await;
+    assert_eq!(received.status(), 200);
+    let order = OrderId::generate();
+    let reserved = post(
+        "/api/v1/inventory/reservations".into(),
+        Some(serde_json::json!({"order_id": order, "lines": [{"sku": "HUGE-2", "quantity": 3}]})),
+    )
+    .await;
+    assert_eq!(reserved.status(), 201);
+    let sold = post(
+        format!("/api/v1/inventory/reservations/{order}/commit"),
+        None,
+    )
+    .await;
+    assert_eq!(sold.status(), 200);
+    // Received again meanwhile, up to two units short of the most.
+    let mut db = app.db().await;
+    diesel::sql_query("UPDATE inventory.stock SET on_hand = 2147483645 WHERE sku = 'HUGE-2'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let restock = format!("/api/v1/inventory/reservations/{order}/restock");
+    let refused = assert_problem(post(restock.clone(), None).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "lines", "{refused}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HUGE-2"),
+        "{refused}"
+    );
+    let level: Value = get_json(&app.client, app.url("/api/v1/inventory/huge-2"), &admin).await;
+    assert_eq!(level["on_hand"], 2_147_483_645, "{level}");
+    let reservation: Value = get_json(
+        &app.client,
+        app.url(&format!("/api/v1/inventory/reservations/{order}")),
+        &admin,
+    )
+    .await;
+    assert_eq!(reservation["status"], "committed", "{reservation}");
+    // Once there is room, it goes back.
+    diesel::sql_query("UPDATE inventory.stock SET on_hand = 2147483644 WHERE sku = 'HUGE-2'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(post(restock, None).await.status(), 200);
+    let level: Value = get_json(&app.client, app.url("/api/v1/inventory/huge-2"), &admin).await;
+    assert_eq!(level["on_hand"], i64::from(i32::MAX), "{level}");
+}
+
 /// A SKU received for the first time below its threshold is low from the
 /// start, and the admins hear of it as of a SKU going down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

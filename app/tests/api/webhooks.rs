@@ -143,6 +143,51 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
     assert_eq!(allowed.status(), 201);
 }
 
+/// A webhook URL is at most 2048 characters: every message to it is kept
+/// under a unique index that includes it, whose entries PostgreSQL limits
+/// to 2.7 kB, so a longer one would have failed every event it subscribes
+/// to. One of 2048 characters is taken and its messages are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_url_longer_than_2048_characters_is_refused_and_one_of_2048_delivers() {
+    let app = spawn_app_with(&[]).await;
+    let hook = receiver(0).await;
+    let admin = app.token(&[Role::Admin]);
+    let padded = |length: usize| {
+        let mut url = format!("{}/", hook.url);
+        while url.len() < length {
+            url.push_str(&uuid::Uuid::new_v4().simple().to_string());
+        }
+        url.truncate(length);
+        url
+    };
+    for length in [2049, 4000] {
+        let refused = subscribe_webhook(&app, &admin, &padded(length)).await;
+        let body = assert_problem(refused, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "url", "{length}: {body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most 2048 characters"),
+            "{length}: {body}"
+        );
+    }
+    let longest = padded(2048);
+    let created = subscribe_webhook(&app, &admin, &longest).await;
+    assert_eq!(created.status(), 201);
+    app.post_product(&product_json("LONG-URL-1")).await;
+    let sent = eventually("the webhook to the longest URL sent", || async {
+        notifications(&app)
+            .await
+            .into_iter()
+            .find(|n| n.channel == "webhook" && n.status == "sent")
+    })
+    .await;
+    assert_eq!(sent.destination, longest);
+    let calls = hook.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+}
+
 /// The shop keeps at most `notification.max_webhooks` subscriptions (each
 /// is a call per subscribed event, and the admin's list is one page):
 /// creations beyond it are refused with 409, also when they arrive at

@@ -90,7 +90,7 @@ impl Row {
 const STOCK_COLUMNS: &str = "sku, on_hand, reserved, low_stock_threshold, updated_at, version";
 
 /// How one line moves a stock row; each kind is the movement it records.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LineMove {
     /// Hold units, only if that many are available (`reservation`).
     Reserve,
@@ -109,7 +109,9 @@ impl LineMove {
         match self {
             LineMove::Reserve => ("reserved = reserved + $2", " AND on_hand - reserved >= $2"),
             LineMove::Sale => ("on_hand = on_hand - $2, reserved = reserved - $2", ""),
-            LineMove::Return => ("on_hand = on_hand + $2", ""),
+            // Only while the column can hold the sum (else no row: the
+            // caller refuses, instead of the database's overflow error).
+            LineMove::Return => ("on_hand = on_hand + $2", " AND on_hand <= 2147483647 - $2"),
             LineMove::Release | LineMove::Expiry => ("reserved = reserved - $2", ""),
         }
     }
@@ -171,7 +173,8 @@ fn with_movement(update: &str, also: &str) -> String {
 /// commit (writing the event after it took one more round trip). The
 /// payload is built by SQL as serde builds `StockChanged` (a test compares
 /// them). `None`, and no event, when a [`LineMove::Reserve`] finds too few
-/// units available (or the SKU was never stocked).
+/// units available, a [`LineMove::Return`] would put more units on hand
+/// than the column holds, or the SKU was never stocked.
 pub(crate) async fn move_line(
     mut conn: &AsyncPgConnection,
     order: OrderId,

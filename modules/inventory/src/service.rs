@@ -161,8 +161,30 @@ async fn move_lines(
     .await;
     set?;
     let mut batch = events::outbox::Batch::new(crate::NAME, cx);
+    let mut moved_lines = Vec::with_capacity(moved.len());
+    let mut too_many = Vec::new();
     for (line, after) in reservation.lines.iter().zip(moved) {
-        let after = after?.ok_or(DieselError::NotFound)?;
+        match after? {
+            Some(after) => moved_lines.push((line, after)),
+            // Its units would not fit the column (`repo::move_line`): the
+            // transaction is rolled back, so nothing of the move is kept.
+            None if how == LineMove::Return => too_many.push(line.sku.to_string()),
+            None => return Err(DieselError::NotFound.into()),
+        }
+    }
+    if !too_many.is_empty() {
+        return Err(Abort::Refuse(InventoryError::Common(Failure::Validation(
+            vec![kernel::FieldError::new(
+                "lines",
+                format!(
+                    "putting these units back would hold more than {} on hand of {}",
+                    i32::MAX,
+                    too_many.join(", ")
+                ),
+            )],
+        ))));
+    }
+    for (line, after) in moved_lines {
         let before = how.undo(&after, line.quantity);
         announce_crossing(&mut batch, Some(&before), &after)?;
     }

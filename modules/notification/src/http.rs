@@ -142,6 +142,9 @@ pub async fn list_notifications(
     Ok(Json(Page::from_overfetch(items, limit, |n| n.id)))
 }
 
+/// The longest webhook URL accepted, in characters.
+const MAX_URL: usize = 2048;
+
 /// A webhook subscription to create.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -151,8 +154,11 @@ pub struct NewWebhook {
     /// is `kernel::patterns::PUBLIC_HTTP_URL`); a name that resolves to an
     /// internal address is refused, now and at every call. A deployment's
     /// `notification.webhook_allow` also admits URLs whose host is an address
-    /// in the networks it names (development and tests).
+    /// in the networks it names (development and tests). At most 2048
+    /// characters, as given and as normalised (every message to it is kept
+    /// under a unique index, whose entries PostgreSQL limits to 2.7 kB).
     #[schema(
+        max_length = 2048,
         pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?![^/?#]*[Xx][Nn]--)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?!(?:[Ll][Oo][Cc][Aa][Ll](?:[Hh][Oo][Ss][Tt])?|[Ll][Aa][Nn]|[Ii][Nn][Tt][Ee][Rr][Nn][Aa][Ll])(?:[:/?#]|$))[A-Za-z]{2,63}(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:/[/A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:\?[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:#[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?$"
     )]
     url: String,
@@ -227,6 +233,20 @@ pub async fn create_webhook(
     // Kept as parsed (`HTTPS://Hooks.Example.com` is `https://hooks.example.com/`):
     // the form the client calls, and the one the table's CHECK expects.
     let url = match url::Url::parse(&url) {
+        _ if url.chars().count() > MAX_URL => {
+            errors.push(kernel::FieldError::new(
+                "url",
+                format!("must be at most {MAX_URL} characters"),
+            ));
+            url
+        }
+        Ok(u) if String::from(u.clone()).len() > MAX_URL => {
+            errors.push(kernel::FieldError::new(
+                "url",
+                format!("must be at most {MAX_URL} characters once normalised (percent-encoded)"),
+            ));
+            url
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if let Err(refused) = module.egress.check_subscription(&u).await {
                 errors.push(kernel::FieldError::new("url", refused.0));

@@ -18,13 +18,7 @@ pub(crate) struct Email {
 }
 
 fn money(m: Money) -> String {
-    let minor = m.amount_minor();
-    format!(
-        "{}.{:02} {}",
-        minor / 100,
-        (minor % 100).abs(),
-        m.currency()
-    )
+    m.formatted()
 }
 
 /// Emails to the admin channel for an event, if any.
@@ -240,6 +234,11 @@ mod tests {
     fn money_is_written_with_minor_units() {
         assert_eq!(money(Money::new(1299, Currency::EUR)), "12.99 EUR");
         assert_eq!(money(Money::new(5, Currency::EUR)), "0.05 EUR");
+        // The yen has no minor unit, the Kuwaiti dinar three decimals.
+        let yen = "JPY".parse::<Currency>().unwrap();
+        assert_eq!(money(Money::new(1299, yen)), "1299 JPY");
+        let dinar = "KWD".parse::<Currency>().unwrap();
+        assert_eq!(money(Money::new(1299, dinar)), "1.299 KWD");
     }
 
     #[test]

@@ -74,6 +74,30 @@ impl Money {
     }
 }
 
+impl Money {
+    /// The amount as people write it, in the currency's major unit with
+    /// as many decimals as ISO 4217 gives it (`12.99 EUR`, `1299 JPY`,
+    /// `1.299 KWD`, `-0.05 EUR`): for text meant for people, such as
+    /// emails. The API itself speaks minor units.
+    pub fn formatted(&self) -> String {
+        let (minor, code) = (self.amount_minor, self.currency);
+        let sign = if minor < 0 { "-" } else { "" };
+        let magnitude = minor.unsigned_abs();
+        match code.minor_units() {
+            0 => format!("{sign}{magnitude} {code}"),
+            units => {
+                let scale = 10u64.pow(units);
+                let width = units as usize;
+                format!(
+                    "{sign}{}.{:0width$} {code}",
+                    magnitude / scale,
+                    magnitude % scale
+                )
+            }
+        }
+    }
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.amount_minor, self.currency)
@@ -131,6 +155,18 @@ impl Currency {
     pub const EUR: Currency = Currency(*b"EUR");
     /// US dollar.
     pub const USD: Currency = Currency(*b"USD");
+
+    /// How many decimal places its minor unit is (ISO 4217): 2 for most,
+    /// 0 for the yen, the won and a few others, 3 for the dinars of
+    /// Bahrain, Iraq, Jordan, Kuwait, Libya and Tunisia and the Omani rial.
+    pub fn minor_units(&self) -> u32 {
+        match &self.0 {
+            b"BIF" | b"CLP" | b"DJF" | b"GNF" | b"ISK" | b"JPY" | b"KMF" | b"KRW" | b"PYG"
+            | b"RWF" | b"UGX" | b"VND" | b"VUV" | b"XAF" | b"XOF" | b"XPF" => 0,
+            b"BHD" | b"IQD" | b"JOD" | b"KWD" | b"LYD" | b"OMR" | b"TND" => 3,
+            _ => 2,
+        }
+    }
 
     /// The three-letter code.
     pub fn as_str(&self) -> &str {
@@ -224,6 +260,23 @@ mod tests {
         assert_eq!("JPY".parse::<Currency>().unwrap().as_str(), "JPY");
         let err = serde_json::from_str::<Money>(r#"{"amount_minor":1,"currency":"XYZ"}"#);
         assert!(err.unwrap_err().to_string().contains("XYZ"));
+    }
+
+    #[test]
+    fn money_is_written_for_people_with_its_currency_s_decimals() {
+        let money = |minor: i64, code: &str| Money::new(minor, code.parse().unwrap()).formatted();
+        assert_eq!(money(1299, "EUR"), "12.99 EUR");
+        assert_eq!(money(5, "EUR"), "0.05 EUR");
+        assert_eq!(money(-5, "EUR"), "-0.05 EUR");
+        assert_eq!(money(-1299, "USD"), "-12.99 USD");
+        assert_eq!(money(1299, "JPY"), "1299 JPY");
+        assert_eq!(money(1299, "KWD"), "1.299 KWD");
+        assert_eq!(money(7, "TND"), "0.007 TND");
+        assert_eq!(money(i64::MIN, "EUR"), "-92233720368547758.08 EUR");
+        // Every code the shop accepts has a place in the table.
+        for code in ISO_4217 {
+            assert!(Currency(*code).minor_units() <= 3);
+        }
     }
 
     #[test]
