@@ -404,20 +404,27 @@ impl Application {
 
 /// Waits for the background tasks, told to stop, to finish, all within one
 /// `budget` (`compose::background_stop`): each ends the call it is in,
-/// records it and returns. Those still running then are cancelled, and
-/// named in the log by their count.
+/// records it and returns (the saga recovery gives its steps under way one
+/// step's time, then gives up its leases). Those still running then are
+/// cancelled, as in a crash, and counted in the log.
 async fn stop_background(tasks: Vec<JoinHandle<()>>, budget: Duration) {
     let deadline = tokio::time::Instant::now() + budget;
-    let mut late = 0;
+    let mut late = Vec::new();
     for mut task in tasks {
         if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
             task.abort();
-            late += 1;
+            late.push(task);
         }
     }
-    if late > 0 {
+    if !late.is_empty() {
+        let count = late.len();
+        // Cancelled at their next await; waited for, briefly, so that none
+        // still runs when the pools close.
+        for task in late {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
         tracing::warn!(
-            tasks = late,
+            tasks = count,
             budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
             "background tasks did not stop in time; cancelled"
         );

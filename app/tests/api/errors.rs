@@ -63,6 +63,41 @@ async fn a_nul_character_is_422_naming_the_field() {
     assert_eq!(body["errors"][0]["field"], "query.q", "{body}");
 }
 
+/// A body built to make the NUL refusal name many long paths (objects
+/// nested with long keys, then many NUL strings), sent by anyone to the
+/// sign-in, is answered with at most 20 fields of at most 200 bytes each:
+/// the answer no longer grows with the body's nesting times its NULs (a
+/// body of 256 KiB could make gigabytes of paths).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_refusal_names_at_most_twenty_short_fields() {
+    let app = spawn_app().await;
+    let key = "k".repeat(100);
+    let mut body = String::new();
+    for _ in 0..20 {
+        body.push_str(&format!("{{\"{key}\": "));
+    }
+    body.push('[');
+    body.push_str(&vec![r#""\u0000""#; 500].join(","));
+    body.push(']');
+    body.push_str(&"}".repeat(20));
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/token"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(response, 422, "validation_failed").await;
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 20, "{}", errors.len());
+    for error in errors {
+        let field = error["field"].as_str().unwrap();
+        assert!(field.len() <= 203, "{}", field.len());
+        assert!(field.starts_with("kkk") && field.ends_with('…'), "{field}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413() {
     let app = spawn_app_with(&[("APP__SERVER__BODY_LIMIT_BYTES", "1024")]).await;

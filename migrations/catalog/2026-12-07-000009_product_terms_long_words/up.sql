@@ -20,3 +20,11 @@ AS $$
                   AS query) AS one
     WHERE octet_length(word.lexeme) <= 1000
 $$;
+
+-- Terms of such words written before (those that fitted) go too: the
+-- triggers now find a product's entries by this function, so they would
+-- never be deleted with their product. A term is the lexeme quoted, its
+-- quotes and backslashes doubled; undone here to measure the lexeme.
+DELETE FROM product_terms
+WHERE octet_length(term) > 1002
+  AND octet_length(replace(replace(substr(term, 2, length(term) - 2), '''''', ''''), '\\', '\')) > 1000;

@@ -33,15 +33,36 @@ impl RecoveryWorker {
                     Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
                 }
             }
-            match self.module.saga().recover_due().await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(sagas = n, "recovery pass"),
-                Err(e) => tracing::warn!(error = %e, "saga recovery pass failed"),
-            }
-            let gone = tokio::select! {
-                _ = tokio::time::sleep(every) => false,
-                changed = stop.changed() => changed.is_err(),
+            let saga = self.module.saga();
+            let pass = saga.recover_due();
+            tokio::pin!(pass);
+            let mut stopping = false;
+            let outcome = tokio::select! {
+                outcome = &mut pass => Some(outcome),
+                () = async {
+                    // A closed channel is a stop too.
+                    let _ = stop.wait_for(|stop| *stop).await;
+                } => {
+                    // The steps under way get one step's time to end and
+                    // be recorded; then the pass is dropped (its runs stop
+                    // where they are, as in a crash, which the saga is made
+                    // for) and their leases are given up below.
+                    stopping = true;
+                    let step = Duration::from_millis(self.module.settings.step_timeout_ms);
+                    tokio::time::timeout(step, &mut pass).await.ok()
+                }
             };
+            match outcome {
+                Some(Ok(0)) => {}
+                Some(Ok(n)) => tracing::debug!(sagas = n, "recovery pass"),
+                Some(Err(e)) => tracing::warn!(error = %e, "saga recovery pass failed"),
+                None => tracing::warn!("a recovery pass was cut short by the stop"),
+            }
+            let gone = stopping
+                || tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    changed = stop.changed() => changed.is_err(),
+                };
             if gone || *stop.borrow() {
                 // The server has stopped: the leases its runs still hold
                 // go now, not when their term ends.

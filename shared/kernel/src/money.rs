@@ -273,10 +273,6 @@ mod tests {
         assert_eq!(money(1299, "KWD"), "1.299 KWD");
         assert_eq!(money(7, "TND"), "0.007 TND");
         assert_eq!(money(i64::MIN, "EUR"), "-92233720368547758.08 EUR");
-        // Every code the shop accepts has a place in the table.
-        for code in ISO_4217 {
-            assert!(Currency(*code).minor_units() <= 3);
-        }
     }
 
     #[test]

@@ -42,13 +42,18 @@ pub struct ModuleClient {
     policy: Arc<Policy>,
 }
 
-/// The `Retry-After` of a response, in seconds.
+/// The longest `Retry-After` taken from a peer: a day. A peer's number is
+/// not trusted to be sane (`u64::MAX` seconds once overflowed the time a
+/// retry would be due, a panic).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// The `Retry-After` of a response, in seconds, at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .map(|seconds| Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// Whether a status means "the dependency is failing, try again later".
@@ -302,6 +307,21 @@ async fn attempt_once<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_s_retry_after_is_read_up_to_a_day() {
+        let headers = |value: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
+            headers
+        };
+        assert_eq!(retry_after(&headers("3")), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after(&headers("18446744073709551615")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(retry_after(&headers("soon")), None);
+    }
 
     #[tokio::test]
     async fn a_failed_call_is_reported_without_the_url_or_the_error_text() {

@@ -364,7 +364,10 @@ impl Policy {
                 Err(error) => error,
             };
             let backoff = self.backoff(retries).max(retry_after.unwrap_or_default());
-            let fits = Instant::now() + backoff < deadline;
+            // Checked: a peer's `Retry-After` may be any number.
+            let fits = Instant::now()
+                .checked_add(backoff)
+                .is_some_and(|due| due < deadline);
             if !(idempotent
                 && retryable
                 && retries < self.settings.max_retries

@@ -70,11 +70,7 @@ pub async fn refuse_nul<B: MessageBody>(
         }
         if has_nul_escape(&body) {
             let fields = serde_json::from_slice::<serde_json::Value>(&body)
-                .map(|value| {
-                    let mut found = Vec::new();
-                    nul_paths(&value, String::new(), &mut found);
-                    found
-                })
+                .map(|value| nul_paths(&value))
                 .unwrap_or_default();
             // Not valid JSON after all: the JSON extractor says so.
             if !fields.is_empty() {
@@ -133,44 +129,102 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The paths of strings (and object keys) holding a NUL.
-fn nul_paths(value: &serde_json::Value, path: String, found: &mut Vec<String>) {
-    let at = |key: &str| {
-        if path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{path}.{key}")
-        }
-    };
+/// The most fields a refusal names, and the longest path it writes (in
+/// bytes, then cut with `…`): a body of deep objects with long keys and
+/// thousands of NUL strings once made paths of gigabytes, built and kept
+/// for the answer, from one request of 256 KiB.
+const MAX_FIELDS: usize = 20;
+const MAX_PATH: usize = 200;
+
+/// One step of a path into a JSON value.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The paths of the strings (and object keys) holding a NUL, in document
+/// order, at most [`MAX_FIELDS`] of them, each at most [`MAX_PATH`] bytes.
+/// A path is written only for a string found with a NUL; the walk keeps
+/// the steps to it, not their text.
+fn nul_paths(value: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(value, &mut Vec::new(), &mut found);
+    found
+}
+
+fn walk<'a>(value: &'a serde_json::Value, steps: &mut Vec<Step<'a>>, found: &mut Vec<String>) {
+    if found.len() >= MAX_FIELDS {
+        return;
+    }
     match value {
-        serde_json::Value::String(text) if text.contains('\0') => {
-            found.push(if path.is_empty() {
-                "body".to_owned()
-            } else {
-                path
-            });
-        }
+        serde_json::Value::String(text) if text.contains('\0') => found.push(path(steps, None)),
         serde_json::Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                let item_path = if path.is_empty() {
-                    format!("[{i}]")
-                } else {
-                    format!("{path}[{i}]")
-                };
-                nul_paths(item, item_path, found);
+                steps.push(Step::Index(i));
+                walk(item, steps, found);
+                steps.pop();
+                if found.len() >= MAX_FIELDS {
+                    return;
+                }
             }
         }
         serde_json::Value::Object(members) => {
             for (key, member) in members {
                 if key.contains('\0') {
-                    found.push(at(&key.replace('\0', "\\u0000")));
+                    found.push(path(steps, Some(key)));
                 } else {
-                    nul_paths(member, at(key), found);
+                    steps.push(Step::Key(key));
+                    walk(member, steps, found);
+                    steps.pop();
+                }
+                if found.len() >= MAX_FIELDS {
+                    return;
                 }
             }
         }
         _ => {}
     }
+}
+
+/// `items[1].sku` for its steps (and a last key holding a NUL, escaped);
+/// `body` for the body itself; cut at [`MAX_PATH`] bytes.
+fn path(steps: &[Step<'_>], nul_key: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let mut path = String::new();
+    let key = |path: &mut String, key: &str| {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+    };
+    for step in steps {
+        match step {
+            Step::Key(name) => key(&mut path, name),
+            Step::Index(i) => {
+                let _ = write!(path, "[{i}]");
+            }
+        }
+        if path.len() > MAX_PATH {
+            break;
+        }
+    }
+    if let Some(name) = nul_key
+        && path.len() <= MAX_PATH
+    {
+        key(&mut path, &name.replace('\0', "\\u0000"));
+    }
+    if path.len() > MAX_PATH {
+        let mut cut = MAX_PATH;
+        while !path.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        path.truncate(cut);
+        path.push('…');
+    }
+    if path.is_empty() {
+        path.push_str("body");
+    }
+    path
 }
 
 /// The query parameters whose name or value decodes to a NUL.
@@ -215,10 +269,34 @@ mod tests {
             r#"{"name": "ok", "items": [{"sku": "x"}, {"sku": "a\u0000"}], "tags": ["\u0000"]}"#,
         )
         .unwrap();
-        let mut found = Vec::new();
-        nul_paths(&value, String::new(), &mut found);
-        found.sort();
-        assert_eq!(found, ["items[1].sku", "tags[0]"]);
+        assert_eq!(nul_paths(&value), ["items[1].sku", "tags[0]"]);
+        let key: serde_json::Value = serde_json::from_str(r#"{"a": {"b\u0000": 1}}"#).unwrap();
+        assert_eq!(nul_paths(&key), ["a.b\\u0000"]);
+        let whole: serde_json::Value = serde_json::from_str(r#""\u0000""#).unwrap();
+        assert_eq!(nul_paths(&whole), ["body"]);
         assert_eq!(nul_query_fields("q=a%00b&limit=5"), ["query.q"]);
+    }
+
+    /// A body of 256 KiB made to name as many long paths as it can (deep
+    /// objects with long keys, then thousands of NUL strings) is answered
+    /// with at most 20 fields of at most 200 bytes each (and the `…`).
+    #[test]
+    fn a_refusal_names_few_fields_with_short_paths_whatever_the_body() {
+        let key = "k".repeat(1000);
+        let mut body = String::new();
+        for _ in 0..100 {
+            body.push_str(&format!("{{\"{key}\": "));
+        }
+        body.push('[');
+        body.push_str(&vec![r#""\u0000""#; 15_000].join(","));
+        body.push(']');
+        body.push_str(&"}".repeat(100));
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let found = nul_paths(&value);
+        assert_eq!(found.len(), MAX_FIELDS);
+        for path in &found {
+            assert!(path.len() <= MAX_PATH + '…'.len_utf8(), "{}", path.len());
+            assert!(path.starts_with("kkk") && path.ends_with('…'), "{path}");
+        }
     }
 }

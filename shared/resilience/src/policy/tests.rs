@@ -234,6 +234,18 @@ async fn a_retry_waits_at_least_the_dependencys_retry_after_within_the_deadline(
     assert_eq!(result, Err(PolicyError::Failed("429")));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Nor one no clock can reach: the call fails as it came, no panic.
+    let result: Result<u32, PolicyError<&str>> = policy
+        .call(None, true, || async {
+            let asked = Verdict::Failed {
+                retryable: true,
+                retry_after: Some(Duration::MAX),
+            };
+            (Err("503"), asked)
+        })
+        .await;
+    assert_eq!(result, Err(PolicyError::Failed("503")));
 }
 
 #[tokio::test]
