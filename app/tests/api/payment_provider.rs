@@ -135,3 +135,86 @@ async fn declines_are_answers_and_provider_failures_are_unavailability() {
         "bounded by the attempt timeout, not the provider's 30 s"
     );
 }
+
+/// A provider answering outside its API (a redirect, credentials refused,
+/// a proxy's page, a timeout, an id that is no id of its own, an answer
+/// larger than any of its own) is not
+/// refusing the card: each is unavailability, the outcome unknown, never a
+/// decline or a refusal the payment would be recorded with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_outside_the_provider_s_api_are_unavailability_not_refusals() {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web as aweb};
+    let server = HttpServer::new(|| {
+        App::new().default_service(aweb::to(|req: HttpRequest| async move {
+            let key = req
+                .headers()
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let error = |status: u16, code: &str| {
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                    .json(serde_json::json!({"error": {"code": code}}))
+            };
+            match key.as_str() {
+                "moved" => HttpResponse::MovedPermanently()
+                    .insert_header(("location", "http://127.0.0.1:9/"))
+                    .finish(),
+                "stale-key" => error(401, "invalid_api_key"),
+                "forbidden" => error(403, "forbidden"),
+                "proxy-404" => HttpResponse::NotFound().body("<html>Not Found</html>"),
+                "too-large" => HttpResponse::PayloadTooLarge().finish(),
+                "slow" => HttpResponse::RequestTimeout().finish(),
+                "odd-code" => error(402, "Your card was declined! <b>call us</b>"),
+                // Read up to 64 KiB, no more.
+                "huge" => HttpResponse::Created()
+                    .content_type("application/json")
+                    .body(format!("{{\"id\": \"{}\"}}", "a".repeat(100_000))),
+                "odd-id" => HttpResponse::Created().json(serde_json::json!({
+                    "id": "../../admin?x=1", "status": "authorized", "amount_minor": 500,
+                    "currency": "EUR", "card_last4": "4242"
+                })),
+                // Still a refusal: the API's status, body and code.
+                _ => error(402, "card_declined"),
+            }
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let _handle = server.handle();
+    tokio::spawn(server);
+    // A policy each, so that no breaker opened by the others answers.
+    let provider = || {
+        HttpProvider::new(
+            crate::helpers::http(),
+            format!("http://127.0.0.1:{port}/").parse().unwrap(),
+            policy(1000),
+        )
+    };
+    for key in [
+        "moved",
+        "stale-key",
+        "forbidden",
+        "proxy-404",
+        "too-large",
+        "slow",
+        "odd-code",
+        "odd-id",
+        "huge",
+    ] {
+        let answer = provider().authorize(key, eur(500), "pm_1").await;
+        assert!(
+            matches!(answer, Err(ProviderError::Unavailable(_))),
+            "{key}: {answer:?}"
+        );
+    }
+    assert_eq!(
+        provider().authorize("declined", eur(500), "pm_1").await,
+        Err(ProviderError::Declined {
+            code: "card_declined".into()
+        })
+    );
+}

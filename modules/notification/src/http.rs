@@ -145,6 +145,13 @@ pub async fn list_notifications(
 /// The longest webhook URL accepted, in characters.
 const MAX_URL: usize = 2048;
 
+/// The longest webhook URL stored, in bytes, once normalised: the form
+/// kept adds a `/` to a bare host and writes each `'` of a query as `%27`.
+/// Every message to the URL is kept under a unique index that includes it,
+/// whose entries PostgreSQL limits to 2,704 bytes (a test delivers to one
+/// of this length, of characters that do not compress).
+const MAX_STORED_URL: usize = 2600;
+
 /// A webhook subscription to create.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,8 +162,10 @@ pub struct NewWebhook {
     /// internal address is refused, now and at every call. A deployment's
     /// `notification.webhook_allow` also admits URLs whose host is an address
     /// in the networks it names (development and tests). At most 2048
-    /// characters, as given and as normalised (every message to it is kept
-    /// under a unique index, whose entries PostgreSQL limits to 2.7 kB).
+    /// characters; stored normalised (a `/` added to a bare host, each `'`
+    /// of the query written `%27`), where it must fit 2600 (every message
+    /// to it is kept under a unique index, whose entries PostgreSQL limits
+    /// to 2.7 kB).
     #[schema(
         max_length = 2048,
         pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?![^/?#]*[Xx][Nn]--)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?!(?:[Ll][Oo][Cc][Aa][Ll](?:[Hh][Oo][Ss][Tt])?|[Ll][Aa][Nn]|[Ii][Nn][Tt][Ee][Rr][Nn][Aa][Ll])(?:[:/?#]|$))[A-Za-z]{2,63}(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:/[/A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:\?[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?(?:#[/?A-Za-z0-9._~!$&'()*+,;=:@%-]*)?$"
@@ -240,10 +249,13 @@ pub async fn create_webhook(
             ));
             url
         }
-        Ok(u) if String::from(u.clone()).len() > MAX_URL => {
+        Ok(u) if String::from(u.clone()).len() > MAX_STORED_URL => {
             errors.push(kernel::FieldError::new(
                 "url",
-                format!("must be at most {MAX_URL} characters once normalised (percent-encoded)"),
+                format!(
+                    "must be at most {MAX_STORED_URL} characters once normalised (each `'` \
+                     of the query written `%27`)"
+                ),
             ));
             url
         }

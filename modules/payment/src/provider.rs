@@ -7,6 +7,12 @@
 //! safe to retry: an authorization carries an idempotency key derived from
 //! the order, capture, void and refund are no-ops when already done, and
 //! reading an authorization changes nothing.
+//!
+//! Only the API's own refusals are refusals: 400, 402, 404, 409 or 422
+//! with its error body and a code of its form (`card_declined`). Any other
+//! answer (a redirect, 401/403, a proxy's page, 408, an id that is not of
+//! the provider's form, more than 64 KiB) leaves the outcome unknown and
+//! is unavailability: a payment is never recorded declined for it.
 
 use std::sync::Arc;
 use tracing::Instrument as _;
@@ -169,9 +175,17 @@ async fn attempt<T: DeserializeOwned>(
     };
     let status = response.status();
     let wait = remote::retry_after(response.headers());
-    let bytes = match response.bytes().await {
+    let bytes = match remote::read_capped(response, MAX_ANSWER).await {
         Ok(bytes) => bytes,
-        Err(e) => {
+        Err(remote::BodyError::TooLarge) => {
+            tracing::warn!(
+                cap = MAX_ANSWER,
+                "payment provider answer too large; not read"
+            );
+            let error = ProviderError::Unavailable("its answer is too large".to_owned());
+            return (Err(error), failed(false, None));
+        }
+        Err(remote::BodyError::Broke(e)) => {
             tracing::warn!(error = %e, "payment provider answer broke off");
             let error = ProviderError::Unavailable("its answer broke off".to_owned());
             return (Err(error), failed(true, None));
@@ -195,9 +209,27 @@ async fn attempt<T: DeserializeOwned>(
         let error = ProviderError::Unavailable(format!("the provider answered {status}"));
         return (Err(error), failed(remote::is_retryable(status), wait));
     }
+    // A refusal is one of the API's refusing statuses with the API's error
+    // body and a code of its form. Anything else (a redirect, 401/403 from
+    // credentials gone stale, a proxy's 404 or 413, 408) is no answer to
+    // the request: the outcome is unknown, and a payment must not be
+    // recorded declined (nor a hold left behind) for it.
     let code = serde_json::from_slice::<ErrorBody>(&bytes)
+        .ok()
         .map(|b| b.error.code)
-        .unwrap_or_else(|_| status.as_str().to_owned());
+        .filter(|code| is_code(code));
+    let refusing = matches!(status.as_u16(), 400 | 402 | 404 | 409 | 422);
+    let Some(code) = code.filter(|_| refusing) else {
+        tracing::warn!(
+            status = status.as_u16(),
+            "payment provider answered outside its API"
+        );
+        let error = ProviderError::Unavailable(format!("the provider answered {status}"));
+        return (
+            Err(error),
+            failed(status == StatusCode::REQUEST_TIMEOUT, wait),
+        );
+    };
     if status == StatusCode::CONFLICT && code == "idempotency_key_in_use" {
         // The first request with this key (one that timed out here) is still
         // running there: the outcome is unknown, ask again later.
@@ -213,14 +245,56 @@ async fn attempt<T: DeserializeOwned>(
     (Err(error), Verdict::Healthy)
 }
 
+/// The largest answer read from the provider: its answers are one
+/// authorization or one error, well under a kilobyte.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Whether `code` has the form of the provider's error codes
+/// (`card_declined`): it is stored and shown to the customer.
+fn is_code(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Whether `id` has the form of the provider's ids (`auth_...`, `pm_...`):
+/// it is stored, and put in the path of later calls, where `../` or `?`
+/// would reach other endpoints.
+fn is_id(id: &str) -> bool {
+    (1..=255).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `found`, if its id has the provider's form; else the answer is not
+/// understood (the outcome is unknown).
+fn checked_id<T>(
+    found: Result<T, ProviderError>,
+    id: impl Fn(&T) -> &str,
+) -> Result<T, ProviderError> {
+    match found {
+        Ok(found) if !is_id(id(&found)) => {
+            tracing::warn!("payment provider answered an id outside its form");
+            Err(ProviderError::Unavailable(
+                "its answer is unreadable".to_owned(),
+            ))
+        }
+        other => other,
+    }
+}
+
 #[async_trait::async_trait]
 impl PaymentProvider for HttpProvider {
     async fn tokenize(&self, card_number: &str) -> Result<ProviderPaymentMethod, ProviderError> {
         // Not idempotent, but harmless to repeat: a second token for the
         // same card is just never used.
         let body = serde_json::json!({ "card_number": card_number });
-        self.send(Method::POST, "v1/payment_methods", None, Some(body))
-            .await
+        let method = self
+            .send(Method::POST, "v1/payment_methods", None, Some(body))
+            .await;
+        checked_id(method, |m: &ProviderPaymentMethod| &m.id)
     }
 
     async fn authorize(
@@ -234,8 +308,10 @@ impl PaymentProvider for HttpProvider {
             "currency": amount.currency().as_str(),
             "payment_method": payment_method,
         });
-        self.send(Method::POST, "v1/authorizations", Some(key), Some(body))
-            .await
+        let authorization = self
+            .send(Method::POST, "v1/authorizations", Some(key), Some(body))
+            .await;
+        checked_id(authorization, |a: &ProviderAuthorization| &a.id)
     }
 
     async fn capture(&self, id: &str) -> Result<ProviderAuthorization, ProviderError> {

@@ -382,12 +382,25 @@ async fn fetch(client: &reqwest::Client, url: &Url) -> Result<KeySet, AuthError>
             response.status()
         )));
     }
-    let jwks = response
-        .json::<jsonwebtoken::jwk::JwkSet>()
+    let body = remote::read_capped(response, MAX_JWKS)
         .await
+        .map_err(|e| match e {
+            remote::BodyError::TooLarge => {
+                AuthError::KeysUnavailable(format!("{url} sent more than {MAX_JWKS} bytes"))
+            }
+            remote::BodyError::Broke(e) => {
+                AuthError::KeysUnavailable(format!("cannot read {url}: {e}"))
+            }
+        })?;
+    let jwks = serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&body)
         .map_err(|e| AuthError::KeysUnavailable(format!("{url} sent no JWKS: {e}")))?;
     Ok(KeySet::from_jwks(jwks))
 }
+
+/// The largest key set read from the user module: an Ed25519 key is some
+/// 150 bytes of JSON, so this holds hundreds, far more than a rotation
+/// keeps; a broken peer cannot make every process hold more.
+const MAX_JWKS: usize = 64 * 1024;
 
 fn validation(policy: &TokenPolicy) -> Validation {
     let mut validation = Validation::new(Algorithm::EdDSA);

@@ -56,6 +56,47 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(|seconds| Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
+/// The largest answer read from another shop process: far above any page
+/// of the API (a hundred products of 5,000-character descriptions is some
+/// 600 kB), and what one broken peer can make this process hold.
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Why an answer's body was not read whole ([`read_capped`]).
+#[derive(Debug)]
+pub enum BodyError {
+    /// It is larger than the cap (said so by its `Content-Length`, or found
+    /// so while reading): nothing more is read.
+    TooLarge,
+    /// The connection broke or timed out while reading.
+    Broke(reqwest::Error),
+}
+
+/// Reads `response`'s body, up to `cap` bytes: a peer that sends more (a
+/// broken process, a hostile provider) costs at most `cap` of memory,
+/// where `Response::bytes` would hold whatever it sent.
+///
+/// # Errors
+/// [`BodyError`].
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > cap as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Broke)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Whether a status means "the dependency is failing, try again later".
 pub fn is_retryable(status: StatusCode) -> bool {
     matches!(
@@ -244,9 +285,19 @@ async fn attempt_once<T: DeserializeOwned>(
     };
     let status = response.status();
     let wait = retry_after(response.headers());
-    let bytes = match response.bytes().await {
+    let bytes = match read_capped(response, MAX_ANSWER).await {
         Ok(bytes) => bytes,
-        Err(e) => {
+        Err(BodyError::TooLarge) => {
+            tracing::warn!(
+                module,
+                cap = MAX_ANSWER,
+                "module answer too large; not read"
+            );
+            let error =
+                RemoteError::Unavailable(format!("the {module} module's answer is too large"));
+            return (Err(error), failed(false, None));
+        }
+        Err(BodyError::Broke(e)) => {
             tracing::warn!(module, error = %e, "module answer broke off");
             let error = RemoteError::Unavailable(format!("the {module} module's answer broke off"));
             return (Err(error), failed(true, None));
