@@ -2,7 +2,8 @@
 //! the process serving it, so clients never need to know the topology.
 //!
 //! The request id and every end-to-end header (the caller's
-//! `authorization` included) travel on; hop-by-hop headers do not. The
+//! `authorization` included) travel on; hop-by-hop headers do not, nor
+//! those a message's `Connection` header names (RFC 9110 §7.6.1). The
 //! answer comes back as it is, streamed (a 503 problem is read whole first,
 //! to judge it). A module's considered refusal
 //! (503 naming a degradation: it sheds load, or a dependency of its own is
@@ -56,7 +57,28 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "host",
     "content-length",
+    // Not in the RFC, but sent by old clients and proxies in place of
+    // `connection`.
+    "proxy-connection",
 ];
+
+/// Whether `name` belongs to this connection alone: one of [`HOP_BY_HOP`],
+/// or one the message's own `Connection` header names (`connection` holds
+/// those names, lower-case).
+fn hop_by_hop(name: &str, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || connection.iter().any(|named| named == name)
+}
+
+/// The header names a message's `Connection` values list (RFC 9110
+/// §7.6.1), lower-case: they are for this hop, and go no further.
+fn named_by_connection<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .filter_map(|value| std::str::from_utf8(value).ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
 
 /// Registers forwarding routes for the module's documented `templates`
 /// (so that a forward's metrics and span name its template, as the
@@ -187,9 +209,14 @@ async fn forward(
     })?;
 
     let mut outgoing = upstream.client.request(method, url).body(body);
+    let connection = named_by_connection(
+        req.headers()
+            .get_all(actix_web::http::header::CONNECTION)
+            .map(actix_web::http::header::HeaderValue::as_bytes),
+    );
     for (name, value) in req.headers() {
         // Our own request id and client address replace whatever came in.
-        if !HOP_BY_HOP.contains(&name.as_str())
+        if !hop_by_hop(name.as_str(), &connection)
             && name.as_str() != web::observe::REQUEST_ID_HEADER
             && name.as_str() != web::ratelimit::FORWARDED_FOR
         {
@@ -313,8 +340,14 @@ async fn forward(
     };
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
+    let connection = named_by_connection(
+        headers
+            .get_all(reqwest::header::CONNECTION)
+            .iter()
+            .map(reqwest::header::HeaderValue::as_bytes),
+    );
     for (name, value) in headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
+        if !hop_by_hop(name.as_str(), &connection) {
             response.append_header((name.as_str(), value.as_bytes()));
         }
     }

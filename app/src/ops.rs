@@ -20,6 +20,9 @@ pub(crate) struct Dependencies {
     pub(crate) draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Pools of local modules, by module name.
     pub(crate) pools: Vec<(&'static str, db::Pool)>,
+    /// The last readiness ping of each pool (same order), reused for
+    /// [`PROBE_REUSE`]; its lock makes one ping at a time per pool.
+    pub(crate) pinged: Vec<LastProbe>,
     /// Remote modules this process forwards to, by module name.
     pub(crate) remotes: Vec<(ModuleName, Url)>,
     /// The last probe of each remote (same order), reused for
@@ -68,10 +71,35 @@ const SCRAPE_REUSE: Duration = Duration::from_secs(1);
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a remote process's readiness is taken as known: readiness
-/// asked often, or by many at once, costs each remote process at most one
-/// check (its database ping) this often.
+/// How long a check of readiness is taken as known: readiness asked
+/// often, or by many at once (it is open to anyone, and not rate limited),
+/// costs each local database at most one ping, and each remote process at
+/// most one check (its own database ping), this often. The pings would
+/// otherwise take the pools' connections from the API.
 const PROBE_REUSE: Duration = Duration::from_secs(1);
+
+/// `check`'s outcome, or the one `last` holds if it is under
+/// [`PROBE_REUSE`] old; one check at a time, and the wait for another
+/// request's check counts against [`CHECK_TIMEOUT`] too.
+async fn reused(
+    last: &LastProbe,
+    check: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let reused = async {
+        let mut last = last.lock().await;
+        match &*last {
+            Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
+            _ => {
+                let outcome = check.await;
+                *last = Some((std::time::Instant::now(), outcome.clone()));
+                outcome
+            }
+        }
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, reused)
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".to_owned()))
+}
 
 /// `GET /health/live`: the process is up and serving. The answer never
 /// changes, so it is written and tagged once (`web::etag::tag_of`, what
@@ -125,16 +153,25 @@ pub(crate) async fn ready(
     let mut degraded = false;
     // All at once: the answer takes the slowest check, not their sum (the
     // first one on a worker opens a connection per module).
-    let pings = deps.pools.iter().map(|(module, pool)| async move {
-        let outcome = db::ping(pool, CHECK_TIMEOUT).await.map_err(|detail| {
-            tracing::warn!(module, error = %detail, "readiness: database check failed");
-            if detail.starts_with("no answer") {
-                "no answer in time".to_owned()
-            } else {
-                "unreachable".to_owned()
-            }
-        });
-        (*module, outcome)
+    let pings = deps.pools.iter().enumerate().map(|(i, (module, pool))| {
+        let deps = &deps;
+        async move {
+            let ping = async {
+                db::ping(pool, CHECK_TIMEOUT).await.map_err(|detail| {
+                    tracing::warn!(module, error = %detail, "readiness: database check failed");
+                    if detail.starts_with("no answer") {
+                        "no answer in time".to_owned()
+                    } else {
+                        "unreachable".to_owned()
+                    }
+                })
+            };
+            let outcome = match deps.pinged.get(i) {
+                Some(last) => reused(last, ping).await,
+                None => ping.await,
+            };
+            (*module, outcome)
+        }
     });
     let remotes = if own_only { &[][..] } else { &deps.remotes[..] };
     let probes = remotes.iter().enumerate().map(|(i, (module, url))| {
@@ -144,22 +181,7 @@ pub(crate) async fn ready(
             let outcome = if policy.state() == resilience::State::Open {
                 Err("circuit breaker open".to_owned())
             } else if let Some(probed) = deps.probed.get(i) {
-                // Waiting for another request's probe counts against this
-                // one's time too: the answer stays within CHECK_TIMEOUT.
-                let reused = async {
-                    let mut last = probed.lock().await;
-                    match &*last {
-                        Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
-                        _ => {
-                            let outcome = probe(&deps.client, url).await;
-                            *last = Some((std::time::Instant::now(), outcome.clone()));
-                            outcome
-                        }
-                    }
-                };
-                tokio::time::timeout(CHECK_TIMEOUT, reused)
-                    .await
-                    .unwrap_or_else(|_| Err("no answer in time".to_owned()))
+                reused(probed, probe(&deps.client, url)).await
             } else {
                 probe(&deps.client, url).await
             };

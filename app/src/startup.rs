@@ -249,6 +249,7 @@ impl Application {
             pools: pools.clone(),
             remotes: wiring.remotes.clone(),
             probed: wiring.remotes.iter().map(|_| Default::default()).collect(),
+            pinged: pools.iter().map(|_| Default::default()).collect(),
             scraped: Default::default(),
             table_read: Default::default(),
             broker,

@@ -239,6 +239,43 @@ async fn a_flood_of_scrapes_reads_the_tables_at_most_once_a_second() {
     .await;
 }
 
+/// `/health/ready` is open to anyone and not rate limited: a flood of it
+/// must not become a flood of pings taking the pools' connections from the
+/// API. Each database's ping is taken as known for a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_readiness_checks_pings_each_database_at_most_once_a_second() {
+    use crate::helpers::count;
+    let app = spawn_app().await;
+    assert_eq!(app.ready().await.status(), 200);
+    // The database's committed transactions, once every backend has
+    // reported its own: one that reported less than a second before goes
+    // idle for ten before it reports again (PGSTAT_IDLE_INTERVAL).
+    let commits = || async {
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        count(
+            &app,
+            "SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .await
+    };
+    // What runs on its own (relays, jobs, these counts' own connections):
+    // about a thousand in the time.
+    let start = commits().await;
+    let before = commits().await;
+    let idle = before - start;
+    let checks = (0..300).map(|_| app.get("/health/ready"));
+    for response in futures_util::future::join_all(checks).await {
+        assert_eq!(response.status(), 200);
+    }
+    let during = commits().await - before;
+    // A ping per module's pool and check would be 1,800 more (six pools).
+    eprintln!("{idle} commits while idle, {during} during the flood");
+    assert!(
+        during < idle + 900,
+        "{during} commits during the flood, {idle} while idle: each check pinged"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_swagger_ui_the_spec_is_still_served() {
     // What production does unless server.swagger_ui is set.

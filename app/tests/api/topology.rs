@@ -548,6 +548,82 @@ async fn a_gateway_retries_only_safe_posts_and_asks_whether_modules_are_ready() 
     assert_eq!(own["status"], "ready", "{own}");
 }
 
+/// Headers a message's `Connection` header names belong to that hop alone
+/// (RFC 9110 §7.6.1): the gateway passes neither the client's on to the
+/// module nor the module's back to the client, and every end-to-end header
+/// both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_drops_the_headers_a_connection_header_names_both_ways() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A module process written by hand, to choose its answer's headers: it
+    // echoes each request's head as its body, and names a header of its
+    // own in `Connection`. It serves the token keys and readiness too.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let module = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0_u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let body = if head.contains("jwks") {
+                    r#"{"keys":[]}"#.to_owned()
+                } else if head.starts_with("GET /health") {
+                    r#"{"status":"ready"}"#.to_owned()
+                } else {
+                    serde_json::json!({ "head": head }).to_string()
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     connection: close, x-module-hop\r\nx-module-hop: for the gateway\r\n\
+                     x-module-end: for the client\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                drop(socket.write_all(answer.as_bytes()).await);
+            });
+        }
+    });
+    let gateway = Shop::start(&[
+        ("APP__MODULES__ENABLED", ""),
+        ("APP__MODULES__USER__MODE", "remote"),
+        ("APP__MODULES__USER__URL", module.as_str()),
+        ("APP__MODULES__CATALOG__MODE", "remote"),
+        ("APP__MODULES__CATALOG__URL", module.as_str()),
+    ]);
+    gateway.wait_live().await;
+
+    let address = gateway.url("").trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address.trim_end_matches('/'))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /api/v1/products HTTP/1.1\r\nHost: shop\r\n\
+              Connection: close, X-Client-Hop\r\nx-client-hop: for the gateway\r\n\
+              x-client-end: for the module\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-module-end: for the client"), "{head}");
+    assert!(!head.contains("x-module-hop"), "{head}");
+    // The module's echo of what reached it (chunked on its way back).
+    let seen = body.to_ascii_lowercase();
+    assert!(seen.contains("get /api/v1/products"), "{seen}");
+    assert!(seen.contains("x-client-end: for the module"), "{seen}");
+    assert!(!seen.contains("x-client-hop"), "{seen}");
+}
+
 /// A module process counts another process's calls as the shop's own, as
 /// the monolith makes them in process, not as one client's: the order
 /// process prices a cart at an extracted catalog whose per-client budget

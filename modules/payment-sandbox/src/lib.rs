@@ -28,7 +28,9 @@
 //! Test cards ([`cards`]): one succeeds, one is declined, one lacks funds,
 //! one never answers in time, one fails with 500s. Any other number is 402
 //! `incorrect_number`. State lives in memory: the sandbox is a test double
-//! of a network, not a store.
+//! of a network, not a store. It keeps the last [`RETAINED`] cards,
+//! authorizations and idempotency keys of each, so that a shop running it
+//! in process does not grow with every checkout.
 
 pub mod cards;
 mod http;
@@ -37,7 +39,7 @@ mod state;
 use std::time::Duration;
 
 pub use http::{configure, server};
-pub use state::{Authorization, Sandbox, Status};
+pub use state::{Authorization, RETAINED, Sandbox, Status};
 
 /// How long the [`cards::TIMES_OUT`] card keeps a request waiting.
 pub const SLOW_ANSWER: Duration = Duration::from_secs(30);

@@ -1,7 +1,7 @@
 //! The sandbox's in-memory state: payment methods, authorizations with their
 //! history, and the answers remembered per idempotency key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use actix_web::http::StatusCode;
@@ -49,13 +49,90 @@ pub(crate) struct Remembered {
     pub(crate) answer: Option<(StatusCode, Value)>,
 }
 
+/// How many of each (cards, authorizations, idempotency keys) the sandbox
+/// keeps: past it, the oldest goes. The state lives in memory, and a shop
+/// that runs the sandbox in process must not grow with every checkout it
+/// ever made. At a few hundred checkouts a second this is a minute of
+/// them; a checkout's steps take seconds. (A real provider keeps keys for
+/// a day, in its own storage.)
+pub const RETAINED: usize = 20_000;
+
 /// The sandbox's state, shared by its workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sandbox {
     /// Card numbers by payment method token.
-    pub(crate) payment_methods: Mutex<HashMap<String, String>>,
-    /// Every authorization made, by its id.
-    pub(crate) authorizations: Mutex<HashMap<String, Authorization>>,
+    pub(crate) payment_methods: Mutex<Retained<String>>,
+    /// The authorizations made, by their id.
+    pub(crate) authorizations: Mutex<Retained<Authorization>>,
     /// What each idempotency key answered, or that it is still running.
-    pub(crate) keys: Mutex<HashMap<String, Remembered>>,
+    pub(crate) keys: Mutex<Retained<Remembered>>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox::retaining(RETAINED)
+    }
+}
+
+impl Sandbox {
+    /// A sandbox that keeps at most `limit` of each.
+    #[must_use]
+    pub fn retaining(limit: usize) -> Sandbox {
+        Sandbox {
+            payment_methods: Mutex::new(Retained::new(limit)),
+            authorizations: Mutex::new(Retained::new(limit)),
+            keys: Mutex::new(Retained::new(limit)),
+        }
+    }
+}
+
+/// Values by key, at most `limit` of them: inserting one more lets the
+/// oldest go.
+#[derive(Debug)]
+pub(crate) struct Retained<V> {
+    values: HashMap<String, V>,
+    /// The keys, oldest first.
+    order: VecDeque<String>,
+    limit: usize,
+}
+
+impl<V> Retained<V> {
+    fn new(limit: usize) -> Retained<V> {
+        Retained {
+            values: HashMap::new(),
+            order: VecDeque::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
+        self.values.get(key)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.values.get_mut(key)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.values.values()
+    }
+
+    /// Keeps `value` under `key` (a new key is the newest).
+    pub(crate) fn insert(&mut self, key: String, value: V) {
+        if self.values.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > self.limit {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.values.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// Forgets `key` (rare: a key whose request failed with a 500).
+    pub(crate) fn remove(&mut self, key: &str) {
+        if self.values.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
 }

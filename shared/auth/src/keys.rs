@@ -193,15 +193,20 @@ pub fn public_jwk_from_pem(pem: &[u8], origin: &str) -> Result<Jwk, KeyError> {
 }
 
 /// Public keys by id: what a verifier trusts, and what a JWKS publishes.
+/// Shared, not copied, when cloned: each token check takes the set at
+/// hand (a JWKS may hold many keys).
 #[derive(Clone, Default)]
-pub struct KeySet {
+pub struct KeySet(std::sync::Arc<Keys>);
+
+#[derive(Default)]
+struct Keys {
     jwks: JwkSet,
     keys: HashMap<String, DecodingKey>,
 }
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.keys.keys()).finish()
+        f.debug_list().entries(self.0.keys.keys()).finish()
     }
 }
 
@@ -223,16 +228,16 @@ impl KeySet {
                 usable.push(jwk);
             }
         }
-        KeySet {
+        KeySet(std::sync::Arc::new(Keys {
             jwks: JwkSet { keys: usable },
             keys,
-        }
+        }))
     }
 
     /// This set and `others`, each key once (by `kid`; this set's first).
     #[must_use]
     pub fn with(&self, others: impl IntoIterator<Item = Jwk>) -> KeySet {
-        let mut keys = self.jwks.keys.clone();
+        let mut keys = self.0.jwks.keys.clone();
         for jwk in others {
             if !keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {
                 keys.push(jwk);
@@ -243,12 +248,12 @@ impl KeySet {
 
     /// The key with id `kid`.
     pub fn get(&self, kid: &str) -> Option<&DecodingKey> {
-        self.keys.get(kid)
+        self.0.keys.get(kid)
     }
 
     /// The set as a JWKS document.
     pub fn jwks(&self) -> &JwkSet {
-        &self.jwks
+        &self.0.jwks
     }
 }
 

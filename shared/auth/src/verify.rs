@@ -206,26 +206,25 @@ impl Verifier {
         let service = self
             .service
             .as_ref()
-            .and_then(|keys| keys.get(&kid))
+            .filter(|keys| keys.get(&kid).is_some())
             .cloned();
         let is_service = service.is_some();
-        let key = match service {
-            Some(key) => key,
-            None => {
-                let keys = self.keys_with(&kid).await?;
-                keys.get(&kid).ok_or(AuthError::UnknownKey)?.clone()
-            }
+        let keys = match service {
+            Some(keys) => keys,
+            None => self.keys_with(&kid).await?,
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::InvalidSignature => AuthError::InvalidSignature,
-                ErrorKind::InvalidAlgorithm => AuthError::UnsupportedAlgorithm,
-                _ => AuthError::Malformed,
-            }
-        })?;
+        let key = keys.get(&kid).ok_or(AuthError::UnknownKey)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                    ErrorKind::InvalidSignature => AuthError::InvalidSignature,
+                    ErrorKind::InvalidAlgorithm => AuthError::UnsupportedAlgorithm,
+                    _ => AuthError::Malformed,
+                }
+            })?;
         // The service role and the service key go together, both ways.
         let claims_service = data.claims.roles.contains(&kernel::Role::Service);
         if claims_service != is_service || (is_service && data.claims.roles.len() != 1) {

@@ -25,11 +25,14 @@ use url::Url;
 pub enum RemoteError {
     /// The module answered with an RFC 9457 problem.
     Problem(ProblemBody),
-    /// The module could not be reached, timed out, or said 502/503/504.
+    /// The module could not be reached, timed out, said 502/503/504, or
+    /// answered outside its API (unreadable, too large, a redirect, a 4xx
+    /// without a problem body).
     Unavailable(String),
     /// The policy cut the call short.
     Degraded(Degradation),
-    /// Anything else: an unreadable answer.
+    /// A request this process could not send again (a body that cannot be
+    /// cloned): a bug of ours.
     Unexpected(String),
 }
 
@@ -346,12 +349,19 @@ async fn attempt_once<T: DeserializeOwned>(
     }
     match problem {
         Some(problem) => (Err(RemoteError::Problem(problem)), Verdict::Healthy),
-        None => (
-            Err(RemoteError::Unexpected(format!(
-                "the {module} module answered {status} without a problem body"
-            ))),
-            Verdict::Healthy,
-        ),
+        // A redirect, or a 4xx that is no module's problem (a proxy's page,
+        // a login wall in front of the module): not the module's answer, and
+        // no bug of ours either. Unavailable (503, not 500), counted by the
+        // breaker, not retried (it would answer the same).
+        None => {
+            tracing::warn!(module, %status, "module answer is no problem of its API");
+            (
+                Err(RemoteError::Unavailable(format!(
+                    "the {module} module answered {status} without a problem body"
+                ))),
+                failed(false, None),
+            )
+        }
     }
 }
 
@@ -549,6 +559,30 @@ mod tests {
             })
         );
         assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A redirect or a 4xx without a problem body (a proxy's or a login
+    /// wall's page in front of the module) is unavailability: a 503 for
+    /// the caller, not a 500; sent once, and counted by the breaker.
+    #[tokio::test]
+    async fn an_answer_outside_the_module_s_api_is_unavailability_counted_by_the_breaker() {
+        for status in ["302 Found", "401 Unauthorized", "404 Not Found"] {
+            let (port, seen) = answering_with(status, "<html>elsewhere</html>", 0).await;
+            let policy = policy();
+            for _ in 0..3 {
+                let error = call(port, &policy).await;
+                assert!(
+                    matches!(&error, RemoteError::Unavailable(reason) if reason.contains("without a problem body")),
+                    "{status}: {error:?}"
+                );
+            }
+            assert_eq!(
+                seen.load(std::sync::atomic::Ordering::SeqCst),
+                3,
+                "{status}: never retried"
+            );
+            assert_eq!(policy.state(), resilience::State::Open, "{status}");
+        }
     }
 
     #[tokio::test]

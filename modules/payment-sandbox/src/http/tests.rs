@@ -126,3 +126,39 @@ async fn steps_move_once_and_only_along_the_state_machine() {
         "one capture"
     );
 }
+
+/// The sandbox keeps the last few of each, not every one it ever made: the
+/// oldest authorization and its key go, the newer ones stay usable.
+#[actix_web::test]
+async fn only_the_newest_authorizations_and_keys_are_kept() {
+    let app =
+        test::init_service(App::new().configure(|c| configure(c, Arc::new(Sandbox::retaining(2)))))
+            .await;
+    let mut ids = Vec::new();
+    for key in ["k1", "k2", "k3"] {
+        let (status, body) = call!(&app, authorize(Some(key), cards::SUCCEEDS, 100));
+        assert_eq!(status, 201);
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let (_, all) = call!(&app, test::TestRequest::get().uri("/v1/authorizations"));
+    let kept: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 2, "{all}");
+    assert!(!kept.contains(&ids[0].as_str()), "{all}");
+    let gone = format!("/v1/authorizations/{}/capture", ids[0]);
+    let (status, _) = call!(&app, test::TestRequest::post().uri(&gone));
+    assert_eq!(status, 404);
+    let newest = format!("/v1/authorizations/{}/capture", ids[2]);
+    let (status, body) = call!(&app, test::TestRequest::post().uri(&newest));
+    assert_eq!((status, body["status"].as_str()), (200, Some("captured")));
+    // The newest key still replays its answer; the oldest was forgotten.
+    let (_, again) = call!(&app, authorize(Some("k3"), cards::SUCCEEDS, 100));
+    assert_eq!(again["id"], ids[2].as_str());
+    let (status, fresh) = call!(&app, authorize(Some("k1"), cards::SUCCEEDS, 100));
+    assert_eq!(status, 201);
+    assert_ne!(fresh["id"], ids[0].as_str());
+}
