@@ -173,6 +173,63 @@ async fn the_redis_cache_is_shared_and_invalidated() {
         .unwrap();
 }
 
+/// A Redis that stops answering (its connection open, nothing coming
+/// back) costs a read its `redis_timeout_ms` and no more: the product comes
+/// from the database. And the catalog's event handlers, which delete a
+/// changed product from Redis inside their transaction, go on: a stock
+/// change still reaches the product's availability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_holds_up_neither_reads_nor_events() {
+    let settings = crate::helpers::test_settings(None, &[]);
+    let catalog = settings.section::<catalog::Settings>().unwrap();
+    let redis = url::Url::parse(&catalog.cache.redis_url).unwrap();
+    let proxy = testkit::fault::FaultProxy::start(redis.port().unwrap_or(6379)).await;
+    let through_proxy = format!("redis://127.0.0.1:{}", proxy.port());
+    let app = spawn_app_with(&[
+        ("APP__CATALOG__CACHE__BACKEND", "redis"),
+        ("APP__CATALOG__CACHE__REDIS_URL", through_proxy.as_str()),
+    ])
+    .await;
+    let (url, _) = create(&app, "STALLED-REDIS-1").await;
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
+
+    proxy.stall(true);
+    let (other, _) = create(&app, "STALLED-REDIS-2").await;
+    let read = app
+        .client
+        .get(&other)
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .expect("a read answers while Redis is silent");
+    assert_eq!(read.status(), 200);
+
+    let response = app
+        .client
+        .post(app.url("/api/v1/inventory/STALLED-REDIS-1/adjustments"))
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"quantity": 10, "reason": "receive"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    crate::helpers::eventually("the stock change reached the catalog", || async {
+        let product: Value = app
+            .client
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (product["availability"] == "in_stock").then_some(())
+    })
+    .await;
+    proxy.stall(false);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_uses_the_full_text_index() {
     let app = spawn_app().await;

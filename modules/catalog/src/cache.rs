@@ -13,6 +13,10 @@
 //! copy when the database tells it (`crate::changes`: a trigger's NOTIFY;
 //! the catalog's events reach one instance only on RabbitMQ). A load that
 //! an invalidation overtook is not kept (`ProductCache::invalidations`).
+//! Every Redis command is bounded by `redis_timeout_ms`, and after a failure
+//! Redis is left alone for a second ([`QUIET`]): a Redis that stops
+//! answering costs reads and the invalidating event handlers that much, and
+//! an entry it kept lives out its TTL at most.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +44,17 @@ pub struct CacheSettings {
     /// With Redis, how long the in-process layer keeps an entry, seconds
     /// (bounds how stale another instance's copy can be).
     pub local_ttl_secs: u64,
+    /// With Redis, the longest a command may take, reconnecting included,
+    /// milliseconds. Past it the cache is skipped: a read goes to the
+    /// database, and a write's invalidation gives up (its entry lives out
+    /// its `ttl_secs` at most), so a Redis that stops answering holds up
+    /// neither requests nor the events whose handlers invalidate.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    250
 }
 
 /// Where cached products live.
@@ -89,7 +104,7 @@ impl CachedProduct {
 pub struct ProductCache {
     /// Each entry with its slot's invalidation count when its load began.
     local: Option<moka::future::Cache<ProductId, (Arc<CachedProduct>, u64)>>,
-    redis: Option<(redis::aio::ConnectionManager, Duration)>,
+    redis: Option<Shared>,
     /// Invalidations so far, by slot of product id ([`SLOTS`]). moka keeps
     /// what a load returns even when its key was invalidated while the
     /// load ran: a read that began before a write commits and ends after
@@ -100,6 +115,62 @@ pub struct ProductCache {
     /// How long after a write's delete from Redis it is deleted again
     /// ([`Self::invalidate`]).
     second_delete: Duration,
+}
+
+/// The shared Redis behind the in-process layer.
+#[derive(Clone)]
+struct Shared {
+    connection: redis::aio::ConnectionManager,
+    /// How long entries live there.
+    ttl: Duration,
+    /// The longest a command may take (`redis_timeout_ms`).
+    timeout: Duration,
+    /// Until when Redis is left alone, after a command failed.
+    quiet_until: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+/// How long Redis is left alone after a command failed or took too long:
+/// while it does not answer, a batch of invalidations or a burst of misses
+/// costs one [`Shared::timeout`], not one each.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Why a command was not done.
+enum Missed {
+    /// A command failed lately: Redis is left alone for [`QUIET`].
+    Quiet,
+    /// This command failed (and Redis is left alone for [`QUIET`]).
+    Failed(String),
+}
+
+impl Shared {
+    /// Runs a command with the connection, within [`Shared::timeout`]
+    /// (waiting for a reconnection included: the connection manager's own
+    /// retries are not bounded by its timeouts); not at all within
+    /// [`QUIET`] of a failure.
+    async fn run<T, F>(
+        &self,
+        command: impl FnOnce(redis::aio::ConnectionManager) -> F,
+    ) -> Result<T, Missed>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let quiet = |until: Option<std::time::Instant>| {
+            until.is_some_and(|until| std::time::Instant::now() < until)
+        };
+        if quiet(self.quiet_until.lock().map_or(None, |until| *until)) {
+            return Err(Missed::Quiet);
+        }
+        let failure =
+            match tokio::time::timeout(self.timeout, command(self.connection.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
+            };
+        if let Ok(mut until) = self.quiet_until.lock() {
+            *until = Some(std::time::Instant::now() + QUIET);
+        }
+        Err(Missed::Failed(failure))
+    }
 }
 
 /// [`ProductCache::invalidate`]'s second delete from Redis, this long after
@@ -133,8 +204,17 @@ impl ProductCache {
             .build();
         let redis = if settings.backend == CacheBackend::Redis {
             let client = redis::Client::open(settings.redis_url.as_str())?;
-            let manager = redis::aio::ConnectionManager::new(client).await?;
-            Some((manager, ttl))
+            let timeout = Duration::from_millis(settings.redis_timeout_ms.max(1));
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout);
+            let connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+            Some(Shared {
+                connection,
+                ttl,
+                timeout,
+                quiet_until: Arc::default(),
+            })
         } else {
             None
         };
@@ -265,11 +345,14 @@ impl ProductCache {
     pub async fn invalidate(&self, id: ProductId) {
         self.slot(id).fetch_add(1, Ordering::AcqRel);
         self.forget(id).await;
-        if let Some((redis, _)) = &self.redis {
-            let (mut redis, after) = (redis.clone(), self.second_delete);
+        if let Some(redis) = &self.redis {
+            let (redis, after) = (redis.clone(), self.second_delete);
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
-                if let Err(e) = redis.del::<_, ()>(key(id)).await {
+                let deleted = redis
+                    .run(|mut redis| async move { redis.del::<_, ()>(key(id)).await })
+                    .await;
+                if let Err(Missed::Failed(e)) = deleted {
                     tracing::warn!(error = %e, product.id = %id, "cannot invalidate the product in Redis again");
                 }
             });
@@ -281,37 +364,51 @@ impl ProductCache {
         if let Some(local) = &self.local {
             local.invalidate(&id).await;
         }
-        if let Some((redis, _)) = &self.redis {
-            let mut redis = redis.clone();
-            if let Err(e) = redis.del::<_, ()>(key(id)).await {
-                tracing::warn!(error = %e, product.id = %id, "cannot invalidate the product in Redis");
+        if let Some(redis) = &self.redis {
+            let deleted = redis
+                .run(|mut redis| async move { redis.del::<_, ()>(key(id)).await })
+                .await;
+            match deleted {
+                Ok(()) => {}
+                Err(Missed::Failed(e)) => {
+                    tracing::warn!(error = %e, product.id = %id, "cannot invalidate the product in Redis; its entry lives out its TTL at most");
+                }
+                Err(Missed::Quiet) => {
+                    tracing::debug!(product.id = %id, "Redis left alone after a failure; its entry lives out its TTL at most");
+                }
             }
         }
     }
 
     async fn redis_get(&self, id: ProductId) -> Option<Product> {
-        let (redis, _) = self.redis.as_ref()?;
-        let mut redis = redis.clone();
-        match redis.get::<_, Option<String>>(key(id)).await {
+        let redis = self.redis.as_ref()?;
+        let read = redis
+            .run(|mut redis| async move { redis.get::<_, Option<String>>(key(id)).await })
+            .await;
+        match read {
             Ok(Some(json)) => serde_json::from_str(&json).ok(),
             Ok(None) => None,
-            Err(e) => {
-                // Redis down: serve from the database rather than fail.
+            // Redis down: serve from the database rather than fail.
+            Err(Missed::Failed(e)) => {
                 tracing::warn!(error = %e, "Redis read failed; loading from the database");
                 None
             }
+            Err(Missed::Quiet) => None,
         }
     }
 
     async fn redis_set(&self, product: &CachedProduct) {
-        let Some((redis, ttl)) = &self.redis else {
+        let Some(redis) = &self.redis else {
             return;
         };
-        let mut redis = redis.clone();
-        if let Err(e) = redis
-            .set_ex::<_, _, ()>(key(product.product.id), &product.json[..], ttl.as_secs())
-            .await
-        {
+        let (key, ttl) = (key(product.product.id), redis.ttl.as_secs());
+        let written =
+            redis
+                .run(|mut redis| async move {
+                    redis.set_ex::<_, _, ()>(key, &product.json[..], ttl).await
+                })
+                .await;
+        if let Err(Missed::Failed(e)) = written {
             tracing::warn!(error = %e, "Redis write failed");
         }
     }
@@ -348,6 +445,7 @@ mod tests {
             capacity: 100,
             redis_url: String::new(),
             local_ttl_secs: 5,
+            redis_timeout_ms: 250,
         })
         .await
         .unwrap()
@@ -429,6 +527,7 @@ mod tests {
             capacity: 100,
             redis_url: "redis://127.0.0.1:6379/".to_owned(),
             local_ttl_secs: 5,
+            redis_timeout_ms: 250,
         };
         let writer = ProductCache::new(&settings)
             .await
