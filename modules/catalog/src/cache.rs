@@ -14,7 +14,7 @@
 //! the catalog's events reach one instance only on RabbitMQ). A load that
 //! an invalidation overtook is not kept (`ProductCache::invalidations`).
 //! Every Redis command is bounded by `redis_timeout_ms`, and after a failure
-//! Redis is left alone for a second ([`QUIET`]): a Redis that stops
+//! Redis is left alone for a second (`QUIET`): a Redis that stops
 //! answering costs reads and the invalidating event handlers that much, and
 //! an entry it kept lives out its TTL at most.
 
@@ -237,7 +237,7 @@ impl ProductCache {
     }
 
     /// This cache, deleting a written product from Redis a second time
-    /// `after` the first (tests; [`SECOND_DELETE`] otherwise).
+    /// `after` the first (tests; `SECOND_DELETE` otherwise).
     #[must_use]
     pub fn second_delete_after(mut self, after: Duration) -> ProductCache {
         self.second_delete = after;
