@@ -519,6 +519,50 @@ async fn a_publish_the_broker_never_confirms_fails_in_time() {
     );
 }
 
+/// The events exchange deleted under a running shop (by hand, or the
+/// broker's definitions reset): the next publish fails and closes its
+/// channel; the one after declares the exchange again, and the queues'
+/// bindings that went with it, and the event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_exchange_deleted_under_the_shop_is_declared_again() {
+    use lapin::options::ExchangeDeleteOptions;
+    use lapin::{Connection, ConnectionProperties};
+
+    let app = app_on("rabbitmq", &[]).await;
+    let rabbit = &app.settings.events.rabbitmq;
+    // A first event through, so the publisher's channel is open.
+    app.post_product(&product_json("EXCHANGE-1")).await;
+    eventually("the first event delivered", || async {
+        (undelivered(&app).await == 0).then_some(())
+    })
+    .await;
+    let connection = Connection::connect(&rabbit.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            format!("{}.events", rabbit.namespace).as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+
+    app.post_product(&product_json("EXCHANGE-2")).await;
+    eventually(
+        "the admin email of the product after the deletion",
+        || async {
+            notifications(&app).await.into_iter().find(|n| {
+                n.event_type == "catalog.product_created.v1"
+                    && n.status == "sent"
+                    && n.subject.contains("EXCHANGE-2")
+            })
+        },
+    )
+    .await;
+    assert_eq!(undelivered(&app).await, 0);
+}
+
 /// An event of a type none of the module's handlers takes, on the module's
 /// queue: what a rolling upgrade makes when a newer version subscribes the
 /// module to a new type (its binding reaches the queue before every

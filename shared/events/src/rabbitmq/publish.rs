@@ -89,6 +89,12 @@ impl RabbitMq {
         let mut publisher = self.publisher.lock().await;
         if publisher.as_ref().is_none_or(|c| !c.status().connected()) {
             let channel = self.channel().await?;
+            // A publish to an exchange that is gone (deleted by hand, or the
+            // broker's definitions reset) closes the channel: declared again
+            // on the next, or every publish would fail until a restart. The
+            // queues' bindings went with it; a publish they miss comes back
+            // unroutable and declares them (`redeclare_for`).
+            self.declare_exchanges(&channel).await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
