@@ -257,6 +257,11 @@ struct HeldAuthorization {
     release: tokio::sync::Notify,
     /// The next void fails (unavailable) when set.
     failing_void: std::sync::atomic::AtomicBool,
+    /// When set, the second authorization (a void learning the first's
+    /// outcome) is held until `second_release`, then fails (unavailable).
+    holding_second: std::sync::atomic::AtomicBool,
+    second_reached: tokio::sync::Notify,
+    second_release: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
@@ -276,6 +281,13 @@ impl payment::provider::PaymentProvider for HeldAuthorization {
     ) -> Result<payment::provider::ProviderAuthorization, payment::provider::ProviderError> {
         use std::sync::atomic::Ordering;
         if !self.first.swap(false, Ordering::SeqCst) {
+            if self.holding_second.swap(false, Ordering::SeqCst) {
+                self.second_reached.notify_one();
+                self.second_release.notified().await;
+                return Err(payment::provider::ProviderError::Unavailable(
+                    "no answer in time".into(),
+                ));
+            }
             if self.before {
                 return Err(payment::provider::ProviderError::Unavailable(
                     "the same request is still running".into(),
@@ -362,6 +374,9 @@ async fn held(
         reached: tokio::sync::Notify::new(),
         release: tokio::sync::Notify::new(),
         failing_void: false.into(),
+        holding_second: false.into(),
+        second_reached: tokio::sync::Notify::new(),
+        second_release: tokio::sync::Notify::new(),
     });
     let module = payment::PaymentModule::new(pool.clone(), held.clone());
     (module, held, base, pool, Guard { _db: db, provider })
@@ -478,6 +493,39 @@ async fn an_authorization_given_up_by_a_void_releases_its_hold_when_it_answers()
         late.await.unwrap().unwrap_err(),
         PaymentError::InvalidTransition(PaymentStatus::Voided)
     );
+    assert_eq!(at_provider(&base).await, ["voided"], "the hold is released");
+}
+
+/// A void that cannot learn an authorization's outcome gives it up; if
+/// the authorization records its hold in the moment between the void's
+/// question and its record, the void releases that hold as any other,
+/// rather than answer "done" with the payment still authorized (the saga
+/// would close the order with the hold left on the card).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_that_gives_up_just_as_the_authorization_answers_releases_the_hold() {
+    use payment_api::PaymentApi as _;
+    let (module, held, base, _pool, _guard) = held(false).await;
+    held.holding_second
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let order = OrderId::generate();
+    let late = spawn_authorization(&module, order);
+    held.reached.notified().await;
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    let void = {
+        let (module, service) = (module.clone(), service.clone());
+        tokio::spawn(async move { module.void(&service, order).await })
+    };
+    // The void asks the provider for the outcome; before it hears "no
+    // answer", the authorization records its hold.
+    held.second_reached.notified().await;
+    held.release.notify_one();
+    assert_eq!(
+        late.await.unwrap().unwrap().status,
+        PaymentStatus::Authorized
+    );
+    held.second_release.notify_one();
+    let voided = void.await.unwrap().unwrap();
+    assert_eq!(voided.status, PaymentStatus::Voided, "{voided:?}");
     assert_eq!(at_provider(&base).await, ["voided"], "the hold is released");
 }
 

@@ -512,7 +512,7 @@ impl PaymentApi for PaymentModule {
                     // payment can no longer be authorized or captured), and
                     // card networks release uncaptured holds by themselves.
                     tracing::warn!(order.id = %order, error = %e, "authorization outcome unknown; abandoned");
-                    return self
+                    let abandoned = self
                         .record(
                             &payment,
                             PaymentStatus::Authorizing,
@@ -520,7 +520,14 @@ impl PaymentApi for PaymentModule {
                             None,
                             Some(ABANDONED),
                         )
-                        .await;
+                        .await?;
+                    // Not moved: the authorization itself recorded its
+                    // answer meanwhile (a hold, or a decline). Voided as
+                    // any other, below: answering this payment as it now
+                    // is would tell the saga "voided" with the hold left.
+                    if abandoned.status == PaymentStatus::Voided {
+                        return Ok(abandoned);
+                    }
                 }
                 Err(e) => return Err(e),
             }

@@ -88,7 +88,16 @@ impl Saga {
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Void => match payment.void(cx, order).await {
-                Ok(_) => Outcome::Done(OrderEvent::PaymentVoided),
+                Ok(p) if matches!(p.status, PaymentStatus::Voided | PaymentStatus::Declined) => {
+                    Outcome::Done(OrderEvent::PaymentVoided)
+                }
+                // Answered as anything else (a payment module of older
+                // code, which could answer a hold it had just failed to
+                // give up): not done, asked again.
+                Ok(p) => Outcome::Retry(format!(
+                    "the void answered a payment still {}",
+                    p.status.as_str()
+                )),
                 // The flag is set with the order: a payment may never have
                 // been asked for (the stock ran out first, or a cancel).
                 Err(PaymentError::NotFound) if !state.authorized => Outcome::NoPayment,
