@@ -400,6 +400,67 @@ async fn a_provider_that_never_answers_fails_the_order_instead_of_leaving_it_stu
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
+/// A run that lost its saga's lease while a step was under way (it stalled
+/// past the lease, or gave it up at a stop, and another instance took the
+/// saga over) gets the step's failure back after that: it must not turn the
+/// saga back, which would fail an order the run holding the lease may
+/// complete. Here the lease is taken from under the placing request's run
+/// while the provider keeps it waiting; its step then gives up for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_lost_its_lease_does_not_turn_the_saga_back() {
+    use diesel_async::RunQueryDsl as _;
+    let Scene {
+        app,
+        token,
+        product,
+        ..
+    } = scene_with(
+        "STALE-RUN",
+        2,
+        &[
+            (
+                "APP__RESILIENCE__PAYMENT_PROVIDER__ATTEMPT_TIMEOUT_MS",
+                "1500",
+            ),
+            ("APP__RESILIENCE__PAYMENT_PROVIDER__DEADLINE_MS", "1500"),
+            ("APP__ORDER__MAX_STEP_ATTEMPTS", "1"),
+            ("APP__ORDER__CHECKOUT_WAIT_MS", "100"),
+        ],
+    )
+    .await;
+    let (client, base) = (&app.client, app.address.as_str());
+    fill_cart(client, base, &token, &product, 1).await;
+    let response = place(client, base, &token, "stale", cards::TIMES_OUT).await;
+    assert_eq!(response.status(), 202);
+    let order: Value = response.json().await.unwrap();
+    let id: Uuid = order["id"].as_str().unwrap().parse().unwrap();
+    // Another instance's lease, for ten minutes.
+    let mut db = app.db().await;
+    let taken = diesel::sql_query(
+        "UPDATE orders.sagas SET lease_owner = gen_random_uuid(), \
+         lease_until = now() + interval '10 minutes' WHERE order_id = $1 AND NOT done",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(taken, 1, "the saga was still running");
+    // The provider's deadline passes; the run's step gives up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let direction = count(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM orders.sagas \
+             WHERE order_id = '{id}' AND direction = 'forward' AND outcome IS NULL"
+        ),
+    )
+    .await;
+    assert_eq!(
+        direction, 1,
+        "the saga was turned back by a run without its lease"
+    );
+}
+
 /// A cancel while the placing request's run still drives the saga, on the
 /// same instance (in a monolith there is no other): the reservation is held
 /// up by a lock on the stock row, so the cancel lands with nothing recorded

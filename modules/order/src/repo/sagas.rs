@@ -299,16 +299,21 @@ pub(crate) async fn recorded(
     Ok(row.ours)
 }
 
-/// Turns a forward saga back: it compensates, and the order fails with
-/// `reason`.
+/// Turns a forward saga back, if `owner` still holds its lease: it
+/// compensates, and the order fails with `reason`. Whether the lease is
+/// still `owner`'s (a run that lost it must not fail an order another run
+/// is completing); a saga a cancel turned already is left as the cancel
+/// made it.
 pub(crate) async fn turn_back(
     conn: &mut AsyncPgConnection,
     order: OrderId,
+    owner: uuid::Uuid,
     reason: &str,
-) -> QueryResult<()> {
-    db::cached(
+) -> QueryResult<bool> {
+    let turned = db::cached(
         diesel::update(sagas::table.find(order.as_uuid()))
             .filter(sagas::direction.eq(Direction::Forward.as_str()))
+            .filter(sagas::lease_owner.eq(owner))
             .set((
                 sagas::direction.eq(Direction::Compensate.as_str()),
                 sagas::outcome.eq("failed"),
@@ -318,8 +323,16 @@ pub(crate) async fn turn_back(
             )),
     )
     .execute(conn)
-    .await
-    .map(drop)
+    .await?;
+    if turned == 1 {
+        return Ok(true);
+    }
+    let holder: Option<uuid::Uuid> = sagas::table
+        .find(order.as_uuid())
+        .select(sagas::lease_owner)
+        .first(conn)
+        .await?;
+    Ok(holder == Some(owner))
 }
 
 /// Turns a saga back because the order is cancelled, due at once.

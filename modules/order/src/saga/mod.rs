@@ -406,7 +406,9 @@ impl Saga {
                 Outcome::Failed(reason) if saga.direction == Direction::Forward => {
                     self.flush(order, &saga, &mut recorded, &mut held, &cx)
                         .await?;
-                    self.turn_back(order, &reason).await?;
+                    if !self.turn_back(order, &reason).await? {
+                        return Ok(Ran::Over);
+                    }
                     saga.direction = Direction::Compensate;
                     saga.outcome = Some(SagaOutcome::Failed);
                     saga.reason = Some(reason);
@@ -431,7 +433,9 @@ impl Saga {
                             step.name(),
                             step.dependency()
                         );
-                        self.turn_back(order, &reason).await?;
+                        if !self.turn_back(order, &reason).await? {
+                            return Ok(Ran::Over);
+                        }
                         saga.direction = Direction::Compensate;
                         saga.outcome = Some(SagaOutcome::Failed);
                         saga.reason = Some(reason);

@@ -145,11 +145,22 @@ impl Saga {
     }
 
     /// The forward run failed for good: compensate, and fail the order.
-    pub(super) async fn turn_back(&self, order: OrderId, reason: &str) -> Result<(), DieselError> {
-        tracing::info!(order.id = %order, reason = %reason, "checkout failed; compensating");
-        metrics::counter!("order_sagas_compensated_total").increment(1);
+    /// False when the lease is no longer ours: nothing is turned (the run
+    /// that holds it goes on, and may yet complete the order).
+    pub(super) async fn turn_back(
+        &self,
+        order: OrderId,
+        reason: &str,
+    ) -> Result<bool, DieselError> {
         let mut conn = self.saga_conn().await?;
-        sagas::turn_back(&mut conn, order, reason).await
+        let turned = sagas::turn_back(&mut conn, order, self.owner, reason).await?;
+        if turned {
+            tracing::info!(order.id = %order, reason = %reason, "checkout failed; compensating");
+            metrics::counter!("order_sagas_compensated_total").increment(1);
+        } else {
+            tracing::info!(order.id = %order, reason = %reason, "checkout failed in a run that lost its lease; left to the run that holds it");
+        }
+        Ok(turned)
     }
 
     /// The last step: confirm (forward) or fail / cancel (backward), with
