@@ -6,7 +6,7 @@ use kernel::CallContext;
 use payment_api::{AuthorizePayment, PaymentError, PaymentMethod, PaymentStatus};
 
 use super::Saga;
-use super::step::{Outcome, Step, inventory_retry, payment_retry};
+use super::step::{Outcome, Step, inventory_again, inventory_retry, payment_again, payment_retry};
 use crate::domain::{OrderEvent, OrderState};
 use crate::repo::SagaRow;
 
@@ -47,7 +47,7 @@ impl Saga {
                     Err(InventoryError::InsufficientStock(skus)) => {
                         Outcome::Failed(format!("insufficient stock for {}", skus.join(", ")))
                     }
-                    Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
+                    Err(e) if inventory_retry(&e) => inventory_again(&e),
                     Err(e) => Outcome::Failed(format!("the stock could not be reserved: {e}")),
                 }
             }
@@ -68,23 +68,23 @@ impl Saga {
                     Err(PaymentError::Declined(code)) => {
                         Outcome::Failed(format!("the card was declined ({code})"))
                     }
-                    Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
+                    Err(e) if payment_retry(&e) => payment_again(&e),
                     Err(e) => Outcome::Failed(format!("the payment failed: {e}")),
                 }
             }
             Step::Commit => match inventory.commit(cx, order).await {
                 Ok(_) => Outcome::Done(OrderEvent::StockCommitted),
-                Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
+                Err(e) if inventory_retry(&e) => inventory_again(&e),
                 Err(e) => Outcome::Failed(format!("the stock could not be committed: {e}")),
             },
             Step::Capture => match payment.capture(cx, order).await {
                 Ok(_) => Outcome::Done(OrderEvent::PaymentCaptured),
-                Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
+                Err(e) if payment_retry(&e) => payment_again(&e),
                 Err(e) => Outcome::Failed(format!("the payment could not be captured: {e}")),
             },
             Step::Refund => match payment.refund(cx, order).await {
                 Ok(_) => Outcome::Done(OrderEvent::PaymentRefunded),
-                Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
+                Err(e) if payment_retry(&e) => payment_again(&e),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Void => match payment.void(cx, order).await {
@@ -106,19 +106,19 @@ impl Saga {
                 Err(PaymentError::InvalidTransition(PaymentStatus::Captured)) => {
                     match payment.refund(cx, order).await {
                         Ok(_) => Outcome::Done(OrderEvent::PaymentRefunded),
-                        Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
+                        Err(e) if payment_retry(&e) => payment_again(&e),
                         Err(e) => Outcome::Failed(e.to_string()),
                     }
                 }
                 Err(PaymentError::InvalidTransition(PaymentStatus::Refunded)) => {
                     Outcome::Done(OrderEvent::PaymentRefunded)
                 }
-                Err(e) if payment_retry(&e) => Outcome::Retry(e.to_string()),
+                Err(e) if payment_retry(&e) => payment_again(&e),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Restock => match inventory.restock(cx, order).await {
                 Ok(_) => Outcome::Done(OrderEvent::StockRestocked),
-                Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
+                Err(e) if inventory_retry(&e) => inventory_again(&e),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Release => match inventory.release(cx, order).await {
@@ -131,14 +131,14 @@ impl Saga {
                     ..
                 }) => match inventory.restock(cx, order).await {
                     Ok(_) => Outcome::Done(OrderEvent::StockRestocked),
-                    Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
+                    Err(e) if inventory_retry(&e) => inventory_again(&e),
                     Err(e) => Outcome::Failed(e.to_string()),
                 },
                 Err(InventoryError::InvalidTransition {
                     status: ReservationStatus::Returned,
                     ..
                 }) => Outcome::Done(OrderEvent::StockRestocked),
-                Err(e) if inventory_retry(&e) => Outcome::Retry(e.to_string()),
+                Err(e) if inventory_retry(&e) => inventory_again(&e),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Step::Confirm | Step::Close => Outcome::Retry("not a call".into()),

@@ -419,6 +419,14 @@ impl Saga {
                     tracing::error!(order.id = %order, step = step.name(), reason = %reason, "compensation refused; the saga waits for an operator");
                     return Ok(Ran::Retry(format!("{} refused: {reason}", step.name())));
                 }
+                Outcome::Refused(error) => {
+                    self.flush(order, &saga, &mut recorded, &mut held, &cx)
+                        .await?;
+                    metrics::counter!("order_saga_steps_refused_total", "step" => step.name())
+                        .increment(1);
+                    tracing::warn!(order.id = %order, step = step.name(), error = %error, "the shop's own identity was refused; asked again later, never given up");
+                    return Ok(Ran::Retry(format!("{}: {error}", step.name())));
+                }
                 Outcome::Retry(error) => {
                     self.flush(order, &saga, &mut recorded, &mut held, &cx)
                         .await?;

@@ -95,6 +95,11 @@ pub(super) enum Outcome {
     Failed(String),
     /// Could not tell or not now: try again later.
     Retry(String),
+    /// The callee refused the shop's own identity (a service key or a clock
+    /// out of step, as during a key rotation): the deployment's fault, which
+    /// its operators mend. Asked again later, with the backoff of any retry,
+    /// but never given up: the customer's order does not fail for it.
+    Refused(String),
 }
 
 /// The step the recorded state and saga call for; `None` once done.
@@ -149,6 +154,30 @@ pub(super) fn payment_retry(error: &PaymentError) -> bool {
     matches!(error, PaymentError::Common(failure) if worth_asking_again(failure))
 }
 
+/// What an inventory answer worth asking again ([`inventory_retry`]) leads to.
+pub(super) fn inventory_again(error: &InventoryError) -> Outcome {
+    match error {
+        InventoryError::Common(failure) if identity_refused(failure) => {
+            Outcome::Refused(error.to_string())
+        }
+        _ => Outcome::Retry(error.to_string()),
+    }
+}
+
+/// What a payment answer worth asking again ([`payment_retry`]) leads to.
+pub(super) fn payment_again(error: &PaymentError) -> Outcome {
+    match error {
+        PaymentError::Common(failure) if identity_refused(failure) => {
+            Outcome::Refused(error.to_string())
+        }
+        _ => Outcome::Retry(error.to_string()),
+    }
+}
+
+fn identity_refused(failure: &Failure) -> bool {
+    matches!(failure, Failure::Unauthenticated | Failure::Forbidden)
+}
+
 /// A failure that says nothing about the order: the callee could not
 /// answer ([`Failure::is_transient`]), or refused the shop's own identity
 /// (in another process, a service key or a clock out of step with this
@@ -156,7 +185,7 @@ pub(super) fn payment_retry(error: &PaymentError) -> bool {
 /// operators mend, never a reason to fail the customer's order). In
 /// process the calls carry the service caller itself and are never refused.
 fn worth_asking_again(failure: &Failure) -> bool {
-    failure.is_transient() || matches!(failure, Failure::Unauthenticated | Failure::Forbidden)
+    failure.is_transient() || identity_refused(failure)
 }
 
 #[cfg(test)]
