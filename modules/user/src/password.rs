@@ -130,15 +130,23 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _admitted = self.admitted.try_acquire().map_err(|_| HashError::Busy)?;
-        let _permit = self
-            .permits
-            .acquire()
+        let admitted = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| HashError::Failed("hasher closed".to_owned()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError::Failed(e.to_string()))?
+        // The slots go with the work, not with this future: a request
+        // dropped mid-hash (its client reset the connection) frees them
+        // only once the hash it started has ended, or every reset would
+        // start one more hash beyond the bound.
+        tokio::task::spawn_blocking(move || {
+            let _slots = (admitted, permit);
+            work()
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()))?
     }
 }
 
@@ -226,6 +234,63 @@ mod tests {
             dummy.hash.map(|h| h.len()),
             real.hash.map(|h| h.len()),
             "output length"
+        );
+    }
+
+    /// A request dropped while its hash runs (the client reset the
+    /// connection) keeps its slot until that hash ends: the bound holds
+    /// against clients that start a hash and go.
+    #[tokio::test]
+    async fn a_hash_whose_request_is_dropped_keeps_its_slot_until_it_ends() {
+        let hasher = Arc::new(
+            PasswordHasher::new(&HashingSettings {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1,
+                max_concurrent: 1,
+                max_queued: 0,
+            })
+            .unwrap(),
+        );
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let request = {
+            let hasher = Arc::clone(&hasher);
+            tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        drop(started_tx.send(()));
+                        drop(end_rx.recv());
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        assert!(
+            matches!(hasher.run(|| Ok(())).await, Err(HashError::Busy)),
+            "the dropped request's hash still runs: no slot is free"
+        );
+        end_tx.send(()).unwrap();
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match hasher.run(|| Ok(())).await {
+                    Err(HashError::Busy) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(freed, Ok(Ok(()))),
+            "the slot came back when the hash ended"
         );
     }
 
