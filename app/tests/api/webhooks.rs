@@ -318,6 +318,81 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
     assert_eq!(envelope["payload"]["sku"], "HOOK-1");
 }
 
+/// A receiver that refuses its calls for a while (a 404 while it deploys,
+/// a 401 until its secret is set) gets them once mended, though that takes
+/// more than `max_attempts` tries: every message queued meanwhile meets the
+/// same refusal. One refused past `refused_patience_secs` is given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_refuses_for_a_while_gets_its_deliveries_once_mended() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__MAX_ATTEMPTS", "2"),
+        ("APP__NOTIFICATION__RETRY_BASE_MS", "50"),
+        ("APP__NOTIFICATION__RETRY_MAX_MS", "100"),
+        ("APP__NOTIFICATION__POLL_INTERVAL_MS", "50"),
+        ("APP__NOTIFICATION__REFUSED_PATIENCE_SECS", "6"),
+    ])
+    .await;
+    let mended = Arc::new(AtomicBool::new(false));
+    let server = {
+        let mended = Arc::clone(&mended);
+        HttpServer::new(move || {
+            let mended = Arc::clone(&mended);
+            App::new().default_service(aweb::to(move |req: HttpRequest| {
+                let mended = Arc::clone(&mended);
+                async move {
+                    match (req.path(), AtomicBool::load(&mended, Ordering::SeqCst)) {
+                        ("/mended", true) => HttpResponse::Ok().finish(),
+                        _ => HttpResponse::NotFound().finish(),
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap()
+    };
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let _server = server.handle();
+    tokio::spawn(server);
+    let admin = app.token(&[Role::Admin]);
+    for path in ["mended", "never"] {
+        let url = format!("http://127.0.0.1:{port}/{path}");
+        assert_eq!(subscribe_webhook(&app, &admin, &url).await.status(), 201);
+    }
+    app.post_product(&product_json("REFUSED-1")).await;
+    let webhook = |path: &'static str| {
+        let app = &app;
+        async move {
+            notifications(app)
+                .await
+                .into_iter()
+                .find(|n| n.channel == "webhook" && n.destination.ends_with(path))
+        }
+    };
+    // Refused more often than max_attempts, and still pending.
+    eventually("refused past max_attempts, still pending", || async {
+        let n = webhook("/mended").await?;
+        assert_ne!(n.status, "failed", "given up within its patience: {n:?}");
+        (n.attempts > 3).then_some(())
+    })
+    .await;
+    mended.store(true, Ordering::SeqCst);
+    let sent = eventually("sent once mended", || async {
+        webhook("/mended").await.filter(|n| n.status != "pending")
+    })
+    .await;
+    assert_eq!(sent.status, "sent", "{sent:?}");
+    // The other is refused for good: given up once past its patience.
+    let given_up = eventually("given up past its patience", || async {
+        webhook("/never").await.filter(|n| n.status != "pending")
+    })
+    .await;
+    assert_eq!(given_up.status, "failed", "{given_up:?}");
+    assert!(given_up.attempts > 2, "{given_up:?}");
+}
+
 /// Two subscriptions to one URL (how a webhook's secret is rotated: a new
 /// subscription, then the old one deleted) each get their call, signed
 /// with their own secret. (That a redelivered event adds nothing is

@@ -45,6 +45,15 @@ pub struct Settings {
     pub poll_interval_ms: u64,
     /// Tries per message before it is marked failed.
     pub max_attempts: i32,
+    /// How long a message the other side keeps refusing (a receiver's 3xx
+    /// or 4xx, an SMTP relay's 5xx that is not about the mailbox: a bad
+    /// setting on one side or the other, a receiver mid-deploy) is tried,
+    /// seconds from when it was queued, past `max_attempts`: time to mend
+    /// the setting, at `retry_max_ms` apart. A message that fails (no
+    /// answer, a 5xx from a receiver) is bounded by `max_attempts` alone:
+    /// its breaker defers it without spending attempts meanwhile.
+    #[serde(default = "default_refused_patience_secs")]
+    pub refused_patience_secs: u64,
     /// First retry delay, ms (doubles per try, with jitter).
     pub retry_base_ms: u64,
     /// Largest retry delay, ms.
@@ -70,6 +79,10 @@ pub struct Settings {
 
 fn default_max_webhooks() -> u32 {
     100
+}
+
+fn default_refused_patience_secs() -> u64 {
+    86_400
 }
 
 /// `[notification.email]`.

@@ -626,6 +626,9 @@ pub(crate) struct Due {
     /// [`claim_due`]).
     #[diesel(sql_type = Timestamptz)]
     pub(crate) claimed_until: DateTime<Utc>,
+    /// When it was queued.
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// How many messages of each kind a claim takes at most.
@@ -673,7 +676,7 @@ pub(crate) async fn claim_due(
                        n.body, n.attempts, n.subscription_id, n.created_at, n.next_attempt_at \
          ) \
          SELECT c.id, c.event_type, c.request_id, c.channel, c.destination, c.subject, c.body, \
-                c.attempts, w.secret, c.next_attempt_at AS claimed_until \
+                c.attempts, w.secret, c.next_attempt_at AS claimed_until, c.created_at \
          FROM claimed c LEFT JOIN webhook_subscriptions w ON w.id = c.subscription_id \
          ORDER BY c.created_at",
     )

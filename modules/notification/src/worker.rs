@@ -408,9 +408,8 @@ impl Sender {
         };
         match outcome {
             Ok(()) => Delivery::Sent,
-            Err(resilience::PolicyError::Failed(Attempt::Refused(e) | Attempt::Failed(e))) => {
-                Delivery::Failed(e)
-            }
+            Err(resilience::PolicyError::Failed(Attempt::Refused(e))) => Delivery::Refused(e),
+            Err(resilience::PolicyError::Failed(Attempt::Failed(e))) => Delivery::Failed(e),
             Err(resilience::PolicyError::Failed(Attempt::Rejected(e))) => Delivery::Rejected(e),
             // Not tried at all: the breaker is open or too many sends are in
             // flight. Try again later without spending an attempt.
@@ -513,6 +512,7 @@ impl Sender {
     async fn record(&self, item: &repo::Due, outcome: Delivery) -> Result<bool, String> {
         let attempts = item.attempts + 1;
         let rejected = matches!(outcome, Delivery::Rejected(_));
+        let refused = matches!(outcome, Delivery::Refused(_));
         match outcome {
             Delivery::Deferred(reason, wait) => {
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => "deferred").increment(1);
@@ -528,8 +528,13 @@ impl Sender {
                 tracing::info!(attempts, "notification sent");
                 return Ok(true);
             }
-            Delivery::Failed(error) | Delivery::Rejected(error) => {
-                let give_up = rejected || attempts >= self.settings.max_attempts;
+            Delivery::Failed(error) | Delivery::Rejected(error) | Delivery::Refused(error) => {
+                let patience = i64::try_from(self.settings.refused_patience_secs)
+                    .ok()
+                    .and_then(chrono::TimeDelta::try_seconds)
+                    .unwrap_or(chrono::TimeDelta::MAX);
+                let patient = refused && chrono::Utc::now() - item.created_at < patience;
+                let give_up = rejected || (attempts >= self.settings.max_attempts && !patient);
                 let outcome = if give_up { "failed" } else { "retried" };
                 metrics::counter!("notifications_total", "channel" => item.channel.clone(), "outcome" => outcome).increment(1);
                 tracing::warn!(attempts, error = %error, give_up, "notification not sent");
@@ -659,6 +664,9 @@ enum Delivery {
     Sent,
     /// Tried and failed: counts as an attempt.
     Failed(String),
+    /// Tried and refused ([`Attempt::Refused`]): counts as an attempt, and
+    /// is given up only past `refused_patience_secs` too.
+    Refused(String),
     /// Can never go through: failed at once ([`Attempt::Rejected`]).
     Rejected(String),
     /// Not tried (breaker open, bulkhead full): again after the wait, free.
