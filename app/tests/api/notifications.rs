@@ -166,6 +166,38 @@ async fn a_mailbox_refused_for_good_is_not_tried_again() {
     assert_eq!(sink.mails().len(), 1);
 }
 
+/// A lone carriage return in text from input (a product's name) reaches
+/// the relay as a line break, dot-stuffed as lettre stuffs any line: never
+/// as a bare CR, which some relays take for a line end, so that `\r.\r\n`
+/// would end the message there and smuggle what follows in as commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carriage_return_in_a_name_reaches_the_relay_as_a_line_break() {
+    let sink = testkit::smtp::SmtpSink::start().await;
+    let port = sink.port().to_string();
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__EMAIL__TRANSPORT", "smtp"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_PORT", port.as_str()),
+        ("APP__NOTIFICATION__ADMIN_EMAIL", "ops@example.com"),
+    ])
+    .await;
+    let mut product = product_json("SMUGGLE-1");
+    product["name"] = serde_json::json!("Mug\r.\r\nRSET");
+    assert_eq!(app.post_product(&product).await.status(), 201);
+    let mail = eventually("the admin email at the SMTP server", || async {
+        sink.mails()
+            .into_iter()
+            .find(|m| m.data.contains("SKU: SMUGGLE-1"))
+    })
+    .await;
+    assert!(!mail.data.contains('\r'), "{:?}", mail.data);
+    assert!(
+        mail.data.contains("Name: Mug\n.\nRSET\n"),
+        "{:?}",
+        mail.data
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_goes_out_over_smtp() {
     let sink = testkit::smtp::SmtpSink::start().await;

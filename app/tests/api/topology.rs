@@ -750,9 +750,11 @@ async fn a_refused_service_identity_holds_a_checkout_up_and_never_fails_it() {
         main,
         true,
         &[
-            // Two attempts: any other failure of a step gives it up after
-            // the second; a refused identity never does.
-            ("APP__ORDER__MAX_STEP_ATTEMPTS", "2"),
+            // Three attempts: any other failure of a step (the inventory
+            // process down while it restarts, below) gives it up after the
+            // third; a refused identity, asked again and again meanwhile,
+            // never does, and counts none of them.
+            ("APP__ORDER__MAX_STEP_ATTEMPTS", "3"),
             ("APP__ORDER__RETRY_BASE_MS", "50"),
             ("APP__ORDER__RETRY_MAX_MS", "200"),
             ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),

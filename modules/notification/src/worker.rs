@@ -442,7 +442,7 @@ impl Sender {
             // a repeated Message-ID, as `x-shop-delivery` is for webhooks.
             .message_id(Some(format!("<{}@notifications.shop>", item.id)))
             .header(ContentType::TEXT_PLAIN)
-            .body(item.body.clone())
+            .body(as_lines(&item.body))
             .map_err(|e| refused(e.to_string()))?;
         match &self.mailer {
             Mailer::File(t) => t
@@ -562,6 +562,16 @@ impl Sender {
         let millis = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
         i64::try_from(millis).unwrap_or(i64::MAX)
     }
+}
+
+/// An email's text with every line break (CRLF, a lone CR, LF) made an LF,
+/// which lettre sends as CRLF, dot-stuffing a line that begins with a dot.
+/// A lone CR went to the relay as it came, outside that dot-stuffing: a
+/// product name holding `"\r.\r\n"` ends the message early at a relay that
+/// takes a lone CR for a line end, and what follows is read as commands
+/// (SMTP smuggling). Names and other text in the bodies come from input.
+fn as_lines(body: &str) -> String {
+    body.replace("\r\n", "\n").replace('\r', "\n")
 }
 
 /// Whether the server refused the recipient's mailbox for good: a 550, 551

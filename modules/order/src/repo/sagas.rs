@@ -204,18 +204,21 @@ pub(crate) async fn lease(
     Ok(taken == 1)
 }
 
-/// Gives `owner`'s lease up until a retry `wait` from now, counting the
-/// attempt and its `error`.
+/// Gives `owner`'s lease up until a retry `wait` from now, with its
+/// `error`, counting the attempt when `counted` (a step refused the
+/// shop's own identity is not: it never gives the step up).
 pub(crate) async fn unlease(
     conn: &mut AsyncPgConnection,
     order: OrderId,
     owner: Uuid,
     wait: Duration,
     error: &str,
+    counted: bool,
 ) -> QueryResult<()> {
     // Raw: the next attempt's time on the database's clock (see `insert`).
     db::sql(
-        "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, \
+        "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, \
+         attempts = attempts + CASE WHEN $5 THEN 1 ELSE 0 END, \
          last_error = $3, next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
          WHERE order_id = $1 AND lease_owner = $2",
     )
@@ -223,6 +226,7 @@ pub(crate) async fn unlease(
     .bind::<SqlUuid, _>(owner)
     .bind::<Text, _>(error)
     .bind::<Double, _>(wait.as_secs_f64())
+    .bind::<diesel::sql_types::Bool, _>(counted)
     .execute(conn)
     .await
     .map(drop)

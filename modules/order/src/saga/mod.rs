@@ -175,18 +175,25 @@ impl Saga {
         let retry = match ran {
             Ok(Ran::Finished(state)) => return Some(*state),
             Ok(Ran::Over) => None,
-            Ok(Ran::Retry(error)) => Some(error),
-            Err(e) => Some(format!("order database: {e}")),
+            Ok(Ran::Retry(error)) => Some((error, true)),
+            Ok(Ran::Refused(error)) => Some((error, false)),
+            Err(e) => Some((format!("order database: {e}"), true)),
         };
         match retry {
             // Finished (the last step cleared the lease with `done`) or the
             // lease was lost: nothing of ours to release.
             None => {}
-            Some(error) => {
-                let attempts = self.attempts(order).await;
-                let wait = self.backoff(attempts);
+            Some((error, counted)) => {
+                // A refused identity is not counted (it must never give the
+                // step up): asked again at the longest backoff, not in a
+                // loop at the shortest.
+                let wait = if counted {
+                    self.backoff(self.attempts(order).await)
+                } else {
+                    Duration::from_millis(self.settings.retry_max_ms.max(1))
+                };
                 tracing::warn!(order.id = %order, error = %error, retry_in_ms = wait.as_millis() as u64, "saga step will be retried");
-                self.unlease(order, wait, &error).await;
+                self.unlease(order, wait, &error, counted).await;
             }
         }
         None
@@ -425,7 +432,7 @@ impl Saga {
                     metrics::counter!("order_saga_steps_refused_total", "step" => step.name())
                         .increment(1);
                     tracing::warn!(order.id = %order, step = step.name(), error = %error, "the shop's own identity was refused; asked again later, never given up");
-                    return Ok(Ran::Retry(format!("{}: {error}", step.name())));
+                    return Ok(Ran::Refused(format!("{}: {error}", step.name())));
                 }
                 Outcome::Retry(error) => {
                     self.flush(order, &saga, &mut recorded, &mut held, &cx)

@@ -20,12 +20,13 @@ impl Saga {
         sagas::lease(&mut conn, order, self.owner, self.settings.lease_secs).await
     }
 
-    /// Gives the lease up until a retry `wait` from now, counting the attempt.
-    pub(super) async fn unlease(&self, order: OrderId, wait: Duration, error: &str) {
+    /// Gives the lease up until a retry `wait` from now, counting the
+    /// attempt when `counted`.
+    pub(super) async fn unlease(&self, order: OrderId, wait: Duration, error: &str, counted: bool) {
         let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
             return; // the lease expires by itself
         };
-        let result = sagas::unlease(&mut conn, order, self.owner, wait, error).await;
+        let result = sagas::unlease(&mut conn, order, self.owner, wait, error, counted).await;
         if let Err(e) = result {
             tracing::warn!(order.id = %order, error = %e, "could not release the saga lease");
         }

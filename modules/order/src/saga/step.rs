@@ -81,6 +81,9 @@ pub(super) enum Ran {
     Finished(Box<OrderState>),
     /// A step must be tried again later, for this reason.
     Retry(String),
+    /// A step was refused the shop's own identity ([`Outcome::Refused`]):
+    /// tried again later, the attempt not counted.
+    Refused(String),
 }
 
 /// How a step call ended.
