@@ -166,6 +166,62 @@ async fn a_mailbox_refused_for_good_is_not_tried_again() {
     assert_eq!(sink.mails().len(), 1);
 }
 
+/// The sender's claim (`repo::claim_due`: the oldest due messages of each
+/// kind) reads the pending messages by age from an index and stops at its
+/// limit. By the index on `next_attempt_at` alone it read and sorted every
+/// due row: 365 ms a claim with a million pending (a price drop to a large
+/// audience), past the statement timeout with ten million, and then no
+/// message of any kind went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_reads_the_oldest_pending_messages_by_index() {
+    use diesel::sql_types::Text;
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+    #[derive(diesel::QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    // A migrated database with no shop running on it: nothing sends these.
+    let db = crate::helpers::test_database().await;
+    let mut conn = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO notification.notifications \
+         (id, event_id, event_type, channel, destination, subject, body, next_attempt_at, created_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 'catalog.product_price_changed.v1', \
+                CASE WHEN i % 3 = 0 THEN 'webhook' ELSE 'email' END, 'c' || i || '@example.com', \
+                'Price drop', 'body', now() - interval '1 hour' + i * interval '1 ms', \
+                now() - interval '2 hours' + i * interval '1 ms' \
+         FROM generate_series(1, 50000) AS i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query("ANALYZE notification.notifications")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for channel in ["channel = 'email'", "channel <> 'email'"] {
+        let plan: Vec<Plan> = diesel::sql_query(format!(
+            "EXPLAIN SELECT id FROM notification.notifications \
+             WHERE status = 'pending' AND next_attempt_at <= now() AND {channel} \
+             ORDER BY created_at LIMIT 20 FOR UPDATE SKIP LOCKED"
+        ))
+        .load(&mut conn)
+        .await
+        .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("notifications_pending_age_idx"))
+                && !plan.iter().any(|l| l.contains("Sort")),
+            "the claim sorts the due rows:\n{}",
+            plan.join("\n")
+        );
+    }
+}
+
 /// A lone carriage return in text from input (a product's name) reaches
 /// the relay as a line break, dot-stuffed as lettre stuffs any line: never
 /// as a bare CR, which some relays take for a line end, so that `\r.\r\n`
