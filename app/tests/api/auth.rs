@@ -105,6 +105,67 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     );
 }
 
+/// A spent refresh token presented long after its own expiry, while its
+/// session lives on (a thief kept rotating it), still revokes the session:
+/// a session keeps its spent tokens for its whole life, not only until each
+/// expires. And a session ends `session_max_days` after its sign-in,
+/// however often it is refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_replay_revokes_a_live_session_and_a_session_ends_at_its_maximum() {
+    use diesel_async::RunQueryDsl as _;
+    let app = spawn_app_with(&[("APP__USER__PRUNE_INTERVAL_SECS", "1")]).await;
+    let first = app.customer("ada@example.com").await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let second: Value = refresh(&app, r1).await.json().await.unwrap();
+    let r2 = second["refresh_token"].as_str().unwrap();
+    // r1 as if issued sixteen days ago, expired for two; its successor
+    // (the thief's) lives on. The pruning job runs every second meanwhile.
+    diesel::sql_query(
+        "UPDATE users.refresh_tokens SET issued_at = now() - interval '16 days', \
+         expires_at = now() - interval '2 days' WHERE spent_at IS NOT NULL",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_problem(refresh(&app, r1).await, 401, "invalid_refresh_token").await;
+    assert_problem(refresh(&app, r2).await, 401, "invalid_refresh_token").await;
+
+    // A session signed in ninety-one days ago (its family's v7 id says
+    // when), refreshed all along: over.
+    let other: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r3 = other["refresh_token"].as_str().unwrap();
+    let signed_in = chrono::Utc::now() - chrono::Duration::days(91);
+    let family = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(signed_in.timestamp()).unwrap(),
+        0,
+    ));
+    diesel::sql_query(
+        "UPDATE users.refresh_tokens SET family_id = $1 \
+         WHERE revoked_at IS NULL AND spent_at IS NULL",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(family)
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    assert_problem(refresh(&app, r3).await, 401, "invalid_refresh_token").await;
+    // A session of now refreshes, its token expiring by the session's end.
+    let fresh: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r4 = fresh["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&app, r4).await.status(), 200);
+}
+
 /// An address longer than any account's is a wrong sign-in like any other
 /// (and is never made a key of the per-account limit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -445,8 +445,16 @@ async fn a_run_that_lost_its_lease_does_not_turn_the_saga_back() {
     .await
     .unwrap();
     assert_eq!(taken, 1, "the saga was still running");
-    // The provider's deadline passes; the run's step gives up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The provider's deadline passes and the run's step answers (its
+    // duration is recorded); what the run does with it follows at once.
+    crate::helpers::eventually("the authorization step answered", || async {
+        let metrics = app.metrics().await;
+        metrics
+            .contains(r#"order_saga_step_duration_seconds_count{step="authorize"}"#)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let direction = count(
         &app,
         &format!(

@@ -220,6 +220,34 @@ async fn the_claim_reads_the_oldest_pending_messages_by_index() {
             plan.join("\n")
         );
     }
+    // Most pending ones waiting for a retry (a receiver refusing its calls
+    // for hours): the claim reads the few due ones by the other index,
+    // rather than walk past every waiting one in age order.
+    diesel::sql_query(
+        "UPDATE notification.notifications SET next_attempt_at = now() + interval '5 minutes' \
+         WHERE created_at > now() - interval '2 hours' + interval '100 ms'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query("ANALYZE notification.notifications")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let plan: Vec<Plan> = diesel::sql_query(
+        "EXPLAIN SELECT id FROM notification.notifications \
+         WHERE status = 'pending' AND next_attempt_at <= now() AND channel = 'email' \
+         ORDER BY created_at LIMIT 20 FOR UPDATE SKIP LOCKED",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+    assert!(
+        plan.iter().any(|l| l.contains("notifications_due_idx")),
+        "the claim walks past the waiting messages:\n{}",
+        plan.join("\n")
+    );
 }
 
 /// A lone carriage return in text from input (a product's name) reaches

@@ -121,6 +121,49 @@ async fn behind_a_trusted_gateway_each_client_has_its_own_budget() {
     assert_eq!(statuses, [200, 200, 429]);
 }
 
+/// An IPv6 client counts by its /64, and the /64s of one site (a /48, what
+/// one holder is routed) count together too under the stricter limits, at
+/// sixteen clients' worth: one holder of a /48 does not get 65,536
+/// budgets of registrations or sign-ins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_networks_of_one_ipv6_site_share_a_budget_of_registrations() {
+    let app = spawn_app_with(&[
+        ("APP__RATE_LIMIT__REGISTRATIONS_PER_MINUTE_PER_IP", "1"),
+        ("APP__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let register = |client: String| {
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let request = app
+            .client
+            .post(app.url("/api/v1/users"))
+            .header("x-forwarded-for", client)
+            .json(&serde_json::json!({
+                "email": email, "password": PASSWORD, "display_name": "Site"
+            }));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for network in 1..=16 {
+        let client = format!("2001:db8:aa:{network:x}::1");
+        assert_eq!(register(client).await, 201, "network {network}");
+    }
+    assert_eq!(
+        register("2001:db8:aa:11::1".to_owned()).await,
+        429,
+        "the site's seventeenth"
+    );
+    assert_eq!(
+        register("2001:db8:ab:1::1".to_owned()).await,
+        201,
+        "another site"
+    );
+    assert_eq!(
+        register("203.0.113.9".to_owned()).await,
+        201,
+        "an IPv4 client"
+    );
+}
+
 /// `POST /users/me/password` as the bearer of `token`.
 async fn change_password(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
     send(

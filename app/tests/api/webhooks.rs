@@ -330,7 +330,7 @@ async fn a_receiver_that_refuses_for_a_while_gets_its_deliveries_once_mended() {
         ("APP__NOTIFICATION__RETRY_BASE_MS", "50"),
         ("APP__NOTIFICATION__RETRY_MAX_MS", "100"),
         ("APP__NOTIFICATION__POLL_INTERVAL_MS", "50"),
-        ("APP__NOTIFICATION__REFUSED_PATIENCE_SECS", "6"),
+        ("APP__NOTIFICATION__REFUSED_PATIENCE_SECS", "20"),
     ])
     .await;
     let mended = Arc::new(AtomicBool::new(false));

@@ -16,7 +16,8 @@
 //! Every Redis command is bounded by `redis_timeout_ms`, and after a failure
 //! Redis is left alone for a second (`QUIET`): a Redis that stops
 //! answering costs reads and the invalidating event handlers that much, and
-//! an entry it kept lives out its TTL at most.
+//! an entry it kept lives out its TTL at most. The second delete of a
+//! written product, a second later and off every path, is tried anyway.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +161,20 @@ impl Shared {
         if quiet(self.quiet_until.lock().map_or(None, |until| *until)) {
             return Err(Missed::Quiet);
         }
+        self.run_anyway(command).await
+    }
+
+    /// [`Shared::run`] even within [`QUIET`] (still within the timeout):
+    /// for the second delete of a written product, off every request's and
+    /// handler's path, which is what keeps an old copy written back late (by
+    /// a slow Redis, most likely) from being served until its TTL.
+    async fn run_anyway<T, F>(
+        &self,
+        command: impl FnOnce(redis::aio::ConnectionManager) -> F,
+    ) -> Result<T, Missed>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
         let failure =
             match tokio::time::timeout(self.timeout, command(self.connection.clone())).await {
                 Ok(Ok(value)) => return Ok(value),
@@ -350,7 +365,7 @@ impl ProductCache {
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 let deleted = redis
-                    .run(|mut redis| async move { redis.del::<_, ()>(key(id)).await })
+                    .run_anyway(|mut redis| async move { redis.del::<_, ()>(key(id)).await })
                     .await;
                 if let Err(Missed::Failed(e)) = deleted {
                     tracing::warn!(error = %e, product.id = %id, "cannot invalidate the product in Redis again");

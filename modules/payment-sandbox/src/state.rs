@@ -50,12 +50,14 @@ pub(crate) struct Remembered {
 }
 
 /// How many of each (cards, authorizations, idempotency keys) the sandbox
-/// keeps: past it, the oldest goes. The state lives in memory, and a shop
-/// that runs the sandbox in process must not grow with every checkout it
-/// ever made. At a few hundred checkouts a second this is a minute of
-/// them; a checkout's steps take seconds. (A real provider keeps keys for
-/// a day, in its own storage.)
-pub const RETAINED: usize = 20_000;
+/// keeps: past it, the oldest goes (a key whose request still runs stays).
+/// The state lives in memory, and a shop that runs the sandbox in process
+/// must not grow with every checkout it ever made (about 70 MB at most).
+/// A step on an authorization that was let go (a refund of an order
+/// cancelled fifty thousand payments later) is answered 404, which the
+/// shop takes as a refusal for an operator to look at. (A real provider
+/// keeps its authorizations, and its keys for a day, in its own storage.)
+pub const RETAINED: usize = 50_000;
 
 /// The sandbox's state, shared by its workers.
 #[derive(Debug)]
@@ -86,8 +88,24 @@ impl Sandbox {
     }
 }
 
-/// Values by key, at most `limit` of them: inserting one more lets the
-/// oldest go.
+/// Whether a retained value may be let go ([`Retained::insert`]).
+pub(crate) trait Settled {
+    /// Not while it is still needed as it is (a request still running).
+    fn settled(&self) -> bool {
+        true
+    }
+}
+
+impl Settled for String {}
+impl Settled for Authorization {}
+impl Settled for Remembered {
+    fn settled(&self) -> bool {
+        self.answer.is_some()
+    }
+}
+
+/// Values by key, at most `limit` settled ones: inserting one more lets the
+/// oldest settled one go.
 #[derive(Debug)]
 pub(crate) struct Retained<V> {
     values: HashMap<String, V>,
@@ -96,7 +114,7 @@ pub(crate) struct Retained<V> {
     limit: usize,
 }
 
-impl<V> Retained<V> {
+impl<V: Settled> Retained<V> {
     fn new(limit: usize) -> Retained<V> {
         Retained {
             values: HashMap::new(),
@@ -121,9 +139,18 @@ impl<V> Retained<V> {
     pub(crate) fn insert(&mut self, key: String, value: V) {
         if self.values.insert(key.clone(), value).is_none() {
             self.order.push_back(key);
-            while self.order.len() > self.limit {
-                if let Some(oldest) = self.order.pop_front() {
+            // The oldest settled ones go; unsettled ones met on the way go
+            // back to the end (few: requests under way).
+            let mut looked = 0;
+            while self.order.len() > self.limit && looked < self.order.len() {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                if self.values.get(&oldest).is_none_or(Settled::settled) {
                     self.values.remove(&oldest);
+                } else {
+                    self.order.push_back(oldest);
+                    looked += 1;
                 }
             }
         }
@@ -134,5 +161,43 @@ impl<V> Retained<V> {
         if self.values.remove(key).is_some() {
             self.order.retain(|k| k != key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remembered(answer: Option<(StatusCode, Value)>) -> Remembered {
+        let request: AuthorizeRequest = serde_json::from_value(serde_json::json!({
+            "amount_minor": 100, "currency": "EUR", "card_number": "4242424242424242"
+        }))
+        .unwrap();
+        Remembered { request, answer }
+    }
+
+    /// Past the limit the oldest answered key goes; one whose request still
+    /// runs stays (let go, its answer would be lost, and a retry with the
+    /// key would make a second hold).
+    #[test]
+    fn a_key_whose_request_still_runs_is_kept_past_the_limit() {
+        let answered = || remembered(Some((StatusCode::CREATED, Value::Null)));
+        let mut keys = Retained::new(2);
+        keys.insert("running".into(), remembered(None));
+        keys.insert("first".into(), answered());
+        keys.insert("second".into(), answered());
+        assert!(keys.get("running").is_some());
+        assert!(keys.get("first").is_none());
+        assert!(keys.get("second").is_some());
+        // Passed over, it went to the back; once answered, it goes in turn.
+        if let Some(running) = keys.get_mut("running") {
+            running.answer = Some((StatusCode::CREATED, Value::Null));
+        }
+        keys.insert("third".into(), answered());
+        assert!(keys.get("second").is_none());
+        assert!(keys.get("running").is_some());
+        keys.insert("fourth".into(), answered());
+        assert!(keys.get("running").is_none());
+        assert!(keys.get("third").is_some() && keys.get("fourth").is_some());
     }
 }

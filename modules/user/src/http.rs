@@ -39,8 +39,12 @@ type Result<T = HttpResponse> = std::result::Result<T, actix_web::Error>;
 pub struct Limits {
     trusted_proxies: Vec<web::ratelimit::TrustedProxy>,
     login_by_ip: KeyedLimit<IpAddr>,
+    /// Sign-ins per IPv6 site (`web::ratelimit::site`, its /48):
+    /// `SITE_SHARE` clients' worth.
+    login_by_site: KeyedLimit<IpAddr>,
     login_by_account: KeyedLimit<String>,
     register_by_ip: KeyedLimit<IpAddr>,
+    register_by_site: KeyedLimit<IpAddr>,
     /// Current-password checks (password and email changes) per account:
     /// the sign-in limit per account, so a stolen session cannot guess
     /// faster than a sign-in form.
@@ -57,11 +61,16 @@ impl Limits {
         login_per_account: Option<u32>,
         registrations_per_ip: Option<u32>,
     ) -> Limits {
+        let site = |per_client: Option<u32>| {
+            per_client.map(|n| n.saturating_mul(web::ratelimit::SITE_SHARE))
+        };
         Limits {
             trusted_proxies,
             login_by_ip: KeyedLimit::per_minute(login_per_ip),
+            login_by_site: KeyedLimit::per_minute(site(login_per_ip)),
             login_by_account: KeyedLimit::per_minute(login_per_account),
             register_by_ip: KeyedLimit::per_minute(registrations_per_ip),
+            register_by_site: KeyedLimit::per_minute(site(registrations_per_ip)),
             password_by_account: KeyedLimit::per_minute(login_per_account),
         }
     }
@@ -71,6 +80,23 @@ impl Limits {
     fn client_ip(&self, req: &HttpRequest) -> IpAddr {
         web::ratelimit::client_ip(req.peer_addr(), req.headers(), &self.trusted_proxies)
             .map_or(IpAddr::from([0, 0, 0, 0]), web::ratelimit::bucket)
+    }
+
+    /// Counts a request against its client's `by_ip` limit and, for an
+    /// IPv6 client, its site's `by_site` (a /48 holds 65,536 clients'
+    /// /64s: one holder would otherwise get as many budgets).
+    fn check(
+        &self,
+        req: &HttpRequest,
+        by_ip: &KeyedLimit<IpAddr>,
+        by_site: &KeyedLimit<IpAddr>,
+    ) -> std::result::Result<(), Problem> {
+        let client = self.client_ip(req);
+        by_ip.check(&client)?;
+        match web::ratelimit::site(client) {
+            Some(site) => by_site.check(&site),
+            None => Ok(()),
+        }
     }
 }
 
@@ -94,7 +120,7 @@ pub async fn register(
     RequestCx(cx): RequestCx,
     body: Json<NewUser>,
 ) -> Result {
-    limits.register_by_ip.check(&limits.client_ip(&req))?;
+    limits.check(&req, &limits.register_by_ip, &limits.register_by_site)?;
     let user = users
         .register(&cx, body.into_inner())
         .await
@@ -318,7 +344,7 @@ pub async fn create_token(
     body: Json<Credentials>,
 ) -> Result {
     let Credentials { email, password } = body.into_inner();
-    limits.login_by_ip.check(&limits.client_ip(&req))?;
+    limits.check(&req, &limits.login_by_ip, &limits.login_by_site)?;
     // No account has a longer address (RFC 5321's limit): answered as a
     // wrong password, before it becomes a key of the per-account limit
     // (a flood of distinct 200 KiB "addresses" would be kept there).

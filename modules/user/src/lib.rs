@@ -40,7 +40,18 @@ pub struct Settings {
     pub password_hashing: HashingSettings,
     /// Lifetime of a refresh token, days.
     pub refresh_token_ttl_days: u64,
+    /// The longest a session lasts from its sign-in, days, however often
+    /// its refresh token is rotated: then its holder signs in again. It
+    /// bounds how long a stolen session that keeps rotating survives, and
+    /// lets a session's spent tokens be kept for its whole life (a replay
+    /// of any of them revokes it).
+    #[serde(default = "default_session_max_days")]
+    pub session_max_days: u64,
     /// How often refresh tokens expired for more than a day are pruned,
     /// seconds ([`RetentionJob`]).
     pub prune_interval_secs: u64,
+}
+
+fn default_session_max_days() -> u64 {
+    90
 }

@@ -42,6 +42,12 @@ impl Section for Settings {
                 ),
             ));
         }
+        if !(1..=3650).contains(&self.session_max_days) {
+            return Err((
+                "session_max_days".into(),
+                format!("must be 1 to 3650 days, got {}", self.session_max_days),
+            ));
+        }
         if self.prune_interval_secs == 0 {
             return Err((
                 "prune_interval_secs".into(),
@@ -66,7 +72,8 @@ pub fn module(
     let hasher = PasswordHasher::new(&own.password_hashing).context("user.password_hashing")?;
     let issuer = Arc::new(auth::Issuer::new(key, settings.auth.policy()));
     let refresh_ttl = Duration::from_secs(own.refresh_token_ttl_days.saturating_mul(86_400));
-    Ok(UserModule::new(pool, hasher, issuer, refresh_ttl))
+    let session_max = Duration::from_secs(own.session_max_days.saturating_mul(86_400));
+    Ok(UserModule::new(pool, hasher, issuer, refresh_ttl).with_session_max(session_max))
 }
 
 fn build(cx: Context<'_>) -> BoxFuture<'_, anyhow::Result<Local>> {

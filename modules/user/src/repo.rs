@@ -355,13 +355,20 @@ pub(crate) async fn revoke_all_for_user(
     .await
 }
 
-/// Deletes the refresh tokens that expired before `before`; how many.
+/// Deletes the refresh tokens of families whose every token expired
+/// before `before`; how many.
 #[tracing::instrument(name = "user.repo.delete_expired_refresh_tokens", skip_all)]
 pub(crate) async fn delete_expired_refresh_tokens(
     conn: &mut AsyncPgConnection,
     before: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(before)))
-        .execute(conn)
-        .await
+    // Raw: a correlated NOT EXISTS on the same table.
+    db::sql(
+        "DELETE FROM refresh_tokens t WHERE t.expires_at < $1 AND NOT EXISTS \
+         (SELECT 1 FROM refresh_tokens live WHERE live.family_id = t.family_id \
+          AND live.expires_at >= $1)",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(before)
+    .execute(conn)
+    .await
 }

@@ -27,7 +27,13 @@ pub struct UserModule {
     pub(crate) hasher: PasswordHasher,
     pub(crate) issuer: Arc<Issuer>,
     pub(crate) refresh_ttl: Duration,
+    /// The longest a session (a family of refresh tokens, from its
+    /// sign-in) lasts, however often it is refreshed.
+    pub(crate) session_max: Duration,
 }
+
+/// [`UserModule::with_session_max`] unless told otherwise: 90 days.
+pub const SESSION_MAX: Duration = Duration::from_secs(90 * 86_400);
 
 /// Changes a user makes to their own account.
 #[derive(Debug, Default)]
@@ -82,7 +88,15 @@ impl UserModule {
             hasher,
             issuer,
             refresh_ttl,
+            session_max: SESSION_MAX,
         }
+    }
+
+    /// This module, ending every session `max` after its sign-in.
+    #[must_use]
+    pub fn with_session_max(mut self, max: Duration) -> UserModule {
+        self.session_max = max;
+        self
     }
 
     /// The module's pool (readiness, metrics).

@@ -37,6 +37,12 @@ fn new_refresh_token() -> (String, Vec<u8>) {
 }
 
 /// The SHA-256 of a refresh token: what is stored and looked up.
+/// When the session of `family` began: the time of its v7 id.
+fn session_start(family: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (secs, nanos) = family.get_timestamp()?.to_unix();
+    chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
 fn refresh_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -49,7 +55,10 @@ enum Refresh {
 }
 
 impl UserModule {
-    /// Deletes refresh tokens that expired more than a day ago; how many.
+    /// Deletes the refresh tokens of sessions whose every token expired
+    /// more than a day ago; how many. A live session keeps its spent
+    /// tokens, so that a replay of any of them revokes it (a session ends
+    /// `session_max` after its sign-in at the latest, which bounds them).
     ///
     /// # Errors
     /// Database unavailability.
@@ -157,6 +166,19 @@ impl UserModule {
                         return Ok(Refresh::Invalid);
                     }
                 };
+                // The session's end, from its sign-in (the family's id is
+                // a v7 UUID made then): past it, over; the next token
+                // expires by it at the latest.
+                let ends = session_start(found.family_id).map(|start| {
+                    start
+                        + chrono::Duration::from_std(self.session_max)
+                            .unwrap_or(chrono::Duration::days(90))
+                });
+                if ends.is_some_and(|ends| ends <= chrono::Utc::now()) {
+                    repo::revoke_family(conn, found.family_id).await?;
+                    return Ok(Refresh::Invalid);
+                }
+                let expires_at = ends.map_or(expires_at, |ends| expires_at.min(ends));
                 repo::spend_refresh(conn, found.id).await?;
                 let (token, hash) = new_refresh_token();
                 repo::insert_refresh(conn, found.family_id, user.id, &hash, expires_at).await?;

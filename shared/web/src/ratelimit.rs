@@ -115,6 +115,26 @@ pub fn bucket(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The site an IPv6 client's /64 belongs to: its /48 (what a provider
+/// routes to one customer, tunnel brokers included: 65,536 /64s, each a
+/// [`bucket`] of its own). `None` for IPv4, whose addresses are not had by
+/// the thousand. The stricter limits (sign-in, registration) also count a
+/// site's clients together ([`SITE_SHARE`]).
+pub fn site(ip: IpAddr) -> Option<IpAddr> {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 80) - 1);
+            Some(IpAddr::V6(std::net::Ipv6Addr::from(bits)))
+        }
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// How many clients' budgets an IPv6 site ([`site`]) has under a stricter
+/// limit: a household or an office with several networks is not one
+/// client, but one holder of a /48 must not get 65,536 budgets.
+pub const SITE_SHARE: u32 = 16;
+
 /// Keys the API-wide limit by the client's IP address ([`client_ip`]), an
 /// IPv6 client by its /64 ([`bucket`]).
 #[derive(Debug, Clone)]
@@ -247,6 +267,23 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_s_site_is_its_48_and_ipv4_has_none() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            site(ip("2001:db8:aa:bbbb:1:2:3:4")),
+            Some(ip("2001:db8:aa::"))
+        );
+        assert_eq!(site(ip("2001:db8:aa:ffff::1")), Some(ip("2001:db8:aa::")));
+        assert_ne!(site(ip("2001:db8:ab::1")), Some(ip("2001:db8:aa::")));
+        assert_eq!(site(ip("203.0.113.7")), None);
+        assert_eq!(
+            site(ip("::ffff:203.0.113.7")),
+            None,
+            "a mapped IPv4 is IPv4"
+        );
+    }
 
     /// A client whose budget is whole again is forgotten, one still short
     /// of it is kept: the map holds the clients of the last moments, not

@@ -100,8 +100,8 @@ pub(super) enum Outcome {
     Retry(String),
     /// The callee refused the shop's own identity (a service key or a clock
     /// out of step, as during a key rotation): the deployment's fault, which
-    /// its operators mend. Asked again later, with the backoff of any retry,
-    /// but never given up: the customer's order does not fail for it.
+    /// its operators mend. Asked again every `retry_max_ms`, counting no
+    /// attempt, never given up: the customer's order does not fail for it.
     Refused(String),
 }
 
