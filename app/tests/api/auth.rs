@@ -119,15 +119,31 @@ async fn an_old_replay_revokes_a_live_session_and_a_session_ends_at_its_maximum(
     let second: Value = refresh(&app, r1).await.json().await.unwrap();
     let r2 = second["refresh_token"].as_str().unwrap();
     // r1 as if issued sixteen days ago, expired for two; its successor
-    // (the thief's) lives on. The pruning job runs every second meanwhile.
+    // (the thief's) lives on. Beside it, a session of another customer
+    // whose every token expired two days ago: the pruning job (every
+    // second) deletes that one, and has run once it is gone.
+    let witness = app.customer("witness@example.com").await;
+    let witness = witness["refresh_token"].as_str().unwrap();
     diesel::sql_query(
         "UPDATE users.refresh_tokens SET issued_at = now() - interval '16 days', \
-         expires_at = now() - interval '2 days' WHERE spent_at IS NOT NULL",
+         expires_at = now() - interval '2 days' \
+         WHERE spent_at IS NOT NULL OR user_id = \
+               (SELECT id FROM users.users WHERE email = 'witness@example.com')",
     )
     .execute(&mut app.db().await)
     .await
     .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    crate::helpers::eventually("the expired session pruned", || async {
+        let left = crate::helpers::count(
+            &app,
+            "SELECT count(*) AS n FROM users.refresh_tokens t JOIN users.users u \
+             ON u.id = t.user_id WHERE u.email = 'witness@example.com'",
+        )
+        .await;
+        (left == 0).then_some(())
+    })
+    .await;
+    assert_problem(refresh(&app, witness).await, 401, "invalid_refresh_token").await;
     assert_problem(refresh(&app, r1).await, 401, "invalid_refresh_token").await;
     assert_problem(refresh(&app, r2).await, 401, "invalid_refresh_token").await;
 

@@ -424,6 +424,7 @@ async fn a_run_that_lost_its_lease_does_not_turn_the_saga_back() {
             ),
             ("APP__RESILIENCE__PAYMENT_PROVIDER__DEADLINE_MS", "1500"),
             ("APP__ORDER__MAX_STEP_ATTEMPTS", "1"),
+            ("APP__ORDER__STEP_TIMEOUT_MS", "2000"),
             ("APP__ORDER__CHECKOUT_WAIT_MS", "100"),
         ],
     )
@@ -445,16 +446,10 @@ async fn a_run_that_lost_its_lease_does_not_turn_the_saga_back() {
     .await
     .unwrap();
     assert_eq!(taken, 1, "the saga was still running");
-    // The provider's deadline passes and the run's step answers (its
-    // duration is recorded); what the run does with it follows at once.
-    crate::helpers::eventually("the authorization step answered", || async {
-        let metrics = app.metrics().await;
-        metrics
-            .contains(r#"order_saga_step_duration_seconds_count{step="authorize"}"#)
-            .then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The step answers within its timeout (two seconds, the provider's
+    // deadline before it), however slow the machine: the run's step has
+    // given up by then, and what the run does with that follows at once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let direction = count(
         &app,
         &format!(

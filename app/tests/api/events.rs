@@ -563,6 +563,65 @@ async fn an_events_exchange_deleted_under_the_shop_is_declared_again() {
     assert_eq!(undelivered(&app).await, 0);
 }
 
+/// The dead-letter queue deleted under a running shop: a message rejected
+/// to it (here a forged one) is not dropped by the broker for want of a
+/// queue; the consumer declares the queue again before it rejects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_reaches_a_dead_letter_queue_deleted_under_the_shop() {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let app = app_on("rabbitmq", &[]).await;
+    let rabbit = &app.settings.events.rabbitmq;
+    let ns = rabbit.namespace.clone();
+    let dead_letters = format!("{ns}.dead-letters");
+    let connection = Connection::connect(&rabbit.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(dead_letters.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    // Unsigned: the notification module's consumer rejects it.
+    let forged = serde_json::to_vec(&json!({
+        "id": uuid::Uuid::now_v7(), "type": "user.registered.v1", "source": "user",
+        "aggregate_id": "x", "occurred_at": chrono::Utc::now(),
+        "request_id": null, "causation_id": null, "payload": {}
+    }))
+    .unwrap();
+    channel
+        .basic_publish(
+            format!("{ns}.events").as_str().into(),
+            "user.registered.v1".into(),
+            BasicPublishOptions::default(),
+            &forged,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually("the forged message in the dead-letter queue", || async {
+        // Passive: the queue as it is, never declared here.
+        let channel = connection.create_channel().await.ok()?;
+        let queue = channel
+            .queue_declare(
+                dead_letters.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .ok()?;
+        (queue.message_count() == 1).then_some(())
+    })
+    .await;
+}
+
 /// An event of a type none of the module's handlers takes, on the module's
 /// queue: what a rolling upgrade makes when a newer version subscribes the
 /// module to a new type (its binding reaches the queue before every

@@ -137,6 +137,7 @@ async fn authorize(
                     Remembered {
                         request: request.clone(),
                         answer: None,
+                        claimed: std::time::Instant::now(),
                     },
                 );
             }

@@ -47,10 +47,13 @@ pub struct Authorization {
 pub(crate) struct Remembered {
     pub(crate) request: AuthorizeRequest,
     pub(crate) answer: Option<(StatusCode, Value)>,
+    /// When the key was claimed.
+    pub(crate) claimed: std::time::Instant,
 }
 
 /// How many of each (cards, authorizations, idempotency keys) the sandbox
-/// keeps: past it, the oldest goes (a key whose request still runs stays).
+/// keeps: past it, the oldest goes (a key whose request still runs stays,
+/// two minutes at most).
 /// The state lives in memory, and a shop that runs the sandbox in process
 /// must not grow with every checkout it ever made (about 70 MB at most).
 /// A step on an authorization that was let go (a refund of an order
@@ -98,9 +101,15 @@ pub(crate) trait Settled {
 
 impl Settled for String {}
 impl Settled for Authorization {}
+/// How long a key whose request has no answer yet is kept past the limit:
+/// longer than any request runs (the slowest test card answers after 30 s).
+/// One whose request was dropped unanswered (its client went away) has no
+/// answer for ever, and goes after this.
+const RUNNING_AT_MOST: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Settled for Remembered {
     fn settled(&self) -> bool {
-        self.answer.is_some()
+        self.answer.is_some() || self.claimed.elapsed() > RUNNING_AT_MOST
     }
 }
 
@@ -173,7 +182,11 @@ mod tests {
             "amount_minor": 100, "currency": "EUR", "card_number": "4242424242424242"
         }))
         .unwrap();
-        Remembered { request, answer }
+        Remembered {
+            request,
+            answer,
+            claimed: std::time::Instant::now(),
+        }
     }
 
     /// Past the limit the oldest answered key goes; one whose request still

@@ -39,7 +39,7 @@ type Result<T = HttpResponse> = std::result::Result<T, actix_web::Error>;
 pub struct Limits {
     trusted_proxies: Vec<web::ratelimit::TrustedProxy>,
     login_by_ip: KeyedLimit<IpAddr>,
-    /// Sign-ins per IPv6 site (`web::ratelimit::site`, its /48):
+    /// Sign-ins per IPv6 site (`web::ratelimit::site`, its /56):
     /// `SITE_SHARE` clients' worth.
     login_by_site: KeyedLimit<IpAddr>,
     login_by_account: KeyedLimit<String>,
@@ -83,8 +83,8 @@ impl Limits {
     }
 
     /// Counts a request against its client's `by_ip` limit and, for an
-    /// IPv6 client, its site's `by_site` (a /48 holds 65,536 clients'
-    /// /64s: one holder would otherwise get as many budgets).
+    /// IPv6 client, its site's `by_site` (a subscriber's /56 holds 256
+    /// clients' /64s: one subscriber would otherwise get as many budgets).
     fn check(
         &self,
         req: &HttpRequest,

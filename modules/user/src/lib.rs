@@ -53,5 +53,5 @@ pub struct Settings {
 }
 
 fn default_session_max_days() -> u64 {
-    90
+    30
 }

@@ -32,8 +32,8 @@ pub struct UserModule {
     pub(crate) session_max: Duration,
 }
 
-/// [`UserModule::with_session_max`] unless told otherwise: 90 days.
-pub const SESSION_MAX: Duration = Duration::from_secs(90 * 86_400);
+/// [`UserModule::with_session_max`] unless told otherwise: 30 days.
+pub const SESSION_MAX: Duration = Duration::from_secs(30 * 86_400);
 
 /// Changes a user makes to their own account.
 #[derive(Debug, Default)]
@@ -92,10 +92,11 @@ impl UserModule {
         }
     }
 
-    /// This module, ending every session `max` after its sign-in.
+    /// This module, ending every session `max` after its sign-in (at most
+    /// ten years: `user.session_max_days`' bound).
     #[must_use]
     pub fn with_session_max(mut self, max: Duration) -> UserModule {
-        self.session_max = max;
+        self.session_max = max.min(Duration::from_secs(3650 * 86_400));
         self
     }
 

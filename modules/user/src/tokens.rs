@@ -36,13 +36,13 @@ fn new_refresh_token() -> (String, Vec<u8>) {
     (token, hash)
 }
 
-/// The SHA-256 of a refresh token: what is stored and looked up.
 /// When the session of `family` began: the time of its v7 id.
 fn session_start(family: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
     let (secs, nanos) = family.get_timestamp()?.to_unix();
     chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
 }
 
+/// The SHA-256 of a refresh token: what is stored and looked up.
 fn refresh_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -169,10 +169,8 @@ impl UserModule {
                 // The session's end, from its sign-in (the family's id is
                 // a v7 UUID made then): past it, over; the next token
                 // expires by it at the latest.
-                let ends = session_start(found.family_id).map(|start| {
-                    start
-                        + chrono::Duration::from_std(self.session_max)
-                            .unwrap_or(chrono::Duration::days(90))
+                let ends = session_start(found.family_id).and_then(|start| {
+                    start.checked_add_signed(chrono::TimeDelta::from_std(self.session_max).ok()?)
                 });
                 if ends.is_some_and(|ends| ends <= chrono::Utc::now()) {
                     repo::revoke_family(conn, found.family_id).await?;

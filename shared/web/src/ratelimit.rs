@@ -115,15 +115,18 @@ pub fn bucket(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The site an IPv6 client's /64 belongs to: its /48 (what a provider
-/// routes to one customer, tunnel brokers included: 65,536 /64s, each a
-/// [`bucket`] of its own). `None` for IPv4, whose addresses are not had by
-/// the thousand. The stricter limits (sign-in, registration) also count a
+/// The site an IPv6 client's /64 belongs to: its /56, the delegation a
+/// provider most often routes to one subscriber (256 /64s, each a
+/// [`bucket`] of its own; a /48, what tunnel brokers and some providers
+/// hand out, is 256 such sites, where it was 65,536 clients). Not the /48:
+/// many providers hand one to a whole neighbourhood of /56s, which would
+/// share one budget. `None` for IPv4, whose addresses are not had by the
+/// thousand. The stricter limits (sign-in, registration) also count a
 /// site's clients together ([`SITE_SHARE`]).
 pub fn site(ip: IpAddr) -> Option<IpAddr> {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 80) - 1);
+            let bits = u128::from(v6) & !((1u128 << 72) - 1);
             Some(IpAddr::V6(std::net::Ipv6Addr::from(bits)))
         }
         IpAddr::V4(_) => None,
@@ -132,7 +135,7 @@ pub fn site(ip: IpAddr) -> Option<IpAddr> {
 
 /// How many clients' budgets an IPv6 site ([`site`]) has under a stricter
 /// limit: a household or an office with several networks is not one
-/// client, but one holder of a /48 must not get 65,536 budgets.
+/// client, but one subscriber must not get 256 budgets.
 pub const SITE_SHARE: u32 = 16;
 
 /// Keys the API-wide limit by the client's IP address ([`client_ip`]), an
@@ -269,14 +272,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_ipv6_client_s_site_is_its_48_and_ipv4_has_none() {
+    fn an_ipv6_client_s_site_is_its_56_and_ipv4_has_none() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            site(ip("2001:db8:aa:bbbb:1:2:3:4")),
-            Some(ip("2001:db8:aa::"))
+            site(ip("2001:db8:aa:bb01:1:2:3:4")),
+            Some(ip("2001:db8:aa:bb00::"))
         );
-        assert_eq!(site(ip("2001:db8:aa:ffff::1")), Some(ip("2001:db8:aa::")));
-        assert_ne!(site(ip("2001:db8:ab::1")), Some(ip("2001:db8:aa::")));
+        assert_eq!(
+            site(ip("2001:db8:aa:bbff::1")),
+            Some(ip("2001:db8:aa:bb00::"))
+        );
+        assert_ne!(
+            site(ip("2001:db8:aa:bc00::1")),
+            Some(ip("2001:db8:aa:bb00::"))
+        );
         assert_eq!(site(ip("203.0.113.7")), None);
         assert_eq!(
             site(ip("::ffff:203.0.113.7")),

@@ -82,14 +82,14 @@ impl RabbitMq {
                     module,
                     "event without a valid signature; rejected to the dead-letter queue"
                 );
-                dead_letter(&delivery).await?;
+                self.dead_letter(&delivery).await?;
                 continue;
             }
             let mut event: Envelope = match serde_json::from_slice(&delivery.data) {
                 Ok(event) => event,
                 Err(e) => {
                     tracing::error!(module, error = %e, "undecodable message; rejected to the dead-letter queue");
-                    dead_letter(&delivery).await?;
+                    self.dead_letter(&delivery).await?;
                     continue;
                 }
             };
@@ -187,7 +187,7 @@ async fn unknown_type(
              rejected to the dead-letter queue",
             UNKNOWN_TYPE_PATIENCE.num_minutes()
         );
-        return dead_letter(&delivery).await;
+        return rabbit.dead_letter(&delivery).await;
     }
     metrics::counter!("events_requeued_total", "module" => module, "reason" => "unknown_type")
         .increment(1);
@@ -234,7 +234,30 @@ async fn unknown_type(
 }
 
 /// Rejects `delivery` without requeue: the queue routes it to the dead letters.
-async fn dead_letter(delivery: &lapin::message::Delivery) -> Result<(), TransportError> {
+impl RabbitMq {
+    /// Rejects `delivery` to the dead-letter queue, declaring the
+    /// dead-letter exchange and queue again first: deleted under a running
+    /// shop (by hand, or the broker's definitions reset), the broker would
+    /// drop what is rejected to them without a word. A rejection is rare
+    /// (a forged, undecodable or long unclaimed message): a channel of its
+    /// own for the declarations costs nothing that matters.
+    async fn dead_letter(&self, delivery: &lapin::message::Delivery) -> Result<(), TransportError> {
+        match self.channel().await {
+            Ok(channel) => {
+                if let Err(e) = self.declare_exchanges(&channel).await {
+                    tracing::warn!(error = %e, "cannot declare the dead-letter queue; rejecting anyway");
+                }
+                drop(channel.close(200, "declared".into()).await);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot declare the dead-letter queue; rejecting anyway");
+            }
+        }
+        reject(delivery).await
+    }
+}
+
+async fn reject(delivery: &lapin::message::Delivery) -> Result<(), TransportError> {
     delivery
         .nack(BasicNackOptions {
             requeue: false,
