@@ -147,8 +147,8 @@ async fn an_old_replay_revokes_a_live_session_and_a_session_ends_at_its_maximum(
     assert_problem(refresh(&app, r1).await, 401, "invalid_refresh_token").await;
     assert_problem(refresh(&app, r2).await, 401, "invalid_refresh_token").await;
 
-    // A session signed in ninety-one days ago (its family's v7 id says
-    // when), refreshed all along: over.
+    // A session signed in thirty-one days ago (its family's v7 id says
+    // when), refreshed all along: over (`user.session_max_days`, 30).
     let other: Value = app
         .login("ada@example.com", PASSWORD)
         .await
@@ -156,7 +156,7 @@ async fn an_old_replay_revokes_a_live_session_and_a_session_ends_at_its_maximum(
         .await
         .unwrap();
     let r3 = other["refresh_token"].as_str().unwrap();
-    let signed_in = chrono::Utc::now() - chrono::Duration::days(91);
+    let signed_in = chrono::Utc::now() - chrono::Duration::days(31);
     let family = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
         uuid::NoContext,
         u64::try_from(signed_in.timestamp()).unwrap(),
