@@ -55,7 +55,8 @@ pub(crate) struct Remembered {
 /// keeps: past it, the oldest goes (a key whose request still runs stays,
 /// two minutes at most).
 /// The state lives in memory, and a shop that runs the sandbox in process
-/// must not grow with every checkout it ever made (about 70 MB at most).
+/// must not grow with every checkout it ever made (by estimate, 70 MB at
+/// most; not measured).
 /// A step on an authorization that was let go (a refund of an order
 /// cancelled fifty thousand payments later) is answered 404, which the
 /// shop takes as a refusal for an operator to look at. (A real provider
