@@ -253,6 +253,50 @@ async fn settled_for_good(
     h.refuses_unknown_order(settle).await;
 }
 
+/// A release that comes before its reservation (the caller gave up on a
+/// reserve still on its way and turned back) fences the order off: the
+/// reserve, when it lands, holds nothing; the order stays unknown.
+pub async fn a_release_before_its_reservation_fences_it_off(h: &Harness) {
+    h.receive("FENCE-1", 5).await;
+    let order = OrderId::generate();
+    for _ in 0..2 {
+        assert_eq!(
+            h.api.release(&h.admin, order).await.unwrap_err(),
+            InventoryError::ReservationNotFound(order)
+        );
+    }
+    let late = ReserveStock {
+        order_id: order,
+        lines: vec![line("FENCE-1", 2)],
+    };
+    let refused = h.api.reserve(&h.admin, late).await.unwrap_err();
+    assert!(refused_as(refused, ReservationStatus::Released));
+    assert_eq!(h.level("FENCE-1").await, (5, 0, 5), "nothing held");
+    assert_eq!(
+        h.api.reservation(&h.admin, order).await.unwrap_err(),
+        InventoryError::ReservationNotFound(order)
+    );
+    assert_eq!(
+        h.api.commit(&h.admin, order).await.unwrap_err(),
+        InventoryError::ReservationNotFound(order)
+    );
+}
+
+/// A reserve asked again after its reservation was released is refused
+/// as released: answered as held, its caller would go on to a sale of
+/// stock that went back to the shelf.
+pub async fn a_reserve_replayed_after_its_release_holds_nothing(h: &Harness) {
+    let order = h.stocked_and_reserved("REPLAY-1", 5, 2).await;
+    h.api.release(&h.admin, order).await.unwrap();
+    let replay = ReserveStock {
+        order_id: order,
+        lines: vec![line("REPLAY-1", 2)],
+    };
+    let refused = h.api.reserve(&h.admin, replay).await.unwrap_err();
+    assert!(refused_as(refused, ReservationStatus::Released));
+    assert_eq!(h.level("REPLAY-1").await, (5, 0, 5), "nothing held");
+}
+
 /// Every change is a movement, newest first, paginated.
 pub async fn movements_record_the_history(h: &Harness) {
     let s = sku("HIST-1");
@@ -310,6 +354,8 @@ macro_rules! inventory_contract_suite {
             commit_makes_a_sale,
             restock_puts_a_sale_back,
             release_gives_stock_back,
+            a_release_before_its_reservation_fences_it_off,
+            a_reserve_replayed_after_its_release_holds_nothing,
             movements_record_the_history,
             only_admins_touch_stock,
         );

@@ -68,12 +68,16 @@ pub trait InventoryApi: Send + Sync {
     ) -> Result<Page<Movement>, InventoryError>;
 
     /// Reserves every line for an order, or nothing. Calling it again for
-    /// the same order returns the same reservation.
+    /// the same order returns the same reservation while it holds (or held)
+    /// a sale.
     ///
     /// # Errors
     /// [`InventoryError::InsufficientStock`] naming every short SKU;
     /// [`InventoryError::ReservationConflict`] when the order already holds a
-    /// different reservation; [`Failure::Validation`](kernel::Failure::Validation).
+    /// different reservation; [`InventoryError::InvalidTransition`] when the
+    /// order's reservation was released or expired (or released before it
+    /// was made: see [`InventoryApi::release`]), so a late or replayed call
+    /// holds nothing; [`Failure::Validation`](kernel::Failure::Validation).
     async fn reserve(
         &self,
         cx: &CallContext,
@@ -88,10 +92,12 @@ pub trait InventoryApi: Send + Sync {
     async fn commit(&self, cx: &CallContext, order: OrderId)
     -> Result<Reservation, InventoryError>;
 
-    /// Gives an active reservation's stock back (idempotent).
+    /// Gives an active reservation's stock back (idempotent). An order
+    /// with no reservation yet is fenced off: a reservation for it that
+    /// arrives later (a reserve whose caller gave up waiting) is refused.
     ///
     /// # Errors
-    /// [`InventoryError::ReservationNotFound`];
+    /// [`InventoryError::ReservationNotFound`] (the order is fenced off);
     /// [`InventoryError::InvalidTransition`] for a committed one.
     async fn release(
         &self,

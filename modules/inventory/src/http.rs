@@ -102,14 +102,16 @@ pub async fn list_movements(
 }
 
 /// Hold stock for an order: every line or none. Repeating the same request
-/// returns the same reservation. For admins and the order module (`service`).
+/// returns the same reservation, unless its stock went back (released or
+/// expired): then it is refused and holds nothing. For admins and the
+/// order module (`service`).
 #[utoipa::path(
     tag = "inventory",
     request_body = ReserveStock,
     responses(
         (status = 201, description = "The reservation", body = Reservation,
             headers(("location" = String, description = "URL of the reservation"))),
-        (status = 409, description = "Insufficient stock (the short SKUs are in `errors`), or the order holds another reservation", body = ProblemBody),
+        (status = 409, description = "Insufficient stock (`insufficient_stock`, the short SKUs are in `errors`); the order holds another reservation (`reservation_conflict`); or its reservation was released or expired, or released before it was made (`invalid_reservation_transition`, with `current_status`)", body = ProblemBody),
         (status = 422, description = "Invalid lines", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),
@@ -171,13 +173,16 @@ pub async fn commit_reservation(
     Ok(Json(inventory.commit(&cx, order.into_inner()).await?))
 }
 
-/// Give a reservation's stock back (idempotent). Admin only.
+/// Give a reservation's stock back (idempotent). For an order with no
+/// reservation yet the answer is 404, and the order is fenced off: a
+/// reservation for it that arrives later is refused (409). For admins and
+/// the order module (`service`).
 #[utoipa::path(
     tag = "inventory",
     params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The released reservation", body = Reservation),
-        (status = 404, description = "No reservation for this order", body = ProblemBody),
+        (status = 404, description = "No reservation for this order (now fenced off)", body = ProblemBody),
         (status = 409, description = "Already committed", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),

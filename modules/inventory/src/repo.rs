@@ -20,7 +20,7 @@ use uuid::Uuid;
 mod reservations;
 
 pub(crate) use reservations::{
-    claim_expired, insert_lines, insert_reservation, load_reservation, set_status,
+    claim_expired, fence, insert_lines, insert_reservation, is_fence, load_reservation, set_status,
 };
 
 diesel::table! {

@@ -219,33 +219,48 @@ impl InventoryModule {
         require_admin_or_service(cx)?;
         let (from, done) = to.states();
         let mut conn = self.conn().await?;
-        conn.transaction::<_, Abort, _>(async |conn| {
-            let reservation = repo::load_reservation(conn, order, true)
-                .await?
-                .ok_or(Abort::Refuse(InventoryError::ReservationNotFound(order)))?;
-            if done.contains(&reservation.status) {
-                return Ok(reservation);
-            }
-            if reservation.status != from {
-                return Err(Abort::Refuse(InventoryError::InvalidTransition {
-                    order,
-                    status: reservation.status,
-                }));
-            }
-            let (how, status) = match to {
-                Transition::Commit => (LineMove::Sale, ReservationStatus::Committed),
-                Transition::Restock => (LineMove::Return, ReservationStatus::Returned),
-                Transition::Release => (LineMove::Release, ReservationStatus::Released),
-            };
-            move_lines(conn, cx, &reservation, how, status).await?;
-            Ok(Reservation {
-                status,
-                ..reservation
+        let moved = conn
+            .transaction::<_, Abort, _>(async |conn| {
+                let mut found = repo::load_reservation(conn, order, true).await?;
+                if found.is_none() && matches!(to, Transition::Release) {
+                    // Released before it was made: a reserve still on its way
+                    // (its caller gave up waiting and turned back) must not
+                    // hold the stock when it lands. A fence, committed with
+                    // the answer; if a reservation was made meanwhile, the
+                    // fence waited for it and it is released as usual.
+                    if repo::fence(conn, order).await? {
+                        return Ok(None);
+                    }
+                    found = repo::load_reservation(conn, order, true).await?;
+                }
+                let Some(reservation) = found.filter(|r| !repo::is_fence(r)) else {
+                    return Ok(None);
+                };
+                if done.contains(&reservation.status) {
+                    return Ok(Some(reservation));
+                }
+                if reservation.status != from {
+                    return Err(Abort::Refuse(InventoryError::InvalidTransition {
+                        order,
+                        status: reservation.status,
+                    }));
+                }
+                let (how, status) = match to {
+                    Transition::Commit => (LineMove::Sale, ReservationStatus::Committed),
+                    Transition::Restock => (LineMove::Return, ReservationStatus::Returned),
+                    Transition::Release => (LineMove::Release, ReservationStatus::Released),
+                };
+                move_lines(conn, cx, &reservation, how, status).await?;
+                Ok(Some(Reservation {
+                    status,
+                    ..reservation
+                }))
             })
-        })
-        .await
-        .map_err(abort)
-        .inspect(|_| events::outbox::wake(crate::NAME))
+            .await
+            .map_err(abort)?;
+        let reservation = moved.ok_or(InventoryError::ReservationNotFound(order))?;
+        events::outbox::wake(crate::NAME);
+        Ok(reservation)
     }
 
     /// Expires active reservations past their time, up to 100 a pass.
@@ -446,15 +461,20 @@ impl InventoryApi for InventoryModule {
             Ok(reservation) => reservation,
             Err(Abort::Refuse(InventoryError::ReservationConflict(_))) => {
                 // The order already has a reservation: the same one again
-                // (answered as it is), or a conflict.
+                // (answered as it is), or a conflict. One whose stock went
+                // back (released, expired, or fenced off by a release that
+                // came first) holds nothing: a reserve asked again then,
+                // late or replayed, is refused, not answered as held.
                 let existing = repo::load_reservation(&mut conn, order, false)
                     .await
                     .map_err(database)?
                     .ok_or(InventoryError::ReservationNotFound(order))?;
-                return if existing.lines == lines {
-                    Ok(existing)
-                } else {
-                    Err(InventoryError::ReservationConflict(order))
+                return match existing.status {
+                    status @ (ReservationStatus::Released | ReservationStatus::Expired) => {
+                        Err(InventoryError::InvalidTransition { order, status })
+                    }
+                    _ if existing.lines == lines => Ok(existing),
+                    _ => Err(InventoryError::ReservationConflict(order)),
                 };
             }
             Err(a) => return Err(abort(a)),
@@ -501,6 +521,7 @@ impl InventoryApi for InventoryModule {
         repo::load_reservation(&mut conn, order, false)
             .await
             .map_err(database)?
+            .filter(|r| !repo::is_fence(r))
             .ok_or(InventoryError::ReservationNotFound(order))
     }
 }

@@ -126,6 +126,29 @@ pub(crate) async fn insert_reservation(
     .optional()
 }
 
+/// Fences `order` off: a released reservation without lines, for a
+/// release that came before its reservation (a reserve still on its way
+/// then finds the order released). `false` when the order has a
+/// reservation already (made meanwhile: this waited for its commit).
+pub(crate) async fn fence(conn: &mut AsyncPgConnection, order: OrderId) -> QueryResult<bool> {
+    let made = diesel::insert_into(reservations::table)
+        .values((
+            reservations::order_id.eq(order.as_uuid()),
+            reservations::status.eq(ReservationStatus::Released.as_str()),
+            reservations::expires_at.eq(now),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(made == 1)
+}
+
+/// Whether `reservation` is a fence ([`fence`]): every reservation made
+/// has a line (the contract refuses one without).
+pub(crate) fn is_fence(reservation: &Reservation) -> bool {
+    reservation.lines.is_empty()
+}
+
 /// Adds the lines of `order`'s reservation, in one statement (after their
 /// stock rows moved: the foreign key names SKUs that exist).
 pub(crate) async fn insert_lines(
