@@ -687,8 +687,10 @@ async fn an_order_update_that_overtakes_the_registration_is_held_for_it() {
 
 /// An order update still held for a customer already registered (an
 /// instance from before held messages handled the registration, during a
-/// rolling upgrade) is written out by the sender's upkeep; one that cannot
-/// be read fails alone.
+/// rolling upgrade) is written out by the sender's upkeep, even when it is
+/// older than the retention (the prune runs first and keeps it); one that
+/// cannot be read fails alone. One held as long for a customer who never
+/// registered is pruned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_left_held_for_a_registered_customer_is_written_out_by_the_upkeep() {
     use diesel_async::RunQueryDsl as _;
@@ -714,18 +716,29 @@ async fn an_update_left_held_for_a_registered_customer_is_written_out_by_the_upk
     .execute(&mut conn)
     .await
     .unwrap();
-    for (id, body) in [
-        (event, envelope.to_string()),
-        (uuid::Uuid::now_v7(), "not an envelope".to_owned()),
+    // Past the 90 days' retention, but its customer registered.
+    let (unregistered, stale) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    // (The unreadable one is new: once failed, an old one is pruned.)
+    for (id, recipient, body, age_days) in [
+        (event, customer, envelope.to_string(), 100),
+        (
+            uuid::Uuid::now_v7(),
+            customer,
+            "not an envelope".to_owned(),
+            0,
+        ),
+        (stale, unregistered, envelope.to_string(), 100),
     ] {
         diesel::sql_query(
             "INSERT INTO notification.notifications (id, event_id, event_type, recipient_user_id, \
-             channel, destination, subject, body, status) \
-             VALUES ($1, $1, 'order.confirmed.v1', $2, 'email', '', 'order.confirmed.v1', $3, 'held')",
+             channel, destination, subject, body, status, created_at) \
+             VALUES ($1, $1, 'order.confirmed.v1', $2, 'email', '', 'order.confirmed.v1', $3, 'held', \
+                     now() - make_interval(days => $4))",
         )
         .bind::<diesel::sql_types::Uuid, _>(id)
-        .bind::<diesel::sql_types::Uuid, _>(customer)
+        .bind::<diesel::sql_types::Uuid, _>(recipient)
         .bind::<diesel::sql_types::Text, _>(body)
+        .bind::<diesel::sql_types::Integer, _>(age_days)
         .execute(&mut conn)
         .await
         .unwrap();
@@ -751,6 +764,11 @@ async fn an_update_left_held_for_a_registered_customer_is_written_out_by_the_upk
         .await
             == 1)
             .then_some(())
+    })
+    .await;
+    let left = format!("SELECT count(*) AS n FROM notification.notifications WHERE id = '{stale}'");
+    eventually("the update held for no account pruned", || async {
+        (count(&app, &left).await == 0).then_some(())
     })
     .await;
 }

@@ -443,7 +443,9 @@ pub(crate) async fn held_for(
         .await
 }
 
-/// A held message written out to its recipient, due now.
+/// A held message written out to its recipient, due now, and queued now:
+/// its age (the retention, a refused message's patience) counts from here,
+/// not from the event, which may be months old.
 pub(crate) async fn write_out(
     conn: &mut AsyncPgConnection,
     id: Uuid,
@@ -458,6 +460,7 @@ pub(crate) async fn write_out(
             n::subject.eq(subject),
             n::body.eq(body),
             n::next_attempt_at.eq(now),
+            n::created_at.eq(now),
         ))
         .execute(conn)
         .await
@@ -787,7 +790,9 @@ pub(crate) async fn mark_not_sent(
 
 /// Deletes the sent and failed messages queued more than `days` ago, and
 /// the order updates held that long for a customer whose registration never
-/// came (placed with a token of no account); how many.
+/// came (placed with a token of no account); how many. Updates held for a
+/// customer who did register are kept, however old: the upkeep
+/// ([`stranded_held`]) writes them out, after this prune.
 #[tracing::instrument(name = "notification.repo.prune", skip_all)]
 pub(crate) async fn prune(conn: &mut AsyncPgConnection, days: u32) -> QueryResult<usize> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
@@ -800,8 +805,10 @@ pub(crate) async fn prune(conn: &mut AsyncPgConnection, days: u32) -> QueryResul
     .execute(conn)
     .await?;
     let held = db::sql(
-        "DELETE FROM notifications WHERE status = 'held' \
-         AND created_at < now() - make_interval(days => $1)",
+        "DELETE FROM notifications AS n WHERE n.status = 'held' \
+         AND n.created_at < now() - make_interval(days => $1) \
+         AND NOT EXISTS (SELECT 1 FROM recipients AS r WHERE r.user_id = n.recipient_user_id \
+                         AND r.registered AND r.email IS NOT NULL AND r.display_name IS NOT NULL)",
     )
     .bind::<diesel::sql_types::Integer, _>(days)
     .execute(conn)
