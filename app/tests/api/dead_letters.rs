@@ -117,6 +117,61 @@ async fn a_poison_event_is_dead_lettered_and_can_be_redriven() {
     assert_eq!(fixed_mail.unwrap().request_id.as_deref(), Some("poison-1"));
 }
 
+/// A dead-lettered event offered again and handled this time (an ack
+/// lost, a publisher's retry, its outbox row offered again once its data
+/// was mended) closes its dead letter: nothing is left for an operator to
+/// redrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_handled_after_it_was_dead_lettered_closes_its_dead_letter() {
+    let app = spawn_app_with(&[
+        ("APP__EVENTS__MAX_ATTEMPTS", "2"),
+        ("APP__EVENTS__RETRY_BASE_MS", "10"),
+    ])
+    .await;
+    let id = uuid::Uuid::now_v7();
+    let envelope = json!({
+        "id": id, "type": "catalog.product_created.v1", "source": "catalog",
+        "aggregate_id": "x", "occurred_at": chrono::Utc::now(), "request_id": "poison-2",
+        "causation_id": null, "payload": {"not": "a product"}
+    });
+    diesel::sql_query("INSERT INTO catalog.outbox (id, event_type, aggregate_id, envelope) VALUES ($1, 'catalog.product_created.v1', 'x', $2)")
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<diesel::sql_types::Jsonb, _>(&envelope)
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    let open = "SELECT count(*) AS n FROM notification.dead_letters WHERE redriven_at IS NULL";
+    eventually("the dead letter", || async {
+        (crate::helpers::count(&app, open).await == 1).then_some(())
+    })
+    .await;
+    let product = json!({"product_id": uuid::Uuid::now_v7(), "sku": "MENDED-1", "name": "Mended", "price": {"amount_minor": 1, "currency": "EUR"}, "active": true});
+    diesel::sql_query(
+        "UPDATE catalog.outbox SET envelope = jsonb_set(envelope, '{payload}', $1), \
+         delivered_at = NULL WHERE id = $2",
+    )
+    .bind::<diesel::sql_types::Jsonb, _>(&product)
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    eventually("the mended event handled", || async {
+        notifications(&app)
+            .await
+            .into_iter()
+            .find(|n| n.subject.contains("MENDED-1"))
+    })
+    .await;
+    assert_eq!(
+        crate::helpers::count(&app, open).await,
+        0,
+        "closed with the handling"
+    );
+    let admin = app.token(&[Role::Admin]);
+    let page: Value = get_json(&app.client, app.url("/api/v1/admin/dead-letters"), &admin).await;
+    assert_eq!(page["items"], json!([]), "{page}");
+}
+
 /// Old rows are pruned: redriven dead letters once past
 /// `events.retention_hours` (open ones stay until an operator acts), and
 /// sent or failed notifications, bodies included, once past

@@ -19,16 +19,9 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
-    DispatchError, Dispatcher, HandlerError, Outcome, Subscription, event_span,
-    pause_in_transaction,
+    DispatchError, Dispatcher, Fresh, HandlerError, INBOX_AND_CLOSE, Outcome, Subscription,
+    event_span, pause_in_transaction,
 };
-
-/// An inbox row the batch's statement wrote (its event was new).
-#[derive(diesel::QueryableByName)]
-struct Fresh {
-    #[diesel(sql_type = SqlUuid)]
-    event_id: Uuid,
-}
 
 impl Dispatcher {
     /// Runs the handlers of `events` (a relay's batch, in outbox order):
@@ -85,17 +78,14 @@ impl Dispatcher {
         let outcomes = conn
             .transaction::<_, HandlerError, _>(async |conn| {
                 let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
-                // Raw: one text for every batch size (`unnest`), so it is
+                // One text for every batch size (`unnest`), so it is
                 // prepared once per connection; diesel's multi-row `VALUES`
                 // is a new text per size, prepared and planned on each call.
-                let fresh: Vec<Fresh> = db::sql(
-                    "INSERT INTO inbox (event_id, handler) SELECT unnest($1::uuid[]), $2 \
-                     ON CONFLICT DO NOTHING RETURNING event_id",
-                )
-                .bind::<Array<SqlUuid>, _>(ids)
-                .bind::<Text, _>(subscription.name)
-                .load(conn)
-                .await?;
+                let fresh: Vec<Fresh> = db::sql(INBOX_AND_CLOSE)
+                    .bind::<Array<SqlUuid>, _>(ids)
+                    .bind::<Text, _>(subscription.name)
+                    .load(conn)
+                    .await?;
                 let mut outcomes = Vec::with_capacity(events.len());
                 for event in events {
                     if fresh.iter().any(|f| f.event_id == event.id) {
