@@ -219,8 +219,15 @@ impl Application {
                 Some(rabbit) => Arc::clone(rabbit) as Arc<dyn events::Transport>,
                 None => Arc::new(InProcess(Arc::clone(&dispatcher))),
             };
-            let relays =
-                messaging::start_relays(&settings, &server.url, &pools, &transport, &stopped)?;
+            let in_process = broker.is_none().then_some(dispatcher.as_ref());
+            let relays = messaging::start_relays(
+                &settings,
+                &server.url,
+                &pools,
+                &transport,
+                in_process,
+                &stopped,
+            )?;
             background.extend(relays);
         }
         let verifier = if !settings.modules.serves_any() {
@@ -327,7 +334,9 @@ impl Application {
         // Stop signals are ours: readiness turns 503 and the server drains
         // first (run_until_stopped).
         .disable_signals();
+        open_files(settings.server.max_connections);
         let server = server
+            .max_connections(settings.server.connections_per_worker())
             .workers(settings.server.worker_threads())
             .listen(listener)?
             .run();
@@ -434,6 +443,49 @@ async fn stop_background(tasks: Vec<JoinHandle<()>>, budget: Duration) {
 
 /// Connections the kernel queues for the server before it accepts them.
 const LISTEN_BACKLOG: i32 = 1024;
+
+/// File descriptors kept for everything but client connections: the
+/// database pools, outgoing calls, RabbitMQ, Redis, SMTP, files.
+const OTHER_FILES: u64 = 1024;
+
+/// Raises this process's soft limit of open files to its hard limit (as
+/// Go's runtime does: the soft limit is often 1,024, kept low for programs
+/// using `select`, which this one does not), and warns when the limit
+/// still leaves too few descriptors for `max_connections` clients and the
+/// rest ([`OTHER_FILES`]): once they run out, accepts fail and so do the
+/// pools' new connections.
+#[allow(unsafe_code)]
+fn open_files(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, which lives here.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given, which lives here.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(OTHER_FILES);
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            max_connections,
+            "the open-file limit is below server.max_connections + {OTHER_FILES}: \
+             lower server.max_connections or raise the limit (ulimit -n, LimitNOFILE)"
+        );
+    }
+}
 
 /// A TCP socket bound to `host:port` (address reuse on, as std's bind
 /// does), not yet listening.

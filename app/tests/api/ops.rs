@@ -282,6 +282,47 @@ async fn a_flood_of_readiness_checks_pings_each_database_at_most_once_a_second()
     );
 }
 
+/// Past `server.max_connections` open client connections, a new one
+/// waits in the listen backlog until one closes: a flood of connections
+/// holds no more descriptors than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_a_new_connection_waits_for_one_to_close() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = spawn_app_with(&[
+        ("APP__SERVER__MAX_CONNECTIONS", "2"),
+        ("APP__SERVER__WORKERS", "1"),
+    ])
+    .await;
+    let address = app.url("").trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        // A head begun and not finished: the connection stays open (for
+        // actix-web's 5 s head timeout).
+        let mut stream = tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: shop\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let waited = crate::helpers::http_builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .get(app.url("/health/live"))
+        .send()
+        .await;
+    assert!(
+        waited.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "a third connection was served: {waited:?}"
+    );
+    drop(held.pop());
+    let served = app.get("/health/live").await;
+    assert_eq!(served.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_swagger_ui_the_spec_is_still_served() {
     // What production does unless server.swagger_ui is set.

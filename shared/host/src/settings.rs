@@ -270,6 +270,9 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return fail("server.body_limit_bytes", "must be at least 1".into());
         }
+        if self.server.max_connections == 0 {
+            return fail("server.max_connections", "must be at least 1".into());
+        }
         if self.server.body_timeout_ms == 0 {
             return fail("server.body_timeout_ms", "must be at least 1".into());
         }

@@ -30,9 +30,19 @@ pub struct ServerSettings {
     /// still serves, before it stops accepting (ms).
     #[serde(default)]
     pub drain_delay_ms: u64,
+    /// Most client connections open at once, across the workers: past it,
+    /// new ones wait in the listen backlog until one closes, so a flood of
+    /// connections cannot take the file descriptors the database pools and
+    /// outgoing calls need.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_connections() -> usize {
     10_000
 }
 
@@ -45,6 +55,12 @@ impl ServerSettings {
         } else {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }
+    }
+
+    /// Each worker's share of `max_connections` (actix-web counts per
+    /// worker), at least one.
+    pub fn connections_per_worker(&self) -> usize {
+        self.max_connections.div_ceil(self.worker_threads()).max(1)
     }
 }
 
