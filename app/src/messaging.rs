@@ -78,7 +78,11 @@ pub(crate) async fn connect_broker(
 }
 
 /// Starts the outbox relay of every local module, publishing through
-/// `transport`; returns their tasks.
+/// `transport`; returns their tasks. With the in-process transport
+/// (`in_process`: the dispatcher it hands events to), each relay keeps
+/// this instance's heartbeat and stands down while another live instance
+/// hands its events to more handlers (`Relay::beside_other_instances`: a
+/// rolling upgrade that adds a handler loses no event for it).
 ///
 /// # Errors
 /// A local module without a pool or registration (a bug).
@@ -87,9 +91,11 @@ pub(crate) fn start_relays(
     shared_url: &str,
     pools: &[(&'static str, db::Pool)],
     transport: &Arc<dyn events::Transport>,
+    in_process: Option<&Dispatcher>,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut relays = Vec::new();
+    let instance = uuid::Uuid::now_v7();
     // One LISTEN connection per database, for every relay whose outbox is there.
     let mut listeners: Vec<(String, Vec<(&'static str, &'static str)>)> = Vec::new();
     for module in settings.modules.local() {
@@ -106,12 +112,15 @@ pub(crate) fn start_relays(
             Some((_, modules)) => modules.push((module.as_str(), schema)),
             None => listeners.push((url.to_owned(), vec![(module.as_str(), schema)])),
         }
-        let relay = Relay::new(
+        let mut relay = Relay::new(
             module.as_str(),
             pool,
             Arc::clone(transport),
             &settings.events,
         );
+        if let Some(dispatcher) = in_process {
+            relay = relay.beside_other_instances(instance, dispatcher);
+        }
         relays.push(tokio::spawn(relay.run(stopped.clone())));
     }
     for (url, modules) in listeners {

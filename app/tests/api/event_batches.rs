@@ -826,3 +826,132 @@ async fn recipients_keep_the_newest_of_each_part_whatever_order_it_arrives_in() 
         "registered, under the newer name"
     );
 }
+
+/// A rolling upgrade of the monolith that adds a handler: while the newer
+/// instance runs, the older one's in-process relay stands down, so every
+/// event reaches the added handler (the older relay would hand it to its
+/// own handlers only and mark it delivered); once the newer instance
+/// stops, the older one delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_instance_s_relay_stands_down_while_a_newer_one_with_more_handlers_runs() {
+    use events::{InProcess, Relay};
+    let database = test_database().await;
+    let pool = pool(&database, "catalog");
+    let recorder = || {
+        Arc::new(Recorder {
+            handled: Mutex::default(),
+            poison: None,
+            panic_on: None,
+        })
+    };
+    let (old_first, new_first, new_second) = (recorder(), recorder(), recorder());
+    let subscription = |name: &'static str, handler: &Arc<Recorder>| Subscription {
+        module: "catalog",
+        name,
+        event_types: vec!["catalog.wanted.v1"],
+        handler: Arc::clone(handler) as Arc<dyn EventHandler>,
+        pool: pool.clone(),
+    };
+    let mut settings = settings();
+    settings.poll_interval_ms = 20;
+    let older = Arc::new(Dispatcher::new(
+        vec![subscription("test.first", &old_first)],
+        &settings,
+    ));
+    let newer = Arc::new(Dispatcher::new(
+        vec![
+            subscription("test.first", &new_first),
+            subscription("test.second", &new_second),
+        ],
+        &settings,
+    ));
+    let relay = |dispatcher: &Arc<Dispatcher>| {
+        Relay::new(
+            "catalog",
+            pool.clone(),
+            Arc::new(InProcess(Arc::clone(dispatcher))),
+            &settings,
+        )
+        .beside_other_instances(Uuid::now_v7(), dispatcher)
+    };
+    let (stop_older, older_stopped) = tokio::sync::watch::channel(false);
+    let (stop_newer, newer_stopped) = tokio::sync::watch::channel(false);
+    let older_relay = tokio::spawn(relay(&older).run(older_stopped));
+    let newer_relay = tokio::spawn(relay(&newer).run(newer_stopped));
+    let beats = "SELECT count(*) AS n FROM relay_heartbeats";
+    crate::helpers::eventually("both relays beating", || async {
+        (count(&pool, beats).await == 2).then_some(())
+    })
+    .await;
+
+    let write = |event: Envelope| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.get().await.unwrap();
+            diesel::sql_query(
+                "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, 'a', $3)",
+            )
+            .bind::<diesel::sql_types::Uuid, _>(event.id)
+            .bind::<diesel::sql_types::Text, _>(&event.event_type)
+            .bind::<diesel::sql_types::Jsonb, _>(serde_json::to_value(&event).unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    };
+    let pending = "SELECT count(*) AS n FROM outbox WHERE delivered_at IS NULL";
+    // One at a time, so that both relays have their rounds.
+    let mut written = Vec::new();
+    for _ in 0..10 {
+        let event = event("catalog.wanted.v1");
+        written.push(event.id);
+        write(event).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    crate::helpers::eventually("every event delivered", || async {
+        (count(&pool, pending).await == 0).then_some(())
+    })
+    .await;
+    let ids = |recorder: &Recorder| -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = recorder
+            .handled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.0)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(&new_second),
+        written,
+        "the added handler saw every event"
+    );
+    assert_eq!(ids(&new_first), written);
+    assert_eq!(
+        ids(&old_first),
+        Vec::<Uuid>::new(),
+        "the older relay stood down"
+    );
+
+    // The newer instance stops (its heartbeat goes with it): the older
+    // delivers again at once.
+    stop_newer.send(true).unwrap();
+    newer_relay.await.unwrap();
+    assert_eq!(count(&pool, beats).await, 1);
+    let last = event("catalog.wanted.v1");
+    let last_id = last.id;
+    write(last).await;
+    crate::helpers::eventually("the older relay delivering again", || async {
+        (ids(&old_first) == [last_id]).then_some(())
+    })
+    .await;
+    stop_older.send(true).unwrap();
+    older_relay.await.unwrap();
+    assert_eq!(
+        count(&pool, beats).await,
+        0,
+        "a clean stop deletes its heartbeat"
+    );
+}

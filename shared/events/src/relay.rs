@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use diesel::dsl::now;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Text};
 use diesel_async::{
     AsyncConnection as _, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _,
 };
@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::tables::outbox;
-use crate::{EventsSettings, Transport};
+use crate::{Dispatcher, EventsSettings, Transport};
 
 /// Delivers one module's outbox through a transport.
 pub struct Relay {
@@ -29,7 +29,52 @@ pub struct Relay {
     batch_window: Duration,
     retention_hours: i64,
     prune_every: Duration,
+    /// With the in-process transport: whom this instance hands the
+    /// outbox's events to, kept in `relay_heartbeats` ([`Audience`]).
+    audience: Option<Audience>,
 }
+
+/// How often an in-process relay writes its instance's heartbeat.
+const BEAT: Duration = Duration::from_secs(5);
+
+/// Who an in-process relay hands its outbox's events to: this instance,
+/// and the `handler|event_type` pairs of its handlers that take them
+/// (sorted). During a rolling upgrade of the monolith an older instance
+/// would hand an event only to the handlers of the older binary and mark
+/// it delivered, so a handler the newer binary adds would never see it. So
+/// each in-process relay writes its pairs to `relay_heartbeats` every
+/// [`BEAT`] (from its loop: a relay that stops making rounds stops
+/// beating), and stands down while another instance seen within three
+/// beats hands the events to a strict superset of them. Two instances of
+/// one binary have the same pairs and share the work as before; of two
+/// whose pairs differ both ways (a handler added and one removed) neither
+/// stands down, and a warning says so. Only the database's clock is used.
+#[derive(Clone)]
+struct Audience {
+    instance: Uuid,
+    pairs: Vec<String>,
+    /// How long a heartbeat counts as live, in seconds.
+    live_secs: f64,
+}
+
+/// What a heartbeat found among the other live instances.
+#[derive(diesel::QueryableByName, Clone, Copy, PartialEq, Eq)]
+struct Beat {
+    /// One hands the outbox's events to a strict superset of handlers.
+    #[diesel(sql_type = Bool)]
+    superseded: bool,
+    /// One hands them to handlers this one lacks, and lacks some of this
+    /// one's.
+    #[diesel(sql_type = Bool)]
+    incomparable: bool,
+}
+
+/// The condition on `relay_heartbeats` for "another live instance hands
+/// the events to a strict superset of `$2`" (`$1` this instance, `$3` the
+/// seconds a heartbeat lives).
+const WIDER_LIVE: &str = "SELECT 1 FROM relay_heartbeats WHERE instance_id <> $1 \
+     AND seen_at > now() - make_interval(secs => $3) \
+     AND audience @> $2::text[] AND NOT ($2::text[] @> audience)";
 
 #[derive(diesel::Queryable)]
 struct Pending {
@@ -120,6 +165,101 @@ impl Relay {
             batch_window: Duration::from_millis(settings.batch_window_ms),
             retention_hours: i64::try_from(settings.retention_hours).unwrap_or(i64::MAX),
             prune_every: Duration::from_secs(settings.prune_interval_secs.max(1)),
+            audience: None,
+        }
+    }
+
+    /// For the in-process transport, whose relay hands events to
+    /// `dispatcher`'s handlers: the relay keeps this `instance`'s heartbeat
+    /// and stands down while another live instance's handlers of this
+    /// outbox's events are a strict superset of these ([`Audience`]), as a
+    /// newer binary's are during a rolling upgrade that adds a handler. The
+    /// outbox's events are those whose type starts with `<module>.`.
+    #[must_use]
+    pub fn beside_other_instances(mut self, instance: Uuid, dispatcher: &Dispatcher) -> Relay {
+        let module = self.module;
+        let mut pairs: Vec<String> = dispatcher
+            .subscriptions()
+            .iter()
+            .flat_map(|s| {
+                s.event_types
+                    .iter()
+                    .filter(|t| t.split('.').next() == Some(module))
+                    .map(move |t| format!("{}|{t}", s.name))
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        let live = BEAT.max(self.poll_interval).saturating_mul(3);
+        self.audience = Some(Audience {
+            instance,
+            pairs,
+            live_secs: live.as_secs_f64(),
+        });
+        self
+    }
+
+    /// Writes this instance's heartbeat ([`Audience`]) and reads what the
+    /// other live instances hand this outbox's events to.
+    async fn beat(&self, audience: &Audience) -> Result<Beat, String> {
+        let mut conn = db::connection(&self.pool, self.module)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Raw: a data-modifying CTE and array containment.
+        db::sql(format!(
+            "WITH beat AS (INSERT INTO relay_heartbeats (instance_id, audience) VALUES ($1, $2) \
+             ON CONFLICT (instance_id) DO UPDATE SET audience = EXCLUDED.audience, seen_at = now()) \
+             SELECT EXISTS ({WIDER_LIVE}) AS superseded, \
+             EXISTS (SELECT 1 FROM relay_heartbeats WHERE instance_id <> $1 \
+                     AND seen_at > now() - make_interval(secs => $3) \
+                     AND NOT (audience @> $2::text[]) AND NOT ($2::text[] @> audience)) AS incomparable"
+        ))
+        .bind::<diesel::sql_types::Uuid, _>(audience.instance)
+        .bind::<Array<Text>, _>(&audience.pairs)
+        .bind::<Double, _>(audience.live_secs)
+        .get_result(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Counts and logs a heartbeat's finding when it changed.
+    fn heard(&self, beat: Beat, before: Option<Beat>) {
+        metrics::gauge!("events_relay_standing_down", "module" => self.module)
+            .set(if beat.superseded { 1.0 } else { 0.0 });
+        if before == Some(beat) {
+            return;
+        }
+        if beat.superseded {
+            tracing::info!(
+                module = self.module,
+                "another live instance hands this outbox's events to more handlers \
+                 (a newer version, in a rolling upgrade): this relay stands down"
+            );
+        } else if before.is_some_and(|b| b.superseded) {
+            tracing::info!(module = self.module, "this relay delivers again");
+        }
+        if beat.incomparable {
+            tracing::warn!(
+                module = self.module,
+                "another live instance hands this outbox's events to handlers this one \
+                 lacks, and lacks some of this one's: both relay, and each event reaches \
+                 only the handlers of the instance that relays it"
+            );
+        }
+    }
+
+    /// Deletes this instance's heartbeat (a clean stop), so an older
+    /// instance standing down delivers again at once.
+    async fn last_beat(&self, audience: &Audience) {
+        let Ok(mut conn) = db::connection(&self.pool, self.module).await else {
+            return;
+        };
+        let gone = db::sql("DELETE FROM relay_heartbeats WHERE instance_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(audience.instance)
+            .execute(&mut conn)
+            .await;
+        if let Err(e) = gone {
+            tracing::warn!(module = self.module, error = %e, "cannot delete the relay's heartbeat");
         }
     }
 
@@ -140,7 +280,23 @@ impl Relay {
             transport = self.transport.name(),
             "relay started"
         );
+        let mut next_beat = tokio::time::Instant::now();
+        let mut heard = None;
         loop {
+            if let Some(audience) = &self.audience
+                && tokio::time::Instant::now() >= next_beat
+            {
+                match self.beat(audience).await {
+                    Ok(beat) => {
+                        self.heard(beat, heard);
+                        heard = Some(beat);
+                    }
+                    Err(e) => {
+                        tracing::warn!(module = self.module, error = %e, "relay heartbeat failed");
+                    }
+                }
+                next_beat = tokio::time::Instant::now() + BEAT;
+            }
             let delivered = match self.deliver_batch().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -160,6 +316,9 @@ impl Relay {
                 break;
             }
         }
+        if let Some(audience) = &self.audience {
+            self.last_beat(audience).await;
+        }
         drop(pruner.await);
         tracing::info!(module = self.module, "relay stopped");
     }
@@ -174,16 +333,30 @@ impl Relay {
         let transport = Arc::clone(&self.transport);
         let module = self.module;
         let batch = self.batch_size;
+        let audience = self.audience.as_ref();
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             // Raw: a PostgreSQL function on the schema's name, no table.
             // Its own statement, before the SELECT: the SELECT's snapshot
             // must be taken with the lock held, or a batch another relay
             // delivered just before could still read as pending.
-            let lock: Locked = db::sql(
-                "SELECT pg_try_advisory_xact_lock(hashtext('shop_outbox_' || current_schema())) AS locked",
-            )
-            .get_result(conn)
-            .await?;
+            const LOCK: &str =
+                "pg_try_advisory_xact_lock(hashtext('shop_outbox_' || current_schema()))";
+            let lock: Locked = match audience {
+                None => db::sql(format!("SELECT {LOCK} AS locked")).get_result(conn).await?,
+                // In the same statement, so it costs no round trip: stand
+                // down, without taking the lock, while a wider audience's
+                // relay runs ([`Audience`]).
+                Some(audience) => {
+                    db::sql(format!(
+                        "SELECT CASE WHEN EXISTS ({WIDER_LIVE}) THEN false ELSE {LOCK} END AS locked"
+                    ))
+                    .bind::<diesel::sql_types::Uuid, _>(audience.instance)
+                    .bind::<Array<Text>, _>(&audience.pairs)
+                    .bind::<Double, _>(audience.live_secs)
+                    .get_result(conn)
+                    .await?
+                }
+            };
             if !lock.locked {
                 return Ok(0);
             }
@@ -326,6 +499,11 @@ async fn prune(
             tracing::info!(module, table, rows = pruned, "pruned old messaging rows");
         }
     }
+    // Heartbeats of instances long gone (one that stops cleanly deletes its own).
+    db::sql("DELETE FROM relay_heartbeats WHERE seen_at < now() - interval '1 day'")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("relay_heartbeats: {e}"))?;
     // Dead letters an operator redrove (a few); open ones stay until one does.
     let redriven = db::sql(
         "DELETE FROM dead_letters WHERE redriven_at < now() - make_interval(hours => $1::int)",
