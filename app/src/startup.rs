@@ -334,7 +334,7 @@ impl Application {
         // Stop signals are ours: readiness turns 503 and the server drains
         // first (run_until_stopped).
         .disable_signals();
-        open_files(settings.server.max_connections);
+        open_files(settings.server.connections_per_worker() * settings.server.worker_threads());
         let server = server
             .max_connections(settings.server.connections_per_worker())
             .workers(settings.server.worker_threads())

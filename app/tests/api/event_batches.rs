@@ -955,3 +955,73 @@ async fn an_older_instance_s_relay_stands_down_while_a_newer_one_with_more_handl
         "a clean stop deletes its heartbeat"
     );
 }
+
+/// A newer instance's batch that outlasts a heartbeat writes its heartbeat
+/// again before it commits: while it ran, its lock held the older relays
+/// off, and when the lock goes they must still find it live (else one
+/// would take the next events, for its own handlers only, before the newer
+/// relay's loop beats again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_outlasts_a_heartbeat_beats_again_before_it_commits() {
+    use events::{InProcess, Relay};
+    let database = test_database().await;
+    let pool = pool(&database, "catalog");
+    let recorder = Arc::new(Recorder {
+        handled: Mutex::default(),
+        poison: None,
+        panic_on: None,
+    });
+    let mut settings = settings();
+    // Longer than a beat (5 s); the loop's next beat is a poll away after.
+    settings.pause_in_handler_ms = 6_000;
+    settings.poll_interval_ms = 3_000;
+    let dispatcher = Arc::new(Dispatcher::new(
+        vec![Subscription {
+            module: "catalog",
+            name: "test.slow",
+            event_types: vec!["catalog.wanted.v1"],
+            handler: Arc::clone(&recorder) as Arc<dyn EventHandler>,
+            pool: pool.clone(),
+        }],
+        &settings,
+    ));
+    let event = event("catalog.wanted.v1");
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, 'a', $3)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(event.id)
+    .bind::<diesel::sql_types::Text, _>(&event.event_type)
+    .bind::<diesel::sql_types::Jsonb, _>(serde_json::to_value(&event).unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let relay = Relay::new(
+        "catalog",
+        pool.clone(),
+        Arc::new(InProcess(Arc::clone(&dispatcher))),
+        &settings,
+    )
+    .beside_other_instances(Uuid::now_v7(), &dispatcher);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(relay.run(stopped));
+    // The relay and its handler hold both of its pool's connections.
+    let reads = self::pool(&database, "catalog");
+    let delivered = "SELECT count(*) AS n FROM outbox WHERE delivered_at IS NOT NULL";
+    crate::helpers::eventually("the slow batch committed", || async {
+        (count(&reads, delivered).await == 1).then_some(())
+    })
+    .await;
+    // Live for 15 s from the beat before the batch; written again at its
+    // end (6 s in), live for 15 s from there.
+    let lead =
+        "SELECT extract(epoch FROM live_until - started_at)::bigint AS n FROM relay_heartbeats";
+    let lead = count(&reads, lead).await;
+    assert!(
+        lead >= 19,
+        "live {lead} s past the first beat: not written again at the batch's end"
+    );
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}

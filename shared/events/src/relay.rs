@@ -44,8 +44,11 @@ const BEAT: Duration = Duration::from_secs(5);
 /// it delivered, so a handler the newer binary adds would never see it. So
 /// each in-process relay writes its pairs to `relay_heartbeats` every
 /// [`BEAT`] (from its loop: a relay that stops making rounds stops
-/// beating), and stands down while another instance seen within three
-/// beats hands the events to a strict superset of them. Two instances of
+/// beating), live for three beats (or three polls, if longer: its own
+/// interval, written with the row), and again in the transaction of any
+/// batch that outlasts a beat, so the row is live when that batch's lock
+/// is released; and it stands down while another live instance hands the
+/// events to a strict superset of them. Two instances of
 /// one binary have the same pairs and share the work as before; of two
 /// whose pairs differ both ways (a handler added and one removed) neither
 /// stands down, and a warning says so. Only the database's clock is used.
@@ -53,7 +56,7 @@ const BEAT: Duration = Duration::from_secs(5);
 struct Audience {
     instance: Uuid,
     pairs: Vec<String>,
-    /// How long a heartbeat counts as live, in seconds.
+    /// How long this instance's heartbeat counts as live, in seconds.
     live_secs: f64,
 }
 
@@ -70,11 +73,9 @@ struct Beat {
 }
 
 /// The condition on `relay_heartbeats` for "another live instance hands
-/// the events to a strict superset of `$2`" (`$1` this instance, `$3` the
-/// seconds a heartbeat lives).
+/// the events to a strict superset of `$2`" (`$1` this instance).
 const WIDER_LIVE: &str = "SELECT 1 FROM relay_heartbeats WHERE instance_id <> $1 \
-     AND seen_at > now() - make_interval(secs => $3) \
-     AND audience @> $2::text[] AND NOT ($2::text[] @> audience)";
+     AND live_until > now() AND audience @> $2::text[] AND NOT ($2::text[] @> audience)";
 
 #[derive(diesel::Queryable)]
 struct Pending {
@@ -207,11 +208,12 @@ impl Relay {
             .map_err(|e| e.to_string())?;
         // Raw: a data-modifying CTE and array containment.
         db::sql(format!(
-            "WITH beat AS (INSERT INTO relay_heartbeats (instance_id, audience) VALUES ($1, $2) \
-             ON CONFLICT (instance_id) DO UPDATE SET audience = EXCLUDED.audience, seen_at = now()) \
+            "WITH beat AS (INSERT INTO relay_heartbeats (instance_id, audience, live_until) \
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) \
+             ON CONFLICT (instance_id) DO UPDATE \
+             SET audience = EXCLUDED.audience, live_until = EXCLUDED.live_until) \
              SELECT EXISTS ({WIDER_LIVE}) AS superseded, \
-             EXISTS (SELECT 1 FROM relay_heartbeats WHERE instance_id <> $1 \
-                     AND seen_at > now() - make_interval(secs => $3) \
+             EXISTS (SELECT 1 FROM relay_heartbeats WHERE instance_id <> $1 AND live_until > now() \
                      AND NOT (audience @> $2::text[]) AND NOT ($2::text[] @> audience)) AS incomparable"
         ))
         .bind::<diesel::sql_types::Uuid, _>(audience.instance)
@@ -297,7 +299,7 @@ impl Relay {
                 }
                 next_beat = tokio::time::Instant::now() + BEAT;
             }
-            let delivered = match self.deliver_batch().await {
+            let delivered = match self.deliver_batch(next_beat).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(module = self.module, error = %e, "relay round failed");
@@ -326,7 +328,11 @@ impl Relay {
     /// Delivers up to a batch of events in `seq` order. Only one relay per
     /// schema works at a time (a transaction-scoped advisory lock), so events
     /// of one aggregate never overtake each other, however many instances run.
-    async fn deliver_batch(&self) -> Result<i64, String> {
+    ///
+    /// With an [`Audience`], a batch still running at `beat_due` writes the
+    /// heartbeat again before it commits: its lock held the older relays
+    /// off, and they must find it live when the lock goes.
+    async fn deliver_batch(&self, beat_due: tokio::time::Instant) -> Result<i64, String> {
         let mut conn = db::connection(&self.pool, self.module)
             .await
             .map_err(|e| e.to_string())?;
@@ -352,7 +358,6 @@ impl Relay {
                     ))
                     .bind::<diesel::sql_types::Uuid, _>(audience.instance)
                     .bind::<Array<Text>, _>(&audience.pairs)
-                    .bind::<Double, _>(audience.live_secs)
                     .get_result(conn)
                     .await?
                 }
@@ -399,6 +404,19 @@ impl Relay {
                     ))
                     .execute(conn)
                     .await?;
+            }
+            if let Some(audience) = audience
+                && tokio::time::Instant::now() >= beat_due
+            {
+                db::sql(
+                    "UPDATE relay_heartbeats \
+                     SET live_until = clock_timestamp() + make_interval(secs => $2) \
+                     WHERE instance_id = $1",
+                )
+                .bind::<diesel::sql_types::Uuid, _>(audience.instance)
+                .bind::<Double, _>(audience.live_secs)
+                .execute(conn)
+                .await?;
             }
             let delivered = i64::try_from(delivered.len()).unwrap_or(i64::MAX);
             Ok(delivered)
@@ -500,7 +518,7 @@ async fn prune(
         }
     }
     // Heartbeats of instances long gone (one that stops cleanly deletes its own).
-    db::sql("DELETE FROM relay_heartbeats WHERE seen_at < now() - interval '1 day'")
+    db::sql("DELETE FROM relay_heartbeats WHERE live_until < now() - interval '1 day'")
         .execute(&mut conn)
         .await
         .map_err(|e| format!("relay_heartbeats: {e}"))?;

@@ -30,10 +30,10 @@ pub struct ServerSettings {
     /// still serves, before it stops accepting (ms).
     #[serde(default)]
     pub drain_delay_ms: u64,
-    /// Most client connections open at once, across the workers: past it,
-    /// new ones wait in the listen backlog until one closes, so a flood of
-    /// connections cannot take the file descriptors the database pools and
-    /// outgoing calls need.
+    /// Most client connections open at once, across the workers (each
+    /// takes its share, rounded up): past it, new ones wait in the listen
+    /// backlog until one closes, so a flood of connections cannot take the
+    /// file descriptors the database pools and outgoing calls need.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
 }
