@@ -96,13 +96,18 @@ impl Wiring {
 pub(crate) fn cors(settings: &Settings) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        // The conditional requests the API documents (`If-Match` on a
+        // cart or product, `If-None-Match` on reads) and their `ETag`.
         .allowed_headers([
             "authorization",
             "content-type",
             "idempotency-key",
+            "if-match",
+            "if-none-match",
             "x-request-id",
         ])
         .expose_headers([
+            "etag",
             "location",
             "x-request-id",
             "retry-after",

@@ -206,7 +206,13 @@ async fn list_limit_is_bounded_and_checked() {
     )
     .await;
     // Every whole number out of range alike, however far.
-    for limit in ["101", "-1", "4294967296"] {
+    for limit in [
+        "101",
+        "-1",
+        "4294967296",
+        "9223372036854775808",
+        "-99999999999999999999",
+    ] {
         assert_problem(
             app.get(&format!("/api/v1/products?limit={limit}")).await,
             422,

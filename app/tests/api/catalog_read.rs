@@ -76,6 +76,26 @@ async fn a_repeated_get_is_304_until_the_product_changes() {
     let list = app.get("/api/v1/products").await;
     let list_etag = list.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(list.headers()["cache-control"], "public, max-age=5");
+    // The spec says so (its default for a GET is `no-cache`).
+    let spec: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    for (path, sent) in [
+        ("/api/v1/products/{id}", "public, max-age=30"),
+        ("/api/v1/products", "public, max-age=5"),
+        ("/api/v1/categories", "public, max-age=60"),
+    ] {
+        let said = &spec["paths"][path]["get"]["responses"]["200"]["headers"]["cache-control"]["description"];
+        assert!(
+            said.as_str().unwrap().starts_with(&format!("`{sent}`")),
+            "{path}: {said}"
+        );
+    }
+    let categories = app.get("/api/v1/categories").await;
+    assert_eq!(categories.headers()["cache-control"], "public, max-age=60");
     let list_again = get_if_none_match(&app, &app.url("/api/v1/products"), &list_etag).await;
     assert_eq!(list_again.status(), 304);
     // The liveness answer is tagged once, as the middleware would tag it.

@@ -247,6 +247,76 @@ async fn expired_idempotency_keys_and_refresh_tokens_are_pruned() {
     );
 }
 
+/// A conditional cart replacement that meets the cart being taken by a
+/// checkout (the row locked, then deleted) is refused 412, the cart having
+/// changed, not a 500 for the row gone between two statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_cart_put_meeting_a_checkout_that_takes_the_cart_is_412() {
+    let Scene {
+        app,
+        token,
+        product,
+        ..
+    } = scene("TAKEN-1", 5).await;
+    let cart_url = app.url("/api/v1/cart");
+    let body = json!({"items": [{"product_id": product, "quantity": 1}]});
+    let set = app
+        .client
+        .put(&cart_url)
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let read = app
+        .client
+        .get(&cart_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let tag = read.headers()["etag"].to_str().unwrap().to_owned();
+    // A checkout's take, held open: the row locked, to be deleted.
+    let mut taker = app.db().await;
+    for sql in ["BEGIN", "SELECT customer_id FROM orders.carts FOR UPDATE"] {
+        diesel::sql_query(sql).execute(&mut taker).await.unwrap();
+    }
+    let put = tokio::spawn({
+        let (client, url, token) = (app.client.clone(), cart_url.clone(), token.clone());
+        let body = json!({"items": [{"product_id": product, "quantity": 2}]});
+        async move {
+            client
+                .put(&url)
+                .bearer_auth(&token)
+                .header("if-match", tag)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    eventually(
+        "the conditional PUT waiting for the cart's lock",
+        || async {
+            (count(
+                &app,
+                "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+                > 0)
+            .then_some(())
+        },
+    )
+    .await;
+    for sql in ["DELETE FROM orders.carts", "COMMIT"] {
+        diesel::sql_query(sql).execute(&mut taker).await.unwrap();
+    }
+    let refused = put.await.unwrap();
+    assert_problem(refused, 412, "precondition_failed").await;
+}
+
 /// A cart edited in two tabs from the same read: with `If-Match` (the
 /// `ETag` of the GET), the second tab's replacement is refused 412 rather
 /// than dropping the first tab's line. The first conditional PUT of a cart

@@ -80,6 +80,18 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "0",
             "notification.max_webhooks",
         ),
+        // Every call would count slow: the breaker would open for good.
+        (
+            "APP__RESILIENCE__DEFAULT__BREAKER__SLOW_CALL_MS",
+            "0",
+            "breaker.slow_call_ms",
+        ),
+        // Routes appended after a query: every call a 404.
+        (
+            "APP__MODULES__CATALOG__URL",
+            "http://127.0.0.1:9/?a=1",
+            "modules.catalog.url",
+        ),
         // No provider and no sandbox for the payment module served here.
         (
             "APP__PAYMENT__SANDBOX_EMBEDDED",

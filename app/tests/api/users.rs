@@ -241,6 +241,31 @@ async fn responses_carry_security_headers_and_cors_is_closed_by_default() {
         allowed.headers()["access-control-allow-origin"],
         "https://shop.example"
     );
+    // The ETag a script reads, for the If-Match it sends back (a cart or
+    // a product edited in another tab).
+    let exposed = allowed.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.split(", ").any(|h| h == "etag"), "{exposed}");
+    let preflight = open
+        .client
+        .request(reqwest::Method::OPTIONS, open.url("/api/v1/cart"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, if-match",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    let allowed_headers = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed_headers.contains("if-match"), "{allowed_headers}");
     let other = open
         .client
         .get(open.url("/api/v1/products"))

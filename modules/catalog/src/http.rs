@@ -40,6 +40,7 @@ const LIST_CACHE_CONTROL: &str = "public, max-age=5";
 pub struct ProductListQuery {
     /// Items per page, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "web::whole_number")]
     limit: Option<i64>,
     /// `next_cursor` of the previous page (valid for the same sort and filters).
     #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
@@ -74,7 +75,10 @@ pub struct ProductListQuery {
     params(ProductListQuery),
     responses(
         (status = 200, description = "A page of products", body = Page<Product>,
-            headers(("etag" = String, description = "Send back in If-None-Match"))),
+            headers(
+                ("etag" = String, description = "Send back in If-None-Match"),
+                ("cache-control" = String, description = "`public, max-age=5`: caches may reuse the page for 5 s"),
+            )),
         (status = 304, description = "Not modified since the ETag you sent"),
         (status = 400, description = "Malformed query or cursor", body = ProblemBody),
         (status = 422, description = "Limit out of range, impossible filter, relevance without q", body = ProblemBody),
@@ -120,7 +124,8 @@ pub async fn list_products(
 /// The category tree: top-level categories with their subcategories.
 #[utoipa::path(
     tag = "catalog",
-    responses((status = 200, description = "Every category", body = Vec<Category>)),
+    responses((status = 200, description = "Every category", body = Vec<Category>,
+        headers(("cache-control" = String, description = "`public, max-age=60`: caches may reuse the tree for 60 s")))),
 )]
 #[get("/categories")]
 pub async fn list_categories(
@@ -191,7 +196,10 @@ pub async fn create_product(
     params(("id" = ProductId, Path, description = "Product id")),
     responses(
         (status = 200, description = "The product", body = Product,
-            headers(("etag" = String, description = "Send back in If-None-Match"))),
+            headers(
+                ("etag" = String, description = "Send back in If-None-Match, or in If-Match on a change"),
+                ("cache-control" = String, description = "`public, max-age=30`: caches may reuse it for 30 s; after a 412 read it again with `Cache-Control: no-cache`"),
+            )),
         (status = 304, description = "Not modified since the ETag you sent"),
         (status = 400, description = "The id is not a UUID", body = ProblemBody),
         (status = 404, description = "No such product", body = ProblemBody),

@@ -199,7 +199,8 @@ impl Checkout<'_> {
         };
         if row.expired {
             // Keys live 24 hours; then the key is new again.
-            self.forget_key(customer, key).await?;
+            self.forget_key(customer, key, keys::Forget::Expired)
+                .await?;
             return Ok(None);
         }
         if row.fingerprint != fingerprint {
@@ -234,7 +235,9 @@ impl Checkout<'_> {
                 }
                 // A key taken by an older version before its order: free.
                 None => {
-                    self.forget_key(customer, key).await?;
+                    let stale_secs = self.module.settings.idempotency_stale_secs;
+                    let abandoned = keys::Forget::Abandoned { stale_secs };
+                    self.forget_key(customer, key, abandoned).await?;
                     Ok(None)
                 }
             },
@@ -242,9 +245,14 @@ impl Checkout<'_> {
         }
     }
 
-    async fn forget_key(&self, customer: Uuid, key: &str) -> Result<(), OrderError> {
+    async fn forget_key(
+        &self,
+        customer: Uuid,
+        key: &str,
+        which: keys::Forget,
+    ) -> Result<(), OrderError> {
         let mut conn = self.module.conn().await?;
-        keys::forget(&mut conn, customer, key)
+        keys::forget(&mut conn, customer, key, which)
             .await
             .map_err(database)
     }

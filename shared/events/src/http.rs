@@ -81,6 +81,7 @@ pub enum DeadLetterScope {
 pub struct DeadLetterQuery {
     /// Items per page, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "web::whole_number")]
     limit: Option<i64>,
     /// `next_cursor` of the previous page; omit for the first page.
     #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]

@@ -319,6 +319,23 @@ impl ModulesSettings {
                 (_, Some(url)) if !matches!(url.scheme(), "http" | "https") => {
                     return Err((key, format!("must be an http(s) URL, got `{url}`")));
                 }
+                // A module's routes are appended to its URL: a query or a
+                // fragment would swallow them (every call a 404), and a
+                // user and password would become a second Authorization
+                // header beside the service token (every call a 401).
+                (_, Some(url))
+                    if !url.username().is_empty()
+                        || url.password().is_some()
+                        || url.query().is_some()
+                        || url.fragment().is_some() =>
+                {
+                    return Err((
+                        key,
+                        "must be a plain base URL (scheme, host, port, path): no user, \
+                         password, query or fragment"
+                            .into(),
+                    ));
+                }
                 _ => {}
             }
         }
@@ -441,5 +458,34 @@ mod tests {
             blind.validate(|_| true).map_err(|(key, _)| key),
             Err("modules.user.mode".to_owned())
         );
+    }
+
+    /// A module's URL is a base its routes are appended to: one with a
+    /// user and password, a query or a fragment is refused at start (each
+    /// made every call fail at run time); a path is fine.
+    #[test]
+    fn a_module_url_is_a_plain_base() {
+        let with = |url: &str| {
+            read(&format!(
+                "[modules]\nenabled = [\"user\"]\n\
+                 [modules.catalog]\nmode = \"remote\"\nurl = \"{url}\"\n"
+            ))
+            .unwrap()
+            .validate(|_| true)
+            .map_err(|(key, _)| key)
+        };
+        for refused in [
+            "http://u:p@catalog:8080",
+            "http://u@catalog:8080",
+            "http://catalog:8080/?a=1",
+            "http://catalog:8080/#top",
+        ] {
+            assert_eq!(
+                with(refused),
+                Err("modules.catalog.url".to_owned()),
+                "{refused}"
+            );
+        }
+        assert_eq!(with("https://gateway.internal/shop/"), Ok(()));
     }
 }

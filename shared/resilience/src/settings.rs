@@ -124,7 +124,7 @@ impl PolicySettings {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let b = &self.breaker;
         let percent = |v: f64| v > 0.0 && v <= 100.0;
-        let checks: [(bool, &'static str, &str); 11] = [
+        let checks: [(bool, &'static str, &str); 12] = [
             (
                 self.attempt_timeout_ms >= 1,
                 "attempt_timeout_ms",
@@ -169,6 +169,13 @@ impl PolicySettings {
             (
                 b.wait_open_ms >= 1,
                 "breaker.wait_open_ms",
+                "must be at least 1",
+            ),
+            // 0 would count every call slow: the breaker would open and
+            // never close.
+            (
+                b.slow_call_ms >= 1,
+                "breaker.slow_call_ms",
                 "must be at least 1",
             ),
             (

@@ -25,6 +25,6 @@ pub mod text;
 
 pub use context::{RequestCx, bearer_token};
 pub use observe::{RequestIdRootSpan, current_request_id};
-pub use page::PageQuery;
+pub use page::{PageQuery, whole_number};
 pub use problem::{ApiError, Problem};
 pub use routes::Routes;

@@ -29,6 +29,9 @@ pub(crate) async fn items(
 
 /// The items of `customer`'s cart, its row locked until the transaction
 /// ends (made, empty, if there was none: the lock then holds a row too).
+/// One statement: made, or found and locked, atomically. (An insert that
+/// did nothing and then a `SELECT ... FOR UPDATE` found no row when a
+/// checkout took the cart between the two: a 500.)
 pub(crate) async fn lock(
     conn: &mut AsyncPgConnection,
     customer: Uuid,
@@ -39,16 +42,14 @@ pub(crate) async fn lock(
                 carts::customer_id.eq(customer),
                 carts::items.eq(serde_json::Value::Array(Vec::new())),
             ))
-            .on_conflict_do_nothing(),
+            .on_conflict(carts::customer_id)
+            // Changes nothing; locks the row as `FOR UPDATE` would.
+            .do_update()
+            .set(carts::items.eq(carts::items))
+            .returning(carts::items),
     )
-    .execute(conn)
-    .await?;
-    carts::table
-        .find(customer)
-        .select(carts::items)
-        .for_update()
-        .first(conn)
-        .await
+    .get_result(conn)
+    .await
 }
 
 /// Replaces the items of `customer`'s cart.

@@ -167,16 +167,44 @@ pub(crate) async fn find(
     Ok(find_with_cart(conn, customer, key, stale_secs).await?.0)
 }
 
-/// Frees the key.
+/// Which stored key [`forget`] frees: only the one found, never a fresh
+/// claim another request made under the same key since.
+#[derive(Clone, Copy)]
+pub(crate) enum Forget {
+    /// Past its 24 hours.
+    Expired,
+    /// Taken by an older version before its order, with no order or
+    /// answer, and older than `stale_secs`.
+    Abandoned { stale_secs: u64 },
+}
+
+/// Frees the key, if it is still the one `which` describes: a request
+/// that found it expired (or abandoned) and frees it after another request
+/// claimed the key afresh must leave that claim alone (deleting it let a
+/// third request answer "cart is empty" for good under a key whose order
+/// exists).
 pub(crate) async fn forget(
     conn: &mut AsyncPgConnection,
     customer: Uuid,
     key: &str,
+    which: Forget,
 ) -> QueryResult<()> {
-    diesel::delete(keys::table.find((customer, key)))
-        .execute(conn)
-        .await
-        .map(drop)
+    // Raw: ages on the database's clock, as `find_with_cart` judges them.
+    let condition = match which {
+        Forget::Expired => "created_at < now() - interval '24 hours'".to_owned(),
+        Forget::Abandoned { stale_secs } => format!(
+            "created_at < now() - interval '{stale_secs} seconds' \
+             AND order_id IS NULL AND response_status IS NULL"
+        ),
+    };
+    db::sql(format!(
+        "DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2 AND {condition}"
+    ))
+    .bind::<SqlUuid, _>(customer)
+    .bind::<Text, _>(key)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Keeps the response the key's request got, to replay it.
@@ -222,4 +250,88 @@ pub(crate) async fn prune(conn: &mut AsyncPgConnection, hours: i32) -> QueryResu
         .bind::<Integer, _>(hours)
         .execute(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A request that found a key expired (or abandoned) frees it only
+    /// while it is still that key: a fresh claim another request made
+    /// under it since is left alone.
+    #[tokio::test]
+    async fn forgetting_a_key_leaves_a_fresh_claim_under_it_alone() {
+        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
+        let pool = db::build_pool(&db::PoolOptions {
+            url: db.url().to_owned(),
+            schema: "orders",
+            max_size: 1,
+            runtimes: 1,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let mut conn = db::connection(&pool, crate::NAME).await.unwrap();
+        let customer = Uuid::now_v7();
+        let stored = async |conn: &mut AsyncPgConnection| -> bool {
+            keys::table
+                .find((customer, "k"))
+                .select(keys::key)
+                .first::<String>(conn)
+                .await
+                .optional()
+                .unwrap()
+                .is_some()
+        };
+        let age = async |conn: &mut AsyncPgConnection, sql: &str| {
+            diesel::sql_query(sql).execute(conn).await.unwrap();
+        };
+        diesel::insert_into(keys::table)
+            .values((
+                keys::customer_id.eq(customer),
+                keys::key.eq("k"),
+                keys::fingerprint.eq("f"),
+                keys::order_id.eq(Some(Uuid::now_v7())),
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let abandoned = Forget::Abandoned { stale_secs: 60 };
+        for which in [Forget::Expired, abandoned] {
+            forget(&mut conn, customer, "k", which).await.unwrap();
+            assert!(stored(&mut conn).await, "a fresh claim is kept");
+        }
+        // Stale, but its order was made: not abandoned.
+        age(
+            &mut conn,
+            "UPDATE idempotency_keys SET created_at = now() - interval '2 minutes'",
+        )
+        .await;
+        forget(&mut conn, customer, "k", abandoned).await.unwrap();
+        assert!(stored(&mut conn).await, "a key with its order is kept");
+        age(&mut conn, "UPDATE idempotency_keys SET order_id = NULL").await;
+        forget(&mut conn, customer, "k", abandoned).await.unwrap();
+        assert!(!stored(&mut conn).await, "an abandoned key is freed");
+        diesel::insert_into(keys::table)
+            .values((
+                keys::customer_id.eq(customer),
+                keys::key.eq("k"),
+                keys::fingerprint.eq("f"),
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        age(
+            &mut conn,
+            "UPDATE idempotency_keys SET created_at = now() - interval '25 hours'",
+        )
+        .await;
+        forget(&mut conn, customer, "k", Forget::Expired)
+            .await
+            .unwrap();
+        assert!(!stored(&mut conn).await, "an expired key is freed");
+    }
 }
