@@ -193,7 +193,9 @@ fn problem_retry_after(description: &str) -> Response {
 /// extractors, `web::text::refuse_nul`, the rate limit, the ETag
 /// middleware, a gateway forwarding to another process, a dependency
 /// that does not answer). Added to every operation that can give them and
-/// does not already document that status in its own words.
+/// does not already document that status in its own words (a 400 or 422
+/// it documents gets the shared description appended: the extractors
+/// refuse before any handler runs).
 fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let api = path.starts_with("/api/v1/");
@@ -202,9 +204,22 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
             let answers = common_answers(api, verb, operation);
             let responses = &mut operation.responses.responses;
             for (status, response) in answers {
-                responses
-                    .entry(status.to_owned())
-                    .or_insert_with(|| response.into());
+                match responses.get_mut(status) {
+                    None => {
+                        responses.insert(status.to_owned(), response.into());
+                    }
+                    // The extractors' refusals happen before the handler,
+                    // whatever it documents for the same status: said
+                    // beside its own words.
+                    Some(RefOr::T(own)) if matches!(status, "400" | "422") => {
+                        own.description = format!(
+                            "{}. Also, before the operation runs: {}",
+                            own.description.trim_end_matches('.'),
+                            response.description
+                        );
+                    }
+                    Some(_) => {}
+                }
             }
             if is_get && let Some(RefOr::T(ok)) = responses.get_mut("200") {
                 validators(ok);

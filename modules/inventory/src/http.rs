@@ -207,7 +207,7 @@ pub async fn release_reservation(
         (status = 200, description = "The reservation, returned", body = Reservation),
         (status = 404, description = "No reservation for this order", body = ProblemBody),
         (status = 409, description = "The reservation was never committed", body = ProblemBody),
-        (status = 422, description = "Putting the units back would hold more than 2,147,483,647 on hand of a SKU (`validation_failed`, field `lines`); a NUL character in the query string (`validation_failed`), or a JSON body sent anyway (this operation reads none) that is not an object (`invalid_body`) or holds a NUL character", body = ProblemBody),
+        (status = 422, description = "Putting the units back would hold more than 2,147,483,647 on hand of a SKU (`validation_failed`, field `lines`)", body = ProblemBody),
     ),
     security(("bearer" = ["admin", "service"])),
 )]

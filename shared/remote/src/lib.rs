@@ -235,10 +235,26 @@ impl ModuleClient {
         idempotent: bool,
     ) -> Result<T, RemoteError> {
         let module = self.module;
+        let attempt_timeout = self.policy.attempt_timeout();
         let outcome = self
             .policy
             .call(cx.remaining(), idempotent, || {
-                let attempt = builder.try_clone();
+                // The time this attempt has, told afresh each time: the
+                // caller's time left, and never more than the attempt's
+                // timeout, after which the policy gives it up (and may send
+                // another while the callee still works on this one).
+                let given = cx
+                    .remaining()
+                    .map_or(attempt_timeout, |left| left.min(attempt_timeout));
+                let attempt = builder.try_clone().map(|attempt| {
+                    let mut deadline = reqwest::header::HeaderMap::new();
+                    let ms = given.as_millis().max(1).to_string();
+                    if let Ok(value) = reqwest::header::HeaderValue::from_str(&ms) {
+                        deadline.insert(CallContext::DEADLINE_HEADER, value);
+                    }
+                    // Replaces the header `request` set, if any.
+                    attempt.headers(deadline)
+                });
                 async move {
                     let Some(attempt) = attempt else {
                         let error =
@@ -597,6 +613,58 @@ mod tests {
             "two retries"
         );
         assert_eq!(policy.state(), resilience::State::Open);
+    }
+
+    /// Each attempt tells the callee the time it is given: the caller's
+    /// time left, never more than the attempt's timeout (2 s here), also
+    /// when the caller set no deadline, and once only (sent again, it
+    /// replaces the value the request was built with).
+    #[tokio::test]
+    async fn each_attempt_carries_at_most_its_own_timeout() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        tls::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for _ in 0..2 {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0_u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                              content-length: 2\r\nconnection: close\r\n\r\n{}";
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                heads.push(String::from_utf8(request).unwrap().to_ascii_lowercase());
+            }
+            heads
+        });
+        let base = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let client = ModuleClient::new(reqwest::Client::new(), base, "catalog", policy());
+        for cx in [
+            CallContext::background(),
+            CallContext::background().with_timeout(std::time::Duration::from_secs(60)),
+        ] {
+            let request = client.request(&cx, Method::GET, "/products");
+            client
+                .send::<serde_json::Value>(&cx, request, true)
+                .await
+                .unwrap();
+        }
+        for head in heads.await.unwrap() {
+            let sent: Vec<u64> = head
+                .lines()
+                .filter_map(|l| l.strip_prefix("x-shop-deadline-ms: "))
+                .map(|v| v.trim().parse().unwrap())
+                .collect();
+            assert!(
+                matches!(sent.as_slice(), [ms] if (1..=2000).contains(ms)),
+                "{sent:?}"
+            );
+        }
     }
 
     /// The time the caller has left goes with the call, for the callee's
