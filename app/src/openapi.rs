@@ -193,8 +193,8 @@ fn problem_retry_after(description: &str) -> Response {
 /// extractors, `web::text::refuse_nul`, the rate limit, the ETag
 /// middleware, a gateway forwarding to another process, a dependency
 /// that does not answer). Added to every operation that can give them and
-/// does not already document that status in its own words (a 400 or 422
-/// it documents gets the shared description appended: the extractors
+/// does not already document that status in its own words (a 422 it
+/// documents gets what the extractors refuse with a 422 appended: they
 /// refuse before any handler runs).
 fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
@@ -202,21 +202,23 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
         for (verb, operation) in operations(item) {
             let is_get = verb == Verb::Get;
             let answers = common_answers(api, verb, operation);
+            let refused_first = api.then(|| extractors_422(verb, operation));
             let responses = &mut operation.responses.responses;
             for (status, response) in answers {
                 match responses.get_mut(status) {
                     None => {
                         responses.insert(status.to_owned(), response.into());
                     }
-                    // The extractors' refusals happen before the handler,
-                    // whatever it documents for the same status: said
-                    // beside its own words.
-                    Some(RefOr::T(own)) if matches!(status, "400" | "422") => {
-                        own.description = format!(
-                            "{}. Also, before the operation runs: {}",
-                            own.description.trim_end_matches('.'),
-                            response.description
-                        );
+                    // What the extractors refuse with a 422 happens before
+                    // the handler, whatever it documents for that status:
+                    // said beside its own words.
+                    Some(RefOr::T(own)) if status == "422" => {
+                        if let Some(first) = &refused_first {
+                            own.description = format!(
+                                "{}. Also, before the operation runs: {first}",
+                                own.description.trim_end_matches('.')
+                            );
+                        }
                     }
                     Some(_) => {}
                 }
@@ -244,6 +246,24 @@ fn validators(ok: &mut Response) {
         .or_insert_with(|| {
             header("`no-cache` unless the operation says otherwise: check the tag before reusing")
         });
+}
+
+/// What the extractors and `web::text::refuse_nul` refuse with a 422,
+/// before the handler runs: a body's wrong types, unknown fields and NUL
+/// characters, or a NUL in the query string.
+fn extractors_422(verb: Verb, operation: &Operation) -> &'static str {
+    let has_body = operation.request_body.is_some();
+    let body_anyway = !has_body && matches!(verb, Verb::Post | Verb::Put | Verb::Patch);
+    if has_body {
+        "a field of the wrong type or an unknown field (`invalid_body`), or text with a NUL \
+         character (`validation_failed`)"
+    } else if body_anyway {
+        "a NUL character in the query string (`validation_failed`), or a JSON body sent \
+         anyway (this operation reads none) that is not an object (`invalid_body`) or holds a \
+         NUL character"
+    } else {
+        "a NUL character in the query string (`validation_failed`)"
+    }
 }
 
 fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static str, Response)> {

@@ -282,6 +282,10 @@ async fn a_conditional_cart_put_meeting_a_checkout_that_takes_the_cart_is_412() 
     for sql in ["BEGIN", "SELECT customer_id FROM orders.carts FOR UPDATE"] {
         diesel::sql_query(sql).execute(&mut taker).await.unwrap();
     }
+    let Count { n: taker_pid } = diesel::sql_query("SELECT pg_backend_pid()::bigint AS n")
+        .get_result(&mut taker)
+        .await
+        .unwrap();
     let put = tokio::spawn({
         let (client, url, token) = (app.client.clone(), cart_url.clone(), token.clone());
         let body = json!({"items": [{"product_id": product, "quantity": 2}]});
@@ -296,19 +300,13 @@ async fn a_conditional_cart_put_meeting_a_checkout_that_takes_the_cart_is_412() 
                 .unwrap()
         }
     });
-    eventually(
-        "the conditional PUT waiting for the cart's lock",
-        || async {
-            (count(
-                &app,
-                "SELECT count(*) AS n FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await
-                > 0)
-            .then_some(())
-        },
-    )
+    let blocked = format!(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE {taker_pid} = ANY(pg_blocking_pids(pid))"
+    );
+    eventually("the conditional PUT waiting for the taken cart", || async {
+        (count(&app, &blocked).await > 0).then_some(())
+    })
     .await;
     for sql in ["DELETE FROM orders.carts", "COMMIT"] {
         diesel::sql_query(sql).execute(&mut taker).await.unwrap();

@@ -86,7 +86,7 @@ pub async fn put_cart(
             headers(("location" = String, description = "URL of the order"), ("idempotent-replayed" = String, description = "`true` when this is the first answer to this key, replayed"))),
         (status = 202, description = "The order, still being processed; poll Location", body = Order,
             headers(("location" = String, description = "URL of the order, to poll"), ("idempotent-replayed" = String, description = "`true` when this is the first answer to this key, replayed"))),
-        (status = 400, description = "No Idempotency-Key", body = ProblemBody),
+        (status = 400, description = "No Idempotency-Key, or one outside its form (`idempotency_key_required`); a body that is not JSON (`malformed_body`)", body = ProblemBody),
         (status = 402, description = "The provider refused the card before the order was placed (`card_rejected`, the reason in `decline_code`)", body = ProblemBody,
             headers(("idempotent-replayed" = String, description = "`true` when this is the first answer to this key, replayed"))),
         (status = 409, description = "The first request with this key is still running (`idempotency_key_in_use`, with `retry-after`), or the cart changed twice while the order was placed (`cart_changed`: nothing was ordered and nothing is kept for the key)", body = ProblemBody,

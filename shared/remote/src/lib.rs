@@ -236,16 +236,21 @@ impl ModuleClient {
     ) -> Result<T, RemoteError> {
         let module = self.module;
         let attempt_timeout = self.policy.attempt_timeout();
+        let policy_deadline = self.policy.deadline();
+        let started = std::time::Instant::now();
         let outcome = self
             .policy
             .call(cx.remaining(), idempotent, || {
-                // The time this attempt has, told afresh each time: the
-                // caller's time left, and never more than the attempt's
-                // timeout, after which the policy gives it up (and may send
-                // another while the callee still works on this one).
+                // The time this attempt has, told afresh each time, as the
+                // policy times it: the caller's time left and the policy's
+                // own, and never more than the attempt's timeout, after
+                // which the policy gives it up (and may send another while
+                // the callee still works on this one).
+                let policy_left = policy_deadline.saturating_sub(started.elapsed());
                 let given = cx
                     .remaining()
-                    .map_or(attempt_timeout, |left| left.min(attempt_timeout));
+                    .map_or(policy_left, |left| left.min(policy_left))
+                    .min(attempt_timeout);
                 let attempt = builder.try_clone().map(|attempt| {
                     let mut deadline = reqwest::header::HeaderMap::new();
                     let ms = given.as_millis().max(1).to_string();

@@ -37,7 +37,7 @@ where
     let digits = raw.strip_prefix(['-', '+']).unwrap_or(&raw);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(serde::de::Error::custom(format!(
-            "invalid digit found in string: expected a whole number, got `{raw}`"
+            "expected a whole number, got `{raw}`"
         )));
     }
     Ok(Some(raw.parse().unwrap_or(if raw.starts_with('-') {
@@ -59,8 +59,14 @@ impl PageQuery {
                 .ok()
                 .and_then(|n| PageLimit::new(n).ok())
                 .ok_or_else(|| {
-                    let message =
-                        format!("limit must be between 1 and {}, got {raw}", PageLimit::MAX);
+                    // A number past 64 bits was clamped (`whole_number`):
+                    // not the one sent, so not shown.
+                    let got = if raw == i64::MAX || raw == i64::MIN {
+                        String::new()
+                    } else {
+                        format!(", got {raw}")
+                    };
+                    let message = format!("limit must be between 1 and {}{got}", PageLimit::MAX);
                     Problem::validation(vec![kernel::FieldError::new("limit", message)])
                 })?,
         };

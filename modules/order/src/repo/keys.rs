@@ -304,6 +304,19 @@ mod tests {
             forget(&mut conn, customer, "k", which).await.unwrap();
             assert!(stored(&mut conn).await, "a fresh claim is kept");
         }
+        // A fresh claim with no order yet (its request still running) is
+        // no abandoned one either.
+        age(&mut conn, "UPDATE idempotency_keys SET order_id = NULL").await;
+        forget(&mut conn, customer, "k", abandoned).await.unwrap();
+        assert!(
+            stored(&mut conn).await,
+            "a fresh claim without its order is kept"
+        );
+        age(
+            &mut conn,
+            "UPDATE idempotency_keys SET order_id = gen_random_uuid()",
+        )
+        .await;
         // Stale, but its order was made: not abandoned.
         age(
             &mut conn,
