@@ -1025,3 +1025,54 @@ async fn a_batch_that_outlasts_a_heartbeat_beats_again_before_it_commits() {
     stop.send(true).unwrap();
     running.await.unwrap();
 }
+
+/// A database whose migrations have not run yet (the shop started with
+/// `database.migrate_on_start` off, before the migration job) has no
+/// `relay_heartbeats`: the in-process relay still delivers, as it did
+/// before heartbeats, without standing down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_its_heartbeat_table_still_delivers() {
+    use events::{InProcess, Relay};
+    let (_database, dispatcher, recorder, pool) = scene(None).await;
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query("DROP TABLE relay_heartbeats")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let event = event("test.wanted.v1");
+    diesel::sql_query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, 'a', $3)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(event.id)
+    .bind::<diesel::sql_types::Text, _>(&event.event_type)
+    .bind::<diesel::sql_types::Jsonb, _>(serde_json::to_value(&event).unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let dispatcher = Arc::new(dispatcher);
+    let mut settings = settings();
+    settings.poll_interval_ms = 20;
+    let relay = Relay::new(
+        "test",
+        pool.clone(),
+        Arc::new(InProcess(Arc::clone(&dispatcher))),
+        &settings,
+    )
+    .beside_other_instances(Uuid::now_v7(), &dispatcher);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(relay.run(stopped));
+    let handled = event.id;
+    crate::helpers::eventually("the event delivered", || async {
+        recorder
+            .handled
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.0 == handled)
+            .then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}

@@ -284,6 +284,10 @@ impl Relay {
         );
         let mut next_beat = tokio::time::Instant::now();
         let mut heard = None;
+        // Whether the last heartbeat was written: until one is (a database
+        // whose migrations have not run yet has no `relay_heartbeats`), the
+        // relay delivers as it did before heartbeats, without standing down.
+        let mut beating = false;
         loop {
             if let Some(audience) = &self.audience
                 && tokio::time::Instant::now() >= next_beat
@@ -292,14 +296,19 @@ impl Relay {
                     Ok(beat) => {
                         self.heard(beat, heard);
                         heard = Some(beat);
+                        beating = true;
                     }
                     Err(e) => {
-                        tracing::warn!(module = self.module, error = %e, "relay heartbeat failed");
+                        if beating || heard.is_none() {
+                            tracing::warn!(module = self.module, error = %e, "relay heartbeat failed; delivering without standing down until one is written");
+                        }
+                        beating = false;
+                        heard = None;
                     }
                 }
                 next_beat = tokio::time::Instant::now() + BEAT;
             }
-            let delivered = match self.deliver_batch(next_beat).await {
+            let delivered = match self.deliver_batch(next_beat, beating).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(module = self.module, error = %e, "relay round failed");
@@ -329,17 +338,22 @@ impl Relay {
     /// schema works at a time (a transaction-scoped advisory lock), so events
     /// of one aggregate never overtake each other, however many instances run.
     ///
-    /// With an [`Audience`], a batch still running at `beat_due` writes the
-    /// heartbeat again before it commits: its lock held the older relays
-    /// off, and they must find it live when the lock goes.
-    async fn deliver_batch(&self, beat_due: tokio::time::Instant) -> Result<i64, String> {
+    /// With an [`Audience`] whose heartbeat is `beating`, a batch still
+    /// running at `beat_due` writes the heartbeat again before it commits:
+    /// its lock held the older relays off, and they must find it live when
+    /// the lock goes.
+    async fn deliver_batch(
+        &self,
+        beat_due: tokio::time::Instant,
+        beating: bool,
+    ) -> Result<i64, String> {
         let mut conn = db::connection(&self.pool, self.module)
             .await
             .map_err(|e| e.to_string())?;
         let transport = Arc::clone(&self.transport);
         let module = self.module;
         let batch = self.batch_size;
-        let audience = self.audience.as_ref();
+        let audience = self.audience.as_ref().filter(|_| beating);
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             // Raw: a PostgreSQL function on the schema's name, no table.
             // Its own statement, before the SELECT: the SELECT's snapshot
