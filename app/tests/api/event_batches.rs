@@ -827,6 +827,21 @@ async fn recipients_keep_the_newest_of_each_part_whatever_order_it_arrives_in() 
     );
 }
 
+/// Writes `event` into the outbox of `pool`'s schema, as a publisher's
+/// transaction would.
+async fn write_to_outbox(pool: &db::Pool, event: &Envelope) {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, 'a', $3)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(event.id)
+    .bind::<diesel::sql_types::Text, _>(&event.event_type)
+    .bind::<diesel::sql_types::Jsonb, _>(serde_json::to_value(event).unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
 /// A rolling upgrade of the monolith that adds a handler: while the newer
 /// instance runs, the older one's in-process relay stands down, so every
 /// event reaches the added handler (the older relay would hand it to its
@@ -884,28 +899,13 @@ async fn an_older_instance_s_relay_stands_down_while_a_newer_one_with_more_handl
     })
     .await;
 
-    let write = |event: Envelope| {
-        let pool = pool.clone();
-        async move {
-            let mut conn = pool.get().await.unwrap();
-            diesel::sql_query(
-                "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, 'a', $3)",
-            )
-            .bind::<diesel::sql_types::Uuid, _>(event.id)
-            .bind::<diesel::sql_types::Text, _>(&event.event_type)
-            .bind::<diesel::sql_types::Jsonb, _>(serde_json::to_value(&event).unwrap())
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
-    };
     let pending = "SELECT count(*) AS n FROM outbox WHERE delivered_at IS NULL";
     // One at a time, so that both relays have their rounds.
     let mut written = Vec::new();
     for _ in 0..10 {
         let event = event("catalog.wanted.v1");
         written.push(event.id);
-        write(event).await;
+        write_to_outbox(&pool, &event).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     crate::helpers::eventually("every event delivered", || async {
@@ -942,7 +942,7 @@ async fn an_older_instance_s_relay_stands_down_while_a_newer_one_with_more_handl
     assert_eq!(count(&pool, beats).await, 1);
     let last = event("catalog.wanted.v1");
     let last_id = last.id;
-    write(last).await;
+    write_to_outbox(&pool, &last).await;
     crate::helpers::eventually("the older relay delivering again", || async {
         (ids(&old_first) == [last_id]).then_some(())
     })
@@ -986,17 +986,7 @@ async fn a_batch_that_outlasts_a_heartbeat_beats_again_before_it_commits() {
         &settings,
     ));
     let event = event("catalog.wanted.v1");
-    let mut conn = pool.get().await.unwrap();
-    diesel::sql_query(
-        "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, 'a', $3)",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(event.id)
-    .bind::<diesel::sql_types::Text, _>(&event.event_type)
-    .bind::<diesel::sql_types::Jsonb, _>(serde_json::to_value(&event).unwrap())
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    drop(conn);
+    write_to_outbox(&pool, &event).await;
     let relay = Relay::new(
         "catalog",
         pool.clone(),
@@ -1040,16 +1030,8 @@ async fn a_relay_without_its_heartbeat_table_still_delivers() {
         .await
         .unwrap();
     let event = event("test.wanted.v1");
-    diesel::sql_query(
-        "INSERT INTO outbox (id, event_type, aggregate_id, envelope) VALUES ($1, $2, 'a', $3)",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(event.id)
-    .bind::<diesel::sql_types::Text, _>(&event.event_type)
-    .bind::<diesel::sql_types::Jsonb, _>(serde_json::to_value(&event).unwrap())
-    .execute(&mut conn)
-    .await
-    .unwrap();
     drop(conn);
+    write_to_outbox(&pool, &event).await;
     let dispatcher = Arc::new(dispatcher);
     let mut settings = settings();
     settings.poll_interval_ms = 20;
