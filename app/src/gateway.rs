@@ -4,12 +4,17 @@
 //! The request id and every end-to-end header (the caller's
 //! `authorization` included) travel on; hop-by-hop headers do not, nor
 //! those a message's `Connection` header names (RFC 9110 §7.6.1). The
-//! answer comes back as it is, streamed (a 503 problem is read whole first,
-//! to judge it). A module's considered refusal
+//! answer comes back as it is. It is read whole within the call's policy
+//! (its attempt timeout, deadline and bulkhead slot cover the body as well
+//! as the head, and a body cut off midway is the module's failure, retried
+//! when the request is safe to send twice, not a truncated 200 for the
+//! client); only an answer larger than [`MAX_READ_BYTES`] streams on past
+//! the policy, as it comes. A module's considered refusal
 //! (503 naming a degradation: it sheds load, or a dependency of its own is
 //! cut off) is its answer, not its failure: passed back once, never
 //! retried, and not counted by the module's breaker (`remote::is_refusal`).
 
+use futures_util::StreamExt as _;
 use std::sync::Arc;
 use tracing::Instrument as _;
 
@@ -35,14 +40,53 @@ pub(crate) struct Upstream {
 
 /// A module's answer on its way back to the client.
 enum Answer {
-    /// Streamed as it comes.
-    Streamed(reqwest::Response),
-    /// A 503 problem, read whole to tell a refusal from a failure.
+    /// Read whole within the call's policy.
     Read {
         status: reqwest::StatusCode,
         headers: reqwest::header::HeaderMap,
         body: Bytes,
     },
+    /// Larger than [`MAX_READ_BYTES`]: what was read, then the rest as it
+    /// comes, past the policy.
+    Streamed {
+        head: Bytes,
+        rest: reqwest::Response,
+    },
+}
+
+/// The largest answer read whole within the call's policy. The API's
+/// answers are pages of at most 100 items, far below it; a larger one
+/// streams on as it comes, so that no forward holds more than this in
+/// memory.
+const MAX_READ_BYTES: usize = 1024 * 1024;
+
+/// Reads `response` whole, or up to [`MAX_READ_BYTES`] and no further (or
+/// nothing, when its `Content-Length` says it is larger).
+async fn read(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
+    let large = response
+        .content_length()
+        .is_some_and(|n| n > MAX_READ_BYTES as u64);
+    let mut body = aweb::BytesMut::new();
+    if !large {
+        while let Some(chunk) = response.chunk().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_READ_BYTES {
+                break;
+            }
+        }
+        if body.len() <= MAX_READ_BYTES {
+            let headers = std::mem::take(response.headers_mut());
+            return Ok(Answer::Read {
+                status: response.status(),
+                headers,
+                body: body.freeze(),
+            });
+        }
+    }
+    Ok(Answer::Streamed {
+        head: body.freeze(),
+        rest: response,
+    })
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
@@ -252,47 +296,66 @@ async fn forward(
                     );
                 };
                 // The client span of this attempt replaces any trace
-                // context that came in (passed through when traces are off).
+                // context that came in (passed through when traces are off);
+                // it covers the answer's body too.
                 let (attempt, span) = telemetry::trace::outgoing(attempt, "forward");
-                match attempt.send().instrument(span).await {
-                    // The client's own budget at the module: its answer, not
-                    // a failure of the module (the breaker is everyone's).
-                    Ok(response) if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                        (
-                            Err(Some(Answer::Streamed(response))),
-                            resilience::Verdict::Healthy,
-                        )
-                    }
-                    Ok(response)
-                        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
-                            && !head
-                            && is_problem(response.headers()) =>
+                async move {
+                    let response = match attempt.send().await {
+                        Ok(response) => response,
+                        Err(e) => {
+                            tracing::warn!(module = upstream.module, error = %e, "forwarding failed");
+                            return (
+                                Err(None),
+                                resilience::Verdict::Failed {
+                                    retryable: e.is_connect() || e.is_timeout(),
+                                    retry_after: None,
+                                },
+                            );
+                        }
+                    };
+                    let status = response.status();
+                    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                        && !head
+                        && is_problem(response.headers())
                     {
-                        read_problem(response, upstream.module).await
+                        return read_problem(response, upstream.module).await;
                     }
-                    Ok(response)
-                        if remote::is_retryable(response.status())
-                            || response.status().is_server_error() =>
+                    // The client's own budget at the module (429) is its
+                    // answer, not a failure of the module (the breaker is
+                    // everyone's); any other retryable status or 5xx is the
+                    // module's failure, its answer going back to the client
+                    // as it is.
+                    let verdict = if status != reqwest::StatusCode::TOO_MANY_REQUESTS
+                        && (remote::is_retryable(status) || status.is_server_error())
                     {
-                        let verdict = resilience::Verdict::Failed {
-                            retryable: remote::is_retryable(response.status()),
+                        resilience::Verdict::Failed {
+                            retryable: remote::is_retryable(status),
                             retry_after: remote::retry_after(response.headers()),
-                        };
-                        // The module's own answer goes back to the client as it is.
-                        (Err(Some(Answer::Streamed(response))), verdict)
-                    }
-                    Ok(response) => (Ok(Answer::Streamed(response)), resilience::Verdict::Healthy),
-                    Err(e) => {
-                        tracing::warn!(module = upstream.module, error = %e, "forwarding failed");
-                        (
-                            Err(None),
-                            resilience::Verdict::Failed {
-                                retryable: e.is_connect() || e.is_timeout(),
-                                retry_after: None,
-                            },
-                        )
+                        }
+                    } else {
+                        resilience::Verdict::Healthy
+                    };
+                    let answered = status != reqwest::StatusCode::TOO_MANY_REQUESTS
+                        && matches!(verdict, resilience::Verdict::Healthy);
+                    match read(response).await {
+                        Ok(answer) if answered => (Ok(answer), verdict),
+                        Ok(answer) => (Err(Some(answer)), verdict),
+                        // Cut off midway: the module's failure, whatever
+                        // its status said.
+                        Err(e) => {
+                            tracing::warn!(module = upstream.module, error = %e, "a module's answer broke off");
+                            (
+                                Err(None),
+                                resilience::Verdict::Failed {
+                                    retryable: true,
+                                    retry_after: None,
+                                },
+                            )
+                        }
                     }
                 }
+                .instrument(span)
+                .await
             }
         })
         .await;
@@ -333,7 +396,7 @@ async fn forward(
     };
 
     let (status, headers) = match &answer {
-        Answer::Streamed(response) => (response.status(), response.headers()),
+        Answer::Streamed { rest, .. } => (rest.status(), rest.headers()),
         Answer::Read {
             status, headers, ..
         } => (*status, headers),
@@ -352,8 +415,11 @@ async fn forward(
         }
     }
     Ok(match answer {
-        Answer::Streamed(answer) => response.streaming(answer.bytes_stream()),
         Answer::Read { body, .. } => response.body(body),
+        Answer::Streamed { head, rest } => response.streaming(
+            futures_util::stream::once(async move { Ok::<_, reqwest::Error>(head) })
+                .chain(rest.bytes_stream()),
+        ),
     })
 }
 

@@ -907,3 +907,112 @@ async fn halfway_through_a_service_key_rotation_every_call_and_event_is_accepted
     // The sale's event, sealed with the next key, read here too.
     availability("out_of_stock").await;
 }
+
+/// A forwarded answer is read whole within the module's policy: a body
+/// that stalls after its head meets the attempt timeout and the deadline
+/// (504, not a client held until the HTTP client's own cap), and a body
+/// cut off midway is the module's failure (503, retried when the request is
+/// safe to send twice), never a 200 whose body breaks off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_on_half_a_body() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A module process written by hand: `/cut` sends half its body and
+    // closes; `/stall` sends half and waits 30 s. It serves the token
+    // keys and readiness too, and counts the calls to `/cut`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let module = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&cuts);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0_u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let whole = |body: &str| {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let half = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            connection: close\r\ncontent-length: 100\r\n\r\n{\"items\":[";
+                if head.contains("jwks") {
+                    drop(socket.write_all(whole(r#"{"keys":[]}"#).as_bytes()).await);
+                } else if head.starts_with("GET /health") {
+                    drop(
+                        socket
+                            .write_all(whole(r#"{"status":"ready"}"#).as_bytes())
+                            .await,
+                    );
+                } else if head.contains("/cut ") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    drop(socket.write_all(half.as_bytes()).await);
+                } else {
+                    drop(socket.write_all(half.as_bytes()).await);
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                }
+            });
+        }
+    });
+    let gateway = Shop::start(&[
+        ("APP__MODULES__ENABLED", ""),
+        ("APP__MODULES__USER__MODE", "remote"),
+        ("APP__MODULES__USER__URL", module.as_str()),
+        ("APP__MODULES__CATALOG__MODE", "remote"),
+        ("APP__MODULES__CATALOG__URL", module.as_str()),
+        ("APP__RESILIENCE__CATALOG__ATTEMPT_TIMEOUT_MS", "500"),
+        ("APP__RESILIENCE__CATALOG__DEADLINE_MS", "1500"),
+        ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "1"),
+    ]);
+    gateway.wait_live().await;
+    let client = reqwest::Client::new();
+
+    let started = std::time::Instant::now();
+    let stalled = client
+        .get(gateway.url("/api/v1/products/stall"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the deadline, not the body's 30 s: {:?}",
+        started.elapsed()
+    );
+    assert_problem(stalled, 504, "upstream_timeout").await;
+
+    let cut = client
+        .get(gateway.url("/api/v1/products/cut"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(cut, 503, "upstream_unavailable").await;
+    assert_eq!(
+        AtomicUsize::load(&cuts, Ordering::SeqCst),
+        2,
+        "a GET is tried again"
+    );
+
+    let cut = client
+        .post(gateway.url("/api/v1/products/cut"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(cut, 503, "upstream_unavailable").await;
+    assert_eq!(
+        AtomicUsize::load(&cuts, Ordering::SeqCst),
+        3,
+        "a POST is not"
+    );
+}

@@ -408,14 +408,28 @@ pub(crate) async fn list(
 
 /// Whether a list reads and ranks every product its search matches: any
 /// search but one word in relevance order, which reads that word's ranked
-/// entries (ADR 0021). `list` takes its path by this rule, and the service
-/// gives such lists their turn in the bulkhead (`searches`).
+/// entries (ADR 0021). `list` takes its path by this rule, and such lists
+/// take their turn in the bulkhead ([`takes_a_search_turn`]).
 pub(crate) fn ranks_every_match(filter: &ProductFilter, sort: ProductSort) -> bool {
     filter
         .q
         .as_deref()
         .map(str::trim)
         .is_some_and(|q| !(sort == ProductSort::Relevance && one_word(q)))
+}
+
+/// Whether a list takes its turn in the search bulkhead (`searches`): one
+/// that ranks every match ([`ranks_every_match`]), or a one-word search
+/// with another filter, which reads the word's ranked entries until a
+/// page of them passes the filter: every entry of a common word, when the
+/// filter passes few (`q=mug&active=false`), as costly as ranking them.
+pub(crate) fn takes_a_search_turn(filter: &ProductFilter, sort: ProductSort) -> bool {
+    let filtered = filter.category_id.is_some()
+        || filter.min_price.is_some()
+        || filter.max_price.is_some()
+        || filter.active.is_some()
+        || filter.in_stock.is_some();
+    ranks_every_match(filter, sort) || (filter.q.is_some() && filtered)
 }
 
 /// Whether PostgreSQL's `websearch_to_tsquery` makes at most one word of

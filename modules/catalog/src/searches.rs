@@ -106,7 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn only_lists_that_rank_every_match_take_a_turn() {
+    fn only_lists_that_may_read_every_match_take_a_turn() {
         use catalog_api::{ProductFilter, ProductSort};
 
         use crate::repo::ranks_every_match;
@@ -128,6 +128,32 @@ mod tests {
         ));
         assert!(ranks_every_match(&search("-blue"), ProductSort::Relevance));
         assert!(ranks_every_match(&search("teapot"), ProductSort::PriceAsc));
+
+        // A one-word search with a filter reads the word's entries until a
+        // page passes the filter: it takes a turn; a filtered list with no
+        // search does not.
+        use crate::repo::takes_a_search_turn;
+        let filtered = ProductFilter {
+            active: Some(false),
+            ..search("teapot")
+        };
+        assert!(!ranks_every_match(&filtered, ProductSort::Relevance));
+        assert!(takes_a_search_turn(&filtered, ProductSort::Relevance));
+        assert!(!takes_a_search_turn(
+            &search("teapot"),
+            ProductSort::Relevance
+        ));
+        assert!(takes_a_search_turn(
+            &search("blue teapot"),
+            ProductSort::Relevance
+        ));
+        assert!(!takes_a_search_turn(
+            &ProductFilter {
+                active: Some(false),
+                ..ProductFilter::default()
+            },
+            ProductSort::Created
+        ));
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl CatalogApi for CatalogModule {
         };
         let limit = usize::from(query.limit.get());
         // Its turn before its connection: waiting searches hold none.
-        let _turn = if repo::ranks_every_match(&query.filter, sort) {
+        let _turn = if repo::takes_a_search_turn(&query.filter, sort) {
             Some(self.searches.turn().await?)
         } else {
             None
