@@ -487,6 +487,11 @@ async fn an_authorization_given_up_by_a_void_releases_its_hold_when_it_answers()
     let service = kernel::CallContext::background().with_caller(Caller::service());
     let voided = module.void(&service, order).await.unwrap();
     assert_eq!(voided.status, PaymentStatus::Voided);
+    assert_eq!(voided.decline_code, None, "voided, not declined");
+    assert_eq!(
+        voided.ledger[0].reason.as_deref(),
+        Some("authorization_outcome_unknown")
+    );
     assert!(at_provider(&base).await.is_empty(), "no hold yet");
     held.release.notify_one();
     assert_eq!(
@@ -621,5 +626,172 @@ async fn a_hold_the_bar_could_not_release_at_once_is_released_by_the_upkeep() {
             .unwrap(),
         0,
         "nothing left"
+    );
+}
+
+/// A void that learns a barred authorization's hold and cannot release it
+/// (the provider does not answer the void) does not give the payment up as
+/// "outcome unknown", which would leave the hold on the card with nothing
+/// to release it: the payment stays `authorizing` and barred, the void
+/// answers unavailable (the saga asks again), and the minute job releases
+/// the hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_that_cannot_release_a_barred_hold_leaves_it_to_be_released() {
+    use diesel_async::RunQueryDsl as _;
+    use payment_api::PaymentApi as _;
+    let (module, held, base, pool, _guard) = held(false).await;
+    let order = OrderId::generate();
+    let late = spawn_authorization(&module, order);
+    held.reached.notified().await;
+    diesel::sql_query("INSERT INTO voided_orders (order_id) VALUES ($1)")
+        .bind::<diesel::sql_types::Uuid, _>(order.as_uuid())
+        .execute(&mut db::connection(&pool, "payment").await.unwrap())
+        .await
+        .unwrap();
+    // The late authorization's caller is gone before it hears the hold.
+    late.abort();
+    drop(late.await);
+    held.release.notify_one();
+    assert_eq!(at_provider(&base).await, ["authorized"]);
+
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    held.failing_void
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let error = module.void(&service, order).await.unwrap_err();
+    assert!(error.is_transient(), "asked again: {error:?}");
+    assert_eq!(
+        module
+            .payment_for_order(&service, order)
+            .await
+            .unwrap()
+            .status,
+        PaymentStatus::Authorizing,
+        "not given up"
+    );
+    assert_eq!(
+        module
+            .release_barred_holds(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(at_provider(&base).await, ["voided"], "the hold is released");
+    assert_eq!(
+        module.void(&service, order).await.unwrap().status,
+        PaymentStatus::Voided,
+        "the saga's void, asked again"
+    );
+}
+
+/// An authorization asked again while its first attempt's outcome is
+/// unknown (the hold made, the answer lost), with the same card tokenized
+/// anew, replays the first hold: the provider is asked with the token
+/// first stored (another body under the same idempotency key is refused,
+/// and was recorded as a decline with the hold left on the card). Another
+/// card is a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_asked_again_with_a_new_token_for_its_card_replays_the_hold() {
+    use payment_api::PaymentApi as _;
+    let (module, held, base, _pool, _guard) = held(false).await;
+    let service = kernel::CallContext::background().with_caller(Caller::service());
+    let (order, customer) = (OrderId::generate(), Uuid::now_v7());
+    let request = |payment_method| AuthorizePayment {
+        order_id: order,
+        customer_id: customer,
+        amount: Money::new(1200, Currency::EUR),
+        payment_method,
+    };
+    let tokenize = |card: &str| {
+        let (module, service, card) = (module.clone(), service.clone(), card.to_owned());
+        async move {
+            module
+                .tokenize(&service, Tokenize { card_number: card })
+                .await
+                .unwrap()
+        }
+    };
+    let first = {
+        let (module, service) = (module.clone(), service.clone());
+        let request = request(tokenize(payment_sandbox::cards::SUCCEEDS).await);
+        tokio::spawn(async move { module.authorize(&service, request).await })
+    };
+    held.reached.notified().await;
+    // Its caller is gone before it hears the hold.
+    first.abort();
+    drop(first.await);
+    held.release.notify_one();
+    assert_eq!(at_provider(&base).await, ["authorized"]);
+
+    let again = tokenize(payment_sandbox::cards::SUCCEEDS).await;
+    let payment = module.authorize(&service, request(again)).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Authorized);
+    assert_eq!(at_provider(&base).await, ["authorized"], "one hold");
+
+    let other = tokenize(payment_sandbox::cards::DECLINED).await;
+    assert_eq!(
+        module
+            .authorize(&service, request(other))
+            .await
+            .unwrap_err(),
+        PaymentError::Conflict
+    );
+}
+
+/// A capture meeting a hold the provider released without this module's
+/// record (a void whose answer was lost, or one made by hand at the
+/// provider) records the void and answers 409 `voided`, not a decline of
+/// the card (402, `invalid_state`), which the saga would tell the customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_meeting_a_hold_voided_at_the_provider_records_the_void() {
+    let (h, _guard, provider) = in_process_with_provider().await;
+    let order = OrderId::generate();
+    let payment_method = h
+        .api
+        .tokenize(
+            &h.service,
+            Tokenize {
+                card_number: payment_sandbox::cards::SUCCEEDS.to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    let request = AuthorizePayment {
+        order_id: order,
+        customer_id: h.customer_id,
+        amount: Money::new(700, Currency::EUR),
+        payment_method,
+    };
+    h.api.authorize(&h.service, request).await.unwrap();
+    let client = crate::helpers::http();
+    let all: Vec<Value> = client
+        .get(format!("{provider}v1/authorizations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = all[0]["id"].as_str().unwrap();
+    let voided = client
+        .post(format!("{provider}v1/authorizations/{id}/void"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(voided.status(), 200);
+
+    for _ in 0..2 {
+        assert_eq!(
+            h.api.capture(&h.service, order).await.unwrap_err(),
+            PaymentError::InvalidTransition(PaymentStatus::Voided)
+        );
+    }
+    let payment = h.api.payment_for_order(&h.customer, order).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Voided);
+    let kinds: Vec<&str> = payment.ledger.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["authorized", "voided"]);
+    assert_eq!(
+        h.api.void(&h.service, order).await.unwrap().status,
+        PaymentStatus::Voided,
+        "the saga's void finds it done"
     );
 }

@@ -90,7 +90,7 @@ pub async fn tokenize_keeps_only_the_last_four(h: &Harness) {
 }
 
 /// The same order authorizes once, whatever the repeats; another amount
-/// for it is a conflict.
+/// or another card for it is a conflict.
 pub async fn authorize_is_idempotent_by_order(h: &Harness) {
     let order = OrderId::generate();
     let first = authorize(h, order, 1299, SUCCEEDS).await.unwrap();
@@ -101,6 +101,11 @@ pub async fn authorize_is_idempotent_by_order(h: &Harness) {
     assert_eq!(kinds(&again), ["authorized"]);
     assert_eq!(
         authorize(h, order, 1300, SUCCEEDS).await.unwrap_err(),
+        PaymentError::Conflict
+    );
+    // Another card (the same card tokenized again is the same payment).
+    assert_eq!(
+        authorize(h, order, 1299, DECLINED).await.unwrap_err(),
         PaymentError::Conflict
     );
 }

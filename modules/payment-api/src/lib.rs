@@ -52,7 +52,9 @@ pub trait PaymentApi: Send + Sync {
     /// # Errors
     /// [`PaymentError::Declined`] with the provider's reason;
     /// [`PaymentError::Conflict`] when the order already has a payment for
-    /// another amount; [`Failure::Unavailable`](kernel::Failure::Unavailable) (outcome unknown, ask
+    /// another amount, customer or card (its last four digits: the same
+    /// card tokenized again is the same payment, asked for with the token
+    /// first given); [`Failure::Unavailable`](kernel::Failure::Unavailable) (outcome unknown, ask
     /// again).
     async fn authorize(
         &self,

@@ -101,7 +101,9 @@ pub struct LedgerEntry {
     pub kind: String,
     /// The amount concerned.
     pub amount: Money,
-    /// The provider's reason, for a decline.
+    /// Why: the provider's reason, for a decline; for a void the module
+    /// made on its own, `authorization_outcome_unknown` (the provider's
+    /// answer never came) or `order_voided_before_authorization`.
     pub reason: Option<String>,
     /// When it was recorded.
     pub at: DateTime<Utc>,

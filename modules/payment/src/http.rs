@@ -68,7 +68,7 @@ pub async fn tokenize(
         (status = 201, description = "The payment, authorized", body = Payment,
             headers(("location" = String, description = "URL of the payment"))),
         (status = 402, description = "Declined; the provider's reason is in `errors`", body = ProblemBody),
-        (status = 409, description = "The order already has another payment", body = ProblemBody),
+        (status = 409, description = "The order already has a payment for another amount, customer or card (its last four digits)", body = ProblemBody),
         (status = 422, description = "Invalid amount, card_last4 or token, or an unknown currency", body = ProblemBody),
         (status = 503, description = "The provider did not answer: the outcome is unknown, ask again", body = ProblemBody),
     ),
@@ -113,8 +113,9 @@ pub async fn payment_for_order(
     params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, captured", body = Payment),
+        (status = 402, description = "The provider refused to capture the hold it still has (an expired authorization); its reason is `decline_code`", body = ProblemBody),
         (status = 404, description = "No payment for this order", body = ProblemBody),
-        (status = 409, description = "Not authorized", body = ProblemBody),
+        (status = 409, description = "Not authorized (or voided at the provider: recorded so)", body = ProblemBody),
     ),
     security(("bearer" = ["service", "admin"])),
 )]
@@ -134,8 +135,9 @@ pub async fn capture(
     params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, voided", body = Payment),
+        (status = 402, description = "The provider refused to release the hold it still has; its reason is `decline_code`", body = ProblemBody),
         (status = 404, description = "No payment for this order", body = ProblemBody),
-        (status = 409, description = "Captured already (refund it)", body = ProblemBody),
+        (status = 409, description = "Captured already, perhaps at the provider only: recorded so (refund it)", body = ProblemBody),
     ),
     security(("bearer" = ["service", "admin"])),
 )]
@@ -155,6 +157,7 @@ pub async fn void(
     params(("order_id" = OrderId, Path, description = "The order")),
     responses(
         (status = 200, description = "The payment, refunded", body = Payment),
+        (status = 402, description = "The provider refused to refund the capture it still has; its reason is `decline_code`", body = ProblemBody),
         (status = 404, description = "No payment for this order", body = ProblemBody),
         (status = 409, description = "Never captured", body = ProblemBody),
     ),

@@ -281,7 +281,8 @@ pub(crate) struct Step<'a> {
     pub(crate) to: PaymentStatus,
     /// The provider's authorization id, once known.
     pub(crate) provider_ref: Option<&'a str>,
-    /// Why (a decline code, an abandonment).
+    /// Why (a decline code, an abandonment): the ledger line's reason, and
+    /// the payment's `decline_code` when the step declines it.
     pub(crate) reason: Option<&'a str>,
 }
 
@@ -300,7 +301,8 @@ pub(crate) async fn record(
     // Raw: the move and its ledger line in one CTE (see the module doc).
     let moved: Option<Moved> = db::sql(format!(
         "WITH moved AS (UPDATE payments SET status = $2, provider_ref = COALESCE($3, provider_ref), \
-         decline_code = COALESCE($4, decline_code), updated_at = now() \
+         decline_code = CASE WHEN $2 = 'declined' THEN COALESCE($4, decline_code) ELSE decline_code END, \
+         updated_at = now() \
          WHERE order_id = $1 AND status = $5 \
          AND ($2 <> 'authorized' OR NOT EXISTS (SELECT 1 FROM voided_orders WHERE order_id = $1)) \
          RETURNING {COLUMNS}), \

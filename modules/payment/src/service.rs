@@ -185,7 +185,11 @@ impl PaymentModule {
         for order in orders {
             let order = OrderId::from(order);
             let (payment, at_provider) = self.with_provider_side(order).await?;
-            match self.settle(&payment, &at_provider.method).await {
+            match self
+                .settle(&payment, &at_provider.method)
+                .await
+                .map_err(PaymentError::from)
+            {
                 Ok(settled) if settled.status == PaymentStatus::Voided => released += 1,
                 Ok(_) | Err(PaymentError::Declined(_)) => {}
                 Err(e) => {
@@ -271,46 +275,54 @@ impl PaymentModule {
         }
     }
 
-    /// Why the provider refused to void the authorization of `payment`,
-    /// recorded here `Authorized`. A hold can leave that state without this
-    /// row knowing in one way: a capture whose answer was lost (a timeout,
-    /// a crash before its record) and that was not repeated before the
-    /// order turned back. The provider is asked; if it captured, the
-    /// capture is recorded and the answer is `InvalidTransition(Captured)`,
+    /// The payment as the provider has it, after it refused a step (a
+    /// capture, a void, a refund) on the authorization of `payment`. A hold
+    /// can move without this row knowing in one way: a step whose answer was
+    /// lost (a timeout, a crash before its record), or made by hand at the
+    /// provider. The provider is asked, and the moves it made are recorded
+    /// (captured, voided, refunded), so the caller answers from the state
+    /// the money is really in: a capture meeting a voided hold is a 409
+    /// (voided), not a decline; a void meeting a capture is "captured",
     /// which the saga refunds, instead of a refusal it would meet for ever.
-    async fn refused_void(
+    async fn caught_up(
         &self,
         payment: &Payment,
         authorization: &str,
-        code: String,
-    ) -> PaymentError {
-        let found = match self.provider.authorization(authorization).await {
-            Ok(found) => found,
-            Err(e) => return provider_error(e),
-        };
-        if !matches!(found.status.as_str(), "captured" | "refunded") {
-            return PaymentError::Declined(code);
-        }
-        tracing::warn!(order.id = %payment.order_id, "void refused: the provider had captured; recorded");
-        match self
-            .record(
-                payment,
-                PaymentStatus::Authorized,
-                PaymentStatus::Captured,
-                None,
-                None,
-            )
+    ) -> Result<Payment, PaymentError> {
+        let found = self
+            .provider
+            .authorization(authorization)
             .await
+            .map_err(provider_error)?;
+        let moves: &[(PaymentStatus, PaymentStatus)] = match (payment.status, found.status.as_str())
         {
-            Ok(now) => PaymentError::InvalidTransition(now.status),
-            Err(e) => e,
+            (PaymentStatus::Authorized, "captured") => {
+                &[(PaymentStatus::Authorized, PaymentStatus::Captured)]
+            }
+            (PaymentStatus::Authorized, "refunded") => &[
+                (PaymentStatus::Authorized, PaymentStatus::Captured),
+                (PaymentStatus::Captured, PaymentStatus::Refunded),
+            ],
+            (PaymentStatus::Authorized, "voided") => {
+                &[(PaymentStatus::Authorized, PaymentStatus::Voided)]
+            }
+            (PaymentStatus::Captured, "refunded") => {
+                &[(PaymentStatus::Captured, PaymentStatus::Refunded)]
+            }
+            _ => &[],
+        };
+        let mut now = payment.clone();
+        for &(from, to) in moves {
+            tracing::warn!(order.id = %payment.order_id, from = from.as_str(), to = to.as_str(), "the provider had moved the payment; recorded");
+            now = self.record(&now, from, to, None, None).await?;
         }
+        Ok(now)
     }
 
     /// Asks the provider for the authorization of a payment still
     /// `authorizing` (first time, or again after a crash or a timeout: the
     /// key is the same, so the provider answers the same authorization).
-    async fn settle(&self, payment: &Payment, method: &str) -> Result<Payment, PaymentError> {
+    async fn settle(&self, payment: &Payment, method: &str) -> Result<Payment, Unsettled> {
         let key = domain::authorization_key(payment.order_id);
         match self.provider.authorize(&key, payment.amount, method).await {
             Ok(authorization) => {
@@ -332,20 +344,25 @@ impl PaymentModule {
                     // barred meanwhile (`repo::bar`), by a void that missed
                     // this payment's opening and answered "no payment".
                     // Nothing else would release this hold.
+                    // If the provider does not answer the void, the payment
+                    // stays `authorizing` and barred, for the minute job
+                    // (`release_barred_holds`) or a void asked again: the
+                    // hold is known, never given up as an unknown outcome.
                     PaymentStatus::Authorizing => {
                         self.provider
                             .void(&authorization.id)
                             .await
-                            .map_err(provider_error)?;
+                            .map_err(|e| Unsettled::HoldKept(provider_error(e)))?;
                         tracing::warn!(order.id = %payment.order_id, "authorized after its order was voided; the hold was released");
-                        self.record(
-                            payment,
-                            PaymentStatus::Authorizing,
-                            PaymentStatus::Voided,
-                            Some(&authorization.id),
-                            Some("order_voided_before_authorization"),
-                        )
-                        .await
+                        Ok(self
+                            .record(
+                                payment,
+                                PaymentStatus::Authorizing,
+                                PaymentStatus::Voided,
+                                Some(&authorization.id),
+                                Some("order_voided_before_authorization"),
+                            )
+                            .await?)
                     }
                     // Voided while the provider answered: given up by a
                     // void that could not learn the outcome (`ABANDONED`).
@@ -370,9 +387,36 @@ impl PaymentModule {
                     Some(&code),
                 )
                 .await?;
-                Err(PaymentError::Declined(code))
+                Err(PaymentError::Declined(code).into())
             }
-            Err(e) => Err(provider_error(e)),
+            Err(e) => Err(provider_error(e).into()),
+        }
+    }
+}
+
+/// Why [`PaymentModule::settle`] left a payment unsettled.
+#[derive(Debug)]
+enum Unsettled {
+    /// As the error says: the provider's answer is still unknown, or it
+    /// refused (recorded), or the database failed.
+    Failed(PaymentError),
+    /// The provider made the hold, the order was barred, and the hold's
+    /// release failed: the payment stays `authorizing`, and the hold must
+    /// not be given up as an unknown outcome (only barred `authorizing`
+    /// payments are released by the minute job).
+    HoldKept(PaymentError),
+}
+
+impl From<PaymentError> for Unsettled {
+    fn from(error: PaymentError) -> Self {
+        Unsettled::Failed(error)
+    }
+}
+
+impl From<Unsettled> for PaymentError {
+    fn from(unsettled: Unsettled) -> Self {
+        match unsettled {
+            Unsettled::Failed(e) | Unsettled::HoldKept(e) => e,
         }
     }
 }
@@ -409,9 +453,9 @@ impl PaymentApi for PaymentModule {
             let mut conn = self.conn().await?;
             repo::insert(&mut conn, &request).await.map_err(database)?
         };
-        let payment = match inserted {
-            Some(stored) => to_payment(stored)?.0,
-            None => match self.by_order(order).await {
+        let (payment, at_provider) = match inserted {
+            Some(stored) => to_payment(stored)?,
+            None => match self.with_provider_side(order).await {
                 // Barred: the order was voided before this arrived.
                 Err(PaymentError::NotFound) => {
                     return Err(PaymentError::InvalidTransition(PaymentStatus::Voided));
@@ -419,12 +463,21 @@ impl PaymentApi for PaymentModule {
                 found => found?,
             },
         };
-        if payment.amount != request.amount || payment.customer_id != request.customer_id {
+        // Another card is another payment. The same card may come with
+        // another token (tokenized again by a caller retrying), so the
+        // card's last four digits are compared, and the provider is always
+        // asked with the token first stored: its idempotency key replays
+        // only the same request (another body is refused, and was recorded
+        // as a decline with the first hold left behind).
+        if payment.amount != request.amount
+            || payment.customer_id != request.customer_id
+            || payment.card_last4 != request.payment_method.card_last4
+        {
             return Err(PaymentError::Conflict);
         }
         match payment.status {
             PaymentStatus::Authorizing => {
-                let settled = self.settle(&payment, &request.payment_method.token).await?;
+                let settled = self.settle(&payment, &at_provider.method).await?;
                 match settled.status {
                     PaymentStatus::Authorized | PaymentStatus::Captured => Ok(settled),
                     // Moved by another caller while the provider answered
@@ -466,10 +519,19 @@ impl PaymentApi for PaymentModule {
         match payment.status {
             PaymentStatus::Captured => Ok(payment),
             PaymentStatus::Authorized => {
-                self.provider
-                    .capture(at_provider.authorization()?)
-                    .await
-                    .map_err(provider_error)?;
+                let authorization = at_provider.authorization()?;
+                match self.provider.capture(authorization).await {
+                    Ok(_) => {}
+                    Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
+                        let now = self.caught_up(&payment, authorization).await?;
+                        return match now.status {
+                            PaymentStatus::Captured => Ok(now),
+                            PaymentStatus::Authorized => Err(PaymentError::Declined(code)),
+                            other => Err(PaymentError::InvalidTransition(other)),
+                        };
+                    }
+                    Err(e) => return Err(provider_error(e)),
+                }
                 self.record(
                     &payment,
                     PaymentStatus::Authorized,
@@ -505,8 +567,11 @@ impl PaymentApi for PaymentModule {
             // The outcome of the authorization is unknown: learn it first
             // (the provider replays it by key), so no hold is left behind.
             match self.settle(&payment, &at_provider.method).await {
-                Ok(_) | Err(PaymentError::Declined(_)) => {}
-                Err(e) if e.is_transient() => {
+                Ok(_) | Err(Unsettled::Failed(PaymentError::Declined(_))) => {}
+                // The hold is known and still held: asked again (the saga
+                // retries), and the minute job releases it meanwhile.
+                Err(Unsettled::HoldKept(e)) => return Err(e),
+                Err(Unsettled::Failed(e)) if e.is_transient() => {
                     // Still no answer: the authorization is abandoned. If
                     // the provider made one, it is never captured (this
                     // payment can no longer be authorized or captured), and
@@ -529,7 +594,7 @@ impl PaymentApi for PaymentModule {
                         return Ok(abandoned);
                     }
                 }
-                Err(e) => return Err(e),
+                Err(Unsettled::Failed(e)) => return Err(e),
             }
             (payment, at_provider) = self.with_provider_side(order).await?;
             // Settled just now: remembered for a capture that will not come.
@@ -541,8 +606,13 @@ impl PaymentApi for PaymentModule {
                 let authorization = at_provider.authorization()?;
                 match self.provider.void(authorization).await {
                     Ok(_) => {}
-                    Err(ProviderError::Rejected { code }) => {
-                        return Err(self.refused_void(&payment, authorization, code).await);
+                    Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
+                        let now = self.caught_up(&payment, authorization).await?;
+                        return match now.status {
+                            PaymentStatus::Voided => Ok(now),
+                            PaymentStatus::Authorized => Err(PaymentError::Declined(code)),
+                            other => Err(PaymentError::InvalidTransition(other)),
+                        };
                     }
                     Err(e) => return Err(provider_error(e)),
                 }
@@ -566,10 +636,19 @@ impl PaymentApi for PaymentModule {
         match payment.status {
             PaymentStatus::Refunded => Ok(payment),
             PaymentStatus::Captured => {
-                self.provider
-                    .refund(at_provider.authorization()?)
-                    .await
-                    .map_err(provider_error)?;
+                let authorization = at_provider.authorization()?;
+                match self.provider.refund(authorization).await {
+                    Ok(_) => {}
+                    Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
+                        let now = self.caught_up(&payment, authorization).await?;
+                        return match now.status {
+                            PaymentStatus::Refunded => Ok(now),
+                            PaymentStatus::Captured => Err(PaymentError::Declined(code)),
+                            other => Err(PaymentError::InvalidTransition(other)),
+                        };
+                    }
+                    Err(e) => return Err(provider_error(e)),
+                }
                 self.record(
                     &payment,
                     PaymentStatus::Captured,
