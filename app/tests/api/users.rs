@@ -76,6 +76,41 @@ async fn users_manage_their_own_profile() {
     .unwrap();
     assert_eq!(me["display_name"], "Ada L.");
     assert_eq!(me["notification_preferences"]["product_news"], true);
+    // The same preferences again (a settings form sends them all): no
+    // event tells the other modules and webhooks of a change.
+    let again = json!({"display_name": "Ada Lovelace", "notification_preferences": {"order_updates": false, "product_news": true, "marketing": false}});
+    let changed = send(
+        &app,
+        reqwest::Method::PATCH,
+        "/api/v1/users/me",
+        Some(token),
+        Some(again),
+    )
+    .await;
+    assert_eq!(changed.status(), 200);
+    {
+        use diesel_async::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Type {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            event_type: String,
+        }
+        let written: Vec<Type> = diesel::sql_query(
+            "SELECT event_type FROM users.outbox WHERE event_type LIKE 'user.%changed%' ORDER BY seq",
+        )
+        .load(&mut app.db().await)
+        .await
+        .unwrap();
+        let written: Vec<&str> = written.iter().map(|t| t.event_type.as_str()).collect();
+        assert_eq!(
+            written,
+            [
+                "user.display_name_changed.v1",
+                "user.preferences_changed.v1",
+                "user.display_name_changed.v1"
+            ]
+        );
+    }
 
     // Roles cannot be granted through the profile.
     let grab = send(
@@ -208,6 +243,112 @@ async fn a_sign_in_racing_a_password_change_gets_no_token_that_survives_it() {
     assert_problem(signed_in, 401, "invalid_credentials").await;
 }
 
+/// Two changes confirmed by the same current password (the owner's, and
+/// a thief's who knew it), the other one committing while this one checks
+/// the password: this one is refused (401), not written over the other.
+/// The other change is played by a transaction of the test that sets the
+/// account's hash, holding the row until this change waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_checked_against_a_password_changed_meanwhile_is_refused() {
+    use diesel::QueryableByName;
+    use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+    #[derive(QueryableByName)]
+    struct Hash {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        hash: String,
+    }
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let app = spawn_app().await;
+    let ada = app.customer("ada@example.com").await;
+    let token = access(&ada).to_owned();
+    let other = "another long passphrase";
+    assert_eq!(app.register("bob@example.com", other).await.status(), 201);
+    let mut db = app.db().await;
+    let hash_of = |email: &'static str| {
+        diesel::sql_query("SELECT password_hash AS hash FROM users.users WHERE email = $1")
+            .bind::<diesel::sql_types::Text, _>(email)
+    };
+    let ada_hash = hash_of("ada@example.com")
+        .get_result::<Hash>(&mut db)
+        .await
+        .unwrap()
+        .hash;
+    let bob_hash = hash_of("bob@example.com")
+        .get_result::<Hash>(&mut db)
+        .await
+        .unwrap()
+        .hash;
+    let Pid { pid } = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result(&mut db)
+        .await
+        .unwrap();
+    let blocked = format!(
+        "SELECT pid FROM pg_stat_activity WHERE {pid} = ANY(pg_blocking_pids(pid)) LIMIT 1"
+    );
+
+    // Each leg: the test's change holds the row; the request checks the
+    // current password against the hash committed before, then waits for
+    // the row; the test's change commits; the request must see it.
+    for (path, method, body, now_hash, now_password) in [
+        (
+            "/api/v1/users/me/password",
+            reqwest::Method::POST,
+            json!({"current_password": PASSWORD, "new_password": "the thief's passphrase"}),
+            bob_hash.clone(),
+            other,
+        ),
+        (
+            "/api/v1/users/me",
+            reqwest::Method::PATCH,
+            json!({"email": "thief@example.com", "current_password": other}),
+            ada_hash.clone(),
+            PASSWORD,
+        ),
+    ] {
+        db.batch_execute(&format!(
+            "BEGIN; UPDATE users.users SET password_hash = '{now_hash}' \
+             WHERE email = 'ada@example.com'"
+        ))
+        .await
+        .unwrap();
+        let request = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth(&token)
+            .json(&body);
+        let change = tokio::spawn(async move { request.send().await.unwrap() });
+        crate::helpers::eventually("the change waiting for the account's row", || {
+            let probe = app.db();
+            let blocked = blocked.clone();
+            async move {
+                diesel::sql_query(blocked)
+                    .get_result::<Pid>(&mut probe.await)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        db.batch_execute("COMMIT").await.unwrap();
+        assert_problem(change.await.unwrap(), 401, "invalid_credentials").await;
+        assert_eq!(
+            app.login("ada@example.com", now_password).await.status(),
+            200,
+            "{path}: the change made meanwhile stands"
+        );
+    }
+    assert_eq!(
+        app.login("ada@example.com", "the thief's passphrase")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(app.login("thief@example.com", PASSWORD).await.status(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_carry_security_headers_and_cors_is_closed_by_default() {
     let app = spawn_app().await;
@@ -296,6 +437,7 @@ async fn secrets_never_reach_the_logs() {
         .await
         .unwrap();
     assert_eq!(register.status(), 201);
+    let account: Value = register.json().await.unwrap();
     let tokens: Value = send_json(
         http.post(shop.url("/api/v1/auth/token"))
             .json(&json!({"email": "log@example.com", "password": secret})),
@@ -321,6 +463,15 @@ async fn secrets_never_reach_the_logs() {
     assert!(
         logs.contains("signed in"),
         "the flow was logged at all:\n{logs}"
+    );
+    // Who asked is on every line of the request (its root span), by id:
+    // its access-log line too.
+    let by_id = format!("\"user.id\":\"{}\"", account["id"].as_str().unwrap());
+    assert!(
+        logs.lines().any(|line| line.contains("request finished")
+            && line.contains("/api/v1/users/me")
+            && line.contains(&by_id)),
+        "the access-log line of GET /users/me does not name its caller:\n{logs}"
     );
     for leak in [
         secret,

@@ -117,7 +117,8 @@ pub struct NewUser {
         pattern = r"^[!-?A-~]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
     )]
     pub email: String,
-    /// 12 to 256 characters, not a commonly used password and not your
+    /// 12 to 256 characters (not counting surrounding spaces, a run of
+    /// spaces counting as one), not a commonly used password and not your
     /// email address.
     #[schema(format = Password, min_length = 12, max_length = 256)]
     pub password: String,

@@ -54,16 +54,25 @@ impl Email {
     }
 }
 
-/// Checks a new password against the policy.
+/// Checks a new password against the policy. Its length is counted
+/// without surrounding white space and with each run of white space inside
+/// as one character (NIST SP 800-63B allows collapsing them), the same form
+/// the list of common passwords is compared in: twelve spaces, or
+/// `"qwerty      "`, are not twelve characters of secret. The password
+/// itself is kept as given.
 pub(crate) fn check_password(password: &str, email: Option<&Email>) -> Result<(), String> {
-    let length = password.chars().count();
-    if length < PASSWORD_MIN {
-        return Err(format!("must be at least {PASSWORD_MIN} characters"));
-    }
-    if length > PASSWORD_MAX {
+    if password.chars().count() > PASSWORD_MAX {
         return Err(format!("must be at most {PASSWORD_MAX} characters"));
     }
-    let lowered = password.trim().to_lowercase();
+    let words: Vec<&str> = password.split_whitespace().collect();
+    let length =
+        words.iter().map(|w| w.chars().count()).sum::<usize>() + words.len().saturating_sub(1);
+    if length < PASSWORD_MIN {
+        return Err(format!(
+            "must be at least {PASSWORD_MIN} characters, not counting surrounding spaces and counting a run of spaces as one"
+        ));
+    }
+    let lowered = words.join(" ").to_lowercase();
     let common = COMMON_PASSWORDS
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -236,6 +245,14 @@ mod tests {
         assert!(check_password("plum kettle orbit 42", Some(&email)).is_ok());
         // Length counts characters, not bytes.
         assert!(check_password("ééééééééééé", None).is_err());
+        // Spaces around, or a run of them inside, do not make the length.
+        assert!(check_password(&" ".repeat(12), None).is_err());
+        assert!(check_password("password123 ", None).is_err());
+        assert!(check_password("qwerty      ", None).is_err());
+        assert!(check_password("ab          cd", None).is_err());
+        assert!(check_password("  plum kettle orbit  ", None).is_ok());
+        // A common password with its spaces doubled is still common.
+        assert!(check_password(" Correct  horse battery   staple", None).is_err());
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl UserRow {
     /// The row as the contract's DTO (without the password hash). CHECK
     /// constraints keep roles and status valid; anything else is reported.
     pub(crate) fn into_user(self) -> Result<User, String> {
+        let notification_preferences = self.preferences();
         let roles = self
             .roles
             .iter()
@@ -79,14 +80,19 @@ impl UserRow {
             display_name: self.display_name,
             roles,
             status,
-            notification_preferences: NotificationPreferences {
-                order_updates: self.notify_order_updates,
-                product_news: self.notify_product_news,
-                marketing: self.notify_marketing,
-            },
+            notification_preferences,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
+    }
+
+    /// Which kinds of email the account has opted into.
+    pub(crate) fn preferences(&self) -> NotificationPreferences {
+        NotificationPreferences {
+            order_updates: self.notify_order_updates,
+            product_news: self.notify_product_news,
+            marketing: self.notify_marketing,
+        }
     }
 
     pub(crate) fn roles(&self) -> Vec<Role> {
@@ -228,8 +234,9 @@ pub(crate) async fn list(
     query.load(conn).await
 }
 
-/// Changes to an account; `None` fields stay as they are.
-#[derive(Debug, Default, AsChangeset)]
+/// Changes to an account; `None` fields stay as they are. No `Debug`: it
+/// may hold a password hash.
+#[derive(Default, AsChangeset)]
 #[diesel(table_name = users)]
 pub(crate) struct AccountChanges {
     pub(crate) email: Option<String>,

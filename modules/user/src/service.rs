@@ -36,7 +36,7 @@ pub struct UserModule {
 pub const SESSION_MAX: Duration = Duration::from_secs(30 * 86_400);
 
 /// Changes a user makes to their own account.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ProfileChanges {
     /// New display name.
     pub display_name: Option<String>,
@@ -44,6 +44,17 @@ pub struct ProfileChanges {
     pub email: Option<(String, String)>,
     /// New email opt-ins.
     pub notification_preferences: Option<user_api::NotificationPreferences>,
+}
+
+impl std::fmt::Debug for ProfileChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The current password never reaches a log line.
+        f.debug_struct("ProfileChanges")
+            .field("display_name", &self.display_name)
+            .field("email", &self.email.as_ref().map(|(email, _)| email))
+            .field("notification_preferences", &self.notification_preferences)
+            .finish()
+    }
 }
 
 /// Changes an admin makes to an account.
@@ -62,6 +73,16 @@ enum AdminUpdate {
     Missing,
     /// The acting admin is no longer an active admin.
     Refused,
+}
+
+/// What a change confirmed by the current password came to.
+enum Changed {
+    Done(Box<repo::UserRow>),
+    /// The password hash the current password was checked against is no
+    /// longer the account's: changed meanwhile.
+    PasswordMoved,
+    /// No such account.
+    NotFound,
 }
 
 /// The row as the contract's DTO; a row the DTO cannot hold is `Unexpected`.
@@ -195,6 +216,11 @@ impl UserModule {
             update.notify_product_news = Some(prefs.product_news);
             update.notify_marketing = Some(prefs.marketing);
         }
+        // The hash the current password was checked against: the change
+        // is made only while it is still the account's (a password changed
+        // meanwhile, by its owner or by whoever else knew the old one, is
+        // not overruled by a check against the old one).
+        let mut checked = None;
         if let Some(password) = confirm {
             // The connection goes back before the (queued, slow) check.
             let row = repo::find(&mut *self.conn().await?, id)
@@ -203,22 +229,28 @@ impl UserModule {
             let stored = row.map(|r| r.password_hash);
             if !self
                 .hasher
-                .verify(password, stored)
+                .verify(password, stored.clone())
                 .await
                 .map_err(hash_error)?
             {
                 return Err(AuthFlowError::InvalidCredentials);
             }
+            checked = stored;
         }
-        let prefs_changed = changes.notification_preferences;
         let mut conn = self.conn().await?;
         let row = conn
             .transaction::<_, DieselError, _>(async |conn| {
                 let Some(before) = repo::find_for_update(conn, id).await? else {
-                    return Ok(None);
+                    return Ok(Changed::NotFound);
                 };
+                if checked
+                    .as_ref()
+                    .is_some_and(|hash| *hash != before.password_hash)
+                {
+                    return Ok(Changed::PasswordMoved);
+                }
                 let Some(after) = repo::update(conn, id, &update).await? else {
-                    return Ok(None);
+                    return Ok(Changed::NotFound);
                 };
                 let mut batch = events::outbox::Batch::new(crate::NAME, cx);
                 if after.email != before.email {
@@ -236,19 +268,23 @@ impl UserModule {
                         version: after.version,
                     })?;
                 }
-                if let Some(notification_preferences) = prefs_changed {
+                if after.preferences() != before.preferences() {
                     batch.push(&UserPreferencesChanged {
                         user_id: UserId::from(id),
-                        notification_preferences,
+                        notification_preferences: after.preferences(),
                         version: Some(after.version),
                     })?;
                 }
                 batch.write(conn).await?;
-                Ok(Some(after))
+                Ok(Changed::Done(Box::new(after)))
             })
             .await
-            .map_err(taken_or)?
-            .ok_or(UserError::NotFound(UserId::from(id)))?;
+            .map_err(taken_or)?;
+        let row = match row {
+            Changed::Done(row) => *row,
+            Changed::PasswordMoved => return Err(AuthFlowError::InvalidCredentials),
+            Changed::NotFound => return Err(UserError::NotFound(UserId::from(id)).into()),
+        };
         events::outbox::wake(crate::NAME);
         if update.email.is_some() {
             tracing::info!(user.id = %id, "email address changed");
@@ -292,14 +328,32 @@ impl UserModule {
             password_hash: Some(hash),
             ..AccountChanges::default()
         };
+        let checked = row.password_hash;
         let mut conn = self.conn().await?;
-        conn.transaction::<_, DieselError, _>(async |conn| {
-            repo::update(conn, id, &changes).await?;
-            repo::revoke_all_for_user(conn, id).await?;
-            Ok(())
-        })
-        .await
-        .map_err(database)?;
+        let changed = conn
+            .transaction::<_, DieselError, _>(async |conn| {
+                // Only while the hash the current password was checked
+                // against is still the account's: of two changes from the
+                // same old password (its owner's and a thief's), the one
+                // that commits second is refused, not the first overruled.
+                match repo::find_for_update(conn, id).await? {
+                    Some(now) if now.password_hash == checked => {}
+                    Some(_) => return Ok(Changed::PasswordMoved),
+                    None => return Ok(Changed::NotFound),
+                }
+                let Some(after) = repo::update(conn, id, &changes).await? else {
+                    return Ok(Changed::NotFound);
+                };
+                repo::revoke_all_for_user(conn, id).await?;
+                Ok(Changed::Done(Box::new(after)))
+            })
+            .await
+            .map_err(database)?;
+        match changed {
+            Changed::Done(_) => {}
+            Changed::PasswordMoved => return Err(AuthFlowError::InvalidCredentials),
+            Changed::NotFound => return Err(UserError::NotFound(UserId::from(id)).into()),
+        }
         tracing::info!(user.id = %id, "password changed; refresh tokens revoked");
         Ok(())
     }

@@ -16,8 +16,8 @@ use crate::error::{AuthFlowError, database, hash_error};
 use crate::repo::{self, UserRow};
 use kernel::Failure;
 
-/// Access and refresh token handed out at sign-in and refresh.
-#[derive(Debug)]
+/// Access and refresh token handed out at sign-in and refresh. No `Debug`:
+/// both are bearer secrets.
 pub struct TokenPair {
     /// The signed JWT access token, for `Authorization: Bearer`.
     pub access_token: String,

@@ -66,6 +66,8 @@ impl RootSpanBuilder for RequestIdRootSpan {
             http.route = %route,
             http.target = %request.uri().path(),
             http.status_code = tracing::field::Empty,
+            // The caller, once a token is verified (`auth::extract`).
+            user.id = tracing::field::Empty,
             otel.name = %format_args!("{} {}", request.method(), route),
             otel.kind = "server",
         );

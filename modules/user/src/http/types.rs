@@ -39,7 +39,8 @@ pub struct PasswordChange {
     #[schema(format = Password)]
     pub(super) current_password: String,
     /// The new password (same policy as at registration: 12 to 256
-    /// characters, not a commonly used one, not your email address).
+    /// characters, not counting surrounding spaces, a run of spaces counting
+    /// as one; not a commonly used one, not your email address).
     #[schema(format = Password, min_length = 12, max_length = 256)]
     pub(super) new_password: String,
 }
