@@ -7,9 +7,11 @@
 //! answer comes back as it is. It is read whole within the call's policy
 //! (its attempt timeout, deadline and bulkhead slot cover the body as well
 //! as the head, and a body cut off midway is the module's failure, retried
-//! when the request is safe to send twice, not a truncated 200 for the
-//! client); only an answer larger than [`MAX_READ_BYTES`] streams on past
-//! the policy, as it comes. A module's considered refusal
+//! when the request is safe to send twice, then a 502
+//! `upstream_answer_broken`, not a truncated 200 for the client: a write
+//! may have been applied); only an answer larger than [`MAX_READ_BYTES`]
+//! streams on past the policy, as it comes, and a HEAD's answer goes back
+//! without a body to read. A module's considered refusal
 //! (503 naming a degradation: it sheds load, or a dependency of its own is
 //! cut off) is its answer, not its failure: passed back once, never
 //! retried, and not counted by the module's breaker (`remote::is_refusal`).
@@ -46,12 +48,24 @@ enum Answer {
         headers: reqwest::header::HeaderMap,
         body: Bytes,
     },
-    /// Larger than [`MAX_READ_BYTES`]: what was read, then the rest as it
-    /// comes, past the policy.
+    /// Larger than [`MAX_READ_BYTES`] (or a HEAD's, which has no body to
+    /// read): what was read, then the rest as it comes, past the policy.
     Streamed {
         head: Bytes,
         rest: reqwest::Response,
     },
+}
+
+/// Why a forward's attempt failed.
+enum Failed {
+    /// No answer: the module could not be reached, or did not answer.
+    Unreachable,
+    /// The answer's head came, then its body broke off: the module may have
+    /// done what was asked (a 502 for the client, never a 503 that invites
+    /// a retry of a write).
+    Broken,
+    /// The module's own failure (a 5xx, a 429), passed back as it is.
+    Answered(Answer),
 }
 
 /// The largest answer read whole within the call's policy. The API's
@@ -61,13 +75,17 @@ enum Answer {
 const MAX_READ_BYTES: usize = 1024 * 1024;
 
 /// Reads `response` whole, or up to [`MAX_READ_BYTES`] and no further (or
-/// nothing, when its `Content-Length` says it is larger).
-async fn read(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
-    let large = response
-        .content_length()
-        .is_some_and(|n| n > MAX_READ_BYTES as u64);
-    let mut body = aweb::BytesMut::new();
-    if !large {
+/// nothing, when its `Content-Length` says it is larger, or it answers a
+/// HEAD: its `Content-Length` is the GET's, and goes back as it is).
+async fn read(mut response: reqwest::Response, head: bool) -> Result<Answer, reqwest::Error> {
+    let length = response.content_length();
+    let large = length.is_some_and(|n| n > MAX_READ_BYTES as u64);
+    let mut body = aweb::BytesMut::with_capacity(if large || head {
+        0
+    } else {
+        length.map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    });
+    if !large && !head {
         while let Some(chunk) = response.chunk().await? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_READ_BYTES {
@@ -288,7 +306,7 @@ async fn forward(
             async move {
                 let Some(attempt) = attempt else {
                     return (
-                        Err(None),
+                        Err(Failed::Unreachable),
                         resilience::Verdict::Failed {
                             retryable: false,
                             retry_after: None,
@@ -305,7 +323,7 @@ async fn forward(
                         Err(e) => {
                             tracing::warn!(module = upstream.module, error = %e, "forwarding failed");
                             return (
-                                Err(None),
+                                Err(Failed::Unreachable),
                                 resilience::Verdict::Failed {
                                     retryable: e.is_connect() || e.is_timeout(),
                                     retry_after: None,
@@ -337,15 +355,16 @@ async fn forward(
                     };
                     let answered = status != reqwest::StatusCode::TOO_MANY_REQUESTS
                         && matches!(verdict, resilience::Verdict::Healthy);
-                    match read(response).await {
+                    match read(response, head).await {
                         Ok(answer) if answered => (Ok(answer), verdict),
-                        Ok(answer) => (Err(Some(answer)), verdict),
+                        Ok(answer) => (Err(Failed::Answered(answer)), verdict),
                         // Cut off midway: the module's failure, whatever
-                        // its status said.
+                        // its status said (tried again only when the
+                        // request is safe to send twice).
                         Err(e) => {
                             tracing::warn!(module = upstream.module, error = %e, "a module's answer broke off");
                             (
-                                Err(None),
+                                Err(Failed::Broken),
                                 resilience::Verdict::Failed {
                                     retryable: true,
                                     retry_after: None,
@@ -361,7 +380,17 @@ async fn forward(
         .await;
     let module = upstream.module;
     let answer = match answer {
-        Ok(response) | Err(resilience::PolicyError::Failed(Some(response))) => response,
+        Ok(response) | Err(resilience::PolicyError::Failed(Failed::Answered(response))) => response,
+        Err(resilience::PolicyError::Failed(Failed::Broken)) => {
+            return Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_answer_broken",
+                format!(
+                    "the {module} module's answer broke off; a request that changes something \
+                     may have been applied: read before trying again"
+                ),
+            ));
+        }
         Err(resilience::PolicyError::BreakerOpen { retry_after }) => {
             let seconds = remote::whole_seconds(retry_after);
             return Err(Problem::new(
@@ -386,7 +415,7 @@ async fn forward(
                 format!("the {module} module did not answer in time"),
             ));
         }
-        Err(resilience::PolicyError::Failed(None)) => {
+        Err(resilience::PolicyError::Failed(Failed::Unreachable)) => {
             return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
@@ -414,6 +443,11 @@ async fn forward(
             response.append_header((name.as_str(), value.as_bytes()));
         }
     }
+    // A HEAD's answer says the GET's length (`content-length` is this
+    // hop's header, written by the server for the body it sends: none).
+    if head && let Some(length) = content_length(headers) {
+        response.no_chunking(length);
+    }
     Ok(match answer {
         Answer::Read { body, .. } => response.body(body),
         Answer::Streamed { head, rest } => response.streaming(
@@ -421,6 +455,14 @@ async fn forward(
                 .chain(rest.bytes_stream()),
         ),
     })
+}
+
+/// An answer's `Content-Length`, if it has a valid one.
+fn content_length(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// The largest problem body read whole to judge it; a larger one is no
@@ -449,7 +491,7 @@ fn is_problem(headers: &reqwest::header::HeaderMap) -> bool {
 async fn read_problem(
     response: reqwest::Response,
     module: &'static str,
-) -> (Result<Answer, Option<Answer>>, resilience::Verdict) {
+) -> (Result<Answer, Failed>, resilience::Verdict) {
     let status = response.status();
     let headers = response.headers().clone();
     let retry_after = remote::retry_after(&headers);
@@ -461,7 +503,8 @@ async fn read_problem(
         Ok(body) => body,
         Err(e) => {
             tracing::warn!(module, error = %e, "a module's answer broke off");
-            return (Err(None), failed);
+            // A 503's: the module did not do it.
+            return (Err(Failed::Unreachable), failed);
         }
     };
     let problem = serde_json::from_slice::<kernel::ProblemBody>(&body).ok();
@@ -475,7 +518,7 @@ async fn read_problem(
         headers,
         body,
     };
-    (Err(Some(answer)), verdict)
+    (Err(Failed::Answered(answer)), verdict)
 }
 
 #[cfg(test)]

@@ -415,6 +415,14 @@ fn common_answers(api: bool, verb: Verb, operation: &Operation) -> Vec<(&'static
         problem("An unexpected error (`internal_error`); the details are logged, not shown"),
     ));
     answers.push((
+        "502",
+        problem(
+            "A gateway forwarded the request to the process serving the module, and the \
+             module's answer broke off midway (`upstream_answer_broken`): a request that \
+             changes something may have been applied; read before trying again",
+        ),
+    ));
+    answers.push((
         "503",
         problem_retry_after(
             "A dependency does not answer: the module's database (`<module>_unavailable`), \

@@ -179,6 +179,7 @@ pub(super) const FOLLOWS: &[Follow] = &[
         .named("SignOut"),
     follow("list_users", OK, "get_user", FIRST_ID),
     // Webhooks and dead letters.
+    follow("create_webhook", CREATED, "get_webhook", ID),
     follow("create_webhook", CREATED, "delete_webhook", ID),
     follow(
         "list_webhooks",

@@ -80,6 +80,12 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "0",
             "notification.max_webhooks",
         ),
+        // A held order update pruned before its customer's registration.
+        (
+            "APP__NOTIFICATION__RETENTION_DAYS",
+            "0",
+            "notification.retention_days",
+        ),
         // Every call would count slow: the breaker would open for good.
         (
             "APP__RESILIENCE__DEFAULT__BREAKER__SLOW_CALL_MS",

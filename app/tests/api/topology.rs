@@ -919,7 +919,7 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     // A module process written by hand: `/cut` sends half its body and
-    // closes; `/stall` sends half and waits 30 s. It serves the token
+    // closes; any other path sends half and waits 30 s. It serves the token
     // keys and readiness too, and counts the calls to `/cut`.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let module = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
@@ -996,23 +996,34 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
         .send()
         .await
         .unwrap();
-    assert_problem(cut, 503, "upstream_unavailable").await;
+    assert_problem(cut, 502, "upstream_answer_broken").await;
     assert_eq!(
         AtomicUsize::load(&cuts, Ordering::SeqCst),
         2,
         "a GET is tried again"
     );
 
+    // A POST is not: the module may have done it, and the client is told so.
     let cut = client
         .post(gateway.url("/api/v1/products/cut"))
         .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
-    assert_problem(cut, 503, "upstream_unavailable").await;
+    assert_problem(cut, 502, "upstream_answer_broken").await;
     assert_eq!(
         AtomicUsize::load(&cuts, Ordering::SeqCst),
         3,
         "a POST is not"
     );
+
+    // A HEAD's answer has no body to read: it goes back at once, with the
+    // length the module gave (the GET's).
+    let head = client
+        .head(gateway.url("/api/v1/products/head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "100");
 }

@@ -138,9 +138,69 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
             "{url}: {body}"
         );
     }
-    // The allowed network is allowed.
+    // The allowed network is allowed; its `Location` reads it back.
     let allowed = subscribe_webhook(&app, &admin, "http://192.0.2.10/hook").await;
     assert_eq!(allowed.status(), 201);
+    let location = allowed.headers()["location"].to_str().unwrap().to_owned();
+    let read = app
+        .client
+        .get(app.url(&location))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let read: serde_json::Value = read.json().await.unwrap();
+    assert_eq!(read["url"], "http://192.0.2.10/hook");
+    assert!(read.get("secret").is_none(), "{read}");
+    let deleted = app
+        .client
+        .delete(app.url(&location))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = app
+        .client
+        .get(app.url(&location))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(gone, 404, "webhook_not_found").await;
+}
+
+/// Unknown event types are named once each, in one error, the first ten
+/// of them: a body of thousands of repeats is not answered with thousands
+/// of copies of the list of known types (megabytes for a 20 kB request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_event_types_are_answered_in_one_short_error() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = app.token(&[Role::Admin]);
+    let mut types: Vec<String> = vec!["x".to_owned(); 5000];
+    types.extend((0..20).map(|i| format!("made.up.{i}")));
+    types.push("catalog.product_created.v1".to_owned());
+    let refused = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"url": "https://hooks.example.com/", "event_types": types}))
+        .send()
+        .await
+        .unwrap();
+    let length = refused.content_length();
+    let body = assert_problem(refused, 422, "validation_failed").await;
+    assert!(length.is_some_and(|n| n < 4096), "{length:?} bytes");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("`made.up.0`"), "{message}");
+    assert!(message.contains("and 11 more"), "{message}");
+    assert!(
+        message.contains("catalog.product_created.v1"),
+        "the known ones: {message}"
+    );
 }
 
 /// A webhook URL is at most 2048 characters: every message to it is kept

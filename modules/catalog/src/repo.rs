@@ -420,16 +420,18 @@ pub(crate) fn ranks_every_match(filter: &ProductFilter, sort: ProductSort) -> bo
 
 /// Whether a list takes its turn in the search bulkhead (`searches`): one
 /// that ranks every match ([`ranks_every_match`]), or a one-word search
-/// with another filter, which reads the word's ranked entries until a
-/// page of them passes the filter: every entry of a common word, when the
-/// filter passes few (`q=mug&active=false`), as costly as ranking them.
+/// with a filter that may pass few products, which reads the word's ranked
+/// entries until a page of them passes it: every entry of a common word
+/// when it passes few (`q=mug&active=false`), as costly as ranking them.
+/// A storefront's own filters, `active=true` and `in_stock=true`, pass most
+/// products and take no turn.
 pub(crate) fn takes_a_search_turn(filter: &ProductFilter, sort: ProductSort) -> bool {
-    let filtered = filter.category_id.is_some()
+    let narrowing = filter.category_id.is_some()
         || filter.min_price.is_some()
         || filter.max_price.is_some()
-        || filter.active.is_some()
-        || filter.in_stock.is_some();
-    ranks_every_match(filter, sort) || (filter.q.is_some() && filtered)
+        || filter.active == Some(false)
+        || filter.in_stock == Some(false);
+    ranks_every_match(filter, sort) || (filter.q.is_some() && narrowing)
 }
 
 /// Whether PostgreSQL's `websearch_to_tsquery` makes at most one word of

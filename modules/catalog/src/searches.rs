@@ -143,6 +143,15 @@ mod tests {
             &search("teapot"),
             ProductSort::Relevance
         ));
+        // A storefront's filters pass most products: no turn.
+        assert!(!takes_a_search_turn(
+            &ProductFilter {
+                active: Some(true),
+                in_stock: Some(true),
+                ..search("teapot")
+            },
+            ProductSort::Relevance
+        ));
         assert!(takes_a_search_turn(
             &search("blue teapot"),
             ProductSort::Relevance

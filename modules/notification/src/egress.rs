@@ -170,6 +170,8 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10 (Alibaba's metadata too)
         || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || matches!(ip.octets(), [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]) // TEST-NETs, used inside some networks
+        || ip == Ipv4Addr::new(168, 63, 129, 16) // Azure's host agent (WireServer): reachable only from its VMs
         || a >= 240 // reserved
 }
 
@@ -267,6 +269,11 @@ mod tests {
             "http://[fd00:ec2::254]/",
             "http://[fe80::1]/",
             "http://[ff02::1]/",
+            "http://168.63.129.16/", // Azure's host agent
+            "http://[::ffff:168.63.129.16]/",
+            "http://192.0.2.10/",
+            "http://198.51.100.7/",
+            "http://203.0.113.200/",
         ] {
             assert!(egress.check_literal(&url(refused)).is_err(), "{refused}");
         }

@@ -77,6 +77,7 @@ pub fn configure(cfg: &mut web::Routes<'_, '_>) {
     cfg.service(list_notifications)
         .service(create_webhook)
         .service(list_webhooks)
+        .service(get_webhook)
         .service(delete_webhook);
 }
 
@@ -283,16 +284,34 @@ pub async fn create_webhook(
             "name at least one event type",
         ));
     }
-    for t in &event_types {
-        if !crate::EVENT_TYPES.contains(&t.as_str()) {
-            errors.push(kernel::FieldError::new(
-                "event_types",
-                format!(
-                    "unknown event type `{t}` (known: {})",
-                    crate::EVENT_TYPES.join(", ")
-                ),
-            ));
+    // One error for every unknown type, each named once: a body of
+    // thousands of repeats answers one line, not thousands of copies of
+    // the known list.
+    let mut unknown: Vec<&str> = event_types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !crate::EVENT_TYPES.contains(t))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        const SHOWN: usize = 10;
+        let mut named = unknown
+            .iter()
+            .take(SHOWN)
+            .map(|t| format!("`{}`", t.chars().take(64).collect::<String>()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if unknown.len() > SHOWN {
+            named.push_str(&format!(" and {} more", unknown.len() - SHOWN));
         }
+        errors.push(kernel::FieldError::new(
+            "event_types",
+            format!(
+                "unknown event types {named} (known: {})",
+                crate::EVENT_TYPES.join(", ")
+            ),
+        ));
     }
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
@@ -338,6 +357,38 @@ pub async fn list_webhooks(
     let mut conn = module.conn().await?;
     let all = repo::webhooks(&mut conn).await.map_err(database)?;
     Ok(Json(all))
+}
+
+/// One subscription (without its secret): where a creation's `Location`
+/// points. Admin only.
+#[utoipa::path(
+    tag = "notifications",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The subscription", body = Webhook),
+        (status = 404, description = "No such subscription", body = ProblemBody),
+    ),
+    security(("bearer" = ["admin"])),
+)]
+#[get("/admin/webhooks/{id}")]
+pub async fn get_webhook(
+    module: Data<NotificationModule>,
+    _admin: AdminOnly,
+    id: Path<Uuid>,
+) -> Result<Json<Webhook>, Problem> {
+    let id = id.into_inner();
+    let mut conn = module.conn().await?;
+    repo::webhook(&mut conn, id)
+        .await
+        .map_err(database)?
+        .map(Json)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "webhook_not_found",
+                format!("no webhook subscription `{id}`"),
+            )
+        })
 }
 
 /// Remove a subscription; its pending calls fail. Admin only.

@@ -38,6 +38,11 @@ impl Section for Settings {
         if self.max_webhooks == 0 {
             return Err(("max_webhooks".into(), "must be at least 1".into()));
         }
+        // 0 would prune an order update held for a customer whose
+        // registration has not arrived yet, at the next prune.
+        if self.retention_days == 0 {
+            return Err(("retention_days".into(), "must be at least 1".into()));
+        }
         if environment == "production"
             && self.email.transport == EmailTransport::Smtp
             && self.email.smtp_tls == SmtpTls::None

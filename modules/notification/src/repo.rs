@@ -138,6 +138,19 @@ pub(crate) async fn webhooks(conn: &mut AsyncPgConnection) -> QueryResult<Vec<We
         .await
 }
 
+/// One subscription.
+pub(crate) async fn webhook(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<Webhook>> {
+    w::table
+        .find(id)
+        .select(Webhook::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// Removes a subscription; how many rows went (0 or 1).
 pub(crate) async fn delete_webhook(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
     diesel::delete(w::table.find(id)).execute(conn).await
@@ -788,32 +801,64 @@ pub(crate) async fn mark_not_sent(
     .await
 }
 
+/// Rows [`prune`] deletes per statement.
+pub(crate) const PRUNE_BATCH: i64 = 5000;
+
 /// Deletes the sent and failed messages queued more than `days` ago, and
 /// the order updates held that long for a customer whose registration never
 /// came (placed with a token of no account); how many. Updates held for a
 /// customer who did register are kept, however old: the upkeep
 /// ([`stranded_held`]) writes them out, after this prune.
+///
+/// In statements of [`PRUNE_BATCH`] rows, until one deletes fewer (or
+/// `stop` is set): one `DELETE` of a burst's worth of rows (a price drop
+/// to every opted-in customer) ran into the statement timeout, deleting
+/// nothing, at every prune after, as the relay's did. The held updates are
+/// pruned even when the settled ones fail.
 #[tracing::instrument(name = "notification.repo.prune", skip_all)]
-pub(crate) async fn prune(conn: &mut AsyncPgConnection, days: u32) -> QueryResult<usize> {
+pub(crate) async fn prune(
+    conn: &mut AsyncPgConnection,
+    days: u32,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> QueryResult<usize> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     // Raw: the age is `now() - interval` on the database's clock.
-    let settled = db::sql(
-        "DELETE FROM notifications WHERE status IN ('sent', 'failed') \
-         AND created_at < now() - make_interval(days => $1)",
-    )
-    .bind::<diesel::sql_types::Integer, _>(days)
-    .execute(conn)
-    .await?;
-    let held = db::sql(
-        "DELETE FROM notifications AS n WHERE n.status = 'held' \
-         AND n.created_at < now() - make_interval(days => $1) \
-         AND NOT EXISTS (SELECT 1 FROM recipients AS r WHERE r.user_id = n.recipient_user_id \
-                         AND r.registered AND r.email IS NOT NULL AND r.display_name IS NOT NULL)",
-    )
-    .bind::<diesel::sql_types::Integer, _>(days)
-    .execute(conn)
-    .await?;
-    Ok(settled + held)
+    let settled = "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
+                   WHERE status IN ('sent', 'failed') \
+                   AND created_at < now() - make_interval(days => $1) LIMIT $2)";
+    let held = "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications AS n \
+                WHERE n.status = 'held' \
+                AND n.created_at < now() - make_interval(days => $1) \
+                AND NOT EXISTS (SELECT 1 FROM recipients AS r WHERE r.user_id = n.recipient_user_id \
+                                AND r.registered AND r.email IS NOT NULL AND r.display_name IS NOT NULL) \
+                LIMIT $2)";
+    let mut pruned = 0;
+    let mut failed = None;
+    for statement in [settled, held] {
+        loop {
+            let deleted = db::sql(statement)
+                .bind::<diesel::sql_types::Integer, _>(days)
+                .bind::<BigInt, _>(PRUNE_BATCH)
+                .execute(conn)
+                .await;
+            match deleted {
+                Ok(n) => {
+                    pruned += n;
+                    if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(pruned),
+    }
 }
 
 #[cfg(test)]
@@ -838,6 +883,58 @@ mod tests {
             statement_timeout: Duration::from_secs(5),
         })
         .unwrap()
+    }
+
+    /// A prune deletes in statements of at most `PRUNE_BATCH` rows (one
+    /// statement for a burst's worth timed out, deleting nothing, at every
+    /// prune), until all that is due has gone; younger rows stay. A
+    /// statement trigger of the test records each statement's count.
+    #[tokio::test]
+    async fn a_prune_deletes_in_batches_until_all_due_rows_are_gone() {
+        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
+        let pool = pool_of(&db).await;
+        let mut conn = pool.get().await.unwrap();
+        for statement in [
+            "CREATE TABLE prune_log (deleted bigint NOT NULL)",
+            "CREATE FUNCTION log_prune() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO prune_log SELECT count(*) FROM gone; RETURN NULL; END $$",
+            "CREATE TRIGGER log_prune AFTER DELETE ON notifications \
+             REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION log_prune()",
+            "INSERT INTO notifications \
+             (id, event_id, event_type, channel, destination, subject, body, status, created_at) \
+             SELECT gen_random_uuid(), gen_random_uuid(), 't', 'email', 'a@example.com', 's', 'b', \
+                    'sent', now() - make_interval(days => CASE WHEN i <= 10001 THEN 100 ELSE 1 END) \
+             FROM generate_series(1, 10010) AS i",
+        ] {
+            db::sql(statement).execute(&mut conn).await.unwrap();
+        }
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        assert_eq!(prune(&mut conn, 90, &stop).await.unwrap(), 10001);
+        #[derive(diesel::QueryableByName)]
+        struct Logged {
+            #[diesel(sql_type = BigInt)]
+            deleted: i64,
+        }
+        let logged: Vec<Logged> = db::sql("SELECT deleted FROM prune_log")
+            .load(&mut conn)
+            .await
+            .unwrap();
+        let counts: Vec<i64> = logged.iter().map(|l| l.deleted).collect();
+        assert_eq!(
+            counts,
+            [PRUNE_BATCH, PRUNE_BATCH, 1, 0],
+            "settled in three statements, then the held (none)"
+        );
+        #[derive(diesel::QueryableByName)]
+        struct Left {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let left: Left = db::sql("SELECT count(*) AS n FROM notifications")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left.n, 9, "the younger rows stay");
     }
 
     /// A claim takes each kind up to its limit, oldest first, and leaves

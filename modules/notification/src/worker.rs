@@ -205,7 +205,7 @@ impl Sender {
         let Ok(mut conn) = db::connection(&self.pool, crate::NAME).await else {
             return;
         };
-        match repo::prune(&mut conn, self.settings.retention_days).await {
+        match repo::prune(&mut conn, self.settings.retention_days, stop).await {
             Ok(n) if n > 0 => tracing::info!(rows = n, "pruned settled notifications"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning notifications failed"),

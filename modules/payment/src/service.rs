@@ -185,14 +185,16 @@ impl PaymentModule {
         for order in orders {
             let order = OrderId::from(order);
             let (payment, at_provider) = self.with_provider_side(order).await?;
-            match self
-                .settle(&payment, &at_provider.method)
-                .await
-                .map_err(PaymentError::from)
-            {
+            match self.settle(&payment, &at_provider.method).await {
                 Ok(settled) if settled.status == PaymentStatus::Voided => released += 1,
-                Ok(_) | Err(PaymentError::Declined(_)) => {}
-                Err(e) => {
+                // Declined on replay: no hold to release.
+                Ok(_) | Err(Unsettled::Failed(PaymentError::Declined(_))) => {}
+                // The provider refuses the release itself: asked again every
+                // minute until the bar is forgotten; an operator should look.
+                Err(Unsettled::HoldKept(PaymentError::Declined(code))) => {
+                    tracing::warn!(order.id = %order, code, "the provider refuses to release the hold of a barred authorization");
+                }
+                Err(Unsettled::Failed(e) | Unsettled::HoldKept(e)) => {
                     tracing::warn!(order.id = %order, error = %e, "the hold of a barred authorization is still held; tried again next minute");
                 }
             }

@@ -40,7 +40,8 @@ diesel::table! {
 /// Unique constraint on emails, to recognise a taken address.
 pub(crate) const EMAIL_UNIQUE: &str = "users_email_key";
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// No `Debug`: it holds the password hash.
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub(crate) struct UserRow {
     pub(crate) id: Uuid,

@@ -31,6 +31,9 @@ pub async fn middleware<B: MessageBody + 'static>(
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let conditional = matches!(*request.method(), Method::GET | Method::HEAD);
+    // A HEAD's answer has no body to tag (its length is the GET's: a
+    // gateway passes on the module's); only a tag it carries is used.
+    let head = *request.method() == Method::HEAD;
     let if_none_match = request
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -49,6 +52,9 @@ pub async fn middleware<B: MessageBody + 'static>(
         let (request, response) = response.into_parts();
         let (head, _) = response.into_parts();
         return Ok(ServiceResponse::new(request, not_modified(&head, etag)));
+    }
+    if head {
+        return Ok(response);
     }
     // Only whole bodies of known, modest size are tagged; streams pass through.
     let small = matches!(response.response().body().size(), actix_web::body::BodySize::Sized(n) if n <= MAX_TAGGED_BODY as u64);
