@@ -71,6 +71,51 @@ async fn a_send_cut_by_its_timeout_leaves_no_connection_behind_to_reuse() {
     }
 }
 
+/// While the relay's breaker turns every send away, the sender leaves the
+/// due emails where they are: it claimed them only to defer each (two
+/// writes a message, the whole backlog again every wait, the relay's real
+/// error overwritten by "breaker open"). Here the relay's port is closed:
+/// two failures open the breaker for a minute; the round under way when
+/// it opened is deferred, and no other email is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_relay_breaker_leaves_the_email_backlog_alone() {
+    let port = crate::helpers::free_port().to_string();
+    let app = spawn_app_with(&[
+        ("APP__NOTIFICATION__EMAIL__TRANSPORT", "smtp"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("APP__NOTIFICATION__EMAIL__SMTP_PORT", port.as_str()),
+        ("APP__RESILIENCE__SMTP__BREAKER__WINDOW_SIZE", "2"),
+        ("APP__RESILIENCE__SMTP__BREAKER__MINIMUM_CALLS", "2"),
+        ("APP__RESILIENCE__SMTP__BREAKER__WAIT_OPEN_MS", "60000"),
+    ])
+    .await;
+    {
+        use diesel_async::RunQueryDsl as _;
+        diesel::sql_query(
+            "INSERT INTO notification.notifications \
+             (id, event_id, event_type, channel, destination, subject, body) \
+             SELECT gen_random_uuid(), gen_random_uuid(), 'test.backlog.v1', 'email', \
+                    'reader' || i || '@example.com', 'Backlog', 'b' \
+             FROM generate_series(1, 100) AS i",
+        )
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    }
+    let touched = "SELECT count(*) AS n FROM notification.notifications \
+                   WHERE event_type = 'test.backlog.v1' AND last_error IS NOT NULL";
+    eventually("the relay's breaker open", || async {
+        (count(&app, touched).await >= 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let touched = count(&app, touched).await;
+    assert!(
+        touched <= 20,
+        "{touched} emails claimed and deferred while the breaker was open (one round is 20)"
+    );
+}
+
 /// An email under way when the shop is told to stop is finished and
 /// recorded before the shop lets go of its database: the background tasks
 /// get as long as the longest call may take (here the SMTP server answers

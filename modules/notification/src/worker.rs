@@ -150,8 +150,14 @@ impl Sender {
             }
             let mut claimed = 0;
             let receivers = BUSY_RECEIVERS.saturating_sub(busy.receivers.len());
-            if !stopping && (receivers > 0 || busy.email.is_none()) {
-                match this.claim(busy.email.is_none(), receivers, &busy).await {
+            // While the relay's breaker turns every send away, emails are
+            // left where they are: claiming them would only defer each
+            // (two writes a message, the whole due backlog again every
+            // wait, and the relay's real error overwritten). The first
+            // claim after its wait is the breaker's trial.
+            let emails = busy.email.is_none() && this.smtp.rejecting_for().is_none();
+            if !stopping && (receivers > 0 || emails) {
+                match this.claim(emails, receivers, &busy).await {
                     Ok((due, started)) => {
                         claimed = due.len();
                         for (destination, items) in by_destination(due) {

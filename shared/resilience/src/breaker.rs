@@ -136,6 +136,19 @@ impl Breaker {
         }
     }
 
+    /// How long the breaker still turns every call away: while it is open,
+    /// the rest of its wait; `None` when a call could start now (closed,
+    /// half-open, or open with its wait over: the next call is a trial).
+    /// Changes nothing.
+    pub fn rejecting_for(&self, now: Instant) -> Option<Duration> {
+        if self.state != State::Open {
+            return None;
+        }
+        let wait = Duration::from_millis(self.settings.wait_open_ms);
+        let elapsed = now.saturating_duration_since(self.opened_at.unwrap_or(now));
+        wait.checked_sub(elapsed).filter(|left| !left.is_zero())
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state

@@ -192,6 +192,17 @@ impl Policy {
             .unwrap_or(State::Open)
     }
 
+    /// How long the breaker of calls that name no destination still turns
+    /// every call away ([`Breaker::rejecting_for`](crate::breaker::Breaker::rejecting_for)):
+    /// a caller with work queued for the dependency (a sender with its
+    /// backlog) waits that long instead of taking work only to defer it.
+    pub fn rejecting_for(&self) -> Option<Duration> {
+        self.breakers
+            .lock()
+            .ok()
+            .and_then(|b| b.own.rejecting_for(Instant::now()))
+    }
+
     /// The state now of `destination`'s breaker ([`Policy::call_to`]).
     pub fn state_of(&self, destination: &str) -> State {
         self.breakers

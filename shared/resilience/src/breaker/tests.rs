@@ -186,3 +186,28 @@ fn an_outcome_from_before_the_breaker_opened_does_not_count_as_a_trial() {
         "stale successes do not close it"
     );
 }
+
+#[test]
+fn an_open_breaker_says_how_long_it_still_rejects_without_moving() {
+    let t0 = Instant::now();
+    let mut b = Breaker::new(settings());
+    assert_eq!(b.rejecting_for(t0), None, "closed");
+    b = opened_at(t0);
+    assert_eq!(
+        b.rejecting_for(t0 + Duration::from_secs(1)),
+        Some(Duration::from_secs(4))
+    );
+    assert_eq!(b.state(), State::Open, "asking moves nothing");
+    assert_eq!(
+        b.rejecting_for(t0 + Duration::from_secs(5)),
+        None,
+        "its wait is over: the next call is a trial"
+    );
+    assert_eq!(b.state(), State::Open);
+    b.admit(t0 + Duration::from_secs(5));
+    assert_eq!(
+        b.rejecting_for(t0 + Duration::from_secs(5)),
+        None,
+        "half-open"
+    );
+}
