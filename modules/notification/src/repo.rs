@@ -590,14 +590,19 @@ pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> Q
             }
         })
         .collect();
+    // Bulk email is claimed after every other ([`claim_due`]).
+    let bulk: Vec<bool> = all
+        .iter()
+        .map(|m| m.channel == "email" && BULK_EVENTS.contains(&m.event.event_type.as_str()))
+        .collect();
     // Raw: one text for any number of messages (`unnest`, one array per
     // column), so it is prepared once per connection; diesel's multi-row
     // `VALUES` is a new text per count, prepared and planned on each call.
     db::sql(
         "INSERT INTO notifications (id, event_id, event_type, request_id, recipient_user_id, \
-         channel, destination, subscription_id, subject, body, status) \
+         channel, destination, subscription_id, subject, body, status, bulk) \
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
-         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[], $11::text[]) \
+         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[], $11::text[], $12::bool[]) \
          ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING",
     )
     .bind::<Array<SqlUuid>, _>(ids)
@@ -611,9 +616,16 @@ pub(crate) async fn queue(conn: &mut AsyncPgConnection, all: &[Queued<'_>]) -> Q
     .bind::<Array<Text>, _>(subjects)
     .bind::<Array<Text>, _>(bodies)
     .bind::<Array<Text>, _>(statuses)
+    .bind::<Array<diesel::sql_types::Bool>, _>(bulk)
     .execute(conn)
     .await
 }
+
+/// The events whose emails go to a whole audience (every customer who
+/// opted into product news): claimed after every other due email, so that
+/// an order's or an account's email is not held up behind a fan-out.
+pub(crate) const BULK_EVENTS: &[&str] =
+    &[<catalog_api::events::ProductPriceChanged as kernel::IntegrationEvent>::TYPE];
 
 /// A queued message the sender has claimed.
 #[derive(diesel::QueryableByName)]
@@ -678,7 +690,7 @@ pub(crate) async fn claim_due(
         "WITH emails AS ( \
              SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
              AND channel = 'email' \
-             ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED \
+             ORDER BY bulk, created_at LIMIT $1 FOR UPDATE SKIP LOCKED \
          ), others AS ( \
              SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
              AND channel <> 'email' AND destination <> ALL($3) \
@@ -935,6 +947,68 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left.n, 9, "the younger rows stay");
+    }
+
+    /// Bulk email (a price drop to every opted-in customer) is claimed
+    /// after every other due email: an order's email queued after a
+    /// fan-out goes in the next claim, not after the whole audience.
+    /// `queue` marks it by its event's type.
+    #[tokio::test]
+    async fn an_order_email_queued_after_a_fan_out_is_claimed_before_it() {
+        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
+        let pool = pool_of(&db).await;
+        let mut conn = pool.get().await.unwrap();
+        let event = |event_type: &str| Envelope {
+            id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            source: "test".to_owned(),
+            aggregate_id: "a".to_owned(),
+            occurred_at: Utc::now(),
+            request_id: None,
+            causation_id: None,
+            payload: serde_json::json!({}),
+            traceparent: None,
+            tracestate: None,
+        };
+        let drop = event("catalog.product_price_changed.v1");
+        let addresses: Vec<String> = (0..30).map(|i| format!("fan{i}@example.com")).collect();
+        let fan_out: Vec<Queued<'_>> = addresses
+            .iter()
+            .map(|to| Queued {
+                event: &drop,
+                recipient: None,
+                channel: "email",
+                destination: to,
+                subscription: None,
+                subject: "Price drop",
+                body: "b",
+            })
+            .collect();
+        assert_eq!(queue(&mut conn, &fan_out).await.unwrap(), 30);
+        let confirmed = event("order.confirmed.v1");
+        let order = [Queued {
+            event: &confirmed,
+            recipient: None,
+            channel: "email",
+            destination: "buyer@example.com",
+            subscription: None,
+            subject: "Order confirmed",
+            body: "b",
+        }];
+        assert_eq!(queue(&mut conn, &order).await.unwrap(), 1);
+
+        let limits = Limits {
+            emails: 20,
+            webhooks: 0,
+        };
+        let first = claim_due(&mut conn, limits, 60_000, &[]).await.unwrap();
+        assert_eq!(first.len(), 20);
+        assert!(
+            first.iter().any(|d| d.destination == "buyer@example.com"),
+            "the order's email waits behind the fan-out"
+        );
+        let rest = claim_due(&mut conn, limits, 60_000, &[]).await.unwrap();
+        assert_eq!(rest.len(), 11, "the fan-out's, oldest first");
     }
 
     /// A claim takes each kind up to its limit, oldest first, and leaves

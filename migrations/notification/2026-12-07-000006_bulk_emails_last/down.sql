@@ -1,0 +1,2 @@
+DROP INDEX notifications_pending_bulk_age_idx;
+ALTER TABLE notifications DROP COLUMN bulk;
