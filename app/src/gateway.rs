@@ -60,9 +60,10 @@ enum Answer {
 enum Failed {
     /// No answer: the module could not be reached, or did not answer.
     Unreachable,
-    /// The answer's head came, then its body broke off: the module may have
-    /// done what was asked (a 502 for the client, never a 503 that invites
-    /// a retry of a write).
+    /// The answer's head came, then its body broke off, or a request not
+    /// safe to send twice was sent and its answer never came: the module
+    /// may have done what was asked (a 502 for the client, never a 503 that
+    /// invites a retry of a write).
     Broken,
     /// The module's own failure (a 5xx, a 429), passed back as it is.
     Answered(Answer),
@@ -322,8 +323,15 @@ async fn forward(
                         Ok(response) => response,
                         Err(e) => {
                             tracing::warn!(module = upstream.module, error = %e, "forwarding failed");
+                            // Sent, then no answer (the connection reset, a
+                            // timeout): a write may have been applied.
+                            let applied = !idempotent && !e.is_connect();
                             return (
-                                Err(Failed::Unreachable),
+                                Err(if applied {
+                                    Failed::Broken
+                                } else {
+                                    Failed::Unreachable
+                                }),
                                 resilience::Verdict::Failed {
                                     retryable: e.is_connect() || e.is_timeout(),
                                     retry_after: None,

@@ -911,8 +911,9 @@ async fn halfway_through_a_service_key_rotation_every_call_and_event_is_accepted
 /// A forwarded answer is read whole within the module's policy: a body
 /// that stalls after its head meets the attempt timeout and the deadline
 /// (504, not a client held until the HTTP client's own cap), and a body
-/// cut off midway is the module's failure (503, retried when the request is
-/// safe to send twice), never a 200 whose body breaks off.
+/// cut off midway is the module's failure (retried when the request is
+/// safe to send twice, then 502 `upstream_answer_broken`: a write may have
+/// been applied), never a 200 whose body breaks off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_on_half_a_body() {
     use std::sync::Arc;

@@ -668,7 +668,8 @@ pub(crate) struct Limits {
 }
 
 /// Claims messages due now (up to `limits` of each kind, none to the
-/// `excluded` destinations), oldest first, for `lease_ms`: in
+/// `excluded` destinations), oldest first (bulk email after every other
+/// email: [`BULK_EVENTS`]), for `lease_ms`: in
 /// one statement, they are put off by the lease, so that no other sender
 /// takes them while this one sends (rows another sender is claiming are
 /// skipped). A sender that dies mid-round leaves them to be sent again once
@@ -701,12 +702,12 @@ pub(crate) async fn claim_due(
              SET next_attempt_at = now() + make_interval(secs => $2::float8 / 1000) \
              FROM due WHERE n.id = due.id \
              RETURNING n.id, n.event_type, n.request_id, n.channel, n.destination, n.subject, \
-                       n.body, n.attempts, n.subscription_id, n.created_at, n.next_attempt_at \
+                       n.body, n.attempts, n.subscription_id, n.created_at, n.next_attempt_at, n.bulk \
          ) \
          SELECT c.id, c.event_type, c.request_id, c.channel, c.destination, c.subject, c.body, \
                 c.attempts, w.secret, c.next_attempt_at AS claimed_until, c.created_at \
          FROM claimed c LEFT JOIN webhook_subscriptions w ON w.id = c.subscription_id \
-         ORDER BY c.created_at",
+         ORDER BY c.bulk, c.created_at",
     )
     .bind::<BigInt, _>(limits.emails)
     .bind::<BigInt, _>(lease_ms)
@@ -835,18 +836,27 @@ pub(crate) async fn prune(
 ) -> QueryResult<usize> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     // Raw: the age is `now() - interval` on the database's clock.
+    // The outer conditions repeat the inner ones: a held update written
+    // out (`write_out`: pending, queued now) while the statement runs is
+    // checked again as it is now, and kept.
     let settled = "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
                    WHERE status IN ('sent', 'failed') \
-                   AND created_at < now() - make_interval(days => $1) LIMIT $2)";
+                   AND created_at < now() - make_interval(days => $1) LIMIT $2) \
+                   AND status IN ('sent', 'failed') \
+                   AND created_at < now() - make_interval(days => $1)";
     let held = "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications AS n \
                 WHERE n.status = 'held' \
                 AND n.created_at < now() - make_interval(days => $1) \
                 AND NOT EXISTS (SELECT 1 FROM recipients AS r WHERE r.user_id = n.recipient_user_id \
                                 AND r.registered AND r.email IS NOT NULL AND r.display_name IS NOT NULL) \
-                LIMIT $2)";
+                LIMIT $2) \
+                AND status = 'held' AND created_at < now() - make_interval(days => $1)";
     let mut pruned = 0;
     let mut failed = None;
     for statement in [settled, held] {
+        if *stop.borrow() {
+            break;
+        }
         loop {
             let deleted = db::sql(statement)
                 .bind::<diesel::sql_types::Integer, _>(days)

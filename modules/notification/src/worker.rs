@@ -256,7 +256,7 @@ impl Sender {
         (self.longest_send() * 3).max(MIN_LEASE)
     }
 
-    /// Claims due messages for the lease, oldest first: up to [`ROUND`]
+    /// Claims due messages for the lease, oldest first (bulk email last): up to [`ROUND`]
     /// emails if `emails`, and up to `webhooks` webhook messages, none to a
     /// URL being sent to. A statement of its own, committed before anything
     /// is sent, so no transaction or lock is held while the network is slow.
@@ -624,7 +624,8 @@ enum Destination {
 }
 
 /// A claim's messages by destination, each destination's in the claim's
-/// order (oldest first), the destinations in the order of their oldest.
+/// order (oldest first, bulk email last), the destinations in the order of
+/// their first.
 fn by_destination(due: Vec<repo::Due>) -> Vec<(Destination, Vec<repo::Due>)> {
     let mut groups: Vec<(Destination, Vec<repo::Due>)> = Vec::new();
     for item in due {
