@@ -959,6 +959,9 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
                 } else if head.contains("/cut ") {
                     counted.fetch_add(1, Ordering::SeqCst);
                     drop(socket.write_all(half.as_bytes()).await);
+                } else if head.contains("/reset ") {
+                    // Read, then closed without a word.
+                    drop(socket);
                 } else {
                     drop(socket.write_all(half.as_bytes()).await);
                     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
@@ -1017,6 +1020,22 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
         3,
         "a POST is not"
     );
+
+    // Sent, then the connection closed with no answer: a POST may have
+    // been applied (502); a GET was not (503, the module unreachable).
+    let reset = client
+        .post(gateway.url("/api/v1/products/reset"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(reset, 502, "upstream_answer_broken").await;
+    let reset = client
+        .get(gateway.url("/api/v1/products/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(reset, 503, "upstream_unavailable").await;
 
     // A HEAD's answer has no body to read: it goes back at once, with the
     // length the module gave (the GET's).
