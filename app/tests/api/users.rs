@@ -486,6 +486,78 @@ async fn secrets_never_reach_the_logs() {
     }
 }
 
+/// A password hashed before the hashing parameters changed (an operator
+/// raised `memory_kib`) is hashed again at its next sign-in: until then a
+/// wrong password for that account cost another amount of work than one
+/// for an unknown email, which told accounts apart by time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_hashes_a_password_of_older_parameters_again() {
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+    #[derive(diesel::QueryableByName)]
+    struct Hash {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        hash: String,
+    }
+    let db = test_database().await;
+    let key = crate::helpers::fresh_key_path();
+    let before = Shop::start(&[
+        ("DATABASE_URL", db.url()),
+        ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
+        ("APP__USER__PASSWORD_HASHING__MEMORY_KIB", "8192"),
+    ]);
+    before.wait_live().await;
+    let http = crate::helpers::http();
+    let register = http
+        .post(before.url("/api/v1/users"))
+        .json(&json!({"email": "old@example.com", "password": PASSWORD, "display_name": "O"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), 201);
+    let mut conn = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    let stored = || {
+        diesel::sql_query(
+            "SELECT password_hash AS hash FROM users.users WHERE email = 'old@example.com'",
+        )
+    };
+    let old: Hash = stored().get_result(&mut conn).await.unwrap();
+    assert!(old.hash.contains("m=8192,"), "{}", old.hash);
+
+    // The same database, the parameters raised to the defaults.
+    let after = Shop::start(&[
+        ("DATABASE_URL", db.url()),
+        ("APP__AUTH__SIGNING_KEY_FILE", key.as_str()),
+    ]);
+    after.wait_live().await;
+    let wrong = http
+        .post(after.url("/api/v1/auth/token"))
+        .json(&json!({"email": "old@example.com", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong, 401, "invalid_credentials").await;
+    let unchanged: Hash = stored().get_result(&mut conn).await.unwrap();
+    assert_eq!(unchanged.hash, old.hash, "a wrong password changes nothing");
+    let signed_in = http
+        .post(after.url("/api/v1/auth/token"))
+        .json(&json!({"email": "old@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let new: Hash = stored().get_result(&mut conn).await.unwrap();
+    assert!(new.hash.contains("m=19456,"), "{}", new.hash);
+    let again = http
+        .post(after.url("/api/v1/auth/token"))
+        .json(&json!({"email": "old@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "the new hash checks the same password");
+}
+
 /// A valid token whose subject holds no account (the shop's own service
 /// token, or an account's id from elsewhere) gets the documented 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,6 +103,26 @@ impl PasswordHasher {
         .await
     }
 
+    /// Whether `stored` was made with this hasher's algorithm, version and
+    /// parameters. One made before they changed (an operator raised
+    /// `memory_kib`) costs a check another amount of work than the dummy
+    /// hash of an unknown email, which would tell accounts from unknown
+    /// emails by time: sign-in hashes such a password again.
+    pub fn is_current(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        let own = self.argon2.params();
+        parsed.algorithm == Algorithm::Argon2id.ident()
+            && parsed.version == Some(Version::V0x13 as u32)
+            && params.m_cost() == own.m_cost()
+            && params.t_cost() == own.t_cost()
+            && params.p_cost() == own.p_cost()
+    }
+
     /// Whether `password` matches `stored`; with no stored hash (unknown
     /// account) it does the same work and answers `false`.
     ///
@@ -209,6 +229,27 @@ mod tests {
         );
         let again = hasher.hash("plum kettle orbit 42".into()).await.unwrap();
         assert_ne!(hash, again, "a fresh salt each time");
+    }
+
+    /// A hash made with other parameters (before an operator changed them)
+    /// is not current; this hasher's own, and its dummy, are.
+    #[tokio::test]
+    async fn only_a_hash_of_the_current_parameters_is_current() {
+        let hasher = hasher();
+        let own = hasher.hash("plum kettle orbit 42".into()).await.unwrap();
+        assert!(hasher.is_current(&own));
+        assert!(hasher.is_current(&hasher.dummy_hash));
+        let older = PasswordHasher::new(&HashingSettings {
+            memory_kib: 8192,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 1,
+            max_queued: 1,
+        })
+        .unwrap();
+        let old = older.hash("plum kettle orbit 42".into()).await.unwrap();
+        assert!(!hasher.is_current(&old), "{old}");
+        assert!(!hasher.is_current("not a hash"));
     }
 
     /// Checking a password of an unknown account costs what checking a real

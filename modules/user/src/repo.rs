@@ -286,6 +286,27 @@ pub(crate) struct RefreshRow {
     pub(crate) revoked_at: Option<DateTime<Utc>>,
 }
 
+/// Replaces the password hash of `id` by `new`, only while it is `old`
+/// (same password, current parameters: no token is revoked); whether it
+/// did.
+#[tracing::instrument(name = "user.repo.replace_password_hash", skip_all)]
+pub(crate) async fn replace_password_hash(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    old: &str,
+    new: &str,
+) -> QueryResult<bool> {
+    let replaced = diesel::update(
+        users::table
+            .filter(users::id.eq(id))
+            .filter(users::password_hash.eq(old)),
+    )
+    .set(users::password_hash.eq(new))
+    .execute(conn)
+    .await?;
+    Ok(replaced == 1)
+}
+
 /// Stores a refresh token's hash in `family`.
 #[tracing::instrument(name = "user.repo.insert_refresh", skip_all)]
 pub(crate) async fn insert_refresh(

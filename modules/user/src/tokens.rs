@@ -89,6 +89,11 @@ impl UserModule {
                 .map_err(database)?
         };
         let stored = row.as_ref().map(|r| r.password_hash.clone());
+        // Kept for a rehash (a hash made with older parameters), only then.
+        let again = row
+            .as_ref()
+            .filter(|r| !self.hasher.is_current(&r.password_hash))
+            .map(|_| password.clone());
         let matches = self
             .hasher
             .verify(password, stored)
@@ -124,7 +129,40 @@ impl UserModule {
             .map_err(database)?;
         let row = issued?;
         tracing::info!(user.id = %row.id, "signed in");
+        if let Some(password) = again {
+            self.rehash(&row, password).await;
+        }
         self.pair(&row, refresh_token)
+    }
+
+    /// Hashes the password of `row`, checked just now, again with the
+    /// current parameters, and stores it while the hash it was checked
+    /// against is still the account's: a check of this account then costs
+    /// what the dummy hash of an unknown email costs. Best effort: a busy
+    /// hasher or a failed write leaves it for the next sign-in.
+    async fn rehash(&self, row: &repo::UserRow, password: String) {
+        let hash = match self.hasher.hash(password).await {
+            Ok(hash) => hash,
+            Err(e) => {
+                tracing::info!(user.id = %row.id, error = %e, "password not rehashed; next sign-in");
+                return;
+            }
+        };
+        let stored = async {
+            let mut conn = self.conn().await.map_err(|e| e.to_string())?;
+            repo::replace_password_hash(&mut conn, row.id, &row.password_hash, &hash)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match stored.await {
+            Ok(true) => {
+                tracing::info!(user.id = %row.id, "password rehashed with the current parameters")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(user.id = %row.id, error = %e, "password not rehashed; next sign-in")
+            }
+        }
     }
 
     /// Spends a refresh token for a new pair in the same family. A token
