@@ -89,16 +89,9 @@ mod http {
     payment_api::payment_contract_suite!(super::over_http);
 }
 
-/// A capture the provider made but whose answer never came back (a
-/// timeout, a crash before its record), then a void, as compensation asks
-/// once the order turned back: the provider refuses to void a captured
-/// hold; the module learns the capture from the provider, records it and
-/// answers "captured", which the saga refunds, instead of a refusal it
-/// would meet on every retry while the customer stays charged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_void_after_a_capture_whose_answer_was_lost_records_the_capture() {
-    let (h, _guard, provider) = in_process_with_provider().await;
-    let order = OrderId::generate();
+/// Authorizes 7.00 EUR for `order` (the success card); the id the
+/// provider (the only authorization it holds) knows it by.
+async fn authorized(h: &Harness, provider: &str, order: OrderId) -> String {
     let payment_method = h
         .api
         .tokenize(
@@ -116,9 +109,7 @@ async fn a_void_after_a_capture_whose_answer_was_lost_records_the_capture() {
         payment_method,
     };
     h.api.authorize(&h.service, request).await.unwrap();
-    // Captured at the provider only, as if its answer had been lost.
-    let client = crate::helpers::http();
-    let all: Vec<Value> = client
+    let all: Vec<Value> = crate::helpers::http()
         .get(format!("{provider}v1/authorizations"))
         .send()
         .await
@@ -127,7 +118,23 @@ async fn a_void_after_a_capture_whose_answer_was_lost_records_the_capture() {
         .await
         .unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
-    let id = all[0]["id"].as_str().unwrap();
+    all[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// A capture the provider made but whose answer never came back (a
+/// timeout, a crash before its record), then a void, as compensation asks
+/// once the order turned back: the provider refuses to void a captured
+/// hold; the module learns the capture from the provider, records it and
+/// answers "captured", which the saga refunds, instead of a refusal it
+/// would meet on every retry while the customer stays charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_after_a_capture_whose_answer_was_lost_records_the_capture() {
+    let (h, _guard, provider) = in_process_with_provider().await;
+    let order = OrderId::generate();
+    let id = authorized(&h, &provider, order).await;
+    let id = id.as_str();
+    // Captured at the provider only, as if its answer had been lost.
+    let client = crate::helpers::http();
     let captured = client
         .post(format!("{provider}v1/authorizations/{id}/capture"))
         .send()
@@ -745,33 +752,8 @@ async fn an_authorization_asked_again_with_a_new_token_for_its_card_replays_the_
 async fn a_capture_meeting_a_hold_voided_at_the_provider_records_the_void() {
     let (h, _guard, provider) = in_process_with_provider().await;
     let order = OrderId::generate();
-    let payment_method = h
-        .api
-        .tokenize(
-            &h.service,
-            Tokenize {
-                card_number: payment_sandbox::cards::SUCCEEDS.to_owned(),
-            },
-        )
-        .await
-        .unwrap();
-    let request = AuthorizePayment {
-        order_id: order,
-        customer_id: h.customer_id,
-        amount: Money::new(700, Currency::EUR),
-        payment_method,
-    };
-    h.api.authorize(&h.service, request).await.unwrap();
+    let id = authorized(&h, &provider, order).await;
     let client = crate::helpers::http();
-    let all: Vec<Value> = client
-        .get(format!("{provider}v1/authorizations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = all[0]["id"].as_str().unwrap();
     let voided = client
         .post(format!("{provider}v1/authorizations/{id}/void"))
         .send()

@@ -321,6 +321,27 @@ impl PaymentModule {
         Ok(now)
     }
 
+    /// The answer to a step (to `done`) the provider refused with `code`,
+    /// from the payment caught up with the provider ([`Self::caught_up`]):
+    /// the payment if the provider had made the step; a decline while the
+    /// hold is as this row had it; else the state it is really in.
+    async fn refused(
+        &self,
+        payment: &Payment,
+        authorization: &str,
+        code: String,
+        done: PaymentStatus,
+    ) -> Result<Payment, PaymentError> {
+        let now = self.caught_up(payment, authorization).await?;
+        if now.status == done {
+            Ok(now)
+        } else if now.status == payment.status {
+            Err(PaymentError::Declined(code))
+        } else {
+            Err(PaymentError::InvalidTransition(now.status))
+        }
+    }
+
     /// Asks the provider for the authorization of a payment still
     /// `authorizing` (first time, or again after a crash or a timeout: the
     /// key is the same, so the provider answers the same authorization).
@@ -525,12 +546,9 @@ impl PaymentApi for PaymentModule {
                 match self.provider.capture(authorization).await {
                     Ok(_) => {}
                     Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
-                        let now = self.caught_up(&payment, authorization).await?;
-                        return match now.status {
-                            PaymentStatus::Captured => Ok(now),
-                            PaymentStatus::Authorized => Err(PaymentError::Declined(code)),
-                            other => Err(PaymentError::InvalidTransition(other)),
-                        };
+                        return self
+                            .refused(&payment, authorization, code, PaymentStatus::Captured)
+                            .await;
                     }
                     Err(e) => return Err(provider_error(e)),
                 }
@@ -609,12 +627,9 @@ impl PaymentApi for PaymentModule {
                 match self.provider.void(authorization).await {
                     Ok(_) => {}
                     Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
-                        let now = self.caught_up(&payment, authorization).await?;
-                        return match now.status {
-                            PaymentStatus::Voided => Ok(now),
-                            PaymentStatus::Authorized => Err(PaymentError::Declined(code)),
-                            other => Err(PaymentError::InvalidTransition(other)),
-                        };
+                        return self
+                            .refused(&payment, authorization, code, PaymentStatus::Voided)
+                            .await;
                     }
                     Err(e) => return Err(provider_error(e)),
                 }
@@ -642,12 +657,9 @@ impl PaymentApi for PaymentModule {
                 match self.provider.refund(authorization).await {
                     Ok(_) => {}
                     Err(ProviderError::Declined { code } | ProviderError::Rejected { code }) => {
-                        let now = self.caught_up(&payment, authorization).await?;
-                        return match now.status {
-                            PaymentStatus::Refunded => Ok(now),
-                            PaymentStatus::Captured => Err(PaymentError::Declined(code)),
-                            other => Err(PaymentError::InvalidTransition(other)),
-                        };
+                        return self
+                            .refused(&payment, authorization, code, PaymentStatus::Refunded)
+                            .await;
                     }
                     Err(e) => return Err(provider_error(e)),
                 }
