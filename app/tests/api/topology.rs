@@ -961,6 +961,7 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
                     drop(socket.write_all(half.as_bytes()).await);
                 } else if head.contains("/reset ") {
                     // Read, then closed without a word.
+                    counted.fetch_add(100, Ordering::SeqCst);
                     drop(socket);
                 } else {
                     drop(socket.write_all(half.as_bytes()).await);
@@ -978,6 +979,9 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
         ("APP__RESILIENCE__CATALOG__ATTEMPT_TIMEOUT_MS", "500"),
         ("APP__RESILIENCE__CATALOG__DEADLINE_MS", "1500"),
         ("APP__RESILIENCE__CATALOG__MAX_RETRIES", "1"),
+        // Every leg fails on purpose: the breaker must not open midway.
+        ("APP__RESILIENCE__CATALOG__BREAKER__WINDOW_SIZE", "100"),
+        ("APP__RESILIENCE__CATALOG__BREAKER__MINIMUM_CALLS", "100"),
     ]);
     gateway.wait_live().await;
     let client = reqwest::Client::new();
@@ -1021,8 +1025,9 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
         "a POST is not"
     );
 
-    // Sent, then the connection closed with no answer: a POST may have
-    // been applied (502); a GET was not (503, the module unreachable).
+    // Sent, then the connection closed with no answer: a POST, sent once,
+    // may have been applied (502); a GET is safe to send again (503, the
+    // module unavailable: the client may simply retry).
     let reset = client
         .post(gateway.url("/api/v1/products/reset"))
         .json(&serde_json::json!({}))
@@ -1030,6 +1035,11 @@ async fn a_gateway_reads_a_module_s_answer_within_its_deadline_and_never_passes_
         .await
         .unwrap();
     assert_problem(reset, 502, "upstream_answer_broken").await;
+    assert_eq!(
+        AtomicUsize::load(&cuts, Ordering::SeqCst),
+        103,
+        "the POST is sent once"
+    );
     let reset = client
         .get(gateway.url("/api/v1/products/reset"))
         .send()

@@ -127,10 +127,14 @@ impl UserModule {
             })
             .await
             .map_err(database)?;
+        drop(conn);
         let row = issued?;
         tracing::info!(user.id = %row.id, "signed in");
         if let Some(password) = again {
-            self.rehash(&row, password).await;
+            // Off the answer's path, and with no connection held while it
+            // waits for a hashing slot and hashes.
+            let (module, row) = (self.clone(), row.clone());
+            tokio::spawn(async move { module.rehash(&row, password).await });
         }
         self.pair(&row, refresh_token)
     }
