@@ -394,8 +394,9 @@ async fn forward(
                 StatusCode::BAD_GATEWAY,
                 "upstream_answer_broken",
                 format!(
-                    "the {module} module's answer broke off; a request that changes something \
-                     may have been applied: read before trying again"
+                    "the {module} module's answer broke off, or never came after the request \
+                     was sent; a request that changes something may have been applied: read \
+                     before trying again"
                 ),
             ));
         }
