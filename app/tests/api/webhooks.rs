@@ -646,6 +646,56 @@ async fn an_open_webhook_breaker_defers_deliveries_without_spending_attempts() {
     );
 }
 
+/// A receiver whose breaker is open is left out of the claims until its
+/// wait is over: its due messages are not claimed only to be deferred,
+/// round after round (two writes each, the whole backlog every wait).
+/// The round under way when it opened stops at its first deferral.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_receiver_breaker_leaves_its_backlog_alone() {
+    let app = spawn_app_with(&[
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__WINDOW_SIZE", "2"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__MINIMUM_CALLS", "2"),
+        ("APP__RESILIENCE__WEBHOOKS__BREAKER__WAIT_OPEN_MS", "60000"),
+    ])
+    .await;
+    let hook = receiver(usize::MAX).await; // always 500
+    let created = subscribe_webhook(&app, app.token(&[Role::Admin]), &hook.url).await;
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let subscription = created["id"].as_str().unwrap().to_owned();
+    diesel::sql_query(
+        "INSERT INTO notification.notifications \
+         (id, event_id, event_type, channel, destination, subscription_id, subject, body) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 'catalog.product_created.v1', 'webhook', \
+                $1, $2::uuid, 'catalog.product_created.v1', '{}' \
+         FROM generate_series(1, 100)",
+    )
+    .bind::<Text, _>(&hook.url)
+    .bind::<Text, _>(&subscription)
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    let touched = "SELECT count(*) AS n FROM notification.notifications \
+                   WHERE channel = 'webhook' AND last_error IS NOT NULL";
+    eventually("the receiver's breaker open", || async {
+        let deferred = crate::helpers::count(
+            &app,
+            "SELECT count(*) AS n FROM notification.notifications \
+             WHERE last_error = 'the circuit breaker is open'",
+        )
+        .await;
+        (deferred >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let touched = crate::helpers::count(&app, touched).await;
+    assert!(
+        touched <= 3,
+        "{touched} messages claimed and deferred while the breaker was open"
+    );
+    assert_eq!(hook.calls.lock().unwrap().len(), 2, "two real failures");
+}
+
 /// One receiver down must not stop the deliveries to the others: each
 /// receiver's origin has a breaker of its own. (One breaker for every
 /// webhook, as before, opened on the failing receiver and deferred every

@@ -157,14 +157,13 @@ impl Sender {
             // claim after its wait is the breaker's trial.
             let emails = busy.email.is_none() && this.smtp.rejecting_for().is_none();
             if !stopping && (receivers > 0 || emails) {
-                match this.claim(emails, receivers, &busy).await {
+                match this.claim(emails, receivers, &mut busy).await {
                     Ok((due, started)) => {
                         claimed = due.len();
                         for (destination, items) in by_destination(due) {
                             let (sender, stop) = (std::sync::Arc::clone(&this), stop.clone());
-                            let task = sending.spawn(async move {
-                                sender.send(items, started, &stop).await;
-                            });
+                            let task = sending
+                                .spawn(async move { sender.send(items, started, &stop).await });
                             busy.insert(task.id(), destination);
                         }
                     }
@@ -265,10 +264,11 @@ impl Sender {
         &self,
         emails: bool,
         webhooks: usize,
-        busy: &Busy,
+        busy: &mut Busy,
     ) -> Result<(Vec<repo::Due>, std::time::Instant), String> {
         let lease_ms = i64::try_from(self.lease().as_millis()).unwrap_or(i64::MAX);
-        let excluded: Vec<String> = busy.receivers.values().cloned().collect();
+        let mut excluded: Vec<String> = busy.blocked().cloned().collect();
+        excluded.extend(busy.receivers.values().cloned());
         let limits = repo::Limits {
             emails: if emails { ROUND } else { 0 },
             webhooks: i64::try_from(webhooks).unwrap_or(ROUND).min(ROUND),
@@ -290,11 +290,13 @@ impl Sender {
         due: Vec<repo::Due>,
         started: std::time::Instant,
         stop: &watch::Receiver<bool>,
-    ) {
+    ) -> Option<std::time::Instant> {
         let (lease, longest) = (self.lease(), self.longest_send());
-        let Some(claimed_until) = due.first().map(|item| item.claimed_until) else {
-            return;
-        };
+        let claimed_until = due.first().map(|item| item.claimed_until)?;
+        // Deferred (the destination's breaker or bulkhead turned a send
+        // away): the rest of the round is not tried, and the destination
+        // is left out of the claims until then.
+        let mut blocked = None;
         let mut sent = Vec::with_capacity(due.len());
         let mut recorded = std::time::Instant::now();
         let mut untried = Vec::new();
@@ -302,7 +304,11 @@ impl Sender {
         for item in due {
             // Stopping, out of lease, or the database gone: the rest go
             // back for the next round (here or in another process).
-            if failed || *stop.borrow() || started.elapsed() + longest * 2 > lease {
+            if failed
+                || blocked.is_some()
+                || *stop.borrow()
+                || started.elapsed() + longest * 2 > lease
+            {
                 untried.push(item.id);
                 continue;
             }
@@ -314,6 +320,9 @@ impl Sender {
                 request_id = item.request_id.as_deref().unwrap_or(""),
             );
             let outcome = self.deliver(&item).instrument(span.clone()).await;
+            if let Delivery::Deferred(_, wait) = &outcome {
+                blocked = Some(std::time::Instant::now() + *wait);
+            }
             match self.record(&item, outcome).instrument(span).await {
                 Ok(true) => sent.push(item.id),
                 Ok(false) => {}
@@ -356,6 +365,7 @@ impl Sender {
                 tracing::warn!(error = %e, "handing back untried notifications failed");
             }
         }
+        blocked
     }
 
     /// Records the deliveries `ids` of a round claimed until `claimed_until`.
@@ -647,6 +657,10 @@ fn by_destination(due: Vec<repo::Due>) -> Vec<(Destination, Vec<repo::Due>)> {
 struct Busy {
     receivers: std::collections::HashMap<tokio::task::Id, String>,
     email: Option<tokio::task::Id>,
+    /// Receivers whose last round was turned away by their breaker (or
+    /// bulkhead), until when: left out of the claims till then, so their
+    /// due messages are not claimed only to be deferred, round after round.
+    blocked: std::collections::HashMap<String, std::time::Instant>,
 }
 
 impl Busy {
@@ -659,20 +673,35 @@ impl Busy {
         }
     }
 
-    /// A send task ended: its destination is free again.
-    fn finished(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let id = match done {
-            Ok((id, ())) => id,
+    /// A send task ended: its destination is free again (or blocked until
+    /// the time the task says).
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, Option<std::time::Instant>), tokio::task::JoinError>,
+    ) {
+        let (id, blocked) = match done {
+            Ok(ended) => ended,
             Err(e) => {
                 // Its messages are sent again once their lease is over.
                 tracing::error!(error = %e, "a notification send task failed");
-                e.id()
+                (e.id(), None)
             }
         };
-        self.receivers.remove(&id);
+        if let Some(url) = self.receivers.remove(&id)
+            && let Some(until) = blocked
+        {
+            self.blocked.insert(url, until);
+        }
         if self.email == Some(id) {
             self.email = None;
         }
+    }
+
+    /// The receivers blocked now; forgets those whose time is over.
+    fn blocked(&mut self) -> impl Iterator<Item = &String> {
+        let now = std::time::Instant::now();
+        self.blocked.retain(|_, until| *until > now);
+        self.blocked.keys()
     }
 }
 
