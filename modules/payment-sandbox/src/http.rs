@@ -143,7 +143,16 @@ async fn authorize(
             }
         }
     }
+    // A request dropped before it answers (its client gone: actix drops
+    // the handler) frees its key, as a provider's does for a request that
+    // never completed; it was held for good, every later request with the
+    // key answered "still running".
+    let claim = Claim {
+        sandbox: &sandbox,
+        key: Some(key.clone()),
+    };
     let answer = decide(&sandbox, &request).await;
+    claim.answered();
     if let Ok(mut keys) = sandbox.keys.lock() {
         match &answer {
             // A 500 is not remembered: the client may retry with the key.
@@ -158,6 +167,31 @@ async fn authorize(
         }
     }
     respond(answer)
+}
+
+/// An idempotency key claimed by a request still deciding; freed if the
+/// request is dropped before [`Claim::answered`].
+struct Claim<'a> {
+    sandbox: &'a Sandbox,
+    key: Option<String>,
+}
+
+impl Claim<'_> {
+    /// The request answered: the key keeps its answer.
+    fn answered(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take()
+            && let Ok(mut keys) = self.sandbox.keys.lock()
+            && keys.get(&key).is_some_and(|seen| seen.answer.is_none())
+        {
+            keys.remove(&key);
+        }
+    }
 }
 
 /// `POST /v1/payment_methods`: keeps a card number and answers its token.

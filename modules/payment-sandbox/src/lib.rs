@@ -23,7 +23,8 @@
 //! Idempotency keys behave as Stripe's: the first answer is stored and
 //! replayed for the same key and body; the same key with another body is
 //! 422 `idempotency_key_reused`; the same key while the first request is
-//! still running is 409 `idempotency_key_in_use`.
+//! still running is 409 `idempotency_key_in_use`; a request dropped before
+//! it answers (its client gone) frees its key.
 //!
 //! Test cards ([`cards`]): one succeeds, one is declined, one lacks funds,
 //! one never answers in time, one fails with 500s. Any other number is 402

@@ -162,3 +162,33 @@ async fn only_the_newest_authorizations_and_keys_are_kept() {
     assert_eq!(status, 201);
     assert_ne!(fresh["id"], ids[0].as_str());
 }
+
+/// A request dropped while it decides (its client gave up on the card that
+/// never answers) frees its key: the next request with the key is decided
+/// afresh, not answered "still running" for good.
+#[actix_web::test]
+async fn a_request_dropped_before_it_answers_frees_its_key() {
+    let app =
+        test::init_service(App::new().configure(|c| configure(c, Arc::new(Sandbox::default()))))
+            .await;
+    let first = test::call_service(
+        &app,
+        authorize(Some("gone"), cards::TIMES_OUT, 100).to_request(),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), first)
+            .await
+            .is_err(),
+        "the card never answers in time"
+    );
+    let again = test::call_service(
+        &app,
+        authorize(Some("gone"), cards::TIMES_OUT, 100).to_request(),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), again)
+            .await
+            .is_err(),
+        "decided afresh (it waits), not refused at once as still running"
+    );
+}
