@@ -484,12 +484,7 @@ fn is_problem(headers: &reqwest::header::HeaderMap) -> bool {
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/problem+json"));
-    let small = headers
-        .get(reqwest::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n <= MAX_PROBLEM_BYTES);
-    problem && small
+    problem && content_length(headers).is_some_and(|n| n <= MAX_PROBLEM_BYTES)
 }
 
 /// Reads a module's 503 problem and judges it: a refusal (`remote::is_refusal`)

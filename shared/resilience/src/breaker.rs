@@ -157,27 +157,18 @@ impl Breaker {
     /// Whether a call may start now. Returns the admission and, if the
     /// state changed (open to half-open), the new state.
     pub fn admit(&mut self, now: Instant) -> (Admission, Option<State>) {
-        let wait = Duration::from_millis(self.settings.wait_open_ms);
         match self.state {
             State::Closed => (Admission::Permitted, None),
-            State::Open => {
-                let opened = self.opened_at.unwrap_or(now);
-                let elapsed = now.saturating_duration_since(opened);
-                if elapsed >= wait {
+            State::Open => match self.rejecting_for(now) {
+                Some(left) => (Admission::Rejected { retry_after: left }, None),
+                None => {
                     self.state = State::HalfOpen;
                     self.generation += 1;
                     self.trials_started = 1;
                     self.trials.clear();
                     (Admission::Permitted, Some(State::HalfOpen))
-                } else {
-                    (
-                        Admission::Rejected {
-                            retry_after: wait - elapsed,
-                        },
-                        None,
-                    )
                 }
-            }
+            },
             State::HalfOpen => {
                 if self.trials_started < self.settings.half_open_calls.max(1) {
                     self.trials_started += 1;
