@@ -956,6 +956,97 @@ async fn an_older_instance_s_relay_stands_down_while_a_newer_one_with_more_handl
     );
 }
 
+/// An older instance whose heartbeat fails once (a pool's wait, a reset
+/// connection) still stands down while a newer instance with more
+/// handlers is live: the failure of its own beat says nothing about the
+/// others', and for a beat it would hand their events to its own handlers
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_relay_whose_heartbeat_fails_still_stands_down() {
+    use events::{InProcess, Relay};
+    let database = test_database().await;
+    let pool = pool(&database, "catalog");
+    let recorder = Arc::new(Recorder {
+        handled: Mutex::default(),
+        poison: None,
+        panic_on: None,
+    });
+    let mut settings = settings();
+    settings.poll_interval_ms = 20;
+    let older = Arc::new(Dispatcher::new(
+        vec![Subscription {
+            module: "catalog",
+            name: "test.first",
+            event_types: vec!["catalog.wanted.v1"],
+            handler: Arc::clone(&recorder) as Arc<dyn EventHandler>,
+            pool: pool.clone(),
+        }],
+        &settings,
+    ));
+    let instance = Uuid::now_v7();
+    let relay = Relay::new(
+        "catalog",
+        pool.clone(),
+        Arc::new(InProcess(Arc::clone(&older))),
+        &settings,
+    )
+    .beside_other_instances(instance, &older);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(relay.run(stopped));
+    let beats = "SELECT count(*) AS n FROM relay_heartbeats";
+    crate::helpers::eventually("the older relay beating", || async {
+        (count(&pool, beats).await == 1).then_some(())
+    })
+    .await;
+    // A newer instance, live for an hour, hands the events to one handler
+    // more; and from now on the older one's beats fail (each refusal
+    // counted by a sequence, which no rollback takes back).
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO relay_heartbeats (instance_id, audience, live_until) \
+         VALUES (gen_random_uuid(), \
+                 ARRAY['test.first|catalog.wanted.v1', 'test.second|catalog.wanted.v1'], \
+                 now() + interval '1 hour')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut *conn,
+        &format!(
+            "CREATE SEQUENCE beats_refused; \
+         CREATE FUNCTION refuse_beat() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM nextval('beats_refused'); RAISE EXCEPTION 'beat refused'; END $$; \
+         CREATE TRIGGER refuse_beat BEFORE INSERT OR UPDATE ON relay_heartbeats \
+         FOR EACH ROW WHEN (NEW.instance_id = '{instance}') EXECUTE FUNCTION refuse_beat();"
+        ),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let event = event("catalog.wanted.v1");
+    write_to_outbox(&pool, &event).await;
+    let refused = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM beats_refused";
+    crate::helpers::eventually("a beat of the older relay refused", || async {
+        (count(&pool, refused).await >= 1).then_some(())
+    })
+    .await;
+    // Many rounds of the older relay after its failed beat.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pending = "SELECT count(*) AS n FROM outbox WHERE delivered_at IS NULL";
+    assert_eq!(
+        count(&pool, pending).await,
+        1,
+        "the event waits for the newer instance's relay"
+    );
+    assert!(
+        recorder.handled.lock().unwrap().is_empty(),
+        "the older relay stood down"
+    );
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}
+
 /// A newer instance's batch that outlasts a heartbeat writes its heartbeat
 /// again before it commits: while it ran, its lock held the older relays
 /// off, and when the lock goes they must still find it live (else one

@@ -284,10 +284,14 @@ impl Relay {
         );
         let mut next_beat = tokio::time::Instant::now();
         let mut heard = None;
-        // Whether the last heartbeat was written: until one is (a database
+        // Whether a heartbeat was ever written: until one is (a database
         // whose migrations have not run yet has no `relay_heartbeats`), the
         // relay delivers as it did before heartbeats, without standing down.
-        let mut beating = false;
+        // Once one was, the table is there for good: a later beat that fails
+        // (a pool's wait, a connection reset) must not stop the relay from
+        // standing down, or for a beat it would hand a newer instance's
+        // events to its own handlers only.
+        let mut beaten = false;
         loop {
             if let Some(audience) = &self.audience
                 && tokio::time::Instant::now() >= next_beat
@@ -296,19 +300,23 @@ impl Relay {
                     Ok(beat) => {
                         self.heard(beat, heard);
                         heard = Some(beat);
-                        beating = true;
+                        beaten = true;
                     }
                     Err(e) => {
-                        if beating || heard.is_none() {
-                            tracing::warn!(module = self.module, error = %e, "relay heartbeat failed; delivering without standing down until one is written");
+                        if heard.is_some() || !beaten {
+                            tracing::warn!(
+                                module = self.module,
+                                error = %e,
+                                standing_down_still_checked = beaten,
+                                "relay heartbeat failed"
+                            );
                         }
-                        beating = false;
                         heard = None;
                     }
                 }
                 next_beat = tokio::time::Instant::now() + BEAT;
             }
-            let delivered = match self.deliver_batch(next_beat, beating).await {
+            let delivered = match self.deliver_batch(next_beat, beaten).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(module = self.module, error = %e, "relay round failed");
@@ -338,14 +346,16 @@ impl Relay {
     /// schema works at a time (a transaction-scoped advisory lock), so events
     /// of one aggregate never overtake each other, however many instances run.
     ///
-    /// With an [`Audience`] whose heartbeat is `beating`, a batch still
+    /// With an [`Audience`] whose heartbeat was ever written (`beaten`: the
+    /// table is there), the batch first checks that no wider audience's
+    /// relay is live, even when this instance's last beat failed; a batch still
     /// running at `beat_due` writes the heartbeat again before it commits:
     /// its lock held the older relays off, and they must find it live when
     /// the lock goes.
     async fn deliver_batch(
         &self,
         beat_due: tokio::time::Instant,
-        beating: bool,
+        beaten: bool,
     ) -> Result<i64, String> {
         let mut conn = db::connection(&self.pool, self.module)
             .await
@@ -353,7 +363,7 @@ impl Relay {
         let transport = Arc::clone(&self.transport);
         let module = self.module;
         let batch = self.batch_size;
-        let audience = self.audience.as_ref().filter(|_| beating);
+        let audience = self.audience.as_ref().filter(|_| beaten);
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             // Raw: a PostgreSQL function on the schema's name, no table.
             // Its own statement, before the SELECT: the SELECT's snapshot
