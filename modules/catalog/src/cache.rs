@@ -12,7 +12,10 @@
 //! invalidate right after they commit; every other instance forgets its
 //! copy when the database tells it (`crate::changes`: a trigger's NOTIFY;
 //! the catalog's events reach one instance only on RabbitMQ). A load that
-//! an invalidation overtook is not kept (`ProductCache::invalidations`).
+//! an invalidation overtook is not kept (`ProductCache::invalidations`),
+//! and for a second past the writer's second delete from Redis a changed
+//! product is loaded from the database, not Redis (`ProductCache::changed`:
+//! the change's notification may come before the writer's delete).
 //! Every Redis command is bounded by `redis_timeout_ms`, and after a failure
 //! Redis is left alone for a second (`QUIET`): a Redis that stops
 //! answering costs reads and the invalidating event handlers that much, and
@@ -116,6 +119,14 @@ pub struct ProductCache {
     /// How long after a write's delete from Redis it is deleted again
     /// ([`Self::invalidate`]).
     second_delete: Duration,
+    /// With Redis: the products changed within [`Self::second_delete`] and
+    /// a second more, whose loads read the database, not Redis. A change's
+    /// notification can reach this instance before the writer has deleted
+    /// the product from Redis (it does so once its transaction commits),
+    /// and an old copy may be written back there until the writer's second
+    /// delete: a load that took it would keep it here, as new, for
+    /// `local_ttl_secs` (and a checkout would price from it).
+    changed: Option<moka::future::Cache<ProductId, ()>>,
 }
 
 /// The shared Redis behind the in-process layer.
@@ -193,6 +204,15 @@ impl Shared {
 /// other instances (milliseconds), far shorter than the entry's TTL.
 const SECOND_DELETE: Duration = Duration::from_secs(1);
 
+/// The set of products changed lately ([`ProductCache::changed`]): each
+/// kept for `second_delete` and a second more.
+fn changed_window(capacity: u64, second_delete: Duration) -> moka::future::Cache<ProductId, ()> {
+    moka::future::Cache::builder()
+        .max_capacity(capacity.max(SLOTS as u64))
+        .time_to_live(second_delete + Duration::from_secs(1))
+        .build()
+}
+
 /// Slots of [`ProductCache::invalidations`]: a write to one product makes a
 /// concurrent load of another forget its result one time in this many.
 const SLOTS: usize = 256;
@@ -217,6 +237,7 @@ impl ProductCache {
             .max_capacity(settings.capacity)
             .time_to_live(local_ttl)
             .build();
+        let second_delete = SECOND_DELETE;
         let redis = if settings.backend == CacheBackend::Redis {
             let client = redis::Client::open(settings.redis_url.as_str())?;
             let timeout = Duration::from_millis(settings.redis_timeout_ms.max(1));
@@ -233,11 +254,15 @@ impl ProductCache {
         } else {
             None
         };
+        let changed = redis
+            .as_ref()
+            .map(|_| changed_window(settings.capacity, second_delete));
         Ok(ProductCache {
             local: Some(local),
             redis,
             invalidations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
-            second_delete: SECOND_DELETE,
+            second_delete,
+            changed,
         })
     }
 
@@ -248,6 +273,7 @@ impl ProductCache {
             redis: None,
             invalidations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             second_delete: SECOND_DELETE,
+            changed: None,
         }
     }
 
@@ -256,6 +282,10 @@ impl ProductCache {
     #[must_use]
     pub fn second_delete_after(mut self, after: Duration) -> ProductCache {
         self.second_delete = after;
+        if let Some(changed) = &self.changed {
+            let capacity = changed.policy().max_capacity().unwrap_or(SLOTS as u64);
+            self.changed = Some(changed_window(capacity, after));
+        }
         self
     }
 
@@ -301,7 +331,8 @@ impl ProductCache {
                     // it means the load may hold the row as it was before
                     // that write.
                     let stamp = self.slot(id).load(Ordering::Acquire);
-                    if let Some(product) = self.redis_get(id).await {
+                    let changed = self.changed.as_ref().is_some_and(|c| c.contains_key(&id));
+                    if !changed && let Some(product) = self.redis_get(id).await {
                         return Ok((Arc::new(CachedProduct::new(product)?), stamp));
                     }
                     metrics::counter!("cache_loads_total", "cache" => "product").increment(1);
@@ -335,9 +366,19 @@ impl ProductCache {
     /// Forgets this process's copy of a product (another instance changed
     /// it, and deleted it from Redis itself).
     pub async fn invalidate_here(&self, id: ProductId) {
+        self.changed(id).await;
         self.slot(id).fetch_add(1, Ordering::AcqRel);
         if let Some(local) = &self.local {
             local.invalidate(&id).await;
+        }
+    }
+
+    /// Marks `id` changed: its loads skip Redis for a while
+    /// ([`Self::changed`]). Before the slot's count moves, so a load that
+    /// reads the new count also finds the mark.
+    async fn changed(&self, id: ProductId) {
+        if let Some(changed) = &self.changed {
+            changed.insert(id, ()).await;
         }
     }
 
@@ -358,6 +399,7 @@ impl ProductCache {
     /// change when the load ended, may have written its old copy back in
     /// between, which every instance would then serve until the TTL.
     pub async fn invalidate(&self, id: ProductId) {
+        self.changed(id).await;
         self.slot(id).fetch_add(1, Ordering::AcqRel);
         self.forget(id).await;
         if let Some(redis) = &self.redis {
@@ -525,6 +567,49 @@ mod tests {
         price.store(300, Ordering::SeqCst);
         let kept = reader(cache.clone()).await.unwrap().unwrap();
         assert_eq!(kept.product.price.amount_minor(), 200);
+    }
+
+    /// Two instances on one Redis, an old copy of a product in Redis. A
+    /// write's notification reaches the other instance before the writer
+    /// has deleted the product from Redis (it does so once its transaction
+    /// has committed, as the notification is sent): a read there in
+    /// between loads the product from the database, not the old copy from
+    /// Redis, which it would keep in memory as new for `local_ttl_secs`.
+    #[tokio::test]
+    async fn a_product_changed_lately_is_not_loaded_from_redis() {
+        let settings = CacheSettings {
+            backend: CacheBackend::Redis,
+            ttl_secs: 60,
+            capacity: 100,
+            redis_url: "redis://127.0.0.1:6379/".to_owned(),
+            local_ttl_secs: 5,
+            redis_timeout_ms: 250,
+        };
+        let writer = ProductCache::new(&settings).await.unwrap();
+        let other = ProductCache::new(&settings).await.unwrap();
+        let id = ProductId::generate();
+        let old = other
+            .get_or_load(id, || async move { Ok(product(id, 100)) })
+            .await
+            .unwrap();
+        assert_eq!(old.product.price.amount_minor(), 100);
+        // The row now costs 200; the other instance hears of it first.
+        other.invalidate_here(id).await;
+        let read = other
+            .get_or_load(id, || async move { Ok(product(id, 200)) })
+            .await
+            .unwrap();
+        assert_eq!(
+            read.product.price.amount_minor(),
+            200,
+            "the old copy taken from Redis"
+        );
+        writer.invalidate(id).await;
+        let again = other
+            .get_or_load(id, || async move { Ok(product(id, 300)) })
+            .await
+            .unwrap();
+        assert_eq!(again.product.price.amount_minor(), 200, "kept in memory");
     }
 
     /// Two instances on one Redis. The writer's deletes the product from
