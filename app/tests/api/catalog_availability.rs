@@ -12,12 +12,11 @@ async fn availability_follows_inventory_events() {
     let app = spawn_app().await;
     let (url, product) = create(&app, "AV-1").await;
     assert_eq!(product["availability"], "unknown");
-    let admin = app.token(&[Role::Admin]);
     let post = |path: &str, body: Value| {
         let request = app
             .client
             .post(app.url(path))
-            .bearer_auth(&admin)
+            .bearer_auth(stock_caller(&app, path))
             .json(&body);
         async move { assert!(request.send().await.unwrap().status().is_success()) }
     };
@@ -103,12 +102,27 @@ async fn catalog_handled(app: &TestApp, n: i64) {
     .await;
 }
 
-/// POST `body` to `path` as an admin; it must succeed.
-async fn admin_post(app: &TestApp, path: &str, body: Value) {
+/// A token for POST `path` of the inventory: an admin's for stock, the
+/// order module's (the service token) for reservations, which only it
+/// makes.
+fn stock_caller(app: &TestApp, path: &str) -> String {
+    if path.contains("/reservations") {
+        app::compose::service_tokens(&app.settings)
+            .unwrap()
+            .token()
+            .unwrap()
+    } else {
+        app.token(&[Role::Admin])
+    }
+}
+
+/// POST `body` to `path` as the one who may ([`stock_caller`]); it must
+/// succeed.
+async fn stock_post(app: &TestApp, path: &str, body: Value) {
     let response = app
         .client
         .post(app.url(path))
-        .bearer_auth(app.token(&[Role::Admin]))
+        .bearer_auth(stock_caller(app, path))
         .json(&body)
         .send()
         .await
@@ -123,7 +137,7 @@ async fn admin_post(app: &TestApp, path: &str, body: Value) {
 async fn an_unchanged_availability_rewrites_nothing() {
     let app = spawn_app().await;
     create(&app, "AV-2").await;
-    admin_post(
+    stock_post(
         &app,
         "/api/v1/inventory/AV-2/adjustments",
         json!({"quantity": 10, "reason": "receive", "low_stock_threshold": 3}),
@@ -131,7 +145,7 @@ async fn an_unchanged_availability_rewrites_nothing() {
     .await;
     catalog_handled(&app, 1).await;
     let in_stock = row_version(&app, "AV-2").await;
-    admin_post(
+    stock_post(
         &app,
         "/api/v1/inventory/reservations",
         json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-2", "quantity": 1}]}),
@@ -143,7 +157,7 @@ async fn an_unchanged_availability_rewrites_nothing() {
         in_stock,
         "still in stock: not rewritten"
     );
-    admin_post(
+    stock_post(
         &app,
         "/api/v1/inventory/reservations",
         json!({"order_id": uuid::Uuid::now_v7(), "lines": [{"sku": "AV-2", "quantity": 6}]}),

@@ -15,23 +15,31 @@ use kernel::Role;
 use serde_json::Value;
 
 use crate::helpers::{
-    assert_problem, caller, contract_over_http, eventually, get_json, spawn_app_with,
-    test_database, test_settings,
+    TestApp, assert_problem, bearer_contexts, caller, eventually, get_json, module_client,
+    spawn_app, spawn_app_with, test_database, test_settings,
 };
 
 /// The in-process module over a fresh database, with `extra` settings.
 async fn module(extra: &[(&str, &str)]) -> (inventory::InventoryModule, testkit::TestDatabase) {
+    module_expiring(extra, None).await
+}
+
+/// [`module`], its reservations living `ttl_secs` when given: less than
+/// the settings take (`inventory.reservation_ttl_secs` is at least 60), so
+/// set after they were validated, for the tests of expiry only.
+async fn module_expiring(
+    extra: &[(&str, &str)],
+    ttl_secs: Option<u64>,
+) -> (inventory::InventoryModule, testkit::TestDatabase) {
     let db = test_database().await;
     let settings = test_settings(Some(db.url()), extra);
     let pool = app::database::module_pool(&settings, app::modules::ModuleName::Inventory, db.url())
         .unwrap();
-    (
-        inventory::InventoryModule::new(
-            pool,
-            settings.section::<inventory::Settings>().unwrap().clone(),
-        ),
-        db,
-    )
+    let mut own = settings.section::<inventory::Settings>().unwrap().clone();
+    if let Some(ttl_secs) = ttl_secs {
+        own.reservation_ttl_secs = ttl_secs;
+    }
+    (inventory::InventoryModule::new(pool, own), db)
 }
 
 async fn in_process() -> (Harness, testkit::TestDatabase) {
@@ -39,12 +47,35 @@ async fn in_process() -> (Harness, testkit::TestDatabase) {
     let harness = Harness {
         api: Arc::new(module),
         admin: caller(Role::Admin),
+        service: caller(Role::Service),
         customer: caller(Role::Customer),
     };
     (harness, db)
 }
 
-contract_over_http!("inventory", InventoryClient::new);
+/// The order module's service token for `app`: signed with the service
+/// key, as the order module's calls carry it.
+fn service_token(app: &TestApp) -> String {
+    app::compose::service_tokens(&app.settings)
+        .unwrap()
+        .token()
+        .unwrap()
+}
+
+/// The HTTP client talking to a real server over a fresh database.
+async fn over_http() -> (Harness, TestApp) {
+    let app = spawn_app().await;
+    let api = module_client(&app.address, "inventory", InventoryClient::new);
+    let (admin, customer) = bearer_contexts(&app);
+    let service = kernel::CallContext::background().with_bearer_token(service_token(&app));
+    let harness = Harness {
+        api,
+        admin,
+        service,
+        customer,
+    };
+    (harness, app)
+}
 
 mod local {
     inventory_api::inventory_contract_suite!(super::in_process);
@@ -71,6 +102,7 @@ async fn two_hundred_concurrent_reservations_never_oversell() {
     .await;
     let inventory = Arc::new(module);
     let admin = caller(Role::Admin);
+    let service = caller(Role::Service);
     for round in 0..20 {
         let sku = Sku::parse(&format!("RUSH-{round}")).unwrap();
         inventory.adjust(&admin, &sku, receive(10)).await.unwrap();
@@ -78,14 +110,14 @@ async fn two_hundred_concurrent_reservations_never_oversell() {
         let attempts: Vec<_> = (0..200)
             .map(|_| {
                 let inventory = Arc::clone(&inventory);
-                let admin = admin.clone();
+                let service = service.clone();
                 let sku = sku.clone();
                 tokio::spawn(async move {
                     let request = ReserveStock {
                         order_id: OrderId::generate(),
                         lines: vec![ReservationLine { sku, quantity: 1 }],
                     };
-                    inventory.reserve(&admin, request).await
+                    inventory.reserve(&service, request).await
                 })
             })
             .collect();
@@ -124,8 +156,8 @@ async fn two_hundred_concurrent_reservations_never_oversell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_never_deadlocks_with_a_reservation() {
     use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
-    let (module, db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "1")]).await;
-    let admin = caller(Role::Admin);
+    let (module, db) = module_expiring(&[], Some(1)).await;
+    let (admin, service) = (caller(Role::Admin), caller(Role::Service));
     let (a, b) = (Sku::parse("EXP-A").unwrap(), Sku::parse("EXP-B").unwrap());
     for sku in [&a, &b] {
         module.adjust(&admin, sku, receive(3)).await.unwrap();
@@ -137,7 +169,7 @@ async fn expiry_never_deadlocks_with_a_reservation() {
         }];
         let order_id = OrderId::generate();
         module
-            .reserve(&admin, ReserveStock { order_id, lines })
+            .reserve(&service, ReserveStock { order_id, lines })
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await; // EXP-B's expires first
@@ -184,7 +216,7 @@ async fn a_retried_reservation_is_the_same_under_any_collation() {
     )
     .await
     .unwrap();
-    let admin = caller(Role::Admin);
+    let (admin, service) = (caller(Role::Admin), caller(Role::Service));
     let (a, b) = (Sku::parse("A1").unwrap(), Sku::parse("A_1").unwrap());
     for sku in [&a, &b] {
         module.adjust(&admin, sku, receive(3)).await.unwrap();
@@ -199,7 +231,7 @@ async fn a_retried_reservation_is_the_same_under_any_collation() {
         .collect();
     let first = module
         .reserve(
-            &admin,
+            &service,
             ReserveStock {
                 order_id,
                 lines: lines.clone(),
@@ -208,7 +240,7 @@ async fn a_retried_reservation_is_the_same_under_any_collation() {
         .await
         .unwrap();
     let again = module
-        .reserve(&admin, ReserveStock { order_id, lines })
+        .reserve(&service, ReserveStock { order_id, lines })
         .await
         .expect("the same reservation, not a conflict");
     assert_eq!(again, first);
@@ -219,14 +251,14 @@ async fn a_retried_reservation_is_the_same_under_any_collation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_expire_and_give_their_stock_back() {
-    let (module, _db) = module(&[("APP__INVENTORY__RESERVATION_TTL_SECS", "3")]).await;
-    let admin = caller(Role::Admin);
+    let (module, _db) = module_expiring(&[], Some(3)).await;
+    let (admin, service) = (caller(Role::Admin), caller(Role::Service));
     let sku = Sku::parse("TTL-1").unwrap();
     module.adjust(&admin, &sku, receive(3)).await.unwrap();
     let order = OrderId::generate();
     module
         .reserve(
-            &admin,
+            &service,
             ReserveStock {
                 order_id: order,
                 lines: vec![ReservationLine {
@@ -257,7 +289,7 @@ async fn reservations_expire_and_give_their_stock_back() {
     );
     assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 3);
     assert!(matches!(
-        module.commit(&admin, order).await.unwrap_err(),
+        module.commit(&service, order).await.unwrap_err(),
         InventoryError::InvalidTransition {
             status: inventory_api::ReservationStatus::Expired,
             ..
@@ -303,8 +335,15 @@ async fn a_restock_past_the_largest_stock_is_422() {
     use diesel_async::RunQueryDsl as _;
     let app = spawn_app_with(&[]).await;
     let admin = app.token(&[Role::Admin]);
+    let service = service_token(&app);
     let post = |path: String, body: Option<Value>| {
-        let mut request = app.client.post(app.url(&path)).bearer_auth(&admin);
+        // Stock is the admins'; reservations the order module's.
+        let token = if path.contains("/reservations") {
+            &service
+        } else {
+            &admin
+        };
+        let mut request = app.client.post(app.url(&path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -400,11 +439,18 @@ async fn a_new_sku_received_below_its_threshold_is_announced_low() {
 async fn low_and_out_of_stock_alert_the_admins() {
     let app = spawn_app_with(&[]).await;
     let admin = app.token(&[Role::Admin]);
+    let service = service_token(&app);
     let post = |path: String, body: Value| {
+        // Stock is the admins'; reservations the order module's.
+        let token = if path.contains("/reservations") {
+            &service
+        } else {
+            &admin
+        };
         let request = app
             .client
             .post(app.url(&path))
-            .bearer_auth(&admin)
+            .bearer_auth(token)
             .json(&body);
         async move { request.send().await.unwrap() }
     };
@@ -488,4 +534,158 @@ async fn low_and_out_of_stock_alert_the_admins() {
         ),
         (Some(10), Some(10), Some(0))
     );
+}
+
+/// Reservations are the order module's: its saga owns them. An admin's
+/// reserve, commit, release or restock is a 403 and changes nothing (a
+/// restock of a shipped order's units while the order stays confirmed; a
+/// reserve under an order's id before its checkout); the service token
+/// makes and moves them, and admins still read them and the stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_order_module_makes_and_moves_reservations() {
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let service = service_token(&app);
+    let post = |path: String, token: &str, body: Option<Value>| {
+        let mut request = app.client.post(app.url(&path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let received = post(
+        "/api/v1/inventory/own-2/adjustments".into(),
+        &admin,
+        Some(serde_json::json!({"quantity": 10, "reason": "receive"})),
+    )
+    .await;
+    assert_eq!(received.status(), 200);
+    let level = || async {
+        let url = app.url("/api/v1/inventory/own-2");
+        let level: Value = get_json(&app.client, url, &admin).await;
+        (level["on_hand"].as_i64(), level["reserved"].as_i64())
+    };
+    let reservations = "/api/v1/inventory/reservations".to_owned();
+    // `POST /inventory/reservations` (a reserve of 3 units of OWN-2 for
+    // `order`), or `.../{order}/{step}`, as the bearer of `token`.
+    let call = |order: OrderId, step: &str, token: &str| {
+        if step == "reserve" {
+            let lines = serde_json::json!([{"sku": "OWN-2", "quantity": 3}]);
+            let body = serde_json::json!({"order_id": order, "lines": lines});
+            post(reservations.clone(), token, Some(body))
+        } else {
+            post(format!("{reservations}/{order}/{step}"), token, None)
+        }
+    };
+    let refused = |order: OrderId, step: &str| {
+        let sent = call(order, step, &admin);
+        async move { assert_problem(sent.await, 403, "forbidden").await }
+    };
+
+    let sold = OrderId::generate();
+    refused(sold, "reserve").await;
+    assert_eq!(level().await, (Some(10), Some(0)), "nothing held");
+    assert_eq!(call(sold, "reserve", &service).await.status(), 201);
+    refused(sold, "commit").await;
+    assert_eq!(level().await, (Some(10), Some(3)), "still held");
+    assert_eq!(call(sold, "commit", &service).await.status(), 200);
+    refused(sold, "restock").await;
+    assert_eq!(level().await, (Some(7), Some(0)), "still sold");
+    let url = app.url(&format!("{reservations}/{sold}"));
+    let reservation: Value = get_json(&app.client, url, &admin).await;
+    assert_eq!(reservation["status"], "committed", "{reservation}");
+    assert_eq!(call(sold, "restock", &service).await.status(), 200);
+    assert_eq!(level().await, (Some(10), Some(0)));
+
+    let dropped = OrderId::generate();
+    assert_eq!(call(dropped, "reserve", &service).await.status(), 201);
+    refused(dropped, "release").await;
+    assert_eq!(level().await, (Some(10), Some(3)), "still held");
+    assert_eq!(call(dropped, "release", &service).await.status(), 200);
+    assert_eq!(level().await, (Some(10), Some(0)));
+    // An admin's release of an order with no reservation fences nothing off.
+    let later = OrderId::generate();
+    refused(later, "release").await;
+    assert_eq!(call(later, "reserve", &service).await.status(), 201);
+}
+
+/// A reserve asked again (the same lines) after its sale was put back is
+/// a 409 naming the status, not a 201 answering it as held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_replayed_after_its_return_is_409() {
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    let service = service_token(&app);
+    let post = |path: String, token: &str, body: Option<Value>| {
+        let mut request = app.client.post(app.url(&path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let received = post(
+        "/api/v1/inventory/back-2/adjustments".into(),
+        &admin,
+        Some(serde_json::json!({"quantity": 5, "reason": "receive"})),
+    )
+    .await;
+    assert_eq!(received.status(), 200);
+    let order = OrderId::generate();
+    let request =
+        serde_json::json!({"order_id": order, "lines": [{"sku": "BACK-2", "quantity": 2}]});
+    let reservations = "/api/v1/inventory/reservations".to_owned();
+    let reserved = post(reservations.clone(), &service, Some(request.clone())).await;
+    assert_eq!(reserved.status(), 201);
+    for step in ["commit", "restock"] {
+        let path = format!("{reservations}/{order}/{step}");
+        assert_eq!(post(path, &service, None).await.status(), 200, "{step}");
+    }
+    let replayed = post(reservations, &service, Some(request)).await;
+    let refused = assert_problem(replayed, 409, "invalid_reservation_transition").await;
+    assert_eq!(refused["current_status"], "returned", "{refused}");
+    let level: Value = get_json(&app.client, app.url("/api/v1/inventory/back-2"), &admin).await;
+    assert_eq!(
+        (level["on_hand"].as_i64(), level["reserved"].as_i64()),
+        (Some(5), Some(0)),
+        "nothing held: {level}"
+    );
+}
+
+/// A cursor of one SKU's movements is refused on another SKU's (400
+/// `invalid_cursor`), and goes on with its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_movements_cursor_of_another_sku_is_400() {
+    let app = spawn_app_with(&[]).await;
+    let admin = app.token(&[Role::Admin]);
+    for sku in ["cur-1", "cur-1", "cur-2", "cur-2"] {
+        let received = app
+            .client
+            .post(app.url(&format!("/api/v1/inventory/{sku}/adjustments")))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"quantity": 1, "reason": "receive"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(received.status(), 200);
+    }
+    let first: Value = get_json(
+        &app.client,
+        app.url("/api/v1/inventory/cur-1/movements?limit=1"),
+        &admin,
+    )
+    .await;
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let page = |sku: &str| {
+        app.client
+            .get(app.url(&format!("/api/v1/inventory/{sku}/movements")))
+            .query(&[("limit", "1"), ("cursor", cursor)])
+            .bearer_auth(&admin)
+            .send()
+    };
+    assert_problem(page("cur-2").await.unwrap(), 400, "invalid_cursor").await;
+    let rest = page("cur-1").await.unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest: Value = rest.json().await.unwrap();
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(1), "{rest}");
+    assert_eq!(rest["next_cursor"], Value::Null, "{rest}");
 }

@@ -43,6 +43,12 @@ async fn inventory_apart() -> (inventory_api::contract::Harness, Topology) {
             policy("inventory"),
         )),
         admin: bearer(mint_token(settings, &[Role::Admin])),
+        service: bearer(
+            app::compose::service_tokens(settings)
+                .unwrap()
+                .token()
+                .unwrap(),
+        ),
         customer: bearer(mint_token(settings, &[Role::Customer])),
     };
     (harness, t)

@@ -363,9 +363,14 @@ async fn a_batch_handled_at_once_links_the_trace_of_its_events() {
     }
 
     let (traceparent, trace_id, _caller) = known_context();
+    // Reservations are the order module's: made with its service token.
+    let service = app::compose::service_tokens(&deployment.settings)
+        .unwrap()
+        .token()
+        .unwrap();
     let reserved = http
         .post(format!("{base}/api/v1/inventory/reservations"))
-        .bearer_auth(&admin)
+        .bearer_auth(&service)
         .header("traceparent", &traceparent)
         .json(&json!({
             "order_id": Uuid::now_v7(),

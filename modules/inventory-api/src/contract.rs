@@ -18,6 +18,9 @@ pub struct Harness {
     pub api: Arc<dyn InventoryApi>,
     /// An admin's context.
     pub admin: CallContext,
+    /// The order module's context (the `service` role): the only caller
+    /// that makes and moves reservations.
+    pub service: CallContext,
     /// A customer's context.
     pub customer: CallContext,
 }
@@ -46,16 +49,16 @@ impl Harness {
             order_id: order,
             lines: vec![line(raw, quantity)],
         };
-        self.api.reserve(&self.admin, reserve).await.unwrap();
+        self.api.reserve(&self.service, reserve).await.unwrap();
         order
     }
 
     /// `settle`s `order`'s reservation.
     async fn settle(&self, settle: Settle, order: OrderId) -> Result<Reservation, InventoryError> {
         match settle {
-            Settle::Commit => self.api.commit(&self.admin, order).await,
-            Settle::Release => self.api.release(&self.admin, order).await,
-            Settle::Restock => self.api.restock(&self.admin, order).await,
+            Settle::Commit => self.api.commit(&self.service, order).await,
+            Settle::Release => self.api.release(&self.service, order).await,
+            Settle::Restock => self.api.restock(&self.service, order).await,
         }
     }
 
@@ -164,7 +167,7 @@ pub async fn reservations_take_all_lines_or_none(h: &Harness) {
         order_id: OrderId::generate(),
         lines: vec![line("ALL-A", 2), line("ALL-B", 2), line("ALL-C", 1)],
     };
-    let err = h.api.reserve(&h.admin, request).await.unwrap_err();
+    let err = h.api.reserve(&h.service, request).await.unwrap_err();
     assert_eq!(
         err,
         InventoryError::InsufficientStock(vec!["ALL-B".to_owned(), "ALL-C".to_owned()])
@@ -181,9 +184,9 @@ pub async fn reservations_are_idempotent_by_order(h: &Harness) {
         order_id: OrderId::generate(),
         lines: vec![line("IDEM-1", 2)],
     };
-    let first = h.api.reserve(&h.admin, request.clone()).await.unwrap();
+    let first = h.api.reserve(&h.service, request.clone()).await.unwrap();
     assert_eq!(first.status, ReservationStatus::Active);
-    let again = h.api.reserve(&h.admin, request.clone()).await.unwrap();
+    let again = h.api.reserve(&h.service, request.clone()).await.unwrap();
     assert_eq!(again, first);
     assert_eq!(h.level("IDEM-1").await, (5, 2, 3), "held once");
     let other = ReserveStock {
@@ -191,7 +194,7 @@ pub async fn reservations_are_idempotent_by_order(h: &Harness) {
         lines: vec![line("IDEM-1", 3)],
     };
     assert_eq!(
-        h.api.reserve(&h.admin, other).await.unwrap_err(),
+        h.api.reserve(&h.service, other).await.unwrap_err(),
         InventoryError::ReservationConflict(request.order_id)
     );
     assert_eq!(
@@ -214,11 +217,11 @@ pub async fn commit_makes_a_sale(h: &Harness) {
 /// hand again, once however often it is asked; only a sale can be.
 pub async fn restock_puts_a_sale_back(h: &Harness) {
     let order = h.stocked_and_reserved("BACK-1", 5, 2).await;
-    let refused = h.api.restock(&h.admin, order).await.unwrap_err();
+    let refused = h.api.restock(&h.service, order).await.unwrap_err();
     assert!(refused_as(refused, ReservationStatus::Active));
-    h.api.commit(&h.admin, order).await.unwrap();
+    h.api.commit(&h.service, order).await.unwrap();
     for _ in 0..2 {
-        let returned = h.api.restock(&h.admin, order).await.unwrap();
+        let returned = h.api.restock(&h.service, order).await.unwrap();
         assert_eq!(returned.status, ReservationStatus::Returned);
     }
     assert_eq!(h.level("BACK-1").await, (5, 0, 5));
@@ -261,7 +264,7 @@ pub async fn a_release_before_its_reservation_fences_it_off(h: &Harness) {
     let order = OrderId::generate();
     for _ in 0..2 {
         assert_eq!(
-            h.api.release(&h.admin, order).await.unwrap_err(),
+            h.api.release(&h.service, order).await.unwrap_err(),
             InventoryError::ReservationNotFound(order)
         );
     }
@@ -269,7 +272,7 @@ pub async fn a_release_before_its_reservation_fences_it_off(h: &Harness) {
         order_id: order,
         lines: vec![line("FENCE-1", 2)],
     };
-    let refused = h.api.reserve(&h.admin, late).await.unwrap_err();
+    let refused = h.api.reserve(&h.service, late).await.unwrap_err();
     assert!(refused_as(refused, ReservationStatus::Released));
     assert_eq!(h.level("FENCE-1").await, (5, 0, 5), "nothing held");
     assert_eq!(
@@ -277,7 +280,7 @@ pub async fn a_release_before_its_reservation_fences_it_off(h: &Harness) {
         InventoryError::ReservationNotFound(order)
     );
     assert_eq!(
-        h.api.commit(&h.admin, order).await.unwrap_err(),
+        h.api.commit(&h.service, order).await.unwrap_err(),
         InventoryError::ReservationNotFound(order)
     );
 }
@@ -287,21 +290,45 @@ pub async fn a_release_before_its_reservation_fences_it_off(h: &Harness) {
 /// stock that went back to the shelf.
 pub async fn a_reserve_replayed_after_its_release_holds_nothing(h: &Harness) {
     let order = h.stocked_and_reserved("REPLAY-1", 5, 2).await;
-    h.api.release(&h.admin, order).await.unwrap();
+    h.api.release(&h.service, order).await.unwrap();
     let replay = ReserveStock {
         order_id: order,
         lines: vec![line("REPLAY-1", 2)],
     };
-    let refused = h.api.reserve(&h.admin, replay).await.unwrap_err();
+    let refused = h.api.reserve(&h.service, replay).await.unwrap_err();
     assert!(refused_as(refused, ReservationStatus::Released));
     assert_eq!(h.level("REPLAY-1").await, (5, 0, 5), "nothing held");
+}
+
+/// A reserve asked again after its sale was put back (committed, then
+/// restocked) is refused as returned: answered as held, its caller would
+/// go on to a sale of units already back on the shelf.
+pub async fn a_reserve_replayed_after_its_return_holds_nothing(h: &Harness) {
+    let order = h.stocked_and_reserved("REPLAY-2", 5, 2).await;
+    h.api.commit(&h.service, order).await.unwrap();
+    h.api.restock(&h.service, order).await.unwrap();
+    assert_eq!(h.level("REPLAY-2").await, (5, 0, 5));
+    let replay = ReserveStock {
+        order_id: order,
+        lines: vec![line("REPLAY-2", 2)],
+    };
+    let refused = h.api.reserve(&h.service, replay).await.unwrap_err();
+    assert!(
+        refused_as(refused.clone(), ReservationStatus::Returned),
+        "{refused:?}"
+    );
+    assert_eq!(h.level("REPLAY-2").await, (5, 0, 5), "nothing held");
+    assert_eq!(
+        h.api.reservation(&h.admin, order).await.unwrap().status,
+        ReservationStatus::Returned
+    );
 }
 
 /// Every change is a movement, newest first, paginated.
 pub async fn movements_record_the_history(h: &Harness) {
     let s = sku("HIST-1");
     let order = h.stocked_and_reserved("HIST-1", 5, 2).await;
-    h.api.commit(&h.admin, order).await.unwrap();
+    h.api.commit(&h.service, order).await.unwrap();
     let page = |cursor| ListMovements {
         limit: PageLimit::new(2).unwrap(),
         cursor,
@@ -323,6 +350,97 @@ pub async fn movements_record_the_history(h: &Harness) {
     assert_eq!(rest.items[0].kind, "adjustment");
     assert_eq!(rest.items[0].reason.as_deref(), Some("receive"));
     assert_eq!(rest.next_cursor, None);
+}
+
+/// A cursor of one SKU's history goes on with that history only: on
+/// another SKU's it is refused, not read as a place in it.
+pub async fn a_movements_cursor_goes_with_its_sku_only(h: &Harness) {
+    h.receive("CUR-A", 1).await;
+    h.receive("CUR-A", 1).await;
+    h.receive("CUR-B", 1).await;
+    h.receive("CUR-B", 1).await;
+    let page = |cursor| ListMovements {
+        limit: PageLimit::new(1).unwrap(),
+        cursor,
+    };
+    let first = h
+        .api
+        .movements(&h.admin, &sku("CUR-A"), page(None))
+        .await
+        .unwrap();
+    let cursor = first.next_cursor.expect("a second page");
+    let other = h
+        .api
+        .movements(&h.admin, &sku("CUR-B"), page(Some(cursor.clone())))
+        .await;
+    assert_eq!(
+        other.unwrap_err(),
+        InventoryError::Common(Failure::InvalidCursor)
+    );
+    let rest = h
+        .api
+        .movements(&h.admin, &sku("CUR-A"), page(Some(cursor)))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.next_cursor, None);
+}
+
+/// Reservations are the order module's (the `service` role): its saga
+/// owns them. An admin (or a customer) can neither make nor move one, and
+/// nothing changes; an admin still reads them.
+pub async fn only_the_order_module_moves_reservations(h: &Harness) {
+    let forbidden = InventoryError::Common(Failure::Forbidden);
+    h.receive("OWN-1", 5).await;
+    let order = OrderId::generate();
+    let request = ReserveStock {
+        order_id: order,
+        lines: vec![line("OWN-1", 2)],
+    };
+    for cx in [&h.admin, &h.customer] {
+        assert_eq!(
+            h.api.reserve(cx, request.clone()).await.unwrap_err(),
+            forbidden
+        );
+    }
+    assert_eq!(h.level("OWN-1").await, (5, 0, 5), "nothing held");
+    assert_eq!(
+        h.api.reservation(&h.admin, order).await.unwrap_err(),
+        InventoryError::ReservationNotFound(order),
+        "not made"
+    );
+    let reserved = h.api.reserve(&h.service, request).await.unwrap();
+    assert_eq!(reserved.status, ReservationStatus::Active);
+    for cx in [&h.admin, &h.customer] {
+        assert_eq!(h.api.commit(cx, order).await.unwrap_err(), forbidden);
+        assert_eq!(h.api.release(cx, order).await.unwrap_err(), forbidden);
+    }
+    assert_eq!(h.level("OWN-1").await, (5, 2, 3), "still held");
+    h.api.commit(&h.service, order).await.unwrap();
+    for cx in [&h.admin, &h.customer] {
+        assert_eq!(h.api.restock(cx, order).await.unwrap_err(), forbidden);
+    }
+    assert_eq!(h.level("OWN-1").await, (3, 0, 3), "still sold");
+    assert_eq!(
+        h.api.reservation(&h.admin, order).await.unwrap().status,
+        ReservationStatus::Committed
+    );
+    let returned = h.api.restock(&h.service, order).await.unwrap();
+    assert_eq!(returned.status, ReservationStatus::Returned);
+    assert_eq!(h.level("OWN-1").await, (5, 0, 5));
+    assert_eq!(
+        h.api
+            .reserve(
+                &CallContext::background(),
+                ReserveStock {
+                    order_id: OrderId::generate(),
+                    lines: vec![line("OWN-1", 1)],
+                },
+            )
+            .await
+            .unwrap_err(),
+        InventoryError::Common(Failure::Unauthenticated)
+    );
 }
 
 /// The inventory is for admins.
@@ -356,7 +474,10 @@ macro_rules! inventory_contract_suite {
             release_gives_stock_back,
             a_release_before_its_reservation_fences_it_off,
             a_reserve_replayed_after_its_release_holds_nothing,
+            a_reserve_replayed_after_its_return_holds_nothing,
             movements_record_the_history,
+            a_movements_cursor_goes_with_its_sku_only,
+            only_the_order_module_moves_reservations,
             only_admins_touch_stock,
         );
     };

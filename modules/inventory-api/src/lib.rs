@@ -33,9 +33,10 @@ pub const ROUTE_PREFIXES: &[&str] = &["/inventory"];
 
 /// What other modules (and the inventory's own routes) may ask of the inventory.
 ///
-/// Every operation is for admins (the HTTP edge and the in-process module
-/// both check it); reservations are also for the order module, calling
-/// with the `service` role.
+/// Stock, adjustments and movements are for admins; reservations are made
+/// and moved (reserve, commit, release, restock) by the order module only,
+/// calling with the `service` role (its saga owns them), and read by both.
+/// The in-process module checks it, so the HTTP edge does too.
 #[async_trait::async_trait]
 pub trait InventoryApi: Send + Sync {
     /// Stock of one SKU (all zero for a SKU never stocked).
@@ -59,7 +60,8 @@ pub trait InventoryApi: Send + Sync {
     /// The stock history of a SKU, newest first.
     ///
     /// # Errors
-    /// [`Failure::InvalidCursor`](kernel::Failure::InvalidCursor).
+    /// [`Failure::InvalidCursor`](kernel::Failure::InvalidCursor), also for
+    /// a cursor of another SKU's history.
     async fn movements(
         &self,
         cx: &CallContext,
@@ -68,16 +70,18 @@ pub trait InventoryApi: Send + Sync {
     ) -> Result<Page<Movement>, InventoryError>;
 
     /// Reserves every line for an order, or nothing. Calling it again for
-    /// the same order returns the same reservation while it holds (or held)
-    /// a sale.
+    /// the same order returns the same reservation while it holds stock (or
+    /// its sale stands).
     ///
     /// # Errors
     /// [`InventoryError::InsufficientStock`] naming every short SKU;
     /// [`InventoryError::ReservationConflict`] when the order already holds a
     /// different reservation; [`InventoryError::InvalidTransition`] when the
-    /// order's reservation was released or expired (or released before it
-    /// was made: see [`InventoryApi::release`]), so a late or replayed call
-    /// holds nothing; [`Failure::Validation`](kernel::Failure::Validation).
+    /// order's reservation was released, expired or returned (or released
+    /// before it was made: see [`InventoryApi::release`]), so a late or
+    /// replayed call holds nothing; [`Failure::Validation`](kernel::Failure::Validation);
+    /// [`Failure::Forbidden`](kernel::Failure::Forbidden) for any caller
+    /// but the `service` role.
     async fn reserve(
         &self,
         cx: &CallContext,
@@ -88,7 +92,8 @@ pub trait InventoryApi: Send + Sync {
     ///
     /// # Errors
     /// [`InventoryError::ReservationNotFound`];
-    /// [`InventoryError::InvalidTransition`] for a released or expired one.
+    /// [`InventoryError::InvalidTransition`] for a released, expired or
+    /// returned one.
     async fn commit(&self, cx: &CallContext, order: OrderId)
     -> Result<Reservation, InventoryError>;
 
@@ -98,7 +103,7 @@ pub trait InventoryApi: Send + Sync {
     ///
     /// # Errors
     /// [`InventoryError::ReservationNotFound`] (the order is fenced off);
-    /// [`InventoryError::InvalidTransition`] for a committed one.
+    /// [`InventoryError::InvalidTransition`] for a committed or returned one.
     async fn release(
         &self,
         cx: &CallContext,

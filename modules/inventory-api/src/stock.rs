@@ -79,10 +79,11 @@ fn adjustment_quantity() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Sche
 pub struct Movement {
     /// Movement id.
     pub id: Uuid,
-    /// `adjustment`, `reservation`, `release`, `expiry` or `sale`.
+    /// `adjustment`, `reservation`, `release`, `expiry`, `sale` or `return`.
     pub kind: String,
-    /// Change of the counted quantity (on hand for adjustments and sales,
-    /// reserved for reservations, releases and expiries).
+    /// Change of the counted quantity: on hand for adjustments and returns;
+    /// reserved for reservations, releases and expiries; both for sales
+    /// (the units leave the shelf and are no longer held).
     pub quantity: i32,
     /// The adjustment's reason, if any.
     pub reason: Option<String>,

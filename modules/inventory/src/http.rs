@@ -1,5 +1,6 @@
-//! `/inventory` routes: thin adapters over [`InventoryApi`]. Admin only;
-//! reservations also for the order module (the `service` role).
+//! `/inventory` routes: thin adapters over [`InventoryApi`]. Stock and its
+//! history are for admins; reservations are made and moved by the order
+//! module only (the `service` role), and read by both.
 
 use actix_web::http::header;
 use actix_web::web::{Data, Json, Path, Query};
@@ -102,19 +103,20 @@ pub async fn list_movements(
 }
 
 /// Hold stock for an order: every line or none. Repeating the same request
-/// returns the same reservation, unless its stock went back (released or
-/// expired): then it is refused and holds nothing. For admins and the
-/// order module (`service`).
+/// returns the same reservation, unless its stock went back (released,
+/// expired, or returned after its sale): then it is refused and holds
+/// nothing. For the order module only (`service`): its checkout owns the
+/// reservation.
 #[utoipa::path(
     tag = "inventory",
     request_body = ReserveStock,
     responses(
         (status = 201, description = "The reservation", body = Reservation,
             headers(("location" = String, description = "URL of the reservation"))),
-        (status = 409, description = "Insufficient stock (`insufficient_stock`, the short SKUs are in `errors`); the order holds another reservation (`reservation_conflict`); or its reservation was released or expired, or released before it was made (`invalid_reservation_transition`, with `current_status`)", body = ProblemBody),
+        (status = 409, description = "Insufficient stock (`insufficient_stock`, the short SKUs are in `errors`); the order holds another reservation (`reservation_conflict`); or its reservation was released, expired or returned, or released before it was made (`invalid_reservation_transition`, with `current_status`)", body = ProblemBody),
         (status = 422, description = "Invalid lines", body = ProblemBody),
     ),
-    security(("bearer" = ["admin", "service"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/inventory/reservations")]
 pub async fn reserve_stock(
@@ -132,7 +134,7 @@ pub async fn reserve_stock(
         .json(reservation))
 }
 
-/// One reservation. Admin only.
+/// One reservation. For admins and the order module (`service`).
 #[utoipa::path(
     tag = "inventory",
     params(("order_id" = OrderId, Path, description = "Order id")),
@@ -152,16 +154,17 @@ pub async fn get_reservation(
     Ok(Json(inventory.reservation(&cx, order.into_inner()).await?))
 }
 
-/// Turn a reservation into a sale (idempotent). Admin only.
+/// Turn a reservation into a sale (idempotent). For the order module only
+/// (`service`).
 #[utoipa::path(
     tag = "inventory",
     params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The committed reservation", body = Reservation),
         (status = 404, description = "No reservation for this order", body = ProblemBody),
-        (status = 409, description = "Released or expired", body = ProblemBody),
+        (status = 409, description = "Released, expired or returned (`invalid_reservation_transition`, with `current_status`)", body = ProblemBody),
     ),
-    security(("bearer" = ["admin", "service"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/inventory/reservations/{order_id}/commit")]
 pub async fn commit_reservation(
@@ -175,17 +178,17 @@ pub async fn commit_reservation(
 
 /// Give a reservation's stock back (idempotent). For an order with no
 /// reservation yet the answer is 404, and the order is fenced off: a
-/// reservation for it that arrives later is refused (409). For admins and
-/// the order module (`service`).
+/// reservation for it that arrives later is refused (409). For the order
+/// module only (`service`).
 #[utoipa::path(
     tag = "inventory",
     params(("order_id" = OrderId, Path, description = "Order id")),
     responses(
         (status = 200, description = "The released reservation", body = Reservation),
         (status = 404, description = "No reservation for this order (now fenced off)", body = ProblemBody),
-        (status = 409, description = "Already committed", body = ProblemBody),
+        (status = 409, description = "Already committed, or returned (`invalid_reservation_transition`, with `current_status`)", body = ProblemBody),
     ),
-    security(("bearer" = ["admin", "service"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/inventory/reservations/{order_id}/release")]
 pub async fn release_reservation(
@@ -198,8 +201,8 @@ pub async fn release_reservation(
 }
 
 /// Put a committed reservation's units back on hand (the order was
-/// cancelled after the sale); repeating it changes nothing. For admins and
-/// the order module (`service`).
+/// cancelled after the sale); repeating it changes nothing. For the order
+/// module only (`service`).
 #[utoipa::path(
     tag = "inventory",
     params(("order_id" = OrderId, Path, description = "Order id")),
@@ -209,7 +212,7 @@ pub async fn release_reservation(
         (status = 409, description = "The reservation was never committed", body = ProblemBody),
         (status = 422, description = "Putting the units back would hold more than 2,147,483,647 on hand of a SKU (`validation_failed`, field `lines`)", body = ProblemBody),
     ),
-    security(("bearer" = ["admin", "service"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/inventory/reservations/{order_id}/restock")]
 pub async fn restock_reservation(

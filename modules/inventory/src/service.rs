@@ -51,13 +51,40 @@ fn require_admin(cx: &CallContext) -> Result<(), InventoryError> {
     }
 }
 
-/// Reservations are also made by the order module, as the `service` role.
+/// Reservations are read by admins and by the order module (the `service`
+/// role).
 fn require_admin_or_service(cx: &CallContext) -> Result<(), InventoryError> {
     match cx.caller() {
         None => Err(InventoryError::Common(Failure::Unauthenticated)),
         Some(c) if !c.is_admin_or_service() => Err(InventoryError::Common(Failure::Forbidden)),
         Some(_) => Ok(()),
     }
+}
+
+/// Reservations are made and moved by the order module only (the `service`
+/// role): its saga owns them. An admin's move would leave the stock and the
+/// order disagreeing (a shipped order's units put back while it stays
+/// confirmed; a reserve under an order's id before its checkout, which then
+/// fails as a conflict).
+fn require_service(cx: &CallContext) -> Result<(), InventoryError> {
+    match cx.caller() {
+        None => Err(InventoryError::Common(Failure::Unauthenticated)),
+        Some(c) if !c.has(Role::Service) => Err(InventoryError::Common(Failure::Forbidden)),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Where a page of a SKU's movements ended: the last movement's id, and
+/// the SKU, so a cursor goes on with the list it came from only (one from
+/// another SKU's list is refused, not read as a place in this one).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MovementsKey {
+    id: uuid::Uuid,
+    /// Absent in cursors handed out before it was: those are still taken
+    /// (a rolling deployment's older instances hand them out), as the
+    /// catalog's listing takes its cursors without filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sku: Option<String>,
 }
 
 fn to_level(row: Row) -> Result<StockLevel, InventoryError> {
@@ -216,7 +243,7 @@ impl InventoryModule {
         order: OrderId,
         to: Transition,
     ) -> Result<Reservation, InventoryError> {
-        require_admin_or_service(cx)?;
+        require_service(cx)?;
         let (from, done) = to.states();
         let mut conn = self.conn().await?;
         let moved = conn
@@ -385,13 +412,31 @@ impl InventoryApi for InventoryModule {
         query: ListMovements,
     ) -> Result<Page<Movement>, InventoryError> {
         require_admin(cx)?;
-        let before = Cursor::after_id(query.cursor.as_ref())
-            .map_err(|_| InventoryError::Common(Failure::InvalidCursor))?;
+        let before = match &query.cursor {
+            Some(cursor) => {
+                let key: MovementsKey = cursor
+                    .decode()
+                    .map_err(|_| InventoryError::Common(Failure::InvalidCursor))?;
+                if key.sku.as_deref().is_some_and(|s| s != sku.as_str()) {
+                    return Err(InventoryError::Common(Failure::InvalidCursor));
+                }
+                Some(key.id)
+            }
+            None => None,
+        };
         let mut conn = self.conn().await?;
         let items = repo::movements(&mut conn, sku, before, query.limit.overfetch())
             .await
             .map_err(database)?;
-        Ok(Page::from_overfetch(items, query.limit, |m| m.id))
+        let Page { items, next_cursor } = Page::from_overfetch(items, query.limit, |m| m.id);
+        // Where the page ended, as `from_overfetch` says, with the SKU.
+        let next_cursor = next_cursor.and(items.last()).map(|last| {
+            Cursor::encode(&MovementsKey {
+                id: last.id,
+                sku: Some(sku.to_string()),
+            })
+        });
+        Ok(Page { items, next_cursor })
     }
 
     #[tracing::instrument(skip_all, fields(order.id = %request.order_id, lines = request.lines.len()))]
@@ -400,7 +445,7 @@ impl InventoryApi for InventoryModule {
         cx: &CallContext,
         request: ReserveStock,
     ) -> Result<Reservation, InventoryError> {
-        require_admin_or_service(cx)?;
+        require_service(cx)?;
         let lines = domain::check_reservation(&request)?;
         let order = request.order_id;
         let ttl = i64::try_from(self.settings.reservation_ttl_secs).unwrap_or(i64::MAX);
@@ -462,15 +507,18 @@ impl InventoryApi for InventoryModule {
             Err(Abort::Refuse(InventoryError::ReservationConflict(_))) => {
                 // The order already has a reservation: the same one again
                 // (answered as it is), or a conflict. One whose stock went
-                // back (released, expired, or fenced off by a release that
-                // came first) holds nothing: a reserve asked again then,
-                // late or replayed, is refused, not answered as held.
+                // back (released, expired, fenced off by a release that
+                // came first, or sold and then put back on the shelf)
+                // holds nothing: a reserve asked again then, late or
+                // replayed, is refused, not answered as held.
                 let existing = repo::load_reservation(&mut conn, order, false)
                     .await
                     .map_err(database)?
                     .ok_or(InventoryError::ReservationNotFound(order))?;
                 return match existing.status {
-                    status @ (ReservationStatus::Released | ReservationStatus::Expired) => {
+                    status @ (ReservationStatus::Released
+                    | ReservationStatus::Expired
+                    | ReservationStatus::Returned) => {
                         Err(InventoryError::InvalidTransition { order, status })
                     }
                     _ if existing.lines == lines => Ok(existing),

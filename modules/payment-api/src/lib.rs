@@ -7,8 +7,10 @@
 //! One payment per order. Every operation is keyed by the order, so a
 //! repeated call (a retry, a resumed saga) finds the payment already in the
 //! state asked for and changes nothing: a card is never charged twice.
-//! Authorize, capture, void and refund are for the shop's own modules
-//! (the `service` role) and admins; owners read their payments.
+//! Tokenize, authorize, capture, void and refund are for the shop's own
+//! modules (the `service` role) only: the order's saga owns its payment
+//! and would not learn of a step taken past it. Owners and admins read
+//! payments; an admin gives money back by cancelling the order.
 
 mod error;
 pub mod observed;

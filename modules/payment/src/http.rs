@@ -1,5 +1,8 @@
 //! `/payments` routes: thin adapters over [`PaymentApi`]. Owners and admins
-//! read payments; the steps are for the order module (`service`) and admins.
+//! read payments; the steps are for the order module (`service`) only: its
+//! saga owns them, and a step taken past it (a refund by hand) would leave
+//! the order saying otherwise (a refunded order still shippable). Money goes
+//! back by cancelling the order.
 
 use actix_web::web::{Data, Json, Path};
 use actix_web::{HttpResponse, get, post};
@@ -36,7 +39,7 @@ pub fn configure(cfg: &mut web::Routes<'_, '_>) {
 type Result<T> = std::result::Result<T, ApiError<PaymentError>>;
 
 /// Hand a card number to the provider; answers the token that stands for
-/// it. For the order module and admins.
+/// it. For the order module.
 #[utoipa::path(
     tag = "payments",
     request_body = Tokenize,
@@ -46,7 +49,7 @@ type Result<T> = std::result::Result<T, ApiError<PaymentError>>;
         (status = 422, description = "Not a card number", body = ProblemBody),
         (status = 503, description = "The provider is unavailable", body = ProblemBody),
     ),
-    security(("bearer" = ["service", "admin"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/payments/methods")]
 pub async fn tokenize(
@@ -60,7 +63,7 @@ pub async fn tokenize(
 }
 
 /// Hold an amount on a card for an order. Idempotent by order. For the
-/// order module and admins.
+/// order module.
 #[utoipa::path(
     tag = "payments",
     request_body = AuthorizePayment,
@@ -72,7 +75,7 @@ pub async fn tokenize(
         (status = 422, description = "Invalid amount, card_last4 or token, or an unknown currency", body = ProblemBody),
         (status = 503, description = "The provider did not answer: the outcome is unknown, ask again", body = ProblemBody),
     ),
-    security(("bearer" = ["service", "admin"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/payments/authorizations")]
 pub async fn authorize(
@@ -107,7 +110,7 @@ pub async fn payment_for_order(
     Ok(Json(payments.payment_for_order(&cx, *order).await?))
 }
 
-/// Take the held amount (idempotent). For the order module and admins.
+/// Take the held amount (idempotent). For the order module.
 #[utoipa::path(
     tag = "payments",
     params(("order_id" = OrderId, Path, description = "The order")),
@@ -117,7 +120,7 @@ pub async fn payment_for_order(
         (status = 404, description = "No payment for this order", body = ProblemBody),
         (status = 409, description = "Not authorized (or voided at the provider: recorded so)", body = ProblemBody),
     ),
-    security(("bearer" = ["service", "admin"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/payments/orders/{order_id}/capture")]
 pub async fn capture(
@@ -129,7 +132,7 @@ pub async fn capture(
     Ok(Json(payments.capture(&cx, *order).await?))
 }
 
-/// Release the hold (idempotent). For the order module and admins.
+/// Release the hold (idempotent). For the order module.
 #[utoipa::path(
     tag = "payments",
     params(("order_id" = OrderId, Path, description = "The order")),
@@ -139,7 +142,7 @@ pub async fn capture(
         (status = 404, description = "No payment for this order", body = ProblemBody),
         (status = 409, description = "Captured already, perhaps at the provider only: recorded so (refund it)", body = ProblemBody),
     ),
-    security(("bearer" = ["service", "admin"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/payments/orders/{order_id}/void")]
 pub async fn void(
@@ -151,7 +154,8 @@ pub async fn void(
     Ok(Json(payments.void(&cx, *order).await?))
 }
 
-/// Give a captured amount back (idempotent). For the order module and admins.
+/// Give a captured amount back (idempotent). For the order module (an
+/// admin gives money back by cancelling the order).
 #[utoipa::path(
     tag = "payments",
     params(("order_id" = OrderId, Path, description = "The order")),
@@ -161,7 +165,7 @@ pub async fn void(
         (status = 404, description = "No payment for this order", body = ProblemBody),
         (status = 409, description = "Never captured", body = ProblemBody),
     ),
-    security(("bearer" = ["service", "admin"])),
+    security(("bearer" = ["service"])),
 )]
 #[post("/payments/orders/{order_id}/refund")]
 pub async fn refund(
