@@ -86,6 +86,28 @@ fn invalid_config_stops_the_start_with_one_line_naming_the_key() {
             "0",
             "notification.retention_days",
         ),
+        // Reservations gone before a checkout could commit them, or held
+        // by abandoned checkouts for weeks.
+        (
+            "APP__INVENTORY__RESERVATION_TTL_SECS",
+            "59",
+            "inventory.reservation_ttl_secs",
+        ),
+        (
+            "APP__INVENTORY__RESERVATION_TTL_SECS",
+            "604801",
+            "inventory.reservation_ttl_secs",
+        ),
+        (
+            "APP__INVENTORY__EXPIRY_INTERVAL_SECS",
+            "0",
+            "inventory.expiry_interval_secs",
+        ),
+        (
+            "APP__INVENTORY__DEFAULT_LOW_STOCK_THRESHOLD",
+            "-1",
+            "inventory.default_low_stock_threshold",
+        ),
         // Every call would count slow: the breaker would open for good.
         (
             "APP__RESILIENCE__DEFAULT__BREAKER__SLOW_CALL_MS",

@@ -434,6 +434,31 @@ async fn price_drops_reach_only_users_who_opted_in() {
     })
     .await;
 
+    // A product taken off sale and repriced lower in one change: news to
+    // nobody. Handled before the drop below (one outbox, in order; its
+    // inbox row waited for all the same).
+    let (draft, _) = crate::helpers::create(&app, "DRAFT-1").await;
+    let off_sale = app
+        .client
+        .patch(&draft)
+        .bearer_auth(app.token(&[Role::Admin]))
+        .json(&json!({"price": {"amount_minor": 999, "currency": "EUR"}, "active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off_sale.status(), 200);
+    eventually("the off-sale change handled", || async {
+        (count(
+            &app,
+            "SELECT count(*) AS n FROM notification.inbox i JOIN catalog.outbox o \
+             ON o.id = i.event_id WHERE o.event_type = 'catalog.product_price_changed.v1'",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+
     drop_price(&app, "DROP-1").await;
     let drops = eventually("the price-drop email", || async {
         let drops: Vec<Note> = notifications(&app)
@@ -444,8 +469,9 @@ async fn price_drops_reach_only_users_who_opted_in() {
         (!drops.is_empty()).then_some(drops)
     })
     .await;
-    assert_eq!(drops.len(), 1);
+    assert_eq!(drops.len(), 1, "{drops:?}");
     assert_eq!(drops[0].destination, "keen@example.com");
+    assert!(!drops[0].subject.contains("DRAFT"), "{}", drops[0].subject);
 }
 
 /// A price drop reaches every one of an audience larger than the page the

@@ -195,7 +195,11 @@ async fn crash_and_recover(point: &'static str, card: &'static str, provider: St
     let token = customer_token(&shop.settings, Uuid::now_v7());
     let saga = [
         ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
-        ("APP__ORDER__LEASE_SECS", "1"),
+        // A short lease, so the second process resumes soon; a step's
+        // deadline under two thirds of it (the lease is renewed every
+        // third on the way forward: `order.step_timeout_ms` is checked).
+        ("APP__ORDER__LEASE_SECS", "2"),
+        ("APP__ORDER__STEP_TIMEOUT_MS", "1300"),
         ("APP__ORDER__RECOVERY_INTERVAL_MS", "200"),
     ];
     let first_env = shop.env(&[&saga[..], &[("APP__ORDER__CRASH_AT", point)]].concat());

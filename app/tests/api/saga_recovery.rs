@@ -43,9 +43,13 @@ async fn two_instances_recover_interrupted_checkouts_without_doing_anything_twic
     let (provider_handle, provider) = sandbox();
     let saga = [
         ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
-        ("APP__ORDER__LEASE_SECS", "1"),
+        // A short lease, and a step's deadline under two thirds of it (the
+        // lease is renewed every third on the way forward).
+        ("APP__ORDER__LEASE_SECS", "2"),
+        ("APP__ORDER__STEP_TIMEOUT_MS", "1300"),
         ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
-        ("APP__ORDER__IDEMPOTENCY_STALE_SECS", "1"),
+        // Stale soon after the checkout's wait (5 s), never within it.
+        ("APP__ORDER__IDEMPOTENCY_STALE_SECS", "6"),
     ];
     let first_env = shop.env(&[&saga[..], &[("APP__ORDER__CRASH_AT", "before_capture")]].concat());
     let mut first = Shop::start(&refs(&first_env));
@@ -131,7 +135,8 @@ async fn checkouts_in_flight_survive_a_sigkill() {
     let (provider_handle, provider) = sandbox();
     let saga = [
         ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
-        ("APP__ORDER__LEASE_SECS", "1"),
+        ("APP__ORDER__LEASE_SECS", "2"),
+        ("APP__ORDER__STEP_TIMEOUT_MS", "1300"),
         ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
     ];
     let first = Shop::start(&refs(&shop.env(&saga)));

@@ -64,6 +64,15 @@ pub struct ProductPriceChanged {
     pub old_price: Money,
     /// The price now.
     pub new_price: Money,
+    /// Whether it is for sale after the change. Events written before
+    /// the field was added lack it: read as `true` (they were announced
+    /// as on sale).
+    #[serde(default = "for_sale")]
+    pub active: bool,
+}
+
+fn for_sale() -> bool {
+    true
 }
 
 impl IntegrationEvent for ProductPriceChanged {

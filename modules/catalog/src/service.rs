@@ -119,6 +119,7 @@ impl CatalogModule {
                         name: now.name,
                         old_price: before.price,
                         new_price: now.price,
+                        active: now.active,
                     };
                     batch.push(&changed)?;
                 }

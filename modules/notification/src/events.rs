@@ -85,7 +85,11 @@ impl EventHandler for NotificationHandler {
             }
             t if t == ProductPriceChanged::TYPE => {
                 let change: ProductPriceChanged = payload(event)?;
-                let dropped = change.new_price.currency() == change.old_price.currency()
+                // A product not for sale is news to nobody (a draft priced
+                // before it goes on sale, or one taken off sale and repriced
+                // in one change).
+                let dropped = change.active
+                    && change.new_price.currency() == change.old_price.currency()
                     && change.new_price.amount_minor() < change.old_price.amount_minor();
                 if dropped {
                     // Only users who opted into product news hear of it:

@@ -270,7 +270,7 @@ impl Checkout<'_> {
     }
 
     /// Runs the saga for a while, then answers 201 when it is over (the
-    /// order confirmed or failed) or 202 while it still runs.
+    /// order confirmed, failed or cancelled) or 202 while it still runs.
     async fn respond_with(&self, order: Order) -> PlaceOutcome {
         let id = order.id;
         let saga = self.saga().clone();

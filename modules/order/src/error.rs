@@ -12,7 +12,9 @@ pub enum OrderError {
     /// The order is not in a state that allows this.
     #[error("the order is {status}: {action} is not possible")]
     InvalidTransition {
-        /// The order's current status (`shipped`, `cancelled`...).
+        /// The order's current status (`pending`, `shipped`, `cancelled`...),
+        /// or, while its saga gives everything back, how it will end (`being
+        /// cancelled`, `failing`): words for "the order is ...", never a sentence.
         status: String,
         /// What was asked.
         action: &'static str,

@@ -74,15 +74,15 @@ pub async fn put_cart(
 /// 409 while the first request runs. The order takes the cart it priced, or
 /// nothing: two orders placed at once with different keys order the cart
 /// once (the other is answered as an empty cart). 201 when the checkout finished (the
-/// order `confirmed` or `failed` with a reason), 202 with `Location` while
-/// it still runs.
+/// order `confirmed`, or `failed` or `cancelled` with a reason), 202 with
+/// `Location` while it still runs.
 #[utoipa::path(
     tag = "orders",
     request_body = PlaceOrder,
     params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
         description = "1 to 255 visible ASCII characters, unique per checkout (a UUID)")),
     responses(
-        (status = 201, description = "The order, settled (confirmed or failed)", body = Order,
+        (status = 201, description = "The order, settled (confirmed, failed or cancelled)", body = Order,
             headers(("location" = String, description = "URL of the order"), ("idempotent-replayed" = String, description = "`true` when this is the first answer to this key, replayed"))),
         (status = 202, description = "The order, still being processed; poll Location", body = Order,
             headers(("location" = String, description = "URL of the order, to poll"), ("idempotent-replayed" = String, description = "`true` when this is the first answer to this key, replayed"))),
@@ -188,14 +188,17 @@ pub async fn order_timeline(
 }
 
 /// Cancel an order not yet shipped: the payment is voided or refunded and
-/// the stock given back. Answers the order (status `cancelled` once done).
+/// the stock given back. Answers the order (status `cancelled` once done);
+/// an order being cancelled already is answered the same. An order failing
+/// (a checkout step failed and everything is being given back) is not
+/// cancelled: it ends `failed`.
 #[utoipa::path(
     tag = "orders",
     params(("id" = OrderId, Path, description = "The order")),
     responses(
-        (status = 200, description = "The order", body = Order),
+        (status = 200, description = "The order (also when it is being cancelled already)", body = Order),
         (status = 404, description = "No such order (or not yours)", body = ProblemBody),
-        (status = 409, description = "Shipped, failed or cancelled already", body = ProblemBody),
+        (status = 409, description = "Shipped, failed or cancelled already, or failing: a checkout step failed and the order ends `failed` (`invalid_order_transition`, the status in `detail`)", body = ProblemBody),
     ),
     security(("bearer" = [])),
 )]
@@ -216,7 +219,7 @@ pub async fn cancel_order(
     responses(
         (status = 200, description = "The order, shipped", body = Order),
         (status = 404, description = "No such order", body = ProblemBody),
-        (status = 409, description = "Not confirmed", body = ProblemBody),
+        (status = 409, description = "Not confirmed (`invalid_order_transition`, the status in `detail`)", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]

@@ -49,11 +49,13 @@ pub struct Settings {
     /// How long `POST /orders` waits for the saga before answering 202.
     pub checkout_wait_ms: u64,
     /// Lease of a saga's driver, renewed at each step, seconds. Longer than
-    /// the slowest step (the `payment` policy's deadline).
+    /// the slowest step (the `payment` policy's deadline): more than one and
+    /// a half times `step_timeout_ms` (checked; on the way forward it is
+    /// renewed every third of it).
     pub lease_secs: u64,
     /// How often the recovery worker looks for sagas to resume.
     pub recovery_interval_ms: u64,
-    /// Deadline of one step's call.
+    /// Deadline of one step's call; under two thirds of the lease.
     pub step_timeout_ms: u64,
     /// Tries of a forward step that cannot get an answer before the order
     /// is failed and compensated. Compensation steps are retried until
@@ -65,9 +67,11 @@ pub struct Settings {
     pub retry_max_ms: u64,
     /// A key whose first request has not answered after this long (its
     /// process died) is answered from the order it created, or freed.
+    /// Longer than `checkout_wait_ms` (checked).
     pub idempotency_stale_secs: u64,
     /// Idempotency keys are kept this long, then pruned: a retry with the
-    /// same key after that places a new order.
+    /// same key after that places a new order. At least the 24 hours keys
+    /// answer for (checked).
     pub idempotency_retention_hours: u32,
     /// How often the recovery worker prunes expired idempotency keys.
     pub prune_interval_secs: u64,

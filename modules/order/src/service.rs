@@ -22,7 +22,7 @@ use crate::checkout::{Checkout, PlaceOutcome};
 use crate::domain::{self, OrderEvent};
 use crate::error::OrderError;
 use crate::model::{Cart, Order, PlaceOrder, TimelineEntry};
-use crate::repo::{self, AppendError, Direction, carts, keys, sagas};
+use crate::repo::{self, AppendError, Direction, SagaOutcome, SagaRow, carts, keys, sagas};
 use crate::saga::Saga;
 use kernel::{FieldError, OrderId};
 
@@ -79,6 +79,50 @@ pub(crate) fn catalog_error(error: CatalogError) -> OrderError {
     }
 }
 
+/// Where an order whose saga runs back is going, as a refusal names it
+/// (the `status` of [`OrderError::InvalidTransition`]): `being cancelled`
+/// when a cancel turned it; `failing` when a step failed (the close fails
+/// the order for any outcome but a cancel's).
+fn turning(saga: &SagaRow) -> &'static str {
+    match saga.outcome {
+        Some(SagaOutcome::Cancelled) => "being cancelled",
+        Some(SagaOutcome::Failed) | None => "failing",
+    }
+}
+
+/// Whether a cancel of an order in `status` whose saga is `saga` turns the
+/// saga back (`false`: a cancel turned it already, so this one is answered
+/// as done); the status to name when it is refused. The projection's status
+/// first, then the direction: a failed or cancelled order's saga ran back
+/// too. A failing order is refused: it ends `failed` whatever a cancel
+/// says, and a 200 would promise the customer a cancellation that never comes.
+fn cancel_turns(status: OrderStatus, saga: &SagaRow) -> Result<bool, String> {
+    if status.is_final() || status == OrderStatus::Shipped {
+        return Err(status.to_string());
+    }
+    match (saga.direction, saga.outcome) {
+        (Direction::Forward, _) => Ok(true),
+        (Direction::Compensate, Some(SagaOutcome::Cancelled)) => Ok(false),
+        (Direction::Compensate, _) => Err(turning(saga).to_owned()),
+    }
+}
+
+/// Why an order in `status` whose saga is `saga` cannot ship: the status
+/// to name (the projection's first, as [`cancel_turns`] judges it); `None`
+/// when it may, or shipped already (the same ship again, answered as done).
+fn ship_refused(status: OrderStatus, saga: &SagaRow) -> Option<String> {
+    if status == OrderStatus::Shipped {
+        return None;
+    }
+    if status.is_final() {
+        return Some(status.to_string());
+    }
+    if saga.direction == Direction::Compensate {
+        return Some(turning(saga).to_owned());
+    }
+    (status != OrderStatus::Confirmed).then(|| status.to_string())
+}
+
 impl OrderModule {
     /// Orders over `pool`, calling `deps`.
     pub fn new(pool: Pool, deps: Dependencies, settings: Settings) -> OrderModule {
@@ -125,15 +169,18 @@ impl OrderModule {
         })
     }
 
-    /// Deletes idempotency keys older than `idempotency_retention_hours`;
-    /// how many.
+    /// Deletes idempotency keys older than `idempotency_retention_hours`,
+    /// in batches, until none is left or `stop` is set; how many.
     ///
     /// # Errors
     /// Database unavailability.
-    pub async fn prune_idempotency_keys(&self) -> Result<usize, OrderError> {
+    pub async fn prune_idempotency_keys(
+        &self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<usize, OrderError> {
         let hours = i32::try_from(self.settings.idempotency_retention_hours).unwrap_or(i32::MAX);
         let mut conn = self.conn().await?;
-        keys::prune(&mut conn, hours).await.map_err(database)
+        keys::prune(&mut conn, hours, stop).await.map_err(database)
     }
 
     /// The caller's cart (empty when never set).
@@ -308,7 +355,9 @@ impl OrderModule {
     /// everything back (void or refund, release or restock).
     ///
     /// # Errors
-    /// [`OrderError::InvalidTransition`] for a shipped, failed or cancelled order.
+    /// [`OrderError::InvalidTransition`] for a shipped, failed or cancelled
+    /// order, or one failing (a step failed and its saga gives everything
+    /// back: it ends `failed`, whatever a cancel says).
     pub async fn cancel(&self, cx: &CallContext, id: OrderId) -> Result<Order, OrderError> {
         let caller = caller(cx)?.clone();
         self.order(cx, id).await?;
@@ -324,11 +373,8 @@ impl OrderModule {
             let state = repo::load_state(conn, id, true)
                 .await?
                 .ok_or(AppendError::NotFound)?;
-            if state.order.status.is_final() || state.order.status == OrderStatus::Shipped {
-                return Err(AppendError::Refused(state.order.status.to_string()));
-            }
-            if saga.direction == Direction::Compensate {
-                return Ok(()); // already being undone
+            if !cancel_turns(state.order.status, &saga).map_err(AppendError::Refused)? {
+                return Ok(()); // being cancelled already
             }
             sagas::cancel(conn, id, &reason).await?;
             let requested = OrderEvent::CancellationRequested {
@@ -361,7 +407,8 @@ impl OrderModule {
     /// Marks a confirmed order shipped. Admins only.
     ///
     /// # Errors
-    /// [`Failure::Forbidden`](kernel::Failure::Forbidden); [`OrderError::InvalidTransition`] unless confirmed.
+    /// [`Failure::Forbidden`](kernel::Failure::Forbidden); [`OrderError::InvalidTransition`]
+    /// unless confirmed (or shipped already), naming the order's status.
     pub async fn ship(&self, cx: &CallContext, id: OrderId) -> Result<Order, OrderError> {
         if !caller(cx)?.has(Role::Admin) {
             return Err(OrderError::Common(Failure::Forbidden));
@@ -369,6 +416,9 @@ impl OrderModule {
         let mut conn = self.conn().await?;
         let state = conn
             .transaction::<_, AppendError, _>(async |conn| {
+                // The saga, then the order, both locked (the order every
+                // writer locks them in): judged on the status, never on
+                // `append`'s refusal, a sentence of its own.
                 let saga = sagas::load(conn, id, true).await.map_err(|e| {
                     if e == DieselError::NotFound {
                         AppendError::NotFound
@@ -376,15 +426,18 @@ impl OrderModule {
                         AppendError::Db(e)
                     }
                 })?;
-                if saga.direction != Direction::Forward {
-                    return Err(AppendError::Refused("being cancelled".into()));
+                let state = repo::load_state(conn, id, true)
+                    .await?
+                    .ok_or(AppendError::NotFound)?;
+                if let Some(status) = ship_refused(state.order.status, &saga) {
+                    return Err(AppendError::Refused(status));
                 }
                 repo::append(conn, id, &OrderEvent::Shipped, cx).await
             })
             .await
             .map_err(|e| match e {
-                AppendError::Refused(why) => OrderError::InvalidTransition {
-                    status: why,
+                AppendError::Refused(status) => OrderError::InvalidTransition {
+                    status,
                     action: "ship",
                 },
                 AppendError::NotFound => OrderError::NotFound,
@@ -426,5 +479,86 @@ impl OrderModule {
             (Some(stored), Some(folded)) => Ok(stored == folded),
             _ => Err(OrderError::NotFound),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saga(direction: Direction, outcome: Option<SagaOutcome>) -> SagaRow {
+        SagaRow {
+            direction,
+            outcome,
+            reason: None,
+            payment_method: "pm_test".into(),
+            card_last4: "4242".into(),
+            reserve_attempted: true,
+            payment_attempted: true,
+            request_id: None,
+            done: false,
+            attempts: 0,
+            step: None,
+        }
+    }
+
+    /// A saga's way and how it ends.
+    type Run = (Direction, Option<SagaOutcome>);
+    const FORWARD: Run = (Direction::Forward, None);
+    const FAILING: Run = (Direction::Compensate, Some(SagaOutcome::Failed));
+    const CANCELLING: Run = (Direction::Compensate, Some(SagaOutcome::Cancelled));
+
+    /// A cancel of an order whose saga turned back because a step failed
+    /// is refused (it ends `failed`, whatever the cancel says), named
+    /// `failing`; one already being cancelled is the same cancel again.
+    #[test]
+    fn a_cancel_of_a_failing_order_is_refused_and_of_a_cancelling_one_is_done() {
+        use OrderStatus as S;
+        let cancel = |status: OrderStatus, (direction, outcome): Run| {
+            cancel_turns(status, &saga(direction, outcome))
+        };
+        for status in [S::Pending, S::Reserved, S::Paid, S::Confirmed] {
+            assert_eq!(cancel(status, FORWARD), Ok(true), "{status}");
+            assert_eq!(cancel(status, CANCELLING), Ok(false), "{status}");
+            assert_eq!(cancel(status, FAILING), Err("failing".into()), "{status}");
+            // Turned without an outcome: the close fails it.
+            let turned = (Direction::Compensate, None);
+            assert_eq!(cancel(status, turned), Err("failing".into()), "{status}");
+        }
+        // The status first: a failed or cancelled order's saga ran back too.
+        assert_eq!(cancel(S::Failed, FAILING), Err("failed".into()));
+        assert_eq!(cancel(S::Cancelled, CANCELLING), Err("cancelled".into()));
+        assert_eq!(cancel(S::Shipped, FORWARD), Err("shipped".into()));
+    }
+
+    /// A ship refused names the order's status (the projection's first),
+    /// never a sentence of the fold's nor `being cancelled` for an order
+    /// that failed.
+    #[test]
+    fn a_ship_refused_names_the_orders_status() {
+        use OrderStatus as S;
+        let ship = |status: OrderStatus, (direction, outcome): Run| {
+            ship_refused(status, &saga(direction, outcome))
+        };
+        assert_eq!(ship(S::Confirmed, FORWARD), None);
+        assert_eq!(ship(S::Shipped, FORWARD), None, "shipped already: done");
+        for status in [S::Pending, S::Reserved, S::Paid] {
+            assert_eq!(ship(status, FORWARD), Some(status.to_string()));
+        }
+        assert_eq!(ship(S::Failed, FAILING), Some("failed".into()));
+        assert_eq!(ship(S::Cancelled, CANCELLING), Some("cancelled".into()));
+        assert_eq!(ship(S::Reserved, FAILING), Some("failing".into()));
+        assert_eq!(
+            ship(S::Confirmed, CANCELLING),
+            Some("being cancelled".into())
+        );
+        let refused = OrderError::InvalidTransition {
+            status: ship(S::Pending, FORWARD).unwrap_or_default(),
+            action: "ship",
+        };
+        assert_eq!(
+            refused.to_string(),
+            "the order is pending: ship is not possible"
+        );
     }
 }

@@ -27,7 +27,7 @@ impl RecoveryWorker {
         loop {
             if pruned.is_none_or(|at| at.elapsed() >= prune_every) {
                 pruned = Some(std::time::Instant::now());
-                match self.module.prune_idempotency_keys().await {
+                match self.module.prune_idempotency_keys(&stop).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(keys = n, "expired idempotency keys pruned"),
                     Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),

@@ -4,7 +4,7 @@
 //! age by the database's clock (their reasons are beside them).
 
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bool, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::OrderId;
 use uuid::Uuid;
@@ -243,13 +243,39 @@ pub(crate) async fn store_first_response(
     .map(drop)
 }
 
+/// Keys [`prune`] deletes per statement.
+pub(crate) const PRUNE_BATCH: i64 = 5000;
+
 /// Deletes keys older than `hours`; how many.
-pub(crate) async fn prune(conn: &mut AsyncPgConnection, hours: i32) -> QueryResult<usize> {
-    // Raw: the age is judged on the database's clock (see `find`).
-    db::sql("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)")
-        .bind::<Integer, _>(hours)
-        .execute(conn)
-        .await
+///
+/// In statements of [`PRUNE_BATCH`] keys, until one deletes fewer (or
+/// `stop` is set): after a downtime (or a day of heavy checkouts) one
+/// `DELETE` of every key due could run into the statement timeout,
+/// deleting nothing, at every prune after (as the notification module's
+/// prune did).
+pub(crate) async fn prune(
+    conn: &mut AsyncPgConnection,
+    hours: i32,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> QueryResult<usize> {
+    // Raw: the age is judged on the database's clock (see `find`), and a
+    // `DELETE` takes no `LIMIT`: the batch is the sub-select's (on
+    // `idempotency_keys_created_idx`).
+    let statement = "DELETE FROM idempotency_keys WHERE (customer_id, key) IN \
+                     (SELECT customer_id, key FROM idempotency_keys \
+                      WHERE created_at < now() - make_interval(hours => $1) LIMIT $2)";
+    let mut pruned = 0;
+    loop {
+        let deleted = db::sql(statement)
+            .bind::<Integer, _>(hours)
+            .bind::<BigInt, _>(PRUNE_BATCH)
+            .execute(conn)
+            .await?;
+        pruned += deleted;
+        if i64::try_from(deleted).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
+            return Ok(pruned);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +283,55 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A prune deletes in statements of at most `PRUNE_BATCH` keys (one
+    /// statement for every key due may run into the statement timeout,
+    /// deleting nothing, at every prune), until all that is due has gone;
+    /// younger keys stay. A statement trigger of the test records each
+    /// statement's count.
+    #[tokio::test]
+    async fn a_prune_deletes_in_batches_until_all_due_keys_are_gone() {
+        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
+        let pool = db::build_pool(&db::PoolOptions {
+            url: db.url().to_owned(),
+            schema: "orders",
+            max_size: 1,
+            runtimes: 1,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let mut conn = db::connection(&pool, crate::NAME).await.unwrap();
+        for statement in [
+            "CREATE TABLE prune_log (deleted bigint NOT NULL)",
+            "CREATE FUNCTION log_prune() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO prune_log SELECT count(*) FROM gone; RETURN NULL; END $$",
+            "CREATE TRIGGER log_prune AFTER DELETE ON idempotency_keys \
+             REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION log_prune()",
+            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, created_at) \
+             SELECT gen_random_uuid(), 'k', 'f', \
+                    now() - make_interval(hours => CASE WHEN i <= 10001 THEN 48 ELSE 1 END) \
+             FROM generate_series(1, 10010) AS i",
+        ] {
+            db::sql(statement).execute(&mut conn).await.unwrap();
+        }
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        assert_eq!(prune(&mut conn, 24, &stop).await.unwrap(), 10001);
+        #[derive(diesel::QueryableByName)]
+        struct Logged {
+            #[diesel(sql_type = BigInt)]
+            deleted: i64,
+        }
+        let logged: Vec<Logged> = db::sql("SELECT deleted FROM prune_log")
+            .load(&mut conn)
+            .await
+            .unwrap();
+        let counts: Vec<i64> = logged.iter().map(|l| l.deleted).collect();
+        assert_eq!(counts, [PRUNE_BATCH, PRUNE_BATCH, 1], "three statements");
+        let left: i64 = keys::table.count().get_result(&mut conn).await.unwrap();
+        assert_eq!(left, 9, "the younger keys stay");
+    }
 
     /// A request that found a key expired (or abandoned) frees it only
     /// while it is still that key: a fresh claim another request made
