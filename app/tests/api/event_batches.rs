@@ -956,6 +956,121 @@ async fn an_older_instance_s_relay_stands_down_while_a_newer_one_with_more_handl
     );
 }
 
+/// Fails, as the database's trouble (transient), every time it meets one
+/// event; records the others.
+struct Stubborn {
+    fails_on: Uuid,
+    handled: Mutex<Vec<Uuid>>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Stubborn {
+    async fn handle(
+        &self,
+        _conn: &mut AsyncPgConnection,
+        event: &Envelope,
+    ) -> Result<(), HandlerError> {
+        if event.id == self.fails_on {
+            return Err(HandlerError::transient("the database cannot answer now"));
+        }
+        self.handled.lock().unwrap().push(event.id);
+        Ok(())
+    }
+}
+
+/// One subscription of an in-process batch meets an event it cannot take
+/// for now (the database's trouble, retried later): the events before it
+/// are delivered, the error is recorded on that event (not on the batch's
+/// first), and the other subscriptions take the whole batch meanwhile,
+/// held up by nothing of the first's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_stuck_on_one_event_holds_up_only_that_event_and_what_follows_it() {
+    use events::{InProcess, Relay};
+    let database = test_database().await;
+    let pool = pool(&database, "catalog");
+    let events: Vec<Envelope> = (0..4).map(|_| event("catalog.wanted.v1")).collect();
+    let stuck = Arc::new(Stubborn {
+        fails_on: events[2].id,
+        handled: Mutex::default(),
+    });
+    let other = Arc::new(Stubborn {
+        fails_on: Uuid::nil(),
+        handled: Mutex::default(),
+    });
+    let mut settings = settings();
+    settings.poll_interval_ms = 20;
+    settings.max_attempts = 2;
+    let subscription = |name: &'static str, handler: &Arc<Stubborn>| Subscription {
+        module: "catalog",
+        name,
+        event_types: vec!["catalog.wanted.v1"],
+        handler: Arc::clone(handler) as Arc<dyn EventHandler>,
+        pool: pool.clone(),
+    };
+    let dispatcher = Arc::new(Dispatcher::new(
+        vec![
+            subscription("test.stuck", &stuck),
+            subscription("test.other", &other),
+        ],
+        &settings,
+    ));
+    for event in &events {
+        write_to_outbox(&pool, event).await;
+    }
+    let relay = Relay::new(
+        "catalog",
+        pool.clone(),
+        Arc::new(InProcess(Arc::clone(&dispatcher))),
+        &settings,
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(relay.run(stopped));
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    crate::helpers::eventually("the other subscription took the whole batch", || async {
+        (*other.handled.lock().unwrap() == ids).then_some(())
+    })
+    .await;
+    let failed = format!(
+        "SELECT count(*) AS n FROM outbox WHERE id = '{}' AND last_error IS NOT NULL",
+        ids[2]
+    );
+    crate::helpers::eventually("the error recorded on the stuck event", || async {
+        (count(&pool, &failed).await == 1).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    let delivered: Vec<Uuid> = {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            id: Uuid,
+        }
+        let mut conn = pool.get().await.unwrap();
+        let rows: Vec<Row> =
+            diesel::sql_query("SELECT id FROM outbox WHERE delivered_at IS NOT NULL ORDER BY seq")
+                .load(&mut conn)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(delivered, ids[..2], "the events before the stuck one");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM outbox WHERE last_error IS NOT NULL"
+        )
+        .await,
+        1,
+        "the error on the stuck event alone"
+    );
+    // The stuck subscription's events never overtake the one it is stuck
+    // on (it took the first two, perhaps twice: a batch rolled back).
+    let took = stuck.handled.lock().unwrap().clone();
+    assert!(ids[..2].iter().all(|id| took.contains(id)), "{took:?}");
+    assert!(!took.contains(&ids[3]), "overtaken: {took:?}");
+}
+
 /// An older instance whose heartbeat fails once (a pool's wait, a reset
 /// connection) still stands down while a newer instance with more
 /// handlers is live: the failure of its own beat says nothing about the

@@ -86,8 +86,9 @@ impl Transport for InProcess {
 
     /// The whole batch, one transaction per subscription
     /// ([`Dispatcher::dispatch_batch`]). A failure is reported on the first
-    /// event: the relay offers them all again, and the inbox skips those
-    /// already handled.
+    /// event some subscription could not take: the relay marks the ones
+    /// before it delivered, records the error on it, and offers it and the
+    /// rest again (the inbox skips those already handled).
     async fn publish_batch(
         &self,
         events: &[(Envelope, tracing::Span)],
@@ -96,7 +97,7 @@ impl Transport for InProcess {
         self.0
             .dispatch_batch(&events)
             .await
-            .map_err(|e| (0, TransportError(e.to_string())))
+            .map_err(|(index, e)| (index, TransportError(e.to_string())))
     }
 
     fn name(&self) -> &'static str {

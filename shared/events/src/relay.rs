@@ -316,7 +316,11 @@ impl Relay {
                 }
                 next_beat = tokio::time::Instant::now() + BEAT;
             }
-            let delivered = match self.deliver_batch(next_beat, beaten).await {
+            // The batch writes the heartbeat again only when the last beat
+            // was written: a write that fails for good (a trigger, a full
+            // disk) would roll back a batch already published.
+            let beating = heard.is_some();
+            let delivered = match self.deliver_batch(next_beat, beaten, beating).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(module = self.module, error = %e, "relay round failed");
@@ -348,7 +352,8 @@ impl Relay {
     ///
     /// With an [`Audience`] whose heartbeat was ever written (`beaten`: the
     /// table is there), the batch first checks that no wider audience's
-    /// relay is live, even when this instance's last beat failed; a batch still
+    /// relay is live, even when this instance's last beat failed; while
+    /// the last beat was written (`beating`), a batch still
     /// running at `beat_due` writes the heartbeat again before it commits:
     /// its lock held the older relays off, and they must find it live when
     /// the lock goes.
@@ -356,6 +361,7 @@ impl Relay {
         &self,
         beat_due: tokio::time::Instant,
         beaten: bool,
+        beating: bool,
     ) -> Result<i64, String> {
         let mut conn = db::connection(&self.pool, self.module)
             .await
@@ -430,6 +436,7 @@ impl Relay {
                     .await?;
             }
             if let Some(audience) = audience
+                && beating
                 && tokio::time::Instant::now() >= beat_due
             {
                 db::sql(

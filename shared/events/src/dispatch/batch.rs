@@ -30,8 +30,14 @@ impl Dispatcher {
     ///
     /// # Errors
     /// Only when an outcome could not be recorded at all (no database): the
-    /// batch must be offered again (the inbox skips what was handled).
-    pub async fn dispatch_batch(&self, events: &[&Envelope]) -> Result<(), DispatchError> {
+    /// index in `events` of the first event some subscription could not
+    /// take, with its error. Every event before it was handled by every
+    /// subscription; from it on the batch must be offered again (the inbox
+    /// skips what was handled). A subscription that fails stops at its
+    /// failure (its events must not overtake it); the others go on with
+    /// the whole batch, so one handler's trouble holds up no other's.
+    pub async fn dispatch_batch(&self, events: &[&Envelope]) -> Result<(), (usize, DispatchError)> {
+        let mut first_failure: Option<(usize, DispatchError)> = None;
         for subscription in &self.subscriptions {
             let wanted: Vec<&Envelope> = events
                 .iter()
@@ -55,12 +61,23 @@ impl Dispatcher {
                 }
             }
             for event in wanted {
-                self.run_with_retries(subscription, event)
+                let outcome = self
+                    .run_with_retries(subscription, event)
                     .instrument(event_span(event))
-                    .await?;
+                    .await;
+                if let Err(error) = outcome {
+                    let index = events.iter().position(|e| e.id == event.id).unwrap_or(0);
+                    if first_failure.as_ref().is_none_or(|(i, _)| index < *i) {
+                        first_failure = Some((index, error));
+                    }
+                    break;
+                }
             }
         }
-        Ok(())
+        match first_failure {
+            None => Ok(()),
+            Some(failure) => Err(failure),
+        }
     }
 
     /// `events` through `subscription` in one transaction: the outcome of
