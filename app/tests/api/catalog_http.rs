@@ -420,6 +420,11 @@ async fn a_patch_with_if_match_is_refused_when_the_product_changed_since() {
         .await
         .unwrap();
     assert_eq!(first.status(), 200);
+    // The answer names the version it made, as a GET of it does: the next
+    // change needs no read.
+    let made = first.headers()["etag"].to_str().unwrap().to_owned();
+    let read_now = app.client.get(&url).send().await.unwrap();
+    assert_eq!(read_now.headers()["etag"].to_str().unwrap(), made);
     let second = patch(
         json!({"price": {"amount_minor": 1, "currency": "EUR"}}),
         Some(&etag),

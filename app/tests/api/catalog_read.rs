@@ -250,6 +250,51 @@ async fn a_redis_that_stops_answering_holds_up_neither_reads_nor_events() {
     proxy.stall(false);
 }
 
+/// A Redis down when the shop starts (a deploy racing it) does not stop
+/// the start: products are read from the database, and once Redis
+/// answers the cache shares its entries there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_down_at_start_stops_nothing_and_is_used_once_it_answers() {
+    let settings = crate::helpers::test_settings(None, &[]);
+    let catalog = settings.section::<catalog::Settings>().unwrap();
+    let redis = url::Url::parse(&catalog.cache.redis_url).unwrap();
+    let proxy = testkit::fault::FaultProxy::start(redis.port().unwrap_or(6379)).await;
+    proxy.stop_listening();
+    let through_proxy = format!("redis://127.0.0.1:{}", proxy.port());
+    let app = spawn_app_with(&[
+        ("APP__CATALOG__CACHE__BACKEND", "redis"),
+        ("APP__CATALOG__CACHE__REDIS_URL", through_proxy.as_str()),
+    ])
+    .await;
+    let (url, product) = create(&app, "LATE-REDIS-1").await;
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
+
+    proxy.resume().await;
+    let key = format!("shop:catalog:product:{}", product["id"].as_str().unwrap());
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut direct = client.get_multiplexed_async_connection().await.unwrap();
+    crate::helpers::eventually("the product shared in Redis", || {
+        let (app, url, key, mut direct) = (&app, url.clone(), key.clone(), direct.clone());
+        async move {
+            // Past the in-process layer's TTL, a read reaches Redis.
+            let read = app.client.get(&url).send().await.ok()?;
+            assert_eq!(read.status(), 200);
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut direct)
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_uses_the_full_text_index() {
     let app = spawn_app().await;

@@ -293,7 +293,18 @@ async fn customer_journey(t: &Topology) {
             .send()
             .await
             .unwrap();
+        let made = tab.headers().get("etag").cloned();
         assert_eq!(tab.status(), status, "{}", tab.text().await.unwrap());
+        if status == 200 {
+            // The answer names the version it made, as a GET does.
+            let now = http
+                .get(api("/cart"))
+                .bearer_auth(&customer)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(now.headers().get("etag"), made.as_ref());
+        }
     }
 
     // Checkout with the success card: confirmed.

@@ -132,7 +132,11 @@ pub struct ProductCache {
 /// The shared Redis behind the in-process layer.
 #[derive(Clone)]
 struct Shared {
-    connection: redis::aio::ConnectionManager,
+    /// Set once Redis first answered: a Redis down when the shop starts
+    /// leaves it empty (every command skipped, reads served from the
+    /// database) until a task of its own connects ([`connect_later`]),
+    /// rather than stop the start.
+    connection: Arc<std::sync::OnceLock<redis::aio::ConnectionManager>>,
     /// How long entries live there.
     ttl: Duration,
     /// The longest a command may take (`redis_timeout_ms`).
@@ -186,16 +190,41 @@ impl Shared {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        let failure =
-            match tokio::time::timeout(self.timeout, command(self.connection.clone())).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
-            };
+        let Some(connection) = self.connection.get() else {
+            return Err(Missed::Quiet);
+        };
+        let failure = match tokio::time::timeout(self.timeout, command(connection.clone())).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
+        };
         if let Ok(mut until) = self.quiet_until.lock() {
             *until = Some(std::time::Instant::now() + QUIET);
         }
         Err(Missed::Failed(failure))
+    }
+}
+
+/// Connects to Redis until it answers (every second, then less often, up to
+/// every 30 s), and leaves the connection in `slot`. The connection
+/// manager reconnects by itself from then on.
+async fn connect_later(
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    timeout: Duration,
+    slot: Arc<std::sync::OnceLock<redis::aio::ConnectionManager>>,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        let attempt =
+            redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone());
+        if let Ok(Ok(manager)) = tokio::time::timeout(timeout, attempt).await {
+            drop(slot.set(manager));
+            tracing::info!("Redis reached: the product cache shares its entries again");
+            return;
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -205,10 +234,11 @@ impl Shared {
 const SECOND_DELETE: Duration = Duration::from_secs(1);
 
 /// The set of products changed lately ([`ProductCache::changed`]): each
-/// kept for `second_delete` and a second more.
-fn changed_window(capacity: u64, second_delete: Duration) -> moka::future::Cache<ProductId, ()> {
+/// kept for `second_delete` and a second more. Not bounded by a capacity:
+/// a bulk change of more products than the cache keeps must not lose
+/// marks; what it holds is the writes of two seconds or so.
+fn changed_window(second_delete: Duration) -> moka::future::Cache<ProductId, ()> {
     moka::future::Cache::builder()
-        .max_capacity(capacity.max(SLOTS as u64))
         .time_to_live(second_delete + Duration::from_secs(1))
         .build()
 }
@@ -222,10 +252,12 @@ fn key(id: ProductId) -> String {
 }
 
 impl ProductCache {
-    /// A cache as `settings` say (connecting to Redis if asked).
+    /// A cache as `settings` say (connecting to Redis if asked: a Redis
+    /// that does not answer within `redis_timeout_ms` is connected to
+    /// later, by a task of its own, and skipped until then).
     ///
     /// # Errors
-    /// An unreachable or invalid Redis URL.
+    /// An invalid Redis URL.
     pub async fn new(settings: &CacheSettings) -> anyhow::Result<ProductCache> {
         let ttl = Duration::from_secs(settings.ttl_secs.max(1));
         let local_ttl = match settings.backend {
@@ -244,7 +276,27 @@ impl ProductCache {
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(timeout)
                 .set_response_timeout(timeout);
-            let connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+            let connection = Arc::new(std::sync::OnceLock::new());
+            let first =
+                redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone());
+            match tokio::time::timeout(timeout, first).await {
+                Ok(Ok(manager)) => {
+                    drop(connection.set(manager));
+                }
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {} ms", timeout.as_millis()),
+                    };
+                    tracing::warn!(error = %error, "Redis cannot be reached; products are read from the database until it can");
+                    tokio::spawn(connect_later(
+                        client,
+                        config,
+                        timeout,
+                        Arc::clone(&connection),
+                    ));
+                }
+            }
             Some(Shared {
                 connection,
                 ttl,
@@ -254,9 +306,7 @@ impl ProductCache {
         } else {
             None
         };
-        let changed = redis
-            .as_ref()
-            .map(|_| changed_window(settings.capacity, second_delete));
+        let changed = redis.as_ref().map(|_| changed_window(second_delete));
         Ok(ProductCache {
             local: Some(local),
             redis,
@@ -282,9 +332,8 @@ impl ProductCache {
     #[must_use]
     pub fn second_delete_after(mut self, after: Duration) -> ProductCache {
         self.second_delete = after;
-        if let Some(changed) = &self.changed {
-            let capacity = changed.policy().max_capacity().unwrap_or(SLOTS as u64);
-            self.changed = Some(changed_window(capacity, after));
+        if self.changed.is_some() {
+            self.changed = Some(changed_window(after));
         }
         self
     }

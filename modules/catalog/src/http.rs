@@ -230,7 +230,8 @@ pub async fn get_product(
     ),
     request_body(content = ProductPatch, content_type = "application/merge-patch+json"),
     responses(
-        (status = 200, description = "The changed product", body = Product),
+        (status = 200, description = "The changed product", body = Product,
+            headers(("etag" = String, description = "The changed product's version, as a GET of it would answer: the `If-Match` of a next change"))),
         (status = 400, description = "Malformed JSON or id", body = ProblemBody),
         (status = 404, description = "No such product", body = ProblemBody),
         (status = 412, description = "The product changed since the version named in `If-Match` (`precondition_failed`): nothing was changed; GET it again", body = ProblemBody),
@@ -246,9 +247,16 @@ pub async fn update_product(
     id: Path<ProductId>,
     if_match: web::etag::IfMatch,
     body: Json<ProductPatch>,
-) -> Result<Json<Product>> {
+) -> Result<HttpResponse> {
     let product = catalog
         .update_product_if(&cx, id.into_inner(), body.into_inner(), &if_match)
         .await?;
-    Ok(Json(product))
+    // With the tag a GET would answer (the same JSON), so the next
+    // conditional change needs no read, which a shared cache may answer
+    // with an older version for `max-age`.
+    let product = crate::CachedProduct::new(product)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, product.etag))
+        .content_type(header::ContentType::json())
+        .body(product.json))
 }

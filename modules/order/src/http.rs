@@ -49,7 +49,8 @@ pub async fn get_cart(
     ),
     request_body = Cart,
     responses(
-        (status = 200, description = "The cart", body = Cart),
+        (status = 200, description = "The cart", body = Cart,
+            headers(("etag" = String, description = "The cart's version now, as a GET of it would answer: the `If-Match` of a next change"))),
         (status = 412, description = "The cart changed since the version named in `If-Match` (`precondition_failed`), in another tab or device: nothing was changed; GET it again", body = ProblemBody),
         (status = 422, description = "Invalid items", body = ProblemBody),
     ),
@@ -62,10 +63,16 @@ pub async fn put_cart(
     RequestCx(cx): RequestCx,
     if_match: web::etag::IfMatch,
     body: Json<Cart>,
-) -> Result<Json<Cart>> {
-    Ok(Json(
-        orders.put_cart(&cx, body.into_inner(), &if_match).await?,
-    ))
+) -> Result<HttpResponse> {
+    let cart = orders.put_cart(&cx, body.into_inner(), &if_match).await?;
+    // With the tag a GET would answer (the same JSON), so the next
+    // conditional change needs no read.
+    let json = serde_json::to_vec(&cart)
+        .map_err(|e| OrderError::from(kernel::Failure::Unexpected(format!("cart as JSON: {e}"))))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::ETAG, web::etag::tag_of(&json)))
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(json))
 }
 
 /// Order your cart. Needs an `Idempotency-Key` header: the first answer is
