@@ -104,13 +104,15 @@ async fn cancelling_an_order_that_is_failing_is_refused_and_it_ends_failed() {
         "FAILING-1",
         2,
         &[
+            // Long enough for the test to lock the stock row before the
+            // authorization gives up, however busy the machine.
             (
                 "APP__RESILIENCE__PAYMENT_PROVIDER__ATTEMPT_TIMEOUT_MS",
-                "1500",
+                "3000",
             ),
-            ("APP__RESILIENCE__PAYMENT_PROVIDER__DEADLINE_MS", "1500"),
+            ("APP__RESILIENCE__PAYMENT_PROVIDER__DEADLINE_MS", "3000"),
             ("APP__ORDER__MAX_STEP_ATTEMPTS", "1"),
-            ("APP__ORDER__STEP_TIMEOUT_MS", "2000"),
+            ("APP__ORDER__STEP_TIMEOUT_MS", "4000"),
             ("APP__ORDER__RETRY_BASE_MS", "50"),
             ("APP__ORDER__RETRY_MAX_MS", "200"),
             ("APP__ORDER__RECOVERY_INTERVAL_MS", "100"),
@@ -128,7 +130,7 @@ async fn cancelling_an_order_that_is_failing_is_refused_and_it_ends_failed() {
     );
     let order: Value = response.json().await.unwrap();
     let id = order["id"].as_str().unwrap().to_owned();
-    // Reserved, while the authorization waits for the provider (1.5 s).
+    // Reserved, while the authorization waits for the provider (3 s).
     eventually("the stock reserved", || async {
         (stock(client, base, &admin, "FAILING-1").await == (2, 1)).then_some(())
     })

@@ -204,8 +204,8 @@ async fn instances_restart_one_at_a_time_behind_haproxy_without_a_failed_request
         ("APP__SERVER__DRAIN_DELAY_MS", "5000"),
         // A saga left by a stopped instance is taken over quickly (a
         // step's deadline under two thirds of the lease, as checked).
-        ("APP__ORDER__LEASE_SECS", "2"),
-        ("APP__ORDER__STEP_TIMEOUT_MS", "1300"),
+        ("APP__ORDER__LEASE_SECS", "3"),
+        ("APP__ORDER__STEP_TIMEOUT_MS", "1900"),
         ("APP__ORDER__RECOVERY_INTERVAL_MS", "200"),
     ]);
     let env = refs(&env);

@@ -51,10 +51,9 @@ impl Section for Settings {
             return Err((
                 "step_timeout_ms".into(),
                 format!(
-                    "must be under two thirds of order.lease_secs, {} ms (on the way forward \
-                     the lease is renewed every third of it), got {}",
-                    lease_ms.saturating_mul(2) / 3,
-                    self.step_timeout_ms
+                    "must be under two thirds of order.lease_secs ({} ms) (on the way \
+                     forward the lease is renewed every third of it), got {}",
+                    lease_ms, self.step_timeout_ms
                 ),
             ));
         }

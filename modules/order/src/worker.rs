@@ -22,17 +22,10 @@ impl RecoveryWorker {
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let every = Duration::from_millis(self.module.settings.recovery_interval_ms);
-        let prune_every = Duration::from_secs(self.module.settings.prune_interval_secs.max(1));
-        let mut pruned: Option<std::time::Instant> = None;
+        // Pruning has a task of its own: a backlog of keys (after a
+        // downtime) takes many batches, and sagas are resumed meanwhile.
+        let pruner = tokio::spawn(prune_every(self.module.clone(), stop.clone()));
         loop {
-            if pruned.is_none_or(|at| at.elapsed() >= prune_every) {
-                pruned = Some(std::time::Instant::now());
-                match self.module.prune_idempotency_keys(&stop).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(keys = n, "expired idempotency keys pruned"),
-                    Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
-                }
-            }
             let saga = self.module.saga();
             let pass = saga.recover_due();
             tokio::pin!(pass);
@@ -67,8 +60,26 @@ impl RecoveryWorker {
                 // The server has stopped: the leases its runs still hold
                 // go now, not when their term ends.
                 self.module.saga().give_up_leases().await;
+                drop(pruner.await);
                 return;
             }
+        }
+    }
+}
+
+/// Prunes expired idempotency keys at start and every
+/// `prune_interval_secs`, until `stop` turns true.
+async fn prune_every(module: OrderModule, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(module.settings.prune_interval_secs.max(1));
+    loop {
+        match module.prune_idempotency_keys(&stop).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "expired idempotency keys pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
         }
     }
 }
