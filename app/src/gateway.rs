@@ -203,18 +203,23 @@ fn climbs(path: &str) -> bool {
 
 /// Whether a request may be sent again after an attempt that may have
 /// reached the module: reads, PUT and DELETE, and the POSTs that honour an
-/// `Idempotency-Key` when they carry one (`order_api::KEYED_POSTS`). Any
-/// other POST or PATCH goes once: a key on a route that ignores it makes
-/// nothing safe.
+/// `Idempotency-Key` when they carry one (`order_api::KEYED_POSTS`,
+/// `inventory_api::is_keyed_post`). Any other POST or PATCH goes once: a
+/// key on a route that ignores it makes nothing safe.
 fn safe_to_send_twice(req: &HttpRequest) -> bool {
-    match req.method().as_str() {
+    safe_to_send_twice_as(req.method().as_str(), req.path(), || {
+        req.headers().contains_key("idempotency-key")
+    })
+}
+
+fn safe_to_send_twice_as(method: &str, path: &str, keyed: impl Fn() -> bool) -> bool {
+    match method {
         "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" => true,
         "POST" => {
-            req.headers().contains_key("idempotency-key")
-                && req
-                    .path()
-                    .strip_prefix("/api/v1")
-                    .is_some_and(|path| order_api::KEYED_POSTS.contains(&path))
+            keyed()
+                && path.strip_prefix("/api/v1").is_some_and(|path| {
+                    order_api::KEYED_POSTS.contains(&path) || inventory_api::is_keyed_post(path)
+                })
         }
         _ => false,
     }
@@ -527,7 +532,31 @@ async fn read_problem(
 
 #[cfg(test)]
 mod tests {
-    use super::climbs;
+    use super::{climbs, safe_to_send_twice_as};
+
+    /// A POST goes again only to a route that honours its key, and only
+    /// with one: the checkout and a stock adjustment.
+    #[test]
+    fn only_keyed_posts_to_routes_that_honour_the_key_go_twice() {
+        for (method, path, keyed, twice) in [
+            ("POST", "/api/v1/orders", true, true),
+            ("POST", "/api/v1/orders", false, false),
+            ("POST", "/api/v1/inventory/MUG-1/adjustments", true, true),
+            ("POST", "/api/v1/inventory/MUG-1/adjustments", false, false),
+            ("POST", "/api/v1/inventory//adjustments", true, false),
+            ("POST", "/api/v1/inventory/MUG-1/adjustments/x", true, false),
+            ("POST", "/api/v1/inventory/reservations", true, false),
+            ("POST", "/api/v1/products", true, false),
+            ("PATCH", "/api/v1/products/x", true, false),
+            ("PUT", "/api/v1/cart", false, true),
+        ] {
+            assert_eq!(
+                safe_to_send_twice_as(method, path, || keyed),
+                twice,
+                "{method} {path} keyed {keyed}"
+            );
+        }
+    }
 
     #[test]
     fn a_path_that_could_climb_out_is_caught_in_every_spelling() {

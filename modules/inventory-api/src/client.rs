@@ -90,11 +90,24 @@ impl InventoryApi for InventoryClient {
         sku: &Sku,
         adjustment: Adjustment,
     ) -> Result<StockLevel, InventoryError> {
-        let builder = self
+        let mut builder = self
             .remote
             .request(cx, Method::POST, &format!("/inventory/{sku}/adjustments"))
             .json(&adjustment);
-        self.send(cx, false, builder, None).await
+        // With a key the adjustment is made once however often it is sent
+        // (a repeat is answered as a replay), so the policy may send it
+        // again; without one, once.
+        let keyed = match &adjustment.idempotency_key {
+            Some(key) if !crate::valid_idempotency_key(key) => {
+                return Err(InventoryError::InvalidIdempotencyKey);
+            }
+            Some(key) => {
+                builder = builder.header("idempotency-key", key.as_str());
+                true
+            }
+            None => false,
+        };
+        self.send(cx, keyed, builder, None).await
     }
 
     async fn movements(

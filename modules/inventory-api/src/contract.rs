@@ -112,6 +112,17 @@ fn receive(quantity: i32) -> Adjustment {
         quantity,
         reason: "receive".to_owned(),
         low_stock_threshold: None,
+        idempotency_key: None,
+    }
+}
+
+/// `quantity` units for `reason`, under the idempotency key `key`.
+fn keyed(key: &str, quantity: i32, reason: &str) -> Adjustment {
+    Adjustment {
+        quantity,
+        reason: reason.to_owned(),
+        low_stock_threshold: None,
+        idempotency_key: Some(key.to_owned()),
     }
 }
 
@@ -148,6 +159,7 @@ pub async fn adjustments_receive_and_correct(h: &Harness) {
         quantity: 0,
         reason: " ".to_owned(),
         low_stock_threshold: Some(-1),
+        idempotency_key: None,
     };
     let InventoryError::Common(Failure::Validation(errors)) =
         h.api.adjust(&h.admin, &s, bad).await.unwrap_err()
@@ -157,6 +169,59 @@ pub async fn adjustments_receive_and_correct(h: &Harness) {
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["quantity", "reason", "low_stock_threshold"]);
     assert_eq!(h.api.stock(&h.admin, &s).await.unwrap().on_hand, 7);
+}
+
+/// An adjustment asked again under its idempotency key (its answer was
+/// lost) moves the stock once, and answers the stock as it is now; the key
+/// with another quantity or reason is refused. A key is the SKU's own; a
+/// refused adjustment keeps nothing under its key; a key outside its form
+/// is refused.
+pub async fn a_keyed_adjustment_moves_the_stock_once(h: &Harness) {
+    let adjust = |raw: &'static str, adjustment: Adjustment| async move {
+        h.api.adjust(&h.admin, &sku(raw), adjustment).await
+    };
+    let first = adjust("KEY-1", keyed("delivery-42", 10, "receive")).await;
+    assert_eq!(first.unwrap().on_hand, 10);
+    let again = adjust("KEY-1", keyed("delivery-42", 10, "receive")).await;
+    assert_eq!(again.unwrap().on_hand, 10, "moved once");
+    for other in [
+        keyed("delivery-42", 11, "receive"),
+        keyed("delivery-42", 10, "count"),
+    ] {
+        assert_eq!(
+            adjust("KEY-1", other).await.unwrap_err(),
+            InventoryError::IdempotencyKeyReused
+        );
+    }
+    h.receive("KEY-1", 1).await;
+    let replayed = adjust("KEY-1", keyed("delivery-42", 10, "receive")).await;
+    assert_eq!(replayed.unwrap().on_hand, 11, "the stock as it is now");
+    let history = (h.api)
+        .movements(&h.admin, &sku("KEY-1"), ListMovements::default())
+        .await;
+    let quantities: Vec<_> = history.unwrap().items.iter().map(|m| m.quantity).collect();
+    assert_eq!(quantities, [1, 10], "one movement per adjustment made");
+    // Another SKU's adjustment under the same key is another adjustment.
+    let other = adjust("KEY-2", keyed("delivery-42", 3, "receive")).await;
+    assert_eq!(other.unwrap().on_hand, 3);
+    // Refused, it keeps nothing: the key goes on to make the adjustment.
+    let short = adjust("KEY-1", keyed("count-7", -20, "count")).await;
+    assert_eq!(
+        short.unwrap_err(),
+        InventoryError::InsufficientStock(vec!["KEY-1".to_owned()])
+    );
+    h.receive("KEY-1", 20).await;
+    let counted = adjust("KEY-1", keyed("count-7", -20, "count")).await;
+    assert_eq!(counted.unwrap().on_hand, 11);
+    let too_long = "k".repeat(256);
+    for bad in ["", "two words", too_long.as_str()] {
+        assert_eq!(
+            adjust("KEY-1", keyed(bad, 1, "receive")).await.unwrap_err(),
+            InventoryError::InvalidIdempotencyKey,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(h.level("KEY-1").await, (11, 0, 11));
 }
 
 /// All lines or none: one short SKU fails the whole reservation and names it.
@@ -467,6 +532,7 @@ macro_rules! inventory_contract_suite {
         $crate::inventory_contract_suite!(@cases $setup,
             unknown_skus_have_no_stock,
             adjustments_receive_and_correct,
+            a_keyed_adjustment_moves_the_stock_once,
             reservations_take_all_lines_or_none,
             reservations_are_idempotent_by_order,
             commit_makes_a_sale,

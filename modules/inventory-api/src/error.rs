@@ -25,6 +25,15 @@ pub enum InventoryError {
         /// Its current status.
         status: ReservationStatus,
     },
+    /// An `Idempotency-Key` outside its form (1 to 255 visible ASCII
+    /// characters): answered as `POST /orders` answers one,
+    /// `idempotency_key_required` (400).
+    #[error("send an Idempotency-Key of 1 to 255 visible ASCII characters, or none")]
+    InvalidIdempotencyKey,
+    /// The SKU's stock was adjusted with this `Idempotency-Key` by another
+    /// quantity or reason: not the same adjustment asked again.
+    #[error("this Idempotency-Key was used with another adjustment of this SKU")]
+    IdempotencyKeyReused,
     /// Invalid input, no caller or the wrong one, an outage, a bug.
     #[error("inventory: {0}")]
     Common(#[from] Failure),
@@ -38,6 +47,8 @@ impl ProblemCode for InventoryError {
             InventoryError::ReservationConflict(_) | InventoryError::InvalidTransition { .. } => {
                 409
             }
+            InventoryError::InvalidIdempotencyKey => 400,
+            InventoryError::IdempotencyKeyReused => 422,
             InventoryError::Common(failure) => failure.status(),
         }
     }
@@ -48,6 +59,8 @@ impl ProblemCode for InventoryError {
             InventoryError::ReservationNotFound(_) => "reservation_not_found",
             InventoryError::ReservationConflict(_) => "reservation_conflict",
             InventoryError::InvalidTransition { .. } => "invalid_reservation_transition",
+            InventoryError::InvalidIdempotencyKey => "idempotency_key_required",
+            InventoryError::IdempotencyKeyReused => "idempotency_key_reused",
             InventoryError::Common(failure) => failure.code("inventory_unavailable"),
         }
     }
@@ -89,6 +102,8 @@ impl InventoryError {
             ),
             ("reservation_not_found", Some(id)) => InventoryError::ReservationNotFound(id),
             ("reservation_conflict", Some(id)) => InventoryError::ReservationConflict(id),
+            ("idempotency_key_required", _) => InventoryError::InvalidIdempotencyKey,
+            ("idempotency_key_reused", _) => InventoryError::IdempotencyKeyReused,
             ("invalid_reservation_transition", Some(id)) => {
                 match problem.current_status.as_deref().map(str::parse) {
                     Some(Ok(status)) => InventoryError::InvalidTransition { order: id, status },

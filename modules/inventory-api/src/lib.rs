@@ -22,7 +22,7 @@ pub mod contract;
 pub use error::InventoryError;
 pub use stock::{
     Adjustment, ListMovements, Movement, OrderId, Reservation, ReservationLine, ReservationStatus,
-    ReserveStock, StockLevel,
+    ReserveStock, StockLevel, valid_idempotency_key,
 };
 
 use catalog_api::Sku;
@@ -30,6 +30,17 @@ use kernel::{CallContext, Page};
 
 /// Route prefixes (below `/api/v1`) served by the inventory module.
 pub const ROUTE_PREFIXES: &[&str] = &["/inventory"];
+
+/// Whether `path` (below `/api/v1`) is a POST route that honours an
+/// `Idempotency-Key`, `/inventory/{sku}/adjustments`: a repeat with the key
+/// is answered as a replay, so a gateway may send it again after a timeout.
+pub fn is_keyed_post(path: &str) -> bool {
+    let mut segments = path.trim_start_matches('/').split('/');
+    matches!(
+        (segments.next(), segments.next(), segments.next(), segments.next()),
+        (Some("inventory"), Some(sku), Some("adjustments"), None) if !sku.is_empty()
+    )
+}
 
 /// What other modules (and the inventory's own routes) may ask of the inventory.
 ///
@@ -46,10 +57,17 @@ pub trait InventoryApi: Send + Sync {
     async fn stock(&self, cx: &CallContext, sku: &Sku) -> Result<StockLevel, InventoryError>;
 
     /// Receives (positive) or corrects (negative) stock; records a movement.
+    /// With [`Adjustment::idempotency_key`], asked again with that key (and
+    /// the same quantity and reason) it changes nothing and answers the
+    /// stock as it is now: the key's movement was made once. Only a movement
+    /// made is kept under its key: after a refusal the key is still free.
     ///
     /// # Errors
     /// [`InventoryError::InsufficientStock`] when a correction would take
-    /// available below zero; [`Failure::Validation`](kernel::Failure::Validation).
+    /// available below zero; [`Failure::Validation`](kernel::Failure::Validation);
+    /// [`InventoryError::IdempotencyKeyReused`] for a key this SKU's stock
+    /// was adjusted with by another quantity or reason;
+    /// [`InventoryError::InvalidIdempotencyKey`].
     async fn adjust(
         &self,
         cx: &CallContext,

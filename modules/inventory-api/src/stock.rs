@@ -46,6 +46,22 @@ pub struct Adjustment {
     #[serde(default, deserialize_with = "kernel::json::whole_option")]
     #[schema(minimum = 0)]
     pub low_stock_threshold: Option<i32>,
+    /// The caller's idempotency key ([`valid_idempotency_key`]): the
+    /// adjustment asked again with it (its answer was lost) is not made
+    /// again, and the key with another quantity or reason is refused (a
+    /// `low_stock_threshold` is not compared: a repeat changes nothing). A
+    /// key is the SKU's own. Over HTTP it is the `Idempotency-Key` header,
+    /// as for `POST /orders`, never a field of the body.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Whether `key` is an `Idempotency-Key` as `POST /orders` takes it: 1 to
+/// 255 visible ASCII characters (a UUID, say). Checked by the client
+/// before sending too: a key that is no header value would fail the call,
+/// not be refused as the module refuses it.
+pub fn valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Most units one adjustment or reservation line moves.

@@ -2,7 +2,10 @@
 //! reservation are, where a reservation may move, and when a stock change
 //! is worth a low- or out-of-stock signal.
 
-use inventory_api::{Adjustment, InventoryError, ReservationLine, ReservationStatus, ReserveStock};
+use inventory_api::{
+    Adjustment, InventoryError, ReservationLine, ReservationStatus, ReserveStock,
+    valid_idempotency_key,
+};
 use kernel::{Failure, FieldError};
 
 /// Most lines in one reservation.
@@ -61,8 +64,12 @@ pub(crate) fn crossing(before: Option<i32>, now: i32, threshold: i32) -> Option<
     }
 }
 
-/// Checks an adjustment against the contract's limits.
+/// Checks an adjustment against the contract's limits: its key first, as
+/// `POST /orders` checks its key before the body.
 pub(crate) fn check_adjustment(adjustment: &Adjustment) -> Result<(), InventoryError> {
+    if (adjustment.idempotency_key.as_deref()).is_some_and(|key| !valid_idempotency_key(key)) {
+        return Err(InventoryError::InvalidIdempotencyKey);
+    }
     let mut errors = Vec::new();
     if adjustment.quantity == 0 || adjustment.quantity.unsigned_abs() > MAX_QUANTITY.unsigned_abs()
     {
@@ -150,6 +157,7 @@ mod tests {
             quantity,
             reason: "count".to_owned(),
             low_stock_threshold: None,
+            idempotency_key: None,
         };
         for quantity in [0, i32::MIN, i32::MAX, MAX_QUANTITY + 1, -MAX_QUANTITY - 1] {
             assert!(
@@ -161,6 +169,32 @@ mod tests {
             assert!(
                 check_adjustment(&adjustment(quantity)).is_ok(),
                 "{quantity}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_is_1_to_255_visible_ascii_characters_as_for_orders() {
+        let keyed = |key: &str| Adjustment {
+            quantity: 1,
+            reason: "receive".to_owned(),
+            low_stock_threshold: None,
+            idempotency_key: Some(key.to_owned()),
+        };
+        let (longest, too_long) = ("k".repeat(255), "k".repeat(256));
+        for key in [
+            "a",
+            "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            "!~",
+            longest.as_str(),
+        ] {
+            assert_eq!(check_adjustment(&keyed(key)), Ok(()), "{key}");
+        }
+        for key in ["", " ", "a b", "a\n", "caf\u{e9}", too_long.as_str()] {
+            assert_eq!(
+                check_adjustment(&keyed(key)),
+                Err(InventoryError::InvalidIdempotencyKey),
+                "{key:?}"
             );
         }
     }

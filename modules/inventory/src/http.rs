@@ -4,7 +4,7 @@
 
 use actix_web::http::header;
 use actix_web::web::{Data, Json, Path, Query};
-use actix_web::{HttpResponse, get, post};
+use actix_web::{HttpRequest, HttpResponse, get, post};
 use auth::{AdminOnly, Authenticated};
 use catalog_api::Sku;
 use inventory_api::{
@@ -56,15 +56,26 @@ pub async fn get_stock(
     Ok(Json(inventory.stock(&cx, &sku).await?))
 }
 
-/// Receive (positive) or correct (negative) stock. Admin only.
+/// Receive (positive) or correct (negative) stock. Admin only. With an
+/// `Idempotency-Key` header (as `POST /orders` takes it), the adjustment
+/// asked again (its answer lost, or a gateway's 502 `upstream_answer_broken`)
+/// is made once: a repeat with the same quantity and reason changes nothing
+/// and answers the stock as it is now, with `idempotent-replayed: true`;
+/// the same key with another quantity or reason is 422. A key is kept with
+/// the movement it made, for good, and is the SKU's own; a refused
+/// adjustment (409, 422) keeps nothing, so its key is still free.
 #[utoipa::path(
     tag = "inventory",
-    params(("sku" = Sku, Path, description = "SKU")),
+    params(("sku" = Sku, Path, description = "SKU"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+            description = "1 to 255 visible ASCII characters, unique per adjustment of this SKU (a UUID): the adjustment is made once however often it is sent")),
     request_body = Adjustment,
     responses(
-        (status = 200, description = "The stock after the change", body = StockLevel),
+        (status = 200, description = "The stock after the change (for a replay: the stock as it is now; the change was made once)", body = StockLevel,
+            headers(("idempotent-replayed" = String, description = "`true` when the key made its adjustment before and nothing was made now"))),
+        (status = 400, description = "An `Idempotency-Key` outside its form (`idempotency_key_required`); a path parameter that does not parse (`invalid_path_parameter`); a body that is not JSON (`malformed_body`)", body = ProblemBody),
         (status = 409, description = "The correction would take available stock below zero", body = ProblemBody),
-        (status = 422, description = "Invalid fields", body = ProblemBody),
+        (status = 422, description = "Invalid fields (`validation_failed`), or the `Idempotency-Key` made an adjustment of this SKU with another quantity or reason (`idempotency_key_reused`)", body = ProblemBody),
     ),
     security(("bearer" = ["admin"])),
 )]
@@ -73,10 +84,23 @@ pub async fn adjust_stock(
     inventory: Data<InventoryModule>,
     _admin: AdminOnly,
     RequestCx(cx): RequestCx,
+    req: HttpRequest,
     sku: Path<Sku>,
     body: Json<Adjustment>,
-) -> Result<Json<StockLevel>> {
-    Ok(Json(inventory.adjust(&cx, &sku, body.into_inner()).await?))
+) -> Result<HttpResponse> {
+    let mut adjustment = body.into_inner();
+    // A header that is not text is no key: refused, not taken as none
+    // (the adjustment would be made again).
+    adjustment.idempotency_key = (req.headers().get("idempotency-key"))
+        .map(|key| key.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| InventoryError::InvalidIdempotencyKey)?;
+    let (level, replayed) = inventory.adjust_keyed(&cx, &sku, adjustment).await?;
+    let mut response = HttpResponse::Ok();
+    if replayed {
+        response.insert_header(("idempotent-replayed", "true"));
+    }
+    Ok(response.json(level))
 }
 
 /// The stock history of a SKU, newest first. Admin only.

@@ -45,8 +45,13 @@ diesel::table! {
         on_hand_after -> Integer,
         reserved_after -> Integer,
         created_at -> Timestamptz,
+        idempotency_key -> Nullable<Text>,
     }
 }
+
+/// The unique index by which one `Idempotency-Key` makes at most one
+/// movement of a SKU.
+pub(crate) const ADJUSTMENT_KEY_UNIQUE: &str = "movements_idempotency_key_idx";
 
 /// A row of `stock`.
 #[derive(diesel::QueryableByName, Queryable, Selectable, Clone)]
@@ -155,12 +160,13 @@ impl LineMove {
 /// parameters (SKU, quantity), and the movement it makes, in one statement
 /// (one round trip while the stock row is locked). The movement's id, kind,
 /// quantity, reason and order are bound after the update's own parameters;
-/// `also` adds more CTEs over `s` (or nothing), bound after those.
-fn with_movement(update: &str, also: &str) -> String {
+/// its idempotency key is `key` (a parameter, or `NULL`); `also` adds more
+/// CTEs over `s` (or nothing), bound after those.
+fn with_movement(update: &str, key: &str, also: &str) -> String {
     format!(
         "WITH s AS ({update}), m AS (INSERT INTO movements \
-         (id, sku, kind, quantity, reason, order_id, on_hand_after, reserved_after) \
-         SELECT $3, sku, $4, $5, $6, $7, on_hand, reserved FROM s){also} \
+         (id, sku, kind, quantity, reason, order_id, idempotency_key, on_hand_after, reserved_after) \
+         SELECT $3, sku, $4, $5, $6, $7, {key}, on_hand, reserved FROM s){also} \
          SELECT {STOCK_COLUMNS} FROM s"
     )
 }
@@ -191,6 +197,7 @@ pub(crate) async fn move_line(
             "UPDATE stock SET {set}, updated_at = now(), version = version + 1 \
              WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
         ),
+        "NULL",
         ", e AS (INSERT INTO outbox (id, event_type, aggregate_id, envelope) \
          SELECT $8, $9, $10, jsonb_set($11, '{payload}', jsonb_build_object(\
          'sku', sku, 'on_hand', on_hand, 'reserved', reserved, 'available', on_hand - reserved, \
@@ -252,14 +259,17 @@ pub(crate) async fn lock_stock(
 }
 
 /// Adds `quantity` (negative: removes) to what is on hand and records the
-/// movement with its `reason`; `None`, changing nothing, when fewer than
-/// the reserved units would be left.
+/// movement with its `reason` and the caller's idempotency `key`; `None`,
+/// changing nothing, when fewer than the reserved units would be left. A
+/// key this SKU's stock was adjusted with already fails the statement
+/// ([`ADJUSTMENT_KEY_UNIQUE`]).
 pub(crate) async fn adjust(
     conn: &mut AsyncPgConnection,
     sku: &Sku,
     quantity: i32,
     low_stock_threshold: Option<i32>,
     reason: &str,
+    key: Option<&str>,
 ) -> QueryResult<Option<Row>> {
     // Raw: the update and its movement in one CTE (see the module doc).
     db::sql(with_movement(
@@ -269,6 +279,7 @@ pub(crate) async fn adjust(
          version = version + 1 \
          WHERE sku = $1 AND on_hand + $2 - reserved >= 0 RETURNING {STOCK_COLUMNS}"
         ),
+        "$9",
         "",
     ))
     .bind::<Text, _>(sku.as_str())
@@ -279,9 +290,26 @@ pub(crate) async fn adjust(
     .bind::<Nullable<Text>, _>(Some(reason))
     .bind::<Nullable<SqlUuid>, _>(None::<Uuid>)
     .bind::<Nullable<Integer>, _>(low_stock_threshold)
+    .bind::<Nullable<Text>, _>(key)
     .get_result(conn)
     .await
     .optional()
+}
+
+/// The quantity and reason of the adjustment made of `sku`'s stock under
+/// the idempotency `key`, if one was.
+pub(crate) async fn keyed_adjustment(
+    conn: &mut AsyncPgConnection,
+    sku: &Sku,
+    key: &str,
+) -> QueryResult<Option<(i32, Option<String>)>> {
+    movements::table
+        .filter(movements::sku.eq(sku.as_str()))
+        .filter(movements::idempotency_key.eq(key))
+        .select((movements::quantity, movements::reason))
+        .first(conn)
+        .await
+        .optional()
 }
 
 #[derive(Queryable, Selectable)]

@@ -4,7 +4,7 @@
 
 use catalog_api::Sku;
 use db::Pool;
-use diesel::result::Error as DieselError;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use inventory_api::events::{LowStock, OutOfStock, StockChanged};
 use inventory_api::{
@@ -219,6 +219,15 @@ async fn move_lines(
     Ok(())
 }
 
+/// What one pass of the expiry job did ([`InventoryModule::expire_pass`]).
+#[derive(Debug, Default)]
+pub(crate) struct ExpiryPass {
+    /// Reservations expired.
+    pub(crate) expired: usize,
+    /// Whether it ended while more may be due: out of time, or told to stop.
+    pub(crate) cut_short: bool,
+}
+
 impl InventoryModule {
     /// The inventory over its own pool.
     pub fn new(pool: Pool, settings: Settings) -> InventoryModule {
@@ -290,25 +299,160 @@ impl InventoryModule {
         Ok(reservation)
     }
 
-    /// Expires active reservations past their time, up to 100 a pass.
+    /// [`InventoryApi::adjust`], and whether its answer is a replay: the
+    /// adjustment's idempotency key made its movement before, nothing was
+    /// made now, and the stock is answered as it is now (other movements
+    /// may have come since; the first answer is not kept). The route says
+    /// so in `idempotent-replayed`.
+    ///
+    /// # Errors
+    /// As [`InventoryApi::adjust`].
+    #[tracing::instrument(skip_all, fields(product.sku = %sku, quantity = adjustment.quantity))]
+    pub(crate) async fn adjust_keyed(
+        &self,
+        cx: &CallContext,
+        sku: &Sku,
+        adjustment: Adjustment,
+    ) -> Result<(StockLevel, bool), InventoryError> {
+        require_admin(cx)?;
+        domain::check_adjustment(&adjustment)?;
+        let mut conn = self.conn().await?;
+        // A request with the same key that came first is waited for on the
+        // stock row's lock ([`Self::adjust_in`]). Should it ever not be,
+        // the unique index refuses the second movement, and the request is
+        // answered again, now as a replay (or a reused key).
+        let (row, replayed) = match self.adjust_in(&mut conn, cx, sku, &adjustment).await {
+            Err(Abort::Db(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                info,
+            ))) if info.constraint_name() == Some(repo::ADJUSTMENT_KEY_UNIQUE) => {
+                self.adjust_in(&mut conn, cx, sku, &adjustment).await
+            }
+            other => other,
+        }
+        .map_err(abort)?;
+        if replayed {
+            tracing::info!(on_hand = row.on_hand, "stock adjustment replayed");
+        } else {
+            events::outbox::wake(crate::NAME);
+            tracing::info!(on_hand = row.on_hand, "stock adjusted");
+        }
+        Ok((to_level(row)?, replayed))
+    }
+
+    /// The transaction of [`Self::adjust_keyed`]: the stock row after it,
+    /// and whether the adjustment's key had made its movement already (the
+    /// row is then as it is, and nothing was written).
+    async fn adjust_in(
+        &self,
+        conn: &mut AsyncPgConnection,
+        cx: &CallContext,
+        sku: &Sku,
+        adjustment: &Adjustment,
+    ) -> Result<(Row, bool), Abort> {
+        let default_threshold = self.settings.default_low_stock_threshold;
+        let reason = adjustment.reason.trim();
+        let key = adjustment.idempotency_key.as_deref();
+        conn.transaction::<_, Abort, _>(async |conn| {
+            // A SKU new here had no level before: one received below
+            // its threshold is announced low, as a SKU going down is.
+            let (before, created) = repo::lock_stock(conn, sku, default_threshold).await?;
+            // Under the row's lock, so a request with this key that came
+            // first has committed its movement (read here) or rolled back.
+            // Looked up before the overflow check: a replay changes nothing.
+            if let Some(key) = key
+                && let Some((quantity, made)) = repo::keyed_adjustment(conn, sku, key).await?
+            {
+                if quantity != adjustment.quantity || made.as_deref() != Some(reason) {
+                    return Err(Abort::Refuse(InventoryError::IdempotencyKeyReused));
+                }
+                return Ok((before, true));
+            }
+            if before.on_hand.checked_add(adjustment.quantity).is_none() {
+                // The column's integer would overflow: the database's
+                // error would be a 500.
+                return Err(Abort::Refuse(InventoryError::Common(Failure::Validation(
+                    vec![kernel::FieldError::new(
+                        "quantity",
+                        format!(
+                            "would put more than {} units on hand ({} are)",
+                            i32::MAX,
+                            before.on_hand
+                        ),
+                    )],
+                ))));
+            }
+            let after = repo::adjust(
+                conn,
+                sku,
+                adjustment.quantity,
+                adjustment.low_stock_threshold,
+                reason,
+                key,
+            )
+            .await?
+            .ok_or_else(|| insufficient(vec![sku.to_string()]))?;
+            let mut batch = events::outbox::Batch::new(crate::NAME, cx);
+            announce_change(&mut batch, (!created).then_some(&before), &after)?;
+            batch.write(conn).await?;
+            Ok((after, false))
+        })
+        .await
+    }
+
+    /// Expires every active reservation past its time, as a pass of the
+    /// expiry job does (`expire_pass`: for `expiry_interval_secs` at most,
+    /// passing over a reservation whose expiry fails), never stopped.
+    ///
+    /// # Errors
+    /// Database failures before any reservation expired; after some, the
+    /// pass ends there (what expired stays expired).
+    pub async fn expire_due(&self) -> Result<usize, InventoryError> {
+        Ok(self.expire_pass(|| false).await?.expired)
+    }
+
+    /// One pass of the expiry job: expires active reservations past their
+    /// time until none is due, `stopping` returns true (checked between
+    /// reservations), or the pass has run for `expiry_interval_secs` (the
+    /// job then goes on at once). A pass capped at 100 reservations, then
+    /// the interval's sleep, expired some 200 a minute: after an outage of
+    /// the order module thousands kept their stock held for tens of minutes.
+    ///
     /// Several instances may run it: rows are claimed with SKIP LOCKED.
     /// Each reservation is expired in a transaction of its own, so its
     /// stock rows are locked in SKU order and alone, as a reservation locks
     /// them: a batch in one transaction locked the SKUs of several
-    /// reservations in no common order, and deadlocked with checkouts.
+    /// reservations in no common order, and deadlocked with checkouts. One
+    /// whose expiry fails is logged and passed over until the next pass:
+    /// the oldest are claimed first, and a pass that stopped at it expired
+    /// none behind it, ever.
     ///
     /// # Errors
-    /// Database failures (what expired before them stays expired).
-    pub async fn expire_due(&self) -> Result<usize, InventoryError> {
+    /// Database failures outside a reservation's expiry (no connection, a
+    /// claim that fails) before any expired; after some, the pass ends
+    /// there (what expired stays expired).
+    pub(crate) async fn expire_pass(
+        &self,
+        stopping: impl Fn() -> bool,
+    ) -> Result<ExpiryPass, InventoryError> {
+        let budget = std::time::Duration::from_secs(self.settings.expiry_interval_secs.max(1));
+        let started = std::time::Instant::now();
         let mut conn = self.conn().await?;
         let cx = CallContext::background();
-        let mut expired = 0;
-        while expired < 100 {
-            let claimed = conn
+        let mut pass = ExpiryPass::default();
+        let mut passed_over: Vec<uuid::Uuid> = Vec::new();
+        loop {
+            if stopping() || started.elapsed() >= budget {
+                pass.cut_short = true;
+                break;
+            }
+            let mut claimed = None;
+            let expired = conn
                 .transaction::<_, Abort, _>(async |conn| {
-                    let Some(order) = repo::claim_expired(conn).await? else {
+                    let Some(order) = repo::claim_expired(conn, &passed_over).await? else {
                         return Ok(false);
                     };
+                    claimed = Some(order);
                     if let Some(reservation) = repo::load_reservation(conn, order, false).await? {
                         let status = ReservationStatus::Expired;
                         move_lines(conn, &cx, &reservation, LineMove::Expiry, status).await?;
@@ -318,20 +462,28 @@ impl InventoryModule {
                 })
                 .await
                 .map_err(abort);
-            match claimed {
-                Ok(true) => {
-                    expired += 1;
+            match (expired, claimed) {
+                (Ok(true), _) => {
+                    pass.expired += 1;
                     events::outbox::wake(crate::NAME);
                 }
-                Ok(false) => break,
-                Err(e) if expired > 0 => {
+                (Ok(false), _) => break,
+                (Err(e), Some(order)) => {
+                    tracing::warn!(
+                        order.id = %order,
+                        error = %e,
+                        "reservation expiry failed; passed over until the next pass"
+                    );
+                    passed_over.push(order.as_uuid());
+                }
+                (Err(e), None) if pass.expired > 0 => {
                     tracing::warn!(error = %e, "reservation expiry stopped");
                     break;
                 }
-                Err(e) => return Err(e),
+                (Err(e), None) => return Err(e),
             }
         }
-        Ok(expired)
+        Ok(pass)
     }
 }
 
@@ -354,55 +506,13 @@ impl InventoryApi for InventoryModule {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(product.sku = %sku, quantity = adjustment.quantity))]
     async fn adjust(
         &self,
         cx: &CallContext,
         sku: &Sku,
         adjustment: Adjustment,
     ) -> Result<StockLevel, InventoryError> {
-        require_admin(cx)?;
-        domain::check_adjustment(&adjustment)?;
-        let default_threshold = self.settings.default_low_stock_threshold;
-        let mut conn = self.conn().await?;
-        let row = conn
-            .transaction::<_, Abort, _>(async |conn| {
-                // A SKU new here had no level before: one received below
-                // its threshold is announced low, as a SKU going down is.
-                let (before, created) = repo::lock_stock(conn, sku, default_threshold).await?;
-                if before.on_hand.checked_add(adjustment.quantity).is_none() {
-                    // The column's integer would overflow: the database's
-                    // error would be a 500.
-                    return Err(Abort::Refuse(InventoryError::Common(Failure::Validation(
-                        vec![kernel::FieldError::new(
-                            "quantity",
-                            format!(
-                                "would put more than {} units on hand ({} are)",
-                                i32::MAX,
-                                before.on_hand
-                            ),
-                        )],
-                    ))));
-                }
-                let after = repo::adjust(
-                    conn,
-                    sku,
-                    adjustment.quantity,
-                    adjustment.low_stock_threshold,
-                    adjustment.reason.trim(),
-                )
-                .await?
-                .ok_or_else(|| insufficient(vec![sku.to_string()]))?;
-                let mut batch = events::outbox::Batch::new(crate::NAME, cx);
-                announce_change(&mut batch, (!created).then_some(&before), &after)?;
-                batch.write(conn).await?;
-                Ok(after)
-            })
-            .await
-            .map_err(abort)?;
-        events::outbox::wake(crate::NAME);
-        tracing::info!(on_hand = row.on_hand, "stock adjusted");
-        to_level(row)
+        Ok(self.adjust_keyed(cx, sku, adjustment).await?.0)
     }
 
     async fn movements(

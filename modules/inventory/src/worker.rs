@@ -19,17 +19,30 @@ impl ExpiryJob {
         ExpiryJob { module, every }
     }
 
-    /// Runs until `stop` turns true.
+    /// Runs until `stop` turns true: a pass, then the interval's sleep. A
+    /// pass that ran out of time (more may be due: a backlog after an
+    /// outage) is followed by the next at once; one told to stop ends the
+    /// job between two reservations.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
-            match self.module.expire_due().await {
-                Ok(n) if n > 0 => tracing::info!(expired = n, "reservations expired"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reservation expiry failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.every) => {}
-                _ = stop.changed() => {}
+            let pass = self.module.expire_pass(|| *stop.borrow()).await;
+            let more = match pass {
+                Ok(pass) => {
+                    if pass.expired > 0 {
+                        tracing::info!(expired = pass.expired, "reservations expired");
+                    }
+                    pass.cut_short
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reservation expiry failed");
+                    false
+                }
+            };
+            if !more {
+                tokio::select! {
+                    () = tokio::time::sleep(self.every) => {}
+                    _ = stop.changed() => {}
+                }
             }
             if *stop.borrow() {
                 break;

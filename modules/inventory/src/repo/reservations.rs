@@ -190,11 +190,17 @@ pub(crate) async fn set_status(
 }
 
 /// Claims the oldest active reservation past its time, skipping any
-/// another instance holds; `None` when none is due.
-pub(crate) async fn claim_expired(conn: &mut AsyncPgConnection) -> QueryResult<Option<OrderId>> {
+/// another instance holds and those of `passed_over` (whose expiry failed
+/// in this pass: the oldest first, one that keeps failing would be claimed
+/// again and again, and no other would expire); `None` when none is due.
+pub(crate) async fn claim_expired(
+    conn: &mut AsyncPgConnection,
+    passed_over: &[Uuid],
+) -> QueryResult<Option<OrderId>> {
     let due: Option<Uuid> = reservations::table
         .filter(reservations::status.eq(ReservationStatus::Active.as_str()))
         .filter(reservations::expires_at.lt(now))
+        .filter(reservations::order_id.ne_all(passed_over.to_vec()))
         .order(reservations::expires_at)
         .select(reservations::order_id)
         .for_update()

@@ -1,0 +1,2 @@
+DROP INDEX movements_idempotency_key_idx;
+ALTER TABLE movements DROP COLUMN idempotency_key;

@@ -1,0 +1,10 @@
+-- An adjustment may carry its caller's `Idempotency-Key` (a warehouse tool
+-- whose answer was lost, or that got a gateway's 502 "may have been
+-- applied", sends it again): the key is kept with the movement it made,
+-- and one key makes at most one movement of a SKU, whatever the number of
+-- requests or instances (`service::adjust_keyed` answers the others as
+-- replays). Nullable, no default: no table rewrite; every movement before
+-- and every other kind has none, which the partial index leaves out.
+ALTER TABLE movements ADD COLUMN idempotency_key text;
+CREATE UNIQUE INDEX movements_idempotency_key_idx ON movements (sku, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
