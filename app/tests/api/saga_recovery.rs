@@ -281,3 +281,67 @@ async fn a_stopped_process_gives_up_the_leases_of_the_sagas_it_drove() {
     assert_eq!(attempts, 0);
     provider_handle.stop(false).await;
 }
+
+/// A cancel made on another instance while the checkout runs: the driving
+/// run reads the saga's direction before the capture, so the hold is voided
+/// and nothing is charged (it was captured, then refunded, when the turn
+/// was met at the finish only). The commit of the stock is slowed by a
+/// trigger, so the cancel lands while the checkout runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_made_on_another_instance_is_met_before_the_capture() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let shop = Deployment::new().await;
+    let settings = &shop.settings;
+    let admin = mint_token(settings, &[Role::Admin]);
+    let (provider_handle, provider) = sandbox();
+    let env = shop.env(&[
+        ("APP__PAYMENT__PROVIDER_URL", provider.as_str()),
+        ("APP__ORDER__CHECKOUT_WAIT_MS", "100"),
+    ]);
+    let (a, b) = (Shop::start(&refs(&env)), Shop::start(&refs(&env)));
+    a.wait_live().await;
+    b.wait_live().await;
+    let client = crate::helpers::http();
+    let product = stocked_product(&client, &a.url(""), &admin, "ELSEWHERE-1", 500, 5).await;
+    let mut db = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
+        shop.db.url(),
+    )
+    .await
+    .unwrap();
+    db.batch_execute(
+        "CREATE FUNCTION inventory.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$; \
+         CREATE TRIGGER slow_commit BEFORE UPDATE ON inventory.reservations FOR EACH ROW \
+         WHEN (NEW.status = 'committed') EXECUTE FUNCTION inventory.slow_commit();",
+    )
+    .await
+    .unwrap();
+    let token = customer_token(settings, Uuid::now_v7());
+    fill_cart(&client, &a.url(""), &token, &product, 1).await;
+    let placed = try_place(&client, &a.url(""), &token, "elsewhere", cards::SUCCEEDS)
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202, "the checkout outlasts the wait");
+    let placed: Value = placed.json().await.unwrap();
+    let id = placed["id"].as_str().unwrap().to_owned();
+    crate::helpers::eventually("the stock reserved", || async {
+        (stock(&client, &b.url(""), &admin, "ELSEWHERE-1").await == (5, 1)).then_some(())
+    })
+    .await;
+    let cancel =
+        crate::checkout::shop::order_action(&client, &b.url(""), &token, &id, "cancel").await;
+    assert_eq!(cancel.status(), 200, "{}", cancel.text().await.unwrap());
+
+    let order = settled(&client, &a.url(""), &token, &id).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(
+        crate::saga_crash::captures_per_authorization(&client, &provider).await,
+        vec![0],
+        "the hold was charged"
+    );
+    assert_eq!(
+        stock(&client, &a.url(""), &admin, "ELSEWHERE-1").await,
+        (5, 0)
+    );
+    provider_handle.stop(false).await;
+}

@@ -303,6 +303,20 @@ pub(crate) async fn recorded(
     Ok(row.ours)
 }
 
+/// Whether the saga of `order` was turned back (a cancel, made on any
+/// instance): read before the capture, the one step that moves a
+/// customer's money, so that a cancel made on another instance while the
+/// checkout ran voids the hold rather than charge and refund it.
+pub(crate) async fn turned_back(conn: &mut AsyncPgConnection, order: OrderId) -> QueryResult<bool> {
+    db::cached(
+        sagas::table
+            .find(order.as_uuid())
+            .select(sagas::direction.eq("compensate")),
+    )
+    .get_result(conn)
+    .await
+}
+
 /// Turns a forward saga back, if `owner` still holds its lease: it
 /// compensates, and the order fails with `reason`. Whether the lease is
 /// still `owner`'s (a run that lost it must not fail an order another run

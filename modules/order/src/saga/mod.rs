@@ -67,8 +67,9 @@ struct Driving {
     /// Cancelled by this process meanwhile ([`Saga::turned_here`]): the run
     /// turns before its next step instead of at its finish, so a cancel
     /// during the checkout sells and charges nothing it would then give
-    /// back. A cancel made by another instance is met at the finish (then
-    /// refunded and restocked).
+    /// back. A cancel made by another instance is met before the capture
+    /// (one read of the saga's direction: the hold is voided, never charged
+    /// and refunded), or at the finish if it comes later.
     turned: bool,
 }
 
@@ -209,6 +210,13 @@ impl Saga {
         }
     }
 
+    /// Whether `order`'s saga was turned back by a cancel made anywhere
+    /// ([`sagas::turned_back`]: one read, before the capture only).
+    async fn turned_back(&self, order: OrderId) -> Result<bool, DieselError> {
+        let mut conn = self.saga_conn().await?;
+        sagas::turned_back(&mut conn, order).await
+    }
+
     /// Whether `order` was turned round here since this run last asked.
     fn take_turn(&self, order: OrderId) -> bool {
         let Ok(mut driving) = self.driving.lock() else {
@@ -321,7 +329,10 @@ impl Saga {
                 return Ok(Ran::Over);
             };
             let cx = self.step_context(&saga);
-            if saga.direction == Direction::Forward && self.take_turn(order) {
+            if saga.direction == Direction::Forward
+                && (self.take_turn(order)
+                    || (step == Step::Capture && self.turned_back(order).await?))
+            {
                 // Cancelled here meanwhile: what is held is recorded, and
                 // the saga read again turns before its next call.
                 self.flush(order, &saga, &mut recorded, &mut held, &cx)
