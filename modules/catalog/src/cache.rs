@@ -214,15 +214,28 @@ async fn connect_later(
     timeout: Duration,
     slot: Arc<std::sync::OnceLock<redis::aio::ConnectionManager>>,
 ) {
+    // Off every request's path: an attempt may take longer than a command
+    // (a TLS handshake, a Redis that is slow to come up).
+    let timeout = timeout.max(Duration::from_secs(5));
     let mut wait = Duration::from_secs(1);
-    loop {
+    for attempt in 1u64.. {
         tokio::time::sleep(wait).await;
-        let attempt =
+        let connecting =
             redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone());
-        if let Ok(Ok(manager)) = tokio::time::timeout(timeout, attempt).await {
-            drop(slot.set(manager));
-            tracing::info!("Redis reached: the product cache shares its entries again");
-            return;
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(manager)) => {
+                drop(slot.set(manager));
+                tracing::info!("Redis reached: the product cache shares its entries again");
+                return;
+            }
+            // Said again now and then, not at every attempt.
+            Ok(Err(e)) if attempt % 10 == 0 => {
+                tracing::warn!(error = %e, attempts = attempt, "Redis still cannot be reached");
+            }
+            Err(_) if attempt % 10 == 0 => {
+                tracing::warn!(attempts = attempt, "Redis still does not answer");
+            }
+            _ => {}
         }
         wait = (wait * 2).min(Duration::from_secs(30));
     }

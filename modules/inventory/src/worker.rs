@@ -19,32 +19,38 @@ impl ExpiryJob {
         ExpiryJob { module, every }
     }
 
-    /// Runs until `stop` turns true: a pass, then the interval's sleep. A
-    /// pass that ran out of time (more may be due: a backlog after an
-    /// outage) is followed by the next at once; one told to stop ends the
-    /// job between two reservations.
+    /// Runs until `stop` turns true (or its sender is gone): a pass, then
+    /// the interval's sleep. A pass that ran out of time having expired
+    /// some (more may be due: a backlog after an outage) is followed by the
+    /// next at once; one that expired none (every one it tried failed)
+    /// waits, or it would try the same ones again without end. One told to
+    /// stop ends the job between two reservations.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
-            let pass = self.module.expire_pass(|| *stop.borrow()).await;
+            let pass = self
+                .module
+                .expire_pass(|| *stop.borrow() || stop.has_changed().is_err())
+                .await;
             let more = match pass {
                 Ok(pass) => {
                     if pass.expired > 0 {
                         tracing::info!(expired = pass.expired, "reservations expired");
                     }
-                    pass.cut_short
+                    pass.cut_short && pass.expired > 0
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reservation expiry failed");
                     false
                 }
             };
+            let mut gone = false;
             if !more {
                 tokio::select! {
                     () = tokio::time::sleep(self.every) => {}
-                    _ = stop.changed() => {}
+                    changed = stop.changed() => gone = changed.is_err(),
                 }
             }
-            if *stop.borrow() {
+            if gone || *stop.borrow() || stop.has_changed().is_err() {
                 break;
             }
         }

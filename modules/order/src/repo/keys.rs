@@ -272,7 +272,9 @@ pub(crate) async fn prune(
             .execute(conn)
             .await?;
         pruned += deleted;
-        if i64::try_from(deleted).unwrap_or(i64::MAX) < PRUNE_BATCH || *stop.borrow() {
+        // A stop, or its sender gone (the server stopped), ends it too.
+        let stopped = *stop.borrow() || stop.has_changed().is_err();
+        if i64::try_from(deleted).unwrap_or(i64::MAX) < PRUNE_BATCH || stopped {
             return Ok(pruned);
         }
     }
