@@ -14,6 +14,24 @@ use tokio::sync::watch;
 use super::RabbitMq;
 use crate::{Dispatcher, TransportError};
 
+/// The first wait before a consumer connects again.
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// The wait before the next attempt, after one that ran `ran` and failed,
+/// the last wait having been `last` (zero at first): doubled while attempts fail at once
+/// (a broker down, or refusing the queue's arguments, is asked again less
+/// and less often, and logged so), from [`RECONNECT_FIRST`] again after a
+/// consumer that had been running for a while (a new outage).
+fn reconnect_wait(last: Duration, ran: Duration) -> Duration {
+    if ran >= RECONNECT_MAX {
+        RECONNECT_FIRST
+    } else {
+        last.saturating_mul(2).clamp(RECONNECT_FIRST, RECONNECT_MAX)
+    }
+}
+
 impl RabbitMq {
     /// Consumes `module`'s queue (declared and bound to `event_types`) and
     /// runs its handlers, until `stop`. Reconnects after failures.
@@ -24,14 +42,23 @@ impl RabbitMq {
         dispatcher: Arc<Dispatcher>,
         mut stop: watch::Receiver<bool>,
     ) {
+        // Nothing waited yet: the first failure waits RECONNECT_FIRST.
+        let mut wait = Duration::ZERO;
         while !*stop.borrow() {
+            let began = std::time::Instant::now();
             if let Err(e) = self
                 .consume_once(module, &event_types, &dispatcher, &mut stop)
                 .await
             {
-                tracing::warn!(module, error = %e, "RabbitMQ consumer failed; reconnecting");
+                wait = reconnect_wait(wait, began.elapsed());
+                tracing::warn!(
+                    module,
+                    error = %e,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "RabbitMQ consumer failed; reconnecting"
+                );
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
             }
@@ -266,4 +293,28 @@ async fn reject(delivery: &lapin::message::Delivery) -> Result<(), TransportErro
         .await
         .map(drop)
         .map_err(|e| TransportError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{RECONNECT_FIRST, RECONNECT_MAX, reconnect_wait};
+
+    /// Attempts failing at once wait 1, 2, 4 ... seconds, at most 30; one
+    /// after a consumer that ran for a while waits a second again.
+    #[test]
+    fn a_consumer_failing_at_once_waits_longer_each_time_up_to_its_cap() {
+        let mut wait = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            wait = reconnect_wait(wait, Duration::from_millis(10));
+            waits.push(wait.as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(
+            reconnect_wait(RECONNECT_MAX, Duration::from_secs(60)),
+            RECONNECT_FIRST
+        );
+    }
 }
