@@ -86,7 +86,10 @@ pub trait CatalogApi: Send + Sync {
     ) -> Result<Fetched, CatalogError>;
 
     /// A page of products: filtered, searched and sorted as asked, in a
-    /// stable order, so pages neither repeat nor skip products.
+    /// stable order: pages neither repeat nor skip products added
+    /// meanwhile. Sorted by a value that can change (price, name,
+    /// relevance), a product whose value changed between two pages may be
+    /// on both or on neither.
     ///
     /// # Errors
     /// [`Failure::InvalidCursor`](kernel::Failure::InvalidCursor) when the cursor was not handed out by
