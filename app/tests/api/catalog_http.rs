@@ -483,3 +483,77 @@ async fn a_patch_with_if_match_is_refused_when_the_product_changed_since() {
         200
     );
 }
+
+/// A change publishes its events even when the product as it was does not
+/// read as one: a currency the table's CHECK takes and the kernel does not
+/// know (`HRK`, retired in 2023), loaded by SQL. Its correction committed
+/// with no event at all, so no other module or instance heard of it. Now
+/// it announces `ProductUpdated` (no `ProductPriceChanged`: there is no old
+/// price to compare); a change leaving the row unreadable is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correcting_a_product_stored_with_an_unknown_currency_publishes_its_update() {
+    use diesel_async::RunQueryDsl as _;
+
+    let app = spawn_app().await;
+    let id = uuid::Uuid::now_v7();
+    diesel::sql_query(format!(
+        "INSERT INTO catalog.products (id, sku, name, price_amount_minor, price_currency) \
+         VALUES ('{id}', 'KUNA-1', 'Kuna kettle', 7500, 'HRK')"
+    ))
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    let url = app.url(&format!("/api/v1/products/{id}"));
+    let admin = app.token(&[Role::Admin]);
+    let patch = |body: Value| {
+        app.client
+            .patch(&url)
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let events = |event_type: &str| {
+        format!(
+            "SELECT count(*) AS n FROM catalog.outbox \
+             WHERE aggregate_id = '{id}' AND event_type = '{event_type}'"
+        )
+    };
+
+    // A change after which the row still does not read: nothing is kept.
+    let renamed = patch(json!({"name": "Renamed kettle"})).await.unwrap();
+    assert_problem(renamed, 500, "internal_error").await;
+    let kept = format!(
+        "SELECT count(*) AS n FROM catalog.products \
+         WHERE id = '{id}' AND name = 'Kuna kettle' AND price_currency = 'HRK'"
+    );
+    assert_eq!(crate::helpers::count(&app, &kept).await, 1);
+
+    let corrected = patch(json!({"price": {"amount_minor": 1000, "currency": "EUR"}}))
+        .await
+        .unwrap();
+    assert_eq!(corrected.status(), 200);
+    let body: Value = corrected.json().await.unwrap();
+    assert_eq!(
+        body["price"],
+        json!({"amount_minor": 1000, "currency": "EUR"})
+    );
+    assert_eq!(
+        crate::helpers::count(&app, &events("catalog.product_updated.v1")).await,
+        1
+    );
+    assert_eq!(
+        crate::helpers::count(&app, &events("catalog.product_price_changed.v1")).await,
+        0
+    );
+    let now: Value = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["price"], body["price"]);
+    assert_eq!(now["name"], "Kuna kettle");
+}
