@@ -687,6 +687,187 @@ async fn low_and_out_of_stock_alert_the_admins() {
     );
 }
 
+/// An adjustment receiving `quantity` units, the low-stock threshold set
+/// to 5.
+fn receive_under_5(quantity: i32) -> Adjustment {
+    Adjustment {
+        low_stock_threshold: Some(5),
+        ..receive(quantity)
+    }
+}
+
+/// Reserves `quantity` units of `sku` for a new order, as a checkout does.
+async fn reserve_for_an_order(
+    module: &inventory::InventoryModule,
+    sku: &Sku,
+    quantity: i32,
+) -> OrderId {
+    let order_id = OrderId::generate();
+    let lines = vec![ReservationLine {
+        sku: sku.clone(),
+        quantity,
+    }];
+    module
+        .reserve(&caller(Role::Service), ReserveStock { order_id, lines })
+        .await
+        .unwrap();
+    order_id
+}
+
+/// How many low- and out-of-stock events of `sku` the inventory wrote to
+/// its outbox (each one an email to the admins).
+async fn alerts(db: &testkit::TestDatabase, sku: &Sku) -> (i64, i64) {
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+    use inventory_api::events::{LowStock, OutOfStock};
+    use kernel::IntegrationEvent;
+    let mut conn = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    let mut counts = [0; 2];
+    for (n, event_type) in counts.iter_mut().zip([
+        <LowStock as IntegrationEvent>::TYPE,
+        <OutOfStock as IntegrationEvent>::TYPE,
+    ]) {
+        *n = diesel::sql_query(
+            "SELECT count(*) AS n FROM inventory.outbox WHERE aggregate_id = $1 AND event_type = $2",
+        )
+        .bind::<diesel::sql_types::Text, _>(sku.as_str())
+        .bind::<diesel::sql_types::Text, _>(event_type)
+        .get_result::<crate::helpers::Count>(&mut conn)
+        .await
+        .unwrap()
+        .n;
+    }
+    (counts[0], counts[1])
+}
+
+/// A checkout reserving a SKU near its threshold, its card declined and
+/// its units released, then the next checkout reserving them again: low
+/// stock is raised by the first reserve only. Each reserve raised it (and
+/// mailed the admins) again, for every checkout that failed or expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_stock_is_raised_once_however_often_reservations_come_and_go() {
+    let (module, db) = module(&[]).await;
+    let (admin, service) = (caller(Role::Admin), caller(Role::Service));
+    let sku = Sku::parse("ALERT-LOW").unwrap();
+    module
+        .adjust(&admin, &sku, receive_under_5(6))
+        .await
+        .unwrap();
+    assert_eq!(alerts(&db, &sku).await, (0, 0), "6 is above 5");
+
+    let declined = reserve_for_an_order(&module, &sku, 2).await;
+    assert_eq!(alerts(&db, &sku).await, (1, 0), "4 left: low");
+    module.release(&service, declined).await.unwrap();
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 6);
+    for _ in 0..3 {
+        let again = reserve_for_an_order(&module, &sku, 2).await;
+        module.release(&service, again).await.unwrap();
+    }
+    reserve_for_an_order(&module, &sku, 1).await;
+    reserve_for_an_order(&module, &sku, 1).await;
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 4);
+    assert_eq!(
+        alerts(&db, &sku).await,
+        (1, 0),
+        "the fall was told once, whatever went round since"
+    );
+}
+
+/// The last units reserved, released and reserved again: out of stock is
+/// raised once for that fall (it was raised on every reserve that took the
+/// last unit). Units brought in start a new fall, whose end is told again;
+/// low stock before it too when they took the SKU above its threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_stock_is_raised_once_a_fall_however_often_the_last_units_go_round() {
+    let (module, db) = module(&[]).await;
+    let (admin, service) = (caller(Role::Admin), caller(Role::Service));
+    let sku = Sku::parse("ALERT-OUT").unwrap();
+    module
+        .adjust(&admin, &sku, receive_under_5(3))
+        .await
+        .unwrap();
+    assert_eq!(alerts(&db, &sku).await, (1, 0), "received low");
+
+    let first = reserve_for_an_order(&module, &sku, 3).await;
+    assert_eq!(alerts(&db, &sku).await, (1, 1), "out after low");
+    module.release(&service, first).await.unwrap();
+    let second = reserve_for_an_order(&module, &sku, 3).await;
+    module.release(&service, second).await.unwrap();
+    reserve_for_an_order(&module, &sku, 2).await;
+    reserve_for_an_order(&module, &sku, 1).await;
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 0);
+    assert_eq!(alerts(&db, &sku).await, (1, 1), "drained twice, one fall");
+
+    // Two units received, still under the threshold: no low stock (it was
+    // told), but their going is a new out of stock.
+    module.adjust(&admin, &sku, receive(2)).await.unwrap();
+    assert_eq!(alerts(&db, &sku).await, (1, 1));
+    reserve_for_an_order(&module, &sku, 2).await;
+    assert_eq!(
+        alerts(&db, &sku).await,
+        (1, 2),
+        "out again after units came in"
+    );
+
+    // Received above the threshold: the next fall is a new one, low then out.
+    module.adjust(&admin, &sku, receive(8)).await.unwrap();
+    assert_eq!(alerts(&db, &sku).await, (1, 2), "8 is above 5");
+    let third = reserve_for_an_order(&module, &sku, 4).await;
+    assert_eq!(alerts(&db, &sku).await, (2, 2), "4 left: low");
+    reserve_for_an_order(&module, &sku, 4).await;
+    module.release(&service, third).await.unwrap();
+    reserve_for_an_order(&module, &sku, 4).await;
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 0);
+    assert_eq!(alerts(&db, &sku).await, (2, 3), "one out of stock a fall");
+}
+
+/// Units brought in that take a SKU above its threshold (a receipt, sold
+/// units returned) start a new fall: the next one raises low stock again.
+/// Units a release gives back do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_brought_in_above_the_threshold_let_the_next_fall_alert_again() {
+    let (module, db) = module(&[]).await;
+    let (admin, service) = (caller(Role::Admin), caller(Role::Service));
+    let sku = Sku::parse("ALERT-AGAIN").unwrap();
+    module
+        .adjust(&admin, &sku, receive_under_5(6))
+        .await
+        .unwrap();
+    let declined = reserve_for_an_order(&module, &sku, 2).await;
+    module.release(&service, declined).await.unwrap();
+    let sold = reserve_for_an_order(&module, &sku, 2).await;
+    assert_eq!(alerts(&db, &sku).await, (1, 0), "a release starts no fall");
+
+    // Received: 8 available, above 5.
+    module.adjust(&admin, &sku, receive(4)).await.unwrap();
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 8);
+    assert_eq!(alerts(&db, &sku).await, (1, 0));
+    let held = reserve_for_an_order(&module, &sku, 3).await;
+    assert_eq!(
+        alerts(&db, &sku).await,
+        (2, 0),
+        "5 left after a receipt: low"
+    );
+
+    // Sold, then put back on the shelf: 7 available, above 5.
+    module.commit(&service, sold).await.unwrap();
+    module.restock(&service, sold).await.unwrap();
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 7);
+    assert_eq!(alerts(&db, &sku).await, (2, 0));
+    reserve_for_an_order(&module, &sku, 2).await;
+    assert_eq!(
+        alerts(&db, &sku).await,
+        (3, 0),
+        "5 left after a return: low"
+    );
+
+    module.release(&service, held).await.unwrap();
+    reserve_for_an_order(&module, &sku, 3).await;
+    assert_eq!(module.stock(&admin, &sku).await.unwrap().available, 5);
+    assert_eq!(alerts(&db, &sku).await, (3, 0), "released and taken again");
+}
+
 /// Reservations are the order module's: its saga owns them. An admin's
 /// reserve, commit, release or restock is a 403 and changes nothing (a
 /// restock of a shipped order's units while the order stays confirmed; a

@@ -36,8 +36,11 @@ impl IntegrationEvent for StockChanged {
     }
 }
 
-/// Available stock fell to or below the SKU's threshold (published when it
-/// crosses it, not on every change below it).
+/// Available stock fell to or below the SKU's threshold (published once a
+/// fall: when it gets there, not on every change below it, nor again when
+/// reserved units given back (a release, an expiry) and taken again cross
+/// it once more; after units come in that take it above the threshold, the
+/// next fall publishes it again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LowStock {
     /// The SKU.
@@ -55,7 +58,10 @@ impl IntegrationEvent for LowStock {
     }
 }
 
-/// Nothing of the SKU is available any more.
+/// Nothing of the SKU is available any more (published once a fall, after
+/// a `LowStock` of the same fall too; not again when its last units are
+/// given back by a release or an expiry and taken again, only after units
+/// come in).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutOfStock {
     /// The SKU.

@@ -1,6 +1,7 @@
 //! The inventory's rules, free of storage: what a valid adjustment and
 //! reservation are, where a reservation may move, and when a stock change
-//! is worth a low- or out-of-stock signal.
+//! is worth a low- or out-of-stock signal ([`Alert`]: once per fall; the
+//! stock moves keep it in their SQL, `repo::alert_set`).
 
 use inventory_api::{
     Adjustment, InventoryError, ReservationLine, ReservationStatus, ReserveStock,
@@ -39,6 +40,57 @@ impl Transition {
     }
 }
 
+/// The stock alert a SKU raised last (`stock.alerted`), kept so that each
+/// is raised once per fall, not once per move: a SKU near its threshold
+/// whose units were reserved, released (a declined card, an expiry) and
+/// reserved again alerted the admins on every reserve, and its last unit
+/// going round raised out of stock each time.
+///
+/// The rule, kept by every stock move in its `UPDATE` (`repo::alert_set`,
+/// under the row's lock) over the units available after it:
+/// - at zero: [`Alert::Out`], raising out of stock unless it was out
+///   already; after low too: out of stock is news after low;
+/// - at the threshold or below, above zero: [`Alert::Low`], raising low
+///   stock if it was [`Alert::None`] (a fall from above the threshold, a
+///   SKU received there for the first time, or a threshold raised to or
+///   above what is available). [`Alert::Out`] stays out (units a release
+///   gives back are no news, and taking them again is no new out of
+///   stock), unless the move brought units in: then low, raising nothing,
+///   and the next fall to zero is told again;
+/// - above the threshold: [`Alert::None`] again, raising nothing, when the
+///   move brought units in, so the next fall alerts again; after any other
+///   move (a release or an expiry giving back a reservation's units,
+///   which undoes a fall told already) as it was, so a reserve after a
+///   release alerts nothing.
+///
+/// Units are brought in by an adjustment (a receipt or the admins' count,
+/// or a new threshold) and by a return of sold units. With a threshold of
+/// 0 nothing is low. Until units come in, a SKU whose released units took
+/// it back above its threshold raises no second low stock when sales take
+/// it down again: that fall was told once (out of stock still is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alert {
+    /// Nothing raised since units last came in above the threshold (or
+    /// ever).
+    None,
+    /// Low stock was raised.
+    Low,
+    /// Out of stock was raised.
+    Out,
+}
+
+impl Alert {
+    /// The alert of its stored name (`none`, `low`, `out`).
+    pub(crate) fn parse(stored: &str) -> Option<Alert> {
+        match stored {
+            "none" => Some(Alert::None),
+            "low" => Some(Alert::Low),
+            "out" => Some(Alert::Out),
+            _ => None,
+        }
+    }
+}
+
 /// A stock level crossing a line worth telling others about.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Crossing {
@@ -48,19 +100,17 @@ pub(crate) enum Crossing {
     LowStock { available: i32, threshold: i32 },
 }
 
-/// What moving from `before` available units (`None`: the SKU is new) to
-/// `now` means, with the SKU's low-stock `threshold`.
-pub(crate) fn crossing(before: Option<i32>, now: i32, threshold: i32) -> Option<Crossing> {
-    let was = before.unwrap_or(0);
-    if was > 0 && now == 0 {
-        Some(Crossing::OutOfStock)
-    } else if now > 0 && now <= threshold && (was > threshold || before.is_none()) {
-        Some(Crossing::LowStock {
-            available: now,
+/// What a move that `raised` an alert ([`Alert`]'s rule; [`Alert::None`]
+/// when it raised none) announces, leaving `available` units with the
+/// SKU's low-stock `threshold`.
+pub(crate) fn crossing(raised: Alert, available: i32, threshold: i32) -> Option<Crossing> {
+    match raised {
+        Alert::None => None,
+        Alert::Out => Some(Crossing::OutOfStock),
+        Alert::Low => Some(Crossing::LowStock {
+            available,
             threshold,
-        })
-    } else {
-        None
+        }),
     }
 }
 
@@ -132,23 +182,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_step_to_zero_is_out_of_stock() {
-        assert_eq!(crossing(Some(3), 0, 5), Some(Crossing::OutOfStock));
-        assert_eq!(crossing(Some(0), 0, 5), None);
-        assert_eq!(crossing(None, 0, 5), None);
-    }
-
-    #[test]
-    fn low_stock_is_told_once_on_the_way_down_or_for_a_new_sku() {
-        let low = Some(Crossing::LowStock {
-            available: 4,
-            threshold: 5,
-        });
-        assert_eq!(crossing(Some(6), 4, 5), low);
-        assert_eq!(crossing(None, 4, 5), low);
-        assert_eq!(crossing(Some(5), 4, 5), None, "already low");
-        assert_eq!(crossing(Some(2), 4, 5), None, "going up");
-        assert_eq!(crossing(Some(9), 6, 5), None, "above the threshold");
+    fn a_raised_alert_is_announced_and_no_other() {
+        assert_eq!(crossing(Alert::Out, 0, 5), Some(Crossing::OutOfStock));
+        assert_eq!(
+            crossing(Alert::Low, 4, 5),
+            Some(Crossing::LowStock {
+                available: 4,
+                threshold: 5,
+            })
+        );
+        assert_eq!(crossing(Alert::None, 4, 5), None, "kept, not raised");
+        for stored in ["none", "low", "out"] {
+            assert!(Alert::parse(stored).is_some(), "{stored}");
+        }
+        assert_eq!(Alert::parse("LOW"), None);
     }
 
     #[test]

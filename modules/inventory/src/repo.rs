@@ -6,8 +6,10 @@
 //! a conditional `UPDATE ... RETURNING` fused with the INSERT of its
 //! movement in one CTE, which diesel's query builder cannot express, so the
 //! row is locked for one round trip only; a reservation's line also writes
-//! its `StockChanged` event in that statement ([`move_line`]). The reads and
-//! plain writes use the query builder.
+//! its `StockChanged` event in that statement ([`move_line`]). Each also
+//! keeps the SKU's stock alert ([`alert_set`]) in its `UPDATE`, and returns
+//! whether the move raised one. The reads and plain writes use the query
+//! builder.
 
 use catalog_api::Sku;
 use chrono::{DateTime, Utc};
@@ -16,6 +18,8 @@ use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uui
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use inventory_api::{Movement, OrderId, ReservationLine, StockLevel};
 use uuid::Uuid;
+
+use crate::domain::Alert;
 
 mod reservations;
 
@@ -31,6 +35,8 @@ diesel::table! {
         low_stock_threshold -> Integer,
         updated_at -> Timestamptz,
         version -> BigInt,
+        alerted -> Text,
+        alerted_version -> BigInt,
     }
 }
 
@@ -71,6 +77,15 @@ pub(crate) struct Row {
     /// events carry (they may be delivered out of order).
     #[diesel(sql_type = BigInt)]
     pub(crate) version: i64,
+    /// The stock alert the SKU raised last (`domain::Alert`, stored as its
+    /// name): `none` until a fall raises one, and again once units brought
+    /// in leave more than the threshold available.
+    #[diesel(sql_type = Text)]
+    alerted: String,
+    /// The `version` of the move that raised `alerted` (0: none did, or
+    /// before it was kept).
+    #[diesel(sql_type = BigInt)]
+    alerted_version: i64,
 }
 
 impl Row {
@@ -90,9 +105,52 @@ impl Row {
             updated_at: Some(self.updated_at),
         })
     }
+
+    /// The alert raised by the move that returned this row: its `alerted`
+    /// when that move set it (`alerted_version` is then the row's new
+    /// `version`), else `Alert::None`. `Err` for a stored name no `Alert`
+    /// has (the column's CHECK allows none).
+    pub(crate) fn raised(&self) -> Result<Alert, String> {
+        if self.alerted_version != self.version {
+            return Ok(Alert::None);
+        }
+        Alert::parse(&self.alerted).ok_or_else(|| format!("stored alert: {:?}", self.alerted))
+    }
 }
 
-const STOCK_COLUMNS: &str = "sku, on_hand, reserved, low_stock_threshold, updated_at, version";
+const STOCK_COLUMNS: &str =
+    "sku, on_hand, reserved, low_stock_threshold, updated_at, version, alerted, alerted_version";
+
+/// The `SET` clauses that keep a SKU's stock alert with a move that leaves
+/// `available` units available under a low-stock `threshold` (both SQL over
+/// the row as it was, as every `SET` expression reads it; the move also
+/// sets `version = version + 1`), by the rule of [`Alert`]: at zero,
+/// `out`; at the threshold or below, `low`, or `out` if it was and the move
+/// `brings_in` no units (an adjustment or a return does); above it,
+/// `none` if the move brings units in, else as it was. `alerted_version`
+/// becomes the new version when that raises an alert: from `none` to `low`
+/// or `out`, or from `low` to `out`; moves that keep the alert, set it back
+/// or take it from `out` to `low` leave it. In the `UPDATE`, under the
+/// row's lock: two moves can never both raise the one alert, and no round
+/// trip is added to read what was raised before.
+fn alert_set(available: &str, threshold: &str, brings_in: bool) -> String {
+    let alerted = if brings_in {
+        format!(
+            "CASE WHEN {available} > {threshold} THEN 'none' \
+             WHEN {available} = 0 THEN 'out' ELSE 'low' END"
+        )
+    } else {
+        format!(
+            "CASE WHEN {available} > {threshold} THEN alerted \
+             WHEN {available} = 0 OR alerted = 'out' THEN 'out' ELSE 'low' END"
+        )
+    };
+    format!(
+        "alerted = {alerted}, \
+         alerted_version = CASE WHEN {available} <= {threshold} AND alerted <> 'out' \
+         AND (alerted = 'none' OR {available} = 0) THEN version + 1 ELSE alerted_version END"
+    )
+}
 
 /// How one line moves a stock row; each kind is the movement it records.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -110,14 +168,30 @@ pub(crate) enum LineMove {
 }
 
 impl LineMove {
-    fn set_and_guard(self) -> (&'static str, &'static str) {
+    /// What the move sets, the condition it moves the row on, and the units
+    /// available after it (SQL over the row before it, for [`alert_set`]).
+    fn set_and_guard(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            LineMove::Reserve => ("reserved = reserved + $2", " AND on_hand - reserved >= $2"),
-            LineMove::Sale => ("on_hand = on_hand - $2, reserved = reserved - $2", ""),
+            LineMove::Reserve => (
+                "reserved = reserved + $2",
+                " AND on_hand - reserved >= $2",
+                "on_hand - reserved - $2",
+            ),
+            LineMove::Sale => (
+                "on_hand = on_hand - $2, reserved = reserved - $2",
+                "",
+                "on_hand - reserved",
+            ),
             // Only while the column can hold the sum (else no row: the
             // caller refuses, instead of the database's overflow error).
-            LineMove::Return => ("on_hand = on_hand + $2", " AND on_hand <= 2147483647 - $2"),
-            LineMove::Release | LineMove::Expiry => ("reserved = reserved - $2", ""),
+            LineMove::Return => (
+                "on_hand = on_hand + $2",
+                " AND on_hand <= 2147483647 - $2",
+                "on_hand + $2 - reserved",
+            ),
+            LineMove::Release | LineMove::Expiry => {
+                ("reserved = reserved - $2", "", "on_hand - reserved + $2")
+            }
         }
     }
 
@@ -137,22 +211,6 @@ impl LineMove {
             LineMove::Reserve | LineMove::Return => quantity,
             LineMove::Sale | LineMove::Release | LineMove::Expiry => -quantity,
         }
-    }
-
-    /// The row as it was before this move of `quantity` made it `after`.
-    pub(crate) fn undo(self, after: &Row, quantity: i32) -> Row {
-        let mut before = after.clone();
-        before.version -= 1;
-        match self {
-            LineMove::Reserve => before.reserved -= quantity,
-            LineMove::Sale => {
-                before.on_hand += quantity;
-                before.reserved += quantity;
-            }
-            LineMove::Return => before.on_hand -= quantity,
-            LineMove::Release | LineMove::Expiry => before.reserved += quantity,
-        }
-        before
     }
 }
 
@@ -178,9 +236,12 @@ fn with_movement(update: &str, key: &str, also: &str) -> String {
 /// best-selling SKU waits for, is then held only by this statement and the
 /// commit (writing the event after it took one more round trip). The
 /// payload is built by SQL as serde builds `StockChanged` (a test compares
-/// them). `None`, and no event, when a [`LineMove::Reserve`] finds too few
-/// units available, a [`LineMove::Return`] would put more units on hand
-/// than the column holds, or the SKU was never stocked.
+/// them). The row returned says whether the move raised a low- or
+/// out-of-stock alert ([`Row::raised`]), which the caller writes (only
+/// then: one statement more). `None`, and no event, when a
+/// [`LineMove::Reserve`] finds too few units available, a
+/// [`LineMove::Return`] would put more units on hand than the column
+/// holds, or the SKU was never stocked.
 pub(crate) async fn move_line(
     mut conn: &AsyncPgConnection,
     order: OrderId,
@@ -188,13 +249,14 @@ pub(crate) async fn move_line(
     how: LineMove,
     changed: &events::outbox::Prepared,
 ) -> QueryResult<Option<Row>> {
-    let (set, guard) = how.set_and_guard();
+    let (set, guard, available) = how.set_and_guard();
+    let alert = alert_set(available, "low_stock_threshold", how == LineMove::Return);
     let envelope = changed.envelope()?;
     // Raw: the update, its movement and its event in one CTE (see the
     // module doc).
     db::sql(with_movement(
         &format!(
-            "UPDATE stock SET {set}, updated_at = now(), version = version + 1 \
+            "UPDATE stock SET {set}, {alert}, updated_at = now(), version = version + 1 \
              WHERE sku = $1{guard} RETURNING {STOCK_COLUMNS}"
         ),
         "NULL",
@@ -232,14 +294,15 @@ pub(crate) async fn find_stock(
         .optional()
 }
 
-/// The stock row of `sku`, locked, and whether it was created just now
-/// (empty, with `default_threshold`: the SKU was never stocked).
+/// The stock row of `sku`, locked; created empty with `default_threshold`
+/// if the SKU was never stocked (its alert `none`: one received at or
+/// below its threshold raises low stock, as a SKU going down does).
 pub(crate) async fn lock_stock(
     conn: &mut AsyncPgConnection,
     sku: &Sku,
     default_threshold: i32,
-) -> QueryResult<(Row, bool)> {
-    let created = diesel::insert_into(stock::table)
+) -> QueryResult<Row> {
+    diesel::insert_into(stock::table)
         .values((
             stock::sku.eq(sku.as_str()),
             stock::on_hand.eq(0),
@@ -247,22 +310,22 @@ pub(crate) async fn lock_stock(
         ))
         .on_conflict_do_nothing()
         .execute(conn)
-        .await?
-        == 1;
-    let row = stock::table
+        .await?;
+    stock::table
         .find(sku.as_str())
         .select(Row::as_select())
         .for_update()
         .first(conn)
-        .await?;
-    Ok((row, created))
+        .await
 }
 
 /// Adds `quantity` (negative: removes) to what is on hand and records the
-/// movement with its `reason` and the caller's idempotency `key`; `None`,
-/// changing nothing, when fewer than the reserved units would be left. A
-/// key this SKU's stock was adjusted with already fails the statement
-/// ([`ADJUSTMENT_KEY_UNIQUE`]).
+/// movement with its `reason` and the caller's idempotency `key`, and keeps
+/// the stock alert with the new figures and threshold ([`alert_set`]: one
+/// that leaves more than the threshold available sets it back, so the
+/// next fall alerts again); `None`, changing nothing, when fewer than the
+/// reserved units would be left. A key this SKU's stock was adjusted with
+/// already fails the statement ([`ADJUSTMENT_KEY_UNIQUE`]).
 pub(crate) async fn adjust(
     conn: &mut AsyncPgConnection,
     sku: &Sku,
@@ -271,11 +334,16 @@ pub(crate) async fn adjust(
     reason: &str,
     key: Option<&str>,
 ) -> QueryResult<Option<Row>> {
+    let alert = alert_set(
+        "on_hand + $2 - reserved",
+        "COALESCE($8, low_stock_threshold)",
+        true,
+    );
     // Raw: the update and its movement in one CTE (see the module doc).
     db::sql(with_movement(
         &format!(
             "UPDATE stock SET on_hand = on_hand + $2, \
-         low_stock_threshold = COALESCE($8, low_stock_threshold), updated_at = now(), \
+         low_stock_threshold = COALESCE($8, low_stock_threshold), {alert}, updated_at = now(), \
          version = version + 1 \
          WHERE sku = $1 AND on_hand + $2 - reserved >= 0 RETURNING {STOCK_COLUMNS}"
         ),

@@ -92,13 +92,9 @@ fn to_level(row: Row) -> Result<StockLevel, InventoryError> {
 }
 
 /// Adds to `batch` what a stock change means: stock changed, and low or
-/// out of stock when available crosses the threshold or zero (the movement
-/// is written already).
-fn announce_change(
-    batch: &mut events::outbox::Batch<'_>,
-    before: Option<&Row>,
-    after: &Row,
-) -> Result<(), Abort> {
+/// out of stock when the change raised that alert (the movement is written
+/// already).
+fn announce_change(batch: &mut events::outbox::Batch<'_>, after: &Row) -> Result<(), Abort> {
     let changed = StockChanged {
         sku: stored_sku(after)?,
         on_hand: after.on_hand,
@@ -108,7 +104,7 @@ fn announce_change(
         version: Some(after.version),
     };
     batch.push(&changed)?;
-    announce_crossing(batch, before, after)
+    announce_crossing(batch, after)
 }
 
 fn stored_sku(row: &Row) -> Result<Sku, Abort> {
@@ -125,19 +121,14 @@ fn stock_changed(
     events::outbox::Prepared::new::<StockChanged>(crate::NAME, cx, line.sku.to_string())
 }
 
-/// Adds to `batch` the low or out of stock a change means, if available
-/// crossed the threshold or zero (the change's `StockChanged` is written
-/// already).
-fn announce_crossing(
-    batch: &mut events::outbox::Batch<'_>,
-    before: Option<&Row>,
-    after: &Row,
-) -> Result<(), Abort> {
-    match domain::crossing(
-        before.map(Row::available),
-        after.available(),
-        after.low_stock_threshold,
-    ) {
+/// Adds to `batch` the low or out of stock a change means, if it raised
+/// that alert (`domain::Alert`: once per fall, not on every move below the
+/// threshold; the change's `StockChanged` is written already).
+fn announce_crossing(batch: &mut events::outbox::Batch<'_>, after: &Row) -> Result<(), Abort> {
+    let raised = after
+        .raised()
+        .map_err(|e| Abort::Refuse(InventoryError::Common(Failure::Unexpected(e))))?;
+    match domain::crossing(raised, after.available(), after.low_stock_threshold) {
         Some(Crossing::OutOfStock) => {
             batch.push(&OutOfStock {
                 sku: stored_sku(after)?,
@@ -161,8 +152,8 @@ fn announce_crossing(
 
 /// Moves every line of a reservation `how` in SKU order (rows locked one by
 /// one, as reservations lock them), after setting the reservation's new
-/// `status`; each move writes its `StockChanged`, and a crossing of the
-/// threshold is announced after them (one more statement, only then). The
+/// `status`; each move writes its `StockChanged`, and an alert a move
+/// raised is announced after them (one more statement, only then). The
 /// status and the moves are pipelined (one round trip, ADR 0015).
 async fn move_lines(
     conn: &AsyncPgConnection,
@@ -192,7 +183,7 @@ async fn move_lines(
     let mut too_many = Vec::new();
     for (line, after) in reservation.lines.iter().zip(moved) {
         match after? {
-            Some(after) => moved_lines.push((line, after)),
+            Some(after) => moved_lines.push(after),
             // Its units would not fit the column (`repo::move_line`): the
             // transaction is rolled back, so nothing of the move is kept.
             None if how == LineMove::Return => too_many.push(line.sku.to_string()),
@@ -211,9 +202,8 @@ async fn move_lines(
             )],
         ))));
     }
-    for (line, after) in moved_lines {
-        let before = how.undo(&after, line.quantity);
-        announce_crossing(&mut batch, Some(&before), &after)?;
+    for after in &moved_lines {
+        announce_crossing(&mut batch, after)?;
     }
     batch.write(conn).await?;
     Ok(())
@@ -354,9 +344,10 @@ impl InventoryModule {
         let reason = adjustment.reason.trim();
         let key = adjustment.idempotency_key.as_deref();
         conn.transaction::<_, Abort, _>(async |conn| {
-            // A SKU new here had no level before: one received below
-            // its threshold is announced low, as a SKU going down is.
-            let (before, created) = repo::lock_stock(conn, sku, default_threshold).await?;
+            // A SKU new here is made with no alert raised: one received
+            // at or below its threshold is announced low, as a SKU going
+            // down is (`domain::Alert`).
+            let before = repo::lock_stock(conn, sku, default_threshold).await?;
             // Under the row's lock, so a request with this key that came
             // first has committed its movement (read here) or rolled back.
             // Looked up before the overflow check: a replay changes nothing.
@@ -393,7 +384,7 @@ impl InventoryModule {
             .await?
             .ok_or_else(|| insufficient(vec![sku.to_string()]))?;
             let mut batch = events::outbox::Batch::new(crate::NAME, cx);
-            announce_change(&mut batch, (!created).then_some(&before), &after)?;
+            announce_change(&mut batch, &after)?;
             batch.write(conn).await?;
             Ok((after, false))
         })
@@ -589,7 +580,7 @@ impl InventoryApi for InventoryModule {
                 let mut changed = Vec::new();
                 for (line, after) in lines.iter().zip(moved) {
                     match after? {
-                        Some(after) => changed.push((line, after)),
+                        Some(after) => changed.push(after),
                         None => short.push(line.sku.to_string()),
                     }
                 }
@@ -598,9 +589,8 @@ impl InventoryApi for InventoryModule {
                 }
                 written?;
                 let mut batch = events::outbox::Batch::new(crate::NAME, cx);
-                for (line, after) in &changed {
-                    let before = LineMove::Reserve.undo(after, line.quantity);
-                    announce_crossing(&mut batch, Some(&before), after)?;
+                for after in &changed {
+                    announce_crossing(&mut batch, after)?;
                 }
                 batch.write(conn).await?;
                 Ok(Reservation {

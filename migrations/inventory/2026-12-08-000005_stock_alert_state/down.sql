@@ -1,0 +1,1 @@
+ALTER TABLE stock DROP COLUMN alerted_version, DROP COLUMN alerted;
