@@ -310,7 +310,7 @@ async fn a_cancel_made_on_another_instance_is_met_before_the_capture() {
     .unwrap();
     db.batch_execute(
         "CREATE FUNCTION inventory.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$; \
+         BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$; \
          CREATE TRIGGER slow_commit BEFORE UPDATE ON inventory.reservations FOR EACH ROW \
          WHEN (NEW.status = 'committed') EXECUTE FUNCTION inventory.slow_commit();",
     )

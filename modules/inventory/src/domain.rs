@@ -59,12 +59,14 @@ impl Transition {
 ///   and the next fall to zero is told again;
 /// - above the threshold: [`Alert::None`] again, raising nothing, when the
 ///   move brought units in, so the next fall alerts again; after any other
-///   move (a release or an expiry giving back a reservation's units,
-///   which undoes a fall told already) as it was, so a reserve after a
+///   move (a release, an expiry or a return giving back what a reserve or
+///   a sale took, which undoes a fall told already) as it was, so a reserve after a
 ///   release alerts nothing.
 ///
 /// Units are brought in by an adjustment (a receipt or the admins' count,
-/// or a new threshold) and by a return of sold units. With a threshold of
+/// or a new threshold); a return of sold units (a cancelled order's
+/// restock) undoes a sale, as a release undoes a reserve, and brings in
+/// nothing new. With a threshold of
 /// 0 nothing is low. Until units come in, a SKU whose released units took
 /// it back above its threshold raises no second low stock when sales take
 /// it down again: that fall was told once (out of stock still is).

@@ -126,7 +126,7 @@ const STOCK_COLUMNS: &str =
 /// the row as it was, as every `SET` expression reads it; the move also
 /// sets `version = version + 1`), by the rule of [`Alert`]: at zero,
 /// `out`; at the threshold or below, `low`, or `out` if it was and the move
-/// `brings_in` no units (an adjustment or a return does); above it,
+/// `brings_in` no units (an adjustment does); above it,
 /// `none` if the move brings units in, else as it was. `alerted_version`
 /// becomes the new version when that raises an alert: from `none` to `low`
 /// or `out`, or from `low` to `out`; moves that keep the alert, set it back
@@ -250,7 +250,9 @@ pub(crate) async fn move_line(
     changed: &events::outbox::Prepared,
 ) -> QueryResult<Option<Row>> {
     let (set, guard, available) = how.set_and_guard();
-    let alert = alert_set(available, "low_stock_threshold", how == LineMove::Return);
+    // A return (a restock) puts back what a sale of the order took: it
+    // undoes a fall told already, as a release does, and re-arms nothing.
+    let alert = alert_set(available, "low_stock_threshold", false);
     let envelope = changed.envelope()?;
     // Raw: the update, its movement and its event in one CTE (see the
     // module doc).

@@ -18,7 +18,9 @@
 //! (a cancel arriving while the placing request still drives the saga) is
 //! refused the lease like a run of another instance, and the run holding it
 //! finds the turn before its next step when the cancel was made in its
-//! process, otherwise when it records or finishes.
+//! process; a cancel made elsewhere, before the capture when the checkout
+//! outlasted its request's wait (one read: the customer holds the order's
+//! id by then) or the run resumes a saga, otherwise at its finish.
 
 mod calls;
 mod record;
@@ -211,10 +213,18 @@ impl Saga {
     }
 
     /// Whether `order`'s saga was turned back by a cancel made anywhere
-    /// ([`sagas::turned_back`]: one read, before the capture only).
-    async fn turned_back(&self, order: OrderId) -> Result<bool, DieselError> {
-        let mut conn = self.saga_conn().await?;
-        sagas::turned_back(&mut conn, order).await
+    /// ([`sagas::turned_back`]: one read, before the capture only). A read
+    /// that fails says no: the finish meets the cancel all the same, and
+    /// the results held are not thrown away for it.
+    async fn turned_back(&self, order: OrderId) -> bool {
+        let read = match self.saga_conn().await {
+            Ok(mut conn) => sagas::turned_back(&mut conn, order).await,
+            Err(e) => Err(e),
+        };
+        read.unwrap_or_else(|e| {
+            tracing::warn!(order.id = %order, error = %e, "cannot read whether the saga was turned; met at its finish");
+            false
+        })
     }
 
     /// Whether `order` was turned round here since this run last asked.
@@ -324,17 +334,26 @@ impl Saga {
         let mut held: Vec<OrderEvent> = Vec::new();
         let mut renewed = std::time::Instant::now();
         let renew_every = Duration::from_secs(self.settings.lease_secs) / 3;
+        let began = std::time::Instant::now();
+        let checkout_wait = Duration::from_millis(self.settings.checkout_wait_ms);
         loop {
             let Some(step) = next_step(&state, &saga) else {
                 return Ok(Ran::Over);
             };
             let cx = self.step_context(&saga);
+            // A cancel made on another instance is looked for before the
+            // capture (the one step that charges the customer), once the
+            // checkout outlasted its request's wait (202: the customer has
+            // the order's id to cancel) or when resuming: a checkout that
+            // ends within the wait costs no read; a cancel meeting it (from
+            // the order list, in another tab) is met at the finish.
+            let look_elsewhere =
+                step == Step::Capture && (reply.is_none() || began.elapsed() >= checkout_wait);
             if saga.direction == Direction::Forward
-                && (self.take_turn(order)
-                    || (step == Step::Capture && self.turned_back(order).await?))
+                && (self.take_turn(order) || (look_elsewhere && self.turned_back(order).await))
             {
-                // Cancelled here meanwhile: what is held is recorded, and
-                // the saga read again turns before its next call.
+                // Cancelled meanwhile: what is held is recorded, and the
+                // saga read again turns before its next call.
                 self.flush(order, &saga, &mut recorded, &mut held, &cx)
                     .await?;
                 (state, saga) = self.read(order).await?;

@@ -44,7 +44,8 @@ impl RabbitMq {
     ) {
         // Nothing waited yet: the first failure waits RECONNECT_FIRST.
         let mut wait = Duration::ZERO;
-        while !*stop.borrow() {
+        // A stop, or its sender gone (the server stopped), ends it.
+        while !*stop.borrow() && stop.has_changed().is_ok() {
             let began = std::time::Instant::now();
             if let Err(e) = self
                 .consume_once(module, &event_types, &dispatcher, &mut stop)
@@ -59,7 +60,12 @@ impl RabbitMq {
                 );
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => {}
+                    changed = stop.changed() => {
+                        // Its sender gone: the server stopped.
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         }
