@@ -286,13 +286,8 @@ mod tests {
 
     use super::*;
 
-    /// A prune deletes in statements of at most `PRUNE_BATCH` keys (one
-    /// statement for every key due may run into the statement timeout,
-    /// deleting nothing, at every prune), until all that is due has gone;
-    /// younger keys stay. A statement trigger of the test records each
-    /// statement's count.
-    #[tokio::test]
-    async fn a_prune_deletes_in_batches_until_all_due_keys_are_gone() {
+    /// A fresh database with the order schema, and a connection to it.
+    async fn order_schema() -> (testkit::TestDatabase, db::Object) {
         let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
         let pool = db::build_pool(&db::PoolOptions {
             url: db.url().to_owned(),
@@ -304,7 +299,18 @@ mod tests {
             statement_timeout: Duration::from_secs(5),
         })
         .unwrap();
-        let mut conn = db::connection(&pool, crate::NAME).await.unwrap();
+        let conn = db::connection(&pool, crate::NAME).await.unwrap();
+        (db, conn)
+    }
+
+    /// A prune deletes in statements of at most `PRUNE_BATCH` keys (one
+    /// statement for every key due may run into the statement timeout,
+    /// deleting nothing, at every prune), until all that is due has gone;
+    /// younger keys stay. A statement trigger of the test records each
+    /// statement's count.
+    #[tokio::test]
+    async fn a_prune_deletes_in_batches_until_all_due_keys_are_gone() {
+        let (_db, mut conn) = order_schema().await;
         for statement in [
             "CREATE TABLE prune_log (deleted bigint NOT NULL)",
             "CREATE FUNCTION log_prune() RETURNS trigger LANGUAGE plpgsql AS \
@@ -340,18 +346,7 @@ mod tests {
     /// under it since is left alone.
     #[tokio::test]
     async fn forgetting_a_key_leaves_a_fresh_claim_under_it_alone() {
-        let db = testkit::TestDatabase::create(&[crate::MODULE_MIGRATIONS]).await;
-        let pool = db::build_pool(&db::PoolOptions {
-            url: db.url().to_owned(),
-            schema: "orders",
-            max_size: 1,
-            runtimes: 1,
-            acquire_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(5),
-        })
-        .unwrap();
-        let mut conn = db::connection(&pool, crate::NAME).await.unwrap();
+        let (_db, mut conn) = order_schema().await;
         let customer = Uuid::now_v7();
         let stored = async |conn: &mut AsyncPgConnection| -> bool {
             keys::table
